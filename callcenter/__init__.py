@@ -1,0 +1,3 @@
+"""Eldercare emergency call-centre server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Device ingest: MQTT subscriber, protocol v1, dead letters."""

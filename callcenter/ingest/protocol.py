@@ -1,0 +1,312 @@
+"""Device protocol v1: topic layout and payloads (docs/protocol.md is the reference).
+
+Topics are ``{prefix}/v1/{household}/{serial}/{channel}``. A later protocol version
+lives beside this one under ``{prefix}/v2/...`` so old and new devices can coexist.
+
+Parsing is a pure function: bytes in, a ``DeviceMessage`` out, or a ``PayloadError``
+that says why, so the message can be dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+
+VERSION = 1
+VERSION_LEVEL = f"v{VERSION}"
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Device clocks in milliseconds since the epoch; anything past 2100 is nonsense.
+_MAX_TS_MS = 4_102_444_800_000
+
+
+class Channel(enum.StrEnum):
+    """The last topic level: what kind of message travels on it."""
+
+    EVENT = "event"  # device -> server, QoS 1: things that happened
+    HEARTBEAT = "heartbeat"  # device -> server, QoS 0: liveness and battery
+    STATUS = "status"  # device -> server, QoS 1 retained, also the last will
+    COMMAND = "command"  # server -> device, QoS 1: prompts such as "help is on the way"
+
+
+class EventKind(enum.StrEnum):
+    """Events a device reports on its event channel."""
+
+    EMERGENCY_PRESS = "emergency_press"
+    SERVICE_REQUEST = "service_request"
+    CANCEL = "cancel"
+    FALL_DETECTED = "fall_detected"
+    LOW_BATTERY = "low_battery"
+
+
+class ServerEventKind(enum.StrEnum):
+    """Events the server itself writes into a device's log."""
+
+    DEVICE_ONLINE = "device_online"
+    DEVICE_OFFLINE = "device_offline"
+
+
+class DeadLetterReason(enum.StrEnum):
+    """Why a message was not accepted; stored with every dead letter."""
+
+    BAD_TOPIC = "bad_topic"
+    TOO_LARGE = "too_large"
+    MALFORMED_JSON = "malformed_json"
+    SCHEMA = "schema"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    UNKNOWN_DEVICE = "unknown_device"
+    HOUSEHOLD_MISMATCH = "household_mismatch"
+
+
+class PayloadError(Exception):
+    """A message that cannot be accepted; carries the topic, reason and a readable detail."""
+
+    def __init__(self, *, topic: str, reason: DeadLetterReason, detail: str) -> None:
+        self.topic = topic
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail} (topic {topic!r})")
+
+
+@dataclass(frozen=True)
+class Topic:
+    """Where a message came from, as the topic names it."""
+
+    household: str
+    serial: str
+    channel: Channel
+
+
+def topic_for(prefix: str, household: str, serial: str, channel: Channel) -> str:
+    """The v1 topic for one device's channel."""
+    return f"{prefix}/{VERSION_LEVEL}/{household}/{serial}/{channel.value}"
+
+
+def subscription(prefix: str) -> str:
+    """One filter for every v1 message, well-formed or not, so nothing escapes ingest."""
+    return f"{prefix}/{VERSION_LEVEL}/#"
+
+
+def parse_topic(prefix: str, topic: str) -> Topic:
+    """Split a v1 topic; raise PayloadError(bad_topic) for anything else."""
+    parts = topic.split("/")
+    if len(parts) != 5 or parts[0] != prefix or parts[1] != VERSION_LEVEL:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.BAD_TOPIC,
+            detail=f"expected {prefix}/{VERSION_LEVEL}/<household>/<serial>/<channel>",
+        )
+    _, _, household, serial, channel = parts
+    if not _NAME.match(household) or not _NAME.match(serial):
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.BAD_TOPIC,
+            detail="household and serial must be 1-64 of A-Z a-z 0-9 _ -",
+        )
+    try:
+        kind = Channel(channel)
+    except ValueError:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.BAD_TOPIC,
+            detail=f"unknown channel {channel!r}; expected one of "
+            + ", ".join(c.value for c in Channel),
+        ) from None
+    if kind is Channel.COMMAND:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.BAD_TOPIC,
+            detail="the command channel is for the server to publish, not devices",
+        )
+    return Topic(household, serial, kind)
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    v: Literal[1]
+    ts: StrictInt = Field(ge=0, le=_MAX_TS_MS)
+
+
+class _EventPayload(_Payload):
+    id: str = Field(pattern=_EVENT_ID.pattern)
+    kind: Literal[
+        "emergency_press", "service_request", "cancel", "fall_detected", "low_battery"
+    ]
+    battery: StrictInt | None = Field(default=None, ge=0, le=100)
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class _HeartbeatPayload(_Payload):
+    battery: StrictInt | None = Field(default=None, ge=0, le=100)
+    rssi: StrictInt | None = Field(default=None, ge=-200, le=0)
+
+
+class _StatusPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    v: Literal[1]
+    online: StrictBool
+    # A last will is written at connect time, so its timestamp may be old or absent.
+    ts: StrictInt | None = Field(default=None, ge=0, le=_MAX_TS_MS)
+
+
+_MODELS: dict[Channel, type[BaseModel]] = {
+    Channel.EVENT: _EventPayload,
+    Channel.HEARTBEAT: _HeartbeatPayload,
+    Channel.STATUS: _StatusPayload,
+}
+
+
+@dataclass(frozen=True)
+class DeviceEventMessage:
+    """Something that happened at a device, to be written to the event log."""
+
+    topic: Topic
+    event_id: str
+    kind: EventKind
+    device_time: datetime
+    battery: int | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HeartbeatMessage:
+    """A device saying it is alive."""
+
+    topic: Topic
+    device_time: datetime
+    battery: int | None
+    rssi: int | None
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    """A device's retained online/offline state; offline is usually its last will."""
+
+    topic: Topic
+    online: bool
+    device_time: datetime | None
+
+
+DeviceMessage = DeviceEventMessage | HeartbeatMessage | StatusMessage
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _schema_detail(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        where = ".".join(str(p) for p in item["loc"]) or "(payload)"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_message(
+    prefix: str,
+    topic: str,
+    payload: bytes,
+    *,
+    received_at: datetime,
+    max_payload_bytes: int = 8192,
+    max_clock_skew: timedelta = timedelta(minutes=5),
+) -> DeviceMessage:
+    """Turn one MQTT message into a DeviceMessage, or raise PayloadError saying why not."""
+    where = parse_topic(prefix, topic)
+    if len(payload) > max_payload_bytes:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.TOO_LARGE,
+            detail=f"{len(payload)} bytes, limit {max_payload_bytes}",
+        )
+    try:
+        document = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.MALFORMED_JSON,
+            detail=f"not JSON: {str(exc)[:200]}",
+        ) from None
+    if not isinstance(document, dict):
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.SCHEMA,
+            detail=f"payload must be a JSON object, got {type(document).__name__}",
+        )
+    try:
+        body = _MODELS[where.channel].model_validate(document)
+    except ValidationError as exc:
+        raise PayloadError(
+            topic=topic, reason=DeadLetterReason.SCHEMA, detail=_schema_detail(exc)
+        ) from None
+
+    device_time = _from_ms(body.ts) if body.ts is not None else None  # type: ignore[attr-defined]
+    if device_time is not None and device_time - received_at > max_clock_skew:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.FUTURE_TIMESTAMP,
+            detail=f"device time {device_time.isoformat()} is "
+            f"{(device_time - received_at).total_seconds():.0f} s ahead of the server",
+        )
+    if isinstance(body, _EventPayload):
+        assert device_time is not None
+        return DeviceEventMessage(
+            topic=where,
+            event_id=body.id,
+            kind=EventKind(body.kind),
+            device_time=device_time,
+            battery=body.battery,
+            data=body.data,
+        )
+    if isinstance(body, _HeartbeatPayload):
+        assert device_time is not None
+        return HeartbeatMessage(
+            topic=where, device_time=device_time, battery=body.battery, rssi=body.rssi
+        )
+    assert isinstance(body, _StatusPayload)
+    return StatusMessage(topic=where, online=body.online, device_time=device_time)
+
+
+def event_payload(
+    event_id: str,
+    kind: EventKind,
+    ts_ms: int,
+    *,
+    battery: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> bytes:
+    """Encode an event the way a v1 device does."""
+    body: dict[str, Any] = {"v": VERSION, "id": event_id, "ts": ts_ms, "kind": kind.value}
+    if battery is not None:
+        body["battery"] = battery
+    if data:
+        body["data"] = data
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def heartbeat_payload(ts_ms: int, *, battery: int | None = None, rssi: int | None = None) -> bytes:
+    """Encode a v1 heartbeat."""
+    body: dict[str, Any] = {"v": VERSION, "ts": ts_ms}
+    if battery is not None:
+        body["battery"] = battery
+    if rssi is not None:
+        body["rssi"] = rssi
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def status_payload(online: bool, ts_ms: int | None = None) -> bytes:
+    """Encode a v1 status (online, or the offline last will)."""
+    body: dict[str, Any] = {"v": VERSION, "online": online}
+    if ts_ms is not None:
+        body["ts"] = ts_ms
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,1 @@
+"""Database: models, engines, migrations and the demo district."""

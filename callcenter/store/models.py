@@ -1,0 +1,243 @@
+"""Database tables: the district's registry, the device event log and dead letters.
+
+The same models serve SQLite (the embedded default) and PostgreSQL. Times are stored
+as UTC and always come back timezone-aware.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime, time
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+)
+from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-numbers INTEGER PRIMARY KEY, not BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp kept in UTC; naive values are refused so local time never sneaks in."""
+
+    impl = _DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; attach a time zone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime, dict[str, Any]: JSON, list[str]: JSON}
+
+
+class DeviceKind(enum.StrEnum):
+    BASE_UNIT = "base_unit"
+    CALL_BUTTON = "call_button"
+    PAGER = "pager"
+
+
+class Transport(enum.StrEnum):
+    WALK = "walk"
+    BICYCLE = "bicycle"
+    EBIKE = "ebike"
+    CAR = "car"
+
+
+class CarerRole(enum.StrEnum):
+    CARER = "carer"
+    STATION_LEAD = "station_lead"
+
+
+class Station(Base):
+    """A service station (day-care centre) that carers start from."""
+
+    __tablename__ = "stations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    address: Mapped[str] = mapped_column(String(240))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    phone: Mapped[str] = mapped_column(String(32))
+    # The B post: where calls go when this station cannot serve.
+    backup_station_id: Mapped[int | None] = mapped_column(ForeignKey("stations.id"))
+
+    carers: Mapped[list[Carer]] = relationship(back_populates="station")
+
+
+class ShiftPattern(Base):
+    """A named, repeating shift (e.g. early 07:00 for 8 h, Monday to Friday)."""
+
+    __tablename__ = "shift_patterns"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(80))
+    starts_at: Mapped[time] = mapped_column(Time)
+    duration_minutes: Mapped[int] = mapped_column(Integer)
+    # ISO weekday numbers, Monday = 1.
+    weekdays: Mapped[list[int]] = mapped_column(JSON)
+
+
+class Carer(Base):
+    """A field carer (or station lead) who receives dispatches on an ordinary phone."""
+
+    __tablename__ = "carers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    phone: Mapped[str] = mapped_column(String(32), unique=True)
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    role: Mapped[str] = mapped_column(String(16), default=CarerRole.CARER)
+    station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    skills: Mapped[list[str]] = mapped_column(JSON, default=list)
+    transport: Mapped[str] = mapped_column(String(16), default=Transport.WALK)
+    shift_pattern_code: Mapped[str] = mapped_column(ForeignKey("shift_patterns.code"))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    station: Mapped[Station] = relationship(back_populates="carers")
+
+
+class Household(Base):
+    """An enrolled home with its residents, family contacts and devices."""
+
+    __tablename__ = "households"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The code is the household's name on MQTT topics and on the board.
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    address: Mapped[str] = mapped_column(String(240))
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    home_station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"), index=True)
+    backup_station_id: Mapped[int] = mapped_column(ForeignKey("stations.id"))
+    access_notes: Mapped[str] = mapped_column(Text, default="")
+
+    residents: Mapped[list[Resident]] = relationship(
+        back_populates="household", order_by="Resident.id"
+    )
+    contacts: Mapped[list[FamilyContact]] = relationship(
+        back_populates="household", order_by="FamilyContact.position"
+    )
+    devices: Mapped[list[Device]] = relationship(back_populates="household")
+
+
+class Resident(Base):
+    """A person living in a household who may press the button."""
+
+    __tablename__ = "residents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    name: Mapped[str] = mapped_column(String(80))
+    birth_year: Mapped[int] = mapped_column(SmallInteger)
+    care_notes: Mapped[str] = mapped_column(Text, default="")
+    mobility: Mapped[str] = mapped_column(String(32), default="independent")
+
+    household: Mapped[Household] = relationship(back_populates="residents")
+
+
+class FamilyContact(Base):
+    """A relative to call, in order (position 1 first)."""
+
+    __tablename__ = "family_contacts"
+    __table_args__ = (UniqueConstraint("household_id", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    name: Mapped[str] = mapped_column(String(80))
+    relation: Mapped[str] = mapped_column(String(32))
+    phone: Mapped[str] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+
+    household: Mapped[Household] = relationship(back_populates="contacts")
+
+
+class Device(Base):
+    """A base unit, call button or pager registered to one household."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    battery_pct: Mapped[int | None] = mapped_column(SmallInteger)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    online: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    household: Mapped[Household] = relationship(back_populates="devices")
+
+
+class DeviceEvent(Base):
+    """One event a device reported: the append-only log everything else is built from.
+
+    ``(device_id, event_id)`` is unique: a redelivered event is recognised and kept once.
+    """
+
+    __tablename__ = "device_events"
+    __table_args__ = (UniqueConstraint("device_id", "event_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    device_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DeadLetter(Base):
+    """A message that could not be accepted, kept with the reason so nothing is lost."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    topic: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str] = mapped_column(String(32), index=True)
+    detail: Mapped[str] = mapped_column(Text)
+    payload_size: Mapped[int] = mapped_column(Integer)
+    # Kept up to the size limit; payload_size says how much there was.
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
