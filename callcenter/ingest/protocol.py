@@ -63,6 +63,7 @@ class DeadLetterReason(enum.StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     UNKNOWN_DEVICE = "unknown_device"
     HOUSEHOLD_MISMATCH = "household_mismatch"
+    STORE_REJECTED = "store_rejected"
 
 
 class PayloadError(Exception):

@@ -1,0 +1,252 @@
+"""Deciding what one batch of MQTT messages does to the store: a pure function.
+
+``plan_batch`` turns received messages into the rows to write (events, dead letters)
+and the new state of the devices they touched, without doing any I/O. The caller
+writes the plan in one transaction, then acknowledges the messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from callcenter.ingest.protocol import (
+    DeadLetterReason,
+    DeviceEventMessage,
+    HeartbeatMessage,
+    PayloadError,
+    ServerEventKind,
+    StatusMessage,
+    parse_message,
+)
+from callcenter.ingest.registry import DeviceRegistry, DeviceState
+
+
+@dataclass(frozen=True)
+class Received:
+    """One MQTT message as it came off the wire."""
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what ingest accepts."""
+
+    topic_prefix: str
+    max_payload_bytes: int = 8192
+    max_clock_skew: timedelta = timedelta(minutes=5)
+
+
+@dataclass
+class BatchPlan:
+    """Everything one batch writes, in the order the messages arrived."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    devices: dict[str, DeviceState] = field(default_factory=dict)
+    heartbeats: int = 0
+    statuses: int = 0
+    duplicates_in_batch: int = 0
+
+
+def _dead_letter(
+    message: Received, reason: DeadLetterReason, detail: str, now: datetime, keep: int
+) -> dict[str, Any]:
+    return {
+        "received_at": now,
+        "topic": message.topic[:512],
+        "reason": reason.value,
+        "detail": detail,
+        "payload_size": len(message.payload),
+        "payload": message.payload[:keep],
+    }
+
+
+def _event_row(
+    device: DeviceState,
+    event_id: str,
+    kind: str,
+    device_time: datetime,
+    now: datetime,
+    data: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "device_id": device.device_id,
+        "household_id": device.household_id,
+        "event_id": event_id,
+        "kind": kind,
+        "device_time": device_time,
+        "received_at": now,
+        "data": data,
+    }
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def plan_batch(
+    messages: list[Received], registry: DeviceRegistry, now: datetime, limits: Limits
+) -> BatchPlan:
+    """Decide the rows and device states for a batch; never raises for bad input."""
+    plan = BatchPlan()
+    seen: set[tuple[int, str]] = set()
+
+    def current(serial: str) -> DeviceState | None:
+        return plan.devices.get(serial) or registry.get(serial)
+
+    def transition(device: DeviceState, online: bool, reason: str) -> DeviceState:
+        kind = ServerEventKind.DEVICE_ONLINE if online else ServerEventKind.DEVICE_OFFLINE
+        # The id is derived from the moment, so a redelivered status cannot log twice.
+        event_id = f"srv:{kind.value}:{_ms(now)}"
+        if (device.device_id, event_id) not in seen:
+            seen.add((device.device_id, event_id))
+            plan.events.append(
+                _event_row(device, event_id, kind.value, now, now, {"reason": reason})
+            )
+        return replace(device, online=online)
+
+    for message in messages:
+        try:
+            parsed = parse_message(
+                limits.topic_prefix,
+                message.topic,
+                message.payload,
+                received_at=now,
+                max_payload_bytes=limits.max_payload_bytes,
+                max_clock_skew=limits.max_clock_skew,
+            )
+        except PayloadError as error:
+            plan.dead_letters.append(
+                _dead_letter(message, error.reason, error.detail, now, limits.max_payload_bytes)
+            )
+            continue
+
+        device = current(parsed.topic.serial)
+        if device is None:
+            plan.dead_letters.append(
+                _dead_letter(
+                    message,
+                    DeadLetterReason.UNKNOWN_DEVICE,
+                    f"no device with serial {parsed.topic.serial!r} is registered",
+                    now,
+                    limits.max_payload_bytes,
+                )
+            )
+            continue
+        if device.household_code != parsed.topic.household:
+            plan.dead_letters.append(
+                _dead_letter(
+                    message,
+                    DeadLetterReason.HOUSEHOLD_MISMATCH,
+                    f"device {device.serial} belongs to household {device.household_code}, "
+                    f"not {parsed.topic.household}",
+                    now,
+                    limits.max_payload_bytes,
+                )
+            )
+            continue
+
+        if isinstance(parsed, DeviceEventMessage):
+            key = (device.device_id, parsed.event_id)
+            if key in seen:
+                plan.duplicates_in_batch += 1
+            else:
+                seen.add(key)
+                plan.events.append(
+                    _event_row(
+                        device,
+                        parsed.event_id,
+                        parsed.kind.value,
+                        parsed.device_time,
+                        now,
+                        parsed.data,
+                    )
+                )
+            if not device.online:
+                device = transition(device, True, "event")
+            device = replace(
+                device,
+                last_seen_at=now,
+                battery_pct=parsed.battery if parsed.battery is not None else device.battery_pct,
+            )
+        elif isinstance(parsed, HeartbeatMessage):
+            plan.heartbeats += 1
+            if not device.online:
+                device = transition(device, True, "heartbeat")
+            device = replace(
+                device,
+                last_seen_at=now,
+                battery_pct=parsed.battery if parsed.battery is not None else device.battery_pct,
+            )
+        else:
+            assert isinstance(parsed, StatusMessage)
+            plan.statuses += 1
+            device = _apply_status(device, parsed, message.retained, transition, now)
+        plan.devices[device.serial] = device
+    return plan
+
+
+def _apply_status(
+    device: DeviceState,
+    status: StatusMessage,
+    retained: bool,
+    transition: Any,
+    now: datetime,
+) -> DeviceState:
+    if status.online:
+        # A retained "online" replayed on subscribe may be older than what we know
+        # (the device may have gone silent since); only a fresh one counts.
+        stale = retained and (
+            status.device_time is None
+            or (device.last_seen_at is not None and status.device_time <= device.last_seen_at)
+        )
+        if stale:
+            return device
+        if not device.online:
+            device = transition(device, True, "status")
+        return replace(device, last_seen_at=now)
+    if device.online:
+        return transition(device, False, "last_will" if retained or status.device_time is None
+                          else "status")
+    return device
+
+
+def find_silent(
+    registry: DeviceRegistry, now: datetime, silence: timedelta, listening_since: datetime
+) -> list[DeviceState]:
+    """Online devices not heard from for ``silence``, counting only time we were listening."""
+    cutoff = now - silence
+    if listening_since > cutoff:
+        return []
+    return [
+        d
+        for d in registry.all()
+        if d.online and (d.last_seen_at is None or d.last_seen_at < cutoff)
+    ]
+
+
+def plan_silent_offline(
+    silent: list[DeviceState], now: datetime, silence: timedelta
+) -> BatchPlan:
+    """Offline events and states for devices whose heartbeats stopped."""
+    plan = BatchPlan()
+    for device in silent:
+        last = device.last_seen_at.isoformat() if device.last_seen_at else None
+        plan.events.append(
+            _event_row(
+                device,
+                f"srv:{ServerEventKind.DEVICE_OFFLINE.value}:{_ms(now)}",
+                ServerEventKind.DEVICE_OFFLINE.value,
+                now,
+                now,
+                {"reason": "heartbeats_missed", "last_seen_at": last,
+                 "silence_s": silence.total_seconds()},
+            )
+        )
+        plan.devices[device.serial] = replace(device, online=False)
+    return plan

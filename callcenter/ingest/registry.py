@@ -1,0 +1,68 @@
+"""The device registry as ingest sees it: which household each serial belongs to and
+whether it is online. Loaded from the database, kept current by ingest itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from callcenter.store.models import Device, Household
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """One registered device and its liveness, as last committed."""
+
+    device_id: int
+    serial: str
+    household_id: int
+    household_code: str
+    online: bool
+    last_seen_at: datetime | None
+    battery_pct: int | None
+
+
+class DeviceRegistry:
+    """Serial -> DeviceState for every registered device."""
+
+    def __init__(self, devices: Iterable[DeviceState] = ()) -> None:
+        self._by_serial = {d.serial: d for d in devices}
+
+    def __len__(self) -> int:
+        return len(self._by_serial)
+
+    def get(self, serial: str) -> DeviceState | None:
+        return self._by_serial.get(serial)
+
+    def all(self) -> list[DeviceState]:
+        return list(self._by_serial.values())
+
+    def update(self, states: Iterable[DeviceState]) -> None:
+        """Record states that have been committed."""
+        for state in states:
+            self._by_serial[state.serial] = state
+
+
+_QUERY = select(
+    Device.id,
+    Device.serial,
+    Device.household_id,
+    Household.code,
+    Device.online,
+    Device.last_seen_at,
+    Device.battery_pct,
+).join(Household, Device.household_id == Household.id)
+
+
+async def load_devices(
+    connection: AsyncConnection, serials: Iterable[str] | None = None
+) -> list[DeviceState]:
+    """Read registered devices from the database: all of them, or just these serials."""
+    query = _QUERY if serials is None else _QUERY.where(Device.serial.in_(list(serials)))
+    result = await connection.execute(query)
+    return [DeviceState(*row) for row in result]

@@ -1,0 +1,325 @@
+"""The ingest service: MQTT in, event log out, acknowledged only after commit.
+
+One loop owns the connection. It takes a batch of whatever messages are waiting,
+plans it (pure), writes it in one transaction, acknowledges the batch in order, then
+tells listeners (the call engine) about the new events. A lost broker means reconnect
+with jittered backoff; a lost database means retry the same batch, unacknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import aiomqtt
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from callcenter.clock import Clock
+from callcenter.config import Config
+from callcenter.ingest.batch import (
+    BatchPlan,
+    Limits,
+    Received,
+    find_silent,
+    plan_batch,
+    plan_silent_offline,
+)
+from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
+from callcenter.ingest.protocol import DeadLetterReason, subscription
+from callcenter.ingest.registry import DeviceRegistry, load_devices
+from callcenter.ingest.writer import EventWriter, StoredEvent
+
+log = logging.getLogger("callcenter.ingest")
+
+EventListener = Callable[[list[StoredEvent]], Awaitable[None]]
+
+# Unknown serials are looked up in the database at most this often each, so a rogue
+# device cannot turn every message into a query.
+_UNKNOWN_RECHECK_S = 30.0
+
+
+@dataclass
+class IngestStats:
+    """Counters for logs, /metrics and benchmarks."""
+
+    messages: int = 0
+    events_stored: int = 0
+    duplicates: int = 0
+    heartbeats: int = 0
+    statuses: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    batches: int = 0
+    store_retries: int = 0
+    reconnects: int = 0
+    devices_declared_offline: int = 0
+
+
+def _received(message: aiomqtt.Message) -> Received:
+    payload = message.payload
+    if isinstance(payload, (bytes, bytearray)):
+        body = bytes(payload)
+    elif payload is None:
+        body = b""
+    else:
+        body = str(payload).encode()
+    return Received(topic=message.topic.value, payload=body, retained=bool(message.retain))
+
+
+class Ingest:
+    """Subscribes to every v1 device topic and keeps the event log."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: AsyncEngine,
+        clock: Clock,
+        *,
+        broker_host: str,
+        broker_port: int,
+    ) -> None:
+        self._config = config
+        self._engine = engine
+        self._clock = clock
+        self._host = broker_host
+        self._port = broker_port
+        self._writer = EventWriter(engine)
+        self._registry = DeviceRegistry()
+        self._limits = Limits(
+            topic_prefix=config.broker.topic_prefix,
+            max_payload_bytes=config.ingest.max_payload_bytes,
+            max_clock_skew=timedelta(seconds=config.ingest.max_clock_skew_s),
+        )
+        self._silence = timedelta(
+            seconds=config.ingest.heartbeat_interval_s * config.ingest.offline_after_missed
+        )
+        self._listeners: list[EventListener] = []
+        self._stopping = asyncio.Event()
+        self._unknown_checked: dict[str, float] = {}
+        self._listening_since: datetime | None = None
+        self._next_housekeeping = 0.0
+        self._next_registry_reload = 0.0
+        self.stats = IngestStats()
+        self.connected = asyncio.Event()
+
+    @property
+    def registry(self) -> DeviceRegistry:
+        return self._registry
+
+    def on_events(self, listener: EventListener) -> None:
+        """Call ``listener`` with each committed batch of new events."""
+        self._listeners.append(listener)
+
+    def stop(self) -> None:
+        """Finish the batch in hand, acknowledge it, and disconnect."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stop(): connect, consume, reconnect on loss."""
+        await self._load_registry()
+        delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
+        topic = subscription(self._config.broker.topic_prefix)
+        if self._config.broker.shared_group:
+            topic = f"$share/{self._config.broker.shared_group}/{topic}"
+        while not self._stopping.is_set():
+            client = ingest_client(self._config.broker, host=self._host, port=self._port)
+            try:
+                async with client:
+                    await client.subscribe(topic, qos=1)
+                    delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
+                    self._listening_since = self._clock.now()
+                    self.connected.set()
+                    log.info("ingest subscribed to %s on %s:%d", topic, self._host, self._port)
+                    await self._consume(AckAfterCommit(client))
+            except aiomqtt.MqttError as error:
+                self.connected.clear()
+                self._listening_since = None
+                if self._stopping.is_set():
+                    break
+                self.stats.reconnects += 1
+                wait = next(delays)
+                log.warning(
+                    "broker %s:%d unavailable (%s); reconnecting in %.1f s",
+                    self._host,
+                    self._port,
+                    error,
+                    wait,
+                )
+                await self._sleep_unless_stopping(wait)
+        self.connected.clear()
+        log.info("ingest stopped: %s", self.stats)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _consume(self, session: AckAfterCommit) -> None:
+        stop = asyncio.create_task(self._stopping.wait(), name="callcenter.ingest.stop")
+        pending: asyncio.Task[list[aiomqtt.Message]] | None = None
+        try:
+            while True:
+                if pending is None:
+                    # Never cancelled while waiting for housekeeping: a cancelled read
+                    # could drop a message it had already taken off the queue.
+                    pending = asyncio.create_task(
+                        session.next_batch(self._config.ingest.max_batch),
+                        name="callcenter.ingest.read",
+                    )
+                timeout = max(0.0, self._next_housekeeping - time.monotonic())
+                done, _ = await asyncio.wait(
+                    {pending, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if pending in done:
+                    batch, pending = pending.result(), None  # raises MqttError on loss
+                    await self._ingest(batch)
+                    session.acknowledge(batch)
+                if stop in done:
+                    return
+                if time.monotonic() >= self._next_housekeeping:
+                    await self._housekeeping()
+        finally:
+            stop.cancel()
+            if pending is not None:
+                # Whatever it holds was never acknowledged; the broker will redeliver.
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await pending
+
+    async def _ingest(self, batch: list[aiomqtt.Message]) -> None:
+        received = [_received(m) for m in batch]
+        await self._resolve_unknown(received)
+        plan = plan_batch(received, self._registry, self._clock.now(), self._limits)
+        stored = await self._commit(plan, received)
+        self.stats.messages += len(batch)
+        self.stats.batches += 1
+        self.stats.heartbeats += plan.heartbeats
+        self.stats.statuses += plan.statuses
+        for listener in self._listeners:
+            await listener(stored)
+
+    async def _commit(self, plan: BatchPlan, received: list[Received]) -> list[StoredEvent]:
+        """Write the plan, retrying while the database is unreachable; never gives up."""
+        delays = backoff_delays(first_s=0.2, cap_s=10.0)
+        while True:
+            try:
+                stored = await self._writer.write(plan)
+            except IntegrityError as error:
+                # Something in the batch the store refuses (e.g. a device deleted since
+                # the registry was read): write the messages one by one instead.
+                log.error("batch of %d refused by the store (%s); splitting", len(received),
+                          error.orig)
+                return await self._commit_one_by_one(received)
+            except (OperationalError, DBAPIError, OSError) as error:
+                self.stats.store_retries += 1
+                wait = next(delays)
+                log.error(
+                    "database unavailable (%s); %d messages held unacknowledged, retry in %.1f s",
+                    error,
+                    len(received),
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                continue
+            self._account(plan, stored)
+            return stored
+
+    async def _commit_one_by_one(self, received: list[Received]) -> list[StoredEvent]:
+        stored: list[StoredEvent] = []
+        for message in received:
+            plan = plan_batch([message], self._registry, self._clock.now(), self._limits)
+            try:
+                new = await self._writer.write(plan)
+            except IntegrityError as error:
+                plan = BatchPlan(
+                    dead_letters=[
+                        {
+                            "received_at": self._clock.now(),
+                            "topic": message.topic[:512],
+                            "reason": DeadLetterReason.STORE_REJECTED.value,
+                            "detail": f"database refused it: {error.orig}"[:2000],
+                            "payload_size": len(message.payload),
+                            "payload": message.payload[: self._limits.max_payload_bytes],
+                        }
+                    ]
+                )
+                new = await self._writer.write(plan)
+            self._account(plan, new)
+            stored.extend(new)
+        return stored
+
+    def _account(self, plan: BatchPlan, stored: list[StoredEvent]) -> None:
+        self._registry.update(plan.devices.values())
+        self.stats.events_stored += len(stored)
+        self.stats.duplicates += len(plan.events) - len(stored) + plan.duplicates_in_batch
+        for row in plan.dead_letters:
+            self.stats.dead_letters[row["reason"]] += 1
+            log.warning(
+                "dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"]
+            )
+
+    async def _resolve_unknown(self, received: list[Received]) -> None:
+        """Look up serials we do not know yet: a device may have been registered just now."""
+        prefix = self._limits.topic_prefix
+        now = time.monotonic()
+        wanted = set()
+        for message in received:
+            parts = message.topic.split("/")
+            if len(parts) == 5 and parts[0] == prefix and self._registry.get(parts[3]) is None:
+                serial = parts[3]
+                if now - self._unknown_checked.get(serial, -_UNKNOWN_RECHECK_S) >= (
+                    _UNKNOWN_RECHECK_S
+                ):
+                    wanted.add(serial)
+                    self._unknown_checked[serial] = now
+        if wanted:
+            async with self._engine.connect() as connection:
+                found = await load_devices(connection, wanted)
+            self._registry.update(found)
+            for device in found:
+                self._unknown_checked.pop(device.serial, None)
+
+    async def _load_registry(self) -> None:
+        delays = backoff_delays(first_s=0.5, cap_s=10.0)
+        while True:
+            try:
+                async with self._engine.connect() as connection:
+                    devices = await load_devices(connection)
+            except (OperationalError, DBAPIError, OSError) as error:
+                wait = next(delays)
+                log.error("cannot read the device registry (%s); retry in %.1f s", error, wait)
+                await asyncio.sleep(wait)
+                continue
+            self._registry = DeviceRegistry(devices)
+            self._next_registry_reload = (
+                time.monotonic() + self._config.ingest.registry_refresh_s
+            )
+            log.info("device registry loaded: %d devices", len(self._registry))
+            return
+
+    async def _housekeeping(self) -> None:
+        """Declare silent devices offline; pick up registry changes."""
+        interval = min(self._config.ingest.heartbeat_interval_s / 2, 15.0)
+        self._next_housekeeping = time.monotonic() + interval
+        if self._listening_since is not None:
+            now = self._clock.now()
+            silent = find_silent(self._registry, now, self._silence, self._listening_since)
+            if silent:
+                plan = plan_silent_offline(silent, now, self._silence)
+                stored = await self._commit(plan, [])
+                self.stats.devices_declared_offline += len(silent)
+                log.warning(
+                    "%d device(s) silent for %.0f s declared offline: %s",
+                    len(silent),
+                    self._silence.total_seconds(),
+                    ", ".join(d.serial for d in silent[:10]),
+                )
+                for listener in self._listeners:
+                    await listener(stored)
+        if time.monotonic() >= self._next_registry_reload:
+            await self._load_registry()
