@@ -30,6 +30,8 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
             print(f"  {problem}")
         return 2
     problems = check_environment(config)
+    if problems:
+        print(f"configuration has {len(problems)} problem(s):")
     for problem in problems:
         print(f"  {problem}")
     if problems:

@@ -15,6 +15,7 @@ import difflib
 import os
 import shutil
 import tomllib
+import urllib.parse
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,16 @@ SECRET_ENV = {
 }
 
 
+def _url_has_password(value: object) -> bool:
+    """True for a URL string that carries a password, e.g. postgresql+asyncpg://u:pw@h/db."""
+    if not isinstance(value, str) or "://" not in value:
+        return False
+    try:
+        return urllib.parse.urlsplit(value).password is not None
+    except ValueError:
+        return False
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,7 +59,7 @@ class DistrictConfig(_Section):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError("unknown time zone") from None
         return value
 
 
@@ -261,9 +272,7 @@ def _problems_from_validation(
     return problems
 
 
-def load_config(
-    path: Path | None = None, environ: Mapping[str, str] | None = None
-) -> Config:
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (if any) and the environment; raise ConfigError listing all problems.
 
     With no path, ``callcenter.toml`` in the working directory is read when it exists.
@@ -309,8 +318,22 @@ def load_config(
                                 "in the environment",
                             )
                         )
+                    elif (section, key) == ("database", "url") and _url_has_password(body[key]):
+                        problems.append(
+                            ConfigProblem(
+                                source,
+                                "database.url",
+                                "a database URL with a password is a secret and is not read "
+                                "from the configuration file",
+                                "remove it from the file and set CALLCENTER_DATABASE__URL "
+                                "in the environment",
+                            )
+                        )
 
     for section, keys in _env_overrides(environ).items():
+        if section not in raw:
+            # A section only the environment names: an error in it is the variable's.
+            origin[(section, "")] = f"environment {next(iter(keys.values()))[1]}"
         body = raw.setdefault(section, {})
         if not isinstance(body, dict):
             continue
@@ -342,8 +365,10 @@ def check_environment(config: Config) -> list[ConfigProblem]:
             )
         )
     data_dir = config.data.dir
-    probe = data_dir if data_dir.exists() else next(
-        (p for p in data_dir.resolve().parents if p.exists()), Path("/")
+    probe = (
+        data_dir
+        if data_dir.exists()
+        else next((p for p in data_dir.resolve().parents if p.exists()), Path("/"))
     )
     if not os.access(probe, os.W_OK):
         problems.append(

@@ -18,8 +18,13 @@ NOW_MS = int(NOW.timestamp() * 1000)
 LIMITS = Limits(topic_prefix="eldercare")
 
 
-def device(serial: str = "CB-H0001", household: str = "H0001", *, online: bool = True,
-           last_seen: datetime | None = NOW - timedelta(seconds=30)) -> DeviceState:
+def device(
+    serial: str = "CB-H0001",
+    household: str = "H0001",
+    *,
+    online: bool = True,
+    last_seen: datetime | None = NOW - timedelta(seconds=30),
+) -> DeviceState:
     return DeviceState(
         device_id=1 if serial.startswith("CB") else 2,
         serial=serial,

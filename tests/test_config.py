@@ -363,10 +363,6 @@ def test_cli_config_check_hides_the_database_password(tmp_path: Path) -> None:
     assert "broker broker.example:1883" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py does not refuse a database URL with a password in the file yet",
-)
 def test_database_password_in_file_is_refused(tmp_path: Path) -> None:
     """Test that a database URL with a password in the file is refused like any secret."""
     path = write(tmp_path, '[database]\nurl = "postgresql+asyncpg://app:hunter2@db/cc"\n')
@@ -375,10 +371,6 @@ def test_database_password_in_file_is_refused(tmp_path: Path) -> None:
     assert "CALLCENTER_DATABASE__URL" in problem.fix
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py blames an unknown section from the environment on '(defaults)'",
-)
 def test_unknown_section_from_environment_names_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

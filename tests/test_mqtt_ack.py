@@ -87,7 +87,7 @@ async def test_plain_aiomqtt_would_lose_the_messages(
             identifier=identifier,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
-            properties=ingest_client(_config("x"), host="h", port=1)._properties,  # noqa: SLF001
+            properties=ingest_client(_config("x"), host="h", port=1)._properties,
         )
 
     async with plain() as client:

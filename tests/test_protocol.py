@@ -117,7 +117,9 @@ def test_heartbeat_and_status_are_parsed() -> None:
             DeadLetterReason.SCHEMA,
         ),
         (
-            json.dumps({"v": 1, "id": "a", "ts": NOW_MS, "kind": "cancel", "battery": 101}).encode(),
+            json.dumps(
+                {"v": 1, "id": "a", "ts": NOW_MS, "kind": "cancel", "battery": 101}
+            ).encode(),
             DeadLetterReason.SCHEMA,
         ),
         (
@@ -153,7 +155,9 @@ def test_small_clock_skew_is_tolerated() -> None:
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 _near_valid = st.fixed_dictionaries(

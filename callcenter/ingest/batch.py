@@ -7,6 +7,7 @@ writes the plan in one transaction, then acknowledges the messages.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -195,7 +196,7 @@ def _apply_status(
     device: DeviceState,
     status: StatusMessage,
     retained: bool,
-    transition: Any,
+    transition: Callable[[DeviceState, bool, str], DeviceState],
     now: datetime,
 ) -> DeviceState:
     if status.online:
@@ -211,8 +212,9 @@ def _apply_status(
             device = transition(device, True, "status")
         return replace(device, last_seen_at=now)
     if device.online:
-        return transition(device, False, "last_will" if retained or status.device_time is None
-                          else "status")
+        return transition(
+            device, False, "last_will" if retained or status.device_time is None else "status"
+        )
     return device
 
 
@@ -230,9 +232,7 @@ def find_silent(
     ]
 
 
-def plan_silent_offline(
-    silent: list[DeviceState], now: datetime, silence: timedelta
-) -> BatchPlan:
+def plan_silent_offline(silent: list[DeviceState], now: datetime, silence: timedelta) -> BatchPlan:
     """Offline events and states for devices whose heartbeats stopped."""
     plan = BatchPlan()
     for device in silent:
@@ -244,8 +244,11 @@ def plan_silent_offline(
                 ServerEventKind.DEVICE_OFFLINE.value,
                 now,
                 now,
-                {"reason": "heartbeats_missed", "last_seen_at": last,
-                 "silence_s": silence.total_seconds()},
+                {
+                    "reason": "heartbeats_missed",
+                    "last_seen_at": last,
+                    "silence_s": silence.total_seconds(),
+                },
             )
         )
         plan.devices[device.serial] = replace(device, online=False)

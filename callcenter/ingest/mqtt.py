@@ -33,7 +33,7 @@ RECEIVE_MAXIMUM = 65_535
 
 def ingest_client(config: BrokerConfig, *, host: str, port: int) -> aiomqtt.Client:
     """A new MQTT 5 client for ingest: persistent session, manual acknowledgement on."""
-    properties = Properties(PacketTypes.CONNECT)
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = config.session_expiry_s
     properties.ReceiveMaximum = RECEIVE_MAXIMUM
     client = aiomqtt.Client(
@@ -55,11 +55,11 @@ def ingest_client(config: BrokerConfig, *, host: str, port: int) -> aiomqtt.Clie
 
 
 def _paho(client: aiomqtt.Client) -> Any:
-    return client._client  # noqa: SLF001  (the one sanctioned use; see module docstring)
+    return client._client
 
 
 def _inbox(client: aiomqtt.Client) -> asyncio.Queue[aiomqtt.Message]:
-    queue: asyncio.Queue[aiomqtt.Message] = client._queue  # noqa: SLF001
+    queue: asyncio.Queue[aiomqtt.Message] = client._queue
     return queue
 
 

@@ -138,9 +138,7 @@ class _Payload(BaseModel):
 
 class _EventPayload(_Payload):
     id: str = Field(pattern=_EVENT_ID.pattern)
-    kind: Literal[
-        "emergency_press", "service_request", "cancel", "fall_detected", "low_battery"
-    ]
+    kind: Literal["emergency_press", "service_request", "cancel", "fall_detected", "low_battery"]
     battery: StrictInt | None = Field(default=None, ge=0, le=100)
     data: dict[str, Any] = Field(default_factory=dict)
 

@@ -212,8 +212,9 @@ class Ingest:
             except IntegrityError as error:
                 # Something in the batch the store refuses (e.g. a device deleted since
                 # the registry was read): write the messages one by one instead.
-                log.error("batch of %d refused by the store (%s); splitting", len(received),
-                          error.orig)
+                log.error(
+                    "batch of %d refused by the store (%s); splitting", len(received), error.orig
+                )
                 return await self._commit_one_by_one(received)
             except (OperationalError, DBAPIError, OSError) as error:
                 self.stats.store_retries += 1
@@ -259,9 +260,7 @@ class Ingest:
         self.stats.duplicates += len(plan.events) - len(stored) + plan.duplicates_in_batch
         for row in plan.dead_letters:
             self.stats.dead_letters[row["reason"]] += 1
-            log.warning(
-                "dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"]
-            )
+            log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
 
     async def _resolve_unknown(self, received: list[Received]) -> None:
         """Look up serials we do not know yet: a device may have been registered just now."""
@@ -296,9 +295,7 @@ class Ingest:
                 await asyncio.sleep(wait)
                 continue
             self._registry = DeviceRegistry(devices)
-            self._next_registry_reload = (
-                time.monotonic() + self._config.ingest.registry_refresh_s
-            )
+            self._next_registry_reload = time.monotonic() + self._config.ingest.registry_refresh_s
             log.info("device registry loaded: %d devices", len(self._registry))
             return
 

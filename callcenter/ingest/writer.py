@@ -10,11 +10,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.ingest.batch import BatchPlan
-from callcenter.store.models import DeadLetter, Device, DeviceEvent
+from callcenter.store.models import Base
 
-_events = DeviceEvent.__table__
-_devices = Device.__table__
-_dead_letters = DeadLetter.__table__
+_events = Base.metadata.tables["device_events"]
+_devices = Base.metadata.tables["devices"]
+_dead_letters = Base.metadata.tables["dead_letters"]
 
 
 @dataclass(frozen=True)
