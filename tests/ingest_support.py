@@ -1,0 +1,117 @@
+"""Running ingest inside a test, and reading back what it stored."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiomqtt
+from sqlalchemy import func, select
+
+from callcenter.clock import SystemClock
+from callcenter.config import Config
+from callcenter.ingest.protocol import Channel, EventKind, event_payload, topic_for
+from callcenter.ingest.service import Ingest
+from callcenter.store.db import create_engine
+from callcenter.store.models import DeadLetter, Device, DeviceEvent
+
+
+def ingest_config(
+    *, host: str, port: int, prefix: str, client_id: str = "ingest-test", **ingest: Any
+) -> Config:
+    """A configuration pointing at the test broker with a per-test topic prefix."""
+    return Config.model_validate(
+        {
+            "broker": {
+                "host": host,
+                "port": port,
+                "topic_prefix": prefix,
+                "client_id": client_id,
+                "reconnect_max_s": 1.0,
+            },
+            "ingest": ingest,
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_ingest(config: Config, database_url: str) -> AsyncIterator[Ingest]:
+    """Ingest running in this loop until the block ends; it must still be alive then."""
+    engine = create_engine(database_url)
+    ingest = Ingest(
+        config,
+        engine,
+        SystemClock(),
+        broker_host=config.broker.host,
+        broker_port=config.broker.port,
+    )
+    task = asyncio.create_task(ingest.run(), name="callcenter.ingest")
+    try:
+        async with asyncio.timeout(15):
+            await ingest.connected.wait()
+        yield ingest
+        assert not task.done(), f"ingest stopped unexpectedly: {task}"
+    finally:
+        ingest.stop()
+        async with asyncio.timeout(15):
+            await task
+        await engine.dispose()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, within_s: float = 20.0, what: str = "condition"
+) -> None:
+    """Poll ``check`` until it holds; fail with ``what`` after ``within_s`` seconds."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+
+
+async def stored_event_keys(database_url: str) -> list[tuple[str, str]]:
+    """(serial, event id) of every device-reported event in the log, doubles included."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                select(Device.serial, DeviceEvent.event_id)
+                .join(Device, Device.id == DeviceEvent.device_id)
+                .where(~DeviceEvent.event_id.startswith("srv:"))
+            )
+            return [(serial, event_id) for serial, event_id in rows]
+    finally:
+        await engine.dispose()
+
+
+async def count_rows(database_url: str, model: type[DeviceEvent] | type[DeadLetter]) -> int:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            return int(
+                (await connection.execute(select(func.count()).select_from(model))).scalar_one()
+            )
+    finally:
+        await engine.dispose()
+
+
+async def publish_events(
+    host: str,
+    port: int,
+    prefix: str,
+    events: list[tuple[str, str, str]],
+    kind: EventKind = EventKind.EMERGENCY_PRESS,
+) -> None:
+    """Publish (household, serial, event id) events at QoS 1 from one test client."""
+    now_ms = int(time.time() * 1000)
+    async with aiomqtt.Client(host, port) as client:
+        for household, serial, event_id in events:
+            await client.publish(
+                topic_for(prefix, household, serial, Channel.EVENT),
+                event_payload(event_id, kind, now_ms),
+                qos=1,
+            )
