@@ -1,0 +1,50 @@
+"""Simulated households: base units and call buttons speaking device protocol v1 over MQTT.
+
+The public surface is small: build a device list, describe the run in
+``SimulationSettings``, and ``await Simulation(settings, devices).run()``.
+"""
+
+from __future__ import annotations
+
+from device_sim.counters import SimulationCounters, SimulationSummary
+from device_sim.district import (
+    BASE_UNIT,
+    CALL_BUTTON,
+    DeviceSpec,
+    district_devices,
+    household_code,
+    load_devices_from_database,
+)
+from device_sim.groundtruth import (
+    GroundTruth,
+    GroundTruthError,
+    GroundTruthEvent,
+    read_ground_truth,
+)
+from device_sim.settings import (
+    DEFAULT_KIND_WEIGHTS,
+    SimulationSettings,
+    SimulatorConfigError,
+    parse_kind_weights,
+)
+from device_sim.simulation import Simulation
+
+__all__ = [
+    "BASE_UNIT",
+    "CALL_BUTTON",
+    "DEFAULT_KIND_WEIGHTS",
+    "DeviceSpec",
+    "GroundTruth",
+    "GroundTruthError",
+    "GroundTruthEvent",
+    "Simulation",
+    "SimulationCounters",
+    "SimulationSettings",
+    "SimulationSummary",
+    "SimulatorConfigError",
+    "district_devices",
+    "household_code",
+    "load_devices_from_database",
+    "parse_kind_weights",
+    "read_ground_truth",
+]

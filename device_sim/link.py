@@ -1,0 +1,291 @@
+"""One MQTT connection and the devices that speak through it.
+
+By default every device has its own link (client id = serial, its own last will), as
+in the field. For simulations beyond the open-file limit, devices share links.
+
+Each connection attempt uses a new aiomqtt client. paho re-sends its own queue of
+unacknowledged messages when a client reconnects; a fresh client per attempt leaves
+the devices' outboxes as the only thing that is re-published, once, with the same ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import random
+import socket
+from collections.abc import Callable, Sequence
+
+import aiomqtt
+
+from callcenter.ingest.protocol import status_payload
+from device_sim.counters import Tally
+from device_sim.device import OutboxEvent, SimulatedDevice
+from device_sim.settings import SimulationSettings
+
+log = logging.getLogger("device_sim.link")
+
+# Topics per SUBSCRIBE packet when a shared link subscribes its devices' command topics.
+_SUBSCRIBE_CHUNK = 500
+
+# What a link treats as "the connection is gone, try again".
+_CONNECTION_ERRORS = (aiomqtt.MqttError, OSError)
+
+
+class _LinkClosingError(Exception):
+    """Ends a link's session from inside its TaskGroup for a graceful close."""
+
+
+class DeviceLink:
+    """A connection to the broker for one device (or a share of the district)."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        devices: Sequence[SimulatedDevice],
+        will: aiomqtt.Will,
+        settings: SimulationSettings,
+        tally: Tally,
+        connect_gate: asyncio.Semaphore,
+        closing: asyncio.Event,
+        rng: random.Random,
+        now_ms: Callable[[], int],
+        on_acknowledged: Callable[[OutboxEvent], None],
+        on_duplicate_sent: Callable[[OutboxEvent], None],
+        on_settled: Callable[[OutboxEvent], None],
+        on_online_changed: Callable[[], None],
+    ) -> None:
+        self.client_id = client_id
+        self.devices = list(devices)
+        self._by_serial = {device.serial: device for device in self.devices}
+        self._will = will
+        self._settings = settings
+        self._tally = tally
+        self._connect_gate = connect_gate
+        self._closing = closing
+        self._rng = rng
+        self._now_ms = now_ms
+        self._on_acknowledged = on_acknowledged
+        self._on_duplicate_sent = on_duplicate_sent
+        self._on_settled = on_settled
+        self._on_online_changed = on_online_changed
+        # True while connected with the online status published: events flow.
+        self.online = False
+        self.connected_once = False
+        self._queue: asyncio.Queue[OutboxEvent] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._offline_until = 0.0
+        self._went_online_last_session = False
+
+    def submit(self, event: OutboxEvent) -> None:
+        """Publish a new event now if the link is online; else it waits in the outbox."""
+        if self._queue is not None:
+            self._queue.put_nowait(event)
+
+    def cut(self, offline_for_s: float) -> None:
+        """Drop the connection without DISCONNECT (the broker publishes the last will)
+        and stay away for ``offline_for_s`` seconds, like a power cut."""
+        self._offline_until = asyncio.get_running_loop().time() + offline_for_s
+        client = self._client
+        if client is None:
+            return
+        # aiomqtt has no public way to drop a connection abruptly; paho's socket does.
+        sock = client._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def run(self) -> None:
+        """Stay connected until the simulation closes, reconnecting with backoff."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while not self._closing.is_set():
+            offline_for = self._offline_until - loop.time()
+            if offline_for > 0:
+                await self._sleep_unless_closing(offline_for)
+                continue
+            try:
+                await self._session()
+                return
+            except* _CONNECTION_ERRORS as group:
+                log.debug("%s: connection ended: %s", self.client_id, group.exceptions[0])
+            if self._went_online_last_session:
+                self._tally.connection_losses += 1
+                failures = 0
+            else:
+                self._tally.connect_failures += 1
+            failures += 1
+            await self._sleep_unless_closing(self._backoff(failures))
+
+    def _backoff(self, failures: int) -> float:
+        # Jittered so that a district which lost its broker does not return in lockstep.
+        ceiling = min(
+            self._settings.backoff_max_s, self._settings.backoff_initial_s * 2.0 ** (failures - 1)
+        )
+        return ceiling * self._rng.uniform(0.5, 1.0)
+
+    async def _sleep_unless_closing(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._closing.wait()
+
+    def _new_client(self) -> aiomqtt.Client:
+        client = aiomqtt.Client(
+            self._settings.broker_host,
+            self._settings.broker_port,
+            identifier=self.client_id,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            clean_session=True,
+            will=self._will,
+            keepalive=self._settings.keepalive_s,
+            timeout=self._settings.timeout_s,
+        )
+        # Publishes in flight are expected here; aiomqtt warns above its threshold.
+        client.pending_calls_threshold = self._settings.max_inflight_per_connection + 16
+        return client
+
+    async def _session(self) -> None:
+        self._went_online_last_session = False
+        client = self._new_client()
+        async with contextlib.AsyncExitStack() as stack:
+            async with self._connect_gate:
+                await stack.enter_async_context(client)
+            self._client = client
+            try:
+                await self._subscribe_commands(client)
+                await self._announce(client, online=True)
+                queue = self._go_online()
+                try:
+                    async with asyncio.TaskGroup() as tg:
+                        name = f"device_sim.link.{self.client_id}"
+                        tg.create_task(self._listen(client), name=f"{name}.commands")
+                        tg.create_task(self._send_events(client, queue, tg), name=f"{name}.events")
+                        if self._settings.heartbeat_interval_s > 0:
+                            tg.create_task(self._send_heartbeats(client), name=f"{name}.heartbeats")
+                        tg.create_task(self._await_closing(), name=f"{name}.closing")
+                except* _LinkClosingError:
+                    pass
+                # A graceful goodbye says so explicitly; the last will is for abrupt ends.
+                self._go_offline()
+                try:
+                    async with asyncio.timeout(self._settings.close_timeout_s):
+                        await self._announce(client, online=False)
+                except (TimeoutError, *_CONNECTION_ERRORS) as exc:
+                    log.warning("%s: could not publish offline status: %s", self.client_id, exc)
+            finally:
+                self._client = None
+                self._go_offline()
+
+    def _go_offline(self) -> None:
+        self._queue = None
+        if self.online:
+            self.online = False
+            self._on_online_changed()
+
+    def _go_online(self) -> asyncio.Queue[OutboxEvent]:
+        # No await between the outbox snapshot and installing the queue: an event
+        # generated meanwhile is either in the snapshot or submitted to the queue.
+        queue: asyncio.Queue[OutboxEvent] = asyncio.Queue()
+        backlog = [event for device in self.devices for event in device.outbox.values()]
+        for event in sorted(backlog, key=lambda event: event.sequence):
+            queue.put_nowait(event)
+        self._queue = queue
+        if self.connected_once:
+            self._tally.reconnects += 1
+        self.connected_once = True
+        self._went_online_last_session = True
+        self.online = True
+        self._on_online_changed()
+        return queue
+
+    async def _subscribe_commands(self, client: aiomqtt.Client) -> None:
+        topics = [(device.command_topic, 1) for device in self.devices]
+        for start in range(0, len(topics), _SUBSCRIBE_CHUNK):
+            await client.subscribe(topics[start : start + _SUBSCRIBE_CHUNK])
+
+    async def _announce(self, client: aiomqtt.Client, *, online: bool) -> None:
+        """Publish every device's retained status, a bounded number at a time."""
+        chunk = self._settings.max_inflight_per_connection
+        for start in range(0, len(self.devices), chunk):
+            async with asyncio.TaskGroup() as tg:
+                for device in self.devices[start : start + chunk]:
+                    tg.create_task(
+                        self._publish_status(client, device, online=online),
+                        name=f"device_sim.status.{device.serial}",
+                    )
+
+    async def _publish_status(
+        self, client: aiomqtt.Client, device: SimulatedDevice, *, online: bool
+    ) -> None:
+        payload = status_payload(online, self._now_ms())
+        await client.publish(device.status_topic, payload, qos=1, retain=True)
+        self._tally.statuses_sent += 1
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        # Raises MqttError when the connection drops: that is how a session ends.
+        async for message in client.messages:
+            self._tally.commands_received += 1
+            log.debug("%s: command on %s: %r", self.client_id, message.topic, message.payload)
+
+    async def _send_events(
+        self,
+        client: aiomqtt.Client,
+        queue: asyncio.Queue[OutboxEvent],
+        tg: asyncio.TaskGroup,
+    ) -> None:
+        inflight = asyncio.Semaphore(self._settings.max_inflight_per_connection)
+        while True:
+            event = await queue.get()
+            if event.event_id not in self._by_serial[event.serial].outbox:
+                continue
+            await inflight.acquire()
+            tg.create_task(
+                self._publish_event(client, event, inflight),
+                name=f"device_sim.event.{event.event_id}",
+            )
+
+    async def _publish_event(
+        self, client: aiomqtt.Client, event: OutboxEvent, inflight: asyncio.Semaphore
+    ) -> None:
+        # No timeouts: a lost connection ends the session (and this task) instead, and
+        # the event stays in the outbox for the next session.
+        try:
+            if not event.acknowledged:
+                if event.attempts:
+                    self._tally.republished += 1
+                event.attempts += 1
+                await client.publish(event.topic, event.payload, qos=1, timeout=math.inf)
+                self._on_acknowledged(event)
+            if event.duplicate and not event.duplicate_sent:
+                await client.publish(event.topic, event.payload, qos=1, timeout=math.inf)
+                self._on_duplicate_sent(event)
+            self._on_settled(event)
+        finally:
+            inflight.release()
+
+    async def _send_heartbeats(self, client: aiomqtt.Client) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self._settings.heartbeat_interval_s
+        start = loop.time()
+        schedule = [
+            (start + device.heartbeat_phase % interval, index)
+            for index, device in enumerate(self.devices)
+        ]
+        heapq.heapify(schedule)
+        while True:
+            due, index = schedule[0]
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            heapq.heapreplace(schedule, (due + interval, index))
+            device = self.devices[index]
+            await client.publish(device.heartbeat_topic, device.heartbeat(self._now_ms()), qos=0)
+            self._tally.heartbeats_sent += 1
+
+    async def _await_closing(self) -> None:
+        await self._closing.wait()
+        raise _LinkClosingError
