@@ -1,0 +1,1 @@
+"""Alembic migrations; run them with ``callcenter db upgrade`` (see docs/database.md)."""
