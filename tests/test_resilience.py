@@ -1,0 +1,282 @@
+"""Nothing lost, nothing doubled: the district's devices against ingest, while the broker
+restarts and while the server is killed outright."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callcenter.broker import EmbeddedBroker
+from device_sim.district import district_devices
+from device_sim.groundtruth import read_ground_truth
+from device_sim.settings import SimulationSettings
+from device_sim.simulation import Simulation
+from tests.ingest_support import (
+    eventually,
+    ingest_config,
+    publish_events,
+    running_ingest,
+    stored_event_keys,
+)
+
+
+def _settings(
+    broker: EmbeddedBroker, prefix: str, ground_truth: Path, **overrides: object
+) -> SimulationSettings:
+    values: dict[str, object] = {
+        "broker_host": broker.host,
+        "broker_port": broker.port,
+        "prefix": prefix,
+        "ground_truth": ground_truth,
+        "backoff_initial_s": 0.2,
+        "backoff_max_s": 1.0,
+        "timeout_s": 5.0,
+        "seed": 7,
+    }
+    values.update(overrides)
+    return SimulationSettings(**values)  # type: ignore[arg-type]
+
+
+async def _assert_log_matches_ground_truth(database_url: str, ground_truth: Path) -> int:
+    truth = read_ground_truth(ground_truth)
+    assert truth.pending == 0, f"{truth.pending} events never acknowledged by the broker"
+    stored = await stored_event_keys(database_url)
+    assert len(stored) == len(set(stored)), "an event was stored twice"
+    assert set(stored) == set(truth.sent)
+    return len(stored)
+
+
+async def _wait_stored(database_url: str, count: int, within_s: float = 60.0) -> None:
+    async def done() -> bool:
+        return len(await stored_event_keys(database_url)) >= count
+
+    await eventually(done, within_s=within_s, what=f"{count} events in the log")
+
+
+async def test_every_event_of_900_households_is_stored_once_under_forced_redelivery(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that the 900 demo households (1800 devices, one connection each) sending events,
+    a share of them twice on purpose, end up in the log exactly once each."""
+    truth_file = tmp_path / "truth.jsonl"
+    config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
+    simulation = Simulation(
+        _settings(
+            broker,
+            topic_prefix,
+            truth_file,
+            press_rate=150.0,
+            max_events=1500,
+            duplicate_rate=0.3,
+            heartbeat_interval_s=5.0,
+            connect_concurrency=128,
+        ),
+        district_devices(900),
+    )
+    async with running_ingest(config, seeded_database_url) as ingest:
+        summary = await asyncio.wait_for(simulation.run(), 120)
+        await _wait_stored(seeded_database_url, 1500)
+        assert ingest.stats.duplicates >= summary.as_dict()["duplicates_sent"] * 0.9
+    assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 1500
+    assert read_ground_truth(truth_file).duplicates_sent > 300
+
+
+async def test_broker_restart_mid_stream_loses_nothing(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that stopping and restarting mosquitto (persistence on) in the middle of a
+    stream loses no event: devices re-send, ingest reconnects and resumes its session."""
+    truth_file = tmp_path / "truth.jsonl"
+    config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
+    simulation = Simulation(
+        _settings(
+            broker,
+            topic_prefix,
+            truth_file,
+            press_rate=100.0,
+            max_events=1200,
+            heartbeat_interval_s=0,
+            drain_timeout_s=60.0,
+        ),
+        district_devices(50),
+    )
+    async with running_ingest(config, seeded_database_url) as ingest:
+        run = asyncio.create_task(simulation.run())
+        await _wait_stored(seeded_database_url, 300)
+        await broker.stop()
+        await asyncio.sleep(1.0)
+        await broker.start()
+        await asyncio.wait_for(run, 120)
+        await _wait_stored(seeded_database_url, 1200)
+        assert ingest.stats.reconnects >= 1
+    assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 1200
+
+
+class ServerProcess:
+    """`callcenter serve` as a child process, with its log lines collected."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.config_file = config_file
+        self.lines: list[str] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.lines = []
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "callcenter.cli",
+            "--config",
+            str(self.config_file),
+            "serve",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        async for raw in self._process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    async def wait_for_line(self, pattern: str, within_s: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        async def seen() -> bool:
+            found.extend(m for line in self.lines if (m := regex.search(line)))
+            return bool(found)
+
+        try:
+            await eventually(seen, within_s=within_s, what=f"log line /{pattern}/")
+        except AssertionError:
+            raise AssertionError("server log:\n" + "\n".join(self.lines)) from None
+        return found[0]
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
+
+    async def wait(self, within_s: float = 20.0) -> int:
+        assert self._process is not None and self._reader is not None
+        code = await asyncio.wait_for(self._process.wait(), within_s)
+        await self._reader
+        return code
+
+
+@contextlib.asynccontextmanager
+async def server_process(config_file: Path) -> AsyncIterator[ServerProcess]:
+    server = ServerProcess(config_file)
+    await server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            server.send(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await server.wait()
+
+
+def _write_config(
+    path: Path, *, data_dir: Path, database_url: str, broker: EmbeddedBroker | None, prefix: str
+) -> Path:
+    lines = [
+        "[data]",
+        f'dir = "{data_dir}"',
+        "[database]",
+        f'url = "{database_url}"',
+        "[broker]",
+        f'topic_prefix = "{prefix}"',
+        'client_id = "ingest-under-test"',
+        "reconnect_max_s = 1.0",
+    ]
+    if broker is not None:
+        lines += [f'host = "{broker.host}"', f"port = {broker.port}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that SIGKILL of `callcenter serve` in the middle of a stream, then a restart,
+    leaves every event in the log exactly once."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("the subprocess variant runs on the SQLite default")
+    config_file = _write_config(
+        tmp_path / "callcenter.toml",
+        data_dir=tmp_path / "var",
+        database_url=seeded_database_url,
+        broker=broker,
+        prefix=topic_prefix,
+    )
+    truth_file = tmp_path / "truth.jsonl"
+    simulation = Simulation(
+        _settings(
+            broker,
+            topic_prefix,
+            truth_file,
+            press_rate=300.0,
+            max_events=3000,
+            heartbeat_interval_s=0,
+            drain_timeout_s=60.0,
+        ),
+        district_devices(100),
+    )
+    async with server_process(config_file) as server:
+        await server.wait_for_line("ingest subscribed")
+        run = asyncio.create_task(simulation.run())
+        await _wait_stored(seeded_database_url, 600)
+        server.send(signal.SIGKILL)
+        assert await server.wait() == -signal.SIGKILL
+        stored_at_kill = len(await stored_event_keys(seeded_database_url))
+        await asyncio.sleep(1.0)  # devices keep publishing into the broker meanwhile
+        await server.start()
+        await server.wait_for_line("ingest subscribed")
+        await asyncio.wait_for(run, 120)
+        await _wait_stored(seeded_database_url, 3000)
+        server.send(signal.SIGTERM)
+        assert await server.wait() == 0
+    assert stored_at_kill < 3000
+    assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 3000
+
+
+async def test_serve_runs_its_own_broker_and_stops_cleanly_on_sigterm(
+    topic_prefix: str, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that with no broker configured, `callcenter serve` starts a private mosquitto,
+    ingests through it, and on SIGTERM exits 0 and leaves no mosquitto running."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("the subprocess variant runs on the SQLite default")
+    data_dir = tmp_path / "var"
+    config_file = _write_config(
+        tmp_path / "callcenter.toml",
+        data_dir=data_dir,
+        database_url=seeded_database_url,
+        broker=None,
+        prefix=topic_prefix,
+    )
+    async with server_process(config_file) as server:
+        match = await server.wait_for_line(r"embedded mosquitto listening on 127\.0\.0\.1:(\d+)")
+        await server.wait_for_line("ingest subscribed")
+        port = int(match.group(1))
+        await publish_events("127.0.0.1", port, topic_prefix, [("H0001", "CB-H0001", "e1")])
+        await _wait_stored(seeded_database_url, 1)
+        server.send(signal.SIGTERM)
+        assert await server.wait() == 0
+    conf = (data_dir / "mosquitto" / "mosquitto.conf").read_text()
+    assert "persistence true" in conf
+    assert "max_queued_messages 1000000" in conf
+    assert (data_dir / "mosquitto" / "mosquitto.db").exists(), "persistence written on stop"
+    with pytest.raises(OSError):
+        await asyncio.open_connection("127.0.0.1", port)
