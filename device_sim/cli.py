@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from device_sim.district import DeviceSpec, district_devices, load_devices_from_database
 from device_sim.settings import (
@@ -56,8 +58,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate every device registered in this database (SQLAlchemy URL)",
     )
     broker = parser.add_argument_group("broker")
-    broker.add_argument("--broker-host", default=defaults.broker_host, metavar="HOST")
-    broker.add_argument("--broker-port", type=int, default=defaults.broker_port, metavar="PORT")
+    broker.add_argument(
+        "--broker-host",
+        default=defaults.broker_host,
+        metavar="HOST",
+        help=f"MQTT broker (default {defaults.broker_host})",
+    )
+    broker.add_argument(
+        "--broker-port",
+        type=int,
+        default=defaults.broker_port,
+        metavar="PORT",
+        help=f"MQTT port (default {defaults.broker_port})",
+    )
     broker.add_argument(
         "--prefix", default=defaults.prefix, help=f"topic prefix (default {defaults.prefix})"
     )
@@ -77,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"connection attempts in flight at once (default {defaults.connect_concurrency})",
     )
     broker.add_argument(
-        "--keepalive", type=int, default=defaults.keepalive_s, metavar="S", help="MQTT keepalive"
+        "--keepalive",
+        type=int,
+        default=defaults.keepalive_s,
+        metavar="S",
+        help=f"MQTT keepalive in seconds (default {defaults.keepalive_s})",
     )
     broker.add_argument(
         "--backoff-initial",
@@ -152,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between progress lines (default {defaults.report_interval_s:g})",
     )
     output.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="progress goes to stderr at INFO (default INFO)",
     )
     return parser
 
@@ -194,10 +214,26 @@ async def _devices(args: argparse.Namespace) -> list[DeviceSpec]:
     return district_devices(args.households if args.households is not None else DEFAULT_HOUSEHOLDS)
 
 
+def _quiet_stale_socket_writers(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    # aiomqtt 2.5 schedules add_writer(fd) with call_soon_threadsafe; when the broker
+    # drops the connection before that runs, the fd is closed and asyncio logs a
+    # traceback per connection (EBADF). The connection loss itself is handled.
+    error = context.get("exception")
+    if (
+        isinstance(error, OSError)
+        and error.errno == errno.EBADF
+        and "add_writer" in repr(context.get("handle"))
+    ):
+        log.debug("ignored a write registration for a closed socket: %s", error)
+        return
+    loop.default_exception_handler(context)
+
+
 async def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     simulation = Simulation(settings, await _devices(args))
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_stale_socket_writers)
     signals = (signal.SIGINT, signal.SIGTERM)
 
     signals_seen = 0
@@ -231,9 +267,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=args.log_level,
-        format="%(asctime)s device-sim %(levelname)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.log_level != "DEBUG":
+        # Every lost connection would log paho's complaint; the progress lines count them.
+        logging.getLogger("device_sim.mqtt").setLevel(logging.CRITICAL)
     try:
         return asyncio.run(_run(args))
     except SimulatorConfigError as exc:

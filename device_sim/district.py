@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from device_sim.settings import SimulatorConfigError
@@ -44,18 +43,11 @@ def district_devices(households: int) -> list[DeviceSpec]:
 
 async def load_devices_from_database(url: str) -> list[DeviceSpec]:
     """Every device registered in the database at ``url`` (callcenter.store.demo)."""
-    # Imported by name at call time: the store module is optional for the simulator
-    # (it needs SQLAlchemy and a database) and is not needed with --households.
+    # Imported here: the store needs SQLAlchemy and a database, --households does not.
+    from callcenter.store.demo import load_device_directory
+
     try:
-        module = importlib.import_module("callcenter.store.demo")
-    except ModuleNotFoundError as exc:
-        raise SimulatorConfigError(
-            f"--database needs callcenter.store.demo, which cannot be imported ({exc}); "
-            "use --households N instead"
-        ) from None
-    load: Callable[[str], Awaitable[list[tuple[str, str, str]]]] = module.load_device_directory
-    try:
-        rows = await load(url)
+        rows = await load_device_directory(url)
     except Exception as exc:
         # A wrong URL or an unseeded database is the user's to fix: say so plainly.
         raise SimulatorConfigError(f"could not read devices from {url}: {exc}") from exc

@@ -6,6 +6,10 @@ in the field. For simulations beyond the open-file limit, devices share links.
 Each connection attempt uses a new aiomqtt client. paho re-sends its own queue of
 unacknowledged messages when a client reconnects; a fresh client per attempt leaves
 the devices' outboxes as the only thing that is re-published, once, with the same ids.
+
+Publishes wait for their PUBACK without a timeout: each session listens on its command
+topics from the start, and that listener is what notices a lost connection; it ends
+the session's TaskGroup, which cancels whatever was still waiting.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from device_sim.device import OutboxEvent, SimulatedDevice
 from device_sim.settings import SimulationSettings
 
 log = logging.getLogger("device_sim.link")
+# paho's own complaints (e.g. "connection reset by peer" when a broker goes away) go
+# here; the simulation counts connection losses itself, so the CLI keeps this quiet.
+mqtt_log = logging.getLogger("device_sim.mqtt")
 
 # Topics per SUBSCRIBE packet when a shared link subscribes its devices' command topics.
 _SUBSCRIBE_CHUNK = 500
@@ -80,6 +87,11 @@ class DeviceLink:
         self._client: aiomqtt.Client | None = None
         self._offline_until = 0.0
         self._went_online_last_session = False
+
+    @property
+    def connected(self) -> bool:
+        """True while an MQTT connection is up (online statuses may still be going out)."""
+        return self._client is not None
 
     def submit(self, event: OutboxEvent) -> None:
         """Publish a new event now if the link is online; else it waits in the outbox."""
@@ -143,6 +155,7 @@ class DeviceLink:
             will=self._will,
             keepalive=self._settings.keepalive_s,
             timeout=self._settings.timeout_s,
+            logger=mqtt_log,
         )
         # Publishes in flight are expected here; aiomqtt warns above its threshold.
         client.pending_calls_threshold = self._settings.max_inflight_per_connection + 16
@@ -156,29 +169,40 @@ class DeviceLink:
                 await stack.enter_async_context(client)
             self._client = client
             try:
-                await self._subscribe_commands(client)
-                await self._announce(client, online=True)
-                queue = self._go_online()
                 try:
                     async with asyncio.TaskGroup() as tg:
                         name = f"device_sim.link.{self.client_id}"
+                        # Listening from the start is what notices a lost connection, so
+                        # that no publish below waits for a PUBACK that cannot come.
                         tg.create_task(self._listen(client), name=f"{name}.commands")
-                        tg.create_task(self._send_events(client, queue, tg), name=f"{name}.events")
-                        if self._settings.heartbeat_interval_s > 0:
-                            tg.create_task(self._send_heartbeats(client), name=f"{name}.heartbeats")
                         tg.create_task(self._await_closing(), name=f"{name}.closing")
+                        tg.create_task(self._serve(client, tg), name=f"{name}.serve")
                 except* _LinkClosingError:
                     pass
                 # A graceful goodbye says so explicitly; the last will is for abrupt ends.
+                # (The simulation bounds how long closing may take, for all links.)
                 self._go_offline()
                 try:
-                    async with asyncio.timeout(self._settings.close_timeout_s):
-                        await self._announce(client, online=False)
-                except (TimeoutError, *_CONNECTION_ERRORS) as exc:
-                    log.warning("%s: could not publish offline status: %s", self.client_id, exc)
+                    await self._announce(client, online=False)
+                except* _CONNECTION_ERRORS as group:
+                    log.warning(
+                        "%s: could not publish offline status: %s",
+                        self.client_id,
+                        group.exceptions[0],
+                    )
             finally:
                 self._client = None
                 self._go_offline()
+
+    async def _serve(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        """Subscribe, announce the devices online, then start events and heartbeats."""
+        await self._subscribe_commands(client)
+        await self._announce(client, online=True)
+        queue = self._go_online()
+        name = f"device_sim.link.{self.client_id}"
+        tg.create_task(self._send_events(client, queue, tg), name=f"{name}.events")
+        if self._settings.heartbeat_interval_s > 0:
+            tg.create_task(self._send_heartbeats(client), name=f"{name}.heartbeats")
 
     def _go_offline(self) -> None:
         self._queue = None
@@ -222,7 +246,7 @@ class DeviceLink:
         self, client: aiomqtt.Client, device: SimulatedDevice, *, online: bool
     ) -> None:
         payload = status_payload(online, self._now_ms())
-        await client.publish(device.status_topic, payload, qos=1, retain=True)
+        await client.publish(device.status_topic, payload, qos=1, retain=True, timeout=math.inf)
         self._tally.statuses_sent += 1
 
     async def _listen(self, client: aiomqtt.Client) -> None:
@@ -251,8 +275,8 @@ class DeviceLink:
     async def _publish_event(
         self, client: aiomqtt.Client, event: OutboxEvent, inflight: asyncio.Semaphore
     ) -> None:
-        # No timeouts: a lost connection ends the session (and this task) instead, and
-        # the event stays in the outbox for the next session.
+        # The event stays in the outbox until settled: a lost connection ends the
+        # session (and this task), and the next session publishes it again.
         try:
             if not event.acknowledged:
                 if event.attempts:
@@ -283,7 +307,8 @@ class DeviceLink:
                 await asyncio.sleep(delay)
             heapq.heapreplace(schedule, (due + interval, index))
             device = self.devices[index]
-            await client.publish(device.heartbeat_topic, device.heartbeat(self._now_ms()), qos=0)
+            payload = device.heartbeat(self._now_ms())
+            await client.publish(device.heartbeat_topic, payload, qos=0, timeout=math.inf)
             self._tally.heartbeats_sent += 1
 
     async def _await_closing(self) -> None:

@@ -93,7 +93,8 @@ class SimulationSettings:
     timeout_s: float = 10.0
     max_inflight_per_connection: int = 64
     report_interval_s: float = 10.0
-    # How long a graceful close may take before the remaining connections are dropped.
+    # How long a graceful close may take before the remaining connections are dropped;
+    # raised to half a millisecond per device for large districts.
     close_timeout_s: float = 10.0
 
     def problems(self) -> list[str]:

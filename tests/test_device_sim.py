@@ -41,6 +41,7 @@ from device_sim import (
     read_ground_truth,
 )
 from device_sim.device import event_id, new_boot_id
+from tests.fixtures.database import DatabaseFactory
 
 EventKey = tuple[str, str]
 
@@ -252,6 +253,92 @@ async def test_pending_events_are_republished_after_a_broker_restart(
     assert truth.pending == 0
     assert set(recorder.event_copies()) == truth.sent
     assert len(truth.sent) == summary.counters.events_generated
+
+
+class Partition:
+    """A TCP relay in front of the broker that can swallow what devices send, like a
+    network that went dead without either side noticing yet."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+        self.swallowing = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Partition:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            self.broker.host, self.broker.port
+        )
+
+        async def pump(
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, from_device: bool
+        ) -> None:
+            try:
+                while data := await source.read(65536):
+                    if from_device and self.swallowing:
+                        continue
+                    sink.write(data)
+                    await sink.drain()
+            except OSError:
+                pass
+            finally:
+                sink.close()
+
+        await asyncio.gather(
+            pump(reader, upstream_writer, from_device=True),
+            pump(upstream_reader, writer, from_device=False),
+        )
+
+
+async def test_an_event_without_puback_is_published_again_with_the_same_id(
+    broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path
+) -> None:
+    """Test that an event whose PUBACK never came (the network died under it) stays in
+    the outbox and is published again, with the same id, after the device reconnects."""
+    async with Partition(broker) as partition:
+        settings = _settings(
+            broker,
+            topic_prefix,
+            tmp_path,
+            broker_port=partition.port,
+            press_rate=0.0,
+            heartbeat_interval_s=0,
+        )
+        simulation = Simulation(settings, district_devices(1))
+        recorder = Recorder(broker, topic_prefix)
+
+        async with asyncio.TaskGroup() as tg:
+            listening = tg.create_task(recorder.run(), name="test.recorder")
+            await recorder.subscribed.wait()
+            running = tg.create_task(simulation.run(), name="test.simulation")
+            await simulation.wait_online(10)
+            partition.swallowing = True
+            identifier = simulation.press("CB-H0001")
+            await asyncio.sleep(0.3)
+            unanswered = simulation.counters()
+            partition.swallowing = False
+            simulation.cut_connection("CB-H0001", offline_for_s=0)
+            await simulation.wait_acknowledged(10)
+            simulation.stop()
+            summary = await running
+            await recorder.wait_until(lambda: len(recorder.event_copies()) == 1)
+            listening.cancel()
+
+    assert (unanswered.events_generated, unanswered.events_pending) == (1, 1)
+    assert recorder.event_copies() == Counter({("CB-H0001", identifier): 1})
+    assert summary.counters.republished == 1
+    assert summary.counters.events_acknowledged == 1
+    assert summary.counters.reconnects == 1
 
 
 async def test_duplicates_are_published_when_asked(
@@ -528,3 +615,17 @@ def test_ground_truth_reader_skips_a_truncated_last_line(tmp_path: Path) -> None
     assert truth.sent == {("CB-H0001", "CB-H0001-b1-1"), ("BU-H0001", "BU-H0001-b1-1")}
     assert (truth.acknowledged, truth.pending) == (1, 1)
     assert [e.event_id for e in truth.pending_events] == ["BU-H0001-b1-1"]
+
+
+async def test_devices_load_from_the_seeded_database(
+    sqlite_database_factory: DatabaseFactory,
+) -> None:
+    """Test that --database reads the same 1,800 devices the demo district seeds, and that
+    a database without devices is refused with a message saying so."""
+    from device_sim import load_devices_from_database
+
+    devices = await load_devices_from_database(await sqlite_database_factory("seeded"))
+    assert devices == district_devices(900)
+
+    with pytest.raises(SimulatorConfigError, match="has no devices"):
+        await load_devices_from_database(await sqlite_database_factory("migrated"))
