@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
+import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +30,23 @@ class BrokerStartError(Exception):
     def __init__(self, detail: str) -> None:
         self.detail = detail
         super().__init__(detail)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _detach_from_terminal_and_follow_parent() -> None:
+    """Runs in the child before exec: own process group, and die with the server.
+
+    Its own process group keeps a Ctrl-C at the terminal from killing the broker before
+    the server has finished its last batch (the server stops it in order). The parent-
+    death signal makes sure a server killed outright does not leave the broker behind.
+    """
+    os.setsid()
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -112,7 +132,8 @@ class EmbeddedBroker:
             "-c",
             str(conf),
             stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            preexec_fn=_detach_from_terminal_and_follow_parent,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -61,13 +61,18 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
-    from callcenter.store.demo import seed_demo_district
+    from callcenter.store.demo import DistrictAlreadySeededError, seed_demo_district
+    from callcenter.store.migrate import SchemaNotCurrentError
 
     if not args.demo:
         print("nothing to seed: pass --demo to build the demo district", file=sys.stderr)
         return 2
     config = _load(args)
-    summary = asyncio.run(seed_demo_district(config.database_url, seed=args.seed))
+    try:
+        summary = asyncio.run(seed_demo_district(config.database_url, seed=args.seed))
+    except (SchemaNotCurrentError, DistrictAlreadySeededError) as error:
+        print(f"cannot seed: {error}", file=sys.stderr)
+        return 2
     print(summary)
     return 0
 
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Alembic announces its SQLite context on every schema check; only its warnings matter.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     code: int = args.func(args)
     return code
 
