@@ -95,12 +95,11 @@ async def serve(config: Config) -> int:
 
 async def demo(config: Config, *, press_interval_s: float) -> int:
     """Seed the demo district if the database is empty, then run server and households."""
+    from callcenter.store.demo import DistrictAlreadySeededError, seed_demo_district
+    from callcenter.store.migrate import upgrade_async
     from device_sim.district import load_devices_from_database
     from device_sim.settings import SimulationSettings
     from device_sim.simulation import Simulation
-
-    from callcenter.store.demo import DistrictAlreadySeededError, seed_demo_district
-    from callcenter.store.migrate import upgrade_async
 
     await upgrade_async(config.database_url)
     with contextlib.suppress(DistrictAlreadySeededError):
