@@ -303,9 +303,11 @@ class Simulation:
         helpers[0].cancel()  # no more presses
         if self._drain and self._unsettled and self.settings.drain_timeout_s > 0:
             log.info(
-                "stopping (%s): waiting up to %.0f s for %d unacknowledged events",
+                "stopping (%s): waiting up to %.0f s for %d events still in outboxes "
+                "(%d unacknowledged)",
                 self._stopped_by,
                 self.settings.drain_timeout_s,
+                self._unsettled,
                 self._pending,
             )
             with contextlib.suppress(TimeoutError):
@@ -315,7 +317,8 @@ class Simulation:
         for helper in helpers:
             helper.cancel()
         # Saying goodbye costs about a quarter of a millisecond per device here (two
-        # cores), so a large shared-connection district gets longer than the setting.
+        # cores); a large shared-connection district gets twice that if it exceeds the
+        # setting.
         close_timeout = max(self.settings.close_timeout_s, len(self._devices) / 2000)
         _, unfinished = await asyncio.wait(links, timeout=close_timeout)
         if unfinished:
