@@ -156,6 +156,9 @@ class DeviceLink:
             keepalive=self._settings.keepalive_s,
             timeout=self._settings.timeout_s,
             logger=mqtt_log,
+            # As device firmware should: an alarm is one small packet, send it at once
+            # rather than let Nagle's algorithm hold it for the previous one's ACK.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
         # Publishes in flight are expected here; aiomqtt warns above its threshold.
         client.pending_calls_threshold = self._settings.max_inflight_per_connection + 16

@@ -38,7 +38,9 @@ def ingest_config(
 
 
 @contextlib.asynccontextmanager
-async def running_ingest(config: Config, database_url: str) -> AsyncIterator[Ingest]:
+async def running_ingest(
+    config: Config, database_url: str, *, connect_within_s: float = 15.0
+) -> AsyncIterator[Ingest]:
     """Ingest running in this loop until the block ends; it must still be alive then."""
     engine = create_engine(database_url)
     ingest = Ingest(
@@ -50,7 +52,7 @@ async def running_ingest(config: Config, database_url: str) -> AsyncIterator[Ing
     )
     task = asyncio.create_task(ingest.run(), name="callcenter.ingest")
     try:
-        async with asyncio.timeout(15):
+        async with asyncio.timeout(connect_within_s):
             await ingest.connected.wait()
         yield ingest
         assert not task.done(), f"ingest stopped unexpectedly: {task}"

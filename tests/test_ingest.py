@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -29,6 +31,8 @@ from tests.ingest_support import (
     running_ingest,
     stored_event_keys,
 )
+
+PUBLISHER = Path(__file__).resolve().parent.parent / "bench" / "publisher.py"
 
 
 def _now_ms() -> int:
@@ -256,3 +260,39 @@ async def test_sqlite_is_in_wal_mode(seeded_database_url: str) -> None:
         mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
     await engine.dispose()
     assert mode == "wal"
+
+
+@pytest.mark.slow
+async def test_a_large_backlog_after_an_outage_drains_without_reconnecting(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a resumed session holding a backlog bigger than ingest can read within
+    the client's 10 s timeout is consumed while the SUBACK is still behind it, instead of
+    timing out and reconnecting forever."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("volume test on the SQLite default")
+    config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
+    async with running_ingest(config, seeded_database_url):
+        pass  # the session exists; now the server is "down"
+    count = 150_000
+    publisher = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(PUBLISHER),
+        "--port",
+        str(broker.port),
+        "--prefix",
+        topic_prefix,
+        "--count",
+        str(count),
+        "--run",
+        "backlog",
+    )
+    assert await publisher.wait() == 0
+    async with running_ingest(config, seeded_database_url, connect_within_s=120) as ingest:
+
+        async def drained() -> bool:
+            return ingest.stats.events_stored >= count
+
+        await eventually(drained, within_s=120, what="the backlog stored")
+        assert ingest.stats.reconnects == 0
+    assert len(await stored_event_keys(seeded_database_url)) == count

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,8 @@ def ingest_client(config: BrokerConfig, *, host: str, port: int) -> aiomqtt.Clie
         properties=properties,
         keepalive=config.keepalive_s,
         timeout=10,
+        # Acknowledgements are tiny packets; Nagle's algorithm would hold them back.
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
     _paho(client).manual_ack_set(True)
     return client

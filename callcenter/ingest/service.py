@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import aiomqtt
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -43,6 +44,9 @@ EventListener = Callable[[list[StoredEvent]], Awaitable[None]]
 # Unknown serials are looked up in the database at most this often each, so a rogue
 # device cannot turn every message into a query.
 _UNKNOWN_RECHECK_S = 30.0
+# A resumed session delivers its whole backlog before the SUBACK; after a long outage
+# that can be minutes of messages.
+_SUBSCRIBE_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -131,12 +135,8 @@ class Ingest:
             client = ingest_client(self._config.broker, host=self._host, port=self._port)
             try:
                 async with client:
-                    await client.subscribe(topic, qos=1)
                     delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
-                    self._listening_since = self._clock.now()
-                    self.connected.set()
-                    log.info("ingest subscribed to %s on %s:%d", topic, self._host, self._port)
-                    await self._consume(AckAfterCommit(client))
+                    await self._consume(AckAfterCommit(client), self._subscribe(client, topic))
             except aiomqtt.MqttError as error:
                 self.connected.clear()
                 self._listening_since = None
@@ -155,12 +155,22 @@ class Ingest:
         self.connected.clear()
         log.info("ingest stopped: %s", self.stats)
 
+    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+        # On a resumed session the broker sends the whole backlog before the SUBACK, so
+        # this may take as long as the backlog takes to arrive: consuming runs meanwhile
+        # (see _consume), and the wait is bounded only by a generous timeout.
+        await client.subscribe(topic, qos=1, timeout=_SUBSCRIBE_TIMEOUT_S)
+        self._listening_since = self._clock.now()
+        self.connected.set()
+        log.info("ingest subscribed to %s on %s:%d", topic, self._host, self._port)
+
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _consume(self, session: AckAfterCommit) -> None:
+    async def _consume(self, session: AckAfterCommit, subscribing: Awaitable[None]) -> None:
         stop = asyncio.create_task(self._stopping.wait(), name="callcenter.ingest.stop")
+        subscribe = asyncio.ensure_future(subscribing)
         pending: asyncio.Task[list[aiomqtt.Message]] | None = None
         try:
             while True:
@@ -172,26 +182,36 @@ class Ingest:
                         name="callcenter.ingest.read",
                     )
                 timeout = max(0.0, self._next_housekeeping - time.monotonic())
+                waiting: set[asyncio.Future[Any]] = {pending, stop}
+                if not subscribe.done():
+                    waiting.add(subscribe)
                 done, _ = await asyncio.wait(
-                    {pending, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
                 )
+                if subscribe in done:
+                    subscribe.result()  # a failed subscription ends this connection
                 if pending in done:
                     batch, pending = pending.result(), None  # raises MqttError on loss
-                    await self._ingest(batch)
+                    stored = await self._ingest(batch)
                     session.acknowledge(batch)
+                    await self._notify(stored)
                 if stop in done:
                     return
                 if time.monotonic() >= self._next_housekeeping:
                     await self._housekeeping()
         finally:
             stop.cancel()
+            subscribe.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await subscribe
             if pending is not None:
                 # Whatever it holds was never acknowledged; the broker will redeliver.
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await pending
 
-    async def _ingest(self, batch: list[aiomqtt.Message]) -> None:
+    async def _ingest(self, batch: list[aiomqtt.Message]) -> list[StoredEvent]:
+        """Plan and commit one batch; return the events that were new."""
         received = [_received(m) for m in batch]
         await self._resolve_unknown(received)
         plan = plan_batch(received, self._registry, self._clock.now(), self._limits)
@@ -200,8 +220,19 @@ class Ingest:
         self.stats.batches += 1
         self.stats.heartbeats += plan.heartbeats
         self.stats.statuses += plan.statuses
+        return stored
+
+    async def _notify(self, stored: list[StoredEvent]) -> None:
+        # After the acknowledgement: the log, not this call, is the record. A listener
+        # that fails must not hold the batch unacknowledged, or its redelivery would be
+        # de-duplicated and reach no listener at all.
+        if not stored:
+            return
         for listener in self._listeners:
-            await listener(stored)
+            try:
+                await listener(stored)
+            except Exception:
+                log.exception("event listener %r failed on %d new events", listener, len(stored))
 
     async def _commit(self, plan: BatchPlan, received: list[Received]) -> list[StoredEvent]:
         """Write the plan, retrying while the database is unreachable; never gives up."""
@@ -276,12 +307,25 @@ class Ingest:
                 ):
                     wanted.add(serial)
                     self._unknown_checked[serial] = now
-        if wanted:
-            async with self._engine.connect() as connection:
-                found = await load_devices(connection, wanted)
-            self._registry.update(found)
-            for device in found:
-                self._unknown_checked.pop(device.serial, None)
+        if not wanted:
+            return
+        delays = backoff_delays(first_s=0.2, cap_s=10.0)
+        while True:
+            try:
+                async with self._engine.connect() as connection:
+                    found = await load_devices(connection, wanted)
+                break
+            except (OperationalError, DBAPIError, OSError) as error:
+                # Deciding "unknown device" on a failed lookup would dead-letter a real
+                # alarm from a newly registered device; wait for the database instead.
+                wait = next(delays)
+                log.error(
+                    "cannot look up devices %s (%s); retry in %.1f s", sorted(wanted), error, wait
+                )
+                await asyncio.sleep(wait)
+        self._registry.update(found)
+        for device in found:
+            self._unknown_checked.pop(device.serial, None)
 
     async def _load_registry(self) -> None:
         delays = backoff_delays(first_s=0.5, cap_s=10.0)
@@ -303,6 +347,12 @@ class Ingest:
         """Declare silent devices offline; pick up registry changes."""
         interval = min(self._config.ingest.heartbeat_interval_s / 2, 15.0)
         self._next_housekeeping = time.monotonic() + interval
+        # Forget unknown serials once they may be looked up again, so a stream of
+        # made-up serials cannot grow this map without bound.
+        expired = time.monotonic() - _UNKNOWN_RECHECK_S
+        self._unknown_checked = {
+            serial: at for serial, at in self._unknown_checked.items() if at > expired
+        }
         if self._listening_since is not None:
             now = self._clock.now()
             silent = find_silent(self._registry, now, self._silence, self._listening_since)
@@ -316,7 +366,6 @@ class Ingest:
                     self._silence.total_seconds(),
                     ", ".join(d.serial for d in silent[:10]),
                 )
-                for listener in self._listeners:
-                    await listener(stored)
+                await self._notify(stored)
         if time.monotonic() >= self._next_registry_reload:
             await self._load_registry()
