@@ -71,7 +71,7 @@ def mosquitto_conf(
         f"autosave_interval {autosave_interval_s}",
         f"max_queued_messages {max_queued_messages}",
         # The server's session holds unacknowledged events until they are committed;
-        # the client's MQTT 5 receive-maximum is what limits them, not the broker.
+        # so the broker must not stop sending while a batch waits for its commit.
         "max_inflight_messages 0",
         # Without it, Nagle's algorithm holds small alarm packets back ~40 ms under load.
         "set_tcp_nodelay true",

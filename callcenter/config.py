@@ -106,12 +106,7 @@ class BrokerConfig(_Section):
     )
     shared_group: str = Field(
         "",
-        description="MQTT 5 shared-subscription group for several server instances; empty: none",
-    )
-    session_expiry_s: int = Field(
-        7 * 24 * 3600,
-        ge=60,
-        description="how long the broker keeps this server's queued events while it is down",
+        description="shared-subscription group ($share) for several server instances; empty: none",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
     reconnect_max_s: float = Field(

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from callcenter.ingest.batch import Limits, Received, find_silent, plan_batch, plan_silent_offline
+from callcenter.ingest.batch import (
+    LIVENESS_WRITE_INTERVAL,
+    Limits,
+    Received,
+    find_silent,
+    plan_batch,
+    plan_silent_offline,
+)
 from callcenter.ingest.protocol import (
     EventKind,
     event_payload,
@@ -155,3 +163,23 @@ def test_silence_is_counted_only_while_listening() -> None:
     assert plan.events[0]["kind"] == "device_offline"
     assert plan.events[0]["data"]["reason"] == "heartbeats_missed"
     assert not plan.devices["CB-H0001"].online
+
+
+def test_device_rows_are_rewritten_only_on_change_or_every_few_seconds() -> None:
+    """Test that a busy device's row is not rewritten by every message: only when its
+    state changes or its stored last-seen time is LIVENESS_WRITE_INTERVAL old."""
+    fresh = replace(device("BU-H0001"), stored_seen_at=NOW - timedelta(seconds=2))
+    beat = Received("eldercare/v1/H0001/BU-H0001/heartbeat", heartbeat_payload(NOW_MS, battery=80))
+    quiet = plan_batch([beat], registry(fresh), NOW, LIMITS)
+    assert quiet.device_rows == []
+    assert quiet.devices["BU-H0001"].last_seen_at == NOW  # memory has the exact time
+
+    stale = replace(fresh, stored_seen_at=NOW - LIVENESS_WRITE_INTERVAL)
+    (row,) = plan_batch([beat], registry(stale), NOW, LIMITS).device_rows
+    assert row.stored_seen_at == NOW
+
+    weaker = Received(
+        "eldercare/v1/H0001/BU-H0001/heartbeat", heartbeat_payload(NOW_MS, battery=79)
+    )
+    (row,) = plan_batch([weaker], registry(fresh), NOW, LIMITS).device_rows
+    assert row.battery_pct == 79

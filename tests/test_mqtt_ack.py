@@ -85,9 +85,7 @@ async def test_plain_aiomqtt_would_lose_the_messages(
             broker.host,
             broker.port,
             identifier=identifier,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=ingest_client(_config("x"), host="h", port=1)._properties,
+            clean_session=False,
         )
 
     async with plain() as client:

@@ -42,13 +42,22 @@ class Limits:
     max_clock_skew: timedelta = timedelta(minutes=5)
 
 
+# A device's last_seen_at in the database is refreshed at most this often when nothing
+# else about it changed: under load every event and heartbeat would otherwise rewrite
+# its device row. The exact time stays in memory, where offline detection reads it.
+LIVENESS_WRITE_INTERVAL = timedelta(seconds=10)
+
+
 @dataclass
 class BatchPlan:
     """Everything one batch writes, in the order the messages arrived."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    # New state of every device the batch touched (for the in-memory registry)...
     devices: dict[str, DeviceState] = field(default_factory=dict)
+    # ...and the subset whose row must be written.
+    device_rows: list[DeviceState] = field(default_factory=list)
     heartbeats: int = 0
     statuses: int = 0
     duplicates_in_batch: int = 0
@@ -189,7 +198,26 @@ def plan_batch(
             plan.statuses += 1
             device = _apply_status(device, parsed, message.retained, transition, now)
         plan.devices[device.serial] = device
+    _choose_device_rows(plan, registry)
     return plan
+
+
+def _choose_device_rows(plan: BatchPlan, registry: DeviceRegistry) -> None:
+    for serial, state in plan.devices.items():
+        before = registry.get(serial)
+        changed = (
+            before is None
+            or state.online != before.online
+            or state.battery_pct != before.battery_pct
+        )
+        stale = state.last_seen_at is not None and (
+            state.stored_seen_at is None
+            or state.last_seen_at - state.stored_seen_at >= LIVENESS_WRITE_INTERVAL
+        )
+        if changed or stale:
+            written = replace(state, stored_seen_at=state.last_seen_at)
+            plan.devices[serial] = written
+            plan.device_rows.append(written)
 
 
 def _apply_status(
@@ -251,5 +279,7 @@ def plan_silent_offline(silent: list[DeviceState], now: datetime, silence: timed
                 },
             )
         )
-        plan.devices[device.serial] = replace(device, online=False)
+        offline = replace(device, online=False, stored_seen_at=device.last_seen_at)
+        plan.devices[device.serial] = offline
+        plan.device_rows.append(offline)
     return plan

@@ -25,6 +25,9 @@ class DeviceState:
     online: bool
     last_seen_at: datetime | None
     battery_pct: int | None
+    # The last_seen_at the database holds; it may trail last_seen_at by up to
+    # LIVENESS_WRITE_INTERVAL (see ingest.batch).
+    stored_seen_at: datetime | None = None
 
 
 class DeviceRegistry:
@@ -65,4 +68,4 @@ async def load_devices(
     """Read registered devices from the database: all of them, or just these serials."""
     query = _QUERY if serials is None else _QUERY.where(Device.serial.in_(list(serials)))
     result = await connection.execute(query)
-    return [DeviceState(*row) for row in result]
+    return [DeviceState(*row, stored_seen_at=row.last_seen_at) for row in result]

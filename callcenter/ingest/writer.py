@@ -72,7 +72,7 @@ class EventWriter:
                 stored = [StoredEvent(*row) for row in result]
             if plan.dead_letters:
                 await connection.execute(insert(_dead_letters), plan.dead_letters)
-            if plan.devices:
+            if plan.device_rows:
                 await connection.execute(
                     _update_device,
                     [
@@ -82,7 +82,7 @@ class EventWriter:
                             "p_last_seen_at": d.last_seen_at,
                             "p_battery_pct": d.battery_pct,
                         }
-                        for d in plan.devices.values()
+                        for d in plan.device_rows
                     ],
                 )
         return stored
