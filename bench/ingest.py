@@ -160,9 +160,7 @@ async def broker_drain_rate(broker: EmbeddedBroker, count: int) -> float | None:
         "-q",
         "1",
         "-V",
-        "mqttv5",
-        "-x",
-        "3600",
+        "mqttv311",
         "-t",
         subscription(PREFIX),
     ]

@@ -63,9 +63,10 @@ class BatchPlan:
     duplicates_in_batch: int = 0
 
 
-def _dead_letter(
+def dead_letter_row(
     message: Received, reason: DeadLetterReason, detail: str, now: datetime, keep: int
 ) -> dict[str, Any]:
+    """The dead_letters row for a refused message, its payload kept up to ``keep`` bytes."""
     return {
         "received_at": now,
         "topic": message.topic[:512],
@@ -132,14 +133,14 @@ def plan_batch(
             )
         except PayloadError as error:
             plan.dead_letters.append(
-                _dead_letter(message, error.reason, error.detail, now, limits.max_payload_bytes)
+                dead_letter_row(message, error.reason, error.detail, now, limits.max_payload_bytes)
             )
             continue
 
         device = current(parsed.topic.serial)
         if device is None:
             plan.dead_letters.append(
-                _dead_letter(
+                dead_letter_row(
                     message,
                     DeadLetterReason.UNKNOWN_DEVICE,
                     f"no device with serial {parsed.topic.serial!r} is registered",
@@ -150,7 +151,7 @@ def plan_batch(
             continue
         if device.household_code != parsed.topic.household:
             plan.dead_letters.append(
-                _dead_letter(
+                dead_letter_row(
                     message,
                     DeadLetterReason.HOUSEHOLD_MISMATCH,
                     f"device {device.serial} belongs to household {device.household_code}, "

@@ -28,6 +28,7 @@ from callcenter.ingest.batch import (
     BatchPlan,
     Limits,
     Received,
+    dead_letter_row,
     find_silent,
     plan_batch,
     plan_silent_offline,
@@ -262,6 +263,10 @@ class Ingest:
             return stored
 
     async def _commit_one_by_one(self, received: list[Received]) -> list[StoredEvent]:
+        if not received:
+            # A plan of the server's own (devices gone silent) has no messages to split.
+            log.error("the store refused the offline events for silent devices; skipped")
+            return []
         stored: list[StoredEvent] = []
         for message in received:
             plan = plan_batch([message], self._registry, self._clock.now(), self._limits)
@@ -270,14 +275,13 @@ class Ingest:
             except IntegrityError as error:
                 plan = BatchPlan(
                     dead_letters=[
-                        {
-                            "received_at": self._clock.now(),
-                            "topic": message.topic[:512],
-                            "reason": DeadLetterReason.STORE_REJECTED.value,
-                            "detail": f"database refused it: {error.orig}"[:2000],
-                            "payload_size": len(message.payload),
-                            "payload": message.payload[: self._limits.max_payload_bytes],
-                        }
+                        dead_letter_row(
+                            message,
+                            DeadLetterReason.STORE_REJECTED,
+                            f"database refused it: {error.orig}"[:2000],
+                            self._clock.now(),
+                            self._limits.max_payload_bytes,
+                        )
                     ]
                 )
                 new = await self._writer.write(plan)
