@@ -6,23 +6,48 @@ environment; a secret found in the file is a configuration error, so it never en
 in version control.
 
 Environment overrides are named ``CALLCENTER_<SECTION>__<KEY>``, for example
-``CALLCENTER_DATABASE__URL`` or ``CALLCENTER_INGEST__MAX_BATCH=1000``.
+``CALLCENTER_DATABASE__URL`` or ``CALLCENTER_INGEST__MAX_BATCH=1000``. Escalation
+policies (``calls.policies``) are tables and are read only from the file.
 """
 
 from __future__ import annotations
 
+import datetime
 import difflib
+import enum
 import os
+import re
 import shutil
 import tomllib
 import urllib.parse
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+
+from callcenter.domain.call_types import CallType
+from callcenter.domain.policy import (
+    DEFAULT_POLICIES,
+    Action,
+    CountedFrom,
+    Milestone,
+    Policy,
+    PolicyBook,
+    Step,
+)
 
 ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_FILE = "callcenter.toml"
@@ -33,6 +58,13 @@ SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("broker", "password")})
 SECRET_ENV = {
     ("broker", "password"): "CALLCENTER_BROKER__PASSWORD",
 }
+# Keys holding tables, which an environment variable cannot express.
+FILE_ONLY_KEYS: frozenset[tuple[str, str]] = frozenset({("calls", "policies")})
+
+# "+", then country code and number: loose E.164, enough to catch a local number.
+_E164 = re.compile(r"\+[0-9]{6,15}")
+# Errors raised by our own validators; their ctx carries the sub-key and the fix.
+_RULE_ERRORS = frozenset({"unknown_call_type", "policy_rule"})
 
 
 def _url_has_password(value: object) -> bool:
@@ -52,6 +84,20 @@ class _Section(BaseModel):
 class DistrictConfig(_Section):
     name: str = Field("Demo district", description="shown on the board and in messages")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone name, e.g. Asia/Shanghai")
+    holidays: list[datetime.date] = Field(
+        default_factory=list,
+        description=(
+            "public holidays as dates, e.g. [2026-10-01, 2026-10-02]; "
+            "a holiday runs the Sunday timetable"
+        ),
+    )
+    desk_phone: str = Field(
+        "",
+        description=(
+            "the call centre's number families are told to ring, in E.164 form "
+            '("+", country code, number), e.g. "+861012345678"; empty: none'
+        ),
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -60,6 +106,24 @@ class DistrictConfig(_Section):
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
             raise ValueError("unknown time zone") from None
+        return value
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # The environment can only say "2026-10-01,2026-10-02".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("desk_phone")
+    @classmethod
+    def _international_number(cls, value: str) -> str:
+        if value and not _E164.fullmatch(value):
+            raise ValueError(
+                'not an international (E.164) phone number: write "+", the country code '
+                "and the number, 6 to 15 digits without spaces or dashes"
+            )
         return value
 
 
@@ -161,6 +225,165 @@ class WebConfig(_Section):
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one")
 
 
+def _rule_error(reason: str, key: str, fix: str) -> PydanticCustomError:
+    """A validation error that names the sub-key at fault and how to fix it."""
+    return PydanticCustomError(
+        "policy_rule", "{reason}", {"reason": reason, "key": key, "fix": fix}
+    )
+
+
+class StepConfig(_Section):
+    """One escalation step of a policy; mirrors ``callcenter.domain.policy.Step``."""
+
+    name: str = Field(min_length=1, description="the step's name, unique within its policy")
+    after_s: float = Field(
+        ge=0,
+        description=(
+            "seconds from the step's starting point (counted_from) to its actions, "
+            "unless the milestone is reached first"
+        ),
+    )
+    unless: Milestone = Field(description="the milestone that, once reached, cancels the step")
+    counted_from: CountedFrom = Field(
+        CountedFrom.OPENED,
+        description='where the step\'s clock starts; "dispatched" runs once per dispatched carer',
+    )
+    actions: list[Action] = Field(min_length=1, description="what the step does, at least one")
+
+    @model_validator(mode="after")
+    def _domain_rules(self) -> Self:
+        try:
+            self.to_step()
+        except ValueError as exc:
+            key, fix = "", "see the escalation steps in docs/configuration.md"
+            # Name the key the domain's rule is about, so the fix can be precise.
+            if (
+                self.counted_from is CountedFrom.DISPATCHED
+                and self.unless is not Milestone.ACCEPTED
+            ):
+                key = "unless"
+                fix = (
+                    'set unless = "accepted", or count the step from the call opening '
+                    '(counted_from = "opened") to wait for another milestone'
+                )
+            raise _rule_error(str(exc), key, fix) from None
+        return self
+
+    def to_step(self) -> Step:
+        """The domain step this configures."""
+        return Step(
+            name=self.name,
+            after_s=self.after_s,
+            unless=self.unless,
+            actions=tuple(self.actions),
+            counted_from=self.counted_from,
+        )
+
+
+class PolicyConfig(_Section):
+    """How one call type is handled; mirrors ``callcenter.domain.policy.Policy``."""
+
+    auto_dispatch: bool = Field(
+        description="page the nearest free carer as soon as the call opens (false: by hand)"
+    )
+    carers_required: int = Field(1, ge=1, description="carers sent to each call")
+    skills: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description='skills every carer sent must have, e.g. ["lift"]'
+    )
+    cancel_grace_s: float = Field(
+        60.0,
+        ge=0,
+        description="seconds after opening during which the resident may still cancel the call",
+    )
+    steps: list[StepConfig] = Field(
+        description=(
+            "the escalation steps; a policy given in the file replaces the default one "
+            "wholesale, so list every step wanted (steps = [] for none)"
+        )
+    )
+
+    @model_validator(mode="after")
+    def _domain_rules(self) -> Self:
+        try:
+            self.to_policy()
+        except ValueError as exc:
+            key, fix = "", "see the escalation policies in docs/configuration.md"
+            names = [step.name for step in self.steps]
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                key = "steps"
+                fix = f"give each step its own name; repeated: {', '.join(repeated)}"
+            raise _rule_error(str(exc), key, fix) from None
+        return self
+
+    def to_policy(self) -> Policy:
+        """The domain policy this configures."""
+        return Policy(
+            auto_dispatch=self.auto_dispatch,
+            steps=tuple(step.to_step() for step in self.steps),
+            carers_required=self.carers_required,
+            skills=tuple(self.skills),
+            cancel_grace_s=self.cancel_grace_s,
+        )
+
+
+def _known_call_type(value: str) -> str:
+    known = [call_type.value for call_type in CallType]
+    if value not in known:
+        close = difflib.get_close_matches(value, known, n=1)
+        fix = (
+            f"did you mean {close[0]!r}? " if close else ""
+        ) + f"known call types: {', '.join(known)}"
+        raise PydanticCustomError(
+            "unknown_call_type", "{reason}", {"reason": "unknown call type", "key": "", "fix": fix}
+        )
+    return value
+
+
+class CallsConfig(_Section):
+    """The call engine: dispatch ranking, escalation policies, watchdog and outbox."""
+
+    service_circle_min: float = Field(
+        15.0,
+        gt=0,
+        description=(
+            "a carer should reach any household within this many minutes; "
+            "ranking prefers carers inside it"
+        ),
+    )
+    event_poll_s: float = Field(
+        1.0,
+        gt=0,
+        description="how often the call engine reads the event log when ingest has not prompted it",
+    )
+    watchdog_interval_s: float = Field(
+        5.0, gt=0, description="how often the watchdog looks for overdue calls, in seconds"
+    )
+    overdue_alarm_s: float = Field(
+        5.0,
+        ge=0,
+        description=(
+            "seconds by which an open call's next deadline may be overdue before the "
+            "watchdog alarms"
+        ),
+    )
+    outbox_retry_max_s: float = Field(
+        300.0, gt=0, description="longest wait between attempts to carry out a failed outbox effect"
+    )
+    policies: dict[Annotated[str, AfterValidator(_known_call_type)], PolicyConfig] = Field(
+        default_factory=dict,
+        description=(
+            "escalation policy by call type (file only); a type given replaces its default "
+            "policy, the others keep theirs"
+        ),
+    )
+
+    @property
+    def service_circle_s(self) -> float:
+        """The service circle in seconds, as dispatch ranking takes it."""
+        return self.service_circle_min * 60
+
+
 class Config(BaseModel):
     """The whole configuration, after the file and the environment are merged."""
 
@@ -173,6 +396,14 @@ class Config(BaseModel):
     embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
     ingest: IngestConfig = IngestConfig()
     web: WebConfig = WebConfig()
+    calls: CallsConfig = CallsConfig()
+
+    def policy_book(self) -> PolicyBook:
+        """Every call type's escalation policy: the configured ones, else the defaults."""
+        configured = {
+            CallType(name): policy.to_policy() for name, policy in self.calls.policies.items()
+        }
+        return PolicyBook(policies={**DEFAULT_POLICIES, **configured})
 
     @property
     def database_url(self) -> str:
@@ -219,24 +450,61 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[str,
     return found
 
 
-def _field_hint(section: str, key: str) -> str:
-    section_model = Config.model_fields.get(section)
-    if section_model is None or section_model.annotation is None:
-        return ""
-    fields = getattr(section_model.annotation, "model_fields", {})
-    field = fields.get(key)
-    if field is None:
-        return ""
-    default = field.default
-    shown = f'"{default}"' if isinstance(default, (str, Path)) else repr(default).lower()
-    return f"{field.description}; default {key} = {shown}"
+def _walk(loc: Sequence[str]) -> tuple[Any, FieldInfo | None, str]:
+    """Follow a location through the models: the type reached (None when it runs off the
+    models), and the last named field on the way with its name."""
+    annotation: Any = Config
+    field: FieldInfo | None = None
+    name = ""
+    for part in loc:
+        if get_origin(annotation) in (dict, list):
+            annotation = get_args(annotation)[-1]  # the part is a dict key or list index
+        elif (
+            isinstance(annotation, type)
+            and issubclass(annotation, BaseModel)
+            and part in annotation.model_fields
+        ):
+            field, name = annotation.model_fields[part], part
+            annotation = field.annotation
+        else:
+            return None, field, name
+    return annotation, field, name
 
 
-def _known_keys(section: str) -> list[str]:
-    section_model = Config.model_fields.get(section)
-    if section_model is None or section_model.annotation is None:
-        return list(Config.model_fields)
-    return list(getattr(section_model.annotation, "model_fields", {}))
+def _known_keys(container: Sequence[str]) -> list[str]:
+    """The keys allowed inside the table at ``container`` (the sections at the top)."""
+    model, _, _ = _walk(container)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return list(Config.model_fields)
+
+
+def _enum_in(annotation: Any) -> type[enum.Enum] | None:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return annotation
+    for arg in get_args(annotation):
+        found = _enum_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _field_hint(loc: Sequence[str]) -> str:
+    """What the key at ``loc`` means, its allowed values and its default."""
+    _, field, name = _walk(loc)
+    if field is None or field.description is None:
+        return ""
+    hint = field.description
+    choices = _enum_in(field.annotation)
+    if choices is not None:
+        hint += f"; one of: {', '.join(str(member.value) for member in choices)}"
+    if not field.is_required():
+        default = field.get_default(call_default_factory=True)
+        if isinstance(default, enum.Enum):
+            default = default.value
+        shown = f'"{default}"' if isinstance(default, (str, Path)) else repr(default).lower()
+        hint += f"; default {name} = {shown}"
+    return hint
 
 
 def _problems_from_validation(
@@ -244,15 +512,19 @@ def _problems_from_validation(
 ) -> list[ConfigProblem]:
     problems = []
     for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
+        # A bad dict key is reported at "[key]" below it; the key itself is the name to show.
+        loc = [str(part) for part in item["loc"] if part != "[key]"]
+        ctx = item.get("ctx") or {}
+        ours = item["type"] in _RULE_ERRORS
+        if ours and ctx["key"]:
+            loc.append(str(ctx["key"]))
         section = loc[0] if loc else ""
         key = loc[1] if len(loc) > 1 else ""
         dotted = ".".join(loc) if loc else "(top level)"
         source = origin.get((section, key), default_source)
         if item["type"] == "extra_forbidden":
-            candidates = _known_keys(section) if key else list(Config.model_fields)
-            name = key or section
-            close = difflib.get_close_matches(name, candidates, n=1)
+            candidates = _known_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], candidates, n=1)
             fix = (
                 f"did you mean {close[0]!r}? " if close else ""
             ) + f"known keys here: {', '.join(candidates)}"
@@ -262,7 +534,7 @@ def _problems_from_validation(
         got = item.get("input")
         if not isinstance(got, dict):
             message = f"{message} (got {got!r})"
-        hint = _field_hint(section, key) or "see docs/configuration.md"
+        hint = str(ctx["fix"]) if ours else (_field_hint(loc) or "see docs/configuration.md")
         problems.append(ConfigProblem(source, dotted, message, hint))
     return problems
 
@@ -333,6 +605,19 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         if not isinstance(body, dict):
             continue
         for key, (value, var) in keys.items():
+            # CALLCENTER_CALLS__POLICIES__FALL__... names a table: file only.
+            table = key.partition("__")[0]
+            if (section, table) in FILE_ONLY_KEYS:
+                problems.append(
+                    ConfigProblem(
+                        f"environment {var}",
+                        f"{section}.{table}",
+                        f"{section}.{table} is read only from the configuration file",
+                        f"remove {var} from the environment and write the setting as "
+                        f"[{section}.{table}.<name>] tables in the file (docs/configuration.md)",
+                    )
+                )
+                continue
             body[key] = value
             origin[(section, key)] = f"environment {var}"
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,15 @@ from callcenter.config import (
     ConfigProblem,
     check_environment,
     load_config,
+)
+from callcenter.domain.call_types import CallType
+from callcenter.domain.policy import (
+    DEFAULT_POLICIES,
+    Action,
+    CountedFrom,
+    Milestone,
+    Policy,
+    Step,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -379,3 +390,580 @@ def test_unknown_section_from_environment_names_the_variable(
     [problem] = problems_of(None, {"CALLCENTER_DISTRIKT__NAME": "North"})
     assert problem.source == "environment CALLCENTER_DISTRIKT__NAME"
     assert "did you mean 'district'?" in problem.fix
+
+
+# --- district: holidays and the desk phone ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "environ", "expected"),
+    [
+        ("", {}, []),
+        ("holidays = [2026-10-01, 2026-10-02]", {}, [(2026, 10, 1), (2026, 10, 2)]),
+        ('holidays = ["2026-10-01", "2026-10-02"]', {}, [(2026, 10, 1), (2026, 10, 2)]),
+        ('holidays = [2026-10-01, "2027-01-01"]', {}, [(2026, 10, 1), (2027, 1, 1)]),
+        (
+            "holidays = [2026-10-01]",
+            {"CALLCENTER_DISTRICT__HOLIDAYS": "2027-01-01, 2027-05-01"},
+            [(2027, 1, 1), (2027, 5, 1)],
+        ),
+        ("holidays = [2026-10-01]", {"CALLCENTER_DISTRICT__HOLIDAYS": ""}, []),
+    ],
+)
+def test_holidays_are_read_as_dates(
+    tmp_path: Path, toml: str, environ: dict[str, str], expected: list[tuple[int, int, int]]
+) -> None:
+    """Test that holidays come as TOML dates, ISO strings or a comma-separated variable."""
+    path = write(tmp_path, f"[district]\n{toml}\n")
+    config = load_config(path, environ=environ)
+    assert config.district.holidays == [datetime.date(*day) for day in expected]
+
+
+def test_bad_holiday_is_reported_by_its_position(tmp_path: Path) -> None:
+    """Test that a date that does not exist names its place in the list."""
+    path = write(tmp_path, '[district]\nholidays = [2026-10-01, "2026-13-01"]\n')
+    [problem] = problems_of(path)
+    assert problem.key == "district.holidays.1"
+    assert "'2026-13-01'" in problem.message
+    assert "Sunday timetable" in problem.fix
+
+
+@pytest.mark.parametrize("number", ["", "+861012345678", "+4930123456", "+123456"])
+def test_desk_phone_in_international_form_is_accepted(tmp_path: Path, number: str) -> None:
+    """Test that an empty desk phone or "+" and 6 to 15 digits is accepted unchanged."""
+    path = write(tmp_path, f'[district]\ndesk_phone = "{number}"\n')
+    assert load_config(path, environ={}).district.desk_phone == number
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "010 1234 5678",  # local, with spaces
+        "861012345678",  # no "+"
+        "+86 10 1234 5678",  # spaces
+        "+86-10-12345678",  # dashes
+        "+12345",  # too short
+        "+1234567890123456",  # too long
+        "+86１０12345678",  # full-width digits
+    ],
+)
+def test_desk_phone_not_in_international_form_is_reported(tmp_path: Path, number: str) -> None:
+    """Test that a desk phone that is not "+" and 6 to 15 digits says how to write it."""
+    path = write(tmp_path, f'[district]\ndesk_phone = "{number}"\n')
+    [problem] = problems_of(path)
+    assert problem.key == "district.desk_phone"
+    assert "E.164" in problem.message
+    assert "6 to 15 digits" in problem.message
+    assert repr(number) in problem.message
+    assert "+861012345678" in problem.fix
+
+
+# --- calls: engine settings ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "default"),
+    [
+        ("service_circle_min", 15.0),
+        ("event_poll_s", 1.0),
+        ("watchdog_interval_s", 5.0),
+        ("overdue_alarm_s", 5.0),
+        ("outbox_retry_max_s", 300.0),
+        ("policies", {}),
+    ],
+)
+def test_calls_defaults(key: str, default: object) -> None:
+    """Test that each [calls] key has its documented default."""
+    assert getattr(Config().calls, key) == default
+
+
+def test_service_circle_in_seconds() -> None:
+    """Test that the service circle is offered in seconds for dispatch ranking."""
+    path_free = Config.model_validate({"calls": {"service_circle_min": 12.5}})
+    assert path_free.calls.service_circle_s == 750.0
+    assert Config().calls.service_circle_s == 15 * 60
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "key", "expected"),
+    [
+        ("CALLCENTER_CALLS__EVENT_POLL_S", "0.5", "event_poll_s", 0.5),
+        ("CALLCENTER_CALLS__SERVICE_CIRCLE_MIN", "20", "service_circle_min", 20.0),
+        ("CALLCENTER_CALLS__WATCHDOG_INTERVAL_S", "2", "watchdog_interval_s", 2.0),
+        ("CALLCENTER_CALLS__OVERDUE_ALARM_S", "0", "overdue_alarm_s", 0.0),
+        ("CALLCENTER_CALLS__OUTBOX_RETRY_MAX_S", "60", "outbox_retry_max_s", 60.0),
+    ],
+)
+def test_calls_keys_are_overridden_from_environment(
+    tmp_path: Path, var: str, value: str, key: str, expected: float
+) -> None:
+    """Test that CALLCENTER_CALLS__<KEY> wins over the file for each flat [calls] key."""
+    path = write(tmp_path, f"[calls]\n{key} = 99\n")
+    config = load_config(path, environ={var: value})
+    assert getattr(config.calls, key) == expected
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "limit"),
+    [
+        ("service_circle_min = 0", "calls.service_circle_min", "greater than 0"),
+        ("event_poll_s = 0", "calls.event_poll_s", "greater than 0"),
+        ("watchdog_interval_s = -1", "calls.watchdog_interval_s", "greater than 0"),
+        ("overdue_alarm_s = -1", "calls.overdue_alarm_s", "greater than or equal to 0"),
+        ("outbox_retry_max_s = 0", "calls.outbox_retry_max_s", "greater than 0"),
+    ],
+)
+def test_calls_value_out_of_range_is_reported(
+    tmp_path: Path, toml: str, key: str, limit: str
+) -> None:
+    """Test that an out-of-range [calls] value names the key, the limit and the default."""
+    path = write(tmp_path, f"[calls]\n{toml}\n")
+    [problem] = problems_of(path)
+    assert problem.key == key
+    assert limit in problem.message
+    assert f"default {key.split('.')[1]} = " in problem.fix
+
+
+def test_bad_calls_value_from_environment_names_the_variable(tmp_path: Path) -> None:
+    """Test that a bad CALLCENTER_CALLS__ override is blamed on its variable."""
+    [problem] = problems_of(write(tmp_path, ""), {"CALLCENTER_CALLS__EVENT_POLL_S": "soon"})
+    assert problem.source == "environment CALLCENTER_CALLS__EVENT_POLL_S"
+    assert problem.key == "calls.event_poll_s"
+
+
+# --- calls: escalation policies -----------------------------------------------------
+
+# The policy shown in docs/configuration.md: a one-step ladder for falls.
+FALL_POLICY = """
+[calls.policies.fall]
+auto_dispatch = true
+carers_required = 2
+skills = ["lift"]
+cancel_grace_s = 60
+[[calls.policies.fall.steps]]
+name = "unacknowledged"
+after_s = 30
+unless = "acknowledged"
+actions = ["alert_operators", "alert_supervisor"]
+"""
+
+
+def test_defaults_build_the_default_policies() -> None:
+    """Test that with no policies configured every call type gets its default policy."""
+    book = Config().policy_book()
+    assert book.policies == DEFAULT_POLICIES
+    for call_type in CallType:
+        assert book.for_type(call_type) == DEFAULT_POLICIES[call_type]
+
+
+def test_policy_for_one_type_replaces_just_that_type(tmp_path: Path) -> None:
+    """Test that a configured policy replaces its type's default wholesale, and only it."""
+    book = load_config(write(tmp_path, FALL_POLICY), environ={}).policy_book()
+    assert book.for_type(CallType.FALL) == Policy(
+        auto_dispatch=True,
+        carers_required=2,
+        skills=("lift",),
+        cancel_grace_s=60.0,
+        steps=(
+            Step(
+                "unacknowledged",
+                30.0,
+                Milestone.ACKNOWLEDGED,
+                (Action.ALERT_OPERATORS, Action.ALERT_SUPERVISOR),
+            ),
+        ),
+    )
+    for call_type in set(CallType) - {CallType.FALL}:
+        assert book.for_type(call_type) == DEFAULT_POLICIES[call_type]
+
+
+def test_policy_keys_left_out_take_the_domain_defaults(tmp_path: Path) -> None:
+    """Test that a policy without carers_required, skills or cancel_grace_s gets Policy's."""
+    path = write(
+        tmp_path,
+        """
+[calls.policies.low_battery]
+auto_dispatch = false
+steps = []
+
+[calls.policies.service_request]
+auto_dispatch = true
+[[calls.policies.service_request.steps]]
+name = "unaccepted"
+after_s = 60
+unless = "accepted"
+counted_from = "dispatched"
+actions = ["redispatch"]
+""",
+    )
+    book = load_config(path, environ={}).policy_book()
+    assert book.for_type(CallType.LOW_BATTERY) == Policy(auto_dispatch=False, steps=())
+    assert book.for_type(CallType.SERVICE_REQUEST) == Policy(
+        auto_dispatch=True,
+        steps=(
+            Step(
+                "unaccepted",
+                60.0,
+                Milestone.ACCEPTED,
+                (Action.REDISPATCH,),
+                CountedFrom.DISPATCHED,
+            ),
+        ),
+    )
+
+
+def test_default_policies_written_out_load_back_unchanged(tmp_path: Path) -> None:
+    """Test that every default policy, written as TOML, loads back equal to itself."""
+    lines = []
+    for call_type, policy in DEFAULT_POLICIES.items():
+        data = policy.to_json()
+        lines += [
+            f"[calls.policies.{call_type.value}]",
+            f"auto_dispatch = {str(data['auto_dispatch']).lower()}",
+            f"carers_required = {data['carers_required']}",
+            f"skills = {data['skills']!r}".replace("'", '"'),
+            f"cancel_grace_s = {data['cancel_grace_s']}",
+        ]
+        for step in data["steps"]:
+            lines += [
+                f"[[calls.policies.{call_type.value}.steps]]",
+                f'name = "{step["name"]}"',
+                f"after_s = {step['after_s']}",
+                f'unless = "{step["unless"]}"',
+                f'counted_from = "{step["counted_from"]}"',
+                f"actions = {step['actions']!r}".replace("'", '"'),
+            ]
+    config = load_config(write(tmp_path, "\n".join(lines) + "\n"), environ={})
+    assert set(config.calls.policies) == {call_type.value for call_type in CallType}
+    assert config.policy_book().policies == DEFAULT_POLICIES
+
+
+# One good step; each case below breaks one thing in it or around it.
+GOOD_STEP = {
+    "name": '"unacknowledged"',
+    "after_s": "30",
+    "unless": '"acknowledged"',
+    "actions": '["alert_operators"]',
+}
+MILESTONES = "one of: acknowledged, accepted, on_scene, closed"
+ACTIONS = (
+    "one of: alert_operators, alert_supervisor, redispatch, notify_station_lead, "
+    "notify_family, emergency_services"
+)
+
+
+def policy_file(
+    call_type: str = "fall",
+    policy: dict[str, str] | None = None,
+    steps: list[dict[str, str]] | None = None,
+) -> str:
+    """A [calls.policies.<call_type>] table with these keys and steps (TOML values as text)."""
+    keys = {"auto_dispatch": "true"} if policy is None else policy
+    lines = [f"[calls.policies.{call_type}]"] + [f"{k} = {v}" for k, v in keys.items()]
+    for step in [GOOD_STEP] if steps is None else steps:
+        lines.append(f"[[calls.policies.{call_type}.steps]]")
+        lines += [f"{k} = {v}" for k, v in step.items()]
+    return "\n".join(lines) + "\n"
+
+
+def with_step(**changes: str | None) -> list[dict[str, str]]:
+    """GOOD_STEP with some keys changed (None: left out)."""
+    step = {**GOOD_STEP, **changes}
+    return [{k: v for k, v in step.items() if v is not None}]
+
+
+@pytest.mark.parametrize(
+    ("toml", "key", "in_message", "in_fix"),
+    [
+        pytest.param(
+            policy_file(call_type="falls"),
+            "calls.policies.falls",
+            "unknown call type (got 'falls')",
+            "did you mean 'fall'? known call types: emergency, fall, service_request, "
+            "device_offline, low_battery",
+            id="unknown call type",
+        ),
+        pytest.param(
+            policy_file(call_type="burglary"),
+            "calls.policies.burglary",
+            "unknown call type",
+            "known call types: emergency, fall, service_request, device_offline, low_battery",
+            id="unknown call type, nothing close",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(unless='"acknowledgd"')),
+            "calls.policies.fall.steps.0.unless",
+            "'acknowledgd'",
+            MILESTONES,
+            id="unknown milestone",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(counted_from='"arrived"')),
+            "calls.policies.fall.steps.0.counted_from",
+            "'arrived'",
+            "one of: opened, dispatched",
+            id="unknown counted_from",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(actions='["alert_operators", "page_everyone"]')),
+            "calls.policies.fall.steps.0.actions.1",
+            "'page_everyone'",
+            ACTIONS,
+            id="unknown action",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(actions="[]")),
+            "calls.policies.fall.steps.0.actions",
+            "at least 1 item",
+            ACTIONS,
+            id="no actions",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(actions=None)),
+            "calls.policies.fall.steps.0.actions",
+            "Field required",
+            ACTIONS,
+            id="actions left out",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(after_s="-1")),
+            "calls.policies.fall.steps.0.after_s",
+            "greater than or equal to 0",
+            "seconds from the step's starting point",
+            id="negative after_s",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(after_s='"soon"')),
+            "calls.policies.fall.steps.0.after_s",
+            "valid number",
+            "seconds from the step's starting point",
+            id="after_s not a number",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(name='""')),
+            "calls.policies.fall.steps.0.name",
+            "at least 1 character",
+            "unique within its policy",
+            id="empty step name",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(counted_form='"opened"')),
+            "calls.policies.fall.steps.0.counted_form",
+            "unknown key",
+            "did you mean 'counted_from'? known keys here: name, after_s, unless, "
+            "counted_from, actions",
+            id="misspelt step key",
+        ),
+        pytest.param(
+            policy_file(steps=with_step(counted_from='"dispatched"', unless='"on_scene"')),
+            "calls.policies.fall.steps.0.unless",
+            "a step counted from a dispatch waits for that carer's acceptance",
+            'set unless = "accepted", or count the step from the call opening',
+            id="dispatched step not waiting for acceptance",
+        ),
+        pytest.param(
+            policy_file(steps=[GOOD_STEP, {**GOOD_STEP, "after_s": "60"}]),
+            "calls.policies.fall.steps",
+            "step names must be unique",
+            "give each step its own name; repeated: unacknowledged",
+            id="duplicate step names",
+        ),
+        pytest.param(
+            policy_file(policy={"auto_dispatch": "true", "carers_required": "0"}),
+            "calls.policies.fall.carers_required",
+            "greater than or equal to 1",
+            "default carers_required = 1",
+            id="no carers",
+        ),
+        pytest.param(
+            policy_file(policy={"auto_dispatch": "true", "cancel_grace_s": "-5"}),
+            "calls.policies.fall.cancel_grace_s",
+            "greater than or equal to 0",
+            "default cancel_grace_s = 60.0",
+            id="negative cancel grace",
+        ),
+        pytest.param(
+            policy_file(policy={"auto_dispatch": "true", "skills": '["lift", ""]'}),
+            "calls.policies.fall.skills.1",
+            "at least 1 character",
+            'e.g. ["lift"]',
+            id="empty skill",
+        ),
+        pytest.param(
+            policy_file(policy={"auto_dispatch": '"sometimes"'}),
+            "calls.policies.fall.auto_dispatch",
+            "valid boolean",
+            "page the nearest free carer",
+            id="auto_dispatch not a boolean",
+        ),
+        pytest.param(
+            policy_file(policy={"auto_dispatch": "true", "carer_required": "2"}),
+            "calls.policies.fall.carer_required",
+            "unknown key",
+            "did you mean 'carers_required'?",
+            id="misspelt policy key",
+        ),
+        pytest.param(
+            "[calls.policies.fall]\nauto_dispatch = true\n",
+            "calls.policies.fall.steps",
+            "Field required",
+            "replaces the default one wholesale",
+            id="steps left out",
+        ),
+        pytest.param(
+            "[calls.policies.fall]\nsteps = []\n",
+            "calls.policies.fall.auto_dispatch",
+            "Field required",
+            "page the nearest free carer",
+            id="auto_dispatch left out",
+        ),
+        pytest.param(
+            '[calls]\npolicies = "strict"\n',
+            "calls.policies",
+            "valid dictionary",
+            "escalation policy by call type",
+            id="policies not a table",
+        ),
+    ],
+)
+def test_bad_policy_is_reported_with_its_key(
+    tmp_path: Path, toml: str, key: str, in_message: str, in_fix: str
+) -> None:
+    """Test that each kind of bad policy is one problem naming the exact key and a fix."""
+    path = write(tmp_path, toml)
+    [problem] = problems_of(path)
+    assert problem.source == str(path)
+    assert problem.key == key
+    assert in_message in problem.message
+    assert in_fix in problem.fix
+
+
+def test_problems_in_several_policies_are_reported_at_once(tmp_path: Path) -> None:
+    """Test that mistakes in different policies and steps are all reported in one go."""
+    path = write(
+        tmp_path,
+        policy_file("falls")
+        + policy_file("emergency", steps=with_step(unless='"arrived"'))
+        + policy_file("service_request", steps=[GOOD_STEP, GOOD_STEP])
+        + "[calls]\nevent_poll_s = 0\n",
+    )
+    assert set(by_key(problems_of(path))) == {
+        "calls.policies.falls",
+        "calls.policies.emergency.steps.0.unless",
+        "calls.policies.service_request.steps",
+        "calls.event_poll_s",
+    }
+
+
+@pytest.mark.parametrize(
+    "var", ["CALLCENTER_CALLS__POLICIES", "CALLCENTER_CALLS__POLICIES__FALL__CARERS_REQUIRED"]
+)
+def test_policies_are_not_read_from_the_environment(tmp_path: Path, var: str) -> None:
+    """Test that an environment variable naming calls.policies is refused, naming itself."""
+    [problem] = problems_of(write(tmp_path, FALL_POLICY), {var: "3"})
+    assert problem.source == f"environment {var}"
+    assert problem.key == "calls.policies"
+    assert "read only from the configuration file" in problem.message
+    assert var in problem.fix
+
+
+def test_policy_book_is_built_from_a_config_made_in_python() -> None:
+    """Test that Config.model_validate checks policies too, so policy_book cannot fail."""
+    with pytest.raises(ValueError, match="counted from a dispatch"):
+        Config.model_validate(
+            {
+                "calls": {
+                    "policies": {
+                        "fall": {
+                            "auto_dispatch": True,
+                            "steps": [
+                                {
+                                    "name": "x",
+                                    "after_s": 1,
+                                    "unless": "closed",
+                                    "counted_from": "dispatched",
+                                    "actions": ["redispatch"],
+                                }
+                            ],
+                        }
+                    }
+                }
+            }
+        )
+
+
+# --- the documentation of [calls] ---------------------------------------------------
+
+
+def seconds(value: float) -> str:
+    """A duration as the docs' tables show it: seconds, with minutes or hours beside."""
+    if value < 60:
+        return f"{value:g}"
+    if value % 3600 == 0:
+        return f"{value:g} ({value / 3600:g} h)"
+    return f"{value:g} ({value / 60:g} min)"
+
+
+def test_configuration_doc_shows_the_default_policies() -> None:
+    """Test that the default-policy tables in docs/configuration.md match DEFAULT_POLICIES."""
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    for call_type, policy in DEFAULT_POLICIES.items():
+        skills = ", ".join(f"`{skill}`" for skill in policy.skills) or "none"
+        row = (
+            f"| `{call_type.value}` | {str(policy.auto_dispatch).lower()} | "
+            f"{policy.carers_required} | {skills} | {seconds(policy.cancel_grace_s)} |"
+        )
+        assert row in text
+        for step in policy.steps:
+            actions = ", ".join(f"`{action.value}`" for action in step.actions)
+            row = (
+                f"| `{call_type.value}` | `{step.name}` | {seconds(step.after_s)} | "
+                f"`{step.counted_from.value}` | `{step.unless.value}` | {actions} |"
+            )
+            assert row in text
+    # No rows for steps the code does not have.
+    ladder_rows = re.findall(r"^\| `[a-z_]+` \| `[a-z_]+` \| \d", text, flags=re.MULTILINE)
+    assert len(ladder_rows) == sum(len(p.steps) for p in DEFAULT_POLICIES.values())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [f"`{m.value}`" for m in Milestone]
+    + [f"`{c.value}`" for c in CountedFrom]
+    + [f"`{a.value}`" for a in Action]
+    + [f"`{t.value}`" for t in CallType],
+)
+def test_configuration_doc_explains_every_policy_value(value: str) -> None:
+    """Test that every milestone, clock start, action and call type has a row in the docs."""
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    assert re.search(rf"^\| {re.escape(value)} \| [a-z]", text, flags=re.MULTILINE), value
+
+
+def test_configuration_doc_policy_example_loads(tmp_path: Path) -> None:
+    """Test that the policy example in docs/configuration.md is valid as written."""
+    text = CONFIG_DOC.read_text(encoding="utf-8")
+    [example] = [
+        block
+        for block in re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+        if block.startswith("[calls.policies.fall]")
+    ]
+    assert example.strip() == FALL_POLICY.strip()
+    config = load_config(write(tmp_path, example), environ={})
+    assert set(config.calls.policies) == {"fall"}
+
+
+def test_cli_config_check_reports_bad_policies_and_exits_2(tmp_path: Path) -> None:
+    """Test that `callcenter config check` lists each policy mistake with its key."""
+    path = write(
+        tmp_path,
+        policy_file("falls")
+        + policy_file("emergency", steps=with_step(counted_from='"dispatched"')),
+    )
+    result = run_config_check(path, tmp_path, CALLCENTER_CALLS__POLICIES="x")
+    assert result.returncode == 2, result.stderr
+    assert "configuration has 3 problem(s):" in result.stdout
+    assert f"{path}: calls.policies.falls: unknown call type" in result.stdout
+    assert f"{path}: calls.policies.emergency.steps.0.unless: " in result.stdout
+    assert "environment CALLCENTER_CALLS__POLICIES: calls.policies: " in result.stdout
+    assert result.stdout.count("fix: ") == 3
+    assert "Traceback" not in result.stderr
