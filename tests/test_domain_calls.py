@@ -1,0 +1,1404 @@
+"""The call lifecycle (domain/calls.py): transitions, coalescing, escalation, invariants.
+
+Pure: calls and situations are built by hand and every test runs on a virtual timeline
+(``Situation(now=...)``); no loop, no database, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callcenter.domain.call_types import PRIORITY, CallType
+from callcenter.domain.calls import (
+    NOBODY_TO_SEND,
+    PRESS_NOTE_INTERVAL,
+    SYSTEM,
+    Acknowledge,
+    Actor,
+    ActorKind,
+    AddNote,
+    AlertDesk,
+    AlreadyOwnedError,
+    ArmTimer,
+    AssignmentState,
+    AutoDispatch,
+    Call,
+    CallError,
+    CallState,
+    Cancel,
+    CancelReason,
+    CancelTimers,
+    CarerReport,
+    Command,
+    Decision,
+    DeviceCancel,
+    DeviceCommand,
+    DeviceNote,
+    Dispatch,
+    IllegalTransitionError,
+    NotOwnerError,
+    Outcome,
+    Person,
+    Press,
+    Report,
+    Resolve,
+    SendSms,
+    Situation,
+    StandDown,
+    StepDue,
+    decide,
+    open_call,
+)
+from callcenter.domain.dispatch import Candidate, CarerSnapshot, CarerState, Tier
+from callcenter.domain.geo import Place, Transport
+from callcenter.domain.messages import MessageKind, render
+from callcenter.domain.policy import (
+    DEFAULT_POLICIES,
+    Action,
+    CountedFrom,
+    Milestone,
+    Policy,
+    Step,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+CALL_ID = 41
+HOUSEHOLD_ID = 7
+DEVICE = "CB-H0007"
+
+OPERATOR = Actor(ActorKind.OPERATOR, "li.na")
+OTHER_OPERATOR = Actor(ActorKind.OPERATOR, "wang.wei")
+SUPERVISOR = Actor(ActorKind.SUPERVISOR, "zhao.min")
+DEVICE_ACTOR = Actor(ActorKind.DEVICE, DEVICE)
+
+EMERGENCY = DEFAULT_POLICIES[CallType.EMERGENCY]
+# The emergency ladder without the automatic first page, so a call can wait unowned.
+MANUAL = replace(EMERGENCY, auto_dispatch=False)
+OPENED_STEPS = frozenset({"unacknowledged", "not_on_scene", "emergency_services"})
+ALL_STEPS = OPENED_STEPS | {"unaccepted"}
+
+CARER_IDS = (1, 2, 3, 4, 5)
+SUPERVISORS = (
+    Person("operator:zhao.min", "Zhao Min", "+8613900000001", "zh"),
+    Person("operator:chen.li", "Chen Li", "+8613900000002", "en"),
+)
+STATION_LEADS = (Person("carer:L01", "Lead Sun", "+8613900000010", "zh"),)
+FAMILY = (
+    Person("family:1", "Daughter", "+8613900000020", "zh"),
+    Person("family:2", "Son", "+8613900000021", "en"),
+)
+
+
+def at(seconds: float) -> datetime:
+    """The virtual time ``seconds`` after the call opened."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def code(carer_id: int) -> str:
+    """A carer's code, as the history and SMS labels show it."""
+    return f"C{carer_id:03d}"
+
+
+def carer_actor(carer_id: int) -> Actor:
+    """The carer replying for themselves."""
+    return Actor(ActorKind.CARER, code(carer_id))
+
+
+def carer_person(carer_id: int) -> Person:
+    """The carer as someone the call centre may text."""
+    return Person(f"carer:{code(carer_id)}", f"Carer {carer_id}", f"+86138000000{carer_id:02d}")
+
+
+def candidate(carer_id: int, *, skills: tuple[str, ...] = ("lift",)) -> Candidate:
+    """A free carer from the home station; a higher id is a little further away."""
+    snapshot = CarerSnapshot(
+        id=carer_id,
+        code=code(carer_id),
+        name=f"Carer {carer_id}",
+        phone=f"+86138000000{carer_id:02d}",
+        language="zh",
+        role="carer",
+        station_id=1,
+        skills=frozenset(skills),
+        transport=Transport.EBIKE,
+        position=Place(31.23, 121.47),
+        state=CarerState.FREE,
+    )
+    return Candidate(snapshot, Tier.HOME, 200.0 + carer_id, True)
+
+
+def situation(
+    seconds: float = 0,
+    *,
+    candidates: tuple[int, ...] | tuple[Candidate, ...] = CARER_IDS,
+    **overrides: Any,
+) -> Situation:
+    """A fully staffed household at ``seconds``; ``overrides`` empties or changes parts."""
+    facts: dict[str, Any] = {
+        "household_code": "H0007",
+        "address": "12 Garden Lane",
+        "access_notes": "Key box 1234.",
+        "residents": "Mrs Li (86)",
+        "desk_phone": "+862155550000",
+        "candidates": tuple(c if isinstance(c, Candidate) else candidate(c) for c in candidates),
+        "assigned": tuple(carer_person(i) for i in range(1, 7)),
+        "station_leads": STATION_LEADS,
+        "family": FAMILY,
+        "supervisors": SUPERVISORS,
+    }
+    facts.update(overrides)
+    return Situation(now=at(seconds), **facts)
+
+
+def check_history(before: CallState | None, decision: Decision) -> None:
+    """Every entry names actor and action, and the entries chain from ``before`` to the end."""
+    previous = before
+    for entry in decision.history:
+        assert entry.actor
+        assert entry.action
+        assert entry.from_state == previous, decision.history
+        assert isinstance(entry.to_state, CallState)
+        previous = entry.to_state
+    if decision.history:
+        assert previous == decision.call.state
+
+
+def open_(
+    call_type: CallType = CallType.EMERGENCY,
+    *,
+    policy: Policy | None = None,
+    seconds: float = 0,
+    **situation_facts: Any,
+) -> Decision:
+    """Open a call of ``call_type`` for the household."""
+    decision = open_call(
+        CALL_ID,
+        HOUSEHOLD_ID,
+        call_type,
+        policy or DEFAULT_POLICIES[call_type],
+        DEVICE,
+        situation(seconds, **situation_facts),
+    )
+    check_history(None, decision)
+    return decision
+
+
+def step(call: Call, command: Command, seconds: float, **situation_facts: Any) -> Decision:
+    """Decide ``command`` at ``seconds`` and check the history it writes."""
+    decision = decide(call, command, situation(seconds, **situation_facts))
+    check_history(call.state, decision)
+    return decision
+
+
+def actions(decision: Decision) -> list[str]:
+    """The history actions, in order."""
+    return [entry.action for entry in decision.history]
+
+
+def texts(decision: Decision) -> list[tuple[str, MessageKind]]:
+    """Who is texted what kind of message, in order."""
+    return [(e.to.label, e.message.kind) for e in decision.effects if isinstance(e, SendSms)]
+
+
+def of_type(decision: Decision, kind: type[Any]) -> list[Any]:
+    """The decision's effects of one kind."""
+    return [effect for effect in decision.effects if isinstance(effect, kind)]
+
+
+def states(call: Call) -> dict[int, AssignmentState]:
+    """Each carer's latest assignment state."""
+    return {a.carer_id: a.state for a in call.assignments}
+
+
+def accept(carer_id: int) -> Report:
+    """The carer replies YES."""
+    return Report(carer_actor(carer_id), carer_id, CarerReport.ACCEPTED)
+
+
+def report(carer_id: int, what: CarerReport) -> Report:
+    """The carer reports their own progress."""
+    return Report(carer_actor(carer_id), carer_id, what)
+
+
+def call_in(state: CallState) -> Call:
+    """A single-carer emergency call brought to ``state`` by ordinary commands.
+
+    Raised and acknowledged calls use the manual ladder; dispatched and later calls were
+    auto-dispatched to carer 1 and are still unowned.
+    """
+    if state is CallState.RAISED:
+        call = open_(policy=MANUAL).call
+    elif state is CallState.ACKNOWLEDGED:
+        call = step(call_in(CallState.RAISED), Acknowledge(OPERATOR), 5).call
+    elif state is CallState.DISPATCHED:
+        call = open_().call
+    elif state is CallState.ACCEPTED:
+        call = step(call_in(CallState.DISPATCHED), accept(1), 20).call
+    elif state is CallState.ON_THE_WAY:
+        call = step(call_in(CallState.ACCEPTED), report(1, CarerReport.ON_THE_WAY), 25).call
+    elif state is CallState.ON_SCENE:
+        call = step(call_in(CallState.ON_THE_WAY), report(1, CarerReport.ON_SCENE), 300).call
+    elif state is CallState.RESOLVED:
+        call = step(
+            call_in(CallState.ON_SCENE), Resolve(OPERATOR, Outcome.HELPED_AT_HOME), 600
+        ).call
+    else:
+        call = step(call_in(CallState.RAISED), Cancel(OPERATOR, CancelReason.DUPLICATE), 10).call
+    assert call.state is state
+    return call
+
+
+OPEN = [s for s in CallState if s not in (CallState.RESOLVED, CallState.CANCELLED)]
+CLOSED = [CallState.RESOLVED, CallState.CANCELLED]
+
+
+# --- opening -----------------------------------------------------------------------
+
+
+def test_open_emergency_pages_the_best_carer_and_arms_the_ladder() -> None:
+    """Test that an emergency opens raised, pages the first candidate and arms every timer."""
+    decision = open_()
+    call = decision.call
+    assert call.state is CallState.DISPATCHED
+    assert (call.id, call.household_id, call.type, call.priority) == (
+        CALL_ID,
+        HOUSEHOLD_ID,
+        CallType.EMERGENCY,
+        1,
+    )
+    assert call.presses == 1
+    assert call.owner is None
+    assert call.opened_at == call.last_press_at == call.press_noted_at == T0
+    assert actions(decision) == ["raised", "dispatched"]
+    raised, dispatched = decision.history
+    assert raised.actor == f"device:{DEVICE}"
+    assert (raised.from_state, raised.to_state) == (None, CallState.RAISED)
+    assert raised.detail == {"call_type": "emergency", "priority": 1}
+    assert dispatched.actor == "system:engine"
+    assert (dispatched.from_state, dispatched.to_state) == (CallState.RAISED, CallState.DISPATCHED)
+    assert dispatched.detail["carer"] == "C001"
+    assert dispatched.detail["tier"] == "home"
+    assert dispatched.detail["within_circle"] is True
+    assert states(call) == {1: AssignmentState.DISPATCHED}
+    assert call.assignments[0].dispatched_by == "system:engine"
+    assert call.assignments[0].travel_s == 201.0
+    timers = {(t.step, t.due_at, t.carer_id) for t in of_type(decision, ArmTimer)}
+    assert timers == {
+        ("unacknowledged", at(30), None),
+        ("not_on_scene", at(15 * 60), None),
+        ("emergency_services", at(30 * 60), None),
+        ("unaccepted", at(120), 1),
+    }
+    (sms,) = of_type(decision, SendSms)
+    assert sms.to == Person("carer:C001", "Carer 1", "+8613800000001", "zh")
+    assert sms.carer_id == 1
+    assert sms.message.kind is MessageKind.DISPATCH
+    text = render(sms.message, "en")
+    assert "Call 41 EMERGENCY: H0007 Mrs Li (86), 12 Garden Lane. Key box 1234." in text
+    assert "YES 41" in text
+
+
+@pytest.mark.parametrize("call_type", list(CallType))
+def test_open_arms_a_timer_for_every_step_counted_from_opening(call_type: CallType) -> None:
+    """Test that opening arms one carer-less timer per step counted from "opened"."""
+    policy = DEFAULT_POLICIES[call_type]
+    decision = open_(call_type)
+    assert decision.call.priority == PRIORITY[call_type]
+    opened = {(t.step, t.due_at) for t in of_type(decision, ArmTimer) if t.carer_id is None}
+    assert opened == {
+        (s.name, at(s.after_s)) for s in policy.steps if s.counted_from is CountedFrom.OPENED
+    }
+    paged = [t for t in of_type(decision, ArmTimer) if t.carer_id is not None]
+    assert len(paged) == (policy.carers_required if policy.auto_dispatch else 0)
+
+
+@pytest.mark.parametrize("call_type", [CallType.DEVICE_OFFLINE, CallType.LOW_BATTERY])
+def test_open_without_auto_dispatch_waits_raised(call_type: CallType) -> None:
+    """Test that a device-health call pages nobody and waits, raised, for an operator."""
+    decision = open_(call_type)
+    assert decision.call.state is CallState.RAISED
+    assert actions(decision) == ["raised"]
+    assert not decision.call.assignments
+    assert not of_type(decision, SendSms)
+
+
+def test_open_fall_pages_two_carers_who_can_lift() -> None:
+    """Test that a fall pages the two best candidates with the "lift" skill, nobody else."""
+    candidates = (candidate(1, skills=()), candidate(2), candidate(3, skills=("lift", "nurse")))
+    decision = open_(CallType.FALL, candidates=candidates)
+    call = decision.call
+    assert states(call) == {2: AssignmentState.DISPATCHED, 3: AssignmentState.DISPATCHED}
+    assert actions(decision) == ["raised", "dispatched", "dispatched"]
+    assert [s.carer_id for s in of_type(decision, SendSms)] == [2, 3]
+    assert {t.carer_id for t in of_type(decision, ArmTimer) if t.step == "unaccepted"} == {2, 3}
+    assert call.state is CallState.DISPATCHED
+    one = step(call, accept(2), 30)
+    assert one.call.state is CallState.DISPATCHED  # one of two is not enough
+    assert of_type(one, DeviceCommand) == [DeviceCommand("help_on_the_way")]
+    both = step(one.call, accept(3), 40)
+    assert both.call.state is CallState.ACCEPTED
+    assert not of_type(both, DeviceCommand)  # the device was told once
+
+
+def test_open_fall_short_of_lifters_records_nobody_to_send() -> None:
+    """Test that a fall with one lifter pages them and records the missing second carer."""
+    decision = open_(CallType.FALL, candidates=(candidate(1, skills=()), candidate(2)))
+    assert states(decision.call) == {2: AssignmentState.DISPATCHED}
+    assert actions(decision)[:3] == ["raised", "dispatched", "nobody_to_send"]
+    nobody = decision.history[2]
+    assert nobody.detail["wanted"] == 1
+    assert "lift" in nobody.detail["why"]
+
+
+# --- the transition table ----------------------------------------------------------
+
+
+S = CallState
+CR = CarerReport
+
+
+def row(
+    name: str, before: CallState, command: Command, seconds: float, after: CallState, *written: str
+) -> Any:
+    """One line of the transition table: from ``before``, ``command`` at ``seconds`` leads
+    to ``after`` and writes the ``written`` history actions."""
+    return pytest.param(before, command, seconds, after, list(written), id=name)
+
+
+# fmt: off
+TRANSITIONS = [
+    row("raised-acknowledge", S.RAISED, Acknowledge(OPERATOR), 20, S.ACKNOWLEDGED,
+        "acknowledged"),
+    row("raised-acknowledge-by-supervisor", S.RAISED, Acknowledge(SUPERVISOR), 20,
+        S.ACKNOWLEDGED, "acknowledged"),
+    row("raised-dispatch-takes-ownership", S.RAISED, Dispatch(OPERATOR, candidate(2)), 20,
+        S.DISPATCHED, "acknowledged", "dispatched"),
+    row("raised-autodispatch", S.RAISED, AutoDispatch(OPERATOR), 20, S.DISPATCHED,
+        "acknowledged", "dispatched"),
+    row("raised-press", S.RAISED, Press(CallType.EMERGENCY, DEVICE), 40, S.RAISED,
+        "pressed_again"),
+    row("raised-device-cancel", S.RAISED, DeviceCancel(DEVICE), 20, S.CANCELLED, "cancelled"),
+    row("raised-note", S.RAISED, AddNote(OPERATOR, "rang the daughter"), 20, S.RAISED, "note"),
+    row("raised-device-note", S.RAISED, DeviceNote(DEVICE, "battery_low", {"level": 9}), 20,
+        S.RAISED, "battery_low"),
+    row("raised-unacknowledged-due", S.RAISED, StepDue("unacknowledged"), 30, S.RAISED,
+        "escalated", "alert_operators", "alert_supervisor"),
+    row("acknowledged-dispatch", S.ACKNOWLEDGED, Dispatch(OPERATOR, candidate(2)), 20,
+        S.DISPATCHED, "dispatched"),
+    row("acknowledged-autodispatch", S.ACKNOWLEDGED, AutoDispatch(OPERATOR), 20, S.DISPATCHED,
+        "dispatched"),
+    row("acknowledged-unacknowledged-due-is-moot", S.ACKNOWLEDGED, StepDue("unacknowledged"),
+        30, S.ACKNOWLEDGED),
+    row("dispatched-acknowledge", S.DISPATCHED, Acknowledge(OPERATOR), 20, S.DISPATCHED,
+        "acknowledged"),
+    row("dispatched-autodispatch-has-enough", S.DISPATCHED, AutoDispatch(OPERATOR), 20,
+        S.DISPATCHED, "acknowledged"),
+    row("dispatched-accepted", S.DISPATCHED, accept(1), 20, S.ACCEPTED, "accepted"),
+    row("dispatched-skip-to-on-the-way", S.DISPATCHED, report(1, CR.ON_THE_WAY), 20,
+        S.ON_THE_WAY, "on_the_way"),
+    row("dispatched-skip-to-on-scene", S.DISPATCHED, report(1, CR.ON_SCENE), 20, S.ON_SCENE,
+        "on_scene"),
+    row("dispatched-declined-refills", S.DISPATCHED, report(1, CR.DECLINED), 20, S.DISPATCHED,
+        "declined", "dispatched"),
+    row("dispatched-accepted-by-operator-for-carer", S.DISPATCHED,
+        Report(OPERATOR, 1, CR.ACCEPTED), 20, S.ACCEPTED, "acknowledged", "accepted"),
+    row("dispatched-stand-down-refills", S.DISPATCHED, StandDown(OPERATOR, 1, "wrong carer"),
+        20, S.DISPATCHED, "acknowledged", "stood_down", "dispatched"),
+    row("dispatched-second-carer", S.DISPATCHED, Dispatch(OPERATOR, candidate(2)), 20,
+        S.DISPATCHED, "acknowledged", "dispatched"),
+    row("dispatched-unaccepted-due", S.DISPATCHED, StepDue("unaccepted", 1), 120, S.DISPATCHED,
+        "no_answer", "dispatched", "notify_station_lead"),
+    row("accepted-on-the-way", S.ACCEPTED, report(1, CR.ON_THE_WAY), 30, S.ON_THE_WAY,
+        "on_the_way"),
+    row("accepted-skip-to-on-scene", S.ACCEPTED, report(1, CR.ON_SCENE), 30, S.ON_SCENE,
+        "on_scene"),
+    row("accepted-unaccepted-due-is-moot", S.ACCEPTED, StepDue("unaccepted", 1), 120,
+        S.ACCEPTED),
+    row("on-the-way-on-scene", S.ON_THE_WAY, report(1, CR.ON_SCENE), 30, S.ON_SCENE,
+        "on_scene"),
+    row("on-the-way-not-on-scene-due", S.ON_THE_WAY, StepDue("not_on_scene"), 900,
+        S.ON_THE_WAY, "escalated", "alert_supervisor", "notify_family"),
+    row("on-scene-not-on-scene-due-is-moot", S.ON_SCENE, StepDue("not_on_scene"), 900,
+        S.ON_SCENE),
+    row("on-scene-device-cancel-ignored", S.ON_SCENE, DeviceCancel(DEVICE), 320, S.ON_SCENE,
+        "cancel_ignored"),
+    row("on-scene-press", S.ON_SCENE, Press(CallType.SERVICE_REQUEST, DEVICE), 320,
+        S.ON_SCENE, "pressed_again"),
+    row("resolved-note", S.RESOLVED, AddNote(OPERATOR, "family thanked us"), 700, S.RESOLVED,
+        "note"),
+    row("resolved-device-note", S.RESOLVED, DeviceNote(DEVICE, "back_online"), 700,
+        S.RESOLVED, "back_online"),
+    row("resolved-step-due-is-a-no-op", S.RESOLVED, StepDue("emergency_services"), 1800,
+        S.RESOLVED),
+    row("cancelled-note-by-anyone", S.CANCELLED, AddNote(OTHER_OPERATOR, "it was the cat"),
+        700, S.CANCELLED, "note"),
+    row("cancelled-step-due-is-a-no-op", S.CANCELLED, StepDue("unacknowledged"), 30,
+        S.CANCELLED),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("before", "command", "seconds", "after", "written"), TRANSITIONS)
+def test_legal_transitions(
+    before: CallState, command: Command, seconds: float, after: CallState, written: list[str]
+) -> None:
+    """Test that each legal command moves the call to the expected state with its history."""
+    call = call_in(before)
+    decision = step(call, command, seconds)
+    assert decision.call.state is after
+    assert actions(decision) == written
+    for entry in decision.history:
+        assert entry.at == at(seconds)
+    if not written:
+        assert decision.call == call
+        assert not decision.effects
+
+
+@pytest.mark.parametrize("before", OPEN)
+@pytest.mark.parametrize(
+    ("command", "after"),
+    [
+        (Resolve(OPERATOR, Outcome.FALSE_ALARM, "resident fine"), CallState.RESOLVED),
+        (Cancel(OPERATOR, CancelReason.ENTERED_IN_ERROR, "wrong house"), CallState.CANCELLED),
+    ],
+)
+def test_every_open_state_can_be_resolved_or_cancelled(
+    before: CallState, command: Resolve | Cancel, after: CallState
+) -> None:
+    """Test that resolve and cancel close the call from every open state and tidy up."""
+    call = call_in(before)
+    decision = step(call, command, 700)
+    closed = decision.call
+    assert closed.state is after
+    assert not closed.is_open
+    assert closed.closed_at == at(700)
+    assert not closed.active_assignments
+    assert not closed.alerts
+    last = decision.history[-1]
+    assert last.action == after.value
+    assert last.actor == str(OPERATOR)
+    if isinstance(command, Resolve):
+        assert (closed.outcome, closed.cancel_reason) == (Outcome.FALSE_ALARM, None)
+        assert last.detail == {"outcome": "false_alarm", "note": "resident fine"}
+    else:
+        assert (closed.outcome, closed.cancel_reason) == (None, CancelReason.ENTERED_IN_ERROR)
+        assert last.detail == {"reason": "entered_in_error", "note": "wrong house"}
+    # The device stops its "help is coming" prompt however the call ended (docs/protocol.md).
+    assert of_type(decision, DeviceCommand) == [DeviceCommand("call_closed")]
+    if call.owner is None:
+        assert actions(decision) == ["acknowledged", after.value]
+    assert CancelTimers(frozenset(ALL_STEPS)) in decision.effects
+    # A carer at the door finished the job; one still coming is told to stand down.
+    was = states(call).get(1)
+    if was is AssignmentState.ON_SCENE:
+        assert states(closed) == {1: AssignmentState.FINISHED}
+        assert texts(decision) == []
+    elif was is not None:
+        assert states(closed) == {1: AssignmentState.STOOD_DOWN}
+        assert texts(decision) == [("carer:C001", MessageKind.STAND_DOWN)]
+        (sms,) = of_type(decision, SendSms)
+        assert sms.message.facts["why"] == f"call {after.value}"
+
+
+def test_resolve_by_supervisor_on_another_operators_call() -> None:
+    """Test that a supervisor may close a call an operator owns, without taking it over."""
+    call = call_in(CallState.ACKNOWLEDGED)
+    decision = step(call, Resolve(SUPERVISOR, Outcome.FAMILY_ATTENDED), 100)
+    assert decision.call.state is CallState.RESOLVED
+    assert decision.call.owner == str(OPERATOR)
+    assert actions(decision) == ["resolved"]
+    assert decision.history[0].actor == "supervisor:zhao.min"
+
+
+REFUSED = IllegalTransitionError  # the usual refusal, short enough for one-line rows
+
+# fmt: off
+ILLEGAL = [
+    pytest.param(S.RAISED, Acknowledge(carer_actor(1)), REFUSED, id="carer-cannot-acknowledge"),
+    pytest.param(S.RAISED, Acknowledge(DEVICE_ACTOR), REFUSED, id="device-cannot-acknowledge"),
+    pytest.param(S.RAISED, Acknowledge(SYSTEM), REFUSED, id="system-cannot-acknowledge"),
+    pytest.param(S.ACKNOWLEDGED, Acknowledge(OPERATOR), REFUSED,
+                 id="same-operator-acknowledges-twice"),
+    pytest.param(S.ACKNOWLEDGED, Acknowledge(OTHER_OPERATOR), AlreadyOwnedError,
+                 id="second-operator-acknowledges"),
+    pytest.param(S.ACKNOWLEDGED, Acknowledge(SUPERVISOR), AlreadyOwnedError,
+                 id="supervisor-acknowledges-owned-call"),
+    pytest.param(S.RAISED, Resolve(carer_actor(1), Outcome.HELPED_AT_HOME), REFUSED,
+                 id="carer-cannot-resolve"),
+    pytest.param(S.RAISED, Cancel(DEVICE_ACTOR, CancelReason.DUPLICATE), REFUSED,
+                 id="device-actor-cannot-cancel-as-desk"),
+    pytest.param(S.RAISED, Dispatch(carer_actor(1), candidate(2)), REFUSED,
+                 id="carer-cannot-dispatch"),
+    pytest.param(S.RAISED, AddNote(OPERATOR, "   "), REFUSED, id="note-needs-text"),
+    pytest.param(S.RAISED, StepDue("no_such_step"), REFUSED, id="unknown-step"),
+    pytest.param(S.DISPATCHED, StepDue("unaccepted"), REFUSED, id="dispatch-step-needs-carer"),
+    pytest.param(S.DISPATCHED, Dispatch(OPERATOR, candidate(1)), REFUSED,
+                 id="carer-already-on-call"),
+    pytest.param(S.DISPATCHED, accept(2), REFUSED, id="report-for-carer-not-on-call"),
+    pytest.param(S.DISPATCHED, Report(OPERATOR, 2, CR.ON_SCENE), REFUSED,
+                 id="operator-report-for-carer-not-on-call"),
+    pytest.param(S.DISPATCHED, StandDown(OPERATOR, 2), REFUSED,
+                 id="stand-down-carer-not-on-call"),
+    pytest.param(S.ACCEPTED, accept(1), REFUSED, id="accepted-twice"),
+    pytest.param(S.ACCEPTED, report(1, CR.DECLINED), REFUSED, id="decline-after-accepting"),
+    pytest.param(S.ON_THE_WAY, accept(1), REFUSED, id="on-the-way-back-to-accepted"),
+    pytest.param(S.ON_THE_WAY, report(1, CR.DECLINED), REFUSED, id="decline-on-the-way"),
+    pytest.param(S.ON_SCENE, report(1, CR.ON_THE_WAY), REFUSED,
+                 id="on-scene-back-to-on-the-way"),
+    pytest.param(S.ON_SCENE, accept(1), REFUSED, id="on-scene-back-to-accepted"),
+    pytest.param(S.ON_SCENE, report(1, CR.ON_SCENE), REFUSED, id="on-scene-twice"),
+    pytest.param(S.ON_SCENE, Dispatch(OPERATOR, candidate(1)), REFUSED,
+                 id="dispatch-carer-on-scene"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("before", "command", "error"), ILLEGAL)
+def test_illegal_transitions_are_refused(
+    before: CallState, command: Command, error: type[CallError]
+) -> None:
+    """Test that a command that does not fit raises the specific error with the call id."""
+    call = call_in(before)
+    with pytest.raises(CallError) as caught:
+        decide(call, command, situation(700))
+    assert type(caught.value) is error
+    assert caught.value.call_id == CALL_ID
+    assert str(caught.value)
+
+
+CLOSED_REFUSES: list[Command] = [
+    Press(CallType.EMERGENCY, DEVICE),
+    DeviceCancel(DEVICE),
+    Acknowledge(OTHER_OPERATOR),
+    AutoDispatch(OPERATOR),
+    Dispatch(OPERATOR, candidate(2)),
+    accept(1),
+    Report(OPERATOR, 1, CarerReport.ON_SCENE),
+    StandDown(OPERATOR, 1),
+    Resolve(OPERATOR, Outcome.OTHER),
+    Cancel(OPERATOR, CancelReason.DUPLICATE),
+]
+
+
+@pytest.mark.parametrize("closed", CLOSED)
+@pytest.mark.parametrize("command", CLOSED_REFUSES, ids=lambda c: type(c).__name__)
+def test_closed_call_refuses_everything_but_notes_and_timers(
+    closed: CallState, command: Command
+) -> None:
+    """Test that a resolved or cancelled call refuses every command except notes and StepDue."""
+    call = call_in(closed)
+    with pytest.raises(IllegalTransitionError, match=f"already {closed.value}"):
+        decide(call, command, situation(900))
+
+
+# --- acknowledgement and ownership -------------------------------------------------
+
+
+def test_first_responder_owns_the_call() -> None:
+    """Test that the first operator to acknowledge owns the call; the second is refused."""
+    decision = step(call_in(CallState.DISPATCHED), Acknowledge(OPERATOR), 12)
+    call = decision.call
+    assert call.owner == "operator:li.na"
+    assert call.acknowledged_at == at(12)
+    entry = decision.history[0]
+    assert (entry.actor, entry.action) == ("operator:li.na", "acknowledged")
+    assert (entry.from_state, entry.to_state) == (CallState.DISPATCHED, CallState.DISPATCHED)
+    assert decision.effects == (CancelTimers(frozenset({"unacknowledged"})),)
+    with pytest.raises(AlreadyOwnedError) as caught:
+        decide(call, Acknowledge(OTHER_OPERATOR), situation(13))
+    assert caught.value.owner == "operator:li.na"
+    assert "operator:li.na" in str(caught.value)
+    with pytest.raises(IllegalTransitionError, match="already yours"):
+        decide(call, Acknowledge(OPERATOR), situation(14))
+
+
+def owned_dispatched() -> Call:
+    """A fall call (two carers wanted) acknowledged by OPERATOR, who sent carer 1 by hand."""
+    fall = replace(DEFAULT_POLICIES[CallType.FALL], auto_dispatch=False)
+    call = step(open_(CallType.FALL, policy=fall).call, Acknowledge(OPERATOR), 5).call
+    call = step(call, Dispatch(OPERATOR, candidate(1)), 8).call
+    assert call.state is CallState.DISPATCHED
+    assert call.carers_wanted == 1
+    return call
+
+
+DESK_COMMANDS: list[Command] = [
+    AutoDispatch(OTHER_OPERATOR),
+    Dispatch(OTHER_OPERATOR, candidate(2)),
+    Report(OTHER_OPERATOR, 1, CarerReport.ACCEPTED),
+    StandDown(OTHER_OPERATOR, 1, "closer carer free"),
+    Resolve(OTHER_OPERATOR, Outcome.OTHER),
+    Cancel(OTHER_OPERATOR, CancelReason.DUPLICATE),
+]
+
+
+@pytest.mark.parametrize("command", DESK_COMMANDS, ids=lambda c: type(c).__name__)
+def test_desk_work_by_a_non_owner_is_refused(command: Command) -> None:
+    """Test that another operator may not do desk work on a call somebody owns."""
+    call = owned_dispatched()
+    with pytest.raises(NotOwnerError) as caught:
+        decide(call, command, situation(20))
+    assert caught.value.owner == "operator:li.na"
+    assert "operator:wang.wei" in str(caught.value)
+
+
+@pytest.mark.parametrize("command", DESK_COMMANDS, ids=lambda c: type(c).__name__)
+def test_desk_work_by_a_supervisor_is_allowed(command: Command) -> None:
+    """Test that a supervisor may do any desk work on an owned call, leaving the owner."""
+    call = owned_dispatched()
+    as_supervisor = replace(command, by=SUPERVISOR)  # type: ignore[type-var]
+    decision = step(call, as_supervisor, 20)
+    assert decision.call.owner == "operator:li.na"
+    assert "acknowledged" not in actions(decision)
+    assert decision.history[0].actor == "supervisor:zhao.min"
+
+
+def test_carer_reports_need_no_ownership() -> None:
+    """Test that a carer's own report is accepted on a call an operator owns."""
+    decision = step(owned_dispatched(), accept(1), 20)
+    assert states(decision.call) == {1: AssignmentState.ACCEPTED}
+    assert decision.history[0].actor == "carer:C001"
+
+
+def test_desk_command_on_unowned_call_takes_ownership() -> None:
+    """Test that the first desk command on an unowned call acknowledges it implicitly."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, Dispatch(OTHER_OPERATOR, candidate(3)), 9)
+    assert decision.call.owner == "operator:wang.wei"
+    assert decision.call.acknowledged_at == at(9)
+    assert actions(decision) == ["acknowledged", "dispatched"]
+    assert CancelTimers(frozenset({"unacknowledged"})) in decision.effects
+    assert decision.history[1].detail["carer"] == "C003"
+    assert decision.call.assignments[-1].dispatched_by == "operator:wang.wei"
+
+
+# --- dispatching and carer reports -------------------------------------------------
+
+
+def test_dispatch_again_after_decline_is_allowed() -> None:
+    """Test that an operator may re-page a carer who declined earlier (a new assignment)."""
+    declined = step(call_in(CallState.DISPATCHED), report(1, CarerReport.DECLINED), 10).call
+    decision = step(declined, Dispatch(OPERATOR, candidate(1)), 20)
+    mine = [a.state for a in decision.call.assignments if a.carer_id == 1]
+    assert mine == [AssignmentState.DECLINED, AssignmentState.DISPATCHED]
+    assert decision.call.assignment(1) is not None
+    assert decision.call.assignment(1).state is AssignmentState.DISPATCHED  # type: ignore[union-attr]
+
+
+def test_carer_progress_skipping_ahead_and_device_told_once() -> None:
+    """Test that accepted -> on the way -> on scene tells the device once, at acceptance."""
+    call = call_in(CallState.DISPATCHED)
+    accepted = step(call, accept(1), 20)
+    assert accepted.call.state is CallState.ACCEPTED
+    assert of_type(accepted, DeviceCommand) == [DeviceCommand("help_on_the_way")]
+    assert CancelTimers(frozenset({"unaccepted"}), 1) in accepted.effects
+    assert CancelTimers(frozenset({"unaccepted"})) in accepted.effects
+    way = step(accepted.call, report(1, CarerReport.ON_THE_WAY), 30)
+    assert way.call.state is CallState.ON_THE_WAY
+    assert not of_type(way, DeviceCommand)
+    scene = step(way.call, report(1, CarerReport.ON_SCENE), 400)
+    assert scene.call.state is CallState.ON_SCENE
+    assert not of_type(scene, DeviceCommand)
+    assert CancelTimers(frozenset({"not_on_scene", "emergency_services"})) in scene.effects
+    assert scene.history[0].detail == {"carer": "C001"}
+    assert scene.call.assignments[0].changed_at == at(400)
+
+
+def test_skipping_straight_to_on_scene_reaches_every_milestone() -> None:
+    """Test that "on scene" from "dispatched" tells the device and cancels both ladders."""
+    decision = step(call_in(CallState.DISPATCHED), report(1, CarerReport.ON_SCENE), 50)
+    assert of_type(decision, DeviceCommand) == [DeviceCommand("help_on_the_way")]
+    cancelled = {(c.steps, c.carer_id) for c in of_type(decision, CancelTimers)}
+    assert cancelled == {
+        (frozenset({"unaccepted"}), 1),
+        (frozenset({"unaccepted"}), None),
+        (frozenset({"not_on_scene", "emergency_services"}), None),
+    }
+
+
+def test_decline_refills_with_next_untried_candidate() -> None:
+    """Test that each decline pages the next candidate nobody has tried, until none is left."""
+    call = call_in(CallState.DISPATCHED)
+    first = step(call, report(1, CarerReport.DECLINED), 10)
+    assert states(first.call) == {1: AssignmentState.DECLINED, 2: AssignmentState.DISPATCHED}
+    assert CancelTimers(frozenset({"unaccepted"}), 1) in first.effects
+    assert [t.carer_id for t in of_type(first, ArmTimer)] == [2]
+    assert texts(first) == [("carer:C002", MessageKind.DISPATCH)]
+    assert first.history[0].detail == {"carer": "C001"}
+    assert first.history[1].actor == "system:engine"
+    # Carer 1 shows as free again, but has already said no to this call.
+    second = step(first.call, report(2, CarerReport.DECLINED), 20, candidates=(1, 2, 3))
+    assert states(second.call)[3] is AssignmentState.DISPATCHED
+    third = step(second.call, report(3, CarerReport.DECLINED), 30, candidates=(1, 2, 3))
+    assert actions(third)[:2] == ["declined", "nobody_to_send"]
+    assert not third.call.active_assignments
+    assert third.call.state is CallState.RAISED
+
+
+def test_operator_stand_down_texts_the_carer_and_refills() -> None:
+    """Test that standing a carer down texts them why and pages the next candidate."""
+    decision = step(call_in(CallState.ACCEPTED), StandDown(OPERATOR, 1, "car broke down"), 40)
+    assert states(decision.call) == {1: AssignmentState.STOOD_DOWN, 2: AssignmentState.DISPATCHED}
+    assert decision.call.state is CallState.DISPATCHED
+    assert texts(decision) == [
+        ("carer:C002", MessageKind.DISPATCH),
+        ("carer:C001", MessageKind.STAND_DOWN),
+    ]
+    stand_down = of_type(decision, SendSms)[-1]
+    assert stand_down.message.facts["why"] == "car broke down"
+    assert decision.history[1].detail == {"carer": "C001", "why": "car broke down"}
+
+
+# --- coalescing presses and the device's cancel button -----------------------------
+
+
+def test_press_on_open_call_counts_and_notes() -> None:
+    """Test that a press after the note interval is counted and written to the history."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, Press(CallType.EMERGENCY, DEVICE), 45)
+    assert decision.call.presses == 2
+    assert decision.call.last_press_at == decision.call.press_noted_at == at(45)
+    assert decision.call.priority == 1
+    (entry,) = decision.history
+    assert (entry.actor, entry.action) == (f"device:{DEVICE}", "pressed_again")
+    assert entry.detail == {"presses": 2, "call_type": "emergency", "priority": 1}
+    assert not decision.effects
+
+
+def test_press_within_note_interval_is_counted_silently() -> None:
+    """Test that a press soon after the last noted one is counted without a history line."""
+    decision = step(call_in(CallState.DISPATCHED), Press(CallType.EMERGENCY, DEVICE), 10)
+    assert decision.call.presses == 2
+    assert decision.call.last_press_at == at(10)
+    assert decision.call.press_noted_at == T0
+    assert not decision.history
+
+
+def test_emergency_press_raises_a_service_request() -> None:
+    """Test that an emergency press on a service request raises it to priority 1 at once."""
+    call = open_(CallType.SERVICE_REQUEST).call
+    assert call.priority == 2
+    decision = step(call, Press(CallType.EMERGENCY, DEVICE), 3)  # inside the note interval
+    assert decision.call.priority == 1
+    assert decision.call.type is CallType.SERVICE_REQUEST
+    assert actions(decision) == ["pressed_again"]
+    assert decision.history[0].detail["priority"] == 1
+    calmer = step(decision.call, Press(CallType.SERVICE_REQUEST, DEVICE), 100)
+    assert calmer.call.priority == 1  # priority never drops
+
+
+def test_chattering_button_writes_one_line_per_interval() -> None:
+    """Test that 1000 presses within 10 s make one history line but count every press."""
+    call = call_in(CallState.DISPATCHED)
+    lines = 0
+    for n in range(1000):
+        decision = step(call, Press(CallType.EMERGENCY, DEVICE), 60 + n / 100)
+        lines += len(decision.history)
+        call = decision.call
+    assert lines == 1
+    assert call.presses == 1001
+    assert call.last_press_at == at(60 + 999 / 100)
+    assert PRESS_NOTE_INTERVAL.total_seconds() == 30
+    # Once the interval has passed the next press is noted again.
+    assert len(step(call, Press(CallType.EMERGENCY, DEVICE), 90).history) == 1
+
+
+@pytest.mark.parametrize("seconds", [0, 20, 59.9, 60])
+def test_device_cancel_within_grace_cancels(seconds: float) -> None:
+    """Test that cancel on the device within the grace window closes the call cleanly."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, DeviceCancel(DEVICE), seconds)
+    closed = decision.call
+    assert closed.state is CallState.CANCELLED
+    assert closed.cancel_reason is CancelReason.RESIDENT_CANCELLED
+    assert closed.owner is None
+    (entry,) = decision.history
+    assert (entry.actor, entry.action) == (f"device:{DEVICE}", "cancelled")
+    assert entry.detail["reason"] == "resident_cancelled"
+    assert states(closed) == {1: AssignmentState.STOOD_DOWN}
+    assert texts(decision) == [("carer:C001", MessageKind.STAND_DOWN)]
+    assert CancelTimers(frozenset(ALL_STEPS)) in decision.effects
+    assert DeviceCommand("call_closed") in decision.effects
+
+
+@pytest.mark.parametrize("seconds", [60.5, 61, 300])
+def test_device_cancel_after_grace_is_ignored(seconds: float) -> None:
+    """Test that a late cancel is only recorded: somebody must still look."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, DeviceCancel(DEVICE), seconds)
+    assert decision.call == call
+    assert actions(decision) == ["cancel_ignored"]
+    assert decision.history[0].detail == {"grace_s": 60}
+    assert not decision.effects
+
+
+def test_device_cancel_with_carer_on_scene_is_ignored() -> None:
+    """Test that cancel is ignored inside the grace window once a carer is at the door."""
+    call = step(call_in(CallState.DISPATCHED), report(1, CarerReport.ON_SCENE), 20).call
+    decision = step(call, DeviceCancel(DEVICE), 30)
+    assert actions(decision) == ["cancel_ignored"]
+    assert decision.call.is_open
+
+
+def test_device_cancel_uses_the_calls_own_grace() -> None:
+    """Test that the grace window comes from the policy copied onto the call."""
+    policy = replace(EMERGENCY, cancel_grace_s=10)
+    call = open_(policy=policy).call
+    assert actions(step(call, DeviceCancel(DEVICE), 15)) == ["cancel_ignored"]
+    assert step(call, DeviceCancel(DEVICE), 10).call.state is CallState.CANCELLED
+
+
+def test_device_cancel_without_carer_phone_sends_no_stand_down() -> None:
+    """Test that a carer whose phone the situation lacks is stood down without a text."""
+    decision = step(call_in(CallState.DISPATCHED), DeviceCancel(DEVICE), 5, assigned=())
+    assert states(decision.call) == {1: AssignmentState.STOOD_DOWN}
+    assert texts(decision) == []
+
+
+# --- escalation on a virtual timeline ----------------------------------------------
+
+
+def test_unacknowledged_emergency_escalates_at_30_seconds() -> None:
+    """Test that an emergency nobody has taken after 30 s alarms the desk and supervisors."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, StepDue("unacknowledged"), 30)
+    after = decision.call
+    assert actions(decision) == ["escalated", "alert_operators", "alert_supervisor"]
+    escalated = decision.history[0]
+    assert escalated.actor == "system:engine"
+    assert escalated.detail == {
+        "step": "unacknowledged",
+        "waited_for": "acknowledged",
+        "actions": ["alert_operators", "alert_supervisor"],
+    }
+    assert decision.history[2].detail == {"to": ["operator:zhao.min", "operator:chen.li"]}
+    assert after.fired_steps == {"unacknowledged"}
+    assert after.alerts == {"unacknowledged"}
+    assert decision.effects[0] == CancelTimers(frozenset({"unacknowledged"}))
+    (alarm,) = of_type(decision, AlertDesk)
+    assert alarm.step == "unacknowledged"
+    assert alarm.why.startswith("no operator has taken it")
+    sms = of_type(decision, SendSms)
+    assert [s.to for s in sms] == list(SUPERVISORS)
+    assert {s.message.kind for s in sms} == {MessageKind.SUPERVISOR}
+    assert {s.unless for s in sms} == {Milestone.ACKNOWLEDGED}
+    assert "Call 41 EMERGENCY at H0007" in render(sms[0].message, "en")
+    # The step fires once; acknowledging clears its alert.
+    assert step(after, StepDue("unacknowledged"), 31) == Decision(after)
+    acknowledged = step(after, Acknowledge(OPERATOR), 40)
+    assert acknowledged.call.alerts == frozenset()
+
+
+def test_unaccepted_carer_is_replaced_at_120_seconds() -> None:
+    """Test that a carer who has not accepted after 120 s is replaced and the lead told."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, StepDue("unaccepted", carer_id=1), 120)
+    after = decision.call
+    assert states(after) == {1: AssignmentState.NO_ANSWER, 2: AssignmentState.DISPATCHED}
+    assert after.alerts == {"unaccepted"}
+    assert after.fired_steps == frozenset()  # counted per carer, not once per call
+    assert actions(decision) == ["no_answer", "dispatched", "notify_station_lead"]
+    assert decision.history[0].detail == {"carer": "C001", "step": "unaccepted", "waited_s": 120}
+    assert texts(decision) == [
+        ("carer:C002", MessageKind.DISPATCH),
+        ("carer:C001", MessageKind.STAND_DOWN),
+        ("carer:L01", MessageKind.STATION_LEAD),
+    ]
+    lead = of_type(decision, SendSms)[-1]
+    assert lead.unless is Milestone.ACCEPTED
+    assert "did not accept in time" in render(lead.message, "en")
+    assert CancelTimers(frozenset({"unaccepted"}), 1) in decision.effects
+    assert ArmTimer("unaccepted", at(240), 2) in decision.effects
+    # Carer 2 accepts: the alert is satisfied and clears.
+    accepted = step(after, accept(2), 150)
+    assert accepted.call.alerts == frozenset()
+    assert accepted.call.state is CallState.ACCEPTED
+
+
+def test_unaccepted_without_carer_phone_sends_no_stand_down() -> None:
+    """Test that the carer who did not answer is texted only when their phone is known."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, StepDue("unaccepted", carer_id=1), 120, assigned=())
+    assert ("carer:C001", MessageKind.STAND_DOWN) not in texts(decision)
+    assert ("carer:C002", MessageKind.DISPATCH) in texts(decision)
+
+
+@pytest.mark.parametrize(
+    "progress", [CarerReport.ACCEPTED, CarerReport.ON_THE_WAY, CarerReport.ON_SCENE]
+)
+def test_unaccepted_timer_after_acceptance_is_a_no_op(progress: CarerReport) -> None:
+    """Test that a carer who answered before the timer fired is left alone."""
+    call = step(call_in(CallState.DISPATCHED), report(1, progress), 119).call
+    decision = step(call, StepDue("unaccepted", carer_id=1), 120)
+    assert decision == Decision(call)
+
+
+@pytest.mark.parametrize("gone", [CarerReport.DECLINED, None])
+def test_unaccepted_timer_for_a_carer_no_longer_paged_is_a_no_op(
+    gone: CarerReport | None,
+) -> None:
+    """Test that a timer for a carer who declined, or was never paged, does nothing."""
+    call = call_in(CallState.DISPATCHED)
+    if gone is not None:
+        call = step(call, report(1, gone), 50).call
+    decision = step(call, StepDue("unaccepted", carer_id=1 if gone else 5), 120)
+    assert decision == Decision(call)
+
+
+def test_not_on_scene_and_emergency_services_timeline() -> None:
+    """Test that 15 min without a carer at the door tells supervisors and family, 30 min 120."""
+    call = call_in(CallState.ON_THE_WAY)
+    late = step(call, StepDue("not_on_scene"), 15 * 60)
+    assert actions(late) == ["escalated", "alert_supervisor", "notify_family"]
+    assert texts(late) == [
+        ("operator:zhao.min", MessageKind.SUPERVISOR),
+        ("operator:chen.li", MessageKind.SUPERVISOR),
+        ("family:1", MessageKind.FAMILY_DELAYED),  # the first family contact only
+    ]
+    assert {s.unless for s in of_type(late, SendSms)} == {Milestone.ON_SCENE}
+    family = of_type(late, SendSms)[-1]
+    assert "+862155550000" in render(family.message, "en")
+    assert "15 min" in of_type(late, SendSms)[0].message.facts["why"]
+    assert late.call.alerts == {"not_on_scene"}
+    very_late = step(late.call, StepDue("emergency_services"), 30 * 60)
+    assert actions(very_late) == ["escalated", "emergency_services"]
+    assert texts(very_late) == [
+        ("operator:zhao.min", MessageKind.EMERGENCY_SERVICES),
+        ("operator:chen.li", MessageKind.EMERGENCY_SERVICES),
+    ]
+    assert "after 30 min" in render(of_type(very_late, SendSms)[0].message, "en")
+    assert very_late.call.alerts == {"not_on_scene", "emergency_services"}
+    assert very_late.call.fired_steps == {"not_on_scene", "emergency_services"}
+    # The carer arrives: both alerts clear, no more SMS for these steps.
+    arrived = step(very_late.call, report(1, CarerReport.ON_SCENE), 31 * 60)
+    assert arrived.call.alerts == frozenset()
+    assert step(arrived.call, StepDue("not_on_scene"), 32 * 60) == Decision(arrived.call)
+
+
+def test_nobody_to_send_at_open_runs_the_next_step_at_once() -> None:
+    """Test that an emergency with no free carer records it and escalates immediately."""
+    decision = open_(candidates=())
+    call = decision.call
+    assert call.state is CallState.RAISED
+    assert actions(decision) == [
+        "raised",
+        "nobody_to_send",
+        "escalated",
+        "alert_operators",
+        "alert_supervisor",
+    ]
+    assert decision.history[1].detail == {"why": "no free carer on shift", "wanted": 1}
+    effects = list(decision.effects)
+    armed = effects.index(ArmTimer("unacknowledged", at(30)))
+    assert effects.index(CancelTimers(frozenset({"unacknowledged"}))) > armed
+    assert of_type(decision, AlertDesk)[0].step == "unacknowledged"
+    assert call.fired_steps == {"unacknowledged"}
+    assert NOBODY_TO_SEND not in call.alerts  # there was still a step to run
+    # Its own timer then falls due: it has already fired and does not fire twice.
+    assert step(call, StepDue("unacknowledged"), 30) == Decision(call)
+
+
+def test_nobody_to_send_walks_to_the_next_unfired_step() -> None:
+    """Test that nobody to send skips steps already fired or satisfied."""
+    call = step(call_in(CallState.DISPATCHED), StepDue("unacknowledged"), 30).call
+    call = step(call, Acknowledge(OPERATOR), 40).call
+    decision = step(call, report(1, CarerReport.DECLINED), 50, candidates=())
+    assert actions(decision) == [
+        "declined",
+        "nobody_to_send",
+        "escalated",
+        "alert_supervisor",
+        "notify_family",
+    ]
+    assert decision.history[2].detail["step"] == "not_on_scene"
+    assert CancelTimers(frozenset({"not_on_scene"})) in decision.effects
+    assert decision.call.fired_steps == {"unacknowledged", "not_on_scene"}
+
+
+def test_nobody_to_send_with_no_step_left_raises_the_board_alert() -> None:
+    """Test that when the ladder is used up the call carries the NOBODY_TO_SEND alert."""
+    quiet = Policy(auto_dispatch=True, steps=())
+    decision = open_(policy=quiet, candidates=())
+    assert actions(decision) == ["raised", "nobody_to_send"]
+    assert decision.call.alerts == {NOBODY_TO_SEND}
+    # It survives acknowledgement and a later page; only closing the call clears it.
+    call = step(decision.call, Dispatch(OPERATOR, candidate(4)), 60).call
+    call = step(call, accept(4), 70).call
+    assert NOBODY_TO_SEND in call.alerts
+    closed = step(call, Resolve(OPERATOR, Outcome.HELPED_AT_HOME), 900).call
+    assert closed.alerts == frozenset()
+
+
+def test_ladder_used_up_when_nobody_can_be_reached() -> None:
+    """Test that with no carers and no contacts each step hands on until none is left."""
+    empty = {"candidates": (), "supervisors": (), "station_leads": (), "family": ()}
+    opened = open_(**empty)
+    # The board alarm reached the desk, so the missing supervisor number is only noted.
+    assert actions(opened) == [
+        "raised",
+        "nobody_to_send",
+        "escalated",
+        "alert_operators",
+        "nobody_to_send",
+    ]
+    assert opened.history[-1].detail == {"why": "alert_supervisor: no contact number"}
+    assert opened.call.fired_steps == {"unacknowledged"}
+    assert NOBODY_TO_SEND not in opened.call.alerts
+    call = step(opened.call, Acknowledge(OPERATOR), 60, **empty).call
+    # At 15 min nobody at all can be told, so the last step runs at once; then none is left.
+    late = step(call, StepDue("not_on_scene"), 900, **empty)
+    assert actions(late) == [
+        "escalated",
+        "nobody_to_send",
+        "nobody_to_send",
+        "escalated",
+        "nobody_to_send",
+    ]
+    assert late.history[3].detail["step"] == "emergency_services"
+    assert late.call.fired_steps == OPENED_STEPS
+    assert late.call.alerts == {"not_on_scene", "emergency_services", NOBODY_TO_SEND}
+    assert not of_type(late, SendSms)
+    assert CancelTimers(frozenset({"emergency_services"})) in late.effects
+    # The timer of the step that ran early then finds nothing to do.
+    assert step(late.call, StepDue("emergency_services"), 1800) == Decision(late.call)
+
+
+def test_notify_with_no_contact_number_records_nobody_to_send() -> None:
+    """Test that an action whose people have no number is recorded; the step still counts
+    because it reached someone else."""
+    call = step(call_in(CallState.ON_THE_WAY), Acknowledge(OPERATOR), 26).call
+    decision = step(call, StepDue("not_on_scene"), 900, family=())
+    assert actions(decision) == ["escalated", "alert_supervisor", "nobody_to_send"]
+    assert decision.history[2].detail == {"why": "notify_family: no contact number"}
+    assert decision.history[2].actor == "system:engine"
+    assert texts(decision) == [
+        ("operator:zhao.min", MessageKind.SUPERVISOR),
+        ("operator:chen.li", MessageKind.SUPERVISOR),
+    ]
+    assert decision.call.fired_steps == {"not_on_scene"}
+    assert NOBODY_TO_SEND not in decision.call.alerts
+
+
+def test_step_that_reaches_nobody_hands_over_at_once() -> None:
+    """Test that a step none of whose people has a number runs the next step immediately."""
+    call = step(call_in(CallState.ON_THE_WAY), Acknowledge(OPERATOR), 26).call
+    decision = step(call, StepDue("not_on_scene"), 900, supervisors=(), family=())
+    assert actions(decision)[:4] == [
+        "escalated",
+        "nobody_to_send",
+        "nobody_to_send",
+        "escalated",
+    ]
+    assert decision.history[3].detail["step"] == "emergency_services"
+    assert decision.call.fired_steps == {"not_on_scene", "emergency_services"}
+    # Emergency services go to the supervisors, of whom there are none: ladder used up.
+    assert NOBODY_TO_SEND in decision.call.alerts
+
+
+def test_station_lead_missing_on_unaccepted_records_nobody_to_send() -> None:
+    """Test that an unanswered page with no station lead on file is recorded, and the next
+    step does not run early: the next carer was paged, so the step reached someone."""
+    call = step(call_in(CallState.DISPATCHED), Acknowledge(OPERATOR), 10).call
+    decision = step(call, StepDue("unaccepted", 1), 120, station_leads=())
+    assert actions(decision) == ["no_answer", "dispatched", "nobody_to_send"]
+    assert decision.history[2].detail == {"why": "notify_station_lead: no contact number"}
+    assert decision.call.fired_steps == frozenset()
+    assert texts(decision) == [
+        ("carer:C002", MessageKind.DISPATCH),
+        ("carer:C001", MessageKind.STAND_DOWN),
+    ]
+
+
+def test_unaccepted_with_nobody_to_page_and_no_lead_escalates_once() -> None:
+    """Test that finding no carer and no station lead runs the next step once, not twice."""
+    call = step(call_in(CallState.DISPATCHED), Acknowledge(OPERATOR), 10).call
+    decision = step(call, StepDue("unaccepted", 1), 120, candidates=(), station_leads=())
+    assert actions(decision) == [
+        "no_answer",
+        "nobody_to_send",
+        "escalated",
+        "alert_supervisor",
+        "notify_family",
+        "nobody_to_send",
+    ]
+    assert decision.call.fired_steps == {"not_on_scene"}
+
+
+def test_unaccepted_step_without_redispatch_hands_over_when_nobody_told() -> None:
+    """Test that a dispatch step that only tells the lead hands over when there is none."""
+    lead_only = Policy(
+        auto_dispatch=True,
+        steps=(
+            Step(
+                "unaccepted",
+                60,
+                Milestone.ACCEPTED,
+                (Action.NOTIFY_STATION_LEAD,),
+                CountedFrom.DISPATCHED,
+            ),
+            Step("not_on_scene", 900, Milestone.ON_SCENE, (Action.ALERT_OPERATORS,)),
+        ),
+    )
+    call = open_(policy=lead_only).call
+    decision = step(call, StepDue("unaccepted", 1), 60, station_leads=())
+    assert actions(decision) == [
+        "no_answer",
+        "nobody_to_send",
+        "escalated",
+        "alert_operators",
+    ]
+    assert states(decision.call) == {1: AssignmentState.NO_ANSWER}  # no refill asked for
+    assert decision.call.alerts == {"unaccepted", "not_on_scene"}
+
+
+def test_extra_carer_not_answering_raises_no_alert() -> None:
+    """Test that a carer sent beyond what the call needs may stay silent without an alarm."""
+    call = step(call_in(CallState.ACCEPTED), Dispatch(OPERATOR, candidate(2)), 30).call
+    assert call.state is CallState.ACCEPTED
+    decision = step(call, StepDue("unaccepted", 2), 150)
+    assert states(decision.call) == {1: AssignmentState.ACCEPTED, 2: AssignmentState.NO_ANSWER}
+    assert decision.call.alerts == frozenset()
+    assert decision.call.state is CallState.ACCEPTED
+    assert "dispatched" not in actions(decision)  # the call has all the carers it needs
+
+
+@pytest.mark.parametrize(
+    ("before", "command", "cancelled"),
+    [
+        (CallState.RAISED, Acknowledge(OPERATOR), {"unacknowledged"}),
+        (CallState.DISPATCHED, accept(1), {"unaccepted"}),
+        (
+            CallState.ON_THE_WAY,
+            report(1, CarerReport.ON_SCENE),
+            {"not_on_scene", "emergency_services"},
+        ),
+        (CallState.ACKNOWLEDGED, Resolve(OPERATOR, Outcome.OTHER), ALL_STEPS),
+    ],
+)
+def test_reaching_a_milestone_cancels_the_steps_waiting_on_it(
+    before: CallState, command: Command, cancelled: set[str]
+) -> None:
+    """Test that reaching a milestone emits CancelTimers for every step waiting on it."""
+    decision = step(call_in(before), command, 50)
+    assert CancelTimers(frozenset(cancelled)) in decision.effects
+
+
+def test_service_request_ladder() -> None:
+    """Test that a service request waits 2 min for an operator and tells only the desk."""
+    call = open_(CallType.SERVICE_REQUEST).call
+    decision = step(call, StepDue("unacknowledged"), 120)
+    assert actions(decision) == ["escalated", "alert_operators"]
+    assert not of_type(decision, SendSms)
+    replaced = step(decision.call, StepDue("unaccepted", 1), 300)
+    assert ArmTimer("unaccepted", at(600), 2) in replaced.effects
+
+
+def test_full_emergency_timeline_nobody_answers() -> None:
+    """Test a 30-minute timeline where three carers in turn never answer."""
+    call = open_(candidates=(1, 2, 3)).call
+    call = step(call, StepDue("unacknowledged"), 30, candidates=(2, 3)).call
+    call = step(call, Acknowledge(OPERATOR), 45, candidates=(2, 3)).call
+    call = step(call, StepDue("unaccepted", 1), 120, candidates=(2, 3)).call
+    call = step(call, StepDue("unaccepted", 2), 240, candidates=(3,)).call
+    last = step(call, StepDue("unaccepted", 3), 360, candidates=())
+    call = last.call
+    assert [a.state for a in call.assignments] == [AssignmentState.NO_ANSWER] * 3
+    # Nobody left: the next unfired step (not on scene) ran early.
+    assert "nobody_to_send" in actions(last)
+    assert call.fired_steps == {"unacknowledged", "not_on_scene"}
+    assert step(call, StepDue("not_on_scene"), 900) == Decision(call)
+    final = step(call, StepDue("emergency_services"), 1800)
+    assert actions(final) == ["escalated", "emergency_services"]
+    assert final.call.state is CallState.ACKNOWLEDGED
+    assert final.call.alerts >= {"not_on_scene", "emergency_services"}
+
+
+# --- invariants --------------------------------------------------------------------
+
+
+# Mostly the owner, so that sequences get somewhere; the others mostly probe refusals.
+ACTORS = st.sampled_from(
+    [OPERATOR] * 6
+    + [OTHER_OPERATOR, SUPERVISOR, DEVICE_ACTOR, SYSTEM, carer_actor(1), carer_actor(2)]
+)
+CARER = st.integers(min_value=1, max_value=4)
+STEP_NAMES = sorted({s.name for p in DEFAULT_POLICIES.values() for s in p.steps} | {"no_such_step"})
+
+
+def _report(carer_id: int, what: CarerReport, own: bool, by: Actor) -> Report:
+    return Report(carer_actor(carer_id) if own else by, carer_id, what)
+
+
+CARER_REPORTS = st.builds(_report, CARER, st.sampled_from(list(CarerReport)), st.booleans(), ACTORS)
+DISPATCHES = st.builds(lambda by, i: Dispatch(by, candidate(i)), ACTORS, CARER)
+TIMERS = st.builds(StepDue, st.sampled_from(STEP_NAMES), st.one_of(st.none(), CARER))
+CLOSERS = st.one_of(
+    st.just(DeviceCancel(DEVICE)),
+    st.builds(Resolve, ACTORS, st.sampled_from(list(Outcome))),
+    st.builds(Cancel, ACTORS, st.sampled_from(list(CancelReason))),
+)
+# Progress (reports, pages, timers) is drawn far more often than closing, so that random
+# scripts reach the later states before a Resolve or Cancel ends them.
+COMMANDS: st.SearchStrategy[Command] = st.sampled_from(
+    [CARER_REPORTS] * 6
+    + [DISPATCHES] * 2
+    + [TIMERS] * 4
+    + [
+        st.builds(Acknowledge, ACTORS),
+        st.builds(AutoDispatch, ACTORS),
+        st.builds(StandDown, ACTORS, CARER),
+        st.builds(Press, st.sampled_from(list(CallType)), st.just(DEVICE)),
+        st.builds(AddNote, ACTORS, st.sampled_from(["", "rang the son"])),
+        st.builds(DeviceNote, st.just(DEVICE), st.sampled_from(["back_online", "battery_low"])),
+        CLOSERS,
+    ]
+).flatmap(lambda strategy: strategy)
+
+
+def check_consistent(call: Call) -> None:
+    """The derived state agrees with the facts it is derived from."""
+    active = Counter(a.carer_id for a in call.assignments if a.active)
+    assert all(n == 1 for n in active.values()), call.assignments
+    kinds = {a.state for a in call.assignments}
+    if not call.is_open:
+        assert call.state in CLOSED
+        assert (call.state is CallState.RESOLVED) == (call.outcome is not None)
+        assert (call.state is CallState.CANCELLED) == (call.cancel_reason is not None)
+        assert not active
+        assert not call.alerts
+        return
+    assert call.state in OPEN
+    assert call.outcome is None and call.cancel_reason is None
+    assert AssignmentState.FINISHED not in kinds
+    assert (call.state is CallState.ON_SCENE) == (AssignmentState.ON_SCENE in kinds)
+    assert call.reached(Milestone.ON_SCENE) == (call.state is CallState.ON_SCENE)
+    assert call.reached(Milestone.ACKNOWLEDGED) == (call.owner is not None)
+    if call.state is CallState.RAISED:
+        assert call.owner is None and not active
+    if call.state is CallState.ACKNOWLEDGED:
+        assert call.owner is not None and not active
+    if call.state is CallState.DISPATCHED:
+        assert active and call.accepted_count < call.policy.carers_required
+    if call.state is CallState.ACCEPTED:
+        assert call.accepted_count >= call.policy.carers_required
+        assert not kinds & {AssignmentState.ON_THE_WAY, AssignmentState.ON_SCENE}
+    if call.state is CallState.ON_THE_WAY:
+        assert AssignmentState.ON_THE_WAY in kinds
+    steps = {s.name: s for s in call.policy.steps}
+    for alert in call.alerts:
+        if alert in steps:
+            assert not call.reached(steps[alert].unless), (alert, call)
+        else:
+            assert alert == NOBODY_TO_SEND
+
+
+def check_step(before: Call, command: Command, decision: Decision) -> None:
+    """What no single decision may break."""
+    after = decision.call
+    check_history(before.state, decision)
+    check_consistent(after)
+    if not before.is_open:
+        assert not after.is_open
+        assert (after.closed_at, after.outcome, after.cancel_reason) == (
+            before.closed_at,
+            before.outcome,
+            before.cancel_reason,
+        )
+        assert after.assignments == before.assignments
+        if isinstance(command, StepDue):
+            assert decision == Decision(before)
+    if before.owner is not None:
+        assert after.owner == before.owner
+    assert after.presses >= before.presses
+    assert after.priority <= before.priority
+    assert after.fired_steps >= before.fired_steps
+    # Assignments are only appended; a finished one (declined, no answer...) never changes.
+    assert len(after.assignments) >= len(before.assignments)
+    for old, new in zip(before.assignments, after.assignments, strict=False):
+        assert (new.carer_id, new.dispatched_at) == (old.carer_id, old.dispatched_at)
+        if not old.active and old.state is not AssignmentState.ON_SCENE:
+            assert new == old
+    for timer in of_type(decision, ArmTimer):
+        if timer.carer_id is not None:
+            paged = after.assignment(timer.carer_id)
+            assert paged is not None and paged.state is AssignmentState.DISPATCHED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    call_type=st.sampled_from(list(CallType)),
+    free=st.lists(CARER, unique=True, max_size=4),
+    contacts=st.booleans(),
+    script=st.lists(st.tuples(COMMANDS, st.integers(0, 400)), max_size=30),
+)
+def test_random_commands_keep_the_call_consistent(
+    call_type: CallType, free: list[int], contacts: bool, script: list[tuple[Command, int]]
+) -> None:
+    """Test that any sequence of commands, legal or not, keeps every invariant."""
+    people: dict[str, Any] = {} if contacts else {"supervisors": (), "family": ()}
+    lifters = tuple(candidate(i, skills=("lift",) if i % 2 else ()) for i in free)
+    decision = open_(call_type, candidates=lifters, **people)
+    call = decision.call
+    check_consistent(call)
+    seconds = 0
+    for command, wait in script:
+        seconds += wait
+        try:
+            decision = decide(call, command, situation(seconds, candidates=lifters, **people))
+        except CallError as error:
+            assert error.call_id == CALL_ID
+            continue
+        check_step(call, command, decision)
+        call = decision.call
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    first=st.sampled_from(list(CallType)),
+    presses=st.lists(
+        st.tuples(st.floats(0, 60, allow_nan=False), st.sampled_from(list(CallType))),
+        max_size=60,
+    ),
+)
+def test_presses_are_all_counted_and_notes_spaced_out(
+    first: CallType, presses: list[tuple[float, CallType]]
+) -> None:
+    """Test that every press counts, priority only rises, and a press is written to the
+    history exactly when the note interval has passed or it raised the priority."""
+    call = open_(first, policy=replace(DEFAULT_POLICIES[first], auto_dispatch=False)).call
+    seconds = 0.0
+    last_noted = T0
+    for gap, kind in presses:
+        seconds += gap
+        decision = step(call, Press(kind, DEVICE), seconds)
+        raised = PRIORITY[kind] < call.priority
+        assert decision.call.priority == min(call.priority, PRIORITY[kind])
+        due = at(seconds) - last_noted >= PRESS_NOTE_INTERVAL
+        assert len(decision.history) == (1 if due or raised else 0)
+        if decision.history:
+            last_noted = at(seconds)
+        assert decision.call.press_noted_at == last_noted
+        assert decision.call.last_press_at == at(seconds)
+        assert not decision.effects
+        call = decision.call
+    assert call.presses == 1 + len(presses)
+    assert call.priority == min([PRIORITY[first], *(PRIORITY[k] for _, k in presses)])
+
+
+def test_policy_steps_are_what_the_ladder_tests_assume() -> None:
+    """Test that the default emergency ladder is the one the timeline tests are written for."""
+    assert [(s.name, s.after_s, s.unless, s.counted_from) for s in EMERGENCY.steps] == [
+        ("unacknowledged", 30, Milestone.ACKNOWLEDGED, CountedFrom.OPENED),
+        ("unaccepted", 120, Milestone.ACCEPTED, CountedFrom.DISPATCHED),
+        ("not_on_scene", 900, Milestone.ON_SCENE, CountedFrom.OPENED),
+        ("emergency_services", 1800, Milestone.ON_SCENE, CountedFrom.OPENED),
+    ]
+    assert EMERGENCY.step("unaccepted").actions == (Action.REDISPATCH, Action.NOTIFY_STATION_LEAD)
+    assert isinstance(EMERGENCY.step("unacknowledged"), Step)

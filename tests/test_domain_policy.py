@@ -1,0 +1,336 @@
+"""Escalation policies (domain/policy.py) and message rendering (domain/messages.py)."""
+
+from __future__ import annotations
+
+import json
+import string
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from callcenter.domain.call_types import ALARM_TYPES, PRIORITY, RAISED_BY, CallType
+from callcenter.domain.messages import CALL_TYPE_NAMES, Message, MessageKind, render
+from callcenter.domain.policy import (
+    DEFAULT_POLICIES,
+    Action,
+    CountedFrom,
+    Milestone,
+    Policy,
+    PolicyBook,
+    Step,
+)
+
+# --- policies ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("call_type", list(CallType))
+def test_every_call_type_has_a_default_policy_and_priority(call_type: CallType) -> None:
+    """Test that every kind of call has a default policy and a priority from 1 to 3."""
+    assert isinstance(DEFAULT_POLICIES[call_type], Policy)
+    assert PRIORITY[call_type] in (1, 2, 3)
+    assert call_type in RAISED_BY.values()
+
+
+def test_alarm_types_are_the_ones_people_raise() -> None:
+    """Test that presses of emergencies, falls and service requests are alarm calls."""
+    alarms = {CallType.EMERGENCY, CallType.FALL, CallType.SERVICE_REQUEST}
+    assert alarms == ALARM_TYPES
+    assert RAISED_BY["emergency_press"] is CallType.EMERGENCY
+
+
+@pytest.mark.parametrize("call_type", list(CallType))
+def test_policy_json_round_trip(call_type: CallType) -> None:
+    """Test that every default policy survives to_json, real JSON text and from_json."""
+    policy = DEFAULT_POLICIES[call_type]
+    stored = json.loads(json.dumps(policy.to_json()))
+    assert Policy.from_json(stored) == policy
+    assert Policy.from_json(stored).to_json() == policy.to_json()
+
+
+def test_policy_json_shape() -> None:
+    """Test that the stored JSON names every field in plain values."""
+    stored = DEFAULT_POLICIES[CallType.FALL].to_json()
+    assert stored["carers_required"] == 2
+    assert stored["skills"] == ["lift"]
+    assert stored["auto_dispatch"] is True
+    assert stored["cancel_grace_s"] == 60.0
+    assert stored["steps"][1] == {
+        "name": "unaccepted",
+        "after_s": 120,
+        "unless": "accepted",
+        "counted_from": "dispatched",
+        "actions": ["redispatch", "notify_station_lead"],
+    }
+
+
+def test_custom_policy_round_trip() -> None:
+    """Test that a hand-written policy with every action and milestone round-trips."""
+    policy = Policy(
+        auto_dispatch=False,
+        carers_required=3,
+        skills=("lift", "nurse"),
+        cancel_grace_s=12.5,
+        steps=(
+            Step("a", 0, Milestone.ACKNOWLEDGED, tuple(Action)),
+            Step("b", 1.5, Milestone.ACCEPTED, (Action.REDISPATCH,), CountedFrom.DISPATCHED),
+            Step("c", 60, Milestone.ON_SCENE, ()),
+            Step("d", 3600, Milestone.CLOSED, (Action.NOTIFY_FAMILY,)),
+        ),
+    )
+    assert Policy.from_json(json.loads(json.dumps(policy.to_json()))) == policy
+
+
+def step_json(**changes: Any) -> dict[str, Any]:
+    """One valid stored step, with ``changes``."""
+    return {
+        "name": "unacknowledged",
+        "after_s": 30,
+        "unless": "acknowledged",
+        "counted_from": "opened",
+        "actions": ["alert_operators"],
+        **changes,
+    }
+
+
+def policy_json(steps: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
+    """A valid stored policy with these steps, with ``changes``."""
+    return {
+        "auto_dispatch": True,
+        "carers_required": 1,
+        "skills": [],
+        "cancel_grace_s": 60,
+        "steps": steps,
+        **changes,
+    }
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        pytest.param(
+            lambda: Step("late", -1, Milestone.ON_SCENE, ()),
+            "must not be negative",
+            id="negative-after",
+        ),
+        pytest.param(
+            lambda: Step(
+                "late", 60, Milestone.ON_SCENE, (Action.REDISPATCH,), CountedFrom.DISPATCHED
+            ),
+            "unless = 'accepted'",
+            id="dispatched-step-not-waiting-for-accepted",
+        ),
+        pytest.param(
+            lambda: Policy(
+                auto_dispatch=True,
+                steps=(
+                    Step("same", 10, Milestone.ACKNOWLEDGED, ()),
+                    Step("same", 20, Milestone.ON_SCENE, ()),
+                ),
+            ),
+            "unique",
+            id="duplicate-step-names",
+        ),
+        pytest.param(
+            lambda: Policy(auto_dispatch=True, steps=(), carers_required=0),
+            "at least 1",
+            id="no-carers-required",
+        ),
+        pytest.param(
+            lambda: Policy(auto_dispatch=True, steps=(), carers_required=-2),
+            "at least 1",
+            id="negative-carers-required",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(policy_json([step_json(after_s=-5)])),
+            "must not be negative",
+            id="stored-negative-after",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(
+                policy_json([step_json(counted_from="dispatched", unless="on_scene")])
+            ),
+            "unless = 'accepted'",
+            id="stored-dispatched-step",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(policy_json([step_json(), step_json()])),
+            "unique",
+            id="stored-duplicate-names",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(policy_json([], carers_required=0)),
+            "at least 1",
+            id="stored-no-carers",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(policy_json([step_json(unless="tea_time")])),
+            "tea_time",
+            id="stored-unknown-milestone",
+        ),
+        pytest.param(
+            lambda: Policy.from_json(policy_json([step_json(actions=["ring_the_bell"])])),
+            "ring_the_bell",
+            id="stored-unknown-action",
+        ),
+    ],
+)
+def test_invalid_policies_are_refused(build: Any, message: str) -> None:
+    """Test that an invalid step or policy raises ValueError saying what is wrong."""
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_step_lookup() -> None:
+    """Test that a policy finds its steps by name and raises KeyError for others."""
+    policy = DEFAULT_POLICIES[CallType.EMERGENCY]
+    assert policy.step("not_on_scene").after_s == 15 * 60
+    with pytest.raises(KeyError):
+        policy.step("tea_time")
+
+
+def test_policy_book_overrides_and_falls_back() -> None:
+    """Test that the book uses a district's own policy where set and the default elsewhere."""
+    gentle = Policy(auto_dispatch=False, steps=())
+    book = PolicyBook({CallType.LOW_BATTERY: gentle})
+    assert book.for_type(CallType.LOW_BATTERY) is gentle
+    assert book.for_type(CallType.EMERGENCY) is DEFAULT_POLICIES[CallType.EMERGENCY]
+    assert PolicyBook().for_type(CallType.FALL) is DEFAULT_POLICIES[CallType.FALL]
+
+
+# --- messages ----------------------------------------------------------------------
+
+
+FACTS = {
+    "call_ref": "812",
+    "call_type": "fall",
+    "household": "H0042",
+    "residents": "Mrs Wang (91)",
+    "address": "3 Lotus Road",
+    "access": "Key with neighbour.",
+    "why": "no carer on scene after 15 min",
+    "desk_phone": "+862155550000",
+    "minutes": "30",
+}
+
+EXPECTED = {
+    ("en", MessageKind.DISPATCH): (
+        "Call 812 FALL: H0042 Mrs Wang (91), 3 Lotus Road. Key with neighbour. "
+        "Reply YES 812 to accept, NO 812 to decline."
+    ),
+    ("en", MessageKind.STAND_DOWN): (
+        "Call 812: stand down, you are no longer needed (no carer on scene after 15 min)."
+    ),
+    ("en", MessageKind.STATION_LEAD): "Call 812 FALL at H0042: no carer on scene after 15 min.",
+    ("en", MessageKind.SUPERVISOR): "Call 812 FALL at H0042: no carer on scene after 15 min.",
+    ("en", MessageKind.FAMILY_DELAYED): (
+        "The call centre is handling an alarm from H0042; help is taking longer than planned. "
+        "Please ring +862155550000 if you can go or call."
+    ),
+    ("en", MessageKind.EMERGENCY_SERVICES): (
+        "Call 812 FALL at H0042, 3 Lotus Road: no carer on scene after 30 min. "
+        "Ring emergency services (120) now."
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(MessageKind))
+def test_render_english(kind: MessageKind) -> None:
+    """Test that every kind of message renders in English from its facts."""
+    assert render(Message(kind, FACTS), "en") == EXPECTED[("en", kind)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "pieces"),
+    [
+        (MessageKind.DISPATCH, ["呼叫812", "跌倒", "H0042", "3 Lotus Road", "YES 812", "NO 812"]),
+        (MessageKind.STAND_DOWN, ["呼叫812", "无需前往", "no carer on scene after 15 min"]),
+        (MessageKind.STATION_LEAD, ["呼叫812", "跌倒", "H0042"]),
+        (MessageKind.SUPERVISOR, ["呼叫812", "跌倒", "H0042"]),
+        (MessageKind.FAMILY_DELAYED, ["H0042", "+862155550000"]),
+        (MessageKind.EMERGENCY_SERVICES, ["呼叫812", "跌倒", "30分钟", "120"]),
+    ],
+)
+def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:
+    """Test that every kind of message renders in Chinese with the facts and the zh type."""
+    text = render(Message(kind, FACTS), "zh")
+    for piece in pieces:
+        assert piece in text
+    assert "FALL" not in text
+    assert "{" not in text and "}" not in text
+    assert text != render(Message(kind, FACTS), "en")
+
+
+@pytest.mark.parametrize("kind", list(MessageKind))
+@pytest.mark.parametrize("language", ["fr", "", "EN", "zh-Hant"])
+def test_unknown_language_falls_back_to_english(kind: MessageKind, language: str) -> None:
+    """Test that a language we have no templates for gets the English text."""
+    assert render(Message(kind, FACTS), language) == EXPECTED[("en", kind)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "language", "expected"),
+    [
+        (MessageKind.STAND_DOWN, "en", "Call : stand down, you are no longer needed ()."),
+        (MessageKind.STATION_LEAD, "en", "Call at : ."),
+        (MessageKind.STAND_DOWN, "zh", "呼叫：无需前往（）。"),
+        (
+            MessageKind.DISPATCH,
+            "en",
+            "Call : , . Reply YES to accept, NO to decline.",
+        ),
+    ],
+)
+def test_missing_facts_render_empty(kind: MessageKind, language: str, expected: str) -> None:
+    """Test that a message with no facts renders the fixed text, never failing a send."""
+    assert render(Message(kind), language) == expected
+
+
+def test_missing_access_notes_leave_no_double_space() -> None:
+    """Test that an empty fact does not leave a run of spaces in the text."""
+    facts = {**FACTS, "access": ""}
+    text = render(Message(MessageKind.DISPATCH, facts), "en")
+    assert "  " not in text
+    assert "3 Lotus Road. Reply YES 812" in text
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+@pytest.mark.parametrize("call_type", list(CallType))
+def test_call_types_have_names_in_each_language(language: str, call_type: CallType) -> None:
+    """Test that every call type is named in the message language, not by its code."""
+    name = CALL_TYPE_NAMES[language][call_type.value]
+    text = render(Message(MessageKind.SUPERVISOR, {"call_type": call_type.value}), language)
+    assert name in text
+
+
+def test_unknown_call_type_is_shown_as_given() -> None:
+    """Test that a call type with no name in the table is shown as it came."""
+    text = render(Message(MessageKind.SUPERVISOR, {"call_type": "smoke_alarm"}), "en")
+    assert "smoke_alarm" in text
+
+
+def test_render_does_not_change_the_message() -> None:
+    """Test that rendering leaves the message's facts as they were (they are stored)."""
+    message = Message(MessageKind.SUPERVISOR, dict(FACTS))
+    render(message, "zh")
+    assert message.facts == FACTS
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    kind=st.sampled_from(list(MessageKind)),
+    language=st.sampled_from(["en", "zh", "xx"]),
+    facts=st.dictionaries(
+        st.sampled_from([*FACTS, "unused"]),
+        st.text(alphabet=string.ascii_letters + string.digits + " {}:", max_size=20),
+    ),
+)
+def test_render_never_fails(kind: MessageKind, language: str, facts: dict[str, str]) -> None:
+    """Test that any subset of facts, even with braces in them, renders without error."""
+    text = render(Message(kind, facts), language)
+    assert text == text.strip()
+    assert "  " not in text
+    shows_why = {MessageKind.STAND_DOWN, MessageKind.STATION_LEAD, MessageKind.SUPERVISOR}
+    if kind in shows_why and "why" in facts:
+        assert " ".join(facts["why"].split()) in text
