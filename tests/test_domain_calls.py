@@ -773,11 +773,14 @@ def test_press_on_open_call_counts_and_notes() -> None:
 
 
 def test_press_within_note_interval_is_counted_silently() -> None:
-    """Test that a press soon after the last noted one is counted without a history line."""
-    decision = step(call_in(CallState.DISPATCHED), Press(CallType.EMERGENCY, DEVICE), 10)
-    assert decision.call.presses == 2
+    """Test that the first repeat press is written down, and a press soon after the last
+    noted one is counted without a history line."""
+    first = step(call_in(CallState.DISPATCHED), Press(CallType.EMERGENCY, DEVICE), 5)
+    assert actions(first) == ["pressed_again"]
+    decision = step(first.call, Press(CallType.EMERGENCY, DEVICE), 10)
+    assert decision.call.presses == 3
     assert decision.call.last_press_at == at(10)
-    assert decision.call.press_noted_at == T0
+    assert decision.call.press_noted_at == at(5)
     assert not decision.history
 
 
@@ -1063,7 +1066,9 @@ def test_ladder_used_up_when_nobody_can_be_reached() -> None:
     ]
     assert late.history[3].detail["step"] == "emergency_services"
     assert late.call.fired_steps == OPENED_STEPS
-    assert late.call.alerts == {"not_on_scene", "emergency_services", NOBODY_TO_SEND}
+    # The emergency-services step sounds every board, so it reached the desk at least.
+    assert late.call.alerts == {"not_on_scene", "emergency_services"}
+    assert [a.step for a in of_type(late, AlertDesk)] == ["emergency_services"]
     assert not of_type(late, SendSms)
     assert CancelTimers(frozenset({"emergency_services"})) in late.effects
     # The timer of the step that ran early then finds nothing to do.
@@ -1098,8 +1103,9 @@ def test_step_that_reaches_nobody_hands_over_at_once() -> None:
     ]
     assert decision.history[3].detail["step"] == "emergency_services"
     assert decision.call.fired_steps == {"not_on_scene", "emergency_services"}
-    # Emergency services go to the supervisors, of whom there are none: ladder used up.
-    assert NOBODY_TO_SEND in decision.call.alerts
+    # No supervisor to text, but every board is told to ring emergency services.
+    assert NOBODY_TO_SEND not in decision.call.alerts
+    assert [a.step for a in of_type(decision, AlertDesk)] == ["emergency_services"]
 
 
 def test_station_lead_missing_on_unaccepted_records_nobody_to_send() -> None:
@@ -1371,7 +1377,8 @@ def test_presses_are_all_counted_and_notes_spaced_out(
     first: CallType, presses: list[tuple[float, CallType]]
 ) -> None:
     """Test that every press counts, priority only rises, and a press is written to the
-    history exactly when the note interval has passed or it raised the priority."""
+    history exactly when it is the first repeat, the note interval has passed, or it
+    raised the priority."""
     call = open_(first, policy=replace(DEFAULT_POLICIES[first], auto_dispatch=False)).call
     seconds = 0.0
     last_noted = T0
@@ -1381,7 +1388,8 @@ def test_presses_are_all_counted_and_notes_spaced_out(
         raised = PRIORITY[kind] < call.priority
         assert decision.call.priority == min(call.priority, PRIORITY[kind])
         due = at(seconds) - last_noted >= PRESS_NOTE_INTERVAL
-        assert len(decision.history) == (1 if due or raised else 0)
+        first_repeat = call.presses == 1
+        assert len(decision.history) == (1 if due or raised or first_repeat else 0)
         if decision.history:
             last_noted = at(seconds)
         assert decision.call.press_noted_at == last_noted
@@ -1402,3 +1410,25 @@ def test_policy_steps_are_what_the_ladder_tests_assume() -> None:
     ]
     assert EMERGENCY.step("unaccepted").actions == (Action.REDISPATCH, Action.NOTIFY_STATION_LEAD)
     assert isinstance(EMERGENCY.step("unacknowledged"), Step)
+
+
+def test_a_carer_reports_only_for_themselves() -> None:
+    """Test that a carer cannot accept (or arrive) on another carer's behalf."""
+    call = call_in(CallState.DISPATCHED)
+    paged = call.assignments[0].carer_id
+    other = next(c for c in CARER_IDS if c != paged)
+    with pytest.raises(IllegalTransitionError, match="cannot report for carer"):
+        step(call, Report(carer_actor(other), paged, CarerReport.ACCEPTED), 20)
+    accepted = step(call, Report(carer_actor(paged), paged, CarerReport.ACCEPTED), 20)
+    assert accepted.call.state is CallState.ACCEPTED
+
+
+def test_the_engine_may_page_without_owning_the_call() -> None:
+    """Test that an automatic dispatch by the system pages a carer without taking
+    ownership, while an operator's dispatch takes it."""
+    call = open_(policy=replace(EMERGENCY, auto_dispatch=False)).call
+    by_system = step(call, AutoDispatch(), 5)
+    assert by_system.call.owner is None
+    assert by_system.call.state is CallState.DISPATCHED
+    by_operator = step(call, AutoDispatch(OPERATOR), 5)
+    assert by_operator.call.owner == str(OPERATOR)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.ingest.protocol import (
@@ -122,12 +124,11 @@ async def test_a_database_outage_holds_messages_unacknowledged_until_it_ends(
     if not seeded_database_url.startswith("sqlite"):
         pytest.skip("the outage is made with SQLite's exclusive lock")
     config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
-    blocker = create_engine(seeded_database_url)
+    # A plain sqlite3 connection holding an exclusive lock makes every write fail.
+    blocker = sqlite3.connect(make_url(seeded_database_url).database or "", isolation_level=None)
     async with running_ingest(config, seeded_database_url) as ingest:
-        async with blocker.connect() as connection:
-            # An exclusive lock makes every write fail with "database is locked".
-            await connection.exec_driver_sql("PRAGMA busy_timeout=0")
-            await connection.exec_driver_sql("BEGIN EXCLUSIVE")
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")
             events = [(f"H{n:04d}", f"CB-H{n:04d}", f"outage-{n}") for n in range(1, 21)]
             await publish_events(broker.host, broker.port, topic_prefix, events)
 
@@ -136,13 +137,14 @@ async def test_a_database_outage_holds_messages_unacknowledged_until_it_ends(
 
             await eventually(retrying, within_s=30, what="a failed commit to be retried")
             assert ingest.stats.events_stored == 0
-            await connection.exec_driver_sql("ROLLBACK")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
 
         async def stored() -> bool:
             return ingest.stats.events_stored >= 20
 
         await eventually(stored, within_s=30, what="events stored after the outage")
-    await blocker.dispose()
     assert len(await stored_event_keys(seeded_database_url)) == 20
 
 

@@ -533,6 +533,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _step_due(call, command, situation)
     if isinstance(command, Report) and command.by.kind is ActorKind.CARER:
         return _report(call, command, situation)
+    if isinstance(command, AutoDispatch) and command.by.kind is ActorKind.SYSTEM:
+        return _auto_dispatch(call, situation, command.by)
     # Everything else is desk work: the first operator to touch the call owns it.
     decision = _take_ownership(call, command.by, situation)
     call = decision.call
@@ -581,7 +583,12 @@ def _press(call: Call, command: Press, situation: Situation) -> Decision:
     now = situation.now
     priority = min(call.priority, PRIORITY[command.call_type])
     noted = call.press_noted_at
-    note_it = noted is None or now - noted >= PRESS_NOTE_INTERVAL or priority < call.priority
+    note_it = (
+        call.presses == 1  # the first repeat says the resident is still there, pressing
+        or noted is None
+        or now - noted >= PRESS_NOTE_INTERVAL
+        or priority < call.priority
+    )
     after = replace(
         call,
         presses=call.presses + 1,
@@ -740,6 +747,10 @@ def _report(call: Call, command: Report, situation: Situation) -> Decision:
     if assignment is None or not assignment.active:
         raise IllegalTransitionError(
             call.id, f"carer #{command.carer_id} is not on call {call.id}; dispatch them first"
+        )
+    if command.by.kind is ActorKind.CARER and command.by.name != assignment.carer_code:
+        raise IllegalTransitionError(
+            call.id, f"{command.by} cannot report for carer {assignment.carer_code}"
         )
     if command.report is CarerReport.DECLINED:
         if assignment.state is not AssignmentState.DISPATCHED:
@@ -970,6 +981,11 @@ def _run_actions(
                 decision = _then(decision, _auto_dispatch(current, situation, SYSTEM))
             reached = True
             continue
+        if action is Action.EMERGENCY_SERVICES:
+            # Whoever else is told, every board sounds: someone must ring 120 now.
+            alarm = AlertDesk(step.name, f"{why}: ring emergency services (120) now")
+            decision = Decision(current, decision.history, (*decision.effects, alarm))
+            reached = True
         people, kind = {
             Action.ALERT_SUPERVISOR: (situation.supervisors, MessageKind.SUPERVISOR),
             Action.NOTIFY_STATION_LEAD: (situation.station_leads, MessageKind.STATION_LEAD),
@@ -1024,12 +1040,13 @@ def _next_step(call: Call, situation: Situation) -> Decision:
 
 
 def _why(step: Step, call: Call, situation: Situation) -> str:
-    minutes = round((situation.now - call.opened_at).total_seconds() / 60)
+    waited = (situation.now - call.opened_at).total_seconds()
+    after = f"{round(waited)} s" if waited < 120 else f"{round(waited / 60)} min"
     return {
-        Milestone.ACKNOWLEDGED: f"no operator has taken it after {minutes} min",
+        Milestone.ACKNOWLEDGED: f"no operator has taken it after {after}",
         Milestone.ACCEPTED: "the paged carer did not accept in time",
-        Milestone.ON_SCENE: f"no carer on scene after {minutes} min",
-        Milestone.CLOSED: f"still open after {minutes} min",
+        Milestone.ON_SCENE: f"no carer on scene after {after}",
+        Milestone.CLOSED: f"still open after {after}",
     }[step.unless]
 
 

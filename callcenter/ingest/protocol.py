@@ -64,6 +64,8 @@ class DeadLetterReason(enum.StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     HOUSEHOLD_MISMATCH = "household_mismatch"
     STORE_REJECTED = "store_rejected"
+    # Stored, but the call engine could not act on it (a bug): kept for a person to see.
+    ENGINE_FAILED = "engine_failed"
 
 
 class PayloadError(Exception):

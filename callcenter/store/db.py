@@ -29,6 +29,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_manual_transactions(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event below open transactions instead of the driver, so a
+    # writer can ask for BEGIN IMMEDIATE (SQLAlchemy's documented recipe for aiosqlite).
+    dbapi_connection.isolation_level = None
+
+
+def _sqlite_begin(connection: Any) -> None:
+    # A transaction that reads and then writes must hold the write lock from its first
+    # read: otherwise another writer committing in between makes SQLite refuse the
+    # upgrade (SQLITE_BUSY_SNAPSHOT). BEGIN IMMEDIATE is SQLite's "lock the call row".
+    immediate = connection.get_execution_options().get(WRITE_LOCKED, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# Execution option: transactions on this engine take the write lock at once (SQLite).
+WRITE_LOCKED = "callcenter_write_locked"
+
+
 def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created."""
     if database_kind(url) == "sqlite":
@@ -37,8 +55,16 @@ def create_engine(url: str, *, echo: bool = False) -> AsyncEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, echo=echo)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, echo=echo, pool_size=10, pool_pre_ping=True)
+
+
+def write_locked(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine, whose transactions lock what they read until they commit: rows
+    read FOR UPDATE on PostgreSQL, the whole database from the first read on SQLite."""
+    return engine.execution_options(**{WRITE_LOCKED: True})
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -1,4 +1,5 @@
-"""Database tables: the district's registry, the device event log and dead letters.
+"""Database tables: the district's registry, the device event log, dead letters, and the
+call desk's calls, history, timers and outbox.
 
 The same models serve SQLite (the embedded default) and PostgreSQL. Times are stored
 as UTC and always come back timezone-aware.
@@ -7,16 +8,18 @@ as UTC and always come back timezone-aware.
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime, time
+from datetime import UTC, date, datetime, time
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -25,10 +28,15 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from callcenter.domain.geo import Transport
+
+__all__ = ["Transport"]  # re-exported: the registry and the domain share one vocabulary
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -76,13 +84,6 @@ class DeviceKind(enum.StrEnum):
     BASE_UNIT = "base_unit"
     CALL_BUTTON = "call_button"
     PAGER = "pager"
-
-
-class Transport(enum.StrEnum):
-    WALK = "walk"
-    BICYCLE = "bicycle"
-    EBIKE = "ebike"
-    CAR = "car"
 
 
 class CarerRole(enum.StrEnum):
@@ -245,3 +246,190 @@ class DeadLetter(Base):
     payload_size: Mapped[int] = mapped_column(Integer)
     # Kept up to the size limit; payload_size says how much there was.
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OperatorRole(enum.StrEnum):
+    OPERATOR = "operator"
+    SUPERVISOR = "supervisor"
+
+
+class Operator(Base):
+    """Someone who works the desk. The API token is kept only as its SHA-256."""
+
+    __tablename__ = "operators"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(16), default=OperatorRole.OPERATOR)
+    # Supervisors are texted when a call escalates; an operator may leave it empty.
+    phone: Mapped[str | None] = mapped_column(String(32))
+    language: Mapped[str] = mapped_column(String(8), default="zh")
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class DutyRoster(Base):
+    """One carer's duty on one local date, overriding their shift pattern (leave, swaps,
+    holiday duty)."""
+
+    __tablename__ = "duty_roster"
+    __table_args__ = (UniqueConstraint("carer_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    carer_id: Mapped[int] = mapped_column(ForeignKey("carers.id"))
+    day: Mapped[date] = mapped_column(Date, index=True)
+    on_duty: Mapped[bool] = mapped_column(Boolean)
+    shift_pattern_code: Mapped[str | None] = mapped_column(ForeignKey("shift_patterns.code"))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class CarerPosition(Base):
+    """Where a carer was last known to be; without a row, they are at their station."""
+
+    __tablename__ = "carer_positions"
+
+    carer_id: Mapped[int] = mapped_column(ForeignKey("carers.id"), primary_key=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Call(Base):
+    """One call from a household, from the first press to its closure.
+
+    ``state`` is the domain's derived state, stored so the board can filter on it.
+    ``version`` goes up with every change: a client can tell it missed something.
+    """
+
+    __tablename__ = "calls"
+    __table_args__ = (Index("ix_calls_household_id_closed_at", "household_id", "closed_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    call_type: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(SmallInteger)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    presses: Mapped[int] = mapped_column(Integer, default=1)
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    last_press_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    press_noted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    owner: Mapped[str | None] = mapped_column(String(80))
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    # The escalation policy in force when the call opened (see domain/policy.py).
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    fired_steps: Mapped[list[str]] = mapped_column(JSON, default=list)
+    alerts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The device event that opened the call.
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("device_events.id"))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class CallHistory(Base):
+    """Append-only: who did what to a call, when, and why."""
+
+    __tablename__ = "call_history"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(96))
+    action: Mapped[str] = mapped_column(String(32))
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CallAssignment(Base):
+    """A carer sent to a call. A carer has at most one active assignment at a time: the
+    partial unique index makes a double dispatch impossible, whatever races."""
+
+    __tablename__ = "call_assignments"
+    __table_args__ = (
+        Index(
+            "uq_call_assignments_active_carer",
+            "carer_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    carer_id: Mapped[int] = mapped_column(ForeignKey("carers.id"))
+    # Position of this assignment among the call's assignments, in dispatch order.
+    seq: Mapped[int] = mapped_column(SmallInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean)
+    dispatched_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dispatched_by: Mapped[str] = mapped_column(String(96))
+    travel_s: Mapped[float | None] = mapped_column(Float)
+    changed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class TimerState(enum.StrEnum):
+    PENDING = "pending"
+    FIRED = "fired"
+    CANCELLED = "cancelled"
+
+
+class Timer(Base):
+    """A deadline: an escalation step due at ``due_at`` unless cancelled first."""
+
+    __tablename__ = "timers"
+    __table_args__ = (Index("ix_timers_state_due_at", "state", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    step: Mapped[str] = mapped_column(String(64))
+    carer_id: Mapped[int | None] = mapped_column(ForeignKey("carers.id"))
+    due_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    state: Mapped[str] = mapped_column(String(16), default=TimerState.PENDING)
+    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxState(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    SKIPPED = "skipped"  # no longer wanted when its turn came (e.g. the carer had accepted)
+    FAILED = "failed"  # refused for good by the far end; an operator must act
+
+
+class OutboxItem(Base):
+    """An effect to carry out after the change that caused it committed: an SMS or a
+    device command. Written in the same transaction as the change; its id is the key that
+    keeps a retry from sending twice."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str] = mapped_column(String(96))
+    address: Mapped[str] = mapped_column(String(255))
+    body: Mapped[str] = mapped_column(Text)
+    # When to skip instead of sending: {"carer_id": n} or {"unless": milestone}.
+    guard: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default=OutboxState.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+
+class Cursor(Base):
+    """How far a reader of the event log has got (the engine's durable position)."""
+
+    __tablename__ = "cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)

@@ -1,0 +1,457 @@
+"""The call desk: applies device events, timers and people's commands to calls.
+
+Every change follows one path: lock the call, read what the decision needs, let the pure
+domain decide, write the call, its history, timers and outbox rows in the same
+transaction, commit, and only then tell the world (feed, scheduler, outbox relay). A
+crash at any point leaves either the whole change or none of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.clock import Clock
+from callcenter.domain.call_types import ALARM_TYPES, RAISED_BY, CallType
+from callcenter.domain.calls import (
+    AddNote,
+    AssignmentState,
+    AutoDispatch,
+    Call,
+    CallError,
+    CancelTimers,
+    Command,
+    Decision,
+    DeviceCancel,
+    DeviceNote,
+    Dispatch,
+    Press,
+    Situation,
+    StepDue,
+    decide,
+    open_call,
+)
+from callcenter.domain.dispatch import CarerSnapshot, CarerState, assess, rank_carers
+from callcenter.domain.policy import PolicyBook
+from callcenter.engine import repository
+from callcenter.engine.district import District, HouseholdInfo, Registry
+from callcenter.engine.feed import Feed, Update
+from callcenter.store import models as m
+from callcenter.store.db import write_locked
+
+log = logging.getLogger("callcenter.desk")
+
+# Attempts at a decision that lost a race for a carer (PostgreSQL, several writers).
+_RACE_RETRIES = 5
+
+
+class CallNotFoundError(Exception):
+    def __init__(self, call_id: int) -> None:
+        self.call_id = call_id
+        super().__init__(f"there is no call {call_id}")
+
+
+class CarerUnavailableError(CallError):
+    """The chosen carer cannot be sent: unknown, inactive, or busy on another call."""
+
+
+@dataclass(frozen=True)
+class DeskSettings:
+    topic_prefix: str
+    desk_phone: str = ""
+    service_circle_s: float = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """A device event as the desk reads it from the log."""
+
+    id: int
+    household_id: int
+    device: str
+    kind: str
+    received_at: datetime
+    data: dict[str, Any]
+
+
+class Desk:
+    """Applies whatever happens to a call, one locked transaction at a time."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        clock: Clock,
+        district: District,
+        policies: PolicyBook,
+        settings: DeskSettings,
+        feed: Feed | None = None,
+    ) -> None:
+        self._engine = write_locked(engine)
+        self._read_engine = engine
+        self._clock = clock
+        self.district = district
+        self._policies = policies
+        self._settings = settings
+        self.feed = feed or Feed()
+        # Set after a commit that armed a timer or queued an effect.
+        self.timers_changed = asyncio.Event()
+        self.outbox_changed = asyncio.Event()
+
+    # --- transactions ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction: the call rows it reads stay locked until commit."""
+        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    async def _retrying(self, work: Callable[[AsyncSession], Any]) -> Any:
+        for attempt in range(1, _RACE_RETRIES + 1):
+            try:
+                async with self.transaction() as session:
+                    return await work(session)
+            except IntegrityError as error:
+                # Another writer took the same carer first; decide again on fresh facts.
+                if "uq_call_assignments_active_carer" not in str(error) or attempt == _RACE_RETRIES:
+                    raise
+                log.info("lost a race for a carer; deciding again (attempt %d)", attempt + 1)
+        raise AssertionError("unreachable")
+
+    # --- reading what a decision needs ---------------------------------------------
+
+    def _situation(
+        self,
+        call: Call | None,
+        household: HouseholdInfo,
+        registry: Registry,
+        carers: list[CarerSnapshot],
+        now: datetime,
+        skills: tuple[str, ...],
+    ) -> Situation:
+        on_call = {a.carer_id for a in call.assignments} if call else set()
+        leads = tuple(
+            info.person()
+            for info in registry.carers.values()
+            if info.role == m.CarerRole.STATION_LEAD
+            and info.station_id == household.home_station_id
+            and info.active
+        )
+        return Situation(
+            now=now,
+            household_code=household.code,
+            address=household.address,
+            access_notes=household.access_notes,
+            residents=household.residents,
+            desk_phone=self._settings.desk_phone,
+            candidates=tuple(
+                rank_carers(
+                    carers,
+                    household.destination(),
+                    skills=skills,
+                    circle_s=self._settings.service_circle_s,
+                )
+            ),
+            assigned=tuple(registry.carers[c].person() for c in on_call if c in registry.carers),
+            station_leads=leads,
+            family=household.family,
+            supervisors=registry.supervisors,
+        )
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        call_id: int,
+        make: Callable[[Call, Situation, list[CarerSnapshot], Registry], Command],
+        *,
+        missing_ok: bool = False,
+    ) -> Decision | None:
+        now = self._clock.now()
+        registry = await self.district.registry(session)
+        codes = {c.id: c.code for c in registry.carers.values()}
+        loaded = await repository.load(session, call_id, codes, lock=True)
+        if loaded is None:
+            if missing_ok:
+                return None
+            raise CallNotFoundError(call_id)
+        _, call = loaded
+        household = registry.households[call.household_id]
+        carers = await self.district.carers(session, now)
+        situation = self._situation(call, household, registry, carers, now, call.policy.skills)
+        decision = decide(call, make(call, situation, carers, registry), situation)
+        await self._save(session, call, decision, household, now)
+        return decision
+
+    async def _save(
+        self,
+        session: AsyncSession,
+        before: Call | None,
+        decision: Decision,
+        household: HouseholdInfo,
+        now: datetime,
+    ) -> None:
+        saved = await repository.save(
+            session,
+            before,
+            decision,
+            now=now,
+            household_code=household.code,
+            base_unit=household.base_unit,
+            topic_prefix=self._settings.topic_prefix,
+        )
+        await self._move_carers(session, before, decision.call, household, now)
+        session.info.setdefault("after_commit", []).append((decision, household, saved))
+
+    async def _move_carers(
+        self,
+        session: AsyncSession,
+        before: Call | None,
+        call: Call,
+        household: HouseholdInfo,
+        now: datetime,
+    ) -> None:
+        """A carer who reached the door is now at the household (their last known place)."""
+        was = (
+            {a.carer_id for a in before.assignments if a.state is AssignmentState.ON_SCENE}
+            if before
+            else set()
+        )
+        arrived = [
+            a.carer_id
+            for a in call.assignments
+            if a.state is AssignmentState.ON_SCENE and a.carer_id not in was
+        ]
+        for carer_id in arrived:
+            await session.execute(
+                delete(m.CarerPosition).where(m.CarerPosition.carer_id == carer_id)
+            )
+            await session.execute(
+                insert(m.CarerPosition).values(
+                    carer_id=carer_id, lat=household.place.lat, lon=household.place.lon, at=now
+                )
+            )
+
+    def _announce(self, session: AsyncSession) -> None:
+        """After commit: log, publish, and wake the loops that act on what was written."""
+        for decision, household, saved in session.info.pop("after_commit", []):
+            call = decision.call
+            for entry in decision.history:
+                log.info(
+                    "call %d household %s: %s by %s (%s -> %s) %s",
+                    call.id,
+                    household.code,
+                    entry.action,
+                    entry.actor,
+                    entry.from_state.value if entry.from_state else "-",
+                    entry.to_state.value,
+                    entry.detail or "",
+                )
+            for alert in saved.alerts:
+                log.warning(
+                    "ALERT call %d household %s: step %s, %s",
+                    call.id,
+                    household.code,
+                    alert.step,
+                    alert.why,
+                )
+                self.feed.publish(
+                    Update(
+                        "alarm", self._clock.now(), call.id, {"step": alert.step, "why": alert.why}
+                    )
+                )
+            if decision.history or decision.effects:
+                self.feed.publish(
+                    Update(
+                        "call",
+                        self._clock.now(),
+                        call.id,
+                        {
+                            "state": call.state.value,
+                            "household": household.code,
+                            "actions": [h.action for h in decision.history],
+                        },
+                    )
+                )
+            if saved.timers_armed or any(isinstance(e, CancelTimers) for e in decision.effects):
+                self.timers_changed.set()
+            if saved.outbox:
+                self.outbox_changed.set()
+
+    async def perform(self, work: Callable[[AsyncSession], Any]) -> Any:
+        """Run ``work`` in a write transaction (retried when it loses a race for a carer),
+        then announce what it committed."""
+        holder: list[AsyncSession] = []
+
+        async def tracked(session: AsyncSession) -> Any:
+            session.info.pop("after_commit", None)
+            holder[:] = [session]
+            return await work(session)
+
+        result = await self._retrying(tracked)
+        self._announce(holder[0])
+        return result
+
+    # --- device events ---------------------------------------------------------------
+
+    async def apply_event(self, session: AsyncSession, event: LoggedEvent) -> int | None:
+        """Apply one logged device event inside the caller's transaction (see ``perform``);
+        the id of the call it touched, if any."""
+        now = self._clock.now()
+        registry = await self.district.registry(session)
+        household = registry.households.get(event.household_id)
+        if household is None:
+            self.district.invalidate()
+            registry = await self.district.registry(session)
+            household = registry.households[event.household_id]
+        open_calls = (
+            await session.scalars(
+                select(m.Call)
+                .where(m.Call.household_id == event.household_id, m.Call.closed_at.is_(None))
+                .order_by(m.Call.priority, m.Call.id)
+                .with_for_update()
+            )
+        ).all()
+        raised = RAISED_BY.get(event.kind)
+        if raised is not None:
+            family = ALARM_TYPES if raised in ALARM_TYPES else {raised}
+            target = next((c for c in open_calls if CallType(c.call_type) in family), None)
+            if target is None:
+                return await self._open(session, event, raised, household, registry, now)
+            press = Press(raised, event.device)
+            await self._apply(session, target.id, lambda *_: press)
+            return target.id
+        if event.kind == "cancel":
+            target = next((c for c in open_calls if CallType(c.call_type) in ALARM_TYPES), None)
+            if target is None:
+                log.info(
+                    "household %s: cancel from %s with no open call; nothing to do",
+                    household.code,
+                    event.device,
+                )
+                return None
+            cancel = DeviceCancel(event.device)
+            await self._apply(session, target.id, lambda *_: cancel)
+            return target.id
+        if event.kind == "device_online":
+            target = next((c for c in open_calls if c.call_type == CallType.DEVICE_OFFLINE), None)
+            if target is None:
+                return None
+            note = DeviceNote(event.device, "device_back_online", dict(event.data))
+            await self._apply(session, target.id, lambda *_: note)
+            return target.id
+        log.warning("household %s: event kind %r raises no call", household.code, event.kind)
+        return None
+
+    async def _open(
+        self,
+        session: AsyncSession,
+        event: LoggedEvent,
+        call_type: CallType,
+        household: HouseholdInfo,
+        registry: Registry,
+        now: datetime,
+    ) -> int:
+        policy = self._policies.for_type(call_type)
+        carers = await self.district.carers(session, now) if policy.auto_dispatch else []
+        situation = self._situation(None, household, registry, carers, now, policy.skills)
+        # The row comes first so the call has its id; the decision then fills it in.
+        placeholder = open_call(0, household.id, call_type, policy, event.device, situation).call
+        call_id = await repository.insert_call(session, placeholder, now, event.id)
+        decision = open_call(call_id, household.id, call_type, policy, event.device, situation)
+        await self._save(session, None, decision, household, now)
+        return call_id
+
+    # --- timers ----------------------------------------------------------------------
+
+    async def fire_timer(self, timer_id: int) -> datetime | None:
+        """Fire one due timer exactly once; its due time, or None if it was not pending."""
+
+        async def work(session: AsyncSession) -> datetime | None:
+            timer = (
+                await session.execute(
+                    select(m.Timer.call_id, m.Timer.step, m.Timer.carer_id, m.Timer.due_at).where(
+                        m.Timer.id == timer_id
+                    )
+                )
+            ).one_or_none()
+            if timer is None:
+                return None
+            # Lock the call first (its lock guards its timers), then claim the timer.
+            await session.execute(repository.call_query(timer.call_id, lock=True))
+            claimed = await session.execute(
+                update(m.Timer)
+                .where(m.Timer.id == timer_id, m.Timer.state == m.TimerState.PENDING)
+                .values(state=m.TimerState.FIRED, fired_at=self._clock.now())
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # cancelled, or another instance fired it
+            step = StepDue(timer.step, timer.carer_id)
+            await self._apply(session, timer.call_id, lambda *_: step)
+            return timer.due_at  # type: ignore[no-any-return]
+
+        return await self.perform(work)  # type: ignore[no-any-return]
+
+    # --- people's commands -----------------------------------------------------------
+
+    async def command(self, call_id: int, command: Command) -> Call:
+        """Apply a ready-made command (acknowledge, report, resolve, ...) to a call."""
+
+        async def work(session: AsyncSession) -> Call:
+            decision = await self._apply(session, call_id, lambda *_: command)
+            assert decision is not None
+            return decision.call
+
+        return await self.perform(work)  # type: ignore[no-any-return]
+
+    async def dispatch(self, call_id: int, by: Any, carer_code: str | None) -> Call:
+        """Send a carer: the best candidate (``carer_code`` None) or the one named."""
+
+        def choose(
+            call: Call, situation: Situation, carers: list[CarerSnapshot], registry: Registry
+        ) -> Command:
+            if carer_code is None:
+                return AutoDispatch(by)
+            info = registry.carers_by_code.get(carer_code)
+            if info is None or not info.active:
+                raise CarerUnavailableError(call_id, f"there is no active carer {carer_code!r}")
+            snapshot = next(c for c in carers if c.id == info.id)
+            if snapshot.state not in (CarerState.FREE, CarerState.OFF_SHIFT):
+                raise CarerUnavailableError(
+                    call_id,
+                    f"carer {carer_code} is {snapshot.state.value} on call {snapshot.call_id}; "
+                    "stand them down there first",
+                )
+            household = registry.households[call.household_id]
+            return Dispatch(
+                by,
+                assess(
+                    snapshot,
+                    household.destination(),
+                    circle_s=self._settings.service_circle_s,
+                ),
+            )
+
+        async def work(session: AsyncSession) -> Call:
+            decision = await self._apply(session, call_id, choose)
+            assert decision is not None
+            return decision.call
+
+        return await self.perform(work)  # type: ignore[no-any-return]
+
+    async def note(self, call_id: int, by: Any, text: str) -> Call:
+        return await self.command(call_id, AddNote(by, text))
+
+    # --- reading ---------------------------------------------------------------------
+
+    async def carer_snapshots(self) -> list[CarerSnapshot]:
+        """Every active carer with state and last known position, as of now."""
+        async with AsyncSession(self._read_engine) as session, session.begin():
+            return await self.district.carers(session, self._clock.now())

@@ -1,0 +1,277 @@
+"""The district as the desk needs it: households, stations, carers and who is on shift.
+
+The registry (stations, carers, households, contacts) changes rarely, so it is read once
+and refreshed every so often. What changes with every call (who is busy, where carers
+were last seen, the duty roster) is read fresh inside the transaction that decides.
+"""
+
+from __future__ import annotations
+
+import time as monotonic
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.domain.calls import Person
+from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
+from callcenter.domain.geo import Place, Transport
+from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
+from callcenter.store import models as m
+
+# How a carer's assignment shows on the board.
+_CARER_STATE = {
+    "dispatched": CarerState.DISPATCHED,
+    "accepted": CarerState.DISPATCHED,
+    "on_the_way": CarerState.ON_THE_WAY,
+    "on_scene": CarerState.ON_SCENE,
+}
+
+
+@dataclass(frozen=True)
+class StationInfo:
+    id: int
+    code: str
+    name: str
+    place: Place
+    backup_station_id: int | None
+
+
+@dataclass(frozen=True)
+class CarerInfo:
+    id: int
+    code: str
+    name: str
+    phone: str
+    language: str
+    role: str
+    station_id: int
+    skills: frozenset[str]
+    transport: Transport
+    pattern: str
+    active: bool
+
+    def person(self) -> Person:
+        return Person(f"carer:{self.code}", self.name, self.phone, self.language)
+
+
+@dataclass(frozen=True)
+class HouseholdInfo:
+    id: int
+    code: str
+    address: str
+    place: Place
+    home_station_id: int
+    backup_station_id: int
+    access_notes: str
+    residents: str
+    family: tuple[Person, ...]
+    # The base unit hears commands such as "help is on the way".
+    base_unit: str | None
+
+    def destination(self) -> Destination:
+        return Destination(self.id, self.place, self.home_station_id, self.backup_station_id)
+
+
+@dataclass(frozen=True)
+class Busy:
+    """A carer's active assignment."""
+
+    call_id: int
+    state: str
+
+
+@dataclass
+class Registry:
+    stations: dict[int, StationInfo] = field(default_factory=dict)
+    carers: dict[int, CarerInfo] = field(default_factory=dict)
+    carers_by_code: dict[str, CarerInfo] = field(default_factory=dict)
+    households: dict[int, HouseholdInfo] = field(default_factory=dict)
+    households_by_code: dict[str, HouseholdInfo] = field(default_factory=dict)
+    patterns: dict[str, ShiftPattern] = field(default_factory=dict)
+    supervisors: tuple[Person, ...] = ()
+
+
+async def load_registry(session: AsyncSession) -> Registry:
+    """Read stations, carers, households with residents/contacts/devices, and supervisors."""
+    registry = Registry()
+    for s in (await session.scalars(select(m.Station))).all():
+        registry.stations[s.id] = StationInfo(
+            s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id
+        )
+    for p in (await session.scalars(select(m.ShiftPattern))).all():
+        registry.patterns[p.code] = ShiftPattern(
+            p.code, p.starts_at, timedelta(minutes=p.duration_minutes), frozenset(p.weekdays)
+        )
+    for c in (await session.scalars(select(m.Carer))).all():
+        info = CarerInfo(
+            c.id,
+            c.code,
+            c.name,
+            c.phone,
+            c.language,
+            c.role,
+            c.station_id,
+            frozenset(c.skills),
+            Transport(c.transport),
+            c.shift_pattern_code,
+            c.active,
+        )
+        registry.carers[c.id] = info
+        registry.carers_by_code[c.code] = info
+    residents: dict[int, list[str]] = {}
+    for r in (await session.scalars(select(m.Resident).order_by(m.Resident.id))).all():
+        residents.setdefault(r.household_id, []).append(r.name)
+    family: dict[int, list[Person]] = {}
+    contacts = select(m.FamilyContact).order_by(
+        m.FamilyContact.household_id, m.FamilyContact.position
+    )
+    for f in (await session.scalars(contacts)).all():
+        family.setdefault(f.household_id, []).append(
+            Person(f"family:{f.household_id}:{f.position}", f.name, f.phone, f.language)
+        )
+    base_units: dict[int, str] = {}
+    for d in (await session.scalars(select(m.Device).order_by(m.Device.id))).all():
+        if d.kind == m.DeviceKind.BASE_UNIT:
+            base_units.setdefault(d.household_id, d.serial)
+    for h in (await session.scalars(select(m.Household))).all():
+        info_h = HouseholdInfo(
+            h.id,
+            h.code,
+            h.address,
+            Place(h.lat, h.lon),
+            h.home_station_id,
+            h.backup_station_id,
+            h.access_notes,
+            "、".join(residents.get(h.id, [])),
+            tuple(family.get(h.id, [])),
+            base_units.get(h.id),
+        )
+        registry.households[h.id] = info_h
+        registry.households_by_code[h.code] = info_h
+    supervisors = select(m.Operator).where(
+        m.Operator.role == m.OperatorRole.SUPERVISOR,
+        m.Operator.active.is_(True),
+        m.Operator.phone.is_not(None),
+    )
+    registry.supervisors = tuple(
+        Person(f"operator:{o.username}", o.name, o.phone or "", o.language)
+        for o in (await session.scalars(supervisors.order_by(m.Operator.id))).all()
+    )
+    return registry
+
+
+class District:
+    """The registry, kept fresh, plus the per-decision view of who can go."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        zone: ZoneInfo,
+        holidays: Iterable[date] = (),
+        refresh_s: float = 60.0,
+    ) -> None:
+        self._engine = engine
+        self.zone = zone
+        self.holidays = frozenset(holidays)
+        self._refresh_s = refresh_s
+        self._registry: Registry | None = None
+        self._loaded_at = 0.0
+
+    async def registry(self, session: AsyncSession | None = None) -> Registry:
+        """The registry, re-read when older than the refresh interval."""
+        stale = monotonic.monotonic() - self._loaded_at > self._refresh_s
+        if self._registry is None or stale:
+            if session is not None:
+                self._registry = await load_registry(session)
+            else:
+                async with AsyncSession(self._engine) as fresh:
+                    self._registry = await load_registry(fresh)
+            self._loaded_at = monotonic.monotonic()
+        return self._registry
+
+    def invalidate(self) -> None:
+        """Re-read the registry on next use (after an administrator changed it)."""
+        self._loaded_at = 0.0
+
+    async def carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
+        """Every active carer as of ``now``: on shift or not, busy or free, and where."""
+        registry = await self.registry(session)
+        busy = {
+            row.carer_id: Busy(row.call_id, row.state)
+            for row in (
+                await session.execute(
+                    select(
+                        m.CallAssignment.carer_id,
+                        m.CallAssignment.call_id,
+                        m.CallAssignment.state,
+                    ).where(m.CallAssignment.active.is_(True))
+                )
+            ).all()
+        }
+        positions = {
+            p.carer_id: Place(p.lat, p.lon)
+            for p in (await session.scalars(select(m.CarerPosition))).all()
+        }
+        local = now.astimezone(self.zone).date()
+        roster_rows = await session.scalars(
+            select(m.DutyRoster).where(m.DutyRoster.day.in_([local - timedelta(days=1), local]))
+        )
+        roster = {
+            (r.carer_id, r.day): RosterEntry(r.carer_id, r.day, r.on_duty, r.shift_pattern_code)
+            for r in roster_rows.all()
+        }
+        return snapshots(registry, now, self.zone, self.holidays, busy, positions, roster)
+
+
+def snapshots(
+    registry: Registry,
+    now: datetime,
+    zone: ZoneInfo,
+    holidays: frozenset[date],
+    busy: Mapping[int, Busy],
+    positions: Mapping[int, Place],
+    roster: Mapping[tuple[int, date], RosterEntry],
+) -> list[CarerSnapshot]:
+    """Carer snapshots from the registry and the moment's facts."""
+    result = []
+    for carer in registry.carers.values():
+        if not carer.active:
+            continue
+        current = busy.get(carer.id)
+        if current is not None:
+            state = _CARER_STATE.get(current.state, CarerState.DISPATCHED)
+        elif on_shift(
+            carer.id,
+            registry.patterns.get(carer.pattern),
+            now,
+            zone=zone,
+            holidays=holidays,
+            roster=roster,
+            patterns=registry.patterns,
+        ):
+            state = CarerState.FREE
+        else:
+            state = CarerState.OFF_SHIFT
+        station = registry.stations[carer.station_id]
+        result.append(
+            CarerSnapshot(
+                id=carer.id,
+                code=carer.code,
+                name=carer.name,
+                phone=carer.phone,
+                language=carer.language,
+                role=carer.role,
+                station_id=carer.station_id,
+                skills=carer.skills,
+                transport=carer.transport,
+                position=positions.get(carer.id, station.place),
+                state=state,
+                call_id=current.call_id if current else None,
+            )
+        )
+    return result

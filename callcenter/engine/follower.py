@@ -1,0 +1,187 @@
+"""Follows the device event log from the engine's own durable cursor.
+
+Ingest's notice of new events is only a prompt to look now; the log and the cursor are
+the truth. Each event is applied in the same transaction that moves the cursor past it,
+so an event is acted on exactly once however the server stops and starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.clock import Clock
+from callcenter.engine.desk import Desk, LoggedEvent
+from callcenter.ingest.protocol import DeadLetterReason
+from callcenter.store import models as m
+
+log = logging.getLogger("callcenter.follower")
+
+CURSOR = "call_engine"
+_READ_AHEAD = 200
+# An event the engine fails on this many times is set aside as a dead letter (with the
+# error) rather than holding up every call behind it.
+_ATTEMPTS = 3
+
+
+class EventFollower:
+    """Reads new events in log order and hands each to the desk."""
+
+    def __init__(
+        self, engine: AsyncEngine, desk: Desk, clock: Clock, *, poll_s: float = 1.0
+    ) -> None:
+        self._engine = engine
+        self._desk = desk
+        self._clock = clock
+        self._poll_s = poll_s
+        self._prompt = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.events_applied = 0
+        self.events_failed = 0
+
+    def prompt(self) -> None:
+        """New events were committed: look now rather than at the next poll."""
+        self._prompt.set()
+
+    async def on_events(self, _stored: Sequence[Any]) -> None:
+        """Ingest listener: new events are in the log."""
+        self.prompt()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._prompt.set()
+
+    async def run(self) -> None:
+        """Apply events until stop(); the log is polled too, in case a prompt was missed."""
+        while not self._stopping.is_set():
+            self._prompt.clear()
+            try:
+                applied = await self.catch_up()
+            except Exception:
+                log.exception("reading the event log failed; trying again shortly")
+                applied = 0
+            if applied:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._prompt.wait(), self._poll_s)
+
+    async def catch_up(self) -> int:
+        """Apply everything in the log past the cursor; how many events were applied."""
+        total = 0
+        while not self._stopping.is_set():
+            events = await self._read_ahead()
+            if not events:
+                return total
+            for event in events:
+                if self._stopping.is_set():
+                    break
+                await self._apply_one(event)
+                total += 1
+        return total
+
+    async def position(self) -> int:
+        async with AsyncSession(self._engine) as session:
+            return await _cursor(session)
+
+    async def _read_ahead(self) -> list[LoggedEvent]:
+        async with AsyncSession(self._engine) as session:
+            after = await _cursor(session)
+            rows = await session.execute(
+                select(
+                    m.DeviceEvent.id,
+                    m.DeviceEvent.household_id,
+                    m.Device.serial,
+                    m.DeviceEvent.kind,
+                    m.DeviceEvent.received_at,
+                    m.DeviceEvent.data,
+                )
+                .join(m.Device, m.Device.id == m.DeviceEvent.device_id)
+                .where(m.DeviceEvent.id > after)
+                .order_by(m.DeviceEvent.id)
+                .limit(_READ_AHEAD)
+            )
+            return [LoggedEvent(*row) for row in rows.all()]
+
+    async def _apply_one(self, event: LoggedEvent) -> None:
+        for attempt in range(1, _ATTEMPTS + 1):
+
+            async def work(session: AsyncSession) -> bool:
+                # Under the write lock: a second instance may have got here first.
+                if await _cursor(session, lock=True) >= event.id:
+                    return False
+                await self._desk.apply_event(session, event)
+                await _advance(session, event.id, self._clock)
+                return True
+
+            try:
+                if await self._desk.perform(work):
+                    self.events_applied += 1
+                return
+            except Exception as error:
+                log.exception(
+                    "event %d (%s from %s) failed, attempt %d of %d",
+                    event.id,
+                    event.kind,
+                    event.device,
+                    attempt,
+                    _ATTEMPTS,
+                )
+                last = error
+                await asyncio.sleep(0.2 * attempt)
+        self.events_failed += 1
+        await self._set_aside(event, last)
+
+    async def _set_aside(self, event: LoggedEvent, error: Exception) -> None:
+        async def work(session: AsyncSession) -> None:
+            if await _cursor(session, lock=True) >= event.id:
+                return
+            now = self._clock.now()
+            detail = f"call engine failed on event {event.id} ({event.kind}): {error!r}"
+            await session.execute(
+                insert(m.DeadLetter).values(
+                    received_at=now,
+                    topic=f"device_events/{event.id}",
+                    reason=DeadLetterReason.ENGINE_FAILED.value,
+                    detail=detail[:2000],
+                    payload_size=0,
+                    payload=b"",
+                )
+            )
+            await _advance(session, event.id, self._clock)
+
+        await self._desk.perform(work)
+        log.error(
+            "event %d (%s from %s) set aside as a dead letter after %d attempts; "
+            "an operator must check household %d by hand",
+            event.id,
+            event.kind,
+            event.device,
+            _ATTEMPTS,
+            event.household_id,
+        )
+
+
+async def _cursor(session: AsyncSession, *, lock: bool = False) -> int:
+    query = select(m.Cursor.position).where(m.Cursor.name == CURSOR)
+    if lock:
+        query = query.with_for_update()
+    position = (await session.execute(query)).scalar_one_or_none()
+    return int(position) if position is not None else 0
+
+
+async def _advance(session: AsyncSession, position: int, clock: Clock) -> None:
+    moved = await session.execute(
+        update(m.Cursor)
+        .where(m.Cursor.name == CURSOR)
+        .values(position=position, updated_at=clock.now())
+    )
+    if moved.rowcount == 0:  # type: ignore[attr-defined]
+        await session.execute(
+            insert(m.Cursor).values(name=CURSOR, position=position, updated_at=clock.now())
+        )

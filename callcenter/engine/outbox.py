@@ -1,0 +1,334 @@
+"""The outbox relay: carries out effects after the change that caused them committed.
+
+Each row is claimed under its call's lock, where its guard is checked again (a page to a
+carer who has since accepted, or a "still no carer" text after one arrived, is skipped,
+not sent). The claim counts the attempt and pushes the next attempt back *before* the
+send, so a crash mid-send is retried later rather than forgotten; the row id travels with
+every send as its idempotency key, so the far end can recognise a repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import aiomqtt
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.clock import Clock
+from callcenter.config import BrokerConfig
+from callcenter.domain.calls import Call
+from callcenter.domain.policy import Milestone
+from callcenter.engine import repository
+from callcenter.engine.desk import Desk
+from callcenter.ingest.mqtt import backoff_delays
+from callcenter.store import models as m
+
+log = logging.getLogger("callcenter.outbox")
+
+_BATCH = 100
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """One row, as a sender sees it."""
+
+    id: int
+    call_id: int | None
+    channel: str
+    recipient: str
+    address: str
+    body: str
+    attempt: int
+
+
+class SendError(Exception):
+    """A send did not go through. ``permanent``: retrying cannot help (bad number...)."""
+
+    def __init__(self, detail: str, *, permanent: bool = False) -> None:
+        self.detail = detail
+        self.permanent = permanent
+        super().__init__(detail)
+
+
+class Sender(Protocol):
+    """Carries out one channel's effects (SMS, device commands)."""
+
+    channel: str
+
+    async def send(self, message: OutboxMessage) -> None:
+        """Deliver ``message`` or raise SendError."""
+        ...
+
+
+def still_wanted(call: Call, guard: Mapping[str, Any]) -> bool:
+    """Whether a queued effect should still go out, given the call as it is now."""
+    carer_id = guard.get("carer_id")
+    if carer_id is not None:
+        assignment = call.assignment(int(carer_id))
+        if assignment is None or not assignment.active or not call.is_open:
+            return False
+    unless = guard.get("unless")
+    return not (unless is not None and call.reached(Milestone(unless)))
+
+
+def retry_delay(attempt: int, cap_s: float) -> timedelta:
+    """Wait before attempt ``attempt + 1``: 5 s, 10 s, 20 s, ... up to ``cap_s``."""
+    return timedelta(seconds=min(cap_s, 5.0 * 2 ** max(0, attempt - 1)))
+
+
+class OutboxRelay:
+    """Sends what the desk queued, for every channel it has a sender for."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        desk: Desk,
+        clock: Clock,
+        senders: Mapping[str, Sender],
+        *,
+        retry_max_s: float = 300.0,
+    ) -> None:
+        self._engine = engine
+        self._desk = desk
+        self._clock = clock
+        self._senders = dict(senders)
+        self._retry_max_s = retry_max_s
+        self._stopping = asyncio.Event()
+        self.sent = 0
+        self.skipped = 0
+        self.failed = 0
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(self._senders)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._desk.outbox_changed.set()
+
+    async def run(self) -> None:
+        """Deliver until stop(), waking on new rows and when a retry falls due."""
+        wake = self._desk.outbox_changed
+        while not self._stopping.is_set():
+            wake.clear()
+            try:
+                await self.drain()
+                upcoming = await self._next_attempt()
+            except Exception:
+                log.exception("outbox cycle failed; trying again in 1 s")
+                await asyncio.sleep(1.0)
+                continue
+            until = upcoming or self._clock.now() + timedelta(seconds=30)
+            await self._clock.sleep_until(until, wake)
+
+    async def drain(self) -> int:
+        """Deliver everything due now; how many rows were settled. (Burst mode.)"""
+        settled = 0
+        while self._senders and not self._stopping.is_set():
+            async with AsyncSession(self._engine) as session:
+                due = (
+                    await session.scalars(
+                        select(m.OutboxItem.id)
+                        .where(
+                            m.OutboxItem.state == m.OutboxState.PENDING,
+                            m.OutboxItem.next_attempt_at <= self._clock.now(),
+                            m.OutboxItem.channel.in_(self.channels),
+                        )
+                        .order_by(m.OutboxItem.id)
+                        .limit(_BATCH)
+                    )
+                ).all()
+            for item_id in due:
+                if self._stopping.is_set():
+                    return settled  # the rest stays pending for the next start
+                settled += await self._deliver(item_id)
+            if len(due) < _BATCH:
+                break
+        return settled
+
+    async def _next_attempt(self) -> datetime | None:
+        async with AsyncSession(self._engine) as session:
+            return await session.scalar(
+                select(func.min(m.OutboxItem.next_attempt_at)).where(
+                    m.OutboxItem.state == m.OutboxState.PENDING,
+                    m.OutboxItem.channel.in_(self.channels),
+                )
+            )
+
+    async def _claim(self, item_id: int) -> OutboxMessage | None:
+        async def work(session: AsyncSession) -> OutboxMessage | None:
+            item = await session.get(m.OutboxItem, item_id)
+            if item is None or item.state != m.OutboxState.PENDING:
+                return None
+            now = self._clock.now()
+            if item.call_id is not None:
+                registry = await self._desk.district.registry(session)
+                codes = {c.id: c.code for c in registry.carers.values()}
+                loaded = await repository.load(session, item.call_id, codes, lock=True)
+                if loaded is not None and not still_wanted(loaded[1], item.guard):
+                    item.state = m.OutboxState.SKIPPED
+                    item.done_at = now
+                    log.info(
+                        "outbox %d (%s to %s, call %s) skipped: no longer wanted",
+                        item.id,
+                        item.channel,
+                        item.recipient,
+                        item.call_id,
+                    )
+                    self.skipped += 1
+                    return None
+            item.attempts += 1
+            item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
+            return OutboxMessage(
+                item.id,
+                item.call_id,
+                item.channel,
+                item.recipient,
+                item.address,
+                item.body,
+                item.attempts,
+            )
+
+        return await self._desk.perform(work)  # type: ignore[no-any-return]
+
+    async def _deliver(self, item_id: int) -> int:
+        message = await self._claim(item_id)
+        if message is None:
+            return 1
+        try:
+            await self._senders[message.channel].send(message)
+        except SendError as error:
+            await self._settle(message, error)
+            return 1 if error.permanent else 0
+        except Exception as error:  # a sender bug must not stop the relay
+            log.exception("outbox %d: sender for %s failed", message.id, message.channel)
+            await self._settle(message, SendError(repr(error)))
+            return 0
+        await self._settle(message, None)
+        return 1
+
+    async def _settle(self, message: OutboxMessage, error: SendError | None) -> None:
+        values: dict[str, Any]
+        now = self._clock.now()
+        if error is None:
+            values = {"state": m.OutboxState.SENT, "done_at": now, "last_error": ""}
+            self.sent += 1
+            log.info(
+                "outbox %d: %s to %s sent (call %s)",
+                message.id,
+                message.channel,
+                message.recipient,
+                message.call_id,
+            )
+        elif error.permanent:
+            values = {"state": m.OutboxState.FAILED, "done_at": now, "last_error": error.detail}
+            self.failed += 1
+            log.error(
+                "outbox %d: %s to %s refused for good (call %s): %s",
+                message.id,
+                message.channel,
+                message.recipient,
+                message.call_id,
+                error.detail,
+            )
+        else:
+            values = {"last_error": error.detail}
+            log.warning(
+                "outbox %d: %s to %s failed, attempt %d (call %s): %s; will retry",
+                message.id,
+                message.channel,
+                message.recipient,
+                message.attempt,
+                message.call_id,
+                error.detail,
+            )
+        async with AsyncSession(self._engine) as session, session.begin():
+            await session.execute(
+                update(m.OutboxItem).where(m.OutboxItem.id == message.id).values(values)
+            )
+
+
+class DeviceCommandSender:
+    """Publishes device commands (docs/protocol.md, "command") over its own MQTT link."""
+
+    channel = repository.DEVICE_COMMAND
+
+    def __init__(self, config: BrokerConfig, *, host: str, port: int, clock: Clock) -> None:
+        self._config = config
+        self._host = host
+        self._port = port
+        self._clock = clock
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Hold a connection to the broker until stop(), reconnecting with backoff."""
+        delays = backoff_delays(cap_s=self._config.reconnect_max_s)
+        while not self._stopping.is_set():
+            client = aiomqtt.Client(
+                self._host,
+                self._port,
+                identifier=f"{self._config.client_id}-commands",
+                username=self._config.username or None,
+                password=self._config.password or None,
+                protocol=aiomqtt.ProtocolVersion.V311,
+                keepalive=self._config.keepalive_s,
+                timeout=10,
+                socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            )
+            try:
+                async with client:
+                    self._client = client
+                    self._connected.set()
+                    delays = backoff_delays(cap_s=self._config.reconnect_max_s)
+                    await self._stopping.wait()
+            except aiomqtt.MqttError as error:
+                if self._stopping.is_set():
+                    break
+                wait = next(delays)
+                log.warning(
+                    "command link to %s:%d lost (%s); retry in %.1f s",
+                    self._host,
+                    self._port,
+                    error,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+            finally:
+                self._connected.clear()
+                self._client = None
+
+    async def send(self, message: OutboxMessage) -> None:
+        if self._stopping.is_set():
+            raise SendError("shutting down")
+        try:
+            await asyncio.wait_for(self._connected.wait(), 5)
+        except TimeoutError:
+            raise SendError("no connection to the broker") from None
+        client = self._client
+        if client is None:
+            raise SendError("no connection to the broker")
+        body = json.loads(message.body)
+        payload = {
+            "v": 1,
+            "id": f"cmd-{message.id}",
+            "ts": int(self._clock.now().timestamp() * 1000),
+            "command": body["command"],
+            "call": body["call"],
+        }
+        try:
+            await client.publish(message.address, json.dumps(payload), qos=1, timeout=10)
+        except aiomqtt.MqttError as error:
+            raise SendError(f"publish failed: {error}") from None

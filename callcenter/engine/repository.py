@@ -1,0 +1,286 @@
+"""Calls in the database: read a call with its carers, write what a decision changed.
+
+Everything a decision produces (the call row, its history, its carers, timers armed and
+cancelled, messages to send) is written by ``save`` inside the caller's transaction, so
+either all of it happens or none of it does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.call_types import CallType
+from callcenter.domain.calls import (
+    AlertDesk,
+    ArmTimer,
+    Assignment,
+    AssignmentState,
+    Call,
+    CancelReason,
+    CancelTimers,
+    Decision,
+    DeviceCommand,
+    Outcome,
+    SendSms,
+)
+from callcenter.domain.messages import render
+from callcenter.domain.policy import Policy
+from callcenter.ingest.protocol import Channel, topic_for
+from callcenter.store import models as m
+
+SMS = "sms"
+DEVICE_COMMAND = "device_command"
+
+
+def call_query(call_id: int, *, lock: bool) -> Select[m.Call]:
+    """The call row, locked for the rest of the transaction on PostgreSQL when ``lock``.
+
+    (SQLite has no row locks; there the write transaction itself is taken up front, see
+    store/db.py.)"""
+    query = select(m.Call).where(m.Call.id == call_id)
+    return query.with_for_update() if lock else query
+
+
+def to_domain(row: m.Call, assignments: list[m.CallAssignment], codes: dict[int, str]) -> Call:
+    """The domain call for a row and its assignment rows (in dispatch order)."""
+    return Call(
+        id=row.id,
+        household_id=row.household_id,
+        type=CallType(row.call_type),
+        priority=row.priority,
+        opened_at=row.opened_at,
+        policy=Policy.from_json(row.policy),
+        presses=row.presses,
+        last_press_at=row.last_press_at,
+        press_noted_at=row.press_noted_at,
+        owner=row.owner,
+        acknowledged_at=row.acknowledged_at,
+        assignments=tuple(
+            Assignment(
+                carer_id=a.carer_id,
+                carer_code=codes.get(a.carer_id, f"#{a.carer_id}"),
+                state=AssignmentState(a.state),
+                dispatched_at=a.dispatched_at,
+                dispatched_by=a.dispatched_by,
+                travel_s=a.travel_s,
+                changed_at=a.changed_at,
+            )
+            for a in sorted(assignments, key=lambda a: a.seq)
+        ),
+        fired_steps=frozenset(row.fired_steps),
+        alerts=frozenset(row.alerts),
+        closed_at=row.closed_at,
+        outcome=Outcome(row.outcome) if row.outcome else None,
+        cancel_reason=CancelReason(row.cancel_reason) if row.cancel_reason else None,
+    )
+
+
+async def load(
+    session: AsyncSession, call_id: int, codes: dict[int, str], *, lock: bool
+) -> tuple[m.Call, Call] | None:
+    """The call's row and domain object, or None when there is no such call."""
+    row = (await session.scalars(call_query(call_id, lock=lock))).one_or_none()
+    if row is None:
+        return None
+    assignments = (
+        await session.scalars(select(m.CallAssignment).where(m.CallAssignment.call_id == call_id))
+    ).all()
+    return row, to_domain(row, list(assignments), codes)
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a saved decision asks of the world outside the database."""
+
+    call_id: int
+    alerts: tuple[AlertDesk, ...]
+    outbox: int  # rows added to the outbox
+    timers_armed: tuple[datetime, ...]
+
+
+def _call_values(call: Call, now: datetime) -> dict[str, Any]:
+    return {
+        "household_id": call.household_id,
+        "call_type": call.type.value,
+        "priority": call.priority,
+        "state": call.state.value,
+        "presses": call.presses,
+        "opened_at": call.opened_at,
+        "last_press_at": call.last_press_at,
+        "press_noted_at": call.press_noted_at,
+        "owner": call.owner,
+        "acknowledged_at": call.acknowledged_at,
+        "closed_at": call.closed_at,
+        "outcome": call.outcome.value if call.outcome else None,
+        "cancel_reason": call.cancel_reason.value if call.cancel_reason else None,
+        "fired_steps": sorted(call.fired_steps),
+        "alerts": sorted(call.alerts),
+        "updated_at": now,
+    }
+
+
+async def insert_call(
+    session: AsyncSession, call: Call, now: datetime, event_id: int | None
+) -> int:
+    """Insert a new call row and return its id (the decision is saved afterwards)."""
+    values = _call_values(call, now) | {
+        "policy": call.policy.to_json(),
+        "event_id": event_id,
+        "version": 0,
+    }
+    return int(
+        (await session.execute(insert(m.Call).values(values).returning(m.Call.id))).scalar_one()
+    )
+
+
+async def save(
+    session: AsyncSession,
+    before: Call | None,
+    decision: Decision,
+    *,
+    now: datetime,
+    household_code: str,
+    base_unit: str | None,
+    topic_prefix: str,
+) -> Saved:
+    """Write the decision's call, history, carers, timers and outbox rows."""
+    call = decision.call
+    if before == call and not decision.history and not decision.effects:
+        return Saved(call.id, (), 0, ())
+    await session.execute(
+        update(m.Call)
+        .where(m.Call.id == call.id)
+        .values(_call_values(call, now) | {"version": m.Call.version + 1})
+    )
+    if decision.history:
+        await session.execute(
+            insert(m.CallHistory),
+            [
+                {
+                    "call_id": call.id,
+                    "at": h.at,
+                    "actor": h.actor,
+                    "action": h.action,
+                    "from_state": h.from_state.value if h.from_state else None,
+                    "to_state": h.to_state.value,
+                    "detail": h.detail,
+                }
+                for h in decision.history
+            ],
+        )
+    await _save_assignments(session, before, call)
+    alerts: list[AlertDesk] = []
+    armed: list[datetime] = []
+    outbox: list[dict[str, Any]] = []
+    for effect in decision.effects:
+        if isinstance(effect, ArmTimer):
+            await session.execute(
+                insert(m.Timer).values(
+                    call_id=call.id,
+                    step=effect.step,
+                    carer_id=effect.carer_id,
+                    due_at=effect.due_at,
+                    state=m.TimerState.PENDING,
+                )
+            )
+            armed.append(effect.due_at)
+        elif isinstance(effect, CancelTimers):
+            query = update(m.Timer).where(
+                m.Timer.call_id == call.id,
+                m.Timer.state == m.TimerState.PENDING,
+                m.Timer.step.in_(sorted(effect.steps)),
+            )
+            if effect.carer_id is not None:
+                query = query.where(m.Timer.carer_id == effect.carer_id)
+            await session.execute(query.values(state=m.TimerState.CANCELLED))
+        elif isinstance(effect, SendSms):
+            guard: dict[str, Any] = {}
+            if effect.carer_id is not None:
+                guard["carer_id"] = effect.carer_id
+            if effect.unless is not None:
+                guard["unless"] = effect.unless.value
+            outbox.append(
+                _outbox_row(
+                    call.id,
+                    SMS,
+                    effect.to.label,
+                    effect.to.phone,
+                    render(effect.message, effect.to.language),
+                    guard,
+                    now,
+                )
+            )
+        elif isinstance(effect, DeviceCommand):
+            if base_unit is None:
+                continue  # a household without a base unit has nothing to prompt
+            topic = topic_for(topic_prefix, household_code, base_unit, Channel.COMMAND)
+            body = json.dumps({"command": effect.command, "call": call.id})
+            outbox.append(
+                _outbox_row(call.id, DEVICE_COMMAND, f"device:{base_unit}", topic, body, {}, now)
+            )
+        elif isinstance(effect, AlertDesk):
+            alerts.append(effect)
+    if outbox:
+        await session.execute(insert(m.OutboxItem), outbox)
+    return Saved(call.id, tuple(alerts), len(outbox), tuple(armed))
+
+
+def _outbox_row(
+    call_id: int,
+    channel: str,
+    recipient: str,
+    address: str,
+    body: str,
+    guard: dict[str, Any],
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "call_id": call_id,
+        "channel": channel,
+        "recipient": recipient,
+        "address": address,
+        "body": body,
+        "guard": guard,
+        "state": m.OutboxState.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "last_error": "",
+    }
+
+
+async def _save_assignments(session: AsyncSession, before: Call | None, call: Call) -> None:
+    old = before.assignments if before else ()
+    for seq, assignment in enumerate(call.assignments):
+        values = {
+            "state": assignment.state.value,
+            "active": assignment.active,
+            "changed_at": assignment.changed_at,
+        }
+        if seq < len(old):
+            if old[seq] != assignment:
+                await session.execute(
+                    update(m.CallAssignment)
+                    .where(m.CallAssignment.call_id == call.id, m.CallAssignment.seq == seq)
+                    .values(values)
+                )
+            continue
+        await session.execute(
+            insert(m.CallAssignment).values(
+                values
+                | {
+                    "call_id": call.id,
+                    "carer_id": assignment.carer_id,
+                    "seq": seq,
+                    "dispatched_at": assignment.dispatched_at,
+                    "dispatched_by": assignment.dispatched_by,
+                    "travel_s": assignment.travel_s,
+                }
+            )
+        )
