@@ -1,5 +1,6 @@
-"""Composition root: builds the broker, database and ingest, runs them in one TaskGroup,
-and shuts everything down cleanly on SIGTERM or Ctrl-C.
+"""Composition root: builds the broker, database, ingest and the call desk (event
+follower, timer scheduler, outbox relay, watchdog), runs them in one TaskGroup, and shuts
+everything down cleanly on SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -11,15 +12,23 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.broker import BrokerStartError, EmbeddedBroker
 from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
+from callcenter.engine.desk import Desk, DeskSettings
+from callcenter.engine.district import District
+from callcenter.engine.follower import EventFollower
+from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay
+from callcenter.engine.scheduler import Scheduler
+from callcenter.engine.watchdog import Watchdog
 from callcenter.ingest.service import Ingest
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
+from callcenter.web import WebStartError, serving_web
 
 log = logging.getLogger("callcenter.app")
 
@@ -29,10 +38,35 @@ class Running:
     """What a running server is made of, for the demo and for tests."""
 
     config: Config
+    clock: Clock
     engine: AsyncEngine
     ingest: Ingest
     broker_host: str
     broker_port: int
+    desk: Desk
+    follower: EventFollower
+    scheduler: Scheduler
+    relay: OutboxRelay
+    watchdog: Watchdog
+    # The operator API's address (the real port when config.web.port is 0); set once
+    # it listens.
+    web_url: str = ""
+    web_port: int = 0
+
+
+def build_desk(config: Config, engine: AsyncEngine, clock: Clock) -> Desk:
+    """The call desk for this configuration."""
+    district = District(
+        engine,
+        zone=ZoneInfo(config.district.timezone),
+        holidays=config.district.holidays,
+    )
+    settings = DeskSettings(
+        topic_prefix=config.broker.topic_prefix,
+        desk_phone=config.district.desk_phone,
+        service_circle_s=config.calls.service_circle_min * 60,
+    )
+    return Desk(engine, clock, district, config.policy_book(), settings)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -62,12 +96,58 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         stack.push_async_callback(engine.dispose)
         await require_current_schema(engine)
         ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)
+        desk = build_desk(config, engine, clock)
+        follower = EventFollower(engine, desk, clock, poll_s=config.calls.event_poll_s)
+        ingest.on_events(follower.on_events)
+        scheduler = Scheduler(engine, desk, clock)
+        commands = DeviceCommandSender(config.broker, host=host, port=port, clock=clock)
+        relay = OutboxRelay(
+            engine,
+            desk,
+            clock,
+            {commands.channel: commands},
+            retry_max_s=config.calls.outbox_retry_max_s,
+        )
+        watchdog = Watchdog(
+            engine,
+            desk,
+            clock,
+            interval_s=config.calls.watchdog_interval_s,
+            overdue_s=config.calls.overdue_alarm_s,
+        )
+        loops = (ingest, follower, scheduler, commands, relay, watchdog)
+        running = Running(
+            config,
+            clock,
+            engine,
+            ingest,
+            host,
+            port,
+            desk,
+            follower,
+            scheduler,
+            relay,
+            watchdog,
+        )
+        # The API listens before the loops start, so a taken port stops the server at
+        # once; on the way out it closes first, before the loops it drives.
+        web_server = await stack.enter_async_context(serving_web(running))
+        running.web_url, running.web_port = web_server.url, web_server.port
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.run(), name="callcenter.ingest")
+            tasks.create_task(follower.run(), name="callcenter.follower")
+            tasks.create_task(scheduler.run(), name="callcenter.scheduler")
+            tasks.create_task(commands.run(), name="callcenter.commands")
+            tasks.create_task(relay.run(), name="callcenter.outbox")
+            tasks.create_task(watchdog.run(), name="callcenter.watchdog")
             try:
-                yield Running(config, engine, ingest, host, port)
+                yield running
             finally:
-                ingest.stop()
+                try:
+                    await web_server.close()
+                finally:
+                    for loop in loops:
+                        loop.stop()
 
 
 async def serve(config: Config) -> int:
@@ -77,17 +157,18 @@ async def serve(config: Config) -> int:
     try:
         async with running_server(config) as server:
             log.info(
-                "callcenter serving: broker %s:%d, database %s",
+                "callcenter serving: broker %s:%d, database %s, operator API %s",
                 server.broker_host,
                 server.broker_port,
                 server.engine.url.render_as_string(hide_password=True),
+                server.web_url,
             )
             await stop.wait()
             log.info("shutting down: finishing the batch in hand")
     except BrokerStartError as error:
         log.error("cannot start the embedded broker: %s", error.detail)
         return 2
-    except SchemaNotCurrentError as error:
+    except (SchemaNotCurrentError, WebStartError) as error:
         log.error("%s", error)
         return 2
     return 0
@@ -105,12 +186,20 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
     with contextlib.suppress(DistrictAlreadySeededError):
         summary = await seed_demo_district(config.database_url, seed=2026)
         log.info("demo district seeded: %s", summary)
+    token = await _demo_operators(config)
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
     try:
         async with running_server(config) as server:
             await asyncio.wait_for(server.ingest.connected.wait(), 30)
+            log.info(
+                "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
+                "(demo.operator's token, new on every start)",
+                server.web_url,
+                token,
+                server.web_url,
+            )
             simulation = Simulation(
                 SimulationSettings(
                     broker_host=server.broker_host,
@@ -127,7 +216,21 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
     except BrokerStartError as error:
         log.error("cannot start the embedded broker: %s", error.detail)
         return 2
+    except WebStartError as error:
+        log.error("%s", error)
+        return 2
     return 0
+
+
+async def _demo_operators(config: Config) -> str:
+    """The demo operator and supervisor exist; a fresh token for the operator."""
+    from callcenter.web.accounts import ensure_demo_operators
+
+    engine = create_engine(config.database_url)
+    try:
+        return await ensure_demo_operators(engine, SystemClock().now())
+    finally:
+        await engine.dispose()
 
 
 async def _report(server: Running, stop: asyncio.Event) -> None:

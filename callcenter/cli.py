@@ -1,4 +1,4 @@
-"""The ``callcenter`` command: serve, demo, seed, db upgrade, config check."""
+"""The ``callcenter`` command: serve, demo, seed, db upgrade, config check, operator."""
 
 from __future__ import annotations
 
@@ -91,6 +91,58 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(config, press_interval_s=args.press_interval))
 
 
+def _cmd_operator(args: argparse.Namespace) -> int:
+    from callcenter.store.migrate import SchemaNotCurrentError
+
+    config = _load(args)
+    try:
+        return asyncio.run(_operator(config, args))
+    except SchemaNotCurrentError as error:
+        print(f"cannot manage operators: {error}", file=sys.stderr)
+        return 2
+
+
+async def _operator(config: Config, args: argparse.Namespace) -> int:
+    from callcenter.clock import SystemClock
+    from callcenter.store.db import create_engine
+    from callcenter.store.migrate import require_current_schema
+    from callcenter.store.models import OperatorRole
+    from callcenter.web import accounts
+
+    engine = create_engine(config.database_url)
+    try:
+        await require_current_schema(engine)
+        if args.operator_command == "list":
+            for a in await accounts.list_operators(engine):
+                state = "active" if a.active else "inactive"
+                print(f"{a.username}\t{a.name}\t{a.role}\t{a.phone or '-'}\t{state}")
+            return 0
+        if args.operator_command == "add":
+            token = await accounts.add_operator(
+                engine,
+                args.username,
+                name=args.name,
+                now=SystemClock().now(),
+                role=OperatorRole(args.role),
+                phone=args.phone,
+                language=args.language,
+            )
+        elif args.operator_command == "token":
+            token = await accounts.issue_token(engine, args.username)
+        else:
+            await accounts.set_active(engine, args.username, args.operator_command == "activate")
+            print(f"operator {args.username} {args.operator_command}d")
+            return 0
+    except accounts.OperatorAccountError as error:
+        print(f"cannot {args.operator_command}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+    print(f"token for {args.username} (shown only now; send it as 'Authorization: Bearer ...'):")
+    print(token)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, exposed for tests and docs."""
     parser = argparse.ArgumentParser(
@@ -137,6 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = config_commands.add_parser("check", help="report every configuration problem")
     check.set_defaults(func=_cmd_config_check)
+
+    operator = commands.add_parser("operator", help="operator accounts and API tokens")
+    operator.set_defaults(func=_cmd_operator)
+    operator_commands = operator.add_subparsers(
+        dest="operator_command", required=True, metavar="OPERATOR_COMMAND"
+    )
+    add = operator_commands.add_parser("add", help="add an operator and print their token")
+    add.add_argument("username", help="sign-in name, e.g. li.na (shown in call histories)")
+    add.add_argument("--name", required=True, help="full name")
+    add.add_argument("--role", choices=["operator", "supervisor"], default="operator")
+    add.add_argument("--phone", help="E.164 number; supervisors with one are texted on escalations")
+    add.add_argument("--language", default="zh", help="language of their texts (default zh)")
+    token = operator_commands.add_parser(
+        "token", help="issue a new token (the old one stops working)"
+    )
+    token.add_argument("username")
+    operator_commands.add_parser("list", help="list operators (never their tokens)")
+    for action, what in (("deactivate", "refuse their token"), ("activate", "allow again")):
+        switch = operator_commands.add_parser(action, help=f"{action} an operator: {what}")
+        switch.add_argument("username")
     return parser
 
 

@@ -1,0 +1,156 @@
+"""Operator accounts: add one, issue a new token, list them, switch them off and on, and
+the demo district's operator and supervisor.
+
+A token is shown once, when it is issued; the database keeps only its SHA-256.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from callcenter.store import models as m
+from callcenter.web.auth import new_token, token_digest
+
+_USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
+# "+", country code and number: the form SMS providers need.
+_E164 = re.compile(r"\+[0-9]{6,15}")
+
+# The demo district's desk. Invented people; the number looks like the demo carers' ones.
+DEMO_OPERATOR = "demo.operator"
+DEMO_SUPERVISOR = "demo.supervisor"
+_DEMO_ACCOUNTS = (
+    (DEMO_OPERATOR, "王丽", m.OperatorRole.OPERATOR, None),
+    (DEMO_SUPERVISOR, "陈建国", m.OperatorRole.SUPERVISOR, "+8613997100001"),
+)
+
+
+class OperatorAccountError(Exception):
+    """An account change that cannot be made; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class OperatorAccount:
+    """An operator as listed (never with the token)."""
+
+    username: str
+    name: str
+    role: str
+    phone: str | None
+    language: str
+    active: bool
+    created_at: datetime
+
+
+def _check(username: str, phone: str | None) -> None:
+    if not _USERNAME.fullmatch(username):
+        raise OperatorAccountError(
+            f"username {username!r} is not allowed: use 2-64 lower-case letters, digits, "
+            "'.', '_' or '-', starting with a letter or digit (e.g. li.na)"
+        )
+    if phone is not None and not _E164.fullmatch(phone):
+        raise OperatorAccountError(
+            f"phone {phone!r} is not an international (E.164) number: write '+', the "
+            "country code and the number without spaces, e.g. +8613912345678"
+        )
+
+
+async def add_operator(
+    engine: AsyncEngine,
+    username: str,
+    *,
+    name: str,
+    now: datetime,
+    role: m.OperatorRole = m.OperatorRole.OPERATOR,
+    phone: str | None = None,
+    language: str = "zh",
+) -> str:
+    """Add an operator; returns their token (shown once)."""
+    _check(username, phone)
+    if not name.strip():
+        raise OperatorAccountError("an operator needs a name (--name)")
+    token = new_token()
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            session.add(
+                m.Operator(
+                    username=username,
+                    name=name.strip(),
+                    role=role.value,
+                    phone=phone,
+                    language=language,
+                    token_sha256=token_digest(token),
+                    active=True,
+                    created_at=now,
+                )
+            )
+    except IntegrityError:
+        raise OperatorAccountError(
+            f"there is already an operator {username!r}; "
+            f"`callcenter operator token {username}` issues them a new token"
+        ) from None
+    return token
+
+
+async def issue_token(engine: AsyncEngine, username: str) -> str:
+    """A new token for ``username``; their old one stops working at once."""
+    token = new_token()
+    async with AsyncSession(engine) as session, session.begin():
+        changed = await session.execute(
+            update(m.Operator)
+            .where(m.Operator.username == username)
+            .values(token_sha256=token_digest(token))
+        )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise OperatorAccountError(
+            f"there is no operator {username!r}; `callcenter operator list` shows them"
+        )
+    return token
+
+
+async def set_active(engine: AsyncEngine, username: str, active: bool) -> None:
+    """Let an operator work the desk again, or stop them (their token is then refused)."""
+    async with AsyncSession(engine) as session, session.begin():
+        changed = await session.execute(
+            update(m.Operator).where(m.Operator.username == username).values(active=active)
+        )
+    if changed.rowcount != 1:  # type: ignore[attr-defined]
+        raise OperatorAccountError(
+            f"there is no operator {username!r}; `callcenter operator list` shows them"
+        )
+
+
+async def list_operators(engine: AsyncEngine) -> list[OperatorAccount]:
+    """Every operator, in the order they were added."""
+    async with AsyncSession(engine) as session:
+        rows = (await session.scalars(select(m.Operator).order_by(m.Operator.id))).all()
+    return [
+        OperatorAccount(r.username, r.name, r.role, r.phone, r.language, r.active, r.created_at)
+        for r in rows
+    ]
+
+
+async def ensure_demo_operators(engine: AsyncEngine, now: datetime) -> str:
+    """Make sure the demo operator and supervisor exist and are active; returns a freshly
+    issued token for the demo operator, so a person can try the API."""
+    async with AsyncSession(engine) as session:
+        existing = set(
+            (
+                await session.scalars(
+                    select(m.Operator.username).where(
+                        m.Operator.username.in_([a[0] for a in _DEMO_ACCOUNTS])
+                    )
+                )
+            ).all()
+        )
+    for username, name, role, phone in _DEMO_ACCOUNTS:
+        if username in existing:
+            await set_active(engine, username, True)
+        else:
+            await add_operator(engine, username, name=name, now=now, role=role, phone=phone)
+    return await issue_token(engine, DEMO_OPERATOR)

@@ -1,0 +1,34 @@
+"""The operator API as an aiohttp application (see docs/api.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from callcenter.web import auth, calls, carers, health, metrics
+from callcenter.web.errors import json_errors
+from callcenter.web.request_log import log_requests
+from callcenter.web.state import FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+
+# Every body the API takes is a few small fields; anything bigger is a mistake or abuse.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def build_app(server: Running) -> web.Application:
+    """The API for ``server``: routes, JSON errors, token sign-in, request log."""
+    # Outermost first: the log sees the final answer, errors become JSON, then sign-in.
+    app = web.Application(
+        middlewares=[log_requests, json_errors, auth.authenticate],
+        client_max_size=MAX_BODY_BYTES,
+    )
+    app[SERVER] = server
+    app[METRICS] = metrics.Metrics(server)
+    app[FOLLOWER_PROGRESS] = health.FollowerProgress()
+    app[HOUSEHOLD_OF_CALL] = {}
+    for module in (auth, calls, carers, health, metrics):
+        app.add_routes(module.routes)
+    return app

@@ -1,0 +1,106 @@
+"""Request bodies: what each command accepts, checked before the desk sees it.
+
+Malformed JSON, a missing or unknown field, or a value outside its list is a 400 whose
+message names the field and, for a choice, every allowed value.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from callcenter.domain.calls import CancelReason, CarerReport, Outcome
+from callcenter.web.errors import bad_request
+
+# A carer code as the district writes them (C001); also guards the database lookup.
+CarerCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
+Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoBody(_Body):
+    """Commands that need nothing more than the call (acknowledge): ``{}`` or no body."""
+
+
+class DispatchBody(_Body):
+    carer: CarerCode | None = Field(
+        None, description="the carer to send, e.g. C012; leave out for the best free carer"
+    )
+
+
+class StatusBody(_Body):
+    status: CarerReport = Field(description="what the carer reports")
+
+
+class StandDownBody(_Body):
+    why: Text = Field(description="why the carer is released; they are texted this")
+
+
+class NoteBody(_Body):
+    text: Text
+
+
+class ResolveBody(_Body):
+    outcome: Outcome
+    note: Note = ""
+
+
+class CancelBody(_Body):
+    reason: CancelReason
+    note: Note = ""
+
+
+_B = TypeVar("_B", bound=_Body)
+
+
+def _allowed(model: type[BaseModel], field: str) -> list[str] | None:
+    info = model.model_fields.get(field)
+    annotation = info.annotation if info is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return [str(member.value) for member in annotation]
+    return None
+
+
+def _problems(model: type[BaseModel], error: ValidationError) -> list[dict[str, Any]]:
+    problems = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(part) for part in item["loc"]) or "(body)"
+        problem: dict[str, Any] = {"field": field, "message": item["msg"]}
+        allowed = _allowed(model, field)
+        if allowed is not None:
+            problem["allowed"] = allowed
+            choices = ", ".join(allowed)
+            problem["message"] = (
+                f"{item['msg']} (one of: {choices})"
+                if item["type"] == "missing"
+                else f"must be one of: {choices}"
+            )
+        problems.append(problem)
+    return problems
+
+
+async def read_body(request: web.Request, model: type[_B]) -> _B:
+    """The request's JSON body as ``model``; an empty body counts as ``{}``."""
+    raw = await request.read()
+    data: Any = {}
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise bad_request(f"the body is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise bad_request(f"the body must be a JSON object, not {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        problems = _problems(model, error)
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise bad_request(f"the body is not right: {summary}", problems=problems) from None

@@ -1,0 +1,114 @@
+"""Every failure as JSON: ``{"error": code, "message": text, ...}`` with the right status.
+
+Errors a person can cause (a bad body, an unknown call, a call another operator owns)
+get a 4xx and a message saying what to do; only a fault of ours is a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from callcenter.domain.calls import AlreadyOwnedError, CallError, NotOwnerError
+from callcenter.engine.desk import CallNotFoundError, CarerUnavailableError
+from callcenter.web.replies import json_reply
+from callcenter.web.state import CALL, REFUSAL
+
+log = logging.getLogger("callcenter.web")
+
+
+class ApiError(Exception):
+    """A request refused with ``status``; ``detail`` is added to the JSON body."""
+
+    def __init__(self, status: int, code: str, message: str, **detail: Any) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.detail = detail
+        super().__init__(message)
+
+
+def bad_request(message: str, **detail: Any) -> ApiError:
+    return ApiError(400, "bad_request", message, **detail)
+
+
+def not_found(message: str) -> ApiError:
+    return ApiError(404, "not_found", message)
+
+
+def error_response(error: ApiError, request: web.Request | None = None) -> web.Response:
+    """The JSON response for ``error``; noted on the request for the request log."""
+    if request is not None:
+        request[REFUSAL] = error.message
+    body = {"error": error.code, "message": error.message, **error.detail}
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    return json_reply(body, status=error.status, headers=headers)
+
+
+def from_domain(error: Exception) -> ApiError | None:
+    """The API's answer to an error the desk raised, or None if it is not the user's."""
+    if isinstance(error, CallNotFoundError):
+        return ApiError(404, "not_found", str(error))
+    if isinstance(error, AlreadyOwnedError):
+        return ApiError(409, "already_owned", str(error), owner=error.owner)
+    if isinstance(error, NotOwnerError):
+        return ApiError(409, "not_owner", str(error), owner=error.owner)
+    if isinstance(error, CarerUnavailableError):
+        return ApiError(409, "carer_unavailable", str(error))
+    if isinstance(error, CallError):  # IllegalTransitionError and kin
+        return ApiError(409, "conflict", str(error))
+    return None
+
+
+def _about(request: web.Request) -> str:
+    """The "call N household CODE: " prefix of log lines about a call, if this is one."""
+    return f"{request[CALL]}: " if CALL in request else ""
+
+
+_HTTP_CODES = {
+    404: ("not_found", "there is nothing at this address; see docs/api.md for the routes"),
+    405: ("method_not_allowed", "this address does not take that method"),
+    413: ("too_large", "the request body is too large"),
+}
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every exception into a JSON error response."""
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error, request)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise  # redirects and the like are not errors
+        code, message = _HTTP_CODES.get(error.status, ("http_error", error.reason))
+        detail: dict[str, Any] = {}
+        if isinstance(error, web.HTTPMethodNotAllowed):
+            detail["allowed"] = sorted(error.allowed_methods)
+        return error_response(ApiError(error.status, code, message, **detail), request)
+    except (OperationalError, DBAPIError, TimeoutError) as error:
+        log.error(
+            "%s%s %s: database unavailable: %s",
+            _about(request),
+            request.method,
+            request.path,
+            error,
+        )
+        return error_response(
+            ApiError(503, "unavailable", "the database is not answering; try again shortly"),
+            request,
+        )
+    except Exception as error:
+        mapped = from_domain(error)
+        if mapped is not None:
+            return error_response(mapped, request)
+        log.exception("%s%s %s failed", _about(request), request.method, request.path)
+        return error_response(
+            ApiError(500, "internal_error", "the server failed on this request; it is logged"),
+            request,
+        )

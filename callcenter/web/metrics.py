@@ -1,0 +1,219 @@
+"""``GET /metrics``: the call centre's numbers in Prometheus text format.
+
+Counters are this process's since it started (Prometheus handles restarts); gauges that
+live in the database (open calls, outbox backlog, follower lag) are read at scrape time.
+Each app has its own registry, so two servers in one process (tests) never mix numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.calls import OPEN_STATES
+from callcenter.engine import repository
+from callcenter.engine.follower import CURSOR
+from callcenter.ingest.protocol import DeadLetterReason
+from callcenter.store import models as m
+from callcenter.web.state import METRICS
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+
+routes = web.RouteTableDef()
+
+_DATABASE_TIMEOUT_S = 5.0
+# Timer lateness runs from milliseconds (healthy) to minutes (a stuck scheduler).
+_LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+_CHANNELS = (repository.SMS, repository.DEVICE_COMMAND)
+
+
+@dataclass
+class _FromDatabase:
+    """The gauges read from the database at scrape time."""
+
+    open_calls: dict[str, int] = field(default_factory=dict)
+    outbox_backlog: dict[str, int] = field(default_factory=dict)
+    outbox_oldest_s: float = 0.0
+    follower_lag: int = 0
+
+
+async def _read_database(server: Running) -> _FromDatabase:
+    now = server.clock.now()
+    async with asyncio.timeout(_DATABASE_TIMEOUT_S), AsyncSession(server.engine) as session:
+        open_calls = await session.execute(
+            select(m.Call.state, func.count())
+            .where(m.Call.closed_at.is_(None))
+            .group_by(m.Call.state)
+        )
+        backlog = await session.execute(
+            select(m.OutboxItem.channel, func.count())
+            .where(m.OutboxItem.state == m.OutboxState.PENDING)
+            .group_by(m.OutboxItem.channel)
+        )
+        oldest = await session.scalar(
+            select(func.min(m.OutboxItem.created_at)).where(
+                m.OutboxItem.state == m.OutboxState.PENDING
+            )
+        )
+        latest = await session.scalar(select(func.max(m.DeviceEvent.id)))
+        cursor = await session.scalar(select(m.Cursor.position).where(m.Cursor.name == CURSOR))
+    return _FromDatabase(
+        open_calls={str(state): int(n) for state, n in open_calls.all()},
+        outbox_backlog={str(channel): int(n) for channel, n in backlog.all()},
+        outbox_oldest_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+        follower_lag=max(0, int(latest or 0) - int(cursor or 0)),
+    )
+
+
+class _DeskCollector(Collector):
+    """Yields the server's counters and the last database reading as metric families."""
+
+    def __init__(self, server: Running) -> None:
+        self._server = server
+        self.database: _FromDatabase | None = None
+        self.database_seconds = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        server = self._server
+        stats = server.ingest.stats
+        yield _counter("events_stored", "device events stored in the log", stats.events_stored)
+        yield _counter(
+            "events_duplicate", "redelivered device events recognised and not stored twice",
+            stats.duplicates,
+        )  # fmt: skip
+        dead = CounterMetricFamily(
+            "callcenter_dead_letters", "messages set aside as dead letters", labels=["reason"]
+        )
+        counts = {
+            reason.value: stats.dead_letters.get(reason.value, 0) for reason in DeadLetterReason
+        }
+        counts[DeadLetterReason.ENGINE_FAILED.value] += server.follower.events_failed
+        for reason, count in sorted(counts.items()):
+            dead.add_metric([reason], count)
+        yield dead
+        yield _counter(
+            "events_applied", "device events the call engine has applied",
+            server.follower.events_applied,
+        )  # fmt: skip
+        yield _counter("timers_fired", "escalation timers fired", server.scheduler.fired)
+        outbox = CounterMetricFamily(
+            "callcenter_outbox_settled", "outbox rows settled, by result", labels=["result"]
+        )
+        outbox.add_metric(["sent"], server.relay.sent)
+        outbox.add_metric(["skipped"], server.relay.skipped)
+        outbox.add_metric(["failed"], server.relay.failed)
+        yield outbox
+        yield _gauge(
+            "broker_connected", "1 while ingest is subscribed to the broker",
+            1 if server.ingest.connected.is_set() else 0,
+        )  # fmt: skip
+        report = server.watchdog.report
+        yield _gauge(
+            "stations_without_free_carer",
+            "stations with nobody free on shift (as of the watchdog's last check)",
+            len(report.stations_without_free_carer),
+        )
+        yield _gauge(
+            "overdue_deadlines",
+            "open calls' deadlines overdue (as of the watchdog's last check)",
+            len(report.overdue),
+        )
+        yield from self._database_families()
+
+    def _database_families(self) -> Iterable[Metric]:
+        database = self.database
+        yield _gauge(
+            "database_up", "1 if the database answered this scrape", 0 if database is None else 1
+        )
+        if database is None:
+            return
+        yield _gauge(
+            "database_scrape_seconds", "time to read the gauges below", self.database_seconds
+        )
+        calls = GaugeMetricFamily("callcenter_open_calls", "open calls, by state", labels=["state"])
+        for state in sorted(OPEN_STATES):
+            calls.add_metric([state.value], database.open_calls.get(state.value, 0))
+        yield calls
+        backlog = GaugeMetricFamily(
+            "callcenter_outbox_backlog", "outbox rows waiting to be sent, by channel",
+            labels=["channel"],
+        )  # fmt: skip
+        for channel in sorted({*_CHANNELS, *database.outbox_backlog}):
+            backlog.add_metric([channel], database.outbox_backlog.get(channel, 0))
+        yield backlog
+        yield _gauge(
+            "outbox_oldest_pending_seconds", "age of the oldest row still waiting to be sent",
+            database.outbox_oldest_s,
+        )  # fmt: skip
+        yield _gauge(
+            "follower_lag_events", "device events in the log the call engine has not applied",
+            database.follower_lag,
+        )  # fmt: skip
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(f"callcenter_{name}", documentation, value=value)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"callcenter_{name}", documentation, value=value)
+
+
+class Metrics:
+    """One server's metrics registry."""
+
+    def __init__(self, server: Running) -> None:
+        self._server = server
+        self.registry = CollectorRegistry()
+        self._desk = _DeskCollector(server)
+        self.registry.register(self._desk)
+        self._lateness = Histogram(
+            "callcenter_timer_lateness_seconds",
+            "how long after its due time each escalation timer fired",
+            buckets=_LATENESS_BUCKETS,
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+        self._fired_seen = 0
+
+    def _take_lateness(self) -> None:
+        """Observe the timers fired since the last scrape (the scheduler keeps the latest
+        10,000 latenesses; more than that between two scrapes would be undercounted)."""
+        scheduler = self._server.scheduler
+        new = scheduler.fired - self._fired_seen
+        self._fired_seen = scheduler.fired
+        if new <= 0:
+            return
+        recent = list(scheduler.lateness_s)
+        for lateness in recent[-min(new, len(recent)) :]:
+            self._lateness.observe(lateness)
+
+    async def render(self) -> bytes:
+        """The text exposition, with database gauges read now."""
+        started = time.perf_counter()
+        try:
+            self._desk.database = await _read_database(self._server)
+        except (TimeoutError, OperationalError, DBAPIError, OSError):
+            self._desk.database = None
+        self._desk.database_seconds = time.perf_counter() - started
+        self._take_lateness()
+        return generate_latest(self.registry)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = await request.app[METRICS].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,46 @@
+"""One log line per API request: who asked for what, the answer, and how long it took.
+
+A request about a call names the call and its household, as every log line about a call
+does; a refused request says why. Health checks and scrapes are logged only at DEBUG.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from callcenter.web.state import CALL, OPERATOR, REFUSAL
+
+log = logging.getLogger("callcenter.web")
+
+_QUIET_PATHS = frozenset({"/healthz", "/metrics"})
+
+
+@web.middleware
+async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        about = f"{request[CALL]}: " if CALL in request else ""
+        who = str(request[OPERATOR].actor) if OPERATOR in request else "anonymous"
+        why = f" ({request[REFUSAL]})" if REFUSAL in request and status >= 400 else ""
+        quiet = request.path in _QUIET_PATHS and status < 400
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
+            "%s%s %s -> %d by %s in %.1f ms%s",
+            about,
+            request.method,
+            request.path_qs,
+            status,
+            who,
+            elapsed_ms,
+            why,
+        )

@@ -1,0 +1,71 @@
+"""Serving the API on the configured address for as long as the server runs."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from callcenter.web.app import build_app
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+
+# Requests still running at shutdown get this long to finish.
+_SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class WebStartError(Exception):
+    """The API could not listen on its address (port taken, address not on this host)."""
+
+    def __init__(self, host: str, port: int, detail: str) -> None:
+        self.host = host
+        self.port = port
+        self.detail = detail
+        super().__init__(
+            f"cannot serve the API on {host}:{port}: {detail} "
+            "(set [web] host/port, or CALLCENTER_WEB__PORT; port 0 picks a free one)"
+        )
+
+
+class WebServer:
+    """The API listening on ``host``:``port`` (the real port, when the configuration
+    said 0) until closed."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self.host = host
+        self.port = port
+        self._closed = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop listening and let requests in hand finish (briefly); safe to repeat."""
+        if not self._closed:
+            self._closed = True
+            await self._runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serving_web(server: Running) -> AsyncIterator[WebServer]:
+    """Serve the API on ``config.web.host``/``port`` until the block ends (or until the
+    server is closed earlier); WebStartError when it cannot listen there."""
+    config = server.config.web
+    runner = web.AppRunner(build_app(server), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+    await runner.setup()
+    listening = WebServer(runner, config.host, config.port)
+    try:
+        try:
+            await web.TCPSite(runner, config.host, config.port).start()
+        except OSError as error:
+            raise WebStartError(config.host, config.port, error.strerror or str(error)) from None
+        listening.port = int(runner.addresses[0][1])
+        yield listening
+    finally:
+        await listening.close()

@@ -1,0 +1,38 @@
+"""Typed keys for what the API's handlers share: the running server, the signed-in
+operator, and the call a request is about (for the request log)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+    from callcenter.web.auth import DeskOperator
+    from callcenter.web.health import FollowerProgress
+    from callcenter.web.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class CallRef:
+    """The call a request is about, named as every log line about a call names it."""
+
+    call_id: int
+    household: str
+
+    def __str__(self) -> str:
+        return f"call {self.call_id} household {self.household}"
+
+
+SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
+METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
+FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.follower_progress")
+# Which household each call belongs to never changes, so it is remembered for log lines.
+HOUSEHOLD_OF_CALL: web.AppKey[dict[int, str]] = web.AppKey("callcenter.household_of_call")
+
+OPERATOR: web.RequestKey[DeskOperator] = web.RequestKey("callcenter.operator")
+CALL: web.RequestKey[CallRef] = web.RequestKey("callcenter.call")
+# Why a request was refused, for the request log (the response carries it too).
+REFUSAL: web.RequestKey[str] = web.RequestKey("callcenter.refusal")

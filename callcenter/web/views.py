@@ -1,0 +1,301 @@
+"""Calls and carers as the API shows them, read straight from the database.
+
+Times are ISO 8601 in UTC (``2026-11-23T02:00:00.000Z``); travel times are minutes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from callcenter.domain.dispatch import CarerSnapshot
+from callcenter.engine.district import Registry
+from callcenter.store import models as m
+
+# Largest id a BIGINT column holds; a larger one in a URL names no call.
+MAX_ID = 2**63 - 1
+
+
+class CallFilter(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+    ALL = "all"
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with milliseconds and a Z."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _minutes(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 60, 1)
+
+
+# Calls with their household's code and address; a statement, not a connection, so it
+# is safe to share.
+_CALLS = select(m.Call, m.Household.code, m.Household.address).join(
+    m.Household, m.Household.id == m.Call.household_id
+)
+
+
+async def list_calls(
+    session: AsyncSession, which: CallFilter, *, closed_limit: int
+) -> list[dict[str, Any]]:
+    """Open calls most urgent first (priority, then presses, then age); closed calls
+    after them, most recently closed first, at most ``closed_limit`` of them."""
+    rows: list[tuple[m.Call, str, str]] = []
+    if which in (CallFilter.OPEN, CallFilter.ALL):
+        query = _CALLS.where(m.Call.closed_at.is_(None)).order_by(
+            m.Call.priority, m.Call.presses.desc(), m.Call.opened_at, m.Call.id
+        )
+        rows += [(c, code, address) for c, code, address in (await session.execute(query)).all()]
+    if which in (CallFilter.CLOSED, CallFilter.ALL):
+        query = (
+            _CALLS.where(m.Call.closed_at.is_not(None))
+            .order_by(m.Call.closed_at.desc(), m.Call.id.desc())
+            .limit(closed_limit)
+        )
+        rows += [(c, code, address) for c, code, address in (await session.execute(query)).all()]
+    return await _summaries(session, rows)
+
+
+async def _summaries(
+    session: AsyncSession, rows: Sequence[tuple[m.Call, str, str]]
+) -> list[dict[str, Any]]:
+    ids = [call.id for call, _, _ in rows]
+    carers: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    deadlines: dict[int, dict[str, Any]] = {}
+    if ids:
+        assignments = await session.execute(
+            select(m.CallAssignment, m.Carer.code)
+            .join(m.Carer, m.Carer.id == m.CallAssignment.carer_id)
+            .where(m.CallAssignment.call_id.in_(ids))
+            .order_by(m.CallAssignment.call_id, m.CallAssignment.seq)
+        )
+        for a, code in assignments.all():
+            carers[a.call_id].append(
+                {"code": code, "state": a.state, "travel_min": _minutes(a.travel_s)}
+            )
+        for timer in await _pending_timers(session, ids):
+            deadlines.setdefault(timer["call_id"], timer)
+    return [
+        _summary(
+            call,
+            {"code": code, "address": address},
+            carers.get(call.id, []),
+            deadlines.get(call.id),
+        )
+        for call, code, address in rows
+    ]
+
+
+async def _pending_timers(session: AsyncSession, ids: list[int]) -> list[dict[str, Any]]:
+    """Pending timers of these calls, earliest first."""
+    carer = aliased(m.Carer)
+    rows = await session.execute(
+        select(m.Timer.call_id, m.Timer.step, m.Timer.due_at, carer.code)
+        .outerjoin(carer, carer.id == m.Timer.carer_id)
+        .where(m.Timer.call_id.in_(ids), m.Timer.state == m.TimerState.PENDING)
+        .order_by(m.Timer.due_at, m.Timer.id)
+    )
+    return [
+        {"call_id": call_id, "step": step, "due_at": iso(due_at), "carer": code}
+        for call_id, step, due_at, code in rows.all()
+    ]
+
+
+def _summary(
+    call: m.Call,
+    household: dict[str, Any],
+    carers: list[dict[str, Any]],
+    deadline: dict[str, Any] | None,
+) -> dict[str, Any]:
+    return {
+        "id": call.id,
+        "household": household,
+        "call_type": call.call_type,
+        "priority": call.priority,
+        "state": call.state,
+        "presses": call.presses,
+        "owner": call.owner,
+        "opened_at": iso(call.opened_at),
+        "acknowledged_at": iso(call.acknowledged_at),
+        "closed_at": iso(call.closed_at),
+        "outcome": call.outcome,
+        "cancel_reason": call.cancel_reason,
+        "alerts": sorted(call.alerts),
+        "carers": carers,
+        "next_deadline": (
+            {k: deadline[k] for k in ("step", "due_at", "carer")} if deadline else None
+        ),
+        "version": call.version,
+    }
+
+
+async def household_of(session: AsyncSession, call_id: int) -> str | None:
+    """The code of the household the call belongs to; None when there is no such call."""
+    if not 0 < call_id <= MAX_ID:
+        return None
+    code = await session.scalar(
+        select(m.Household.code)
+        .join(m.Call, m.Call.household_id == m.Household.id)
+        .where(m.Call.id == call_id)
+    )
+    return None if code is None else str(code)
+
+
+async def carer_id(session: AsyncSession, code: str) -> int | None:
+    """The id of the carer with this code, active or not; None when there is none."""
+    found = await session.scalar(select(m.Carer.id).where(m.Carer.code == code))
+    return None if found is None else int(found)
+
+
+async def call_detail(session: AsyncSession, call_id: int) -> dict[str, Any] | None:
+    """Everything about one call: the summary, the household, the full history, every
+    carer sent, pending deadlines and every message queued for it."""
+    if not 0 < call_id <= MAX_ID:
+        return None
+    row = (await session.execute(_CALLS.where(m.Call.id == call_id))).one_or_none()
+    if row is None:
+        return None
+    call = row[0]
+    detail = (await _summaries(session, [(call, row[1], row[2])]))[0]
+    detail["household"] = await _household(session, call.household_id)
+    history = await session.scalars(
+        select(m.CallHistory).where(m.CallHistory.call_id == call_id).order_by(m.CallHistory.id)
+    )
+    detail["history"] = [
+        {
+            "at": iso(h.at),
+            "actor": h.actor,
+            "action": h.action,
+            "from_state": h.from_state,
+            "to_state": h.to_state,
+            "detail": h.detail,
+        }
+        for h in history.all()
+    ]
+    assignments = await session.execute(
+        select(m.CallAssignment, m.Carer.code, m.Carer.name)
+        .join(m.Carer, m.Carer.id == m.CallAssignment.carer_id)
+        .where(m.CallAssignment.call_id == call_id)
+        .order_by(m.CallAssignment.seq)
+    )
+    detail["assignments"] = [
+        {
+            "carer": carer_code,
+            "name": name,
+            "state": a.state,
+            "active": a.active,
+            "dispatched_at": iso(a.dispatched_at),
+            "dispatched_by": a.dispatched_by,
+            "travel_min": _minutes(a.travel_s),
+            "changed_at": iso(a.changed_at),
+        }
+        for a, carer_code, name in assignments.all()
+    ]
+    detail["timers"] = [
+        {k: t[k] for k in ("step", "due_at", "carer")}
+        for t in await _pending_timers(session, [call_id])
+    ]
+    outbox = await session.scalars(
+        select(m.OutboxItem).where(m.OutboxItem.call_id == call_id).order_by(m.OutboxItem.id)
+    )
+    detail["outbox"] = [
+        {
+            "id": o.id,
+            "channel": o.channel,
+            "recipient": o.recipient,
+            "address": o.address,
+            "body": o.body,
+            "state": o.state,
+            "attempts": o.attempts,
+            "created_at": iso(o.created_at),
+            "done_at": iso(o.done_at),
+            "last_error": o.last_error,
+        }
+        for o in outbox.all()
+    ]
+    return detail
+
+
+async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]:
+    home, backup = aliased(m.Station), aliased(m.Station)
+    h, home_code, backup_code = (
+        await session.execute(
+            select(m.Household, home.code, backup.code)
+            .join(home, home.id == m.Household.home_station_id)
+            .join(backup, backup.id == m.Household.backup_station_id)
+            .where(m.Household.id == household_id)
+        )
+    ).one()
+    residents = await session.scalars(
+        select(m.Resident).where(m.Resident.household_id == household_id).order_by(m.Resident.id)
+    )
+    family = await session.scalars(
+        select(m.FamilyContact)
+        .where(m.FamilyContact.household_id == household_id)
+        .order_by(m.FamilyContact.position)
+    )
+    devices = await session.scalars(
+        select(m.Device).where(m.Device.household_id == household_id).order_by(m.Device.id)
+    )
+    return {
+        "code": h.code,
+        "address": h.address,
+        "position": {"lat": h.lat, "lon": h.lon},
+        "access_notes": h.access_notes,
+        "home_station": home_code,
+        "backup_station": backup_code,
+        "residents": [
+            {
+                "name": r.name,
+                "birth_year": r.birth_year,
+                "mobility": r.mobility,
+                "care_notes": r.care_notes,
+            }
+            for r in residents.all()
+        ],
+        "family": [
+            {"name": f.name, "relation": f.relation, "phone": f.phone, "position": f.position}
+            for f in family.all()
+        ],
+        "devices": [
+            {
+                "serial": d.serial,
+                "kind": d.kind,
+                "online": d.online,
+                "battery_pct": d.battery_pct,
+                "last_seen_at": iso(d.last_seen_at),
+            }
+            for d in devices.all()
+        ],
+    }
+
+
+def carers_view(snapshots: Sequence[CarerSnapshot], registry: Registry) -> list[dict[str, Any]]:
+    """Every active carer with state and last known position, by code."""
+    return [
+        {
+            "code": c.code,
+            "name": c.name,
+            "phone": c.phone,
+            "station": registry.stations[c.station_id].code,
+            "role": c.role,
+            "skills": sorted(c.skills),
+            "transport": c.transport.value,
+            "state": c.state.value,
+            "call_id": c.call_id,
+            "position": {"lat": c.position.lat, "lon": c.position.lon},
+        }
+        for c in sorted(snapshots, key=lambda c: c.code)
+    ]

@@ -1,0 +1,162 @@
+"""Operations endpoints on a running server: /healthz and /metrics, and a clear error when
+the API's port is taken."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import aiomqtt
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from callcenter.app import running_server
+from callcenter.broker import EmbeddedBroker
+from callcenter.clock import ManualClock
+from callcenter.ingest.protocol import Channel, DeadLetterReason, topic_for
+from callcenter.store import models as m
+from callcenter.web import WebStartError
+from tests.api_support import Api, api_config, running_api
+from tests.desk_support import MONDAY_MORNING, count
+from tests.fixtures.database import DatabaseFactory
+from tests.ingest_support import eventually
+
+
+@pytest.fixture
+async def api(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(broker, topic_prefix, seeded_database_url) as running:
+        yield running
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample in a Prometheus text exposition, by name and labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_healthz_reports_every_check_without_a_token(api: Api) -> None:
+    """Test that /healthz needs no token and answers 200 with the broker, database,
+    scheduler and follower checks all passing on a healthy server."""
+
+    async def healthy() -> bool:
+        return (await api.get("/healthz", who=None)).status == 200
+
+    await eventually(healthy, what="a healthy server")
+    reply = await api.get("/healthz", who=None)
+    assert reply.body["status"] == "ok"
+    assert reply.body["failing"] == []
+    checks = reply.body["checks"]
+    assert set(checks) == {"broker", "database", "scheduler", "follower"}
+    assert all(check["ok"] for check in checks.values())
+    assert f"connected to {api.broker.host}:{api.broker.port}" in checks["broker"]["detail"]
+    assert checks["database"]["latency_ms"] >= 0
+    assert checks["scheduler"]["running"] is True
+    assert checks["scheduler"]["behind_s"] == 0
+    assert checks["follower"]["running"] is True
+
+    await api.press("H0001")
+    after = (await api.get("/healthz", who=None)).body["checks"]
+    assert after["follower"]["lag"] == 0
+    assert after["follower"]["cursor"] == after["follower"]["latest_event"] >= 1
+    assert after["scheduler"]["next_due"] == "2026-11-23T02:00:30.000Z"
+
+
+async def test_healthz_fails_while_the_broker_is_down(api: Api, broker: EmbeddedBroker) -> None:
+    """Test that /healthz answers 503 naming the broker while the broker is down, and 200
+    again once ingest has reconnected."""
+    await broker.stop()
+
+    async def failing() -> bool:
+        reply = await api.get("/healthz", who=None)
+        return reply.status == 503 and reply.body["failing"] == ["broker"]
+
+    await eventually(failing, what="/healthz to report the broker")
+    reply = await api.get("/healthz", who=None)
+    assert reply.body["status"] == "failing"
+    assert "not connected" in reply.body["checks"]["broker"]["detail"]
+
+    await broker.start()
+
+    async def recovered() -> bool:
+        return (await api.get("/healthz", who=None)).status == 200
+
+    await eventually(recovered, within_s=30, what="/healthz to recover")
+
+
+async def test_metrics_exposes_the_call_centre_in_prometheus_format(api: Api) -> None:
+    """Test that /metrics needs no token and carries events in, dead letters by reason,
+    open calls by state, timer lateness, outbox backlog, uncovered stations, overdue
+    deadlines and events applied, with the values the server's state implies."""
+    call_id = await api.press("H0001")
+    async with aiomqtt.Client(api.broker.host, api.broker.port) as client:
+        await client.publish(
+            topic_for(api.prefix, "H0001", "CB-H0001", Channel.EVENT), b"not json", qos=1
+        )
+
+    async def dead_lettered() -> bool:
+        return api.server.ingest.stats.dead_letters[DeadLetterReason.MALFORMED_JSON] == 1
+
+    await eventually(dead_lettered, what="the malformed message dead-lettered")
+    # 31 s on, the "unacknowledged" step falls due and fires one second late.
+    api.clock.advance(timedelta(seconds=31))
+
+    async def fired() -> bool:
+        return api.server.scheduler.fired >= 1
+
+    await eventually(fired, what="the unacknowledged step to fire")
+    await api.server.watchdog.check()
+
+    reply = await api.get("/metrics", who=None)
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/plain; version=")
+    samples = _samples(reply.body)
+
+    # The press, and the server's note that the button came online with it.
+    logged = await count(api.server, m.DeviceEvent)
+    assert logged >= 1
+    assert samples[("callcenter_events_stored_total", ())] == logged
+    assert samples[("callcenter_events_applied_total", ())] == logged
+    for reason in DeadLetterReason:
+        expected = 1 if reason is DeadLetterReason.MALFORMED_JSON else 0
+        assert samples[("callcenter_dead_letters_total", (("reason", reason.value),))] == expected
+    state = (await api.call(call_id))["state"]
+    assert samples[("callcenter_open_calls", (("state", state),))] == 1
+    assert samples[("callcenter_open_calls", (("state", "on_scene"),))] == 0
+    assert samples[("callcenter_timer_lateness_seconds_count", ())] == 1
+    assert samples[("callcenter_timer_lateness_seconds_sum", ())] == pytest.approx(1.0)
+    assert samples[("callcenter_timer_lateness_seconds_bucket", (("le", "1.0"),))] == 1
+    assert samples[("callcenter_timers_fired_total", ())] == 1
+    # No SMS sender runs in this server, so the texts wait in the outbox.
+    assert samples[("callcenter_outbox_backlog", (("channel", "sms"),))] >= 1
+    assert ("callcenter_outbox_backlog", (("channel", "device_command"),)) in samples
+    assert samples[("callcenter_stations_without_free_carer", ())] >= 0
+    assert samples[("callcenter_overdue_deadlines", ())] == 0
+    assert samples[("callcenter_broker_connected", ())] == 1
+    assert samples[("callcenter_database_up", ())] == 1
+    assert samples[("callcenter_follower_lag_events", ())] == 0
+    assert ("process_cpu_seconds_total", ()) in samples
+
+
+async def test_a_taken_port_is_a_clear_error(
+    broker: EmbeddedBroker, topic_prefix: str, database_factory: DatabaseFactory
+) -> None:
+    """Test that a server whose API port is taken stops with a WebStartError naming the
+    address and the way to fix it, rather than running without its API."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = api_config(broker, topic_prefix, await database_factory("seeded"))
+        config = config.model_copy(update={"web": config.web.model_copy(update={"port": port})})
+        with pytest.raises(WebStartError) as raised:
+            async with running_server(config, ManualClock(MONDAY_MORNING)):
+                pass
+    assert raised.value.port == port
+    assert f"127.0.0.1:{port}" in str(raised.value)
+    assert "[web]" in str(raised.value)

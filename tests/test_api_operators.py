@@ -1,0 +1,143 @@
+"""Operator accounts: the `callcenter operator` command and the demo's desk accounts,
+checked against a running API."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.broker import EmbeddedBroker
+from callcenter.store import models as m
+from callcenter.web.accounts import DEMO_OPERATOR, DEMO_SUPERVISOR, ensure_demo_operators
+from tests.api_support import Api, running_api
+
+
+@pytest.fixture
+async def api(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> AsyncIterator[Api]:
+    async with running_api(broker, topic_prefix, seeded_database_url) as running:
+        yield running
+
+
+@dataclass
+class Ran:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def token(self) -> str:
+        return self.out.strip().splitlines()[-1]
+
+
+async def _callcenter(config: Path, *args: str) -> Ran:
+    """`callcenter --config CONFIG ARGS...` as a child process."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "callcenter.cli",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+async def _me(api: Api, token: str) -> int:
+    reply = await api.request(
+        "GET", "/api/me", who=None, headers={"Authorization": f"Bearer {token}"}
+    )
+    return reply.status
+
+
+async def test_operator_command_adds_reissues_lists_and_switches_off_operators(
+    api: Api, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that `callcenter operator add` prints a working token once, `token` replaces
+    it, `list` shows operators without tokens, `deactivate`/`activate` refuse and allow
+    them, and mistakes exit 2 with a message."""
+    config = tmp_path / "callcenter.toml"
+    config.write_text(f'[database]\nurl = "{seeded_database_url}"\n')
+
+    added = await _callcenter(
+        config, "operator", "add", "sun.li", "--name", "孙丽", "--role", "supervisor",
+        "--phone", "+8613912345678",
+    )  # fmt: skip
+    assert added.code == 0, added.err
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", added.token)
+    assert await _me(api, added.token) == 200
+    me = await api.request(
+        "GET", "/api/me", who=None, headers={"Authorization": f"Bearer {added.token}"}
+    )
+    assert me.body["actor"] == "supervisor:sun.li"
+
+    reissued = await _callcenter(config, "operator", "token", "sun.li")
+    assert reissued.code == 0, reissued.err
+    assert reissued.token != added.token
+    assert await _me(api, added.token) == 401
+    assert await _me(api, reissued.token) == 200
+
+    listed = await _callcenter(config, "operator", "list")
+    assert listed.code == 0
+    assert re.search(r"^sun\.li\t孙丽\tsupervisor\t\+8613912345678\tactive$", listed.out, re.M)
+    assert reissued.token not in listed.out
+
+    assert (await _callcenter(config, "operator", "deactivate", "sun.li")).code == 0
+    assert await _me(api, reissued.token) == 403
+    assert (await _callcenter(config, "operator", "activate", "sun.li")).code == 0
+    assert await _me(api, reissued.token) == 200
+
+    mistakes = [
+        (("add", "sun.li", "--name", "Sun Li"), "already an operator 'sun.li'"),
+        (("add", "Sun Li", "--name", "Sun Li"), "username 'Sun Li' is not allowed"),
+        (("add", "qian.bo", "--name", "Qian Bo", "--phone", "139 1234"), "E.164"),
+        (("add", "qian.bo", "--name", "  "), "needs a name"),
+        (("token", "nobody"), "no operator 'nobody'"),
+        (("deactivate", "nobody"), "no operator 'nobody'"),
+    ]
+    for args, words in mistakes:
+        ran = await _callcenter(config, "operator", *args)
+        assert ran.code == 2, (args, ran.out, ran.err)
+        assert words in ran.err, (args, ran.err)
+        assert ran.out == ""
+
+
+async def test_demo_desk_has_an_operator_and_a_supervisor_with_a_fresh_token(
+    api: Api,
+) -> None:
+    """Test that the demo's accounts are made once, the supervisor has a phone number to
+    be texted on, and every call issues a new working token for the demo operator."""
+    first = await ensure_demo_operators(api.server.engine, api.clock.now())
+    assert await _me(api, first) == 200
+    second = await ensure_demo_operators(api.server.engine, api.clock.now())
+    assert await _me(api, second) == 200
+    assert await _me(api, first) == 401
+
+    async with AsyncSession(api.server.engine) as session:
+        rows = {
+            o.username: o
+            for o in (
+                await session.scalars(
+                    select(m.Operator).where(
+                        m.Operator.username.in_([DEMO_OPERATOR, DEMO_SUPERVISOR])
+                    )
+                )
+            ).all()
+        }
+    assert rows[DEMO_OPERATOR].role == "operator"
+    assert rows[DEMO_SUPERVISOR].role == "supervisor"
+    assert re.fullmatch(r"\+861[3-9][0-9]{9}", rows[DEMO_SUPERVISOR].phone or "")
+    assert all(o.active for o in rows.values())
