@@ -1052,6 +1052,9 @@ def test_ladder_used_up_when_nobody_can_be_reached() -> None:
         "nobody_to_send",
     ]
     assert opened.history[-1].detail == {"why": "alert_supervisor: no contact number"}
+    # The step that ran before its time says why, and its messages say so too.
+    assert opened.history[2].detail["early"] == "nobody to send: no free carer on shift"
+    assert opened.history[3].detail["why"] == opened.history[2].detail["early"]
     assert opened.call.fired_steps == {"unacknowledged"}
     assert NOBODY_TO_SEND not in opened.call.alerts
     call = step(opened.call, Acknowledge(OPERATOR), 60, **empty).call

@@ -4,12 +4,7 @@ restarts and while the server is killed outright."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import re
 import signal
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +21,7 @@ from tests.ingest_support import (
     running_ingest,
     stored_event_keys,
 )
+from tests.server_support import server_process, write_config
 
 
 def _settings(
@@ -120,92 +116,6 @@ async def test_broker_restart_mid_stream_loses_nothing(
     assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 1200
 
 
-class ServerProcess:
-    """`callcenter serve` as a child process, with its log lines collected."""
-
-    def __init__(self, config_file: Path) -> None:
-        self.config_file = config_file
-        self.lines: list[str] = []
-        self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self.lines = []
-        self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "callcenter.cli",
-            "--config",
-            str(self.config_file),
-            "serve",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self._reader = asyncio.create_task(self._read())
-
-    async def _read(self) -> None:
-        assert self._process is not None and self._process.stderr is not None
-        async for raw in self._process.stderr:
-            self.lines.append(raw.decode(errors="replace").rstrip())
-
-    async def wait_for_line(self, pattern: str, within_s: float = 20.0) -> re.Match[str]:
-        regex = re.compile(pattern)
-        found: list[re.Match[str]] = []
-
-        async def seen() -> bool:
-            found.extend(m for line in self.lines if (m := regex.search(line)))
-            return bool(found)
-
-        try:
-            await eventually(seen, within_s=within_s, what=f"log line /{pattern}/")
-        except AssertionError:
-            raise AssertionError("server log:\n" + "\n".join(self.lines)) from None
-        return found[0]
-
-    def send(self, sig: signal.Signals) -> None:
-        assert self._process is not None
-        self._process.send_signal(sig)
-
-    async def wait(self, within_s: float = 20.0) -> int:
-        assert self._process is not None and self._reader is not None
-        code = await asyncio.wait_for(self._process.wait(), within_s)
-        await self._reader
-        return code
-
-
-@contextlib.asynccontextmanager
-async def server_process(config_file: Path) -> AsyncIterator[ServerProcess]:
-    server = ServerProcess(config_file)
-    await server.start()
-    try:
-        yield server
-    finally:
-        with contextlib.suppress(ProcessLookupError, AssertionError):
-            server.send(signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            await server.wait()
-
-
-def _write_config(
-    path: Path, *, data_dir: Path, database_url: str, broker: EmbeddedBroker | None, prefix: str
-) -> Path:
-    lines = [
-        "[data]",
-        f'dir = "{data_dir}"',
-        "[database]",
-        f'url = "{database_url}"',
-        "[broker]",
-        f'topic_prefix = "{prefix}"',
-        'client_id = "ingest-under-test"',
-        "reconnect_max_s = 1.0",
-    ]
-    if broker is not None:
-        lines += [f'host = "{broker.host}"', f"port = {broker.port}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
@@ -213,7 +123,7 @@ async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
     leaves every event in the log exactly once."""
     if not seeded_database_url.startswith("sqlite"):
         pytest.skip("the subprocess variant runs on the SQLite default")
-    config_file = _write_config(
+    config_file = write_config(
         tmp_path / "callcenter.toml",
         data_dir=tmp_path / "var",
         database_url=seeded_database_url,
@@ -246,7 +156,11 @@ async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
         await asyncio.wait_for(run, 120)
         await _wait_stored(seeded_database_url, 3000)
         server.send(signal.SIGTERM)
-        assert await server.wait() == 0
+        try:
+            assert await server.wait() == 0
+        except BaseException:
+            print("\n".join(server.lines[-60:]))
+            raise
     assert stored_at_kill < 3000
     assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 3000
 
@@ -259,7 +173,7 @@ async def test_serve_runs_its_own_broker_and_stops_cleanly_on_sigterm(
     if not seeded_database_url.startswith("sqlite"):
         pytest.skip("the subprocess variant runs on the SQLite default")
     data_dir = tmp_path / "var"
-    config_file = _write_config(
+    config_file = write_config(
         tmp_path / "callcenter.toml",
         data_dir=data_dir,
         database_url=seeded_database_url,

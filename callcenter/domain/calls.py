@@ -936,8 +936,11 @@ def _step_due(call: Call, command: StepDue, situation: Situation) -> Decision:
     return _escalate(call, step, situation)
 
 
-def _escalate(call: Call, step: Step, situation: Situation) -> Decision:
-    """Run one step (counted from the call's opening) now."""
+def _escalate(
+    call: Call, step: Step, situation: Situation, *, early: str | None = None
+) -> Decision:
+    """Run one step (counted from the call's opening) now; ``early`` says why it runs
+    before its time."""
     after = replace(
         call, fired_steps=call.fired_steps | {step.name}, alerts=call.alerts | {step.name}
     )
@@ -950,9 +953,10 @@ def _escalate(call: Call, step: Step, situation: Situation) -> Decision:
         step=step.name,
         waited_for=step.unless.value,
         actions=[a.value for a in step.actions],
+        **({"early": early} if early else {}),
     )
     decision = Decision(after, (entry,), (CancelTimers(frozenset({step.name})),))
-    return _then(decision, _run_actions(after, step, step.actions, situation))
+    return _then(decision, _run_actions(after, step, step.actions, situation, early=early))
 
 
 def _run_actions(
@@ -962,11 +966,12 @@ def _run_actions(
     situation: Situation,
     *,
     reached: bool = False,
+    early: str | None = None,
 ) -> Decision:
     """Carry out a step's actions. A missing contact number is recorded; a step that
     reached nobody at all (``reached``: somebody already was) hands over to the next step."""
     decision = Decision(call)
-    why = _why(step, call, situation)
+    why = early or _why(step, call, situation)
     for action in actions:
         current = decision.call
         if action is Action.ALERT_OPERATORS:
@@ -1011,17 +1016,19 @@ def _run_actions(
         decision = Decision(current, (*decision.history, entry), decision.effects + sms)
         reached = True
     if actions and not reached:
-        decision = _then(decision, _next_step(decision.call, situation))
+        decision = _then(
+            decision, _next_step(decision.call, situation, f"step {step.name} reached nobody")
+        )
     return decision
 
 
 def _nobody_to_send(call: Call, situation: Situation, why: str, **detail: Any) -> Decision:
     """Record that nobody could be sent, then run the next escalation step at once."""
     entry = _entry(call, call, situation, SYSTEM, NOBODY_TO_SEND, why=why, **detail)
-    return _then(Decision(call, (entry,)), _next_step(call, situation))
+    return _then(Decision(call, (entry,)), _next_step(call, situation, f"nobody to send: {why}"))
 
 
-def _next_step(call: Call, situation: Situation) -> Decision:
+def _next_step(call: Call, situation: Situation, because: str) -> Decision:
     """Run the earliest step that has not fired yet, now; with none left, raise the
     "nobody to send" alert for the desk to find someone by hand."""
     upcoming = sorted(
@@ -1035,7 +1042,7 @@ def _next_step(call: Call, situation: Situation) -> Decision:
         key=lambda s: s.after_s,
     )
     if upcoming:
-        return _escalate(call, upcoming[0], situation)
+        return _escalate(call, upcoming[0], situation, early=because)
     return Decision(replace(call, alerts=call.alerts | {NOBODY_TO_SEND}))
 
 

@@ -54,6 +54,13 @@ log = logging.getLogger("callcenter.desk")
 _RACE_RETRIES = 5
 
 
+def _carer_taken(error: IntegrityError) -> bool:
+    """The unique active-assignment index refused a second dispatch of one carer."""
+    text = str(error.orig)
+    # PostgreSQL names the index; SQLite names the column.
+    return "uq_call_assignments_active_carer" in text or "call_assignments.carer_id" in text
+
+
 class CallNotFoundError(Exception):
     def __init__(self, call_id: int) -> None:
         self.call_id = call_id
@@ -121,7 +128,7 @@ class Desk:
                     return await work(session)
             except IntegrityError as error:
                 # Another writer took the same carer first; decide again on fresh facts.
-                if "uq_call_assignments_active_carer" not in str(error) or attempt == _RACE_RETRIES:
+                if not _carer_taken(error) or attempt == _RACE_RETRIES:
                     raise
                 log.info("lost a race for a carer; deciding again (attempt %d)", attempt + 1)
         raise AssertionError("unreachable")
@@ -151,7 +158,9 @@ class Desk:
             address=household.address,
             access_notes=household.access_notes,
             residents=household.residents,
-            desk_phone=self._settings.desk_phone,
+            # Families ring the desk, or their station when the district has no desk line.
+            desk_phone=self._settings.desk_phone
+            or registry.stations[household.home_station_id].phone,
             candidates=tuple(
                 rank_carers(
                     carers,

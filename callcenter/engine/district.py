@@ -38,6 +38,7 @@ class StationInfo:
     name: str
     place: Place
     backup_station_id: int | None
+    phone: str
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ async def load_registry(session: AsyncSession) -> Registry:
     registry = Registry()
     for s in (await session.scalars(select(m.Station))).all():
         registry.stations[s.id] = StationInfo(
-            s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id
+            s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id, s.phone
         )
     for p in (await session.scalars(select(m.ShiftPattern))).all():
         registry.patterns[p.code] = ShiftPattern(

@@ -125,10 +125,11 @@ class EventFollower:
                 return
             except Exception as error:
                 log.exception(
-                    "event %d (%s from %s) failed, attempt %d of %d",
+                    "event %d (%s from %s, household %s) failed, attempt %d of %d",
                     event.id,
                     event.kind,
                     event.device,
+                    await self._household_code(event),
                     attempt,
                     _ATTEMPTS,
                 )
@@ -158,13 +159,21 @@ class EventFollower:
         await self._desk.perform(work)
         log.error(
             "event %d (%s from %s) set aside as a dead letter after %d attempts; "
-            "an operator must check household %d by hand",
+            "an operator must check household %s by hand",
             event.id,
             event.kind,
             event.device,
             _ATTEMPTS,
-            event.household_id,
+            await self._household_code(event),
         )
+
+    async def _household_code(self, event: LoggedEvent) -> str:
+        try:
+            registry = await self._desk.district.registry()
+        except Exception:  # the database may be what is failing
+            return f"#{event.household_id}"
+        household = registry.households.get(event.household_id)
+        return household.code if household else f"#{event.household_id}"
 
 
 async def _cursor(session: AsyncSession, *, lock: bool = False) -> int:

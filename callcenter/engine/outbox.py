@@ -47,6 +47,14 @@ class OutboxMessage:
     address: str
     body: str
     attempt: int
+    household: str = ""  # the call's household code, for the logs
+
+    @property
+    def about(self) -> str:
+        """Names the call and household for a log line, e.g. "call 12 household H0001"."""
+        if self.call_id is None:
+            return "no call"
+        return f"call {self.call_id} household {self.household or '?'}"
 
 
 class SendError(Exception):
@@ -165,26 +173,43 @@ class OutboxRelay:
 
     async def _claim(self, item_id: int) -> OutboxMessage | None:
         async def work(session: AsyncSession) -> OutboxMessage | None:
-            item = await session.get(m.OutboxItem, item_id)
+            call_id = await session.scalar(
+                select(m.OutboxItem.call_id).where(m.OutboxItem.id == item_id)
+            )
+            loaded = None
+            household = ""
+            if call_id is not None:
+                # The call's lock first (as every writer takes it), then the row itself,
+                # read fresh under that lock: another instance may have claimed it.
+                registry = await self._desk.district.registry(session)
+                codes = {c.id: c.code for c in registry.carers.values()}
+                loaded = await repository.load(session, call_id, codes, lock=True)
+                if loaded is not None and loaded[1].household_id in registry.households:
+                    household = registry.households[loaded[1].household_id].code
+            item = (
+                await session.scalars(
+                    select(m.OutboxItem)
+                    .where(m.OutboxItem.id == item_id)
+                    .with_for_update()
+                    .execution_options(populate_existing=True)
+                )
+            ).one_or_none()
             if item is None or item.state != m.OutboxState.PENDING:
                 return None
             now = self._clock.now()
-            if item.call_id is not None:
-                registry = await self._desk.district.registry(session)
-                codes = {c.id: c.code for c in registry.carers.values()}
-                loaded = await repository.load(session, item.call_id, codes, lock=True)
-                if loaded is not None and not still_wanted(loaded[1], item.guard):
-                    item.state = m.OutboxState.SKIPPED
-                    item.done_at = now
-                    log.info(
-                        "outbox %d (%s to %s, call %s) skipped: no longer wanted",
-                        item.id,
-                        item.channel,
-                        item.recipient,
-                        item.call_id,
-                    )
-                    self.skipped += 1
-                    return None
+            if loaded is not None and not still_wanted(loaded[1], item.guard):
+                item.state = m.OutboxState.SKIPPED
+                item.done_at = now
+                log.info(
+                    "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
+                    item.id,
+                    item.channel,
+                    item.recipient,
+                    item.call_id,
+                    household,
+                )
+                self.skipped += 1
+                return None
             item.attempts += 1
             item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
             return OutboxMessage(
@@ -195,6 +220,7 @@ class OutboxRelay:
                 item.address,
                 item.body,
                 item.attempts,
+                household,
             )
 
         return await self._desk.perform(work)  # type: ignore[no-any-return]
@@ -209,7 +235,9 @@ class OutboxRelay:
             await self._settle(message, error)
             return 1 if error.permanent else 0
         except Exception as error:  # a sender bug must not stop the relay
-            log.exception("outbox %d: sender for %s failed", message.id, message.channel)
+            log.exception(
+                "outbox %d: sender for %s failed (%s)", message.id, message.channel, message.about
+            )
             await self._settle(message, SendError(repr(error)))
             return 0
         await self._settle(message, None)
@@ -222,32 +250,32 @@ class OutboxRelay:
             values = {"state": m.OutboxState.SENT, "done_at": now, "last_error": ""}
             self.sent += 1
             log.info(
-                "outbox %d: %s to %s sent (call %s)",
+                "outbox %d: %s to %s sent (%s)",
                 message.id,
                 message.channel,
                 message.recipient,
-                message.call_id,
+                message.about,
             )
         elif error.permanent:
             values = {"state": m.OutboxState.FAILED, "done_at": now, "last_error": error.detail}
             self.failed += 1
             log.error(
-                "outbox %d: %s to %s refused for good (call %s): %s",
+                "outbox %d: %s to %s refused for good (%s): %s",
                 message.id,
                 message.channel,
                 message.recipient,
-                message.call_id,
+                message.about,
                 error.detail,
             )
         else:
             values = {"last_error": error.detail}
             log.warning(
-                "outbox %d: %s to %s failed, attempt %d (call %s): %s; will retry",
+                "outbox %d: %s to %s failed, attempt %d (%s): %s; will retry",
                 message.id,
                 message.channel,
                 message.recipient,
                 message.attempt,
-                message.call_id,
+                message.about,
                 error.detail,
             )
         async with AsyncSession(self._engine) as session, session.begin():

@@ -37,6 +37,14 @@ from callcenter.store import models as m
 SMS = "sms"
 DEVICE_COMMAND = "device_command"
 
+# Writes go through the Core tables: the ORM's bulk machinery costs more per statement
+# than the statement itself, and a call's change is a dozen small statements.
+_calls = m.Base.metadata.tables["calls"]
+_history = m.Base.metadata.tables["call_history"]
+_assignments = m.Base.metadata.tables["call_assignments"]
+_timers = m.Base.metadata.tables["timers"]
+_outbox = m.Base.metadata.tables["outbox"]
+
 
 def call_query(call_id: int, *, lock: bool) -> Select[m.Call]:
     """The call row, locked for the rest of the transaction on PostgreSQL when ``lock``.
@@ -153,14 +161,15 @@ async def save(
     call = decision.call
     if before == call and not decision.history and not decision.effects:
         return Saved(call.id, (), 0, ())
-    await session.execute(
-        update(m.Call)
-        .where(m.Call.id == call.id)
-        .values(_call_values(call, now) | {"version": m.Call.version + 1})
-    )
+    if before is not None:  # a new call's row was inserted with these very values
+        await session.execute(
+            update(_calls)
+            .where(_calls.c.id == call.id)
+            .values(_call_values(call, now) | {"version": _calls.c.version + 1})
+        )
     if decision.history:
         await session.execute(
-            insert(m.CallHistory),
+            insert(_history),
             [
                 {
                     "call_id": call.id,
@@ -176,29 +185,35 @@ async def save(
         )
     await _save_assignments(session, before, call)
     alerts: list[AlertDesk] = []
-    armed: list[datetime] = []
+    timers: list[dict[str, Any]] = []
     outbox: list[dict[str, Any]] = []
     for effect in decision.effects:
         if isinstance(effect, ArmTimer):
-            await session.execute(
-                insert(m.Timer).values(
-                    call_id=call.id,
-                    step=effect.step,
-                    carer_id=effect.carer_id,
-                    due_at=effect.due_at,
-                    state=m.TimerState.PENDING,
-                )
+            timers.append(
+                {
+                    "call_id": call.id,
+                    "step": effect.step,
+                    "carer_id": effect.carer_id,
+                    "due_at": effect.due_at,
+                    "state": m.TimerState.PENDING.value,
+                }
             )
-            armed.append(effect.due_at)
         elif isinstance(effect, CancelTimers):
-            query = update(m.Timer).where(
-                m.Timer.call_id == call.id,
-                m.Timer.state == m.TimerState.PENDING,
-                m.Timer.step.in_(sorted(effect.steps)),
+            # Timers armed by this same decision are not in the table yet.
+            timers = [
+                t
+                for t in timers
+                if t["step"] not in effect.steps
+                or (effect.carer_id is not None and t["carer_id"] != effect.carer_id)
+            ]
+            query = update(_timers).where(
+                _timers.c.call_id == call.id,
+                _timers.c.state == m.TimerState.PENDING.value,
+                _timers.c.step.in_(sorted(effect.steps)),
             )
             if effect.carer_id is not None:
-                query = query.where(m.Timer.carer_id == effect.carer_id)
-            await session.execute(query.values(state=m.TimerState.CANCELLED))
+                query = query.where(_timers.c.carer_id == effect.carer_id)
+            await session.execute(query.values(state=m.TimerState.CANCELLED.value))
         elif isinstance(effect, SendSms):
             guard: dict[str, Any] = {}
             if effect.carer_id is not None:
@@ -226,9 +241,11 @@ async def save(
             )
         elif isinstance(effect, AlertDesk):
             alerts.append(effect)
+    if timers:
+        await session.execute(insert(_timers), timers)
     if outbox:
-        await session.execute(insert(m.OutboxItem), outbox)
-    return Saved(call.id, tuple(alerts), len(outbox), tuple(armed))
+        await session.execute(insert(_outbox), outbox)
+    return Saved(call.id, tuple(alerts), len(outbox), tuple(t["due_at"] for t in timers))
 
 
 def _outbox_row(
@@ -247,7 +264,7 @@ def _outbox_row(
         "address": address,
         "body": body,
         "guard": guard,
-        "state": m.OutboxState.PENDING,
+        "state": m.OutboxState.PENDING.value,
         "attempts": 0,
         "created_at": now,
         "next_attempt_at": now,
@@ -266,13 +283,13 @@ async def _save_assignments(session: AsyncSession, before: Call | None, call: Ca
         if seq < len(old):
             if old[seq] != assignment:
                 await session.execute(
-                    update(m.CallAssignment)
-                    .where(m.CallAssignment.call_id == call.id, m.CallAssignment.seq == seq)
+                    update(_assignments)
+                    .where(_assignments.c.call_id == call.id, _assignments.c.seq == seq)
                     .values(values)
                 )
             continue
         await session.execute(
-            insert(m.CallAssignment).values(
+            insert(_assignments).values(
                 values
                 | {
                     "call_id": call.id,

@@ -1,0 +1,75 @@
+"""Running the whole server (ingest and call desk) inside a test, on a virtual clock."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.app import Running, running_server
+from callcenter.clock import Clock
+from callcenter.config import Config
+from callcenter.store import models as m
+
+# Monday 23 November 2026, 10:00 in Xining (02:00 UTC): early and office shifts on duty.
+MONDAY_MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def desk_config(*, host: str, port: int, prefix: str, database_url: str, **calls: Any) -> Config:
+    """A configuration for the test broker and database; devices never go silent."""
+    return Config.model_validate(
+        {
+            "database": {"url": database_url},
+            "broker": {
+                "host": host,
+                "port": port,
+                "topic_prefix": prefix,
+                "client_id": f"desk-{prefix}",
+                "reconnect_max_s": 1.0,
+            },
+            # Virtual time and real device clocks drift apart: keep devices "online",
+            # and accept their timestamps whichever way the two differ.
+            "ingest": {"heartbeat_interval_s": 365 * 86400.0, "max_clock_skew_s": 365 * 86400.0},
+            "calls": {"event_poll_s": 0.2, **calls},
+            "web": {"port": 0},
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_desk(config: Config, clock: Clock) -> AsyncIterator[Running]:
+    """The whole server, connected and ready for device events."""
+    async with running_server(config, clock) as server:
+        await server.ingest.connected.wait()
+        yield server
+
+
+async def scalar(server: Running, query: Any) -> Any:
+    async with AsyncSession(server.engine) as session:
+        return await session.scalar(query)
+
+
+async def rows(server: Running, query: Any) -> list[Any]:
+    async with AsyncSession(server.engine) as session:
+        return list((await session.execute(query)).all())
+
+
+async def count(server: Running, model: Any, *where: Any) -> int:
+    return int(await scalar(server, select(func.count()).select_from(model).where(*where)))
+
+
+async def history(server: Running, call_id: int) -> list[m.CallHistory]:
+    async with AsyncSession(server.engine) as session:
+        return list(
+            (
+                await session.scalars(
+                    select(m.CallHistory)
+                    .where(m.CallHistory.call_id == call_id)
+                    .order_by(m.CallHistory.id)
+                )
+            ).all()
+        )

@@ -1,0 +1,110 @@
+"""`callcenter serve` as a child process, for tests that kill and restart it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from callcenter.broker import EmbeddedBroker
+from tests.ingest_support import eventually
+
+
+class ServerProcess:
+    """`callcenter serve` as a child process, with its log lines collected."""
+
+    def __init__(self, config_file: Path) -> None:
+        self.config_file = config_file
+        self.lines: list[str] = []
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.lines = []
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "callcenter.cli",
+            "--config",
+            str(self.config_file),
+            "serve",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self._process is not None and self._process.stderr is not None
+        async for raw in self._process.stderr:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    async def wait_for_line(self, pattern: str, within_s: float = 20.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        async def seen() -> bool:
+            found.extend(m for line in self.lines if (m := regex.search(line)))
+            return bool(found)
+
+        try:
+            await eventually(seen, within_s=within_s, what=f"log line /{pattern}/")
+        except AssertionError:
+            raise AssertionError("server log:\n" + "\n".join(self.lines)) from None
+        return found[0]
+
+    def send(self, sig: signal.Signals) -> None:
+        assert self._process is not None
+        self._process.send_signal(sig)
+
+    async def wait(self, within_s: float = 20.0) -> int:
+        assert self._process is not None and self._reader is not None
+        code = await asyncio.wait_for(self._process.wait(), within_s)
+        await self._reader
+        return code
+
+
+@contextlib.asynccontextmanager
+async def server_process(config_file: Path) -> AsyncIterator[ServerProcess]:
+    """`callcenter serve` running for the block, killed if still alive at its end."""
+    server = ServerProcess(config_file)
+    await server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(ProcessLookupError, AssertionError):
+            server.send(signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await server.wait()
+
+
+def write_config(
+    path: Path,
+    *,
+    data_dir: Path,
+    database_url: str,
+    broker: EmbeddedBroker | None,
+    prefix: str,
+    extra: str = "",
+) -> Path:
+    """A configuration file for `callcenter serve` in a test (API on a free port)."""
+    lines = [
+        "[data]",
+        f'dir = "{data_dir}"',
+        "[database]",
+        f'url = "{database_url}"',
+        "[broker]",
+        f'topic_prefix = "{prefix}"',
+        'client_id = "ingest-under-test"',
+        "reconnect_max_s = 1.0",
+    ]
+    if broker is not None:
+        lines += [f'host = "{broker.host}"', f"port = {broker.port}"]
+    lines += ["[web]", "port = 0"]
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path

@@ -1,0 +1,136 @@
+"""The outbox relay: guards re-checked under the call's lock, retries, permanent failures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from callcenter.app import Running
+from callcenter.broker import EmbeddedBroker
+from callcenter.clock import ManualClock
+from callcenter.domain.calls import Acknowledge, Actor, ActorKind, StandDown
+from callcenter.domain.policy import Milestone
+from callcenter.engine.outbox import OutboxMessage, OutboxRelay, SendError, still_wanted
+from callcenter.store import models as m
+from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar
+from tests.ingest_support import eventually, publish_events
+
+OPERATOR = Actor(ActorKind.OPERATOR, "li.na")
+
+
+@dataclass
+class TextMessages:
+    """An SMS channel that keeps what it is given, and fails when told to."""
+
+    channel: str = "sms"
+    sent: list[OutboxMessage] = field(default_factory=list)
+    failures: list[SendError] = field(default_factory=list)
+
+    async def send(self, message: OutboxMessage) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(message)
+
+
+async def _paged_call(server: Running, broker: EmbeddedBroker, prefix: str) -> tuple[int, str]:
+    await publish_events(broker.host, broker.port, prefix, [("H0010", "CB-H0010", "p1")])
+
+    async def paged() -> bool:
+        return bool(await rows(server, select(m.CallAssignment.id)))
+
+    await eventually(paged, what="a carer paged")
+    call_id, carer_id = (
+        await rows(server, select(m.CallAssignment.call_id, m.CallAssignment.carer_id))
+    )[0]
+    return call_id, carer_id
+
+
+async def _outbox(server: Running) -> list[tuple[str, str, int]]:
+    found = await rows(
+        server,
+        select(m.OutboxItem.recipient, m.OutboxItem.state, m.OutboxItem.attempts)
+        .where(m.OutboxItem.channel == "sms")
+        .order_by(m.OutboxItem.id),
+    )
+    return [(r, s, a) for r, s, a in found]
+
+
+async def test_a_page_for_a_carer_stood_down_before_it_went_out_is_skipped(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that the relay re-checks each SMS under the call's lock: the page to a carer
+    who was stood down meanwhile is skipped; their stand-down and the next page go out."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        call_id, carer_id = await _paged_call(server, broker, topic_prefix)
+        first = await scalar(server, select(m.Carer.code).where(m.Carer.id == carer_id))
+        await server.desk.command(call_id, Acknowledge(OPERATOR))
+        await server.desk.command(call_id, StandDown(OPERATOR, carer_id, "wrong carer"))
+        texts = TextMessages()
+        relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
+        await relay.drain()
+        outbox = await _outbox(server)
+        assert outbox[0] == (f"carer:{first}", "skipped", 0)
+        assert [(r, s) for r, s, _ in outbox[1:]] == [(r, "sent") for r, _, _ in outbox[1:]]
+        assert f"carer:{first}" in [m.recipient for m in texts.sent]  # the stand-down
+        assert len(texts.sent) == len(outbox) - 1
+
+
+async def test_a_failed_send_is_retried_with_backoff_and_a_refusal_is_final(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a temporary failure keeps the row pending until its next attempt is due,
+    the retry carries the same row id, and a permanent refusal marks it failed."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        await _paged_call(server, broker, topic_prefix)
+        texts = TextMessages(failures=[SendError("gateway timeout")])
+        relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
+        await relay.drain()
+        ((recipient, state, attempts),) = await _outbox(server)
+        assert (state, attempts, texts.sent) == ("pending", 1, [])
+        await relay.drain()  # not due again yet
+        assert texts.sent == []
+        clock.advance(timedelta(seconds=5))
+        await relay.drain()
+        assert [(m.recipient, m.attempt) for m in texts.sent] == [(recipient, 2)]
+        assert await _outbox(server) == [(recipient, "sent", 2)]
+
+    async with running_desk(config, clock) as server:
+        await publish_events(broker.host, broker.port, topic_prefix, [("H0011", "CB-H0011", "p1")])
+
+        async def two_pages() -> bool:
+            return len(await _outbox(server)) == 2
+
+        await eventually(two_pages, what="a second page")
+        texts = TextMessages(failures=[SendError("not a mobile number", permanent=True)])
+        relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
+        await relay.drain()
+        last_error = await scalar(
+            server, select(m.OutboxItem.last_error).where(m.OutboxItem.state == "failed")
+        )
+        assert last_error == "not a mobile number"
+        assert relay.failed == 1
+
+
+def test_guards_follow_the_call() -> None:
+    """Test that still_wanted honours both kinds of guard."""
+    from callcenter.domain.calls import CallState
+    from tests.test_domain_calls import call_in  # the domain tests' ready-made calls
+
+    dispatched = call_in(CallState.DISPATCHED)
+    paged = dispatched.assignments[0].carer_id
+    assert still_wanted(dispatched, {"carer_id": paged})
+    assert not still_wanted(dispatched, {"carer_id": paged + 100})
+    assert still_wanted(dispatched, {"unless": Milestone.ON_SCENE.value})
+    on_scene = call_in(CallState.ON_SCENE)
+    assert not still_wanted(on_scene, {"unless": Milestone.ON_SCENE.value})
+    assert not still_wanted(call_in(CallState.RESOLVED), {"carer_id": paged})
