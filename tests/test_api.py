@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 
 import pytest
 
-from callcenter.broker import EmbeddedBroker
 from callcenter.domain.calls import CancelReason, Outcome
 from callcenter.ingest.protocol import EventKind
-from tests.api_support import Api, running_api
-
-
-@pytest.fixture
-async def api(
-    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
-) -> AsyncIterator[Api]:
-    async with running_api(broker, topic_prefix, seeded_database_url) as running:
-        yield running
+from tests.api_support import Api
 
 
 def _actions(detail: dict[str, object]) -> list[str]:

@@ -4,7 +4,6 @@ the API's port is taken."""
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import aiomqtt
@@ -17,18 +16,10 @@ from callcenter.clock import ManualClock
 from callcenter.ingest.protocol import Channel, DeadLetterReason, topic_for
 from callcenter.store import models as m
 from callcenter.web import WebStartError
-from tests.api_support import Api, api_config, running_api
+from tests.api_support import Api, api_config
 from tests.desk_support import MONDAY_MORNING, count
 from tests.fixtures.database import DatabaseFactory
 from tests.ingest_support import eventually
-
-
-@pytest.fixture
-async def api(
-    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
-) -> AsyncIterator[Api]:
-    async with running_api(broker, topic_prefix, seeded_database_url) as running:
-        yield running
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

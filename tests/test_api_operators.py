@@ -6,26 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.broker import EmbeddedBroker
 from callcenter.store import models as m
 from callcenter.web.accounts import DEMO_OPERATOR, DEMO_SUPERVISOR, ensure_demo_operators
-from tests.api_support import Api, running_api
-
-
-@pytest.fixture
-async def api(
-    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
-) -> AsyncIterator[Api]:
-    async with running_api(broker, topic_prefix, seeded_database_url) as running:
-        yield running
+from tests.api_support import Api
 
 
 @dataclass
