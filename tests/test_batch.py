@@ -85,6 +85,20 @@ def test_unknown_device_and_household_mismatch_are_dead_lettered() -> None:
     assert plan.events == []
 
 
+def test_the_servers_own_device_commands_are_passed_over() -> None:
+    """Test that commands the server published, heard back on the catch-all subscription,
+    are counted and neither stored nor dead-lettered, while a malformed topic still is."""
+    command = Received(
+        "eldercare/v1/H0001/BU-H0001/command",
+        b'{"v": 1, "id": "cmd-7", "ts": 1, "command": "call_closed", "call": 7}',
+    )
+    stray = Received("eldercare/v1/H0001/BU-H0001/commands", b"{}")
+    plan = plan_batch([command, event("a"), stray], registry(), NOW, LIMITS)
+    assert plan.own_commands == 1
+    assert [r["event_id"] for r in plan.events] == ["a"]
+    assert [d["reason"] for d in plan.dead_letters] == ["bad_topic"]
+
+
 def test_bad_payload_keeps_the_bytes_for_the_dead_letter() -> None:
     """Test that a malformed message is kept with its bytes and size."""
     plan = plan_batch(

@@ -270,6 +270,12 @@ async def test_a_cancel_within_the_grace_window_closes_the_call_and_tells_the_de
         assert payload["id"].startswith("cmd-") and payload["v"] == 1
         call = await scalar(server, select(m.Call).where(m.Call.id == call_id))
         assert (call.state, call.cancel_reason) == ("cancelled", "resident_cancelled")
+
+        async def heard_back() -> bool:
+            return server.ingest.stats.own_commands >= 1
+
+        await eventually(heard_back, what="ingest to hear the command back")
+        assert await count(server, m.DeadLetter) == 0
         assert await _assignments(server, call_id) == [
             (code, "stood_down") for code, _ in await _assignments(server, call_id)
         ]
@@ -415,3 +421,34 @@ async def test_the_watchdog_reports_overdue_deadlines_and_stations_with_nobody_f
                 free[stations[carer.station_id]] += 1
         assert report.free_by_station == free
         assert report.stations_without_free_carer == sorted(c for c, n in free.items() if n == 0)
+
+
+async def test_a_timer_armed_earlier_than_the_next_deadline_wakes_the_scheduler(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that while the scheduler sleeps towards an hour-away deadline, an emergency
+    arming a 30-second one is still escalated at 30 s (the running loop, not a test call)."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        await _press(broker, topic_prefix, "H0013", "battery-1", EventKind.LOW_BATTERY)
+        await _call_for(server, "H0013")
+        await asyncio.sleep(0.3)  # the scheduler settles on the low-battery hour
+        await _press(broker, topic_prefix, "H0014", "press-1")
+        emergency = await _call_for(server, "H0014")
+
+        async def armed() -> bool:
+            return await count(server, m.Timer, m.Timer.call_id == emergency) == 4
+
+        await eventually(armed, what="the emergency's timers")
+        clock.advance(timedelta(seconds=31))
+
+        async def escalated() -> bool:
+            steps = [h.detail.get("step") for h in await history(server, emergency)]
+            return "unacknowledged" in steps
+
+        await eventually(escalated, within_s=5, what="the 30-second step to fire")
+        battery = await rows(server, select(m.Timer.state).where(m.Timer.call_id != emergency))
+        assert {state for (state,) in battery} == {"pending"}

@@ -28,7 +28,6 @@ from callcenter.domain.calls import (
     AutoDispatch,
     Call,
     CallError,
-    CancelTimers,
     Command,
     Decision,
     DeviceCancel,
@@ -109,8 +108,10 @@ class Desk:
         self._policies = policies
         self._settings = settings
         self.feed = feed or Feed()
-        # Set after a commit that armed a timer or queued an effect.
+        # Set after a commit that armed a timer (the earliest kept in earliest_armed) or
+        # queued an effect.
         self.timers_changed = asyncio.Event()
+        self.earliest_armed: datetime | None = None
         self.outbox_changed = asyncio.Event()
 
     # --- transactions ----------------------------------------------------------------
@@ -289,7 +290,12 @@ class Desk:
                         },
                     )
                 )
-            if saved.timers_armed or any(isinstance(e, CancelTimers) for e in decision.effects):
+            if saved.timers_armed:
+                # A cancelled timer needs no wake-up: when its time comes it is not
+                # pending any more and nothing fires.
+                earliest = min(saved.timers_armed)
+                if self.earliest_armed is None or earliest < self.earliest_armed:
+                    self.earliest_armed = earliest
                 self.timers_changed.set()
             if saved.outbox:
                 self.outbox_changed.set()

@@ -7,7 +7,9 @@ were last seen, the duty roster) is read fresh inside the transaction that decid
 
 from __future__ import annotations
 
-import time as monotonic
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -21,6 +23,8 @@ from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.store import models as m
+
+log = logging.getLogger("callcenter.district")
 
 # How a carer's assignment shows on the board.
 _CARER_STATE = {
@@ -181,23 +185,41 @@ class District:
         self.holidays = frozenset(holidays)
         self._refresh_s = refresh_s
         self._registry: Registry | None = None
-        self._loaded_at = 0.0
+        self._stale = False
+        self._stopping = asyncio.Event()
 
     async def registry(self, session: AsyncSession | None = None) -> Registry:
-        """The registry, re-read when older than the refresh interval."""
-        stale = monotonic.monotonic() - self._loaded_at > self._refresh_s
-        if self._registry is None or stale:
+        """The registry: read on first use and after ``invalidate``; otherwise the copy
+        ``run`` renews in the background, so no decision waits for a reload."""
+        if self._registry is None or self._stale:
             if session is not None:
                 self._registry = await load_registry(session)
             else:
                 async with AsyncSession(self._engine) as fresh:
                     self._registry = await load_registry(fresh)
-            self._loaded_at = monotonic.monotonic()
+            self._stale = False
         return self._registry
 
     def invalidate(self) -> None:
-        """Re-read the registry on next use (after an administrator changed it)."""
-        self._loaded_at = 0.0
+        """Re-read the registry on next use (a household or carer it does not know)."""
+        self._stale = True
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Re-read the registry every refresh interval until stop(), so changes an
+        administrator makes in the database reach the desk."""
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._refresh_s)
+            if self._stopping.is_set():
+                return
+            try:
+                async with AsyncSession(self._engine) as session:
+                    self._registry = await load_registry(session)
+            except Exception:
+                log.exception("re-reading the district registry failed; keeping the old one")
 
     async def carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
         """Every active carer as of ``now``: on shift or not, busy or free, and where."""

@@ -57,7 +57,9 @@ class Scheduler:
         """Fire due timers until stop()."""
         wake = self._desk.timers_changed
         while not self._stopping.is_set():
+            # Whatever was armed until now, next_due() below sees in the database.
             wake.clear()
+            self._desk.earliest_armed = None
             try:
                 await self.fire_due()
                 due = await self.next_due()
@@ -71,7 +73,19 @@ class Scheduler:
                 await asyncio.sleep(1.0)
                 continue
             until = due if due is not None else self._clock.now() + _IDLE_RECHECK
+            await self._sleep_until(until)
+
+    async def _sleep_until(self, until: datetime) -> None:
+        """Sleep until ``until``, or until a commit arms a timer due before it."""
+        wake = self._desk.timers_changed
+        while not self._stopping.is_set():
             await self._clock.sleep_until(until, wake)
+            if not wake.is_set():
+                return  # the time has come
+            wake.clear()
+            armed, self._desk.earliest_armed = self._desk.earliest_armed, None
+            if armed is not None and armed < until:
+                until = armed  # sleep less, without asking the database again
 
     async def fire_due(self) -> int:
         """Fire every timer due by now, in due order; how many fired. (Burst mode.)"""

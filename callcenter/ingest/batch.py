@@ -19,6 +19,7 @@ from callcenter.ingest.protocol import (
     PayloadError,
     ServerEventKind,
     StatusMessage,
+    is_command_topic,
     parse_message,
 )
 from callcenter.ingest.registry import DeviceRegistry, DeviceState
@@ -61,6 +62,8 @@ class BatchPlan:
     heartbeats: int = 0
     statuses: int = 0
     duplicates_in_batch: int = 0
+    # The server's own device commands, heard back on the catch-all subscription.
+    own_commands: int = 0
 
 
 def dead_letter_row(
@@ -122,6 +125,9 @@ def plan_batch(
         return replace(device, online=online)
 
     for message in messages:
+        if is_command_topic(limits.topic_prefix, message.topic):
+            plan.own_commands += 1
+            continue
         try:
             parsed = parse_message(
                 limits.topic_prefix,

@@ -97,6 +97,18 @@ def subscription(prefix: str) -> str:
     return f"{prefix}/{VERSION_LEVEL}/#"
 
 
+def is_command_topic(prefix: str, topic: str) -> bool:
+    """True for a v1 command topic: the server's own prompts to devices, which ingest's
+    catch-all subscription hears again (MQTT 3.1.1 has no "not my own messages")."""
+    parts = topic.split("/")
+    return (
+        len(parts) == 5
+        and parts[0] == prefix
+        and parts[1] == VERSION_LEVEL
+        and parts[4] == Channel.COMMAND.value
+    )
+
+
 def parse_topic(prefix: str, topic: str) -> Topic:
     """Split a v1 topic; raise PayloadError(bad_topic) for anything else."""
     parts = topic.split("/")

@@ -59,6 +59,7 @@ class IngestStats:
     duplicates: int = 0
     heartbeats: int = 0
     statuses: int = 0
+    own_commands: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     store_retries: int = 0
@@ -221,6 +222,7 @@ class Ingest:
         self.stats.batches += 1
         self.stats.heartbeats += plan.heartbeats
         self.stats.statuses += plan.statuses
+        self.stats.own_commands += plan.own_commands
         return stored
 
     async def _notify(self, stored: list[StoredEvent]) -> None:
