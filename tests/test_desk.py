@@ -452,3 +452,59 @@ async def test_a_timer_armed_earlier_than_the_next_deadline_wakes_the_scheduler(
         await eventually(escalated, within_s=5, what="the 30-second step to fire")
         battery = await rows(server, select(m.Timer.state).where(m.Timer.call_id != emergency))
         assert {state for (state,) in battery} == {"pending"}
+
+
+async def test_the_duty_roster_and_public_holidays_decide_who_is_on_shift(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a roster day off for everyone at a household's station sends a carer
+    from its backup station, and that a public holiday takes the weekday-only office
+    shift off duty."""
+    engine_config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    monday = MONDAY_MORNING.date()
+    async with running_desk(engine_config, ManualClock(MONDAY_MORNING)) as server:
+        home, backup = (
+            await rows(
+                server,
+                select(m.Household.home_station_id, m.Household.backup_station_id).where(
+                    m.Household.code == "H0015"
+                ),
+            )
+        )[0]
+        office = {
+            code
+            for (code,) in await rows(
+                server, select(m.Carer.code).where(m.Carer.shift_pattern_code == "DAY")
+            )
+        }
+        free = {c.code for c in await server.desk.carer_snapshots() if c.state.value == "free"}
+        assert office <= free  # a normal Monday: the office shift is on
+        async with server.desk.transaction() as session:
+            home_team = (
+                await session.scalars(select(m.Carer.id).where(m.Carer.station_id == home))
+            ).all()
+            for carer_id in home_team:
+                session.add(m.DutyRoster(carer_id=carer_id, day=monday, on_duty=False))
+        await _press(broker, topic_prefix, "H0015", "press-1")
+        call_id = await _call_for(server, "H0015")
+
+        async def paged() -> bool:
+            return bool(await _assignments(server, call_id))
+
+        await eventually(paged, what="a carer paged")
+        ((code, _),) = await _assignments(server, call_id)
+        station = await scalar(server, select(m.Carer.station_id).where(m.Carer.code == code))
+        assert station == backup
+        tier = [
+            h.detail["tier"] for h in await history(server, call_id) if h.action == "dispatched"
+        ]
+        assert tier == ["backup"]
+
+    holiday_config = engine_config.model_copy(
+        update={"district": engine_config.district.model_copy(update={"holidays": [monday]})}
+    )
+    async with running_desk(holiday_config, ManualClock(MONDAY_MORNING)) as server:
+        states = {c.code: c.state.value for c in await server.desk.carer_snapshots()}
+        assert {states[code] for code in office} == {"off_shift"}
