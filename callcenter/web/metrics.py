@@ -187,19 +187,7 @@ class Metrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        self._fired_seen = 0
-
-    def _take_lateness(self) -> None:
-        """Observe the timers fired since the last scrape (the scheduler keeps the latest
-        10,000 latenesses; more than that between two scrapes would be undercounted)."""
-        scheduler = self._server.scheduler
-        new = scheduler.fired - self._fired_seen
-        self._fired_seen = scheduler.fired
-        if new <= 0:
-            return
-        recent = list(scheduler.lateness_s)
-        for lateness in recent[-min(new, len(recent)) :]:
-            self._lateness.observe(lateness)
+        server.scheduler.lateness_observers.append(self._lateness.observe)
 
     async def render(self) -> bytes:
         """The text exposition, with database gauges read now."""
@@ -209,7 +197,6 @@ class Metrics:
         except (TimeoutError, OperationalError, DBAPIError, OSError):
             self._desk.database = None
         self._desk.database_seconds = time.perf_counter() - started
-        self._take_lateness()
         return generate_latest(self.registry)
 
 
