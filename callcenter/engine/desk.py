@@ -34,7 +34,9 @@ from callcenter.domain.calls import (
     DeviceNote,
     Dispatch,
     Press,
+    Report,
     Situation,
+    StandDown,
     StepDue,
     decide,
     open_call,
@@ -182,19 +184,19 @@ class Desk:
         call_id: int,
         make: Callable[[Call, Situation, list[CarerSnapshot], Registry], Command],
         *,
-        missing_ok: bool = False,
-    ) -> Decision | None:
+        may_dispatch: bool = True,
+    ) -> Decision:
+        """Lock the call, decide ``make``'s command on it, save. Without ``may_dispatch``
+        the command cannot page anyone, and who is free is not read."""
         now = self._clock.now()
         registry = await self.district.registry(session)
         codes = {c.id: c.code for c in registry.carers.values()}
         loaded = await repository.load(session, call_id, codes, lock=True)
         if loaded is None:
-            if missing_ok:
-                return None
             raise CallNotFoundError(call_id)
         _, call = loaded
         household = registry.households[call.household_id]
-        carers = await self.district.carers(session, now)
+        carers = await self.district.carers(session, now) if may_dispatch else []
         situation = self._situation(call, household, registry, carers, now, call.policy.skills)
         decision = decide(call, make(call, situation, carers, registry), situation)
         await self._save(session, call, decision, household, now)
@@ -341,7 +343,7 @@ class Desk:
             if target is None:
                 return await self._open(session, event, raised, household, registry, now)
             press = Press(raised, event.device)
-            await self._apply(session, target.id, lambda *_: press)
+            await self._apply(session, target.id, lambda *_: press, may_dispatch=False)
             return target.id
         if event.kind == "cancel":
             target = next((c for c in open_calls if CallType(c.call_type) in ALARM_TYPES), None)
@@ -353,14 +355,14 @@ class Desk:
                 )
                 return None
             cancel = DeviceCancel(event.device)
-            await self._apply(session, target.id, lambda *_: cancel)
+            await self._apply(session, target.id, lambda *_: cancel, may_dispatch=False)
             return target.id
         if event.kind == "device_online":
             target = next((c for c in open_calls if c.call_type == CallType.DEVICE_OFFLINE), None)
             if target is None:
                 return None
             note = DeviceNote(event.device, "device_back_online", dict(event.data))
-            await self._apply(session, target.id, lambda *_: note)
+            await self._apply(session, target.id, lambda *_: note, may_dispatch=False)
             return target.id
         log.warning("household %s: event kind %r raises no call", household.code, event.kind)
         return None
@@ -419,9 +421,13 @@ class Desk:
     async def command(self, call_id: int, command: Command) -> Call:
         """Apply a ready-made command (acknowledge, report, resolve, ...) to a call."""
 
+        # Only these can page someone: a decline or a stand-down refills the call.
+        may_dispatch = isinstance(command, Report | StandDown | AutoDispatch | StepDue)
+
         async def work(session: AsyncSession) -> Call:
-            decision = await self._apply(session, call_id, lambda *_: command)
-            assert decision is not None
+            decision = await self._apply(
+                session, call_id, lambda *_: command, may_dispatch=may_dispatch
+            )
             return decision.call
 
         return await self.perform(work)  # type: ignore[no-any-return]
@@ -455,9 +461,7 @@ class Desk:
             )
 
         async def work(session: AsyncSession) -> Call:
-            decision = await self._apply(session, call_id, choose)
-            assert decision is not None
-            return decision.call
+            return (await self._apply(session, call_id, choose)).call
 
         return await self.perform(work)  # type: ignore[no-any-return]
 
