@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from callcenter.clock import Clock
 from callcenter.domain.call_types import ALARM_TYPES, RAISED_BY, CallType
 from callcenter.domain.calls import (
-    AddNote,
+    Actor,
     AssignmentState,
     AutoDispatch,
     Call,
@@ -50,6 +50,8 @@ from callcenter.store import models as m
 from callcenter.store.db import write_locked
 
 log = logging.getLogger("callcenter.desk")
+
+T = TypeVar("T")
 
 # Attempts at a decision that lost a race for a carer (PostgreSQL, several writers).
 _RACE_RETRIES = 5
@@ -124,7 +126,7 @@ class Desk:
         async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
             yield session
 
-    async def _retrying(self, work: Callable[[AsyncSession], Any]) -> Any:
+    async def _retrying(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         for attempt in range(1, _RACE_RETRIES + 1):
             try:
                 async with self.transaction() as session:
@@ -302,12 +304,12 @@ class Desk:
             if saved.outbox:
                 self.outbox_changed.set()
 
-    async def perform(self, work: Callable[[AsyncSession], Any]) -> Any:
+    async def perform(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in a write transaction (retried when it loses a race for a carer),
         then announce what it committed."""
         holder: list[AsyncSession] = []
 
-        async def tracked(session: AsyncSession) -> Any:
+        async def tracked(session: AsyncSession) -> T:
             session.info.pop("after_commit", None)
             holder[:] = [session]
             return await work(session)
@@ -412,9 +414,10 @@ class Desk:
                 return None  # cancelled, or another instance fired it
             step = StepDue(timer.step, timer.carer_id)
             await self._apply(session, timer.call_id, lambda *_: step)
-            return timer.due_at  # type: ignore[no-any-return]
+            due_at: datetime = timer.due_at
+            return due_at
 
-        return await self.perform(work)  # type: ignore[no-any-return]
+        return await self.perform(work)
 
     # --- people's commands -----------------------------------------------------------
 
@@ -430,9 +433,9 @@ class Desk:
             )
             return decision.call
 
-        return await self.perform(work)  # type: ignore[no-any-return]
+        return await self.perform(work)
 
-    async def dispatch(self, call_id: int, by: Any, carer_code: str | None) -> Call:
+    async def dispatch(self, call_id: int, by: Actor, carer_code: str | None) -> Call:
         """Send a carer: the best candidate (``carer_code`` None) or the one named."""
 
         def choose(
@@ -463,10 +466,7 @@ class Desk:
         async def work(session: AsyncSession) -> Call:
             return (await self._apply(session, call_id, choose)).call
 
-        return await self.perform(work)  # type: ignore[no-any-return]
-
-    async def note(self, call_id: int, by: Any, text: str) -> Call:
-        return await self.command(call_id, AddNote(by, text))
+        return await self.perform(work)
 
     # --- reading ---------------------------------------------------------------------
 

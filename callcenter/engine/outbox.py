@@ -223,7 +223,7 @@ class OutboxRelay:
                 household,
             )
 
-        return await self._desk.perform(work)  # type: ignore[no-any-return]
+        return await self._desk.perform(work)
 
     async def _deliver(self, item_id: int) -> int:
         message = await self._claim(item_id)
