@@ -508,3 +508,34 @@ async def test_the_duty_roster_and_public_holidays_decide_who_is_on_shift(
     async with running_desk(holiday_config, ManualClock(MONDAY_MORNING)) as server:
         states = {c.code: c.state.value for c in await server.desk.carer_snapshots()}
         assert {states[code] for code in office} == {"off_shift"}
+
+
+async def test_timers_written_elsewhere_are_seen_when_the_scheduler_is_woken(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a wake-up naming no due time makes the scheduler read its next deadline
+    again, so a timer written straight into the table still fires on time."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        await _press(broker, topic_prefix, "H0016", "battery-1", EventKind.LOW_BATTERY)
+        call_id = await _call_for(server, "H0016")
+        await asyncio.sleep(0.3)  # the scheduler settles on the low-battery hour
+        async with server.desk.transaction() as session:
+            session.add(
+                m.Timer(
+                    call_id=call_id,
+                    step="still_open",
+                    due_at=clock.now() + timedelta(seconds=10),
+                    state="pending",
+                )
+            )
+        server.desk.timers_changed.set()
+        clock.advance(timedelta(seconds=11))
+
+        async def fired() -> bool:
+            return "still_open" in [h.detail.get("step") for h in await history(server, call_id)]
+
+        await eventually(fired, within_s=5, what="the inserted timer to fire")

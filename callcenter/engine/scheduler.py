@@ -76,7 +76,8 @@ class Scheduler:
             await self._sleep_until(until)
 
     async def _sleep_until(self, until: datetime) -> None:
-        """Sleep until ``until``, or until a commit arms a timer due before it."""
+        """Sleep until ``until``, or until a commit arms a timer due before it; a wake-up
+        that names no due time ends the sleep, to read the next deadline again."""
         wake = self._desk.timers_changed
         while not self._stopping.is_set():
             await self._clock.sleep_until(until, wake)
@@ -84,8 +85,9 @@ class Scheduler:
                 return  # the time has come
             wake.clear()
             armed, self._desk.earliest_armed = self._desk.earliest_armed, None
-            if armed is not None and armed < until:
-                until = armed  # sleep less, without asking the database again
+            if armed is None:
+                return  # woken without a due time (timers written elsewhere): look again
+            until = min(until, armed)  # sleep less, without asking the database again
 
     async def fire_due(self) -> int:
         """Fire every timer due by now, in due order; how many fired. (Burst mode.)"""
