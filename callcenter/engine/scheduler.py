@@ -23,8 +23,9 @@ from callcenter.store import models as m
 log = logging.getLogger("callcenter.scheduler")
 
 _BATCH = 500
-# With nothing armed, look again this often anyway: another instance may arm timers.
-_IDLE_RECHECK = timedelta(seconds=30)
+# However far off the next deadline, look again this often: another instance (or an
+# administrator) may have armed an earlier one that no wake-up here announced.
+_RECHECK = timedelta(seconds=30)
 
 
 class Scheduler:
@@ -72,8 +73,8 @@ class Scheduler:
                 # Something due keeps failing: retry it, but not in a tight loop.
                 await asyncio.sleep(1.0)
                 continue
-            until = due if due is not None else self._clock.now() + _IDLE_RECHECK
-            await self._sleep_until(until)
+            recheck = self._clock.now() + _RECHECK
+            await self._sleep_until(recheck if due is None else min(due, recheck))
 
     async def _sleep_until(self, until: datetime) -> None:
         """Sleep until ``until``, or until a commit arms a timer due before it; a wake-up
