@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import Clock
 from callcenter.engine.desk import Desk, LoggedEvent
+from callcenter.ingest.mqtt import backoff_delays
 from callcenter.ingest.protocol import DeadLetterReason
 from callcenter.store import models as m
 
@@ -26,8 +28,10 @@ log = logging.getLogger("callcenter.follower")
 CURSOR = "call_engine"
 _READ_AHEAD = 200
 # An event the engine fails on this many times is set aside as a dead letter (with the
-# error) rather than holding up every call behind it.
-_ATTEMPTS = 3
+# error) rather than holding up every call behind it. Database outages do not count.
+ATTEMPTS = 3
+# Errors that mean the database is busy, unreachable or restarting, not a bad event.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, TimeoutError, OSError)
 
 
 class EventFollower:
@@ -44,6 +48,7 @@ class EventFollower:
         self._stopping = asyncio.Event()
         self.events_applied = 0
         self.events_failed = 0
+        self.database_waits = 0
 
     def prompt(self) -> None:
         """New events were committed: look now rather than at the next poll."""
@@ -109,7 +114,10 @@ class EventFollower:
             return [LoggedEvent(*row) for row in rows.all()]
 
     async def _apply_one(self, event: LoggedEvent) -> None:
-        for attempt in range(1, _ATTEMPTS + 1):
+        attempt = 0
+        outage = backoff_delays(first_s=0.2, cap_s=10.0)
+        while True:
+            attempt += 1
 
             async def work(session: AsyncSession) -> bool:
                 # Under the write lock: a second instance may have got here first.
@@ -123,6 +131,23 @@ class EventFollower:
                 if await self._desk.perform(work):
                     self.events_applied += 1
                 return
+            except DATABASE_UNAVAILABLE as error:
+                # Not the event's fault: wait for the database as long as it takes. An
+                # alarm is never set aside because the database was busy or away.
+                attempt = 0
+                self.database_waits += 1
+                wait = next(outage)
+                log.warning(
+                    "event %d (%s from %s): database unavailable (%s); retrying in %.1f s",
+                    event.id,
+                    event.kind,
+                    event.device,
+                    error,
+                    wait,
+                )
+                await self._sleep_unless_stopping(wait)
+                if self._stopping.is_set():
+                    return  # still past the cursor: the next start applies it
             except Exception as error:
                 log.exception(
                     "event %d (%s from %s, household %s) failed, attempt %d of %d",
@@ -131,12 +156,17 @@ class EventFollower:
                     event.device,
                     await self._household_code(event),
                     attempt,
-                    _ATTEMPTS,
+                    ATTEMPTS,
                 )
-                last = error
+                if attempt >= ATTEMPTS:
+                    self.events_failed += 1
+                    await self._set_aside(event, error)
+                    return
                 await asyncio.sleep(0.2 * attempt)
-        self.events_failed += 1
-        await self._set_aside(event, last)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def _set_aside(self, event: LoggedEvent, error: Exception) -> None:
         async def work(session: AsyncSession) -> None:
@@ -163,7 +193,7 @@ class EventFollower:
             event.id,
             event.kind,
             event.device,
-            _ATTEMPTS,
+            ATTEMPTS,
             await self._household_code(event),
         )
 
