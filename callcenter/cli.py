@@ -143,6 +143,33 @@ async def _operator(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fake_twilio(args: argparse.Namespace) -> int:
+    return asyncio.run(_fake_twilio(args.host, args.port))
+
+
+async def _fake_twilio(host: str, port: int) -> int:
+    import signal
+
+    from callcenter.notify.fake_twilio import FakeTwilio
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with FakeTwilio(host=host, port=port) as fake:
+        # The first line is the URL, so scripts and tests can read it without parsing prose.
+        print(f"fake Twilio listening on {fake.base_url}", flush=True)
+        print(f"account SID {fake.account_sid}", flush=True)
+        print(f"auth token  {fake.auth_token}", flush=True)
+        print(
+            "point the twilio client at it: client.api.base_url = BASE_URL; Ctrl-C stops",
+            flush=True,
+        )
+        await stop.wait()
+    print(f"fake Twilio stopped after {len(fake.messages)} message(s)", flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, exposed for tests and docs."""
     parser = argparse.ArgumentParser(
@@ -209,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, what in (("deactivate", "refuse their token"), ("activate", "allow again")):
         switch = operator_commands.add_parser(action, help=f"{action} an operator: {what}")
         switch.add_argument("username")
+
+    fake_twilio = commands.add_parser(
+        "fake-twilio", help="run a local fake Twilio SMS API until Ctrl-C (development, tests)"
+    )
+    fake_twilio.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    fake_twilio.add_argument("--port", type=int, default=0, help="default 0: any free port")
+    fake_twilio.set_defaults(func=_cmd_fake_twilio)
     return parser
 
 

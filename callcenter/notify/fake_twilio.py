@@ -1,0 +1,370 @@
+"""A local fake of the part of Twilio's REST API that sending SMS uses.
+
+The real ``twilio`` library talks to it unchanged; only its base URL is pointed here.
+Measured with twilio 9.13: the client must be created inside a running loop, and
+``client.api.base_url`` is the attribute that works (the ``Api`` domain joins it with
+``/2010-04-01/...``; pagination follows ``next_page_uri`` against the same base)::
+
+    client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
+    client.api.base_url = fake.base_url
+    try:
+        message = await client.messages.create_async(to="+8613800000000", from_="+1...", body="hi")
+    finally:
+        await client.http_client.close()
+
+This only holds while no edge or region is configured (``TWILIO_EDGE``/``TWILIO_REGION``
+unset): with either set the library rewrites the host name of every URL.
+
+Spoken: ``POST`` and ``GET .../Accounts/{sid}/Messages.json`` and
+``GET .../Messages/{MessageSid}.json``, with HTTP basic auth, Twilio's error JSON and its
+page format. Planned failures (``fail_next``) let tests of the sender see 429s and
+permanent errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import re
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from email.utils import format_datetime
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from callcenter.clock import Clock, SystemClock
+
+API_VERSION = "2010-04-01"
+_E164 = re.compile(r"\+[1-9]\d{7,14}")
+_DEFAULT_PAGE_SIZE = 50
+_MAX_PAGE_SIZE = 1000
+_ERROR_MESSAGES = {
+    20003: "Authenticate",
+    20404: "The requested resource was not found",
+    20429: "Too Many Requests",
+    21211: "The 'To' number is not a valid phone number.",
+    21602: "Message body is required.",
+    21603: "A 'From' or 'MessagingServiceSid' parameter is required to send a message.",
+    21604: "A 'To' phone number is required.",
+    21610: "Attempt to send to unsubscribed recipient",
+    21614: "'To' number is not a valid mobile number",
+}
+
+
+def _rfc2822(moment: datetime | None) -> str | None:
+    return None if moment is None else format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def _segments(body: str) -> int:
+    # Approximation: ASCII counts as GSM-7 (160, or 153 per part), anything else UCS-2 (70/67).
+    single, part = (160, 153) if body.isascii() else (70, 67)
+    return 1 if len(body) <= single else -(-len(body) // part)
+
+
+@dataclass
+class FakeMessage:
+    """One message the fake accepted, as Twilio would store it."""
+
+    sid: str
+    account_sid: str
+    to: str
+    from_: str | None
+    body: str
+    messaging_service_sid: str | None
+    status_callback: str | None
+    date_created: datetime
+    status: str = "queued"
+    date_sent: datetime | None = None
+    form: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """The message's path, as Twilio reports it."""
+        return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}.json"
+
+    def to_json(self) -> dict[str, Any]:
+        """The message resource JSON, with the fields ``MessageInstance`` reads."""
+        prefix = self.uri.removesuffix(".json")
+        return {
+            "account_sid": self.account_sid,
+            "api_version": API_VERSION,
+            "body": self.body,
+            "date_created": _rfc2822(self.date_created),
+            "date_sent": _rfc2822(self.date_sent),
+            "date_updated": _rfc2822(self.date_sent or self.date_created),
+            "direction": "outbound-api",
+            "error_code": None,
+            "error_message": None,
+            "from": self.from_,
+            "messaging_service_sid": self.messaging_service_sid,
+            "num_media": "0",
+            "num_segments": str(_segments(self.body)),
+            "price": None,
+            "price_unit": "USD",
+            "sid": self.sid,
+            "status": self.status,
+            "subresource_uris": {
+                "media": f"{prefix}/Media.json",
+                "feedback": f"{prefix}/Feedback.json",
+            },
+            "to": self.to,
+            "uri": self.uri,
+        }
+
+
+@dataclass(frozen=True)
+class PlannedFailure:
+    """An error the fake returns to one coming create call instead of accepting it."""
+
+    status: int
+    code: int
+    message: str
+
+
+class FakeTwilio:
+    """A local HTTP server speaking Twilio's Messages API; an async context manager."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        account_sid: str | None = None,
+        auth_token: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.host = host
+        self.account_sid = account_sid or "AC" + secrets.token_hex(16)
+        self.auth_token = auth_token or secrets.token_hex(16)
+        self.messages: list[FakeMessage] = []
+        self._requested_port = port
+        self._port: int | None = None
+        self._clock: Clock = clock or SystemClock()
+        self._failures: collections.deque[PlannedFailure] = collections.deque()
+        self._handed_out = 0
+        self._arrived = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (known once started)."""
+        if self._port is None:
+            raise RuntimeError("FakeTwilio is not running")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """What to set as ``client.api.base_url``, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Start listening; with port 0 the system picks a free port."""
+        app = web.Application()
+        base = f"/{API_VERSION}/Accounts/{{account_sid}}"
+        app.router.add_post(f"{base}/Messages.json", self._create)
+        app.router.add_get(f"{base}/Messages.json", self._list)
+        app.router.add_get(f"{base}/Messages/{{sid}}.json", self._fetch)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self._requested_port)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Stop listening and drop open connections."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeTwilio:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def fail_next(
+        self, status: int = 429, code: int = 20429, times: int = 1, message: str | None = None
+    ) -> None:
+        """Make the next ``times`` create calls fail with this HTTP status and Twilio code."""
+        text = message or _ERROR_MESSAGES.get(code, "Planned failure")
+        self._failures.extend(PlannedFailure(status, code, text) for _ in range(times))
+
+    # A timeout argument, not asyncio.timeout at the call site: tests read better this way.
+    async def next_message(self, timeout: float = 5.0) -> FakeMessage:  # noqa: ASYNC109
+        """Each recorded message once, in order; waits up to ``timeout`` s for one to arrive."""
+        async with asyncio.timeout(timeout), self._arrived:
+            await self._arrived.wait_for(lambda: self._handed_out < len(self.messages))
+            message = self.messages[self._handed_out]
+            self._handed_out += 1
+            return message
+
+    def message(self, sid: str) -> FakeMessage | None:
+        """The recorded message with this SID, if any."""
+        return next((m for m in self.messages if m.sid == sid), None)
+
+    def _error(self, status: int, code: int, message: str | None = None) -> web.Response:
+        return web.json_response(
+            {
+                "code": code,
+                "message": message or _ERROR_MESSAGES.get(code, "Error"),
+                "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                "status": status,
+            },
+            status=status,
+        )
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        """A 401 unless the request carries this account's credentials; 404 for another account."""
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        try:
+            decoded = base64.b64decode(encoded, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        user, _, password = decoded.partition(":")
+        authentic = (
+            scheme.lower() == "basic"
+            and secrets.compare_digest(user, self.account_sid)
+            and secrets.compare_digest(password, self.auth_token)
+        )
+        if not authentic:
+            return self._error(401, 20003)
+        if request.match_info["account_sid"] != self.account_sid:
+            return self._error(404, 20404)
+        return None
+
+    async def _create(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        if self._failures:
+            failure = self._failures.popleft()
+            return self._error(failure.status, failure.code, failure.message)
+        to = form.get("To", "")
+        if not to:
+            return self._error(400, 21604)
+        if not _E164.fullmatch(to):
+            return self._error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        if not form.get("From") and not form.get("MessagingServiceSid"):
+            return self._error(400, 21603)
+        if not form.get("Body"):
+            return self._error(400, 21602)
+        message = FakeMessage(
+            sid="SM" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            to=to,
+            from_=form.get("From"),
+            body=form["Body"],
+            messaging_service_sid=form.get("MessagingServiceSid"),
+            status_callback=form.get("StatusCallback"),
+            date_created=self._clock.now(),
+            form=form,
+        )
+        # The create answer says "queued", as Twilio's does; the stored message is then
+        # handed to the "carrier" at once, so fetches and lists see it sent.
+        answer = message.to_json()
+        message.status = "sent"
+        message.date_sent = message.date_created
+        async with self._arrived:
+            self.messages.append(message)
+            self._arrived.notify_all()
+        return web.json_response(answer, status=201)
+
+    async def _fetch(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        message = self.message(request.match_info["sid"])
+        if message is None:
+            return self._error(404, 20404)
+        return web.json_response(message.to_json())
+
+    async def _list(self, request: web.Request) -> web.Response:
+        refusal = self._refusal(request)
+        if refusal is not None:
+            return refusal
+        query = request.query
+        try:
+            matching = [m for m in reversed(self.messages) if _matches(m, query)]
+            page_size = min(int(query.get("PageSize", _DEFAULT_PAGE_SIZE)), _MAX_PAGE_SIZE)
+            page = int(query.get("Page", 0))
+        except ValueError as error:
+            return self._error(400, 20001, f"Invalid parameter: {error}")
+        if page_size < 1:
+            return self._error(400, 20001, "PageSize must be at least 1")
+        # Twilio's PageToken names the last message of the previous page ("PA" + its sid),
+        # so messages arriving meanwhile do not shift later pages.
+        start = 0
+        token = query.get("PageToken", "")
+        if token.startswith("PA"):
+            sids = [m.sid for m in matching]
+            start = sids.index(token[2:]) + 1 if token[2:] in sids else len(matching)
+        chunk = matching[start : start + page_size]
+        filters = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
+        path = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
+
+        def page_uri(number: int, page_token: str | None) -> str:
+            params = {**filters, "PageSize": str(page_size), "Page": str(number)}
+            if page_token is not None:
+                params["PageToken"] = page_token
+            return f"{path}?{urlencode(params)}"
+
+        has_more = start + page_size < len(matching)
+        return web.json_response(
+            {
+                "messages": [m.to_json() for m in chunk],
+                "end": start + len(chunk) - 1 if chunk else 0,
+                "first_page_uri": page_uri(0, None),
+                "next_page_uri": page_uri(page + 1, "PA" + chunk[-1].sid) if has_more else None,
+                "previous_page_uri": None,
+                "page": page,
+                "page_size": page_size,
+                "start": start,
+                "uri": page_uri(page, token or None),
+            }
+        )
+
+
+def _parse_moment(text: str) -> datetime | date:
+    """A DateSent filter value: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SSZ`` (UTC)."""
+    if "T" in text:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    return date.fromisoformat(text)
+
+
+def _matches(message: FakeMessage, query: Any) -> bool:
+    if "To" in query and message.to != query["To"]:
+        return False
+    if "From" in query and message.from_ != query["From"]:
+        return False
+    sent = (message.date_sent or message.date_created).astimezone(UTC)
+    for key, raw in query.items():
+        if not key.startswith("DateSent"):
+            continue
+        op, value = key.removeprefix("DateSent"), raw
+        # The library sends date_sent_after as "DateSent>"; Twilio reads it as "on or after".
+        # The documented spelling "DateSent=>=YYYY-MM-DD" is accepted too.
+        if value[:1] in ("<", ">"):
+            op, value = value[:1], value[1:].removeprefix("=")
+        bound = _parse_moment(value)
+        moment: datetime | date = sent if isinstance(bound, datetime) else sent.date()
+        if op == ">" and moment < bound:
+            return False
+        if op == "<" and moment > bound:
+            return False
+        if op == "" and moment != bound:
+            return False
+    return True

@@ -1,0 +1,188 @@
+"""The fake Twilio server, driven by the real twilio library's async client."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from callcenter.clock import ManualClock
+from callcenter.notify.fake_twilio import FakeTwilio
+
+CARER = "+8613800138000"
+DESK = "+8610955500"
+SID = re.compile(r"SM[0-9a-f]{32}")
+
+
+async def test_create_message_is_recorded_with_its_fields(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that create_async returns a message with a valid SID and the fake records it."""
+    created = await twilio_client.messages.create_async(
+        to=CARER,
+        from_=DESK,
+        body="Call 12: Wang Fang, 3 Lotus Lane. Reply 12a to accept.",
+        status_callback="http://127.0.0.1:9/sms/status",
+    )
+    assert SID.fullmatch(created.sid)
+    assert created.status == "queued"
+    assert created.to == CARER
+    assert created.from_ == DESK
+    assert created.body.startswith("Call 12:")
+    assert created.direction == "outbound-api"
+    assert created.account_sid == fake_twilio.account_sid
+    assert created.num_segments == "1"
+    assert created.date_created is not None
+
+    recorded = await fake_twilio.next_message(timeout=1)
+    assert recorded.sid == created.sid
+    assert (recorded.to, recorded.from_) == (CARER, DESK)
+    assert recorded.body == created.body
+    assert recorded.status_callback == "http://127.0.0.1:9/sms/status"
+    assert fake_twilio.messages == [recorded]
+
+
+async def test_wrong_credentials_are_refused_with_20003(fake_twilio: FakeTwilio) -> None:
+    """Test that a client with the wrong auth token gets TwilioRestException code 20003."""
+    client = Client(fake_twilio.account_sid, "wrong-token", http_client=AsyncTwilioHttpClient())
+    client.api.base_url = fake_twilio.base_url
+    try:
+        with pytest.raises(TwilioRestException) as caught:
+            await client.messages.create_async(to=CARER, from_=DESK, body="hello")
+    finally:
+        await client.http_client.close()
+    assert caught.value.status == 401
+    assert caught.value.code == 20003
+    assert fake_twilio.messages == []
+
+
+@pytest.mark.parametrize("to", ["13800138000", "+86-138", "+1234567", "+0123456789"])
+async def test_invalid_to_is_refused_with_21211(
+    fake_twilio: FakeTwilio, twilio_client: Client, to: str
+) -> None:
+    """Test that a To that is not E.164 gets TwilioRestException code 21211 and no message."""
+    with pytest.raises(TwilioRestException) as caught:
+        await twilio_client.messages.create_async(to=to, from_=DESK, body="hello")
+    assert caught.value.status == 400
+    assert caught.value.code == 21211
+    assert fake_twilio.messages == []
+
+
+async def test_missing_body_is_refused_with_21602(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that a create without a body gets code 21602."""
+    with pytest.raises(TwilioRestException) as caught:
+        await twilio_client.messages.create_async(to=CARER, from_=DESK)
+    assert caught.value.code == 21602
+    assert fake_twilio.messages == []
+
+
+async def test_planned_failures_come_first_then_success(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that planned 429/20429 and 21211 failures answer the next creates, in order."""
+    fake_twilio.fail_next(status=429, code=20429, times=2)
+    fake_twilio.fail_next(status=400, code=21211)
+    for status, code in ((429, 20429), (429, 20429), (400, 21211)):
+        with pytest.raises(TwilioRestException) as caught:
+            await twilio_client.messages.create_async(to=CARER, from_=DESK, body="hello")
+        assert (caught.value.status, caught.value.code) == (status, code)
+    assert fake_twilio.messages == []
+
+    created = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="hello")
+    assert [m.sid for m in fake_twilio.messages] == [created.sid]
+
+
+async def test_list_filters_by_to_and_date_sent_after_across_pages() -> None:
+    """Test that list_async by To and date_sent_after returns exactly the right messages
+    when they span several pages."""
+    clock = ManualClock(datetime(2026, 3, 1, 8, 0, tzinfo=UTC))
+    async with FakeTwilio(clock=clock) as fake:
+        client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
+        client.api.base_url = fake.base_url
+        try:
+            send = client.messages.create_async
+            await send(to=CARER, from_=DESK, body="before the cut-off")
+            await send(to="+8613900139000", from_=DESK, body="another carer, before")
+            clock.advance(timedelta(minutes=5))
+            cut_off = clock.now()
+            wanted = []
+            for n in range(5):
+                wanted.append((await send(to=CARER, from_=DESK, body=f"after {n}")).sid)
+                await send(to="+8613900139000", from_=DESK, body=f"another carer {n}")
+                clock.advance(timedelta(seconds=30))
+
+            listed = await client.messages.list_async(
+                to=CARER, date_sent_after=cut_off, page_size=2
+            )
+            first_page = await client.messages.page_async(
+                to=CARER, date_sent_after=cut_off, page_size=2
+            )
+        finally:
+            await client.http_client.close()
+    assert len(first_page._payload["messages"]) == 2
+    assert first_page.next_page_url is not None
+    # Newest first, as Twilio lists them.
+    assert [m.sid for m in listed] == list(reversed(wanted))
+    assert all(m.to == CARER and m.date_sent >= cut_off for m in listed)
+
+
+async def test_fetch_by_sid_and_unknown_sid(fake_twilio: FakeTwilio, twilio_client: Client) -> None:
+    """Test that fetch_async finds a created message by SID and an unknown SID is 20404."""
+    created = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="hello")
+    fetched = await twilio_client.messages(created.sid).fetch_async()
+    assert (fetched.sid, fetched.to, fetched.body) == (created.sid, CARER, "hello")
+    assert fetched.status == "sent"
+    assert fetched.date_sent is not None
+
+    with pytest.raises(TwilioRestException) as caught:
+        await twilio_client.messages("SM" + "0" * 32).fetch_async()
+    assert (caught.value.status, caught.value.code) == (404, 20404)
+
+
+async def test_next_message_times_out_when_nothing_arrives(fake_twilio: FakeTwilio) -> None:
+    """Test that next_message raises TimeoutError when no message arrives in time."""
+    with pytest.raises(TimeoutError):
+        await fake_twilio.next_message(timeout=0.05)
+
+
+async def test_next_message_waits_for_a_message_still_to_come(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that next_message, awaited before the create, returns the message when it comes."""
+    waiting = asyncio.create_task(fake_twilio.next_message(timeout=2))
+    await asyncio.sleep(0)
+    created = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="hi")
+    assert (await waiting).sid == created.sid
+
+
+def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:
+    """Test that `callcenter fake-twilio --port 0` prints its base URL first and exits 0 on
+    SIGINT."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "callcenter.cli", "fake-twilio", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        assert re.fullmatch(r"fake Twilio listening on http://127\.0\.0\.1:\d+\n", first)
+        assert process.stdout.readline().startswith("account SID AC")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
