@@ -1435,3 +1435,22 @@ def test_the_engine_may_page_without_owning_the_call() -> None:
     assert by_system.call.state is CallState.DISPATCHED
     by_operator = step(call, AutoDispatch(OPERATOR), 5)
     assert by_operator.call.owner == str(OPERATOR)
+
+
+def test_a_carer_on_scene_may_resolve_the_call_and_nobody_else_in_the_field() -> None:
+    """Test that the carer at the door can close their call, while a carer still on the
+    way, or not on the call at all, is refused."""
+    call = call_in(CallState.DISPATCHED)
+    paged = call.assignments[0].carer_id
+    carer = carer_actor(paged)
+    other = carer_actor(next(c for c in CARER_IDS if c != paged))
+    on_the_way = step(call, Report(carer, paged, CarerReport.ON_THE_WAY), 60).call
+    with pytest.raises(IllegalTransitionError, match="only once on scene"):
+        step(on_the_way, Resolve(carer, Outcome.HELPED_AT_HOME), 90)
+    on_scene = step(on_the_way, Report(carer, paged, CarerReport.ON_SCENE), 300).call
+    with pytest.raises(IllegalTransitionError, match="only once on scene"):
+        step(on_scene, Resolve(other, Outcome.HELPED_AT_HOME), 400)
+    resolved = step(on_scene, Resolve(carer, Outcome.HELPED_AT_HOME), 900)
+    assert resolved.call.state is CallState.RESOLVED
+    assert resolved.call.owner is None  # no desk ownership taken on the carer's behalf
+    assert resolved.history[-1].actor == str(carer)

@@ -535,6 +535,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _report(call, command, situation)
     if isinstance(command, AutoDispatch) and command.by.kind is ActorKind.SYSTEM:
         return _auto_dispatch(call, situation, command.by)
+    if isinstance(command, Resolve) and command.by.kind is ActorKind.CARER:
+        return _carer_resolves(call, command, situation)
     # Everything else is desk work: the first operator to touch the call owns it.
     decision = _take_ownership(call, command.by, situation)
     call = decision.call
@@ -554,6 +556,22 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
     return _then(
         decision, _close(call, command.by, situation, reason=command.reason, note=command.note)
     )
+
+
+def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:
+    """A carer at the door may close the call they are on; nobody else in the field may."""
+    on_scene = [
+        a
+        for a in call.assignments
+        if a.carer_code == command.by.name and a.state is AssignmentState.ON_SCENE
+    ]
+    if not on_scene:
+        raise IllegalTransitionError(
+            call.id,
+            f"{command.by} can resolve call {call.id} only once on scene there; "
+            "report on_scene first, or ask the desk",
+        )
+    return _close(call, command.by, situation, outcome=command.outcome, note=command.note)
 
 
 def _entry(
