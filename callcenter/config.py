@@ -53,10 +53,11 @@ ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_FILE = "callcenter.toml"
 
 # Keys whose values are secrets: allowed from the environment, refused in the file.
-SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("broker", "password")})
+SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("broker", "password"), ("sms", "auth_token")})
 # Environment variables holding secrets that have no key in the file at all.
 SECRET_ENV = {
     ("broker", "password"): "CALLCENTER_BROKER__PASSWORD",
+    ("sms", "auth_token"): "CALLCENTER_SMS__AUTH_TOKEN",
 }
 # Keys holding tables, which an environment variable cannot express.
 FILE_ONLY_KEYS: frozenset[tuple[str, str]] = frozenset({("calls", "policies")})
@@ -223,6 +224,64 @@ class IngestConfig(_Section):
 class WebConfig(_Section):
     host: str = Field("127.0.0.1", description="address the HTTP server listens on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one")
+
+
+class SmsConfig(_Section):
+    account_sid: str = Field(
+        "",
+        description=(
+            "Twilio account SID (AC...); empty runs a local fake Twilio and every SMS goes "
+            "there, never to a real phone"
+        ),
+    )
+    auth_token: str = Field("", description="secret: set CALLCENTER_SMS__AUTH_TOKEN instead")
+    from_number: str = Field(
+        "", description="the number SMS are sent from, E.164 (or set messaging_service_sid)"
+    )
+    messaging_service_sid: str = Field(
+        "", description="Twilio messaging service (MG...) to send from instead of from_number"
+    )
+    api_base_url: str = Field(
+        "", description="Twilio's API address; empty: Twilio itself (or the local fake)"
+    )
+    public_url: str = Field(
+        "",
+        description=(
+            "the address Twilio reaches this server's webhooks at, e.g. "
+            "https://desk.example.org behind a proxy; empty: the operator API's own URL"
+        ),
+    )
+    timeout_s: float = Field(10.0, gt=0, le=120, description="longest wait for one Twilio call")
+    fake_port: int = Field(
+        0, ge=0, le=65535, description="port of the local fake Twilio; 0 picks a free one"
+    )
+
+    @field_validator("from_number")
+    @classmethod
+    def _sender_number(cls, value: str) -> str:
+        if value and not _E164.fullmatch(value):
+            raise ValueError(
+                'not an international (E.164) phone number: write "+", the country code '
+                "and the number, 6 to 15 digits without spaces or dashes"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _complete_account(self) -> SmsConfig:
+        if self.account_sid and not self.auth_token:
+            raise ValueError(
+                "with a Twilio account_sid, set the auth token in CALLCENTER_SMS__AUTH_TOKEN"
+            )
+        if self.account_sid and not (self.from_number or self.messaging_service_sid):
+            raise ValueError(
+                "with a Twilio account_sid, set from_number (or messaging_service_sid) too"
+            )
+        return self
+
+    @property
+    def fake(self) -> bool:
+        """True when no Twilio account is configured and the local fake is used."""
+        return not self.account_sid
 
 
 def _rule_error(reason: str, key: str, fix: str) -> PydanticCustomError:
@@ -396,6 +455,7 @@ class Config(BaseModel):
     embedded_broker: EmbeddedBrokerConfig = EmbeddedBrokerConfig()
     ingest: IngestConfig = IngestConfig()
     web: WebConfig = WebConfig()
+    sms: SmsConfig = SmsConfig()
     calls: CallsConfig = CallsConfig()
 
     def policy_book(self) -> PolicyBook:

@@ -967,3 +967,43 @@ def test_cli_config_check_reports_bad_policies_and_exits_2(tmp_path: Path) -> No
     assert "environment CALLCENTER_CALLS__POLICIES: calls.policies: " in result.stdout
     assert result.stdout.count("fix: ") == 3
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "environ", "key", "says"),
+    [
+        ('[sms]\nauth_token = "abc"\n', {}, "sms.auth_token", "CALLCENTER_SMS__AUTH_TOKEN"),
+        (
+            '[sms]\naccount_sid = "AC123"\nfrom_number = "+8613800000000"\n',
+            {},
+            "sms",
+            "CALLCENTER_SMS__AUTH_TOKEN",
+        ),
+        (
+            '[sms]\naccount_sid = "AC123"\n',
+            {"CALLCENTER_SMS__AUTH_TOKEN": "secret"},
+            "sms",
+            "from_number",
+        ),
+        ('[sms]\nfrom_number = "13800000000"\n', {}, "sms.from_number", "E.164"),
+    ],
+)
+def test_sms_settings_are_checked(
+    tmp_path: Path, text: str, environ: dict[str, str], key: str, says: str
+) -> None:
+    """Test that the Twilio token is refused from the file, and that a real account needs
+    its token (from the environment) and a sender, each with a fix that names them."""
+    problems = problems_of(write(tmp_path, text), environ)
+    assert [p.key for p in problems] == [key]
+    assert says in problems[0].message + problems[0].fix
+
+
+def test_sms_default_is_the_local_fake_and_a_complete_account_is_real(tmp_path: Path) -> None:
+    """Test that with no account every SMS goes to the local fake, and that a complete
+    account (token from the environment) is taken as real."""
+    assert load_config(None, environ={}).sms.fake
+    config = load_config(
+        write(tmp_path, '[sms]\naccount_sid = "AC123"\nfrom_number = "+8613800000000"\n'),
+        environ={"CALLCENTER_SMS__AUTH_TOKEN": "secret"},
+    )
+    assert not config.sms.fake and config.sms.auth_token == "secret"

@@ -53,6 +53,7 @@ from callcenter.domain.calls import (
     Situation,
     StandDown,
     StepDue,
+    Unreachable,
     decide,
     open_call,
 )
@@ -1454,3 +1455,24 @@ def test_a_carer_on_scene_may_resolve_the_call_and_nobody_else_in_the_field() ->
     assert resolved.call.state is CallState.RESOLVED
     assert resolved.call.owner is None  # no desk ownership taken on the carer's behalf
     assert resolved.history[-1].actor == str(carer)
+
+
+def test_an_undeliverable_page_moves_on_at_once_and_tells_the_supervisors() -> None:
+    """Test that a page that cannot be delivered releases the carer as unreachable, pages
+    the next carer without waiting for the two-minute step, and texts the supervisors;
+    and that a carer who answered anyway is left alone."""
+    call = call_in(CallState.DISPATCHED)
+    paged = call.assignments[0]
+    decision = step(call, Unreachable(paged.carer_id, "invalid number (21211)"), 5)
+    assert actions(decision)[:2] == ["unreachable", "dispatched"]
+    assert decision.call.assignments[0].state is AssignmentState.UNREACHABLE
+    assert decision.call.assignments[-1].carer_id != paged.carer_id
+    assert CancelTimers(frozenset({"unaccepted"}), paged.carer_id) in decision.effects
+    supervisor_texts = [t for t in texts(decision) if t[1] is MessageKind.SUPERVISOR]
+    assert supervisor_texts and all(r.startswith("operator:") for r, _ in supervisor_texts)
+    accepted = step(
+        call, Report(carer_actor(paged.carer_id), paged.carer_id, CarerReport.ACCEPTED), 3
+    )
+    assert step(accepted.call, Unreachable(paged.carer_id, "undelivered"), 5) == Decision(
+        accepted.call
+    )

@@ -73,6 +73,7 @@ class AssignmentState(enum.StrEnum):
     ON_SCENE = "on_scene"
     DECLINED = "declined"
     NO_ANSWER = "no_answer"  # did not accept in time; the next carer was paged
+    UNREACHABLE = "unreachable"  # the page could not be delivered; the next carer was paged
     STOOD_DOWN = "stood_down"  # released before arriving (call closed or carer replaced)
     FINISHED = "finished"  # was on scene when the call closed
 
@@ -342,6 +343,15 @@ class AddNote:
 
 
 @dataclass(frozen=True)
+class Unreachable:
+    """A carer's page could not be delivered (invalid number, opted out, undelivered):
+    move on at once rather than wait out their time to accept."""
+
+    carer_id: int
+    why: str
+
+
+@dataclass(frozen=True)
 class StepDue:
     """An escalation timer fell due; ``carer_id`` for steps counted from a dispatch."""
 
@@ -362,6 +372,7 @@ Command = (
     | Cancel
     | AddNote
     | StepDue
+    | Unreachable
 )
 
 
@@ -531,6 +542,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _acknowledge(call, command.by, situation)
     if isinstance(command, StepDue):
         return _step_due(call, command, situation)
+    if isinstance(command, Unreachable):
+        return _unreachable(call, command, situation)
     if isinstance(command, Report) and command.by.kind is ActorKind.CARER:
         return _report(call, command, situation)
     if isinstance(command, AutoDispatch) and command.by.kind is ActorKind.SYSTEM:
@@ -556,6 +569,30 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
     return _then(
         decision, _close(call, command.by, situation, reason=command.reason, note=command.note)
     )
+
+
+def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Decision:
+    assignment = call.assignment(command.carer_id)
+    # Re-checked under the call's lock: a carer who answered anyway is left alone.
+    if assignment is None or assignment.state is not AssignmentState.DISPATCHED:
+        return Decision(call)
+    decision = _release(
+        call,
+        assignment,
+        AssignmentState.UNREACHABLE,
+        SYSTEM,
+        situation,
+        "unreachable",
+        why=command.why,
+    )
+    message = _message(
+        MessageKind.SUPERVISOR,
+        call,
+        situation,
+        why=f"carer {assignment.carer_code} cannot be reached ({command.why})",
+    )
+    told = tuple(SendSms(p, message) for p in situation.supervisors)
+    return Decision(decision.call, decision.history, decision.effects + told)
 
 
 def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:

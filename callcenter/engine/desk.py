@@ -38,6 +38,7 @@ from callcenter.domain.calls import (
     Situation,
     StandDown,
     StepDue,
+    Unreachable,
     decide,
     open_call,
 )
@@ -425,7 +426,9 @@ class Desk:
         """Apply a ready-made command (acknowledge, report, resolve, ...) to a call."""
 
         # Only these can page someone: a decline or a stand-down refills the call.
-        may_dispatch = isinstance(command, Report | StandDown | AutoDispatch | StepDue)
+        may_dispatch = isinstance(
+            command, Report | StandDown | AutoDispatch | StepDue | Unreachable
+        )
 
         async def work(session: AsyncSession) -> Call:
             decision = await self._apply(

@@ -423,6 +423,28 @@ class OutboxItem(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # The provider's id for what was sent (Twilio's MessageSid), for status callbacks.
+    provider_ref: Mapped[str | None] = mapped_column(String(64), index=True)
+    # The provider's own delivery status (queued, sent, delivered, undelivered, failed).
+    delivery: Mapped[str | None] = mapped_column(String(16))
+
+
+class InboundSms(Base):
+    """A text message received from a phone (a carer's reply), kept once per MessageSid
+    with what became of it."""
+
+    __tablename__ = "inbound_sms"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    from_number: Mapped[str] = mapped_column(String(32), index=True)
+    body: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"))
+    # What the reply did: accepted, declined, on_scene, refused, unknown_sender, ...
+    outcome: Mapped[str] = mapped_column(String(32))
+    # The confirmation sent back, as text.
+    answer: Mapped[str] = mapped_column(Text, default="")
 
 
 class Cursor(Base):
