@@ -12,7 +12,7 @@ import json
 import logging
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,11 +27,16 @@ from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.ingest.service import Ingest
+from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebStartError, serving_web
 
 log = logging.getLogger("callcenter.app")
+
+# The number the local fake Twilio's texts come from when none is configured.
+FAKE_FROM_NUMBER = "+15005550006"
 
 
 @dataclass
@@ -53,6 +58,8 @@ class Running:
     # it listens.
     web_url: str = ""
     web_port: int = 0
+    # The local fake Twilio every SMS goes to when no account is configured.
+    fake_twilio: FakeTwilio | None = None
 
 
 def build_desk(config: Config, engine: AsyncEngine, clock: Clock) -> Desk:
@@ -102,11 +109,13 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         ingest.on_events(follower.on_events)
         scheduler = Scheduler(engine, desk, clock)
         commands = DeviceCommandSender(config.broker, host=host, port=port, clock=clock)
+        fake_twilio, account = await _sms_account(config, stack, clock)
+        texts = await stack.enter_async_context(TwilioSms(account))
         relay = OutboxRelay(
             engine,
             desk,
             clock,
-            {commands.channel: commands},
+            {commands.channel: commands, texts.channel: texts},
             retry_max_s=config.calls.outbox_retry_max_s,
         )
         watchdog = Watchdog(
@@ -129,12 +138,15 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             scheduler,
             relay,
             watchdog,
+            fake_twilio=fake_twilio,
         )
         await desk.district.registry()  # read once now, not by the first alarm
         # The API listens before the loops start, so a taken port stops the server at
         # once; on the way out it closes first, before the loops it drives.
         web_server = await stack.enter_async_context(serving_web(running))
         running.web_url, running.web_port = web_server.url, web_server.port
+        if not texts.account.public_url:  # Twilio's status callbacks come to the API
+            texts.account = replace(texts.account, public_url=running.web_url)
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.run(), name="callcenter.ingest")
             tasks.create_task(follower.run(), name="callcenter.follower")
@@ -151,6 +163,30 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
                 finally:
                     for loop in loops:
                         loop.stop()
+
+
+async def _sms_account(
+    config: Config, stack: contextlib.AsyncExitStack, clock: Clock
+) -> tuple[FakeTwilio | None, TwilioAccount]:
+    """The Twilio account to send from; without one, a local fake Twilio started here."""
+    if not config.sms.fake:
+        return None, TwilioAccount.from_config(config.sms)
+    fake = await stack.enter_async_context(FakeTwilio(port=config.sms.fake_port, clock=clock))
+    log.warning(
+        "no Twilio account configured: SMS go to the local fake Twilio at %s; "
+        "no real phone receives them",
+        fake.base_url,
+    )
+    account = TwilioAccount(
+        account_sid=fake.account_sid,
+        auth_token=fake.auth_token,
+        from_number=config.sms.from_number or FAKE_FROM_NUMBER,
+        messaging_service_sid=config.sms.messaging_service_sid,
+        api_base_url=fake.base_url,
+        public_url=config.sms.public_url,
+        timeout_s=config.sms.timeout_s,
+    )
+    return fake, account
 
 
 async def serve(config: Config) -> int:

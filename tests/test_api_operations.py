@@ -123,8 +123,9 @@ async def test_metrics_exposes_the_call_centre_in_prometheus_format(api: Api) ->
     assert samples[("callcenter_timer_lateness_seconds_sum", ())] == pytest.approx(1.0)
     assert samples[("callcenter_timer_lateness_seconds_bucket", (("le", "1.0"),))] == 1
     assert samples[("callcenter_timers_fired_total", ())] == 1
-    # No SMS sender runs in this server, so the texts wait in the outbox.
-    assert samples[("callcenter_outbox_backlog", (("channel", "sms"),))] >= 1
+    # The texts go out to the local fake Twilio as they come: whether one is still in
+    # flight right now is a race, so only the series is checked.
+    assert ("callcenter_outbox_backlog", (("channel", "sms"),)) in samples
     assert ("callcenter_outbox_backlog", (("channel", "device_command"),)) in samples
     assert samples[("callcenter_stations_without_free_carer", ())] >= 0
     assert samples[("callcenter_overdue_deadlines", ())] == 0

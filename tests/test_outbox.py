@@ -28,10 +28,11 @@ class TextMessages:
     sent: list[OutboxMessage] = field(default_factory=list)
     failures: list[SendError] = field(default_factory=list)
 
-    async def send(self, message: OutboxMessage) -> None:
+    async def send(self, message: OutboxMessage) -> str:
         if self.failures:
             raise self.failures.pop(0)
         self.sent.append(message)
+        return f"ref-{message.id}"
 
 
 async def _paged_call(server: Running, broker: EmbeddedBroker, prefix: str) -> tuple[int, str]:
@@ -67,6 +68,7 @@ async def test_a_page_for_a_carer_stood_down_before_it_went_out_is_skipped(
     )
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
         call_id, carer_id = await _paged_call(server, broker, topic_prefix)
         first = await scalar(server, select(m.Carer.code).where(m.Carer.id == carer_id))
         await server.desk.command(call_id, Acknowledge(OPERATOR))
@@ -91,6 +93,7 @@ async def test_a_failed_send_is_retried_with_backoff_and_a_refusal_is_final(
     )
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
         await _paged_call(server, broker, topic_prefix)
         texts = TextMessages(failures=[SendError("gateway timeout")])
         relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
@@ -105,6 +108,7 @@ async def test_a_failed_send_is_retried_with_backoff_and_a_refusal_is_final(
         assert await _outbox(server) == [(recipient, "sent", 2)]
 
     async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
         await publish_events(broker.host, broker.port, topic_prefix, [("H0011", "CB-H0011", "p1")])
 
         async def two_pages() -> bool:

@@ -5,6 +5,10 @@ carer who has since accepted, or a "still no carer" text after one arrived, is s
 not sent). The claim counts the attempt and pushes the next attempt back *before* the
 send, so a crash mid-send is retried later rather than forgotten; the row id travels with
 every send as its idempotency key, so the far end can recognise a repeat.
+
+A dispatch page (an SMS guarded by its carer) refused for good moves the escalation on at
+once: the carer is marked unreachable and the next one paged, instead of waiting out
+their time to accept.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiomqtt
 from sqlalchemy import func, select, update
@@ -24,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import Clock
 from callcenter.config import BrokerConfig
-from callcenter.domain.calls import Call
+from callcenter.domain.calls import Call, CallError, Unreachable
 from callcenter.domain.policy import Milestone
 from callcenter.engine import repository
 from callcenter.engine.desk import Desk
@@ -48,6 +52,7 @@ class OutboxMessage:
     body: str
     attempt: int
     household: str = ""  # the call's household code, for the logs
+    carer_id: int | None = None  # set for an SMS page to this carer (its guard)
 
     @property
     def about(self) -> str:
@@ -66,13 +71,20 @@ class SendError(Exception):
         super().__init__(detail)
 
 
+class Receipt(NamedTuple):
+    """What the provider said on taking a message: its reference and first status."""
+
+    ref: str
+    delivery: str | None = None  # e.g. Twilio's "queued"
+
+
 class Sender(Protocol):
     """Carries out one channel's effects (SMS, device commands)."""
 
     channel: str
 
-    async def send(self, message: OutboxMessage) -> None:
-        """Deliver ``message`` or raise SendError."""
+    async def send(self, message: OutboxMessage) -> str | Receipt | None:
+        """Deliver ``message`` or raise SendError; the provider's reference, if it has one."""
         ...
 
 
@@ -194,9 +206,11 @@ class OutboxRelay:
                     .execution_options(populate_existing=True)
                 )
             ).one_or_none()
-            if item is None or item.state != m.OutboxState.PENDING:
-                return None
             now = self._clock.now()
+            # Another relay (a concurrent drain, another instance) may have claimed it
+            # since it was selected: its next attempt is then no longer due.
+            if item is None or item.state != m.OutboxState.PENDING or item.next_attempt_at > now:
+                return None
             if loaded is not None and not still_wanted(loaded[1], item.guard):
                 item.state = m.OutboxState.SKIPPED
                 item.done_at = now
@@ -212,6 +226,7 @@ class OutboxRelay:
                 return None
             item.attempts += 1
             item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
+            paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
             return OutboxMessage(
                 item.id,
                 item.call_id,
@@ -221,6 +236,7 @@ class OutboxRelay:
                 item.body,
                 item.attempts,
                 household,
+                None if paged is None else int(paged),
             )
 
         return await self._desk.perform(work)
@@ -230,9 +246,11 @@ class OutboxRelay:
         if message is None:
             return 1
         try:
-            await self._senders[message.channel].send(message)
+            answer = await self._senders[message.channel].send(message)
         except SendError as error:
             await self._settle(message, error)
+            if error.permanent:
+                await self._move_on(message, error)
             return 1 if error.permanent else 0
         except Exception as error:  # a sender bug must not stop the relay
             log.exception(
@@ -240,21 +258,41 @@ class OutboxRelay:
             )
             await self._settle(message, SendError(repr(error)))
             return 0
-        await self._settle(message, None)
+        receipt = Receipt(answer) if isinstance(answer, str) else answer
+        await self._settle(message, None, receipt)
         return 1
 
-    async def _settle(self, message: OutboxMessage, error: SendError | None) -> None:
+    async def _move_on(self, message: OutboxMessage, error: SendError) -> None:
+        """A page that can never arrive: the carer is unreachable, the next one is paged."""
+        if message.carer_id is None or message.call_id is None:
+            return
+        try:
+            await self._desk.command(message.call_id, Unreachable(message.carer_id, error.detail))
+        except CallError as refused:  # e.g. the call closed meanwhile
+            log.info("outbox %d: carer not marked unreachable: %s", message.id, refused)
+        except Exception:
+            # The carer's time to accept still runs out and moves the call on.
+            log.exception(
+                "outbox %d: could not mark the carer unreachable (%s)", message.id, message.about
+            )
+
+    async def _settle(
+        self, message: OutboxMessage, error: SendError | None, receipt: Receipt | None = None
+    ) -> None:
         values: dict[str, Any]
         now = self._clock.now()
         if error is None:
             values = {"state": m.OutboxState.SENT, "done_at": now, "last_error": ""}
+            if receipt is not None:
+                values |= {"provider_ref": receipt.ref, "delivery": receipt.delivery}
             self.sent += 1
             log.info(
-                "outbox %d: %s to %s sent (%s)",
+                "outbox %d: %s to %s sent (%s)%s",
                 message.id,
                 message.channel,
                 message.recipient,
                 message.about,
+                f" as {receipt.ref}" if receipt is not None else "",
             )
         elif error.permanent:
             values = {"state": m.OutboxState.FAILED, "done_at": now, "last_error": error.detail}
@@ -339,6 +377,7 @@ class DeviceCommandSender:
                 self._client = None
 
     async def send(self, message: OutboxMessage) -> None:
+        """Publish the command at QoS 1; there is no provider reference."""
         if self._stopping.is_set():
             raise SendError("shutting down")
         try:

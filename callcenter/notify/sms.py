@@ -1,0 +1,158 @@
+"""SMS out through Twilio: the outbox relay's sender for the "sms" channel.
+
+The official ``twilio`` library's async client does the talking, pointed at Twilio itself
+or at any address speaking its API (the local fake by default, see docs/sms.md). Each send
+is bounded by ``asyncio.timeout``: the library ignores its own timeout setting (twilio-python
+issue #925). Its ``max_retries`` is never used: it re-POSTs on its own and can send a page
+twice; the relay decides about retries, from the error classes below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from twilio.base.exceptions import (  # type: ignore[import-untyped]
+    TwilioRestException,
+    TwilioServiceException,
+)
+from twilio.http.async_http_client import AsyncTwilioHttpClient  # type: ignore[import-untyped]
+from twilio.rest import Client  # type: ignore[import-untyped]
+
+from callcenter.config import SmsConfig
+from callcenter.engine import repository
+from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
+
+log = logging.getLogger("callcenter.sms")
+
+STATUS_PATH = "/sms/status"
+
+# Twilio's codes for a number that cannot get our texts, as a person should read them.
+_UNREACHABLE_NUMBER = {
+    21211: "the phone number is not a valid number (Twilio 21211); correct it in the records",
+    21610: (
+        "the phone has opted out of our texts with STOP (Twilio 21610); they reach it again "
+        "only after its owner texts START"
+    ),
+    21614: "the number is not a mobile phone and cannot receive texts (Twilio 21614)",
+}
+
+
+@dataclass(frozen=True)
+class TwilioAccount:
+    """Where and as whom to send: credentials, sender, API address, callback address."""
+
+    account_sid: str
+    auth_token: str
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    api_base_url: str = ""  # empty: Twilio itself
+    public_url: str = ""  # where Twilio reaches our webhooks; empty: no status callbacks
+    timeout_s: float = 10.0
+
+    @classmethod
+    def from_config(cls, config: SmsConfig, *, public_url: str = "") -> TwilioAccount:
+        """The configured account; ``public_url`` when the configuration names none."""
+        return cls(
+            account_sid=config.account_sid,
+            auth_token=config.auth_token,
+            from_number=config.from_number,
+            messaging_service_sid=config.messaging_service_sid,
+            api_base_url=config.api_base_url,
+            public_url=config.public_url or public_url,
+            timeout_s=config.timeout_s,
+        )
+
+
+def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
+    """Twilio's refusal as a SendError: retry when waiting can help, else final."""
+    status = int(error.status or 0)
+    code = int(error.code) if error.code else None
+    said = getattr(error, "msg", "") or getattr(error, "title", "") or str(error)
+    if status == 429 or code == 20429:
+        return SendError(f"Twilio is limiting our sending rate (HTTP {status}, code {code})")
+    if status >= 500 or status == 0:
+        return SendError(f"Twilio had a fault (HTTP {status}, code {code}): {said}")
+    if code in _UNREACHABLE_NUMBER:
+        return SendError(_UNREACHABLE_NUMBER[code], permanent=True)
+    return SendError(
+        f"Twilio refused the message (HTTP {status}, code {code}): {said}", permanent=True
+    )
+
+
+class TwilioSms:
+    """Sends outbox SMS through Twilio; an async context manager holding one client."""
+
+    channel = repository.SMS
+
+    def __init__(self, account: TwilioAccount) -> None:
+        self.account = account
+        self._client: Any = None
+
+    async def __aenter__(self) -> TwilioSms:
+        # The async HTTP client binds to the running loop: made here, not in __init__.
+        client = Client(
+            self.account.account_sid,
+            self.account.auth_token,
+            http_client=AsyncTwilioHttpClient(),
+        )
+        if self.account.api_base_url:
+            client.api.base_url = self.account.api_base_url.rstrip("/")
+        self._client = client
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.http_client.close()
+
+    def _sender(self) -> dict[str, str]:
+        if self.account.from_number:
+            return {"from_": self.account.from_number}
+        return {"messaging_service_sid": self.account.messaging_service_sid}
+
+    async def send(self, message: OutboxMessage) -> Receipt:
+        """Hand one text to Twilio; its MessageSid and first status, or SendError."""
+        client = self._client
+        if client is None:
+            raise SendError("the SMS sender is not running")
+        options: dict[str, str] = self._sender()
+        if self.account.public_url:
+            options["status_callback"] = self.account.public_url.rstrip("/") + STATUS_PATH
+        try:
+            async with asyncio.timeout(self.account.timeout_s):
+                sent = await client.messages.create_async(
+                    to=message.address, body=message.body, **options
+                )
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise classify(error) from None
+        except aiohttp.ClientConnectorError as error:
+            # No connection, so no request went out: safe to send again later.
+            raise SendError(f"cannot connect to Twilio, nothing sent: {error}") from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            # The request may have reached Twilio and been accepted: the outcome is unknown.
+            # Retried later with the same body; checking Twilio's message list for this
+            # number first (reconciliation) is not built yet (docs/sms.md, "Sending").
+            what = (
+                f"no answer within {self.account.timeout_s:g} s"
+                if isinstance(error, TimeoutError)
+                else f"connection broke: {error!r}"
+            )
+            log.warning(
+                "outbox %d: SMS to %s (%s): %s; outcome unknown, it may have been sent",
+                message.id,
+                message.recipient,
+                message.about,
+                what,
+            )
+            raise SendError(f"{what}; outcome unknown") from None
+        return Receipt(str(sent.sid), str(sent.status) if sent.status else None)

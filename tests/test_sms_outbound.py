@@ -1,0 +1,179 @@
+"""SMS out end to end: press -> outbox -> TwilioSms -> the real twilio library -> the
+local fake Twilio the server starts itself (no account configured), on a real broker and
+a real database, on virtual time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from callcenter.app import Running
+from callcenter.broker import EmbeddedBroker
+from callcenter.clock import ManualClock
+from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
+from callcenter.store import models as m
+from callcenter.store.db import create_engine
+from callcenter.web.accounts import ensure_demo_operators
+from tests.desk_support import MONDAY_MORNING, desk_config, history, rows, running_desk, scalar
+from tests.ingest_support import eventually, publish_events
+
+
+async def _press(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
+    await publish_events(broker.host, broker.port, prefix, [(household, f"CB-{household}", "p1")])
+
+    async def opened() -> bool:
+        return await scalar(server, select(m.Call.id)) is not None
+
+    await eventually(opened, what="the call opened")
+    return int(await scalar(server, select(m.Call.id)))
+
+
+async def _page_rows(server: Running, call_id: int) -> list[m.OutboxItem]:
+    """The call's SMS rows that page a carer, in order."""
+    found = await rows(
+        server,
+        select(m.OutboxItem)
+        .where(m.OutboxItem.call_id == call_id, m.OutboxItem.channel == "sms")
+        .order_by(m.OutboxItem.id),
+    )
+    return [row for (row,) in found if "carer_id" in row.guard]
+
+
+async def _carer_phone(server: Running, carer_id: int) -> str:
+    return str(await scalar(server, select(m.Carer.phone).where(m.Carer.id == carer_id)))
+
+
+def _fake(server: Running) -> FakeTwilio:
+    assert server.fake_twilio is not None, "with no Twilio account the server runs a fake"
+    return server.fake_twilio
+
+
+def _to(fake: FakeTwilio, phone: str) -> list[FakeMessage]:
+    return [message for message in fake.messages if message.to == phone]
+
+
+async def test_a_press_sends_the_dispatch_sms_through_twilio(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a press pages the nearest carer by SMS: the text arrives at the fake
+    Twilio, to the carer's phone, naming the household and the call, and the outbox row is
+    sent with Twilio's MessageSid and first status."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
+        fake = _fake(server)
+        call_id = await _press(server, broker, topic_prefix, "H0010")
+
+        async def page_sent() -> bool:
+            pages = await _page_rows(server, call_id)
+            return bool(pages) and pages[0].state == m.OutboxState.SENT
+
+        await eventually(page_sent, what="the dispatch page sent")
+        (page,) = await _page_rows(server, call_id)
+        phone = await _carer_phone(server, int(page.guard["carer_id"]))
+        (arrived,) = _to(fake, phone)
+        assert "H0010" in arrived.body and str(call_id) in arrived.body
+        assert arrived.body == page.body
+        assert arrived.from_ and arrived.account_sid == fake.account_sid
+        assert arrived.status_callback == f"{server.web_url}/sms/status"
+        assert (page.provider_ref, page.delivery, page.attempts) == (arrived.sid, "queued", 1)
+
+
+async def test_a_rate_limited_page_is_retried_and_sent_once(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a 429 (Twilio code 20429) leaves the page pending after one attempt,
+    and that once the retry delay has passed it is sent, exactly once."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        fake = _fake(server)
+        fake.fail_next(status=429, code=20429)
+        call_id = await _press(server, broker, topic_prefix, "H0011")
+
+        async def tried_once() -> bool:
+            pages = await _page_rows(server, call_id)
+            return bool(pages) and pages[0].attempts == 1
+
+        await eventually(tried_once, what="the first attempt")
+        (page,) = await _page_rows(server, call_id)
+        assert page.state == m.OutboxState.PENDING
+        assert "20429" in page.last_error
+        phone = await _carer_phone(server, int(page.guard["carer_id"]))
+        assert _to(fake, phone) == []
+
+        clock.advance(timedelta(seconds=5))  # the first retry delay
+        server.desk.outbox_changed.set()
+
+        async def sent() -> bool:
+            return (await _page_rows(server, call_id))[0].state == m.OutboxState.SENT
+
+        await eventually(sent, what="the retried page sent")
+        await server.relay.drain()
+        (page,) = await _page_rows(server, call_id)
+        (arrived,) = _to(fake, phone)
+        assert (page.attempts, page.provider_ref, page.last_error) == (2, arrived.sid, "")
+
+
+async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that Twilio's 21211 (invalid number) fails the page for good, without retry:
+    the carer is marked unreachable at once, the next carer is paged by SMS, the demo
+    supervisor is texted, and the history says "unreachable" then "dispatched"."""
+    engine = create_engine(seeded_database_url)
+    try:
+        await ensure_demo_operators(engine, MONDAY_MORNING)  # the demo's supervisor
+    finally:
+        await engine.dispose()
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        fake = _fake(server)
+        fake.fail_next(status=400, code=21211)
+        call_id = await _press(server, broker, topic_prefix, "H0012")
+
+        async def next_page_sent() -> bool:
+            pages = await _page_rows(server, call_id)
+            return len(pages) == 2 and pages[1].state == m.OutboxState.SENT
+
+        await eventually(next_page_sent, what="the next carer paged")
+        first, second = await _page_rows(server, call_id)
+        assert (first.state, first.attempts) == (m.OutboxState.FAILED, 1)
+        assert "21211" in first.last_error and first.provider_ref is None
+        first_carer, second_carer = int(first.guard["carer_id"]), int(second.guard["carer_id"])
+        assert first_carer != second_carer
+        assignments = await rows(
+            server,
+            select(m.CallAssignment.carer_id, m.CallAssignment.state)
+            .where(m.CallAssignment.call_id == call_id)
+            .order_by(m.CallAssignment.seq),
+        )
+        assert assignments == [(first_carer, "unreachable"), (second_carer, "dispatched")]
+        second_phone = await _carer_phone(server, second_carer)
+        (arrived,) = _to(fake, second_phone)
+        assert arrived.sid == second.provider_ref
+        assert _to(fake, await _carer_phone(server, first_carer)) == []
+
+        actions = [h.action for h in await history(server, call_id)]
+        assert actions.index("unreachable") < len(actions) - 1
+        assert actions[actions.index("unreachable") + 1] == "dispatched"
+
+        async def supervisor_texted() -> bool:
+            return bool(_to(fake, "+8613997100001"))
+
+        await eventually(supervisor_texted, what="the supervisor texted")
+        (told,) = _to(fake, "+8613997100001")
+        assert str(call_id) in told.body and "21211" in told.body  # why, from the page
+
+        # Nothing is left to retry: the failed page stays failed.
+        clock.advance(timedelta(minutes=1))
+        await server.relay.drain()
+        assert (await _page_rows(server, call_id))[0].attempts == 1
+        assert _to(fake, await _carer_phone(server, first_carer)) == []
