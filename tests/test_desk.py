@@ -119,7 +119,7 @@ async def test_a_press_leads_to_a_dispatch_decision_and_an_outbox_sms(
         )
         phone = await scalar(server, select(m.Carer.phone).where(m.Carer.code == carer))
         assert [(r, a) for r, a, _ in sms] == [(f"carer:{carer}", phone)]
-        assert f"YES {call_id}" in sms[0][2] and "H0001" in sms[0][2]
+        assert f" {call_id}a " in sms[0][2] and "H0001" in sms[0][2]
         timers = await rows(
             server,
             select(m.Timer.step, m.Timer.due_at).where(m.Timer.state == "pending"),
@@ -165,7 +165,7 @@ async def test_no_acceptance_in_two_minutes_redispatches_to_the_next_carer(
         pages = await rows(
             server,
             select(m.OutboxItem.recipient).where(
-                m.OutboxItem.channel == "sms", m.OutboxItem.body.contains(f"YES {call_id}")
+                m.OutboxItem.channel == "sms", m.OutboxItem.body.contains(f" {call_id}a ")
             ),
         )
         assert [r for (r,) in pages] == [f"carer:{first}", f"carer:{second}"]

@@ -219,7 +219,7 @@ def states(call: Call) -> dict[int, AssignmentState]:
 
 
 def accept(carer_id: int) -> Report:
-    """The carer replies YES."""
+    """The carer accepts (replies "12a")."""
     return Report(carer_actor(carer_id), carer_id, CarerReport.ACCEPTED)
 
 
@@ -303,7 +303,7 @@ def test_open_emergency_pages_the_best_carer_and_arms_the_ladder() -> None:
     assert sms.message.kind is MessageKind.DISPATCH
     text = render(sms.message, "en")
     assert "Call 41 EMERGENCY: H0007 Mrs Li (86), 12 Garden Lane. Key box 1234." in text
-    assert "YES 41" in text
+    assert "41a accept" in text
 
 
 @pytest.mark.parametrize("call_type", list(CallType))

@@ -204,6 +204,7 @@ def test_policy_book_overrides_and_falls_back() -> None:
 
 FACTS = {
     "call_ref": "812",
+    "carer": "C003",
     "call_type": "fall",
     "household": "H0042",
     "residents": "Mrs Wang (91)",
@@ -217,7 +218,7 @@ FACTS = {
 EXPECTED = {
     ("en", MessageKind.DISPATCH): (
         "Call 812 FALL: H0042 Mrs Wang (91), 3 Lotus Road. Key with neighbour. "
-        "Reply YES 812 to accept, NO 812 to decline."
+        "Reply 812a accept, 812d decline, 812s on scene, 812r done."
     ),
     ("en", MessageKind.STAND_DOWN): (
         "Call 812: stand down, you are no longer needed (no carer on scene after 15 min)."
@@ -232,6 +233,39 @@ EXPECTED = {
         "Call 812 FALL at H0042, 3 Lotus Road: no carer on scene after 30 min. "
         "Ring emergency services (120) now."
     ),
+    ("en", MessageKind.REPLY_ACCEPTED): (
+        "Accepted call 812 for H0042. Reply 812s on scene, 812r when done."
+    ),
+    ("en", MessageKind.REPLY_DECLINED): (
+        "Declined call 812 for H0042; someone else is being asked."
+    ),
+    ("en", MessageKind.REPLY_ON_THE_WAY): (
+        "Call 812: on the way to H0042, noted. Reply 812s on scene."
+    ),
+    ("en", MessageKind.REPLY_ON_SCENE): "Call 812: on scene at H0042, noted. Reply 812r when done.",
+    ("en", MessageKind.REPLY_RESOLVED): "Call 812 for H0042 closed: helped at home. Thank you.",
+    ("en", MessageKind.REPLY_CLOSED): "Call 812 is closed; nothing was changed.",
+    ("en", MessageKind.REPLY_TAKEN): "Call 812 was already taken by C003; nothing was changed.",
+    ("en", MessageKind.REPLY_PASSED_ON): (
+        "Call 812 has been passed to C003; you are no longer on it."
+    ),
+    ("en", MessageKind.REPLY_NOT_YOURS): "Call 812 is not yours; nothing was changed.",
+    ("en", MessageKind.REPLY_REFUSED): "Call 812: not done, no carer on scene after 15 min.",
+    ("en", MessageKind.REPLY_NO_OPEN_CALL): (
+        "You have no open call to answer. Reply with the call number and a letter, e.g. 12a."
+    ),
+    ("en", MessageKind.REPLY_NOT_UNDERSTOOD): (
+        "Not understood. Reply the call number and a letter: 812a accept, 812d decline, "
+        "812o on the way, 812s on scene, 812r done."
+    ),
+    ("en", MessageKind.REPLY_UNKNOWN_SENDER): (
+        "This number is not registered with the call centre. Please ring your station."
+    ),
+    ("en", MessageKind.REPLY_OPTED_OUT): (
+        "You will get no more texts from the call centre, dispatches included. "
+        "Reply START to get them again."
+    ),
+    ("en", MessageKind.REPLY_OPTED_IN): "Texts from the call centre are back on.",
 }
 
 
@@ -244,12 +278,30 @@ def test_render_english(kind: MessageKind) -> None:
 @pytest.mark.parametrize(
     ("kind", "pieces"),
     [
-        (MessageKind.DISPATCH, ["呼叫812", "跌倒", "H0042", "3 Lotus Road", "YES 812", "NO 812"]),
+        (
+            MessageKind.DISPATCH,
+            ["呼叫812", "跌倒", "H0042", "3 Lotus Road", "812a", "812d", "812r"],
+        ),
         (MessageKind.STAND_DOWN, ["呼叫812", "无需前往", "no carer on scene after 15 min"]),
         (MessageKind.STATION_LEAD, ["呼叫812", "跌倒", "H0042"]),
         (MessageKind.SUPERVISOR, ["呼叫812", "跌倒", "H0042"]),
         (MessageKind.FAMILY_DELAYED, ["H0042", "+862155550000"]),
         (MessageKind.EMERGENCY_SERVICES, ["呼叫812", "跌倒", "30分钟", "120"]),
+        (MessageKind.REPLY_ACCEPTED, ["已接单", "呼叫812", "H0042", "812s", "812r"]),
+        (MessageKind.REPLY_DECLINED, ["已拒绝", "呼叫812", "H0042"]),
+        (MessageKind.REPLY_ON_THE_WAY, ["呼叫812", "前往", "H0042"]),
+        (MessageKind.REPLY_ON_SCENE, ["呼叫812", "到达", "H0042", "812r"]),
+        (MessageKind.REPLY_RESOLVED, ["呼叫812", "H0042", "结案"]),
+        (MessageKind.REPLY_CLOSED, ["呼叫812", "已结束"]),
+        (MessageKind.REPLY_TAKEN, ["呼叫812", "C003", "接单"]),
+        (MessageKind.REPLY_PASSED_ON, ["呼叫812", "C003", "转派"]),
+        (MessageKind.REPLY_NOT_YOURS, ["呼叫812", "不是派给您的"]),
+        (MessageKind.REPLY_REFUSED, ["呼叫812", "未执行", "no carer on scene after 15 min"]),
+        (MessageKind.REPLY_NO_OPEN_CALL, ["没有待处理的呼叫", "12a"]),
+        (MessageKind.REPLY_NOT_UNDERSTOOD, ["无法识别", "812a", "812d", "812o", "812s", "812r"]),
+        (MessageKind.REPLY_UNKNOWN_SENDER, ["未在呼叫中心登记"]),
+        (MessageKind.REPLY_OPTED_OUT, ["不再收到", "START"]),
+        (MessageKind.REPLY_OPTED_IN, ["恢复"]),
     ],
 )
 def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:
@@ -278,7 +330,7 @@ def test_unknown_language_falls_back_to_english(kind: MessageKind, language: str
         (
             MessageKind.DISPATCH,
             "en",
-            "Call : , . Reply YES to accept, NO to decline.",
+            "Call : , . Reply a accept, d decline, s on scene, r done.",
         ),
     ],
 )
@@ -292,7 +344,7 @@ def test_missing_access_notes_leave_no_double_space() -> None:
     facts = {**FACTS, "access": ""}
     text = render(Message(MessageKind.DISPATCH, facts), "en")
     assert "  " not in text
-    assert "3 Lotus Road. Reply YES 812" in text
+    assert "3 Lotus Road. Reply 812a" in text
 
 
 @pytest.mark.parametrize("language", ["en", "zh"])

@@ -1,0 +1,155 @@
+"""A carer's SMS answer, read from its text, and why a refused answer was refused.
+
+Carers type on ordinary phones, often in a hurry: "12a", "12 A", "１２ａ", "12接", "到",
+"STOP". Reading is pure and table-tested; the webhook (web/sms.py) binds the answer to a
+call and applies it through the desk.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from callcenter.domain.calls import ACTIVE_ASSIGNMENT, AssignmentState, Call, CarerReport
+from callcenter.domain.messages import Message, MessageKind
+
+
+class Answer(enum.StrEnum):
+    """What a carer's text asks for."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    ON_THE_WAY = "on_the_way"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+    STOP = "stop"  # opt out of texts (Twilio blocks further sends by itself)
+    START = "start"  # opt back in
+
+
+# The carer's report for each answer that is one.
+REPORTS: dict[Answer, CarerReport] = {
+    Answer.ACCEPT: CarerReport.ACCEPTED,
+    Answer.DECLINE: CarerReport.DECLINED,
+    Answer.ON_THE_WAY: CarerReport.ON_THE_WAY,
+    Answer.ON_SCENE: CarerReport.ON_SCENE,
+}
+
+LETTERS: dict[str, Answer] = {
+    "a": Answer.ACCEPT,
+    "d": Answer.DECLINE,
+    "o": Answer.ON_THE_WAY,
+    "s": Answer.ON_SCENE,
+    "r": Answer.RESOLVED,
+}
+
+WORDS: dict[str, Answer] = {
+    "接": Answer.ACCEPT,
+    "接单": Answer.ACCEPT,
+    "同意": Answer.ACCEPT,
+    "拒": Answer.DECLINE,
+    "拒绝": Answer.DECLINE,
+    "出发": Answer.ON_THE_WAY,
+    "在路上": Answer.ON_THE_WAY,
+    "到": Answer.ON_SCENE,
+    "已到": Answer.ON_SCENE,
+    "到达": Answer.ON_SCENE,
+    "完成": Answer.RESOLVED,
+    "结束": Answer.RESOLVED,
+}
+
+# Twilio's own opt-out and opt-in keywords (it acts on them whatever we answer), and ours.
+OPT_OUT = frozenset({"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "退订"})
+OPT_IN = frozenset({"start", "unstop", "订阅"})
+
+# Call ids are database ids; nine digits is far beyond any district's lifetime.
+_MAX_DIGITS = 9
+_WORD = "|".join(sorted(map(re.escape, WORDS), key=len, reverse=True))
+_CODE = re.compile(
+    rf"(?P<id>\d{{1,{_MAX_DIGITS}}})?(?P<letter>[{''.join(LETTERS)}])"
+    rf"|(?P<before>\d{{1,{_MAX_DIGITS}}})?(?P<word>{_WORD})(?P<after>\d{{1,{_MAX_DIGITS}}})?"
+)
+# Full stops, exclamation marks and the like that phones and people add at the end.
+_TRAILING = ".。!！?？,，;；~～"
+# How much of an unreadable text is kept in the error (and thus in the logs).
+_QUOTE_LIMIT = 40
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer, for the call numbered ``call_id`` or (None) the carer's open dispatch."""
+
+    answer: Answer
+    call_id: int | None = None
+
+
+@dataclass(frozen=True)
+class ReplyError:
+    """A text that is not an answer; ``reason`` says why, for the log."""
+
+    text: str
+    reason: str
+
+
+def _normalised(text: str) -> str:
+    # NFKC turns full-width "１２ａ" (common on Chinese keyboards) into "12a".
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(folded.split()).rstrip(_TRAILING)
+
+
+def parse_reply(text: str) -> Reply | ReplyError:
+    """Read a carer's text: "12a", "12 A", "a", "12接", "到", "STOP"; else a ReplyError."""
+    code = _normalised(text)
+    quoted = text.strip()[:_QUOTE_LIMIT]
+    if not code:
+        return ReplyError(quoted, "the message is empty")
+    if code in OPT_OUT:
+        return Reply(Answer.STOP)
+    if code in OPT_IN:
+        return Reply(Answer.START)
+    match = _CODE.fullmatch(code)
+    if match is None:
+        return ReplyError(quoted, "not a reply code")
+    if match["letter"]:
+        number, answer = match["id"], LETTERS[match["letter"]]
+    else:
+        if match["before"] and match["after"]:
+            return ReplyError(quoted, "two call numbers in one reply")
+        number, answer = match["before"] or match["after"], WORDS[match["word"]]
+    if number is None:
+        return Reply(answer)
+    call_id = int(number)
+    if call_id == 0:
+        return ReplyError(quoted, "there is no call 0")
+    return Reply(answer, call_id)
+
+
+def refusal(call: Call, carer_id: int, household: str, why: str) -> Message:
+    """Why ``call`` would not take the carer's answer, in the carer's terms: closed, taken
+    by someone else, no longer theirs, or (``why``, the desk's reason) not possible now."""
+    facts = {"call_ref": str(call.id), "household": household}
+    if not call.is_open:
+        return Message(MessageKind.REPLY_CLOSED, facts)
+    mine = [a for a in call.assignments if a.carer_id == carer_id]
+    if not mine:
+        return Message(MessageKind.REPLY_NOT_YOURS, facts)
+    if not any(a.active for a in mine):
+        others = [
+            a.carer_code
+            for a in call.assignments
+            if a.carer_id != carer_id and a.state in ACTIVE_ASSIGNMENT
+        ]
+        taken = [
+            a.carer_code
+            for a in call.assignments
+            if a.carer_id != carer_id
+            and a.state
+            in (AssignmentState.ACCEPTED, AssignmentState.ON_THE_WAY, AssignmentState.ON_SCENE)
+        ]
+        if taken:
+            return Message(MessageKind.REPLY_TAKEN, facts | {"carer": ", ".join(taken)})
+        if others:
+            return Message(MessageKind.REPLY_PASSED_ON, facts | {"carer": ", ".join(others)})
+        return Message(MessageKind.REPLY_NOT_YOURS, facts)
+    return Message(MessageKind.REPLY_REFUSED, facts | {"why": why})

@@ -1,0 +1,277 @@
+"""Carers' SMS replies, as Twilio posts them: ``POST /sms/inbound``.
+
+Only requests signed by Twilio (X-Twilio-Signature, checked with the twilio library's
+RequestValidator) are read. Each message is kept once per MessageSid before anything is
+done, so Twilio retrying a webhook replays the first answer and changes nothing. The
+reply is bound to one call of the sending carer, applied through the desk as that
+carer, and confirmed in the TwiML answer, which Twilio sends back as an SMS.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import escape
+
+from aiohttp import web
+from multidict import MultiDict
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+from callcenter.domain.calls import (
+    Actor,
+    ActorKind,
+    CallError,
+    Command,
+    Outcome,
+    Report,
+    Resolve,
+)
+from callcenter.domain.messages import Message, MessageKind, render
+from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
+from callcenter.engine import repository
+from callcenter.engine.desk import CallNotFoundError
+from callcenter.engine.district import CarerInfo, Registry
+from callcenter.store import models as m
+from callcenter.web.errors import ApiError, bad_request
+from callcenter.web.state import SERVER
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+
+log = logging.getLogger("callcenter.sms")
+
+routes = web.RouteTableDef()
+
+INBOUND_PATH = "/sms/inbound"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+# The example call number in help texts when the carer has no open call.
+_EXAMPLE_CALL = "12"
+# Column sizes of inbound_sms.
+_MAX_SID = 64
+_MAX_NUMBER = 32
+# An unknown sender's language is not known: they get both.
+_UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
+
+_CONFIRMATIONS = {
+    Answer.ACCEPT: MessageKind.REPLY_ACCEPTED,
+    Answer.DECLINE: MessageKind.REPLY_DECLINED,
+    Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
+    Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
+    Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
+}
+
+
+def webhook_auth_token(server: Running) -> str:
+    """The secret Twilio signs webhooks with: the local fake's while it runs, else the
+    account's auth token from the configuration."""
+    if server.config.sms.fake and server.fake_twilio is not None:
+        return server.fake_twilio.auth_token
+    return server.config.sms.auth_token
+
+
+def signed_url(request: web.Request, public_url: str) -> str:
+    """The URL Twilio signed: ``public_url`` (the address Twilio calls, behind a proxy)
+    with this request's path and query, else the URL the request arrived at."""
+    if public_url:
+        return public_url.rstrip("/") + request.path_qs
+    return str(request.url)
+
+
+def twiml(text: str) -> web.Response:
+    """A TwiML answer; Twilio sends ``text`` back to the sender as an SMS."""
+    message = f"<Message>{escape(text)}</Message>" if text else ""
+    body = f'<?xml version="1.0" encoding="UTF-8"?><Response>{message}</Response>'
+    return web.Response(text=body, content_type="text/xml")
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of one reply: the outcome kept in inbound_sms and the answer text."""
+
+    outcome: str
+    answer: str
+    call_id: int | None = None
+
+
+def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
+    missing = [name for name in ("MessageSid", "From", "Body") if name not in form]
+    if missing:
+        raise bad_request(
+            f"an inbound SMS webhook needs {', '.join(missing)}; "
+            "point Twilio's messaging webhook (HTTP POST) here"
+        )
+    sid, sender, body = form["MessageSid"], form["From"], form["Body"]
+    if not sid or len(sid) > _MAX_SID:
+        raise bad_request(f"MessageSid must be 1 to {_MAX_SID} characters")
+    if not sender or len(sender) > _MAX_NUMBER:
+        raise bad_request(f"From must be a phone number of at most {_MAX_NUMBER} characters")
+    return sid, sender, body
+
+
+@routes.post(INBOUND_PATH)
+async def inbound_sms(request: web.Request) -> web.Response:
+    """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
+    server = request.app[SERVER]
+    posted = await request.post()
+    # Twilio posts text fields only; anything else cannot be part of its signature.
+    form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
+    token = webhook_auth_token(server)
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    url = signed_url(request, server.config.sms.public_url)
+    if not token or not signature or not RequestValidator(token).validate(url, form, signature):
+        why = (
+            "no auth token is configured to check it"
+            if not token
+            else "it is not signed"
+            if not signature
+            else "its signature does not match"
+        )
+        log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
+        raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
+    sid, sender, body = _form_fields(form)
+    desk = server.desk
+    try:
+        async with desk.transaction() as session:
+            row_id = (
+                await session.execute(
+                    insert(m.InboundSms)
+                    .values(
+                        message_sid=sid,
+                        from_number=sender,
+                        body=body,
+                        received_at=server.clock.now(),
+                        outcome="received",
+                        answer="",
+                    )
+                    .returning(m.InboundSms.id)
+                )
+            ).scalar_one()
+    except IntegrityError:
+        return await _replayed(server, sid)
+    handled = await _handle(server, sender, body)
+    async with desk.transaction() as session:
+        await session.execute(
+            update(m.InboundSms)
+            .where(m.InboundSms.id == row_id)
+            .values(outcome=handled.outcome, answer=handled.answer, call_id=handled.call_id)
+        )
+    log.info(
+        "SMS %s from %s %r: %s%s",
+        sid,
+        sender,
+        body[:40],
+        handled.outcome,
+        f" on call {handled.call_id}" if handled.call_id is not None else "",
+    )
+    return twiml(handled.answer)
+
+
+async def _replayed(server: Running, sid: str) -> web.Response:
+    """A MessageSid seen before: the same answer again, nothing else."""
+    async with AsyncSession(server.engine) as session:
+        answer = await session.scalar(
+            select(m.InboundSms.answer).where(m.InboundSms.message_sid == sid)
+        )
+    log.info("SMS %s was received before; answered as then, nothing done", sid)
+    return twiml(answer or "")
+
+
+def _carer_by_phone(registry: Registry, phone: str) -> CarerInfo | None:
+    # An active carer wins over a former one who had the same number.
+    found = [c for c in registry.carers.values() if c.phone == phone]
+    found.sort(key=lambda c: not c.active)
+    return found[0] if found else None
+
+
+async def _open_call_of(server: Running, carer_id: int) -> int | None:
+    """The call of the carer's latest active assignment (at most one is active)."""
+    async with AsyncSession(server.engine) as session:
+        call_id: int | None = await session.scalar(
+            select(m.CallAssignment.call_id)
+            .where(m.CallAssignment.carer_id == carer_id, m.CallAssignment.active.is_(True))
+            .order_by(m.CallAssignment.dispatched_at.desc(), m.CallAssignment.id.desc())
+            .limit(1)
+        )
+    return call_id
+
+
+async def _was_on(server: Running, call_id: int, carer_id: int) -> bool:
+    async with AsyncSession(server.engine) as session:
+        found = await session.scalar(
+            select(func.count())
+            .select_from(m.CallAssignment)
+            .where(m.CallAssignment.call_id == call_id, m.CallAssignment.carer_id == carer_id)
+        )
+    return bool(found)
+
+
+async def _handle(server: Running, sender: str, text: str) -> Handled:
+    """Read the reply, bind it to one of the sender's calls and apply it."""
+    registry = await server.desk.district.registry()
+    carer = _carer_by_phone(registry, sender)
+    if carer is None:
+        log.warning("SMS from %s, a number no carer has: %r", sender, text[:40])
+        message = Message(MessageKind.REPLY_UNKNOWN_SENDER)
+        answer = " ".join(render(message, lang) for lang in _UNKNOWN_SENDER_LANGUAGES)
+        return Handled("unknown_sender", answer)
+
+    def say(kind: MessageKind, **facts: str) -> str:
+        return render(Message(kind, facts), carer.language)
+
+    reply = parse_reply(text)
+    if isinstance(reply, ReplyError):
+        log.info("SMS from carer %s not understood (%s): %r", carer.code, reply.reason, reply.text)
+        open_call = await _open_call_of(server, carer.id)
+        example = str(open_call) if open_call is not None else _EXAMPLE_CALL
+        return Handled("not_understood", say(MessageKind.REPLY_NOT_UNDERSTOOD, call_ref=example))
+    if reply.answer is Answer.STOP:
+        # Twilio blocks texts to this number from now on by itself; the record says why.
+        log.warning("carer %s opted out of SMS (sent %r)", carer.code, text[:40])
+        return Handled("opted_out", say(MessageKind.REPLY_OPTED_OUT))
+    if reply.answer is Answer.START:
+        log.info("carer %s opted back in to SMS", carer.code)
+        return Handled("opted_in", say(MessageKind.REPLY_OPTED_IN))
+    call_id = reply.call_id
+    if call_id is None:
+        call_id = await _open_call_of(server, carer.id)
+        if call_id is None:
+            return Handled("no_open_call", say(MessageKind.REPLY_NO_OPEN_CALL))
+    if not await _was_on(server, call_id, carer.id):
+        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
+    actor = Actor(ActorKind.CARER, carer.code)
+    command: Command
+    if reply.answer is Answer.RESOLVED:
+        command = Resolve(actor, Outcome.HELPED_AT_HOME, note="closed by SMS")
+    else:
+        command = Report(actor, carer.id, REPORTS[reply.answer])
+    try:
+        call = await server.desk.command(call_id, command)
+    except CallNotFoundError:
+        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
+    except CallError as error:
+        return Handled("refused", await _refusal(server, registry, call_id, carer, error), call_id)
+    household = registry.households[call.household_id].code
+    kind = _CONFIRMATIONS[reply.answer]
+    return Handled(
+        str(reply.answer), say(kind, call_ref=str(call_id), household=household), call_id
+    )
+
+
+async def _refusal(
+    server: Running, registry: Registry, call_id: int, carer: CarerInfo, error: CallError
+) -> str:
+    codes = {c.id: c.code for c in registry.carers.values()}
+    async with AsyncSession(server.engine) as session:
+        loaded = await repository.load(session, call_id, codes, lock=False)
+    if loaded is None:
+        message = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
+    else:
+        call = loaded[1]
+        household = registry.households[call.household_id].code
+        message = refusal(call, carer.id, household, str(error))
+    log.info("SMS reply from carer %s refused on call %d: %s", carer.code, call_id, error)
+    return render(message, carer.language)

@@ -1,0 +1,175 @@
+"""Reading carers' SMS replies and explaining refusals (domain/replies.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+
+from callcenter.domain.call_types import CallType
+from callcenter.domain.calls import Assignment, AssignmentState, Call, Outcome
+from callcenter.domain.messages import MessageKind, render
+from callcenter.domain.policy import DEFAULT_POLICIES
+from callcenter.domain.replies import Answer, Reply, ReplyError, parse_reply, refusal
+
+A, D, W, S, R = (
+    Answer.ACCEPT,
+    Answer.DECLINE,
+    Answer.ON_THE_WAY,
+    Answer.ON_SCENE,
+    Answer.RESOLVED,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("12a", Reply(A, 12)),
+        ("12d", Reply(D, 12)),
+        ("12o", Reply(W, 12)),
+        ("12s", Reply(S, 12)),
+        ("12r", Reply(R, 12)),
+        ("12A", Reply(A, 12)),
+        ("12 A", Reply(A, 12)),
+        (" 12a ", Reply(A, 12)),
+        ("1 2 a", Reply(A, 12)),
+        ("12a.", Reply(A, 12)),
+        ("12a!", Reply(A, 12)),
+        ("12a\n", Reply(A, 12)),
+        ("１２ａ", Reply(A, 12)),  # full-width, as Chinese keyboards type it
+        ("12 Ａ。", Reply(A, 12)),
+        ("7s", Reply(S, 7)),
+        ("123456789r", Reply(R, 123456789)),
+        ("a", Reply(A)),
+        ("S", Reply(S)),
+        (" r ", Reply(R)),
+        ("接", Reply(A)),
+        ("接单", Reply(A)),
+        ("同意", Reply(A)),
+        ("拒", Reply(D)),
+        ("拒绝", Reply(D)),
+        ("出发", Reply(W)),
+        ("在路上", Reply(W)),
+        ("到", Reply(S)),
+        ("已到", Reply(S)),
+        ("到达", Reply(S)),
+        ("完成", Reply(R)),
+        ("结束", Reply(R)),
+        ("12接", Reply(A, 12)),
+        ("12 接单", Reply(A, 12)),
+        ("接单12", Reply(A, 12)),
+        ("12拒绝", Reply(D, 12)),
+        ("12出发", Reply(W, 12)),
+        ("12已到", Reply(S, 12)),
+        ("12到达。", Reply(S, 12)),
+        ("12完成！", Reply(R, 12)),
+        ("１２完成", Reply(R, 12)),
+        ("STOP", Reply(Answer.STOP)),
+        ("stop", Reply(Answer.STOP)),
+        (" Stop ", Reply(Answer.STOP)),
+        ("UNSUBSCRIBE", Reply(Answer.STOP)),
+        ("退订", Reply(Answer.STOP)),
+        ("START", Reply(Answer.START)),
+        ("unstop", Reply(Answer.START)),
+        ("订阅", Reply(Answer.START)),
+    ],
+)
+def test_reply_codes_are_read(text: str, expected: Reply) -> None:
+    """Test that every accepted way of writing a reply reads as the intended answer."""
+    assert parse_reply(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("。", "empty"),
+        ("12x", "not a reply code"),
+        ("12", "not a reply code"),
+        ("x", "not a reply code"),
+        ("yes 12", "not a reply code"),
+        ("no", "not a reply code"),
+        ("12ab", "not a reply code"),
+        ("a12", "not a reply code"),
+        ("12a13", "not a reply code"),
+        ("-12a", "not a reply code"),
+        ("12.5a", "not a reply code"),
+        ("1234567890a", "not a reply code"),
+        ("0a", "no call 0"),
+        ("00接", "no call 0"),
+        ("12接13", "two call numbers"),
+        ("我到了吗", "not a reply code"),
+        ("hello, I am on my way", "not a reply code"),
+        ("stop please", "not a reply code"),
+        ("<Response>", "not a reply code"),
+        ("a" * 500, "not a reply code"),
+    ],
+)
+def test_garbage_is_not_a_reply(text: str, reason: str) -> None:
+    """Test that a text that is no reply code is a ReplyError saying why, never an answer
+    and never an exception."""
+    result = parse_reply(text)
+    assert isinstance(result, ReplyError)
+    assert reason in result.reason
+    assert len(result.text) <= 40
+
+
+# --- refusals ------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def _assignment(carer_id: int, state: AssignmentState) -> Assignment:
+    return Assignment(carer_id, f"C00{carer_id}", state, NOW, "system:engine", 300.0, NOW)
+
+
+def _call(*assignments: Assignment) -> Call:
+    policy = DEFAULT_POLICIES[CallType.EMERGENCY]
+    return Call(12, 1, CallType.EMERGENCY, 1, NOW, policy, assignments=assignments)
+
+
+@pytest.mark.parametrize(
+    ("call", "kind", "carer"),
+    [
+        (
+            replace(
+                _call(_assignment(1, AssignmentState.FINISHED)),
+                closed_at=NOW,
+                outcome=Outcome.HELPED_AT_HOME,
+            ),
+            MessageKind.REPLY_CLOSED,
+            "",
+        ),
+        (_call(_assignment(2, AssignmentState.DISPATCHED)), MessageKind.REPLY_NOT_YOURS, ""),
+        (
+            _call(
+                _assignment(1, AssignmentState.NO_ANSWER), _assignment(3, AssignmentState.ACCEPTED)
+            ),
+            MessageKind.REPLY_TAKEN,
+            "C003",
+        ),
+        (
+            _call(
+                _assignment(1, AssignmentState.NO_ANSWER),
+                _assignment(3, AssignmentState.DISPATCHED),
+            ),
+            MessageKind.REPLY_PASSED_ON,
+            "C003",
+        ),
+        (_call(_assignment(1, AssignmentState.DECLINED)), MessageKind.REPLY_NOT_YOURS, ""),
+        (_call(_assignment(1, AssignmentState.ACCEPTED)), MessageKind.REPLY_REFUSED, ""),
+    ],
+)
+def test_a_refusal_says_why(call: Call, kind: MessageKind, carer: str) -> None:
+    """Test that a refused reply is explained: the call is closed, another carer took it,
+    it was passed on, it was never the carer's, or the desk's own reason."""
+    message = refusal(call, 1, "H0001", "cannot go back")
+    assert message.kind is kind
+    assert message.facts["call_ref"] == "12"
+    assert message.facts.get("carer", "") == carer
+    text = render(message, "en")
+    assert "12" in text
+    if kind is MessageKind.REPLY_REFUSED:
+        assert "cannot go back" in text
