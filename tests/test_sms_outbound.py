@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
+from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped]
 
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
+from callcenter.notify.sms import classify
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from callcenter.web.accounts import ensure_demo_operators
@@ -177,3 +180,25 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         await server.relay.drain()
         assert (await _page_rows(server, call_id))[0].attempts == 1
         assert _to(fake, await _carer_phone(server, first_carer)) == []
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "permanent"),
+    [
+        (429, 20429, False),
+        (503, 20500, False),
+        (401, 20003, False),
+        (400, 21211, True),
+        (400, 21610, True),
+        (400, 21614, True),
+        (400, 21617, True),
+    ],
+)
+def test_twilio_refusals_are_sorted_into_retry_and_final(
+    status: int, code: int, permanent: bool
+) -> None:
+    """Test that only refusals waiting cannot cure are final; a refused account is
+    retried (the configuration gets fixed, the queue still goes out)."""
+    error = classify(TwilioRestException(status, "https://api.twilio.test", "refused", code))
+    assert error.permanent is permanent
+    assert str(code) in error.detail

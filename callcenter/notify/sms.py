@@ -42,6 +42,10 @@ _UNREACHABLE_NUMBER = {
 }
 
 
+# Refusals of our credentials or account (authentication failed, account suspended).
+_ACCOUNT_REFUSED = frozenset({20003, 20005})
+
+
 @dataclass(frozen=True)
 class TwilioAccount:
     """Where and as whom to send: credentials, sender, API address, callback address."""
@@ -77,6 +81,14 @@ def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
         return SendError(f"Twilio is limiting our sending rate (HTTP {status}, code {code})")
     if status >= 500 or status == 0:
         return SendError(f"Twilio had a fault (HTTP {status}, code {code}): {said}")
+    if status in (401, 403) or code in _ACCOUNT_REFUSED:
+        # Our account, not the recipient: nothing is wrong with the message, and once
+        # the configuration is fixed everything queued must still go out. Escalation
+        # meanwhile runs on its own timers, as for any page that is not answered.
+        return SendError(
+            f"Twilio refused our account (HTTP {status}, code {code}): {said}; check "
+            "sms.account_sid and CALLCENTER_SMS__AUTH_TOKEN"
+        )
     if code in _UNREACHABLE_NUMBER:
         return SendError(_UNREACHABLE_NUMBER[code], permanent=True)
     return SendError(
