@@ -82,6 +82,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _international(value: str) -> str:
+    """``value`` if empty or an E.164 phone number, else a ValueError saying how to write it."""
+    if value and not _E164.fullmatch(value):
+        raise ValueError(
+            'not an international (E.164) phone number: write "+", the country code '
+            "and the number, 6 to 15 digits without spaces or dashes"
+        )
+    return value
+
+
 class DistrictConfig(_Section):
     name: str = Field("Demo district", description="shown on the board and in messages")
     timezone: str = Field("Asia/Shanghai", description="IANA time zone name, e.g. Asia/Shanghai")
@@ -120,12 +130,7 @@ class DistrictConfig(_Section):
     @field_validator("desk_phone")
     @classmethod
     def _international_number(cls, value: str) -> str:
-        if value and not _E164.fullmatch(value):
-            raise ValueError(
-                'not an international (E.164) phone number: write "+", the country code '
-                "and the number, 6 to 15 digits without spaces or dashes"
-            )
-        return value
+        return _international(value)
 
 
 class DataConfig(_Section):
@@ -259,12 +264,7 @@ class SmsConfig(_Section):
     @field_validator("from_number")
     @classmethod
     def _sender_number(cls, value: str) -> str:
-        if value and not _E164.fullmatch(value):
-            raise ValueError(
-                'not an international (E.164) phone number: write "+", the country code '
-                "and the number, 6 to 15 digits without spaces or dashes"
-            )
-        return value
+        return _international(value)
 
     @model_validator(mode="after")
     def _complete_account(self) -> SmsConfig:
