@@ -267,11 +267,18 @@ async def _refusal(
     codes = {c.id: c.code for c in registry.carers.values()}
     async with AsyncSession(server.engine) as session:
         loaded = await repository.load(session, call_id, codes, lock=False)
+    household = "?"
     if loaded is None:
         message = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
     else:
         call = loaded[1]
         household = registry.households[call.household_id].code
         message = refusal(call, carer.id, household, str(error))
-    log.info("SMS reply from carer %s refused on call %d: %s", carer.code, call_id, error)
+    log.info(
+        "SMS reply from carer %s refused on call %d household %s: %s",
+        carer.code,
+        call_id,
+        household,
+        error,
+    )
     return render(message, carer.language)
