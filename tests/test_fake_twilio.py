@@ -10,8 +10,10 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from callcenter.clock import ManualClock
@@ -163,6 +165,90 @@ async def test_next_message_waits_for_a_message_still_to_come(
     await asyncio.sleep(0)
     created = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="hi")
     assert (await waiting).sid == created.sid
+
+
+class _StatusReceiver:
+    """A webhook standing in for ours: keeps each report and whether its signature checks."""
+
+    def __init__(self, token: str) -> None:
+        self.validator = RequestValidator(token)
+        self.reports: list[tuple[dict[str, str], bool]] = []
+        self.arrived = asyncio.Event()
+        self.url = ""
+
+    async def take(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        signature = request.headers.get("X-Twilio-Signature", "")
+        self.reports.append((form, self.validator.validate(self.url, form, signature)))
+        self.arrived.set()
+        return web.Response(status=204)
+
+
+async def _receiving(receiver: _StatusReceiver) -> web.AppRunner:
+    app = web.Application()
+    app.router.add_post("/sms/status", receiver.take)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/sms/status"
+    return runner
+
+
+async def test_report_status_posts_a_signed_delivery_report(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that report_status posts MessageSid, MessageStatus and ErrorCode to the
+    message's StatusCallback, signed with the account's auth token, and returns the
+    callback's HTTP status; the fake's own record takes the new status."""
+    receiver = _StatusReceiver(fake_twilio.auth_token)
+    runner = await _receiving(receiver)
+    try:
+        created = await twilio_client.messages.create_async(
+            to=CARER, from_=DESK, body="Call 12", status_callback=receiver.url
+        )
+        assert await fake_twilio.report_status(created.sid, "undelivered", 30003) == 204
+        ((form, signed),) = receiver.reports
+        assert signed
+        assert form["MessageSid"] == created.sid
+        assert (form["MessageStatus"], form["ErrorCode"]) == ("undelivered", "30003")
+        assert (form["To"], form["From"], form["AccountSid"]) == (
+            CARER,
+            DESK,
+            fake_twilio.account_sid,
+        )
+        assert (await twilio_client.messages(created.sid).fetch_async()).status == "undelivered"
+
+        no_callback = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="x")
+        with pytest.raises(ValueError, match="StatusCallback"):
+            await fake_twilio.report_status(no_callback.sid, "sent")
+        with pytest.raises(LookupError):
+            await fake_twilio.report_status("SM" + "0" * 32, "sent")
+    finally:
+        await runner.cleanup()
+
+
+async def test_auto_deliver_reports_sent_then_delivered(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that with auto_deliver each accepted message is reported "sent" then
+    "delivered" to its StatusCallback, signed."""
+    fake_twilio.auto_deliver = True
+    receiver = _StatusReceiver(fake_twilio.auth_token)
+    runner = await _receiving(receiver)
+    try:
+        created = await twilio_client.messages.create_async(
+            to=CARER, from_=DESK, body="Call 12", status_callback=receiver.url
+        )
+        async with asyncio.timeout(5):
+            while len(receiver.reports) < 2:
+                receiver.arrived.clear()
+                await receiver.arrived.wait()
+        assert [(f["MessageSid"], f["MessageStatus"], ok) for f, ok in receiver.reports] == [
+            (created.sid, "sent", True),
+            (created.sid, "delivered", True),
+        ]
+    finally:
+        await runner.cleanup()
 
 
 def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:

@@ -301,3 +301,68 @@ async def _save_assignments(session: AsyncSession, before: Call | None, call: Ca
                 }
             )
         )
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A sent message's row as a delivery report found it, and whether the report moved it."""
+
+    outbox_id: int
+    call_id: int | None
+    guard: dict[str, Any]
+    household: str  # the call's household code, "" without a call
+    before: str | None  # the delivery status it had
+    moved: bool
+
+
+async def note_delivery(
+    session: AsyncSession,
+    provider_ref: str,
+    status: str,
+    *,
+    error: str | None,
+    not_over: frozenset[str],
+) -> Delivery | None:
+    """Set the delivery status of the message sent as ``provider_ref`` to ``status`` (and
+    ``last_error`` to ``error`` if given) unless it already has one of ``not_over``;
+    None when no message has that reference."""
+    found = (
+        await session.execute(
+            select(m.OutboxItem.id, m.OutboxItem.call_id, m.OutboxItem.guard, m.OutboxItem.delivery)
+            .where(m.OutboxItem.provider_ref == provider_ref)
+            .order_by(m.OutboxItem.id.desc())
+            .limit(1)
+        )
+    ).one_or_none()
+    if found is None:
+        return None
+    outbox_id, call_id, guard, before = found
+    values: dict[str, Any] = {"delivery": status}
+    if error is not None:
+        values["last_error"] = error
+    # Conditional, so two reports racing each other can only move the row forward.
+    moved = await session.execute(
+        update(m.OutboxItem)
+        .where(
+            m.OutboxItem.id == outbox_id,
+            m.OutboxItem.delivery.is_(None) | m.OutboxItem.delivery.not_in(not_over),
+        )
+        .values(values)
+    )
+    household = ""
+    if call_id is not None:
+        household = (
+            await session.scalar(
+                select(m.Household.code)
+                .join(m.Call, m.Call.household_id == m.Household.id)
+                .where(m.Call.id == call_id)
+            )
+        ) or ""
+    return Delivery(
+        outbox_id,
+        call_id,
+        dict(guard or {}),
+        household,
+        before,
+        moved.rowcount == 1,  # type: ignore[attr-defined]
+    )

@@ -18,7 +18,9 @@ unset): with either set the library rewrites the host name of every URL.
 Spoken: ``POST`` and ``GET .../Accounts/{sid}/Messages.json`` and
 ``GET .../Messages/{MessageSid}.json``, with HTTP basic auth, Twilio's error JSON and its
 page format. Planned failures (``fail_next``) let tests of the sender see 429s and
-permanent errors.
+permanent errors. ``report_status`` posts a delivery report to a message's
+StatusCallback, signed as Twilio signs it; with ``auto_deliver`` every accepted message
+is reported "sent" then "delivered" by itself.
 """
 
 from __future__ import annotations
@@ -36,13 +38,16 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 from aiohttp import web
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callcenter.clock import Clock, SystemClock
 
 API_VERSION = "2010-04-01"
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
 _DEFAULT_PAGE_SIZE = 50
+_AUTO_DELIVER_AFTER_S = 0.2
 _MAX_PAGE_SIZE = 1000
 _ERROR_MESSAGES = {
     20003: "Authenticate",
@@ -138,8 +143,11 @@ class FakeTwilio:
         account_sid: str | None = None,
         auth_token: str | None = None,
         clock: Clock | None = None,
+        auto_deliver: bool = False,
     ) -> None:
         self.host = host
+        # Report "sent" then "delivered" to each accepted message's StatusCallback.
+        self.auto_deliver = auto_deliver
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
         self.messages: list[FakeMessage] = []
@@ -150,6 +158,7 @@ class FakeTwilio:
         self._handed_out = 0
         self._arrived = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._reports: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
@@ -177,7 +186,11 @@ class FakeTwilio:
         self._port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """Stop listening and drop open connections."""
+        """Stop listening and drop open connections; reports still under way are cancelled."""
+        reports, self._reports = self._reports, set()
+        for task in reports:
+            task.cancel()
+        await asyncio.gather(*reports, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -213,6 +226,47 @@ class FakeTwilio:
     def message(self, sid: str) -> FakeMessage | None:
         """The recorded message with this SID, if any."""
         return next((m for m in self.messages if m.sid == sid), None)
+
+    async def report_status(self, sid: str, status: str, error_code: int | None = None) -> int:
+        """Post Twilio's delivery report for message ``sid`` to its StatusCallback, signed
+        with this account's auth token; the HTTP status the callback answered."""
+        message = self.message(sid)
+        if message is None:
+            raise LookupError(f"the fake Twilio has no message {sid}")
+        if not message.status_callback:
+            raise ValueError(f"message {sid} was sent without a StatusCallback")
+        message.status = status
+        params = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "From": message.from_ or "",
+            "MessageSid": sid,
+            "MessageStatus": status,
+            "SmsSid": sid,
+            "SmsStatus": status,
+            "To": message.to,
+        }
+        if message.messaging_service_sid:
+            params["MessagingServiceSid"] = message.messaging_service_sid
+        if error_code is not None:
+            params["ErrorCode"] = str(error_code)
+        url = message.status_callback
+        signature = RequestValidator(self.auth_token).compute_signature(url, params)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as answer,
+        ):
+            await answer.read()
+            return answer.status
+
+    async def _deliver(self, sid: str) -> None:
+        # As with Twilio, reports come a moment after the create answer, not before it.
+        await asyncio.sleep(_AUTO_DELIVER_AFTER_S)
+        for status in ("sent", "delivered"):
+            try:
+                await self.report_status(sid, status)
+            except aiohttp.ClientError:
+                return  # nobody listens: as with Twilio, the report is lost
 
     def _error(self, status: int, code: int, message: str | None = None) -> web.Response:
         return web.json_response(
@@ -281,6 +335,10 @@ class FakeTwilio:
         async with self._arrived:
             self.messages.append(message)
             self._arrived.notify_all()
+        if self.auto_deliver and message.status_callback:
+            task = asyncio.create_task(self._deliver(message.sid), name="fake_twilio.report")
+            self._reports.add(task)
+            task.add_done_callback(self._reports.discard)
         return web.json_response(answer, status=201)
 
     async def _fetch(self, request: web.Request) -> web.Response:

@@ -1,4 +1,5 @@
-"""Carers' SMS replies, as Twilio posts them: ``POST /sms/inbound``.
+"""Carers' SMS replies, as Twilio posts them: ``POST /sms/inbound``; and Twilio's
+delivery reports on what we sent: ``POST /sms/status``.
 
 Only requests signed by Twilio (X-Twilio-Signature, checked with the twilio library's
 RequestValidator) are read. Each message is kept once per MessageSid before anything is
@@ -29,12 +30,14 @@ from callcenter.domain.calls import (
     Outcome,
     Report,
     Resolve,
+    Unreachable,
 )
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
+from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.state import SERVER
@@ -88,6 +91,27 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
 
 
+async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
+    """The posted form fields, if Twilio signed them; else 403 and a log line."""
+    posted = await request.post()
+    # Twilio posts text fields only; anything else cannot be part of its signature.
+    form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
+    token = webhook_auth_token(server)
+    signature = request.headers.get(SIGNATURE_HEADER, "")
+    url = signed_url(request, server.config.sms.public_url)
+    if not token or not signature or not RequestValidator(token).validate(url, form, signature):
+        why = (
+            "no auth token is configured to check it"
+            if not token
+            else "it is not signed"
+            if not signature
+            else "its signature does not match"
+        )
+        log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
+        raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
+    return form
+
+
 @dataclass(frozen=True)
 class Handled:
     """What became of one reply: the outcome kept in inbound_sms and the answer text."""
@@ -116,22 +140,7 @@ def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
 async def inbound_sms(request: web.Request) -> web.Response:
     """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
     server = request.app[SERVER]
-    posted = await request.post()
-    # Twilio posts text fields only; anything else cannot be part of its signature.
-    form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
-    token = webhook_auth_token(server)
-    signature = request.headers.get(SIGNATURE_HEADER, "")
-    url = signed_url(request, server.config.sms.public_url)
-    if not token or not signature or not RequestValidator(token).validate(url, form, signature):
-        why = (
-            "no auth token is configured to check it"
-            if not token
-            else "it is not signed"
-            if not signature
-            else "its signature does not match"
-        )
-        log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
-        raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
+    form = await signed_form(request, server)
     sid, sender, body = _form_fields(form)
     desk = server.desk
     try:
@@ -282,3 +291,115 @@ async def _refusal(
         error,
     )
     return render(message, carer.language)
+
+
+# Twilio's message statuses in the order a message passes through them. A status is
+# recorded only over one of lower rank, so a late "sent" never undoes "delivered".
+_DELIVERY_RANK = {
+    "accepted": 0,
+    "scheduled": 0,
+    "queued": 1,
+    "sending": 2,
+    "sent": 3,
+    "delivered": 4,
+    "undelivered": 4,
+    "failed": 4,
+    "canceled": 4,
+    "read": 5,
+}
+# Nothing is recorded over these: the message will not arrive.
+_NEVER_ARRIVES = frozenset({"undelivered", "failed", "canceled"})
+# What moves a dispatch on at once: the carer was not reached.
+NOT_REACHED = frozenset({"undelivered", "failed"})
+# Twilio's delivery error codes, as a person should read them.
+DELIVERY_ERRORS = {
+    "30003": "unreachable handset: the phone is switched off or out of coverage",
+    "30005": "unknown destination: the number does not exist or is out of service",
+    "30006": "landline or unreachable carrier: the number cannot receive texts",
+    "30007": "carrier filtered: the carrier blocked the message (spam filter)",
+    "30008": "unknown error: the carrier gave no reason",
+}
+_MAX_STATUS = 16  # outbox.delivery
+_MAX_ERROR_CODE = 16
+
+
+def not_over(status: str) -> frozenset[str]:
+    """The delivery statuses a report of ``status`` must not replace."""
+    rank = _DELIVERY_RANK[status]
+    return frozenset(s for s, r in _DELIVERY_RANK.items() if r >= rank) | _NEVER_ARRIVES
+
+
+def delivery_error(code: str) -> str:
+    """Twilio's delivery error code with its meaning, e.g. "Twilio 30003, unreachable ..."."""
+    meaning = DELIVERY_ERRORS.get(code)
+    return f"Twilio {code}, {meaning}" if meaning else f"Twilio {code}"
+
+
+@routes.post(STATUS_PATH)
+async def sms_status(request: web.Request) -> web.Response:
+    """Twilio's report on a message we sent: recorded, only ever forward; a dispatch
+    page that cannot arrive moves the call on to the next carer at once."""
+    server = request.app[SERVER]
+    form = await signed_form(request, server)
+    missing = [name for name in ("MessageSid", "MessageStatus") if not form.get(name)]
+    if missing:
+        raise bad_request(
+            f"a status callback needs {', '.join(missing)}; "
+            "it is Twilio's StatusCallback for messages we send"
+        )
+    sid, status = form["MessageSid"], form["MessageStatus"].strip().lower()
+    code = form.get("ErrorCode", "").strip()
+    if len(sid) > _MAX_SID or len(status) > _MAX_STATUS or len(code) > _MAX_ERROR_CODE:
+        raise bad_request(
+            f"MessageSid, MessageStatus and ErrorCode may be at most {_MAX_SID}, "
+            f"{_MAX_STATUS} and {_MAX_ERROR_CODE} characters"
+        )
+    if status not in _DELIVERY_RANK:
+        log.info("SMS status %s for %s is not one we track; ignored", status, sid)
+        return web.Response()
+    error = f"{status}: {delivery_error(code)}" if code else None
+    async with server.desk.transaction() as session:
+        noted = await repository.note_delivery(
+            session, sid, status, error=error, not_over=not_over(status)
+        )
+    if noted is None:
+        # Answered 200 all the same: Twilio would otherwise retry it for nothing.
+        log.warning("SMS status %s for %s: no message of ours has that sid", status, sid)
+        return web.Response()
+    about = f"outbox {noted.outbox_id}, call {noted.call_id} household {noted.household or '?'}"
+    if not noted.moved:
+        log.info(
+            "SMS status %s for %s (%s) ignored: it already was %s",
+            status,
+            sid,
+            about,
+            noted.before,
+        )
+        return web.Response()
+    log.info(
+        "SMS %s (%s): %s -> %s%s",
+        sid,
+        about,
+        noted.before,
+        status,
+        f" ({delivery_error(code)})" if code else "",
+    )
+    carer_id = noted.guard.get("carer_id")
+    if status in NOT_REACHED and carer_id is not None and noted.call_id is not None:
+        why = f"dispatch SMS {status}" + (f": {delivery_error(code)}" if code else "")
+        await _move_on(server, noted.call_id, int(carer_id), why, about)
+    return web.Response()
+
+
+async def _move_on(server: Running, call_id: int, carer_id: int, why: str, about: str) -> None:
+    """The page did not reach the carer: unreachable, the next carer is paged now."""
+    try:
+        await server.desk.command(call_id, Unreachable(carer_id, why))
+    except (CallError, CallNotFoundError) as refused:
+        log.info("SMS status (%s): carer %d not marked unreachable: %s", about, carer_id, refused)
+    except Exception:
+        # Recorded already, so a retried report would not get here again: the carer's
+        # time to accept still runs out and moves the call on.
+        log.exception("SMS status (%s): could not mark carer %d unreachable", about, carer_id)
+    else:
+        log.info("SMS status (%s): carer %d unreachable (%s); moving on", about, carer_id, why)
