@@ -6,6 +6,14 @@ not sent). The claim counts the attempt and pushes the next attempt back *before
 send, so a crash mid-send is retried later rather than forgotten; the row id travels with
 every send as its idempotency key, so the far end can recognise a repeat.
 
+The claim also notes when the attempt began (``sending_since``), cleared once the row is
+settled. A row still pending with it set is "in doubt": the process died mid-send, or the
+send timed out or broke after the request went out. Before sending such a row again the
+relay asks the sender what became of it (``find_sent``, where the sender can): found, the
+row is settled as sent without sending; not found, it is sent. When even that question
+cannot be answered, a dispatch page goes out again marked as a repeat (a carer must not
+miss a call), and an informational text waits and asks again.
+
 A dispatch page (an SMS guarded by its carer) refused for good moves the escalation on at
 once: the carer is marked unreachable and the next one paged, instead of waiting out
 their time to accept.
@@ -17,10 +25,10 @@ import asyncio
 import json
 import logging
 import socket
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiomqtt
 from sqlalchemy import func, select, update
@@ -39,6 +47,9 @@ log = logging.getLogger("callcenter.outbox")
 
 _BATCH = 100
 
+# Starts a dispatch page sent again while an earlier attempt may have arrived.
+REPEAT_MARK = "[重发/repeat] "
+
 
 @dataclass(frozen=True)
 class OutboxMessage:
@@ -53,6 +64,8 @@ class OutboxMessage:
     attempt: int
     household: str = ""  # the call's household code, for the logs
     carer_id: int | None = None  # set for an SMS page to this carer (its guard)
+    # When the earliest attempt with an unknown outcome began; None: nothing in doubt.
+    in_doubt_since: datetime | None = None
 
     @property
     def about(self) -> str:
@@ -63,11 +76,15 @@ class OutboxMessage:
 
 
 class SendError(Exception):
-    """A send did not go through. ``permanent``: retrying cannot help (bad number...)."""
+    """A send did not go through. ``permanent``: retrying cannot help (bad number...);
+    ``outcome_unknown``: it may have gone through after all (timeout, broken connection)."""
 
-    def __init__(self, detail: str, *, permanent: bool = False) -> None:
+    def __init__(
+        self, detail: str, *, permanent: bool = False, outcome_unknown: bool = False
+    ) -> None:
         self.detail = detail
         self.permanent = permanent
+        self.outcome_unknown = outcome_unknown
         super().__init__(detail)
 
 
@@ -85,6 +102,16 @@ class Sender(Protocol):
 
     async def send(self, message: OutboxMessage) -> str | Receipt | None:
         """Deliver ``message`` or raise SendError; the provider's reference, if it has one."""
+        ...
+
+
+@runtime_checkable
+class Reconciler(Protocol):
+    """A sender that can tell whether an earlier attempt of a message reached the provider."""
+
+    async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
+        """What the provider took for ``message`` since ``since``, newest first (SendError
+        if it cannot tell)."""
         ...
 
 
@@ -224,8 +251,11 @@ class OutboxRelay:
                 )
                 self.skipped += 1
                 return None
+            in_doubt_since = item.sending_since
             item.attempts += 1
             item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
+            # Kept from the earliest attempt still in doubt, so a later check covers it.
+            item.sending_since = in_doubt_since or now
             paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
             return OutboxMessage(
                 item.id,
@@ -237,6 +267,7 @@ class OutboxRelay:
                 item.attempts,
                 household,
                 None if paged is None else int(paged),
+                in_doubt_since,
             )
 
         return await self._desk.perform(work)
@@ -245,10 +276,52 @@ class OutboxRelay:
         message = await self._claim(item_id)
         if message is None:
             return 1
+        sender = self._senders[message.channel]
+        still_in_doubt = False
+        if message.in_doubt_since is not None and isinstance(sender, Reconciler):
+            try:
+                found = await sender.find_sent(message, message.in_doubt_since)
+            except Exception as error:  # SendError, or a sender bug: the question is open
+                why = error.detail if isinstance(error, SendError) else repr(error)
+                if message.carer_id is None:
+                    # Informational: a duplicate would mislead, a delay does not; ask again.
+                    await self._settle(
+                        message,
+                        SendError(
+                            "an earlier attempt may have been sent and the provider's message "
+                            f"list could not be checked ({why}); not sent again until it can be",
+                            outcome_unknown=True,
+                        ),
+                    )
+                    return 0
+                # A page a carer never gets costs more than one they get twice.
+                log.warning(
+                    "outbox %d: page to %s (%s) may have been sent already and the provider's "
+                    "message list could not be checked (%s); sending it again marked as a repeat",
+                    message.id,
+                    message.recipient,
+                    message.about,
+                    why,
+                )
+                message = replace(message, body=REPEAT_MARK + message.body)
+                still_in_doubt = True
+            else:
+                receipt = await self._unclaimed(message, found)
+                if receipt is not None:
+                    log.info(
+                        "outbox %d: an earlier attempt to %s (%s) had been sent as %s; "
+                        "not sending it again",
+                        message.id,
+                        message.recipient,
+                        message.about,
+                        receipt.ref,
+                    )
+                    await self._settle(message, None, receipt)
+                    return 1
         try:
-            answer = await self._senders[message.channel].send(message)
+            answer = await sender.send(message)
         except SendError as error:
-            await self._settle(message, error)
+            await self._settle(message, error, still_in_doubt=still_in_doubt)
             if error.permanent:
                 await self._move_on(message, error)
             return 1 if error.permanent else 0
@@ -256,11 +329,29 @@ class OutboxRelay:
             log.exception(
                 "outbox %d: sender for %s failed (%s)", message.id, message.channel, message.about
             )
-            await self._settle(message, SendError(repr(error)))
+            await self._settle(message, SendError(repr(error), outcome_unknown=True))
             return 0
         receipt = Receipt(answer) if isinstance(answer, str) else answer
         await self._settle(message, None, receipt)
         return 1
+
+    async def _unclaimed(self, message: OutboxMessage, found: Sequence[Receipt]) -> Receipt | None:
+        """The first of ``found`` no other row already names: an identical text sent to
+        the same phone for another row is that row's, not this one's."""
+        if not found:
+            return None
+        async with AsyncSession(self._engine) as session:
+            taken = set(
+                (
+                    await session.scalars(
+                        select(m.OutboxItem.provider_ref).where(
+                            m.OutboxItem.provider_ref.in_([r.ref for r in found]),
+                            m.OutboxItem.id != message.id,
+                        )
+                    )
+                ).all()
+            )
+        return next((r for r in found if r.ref not in taken), None)
 
     async def _move_on(self, message: OutboxMessage, error: SendError) -> None:
         """A page that can never arrive: the carer is unreachable, the next one is paged."""
@@ -277,12 +368,22 @@ class OutboxRelay:
             )
 
     async def _settle(
-        self, message: OutboxMessage, error: SendError | None, receipt: Receipt | None = None
+        self,
+        message: OutboxMessage,
+        error: SendError | None,
+        receipt: Receipt | None = None,
+        *,
+        still_in_doubt: bool = False,
     ) -> None:
         values: dict[str, Any]
         now = self._clock.now()
         if error is None:
-            values = {"state": m.OutboxState.SENT, "done_at": now, "last_error": ""}
+            values = {
+                "state": m.OutboxState.SENT,
+                "done_at": now,
+                "last_error": "",
+                "sending_since": None,
+            }
             if receipt is not None:
                 values |= {"provider_ref": receipt.ref, "delivery": receipt.delivery}
             self.sent += 1
@@ -295,7 +396,12 @@ class OutboxRelay:
                 f" as {receipt.ref}" if receipt is not None else "",
             )
         elif error.permanent:
-            values = {"state": m.OutboxState.FAILED, "done_at": now, "last_error": error.detail}
+            values = {
+                "state": m.OutboxState.FAILED,
+                "done_at": now,
+                "last_error": error.detail,
+                "sending_since": None,
+            }
             self.failed += 1
             log.error(
                 "outbox %d: %s to %s refused for good (%s): %s",
@@ -307,6 +413,8 @@ class OutboxRelay:
             )
         else:
             values = {"last_error": error.detail}
+            if not (error.outcome_unknown or still_in_doubt):
+                values["sending_since"] = None  # known not to have gone out
             log.warning(
                 "outbox %d: %s to %s failed, attempt %d (%s): %s; will retry",
                 message.id,

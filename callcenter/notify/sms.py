@@ -4,14 +4,18 @@ The official ``twilio`` library's async client does the talking, pointed at Twil
 or at any address speaking its API (the local fake by default, see docs/sms.md). Each send
 is bounded by ``asyncio.timeout``: the library ignores its own timeout setting (twilio-python
 issue #925). Its ``max_retries`` is never used: it re-POSTs on its own and can send a page
-twice; the relay decides about retries, from the error classes below.
+twice; the relay decides about retries, from the error classes below. A send whose
+outcome is unknown (timeout, connection broken mid-request) is reconciled before it is
+sent again: ``find_sent`` looks for it in Twilio's message list for that number.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +29,7 @@ from twilio.rest import Client  # type: ignore[import-untyped]
 
 from callcenter.config import SmsConfig
 from callcenter.engine import repository
-from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
+from callcenter.engine.outbox import REPEAT_MARK, OutboxMessage, Receipt, SendError
 
 log = logging.getLogger("callcenter.sms")
 
@@ -41,6 +45,11 @@ _UNREACHABLE_NUMBER = {
     21614: "the number is not a mobile phone and cannot receive texts (Twilio 21614)",
 }
 
+
+# How far before an attempt began Twilio's message list is searched: our clock and
+# Twilio's may differ a little. And how many of that number's messages are looked at.
+RECONCILE_MARGIN = timedelta(minutes=2)
+RECONCILE_LIMIT = 100
 
 # Refusals of our credentials or account (authentication failed, account suspended).
 _ACCOUNT_REFUSED = frozenset({20003, 20005})
@@ -152,8 +161,7 @@ class TwilioSms:
             raise SendError(f"cannot connect to Twilio, nothing sent: {error}") from None
         except (TimeoutError, aiohttp.ClientError) as error:
             # The request may have reached Twilio and been accepted: the outcome is unknown.
-            # Retried later with the same body; checking Twilio's message list for this
-            # number first (reconciliation) is not built yet (docs/sms.md, "Sending").
+            # Retried later, after find_sent has looked for it (docs/sms.md, "Sending").
             what = (
                 f"no answer within {self.account.timeout_s:g} s"
                 if isinstance(error, TimeoutError)
@@ -166,5 +174,37 @@ class TwilioSms:
                 message.about,
                 what,
             )
-            raise SendError(f"{what}; outcome unknown") from None
+            raise SendError(f"{what}; outcome unknown", outcome_unknown=True) from None
         return Receipt(str(sent.sid), str(sent.status) if sent.status else None)
+
+    async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
+        """Messages Twilio took for ``message`` (same number, same text, or the text
+        marked as a repeat) sent since ``since``, newest first; SendError if it cannot tell."""
+        client = self._client
+        if client is None:
+            raise SendError("the SMS sender is not running")
+        options: dict[str, str] = {}
+        if self.account.from_number:
+            options["from_"] = self.account.from_number
+        try:
+            async with asyncio.timeout(self.account.timeout_s):
+                listed = await client.messages.list_async(
+                    to=message.address,
+                    date_sent_after=since - RECONCILE_MARGIN,
+                    limit=RECONCILE_LIMIT,
+                    **options,
+                )
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise SendError(f"Twilio's message list refused: {classify(error).detail}") from None
+        except TimeoutError:
+            raise SendError(
+                f"Twilio's message list did not answer within {self.account.timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as error:
+            raise SendError(f"Twilio's message list could not be read: {error!r}") from None
+        bodies = {message.body, REPEAT_MARK + message.body}
+        return [
+            Receipt(str(found.sid), str(found.status) if found.status else None)
+            for found in listed
+            if found.body in bodies
+        ]

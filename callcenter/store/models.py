@@ -427,6 +427,10 @@ class OutboxItem(Base):
     provider_ref: Mapped[str | None] = mapped_column(String(64), index=True)
     # The provider's own delivery status (queued, sent, delivered, undelivered, failed).
     delivery: Mapped[str | None] = mapped_column(String(16))
+    # When the earliest attempt whose outcome is not known began: set when an attempt is
+    # claimed, cleared once the row is settled. Pending with this set: "in doubt", and the
+    # next attempt asks the provider what became of it before sending again.
+    sending_since: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class InboundSms(Base):
