@@ -14,6 +14,7 @@ from callcenter.app import Running, running_server
 from callcenter.clock import Clock
 from callcenter.config import Config
 from callcenter.store import models as m
+from tests.ingest_support import eventually, publish_events
 
 # Monday 23 November 2026, 10:00 in Xining (02:00 UTC): early and office shifts on duty.
 MONDAY_MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -73,3 +74,28 @@ async def history(server: Running, call_id: int) -> list[m.CallHistory]:
                 )
             ).all()
         )
+
+
+async def press_for_call(
+    server: Running, broker_host: str, broker_port: int, prefix: str, household: str
+) -> int:
+    """Press the household's call button once; the id of the call it opens (the first
+    call in a test's fresh database)."""
+    await publish_events(broker_host, broker_port, prefix, [(household, f"CB-{household}", "p1")])
+
+    async def opened() -> bool:
+        return await scalar(server, select(m.Call.id)) is not None
+
+    await eventually(opened, what="the call opened")
+    return int(await scalar(server, select(m.Call.id)))
+
+
+async def page_rows(server: Running, call_id: int) -> list[m.OutboxItem]:
+    """The call's SMS rows that page a carer, in order."""
+    found = await rows(
+        server,
+        select(m.OutboxItem)
+        .where(m.OutboxItem.call_id == call_id, m.OutboxItem.channel == "sms")
+        .order_by(m.OutboxItem.id),
+    )
+    return [row for (row,) in found if "carer_id" in row.guard]

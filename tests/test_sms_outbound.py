@@ -18,29 +18,21 @@ from callcenter.notify.sms import classify
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from callcenter.web.accounts import ensure_demo_operators
-from tests.desk_support import MONDAY_MORNING, desk_config, history, rows, running_desk, scalar
-from tests.ingest_support import eventually, publish_events
+from tests.desk_support import (
+    MONDAY_MORNING,
+    desk_config,
+    history,
+    page_rows,
+    press_for_call,
+    rows,
+    running_desk,
+    scalar,
+)
+from tests.ingest_support import eventually
 
 
 async def _press(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
-    await publish_events(broker.host, broker.port, prefix, [(household, f"CB-{household}", "p1")])
-
-    async def opened() -> bool:
-        return await scalar(server, select(m.Call.id)) is not None
-
-    await eventually(opened, what="the call opened")
-    return int(await scalar(server, select(m.Call.id)))
-
-
-async def _page_rows(server: Running, call_id: int) -> list[m.OutboxItem]:
-    """The call's SMS rows that page a carer, in order."""
-    found = await rows(
-        server,
-        select(m.OutboxItem)
-        .where(m.OutboxItem.call_id == call_id, m.OutboxItem.channel == "sms")
-        .order_by(m.OutboxItem.id),
-    )
-    return [row for (row,) in found if "carer_id" in row.guard]
+    return await press_for_call(server, broker.host, broker.port, prefix, household)
 
 
 async def _carer_phone(server: Running, carer_id: int) -> str:
@@ -70,11 +62,11 @@ async def test_a_press_sends_the_dispatch_sms_through_twilio(
         call_id = await _press(server, broker, topic_prefix, "H0010")
 
         async def page_sent() -> bool:
-            pages = await _page_rows(server, call_id)
+            pages = await page_rows(server, call_id)
             return bool(pages) and pages[0].state == m.OutboxState.SENT
 
         await eventually(page_sent, what="the dispatch page sent")
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         phone = await _carer_phone(server, int(page.guard["carer_id"]))
         (arrived,) = _to(fake, phone)
         assert "H0010" in arrived.body and str(call_id) in arrived.body
@@ -99,11 +91,11 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
         call_id = await _press(server, broker, topic_prefix, "H0011")
 
         async def tried_once() -> bool:
-            pages = await _page_rows(server, call_id)
+            pages = await page_rows(server, call_id)
             return bool(pages) and pages[0].attempts == 1
 
         await eventually(tried_once, what="the first attempt")
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         assert page.state == m.OutboxState.PENDING
         assert "20429" in page.last_error
         phone = await _carer_phone(server, int(page.guard["carer_id"]))
@@ -113,11 +105,11 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
         server.desk.outbox_changed.set()
 
         async def sent() -> bool:
-            return (await _page_rows(server, call_id))[0].state == m.OutboxState.SENT
+            return (await page_rows(server, call_id))[0].state == m.OutboxState.SENT
 
         await eventually(sent, what="the retried page sent")
         await server.relay.drain()
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         (arrived,) = _to(fake, phone)
         assert (page.attempts, page.provider_ref, page.last_error) == (2, arrived.sid, "")
 
@@ -143,11 +135,11 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         call_id = await _press(server, broker, topic_prefix, "H0012")
 
         async def next_page_sent() -> bool:
-            pages = await _page_rows(server, call_id)
+            pages = await page_rows(server, call_id)
             return len(pages) == 2 and pages[1].state == m.OutboxState.SENT
 
         await eventually(next_page_sent, what="the next carer paged")
-        first, second = await _page_rows(server, call_id)
+        first, second = await page_rows(server, call_id)
         assert (first.state, first.attempts) == (m.OutboxState.FAILED, 1)
         assert "21211" in first.last_error and first.provider_ref is None
         first_carer, second_carer = int(first.guard["carer_id"]), int(second.guard["carer_id"])
@@ -178,7 +170,7 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         # Nothing is left to retry: the failed page stays failed.
         clock.advance(timedelta(minutes=1))
         await server.relay.drain()
-        assert (await _page_rows(server, call_id))[0].attempts == 1
+        assert (await page_rows(server, call_id))[0].attempts == 1
         assert _to(fake, await _carer_phone(server, first_carer)) == []
 
 

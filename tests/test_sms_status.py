@@ -16,42 +16,33 @@ from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
+from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
-from tests.desk_support import MONDAY_MORNING, desk_config, history, rows, running_desk, scalar
-from tests.ingest_support import eventually, publish_events
-
-STATUS_PATH = "/sms/status"
+from tests.desk_support import (
+    MONDAY_MORNING,
+    desk_config,
+    history,
+    page_rows,
+    press_for_call,
+    rows,
+    running_desk,
+    scalar,
+)
+from tests.ingest_support import eventually
 
 
 async def _press(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
-    await publish_events(broker.host, broker.port, prefix, [(household, f"CB-{household}", "p1")])
-
-    async def opened() -> bool:
-        return await scalar(server, select(m.Call.id)) is not None
-
-    await eventually(opened, what="the call opened")
-    return int(await scalar(server, select(m.Call.id)))
-
-
-async def _page_rows(server: Running, call_id: int) -> list[m.OutboxItem]:
-    """The call's SMS rows that page a carer, in order."""
-    found = await rows(
-        server,
-        select(m.OutboxItem)
-        .where(m.OutboxItem.call_id == call_id, m.OutboxItem.channel == "sms")
-        .order_by(m.OutboxItem.id),
-    )
-    return [row for (row,) in found if "carer_id" in row.guard]
+    return await press_for_call(server, broker.host, broker.port, prefix, household)
 
 
 async def _pages_sent(server: Running, call_id: int, how_many: int) -> list[m.OutboxItem]:
     async def sent() -> bool:
-        pages = await _page_rows(server, call_id)
+        pages = await page_rows(server, call_id)
         return len(pages) >= how_many and all(p.state == m.OutboxState.SENT for p in pages)
 
     await eventually(sent, what=f"{how_many} dispatch page(s) sent")
-    return await _page_rows(server, call_id)
+    return await page_rows(server, call_id)
 
 
 async def _assignments(server: Running, call_id: int) -> list[tuple[int, str]]:
@@ -106,12 +97,12 @@ async def test_delivery_reports_only_move_a_message_forward(
         sid = str(page.provider_ref)
 
         assert await fake.report_status(sid, "sent") == 200
-        assert (await _page_rows(server, call_id))[0].delivery == "sent"
+        assert (await page_rows(server, call_id))[0].delivery == "sent"
         assert await fake.report_status(sid, "delivered") == 200
-        assert (await _page_rows(server, call_id))[0].delivery == "delivered"
+        assert (await page_rows(server, call_id))[0].delivery == "delivered"
         assert await fake.report_status(sid, "sent") == 200
         assert await fake.report_status(sid, "queued") == 200
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         assert (page.delivery, page.last_error, page.state) == ("delivered", "", "sent")
         assert [state for _, state in await _assignments(server, call_id)] == ["dispatched"]
 
@@ -151,7 +142,7 @@ async def test_an_undelivered_page_pages_the_next_carer_at_once(
 
         # Twilio retrying the same report changes nothing.
         assert await fake.report_status(str(page.provider_ref), "undelivered", 30003) == 200
-        assert len(await _page_rows(server, call_id)) == 2
+        assert len(await page_rows(server, call_id)) == 2
         assert len(await history(server, call_id)) == len(entries)
 
 
@@ -181,7 +172,7 @@ async def test_a_failed_page_to_a_carer_who_accepted_changes_nothing_in_the_call
         before = len(await history(server, call_id))
 
         assert await fake.report_status(str(page.provider_ref), "failed", 30005) == 200
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         assert page.delivery == "failed" and "30005" in page.last_error
         assert await _assignments(server, call_id) == [(carer, "accepted")]
         assert len(await history(server, call_id)) == before
@@ -189,7 +180,7 @@ async def test_a_failed_page_to_a_carer_who_accepted_changes_nothing_in_the_call
             "accepted"
         )
         await server.relay.drain()
-        assert len(await _page_rows(server, call_id)) == 1
+        assert len(await page_rows(server, call_id)) == 1
 
 
 async def test_forged_unknown_and_incomplete_reports(
@@ -224,7 +215,7 @@ async def test_forged_unknown_and_incomplete_reports(
             assert unsigned.status == 403
         refusals = [r for r in caplog.records if "refused an SMS webhook" in r.getMessage()]
         assert len(refusals) == 2
-        (page,) = await _page_rows(server, call_id)
+        (page,) = await page_rows(server, call_id)
         assert (page.delivery, page.last_error) == ("queued", "")
         assert [state for _, state in await _assignments(server, call_id)] == ["dispatched"]
 
@@ -235,4 +226,4 @@ async def test_forged_unknown_and_incomplete_reports(
 
         incomplete = {k: v for k, v in report.items() if k != "MessageStatus"}
         assert await _post_signed(server, STATUS_PATH, incomplete) == 400
-        assert (await _page_rows(server, call_id))[0].delivery == "queued"
+        assert (await page_rows(server, call_id))[0].delivery == "queued"
