@@ -23,6 +23,7 @@ from typing import Any, NamedTuple, TypeVar
 from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from callcenter.domain.geo import Place, distance_m
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import require_current_schema
 from callcenter.store.models import (
@@ -355,20 +356,15 @@ class _Dice:
         return tuple(options[i] for i in sorted(chosen))
 
 
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres (haversine)."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlambda = math.radians(lon2 - lon1)
-    a = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlambda / 2) ** 2
-    return 2 * 6_371_000.0 * math.asin(math.sqrt(a))
+def _apart_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    return distance_m(Place(lat1, lon1), Place(lat2, lon2))
 
 
 def stations_by_distance(
     stations: Sequence[DemoStation], lat: float, lon: float
 ) -> list[DemoStation]:
     """Stations ordered nearest first (ties broken by code)."""
-    return sorted(stations, key=lambda s: (distance_m(lat, lon, s.lat, s.lon), s.code))
+    return sorted(stations, key=lambda s: (_apart_m(lat, lon, s.lat, s.lon), s.code))
 
 
 class _Phones:
@@ -401,7 +397,7 @@ def _build_stations(phones: _Phones) -> tuple[DemoStation, ...]:
     stations: list[DemoStation] = []
     for site in _SITES:
         others = [other for other in _SITES if other.code != site.code]
-        backup = min(others, key=lambda o: (distance_m(site.lat, site.lon, o.lat, o.lon), o.code))
+        backup = min(others, key=lambda o: (_apart_m(site.lat, site.lon, o.lat, o.lon), o.code))
         stations.append(
             DemoStation(
                 code=site.code,
