@@ -151,13 +151,6 @@ class Desk:
         skills: tuple[str, ...],
     ) -> Situation:
         on_call = {a.carer_id for a in call.assignments} if call else set()
-        leads = tuple(
-            info.person()
-            for info in registry.carers.values()
-            if info.role == m.CarerRole.STATION_LEAD
-            and info.station_id == household.home_station_id
-            and info.active
-        )
         return Situation(
             now=now,
             household_code=household.code,
@@ -176,7 +169,7 @@ class Desk:
                 )
             ),
             assigned=tuple(registry.carers[c].person() for c in on_call if c in registry.carers),
-            station_leads=leads,
+            station_leads=registry.station_leads.get(household.home_station_id, ()),
             family=household.family,
             supervisors=registry.supervisors,
         )
@@ -193,8 +186,7 @@ class Desk:
         the command cannot page anyone, and who is free is not read."""
         now = self._clock.now()
         registry = await self.district.registry(session)
-        codes = {c.id: c.code for c in registry.carers.values()}
-        loaded = await repository.load(session, call_id, codes, lock=True)
+        loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
         if loaded is None:
             raise CallNotFoundError(call_id)
         _, call = loaded

@@ -94,6 +94,9 @@ class Registry:
     stations: dict[int, StationInfo] = field(default_factory=dict)
     carers: dict[int, CarerInfo] = field(default_factory=dict)
     carers_by_code: dict[str, CarerInfo] = field(default_factory=dict)
+    carer_codes: dict[int, str] = field(default_factory=dict)
+    # Active station leads of each station, texted when its households' calls escalate.
+    station_leads: dict[int, tuple[Person, ...]] = field(default_factory=dict)
     households: dict[int, HouseholdInfo] = field(default_factory=dict)
     households_by_code: dict[str, HouseholdInfo] = field(default_factory=dict)
     patterns: dict[str, ShiftPattern] = field(default_factory=dict)
@@ -127,6 +130,10 @@ async def load_registry(session: AsyncSession) -> Registry:
         )
         registry.carers[c.id] = info
         registry.carers_by_code[c.code] = info
+        registry.carer_codes[c.id] = c.code
+        if info.active and info.role == m.CarerRole.STATION_LEAD:
+            leads = registry.station_leads.get(info.station_id, ())
+            registry.station_leads[info.station_id] = (*leads, info.person())
     residents: dict[int, list[str]] = {}
     for r in (await session.scalars(select(m.Resident).order_by(m.Resident.id))).all():
         residents.setdefault(r.household_id, []).append(r.name)

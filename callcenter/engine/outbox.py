@@ -221,8 +221,7 @@ class OutboxRelay:
                 # The call's lock first (as every writer takes it), then the row itself,
                 # read fresh under that lock: another instance may have claimed it.
                 registry = await self._desk.district.registry(session)
-                codes = {c.id: c.code for c in registry.carers.values()}
-                loaded = await repository.load(session, call_id, codes, lock=True)
+                loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
                 if loaded is not None and loaded[1].household_id in registry.households:
                     household = registry.households[loaded[1].household_id].code
             item = (

@@ -273,9 +273,8 @@ async def _handle(server: Running, sender: str, text: str) -> Handled:
 async def _refusal(
     server: Running, registry: Registry, call_id: int, carer: CarerInfo, error: CallError
 ) -> str:
-    codes = {c.id: c.code for c in registry.carers.values()}
     async with AsyncSession(server.engine) as session:
-        loaded = await repository.load(session, call_id, codes, lock=False)
+        loaded = await repository.load(session, call_id, registry.carer_codes, lock=False)
     household = "?"
     if loaded is None:
         message = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
