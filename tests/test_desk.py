@@ -119,7 +119,18 @@ async def test_a_press_leads_to_a_dispatch_decision_and_an_outbox_sms(
         )
         phone = await scalar(server, select(m.Carer.phone).where(m.Carer.code == carer))
         assert [(r, a) for r, a, _ in sms] == [(f"carer:{carer}", phone)]
-        assert f" {call_id}a " in sms[0][2] and "H0001" in sms[0][2]
+        body = sms[0][2]
+        assert f" {call_id}a " in body and "H0001" in body
+        # The page tells the carer who lives there and how far they have to go.
+        residents = await rows(
+            server,
+            select(m.Resident.name, m.Resident.birth_year).where(
+                m.Resident.household_id == household.id
+            ),
+        )
+        for name, born in residents:
+            assert f"{name}（{MONDAY_MORNING.year - born}岁" in body, body
+        assert "距您约" in body and "分钟" in body, body
         timers = await rows(
             server,
             select(m.Timer.step, m.Timer.due_at).where(m.Timer.state == "pending"),

@@ -303,6 +303,7 @@ def test_open_emergency_pages_the_best_carer_and_arms_the_ladder() -> None:
     assert sms.message.kind is MessageKind.DISPATCH
     text = render(sms.message, "en")
     assert "Call 41 EMERGENCY: H0007 Mrs Li (86), 12 Garden Lane. Key box 1234." in text
+    assert "About 3 min away" in text  # candidate 1: 201 s
     assert "41a accept" in text
 
 

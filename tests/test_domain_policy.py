@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callcenter.domain.call_types import ALARM_TYPES, PRIORITY, RAISED_BY, CallType
-from callcenter.domain.messages import CALL_TYPE_NAMES, Message, MessageKind, render
+from callcenter.domain.messages import (
+    CALL_TYPE_NAMES,
+    CARE_NOTES_IN_SMS,
+    Message,
+    MessageKind,
+    ResidentNote,
+    Trip,
+    render,
+)
 from callcenter.domain.policy import (
     DEFAULT_POLICIES,
     Action,
@@ -312,6 +320,54 @@ def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:
     assert "FALL" not in text
     assert "{" not in text and "}" not in text
     assert text != render(Message(kind, FACTS), "en")
+
+
+RESIDENTS = (
+    ResidentNote("王秀英", "wheelchair", "糖尿病，胰岛素在冰箱", birth_year=1938).aged(2026),
+    ResidentNote("李建国", "independent", "", birth_year=1940).aged(2026),
+)
+
+
+def test_dispatch_page_names_age_mobility_care_and_trip_in_english() -> None:
+    """Test that a page tells the carer each resident's age, mobility and care notes, and
+    how far away they are, besides the address and how to answer."""
+    message = Message(MessageKind.DISPATCH, FACTS, RESIDENTS, Trip(1234.0, 370.0))
+    assert render(message, "en") == (
+        "Call 812 FALL: H0042 王秀英 (88, wheelchair; 糖尿病，胰岛素在冰箱); 李建国 (86), "
+        "3 Lotus Road. Key with neighbour. About 6 min away (1.2 km). "
+        "Reply 812a accept, 812d decline, 812s on scene, 812r done."
+    )
+
+
+def test_dispatch_page_in_chinese() -> None:
+    """Test the Chinese page: ages in 岁, mobility in Chinese, distance and minutes."""
+    message = Message(MessageKind.DISPATCH, FACTS, RESIDENTS, Trip(1234.0, 370.0))
+    text = render(message, "zh")
+    assert "王秀英（88岁，坐轮椅；糖尿病，胰岛素在冰箱）；李建国（86岁）" in text
+    assert "距您约1.2公里，约6分钟。" in text
+    assert "wheelchair" not in text
+
+
+def test_long_care_notes_are_cut_in_the_page() -> None:
+    """Test that a long care note is shortened with an ellipsis, keeping the page short."""
+    note = ResidentNote("Mrs Wang", "bedbound", "x" * 200)
+    text = render(Message(MessageKind.DISPATCH, FACTS, (note,)), "en")
+    assert "Mrs Wang (bedbound; " + "x" * (CARE_NOTES_IN_SMS - 1) + "…)" in text
+    assert "x" * CARE_NOTES_IN_SMS not in text
+
+
+def test_unknown_birth_year_or_mobility_leaves_them_out() -> None:
+    """Test that a resident without a known age or mobility is named alone."""
+    assert ResidentNote("Mr Li", birth_year=None).aged(2026).age is None
+    assert ResidentNote("Mr Li", birth_year=2030).aged(2026).age is None
+    note = ResidentNote("Mr Li", "unknown_value")
+    assert "Mr Li," in render(Message(MessageKind.DISPATCH, FACTS, (note,)), "en")
+
+
+def test_a_nearby_carer_is_at_least_one_minute_away() -> None:
+    """Test that a very short trip reads "about 1 min", never "0 min"."""
+    text = render(Message(MessageKind.DISPATCH, FACTS, trip=Trip(20.0, 5.0)), "en")
+    assert "About 1 min away (0.0 km)." in text
 
 
 @pytest.mark.parametrize("kind", list(MessageKind))

@@ -22,7 +22,7 @@ from typing import Any
 
 from callcenter.domain.call_types import PRIORITY, CallType
 from callcenter.domain.dispatch import Candidate
-from callcenter.domain.messages import Message, MessageKind
+from callcenter.domain.messages import Message, MessageKind, ResidentNote, Trip
 from callcenter.domain.policy import Action, CountedFrom, Milestone, Policy, Step
 
 # Presses closer together than this are counted but not each written to the history,
@@ -248,7 +248,9 @@ class Situation:
     household_code: str = ""
     address: str = ""
     access_notes: str = ""
-    residents: str = ""
+    residents: str = ""  # names, for texts that only name them
+    # Age, mobility and care notes of each resident, for the dispatch page.
+    resident_notes: tuple[ResidentNote, ...] = ()
     desk_phone: str = ""
     # Free carers, already ranked best first (see dispatch.rank_carers).
     candidates: tuple[Candidate, ...] = ()
@@ -751,7 +753,11 @@ def _page(call: Call, candidate: Candidate, by: Actor, situation: Situation) -> 
     effects: list[Effect] = [
         SendSms(
             Person(f"carer:{carer.code}", carer.name, carer.phone, carer.language),
-            _message(MessageKind.DISPATCH, call, situation),
+            replace(
+                _message(MessageKind.DISPATCH, call, situation),
+                residents=tuple(r.aged(situation.now.year) for r in situation.resident_notes),
+                trip=Trip(candidate.distance_m, candidate.travel_s),
+            ),
             carer_id=carer.id,
         )
     ]

@@ -16,7 +16,7 @@ import enum
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from callcenter.domain.geo import Place, Transport, travel_time_s
+from callcenter.domain.geo import Place, Transport, distance_m, travel_time_s
 
 SERVICE_CIRCLE_S = 15 * 60.0
 
@@ -75,6 +75,7 @@ class Candidate:
     tier: Tier
     travel_s: float
     within_circle: bool
+    distance_m: float = 0.0  # straight line from the carer's last position to the door
 
     def sort_key(self) -> tuple[bool, int, float, str]:
         return (not self.within_circle, int(self.tier), self.travel_s, self.carer.code)
@@ -94,7 +95,13 @@ def assess(
 ) -> Candidate:
     """Tier and estimated travel time of one carer to the household."""
     travel = travel_time_s(carer.position, destination.place, carer.transport)
-    return Candidate(carer, tier_of(carer, destination), travel, travel <= circle_s)
+    return Candidate(
+        carer,
+        tier_of(carer, destination),
+        travel,
+        travel <= circle_s,
+        distance_m(carer.position, destination.place),
+    )
 
 
 def rank_carers(

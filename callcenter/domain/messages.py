@@ -7,7 +7,7 @@ sent is exactly what the history shows.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class MessageKind(enum.StrEnum):
@@ -36,17 +36,45 @@ class MessageKind(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ResidentNote:
+    """What a carer on the way should know about one resident."""
+
+    name: str
+    mobility: str = "independent"  # independent, walking_aid, wheelchair, bedbound
+    care_notes: str = ""
+    birth_year: int | None = None
+    age: int | None = None  # filled in from birth_year when the page is written
+
+    def aged(self, year: int) -> ResidentNote:
+        """This note with the resident's age in ``year``."""
+        if self.birth_year is None or not 0 < self.birth_year <= year:
+            return self
+        return replace(self, age=year - self.birth_year)
+
+
+@dataclass(frozen=True)
+class Trip:
+    """How far the paged carer is from the door, as the ranking estimated it."""
+
+    distance_m: float
+    travel_s: float
+
+
+@dataclass(frozen=True)
 class Message:
-    """What to say; ``facts`` fills the template."""
+    """What to say; ``facts`` fills the template. A dispatch page also carries the
+    residents (age, mobility, care notes) and the carer's trip, rendered per language."""
 
     kind: MessageKind
     facts: dict[str, str] = field(default_factory=dict)
+    residents: tuple[ResidentNote, ...] = ()
+    trip: Trip | None = None
 
 
 _TEMPLATES: dict[str, dict[MessageKind, str]] = {
     "en": {
         MessageKind.DISPATCH: (
-            "Call {call_ref} {call_type}: {household} {residents}, {address}. {access} "
+            "Call {call_ref} {call_type}: {household} {residents}, {address}. {access} {trip} "
             "Reply {call_ref}a accept, {call_ref}d decline, {call_ref}s on scene, "
             "{call_ref}r done."
         ),
@@ -105,7 +133,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
     },
     "zh": {
         MessageKind.DISPATCH: (
-            "呼叫{call_ref}（{call_type}）：{household} {residents}，{address}。{access} "
+            "呼叫{call_ref}（{call_type}）：{household} {residents}，{address}。{access} {trip} "
             "回复 {call_ref}a 接单，{call_ref}d 拒绝，{call_ref}s 到达，{call_ref}r 完成。"
         ),
         MessageKind.STAND_DOWN: "呼叫{call_ref}：无需前往（{why}）。",
@@ -164,6 +192,39 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+MOBILITY_NAMES: dict[str, dict[str, str]] = {
+    "en": {"walking_aid": "walking aid", "wheelchair": "wheelchair", "bedbound": "bedbound"},
+    "zh": {"walking_aid": "需助行器", "wheelchair": "坐轮椅", "bedbound": "卧床"},
+}
+
+# Care notes longer than this are cut in the SMS; the whole note is on the call's card.
+CARE_NOTES_IN_SMS = 60
+
+
+def _resident(note: ResidentNote, language: str) -> str:
+    """ "王秀英 (86, wheelchair; diabetic)" / "王秀英（86岁，坐轮椅；糖尿病）"."""
+    mobility = MOBILITY_NAMES.get(language, MOBILITY_NAMES["en"]).get(note.mobility, "")
+    care = note.care_notes.strip()
+    if len(care) > CARE_NOTES_IN_SMS:
+        care = care[: CARE_NOTES_IN_SMS - 1] + "…"
+    if language == "zh":
+        about = "，".join(p for p in (f"{note.age}岁" if note.age else "", mobility) if p)
+        about = "；".join(p for p in (about, care) if p)
+        return f"{note.name}（{about}）" if about else note.name
+    about = ", ".join(p for p in (str(note.age) if note.age else "", mobility) if p)
+    about = "; ".join(p for p in (about, care) if p)
+    return f"{note.name} ({about})" if about else note.name
+
+
+def _trip(trip: Trip, language: str) -> str:
+    """ "About 6 min away (1.2 km)." / "距您约1.2公里，约6分钟。"."""
+    minutes = max(1, round(trip.travel_s / 60))
+    km = f"{trip.distance_m / 1000:.1f}"
+    if language == "zh":
+        return f"距您约{km}公里，约{minutes}分钟。"
+    return f"About {minutes} min away ({km} km)."
+
+
 class _Facts(dict[str, str]):
     # A missing fact renders as an empty string rather than failing a send at 3 a.m.
     def __missing__(self, key: str) -> str:
@@ -177,4 +238,10 @@ def render(message: Message, language: str) -> str:
     facts = _Facts(message.facts)
     if "call_type" in facts:
         facts["call_type"] = names.get(facts["call_type"], facts["call_type"])
+    language = language if language in _TEMPLATES else "en"
+    if message.residents:
+        joiner = "；" if language == "zh" else "; "
+        facts["residents"] = joiner.join(_resident(r, language) for r in message.residents)
+    if message.trip is not None:
+        facts["trip"] = _trip(message.trip, language)
     return " ".join(templates[message.kind].format_map(facts).split())

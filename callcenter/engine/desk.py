@@ -157,6 +157,7 @@ class Desk:
             address=household.address,
             access_notes=household.access_notes,
             residents=household.residents,
+            resident_notes=household.resident_notes,
             # Families ring the desk, or their station when the district has no desk line.
             desk_phone=self._settings.desk_phone
             or registry.stations[household.home_station_id].phone,

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from callcenter.domain.calls import Person
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
 from callcenter.domain.geo import Place, Transport
+from callcenter.domain.messages import ResidentNote
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.store import models as m
 
@@ -76,6 +77,7 @@ class HouseholdInfo:
     family: tuple[Person, ...]
     # The base unit hears commands such as "help is on the way".
     base_unit: str | None
+    resident_notes: tuple[ResidentNote, ...] = ()
 
     def destination(self) -> Destination:
         return Destination(self.id, self.place, self.home_station_id, self.backup_station_id)
@@ -135,8 +137,12 @@ async def load_registry(session: AsyncSession) -> Registry:
             leads = registry.station_leads.get(info.station_id, ())
             registry.station_leads[info.station_id] = (*leads, info.person())
     residents: dict[int, list[str]] = {}
+    notes: dict[int, list[ResidentNote]] = {}
     for r in (await session.scalars(select(m.Resident).order_by(m.Resident.id))).all():
         residents.setdefault(r.household_id, []).append(r.name)
+        notes.setdefault(r.household_id, []).append(
+            ResidentNote(r.name, r.mobility, r.care_notes, birth_year=r.birth_year)
+        )
     family: dict[int, list[Person]] = {}
     contacts = select(m.FamilyContact).order_by(
         m.FamilyContact.household_id, m.FamilyContact.position
@@ -161,6 +167,7 @@ async def load_registry(session: AsyncSession) -> Registry:
             "、".join(residents.get(h.id, [])),
             tuple(family.get(h.id, [])),
             base_units.get(h.id),
+            tuple(notes.get(h.id, [])),
         )
         registry.households[h.id] = info_h
         registry.households_by_code[h.code] = info_h
