@@ -144,10 +144,10 @@ async def _operator(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_fake_twilio(args: argparse.Namespace) -> int:
-    return asyncio.run(_fake_twilio(args.host, args.port))
+    return asyncio.run(_fake_twilio(args.host, args.port, args.inbound_url))
 
 
-async def _fake_twilio(host: str, port: int) -> int:
+async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     import signal
 
     from callcenter.notify.fake_twilio import FakeTwilio
@@ -156,11 +156,18 @@ async def _fake_twilio(host: str, port: int) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with FakeTwilio(host=host, port=port) as fake:
+    async with FakeTwilio(host=host, port=port, inbound_url=inbound_url) as fake:
         # The first line is the URL, so scripts and tests can read it without parsing prose.
         print(f"fake Twilio listening on {fake.base_url}", flush=True)
         print(f"account SID {fake.account_sid}", flush=True)
         print(f"auth token  {fake.auth_token}", flush=True)
+        print(f"SMS a carer would get: {fake.page_url}", flush=True)
+        if not inbound_url:
+            print(
+                "answers typed on that page go nowhere: pass --inbound-url "
+                "http://HOST:PORT/sms/inbound to post them to a server",
+                flush=True,
+            )
         print(
             "point the twilio client at it: client.api.base_url = BASE_URL; Ctrl-C stops",
             flush=True,
@@ -242,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fake_twilio.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     fake_twilio.add_argument("--port", type=int, default=0, help="default 0: any free port")
+    fake_twilio.add_argument(
+        "--inbound-url",
+        default="",
+        help="where carers' answers typed on its page are posted, signed with its auth token "
+        "(a server's http://HOST:PORT/sms/inbound); default: nowhere",
+    )
     fake_twilio.set_defaults(func=_cmd_fake_twilio)
     return parser
 

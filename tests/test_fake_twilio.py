@@ -168,10 +168,13 @@ async def test_next_message_waits_for_a_message_still_to_come(
 
 
 class _StatusReceiver:
-    """A webhook standing in for ours: keeps each report and whether its signature checks."""
+    """A webhook standing in for ours: keeps each post and whether its signature checks;
+    answers 204, or ``twiml`` as text/xml (an inbound webhook's confirmation)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, path: str = "/sms/status", twiml: str | None = None) -> None:
         self.validator = RequestValidator(token)
+        self.path = path
+        self.twiml = twiml
         self.reports: list[tuple[dict[str, str], bool]] = []
         self.arrived = asyncio.Event()
         self.url = ""
@@ -181,16 +184,18 @@ class _StatusReceiver:
         signature = request.headers.get("X-Twilio-Signature", "")
         self.reports.append((form, self.validator.validate(self.url, form, signature)))
         self.arrived.set()
-        return web.Response(status=204)
+        if self.twiml is None:
+            return web.Response(status=204)
+        return web.Response(text=self.twiml, content_type="text/xml")
 
 
 async def _receiving(receiver: _StatusReceiver) -> web.AppRunner:
     app = web.Application()
-    app.router.add_post("/sms/status", receiver.take)
+    app.router.add_post(receiver.path, receiver.take)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
-    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}/sms/status"
+    receiver.url = f"http://127.0.0.1:{runner.addresses[0][1]}{receiver.path}"
     return runner
 
 
@@ -251,9 +256,116 @@ async def test_auto_deliver_reports_sent_then_delivered(
         await runner.cleanup()
 
 
+async def test_a_delayed_create_is_recorded_before_it_is_answered(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that delay_next makes the fake accept and list a message at once but answer
+    the create only later, so a sender with a shorter timeout gives up not knowing; the
+    create after it is answered at once."""
+    fake_twilio.delay_next(5.0)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.3):
+            await twilio_client.messages.create_async(to=CARER, from_=DESK, body="Call 12")
+    (taken,) = fake_twilio.messages
+    listed = await twilio_client.messages.list_async(to=CARER)
+    assert [(m.sid, m.body) for m in listed] == [(taken.sid, "Call 12")]
+
+    async with asyncio.timeout(2):
+        created = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="next")
+    assert [m.sid for m in fake_twilio.messages] == [taken.sid, created.sid]
+    with pytest.raises(ValueError, match="negative"):
+        fake_twilio.delay_next(-1)
+
+
+async def test_reply_posts_a_signed_inbound_text_and_records_the_confirmation(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that reply posts Twilio's inbound form fields to inbound_url, signed with the
+    account's token and addressed to the number that texted the phone, and records the
+    TwiML <Message> as a confirmation to the phone; neither shows in the message list
+    the sender reconciles against, nor in next_message."""
+    webhook = _StatusReceiver(
+        fake_twilio.auth_token,
+        path="/sms/inbound",
+        twiml='<?xml version="1.0" encoding="UTF-8"?>'
+        "<Response><Message>Accepted call 12 &amp; noted &lt;ok&gt;</Message></Response>",
+    )
+    runner = await _receiving(webhook)
+    try:
+        fake_twilio.inbound_url = webhook.url
+        page = await twilio_client.messages.create_async(to=CARER, from_=DESK, body="Call 12")
+        status, answer = await fake_twilio.reply(CARER, "12a")
+        assert status == 200
+        assert "<Message>" in answer
+        ((form, signed),) = webhook.reports
+        assert signed
+        assert SID.fullmatch(form["MessageSid"])
+        assert form["SmsSid"] == form["SmsMessageSid"] == form["MessageSid"]
+        assert (form["From"], form["To"], form["Body"]) == (CARER, DESK, "12a")
+        assert (form["AccountSid"], form["ApiVersion"]) == (fake_twilio.account_sid, "2010-04-01")
+        assert (form["SmsStatus"], form["NumMedia"], form["NumSegments"]) == ("received", "0", "1")
+
+        assert fake_twilio.confirmations(CARER) == ["Accepted call 12 & noted <ok>"]
+        received, confirmation = fake_twilio.replies
+        assert (received.direction, received.sid, received.note) == (
+            "inbound",
+            form["MessageSid"],
+            "",
+        )
+        assert (confirmation.direction, confirmation.to, confirmation.from_) == (
+            "outbound-reply",
+            CARER,
+            DESK,
+        )
+        assert [m.sid for m in fake_twilio.everything()] == [
+            confirmation.sid,
+            received.sid,
+            page.sid,
+        ]
+        listed = await twilio_client.messages.list_async(to=CARER)
+        assert [m.sid for m in listed] == [page.sid]
+        assert (await fake_twilio.next_message(timeout=1)).sid == page.sid
+        with pytest.raises(TimeoutError):
+            await fake_twilio.next_message(timeout=0.05)
+
+        # Twilio retrying the webhook: the same MessageSid and fields, signed again.
+        assert (await fake_twilio.replay(received.sid))[0] == 200
+        assert webhook.reports[1] == webhook.reports[0]
+    finally:
+        await runner.cleanup()
+
+
+async def test_reply_to_a_phone_never_texted_and_a_refusing_webhook(
+    fake_twilio: FakeTwilio,
+) -> None:
+    """Test that a reply from a phone we never texted goes to the fake's own number, that
+    a webhook's refusal is returned and noted on the text with no confirmation, and that
+    without an inbound URL the reply is refused with what to set."""
+    with pytest.raises(RuntimeError, match="inbound_url"):
+        await fake_twilio.reply(CARER, "12a")
+    webhook = _StatusReceiver("another-token", path="/sms/inbound", twiml="<Response/>")
+    runner = await _receiving(webhook)
+    try:
+        fake_twilio.inbound_url = webhook.url
+        assert await fake_twilio.reply(CARER, "hello") == (200, "<Response/>")
+        ((form, signed),) = webhook.reports
+        assert form["To"] == fake_twilio.number
+        assert not signed  # the webhook checks with another token
+        assert fake_twilio.confirmations(CARER) == []
+
+        webhook.twiml = None  # answers 204: not a TwiML answer
+        status, _ = await fake_twilio.reply(CARER, "12d", to=DESK)
+        assert status == 204
+        assert fake_twilio.replies[-1].note.startswith("the webhook answered HTTP 204")
+        with pytest.raises(ValueError, match=r"E\.164"):
+            await fake_twilio.reply("13800138000", "12a")
+    finally:
+        await runner.cleanup()
+
+
 def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:
-    """Test that `callcenter fake-twilio --port 0` prints its base URL first and exits 0 on
-    SIGINT."""
+    """Test that `callcenter fake-twilio --port 0` prints its base URL first, then the
+    address of its message page, and exits 0 on SIGINT."""
     process = subprocess.Popen(
         [sys.executable, "-m", "callcenter.cli", "fake-twilio", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -264,6 +376,9 @@ def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:
         first = process.stdout.readline()
         assert re.fullmatch(r"fake Twilio listening on http://127\.0\.0\.1:\d+\n", first)
         assert process.stdout.readline().startswith("account SID AC")
+        assert process.stdout.readline().startswith("auth token  ")
+        base_url = first.removeprefix("fake Twilio listening on ").strip()
+        assert process.stdout.readline() == f"SMS a carer would get: {base_url}/\n"
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
     finally:

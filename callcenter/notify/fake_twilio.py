@@ -18,9 +18,16 @@ unset): with either set the library rewrites the host name of every URL.
 Spoken: ``POST`` and ``GET .../Accounts/{sid}/Messages.json`` and
 ``GET .../Messages/{MessageSid}.json``, with HTTP basic auth, Twilio's error JSON and its
 page format. Planned failures (``fail_next``) let tests of the sender see 429s and
-permanent errors. ``report_status`` posts a delivery report to a message's
-StatusCallback, signed as Twilio signs it; with ``auto_deliver`` every accepted message
-is reported "sent" then "delivered" by itself.
+permanent errors; planned delays (``delay_next``) accept a message but answer late, so
+the sender's timeout fires with the outcome unknown. ``report_status`` posts a delivery
+report to a message's StatusCallback, signed as Twilio signs it; with ``auto_deliver``
+every accepted message is reported "sent" then "delivered" by itself.
+
+The other way round, ``reply`` is a carer texting back: the fake posts the text to the
+call centre's inbound webhook (``inbound_url``) with Twilio's form fields and signature,
+and records the TwiML answer's ``<Message>`` as the confirmation the carer's phone gets.
+``GET /`` on the fake is a page of everything it saw, newest first, with a form per phone
+to answer as that phone; ``GET /messages.json`` is the same for scripts.
 """
 
 from __future__ import annotations
@@ -29,8 +36,12 @@ import asyncio
 import base64
 import binascii
 import collections
+import contextlib
+import html
+import itertools
 import re
 import secrets
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from email.utils import format_datetime
@@ -45,10 +56,21 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 from callcenter.clock import Clock, SystemClock
 
 API_VERSION = "2010-04-01"
+# Twilio's directions: what we send through the API, what a phone texts to our number,
+# and what Twilio sends back from a webhook's TwiML answer.
+OUTBOUND_API = "outbound-api"
+INBOUND = "inbound"
+OUTBOUND_REPLY = "outbound-reply"
+# Twilio's magic test number; the fake's own number when a reply does not name one.
+DEFAULT_NUMBER = "+15005550006"
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
 _DEFAULT_PAGE_SIZE = 50
 _AUTO_DELIVER_AFTER_S = 0.2
 _MAX_PAGE_SIZE = 1000
+# Longest wait for the call centre's inbound webhook to answer a reply.
+_WEBHOOK_TIMEOUT_S = 30.0
+# How often the message page reloads itself (unless someone is typing an answer).
+_PAGE_RELOAD_S = 5
 _ERROR_MESSAGES = {
     20003: "Authenticate",
     20404: "The requested resource was not found",
@@ -87,6 +109,12 @@ class FakeMessage:
     status: str = "queued"
     date_sent: datetime | None = None
     form: dict[str, str] = field(default_factory=dict)
+    direction: str = OUTBOUND_API
+    # Arrival order across everything the fake saw: the page's "newest first" (on a test's
+    # ManualClock many messages share one time).
+    order: int = 0
+    # What became of a reply on its way to the call centre, when it did not go well.
+    note: str = ""
 
     @property
     def uri(self) -> str:
@@ -103,7 +131,7 @@ class FakeMessage:
             "date_created": _rfc2822(self.date_created),
             "date_sent": _rfc2822(self.date_sent),
             "date_updated": _rfc2822(self.date_sent or self.date_created),
-            "direction": "outbound-api",
+            "direction": self.direction,
             "error_code": None,
             "error_message": None,
             "from": self.from_,
@@ -144,19 +172,34 @@ class FakeTwilio:
         auth_token: str | None = None,
         clock: Clock | None = None,
         auto_deliver: bool = False,
+        inbound_url: str = "",
+        number: str = DEFAULT_NUMBER,
     ) -> None:
         self.host = host
         # Report "sent" then "delivered" to each accepted message's StatusCallback.
         self.auto_deliver = auto_deliver
+        # Where carers' replies are posted: the call centre's /sms/inbound, as configured
+        # for "A message comes in" on a Twilio number. Settable once the server listens.
+        self.inbound_url = inbound_url
+        # The number a reply is sent to when the carer's phone never got a text from us.
+        self.number = number
         self.account_sid = account_sid or "AC" + secrets.token_hex(16)
         self.auth_token = auth_token or secrets.token_hex(16)
+        # Messages created through the API (outbound-api): what the call centre sent.
         self.messages: list[FakeMessage] = []
+        # Carers' texts to us (inbound) and the TwiML confirmations they got back
+        # (outbound-reply). Kept apart from ``messages`` so that neither the message list
+        # the sender reconciles against nor ``next_message`` ever shows them.
+        self.replies: list[FakeMessage] = []
         self._requested_port = port
         self._port: int | None = None
         self._clock: Clock = clock or SystemClock()
         self._failures: collections.deque[PlannedFailure] = collections.deque()
+        self._delays: collections.deque[float] = collections.deque()
+        self._order = itertools.count(1)
         self._handed_out = 0
         self._arrived = asyncio.Condition()
+        self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._reports: set[asyncio.Task[None]] = set()
 
@@ -172,13 +215,22 @@ class FakeTwilio:
         """What to set as ``client.api.base_url``, e.g. ``http://127.0.0.1:40123``."""
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def page_url(self) -> str:
+        """The page listing everything the fake saw, for a person's browser."""
+        return f"{self.base_url}/"
+
     async def start(self) -> None:
         """Start listening; with port 0 the system picks a free port."""
+        self._stopping.clear()
         app = web.Application()
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(f"{base}/Messages.json", self._create)
         app.router.add_get(f"{base}/Messages.json", self._list)
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self._fetch)
+        app.router.add_get("/", self._page)
+        app.router.add_get("/messages.json", self._everything)
+        app.router.add_post("/reply", self._reply_from_page)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
@@ -186,7 +238,9 @@ class FakeTwilio:
         self._port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
-        """Stop listening and drop open connections; reports still under way are cancelled."""
+        """Stop listening and drop open connections; reports still under way are cancelled,
+        and create calls held back by ``delay_next`` are answered at once."""
+        self._stopping.set()
         reports, self._reports = self._reports, set()
         for task in reports:
             task.cancel()
@@ -214,6 +268,16 @@ class FakeTwilio:
         text = message or _ERROR_MESSAGES.get(code, "Planned failure")
         self._failures.extend(PlannedFailure(status, code, text) for _ in range(times))
 
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Hold back the answer to the next ``times`` accepted create calls by ``seconds``.
+
+        The message is accepted and recorded at once (lists and fetches show it), only the
+        create call's answer comes late: a sender whose timeout is shorter gives up not
+        knowing whether it was sent, which is what its reconciliation is for."""
+        if seconds < 0:
+            raise ValueError(f"a delay cannot be negative: {seconds} s")
+        self._delays.extend(seconds for _ in range(times))
+
     # A timeout argument, not asyncio.timeout at the call site: tests read better this way.
     async def next_message(self, timeout: float = 5.0) -> FakeMessage:  # noqa: ASYNC109
         """Each recorded message once, in order; waits up to ``timeout`` s for one to arrive."""
@@ -224,8 +288,125 @@ class FakeTwilio:
             return message
 
     def message(self, sid: str) -> FakeMessage | None:
-        """The recorded message with this SID, if any."""
-        return next((m for m in self.messages if m.sid == sid), None)
+        """The recorded message with this SID (sent, replied or confirmed), if any."""
+        return next((m for m in (*self.messages, *self.replies) if m.sid == sid), None)
+
+    def everything(self) -> list[FakeMessage]:
+        """Every message the fake saw, in whichever direction, newest first."""
+        return sorted((*self.messages, *self.replies), key=lambda m: m.order, reverse=True)
+
+    def confirmations(self, phone: str) -> list[str]:
+        """The texts Twilio sent back to ``phone`` from the webhook's TwiML, in order."""
+        return [
+            m.body
+            for m in sorted(self.replies, key=lambda m: m.order)
+            if m.direction == OUTBOUND_REPLY and m.to == phone
+        ]
+
+    async def reply(
+        self, from_number: str, body: str, *, to: str | None = None, auth_token: str | None = None
+    ) -> tuple[int, str]:
+        """A phone texts ``body`` to our number: post it to ``inbound_url`` with Twilio's
+        form fields, signed as Twilio signs (``auth_token`` signs with another token, to
+        see a forgery refused). The webhook's HTTP status and answer; the TwiML's
+        ``<Message>`` texts are recorded as sent back to the phone.
+
+        ``to`` is the number texted; by default the one that last texted this phone."""
+        if not self.inbound_url:
+            raise RuntimeError(
+                "the fake Twilio has no inbound URL to post replies to: set "
+                "fake.inbound_url to the call centre's /sms/inbound"
+            )
+        if not _E164.fullmatch(from_number):
+            raise ValueError(f"a reply comes from an E.164 number (+8613...), not {from_number!r}")
+        ours = to or self._number_that_texted(from_number)
+        sid = "SM" + secrets.token_hex(16)
+        form = {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "Body": body,
+            "From": from_number,
+            "MessageSid": sid,
+            "NumMedia": "0",
+            "NumSegments": str(_segments(body)),
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "To": ours,
+        }
+        received = FakeMessage(
+            sid=sid,
+            account_sid=self.account_sid,
+            to=ours,
+            from_=from_number,
+            body=body,
+            messaging_service_sid=None,
+            status_callback=None,
+            date_created=self._clock.now(),
+            status="received",
+            form=form,
+            direction=INBOUND,
+        )
+        self._record_reply(received)
+        return await self._post_inbound(received, auth_token)
+
+    async def replay(self, sid: str) -> tuple[int, str]:
+        """Post a phone's earlier text again, same MessageSid and fields, as Twilio does
+        when it retries a webhook; the webhook's HTTP status and answer."""
+        received = self.message(sid)
+        if received is None or received.direction != INBOUND:
+            raise LookupError(f"the fake Twilio has no text from a phone with sid {sid}")
+        return await self._post_inbound(received, None)
+
+    def _number_that_texted(self, phone: str) -> str:
+        senders = [m.from_ for m in self.messages if m.to == phone and m.from_]
+        return senders[-1] if senders else self.number
+
+    def _record_reply(self, message: FakeMessage) -> None:
+        message.order = next(self._order)
+        self.replies.append(message)
+
+    async def _post_inbound(self, received: FakeMessage, auth_token: str | None) -> tuple[int, str]:
+        url = self.inbound_url
+        params = received.form
+        signature = RequestValidator(auth_token or self.auth_token).compute_signature(url, params)
+        try:
+            async with (
+                aiohttp.ClientSession(
+                    timeout=aiohttp.ClientTimeout(total=_WEBHOOK_TIMEOUT_S)
+                ) as http,
+                http.post(url, data=params, headers={"X-Twilio-Signature": signature}) as answer,
+            ):
+                status, text = answer.status, await answer.text()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            received.note = f"not delivered to {url}: {error!r}"
+            raise
+        if status != 200:
+            received.note = f"the webhook answered HTTP {status}: {text[:200]}"
+            return status, text
+        try:
+            confirmations = _twiml_messages(text)
+        except ET.ParseError as error:
+            received.note = f"the webhook's answer is not TwiML ({error}): {text[:200]}"
+            return status, text
+        received.note = ""
+        for confirmation in confirmations:
+            self._record_reply(
+                FakeMessage(
+                    sid="SM" + secrets.token_hex(16),
+                    account_sid=self.account_sid,
+                    to=received.from_ or "",
+                    from_=received.to,
+                    body=confirmation,
+                    messaging_service_sid=None,
+                    status_callback=None,
+                    date_created=self._clock.now(),
+                    status="sent",
+                    date_sent=self._clock.now(),
+                    direction=OUTBOUND_REPLY,
+                )
+            )
+        return status, text
 
     async def report_status(self, sid: str, status: str, error_code: int | None = None) -> int:
         """Post Twilio's delivery report for message ``sid`` to its StatusCallback, signed
@@ -332,9 +513,14 @@ class FakeTwilio:
         answer = message.to_json()
         message.status = "sent"
         message.date_sent = message.date_created
+        message.order = next(self._order)
         async with self._arrived:
             self.messages.append(message)
             self._arrived.notify_all()
+        if self._delays:
+            # Recorded above, answered only now: to the sender the outcome is unknown.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._delays.popleft())
         if self.auto_deliver and message.status_callback:
             task = asyncio.create_task(self._deliver(message.sid), name="fake_twilio.report")
             self._reports.add(task)
@@ -395,6 +581,95 @@ class FakeTwilio:
             }
         )
 
+    async def _everything(self, request: web.Request) -> web.Response:
+        """``GET /messages.json``: the page's content for scripts, newest first."""
+        return web.json_response(
+            {
+                "inbound_url": self.inbound_url,
+                "messages": [{**m.to_json(), "note": m.note} for m in self.everything()],
+            }
+        )
+
+    async def _page(self, request: web.Request) -> web.Response:
+        """``GET /``: what every phone got and sent, newest first, and a form per phone."""
+        return web.Response(text=self._render_page(), content_type="text/html", charset="utf-8")
+
+    async def _reply_from_page(self, request: web.Request) -> web.Response:
+        """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
+        the page, which shows the text and the confirmation (or what went wrong)."""
+        form = await request.post()
+        phone, body = str(form.get("From", "")).strip(), str(form.get("Body", ""))
+        if not _E164.fullmatch(phone):
+            raise web.HTTPBadRequest(text=f"From must be an E.164 number (+8613...), not {phone!r}")
+        if not body.strip():
+            raise web.HTTPBadRequest(text="Body is empty: type the answer, e.g. 12a")
+        if not self.inbound_url:
+            raise web.HTTPConflict(
+                text="no inbound URL is set: replies have nowhere to go "
+                "(callcenter fake-twilio --inbound-url http://HOST:PORT/sms/inbound)"
+            )
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            await self.reply(phone, body)  # a failure is noted on the message shown
+        raise web.HTTPSeeOther("/")
+
+    def _render_page(self) -> str:
+        everything = self.everything()
+        rows = "\n".join(_page_row(m) for m in everything) or (
+            '<tr><td colspan="6">Nothing yet: no text has been sent or received.</td></tr>'
+        )
+        phones = sorted({m.to for m in everything if m.direction != INBOUND})
+        forms = "\n".join(_answer_form(phone) for phone in phones) or (
+            "<p>A form to answer appears here for each phone that got a text.</p>"
+        )
+        where = (
+            f"Answers are posted, signed, to <code>{html.escape(self.inbound_url)}</code>."
+            if self.inbound_url
+            else "No inbound URL is set: answers have nowhere to go."
+        )
+        return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>Fake Twilio: texts</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; width: 100%; }}
+th, td {{ border-bottom: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left;
+  vertical-align: top; }}
+td.body {{ white-space: pre-wrap; }}
+tr.inbound {{ background: #eef6ff; }}
+tr.outbound-reply {{ background: #f2fbf0; }}
+.note {{ color: #a00; }}
+form {{ margin: 0.3em 0; }}
+</style>
+</head>
+<body>
+<h1>Texts the fake Twilio saw</h1>
+<p>Nothing here reached a real phone. Newest first; the page reloads every
+{_PAGE_RELOAD_S} s unless you are typing an answer.</p>
+<h2>Answer as a phone</h2>
+<p>{where}</p>
+{forms}
+<h2>Messages</h2>
+<table>
+<thead><tr><th>time (UTC)</th><th>kind</th><th>to</th><th>from</th><th>status</th>\
+<th>text</th></tr></thead>
+<tbody>
+{rows}
+</tbody>
+</table>
+<script>
+setInterval(function () {{
+  var typing = Array.prototype.some.call(
+    document.querySelectorAll("input[name=Body]"),
+    function (box) {{ return box.value !== "" || box === document.activeElement; }});
+  if (!typing) {{ window.location.replace("/"); }}
+}}, {_PAGE_RELOAD_S * 1000});
+</script>
+</body>
+</html>
+"""
+
 
 def _parse_moment(text: str) -> datetime | date:
     """A DateSent filter value: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SSZ`` (UTC)."""
@@ -426,3 +701,47 @@ def _matches(message: FakeMessage, query: Any) -> bool:
         if op == "" and moment != bound:
             return False
     return True
+
+
+_KINDS = {
+    OUTBOUND_API: "sent by the call centre",
+    INBOUND: "the phone's answer",
+    OUTBOUND_REPLY: "confirmation",
+}
+
+
+def _page_row(message: FakeMessage) -> str:
+    moment = message.date_created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    status = html.escape(message.status)
+    if message.note:
+        status += f'<br><span class="note">{html.escape(message.note)}</span>'
+    cells = [
+        html.escape(moment),
+        html.escape(_KINDS.get(message.direction, message.direction)),
+        html.escape(message.to),
+        html.escape(message.from_ or message.messaging_service_sid or ""),
+        status,
+    ]
+    tds = "".join(f"<td>{cell}</td>" for cell in cells)
+    return (
+        f'<tr class="{html.escape(message.direction)}" id="{html.escape(message.sid)}">'
+        f'{tds}<td class="body">{html.escape(message.body)}</td></tr>'
+    )
+
+
+def _answer_form(phone: str) -> str:
+    number = html.escape(phone)
+    return (
+        f'<form method="post" action="/reply"><input type="hidden" name="From" '
+        f'value="{number}"><label>{number} answers: <input name="Body" size="24" '
+        f'placeholder="e.g. 12a"></label> <button type="submit">send</button></form>'
+    )
+
+
+def _twiml_messages(text: str) -> list[str]:
+    """The texts a TwiML answer tells Twilio to send back (its ``<Message>`` elements);
+    none for an empty answer. ET.ParseError when it is not XML at all."""
+    if not text.strip():
+        return []
+    root = ET.fromstring(text)
+    return ["".join(element.itertext()) for element in root.iter("Message")]
