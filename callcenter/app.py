@@ -32,6 +32,7 @@ from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebStartError, serving_web
+from callcenter.web.sms import INBOUND_PATH
 
 log = logging.getLogger("callcenter.app")
 
@@ -147,6 +148,8 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         running.web_url, running.web_port = web_server.url, web_server.port
         if not texts.account.public_url:  # Twilio's status callbacks come to the API
             texts.account = replace(texts.account, public_url=running.web_url)
+        if fake_twilio is not None:  # answers typed on the fake's page come to our webhook
+            fake_twilio.inbound_url = texts.account.public_url.rstrip("/") + INBOUND_PATH
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(ingest.run(), name="callcenter.ingest")
             tasks.create_task(follower.run(), name="callcenter.follower")
@@ -168,14 +171,24 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
 async def _sms_account(
     config: Config, stack: contextlib.AsyncExitStack, clock: Clock
 ) -> tuple[FakeTwilio | None, TwilioAccount]:
-    """The Twilio account to send from; without one, a local fake Twilio started here."""
+    """The Twilio account to send from; without one, a local fake Twilio started here.
+
+    The fake learns the inbound webhook's URL (and the account its status-callback URL)
+    only once the operator API listens: see ``running_server``."""
     if not config.sms.fake:
         return None, TwilioAccount.from_config(config.sms)
-    fake = await stack.enter_async_context(FakeTwilio(port=config.sms.fake_port, clock=clock))
+    fake = await stack.enter_async_context(
+        FakeTwilio(
+            port=config.sms.fake_port,
+            clock=clock,
+            number=config.sms.from_number or FAKE_FROM_NUMBER,
+        )
+    )
     log.warning(
         "no Twilio account configured: SMS go to the local fake Twilio at %s; "
-        "no real phone receives them",
+        "no real phone receives them (they are listed at %s)",
         fake.base_url,
+        fake.page_url,
     )
     account = TwilioAccount(
         account_sid=fake.account_sid,
@@ -235,6 +248,14 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
     try:
         async with running_server(config) as server:
             await asyncio.wait_for(server.ingest.connected.wait(), 30)
+            if server.fake_twilio is not None:
+                # Delivery reports as a phone network would send them, so the demo's
+                # texts go on to "delivered"; tests leave this off and report by hand.
+                server.fake_twilio.auto_deliver = True
+                log.info(
+                    "SMS a carer would get: %s (answer as the carer there, e.g. 12a)",
+                    server.fake_twilio.page_url,
+                )
             log.info(
                 "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
                 "(demo.operator's token, new on every start)",

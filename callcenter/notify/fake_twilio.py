@@ -291,6 +291,10 @@ class FakeTwilio:
         """The recorded message with this SID (sent, replied or confirmed), if any."""
         return next((m for m in (*self.messages, *self.replies) if m.sid == sid), None)
 
+    def sent_to(self, phone: str) -> list[FakeMessage]:
+        """The messages the API was asked to send to ``phone``, in arrival order."""
+        return [m for m in self.messages if m.to == phone]
+
     def everything(self) -> list[FakeMessage]:
         """Every message the fake saw, in whichever direction, newest first."""
         return sorted((*self.messages, *self.replies), key=lambda m: m.order, reverse=True)
