@@ -23,7 +23,7 @@ from callcenter.config import Config
 from callcenter.engine.desk import Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import EventFollower
-from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay
+from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.ingest.service import Ingest
@@ -118,6 +118,9 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             clock,
             {commands.channel: commands, texts.channel: texts},
             retry_max_s=config.calls.outbox_retry_max_s,
+            text_limit=TextLimit(config.sms.recipient_limit, config.sms.recipient_window_s)
+            if config.sms.recipient_limit
+            else None,
         )
         watchdog = Watchdog(
             engine,

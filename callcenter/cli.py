@@ -143,6 +143,48 @@ async def _operator(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_phone(args: argparse.Namespace) -> int:
+    from callcenter.store.migrate import SchemaNotCurrentError
+
+    config = _load(args)
+    try:
+        return asyncio.run(_phone(config, args))
+    except SchemaNotCurrentError as error:
+        print(f"cannot read the phone marks: {error}", file=sys.stderr)
+        return 2
+
+
+async def _phone(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from callcenter.engine import phones
+    from callcenter.store.db import create_engine
+    from callcenter.store.migrate import require_current_schema
+
+    engine = create_engine(config.database_url)
+    try:
+        await require_current_schema(engine)
+        async with AsyncSession(engine) as session, session.begin():
+            if args.phone_command == "list":
+                marks = await phones.every(session)
+                if not marks:
+                    print("no phone is marked: every number gets texts")
+                for mark in marks.values():
+                    since = mark.since.isoformat(timespec="seconds")
+                    print(
+                        f"{mark.phone}\t{mark.problem.value}\t{mark.recipient or '-'}\t"
+                        f"{since}\t{mark.detail}"
+                    )
+                return 0
+            if not await phones.lift(session, args.number):
+                print(f"{args.number} is not marked; nothing to clear", file=sys.stderr)
+                return 1
+    finally:
+        await engine.dispose()
+    print(f"{args.number} gets texts again (and its carer is paged again)")
+    return 0
+
+
 def _cmd_fake_twilio(args: argparse.Namespace) -> int:
     return asyncio.run(_fake_twilio(args.host, args.port, args.inbound_url))
 
@@ -243,6 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     for action, what in (("deactivate", "refuse their token"), ("activate", "allow again")):
         switch = operator_commands.add_parser(action, help=f"{action} an operator: {what}")
         switch.add_argument("username")
+
+    phone = commands.add_parser(
+        "phone", help="phone numbers marked as unable to get texts (invalid, opted out...)"
+    )
+    phone.set_defaults(func=_cmd_phone)
+    phone_commands = phone.add_subparsers(
+        dest="phone_command", required=True, metavar="PHONE_COMMAND"
+    )
+    phone_commands.add_parser("list", help="list marked numbers, whose they are and why")
+    clear = phone_commands.add_parser(
+        "clear", help="lift the mark once the number is fixed (texts and pages resume)"
+    )
+    clear.add_argument("number", help="the number as listed, e.g. +8613800000001")
 
     fake_twilio = commands.add_parser(
         "fake-twilio", help="run a local fake Twilio SMS API until Ctrl-C (development, tests)"

@@ -260,6 +260,18 @@ class SmsConfig(_Section):
     fake_port: int = Field(
         0, ge=0, le=65535, description="port of the local fake Twilio; 0 picks a free one"
     )
+    recipient_limit: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description=(
+            "texts one phone gets at most per recipient_window_s; more are bundled into one "
+            "text, never dropped, and a dispatch page is never held back; 0: no limit"
+        ),
+    )
+    recipient_window_s: float = Field(
+        60.0, gt=0, le=3600, description="the window recipient_limit counts in, seconds"
+    )
 
     @field_validator("from_number")
     @classmethod

@@ -54,6 +54,8 @@ async def add_test_operators(server: Running) -> None:
                 for username, (name, role, active) in OPERATORS.items()
             ],
         )
+    # Written behind the server's back: its registry (supervisors to text) reads them anew.
+    server.desk.district.invalidate()
 
 
 def api_config(broker: EmbeddedBroker, prefix: str, database_url: str) -> Config:

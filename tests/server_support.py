@@ -9,6 +9,7 @@ import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from callcenter.broker import EmbeddedBroker
@@ -108,3 +109,33 @@ def write_config(
     lines += ["[web]", "port = 0"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+@dataclass
+class Ran:
+    """What a `callcenter` command did: exit code and output."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def token(self) -> str:
+        return self.out.strip().splitlines()[-1]
+
+
+async def run_cli(config: Path, *args: str) -> Ran:
+    """`callcenter --config CONFIG ARGS...` as a child process."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "callcenter.cli",
+        "--config",
+        str(config),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())

@@ -3,10 +3,7 @@ checked against a running API."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import select
@@ -15,34 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.store import models as m
 from callcenter.web.accounts import DEMO_OPERATOR, DEMO_SUPERVISOR, ensure_demo_operators
 from tests.api_support import Api
-
-
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def token(self) -> str:
-        return self.out.strip().splitlines()[-1]
-
-
-async def _callcenter(config: Path, *args: str) -> Ran:
-    """`callcenter --config CONFIG ARGS...` as a child process."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "callcenter.cli",
-        "--config",
-        str(config),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+from tests.server_support import run_cli
 
 
 async def _me(api: Api, token: str) -> int:
@@ -61,7 +31,7 @@ async def test_operator_command_adds_reissues_lists_and_switches_off_operators(
     config = tmp_path / "callcenter.toml"
     config.write_text(f'[database]\nurl = "{seeded_database_url}"\n')
 
-    added = await _callcenter(
+    added = await run_cli(
         config, "operator", "add", "sun.li", "--name", "孙丽", "--role", "supervisor",
         "--phone", "+8613912345678",
     )  # fmt: skip
@@ -73,20 +43,20 @@ async def test_operator_command_adds_reissues_lists_and_switches_off_operators(
     )
     assert me.body["actor"] == "supervisor:sun.li"
 
-    reissued = await _callcenter(config, "operator", "token", "sun.li")
+    reissued = await run_cli(config, "operator", "token", "sun.li")
     assert reissued.code == 0, reissued.err
     assert reissued.token != added.token
     assert await _me(api, added.token) == 401
     assert await _me(api, reissued.token) == 200
 
-    listed = await _callcenter(config, "operator", "list")
+    listed = await run_cli(config, "operator", "list")
     assert listed.code == 0
     assert re.search(r"^sun\.li\t孙丽\tsupervisor\t\+8613912345678\tactive$", listed.out, re.M)
     assert reissued.token not in listed.out
 
-    assert (await _callcenter(config, "operator", "deactivate", "sun.li")).code == 0
+    assert (await run_cli(config, "operator", "deactivate", "sun.li")).code == 0
     assert await _me(api, reissued.token) == 403
-    assert (await _callcenter(config, "operator", "activate", "sun.li")).code == 0
+    assert (await run_cli(config, "operator", "activate", "sun.li")).code == 0
     assert await _me(api, reissued.token) == 200
 
     mistakes = [
@@ -98,7 +68,7 @@ async def test_operator_command_adds_reissues_lists_and_switches_off_operators(
         (("deactivate", "nobody"), "no operator 'nobody'"),
     ]
     for args, words in mistakes:
-        ran = await _callcenter(config, "operator", *args)
+        ran = await run_cli(config, "operator", *args)
         assert ran.code == 2, (args, ran.out, ran.err)
         assert words in ran.err, (args, ran.err)
         assert ran.out == ""

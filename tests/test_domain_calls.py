@@ -53,6 +53,7 @@ from callcenter.domain.calls import (
     Situation,
     StandDown,
     StepDue,
+    TextFailed,
     Unreachable,
     decide,
     open_call,
@@ -1477,3 +1478,31 @@ def test_an_undeliverable_page_moves_on_at_once_and_tells_the_supervisors() -> N
     assert step(accepted.call, Unreachable(paged.carer_id, "undelivered"), 5) == Decision(
         accepted.call
     )
+
+
+# --- texts that did not arrive -----------------------------------------------------
+
+
+def test_a_failed_family_text_is_written_on_the_call_and_told_to_supervisors() -> None:
+    """Test that a text to the family that cannot arrive is a history line naming whom and
+    why, and the supervisors are texted, since the family does not know."""
+    call = open_().call
+    decision = decide(call, TextFailed("family:7:1", "+8613700000001", "invalid"), situation(60))
+    (entry,) = decision.history
+    assert (entry.action, entry.actor) == ("text_failed", "system:engine")
+    assert entry.detail == {"to": "family:7:1", "phone": "+8613700000001", "why": "invalid"}
+    assert decision.call == call
+    told = of_type(decision, SendSms)
+    assert [s.to for s in told] == list(SUPERVISORS)
+    assert "+8613700000001" in render(told[0].message, "en")
+
+
+def test_a_failed_supervisor_text_or_one_on_a_closed_call_is_only_written_down() -> None:
+    """Test that supervisors are not texted about their own failed text, nor about a call
+    that is over."""
+    call = open_().call
+    own = decide(call, TextFailed("operator:zhao", "+8613900000001", "off"), situation(60))
+    assert [h.action for h in own.history] == ["text_failed"] and not own.effects
+    closed = decide(call, Cancel(OPERATOR, CancelReason.ENTERED_IN_ERROR), situation(70)).call
+    late = decide(closed, TextFailed("family:7:1", "+8613700000001", "off"), situation(80))
+    assert [h.action for h in late.history] == ["text_failed"] and not late.effects

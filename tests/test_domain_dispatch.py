@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -187,6 +188,13 @@ def test_excluded_carers_are_left_out() -> None:
     assert codes(carers, exclude=()) == ["C001", "C002", "C003"]
 
 
+def test_carers_whose_phone_cannot_get_texts_are_left_out() -> None:
+    """Test that a free carer whose phone is marked broken is not ranked: the page could
+    not reach them."""
+    carers = [carer(1), replace(carer(2, metres=10), phone_problem="opted out"), carer(3)]
+    assert codes(carers) == ["C001", "C003"]
+
+
 def test_home_then_backup_then_other_within_the_circle() -> None:
     """Test that inside the circle the home station is preferred even when further away."""
     carers = [
@@ -253,6 +261,7 @@ def test_assess_reports_tier_time_and_circle() -> None:
     assert candidate.tier is Tier.BACKUP
     assert candidate.travel_s == pytest.approx(60 + 1000 * DETOUR_FACTOR / 5)
     assert candidate.within_circle
+    assert candidate.distance_m == pytest.approx(1_000, rel=1e-3)
     assert not assess(carer(1, metres=1_000), DESTINATION, circle_s=100).within_circle
     assert candidate.sort_key() == (False, 1, candidate.travel_s, "C001")
 

@@ -13,6 +13,7 @@ from twilio.base.exceptions import TwilioRestException  # type: ignore[import-un
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
+from callcenter.engine import phones
 from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
 from callcenter.notify.sms import classify
 from callcenter.store import models as m
@@ -91,8 +92,9 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
         call_id = await _press(server, broker, topic_prefix, "H0011")
 
         async def tried_once() -> bool:
+            # Counted when claimed, before the send; the refusal is written after it.
             pages = await page_rows(server, call_id)
-            return bool(pages) and pages[0].attempts == 1
+            return bool(pages) and pages[0].attempts == 1 and bool(pages[0].last_error)
 
         await eventually(tried_once, what="the first attempt")
         (page,) = await page_rows(server, call_id)
@@ -166,6 +168,15 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         await eventually(supervisor_texted, what="the supervisor texted")
         (told,) = _to(fake, "+8613997100001")
         assert str(call_id) in told.body and "21211" in told.body  # why, from the page
+
+        # The number is marked: the carer is not paged again while it is wrong.
+        first_phone = await _carer_phone(server, first_carer)
+        async with server.desk.transaction() as session:
+            mark = await phones.find(session, first_phone)
+        assert mark is not None and mark.problem is m.PhoneProblem.INVALID_NUMBER
+        assert "21211" in mark.detail and mark.recipient == first.recipient
+        snapshot = next(s for s in await server.desk.carer_snapshots() if s.id == first_carer)
+        assert "21211" in snapshot.phone_problem
 
         # Nothing is left to retry: the failed page stays failed.
         clock.advance(timedelta(minutes=1))

@@ -5,28 +5,24 @@ Twilio signs it (the twilio library's RequestValidator)."""
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.store import models as m
 from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
-from tests.api_support import Api, Reply, add_test_operators, api_config
-from tests.desk_support import MONDAY_MORNING, rows, running_desk, scalar
+from tests.api_support import Api, add_test_operators, api_config
+from tests.desk_support import MONDAY_MORNING, running_desk
+from tests.sms_support import answer_of, inbound, paged, phone_of, sms
 
 # Used only when the server checks signatures with the configured token (no local fake).
 TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://desk.example.org/twilio"
-_sids = itertools.count(1)
 
 
 @contextlib.asynccontextmanager
@@ -51,73 +47,6 @@ async def api(
     """The server with a known Twilio auth token, and an API client for it."""
     async with _running(broker, topic_prefix, seeded_database_url) as running:
         yield running
-
-
-async def sms(
-    api: Api,
-    phone: str,
-    body: str | None,
-    *,
-    sid: str | None = None,
-    url: str | None = None,
-    token: str | None = None,
-    signed: bool = True,
-) -> Reply:
-    """Post an inbound SMS as Twilio does: form fields, signed over the URL and fields."""
-    params = {
-        "MessageSid": sid or f"SM{next(_sids):032x}",
-        "AccountSid": "AC" + "0" * 32,
-        "From": phone,
-        "To": "+8610690000000",
-        "NumMedia": "0",
-        "SmsStatus": "received",
-    }
-    if body is not None:
-        params["Body"] = body
-    headers = {}
-    if signed:
-        validator = RequestValidator(token or webhook_auth_token(api.server))
-        signed_url = url or api.server.web_url + INBOUND_PATH
-        headers[SIGNATURE_HEADER] = validator.compute_signature(signed_url, params)
-    async with api.http.post(INBOUND_PATH, data=params, headers=headers) as reply:
-        answer = (
-            await reply.json() if reply.content_type == "application/json" else await reply.text()
-        )
-        return Reply(reply.status, answer, dict(reply.headers))
-
-
-def answer_of(reply: Reply) -> str:
-    """The confirmation in a TwiML answer."""
-    assert reply.status == 200, reply
-    assert reply.headers["Content-Type"].startswith("text/xml"), reply
-    root = ET.fromstring(reply.body)
-    assert root.tag == "Response"
-    return root.findtext("Message") or ""
-
-
-async def phone_of(api: Api, carer: str) -> str:
-    phone: str = await scalar(api.server, select(m.Carer.phone).where(m.Carer.code == carer))
-    return phone
-
-
-async def paged(api: Api, household: str = "H0001") -> tuple[int, str, str]:
-    """Press the household's button: the call, and the code and phone of the paged carer."""
-    call_id = await api.press(household)
-    detail = await api.call(call_id)
-    carer = detail["assignments"][0]["carer"]
-    return call_id, carer, await phone_of(api, carer)
-
-
-async def inbound(api: Api) -> list[Any]:
-    return await rows(
-        api.server,
-        select(
-            m.InboundSms.message_sid,
-            m.InboundSms.outcome,
-            m.InboundSms.call_id,
-            m.InboundSms.answer,
-        ).order_by(m.InboundSms.id),
-    )
 
 
 async def test_a_carer_accepts_arrives_and_resolves_by_sms(api: Api) -> None:

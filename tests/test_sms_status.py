@@ -10,7 +10,6 @@ import logging
 import aiohttp
 import pytest
 from sqlalchemy import select
-from twilio.request_validator import RequestValidator
 
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
@@ -18,7 +17,7 @@ from callcenter.clock import ManualClock
 from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
-from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
+from callcenter.web.sms import INBOUND_PATH
 from tests.desk_support import (
     MONDAY_MORNING,
     desk_config,
@@ -30,6 +29,7 @@ from tests.desk_support import (
     scalar,
 )
 from tests.ingest_support import eventually
+from tests.sms_support import post_signed
 
 
 async def _press(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
@@ -66,19 +66,6 @@ def _fake(server: Running) -> FakeTwilio:
 
 def _to(fake: FakeTwilio, phone: str) -> list[FakeMessage]:
     return [message for message in fake.messages if message.to == phone]
-
-
-async def _post_signed(
-    server: Running, path: str, params: dict[str, str], *, token: str | None = None
-) -> int:
-    """Post a form to the server as Twilio does, signed over the URL and the fields."""
-    validator = RequestValidator(token or webhook_auth_token(server))
-    signature = validator.compute_signature(server.web_url + path, params)
-    async with (
-        aiohttp.ClientSession(base_url=server.web_url) as http,
-        http.post(path, data=params, headers={SIGNATURE_HEADER: signature}) as reply,
-    ):
-        return reply.status
 
 
 async def test_delivery_reports_only_move_a_message_forward(
@@ -167,7 +154,7 @@ async def test_a_failed_page_to_a_carer_who_accepted_changes_nothing_in_the_call
             "To": "+8610690000000",
             "Body": f"{call_id}a",
         }
-        assert await _post_signed(server, INBOUND_PATH, reply) == 200
+        assert await post_signed(server, INBOUND_PATH, reply) == 200
         assert await _assignments(server, call_id) == [(carer, "accepted")]
         before = len(await history(server, call_id))
 
@@ -207,7 +194,7 @@ async def test_forged_unknown_and_incomplete_reports(
             "AccountSid": fake.account_sid,
             "To": await _carer_phone(server, int(page.guard["carer_id"])),
         }
-        assert await _post_signed(server, STATUS_PATH, report, token="not-the-token") == 403
+        assert await post_signed(server, STATUS_PATH, report, token="not-the-token") == 403
         async with (
             aiohttp.ClientSession(base_url=server.web_url) as http,
             http.post(STATUS_PATH, data=report) as unsigned,
@@ -220,10 +207,10 @@ async def test_forged_unknown_and_incomplete_reports(
         assert [state for _, state in await _assignments(server, call_id)] == ["dispatched"]
 
         unknown = {**report, "MessageSid": "SM" + "f" * 32}
-        assert await _post_signed(server, STATUS_PATH, unknown) == 200
+        assert await post_signed(server, STATUS_PATH, unknown) == 200
         assert any("no message of ours" in r.getMessage() for r in caplog.records)
         assert [state for _, state in await _assignments(server, call_id)] == ["dispatched"]
 
         incomplete = {k: v for k, v in report.items() if k != "MessageStatus"}
-        assert await _post_signed(server, STATUS_PATH, incomplete) == 400
+        assert await post_signed(server, STATUS_PATH, incomplete) == 400
         assert (await page_rows(server, call_id))[0].delivery == "queued"

@@ -240,6 +240,10 @@ class Person:
     language: str = "zh"
 
 
+# Labels of supervisors (operators with a phone) start with this.
+SUPERVISOR_RECIPIENT = "operator:"
+
+
 @dataclass(frozen=True)
 class Situation:
     """Everything a decision may depend on besides the call itself."""
@@ -354,6 +358,17 @@ class Unreachable:
 
 
 @dataclass(frozen=True)
+class TextFailed:
+    """A text to someone other than a paged carer (station lead, family, supervisor)
+    could not be delivered: written on the call, and the supervisors are told, since
+    whoever it was meant for does not know."""
+
+    recipient: str  # as the outbox names it, e.g. "family:12:1"
+    phone: str
+    why: str
+
+
+@dataclass(frozen=True)
 class StepDue:
     """An escalation timer fell due; ``carer_id`` for steps counted from a dispatch."""
 
@@ -375,6 +390,7 @@ Command = (
     | AddNote
     | StepDue
     | Unreachable
+    | TextFailed
 )
 
 
@@ -532,6 +548,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
     if isinstance(command, DeviceNote):
         entry = _entry(call, call, situation, f"device:{command.device}", command.what)
         return Decision(call, (replace(entry, detail=command.detail),))
+    if isinstance(command, TextFailed):
+        return _text_failed(call, command, situation)
     if not call.is_open:
         if isinstance(command, StepDue):
             return Decision(call)  # a closed call has nothing left to escalate
@@ -595,6 +613,30 @@ def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Deci
     )
     told = tuple(SendSms(p, message) for p in situation.supervisors)
     return Decision(decision.call, decision.history, decision.effects + told)
+
+
+def _text_failed(call: Call, command: TextFailed, situation: Situation) -> Decision:
+    entry = _entry(
+        call,
+        call,
+        situation,
+        SYSTEM,
+        "text_failed",
+        to=command.recipient,
+        phone=command.phone,
+        why=command.why,
+    )
+    # Supervisors are not texted about their own failed texts, nor about closed calls.
+    if not call.is_open or command.recipient.startswith(SUPERVISOR_RECIPIENT):
+        return Decision(call, (entry,))
+    message = _message(
+        MessageKind.SUPERVISOR,
+        call,
+        situation,
+        why=f"text to {command.recipient} ({command.phone}) not delivered: {command.why}",
+    )
+    told = tuple(SendSms(p, message) for p in situation.supervisors)
+    return Decision(call, (entry,), told)
 
 
 def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:

@@ -55,6 +55,9 @@ class CarerSnapshot:
     position: Place
     state: CarerState
     call_id: int | None = None
+    # Why the carer's phone cannot get texts (invalid, opted out...); "" when it can.
+    # Such a carer is never paged automatically: the page could not reach them.
+    phone_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -112,12 +115,16 @@ def rank_carers(
     exclude: Collection[int] = (),
     circle_s: float = SERVICE_CIRCLE_S,
 ) -> list[Candidate]:
-    """Free carers with every required skill, best first; ``exclude`` holds carer ids."""
+    """Free carers with every required skill whose phone gets texts, best first;
+    ``exclude`` holds carer ids."""
     needed = frozenset(skills)
     ranked = [
         assess(carer, destination, circle_s=circle_s)
         for carer in carers
-        if carer.state is CarerState.FREE and needed <= carer.skills and carer.id not in exclude
+        if carer.state is CarerState.FREE
+        and not carer.phone_problem
+        and needed <= carer.skills
+        and carer.id not in exclude
     ]
     ranked.sort(key=Candidate.sort_key)
     return ranked

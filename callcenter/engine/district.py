@@ -18,11 +18,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from callcenter.domain.calls import Person
+from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Person
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
+from callcenter.engine import phones
 from callcenter.store import models as m
 
 log = logging.getLogger("callcenter.district")
@@ -177,7 +178,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Operator.phone.is_not(None),
     )
     registry.supervisors = tuple(
-        Person(f"operator:{o.username}", o.name, o.phone or "", o.language)
+        Person(f"{SUPERVISOR_RECIPIENT}{o.username}", o.name, o.phone or "", o.language)
         for o in (await session.scalars(supervisors.order_by(m.Operator.id))).all()
     )
     return registry
@@ -262,7 +263,8 @@ class District:
             (r.carer_id, r.day): RosterEntry(r.carer_id, r.day, r.on_duty, r.shift_pattern_code)
             for r in roster_rows.all()
         }
-        return snapshots(registry, now, self.zone, self.holidays, busy, positions, roster)
+        broken = await phones.every(session)
+        return snapshots(registry, now, self.zone, self.holidays, busy, positions, roster, broken)
 
 
 def snapshots(
@@ -273,8 +275,10 @@ def snapshots(
     busy: Mapping[int, Busy],
     positions: Mapping[int, Place],
     roster: Mapping[tuple[int, date], RosterEntry],
+    broken: Mapping[str, phones.Broken] | None = None,
 ) -> list[CarerSnapshot]:
     """Carer snapshots from the registry and the moment's facts."""
+    broken = broken or {}
     result = []
     for carer in registry.carers.values():
         if not carer.active:
@@ -309,6 +313,7 @@ def snapshots(
                 position=positions.get(carer.id, station.place),
                 state=state,
                 call_id=current.call_id if current else None,
+                phone_problem=broken[carer.phone].why() if carer.phone in broken else "",
             )
         )
     return result

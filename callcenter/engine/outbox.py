@@ -31,14 +31,14 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiomqtt
-from sqlalchemy import func, select, update
+from sqlalchemy import String, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import Clock
 from callcenter.config import BrokerConfig
-from callcenter.domain.calls import Call, CallError, Unreachable
+from callcenter.domain.calls import Call, CallError, TextFailed, Unreachable
 from callcenter.domain.policy import Milestone
-from callcenter.engine import repository
+from callcenter.engine import phones, repository
 from callcenter.engine.desk import Desk
 from callcenter.ingest.mqtt import backoff_delays
 from callcenter.store import models as m
@@ -49,6 +49,44 @@ _BATCH = 100
 
 # Starts a dispatch page sent again while an earlier attempt may have arrived.
 REPEAT_MARK = "[重发/repeat] "
+# Between the texts of a bundle, and the most one text may hold (Twilio's body limit).
+BUNDLE_SEPARATOR = "\n---\n"
+MAX_TEXT_CHARS = 1600
+
+
+@dataclass(frozen=True)
+class TextLimit:
+    """At most ``count`` texts to one phone per ``window_s``; more are bundled."""
+
+    count: int
+    window_s: float
+
+
+class _Due(NamedTuple):
+    id: int
+    channel: str
+    address: str
+    paged: bool  # a dispatch page (its guard names a carer)
+    in_doubt: bool
+
+
+def bundles(
+    messages: Sequence[OutboxMessage], limit: int = MAX_TEXT_CHARS
+) -> list[list[OutboxMessage]]:
+    """``messages`` to one phone as few texts as fit: pages first, then oldest first,
+    each text at most ``limit`` characters (a text alone longer than that goes alone)."""
+    ordered = sorted(messages, key=lambda m: (m.carer_id is None, m.id))
+    parts: list[list[OutboxMessage]] = []
+    size = 0
+    for message in ordered:
+        grown = size + len(BUNDLE_SEPARATOR) + len(message.body)
+        if parts and grown <= limit:
+            parts[-1].append(message)
+            size = grown
+        else:
+            parts.append([message])
+            size = len(message.body)
+    return parts
 
 
 @dataclass(frozen=True)
@@ -66,6 +104,9 @@ class OutboxMessage:
     carer_id: int | None = None  # set for an SMS page to this carer (its guard)
     # When the earliest attempt with an unknown outcome began; None: nothing in doubt.
     in_doubt_since: datetime | None = None
+    # Why it was not sent at all: the number is marked as unable to get texts. The row
+    # is already failed by the claim; only moving the call on is left.
+    blocked: str = ""
 
     @property
     def about(self) -> str:
@@ -77,14 +118,21 @@ class OutboxMessage:
 
 class SendError(Exception):
     """A send did not go through. ``permanent``: retrying cannot help (bad number...);
-    ``outcome_unknown``: it may have gone through after all (timeout, broken connection)."""
+    ``outcome_unknown``: it may have gone through after all (timeout, broken connection);
+    ``phone_problem``: the number itself cannot get texts, so it is marked broken."""
 
     def __init__(
-        self, detail: str, *, permanent: bool = False, outcome_unknown: bool = False
+        self,
+        detail: str,
+        *,
+        permanent: bool = False,
+        outcome_unknown: bool = False,
+        phone_problem: m.PhoneProblem | None = None,
     ) -> None:
         self.detail = detail
-        self.permanent = permanent
+        self.permanent = permanent or phone_problem is not None
         self.outcome_unknown = outcome_unknown
+        self.phone_problem = phone_problem
         super().__init__(detail)
 
 
@@ -142,8 +190,10 @@ class OutboxRelay:
         senders: Mapping[str, Sender],
         *,
         retry_max_s: float = 300.0,
+        text_limit: TextLimit | None = None,
     ) -> None:
         self._engine = engine
+        self._text_limit = text_limit
         self._desk = desk
         self._clock = clock
         self._senders = dict(senders)
@@ -181,25 +231,169 @@ class OutboxRelay:
         settled = 0
         while self._senders and not self._stopping.is_set():
             async with AsyncSession(self._engine) as session:
-                due = (
-                    await session.scalars(
-                        select(m.OutboxItem.id)
-                        .where(
-                            m.OutboxItem.state == m.OutboxState.PENDING,
-                            m.OutboxItem.next_attempt_at <= self._clock.now(),
-                            m.OutboxItem.channel.in_(self.channels),
-                        )
-                        .order_by(m.OutboxItem.id)
-                        .limit(_BATCH)
+                due = [
+                    _Due(
+                        row.id,
+                        row.channel,
+                        row.address,
+                        row.channel == repository.SMS and row.guard.get("carer_id") is not None,
+                        row.sending_since is not None,
                     )
-                ).all()
-            for item_id in due:
+                    for row in (
+                        await session.execute(
+                            select(
+                                m.OutboxItem.id,
+                                m.OutboxItem.channel,
+                                m.OutboxItem.address,
+                                m.OutboxItem.guard,
+                                m.OutboxItem.sending_since,
+                            )
+                            .where(
+                                m.OutboxItem.state == m.OutboxState.PENDING,
+                                m.OutboxItem.next_attempt_at <= self._clock.now(),
+                                m.OutboxItem.channel.in_(self.channels),
+                            )
+                            .order_by(m.OutboxItem.id)
+                            .limit(_BATCH)
+                        )
+                    ).all()
+                ]
+            handled: set[int] = set()
+            for row in due:
                 if self._stopping.is_set():
                     return settled  # the rest stays pending for the next start
-                settled += await self._deliver(item_id)
+                if row.id in handled:
+                    continue
+                if self._text_limit is None or row.channel != repository.SMS or row.in_doubt:
+                    handled.add(row.id)
+                    settled += await self._deliver(row.id)
+                    continue
+                # Everything waiting for this phone is weighed together against its limit.
+                group = [
+                    r
+                    for r in due
+                    if r.channel == repository.SMS
+                    and r.address == row.address
+                    and not r.in_doubt
+                    and r.id not in handled
+                ]
+                handled.update(r.id for r in group)
+                settled += await self._deliver_limited(group, self._text_limit)
             if len(due) < _BATCH:
                 break
         return settled
+
+    async def _deliver_limited(self, group: list[_Due], limit: TextLimit) -> int:
+        """Texts waiting for one phone: one by one within its limit; over it, bundled into
+        one text; at it, held until the window frees, except that a page never waits."""
+        address = group[0].address
+        recent = await self._recent_texts(address, limit)
+        if len(recent) + len(group) <= limit.count:
+            settled = 0
+            for row in group:
+                settled += await self._deliver(row.id)
+            return settled
+        if len(recent) >= limit.count and not any(row.paged for row in group):
+            free_at = recent[limit.count - 1] + timedelta(seconds=limit.window_s)
+            async with AsyncSession(self._engine) as session, session.begin():
+                await session.execute(
+                    update(m.OutboxItem)
+                    .where(
+                        m.OutboxItem.id.in_([row.id for row in group]),
+                        m.OutboxItem.state == m.OutboxState.PENDING,
+                    )
+                    .values(next_attempt_at=free_at)
+                )
+            log.info(
+                "outbox %s: %d text(s) to %s held until %s: it had %d texts in the last %g s "
+                "(sms.recipient_limit); more than it then allows go out bundled into one",
+                ", ".join(str(row.id) for row in group),
+                len(group),
+                address,
+                free_at.isoformat(timespec="seconds"),
+                len(recent),
+                limit.window_s,
+            )
+            return 0
+        return await self._deliver_bundle([row.id for row in group])
+
+    async def _recent_texts(self, address: str, limit: TextLimit) -> list[datetime]:
+        """When the latest ``limit.count`` texts (a bundle is one) to ``address`` went out
+        within the window, newest first."""
+        since = self._clock.now() - timedelta(seconds=limit.window_s)
+        sent_at = func.max(m.OutboxItem.done_at)
+        # One text per provider reference (a bundle's rows share it); a row without one
+        # (a sender that gives none) is a text of its own.
+        text = func.coalesce(m.OutboxItem.provider_ref, cast(m.OutboxItem.id, String))
+        async with AsyncSession(self._engine) as session:
+            found = await session.scalars(
+                select(sent_at)
+                .where(
+                    m.OutboxItem.channel == repository.SMS,
+                    m.OutboxItem.address == address,
+                    m.OutboxItem.state == m.OutboxState.SENT,
+                    m.OutboxItem.done_at > since,
+                )
+                .group_by(text)
+                .order_by(sent_at.desc())
+                .limit(limit.count)
+            )
+            return [moment for moment in found.all() if moment is not None]
+
+    async def _deliver_bundle(self, item_ids: list[int]) -> int:
+        """Claim each row (under its own call's lock), then send those still wanted to
+        their one phone as few texts as fit."""
+        settled = 0
+        claimed: list[OutboxMessage] = []
+        for item_id in item_ids:
+            message = await self._claim(item_id)
+            if message is None:
+                settled += 1
+            elif message.blocked:
+                await self._move_on(message, SendError(message.blocked, permanent=True))
+                settled += 1
+            else:
+                claimed.append(message)
+        for part in bundles(claimed):
+            settled += (
+                await self._send(part[0]) if len(part) == 1 else await self._send_bundle(part)
+            )
+        return settled
+
+    async def _send_bundle(self, part: list[OutboxMessage]) -> int:
+        """One text carrying several rows; each row is settled with its outcome."""
+        lead = part[0]
+        text = replace(lead, body=BUNDLE_SEPARATOR.join(m.body for m in part), carer_id=None)
+        ids = ", ".join(str(m.id) for m in part)
+        log.info(
+            "outbox %s: %d texts to %s (%s) bundled into one (sms.recipient_limit)",
+            ids,
+            len(part),
+            lead.address,
+            lead.recipient,
+        )
+        sender = self._senders[lead.channel]
+        try:
+            answer = await sender.send(text)
+        except Exception as error:
+            failure = (
+                error
+                if isinstance(error, SendError)
+                else SendError(repr(error), outcome_unknown=True)
+            )
+            if not isinstance(error, SendError):
+                log.exception("outbox %s: sender for %s failed", ids, lead.channel)
+            for member in part:
+                await self._settle(member, failure)
+            if failure.permanent:
+                for member in part:
+                    await self._move_on(member, failure)
+                return len(part)
+            return 0
+        receipt = Receipt(answer) if isinstance(answer, str) else answer
+        for member in part:
+            await self._settle(member, None, receipt)
+        return len(part)
 
     async def _next_attempt(self) -> datetime | None:
         async with AsyncSession(self._engine) as session:
@@ -250,12 +444,41 @@ class OutboxRelay:
                 )
                 self.skipped += 1
                 return None
+            paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
+            broken = (
+                await phones.find(session, item.address) if item.channel == repository.SMS else None
+            )
+            if broken is not None:
+                item.state = m.OutboxState.FAILED
+                item.done_at = now
+                item.last_error = f"not sent: {broken.why()}"
+                log.error(
+                    "outbox %d (%s to %s, call %s household %s) not sent: %s",
+                    item.id,
+                    item.channel,
+                    item.recipient,
+                    item.call_id,
+                    household,
+                    broken.why(),
+                )
+                self.failed += 1
+                return OutboxMessage(
+                    item.id,
+                    item.call_id,
+                    item.channel,
+                    item.recipient,
+                    item.address,
+                    item.body,
+                    item.attempts,
+                    household,
+                    None if paged is None else int(paged),
+                    blocked=broken.why(),
+                )
             in_doubt_since = item.sending_since
             item.attempts += 1
             item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
             # Kept from the earliest attempt still in doubt, so a later check covers it.
             item.sending_since = in_doubt_since or now
-            paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
             return OutboxMessage(
                 item.id,
                 item.call_id,
@@ -275,6 +498,13 @@ class OutboxRelay:
         message = await self._claim(item_id)
         if message is None:
             return 1
+        if message.blocked:
+            await self._move_on(message, SendError(message.blocked, permanent=True))
+            return 1
+        return await self._send(message)
+
+    async def _send(self, message: OutboxMessage) -> int:
+        """Send one claimed row (asking the provider first if an attempt is in doubt)."""
         sender = self._senders[message.channel]
         still_in_doubt = False
         if message.in_doubt_since is not None and isinstance(sender, Reconciler):
@@ -335,8 +565,9 @@ class OutboxRelay:
         return 1
 
     async def _unclaimed(self, message: OutboxMessage, found: Sequence[Receipt]) -> Receipt | None:
-        """The first of ``found`` no other row already names: an identical text sent to
-        the same phone for another row is that row's, not this one's."""
+        """The first of ``found`` no other row with the same text already names: an
+        identical text sent to the same phone for another row is that row's, not this
+        one's. (Rows bundled into one text share its reference, each with its own text.)"""
         if not found:
             return None
         async with AsyncSession(self._engine) as session:
@@ -346,6 +577,7 @@ class OutboxRelay:
                         select(m.OutboxItem.provider_ref).where(
                             m.OutboxItem.provider_ref.in_([r.ref for r in found]),
                             m.OutboxItem.id != message.id,
+                            m.OutboxItem.body == message.body,
                         )
                     )
                 ).all()
@@ -353,17 +585,25 @@ class OutboxRelay:
         return next((r for r in found if r.ref not in taken), None)
 
     async def _move_on(self, message: OutboxMessage, error: SendError) -> None:
-        """A page that can never arrive: the carer is unreachable, the next one is paged."""
-        if message.carer_id is None or message.call_id is None:
+        """A text that can never arrive. A page: the carer is unreachable and the next one
+        is paged. Any other text about a call: written on the call, supervisors told."""
+        if message.call_id is None or message.channel != repository.SMS:
             return
+        command: Unreachable | TextFailed
+        if message.carer_id is not None:
+            command = Unreachable(message.carer_id, error.detail)
+        else:
+            command = TextFailed(message.recipient, message.address, error.detail)
         try:
-            await self._desk.command(message.call_id, Unreachable(message.carer_id, error.detail))
+            await self._desk.command(message.call_id, command)
         except CallError as refused:  # e.g. the call closed meanwhile
-            log.info("outbox %d: carer not marked unreachable: %s", message.id, refused)
+            log.info("outbox %d: %s not recorded on the call: %s", message.id, command, refused)
         except Exception:
-            # The carer's time to accept still runs out and moves the call on.
+            # A page's time to accept still runs out and moves the call on.
             log.exception(
-                "outbox %d: could not mark the carer unreachable (%s)", message.id, message.about
+                "outbox %d: could not record the failed text on the call (%s)",
+                message.id,
+                message.about,
             )
 
     async def _settle(
@@ -376,6 +616,7 @@ class OutboxRelay:
     ) -> None:
         values: dict[str, Any]
         now = self._clock.now()
+        phone_problem: m.PhoneProblem | None = None
         if error is None:
             values = {
                 "state": m.OutboxState.SENT,
@@ -401,6 +642,8 @@ class OutboxRelay:
                 "last_error": error.detail,
                 "sending_since": None,
             }
+            if error.phone_problem is not None:
+                phone_problem = error.phone_problem
             self.failed += 1
             log.error(
                 "outbox %d: %s to %s refused for good (%s): %s",
@@ -427,6 +670,24 @@ class OutboxRelay:
             await session.execute(
                 update(m.OutboxItem).where(m.OutboxItem.id == message.id).values(values)
             )
+            if phone_problem is not None and error is not None:
+                # Nothing more is sent to it, and its carer is not paged, until lifted.
+                await phones.mark(
+                    session,
+                    message.address,
+                    phone_problem,
+                    error.detail,
+                    recipient=message.recipient,
+                    now=now,
+                )
+                log.error(
+                    "phone %s of %s marked as unable to get texts (%s); lift the mark with "
+                    "`callcenter phone clear %s` once it is fixed",
+                    message.address,
+                    message.recipient,
+                    phone_problem.value,
+                    message.address,
+                )
 
 
 class DeviceCommandSender:

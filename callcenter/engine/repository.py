@@ -310,6 +310,8 @@ class Delivery:
     outbox_id: int
     call_id: int | None
     guard: dict[str, Any]
+    recipient: str  # e.g. "carer:C012", "family:7:1"
+    address: str  # the phone number
     household: str  # the call's household code, "" without a call
     before: str | None  # the delivery status it had
     moved: bool
@@ -322,47 +324,57 @@ async def note_delivery(
     *,
     error: str | None,
     not_over: frozenset[str],
-) -> Delivery | None:
-    """Set the delivery status of the message sent as ``provider_ref`` to ``status`` (and
-    ``last_error`` to ``error`` if given) unless it already has one of ``not_over``;
-    None when no message has that reference."""
+) -> list[Delivery]:
+    """Set the delivery status of the rows sent as ``provider_ref`` (one, or several
+    bundled into one text) to ``status`` (and ``last_error`` to ``error`` if given),
+    except where they already have one of ``not_over``; [] when no row has that reference."""
     found = (
         await session.execute(
-            select(m.OutboxItem.id, m.OutboxItem.call_id, m.OutboxItem.guard, m.OutboxItem.delivery)
+            select(
+                m.OutboxItem.id,
+                m.OutboxItem.call_id,
+                m.OutboxItem.guard,
+                m.OutboxItem.recipient,
+                m.OutboxItem.address,
+                m.OutboxItem.delivery,
+            )
             .where(m.OutboxItem.provider_ref == provider_ref)
-            .order_by(m.OutboxItem.id.desc())
-            .limit(1)
+            .order_by(m.OutboxItem.id)
         )
-    ).one_or_none()
-    if found is None:
-        return None
-    outbox_id, call_id, guard, before = found
+    ).all()
     values: dict[str, Any] = {"delivery": status}
     if error is not None:
         values["last_error"] = error
-    # Conditional, so two reports racing each other can only move the row forward.
-    moved = await session.execute(
-        update(m.OutboxItem)
-        .where(
-            m.OutboxItem.id == outbox_id,
-            m.OutboxItem.delivery.is_(None) | m.OutboxItem.delivery.not_in(not_over),
-        )
-        .values(values)
-    )
-    household = ""
-    if call_id is not None:
-        household = (
-            await session.scalar(
-                select(m.Household.code)
-                .join(m.Call, m.Call.household_id == m.Household.id)
-                .where(m.Call.id == call_id)
+    noted = []
+    for outbox_id, call_id, guard, recipient, address, before in found:
+        # Conditional, so two reports racing each other can only move the row forward.
+        moved = await session.execute(
+            update(m.OutboxItem)
+            .where(
+                m.OutboxItem.id == outbox_id,
+                m.OutboxItem.delivery.is_(None) | m.OutboxItem.delivery.not_in(not_over),
             )
-        ) or ""
-    return Delivery(
-        outbox_id,
-        call_id,
-        dict(guard or {}),
-        household,
-        before,
-        moved.rowcount == 1,  # type: ignore[attr-defined]
-    )
+            .values(values)
+        )
+        household = ""
+        if call_id is not None:
+            household = (
+                await session.scalar(
+                    select(m.Household.code)
+                    .join(m.Call, m.Call.household_id == m.Household.id)
+                    .where(m.Call.id == call_id)
+                )
+            ) or ""
+        noted.append(
+            Delivery(
+                outbox_id,
+                call_id,
+                dict(guard or {}),
+                recipient,
+                address,
+                household,
+                before,
+                moved.rowcount == 1,  # type: ignore[attr-defined]
+            )
+        )
+    return noted

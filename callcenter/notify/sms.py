@@ -29,7 +29,8 @@ from twilio.rest import Client  # type: ignore[import-untyped]
 
 from callcenter.config import SmsConfig
 from callcenter.engine import repository
-from callcenter.engine.outbox import REPEAT_MARK, OutboxMessage, Receipt, SendError
+from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
+from callcenter.store.models import PhoneProblem
 
 log = logging.getLogger("callcenter.sms")
 
@@ -37,12 +38,19 @@ STATUS_PATH = "/sms/status"
 
 # Twilio's codes for a number that cannot get our texts, as a person should read them.
 _UNREACHABLE_NUMBER = {
-    21211: "the phone number is not a valid number (Twilio 21211); correct it in the records",
-    21610: (
-        "the phone has opted out of our texts with STOP (Twilio 21610); they reach it again "
-        "only after its owner texts START"
+    21211: (
+        PhoneProblem.INVALID_NUMBER,
+        "the phone number is not a valid number (Twilio 21211); correct it in the records",
     ),
-    21614: "the number is not a mobile phone and cannot receive texts (Twilio 21614)",
+    21610: (
+        PhoneProblem.OPTED_OUT,
+        "the phone has opted out of our texts with STOP (Twilio 21610); they reach it again "
+        "only after its owner texts START",
+    ),
+    21614: (
+        PhoneProblem.NOT_MOBILE,
+        "the number is not a mobile phone and cannot receive texts (Twilio 21614)",
+    ),
 }
 
 
@@ -99,7 +107,8 @@ def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
             "sms.account_sid and CALLCENTER_SMS__AUTH_TOKEN"
         )
     if code in _UNREACHABLE_NUMBER:
-        return SendError(_UNREACHABLE_NUMBER[code], permanent=True)
+        problem, detail = _UNREACHABLE_NUMBER[code]
+        return SendError(detail, phone_problem=problem)
     return SendError(
         f"Twilio refused the message (HTTP {status}, code {code}): {said}", permanent=True
     )
@@ -178,8 +187,9 @@ class TwilioSms:
         return Receipt(str(sent.sid), str(sent.status) if sent.status else None)
 
     async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
-        """Messages Twilio took for ``message`` (same number, same text, or the text
-        marked as a repeat) sent since ``since``, newest first; SendError if it cannot tell."""
+        """Messages Twilio took for ``message`` (same number; its text alone, marked as a
+        repeat, or bundled with others) sent since ``since``, newest first; SendError if it
+        cannot tell."""
         client = self._client
         if client is None:
             raise SendError("the SMS sender is not running")
@@ -202,9 +212,9 @@ class TwilioSms:
             ) from None
         except aiohttp.ClientError as error:
             raise SendError(f"Twilio's message list could not be read: {error!r}") from None
-        bodies = {message.body, REPEAT_MARK + message.body}
+        # A text that carries it counts: alone, marked as a repeat, or in a bundle.
         return [
             Receipt(str(found.sid), str(found.status) if found.status else None)
             for found in listed
-            if found.body in bodies
+            if found.body and message.body in found.body
         ]

@@ -451,6 +451,30 @@ class InboundSms(Base):
     answer: Mapped[str] = mapped_column(Text, default="")
 
 
+class PhoneProblem(enum.StrEnum):
+    """Why a phone number cannot get our texts."""
+
+    INVALID_NUMBER = "invalid_number"  # not a phone number at all (Twilio 21211)
+    OPTED_OUT = "opted_out"  # its owner texted STOP (Twilio 21610); START lifts it
+    NOT_MOBILE = "not_mobile"  # a landline or other number that takes no texts (21614)
+
+
+class BrokenPhone(Base):
+    """A phone number known not to get our texts, and why. Nothing is sent to it and no
+    carer with it is paged until the mark is lifted (START, a corrected number, or
+    ``callcenter phone clear``)."""
+
+    __tablename__ = "broken_phones"
+
+    phone: Mapped[str] = mapped_column(String(32), primary_key=True)
+    problem: Mapped[str] = mapped_column(String(16))
+    # In words a person can act on, e.g. "the number is not a valid number (Twilio 21211)".
+    detail: Mapped[str] = mapped_column(Text, default="")
+    # Whose number it was when marked (outbox recipient, e.g. "carer:C012").
+    recipient: Mapped[str] = mapped_column(String(64), default="")
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class Cursor(Base):
     """How far a reader of the event log has got (the engine's durable position)."""
 

@@ -30,11 +30,12 @@ from callcenter.domain.calls import (
     Outcome,
     Report,
     Resolve,
+    TextFailed,
     Unreachable,
 )
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
-from callcenter.engine import repository
+from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
@@ -222,28 +223,40 @@ async def _handle(server: Running, sender: str, text: str) -> Handled:
     """Read the reply, bind it to one of the sender's calls and apply it."""
     registry = await server.desk.district.registry()
     carer = _carer_by_phone(registry, sender)
-    if carer is None:
-        log.warning("SMS from %s, a number no carer has: %r", sender, text[:40])
-        message = Message(MessageKind.REPLY_UNKNOWN_SENDER)
-        answer = " ".join(render(message, lang) for lang in _UNKNOWN_SENDER_LANGUAGES)
-        return Handled("unknown_sender", answer)
+    reply = parse_reply(text)
+    languages = (carer.language,) if carer is not None else _UNKNOWN_SENDER_LANGUAGES
 
     def say(kind: MessageKind, **facts: str) -> str:
-        return render(Message(kind, facts), carer.language)
+        return " ".join(render(Message(kind, facts), lang) for lang in languages)
 
-    reply = parse_reply(text)
+    who = f"carer {carer.code}" if carer is not None else sender
+    if not isinstance(reply, ReplyError) and reply.answer is Answer.STOP:
+        # Anyone may stop our texts, carer or not. Twilio blocks the number by itself
+        # from now on; the mark stops us trying (and paging this carer) meanwhile.
+        async with server.desk.transaction() as session:
+            await phones.mark(
+                session,
+                sender,
+                m.PhoneProblem.OPTED_OUT,
+                "its owner texted STOP; texts reach it again after START",
+                recipient=f"carer:{carer.code}" if carer is not None else "",
+                now=server.clock.now(),
+            )
+        log.warning("%s opted out of SMS (sent %r)", who, text[:40])
+        return Handled("opted_out", say(MessageKind.REPLY_OPTED_OUT))
+    if not isinstance(reply, ReplyError) and reply.answer is Answer.START:
+        async with server.desk.transaction() as session:
+            await phones.lift(session, sender, m.PhoneProblem.OPTED_OUT)
+        log.info("%s opted back in to SMS", who)
+        return Handled("opted_in", say(MessageKind.REPLY_OPTED_IN))
+    if carer is None:
+        log.warning("SMS from %s, a number no carer has: %r", sender, text[:40])
+        return Handled("unknown_sender", say(MessageKind.REPLY_UNKNOWN_SENDER))
     if isinstance(reply, ReplyError):
         log.info("SMS from carer %s not understood (%s): %r", carer.code, reply.reason, reply.text)
         open_call = await _open_call_of(server, carer.id)
         example = str(open_call) if open_call is not None else _EXAMPLE_CALL
         return Handled("not_understood", say(MessageKind.REPLY_NOT_UNDERSTOOD, call_ref=example))
-    if reply.answer is Answer.STOP:
-        # Twilio blocks texts to this number from now on by itself; the record says why.
-        log.warning("carer %s opted out of SMS (sent %r)", carer.code, text[:40])
-        return Handled("opted_out", say(MessageKind.REPLY_OPTED_OUT))
-    if reply.answer is Answer.START:
-        log.info("carer %s opted back in to SMS", carer.code)
-        return Handled("opted_in", say(MessageKind.REPLY_OPTED_IN))
     call_id = reply.call_id
     if call_id is None:
         call_id = await _open_call_of(server, carer.id)
@@ -318,6 +331,11 @@ DELIVERY_ERRORS = {
     "30007": "carrier filtered: the carrier blocked the message (spam filter)",
     "30008": "unknown error: the carrier gave no reason",
 }
+# Delivery errors that say the number itself cannot get texts: it is marked broken.
+_BROKEN_BY_DELIVERY = {
+    "30005": m.PhoneProblem.INVALID_NUMBER,
+    "30006": m.PhoneProblem.NOT_MOBILE,
+}
 _MAX_STATUS = 16  # outbox.delivery
 _MAX_ERROR_CODE = 16
 
@@ -357,48 +375,71 @@ async def sms_status(request: web.Request) -> web.Response:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
     error = f"{status}: {delivery_error(code)}" if code else None
+    problem = _BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
     async with server.desk.transaction() as session:
         noted = await repository.note_delivery(
             session, sid, status, error=error, not_over=not_over(status)
         )
-    if noted is None:
+        if noted and problem is not None:
+            await phones.mark(
+                session,
+                noted[0].address,
+                problem,
+                delivery_error(code),
+                recipient=noted[0].recipient,
+                now=server.clock.now(),
+            )
+    if not noted:
         # Answered 200 all the same: Twilio would otherwise retry it for nothing.
         log.warning("SMS status %s for %s: no message of ours has that sid", status, sid)
         return web.Response()
-    about = f"outbox {noted.outbox_id}, call {noted.call_id} household {noted.household or '?'}"
-    if not noted.moved:
+    for row in noted:
+        await _after_delivery(server, sid, status, code, row)
+    return web.Response()
+
+
+async def _after_delivery(
+    server: Running, sid: str, status: str, code: str, row: repository.Delivery
+) -> None:
+    about = f"outbox {row.outbox_id}, call {row.call_id} household {row.household or '?'}"
+    if not row.moved:
         log.info(
-            "SMS status %s for %s (%s) ignored: it already was %s",
-            status,
-            sid,
-            about,
-            noted.before,
+            "SMS status %s for %s (%s) ignored: it already was %s", status, sid, about, row.before
         )
-        return web.Response()
+        return
     log.info(
         "SMS %s (%s): %s -> %s%s",
         sid,
         about,
-        noted.before,
+        row.before,
         status,
         f" ({delivery_error(code)})" if code else "",
     )
-    carer_id = noted.guard.get("carer_id")
-    if status in NOT_REACHED and carer_id is not None and noted.call_id is not None:
-        why = f"dispatch SMS {status}" + (f": {delivery_error(code)}" if code else "")
-        await _move_on(server, noted.call_id, int(carer_id), why, about)
-    return web.Response()
+    if status not in NOT_REACHED or row.call_id is None:
+        return
+    carer_id = row.guard.get("carer_id")
+    why = ("dispatch SMS " if carer_id is not None else "SMS ") + status
+    why += f": {delivery_error(code)}" if code else ""
+    command: Unreachable | TextFailed = (
+        Unreachable(int(carer_id), why)
+        if carer_id is not None
+        else TextFailed(row.recipient, row.address, why)
+    )
+    await _move_on(server, row.call_id, command, about)
 
 
-async def _move_on(server: Running, call_id: int, carer_id: int, why: str, about: str) -> None:
-    """The page did not reach the carer: unreachable, the next carer is paged now."""
+async def _move_on(
+    server: Running, call_id: int, command: Unreachable | TextFailed, about: str
+) -> None:
+    """The text did not arrive. A page: the carer is unreachable, the next one is paged
+    now. Any other text: written on the call, supervisors told."""
     try:
-        await server.desk.command(call_id, Unreachable(carer_id, why))
+        await server.desk.command(call_id, command)
     except (CallError, CallNotFoundError) as refused:
-        log.info("SMS status (%s): carer %d not marked unreachable: %s", about, carer_id, refused)
+        log.info("SMS status (%s): %s not recorded: %s", about, command, refused)
     except Exception:
-        # Recorded already, so a retried report would not get here again: the carer's
-        # time to accept still runs out and moves the call on.
-        log.exception("SMS status (%s): could not mark carer %d unreachable", about, carer_id)
+        # Recorded already, so a retried report would not get here again: a page's time
+        # to accept still runs out and moves the call on.
+        log.exception("SMS status (%s): could not record %s", about, command)
     else:
-        log.info("SMS status (%s): carer %d unreachable (%s); moving on", about, carer_id, why)
+        log.info("SMS status (%s): %s; moving on", about, command)

@@ -295,6 +295,7 @@ def carers_view(snapshots: Sequence[CarerSnapshot], registry: Registry) -> list[
             "transport": c.transport.value,
             "state": c.state.value,
             "call_id": c.call_id,
+            "phone_problem": c.phone_problem or None,
             "position": {"lat": c.position.lat, "lon": c.position.lon},
         }
         for c in sorted(snapshots, key=lambda c: c.code)
