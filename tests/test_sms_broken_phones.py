@@ -42,6 +42,12 @@ async def _handed_over(api: Api, call_id: int) -> list[m.OutboxItem]:
     return await page_rows(api.server, call_id)
 
 
+async def _undelivered(api: Api, sid: str, code: str) -> int:
+    """Twilio's report that message ``sid`` was not delivered, with error ``code``."""
+    report = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": code}
+    return await post_signed(api.server, STATUS_PATH, report)
+
+
 async def _close(api: Api, call_id: int) -> None:
     assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
     closed = await api.post(f"/api/calls/{call_id}/cancel", {"reason": "entered_in_error"})
@@ -114,16 +120,7 @@ async def test_an_unknown_number_report_marks_the_phone_and_moves_on(api: Api) -
     invalid, besides paging the next carer at once."""
     call_id, carer, phone = await paged(api, "H0002")
     (page,) = await _handed_over(api, call_id)
-    status = await post_signed(
-        api.server,
-        STATUS_PATH,
-        {
-            "MessageSid": page.provider_ref or "",
-            "MessageStatus": "undelivered",
-            "ErrorCode": "30005",
-        },
-    )
-    assert status == 200
+    assert await _undelivered(api, page.provider_ref or "", "30005") == 200
     marks = await _broken(api)
     assert marks[phone].problem is m.PhoneProblem.INVALID_NUMBER
     assert "30005" in marks[phone].detail
@@ -139,16 +136,7 @@ async def test_an_undelivered_text_to_a_supervisor_is_written_on_the_call(api: A
     call_id, _, _ = await paged(api, "H0003")
     (page,) = await _handed_over(api, call_id)
     # The page does not arrive: the carer is unreachable and the supervisor is told.
-    status = await post_signed(
-        api.server,
-        STATUS_PATH,
-        {
-            "MessageSid": page.provider_ref or "",
-            "MessageStatus": "undelivered",
-            "ErrorCode": "30003",
-        },
-    )
-    assert status == 200
+    assert await _undelivered(api, page.provider_ref or "", "30003") == 200
 
     async def supervisor_texted() -> bool:
         return bool(await _texts_to(api, SUPERVISOR_PHONE))
@@ -166,12 +154,7 @@ async def test_an_undelivered_text_to_a_supervisor_is_written_on_the_call(api: A
         )
 
     await eventually(recorded, what="the supervisor's text recorded as sent")
-    status = await post_signed(
-        api.server,
-        STATUS_PATH,
-        {"MessageSid": told.sid, "MessageStatus": "undelivered", "ErrorCode": "30003"},
-    )
-    assert status == 200
+    assert await _undelivered(api, told.sid, "30003") == 200
     entries = [h for h in await history(api.server, call_id) if h.action == "text_failed"]
     assert [(h.detail["phone"], "30003" in h.detail["why"]) for h in entries] == [
         (SUPERVISOR_PHONE, True)

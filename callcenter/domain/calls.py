@@ -605,14 +605,15 @@ def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Deci
         "unreachable",
         why=command.why,
     )
-    message = _message(
-        MessageKind.SUPERVISOR,
-        call,
-        situation,
-        why=f"carer {assignment.carer_code} cannot be reached ({command.why})",
+    told = _tell_supervisors(
+        call, situation, f"carer {assignment.carer_code} cannot be reached ({command.why})"
     )
-    told = tuple(SendSms(p, message) for p in situation.supervisors)
     return Decision(decision.call, decision.history, decision.effects + told)
+
+
+def _tell_supervisors(call: Call, situation: Situation, why: str) -> tuple[SendSms, ...]:
+    message = _message(MessageKind.SUPERVISOR, call, situation, why=why)
+    return tuple(SendSms(p, message) for p in situation.supervisors)
 
 
 def _text_failed(call: Call, command: TextFailed, situation: Situation) -> Decision:
@@ -629,14 +630,8 @@ def _text_failed(call: Call, command: TextFailed, situation: Situation) -> Decis
     # Supervisors are not texted about their own failed texts, nor about closed calls.
     if not call.is_open or command.recipient.startswith(SUPERVISOR_RECIPIENT):
         return Decision(call, (entry,))
-    message = _message(
-        MessageKind.SUPERVISOR,
-        call,
-        situation,
-        why=f"text to {command.recipient} ({command.phone}) not delivered: {command.why}",
-    )
-    told = tuple(SendSms(p, message) for p in situation.supervisors)
-    return Decision(call, (entry,), told)
+    why = f"text to {command.recipient} ({command.phone}) not delivered: {command.why}"
+    return Decision(call, (entry,), _tell_supervisors(call, situation, why))
 
 
 def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:

@@ -445,41 +445,7 @@ class OutboxRelay:
                 self.skipped += 1
                 return None
             paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
-            broken = (
-                await phones.find(session, item.address) if item.channel == repository.SMS else None
-            )
-            if broken is not None:
-                item.state = m.OutboxState.FAILED
-                item.done_at = now
-                item.last_error = f"not sent: {broken.why()}"
-                log.error(
-                    "outbox %d (%s to %s, call %s household %s) not sent: %s",
-                    item.id,
-                    item.channel,
-                    item.recipient,
-                    item.call_id,
-                    household,
-                    broken.why(),
-                )
-                self.failed += 1
-                return OutboxMessage(
-                    item.id,
-                    item.call_id,
-                    item.channel,
-                    item.recipient,
-                    item.address,
-                    item.body,
-                    item.attempts,
-                    household,
-                    None if paged is None else int(paged),
-                    blocked=broken.why(),
-                )
-            in_doubt_since = item.sending_since
-            item.attempts += 1
-            item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
-            # Kept from the earliest attempt still in doubt, so a later check covers it.
-            item.sending_since = in_doubt_since or now
-            return OutboxMessage(
+            message = OutboxMessage(
                 item.id,
                 item.call_id,
                 item.channel,
@@ -489,8 +455,23 @@ class OutboxRelay:
                 item.attempts,
                 household,
                 None if paged is None else int(paged),
-                in_doubt_since,
             )
+            broken = (
+                await phones.find(session, item.address) if item.channel == repository.SMS else None
+            )
+            if broken is not None:
+                item.state = m.OutboxState.FAILED
+                item.done_at = now
+                item.last_error = f"not sent: {broken.why()}"
+                log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
+                self.failed += 1
+                return replace(message, blocked=broken.why())
+            in_doubt_since = item.sending_since
+            item.attempts += 1
+            item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
+            # Kept from the earliest attempt still in doubt, so a later check covers it.
+            item.sending_since = in_doubt_since or now
+            return replace(message, attempt=item.attempts, in_doubt_since=in_doubt_since)
 
         return await self._desk.perform(work)
 
