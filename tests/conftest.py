@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.database",
     "tests.fixtures.api",
     "tests.fixtures.fake_twilio",
+    "tests.fixtures.browser",
 ]
