@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from callcenter.web import auth, calls, carers, health, metrics, sms
+from callcenter.web import auth, board, calls, carers, health, metrics, sms
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
@@ -29,6 +29,7 @@ def build_app(server: Running) -> web.Application:
     app[METRICS] = metrics.Metrics(server)
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
-    for module in (auth, calls, carers, health, metrics, sms):
+    for module in (auth, board, calls, carers, health, metrics, sms):
         app.add_routes(module.routes)
+    app.on_shutdown.append(board.close_boards)
     return app

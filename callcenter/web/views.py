@@ -68,6 +68,21 @@ async def list_calls(
     return await _summaries(session, rows)
 
 
+async def call_summaries(session: AsyncSession, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The list entries (as ``GET /api/calls`` shows them) of these calls, open or closed,
+    in the order asked; ids that name no call are left out."""
+    wanted = [i for i in ids if 0 < i <= MAX_ID]
+    if not wanted:
+        return []
+    found = {
+        call.id: (call, code, address)
+        for call, code, address in (
+            await session.execute(_CALLS.where(m.Call.id.in_(wanted)))
+        ).all()
+    }
+    return await _summaries(session, [found[i] for i in wanted if i in found])
+
+
 async def _summaries(
     session: AsyncSession, rows: Sequence[tuple[m.Call, str, str]]
 ) -> list[dict[str, Any]]:
@@ -76,14 +91,19 @@ async def _summaries(
     deadlines: dict[int, dict[str, Any]] = {}
     if ids:
         assignments = await session.execute(
-            select(m.CallAssignment, m.Carer.code)
+            select(m.CallAssignment, m.Carer.code, m.Carer.name)
             .join(m.Carer, m.Carer.id == m.CallAssignment.carer_id)
             .where(m.CallAssignment.call_id.in_(ids))
             .order_by(m.CallAssignment.call_id, m.CallAssignment.seq)
         )
-        for a, code in assignments.all():
+        for a, code, name in assignments.all():
             carers[a.call_id].append(
-                {"code": code, "state": a.state, "travel_min": _minutes(a.travel_s)}
+                {
+                    "code": code,
+                    "name": name,
+                    "state": a.state,
+                    "travel_min": _minutes(a.travel_s),
+                }
             )
         for timer in await _pending_timers(session, ids):
             deadlines.setdefault(timer["call_id"], timer)

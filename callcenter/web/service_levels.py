@@ -1,0 +1,198 @@
+"""Service levels of one day: how fast the desk took calls and carers reached the door.
+
+Supervisors read these against the district's promises (a call taken within a minute, a
+carer at the door within the 15-minute service circle). Every figure is defined in
+docs/board.md, "Service levels"; the definitions live here once, as the code that
+computes them.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.call_types import CallType
+from callcenter.domain.dispatch import CarerSnapshot, CarerState
+from callcenter.engine.district import Registry
+from callcenter.store import models as m
+from callcenter.web.views import iso
+
+# History actions that mean a carer took the call on: accepting, or (a report may skip
+# ahead) reporting on the way or at the door straight away.
+ACCEPTED_OR_LATER = ("accepted", "on_the_way", "on_scene")
+ACK_TARGETS_S = (60, 180)
+
+
+def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The district's local day as an interval [start, end) of aware datetimes."""
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    return start, end
+
+
+@dataclass(frozen=True)
+class CallTimes:
+    """The moments of one call that service levels measure, in seconds after it opened
+    (None: not reached)."""
+
+    id: int
+    call_type: str
+    age_s: float  # until it closed, or until now if it is still open
+    ack_s: float | None
+    accept_s: float | None
+    on_scene_s: float | None
+
+
+def share_within(calls: Iterable[CallTimes], reached: str, target_s: float) -> float | None:
+    """The share of calls that reached ``reached`` within ``target_s``, among those whose
+    answer is known: calls that reached it (in time or late) and calls that went longer
+    than ``target_s`` without reaching it. A call closed before the target without
+    reaching it (a resident's "cancel" after 20 s) is not counted either way. None when
+    no call counts."""
+    hits = counted = 0
+    for call in calls:
+        at: float | None = getattr(call, reached)
+        if at is not None:
+            counted += 1
+            hits += at <= target_s
+        elif call.age_s > target_s:
+            counted += 1
+    return None if counted == 0 else round(hits / counted, 4)
+
+
+def open_misses(calls: Iterable[CallTimes], open_ids: set[int], target_s: float) -> int:
+    """Open calls without a carer at the door after ``target_s``: misses of the circle."""
+    return sum(1 for c in calls if c.id in open_ids and c.on_scene_s is None and c.age_s > target_s)
+
+
+def median_s(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return None if not present else round(statistics.median(present), 1)
+
+
+async def call_times(
+    session: AsyncSession, start: datetime, end: datetime, now: datetime
+) -> tuple[list[CallTimes], set[int]]:
+    """The calls opened in [start, end) with their measured moments, and which are open."""
+    rows = (
+        await session.execute(
+            select(
+                m.Call.id,
+                m.Call.call_type,
+                m.Call.opened_at,
+                m.Call.acknowledged_at,
+                m.Call.closed_at,
+            )
+            .where(m.Call.opened_at >= start, m.Call.opened_at < end)
+            .order_by(m.Call.id)
+        )
+    ).all()
+    ids = [row.id for row in rows]
+    firsts: dict[tuple[int, str], datetime] = {}
+    if ids:
+        history = await session.execute(
+            select(m.CallHistory.call_id, m.CallHistory.action, m.CallHistory.at)
+            .where(m.CallHistory.call_id.in_(ids), m.CallHistory.action.in_(ACCEPTED_OR_LATER))
+            .order_by(m.CallHistory.id)
+        )
+        for call_id, action, at in history.all():
+            firsts.setdefault((call_id, action), at)
+            firsts.setdefault((call_id, "accepted_or_later"), at)
+
+    def after(opened: datetime, moment: datetime | None) -> float | None:
+        return None if moment is None else max(0.0, (moment - opened).total_seconds())
+
+    times = [
+        CallTimes(
+            id=row.id,
+            call_type=row.call_type,
+            age_s=max(0.0, ((row.closed_at or now) - row.opened_at).total_seconds()),
+            ack_s=after(row.opened_at, row.acknowledged_at),
+            accept_s=after(row.opened_at, firsts.get((row.id, "accepted_or_later"))),
+            on_scene_s=after(row.opened_at, firsts.get((row.id, "on_scene"))),
+        )
+        for row in rows
+    ]
+    return times, {row.id for row in rows if row.closed_at is None}
+
+
+async def escalations(session: AsyncSession) -> list[dict[str, Any]]:
+    """Open calls with alerts raised (the supervisor's queue), oldest first."""
+    rows = await session.execute(
+        select(m.Call, m.Household.code)
+        .join(m.Household, m.Household.id == m.Call.household_id)
+        .where(m.Call.closed_at.is_(None))
+        .order_by(m.Call.opened_at, m.Call.id)
+    )
+    return [
+        {
+            "call_id": call.id,
+            "household": code,
+            "call_type": call.call_type,
+            "state": call.state,
+            "owner": call.owner,
+            "alerts": sorted(call.alerts),
+            "opened_at": iso(call.opened_at),
+        }
+        for call, code in rows.all()
+        if call.alerts
+    ]
+
+
+def free_by_station(carers: Iterable[CarerSnapshot], registry: Registry) -> dict[str, int]:
+    """Free carers on shift at each station, every station named (0 included)."""
+    free = {s.code: 0 for s in sorted(registry.stations.values(), key=lambda s: s.code)}
+    for carer in carers:
+        if carer.state is CarerState.FREE:
+            free[registry.stations[carer.station_id].code] += 1
+    return free
+
+
+async def service_levels(
+    session: AsyncSession,
+    *,
+    day: date,
+    zone: ZoneInfo,
+    now: datetime,
+    circle_s: float,
+    carers: Sequence[CarerSnapshot],
+    registry: Registry,
+) -> dict[str, Any]:
+    """The service-level figures of ``day`` (the district's local day) as of ``now``."""
+    start, end = day_bounds(day, zone)
+    times, open_ids = await call_times(session, start, end, now)
+    waiting = await escalations(session)
+    circle_min = round(circle_s / 60, 1)
+    circle_hits = sum(1 for c in times if c.on_scene_s is not None and c.on_scene_s <= circle_s)
+    circle_counted = sum(1 for c in times if c.on_scene_s is not None) + open_misses(
+        times, open_ids, circle_s
+    )
+    return {
+        "day": day.isoformat(),
+        "timezone": zone.key,
+        "from": iso(start),
+        "until": iso(end),
+        "at": iso(now),
+        "calls": len(times),
+        "open_calls": len(open_ids),
+        "emergencies": sum(1 for c in times if c.call_type == CallType.EMERGENCY),
+        "acknowledged_within_60s": share_within(times, "ack_s", ACK_TARGETS_S[0]),
+        "acknowledged_within_180s": share_within(times, "ack_s", ACK_TARGETS_S[1]),
+        "median_ack_s": median_s([c.ack_s for c in times]),
+        "median_to_accept_s": median_s([c.accept_s for c in times]),
+        "median_to_on_scene_s": median_s([c.on_scene_s for c in times]),
+        "service_circle_min": circle_min,
+        "on_scene_within_15min_share": (
+            None if circle_counted == 0 else round(circle_hits / circle_counted, 4)
+        ),
+        "open_escalations": len(waiting),
+        "free_carers_by_station": free_by_station(carers, registry),
+        "escalations": waiting,
+    }
