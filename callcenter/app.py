@@ -244,7 +244,7 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
     with contextlib.suppress(DistrictAlreadySeededError):
         summary = await seed_demo_district(config.database_url, seed=2026)
         log.info("demo district seeded: %s", summary)
-    token = await _demo_operators(config)
+    token, passwords = await _demo_operators(config)
 
     stop = asyncio.Event()
     _stop_on_signals(stop)
@@ -265,6 +265,11 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
                 server.web_url,
                 token,
                 server.web_url,
+            )
+            log.info(
+                "call board at %s/board: sign in as %s (passwords new on every start)",
+                server.web_url,
+                ", ".join(f"{user} / {password}" for user, password in passwords.items()),
             )
             simulation = Simulation(
                 SimulationSettings(
@@ -288,13 +293,15 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
     return 0
 
 
-async def _demo_operators(config: Config) -> str:
-    """The demo operator and supervisor exist; a fresh token for the operator."""
-    from callcenter.web.accounts import ensure_demo_operators
+async def _demo_operators(config: Config) -> tuple[str, dict[str, str]]:
+    """The demo operator and supervisor exist; a fresh API token for the operator and
+    fresh board passwords for both."""
+    from callcenter.web.accounts import ensure_demo_operators, issue_demo_passwords
 
     engine = create_engine(config.database_url)
     try:
-        return await ensure_demo_operators(engine, SystemClock().now())
+        token = await ensure_demo_operators(engine, SystemClock().now())
+        return token, await issue_demo_passwords(engine)
     finally:
         await engine.dispose()
 

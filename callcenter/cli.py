@@ -143,6 +143,73 @@ async def _operator(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_users(args: argparse.Namespace) -> int:
+    from callcenter.store.migrate import SchemaNotCurrentError
+
+    config = _load(args)
+    try:
+        return asyncio.run(_users(config, args))
+    except SchemaNotCurrentError as error:
+        print(f"cannot manage users: {error}", file=sys.stderr)
+        return 2
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: one line on stdin with --password-stdin, else asked twice."""
+    import getpass
+
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first = getpass.getpass(f"password for {args.username}: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ; nothing was changed")
+    return first
+
+
+async def _users(config: Config, args: argparse.Namespace) -> int:
+    from callcenter.clock import SystemClock
+    from callcenter.store.db import create_engine
+    from callcenter.store.migrate import require_current_schema
+    from callcenter.store.models import OperatorRole
+    from callcenter.web import accounts
+
+    engine = create_engine(config.database_url)
+    try:
+        await require_current_schema(engine)
+        if args.users_command == "list":
+            for a in await accounts.list_operators(engine):
+                state = "active" if a.active else "inactive"
+                board = "password" if a.can_sign_in else "no-password"
+                print(f"{a.username}\t{a.name}\t{a.role}\t{a.phone or '-'}\t{state}\t{board}")
+            return 0
+        if args.users_command in ("activate", "deactivate"):
+            await accounts.set_active(engine, args.username, args.users_command == "activate")
+            print(f"user {args.username} {args.users_command}d")
+            return 0
+        password = _read_password(args)
+        if args.users_command == "add":
+            await accounts.add_operator(
+                engine,
+                args.username,
+                name=args.name,
+                now=SystemClock().now(),
+                role=OperatorRole(args.role),
+                phone=args.phone,
+                language=args.language,
+                password=password,
+            )
+            print(f"user {args.username} added as {args.role}; they sign in at /login")
+        else:
+            await accounts.set_password(engine, args.username, password)
+            print(f"password of {args.username} set; their open boards are signed out")
+        return 0
+    except (accounts.OperatorAccountError, ValueError) as error:
+        print(f"cannot {args.users_command}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        await engine.dispose()
+
+
 def _cmd_phone(args: argparse.Namespace) -> int:
     from callcenter.store.migrate import SchemaNotCurrentError
 
@@ -284,6 +351,36 @@ def build_parser() -> argparse.ArgumentParser:
     operator_commands.add_parser("list", help="list operators (never their tokens)")
     for action, what in (("deactivate", "refuse their token"), ("activate", "allow again")):
         switch = operator_commands.add_parser(action, help=f"{action} an operator: {what}")
+        switch.add_argument("username")
+
+    users = commands.add_parser(
+        "users", help="people who sign in to the board: operators, supervisors, administrators"
+    )
+    users.set_defaults(func=_cmd_users)
+    users_commands = users.add_subparsers(
+        dest="users_command", required=True, metavar="USERS_COMMAND"
+    )
+    user_add = users_commands.add_parser(
+        "add", help="add a user with a board password (the first administrator, say)"
+    )
+    user_add.add_argument("username", help="sign-in name, e.g. li.na (shown in call histories)")
+    user_add.add_argument("--name", required=True, help="full name")
+    user_add.add_argument("--role", choices=["operator", "supervisor", "admin"], default="operator")
+    user_add.add_argument("--phone", help="E.164; supervisors with one are texted on escalations")
+    user_add.add_argument("--language", default="zh", choices=["zh", "en"])
+    user_password = users_commands.add_parser(
+        "password", help="set a user's board password (signs out their open boards)"
+    )
+    user_password.add_argument("username")
+    for command in (user_add, user_password):
+        command.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin instead of asking",
+        )
+    users_commands.add_parser("list", help="list users, their role and whether they can sign in")
+    for action, what in (("deactivate", "sign them out, refuse them"), ("activate", "allow")):
+        switch = users_commands.add_parser(action, help=f"{action} a user: {what}")
         switch.add_argument("username")
 
     phone = commands.add_parser(

@@ -229,6 +229,27 @@ class IngestConfig(_Section):
 class WebConfig(_Section):
     host: str = Field("127.0.0.1", description="address the HTTP server listens on")
     port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0 picks a free one")
+    session_idle_hours: float = Field(
+        12.0, gt=0, le=168, description="a board sign-in ends after this long unused"
+    )
+    session_max_hours: float = Field(
+        24.0, gt=0, le=720, description="a board sign-in ends this long after it began"
+    )
+    secure_cookies: bool = Field(
+        False,
+        description=(
+            "send the sign-in cookie only over HTTPS; turn on whenever the board is reached "
+            "through HTTPS (e.g. behind a proxy)"
+        ),
+    )
+    map_tiles_url: str = Field(
+        "",
+        description=(
+            "map tile URL template for the board, e.g. https://tile.example.org/{z}/{x}/{y}.png; "
+            "empty: no tiles, positions on a plain grid (works offline)"
+        ),
+    )
+    map_attribution: str = Field("", description="attribution shown under the map tiles")
 
 
 class SmsConfig(_Section):

@@ -18,6 +18,7 @@ from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
+from callcenter.web import accounts
 from callcenter.web.auth import token_digest
 from tests.desk_support import MONDAY_MORNING, desk_config, running_desk
 from tests.ingest_support import eventually, publish_events
@@ -28,7 +29,15 @@ OPERATORS = {
     "wang.wei": ("王伟", m.OperatorRole.OPERATOR, True),
     "zhao.min": ("赵敏", m.OperatorRole.SUPERVISOR, True),
     "old.hand": ("马德明", m.OperatorRole.OPERATOR, False),
+    "sun.admin": ("孙立", m.OperatorRole.ADMIN, True),
 }
+# A board password for tests that sign in through the page (set with set_password).
+PASSWORD = "night-shift-2026"
+
+
+async def set_password(server: Running, username: str, password: str = PASSWORD) -> None:
+    """Give a test operator a board password, as `callcenter users password` does."""
+    await accounts.set_password(server.engine, username, password)
 
 
 def token_of(username: str) -> str:

@@ -124,8 +124,8 @@ class Ran:
         return self.out.strip().splitlines()[-1]
 
 
-async def run_cli(config: Path, *args: str) -> Ran:
-    """`callcenter --config CONFIG ARGS...` as a child process."""
+async def run_cli(config: Path, *args: str, stdin: str | None = None) -> Ran:
+    """`callcenter --config CONFIG ARGS...` as a child process (``stdin`` fed to it)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -133,9 +133,11 @@ async def run_cli(config: Path, *args: str) -> Ran:
         "--config",
         str(config),
         *args,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    feed = None if stdin is None else stdin.encode()
+    out, err = await asyncio.wait_for(process.communicate(feed), 60)
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())

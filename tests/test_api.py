@@ -68,6 +68,10 @@ async def test_requests_without_a_valid_token_are_refused(api: Api) -> None:
         "name": "赵敏",
         "role": "supervisor",
         "actor": "supervisor:zhao.min",
+        "language": "zh",
+        "csrf_token": None,  # a bearer token needs none; the board's cookie does
+        "timezone": "Asia/Shanghai",
+        "map": {"tiles_url": "", "attribution": ""},
     }
     # An unknown address under /api/ is not revealed to a caller without a token.
     assert (await api.get("/api/nothing-here", who=None)).status == 401

@@ -10,8 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
-from callcenter.web.accounts import DEMO_OPERATOR, DEMO_SUPERVISOR, ensure_demo_operators
+from callcenter.web.accounts import (
+    DEMO_OPERATOR,
+    DEMO_SUPERVISOR,
+    ensure_demo_operators,
+    issue_demo_passwords,
+)
 from tests.api_support import Api
+from tests.board_support import browser
 from tests.server_support import run_cli
 
 
@@ -100,3 +106,20 @@ async def test_demo_desk_has_an_operator_and_a_supervisor_with_a_fresh_token(
     assert rows[DEMO_SUPERVISOR].role == "supervisor"
     assert re.fullmatch(r"\+861[3-9][0-9]{9}", rows[DEMO_SUPERVISOR].phone or "")
     assert all(o.active for o in rows.values())
+
+
+async def test_demo_accounts_get_fresh_board_passwords_on_every_start(api: Api) -> None:
+    """Test that the demo's operator and supervisor can sign in to the board with the
+    passwords the demo logs, and that the next start's passwords replace them."""
+    await ensure_demo_operators(api.server.engine, api.clock.now())
+    first = await issue_demo_passwords(api.server.engine)
+    assert set(first) == {DEMO_OPERATOR, DEMO_SUPERVISOR}
+    assert all(len(password) >= 10 for password in first.values())
+    async with browser(api) as demo:
+        assert (await demo.sign_in(DEMO_OPERATOR, first[DEMO_OPERATOR])).status == 303
+    second = await issue_demo_passwords(api.server.engine)
+    assert second[DEMO_OPERATOR] != first[DEMO_OPERATOR]
+    async with browser(api) as demo:
+        assert (await demo.sign_in(DEMO_SUPERVISOR, first[DEMO_SUPERVISOR])).status == 401
+    async with browser(api) as demo:
+        assert (await demo.sign_in(DEMO_SUPERVISOR, second[DEMO_SUPERVISOR])).status == 303

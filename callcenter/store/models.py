@@ -249,8 +249,14 @@ class DeadLetter(Base):
 
 
 class OperatorRole(enum.StrEnum):
-    OPERATOR = "operator"
-    SUPERVISOR = "supervisor"
+    """What someone at the desk may do; each role may do everything the one before may."""
+
+    OPERATOR = "operator"  # works calls
+    SUPERVISOR = "supervisor"  # also works other operators' calls, is texted on escalations
+    ADMIN = "admin"  # also manages the accounts of the desk
+
+
+ROLE_RANK = {OperatorRole.OPERATOR: 0, OperatorRole.SUPERVISOR: 1, OperatorRole.ADMIN: 2}
 
 
 class Operator(Base):
@@ -266,8 +272,25 @@ class Operator(Base):
     phone: Mapped[str | None] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(8), default="zh")
     token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # Argon2 hash of the board sign-in password; None: they cannot sign in to the board.
+    password_hash: Mapped[str | None] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WebSession(Base):
+    """A signed-in browser. The cookie holds a random token; only its SHA-256 is kept,
+    with the session's CSRF token and when it ends."""
+
+    __tablename__ = "web_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # Idle sessions end this long after last_seen_at; every session ends at expires_at.
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class DutyRoster(Base):

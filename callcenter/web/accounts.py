@@ -1,12 +1,16 @@
-"""Operator accounts: add one, issue a new token, list them, switch them off and on, and
-the demo district's operator and supervisor.
+"""Operator accounts: add one, issue a new token, set a board password, list them,
+switch them off and on, and the demo district's operator and supervisor.
 
-A token is shown once, when it is issued; the database keeps only its SHA-256.
+A token is shown once, when it is issued; the database keeps only its SHA-256. A
+password is kept only as its Argon2 hash; setting one, or switching an operator off,
+signs them out of every board.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.store import models as m
 from callcenter.web.auth import new_token, token_digest
+from callcenter.web.sessions import end_sessions, hash_password, password_problem
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # "+", country code and number: the form SMS providers need.
@@ -45,6 +50,7 @@ class OperatorAccount:
     language: str
     active: bool
     created_at: datetime
+    can_sign_in: bool = False  # has a board password
 
 
 def _check(username: str, phone: str | None) -> None:
@@ -69,11 +75,14 @@ async def add_operator(
     role: m.OperatorRole = m.OperatorRole.OPERATOR,
     phone: str | None = None,
     language: str = "zh",
+    password: str | None = None,
 ) -> str:
-    """Add an operator; returns their token (shown once)."""
+    """Add an operator (with a board password, if given); returns their token (shown
+    once)."""
     _check(username, phone)
     if not name.strip():
         raise OperatorAccountError("an operator needs a name (--name)")
+    password_hash = None if password is None else _hashed(password)
     token = new_token()
     try:
         async with AsyncSession(engine) as session, session.begin():
@@ -85,6 +94,7 @@ async def add_operator(
                     phone=phone,
                     language=language,
                     token_sha256=token_digest(token),
+                    password_hash=password_hash,
                     active=True,
                     created_at=now,
                 )
@@ -113,16 +123,45 @@ async def issue_token(engine: AsyncEngine, username: str) -> str:
     return token
 
 
-async def set_active(engine: AsyncEngine, username: str, active: bool) -> None:
-    """Let an operator work the desk again, or stop them (their token is then refused)."""
-    async with AsyncSession(engine) as session, session.begin():
-        changed = await session.execute(
-            update(m.Operator).where(m.Operator.username == username).values(active=active)
-        )
-    if changed.rowcount != 1:  # type: ignore[attr-defined]
+def _hashed(password: str) -> str:
+    problem = password_problem(password)
+    if problem is not None:
+        raise OperatorAccountError(problem)
+    return hash_password(password)
+
+
+async def _operator_id(session: AsyncSession, username: str) -> int:
+    found = await session.scalar(select(m.Operator.id).where(m.Operator.username == username))
+    if found is None:
         raise OperatorAccountError(
-            f"there is no operator {username!r}; `callcenter operator list` shows them"
+            f"there is no operator {username!r}; `callcenter users list` shows them"
         )
+    return found
+
+
+async def set_password(engine: AsyncEngine, username: str, password: str) -> None:
+    """Set the operator's board password; every board they were signed in to signs out."""
+    password_hash = await asyncio.to_thread(_hashed, password)
+    async with AsyncSession(engine) as session, session.begin():
+        operator_id = await _operator_id(session, username)
+        await session.execute(
+            update(m.Operator)
+            .where(m.Operator.id == operator_id)
+            .values(password_hash=password_hash)
+        )
+        await end_sessions(session, operator_id)
+
+
+async def set_active(engine: AsyncEngine, username: str, active: bool) -> None:
+    """Let an operator work the desk again, or stop them (their token is then refused
+    and their boards are signed out)."""
+    async with AsyncSession(engine) as session, session.begin():
+        operator_id = await _operator_id(session, username)
+        await session.execute(
+            update(m.Operator).where(m.Operator.id == operator_id).values(active=active)
+        )
+        if not active:
+            await end_sessions(session, operator_id)
 
 
 async def list_operators(engine: AsyncEngine) -> list[OperatorAccount]:
@@ -130,7 +169,16 @@ async def list_operators(engine: AsyncEngine) -> list[OperatorAccount]:
     async with AsyncSession(engine) as session:
         rows = (await session.scalars(select(m.Operator).order_by(m.Operator.id))).all()
     return [
-        OperatorAccount(r.username, r.name, r.role, r.phone, r.language, r.active, r.created_at)
+        OperatorAccount(
+            r.username,
+            r.name,
+            r.role,
+            r.phone,
+            r.language,
+            r.active,
+            r.created_at,
+            r.password_hash is not None,
+        )
         for r in rows
     ]
 
@@ -154,3 +202,13 @@ async def ensure_demo_operators(engine: AsyncEngine, now: datetime) -> str:
         else:
             await add_operator(engine, username, name=name, now=now, role=role, phone=phone)
     return await issue_token(engine, DEMO_OPERATOR)
+
+
+async def issue_demo_passwords(engine: AsyncEngine) -> dict[str, str]:
+    """Fresh random board passwords for the demo operator and supervisor (shown once, in
+    the demo's log); none is written anywhere in the code."""
+    passwords = {}
+    for username, *_ in _DEMO_ACCOUNTS:
+        passwords[username] = secrets.token_urlsafe(9)
+        await set_password(engine, username, passwords[username])
+    return passwords

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from callcenter.web import auth, board, calls, carers, health, metrics, sms
+from callcenter.web import auth, board, calls, carers, health, metrics, pages, sessions, sms, users
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
@@ -29,7 +29,8 @@ def build_app(server: Running) -> web.Application:
     app[METRICS] = metrics.Metrics(server)
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
-    for module in (auth, board, calls, carers, health, metrics, sms):
+    app[sessions.FAILURES] = sessions.FailureCounter()
+    for module in (auth, board, calls, carers, health, metrics, pages, sessions, sms, users):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)
     return app

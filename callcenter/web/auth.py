@@ -1,8 +1,10 @@
-"""Who is calling: ``Authorization: Bearer <token>``, checked against the operators table.
+"""Who is calling: ``Authorization: Bearer <token>`` (scripts, the API), or the board's
+sign-in cookie (see sessions.py), checked against the operators table.
 
 Tokens are random and only their SHA-256 is stored, so a copy of the database does not
 let anyone work the desk. The signed-in operator becomes the domain's Actor, which is how
-the call history and the first-responder rule know them.
+the call history and the first-responder rule know them. Roles rank operator <
+supervisor < admin; ``require_role`` refuses what a role may not do.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import Actor, ActorKind
 from callcenter.store import models as m
+from callcenter.web import sessions
+from callcenter.web.bodies import LanguageBody, read_body
 from callcenter.web.errors import ApiError
 from callcenter.web.replies import json_reply
-from callcenter.web.state import OPERATOR, SERVER
+from callcenter.web.state import CSRF, OPERATOR, SERVER
 
 # Anything longer is not one of our tokens; refuse it before hashing it.
 _MAX_TOKEN_LENGTH = 200
@@ -49,14 +53,31 @@ class DeskOperator:
     username: str
     name: str
     role: m.OperatorRole
+    language: str = "zh"
 
     @property
     def actor(self) -> Actor:
-        """As the call history names them, e.g. ``operator:li.na``."""
-        kind = (
-            ActorKind.SUPERVISOR if self.role is m.OperatorRole.SUPERVISOR else ActorKind.OPERATOR
-        )
+        """As the call history names them, e.g. ``operator:li.na``; an administrator
+        works calls with a supervisor's rights."""
+        kind = ActorKind.OPERATOR if self.role is m.OperatorRole.OPERATOR else ActorKind.SUPERVISOR
         return Actor(kind, self.username)
+
+    def may(self, role: m.OperatorRole) -> bool:
+        """Whether they may do what ``role`` may."""
+        return m.ROLE_RANK[self.role] >= m.ROLE_RANK[role]
+
+
+def require_role(request: web.Request, role: m.OperatorRole) -> DeskOperator:
+    """The signed-in operator, if their role allows what ``role`` may; else 403."""
+    operator = request[OPERATOR]
+    if not operator.may(role):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"only a {role.value} or above may do this; {operator.username} is "
+            f"{'an' if operator.role is m.OperatorRole.OPERATOR else 'a'} {operator.role.value}",
+        )
+    return operator
 
 
 def _unauthorised(message: str) -> ApiError:
@@ -92,32 +113,86 @@ async def operator_for(session: AsyncSession, token: str) -> DeskOperator:
         raise _unauthorised(
             "that token is not valid (it may have been replaced); ask a supervisor for a new one"
         )
+    return _active(row)
+
+
+def _active(row: m.Operator) -> DeskOperator:
     if not row.active:
         raise ApiError(
             403, "forbidden", f"operator {row.username} is no longer active; ask a supervisor"
         )
-    return DeskOperator(row.id, row.username, row.name, m.OperatorRole(row.role))
+    return DeskOperator(row.id, row.username, row.name, m.OperatorRole(row.role), row.language)
+
+
+async def _signed_in(request: web.Request) -> DeskOperator:
+    """The operator of the board session the cookie names, with the CSRF and origin
+    checks a cookie needs; ApiError otherwise."""
+    signed_in = await sessions.session_of(request)
+    if signed_in is None:
+        raise _unauthorised(
+            "sign in: on the board at /login, or send 'Authorization: Bearer <token>'"
+        )
+    if not sessions.same_origin(request):
+        raise ApiError(403, "forbidden", "requests from another site are refused")
+    if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(request, signed_in):
+        raise ApiError(
+            403,
+            "csrf",
+            f"a change made from the board needs the {sessions.CSRF_HEADER} header with the "
+            "token GET /api/me gives; reload the page",
+        )
+    request[CSRF] = signed_in.csrf_token
+    async with AsyncSession(request.app[SERVER].engine) as session:
+        row = await session.get(m.Operator, signed_in.operator_id)
+    if row is None:
+        raise _unauthorised("that sign-in has ended; sign in again at /login")
+    return _active(row)
 
 
 @web.middleware
 async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Requests under /api/ need a valid token; the operator is kept on the request."""
+    """Requests under /api/ need a valid token or board session; the operator is kept
+    on the request."""
     if request.path.startswith(PROTECTED_PREFIX):
-        token = bearer_token(request)
-        async with AsyncSession(request.app[SERVER].engine) as session:
-            request[OPERATOR] = await operator_for(session, token)
+        if "Authorization" in request.headers or sessions.SESSION_COOKIE not in request.cookies:
+            token = bearer_token(request)
+            async with AsyncSession(request.app[SERVER].engine) as session:
+                request[OPERATOR] = await operator_for(session, token)
+        else:
+            request[OPERATOR] = await _signed_in(request)
     return await handler(request)
 
 
 @routes.get("/api/me")
 async def who_am_i(request: web.Request) -> web.Response:
-    """The signed-in operator, as the call history names them."""
+    """The signed-in operator, as the call history names them, with what the board
+    needs to work for them: language, the session's CSRF token, time zone, map tiles."""
     operator = request[OPERATOR]
+    config = request.app[SERVER].config
     return json_reply(
         {
             "username": operator.username,
             "name": operator.name,
             "role": operator.role.value,
             "actor": str(operator.actor),
+            "language": operator.language,
+            "csrf_token": request.get(CSRF),
+            "timezone": config.district.timezone,
+            "map": {
+                "tiles_url": config.web.map_tiles_url,
+                "attribution": config.web.map_attribution,
+            },
         }
     )
+
+
+@routes.post("/api/me/language")
+async def choose_language(request: web.Request) -> web.Response:
+    """The signed-in operator's language for the board (and their texts)."""
+    operator = request[OPERATOR]
+    body = await read_body(request, LanguageBody)
+    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+        await session.execute(
+            update(m.Operator).where(m.Operator.id == operator.id).values(language=body.language)
+        )
+    return json_reply({"language": body.language.value})

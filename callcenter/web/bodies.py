@@ -7,19 +7,27 @@ message names the field and, for a choice, every allowed value.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from callcenter.domain.calls import CancelReason, CarerReport, Outcome
+from callcenter.store.models import OperatorRole
 from callcenter.web.errors import bad_request
 
 # A carer code as the district writes them (C001); also guards the database lookup.
 CarerCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
 Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
+
+
+class Language(StrEnum):
+    """Languages the board and the texts speak."""
+
+    ZH = "zh"
+    EN = "en"
 
 
 class _Body(BaseModel):
@@ -56,6 +64,27 @@ class ResolveBody(_Body):
 class CancelBody(_Body):
     reason: CancelReason
     note: Note = ""
+
+
+class LanguageBody(_Body):
+    language: Language
+
+
+class NewUserBody(_Body):
+    username: Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=64)]
+    name: Text
+    role: OperatorRole = OperatorRole.OPERATOR
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    phone: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] | None = None
+    language: Language = Language.ZH
+
+
+class ActiveBody(_Body):
+    active: bool
+
+
+class PasswordBody(_Body):
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 _B = TypeVar("_B", bound=_Body)

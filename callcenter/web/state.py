@@ -33,6 +33,8 @@ FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.followe
 HOUSEHOLD_OF_CALL: web.AppKey[dict[int, str]] = web.AppKey("callcenter.household_of_call")
 
 OPERATOR: web.RequestKey[DeskOperator] = web.RequestKey("callcenter.operator")
+# The board session's CSRF token, when the request came with the sign-in cookie.
+CSRF: web.RequestKey[str] = web.RequestKey("callcenter.csrf")
 CALL: web.RequestKey[CallRef] = web.RequestKey("callcenter.call")
 # Why a request was refused, for the request log (the response carries it too).
 REFUSAL: web.RequestKey[str] = web.RequestKey("callcenter.refusal")

@@ -1,0 +1,77 @@
+"""The board's pages and their files, for signed-in operators only.
+
+Someone not signed in sees nothing but the sign-in page: ``/``, ``/board`` and every file
+under ``/static/`` send them to ``/login``. Files come from ``dashboards/`` (ours) and,
+under ``/static/vendor/leaflet/``, from Leaflet as npm installed it
+(``dashboards/node_modules/leaflet/dist``), never from anywhere else on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from callcenter.web import sessions
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+BOARD_PAGE = DASHBOARDS / "board" / "index.html"
+LEAFLET = DASHBOARDS / "node_modules" / "leaflet" / "dist"
+# Our own files: everything under dashboards/ except what npm put there.
+_NOT_SERVED = frozenset({"node_modules"})
+
+routes = web.RouteTableDef()
+
+
+async def _require_sign_in(request: web.Request) -> None:
+    if await sessions.session_of(request) is None:
+        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+
+
+def _within(root: Path, relative: str) -> Path:
+    """``relative`` under ``root``, or 404: no way out of it (``..``, absolute paths)."""
+    wanted = (root / relative).resolve()
+    if not wanted.is_relative_to(root.resolve()) or not wanted.is_file():
+        raise web.HTTPNotFound(text=f"no such file: {relative}")
+    return wanted
+
+
+def _file(path: Path) -> web.FileResponse:
+    response = web.FileResponse(path)
+    # The board is worked for hours: a new version must reach it on the next reload.
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther(sessions.HOME_PATH)
+
+
+@routes.get(sessions.HOME_PATH)
+async def board(request: web.Request) -> web.StreamResponse:
+    """The live call board."""
+    await _require_sign_in(request)
+    if not BOARD_PAGE.is_file():
+        raise web.HTTPNotFound(text=f"the board's page is missing: {BOARD_PAGE}")
+    response = _file(BOARD_PAGE)
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+@routes.get("/static/vendor/leaflet/{path:.+}")
+async def leaflet(request: web.Request) -> web.StreamResponse:
+    """Leaflet's own files, as npm installed them (scripts/dev setup)."""
+    await _require_sign_in(request)
+    return _file(_within(LEAFLET, request.match_info["path"]))
+
+
+@routes.get("/static/{path:.+}")
+async def static(request: web.Request) -> web.StreamResponse:
+    """The board's scripts, styles and sounds from dashboards/."""
+    await _require_sign_in(request)
+    relative = request.match_info["path"]
+    if relative.split("/", 1)[0] in _NOT_SERVED:
+        raise web.HTTPNotFound(text=f"no such file: {relative}")
+    return _file(_within(DASHBOARDS, relative))

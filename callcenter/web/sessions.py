@@ -1,0 +1,331 @@
+"""Signing in to the board: passwords, server-side sessions, CSRF.
+
+An operator signs in with username and password (Argon2 hashes, argon2-cffi). The browser
+then holds a random session token in an HttpOnly, SameSite=Strict cookie; the database
+keeps only its SHA-256, with the session's CSRF token and when it ends, so signing out or
+deactivating an operator ends the session at once, and a server restart does not.
+
+CSRF: every state-changing request made with the cookie must carry the session's CSRF
+token in ``X-CSRF-Token`` (``GET /api/me`` hands it to the page), compared in constant
+time; a request from another origin is refused outright. The sign-in form itself uses a
+double-submitted token (a cookie and a form field that must match), since there is no
+session yet. Requests with a bearer token (scripts, ``docs/api.md``) carry no cookie and
+need neither.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import html
+import logging
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.store import models as m
+from callcenter.web.state import SERVER
+
+log = logging.getLogger("callcenter.web.sessions")
+
+SESSION_COOKIE = "callcenter_session"
+LOGIN_CSRF_COOKIE = "callcenter_login_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+LOGIN_PATH = "/login"
+LOGOUT_PATH = "/logout"
+HOME_PATH = "/board"
+# Methods that change nothing; everything else needs the CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# last_seen_at is written at most this often, not on every request.
+_TOUCH_EVERY = timedelta(minutes=1)
+# Sign-in failures allowed per username and per address before a pause.
+FAILURES_ALLOWED = 5
+FAILURE_WINDOW_S = 300.0
+_MAX_FIELD = 200
+
+LOGIN_PAGE = Path(__file__).resolve().parents[2] / "dashboards" / "login.html"
+
+_hasher = PasswordHasher()
+# Checked when the username is unknown, so a wrong name costs as long as a wrong password.
+_NOBODY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+routes = web.RouteTableDef()
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """The Argon2 hash kept for ``password``."""
+    return _hasher.hash(password)
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` will not do, or None."""
+    if len(password) < 10:
+        return "a password needs at least 10 characters"
+    if len(password) > _MAX_FIELD:
+        return f"a password may have at most {_MAX_FIELD} characters"
+    return None
+
+
+def _verify(stored: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(stored or _NOBODY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The operator a session cookie belongs to, and the session's CSRF token."""
+
+    operator_id: int
+    csrf_token: str
+
+
+class FailureCounter:
+    """Recent sign-in failures per key (a username, an address), to pause guessing."""
+
+    def __init__(self, allowed: int = FAILURES_ALLOWED, window_s: float = FAILURE_WINDOW_S):
+        self._allowed = allowed
+        self._window_s = window_s
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str) -> deque[float]:
+        failures = self._failures.setdefault(key, deque())
+        cutoff = time.monotonic() - self._window_s
+        while failures and failures[0] < cutoff:
+            failures.popleft()
+        return failures
+
+    def blocked_for(self, *keys: str) -> float:
+        """Seconds until any of ``keys`` may try again; 0 when all may."""
+        wait = 0.0
+        for key in keys:
+            failures = self._recent(key)
+            if len(failures) >= self._allowed:
+                wait = max(wait, failures[0] + self._window_s - time.monotonic())
+        return wait
+
+    def failed(self, *keys: str) -> None:
+        for key in keys:
+            self._recent(key).append(time.monotonic())
+
+    def succeeded(self, key: str) -> None:
+        self._failures.pop(key, None)
+
+
+FAILURES: web.AppKey[FailureCounter] = web.AppKey("callcenter.sign_in_failures")
+
+
+async def session_of(request: web.Request) -> SignedIn | None:
+    """The live session the request's cookie names, for an active operator; None if
+    there is none (no cookie, unknown, ended, or the operator was switched off)."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    if not token or len(token) > _MAX_FIELD:
+        return None
+    server = request.app[SERVER]
+    now = server.clock.now()
+    idle = timedelta(hours=server.config.web.session_idle_hours)
+    async with AsyncSession(server.engine) as session:
+        found = (
+            await session.execute(
+                select(m.WebSession, m.Operator.active)
+                .join(m.Operator, m.Operator.id == m.WebSession.operator_id)
+                .where(m.WebSession.token_sha256 == token_digest(token))
+            )
+        ).one_or_none()
+        if found is None:
+            return None
+        row, active = found
+        if not active or is_ended(now, row, idle):
+            return None
+        signed_in = SignedIn(row.operator_id, row.csrf_token)
+        if now - row.last_seen_at >= _TOUCH_EVERY:
+            await session.execute(
+                update(m.WebSession)
+                .where(m.WebSession.token_sha256 == row.token_sha256)
+                .values(last_seen_at=now)
+            )
+            await session.commit()
+    return signed_in
+
+
+def same_origin(request: web.Request) -> bool:
+    """Whether the request comes from a page of ours: an Origin header, when the browser
+    sends one, must name this host."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc.lower() == request.host.lower()
+
+
+def csrf_ok(request: web.Request, signed_in: SignedIn, posted: str = "") -> bool:
+    """Whether a state-changing request carries the session's CSRF token."""
+    sent = request.headers.get(CSRF_HEADER, "") or posted
+    return bool(sent) and hmac.compare_digest(sent.encode(), signed_in.csrf_token.encode())
+
+
+def _set_cookie(
+    response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int
+) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/",
+        httponly=True,
+        samesite="Strict",
+        secure=request.app[SERVER].config.web.secure_cookies or request.secure,
+    )
+
+
+def _login_page(
+    request: web.Request, *, error: str = "", status: int = 200, username: str = ""
+) -> web.Response:
+    csrf = secrets.token_urlsafe(24)
+    page = LOGIN_PAGE.read_text(encoding="utf-8")
+    for name, value in (
+        ("csrf", csrf),
+        ("error", error),
+        ("error_hidden", "" if error else "hidden"),
+        ("username", username),
+    ):
+        page = page.replace("{{" + name + "}}", html.escape(value, quote=True))
+    response = web.Response(text=page, content_type="text/html", status=status)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Frame-Options"] = "DENY"
+    _set_cookie(response, request, LOGIN_CSRF_COOKIE, csrf, max_age=3600)
+    return response
+
+
+@routes.get(LOGIN_PATH)
+async def login_form(request: web.Request) -> web.StreamResponse:
+    """The sign-in page (or the board, for someone signed in already)."""
+    if await session_of(request) is not None:
+        raise web.HTTPSeeOther(HOME_PATH)
+    return _login_page(request)
+
+
+@routes.post(LOGIN_PATH)
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the password; on success a new session and its cookie, then the board."""
+    server = request.app[SERVER]
+    form = await request.post()
+    username = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
+    password = str(form.get("password", ""))[:_MAX_FIELD]
+    posted_csrf = str(form.get("csrf", ""))
+    cookie_csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if (
+        not same_origin(request)
+        or not posted_csrf
+        or not hmac.compare_digest(posted_csrf.encode(), cookie_csrf.encode())
+    ):
+        log.warning("sign-in refused from %s: missing or wrong CSRF token", request.remote)
+        return _login_page(
+            request,
+            error="请重新登录 / The form expired; please sign in again.",
+            status=403,
+            username=username,
+        )
+    failures = request.app[FAILURES]
+    address = f"address:{request.remote or '?'}"
+    wait = failures.blocked_for(f"user:{username}", address)
+    if wait > 0:
+        log.warning("sign-in for %r from %s paused: too many failures", username, request.remote)
+        return _login_page(
+            request,
+            error=(
+                f"尝试次数过多，请{int(wait // 60) + 1}分钟后再试 / Too many failed sign-ins; "
+                f"try again in {int(wait // 60) + 1} min."
+            ),
+            status=429,
+            username=username,
+        )
+    async with AsyncSession(server.engine) as session:
+        operator = (
+            await session.scalars(select(m.Operator).where(m.Operator.username == username))
+        ).one_or_none()
+    stored = operator.password_hash if operator is not None else None
+    # Argon2 is slow on purpose: off the loop, so the desk keeps moving meanwhile.
+    right = await asyncio.to_thread(_verify, stored, password)
+    if operator is None or not right or not operator.active:
+        failures.failed(f"user:{username}", address)
+        why = "inactive" if operator is not None and right else "wrong username or password"
+        log.warning("sign-in for %r from %s refused: %s", username, request.remote, why)
+        return _login_page(
+            request,
+            error=(
+                "账号已停用，请联系主管 / This account is switched off; ask a supervisor."
+                if why == "inactive"
+                else "用户名或密码错误 / Wrong username or password."
+            ),
+            status=401,
+            username=username,
+        )
+    failures.succeeded(f"user:{username}")
+    now = server.clock.now()
+    token = secrets.token_urlsafe(32)
+    web_config = server.config.web
+    async with AsyncSession(server.engine) as session, session.begin():
+        # Sessions that ended are cleared now and then, here, where they are made.
+        await session.execute(delete(m.WebSession).where(m.WebSession.expires_at <= now))
+        session.add(
+            m.WebSession(
+                token_sha256=token_digest(token),
+                operator_id=operator.id,
+                csrf_token=secrets.token_urlsafe(32),
+                created_at=now,
+                last_seen_at=now,
+                expires_at=now + timedelta(hours=web_config.session_max_hours),
+            )
+        )
+    log.info("operator %s signed in to the board from %s", operator.username, request.remote)
+    signed = web.HTTPSeeOther(HOME_PATH)
+    _set_cookie(
+        signed, request, SESSION_COOKIE, token, max_age=int(web_config.session_max_hours * 3600)
+    )
+    signed.del_cookie(LOGIN_CSRF_COOKIE, path="/")
+    raise signed
+
+
+@routes.post(LOGOUT_PATH)
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the session (CSRF-checked like any change), then the sign-in page."""
+    signed_in = await session_of(request)
+    if signed_in is not None:
+        form = await request.post()
+        if not same_origin(request) or not csrf_ok(request, signed_in, str(form.get("csrf", ""))):
+            raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
+        token = request.cookies[SESSION_COOKIE]
+        async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+            await session.execute(
+                delete(m.WebSession).where(m.WebSession.token_sha256 == token_digest(token))
+            )
+        log.info("operator %d signed out of the board", signed_in.operator_id)
+    signed_out = web.HTTPSeeOther(LOGIN_PATH)
+    signed_out.del_cookie(SESSION_COOKIE, path="/")
+    raise signed_out
+
+
+async def end_sessions(session: AsyncSession, operator_id: int) -> None:
+    """Sign an operator out everywhere (new password, switched off)."""
+    await session.execute(delete(m.WebSession).where(m.WebSession.operator_id == operator_id))
+
+
+def is_ended(now: datetime, row: m.WebSession, idle: timedelta) -> bool:
+    """Whether a session row has ended by time."""
+    return now >= row.expires_at or now >= row.last_seen_at + idle
