@@ -72,6 +72,8 @@ class BoardData:
         )
         self._carers: tuple[object, asyncio.Future[str]] | None = None
         self._service: tuple[float, date, asyncio.Future[dict[str, Any]]] | None = None
+        # The last snapshot read for the feed: (loop time it started, its JSON).
+        self._snapshot: tuple[float, asyncio.Future[str]] | None = None
         # How many times a call change was read from the database (for the benchmark).
         self.call_reads = 0
 
@@ -111,6 +113,25 @@ class BoardData:
             "stations": stations_view(carers, registry),
             "service": await self.service(),
         }
+
+    async def snapshot_json(self, since: float) -> str:
+        """The snapshot as JSON, from a read that started at loop time ``since`` or
+        later: boards connecting together share one read, and each still sees
+        everything that changed after it subscribed (those changes follow on its feed)."""
+        memo = self._snapshot
+        if memo is None or memo[0] < since:
+            started = asyncio.get_running_loop().time()
+            memo = (started, asyncio.ensure_future(self._read_snapshot_json()))
+            self._snapshot = memo
+        try:
+            return await asyncio.shield(memo[1])
+        except Exception:
+            if self._snapshot is memo:
+                self._snapshot = None
+            raise
+
+    async def _read_snapshot_json(self) -> str:
+        return _dumps(await self.snapshot())
 
     async def _render_call(self, update: Update) -> tuple[str, str]:
         """The message for one call change: ``call`` with the call as it now is, or
@@ -225,6 +246,11 @@ def board_data(app: web.Application) -> BoardData:
     return data
 
 
+def every_board_data() -> list[BoardData]:
+    """The board data of every application still running (benchmarks count its reads)."""
+    return list(_BOARDS.values())
+
+
 async def close_boards(app: web.Application) -> None:
     """``on_shutdown`` hook: tell every connected board the server is going away."""
     data = _BOARDS.get(app)
@@ -323,12 +349,12 @@ class BoardConnection:
         head = f'{{"type":"{kind}","seq":{self._seq}'
         await self._ws.send_str(head + "}" if body in ("", "{}") else f"{head},{body[1:]}")
 
-    async def _send_snapshot(self) -> None:
-        await self._send("snapshot", _dumps(await self._data.snapshot()))
+    async def _send_snapshot(self, since: float) -> None:
+        await self._send("snapshot", await self._data.snapshot_json(since))
 
-    async def run(self) -> None:
+    async def run(self, subscribed_at: float) -> None:
         """Serve the board until it disconnects or the server closes its socket."""
-        await self._send_snapshot()
+        await self._send_snapshot(subscribed_at)
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
             self._follow,
             self._write,
@@ -380,8 +406,9 @@ class BoardConnection:
                     # Later changes are queued again from here on; the snapshot read
                     # below sees at least everything they were dropped for.
                     self._resync_queued = False
+                    since = asyncio.get_running_loop().time()
                     await self._send("resync", "")
-                    await self._send_snapshot()
+                    await self._send_snapshot(since)
                 else:
                     await self._send(kind, body)
             except ConnectionError:
@@ -428,7 +455,8 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     try:
         # Subscribed before the snapshot is read, so no change falls between the two.
         async with request.app[SERVER].desk.feed.subscribe() as updates:
-            await BoardConnection(data, ws, updates).run()
+            subscribed_at = asyncio.get_running_loop().time()
+            await BoardConnection(data, ws, updates).run(subscribed_at)
     except asyncio.CancelledError:
         # The server stopped without closing us first (no on_shutdown hook ran).
         with contextlib.suppress(Exception):
