@@ -842,7 +842,8 @@ async function act(label, call, path, body = {}) {
     await refreshDetail();
   } catch (failure) {
     showConflict(failure);
-    renderDetail();
+    // The refusal usually means this board was behind: show the call as it now is.
+    await refreshDetail();
   }
 }
 

@@ -16,6 +16,11 @@ const CARER_COLOURS = {
 // Grid spacings in degrees, finest first; the first giving at most ~8 lines is used.
 const GRID_STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
 
+// Leaflet puts tooltip strings and divIcon html into the page as HTML.
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
 export function tileSettings() {
   const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content?.trim() || "";
   let url = "";
@@ -101,12 +106,12 @@ export class BoardMap {
         title: `${station.code} ${station.name}`,
         icon: L.divIcon({
           className: "station-icon",
-          html: station.code,
+          html: escapeHtml(station.code),
           iconSize: [34, 20],
           iconAnchor: [17, 10],
         }),
       })
-        .bindTooltip(`${this.label("map.station")} ${station.code} ${station.name}`)
+        .bindTooltip(escapeHtml(`${this.label("map.station")} ${station.code} ${station.name}`))
         .addTo(this.stationLayer);
     }
     // Carers often stand at the same spot (their station): spread them on a small ring
@@ -125,12 +130,12 @@ export class BoardMap {
         keyboard: false,
         icon: L.divIcon({
           className: `carer-dot carer-${carer.state}`,
-          html: `<span style="background:${CARER_COLOURS[carer.state] || "#999"}"></span>`,
+          html: `<span style="background:${CARER_COLOURS[carer.state] || "#999"}"></span>`, // our colours only
           iconSize: [14, 14],
           iconAnchor: [7 - dx, 7 - dy],
         }),
       })
-        .bindTooltip(`${carer.code} ${carer.name} · ${this.label(`carer.${carer.state}`)}`)
+        .bindTooltip(escapeHtml(`${carer.code} ${carer.name} · ${this.label(`carer.${carer.state}`)}`))
         .addTo(this.carerLayer);
     }
     for (const call of state.calls) {
@@ -144,7 +149,7 @@ export class BoardMap {
         zIndexOffset: 1000,
         icon: L.divIcon({ className: classes.join(" "), iconSize: [20, 20], iconAnchor: [10, 10] }),
       })
-        .bindTooltip(`${this.label("map.call")} ${call.id} · ${call.household.code}`)
+        .bindTooltip(escapeHtml(`${this.label("map.call")} ${call.id} · ${call.household.code} ${call.household.residents ?? ""}`))
         .on("click", () => this.onSelectCall(call.id))
         .addTo(this.callLayer);
     }
