@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from datetime import timedelta
 
 import aiohttp
 from playwright.async_api import Locator, Page, WebSocketRoute, expect
@@ -272,6 +273,29 @@ async def test_a_message_lost_on_the_way_makes_the_board_start_again_from_a_snap
     assert dropped, "no call message went through the feed"
     assert len(connections) == 2
     await expect(tab.page.locator("body")).to_have_attribute("data-connection", "live")
+
+
+async def test_an_escalation_sounds_on_the_board_and_waits_in_the_supervisors_queue(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that an emergency left untaken past its 30 s deadline raises an alarm on the
+    board, marks the card and puts the call in the supervisor's escalation queue."""
+    await passwords(api, "zhao.min")
+    tab = await open_tab()
+    await sign_in(tab, api.server.web_url, "zhao.min")
+    page = tab.page
+    call_id = await api.press("H0007")
+    await expect(card(page, call_id)).to_be_visible()
+    await expect(page.locator("#escalations")).to_contain_text("没有等待处理的升级")
+
+    api.clock.advance(timedelta(seconds=31))
+    alarm = page.locator(f'.alarm-message[data-call-id="{call_id}"]')
+    await expect(alarm).to_contain_text(f"呼叫 {call_id}：无人接手")
+    await expect(card(page, call_id).locator(".alerts")).to_contain_text("无人接手")
+    await expect(page.locator(f'#escalations li[data-call-id="{call_id}"]')).to_be_visible()
+    await expect(page.locator('[data-figure="open_escalations"] .value')).to_have_text("1")
+    await tab.screenshot("board-escalation")
+    assert tab.errors == []
 
 
 def free_port() -> int:

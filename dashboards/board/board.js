@@ -241,6 +241,10 @@ function applyMessage(message, expectSnapshot) {
   switch (message.type) {
     case "call": {
       const call = message.call;
+      // A call message is read when sent, so it may repeat what the snapshot had; an
+      // older version never replaces a newer one.
+      const held = state.calls.get(call.id);
+      if (held && (held.version ?? 0) > (call.version ?? 0)) break;
       if (OPEN_STATES.has(call.state)) state.calls.set(call.id, call);
       else state.calls.delete(call.id);
       renderCalls();
@@ -876,17 +880,26 @@ function showNotice(text) {
   noticeTimer = setTimeout(() => (notice.hidden = true), 4000);
 }
 
+function alarmText(message) {
+  if (message.watchdog === "station_uncovered") return t("alarm.station", { station: message.station ?? "" });
+  const step = message.step ?? "";
+  const params = { call: message.call_id ?? "", step: tOr(`step.${step}`, step) };
+  if (message.watchdog === "overdue") return t("alarm.overdue", params);
+  return message.call_id === null || message.call_id === undefined ? params.step : t("alarm.text", params);
+}
+
 function showAlarm(message) {
-  const callId = message.call_id ?? message.call?.id ?? "";
-  const step = message.step ?? message.action ?? message.alarm ?? "";
+  const callId = message.call_id ?? null;
   const item = h(
     "div",
-    { class: "banner banner-conflict alarm-message", dataset: { callId } },
-    `${t("alarm.title")}: `,
-    t("alarm.text", { call: callId, step: tOr(`step.${step}`, step) }),
+    { class: "banner banner-conflict alarm-message", dataset: { callId: callId ?? "" }, role: "alert" },
+    `${t("alarm.title")}: ${alarmText(message)}`,
   );
-  if (callId !== "") item.addEventListener("click", () => selectCall(Number(callId)));
-  $("alarms").append(item);
+  if (callId !== null) item.addEventListener("click", () => selectCall(Number(callId)));
+  const alarms = $("alarms");
+  alarms.prepend(item);
+  // The newest few stay; each goes after a minute (the card keeps showing the alert).
+  while (alarms.children.length > 4) alarms.lastElementChild.remove();
   setTimeout(() => item.remove(), 60000);
   beep();
 }

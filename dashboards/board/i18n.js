@@ -143,6 +143,8 @@ const STRINGS = {
     "escalations.none": "没有等待处理的升级",
     "alarm.title": "警报",
     "alarm.text": "呼叫 {call}：{step}",
+    "alarm.overdue": "呼叫 {call}：{step}，已超时未处理",
+    "alarm.station": "{station} 站没有空闲护理员",
   },
   en: {
     "app.title": "Call board",
@@ -285,6 +287,8 @@ const STRINGS = {
     "escalations.none": "No escalations waiting",
     "alarm.title": "Alarm",
     "alarm.text": "Call {call}: {step}",
+    "alarm.overdue": "Call {call}: {step}, overdue",
+    "alarm.station": "Station {station} has nobody free",
   },
 };
 
