@@ -178,6 +178,58 @@ async def test_a_call_is_worked_from_press_to_resolution_on_two_boards(
     assert first.errors == [] and second.errors == []
 
 
+async def test_notes_carer_reports_stand_down_and_cancel_from_the_board(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that an operator adds a note, reports for a carer who phoned in, stands a
+    carer down with a reason and cancels the call, all from the board, and that the
+    household's earlier calls show on the resident card."""
+    await passwords(api, "li.na")
+    tab = await open_tab()
+    await sign_in(tab, api.server.web_url, "li.na")
+    page = tab.page
+    call_id = await api.press("H0008")
+    await card(page, call_id).click()
+    await page.click('#detail [data-action="acknowledge"]')
+    await expect(card(page, call_id).locator(".owner")).to_contain_text("li.na")
+
+    # A half-written note survives the panel being redrawn by a live change.
+    paged = (await api.call(call_id))["assignments"][0]["carer"]
+    row = page.locator(f'#detail .assignments tr[data-carer="{paged}"]')
+    await page.fill("#note-text", "女儿在路上 daughter on her way")
+    accepted = await api.post(f"/api/calls/{call_id}/carers/{paged}/status", {"status": "accepted"})
+    assert accepted.status == 200, accepted
+    await expect(row).to_have_attribute("data-state", "accepted")
+    await expect(page.locator("#note-text")).to_have_value("女儿在路上 daughter on her way")
+    await page.click('#detail [data-action="note"]')
+    await expect(page.locator("#detail .history")).to_contain_text("daughter on her way")
+    await expect(page.locator("#note-text")).to_have_value("")
+
+    await row.locator('[data-status="on_the_way"]').click()
+    await expect(card(page, call_id).locator(".state-badge")).to_have_attribute(
+        "data-state", "on_the_way"
+    )
+    await row.locator("input").fill("车坏了 van broke down")
+    await row.locator('[data-action="stand-down"]').click()
+    await expect(row).to_have_attribute("data-state", "stood_down")
+
+    await page.select_option("#cancel-reason", "duplicate")
+    await page.click('#detail [data-action="cancel"]')
+    await expect(card(page, call_id)).to_have_count(0)
+    await expect(page.locator("#detail-state")).to_have_attribute("data-state", "cancelled")
+    history = await api.call(call_id)
+    assert history["cancel_reason"] == "duplicate"
+    assert any(
+        h["action"] == "stood_down" or "van broke down" in str(h["detail"])
+        for h in history["history"]
+    )
+
+    again = await api.press("H0008")
+    await card(page, again).click()
+    await expect(page.locator("#detail .last-calls")).to_contain_text("重复呼叫")
+    assert tab.errors == []
+
+
 async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -240,6 +292,12 @@ async def test_operator_and_supervisor_see_what_their_role_allows(
     await page.reload()
     await expect(page.locator("body")).to_have_attribute("data-connection", "live")
     await expect(page.locator("#calls-heading")).to_have_text("Open calls")
+
+    # Signing out ends the session: the board is gone until the next sign-in.
+    await page.click("#signout")
+    await expect(page).to_have_url(base + "/login")
+    await page.goto(base + "/board")
+    await expect(page).to_have_url(base + "/login")
     assert operator.errors == [] and supervisor.errors == []
 
 

@@ -599,6 +599,9 @@ function renderDetail() {
     return;
   }
   const household = call.household ?? {};
+  const focused = document.activeElement?.dataset?.draft;
+  const caret = focused ? [document.activeElement.selectionStart, document.activeElement.selectionEnd] : null;
+  const scroll = panel.parentElement.scrollTop;
   panel.replaceChildren(
     h(
       "div",
@@ -620,6 +623,18 @@ function renderDetail() {
       historySection(call),
     ),
   );
+  panel.parentElement.scrollTop = scroll;
+  if (focused) {
+    const again = panel.querySelector(`[data-draft="${CSS.escape(focused)}"]`);
+    again?.focus();
+    if (again && caret && typeof again.setSelectionRange === "function" && again.tagName !== "SELECT") {
+      try {
+        again.setSelectionRange(caret[0], caret[1]);
+      } catch {
+        /* not a text field */
+      }
+    }
+  }
   tick();
 }
 
@@ -678,7 +693,7 @@ function actionsSection(call) {
           ),
     ]);
   }
-  const pick = h("input", { id: "pick-carer", list: "carer-codes", placeholder: t("action.pick.placeholder"), size: 14 });
+  const pick = draft(h("input", { id: "pick-carer", list: "carer-codes", placeholder: t("action.pick.placeholder"), size: 14 }), "pick");
   append(section, [
     h(
       "div",
@@ -691,8 +706,8 @@ function actionsSection(call) {
   ]);
 
   // Close the call.
-  const outcome = h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o }, t(`outcome.${o}`))));
-  const reason = h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`))));
+  const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o }, t(`outcome.${o}`)))), "outcome");
+  const reason = draft(h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`)))), "reason");
   append(section, [
     h("div", { class: "row" }, outcome, h("button", { type: "button", dataset: { action: "resolve" }, onclick: () => act("resolve", call, "resolve", { outcome: outcome.value }) }, t("action.resolve"))),
     h("div", { class: "row" }, reason, h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act("cancel", call, "cancel", { reason: reason.value }) }, t("action.cancel"))),
@@ -743,7 +758,7 @@ function residentCard(household) {
 function assignmentsSection(call) {
   const working = canWork(call);
   const rows = (call.assignments ?? []).map((a) => {
-    const why = h("input", { placeholder: t("action.stand_down.why"), size: 10, "aria-label": t("action.stand_down.why") });
+    const why = draft(h("input", { placeholder: t("action.stand_down.why"), size: 10, "aria-label": t("action.stand_down.why") }), `why.${a.carer}`);
     return h(
       "tr",
       { dataset: { carer: a.carer, state: a.state, active: a.active } },
@@ -759,7 +774,7 @@ function assignmentsSection(call) {
                 h("button", { type: "button", class: "quiet", dataset: { action: "status", carer: a.carer, status }, onclick: () => act(`status.${status}`, call, `carers/${a.carer}/status`, { status }) }, t(`status.${status}`)),
               ),
               why,
-              h("button", { type: "button", class: "quiet", dataset: { action: "stand-down", carer: a.carer }, onclick: () => act("stand_down", call, `carers/${a.carer}/stand-down`, { why: why.value.trim() || t("action.stand_down") }) }, t("action.stand_down")),
+              h("button", { type: "button", class: "quiet", dataset: { action: "stand-down", carer: a.carer }, onclick: () => act("stand_down", call, `carers/${a.carer}/stand-down`, { why: why.value.trim() || t("action.stand_down") }).then((done) => done && forgetDraft(`why.${a.carer}`)) }, t("action.stand_down")),
             ]
           : "",
       ),
@@ -808,7 +823,7 @@ function lastCallsSection() {
 }
 
 function notesSection(call) {
-  const text = h("textarea", { id: "note-text", placeholder: t("action.note.placeholder"), "aria-label": t("action.note") });
+  const text = draft(h("textarea", { id: "note-text", placeholder: t("action.note.placeholder"), "aria-label": t("action.note") }), "note");
   return h(
     "section",
     { class: "note" },
@@ -833,6 +848,24 @@ function historySection(call) {
   );
 }
 
+// What the operator is typing or choosing in the detail panel, kept across redraws (a
+// live change to the call redraws the panel; nobody's half-written note may vanish).
+const drafts = new Map();
+
+function draft(element, field) {
+  const key = `${state.selected}:${field}`;
+  element.dataset.draft = field;
+  if (drafts.has(key)) element.value = drafts.get(key);
+  const keep = () => drafts.set(key, element.value);
+  element.addEventListener("input", keep);
+  element.addEventListener("change", keep);
+  return element;
+}
+
+function forgetDraft(field) {
+  drafts.delete(`${state.selected}:${field}`);
+}
+
 // ---------------------------------------------------------------------- actions
 
 async function act(label, call, path, body = {}) {
@@ -841,13 +874,19 @@ async function act(label, call, path, body = {}) {
   buttons.forEach((button) => (button.disabled = true));
   try {
     const result = await api("POST", `/api/calls/${call.id}/${path}`, body);
-    if (state.selected === call.id) state.detail = result;
+    if (state.selected === call.id) {
+      state.detail = result;
+      if (label === "note") forgetDraft("note");
+      if (label === "dispatch") forgetDraft("pick");
+    }
     showNotice(t("action.done", { what: actionName(label) }));
     await refreshDetail();
+    return true;
   } catch (failure) {
     showConflict(failure);
     // The refusal usually means this board was behind: show the call as it now is.
     await refreshDetail();
+    return false;
   }
 }
 
