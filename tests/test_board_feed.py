@@ -16,7 +16,9 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.domain.dispatch import rank_carers
 from callcenter.engine.feed import Update
 from callcenter.ingest.protocol import EventKind
+from callcenter.web import board as board_module
 from tests.api_support import Api, running_api, token_of
+from tests.ingest_support import eventually
 
 FEED = "/api/board/feed"
 # A guard against a hung test, not a measure of speed: messages come in milliseconds.
@@ -261,3 +263,36 @@ async def test_boards_are_closed_as_going_away_when_the_server_stops(
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
         assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
         await ws.close()
+
+
+async def test_every_board_is_handed_the_same_read_of_a_change(api: Api) -> None:
+    """Test that with two boards connected each change of an open call is read from the
+    database once, not once per board, and both boards get the same card."""
+    async with (
+        api.server.desk.feed.subscribe() as changes,
+        board(api) as first,
+        board(api, "wang.wei") as second,
+    ):
+        await receive(first), await receive(second)
+        (data,) = [d for d in board_module.every_board_data() if d.server is api.server]
+        reads_before = data.call_reads
+        call_id = await api.press("H0007")
+        assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
+        cards = []
+        for ws in (first, second):
+            cards.append(await until(ws, "call", lambda m: m["call"]["owner"] is not None))
+        assert cards[0] == {**cards[1], "seq": cards[0]["seq"]}
+        changed = 0
+
+        async def read_once_each() -> bool:
+            nonlocal changed
+            while not changes.empty():
+                change = changes.get_nowait()
+                assert change is not None
+                changed += change.kind == "call"
+            return data.call_reads - reads_before == changed
+
+        # Other loops (the outbox relay) may change the call meanwhile: wait until every
+        # change announced so far has been read, then compare.
+        await eventually(read_once_each, what="one read per change")
+        assert changed >= 2  # raised (and dispatched), acknowledged

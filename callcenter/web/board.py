@@ -49,7 +49,7 @@ SEND_QUEUE = 256
 CARERS_EVERY_S = 0.25
 # Service levels go out this often (real time: a board on screen ages in real time).
 SERVICE_EVERY_S = 10.0
-# Service levels are computed at most this often, whoever asks (boards, GET).
+# Service levels are computed at most this often for the boards (feed and GET /api/board).
 SERVICE_FRESH_S = 2.0
 # Rendered call changes remembered so every board is handed the first board's read.
 RENDERED_MEMORY = 1024
@@ -62,7 +62,7 @@ class BoardData:
     call changes (one read per change), carers and service levels."""
 
     def __init__(self, server: Running) -> None:
-        self._server = server
+        self.server = server
         self.zone = ZoneInfo(server.config.district.timezone)
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         # Keyed by the Update object's identity (each board's queue holds the same
@@ -80,21 +80,21 @@ class BoardData:
     # --- reading -----------------------------------------------------------------
 
     def _session(self) -> AsyncSession:
-        return AsyncSession(self._server.engine)
+        return AsyncSession(self.server.engine)
 
     async def _registry(self) -> Registry:
-        return await self._server.desk.district.registry()
+        return await self.server.desk.district.registry()
 
     def today(self) -> date:
         """Today in the district's time zone, by the server's clock."""
-        return self._server.clock.now().astimezone(self.zone).date()
+        return self.server.clock.now().astimezone(self.zone).date()
 
     async def board_calls(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """List entries with the household's position and residents added."""
         registry = await self._registry()
         if any(e["household"]["code"] not in registry.households_by_code for e in entries):
             # A household enrolled since the registry was read.
-            self._server.desk.district.invalidate()
+            self.server.desk.district.invalidate()
             registry = await self._registry()
         return [_board_call(entry, registry) for entry in entries]
 
@@ -103,10 +103,10 @@ class BoardData:
         async with self._session() as session:
             entries = await views.list_calls(session, views.CallFilter.OPEN, closed_limit=0)
         calls = await self.board_calls(entries)
-        carers = await self._server.desk.carer_snapshots()
+        carers = await self.server.desk.carer_snapshots()
         registry = await self._registry()
         return {
-            "at": views.iso(self._server.clock.now()),
+            "at": views.iso(self.server.clock.now()),
             "timezone": self.zone.key,
             "calls": calls,
             "carers": views.carers_view(carers, registry),
@@ -183,7 +183,7 @@ class BoardData:
             raise
 
     async def _read_carers(self) -> str:
-        carers = await self._server.desk.carer_snapshots()
+        carers = await self.server.desk.carer_snapshots()
         registry = await self._registry()
         return _dumps(
             {
@@ -209,15 +209,15 @@ class BoardData:
 
     async def read_service(self, day: date) -> dict[str, Any]:
         """Service levels of ``day``, computed now."""
-        carers = await self._server.desk.carer_snapshots()
+        carers = await self.server.desk.carer_snapshots()
         registry = await self._registry()
         async with self._session() as session:
             return await service_levels(
                 session,
                 day=day,
                 zone=self.zone,
-                now=self._server.clock.now(),
-                circle_s=self._server.config.calls.service_circle_s,
+                now=self.server.clock.now(),
+                circle_s=self.server.config.calls.service_circle_s,
                 carers=carers,
                 registry=registry,
             )
