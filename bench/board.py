@@ -53,7 +53,6 @@ from callcenter.clock import SystemClock
 from callcenter.engine.feed import Update
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
-from callcenter.web import board
 from callcenter.web.accounts import ensure_demo_operators
 
 OPEN_CALLS = 200
@@ -304,9 +303,9 @@ async def open_calls(server: Running, buttons: Buttons, households: Sequence[str
         await asyncio.sleep(0.2)
 
 
-def shared_reads() -> int:
-    """Call reads the boards' shared data has made so far (all servers in this process)."""
-    return sum(data.call_reads for data in board.every_board_data())
+def shared_reads(server: Running) -> int:
+    """Call reads the server's boards' shared data has made so far."""
+    return server.boards.call_reads if server.boards is not None else 0
 
 
 async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[str, Any]:
@@ -345,7 +344,7 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
                 gc.collect()
                 after_kb = resident_kb()
                 progress(f"boards connected (VmRSS {after_kb} kB)")
-                reads_before, updates_before = shared_reads(), watch.call_updates
+                reads_before, updates_before = shared_reads(server), watch.call_updates
                 progress(f"{plan.presses} presses, one every {plan.press_interval_s} s")
                 baseline = await paced(
                     buttons,
@@ -358,7 +357,7 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
                 progress(f"burst: {plan.burst} presses at once")
                 burst = await paced(buttons, watch, arrivals, pressed[plan.presses :], 0.0, "burst")
                 await asyncio.sleep(0.5)  # the last changes' reads
-                reads = shared_reads() - reads_before
+                reads = shared_reads(server) - reads_before
                 updates_seen = watch.call_updates - updates_before
                 resyncs = arrivals.resyncs
         finally:

@@ -16,7 +16,6 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.domain.dispatch import rank_carers
 from callcenter.engine.feed import Update
 from callcenter.ingest.protocol import EventKind
-from callcenter.web import board as board_module
 from tests.api_support import Api, running_api, token_of
 from tests.ingest_support import eventually
 
@@ -274,7 +273,8 @@ async def test_every_board_is_handed_the_same_read_of_a_change(api: Api) -> None
         board(api, "wang.wei") as second,
     ):
         await receive(first), await receive(second)
-        (data,) = [d for d in board_module.every_board_data() if d.server is api.server]
+        data = api.server.boards
+        assert data is not None
         reads_before = data.call_reads
         call_id = await api.press("H0007")
         assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200

@@ -9,7 +9,7 @@ from aiohttp import web
 from callcenter.web import auth, board, calls, carers, health, metrics, pages, sessions, sms, users
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
-from callcenter.web.state import FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
+from callcenter.web.state import BOARD, FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -30,6 +30,7 @@ def build_app(server: Running) -> web.Application:
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
     app[sessions.FAILURES] = sessions.FailureCounter()
+    app[BOARD] = server.boards = board.BoardData(server)
     for module in (auth, board, calls, carers, health, metrics, pages, sessions, sms, users):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)

@@ -34,7 +34,7 @@ from callcenter.web import views
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.service_levels import service_levels
-from callcenter.web.state import SERVER
+from callcenter.web.state import BOARD, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -234,28 +234,14 @@ class BoardData:
         )
 
 
-# One BoardData per running application; weak, so a stopped server's goes with it.
-_BOARDS: weakref.WeakKeyDictionary[web.Application, BoardData] = weakref.WeakKeyDictionary()
-
-
 def board_data(app: web.Application) -> BoardData:
-    """The shared board data of this application, made on first use."""
-    data = _BOARDS.get(app)
-    if data is None:
-        data = _BOARDS[app] = BoardData(app[SERVER])
-    return data
-
-
-def every_board_data() -> list[BoardData]:
-    """The board data of every application still running (benchmarks count its reads)."""
-    return list(_BOARDS.values())
+    """The boards' shared data of this application (made in build_app)."""
+    return app[BOARD]
 
 
 async def close_boards(app: web.Application) -> None:
     """``on_shutdown`` hook: tell every connected board the server is going away."""
-    data = _BOARDS.get(app)
-    if data is not None:
-        await data.close_all()
+    await app[BOARD].close_all()
 
 
 def _board_call(entry: dict[str, Any], registry: Registry) -> dict[str, Any]:

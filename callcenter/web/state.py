@@ -11,6 +11,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from callcenter.app import Running
     from callcenter.web.auth import DeskOperator
+    from callcenter.web.board import BoardData
     from callcenter.web.health import FollowerProgress
     from callcenter.web.metrics import Metrics
 
@@ -29,6 +30,8 @@ class CallRef:
 SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
 FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.follower_progress")
+# What every connected board shares: rendered cards, the snapshot in the making, sockets.
+BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")
 # Which household each call belongs to never changes, so it is remembered for log lines.
 HOUSEHOLD_OF_CALL: web.AppKey[dict[int, str]] = web.AppKey("callcenter.household_of_call")
 
