@@ -412,3 +412,21 @@ async def test_bad_requests_get_a_4xx_with_a_message(api: Api) -> None:
     ]
     # None of it changed the call.
     assert _actions(await api.call(call_id)) == ["raised", "dispatched"]
+
+
+async def test_one_households_calls_are_listed_by_its_code(api: Api) -> None:
+    """Test that ?household= lists that household's calls only, open or closed, and that
+    a code with anything but letters, digits, '_' or '-' is a 400."""
+    first = await api.press("H0003")
+    await api.post(f"/api/calls/{first}/acknowledge")
+    await api.post(f"/api/calls/{first}/resolve", {"outcome": "false_alarm"})
+    second = await api.press("H0003")
+    other = await api.press("H0004")
+    listed = await api.get("/api/calls?state=all&household=H0003")
+    assert [c["id"] for c in listed.body["calls"]] == [second, first]
+    closed = await api.get("/api/calls?state=closed&household=H0003")
+    assert [c["id"] for c in closed.body["calls"]] == [first]
+    assert [c["id"] for c in (await api.get("/api/calls?household=H0004")).body["calls"]] == [other]
+    assert (await api.get("/api/calls?household=H9999")).body["calls"] == []
+    bad = await api.get("/api/calls?household=H0003'--")
+    assert bad.status == 400 and "household" in bad.body["message"]

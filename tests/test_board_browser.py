@@ -408,3 +408,55 @@ async def test_board_reconnects_after_a_server_restart_and_shows_the_current_sta
     # While the server was away the browser said so for each attempt; nothing else failed.
     away = ("WebSocket", "ERR_CONNECTION_REFUSED")
     assert [e for e in tab.errors if not any(word in e for word in away)] == []
+
+
+async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that [web] map_tiles_url reaches the board's map, and that when the tile
+    server cannot be reached the map says so and still places stations and carers."""
+    with socket.socket() as probe:  # a port nothing listens on: every tile fails
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    web = api.server.config.web.model_copy(
+        update={
+            "map_tiles_url": f"http://127.0.0.1:{closed}/{{z}}/{{x}}/{{y}}.png",
+            "map_attribution": "test tiles",
+        }
+    )
+    api.server.config = api.server.config.model_copy(update={"web": web})
+    await passwords(api, "li.na")
+    tab = await open_tab()
+    await sign_in(tab, api.server.web_url, "li.na")
+    page = tab.page
+    await expect(page.locator("#map")).to_have_attribute("data-mode", "tiles")
+    await expect(page.locator("#map")).to_have_attribute("data-tiles", "failing")
+    await expect(page.locator("#map-mode")).to_contain_text("地图底图无法加载")
+    await expect(page.locator("#map .leaflet-control-attribution")).to_contain_text("test tiles")
+    assert await page.locator("#map .station-icon").count() >= 9
+    assert await page.locator("#map .carer-dot").count() >= 20
+
+
+async def test_a_storm_of_calls_shows_the_most_urgent_and_counts_the_rest(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that with more open calls than the board draws, it draws the most urgent
+    ones, says how many less urgent calls are left out, and still counts every
+    unacknowledged emergency in the tab title."""
+    storm = 160
+    await passwords(api, "li.na")
+    tab = await open_tab()
+    await sign_in(tab, api.server.web_url, "li.na")
+    page = tab.page
+    households = [f"H{n:04d}" for n in range(1, storm + 1)]
+    await publish_events(
+        api.broker.host,
+        api.broker.port,
+        api.prefix,
+        [(h, f"CB-{h}", f"storm-{h}") for h in households],
+        EventKind.EMERGENCY_PRESS,
+    )
+    await expect(page.locator("#calls-count")).to_contain_text(str(storm), timeout=30_000)
+    await expect(page.locator(".call-card")).to_have_count(150)
+    await expect(page.locator("#calls-more")).to_contain_text(str(storm - 150))
+    await expect(page).to_have_title(f"({storm}) 紧急 · 呼叫看板", timeout=10_000)

@@ -48,19 +48,21 @@ _CALLS = select(m.Call, m.Household.code, m.Household.address).join(
 
 
 async def list_calls(
-    session: AsyncSession, which: CallFilter, *, closed_limit: int
+    session: AsyncSession, which: CallFilter, *, closed_limit: int, household: str | None = None
 ) -> list[dict[str, Any]]:
     """Open calls most urgent first (priority, then presses, then age); closed calls
-    after them, most recently closed first, at most ``closed_limit`` of them."""
+    after them, most recently closed first, at most ``closed_limit`` of them; only the
+    household coded ``household``, when given."""
     rows: list[tuple[m.Call, str, str]] = []
+    calls = _CALLS if household is None else _CALLS.where(m.Household.code == household)
     if which in (CallFilter.OPEN, CallFilter.ALL):
-        query = _CALLS.where(m.Call.closed_at.is_(None)).order_by(
+        query = calls.where(m.Call.closed_at.is_(None)).order_by(
             m.Call.priority, m.Call.presses.desc(), m.Call.opened_at, m.Call.id
         )
         rows += [(c, code, address) for c, code, address in (await session.execute(query)).all()]
     if which in (CallFilter.CLOSED, CallFilter.ALL):
         query = (
-            _CALLS.where(m.Call.closed_at.is_not(None))
+            calls.where(m.Call.closed_at.is_not(None))
             .order_by(m.Call.closed_at.desc(), m.Call.id.desc())
             .limit(closed_limit)
         )

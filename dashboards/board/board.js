@@ -349,10 +349,31 @@ function renderAll() {
   tick();
 }
 
+// Cards drawn at most: the most urgent first, so what is left out is the least urgent;
+// a storm of hundreds of open calls must not freeze the board. The tab title and the
+// alarm sound count every call, drawn or not.
+const MAX_CARDS = 150;
+// Bursts of feed messages redraw the list once, this long after the first of them.
+const REDRAW_AFTER_MS = 50;
+let callsTimer = null;
+
 function renderCalls() {
+  updateAlarmState();
+  if (callsTimer) return;
+  callsTimer = setTimeout(() => {
+    callsTimer = null;
+    drawCalls();
+  }, REDRAW_AFTER_MS);
+}
+
+function drawCalls() {
   const list = $("calls");
   const calls = sortedCalls();
-  list.replaceChildren(...calls.map(callCard));
+  const shown = calls.slice(0, MAX_CARDS);
+  list.replaceChildren(...shown.map(callCard));
+  const more = $("calls-more");
+  more.hidden = calls.length <= shown.length;
+  more.textContent = t("calls.more", { n: calls.length - shown.length });
   $("calls-count").textContent = t("calls.count", { n: calls.length });
   const empty = $("calls-empty");
   empty.hidden = calls.length > 0;
@@ -534,8 +555,15 @@ function scheduleMap() {
   mapTimer = setTimeout(() => {
     mapTimer = null;
     if (!boardMap && typeof L !== "undefined") {
-      boardMap = new BoardMap($("map"), { onSelectCall: selectCall, label: t });
+      boardMap = new BoardMap($("map"), {
+        onSelectCall: selectCall,
+        label: t,
+        tiles: state.me?.map ?? {},
+      });
       $("map-mode").textContent = boardMap.offline ? t("map.offline") : "";
+      $("map").addEventListener("tiles-failing", () => {
+        $("map-mode").textContent = t("map.tiles_failing");
+      });
     }
     boardMap?.update({ calls: sortedCalls(), carers: state.carers, stations: state.stations, isAlarm });
   }, 200);
@@ -574,12 +602,15 @@ async function refreshDetail() {
     const open = OPEN_STATES.has(detail.state);
     const [candidates, lastCalls] = await Promise.all([
       open ? api("GET", `/api/calls/${id}/candidates`).catch(() => null) : null,
-      api("GET", "/api/calls?state=closed&limit=200").catch(() => null),
+      api(
+        "GET",
+        `/api/calls?state=closed&limit=6&household=${encodeURIComponent(detail.household?.code ?? "")}`,
+      ).catch(() => null),
     ]);
     if (state.selected !== id) return;
     state.candidates = candidates?.candidates ?? null;
     state.lastCalls = (lastCalls?.calls ?? [])
-      .filter((call) => call.household?.code === detail.household?.code && call.id !== id)
+      .filter((call) => call.id !== id)
       .slice(0, 5);
   } catch (failure) {
     if (failure.status === 404) state.detail = null;

@@ -21,7 +21,9 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 }
 
-export function tileSettings() {
+// Tiles: this browser's own choice (localStorage "board.tiles"), else the server's
+// [web] map_tiles_url (GET /api/me), else the page's meta tag; none means offline.
+export function tileSettings(server = {}) {
   const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content?.trim() || "";
   let url = "";
   try {
@@ -30,13 +32,13 @@ export function tileSettings() {
     url = "";
   }
   return {
-    url: url || meta("board-tiles"),
-    attribution: meta("board-tiles-attribution"),
+    url: url || server.tiles_url || meta("board-tiles"),
+    attribution: server.attribution || meta("board-tiles-attribution"),
   };
 }
 
 export class BoardMap {
-  constructor(element, { onSelectCall, label }) {
+  constructor(element, { onSelectCall, label, tiles = {} }) {
     this.element = element;
     this.onSelectCall = onSelectCall;
     this.label = label;
@@ -47,14 +49,22 @@ export class BoardMap {
       return;
     }
     this.map = L.map(element, { zoomControl: true, attributionControl: true, preferCanvas: false });
-    const tiles = tileSettings();
-    this.offline = !tiles.url;
+    const chosen = tileSettings(tiles);
+    this.offline = !chosen.url;
     element.dataset.mode = this.offline ? "offline" : "tiles";
     if (this.offline) {
       this.gridLayer = L.layerGroup().addTo(this.map);
       this.map.on("moveend zoomend", () => this.drawGrid());
     } else {
-      L.tileLayer(tiles.url, { maxZoom: 19, attribution: tiles.attribution }).addTo(this.map);
+      const layer = L.tileLayer(chosen.url, { maxZoom: 19, attribution: chosen.attribution });
+      // Tiles that do not load leave positions on a plain background: say so.
+      layer.on("tileerror", () => {
+        if (element.dataset.tiles !== "failing") {
+          element.dataset.tiles = "failing";
+          element.dispatchEvent(new CustomEvent("tiles-failing"));
+        }
+      });
+      layer.addTo(this.map);
     }
     this.stationLayer = L.layerGroup().addTo(this.map);
     this.carerLayer = L.layerGroup().addTo(this.map);
