@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from callcenter.config import Config, ConfigError, check_environment, load_config
 
@@ -91,15 +93,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(demo(config, press_interval_s=args.press_interval))
 
 
-def _cmd_operator(args: argparse.Namespace) -> int:
+def _on_current_schema(
+    args: argparse.Namespace,
+    work: Callable[[Config, argparse.Namespace], Coroutine[Any, Any, int]],
+    what: str,
+) -> int:
+    """Run ``work`` on the configured database; exit 2 saying so if its schema is not
+    current (``callcenter db upgrade``)."""
     from callcenter.store.migrate import SchemaNotCurrentError
 
     config = _load(args)
     try:
-        return asyncio.run(_operator(config, args))
+        return asyncio.run(work(config, args))
     except SchemaNotCurrentError as error:
-        print(f"cannot manage operators: {error}", file=sys.stderr)
+        print(f"cannot {what}: {error}", file=sys.stderr)
         return 2
+
+
+def _cmd_operator(args: argparse.Namespace) -> int:
+    return _on_current_schema(args, _operator, "manage operators")
 
 
 async def _operator(config: Config, args: argparse.Namespace) -> int:
@@ -144,14 +156,7 @@ async def _operator(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_users(args: argparse.Namespace) -> int:
-    from callcenter.store.migrate import SchemaNotCurrentError
-
-    config = _load(args)
-    try:
-        return asyncio.run(_users(config, args))
-    except SchemaNotCurrentError as error:
-        print(f"cannot manage users: {error}", file=sys.stderr)
-        return 2
+    return _on_current_schema(args, _users, "manage users")
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -211,14 +216,7 @@ async def _users(config: Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_phone(args: argparse.Namespace) -> int:
-    from callcenter.store.migrate import SchemaNotCurrentError
-
-    config = _load(args)
-    try:
-        return asyncio.run(_phone(config, args))
-    except SchemaNotCurrentError as error:
-        print(f"cannot read the phone marks: {error}", file=sys.stderr)
-        return 2
+    return _on_current_schema(args, _phone, "read the phone marks")
 
 
 async def _phone(config: Config, args: argparse.Namespace) -> int:
