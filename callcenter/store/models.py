@@ -506,3 +506,93 @@ class Cursor(Base):
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+# --- families, carers' links, audit, welfare calls (migration 0007) ------------------
+
+
+class FamilyCode(Base):
+    """A one-time sign-in code texted to a family member's phone; only its SHA-256 is
+    kept. Short-lived, single-use, and given up after a few wrong tries."""
+
+    __tablename__ = "family_codes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), index=True)
+    code_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The address that asked for it, for rate limits per address and the audit.
+    requested_from: Mapped[str] = mapped_column(String(64), default="")
+
+
+class FamilySession(Base):
+    """A family member signed in on their phone's browser: the cookie's token as its
+    SHA-256, the phone it proved, and its CSRF token. The phone decides which
+    households it may see: those listing it as a contact."""
+
+    __tablename__ = "family_sessions"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    phone: Mapped[str] = mapped_column(String(32), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class AuditEntry(Base):
+    """One read (or change) of a household's data, by whom: families, operators,
+    carers through their links. Administrators query it; nothing deletes from it."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    # As call histories name people: "family:+8613...", "operator:li.na", "carer:C003".
+    actor: Mapped[str] = mapped_column(String(96), index=True)
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"), index=True)
+    # What was done, e.g. "read_calls", "read_call", "read_household".
+    action: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(String(255), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ServerSecret(Base):
+    """A secret the server made itself on first start when the configuration gives none
+    (e.g. the key that signs carers' links), so it survives restarts and never sits in
+    code."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class WelfareState(enum.StrEnum):
+    DUE = "due"  # on this week's list, not yet made
+    DONE = "done"  # made, with an outcome
+    MISSED = "missed"  # the week ended without it
+
+
+class WelfareCall(Base):
+    """A weekly welfare call to one resident (over the configured age): due, done with
+    its outcome, or missed."""
+
+    __tablename__ = "welfare_calls"
+    __table_args__ = (UniqueConstraint("resident_id", "week_start"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    resident_id: Mapped[int] = mapped_column(ForeignKey("residents.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    # The Monday (district time) of the week the call belongs to.
+    week_start: Mapped[date] = mapped_column(Date, index=True)
+    state: Mapped[str] = mapped_column(String(16), default=WelfareState.DUE)
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(Text, default="")
+    done_by: Mapped[str | None] = mapped_column(String(96))
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
