@@ -123,3 +123,28 @@ async def test_demo_accounts_get_fresh_board_passwords_on_every_start(api: Api) 
         assert (await demo.sign_in(DEMO_SUPERVISOR, first[DEMO_SUPERVISOR])).status == 401
     async with browser(api) as demo:
         assert (await demo.sign_in(DEMO_SUPERVISOR, second[DEMO_SUPERVISOR])).status == 303
+
+
+async def test_reading_a_call_is_audited_and_only_administrators_read_the_audit(
+    api: Api,
+) -> None:
+    """Test that an operator's read of a call's detail (the household's data) is written
+    to the audit log with who, which household and what, that administrators can query it
+    by household and actor, and that nobody else may."""
+    call_id = await api.press("H0005")
+    assert (await api.get(f"/api/calls/{call_id}", who="wang.wei")).status == 200
+    assert (await api.get("/api/audit", who="zhao.min")).status == 403
+    assert (await api.get("/api/audit", who="li.na")).status == 403
+    found = await api.get("/api/audit?household=H0005", who="sun.admin")
+    assert found.status == 200
+    (entry,) = found.body["entries"]
+    assert (entry["actor"], entry["household"], entry["action"]) == (
+        "operator:wang.wei",
+        "H0005",
+        "read_call",
+    )
+    assert entry["detail"] == {"call_id": call_id} and entry["path"] == f"/api/calls/{call_id}"
+    by_actor = await api.get("/api/audit?actor=operator:li.na", who="sun.admin")
+    assert by_actor.body["entries"] == []
+    assert (await api.get("/api/audit?since=yesterday", who="sun.admin")).status == 400
+    assert (await api.get("/api/audit?limit=0", who="sun.admin")).status == 400

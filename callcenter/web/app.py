@@ -6,7 +6,19 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from callcenter.web import auth, board, calls, carers, health, metrics, pages, sessions, sms, users
+from callcenter.web import (
+    audit,
+    auth,
+    board,
+    calls,
+    carers,
+    health,
+    metrics,
+    pages,
+    sessions,
+    sms,
+    users,
+)
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import BOARD, FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
@@ -31,7 +43,19 @@ def build_app(server: Running) -> web.Application:
     app[HOUSEHOLD_OF_CALL] = {}
     app[sessions.FAILURES] = sessions.FailureCounter()
     app[BOARD] = server.boards = board.BoardData(server)
-    for module in (auth, board, calls, carers, health, metrics, pages, sessions, sms, users):
+    for module in (
+        audit,
+        auth,
+        board,
+        calls,
+        carers,
+        health,
+        metrics,
+        pages,
+        sessions,
+        sms,
+        users,
+    ):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)
     return app

@@ -23,7 +23,7 @@ from callcenter.domain.calls import (
     Resolve,
     StandDown,
 )
-from callcenter.web import views
+from callcenter.web import audit, views
 from callcenter.web.bodies import (
     CancelBody,
     DispatchBody,
@@ -143,7 +143,17 @@ def _limit(raw: str | None) -> int:
 
 @routes.get("/api/calls/{call_id}")
 async def call_detail(request: web.Request) -> web.Response:
+    """Everything about one call, household included: the read is audited."""
     ref = await _the_call(request)
+    registry = await request.app[SERVER].desk.district.registry()
+    household = registry.households_by_code.get(ref.household)
+    await audit.record(
+        request,
+        actor=str(request[OPERATOR].actor),
+        household_id=household.id if household is not None else None,
+        action="read_call",
+        detail={"call_id": ref.call_id},
+    )
     return await _detail(request, ref.call_id)
 
 

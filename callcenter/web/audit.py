@@ -1,0 +1,124 @@
+"""Who read which household's data, and when: the audit log.
+
+Every read of one household's data (a call's detail, a family's history page, a carer's
+link page) writes one row, in the same session that read it, with the reader as call
+histories name people (``operator:li.na``, ``family:+8613...``, ``carer:C003``), the
+address it came from and the path. Administrators query it with ``GET /api/audit``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.store import models as m
+from callcenter.web.auth import require_role
+from callcenter.web.errors import bad_request
+from callcenter.web.replies import json_reply
+from callcenter.web.state import SERVER
+from callcenter.web.views import iso
+
+routes = web.RouteTableDef()
+
+_MAX_ROWS = 1000
+_DEFAULT_ROWS = 200
+
+
+async def record_read(
+    session: AsyncSession,
+    request: web.Request,
+    *,
+    actor: str,
+    household_id: int | None,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Write one audit row for this request (committed with the caller's session)."""
+    session.add(
+        m.AuditEntry(
+            at=request.app[SERVER].clock.now(),
+            actor=actor[:96],
+            household_id=household_id,
+            action=action[:32],
+            path=request.path_qs[:255],
+            address=(request.remote or "")[:64],
+            detail=detail or {},
+        )
+    )
+    await session.flush()
+
+
+async def record(
+    request: web.Request,
+    *,
+    actor: str,
+    household_id: int | None,
+    action: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """``record_read`` in a transaction of its own."""
+    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+        await record_read(
+            session, request, actor=actor, household_id=household_id, action=action, detail=detail
+        )
+
+
+def _since(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(
+            f"since must be an ISO 8601 time such as 2026-11-23T00:00:00Z, not {raw[:40]!r}",
+            field="since",
+        ) from None
+    if moment.tzinfo is None:
+        raise bad_request("since needs a time zone, e.g. 2026-11-23T00:00:00Z", field="since")
+    return moment
+
+
+@routes.get("/api/audit")
+async def audit_log(request: web.Request) -> web.Response:
+    """Audit rows, newest first: ``?household=H0001``, ``?actor=family:+86...``,
+    ``?since=<ISO time>``, ``?limit=`` (1-1000, default 200). Administrators only."""
+    require_role(request, m.OperatorRole.ADMIN)
+    query = (
+        select(m.AuditEntry, m.Household.code)
+        .outerjoin(m.Household, m.Household.id == m.AuditEntry.household_id)
+        .order_by(m.AuditEntry.at.desc(), m.AuditEntry.id.desc())
+    )
+    household = request.query.get("household")
+    if household is not None:
+        query = query.where(m.Household.code == household)
+    actor = request.query.get("actor")
+    if actor is not None:
+        query = query.where(m.AuditEntry.actor == actor)
+    since = _since(request.query.get("since"))
+    if since is not None:
+        query = query.where(m.AuditEntry.at >= since)
+    raw_limit = request.query.get("limit", str(_DEFAULT_ROWS))
+    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_ROWS:
+        raise bad_request(f"limit must be a whole number from 1 to {_MAX_ROWS}", field="limit")
+    async with AsyncSession(request.app[SERVER].engine) as session:
+        rows = (await session.execute(query.limit(int(raw_limit)))).all()
+    return json_reply(
+        {
+            "entries": [
+                {
+                    "at": iso(entry.at),
+                    "actor": entry.actor,
+                    "household": code,
+                    "action": entry.action,
+                    "path": entry.path,
+                    "address": entry.address,
+                    "detail": entry.detail,
+                }
+                for entry, code in rows
+            ]
+        }
+    )
