@@ -433,8 +433,8 @@ async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
     await expect(page.locator("#map")).to_have_attribute("data-tiles", "failing")
     await expect(page.locator("#map-mode")).to_contain_text("地图底图无法加载")
     await expect(page.locator("#map .leaflet-control-attribution")).to_contain_text("test tiles")
-    assert await page.locator("#map .station-icon").count() >= 9
-    assert await page.locator("#map .carer-dot").count() >= 20
+    await expect(page.locator("#map .station-icon")).to_have_count(9)
+    await page.wait_for_function("document.querySelectorAll('#map .carer-dot').length >= 20")
 
 
 async def test_a_storm_of_calls_shows_the_most_urgent_and_counts_the_rest(

@@ -340,7 +340,7 @@ function renderAll() {
   for (const element of document.querySelectorAll("[data-min-role]")) {
     element.hidden = rank() < (ROLE_RANK[element.dataset.minRole] ?? 99);
   }
-  $("map-mode").textContent = boardMap?.offline ? t("map.offline") : "";
+  $("map-mode").textContent = mapModeText();
   renderService();
   renderCalls();
   renderStations();
@@ -550,6 +550,12 @@ function renderEscalations() {
 let boardMap = null;
 let mapTimer = null;
 
+// Above the map: offline mode, or tiles that do not load (positions still shown).
+function mapModeText() {
+  if (boardMap?.offline) return t("map.offline");
+  return boardMap?.tilesFailing ? t("map.tiles_failing") : "";
+}
+
 function scheduleMap() {
   if (mapTimer) return;
   mapTimer = setTimeout(() => {
@@ -560,9 +566,9 @@ function scheduleMap() {
         label: t,
         tiles: state.me?.map ?? {},
       });
-      $("map-mode").textContent = boardMap.offline ? t("map.offline") : "";
+      $("map-mode").textContent = mapModeText();
       $("map").addEventListener("tiles-failing", () => {
-        $("map-mode").textContent = t("map.tiles_failing");
+        $("map-mode").textContent = mapModeText();
       });
     }
     boardMap?.update({ calls: sortedCalls(), carers: state.carers, stations: state.stations, isAlarm });

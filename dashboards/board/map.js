@@ -59,7 +59,8 @@ export class BoardMap {
       const layer = L.tileLayer(chosen.url, { maxZoom: 19, attribution: chosen.attribution });
       // Tiles that do not load leave positions on a plain background: say so.
       layer.on("tileerror", () => {
-        if (element.dataset.tiles !== "failing") {
+        if (!this.tilesFailing) {
+          this.tilesFailing = true;
           element.dataset.tiles = "failing";
           element.dispatchEvent(new CustomEvent("tiles-failing"));
         }
