@@ -476,6 +476,20 @@ class CallsConfig(_Section):
         return self.service_circle_min * 60
 
 
+class WelfareConfig(_Section):
+    """The weekly welfare calls operators make to the oldest residents (docs/welfare.md)."""
+
+    min_age: int = Field(
+        80,
+        ge=0,
+        le=130,
+        description=(
+            "residents this old or older in a week (the year the week ends in, less their "
+            "birth year) get a welfare call that week"
+        ),
+    )
+
+
 class Config(BaseModel):
     """The whole configuration, after the file and the environment are merged."""
 
@@ -490,6 +504,7 @@ class Config(BaseModel):
     web: WebConfig = WebConfig()
     sms: SmsConfig = SmsConfig()
     calls: CallsConfig = CallsConfig()
+    welfare: WelfareConfig = WelfareConfig()
 
     def policy_book(self) -> PolicyBook:
         """Every call type's escalation policy: the configured ones, else the defaults."""
