@@ -26,6 +26,7 @@ from callcenter.engine.follower import EventFollower
 from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
+from callcenter.engine.welfare import WelfareList
 from callcenter.ingest.service import Ingest
 from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
@@ -133,7 +134,13 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             interval_s=config.calls.watchdog_interval_s,
             overdue_s=config.calls.overdue_alarm_s,
         )
-        loops = (ingest, follower, scheduler, commands, relay, watchdog, desk.district)
+        welfare = WelfareList(
+            engine,
+            clock,
+            zone=ZoneInfo(config.district.timezone),
+            min_age=config.welfare.min_age,
+        )
+        loops = (ingest, follower, scheduler, commands, relay, watchdog, desk.district, welfare)
         running = Running(
             config,
             clock,
@@ -155,6 +162,8 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         running.web_url, running.web_port = web_server.url, web_server.port
         if not texts.account.public_url:  # Twilio's status callbacks come to the API
             texts.account = replace(texts.account, public_url=running.web_url)
+        # Carers open their dispatch links from their phones: the public address if any.
+        desk.link_base = config.sms.public_url or running.web_url
         if fake_twilio is not None:  # answers typed on the fake's page come to our webhook
             fake_twilio.inbound_url = texts.account.public_url.rstrip("/") + INBOUND_PATH
         async with asyncio.TaskGroup() as tasks:
@@ -165,6 +174,7 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             tasks.create_task(relay.run(), name="callcenter.outbox")
             tasks.create_task(watchdog.run(), name="callcenter.watchdog")
             tasks.create_task(desk.district.run(), name="callcenter.district")
+            tasks.create_task(welfare.run(), name="callcenter.welfare")
             try:
                 yield running
             finally:

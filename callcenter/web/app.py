@@ -19,6 +19,7 @@ from callcenter.web import (
     sessions,
     sms,
     users,
+    welfare,
 )
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
@@ -57,6 +58,7 @@ def build_app(server: Running) -> web.Application:
         sessions,
         sms,
         users,
+        welfare,
     ):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)
