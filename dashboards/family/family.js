@@ -240,11 +240,11 @@ async function boot() {
     $("phone-form").hidden = false;
   });
   $("sign-out").addEventListener("click", signOut);
+  // The server sends a signed-in phone from /family/login to /family and anyone else the
+  // other way, so the sign-in page need not ask who is signed in.
+  if (location.pathname === "/family/login") return showSignIn();
   const me = await call("GET", "/family/api/me");
-  if (me.status !== 200) {
-    if (location.pathname !== "/family/login") return signedOut();
-    return showSignIn();
-  }
+  if (me.status !== 200) return signedOut();
   state.csrf = me.data.csrf_token;
   state.timezone = me.data.timezone;
   if (!localStorage.getItem("family.language")) {
