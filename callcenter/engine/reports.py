@@ -1,0 +1,324 @@
+"""Supervisors' reports for a period: how fast calls were taken and carers reached the
+door, per station and per carer, from the calls' own records.
+
+Every figure is defined in docs/reports.md; the definitions live here once, as the code
+that computes them. A report reads only ``calls``, ``call_history`` and
+``call_assignments`` (with the households' home stations and the carers' names), so it
+can be recomputed from those rows by anyone who doubts it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.call_types import CallType
+from callcenter.store import models as m
+
+# Acknowledgement targets the district promises, in seconds.
+ACK_TARGETS_S = (60, 180)
+# History actions that mean a carer took the call on (a report may skip ahead).
+ACCEPTED_OR_LATER = frozenset({"accepted", "on_the_way", "on_scene"})
+# How a carer's part can end without them going: each is one history action.
+REFUSALS = ("declined", "no_answer", "unreachable")
+# The longest period one report covers: a year, leap day included.
+MAX_PERIOD_DAYS = 366
+
+
+def period_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """The district's local days ``first`` to ``last`` (inclusive) as [start, end)."""
+    start = datetime.combine(first, time(0), tzinfo=zone)
+    end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
+    return start, end
+
+
+def nearest_rank(values: Sequence[float], percent: float) -> float | None:
+    """The nearest-rank percentile: the smallest value with at least ``percent`` % of the
+    values at or below it. None without values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return round(ordered[rank - 1], 1)
+
+
+def median(values: Sequence[float]) -> float | None:
+    return None if not values else round(statistics.median(values), 1)
+
+
+def share(count: int, of: int) -> dict[str, Any]:
+    """``count`` of ``of`` with the share (None when nothing counted), to 4 places."""
+    return {"count": count, "of": of, "share": None if of == 0 else round(count / of, 4)}
+
+
+@dataclass
+class CallFacts:
+    """One call of the period with the moments the report measures."""
+
+    id: int
+    call_type: str
+    station: str
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    closed_at: datetime | None
+    state: str
+    on_scene_at: datetime | None = None
+    # (step, reason) of each escalation-history entry, in order.
+    escalations: list[tuple[str, str]] = field(default_factory=list)
+
+    def age_s(self, now: datetime) -> float:
+        """Seconds from opening to closing, or to ``now`` while it is open."""
+        return max(0.0, ((self.closed_at or now) - self.opened_at).total_seconds())
+
+    def after_s(self, moment: datetime | None) -> float | None:
+        return None if moment is None else max(0.0, (moment - self.opened_at).total_seconds())
+
+
+@dataclass
+class CarerPart:
+    """One carer sent to one call (one ``call_assignments`` row) and what they did."""
+
+    carer: str
+    call_id: int
+    dispatched_at: datetime
+    accepted_at: datetime | None = None
+    on_scene_at: datetime | None = None
+    ended: str | None = None  # declined, no_answer or unreachable
+
+
+def escalation_of(action: str, detail: dict[str, Any]) -> tuple[str, str] | None:
+    """The (step, reason) a history entry counts as, or None if it is no escalation.
+
+    - ``escalated`` (a step counted from the call's opening ran): the step's name, and
+      ``detail.early`` when it ran before its time (e.g. "nobody to send: no free carer
+      on shift"), else ``not <milestone> in time``;
+    - ``no_answer`` (a paged carer's own step ran out): the step's name and ``carer did
+      not accept in time``;
+    - ``unreachable`` (a page could not be delivered): ``unreachable`` and the recorded
+      ``why``;
+    - ``nobody_to_send``: ``nobody_to_send`` and the recorded ``why``."""
+    if action == "escalated":
+        early = detail.get("early")
+        reason = early if early else f"not {detail.get('waited_for', '?')} in time"
+        return str(detail.get("step", "?")), str(reason)
+    if action == "no_answer":
+        return str(detail.get("step", "unaccepted")), "carer did not accept in time"
+    if action in ("unreachable", "nobody_to_send"):
+        return action, str(detail.get("why", "?"))
+    return None
+
+
+def ack_share(calls: Iterable[CallFacts], target_s: float, now: datetime) -> dict[str, Any]:
+    """Calls acknowledged within ``target_s``, among calls whose answer is known: those
+    acknowledged (in time or late) and those that went longer than the target without
+    it. A call closed unacknowledged before the target counts neither way."""
+    hits = counted = 0
+    for call in calls:
+        ack = call.after_s(call.acknowledged_at)
+        if ack is not None:
+            counted += 1
+            hits += ack <= target_s
+        elif call.age_s(now) > target_s:
+            counted += 1
+    return share(hits, counted)
+
+
+def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[str, Any]:
+    """The report's figures over ``calls`` (the district's, or one station's)."""
+    by_type = Counter(c.call_type for c in calls)
+    on_scene = [s for c in calls if (s := c.after_s(c.on_scene_at)) is not None]
+    within = sum(1 for s in on_scene if s <= circle_s)
+    open_misses = sum(
+        1
+        for c in calls
+        if c.closed_at is None and c.on_scene_at is None and c.age_s(now) > circle_s
+    )
+    steps = Counter(e for c in calls for e in c.escalations)
+    handled = [c for c in calls if c.closed_at is not None]
+    resolved = sum(1 for c in handled if c.state == "resolved")
+    return {
+        "calls": len(calls),
+        "by_type": {t.value: by_type.get(t.value, 0) for t in CallType},
+        "acknowledged_within_60s": ack_share(calls, ACK_TARGETS_S[0], now),
+        "acknowledged_within_180s": ack_share(calls, ACK_TARGETS_S[1], now),
+        "on_scene": {
+            "calls": len(on_scene),
+            "p50_s": nearest_rank(on_scene, 50),
+            "p90_s": nearest_rank(on_scene, 90),
+            "max_s": None if not on_scene else round(max(on_scene), 1),
+        },
+        "on_scene_within_circle": share(within, len(on_scene) + open_misses),
+        "escalations": {
+            "calls": sum(1 for c in calls if c.escalations),
+            "entries": sum(steps.values()),
+            "by_step": [
+                {"step": step, "reason": reason, "count": n}
+                for (step, reason), n in sorted(steps.items(), key=lambda i: (-i[1], i[0]))
+            ],
+        },
+        "handled": len(handled),
+        "resolved": resolved,
+        "cancelled": len(handled) - resolved,
+        "open": len(calls) - len(handled),
+        "resolution_rate": None if not handled else round(resolved / len(handled), 4),
+    }
+
+
+def carer_figures(parts: Sequence[CarerPart], calls: dict[int, CallFacts]) -> dict[str, Any]:
+    """One carer's figures over every time they were sent in the period."""
+    sent_to = {p.call_id for p in parts}
+    closed = [calls[i] for i in sent_to if calls[i].closed_at is not None]
+    resolved = sum(1 for c in closed if c.state == "resolved")
+
+    def waits(moment: str) -> list[float]:
+        return [
+            (at - p.dispatched_at).total_seconds()
+            for p in parts
+            if (at := getattr(p, moment)) is not None
+        ]
+
+    return {
+        "dispatched": len(parts),
+        "accepted": sum(1 for p in parts if p.accepted_at is not None),
+        **{ended: sum(1 for p in parts if p.ended == ended) for ended in REFUSALS},
+        "on_scene": sum(1 for p in parts if p.on_scene_at is not None),
+        "calls": len(sent_to),
+        "calls_closed": len(closed),
+        "calls_resolved": resolved,
+        "resolution_share": None if not closed else round(resolved / len(closed), 4),
+        "median_to_accept_s": median(waits("accepted_at")),
+        "median_to_arrive_s": median(waits("on_scene_at")),
+    }
+
+
+def _part_for(parts: list[CarerPart], at: datetime) -> CarerPart | None:
+    """The assignment a carer's history entry belongs to: their latest one on the call
+    paged at or before it."""
+    found = None
+    for part in parts:
+        if part.dispatched_at <= at:
+            found = part
+    return found
+
+
+async def report(
+    session: AsyncSession,
+    *,
+    first: date,
+    last: date,
+    zone: ZoneInfo,
+    now: datetime,
+    circle_s: float,
+) -> dict[str, Any]:
+    """The report of the local days ``first`` to ``last`` as of ``now``: the district's
+    figures, each station's (every station listed) and each carer's who was sent."""
+    start, end = period_bounds(first, last, zone)
+    stations = (await session.execute(select(m.Station).order_by(m.Station.code))).scalars().all()
+    station_code = {s.id: s.code for s in stations}
+    rows = (
+        await session.execute(
+            select(m.Call, m.Household.home_station_id)
+            .join(m.Household, m.Household.id == m.Call.household_id)
+            .where(m.Call.opened_at >= start, m.Call.opened_at < end)
+            .order_by(m.Call.id)
+        )
+    ).all()
+    calls = {
+        call.id: CallFacts(
+            id=call.id,
+            call_type=call.call_type,
+            station=station_code[home],
+            opened_at=call.opened_at,
+            acknowledged_at=call.acknowledged_at,
+            closed_at=call.closed_at,
+            state=call.state,
+        )
+        for call, home in rows
+    }
+    carers = {c.id: c for c in (await session.execute(select(m.Carer))).scalars().all()}
+    parts: dict[tuple[int, str], list[CarerPart]] = defaultdict(list)
+    history: Sequence[m.CallHistory] = []
+    if calls:
+        ids = list(calls)
+        assignments = (
+            await session.execute(
+                select(m.CallAssignment)
+                .where(m.CallAssignment.call_id.in_(ids))
+                .order_by(m.CallAssignment.call_id, m.CallAssignment.seq)
+            )
+        ).scalars()
+        for a in assignments:
+            code = carers[a.carer_id].code
+            parts[(a.call_id, code)].append(CarerPart(code, a.call_id, a.dispatched_at))
+        history = (
+            (
+                await session.execute(
+                    select(m.CallHistory)
+                    .where(m.CallHistory.call_id.in_(ids))
+                    .order_by(m.CallHistory.id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for entry in history:
+        call = calls[entry.call_id]
+        escalation = escalation_of(entry.action, entry.detail)
+        if escalation is not None:
+            call.escalations.append(escalation)
+        if entry.action == "on_scene" and call.on_scene_at is None:
+            call.on_scene_at = entry.at
+        carer = entry.detail.get("carer")
+        if not isinstance(carer, str):
+            continue
+        part = _part_for(parts.get((entry.call_id, carer), []), entry.at)
+        if part is None:
+            continue
+        if entry.action in ACCEPTED_OR_LATER and part.accepted_at is None:
+            part.accepted_at = entry.at
+        if entry.action == "on_scene" and part.on_scene_at is None:
+            part.on_scene_at = entry.at
+        if entry.action in REFUSALS and part.ended is None:
+            part.ended = entry.action
+
+    every = list(calls.values())
+    by_carer: dict[str, list[CarerPart]] = defaultdict(list)
+    for (_, code), carer_parts in parts.items():
+        by_carer[code].extend(carer_parts)
+    carer_by_code = {c.code: c for c in carers.values()}
+    return {
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "timezone": zone.key,
+        "starts_at": start,
+        "ends_at": end,
+        "at": now,
+        "service_circle_min": round(circle_s / 60, 1),
+        "district": figures(every, now, circle_s),
+        "stations": [
+            {
+                "code": s.code,
+                "name": s.name,
+                **figures([c for c in every if c.station == s.code], now, circle_s),
+            }
+            for s in stations
+        ],
+        "carers": [
+            {
+                "code": code,
+                "name": carer_by_code[code].name,
+                "station": station_code[carer_by_code[code].station_id],
+                **carer_figures(by_carer[code], calls),
+            }
+            for code in sorted(by_carer)
+        ],
+    }

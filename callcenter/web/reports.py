@@ -1,0 +1,246 @@
+"""Supervisors' reports over HTTP: the figures as JSON, as CSV for spreadsheets, and the
+chart page (dashboards/reports/) that draws them.
+
+Reports show how well the service ran, station by station and carer by carer; they are
+for supervisors and administrators, not for the operators they measure. The figures are
+defined in docs/reports.md and computed in callcenter/engine/reports.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.call_types import CallType
+from callcenter.engine.reports import MAX_PERIOD_DAYS, report
+from callcenter.store import models as m
+from callcenter.web import sessions
+from callcenter.web.auth import require_role
+from callcenter.web.errors import bad_request
+from callcenter.web.pages import DASHBOARDS
+from callcenter.web.replies import json_reply
+from callcenter.web.state import SERVER
+from callcenter.web.views import iso
+
+REPORTS_PATH = "/reports"
+REPORTS_PAGE = DASHBOARDS / "reports" / "index.html"
+CSV_KINDS = ("station", "carer")
+
+routes = web.RouteTableDef()
+
+
+def _day(request: web.Request, name: str, today: date) -> date:
+    raw = request.query.get(name)
+    example = today.isoformat()
+    if raw is None:
+        raise bad_request(
+            f"say which days: ?from=YYYY-MM-DD&to=YYYY-MM-DD (district days, inclusive), "
+            f"e.g. ?from={example}&to={example}; {name} is missing",
+            field=name,
+        )
+    try:
+        # fromisoformat also takes 20261123; only the written-out form is meant.
+        day = date.fromisoformat(raw) if len(raw) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise bad_request(
+            f"{name} must be a date written YYYY-MM-DD, e.g. {example}; not {raw!r}",
+            field=name,
+        )
+    return day
+
+
+def _period(request: web.Request, today: date) -> tuple[date, date]:
+    """The ?from= and ?to= days; 400 when either is not a date, they are reversed, or
+    they span more than MAX_PERIOD_DAYS."""
+    first = _day(request, "from", today)
+    last = _day(request, "to", today)
+    if last < first:
+        raise bad_request(
+            f"to ({last}) is before from ({first}); give the earlier day as from",
+            field="to",
+        )
+    days = (last - first).days + 1
+    if days > MAX_PERIOD_DAYS:
+        raise bad_request(
+            f"a report covers at most {MAX_PERIOD_DAYS} days; {first} to {last} is {days} "
+            "days: ask for it a year at a time",
+            field="to",
+        )
+    return first, last
+
+
+async def _report(request: web.Request) -> dict[str, Any]:
+    """The report the query asks for, by a supervisor or administrator (403 otherwise)."""
+    require_role(request, m.OperatorRole.SUPERVISOR)
+    server = request.app[SERVER]
+    zone = ZoneInfo(server.config.district.timezone)
+    now = server.clock.now()
+    first, last = _period(request, now.astimezone(zone).date())
+    async with AsyncSession(server.engine) as session:
+        return await report(
+            session,
+            first=first,
+            last=last,
+            zone=zone,
+            now=now,
+            circle_s=server.config.calls.service_circle_s,
+        )
+
+
+@routes.get("/api/reports")
+async def reports_json(request: web.Request) -> web.Response:
+    """The period's figures: district totals, every station, every carer who was sent."""
+    found = await _report(request)
+    for moment in ("starts_at", "ends_at", "at"):
+        found[moment] = iso(found[moment])
+    return json_reply(found)
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def station_rows(found: dict[str, Any]) -> list[list[Any]]:
+    """One row per station, then the district's, under a header row."""
+    header = ["station", "name", "calls", *(t.value for t in CallType)]
+    header += [
+        "ack_60s",
+        "ack_60s_of",
+        "ack_60s_share",
+        "ack_180s",
+        "ack_180s_of",
+        "ack_180s_share",
+        "on_scene_calls",
+        "on_scene_p50_s",
+        "on_scene_p90_s",
+        "on_scene_max_s",
+        "on_scene_within_circle",
+        "on_scene_within_circle_of",
+        "on_scene_within_circle_share",
+        "escalated_calls",
+        "escalations",
+        "escalations_by_step",
+        "handled",
+        "resolved",
+        "cancelled",
+        "open",
+        "resolution_rate",
+    ]
+    district = {"code": "district", "name": "", **found["district"]}
+    rows: list[list[Any]] = [header]
+    for f in [*found["stations"], district]:
+        row = [f["code"], f["name"], f["calls"], *(f["by_type"][t.value] for t in CallType)]
+        for key in ("acknowledged_within_60s", "acknowledged_within_180s"):
+            row += [f[key]["count"], f[key]["of"], f[key]["share"]]
+        scene = f["on_scene"]
+        row += [scene["calls"], scene["p50_s"], scene["p90_s"], scene["max_s"]]
+        circle = f["on_scene_within_circle"]
+        row += [circle["count"], circle["of"], circle["share"]]
+        esc = f["escalations"]
+        row += [
+            esc["calls"],
+            esc["entries"],
+            "; ".join(f"{e['step']} ({e['reason']}): {e['count']}" for e in esc["by_step"]),
+        ]
+        row += [f["handled"], f["resolved"], f["cancelled"], f["open"], f["resolution_rate"]]
+        rows.append([_cell(v) for v in row])
+    return rows
+
+
+CARER_COLUMNS = (
+    "dispatched",
+    "accepted",
+    "declined",
+    "no_answer",
+    "unreachable",
+    "on_scene",
+    "calls",
+    "calls_closed",
+    "calls_resolved",
+    "resolution_share",
+    "median_to_accept_s",
+    "median_to_arrive_s",
+)
+
+
+def carer_rows(found: dict[str, Any]) -> list[list[Any]]:
+    """One row per carer who was sent in the period, under a header row."""
+    rows: list[list[Any]] = [["carer", "name", "station", *CARER_COLUMNS]]
+    for c in found["carers"]:
+        rows.append(
+            [_cell(v) for v in (c["code"], c["name"], c["station"])]
+            + [_cell(c[k]) for k in CARER_COLUMNS]
+        )
+    return rows
+
+
+@routes.get("/api/reports.csv")
+async def reports_csv(request: web.Request) -> web.Response:
+    """The period's figures per station (``by=station``, the default) or per carer, as a
+    CSV file to download."""
+    by = request.query.get("by", "station")
+    if by not in CSV_KINDS:
+        raise bad_request(
+            f"by must be one of: {', '.join(CSV_KINDS)}; not {by!r}",
+            field="by",
+            allowed=list(CSV_KINDS),
+        )
+    found = await _report(request)
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(
+        station_rows(found) if by == "station" else carer_rows(found)
+    )
+    name = f"report-{by}-{found['from']}-to-{found['to']}.csv"
+    return web.Response(
+        # A byte-order mark lets spreadsheet programs read the Chinese names as UTF-8.
+        body=("\ufeff" + out.getvalue()).encode(),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _refused_page(name: str) -> web.Response:
+    text = html.escape(
+        f"{name}: reports are for supervisors and administrators. 报表仅供主管和管理员查看。"
+    )
+    return web.Response(
+        status=403,
+        content_type="text/html",
+        charset="utf-8",
+        text=(
+            '<!doctype html><html><head><meta charset="utf-8"><title>403</title></head>'
+            f'<body><p>{text}</p><p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p>'
+            "</body></html>"
+        ),
+    )
+
+
+@routes.get(REPORTS_PATH)
+async def reports_page(request: web.Request) -> web.StreamResponse:
+    """The chart page, for signed-in supervisors and administrators; others see why not."""
+    signed_in = await sessions.session_of(request)
+    if signed_in is None:
+        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+    async with AsyncSession(request.app[SERVER].engine) as session:
+        operator = await session.get(m.Operator, signed_in.operator_id)
+    if operator is None:
+        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+    if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[m.OperatorRole.SUPERVISOR]:
+        return _refused_page(operator.username)
+    if not REPORTS_PAGE.is_file():
+        raise web.HTTPNotFound(text=f"the reports page is missing: {REPORTS_PAGE}")
+    response = web.FileResponse(REPORTS_PAGE)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    return response
