@@ -3,6 +3,7 @@
 // from it. Nothing the server sends is ever put in the page as HTML.
 import { language, locale, setLanguage, t, tOr } from "./i18n.js";
 import { BoardMap } from "./map.js";
+import { WelfarePanel } from "./welfare.js";
 
 const FEED_PATH = "/api/board/feed";
 const BACKOFF_FIRST_MS = 500;
@@ -345,6 +346,7 @@ function renderAll() {
   renderCalls();
   renderStations();
   renderDetail();
+  welfare?.render();
   scheduleMap();
   tick();
 }
@@ -1096,6 +1098,9 @@ async function start() {
   boot();
 }
 
+// The weekly welfare calls (welfare.js), made once we know who is signed in.
+let welfare = null;
+
 async function boot() {
   let me;
   try {
@@ -1108,7 +1113,18 @@ async function boot() {
   document.body.dataset.role = me.role;
   setLanguage(me.language ?? "zh");
   audioContext()?.resume?.().catch(() => {});
+  welfare = new WelfarePanel({
+    api,
+    h,
+    t,
+    rank,
+    supervisorRank: ROLE_RANK.supervisor,
+    showNotice,
+    showConflict,
+    hideConflict,
+  });
   renderAll();
+  welfare.start();
   setConnection("connecting");
   connect();
   setInterval(tick, 1000);
