@@ -221,12 +221,15 @@ FACTS = {
     "why": "no carer on scene after 15 min",
     "desk_phone": "+862155550000",
     "minutes": "30",
+    "outcome": "helped_at_home",
+    "link": "https://desk.example.org/c/AAAAAQAAAAJpJFaAx3yGGAuxNk7B",
 }
 
 EXPECTED = {
     ("en", MessageKind.DISPATCH): (
         "Call 812 FALL: H0042 Mrs Wang (91), 3 Lotus Road. Key with neighbour. "
-        "Reply 812a accept, 812d decline, 812s on scene, 812r done."
+        "Reply 812a accept, 812d decline, 812s on scene, 812r done. "
+        "https://desk.example.org/c/AAAAAQAAAAJpJFaAx3yGGAuxNk7B"
     ),
     ("en", MessageKind.STAND_DOWN): (
         "Call 812: stand down, you are no longer needed (no carer on scene after 15 min)."
@@ -288,7 +291,16 @@ def test_render_english(kind: MessageKind) -> None:
     [
         (
             MessageKind.DISPATCH,
-            ["呼叫812", "跌倒", "H0042", "3 Lotus Road", "812a", "812d", "812r"],
+            [
+                "呼叫812",
+                "跌倒",
+                "H0042",
+                "3 Lotus Road",
+                "812a",
+                "812d",
+                "812r",
+                "完成。https://desk.example.org/c/",
+            ],
         ),
         (MessageKind.STAND_DOWN, ["呼叫812", "无需前往", "no carer on scene after 15 min"]),
         (MessageKind.STATION_LEAD, ["呼叫812", "跌倒", "H0042"]),
@@ -299,7 +311,7 @@ def test_render_english(kind: MessageKind) -> None:
         (MessageKind.REPLY_DECLINED, ["已拒绝", "呼叫812", "H0042"]),
         (MessageKind.REPLY_ON_THE_WAY, ["呼叫812", "前往", "H0042"]),
         (MessageKind.REPLY_ON_SCENE, ["呼叫812", "到达", "H0042", "812r"]),
-        (MessageKind.REPLY_RESOLVED, ["呼叫812", "H0042", "结案"]),
+        (MessageKind.REPLY_RESOLVED, ["呼叫812", "H0042", "结案：居家处理"]),
         (MessageKind.REPLY_CLOSED, ["呼叫812", "已结束"]),
         (MessageKind.REPLY_TAKEN, ["呼叫812", "C003", "接单"]),
         (MessageKind.REPLY_PASSED_ON, ["呼叫812", "C003", "转派"]),
@@ -335,7 +347,8 @@ def test_dispatch_page_names_age_mobility_care_and_trip_in_english() -> None:
     assert render(message, "en") == (
         "Call 812 FALL: H0042 王秀英 (88, wheelchair; 糖尿病，胰岛素在冰箱); 李建国 (86), "
         "3 Lotus Road. Key with neighbour. About 6 min away (1.2 km). "
-        "Reply 812a accept, 812d decline, 812s on scene, 812r done."
+        "Reply 812a accept, 812d decline, 812s on scene, 812r done. "
+        "https://desk.example.org/c/AAAAAQAAAAJpJFaAx3yGGAuxNk7B"
     )
 
 
@@ -442,3 +455,18 @@ def test_render_never_fails(kind: MessageKind, language: str, facts: dict[str, s
     shows_why = {MessageKind.STAND_DOWN, MessageKind.STATION_LEAD, MessageKind.SUPERVISOR}
     if kind in shows_why and "why" in facts:
         assert " ".join(facts["why"].split()) in text
+
+
+@pytest.mark.parametrize(
+    ("language", "outcome", "said"),
+    [
+        ("en", "taken_to_hospital", "closed: taken to hospital."),
+        ("zh", "false_alarm", "已结案：误报。"),
+        ("en", "something_new", "closed: something_new."),
+    ],
+)
+def test_a_closing_confirmation_names_the_outcome(language: str, outcome: str, said: str) -> None:
+    """Test that the carer's confirmation of a closed call says the outcome they chose,
+    in their language (a code we have no name for is shown as it is)."""
+    text = render(Message(MessageKind.REPLY_RESOLVED, {**FACTS, "outcome": outcome}), language)
+    assert said in text

@@ -76,7 +76,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.DISPATCH: (
             "Call {call_ref} {call_type}: {household} {residents}, {address}. {access} {trip} "
             "Reply {call_ref}a accept, {call_ref}d decline, {call_ref}s on scene, "
-            "{call_ref}r done."
+            "{call_ref}r done. {link}"
         ),
         MessageKind.STAND_DOWN: "Call {call_ref}: stand down, you are no longer needed ({why}).",
         MessageKind.STATION_LEAD: "Call {call_ref} {call_type} at {household}: {why}.",
@@ -103,7 +103,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "Call {call_ref}: on scene at {household}, noted. Reply {call_ref}r when done."
         ),
         MessageKind.REPLY_RESOLVED: (
-            "Call {call_ref} for {household} closed: helped at home. Thank you."
+            "Call {call_ref} for {household} closed: {outcome}. Thank you."
         ),
         MessageKind.REPLY_CLOSED: "Call {call_ref} is closed; nothing was changed.",
         MessageKind.REPLY_TAKEN: (
@@ -134,7 +134,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
     "zh": {
         MessageKind.DISPATCH: (
             "呼叫{call_ref}（{call_type}）：{household} {residents}，{address}。{access} {trip} "
-            "回复 {call_ref}a 接单，{call_ref}d 拒绝，{call_ref}s 到达，{call_ref}r 完成。"
+            "回复 {call_ref}a 接单，{call_ref}d 拒绝，{call_ref}s 到达，{call_ref}r 完成。{link}"
         ),
         MessageKind.STAND_DOWN: "呼叫{call_ref}：无需前往（{why}）。",
         MessageKind.STATION_LEAD: "呼叫{call_ref}（{call_type}）{household}：{why}。",
@@ -157,7 +157,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.REPLY_ON_SCENE: (
             "呼叫{call_ref}：已记录您到达{household}。完成回复{call_ref}r。"
         ),
-        MessageKind.REPLY_RESOLVED: "呼叫{call_ref}（{household}）已结案：居家处理。谢谢！",
+        MessageKind.REPLY_RESOLVED: "呼叫{call_ref}（{household}）已结案：{outcome}。谢谢！",
         MessageKind.REPLY_CLOSED: "呼叫{call_ref}已结束，未作更改。",
         MessageKind.REPLY_TAKEN: "呼叫{call_ref}已由{carer}接单，未作更改。",
         MessageKind.REPLY_PASSED_ON: "呼叫{call_ref}已转派给{carer}，您无需前往。",
@@ -191,6 +191,27 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
     },
 }
 
+# How a call ended (domain.calls.Outcome), as a carer's confirmation names it.
+OUTCOME_NAMES: dict[str, dict[str, str]] = {
+    "en": {
+        "helped_at_home": "helped at home",
+        "taken_to_hospital": "taken to hospital",
+        "false_alarm": "false alarm",
+        "no_access": "no access",
+        "family_attended": "family attended",
+        "device_fixed": "device fixed",
+        "other": "other",
+    },
+    "zh": {
+        "helped_at_home": "居家处理",
+        "taken_to_hospital": "送医",
+        "false_alarm": "误报",
+        "no_access": "无法入户",
+        "family_attended": "家属已到场",
+        "device_fixed": "设备已修复",
+        "other": "其他",
+    },
+}
 
 MOBILITY_NAMES: dict[str, dict[str, str]] = {
     "en": {"walking_aid": "walking aid", "wheelchair": "wheelchair", "bedbound": "bedbound"},
@@ -238,6 +259,9 @@ def render(message: Message, language: str) -> str:
     facts = _Facts(message.facts)
     if "call_type" in facts:
         facts["call_type"] = names.get(facts["call_type"], facts["call_type"])
+    if "outcome" in facts:
+        outcomes = OUTCOME_NAMES.get(language, OUTCOME_NAMES["en"])
+        facts["outcome"] = outcomes.get(facts["outcome"], facts["outcome"])
     language = language if language in _TEMPLATES else "en"
     if message.residents:
         joiner = "；" if language == "zh" else "; "

@@ -118,6 +118,9 @@ class Desk:
         self.timers_changed = asyncio.Event()
         self.earliest_armed: datetime | None = None
         self.outbox_changed = asyncio.Event()
+        # The server's public address, once it listens: dispatch pages carry a signed
+        # link to the carer page under it (none while it is empty).
+        self.link_base = ""
 
     # --- transactions ----------------------------------------------------------------
 
@@ -214,6 +217,7 @@ class Desk:
             household_code=household.code,
             base_unit=household.base_unit,
             topic_prefix=self._settings.topic_prefix,
+            link_base=self.link_base,
         )
         await self._move_carers(session, before, decision.call, household, now)
         session.info.setdefault("after_commit", []).append((decision, household, saved))

@@ -8,7 +8,7 @@ either all of it happens or none of it does.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +29,10 @@ from callcenter.domain.calls import (
     Outcome,
     SendSms,
 )
-from callcenter.domain.messages import render
+from callcenter.domain.messages import MessageKind, render
 from callcenter.domain.policy import Policy
 from callcenter.ingest.protocol import Channel, topic_for
+from callcenter.notify import links
 from callcenter.store import models as m
 
 SMS = "sms"
@@ -156,8 +157,11 @@ async def save(
     household_code: str,
     base_unit: str | None,
     topic_prefix: str,
+    link_base: str = "",
 ) -> Saved:
-    """Write the decision's call, history, carers, timers and outbox rows."""
+    """Write the decision's call, history, carers, timers and outbox rows. With a
+    ``link_base`` (the server's public address) a dispatch page carries the carer's
+    signed link to the call's carer page."""
     call = decision.call
     if before == call and not decision.history and not decision.effects:
         return Saved(call.id, (), 0, ())
@@ -187,6 +191,7 @@ async def save(
     alerts: list[AlertDesk] = []
     timers: list[dict[str, Any]] = []
     outbox: list[dict[str, Any]] = []
+    link_key: bytes | None = None
     for effect in decision.effects:
         if isinstance(effect, ArmTimer):
             timers.append(
@@ -220,13 +225,18 @@ async def save(
                 guard["carer_id"] = effect.carer_id
             if effect.unless is not None:
                 guard["unless"] = effect.unless.value
+            message = effect.message
+            if message.kind is MessageKind.DISPATCH and effect.carer_id is not None and link_base:
+                link_key = link_key or await links.link_key(session, now)
+                url = links.link_url(link_base, link_key, call.id, effect.carer_id, now)
+                message = replace(message, facts={**message.facts, "link": url})
             outbox.append(
                 _outbox_row(
                     call.id,
                     SMS,
                     effect.to.label,
                     effect.to.phone,
-                    render(effect.message, effect.to.language),
+                    render(message, effect.to.language),
                     guard,
                     now,
                 )

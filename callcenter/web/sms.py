@@ -262,29 +262,58 @@ async def _handle(server: Running, sender: str, text: str) -> Handled:
         call_id = await _open_call_of(server, carer.id)
         if call_id is None:
             return Handled("no_open_call", say(MessageKind.REPLY_NO_OPEN_CALL))
+    return await apply_answer(server, registry, carer, call_id, reply.answer, via="SMS")
+
+
+async def apply_answer(
+    server: Running,
+    registry: Registry,
+    carer: CarerInfo,
+    call_id: int,
+    answer: Answer,
+    *,
+    outcome: Outcome = Outcome.HELPED_AT_HOME,
+    via: str,
+) -> Handled:
+    """Apply one carer's answer to one call through the desk, as that carer, and say
+    what became of it in the carer's language: the confirmation, or why nothing changed
+    (never on it, already taken, passed on, closed). SMS replies and the carer page
+    both answer through here, so a call moves the same way whichever the carer used."""
+
+    def say(kind: MessageKind, **facts: str) -> str:
+        return render(Message(kind, facts), carer.language)
+
     if not await _was_on(server, call_id, carer.id):
         return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
     actor = Actor(ActorKind.CARER, carer.code)
     command: Command
-    if reply.answer is Answer.RESOLVED:
-        command = Resolve(actor, Outcome.HELPED_AT_HOME, note="closed by SMS")
+    if answer is Answer.RESOLVED:
+        command = Resolve(actor, outcome, note=f"closed by {via}")
     else:
-        command = Report(actor, carer.id, REPORTS[reply.answer])
+        command = Report(actor, carer.id, REPORTS[answer])
     try:
         call = await server.desk.command(call_id, command)
     except CallNotFoundError:
         return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
     except CallError as error:
-        return Handled("refused", await _refusal(server, registry, call_id, carer, error), call_id)
+        refused = await _refusal(server, registry, call_id, carer, error, via)
+        return Handled("refused", refused, call_id)
     household = registry.households[call.household_id].code
-    kind = _CONFIRMATIONS[reply.answer]
+    kind = _CONFIRMATIONS[answer]
     return Handled(
-        str(reply.answer), say(kind, call_ref=str(call_id), household=household), call_id
+        str(answer),
+        say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
+        call_id,
     )
 
 
 async def _refusal(
-    server: Running, registry: Registry, call_id: int, carer: CarerInfo, error: CallError
+    server: Running,
+    registry: Registry,
+    call_id: int,
+    carer: CarerInfo,
+    error: CallError,
+    via: str,
 ) -> str:
     async with AsyncSession(server.engine) as session:
         loaded = await repository.load(session, call_id, registry.carer_codes, lock=False)
@@ -296,7 +325,8 @@ async def _refusal(
         household = registry.households[call.household_id].code
         message = refusal(call, carer.id, household, str(error))
     log.info(
-        "SMS reply from carer %s refused on call %d household %s: %s",
+        "%s answer from carer %s refused on call %d household %s: %s",
+        via,
         carer.code,
         call_id,
         household,

@@ -1,0 +1,340 @@
+"""The carer page: what a dispatched carer opens from the link in the dispatch SMS.
+
+``GET /c/{token}`` shows that one call (type, address with a map link, residents, access
+notes) and buttons for accept / decline / on the way / on scene / resolved with an
+outcome; ``POST /c/{token}/answer`` applies a button as the carer through the same
+function as an SMS reply (``sms.apply_answer``). There is no sign-in and no cookie: the
+signed token in the path is the credential (see notify/links.py). A link stops working
+12 hours after the dispatch (410), and as soon as the call is no longer the carer's:
+stood down, declined, passed on, or the call closed (409). Every view is written to the
+audit log as ``carer:<code>`` reading the household's call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, AssignmentState, Call, Outcome
+from callcenter.domain.messages import CALL_TYPE_NAMES
+from callcenter.domain.replies import Answer
+from callcenter.engine import repository
+from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
+from callcenter.notify import links
+from callcenter.web import audit, sms
+from callcenter.web.state import SERVER
+from callcenter.web.views import iso
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
+
+log = logging.getLogger("callcenter.carer_page")
+
+routes = web.RouteTableDef()
+
+CARER_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "carer"
+PAGE = CARER_PAGES / "index.html"
+_ASSETS = frozenset({"carer.js", "carer.css"})
+# The page's data goes into the HTML here, so one view is one request and one audit row.
+_DATA_MARK = "__CALL_DATA__"
+# An answer is a word and an outcome: anything longer is not from our page.
+MAX_ANSWER_BYTES = 1024
+# The buttons of the page, by the answer each one sends.
+PAGE_ANSWERS = {
+    "accept": Answer.ACCEPT,
+    "decline": Answer.DECLINE,
+    "on_the_way": Answer.ON_THE_WAY,
+    "on_scene": Answer.ON_SCENE,
+    "resolved": Answer.RESOLVED,
+}
+# What a carer may press in each state of their part in the call.
+_NEXT: dict[AssignmentState, tuple[str, ...]] = {
+    AssignmentState.DISPATCHED: ("accept", "decline"),
+    AssignmentState.ACCEPTED: ("on_the_way", "on_scene", "decline"),
+    AssignmentState.ON_THE_WAY: ("on_scene",),
+    AssignmentState.ON_SCENE: ("resolved",),
+}
+
+_REFUSALS = {
+    "not_found": {
+        "en": "This link is not valid. Please use the link in your dispatch SMS.",
+        "zh": "此链接无效，请使用派单短信中的链接。",
+    },
+    "expired": {
+        "en": "This link has expired. Please ring the call centre if you still need the call.",
+        "zh": "此链接已过期。如仍需处理该呼叫，请致电呼叫中心。",
+    },
+    "closed": {
+        "en": "Call {call} is closed; it is no longer yours to answer.",
+        "zh": "呼叫{call}已结束，您无需再处理。",
+    },
+    "not_yours": {
+        "en": "Call {call} is no longer yours ({state}); nothing can be changed from this link.",
+        "zh": "呼叫{call}已不再由您处理（{state}），此链接不能再作更改。",
+    },
+}
+
+
+class LinkRefusedError(Exception):
+    """A link that may not show or change its call, with the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str, language: str = "", **facts: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.language = language
+        self.facts = facts
+        super().__init__(reason)
+
+    def message(self) -> str:
+        """What the carer reads: in their language, or both when we do not know it."""
+        texts = _REFUSALS[self.reason]
+        languages = [self.language] if self.language in texts else ["zh", "en"]
+        return " / ".join(texts[lang].format(**self.facts) for lang in languages)
+
+
+@dataclass(frozen=True)
+class LiveLink:
+    """A link that still stands for the carer's active part in an open call."""
+
+    link: links.CarerLink
+    carer: CarerInfo
+    call: Call
+    household: HouseholdInfo
+    assignment: Assignment
+
+
+def _mine(call: Call, carer_id: int) -> Assignment | None:
+    """The carer's latest part in the call (a carer paged twice has two)."""
+    found = [a for a in call.assignments if a.carer_id == carer_id]
+    return found[-1] if found else None
+
+
+async def live_link(server: Running, token: str, registry: Registry) -> LiveLink:
+    """The call and carer ``token`` stands for, if it may still be used; else
+    ``LinkRefusedError``: 404 not ours, 410 expired, 409 no longer the carer's call."""
+    async with AsyncSession(server.engine) as session:
+        key = await links.stored_key(session)
+        try:
+            if key is None:
+                raise links.LinkError("no link has been made yet")
+            link = links.read_token(key, token)
+        except links.LinkError as error:
+            raise LinkRefusedError(404, "not_found") from error
+        carer = registry.carers.get(link.carer_id)
+        if carer is None:
+            raise LinkRefusedError(404, "not_found")
+        if link.expired(server.clock.now()):
+            raise LinkRefusedError(410, "expired", carer.language)
+        loaded = await repository.load(session, link.call_id, registry.carer_codes, lock=False)
+    mine = _mine(loaded[1], carer.id) if loaded is not None else None
+    if loaded is None or mine is None:
+        raise LinkRefusedError(404, "not_found", carer.language)
+    call = loaded[1]
+    if not call.is_open:
+        raise LinkRefusedError(409, "closed", carer.language, call=str(call.id))
+    if mine.state not in ACTIVE_ASSIGNMENT:
+        raise LinkRefusedError(
+            409, "not_yours", carer.language, call=str(call.id), state=mine.state.value
+        )
+    return LiveLink(link, carer, call, registry.households[call.household_id], mine)
+
+
+def _map_url(household: HouseholdInfo) -> str:
+    """An https map of the door, for phones without a geo: handler."""
+    lat, lon = f"{household.place.lat:.6f}", f"{household.place.lon:.6f}"
+    return f"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=18/{lat}/{lon}"
+
+
+def page_data(live: LiveLink, now: datetime, zone_year: int) -> dict[str, Any]:
+    """What the page shows of the call, in the carer's language."""
+    call, household, carer = live.call, live.household, live.carer
+    names = CALL_TYPE_NAMES.get(carer.language, CALL_TYPE_NAMES["en"])
+    place = household.place
+    return {
+        "call": call.id,
+        "type": call.type.value,
+        "type_name": names.get(call.type.value, call.type.value),
+        "state": call.state.value,
+        "opened_at": iso(call.opened_at),
+        "household": household.code,
+        "address": household.address,
+        "lat": place.lat,
+        "lon": place.lon,
+        "map_url": _map_url(household),
+        "geo_uri": f"geo:{place.lat:.6f},{place.lon:.6f}",
+        "access_notes": household.access_notes,
+        "residents": [
+            {
+                "name": note.name,
+                "age": note.aged(zone_year).age,
+                "mobility": note.mobility,
+                "care_notes": note.care_notes,
+            }
+            for note in household.resident_notes
+        ],
+        "carer": {"code": carer.code, "name": carer.name, "language": carer.language},
+        "mine": live.assignment.state.value,
+        "buttons": list(_NEXT.get(live.assignment.state, ())),
+        "outcomes": [o.value for o in Outcome],
+        "link_expires_at": iso(live.link.expires),
+        "now": iso(now),
+    }
+
+
+def _refusal_page(refused: LinkRefusedError) -> web.Response:
+    language = refused.language or "zh"
+    body = (
+        f'<!doctype html><html lang="{language}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<title>Call centre</title><link rel="stylesheet" href="/carer/static/carer.css">'
+        f'</head><body><main class="refused" data-reason="{refused.reason}">'
+        f"<p>{escape(refused.message())}</p></main></body></html>"
+    )
+    return web.Response(
+        status=refused.status,
+        text=body,
+        content_type="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+
+
+def _log_refusal(request: web.Request, refused: LinkRefusedError) -> None:
+    # The token itself is a credential while it lives: never in the log.
+    log.warning(
+        "carer link refused (%d %s) from %s: %s",
+        refused.status,
+        refused.reason,
+        request.remote or "?",
+        refused.__cause__ or refused.facts,
+    )
+
+
+@routes.get(links.LINK_PATH + "{token}")
+async def carer_page(request: web.Request) -> web.Response:
+    """The call's page for the carer the link was sent to; a refusal page otherwise."""
+    server = request.app[SERVER]
+    registry = await server.desk.district.registry()
+    try:
+        live = await live_link(server, request.match_info["token"], registry)
+    except LinkRefusedError as refused:
+        _log_refusal(request, refused)
+        return _refusal_page(refused)
+    if not PAGE.is_file():
+        raise web.HTTPNotFound(text=f"the carer page is missing: {PAGE}")
+    now = server.clock.now()
+    data = page_data(live, now, now.astimezone(server.desk.district.zone).year)
+    await audit.record(
+        request,
+        actor=f"carer:{live.carer.code}",
+        household_id=live.household.id,
+        action="read_call",
+        detail={"call": live.call.id},
+    )
+    # "<" escaped: nothing in a note can close the script element it sits in.
+    embedded = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    html = PAGE.read_text(encoding="utf-8").replace(_DATA_MARK, embedded)
+    return web.Response(
+        text=html,
+        content_type="text/html",
+        headers={
+            "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            "X-Frame-Options": "DENY",
+        },
+    )
+
+
+def _bad_answer(message: str) -> web.Response:
+    return web.json_response({"error": "bad_request", "message": message}, status=400)
+
+
+@routes.post(links.LINK_PATH + "{token}/answer")
+async def answer(request: web.Request) -> web.Response:
+    """A button pressed on the page: ``{"answer": "accept", "outcome"?: "..."}``,
+    applied as the carer exactly as the same SMS reply would be."""
+    server = request.app[SERVER]
+    if request.content_length is not None and request.content_length > MAX_ANSWER_BYTES:
+        return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
+    raw = await request.content.read(MAX_ANSWER_BYTES + 1)
+    if len(raw) > MAX_ANSWER_BYTES:
+        return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return _bad_answer('send JSON such as {"answer": "accept"}')
+    if not isinstance(body, dict) or body.get("answer") not in PAGE_ANSWERS:
+        return _bad_answer(f"answer must be one of {', '.join(PAGE_ANSWERS)}")
+    outcome = Outcome.HELPED_AT_HOME
+    if "outcome" in body:
+        try:
+            outcome = Outcome(body["outcome"])
+        except ValueError:
+            return _bad_answer(f"outcome must be one of {', '.join(o.value for o in Outcome)}")
+    registry = await server.desk.district.registry()
+    try:
+        live = await live_link(server, request.match_info["token"], registry)
+    except LinkRefusedError as refused:
+        _log_refusal(request, refused)
+        return web.json_response(
+            {"error": refused.reason, "message": refused.message()}, status=refused.status
+        )
+    handled = await sms.apply_answer(
+        server,
+        registry,
+        live.carer,
+        live.call.id,
+        PAGE_ANSWERS[body["answer"]],
+        outcome=outcome,
+        via="the carer page",
+    )
+    log.info(
+        "carer %s pressed %s on call %d: %s",
+        live.carer.code,
+        body["answer"],
+        live.call.id,
+        handled.outcome,
+    )
+    after = await _after(server, live, registry)
+    return web.json_response(
+        {
+            "outcome": handled.outcome,
+            "message": handled.answer,
+            "call": after,
+        },
+        status=409 if handled.outcome == "refused" else 200,
+    )
+
+
+async def _after(server: Running, live: LiveLink, registry: Registry) -> dict[str, Any]:
+    """The call as it is now, as the page shows it after a button."""
+    async with AsyncSession(server.engine) as session:
+        loaded = await repository.load(session, live.call.id, registry.carer_codes, lock=False)
+    call = loaded[1] if loaded is not None else live.call
+    mine = _mine(call, live.carer.id) or live.assignment
+    still = call.is_open and mine.state in ACTIVE_ASSIGNMENT
+    return {
+        "state": call.state.value,
+        "outcome": call.outcome.value if call.outcome else None,
+        "mine": mine.state.value,
+        "buttons": list(_NEXT.get(mine.state, ())) if still else [],
+    }
+
+
+@routes.get("/carer/static/{name}")
+async def asset(request: web.Request) -> web.StreamResponse:
+    """The carer page's script and style, nothing else."""
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise web.HTTPNotFound(text=f"no such file: {name}")
+    response = web.FileResponse(CARER_PAGES / name)
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
