@@ -240,3 +240,18 @@ async def test_a_carer_opens_the_link_in_a_browser_and_accepts(api: Api, open_ta
     detail = await api.call(call_id)
     assert detail["state"] == "accepted"
     assert _by(detail, carer) == ["accepted"]
+
+
+async def test_a_chunked_oversized_answer_is_refused(api: Api) -> None:
+    """Test that a body sent without Content-Length (chunked) is cut off at the limit
+    too, and changes nothing."""
+    call_id, _, link = await _linked(api)
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b'{"answer": "accept", "x": "' + b"y" * 500
+
+    async with api.http.post(_path(link) + "/answer", data=chunks()) as reply:
+        assert reply.status == 400
+        assert "at most" in (await reply.json())["message"]
+    assert (await api.call(call_id))["state"] == "dispatched"

@@ -256,6 +256,18 @@ def _bad_answer(message: str) -> web.Response:
     return web.json_response({"error": "bad_request", "message": message}, status=400)
 
 
+async def _body(request: web.Request) -> bytes:
+    """The body, read no further than one byte past the limit (a chunked body has no
+    Content-Length to refuse it by)."""
+    raw = b""
+    while len(raw) <= MAX_ANSWER_BYTES:
+        chunk = await request.content.read(MAX_ANSWER_BYTES + 1 - len(raw))
+        if not chunk:
+            break
+        raw += chunk
+    return raw
+
+
 @routes.post(links.LINK_PATH + "{token}/answer")
 async def answer(request: web.Request) -> web.Response:
     """A button pressed on the page: ``{"answer": "accept", "outcome"?: "..."}``,
@@ -263,7 +275,7 @@ async def answer(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     if request.content_length is not None and request.content_length > MAX_ANSWER_BYTES:
         return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
-    raw = await request.content.read(MAX_ANSWER_BYTES + 1)
+    raw = await _body(request)
     if len(raw) > MAX_ANSWER_BYTES:
         return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
     try:
