@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
+from callcenter.engine.reports import escalation_of, nearest_rank
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
 from tests.api_support import PASSWORD, Api, set_password
@@ -380,6 +381,63 @@ def _cell(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize(
+    ("values", "p50", "p90"),
+    [
+        ([], None, None),
+        ([300.0], 300.0, 300.0),
+        ([400.0, 100.0], 100.0, 400.0),  # the 50th percentile of two is the lower one
+        ([float(v) for v in range(1, 11)], 5.0, 9.0),
+        ([float(v) for v in range(1, 12)], 6.0, 10.0),
+    ],
+)
+def test_percentiles_are_nearest_rank(values: list[float], p50: float, p90: float) -> None:
+    """Test that p50 and p90 are values that occurred, by the nearest-rank rule
+    docs/reports.md states, worked here by hand."""
+    assert (nearest_rank(values, 50), nearest_rank(values, 90)) == (p50, p90)
+
+
+@pytest.mark.parametrize(
+    ("action", "detail", "counted"),
+    [
+        (
+            "escalated",
+            {"step": "unacknowledged", "waited_for": "acknowledged"},
+            ("unacknowledged", "not acknowledged in time"),
+        ),
+        (
+            "escalated",
+            {
+                "step": "not_on_scene",
+                "waited_for": "on_scene",
+                "early": "nobody to send: no free carer on shift",
+            },
+            ("not_on_scene", "nobody to send: no free carer on shift"),
+        ),
+        (
+            "no_answer",
+            {"carer": "C003", "step": "unaccepted", "waited_s": 120.0},
+            ("unaccepted", "carer did not accept in time"),
+        ),
+        ("unreachable", {"carer": "C003", "why": "Twilio 30003"}, ("unreachable", "Twilio 30003")),
+        (
+            "nobody_to_send",
+            {"why": "no free carer on shift with lift"},
+            ("nobody_to_send", "no free carer on shift with lift"),
+        ),
+        ("alert_operators", {"why": "no operator has taken it after 45 s"}, None),
+        ("declined", {"carer": "C003"}, None),
+    ],
+)
+def test_which_history_entries_count_as_escalations_and_why(
+    action: str, detail: dict[str, Any], counted: tuple[str, str] | None
+) -> None:
+    """Test the step and reason each kind of history entry is counted under, and that
+    the actions a step runs (alerts, texts) and a carer's own decline are not counted
+    again."""
+    assert escalation_of(action, detail) == counted
 
 
 async def test_a_simulated_week_reports_the_figures_recomputed_from_the_raw_rows(

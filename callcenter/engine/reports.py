@@ -30,6 +30,10 @@ ACK_TARGETS_S = (60, 180)
 ACCEPTED_OR_LATER = frozenset({"accepted", "on_the_way", "on_scene"})
 # How a carer's part can end without them going: each is one history action.
 REFUSALS = ("declined", "no_answer", "unreachable")
+# History actions that count as escalations (see escalation_of).
+ESCALATION_ACTIONS = frozenset({"escalated", "no_answer", "unreachable", "nobody_to_send"})
+# The only history a report reads: a year's calls have far more (notes, texts, presses).
+REPORTED_ACTIONS = ACCEPTED_OR_LATER | ESCALATION_ACTIONS | frozenset(REFUSALS)
 # The longest period one report covers: a year, leap day included.
 MAX_PERIOD_DAYS = 366
 
@@ -224,11 +228,13 @@ async def report(
     start, end = period_bounds(first, last, zone)
     stations = (await session.execute(select(m.Station).order_by(m.Station.code))).scalars().all()
     station_code = {s.id: s.code for s in stations}
+    # Joined, never a list of ids: a year's calls are more than a query may bind.
+    in_period = (m.Call.opened_at >= start, m.Call.opened_at < end)
     rows = (
         await session.execute(
             select(m.Call, m.Household.home_station_id)
             .join(m.Household, m.Household.id == m.Call.household_id)
-            .where(m.Call.opened_at >= start, m.Call.opened_at < end)
+            .where(*in_period)
             .order_by(m.Call.id)
         )
     ).all()
@@ -246,13 +252,13 @@ async def report(
     }
     carers = {c.id: c for c in (await session.execute(select(m.Carer))).scalars().all()}
     parts: dict[tuple[int, str], list[CarerPart]] = defaultdict(list)
-    history: Sequence[m.CallHistory] = []
+    history: Sequence[Any] = []
     if calls:
-        ids = list(calls)
         assignments = (
             await session.execute(
                 select(m.CallAssignment)
-                .where(m.CallAssignment.call_id.in_(ids))
+                .join(m.Call, m.Call.id == m.CallAssignment.call_id)
+                .where(*in_period)
                 .order_by(m.CallAssignment.call_id, m.CallAssignment.seq)
             )
         ).scalars()
@@ -260,16 +266,18 @@ async def report(
             code = carers[a.carer_id].code
             parts[(a.call_id, code)].append(CarerPart(code, a.call_id, a.dispatched_at))
         history = (
-            (
-                await session.execute(
-                    select(m.CallHistory)
-                    .where(m.CallHistory.call_id.in_(ids))
-                    .order_by(m.CallHistory.id)
+            await session.execute(
+                select(
+                    m.CallHistory.call_id,
+                    m.CallHistory.action,
+                    m.CallHistory.at,
+                    m.CallHistory.detail,
                 )
+                .join(m.Call, m.Call.id == m.CallHistory.call_id)
+                .where(*in_period, m.CallHistory.action.in_(sorted(REPORTED_ACTIONS)))
+                .order_by(m.CallHistory.id)
             )
-            .scalars()
-            .all()
-        )
+        ).all()
     for entry in history:
         call = calls[entry.call_id]
         escalation = escalation_of(entry.action, entry.detail)
