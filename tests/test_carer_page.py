@@ -162,6 +162,7 @@ async def test_a_stood_down_carers_link_is_refused(api: Api) -> None:
     before = (await api.call(call_id))["history"]
     page = await api.get(_path(link), who=None)
     assert page.status == 409 and 'data-reason="not_yours"' in page.body
+    assert "stood down" in page.body or "无需前往" in page.body
     pressed = await _press(api, link, "accept")
     assert pressed.status == 409 and pressed.body["error"] == "not_yours"
     assert (await api.call(call_id))["history"] == before

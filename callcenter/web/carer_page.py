@@ -83,6 +83,25 @@ _REFUSALS = {
 }
 
 
+# How a carer's part in a call ended, as a refused link names it.
+_PART_ENDED = {
+    "en": {
+        "declined": "you declined",
+        "no_answer": "passed on: no answer in time",
+        "unreachable": "passed on: your phone could not be reached",
+        "stood_down": "you were stood down",
+        "finished": "finished",
+    },
+    "zh": {
+        "declined": "您已拒绝",
+        "no_answer": "未及时接单，已转派",
+        "unreachable": "短信未送达，已转派",
+        "stood_down": "已通知您无需前往",
+        "finished": "已完成",
+    },
+}
+
+
 class LinkRefusedError(Exception):
     """A link that may not show or change its call, with the HTTP status to answer."""
 
@@ -97,7 +116,13 @@ class LinkRefusedError(Exception):
         """What the carer reads: in their language, or both when we do not know it."""
         texts = _REFUSALS[self.reason]
         languages = [self.language] if self.language in texts else ["zh", "en"]
-        return " / ".join(texts[lang].format(**self.facts) for lang in languages)
+        said = []
+        for lang in languages:
+            facts = dict(self.facts)
+            if "state" in facts:
+                facts["state"] = _PART_ENDED[lang].get(facts["state"], facts["state"])
+            said.append(texts[lang].format_map(facts))
+        return " / ".join(said)
 
 
 @dataclass(frozen=True)
