@@ -3,7 +3,9 @@ outcomes recorded once, missed calls after the week, and who may see what."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -13,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.config import WelfareConfig
-from callcenter.engine.welfare import age_in_week, week_start
+from callcenter.engine.welfare import age_in_week, week_began, week_of, week_start
 from callcenter.store import models as m
 from callcenter.web.welfare import welfare_list
 from tests.api_support import Api, add_test_operators, api_config, token_of
@@ -36,6 +38,43 @@ def _aged(residents: dict[int, int], monday: date, min_age: int) -> set[int]:
     from the birth years: old enough in the year the week's Sunday falls in."""
     year = (monday + timedelta(days=6)).year
     return {rid for rid, born in residents.items() if year - born >= min_age}
+
+
+@pytest.mark.parametrize(
+    ("moment", "monday"),
+    [
+        # Sunday 23:59 in Shanghai is still the old week; a minute later the new one.
+        (datetime(2026, 11, 22, 15, 59, tzinfo=UTC), date(2026, 11, 16)),
+        (datetime(2026, 11, 22, 16, 0, tzinfo=UTC), date(2026, 11, 23)),
+        # Monday 07:59 Shanghai is Sunday 23:59 UTC: the district's week counts.
+        (datetime(2026, 11, 29, 23, 59, tzinfo=UTC), date(2026, 11, 30)),
+        # A week that spans the new year is named by its Monday in the old one.
+        (datetime(2027, 1, 1, 4, 0, tzinfo=UTC), date(2026, 12, 28)),
+    ],
+)
+def test_weeks_start_on_monday_in_the_district(moment: datetime, monday: date) -> None:
+    """Test that a moment's week is the Monday of its date in the district's time zone,
+    and that the week begins at that Monday's midnight there."""
+    zone = ZoneInfo("Asia/Shanghai")
+    assert week_of(moment, zone) == monday
+    assert week_began(monday, zone) <= moment < week_began(monday + timedelta(days=7), zone)
+    assert week_began(monday, zone).astimezone(zone).time().isoformat() == "00:00:00"
+
+
+@pytest.mark.parametrize(
+    ("birth_year", "monday", "age"),
+    [
+        (1946, date(2026, 11, 23), 80),
+        (1947, date(2026, 12, 21), 79),  # that week ends on 2026-12-27
+        (1947, date(2026, 12, 28), 80),  # that week ends on 2027-01-03
+        (1930, date(2027, 1, 4), 97),
+    ],
+)
+def test_age_in_a_week_is_the_year_its_sunday_falls_in_less_the_birth_year(
+    birth_year: int, monday: date, age: int
+) -> None:
+    """Test the age the list uses, from birth years only."""
+    assert age_in_week(birth_year, monday) == age
 
 
 async def test_the_list_is_made_once_a_week_for_residents_aged_80_or_more(api: Api) -> None:
@@ -161,6 +200,25 @@ async def test_an_outcome_is_recorded_once_and_a_second_try_names_who_did_it(api
     assert first["household"]["code"] in reads[-1]["detail"]["households"]
     wang = (await api.get("/api/audit?actor=operator:wang.wei", who="sun.admin")).body["entries"]
     assert not [e for e in wang if e["action"] == "record_welfare_call"]
+
+
+async def test_two_operators_recording_at_once_one_wins_and_the_other_is_told(
+    api: Api,
+) -> None:
+    """Test that two operators recording the same welfare call at the same moment get one
+    200 and one 409 naming the winner, and the call keeps the winner's outcome."""
+    first = (await api.get("/api/welfare")).body["calls"][0]
+    path = f"/api/welfare/{first['id']}"
+    replies = await asyncio.gather(
+        api.post(path, {"outcome": "well"}, who="li.na"),
+        api.post(path, {"outcome": "no_answer"}, who="wang.wei"),
+    )
+    assert sorted(r.status for r in replies) == [200, 409]
+    won = next(r for r in replies if r.status == 200)
+    lost = next(r for r in replies if r.status == 409)
+    assert lost.body["done_by"] == won.body["done_by"]
+    done = (await api.get("/api/welfare?state=done")).body["calls"]
+    assert [(c["id"], c["outcome"]) for c in done] == [(first["id"], won.body["outcome"])]
 
 
 async def test_calls_left_due_become_missed_when_the_week_ends(api: Api) -> None:
