@@ -67,8 +67,8 @@ CODE_WRONG = "family_code_wrong"
 SIGNED_IN = "family_signed_in"
 
 FAMILY_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "family"
-# The only files served from dashboards/family/, with their types.
-_ASSETS = {"family.js": "text/javascript", "family.css": "text/css"}
+# The only files served from dashboards/family/ besides the page.
+_ASSETS = frozenset({"family.js", "family.css"})
 
 _CODE_TEXT = {
     "zh": "【居家养老呼叫中心】家属登录验证码：{code}，10分钟内有效，仅可使用一次。请勿告诉他人。",
