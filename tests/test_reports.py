@@ -503,6 +503,10 @@ async def test_a_simulated_week_reports_the_figures_recomputed_from_the_raw_rows
         assert r["on_scene_max_s"] == _cell(f["on_scene"]["max_s"])
         assert r["on_scene_within_circle_share"] == _cell(f["on_scene_within_circle"]["share"])
         assert r["escalations"] == str(f["escalations"]["entries"])
+        assert r["escalated_calls"] == str(f["escalations"]["calls"])
+        assert r["escalations_by_step"] == "; ".join(
+            f"{e['step']} ({e['reason']}): {e['count']}" for e in f["escalations"]["by_step"]
+        )
         assert r["handled"] == str(f["handled"])
         assert r["resolved"] == str(f["resolved"])
         assert r["resolution_rate"] == _cell(f["resolution_rate"])
