@@ -156,6 +156,9 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             fake_twilio=fake_twilio,
         )
         await desk.district.registry()  # read once now, not by the first alarm
+        # This week's list is made before anyone can sign in and write, so the hundreds
+        # of rows of a new week never land in the middle of someone's transaction.
+        await welfare.bring_up_to_date()
         # The API listens before the loops start, so a taken port stops the server at
         # once; on the way out it closes first, before the loops it drives.
         web_server = await stack.enter_async_context(serving_web(running))

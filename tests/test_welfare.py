@@ -89,7 +89,7 @@ async def test_the_list_is_made_once_a_week_for_residents_aged_80_or_more(api: A
         where = m.WelfareCall.week_start == THIS_WEEK
         return await count(api.server, m.WelfareCall, where) == len(expected)
 
-    await eventually(made, what="the background task making this week's list")
+    await eventually(made, what="the server making this week's list")
 
     reply = await api.get("/api/welfare")
     assert reply.status == 200, reply

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -100,8 +100,10 @@ class WelfareList:
 
     def __init__(self, engine: AsyncEngine, clock: Clock, *, zone: ZoneInfo, min_age: int) -> None:
         # Makers and recorders read, then write: they hold the write lock from the start
-        # (SQLite would otherwise refuse one of two at once).
+        # (SQLite would otherwise refuse one of two at once). Whether there is anything
+        # to write is asked first without it, so reading the list does not queue writers.
         self._engine = write_locked(engine)
+        self._reader = engine
         self._clock = clock
         self.zone = zone
         self.min_age = min_age
@@ -134,13 +136,25 @@ class WelfareList:
         """Mark past weeks' due calls missed and make this week's list; how many calls
         were added to this week's list."""
         monday = self.this_week()
-        async with AsyncSession(self._engine) as session, session.begin():
-            await session.execute(
-                update(m.WelfareCall)
-                .where(m.WelfareCall.state == m.WelfareState.DUE, m.WelfareCall.week_start < monday)
-                .values(state=m.WelfareState.MISSED)
-            )
-        return await self.make_week(monday)
+        overdue = (m.WelfareCall.state == m.WelfareState.DUE, m.WelfareCall.week_start < monday)
+        async with AsyncSession(self._reader) as session:
+            any_overdue = await session.scalar(select(exists().where(*overdue)))
+            any_missing = await session.scalar(select(exists(self._missing(monday))))
+        if any_overdue:
+            async with AsyncSession(self._engine) as session, session.begin():
+                await session.execute(
+                    update(m.WelfareCall).where(*overdue).values(state=m.WelfareState.MISSED)
+                )
+        return await self.make_week(monday) if any_missing else 0
+
+    def _missing(self, monday: date) -> Select[int, int]:
+        """Residents old enough in the week of ``monday`` with no call that week yet."""
+        # Birth year at most this: old enough in the year the week ends in.
+        latest_birth_year = (monday + timedelta(days=6)).year - self.min_age
+        listed = select(m.WelfareCall.resident_id).where(m.WelfareCall.week_start == monday)
+        return select(m.Resident.id, m.Resident.household_id).where(
+            m.Resident.birth_year <= latest_birth_year, m.Resident.id.not_in(listed)
+        )
 
     async def make_week(self, monday: date) -> int:
         """Add a due call for every resident old enough in the week of ``monday`` who has
@@ -155,18 +169,8 @@ class WelfareList:
         raise AssertionError("unreachable")
 
     async def _add_missing(self, monday: date) -> int:
-        # Birth year at most this: old enough in the year the week ends in.
-        latest_birth_year = (monday + timedelta(days=6)).year - self.min_age
         async with AsyncSession(self._engine) as session, session.begin():
-            listed = select(m.WelfareCall.resident_id).where(m.WelfareCall.week_start == monday)
-            residents = (
-                await session.execute(
-                    select(m.Resident.id, m.Resident.household_id).where(
-                        m.Resident.birth_year <= latest_birth_year,
-                        m.Resident.id.not_in(listed),
-                    )
-                )
-            ).all()
+            residents = (await session.execute(self._missing(monday))).all()
             session.add_all(
                 m.WelfareCall(
                     resident_id=resident_id,
