@@ -266,8 +266,9 @@ async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
 async def test_operator_and_supervisor_see_what_their_role_allows(
     api: Api, open_tab: OpenTab
 ) -> None:
-    """Test that an operator's board hides the supervisor's escalation queue and the
-    buttons for a colleague's call, which a supervisor's board shows; and that the
+    """Test that an operator's board hides the supervisor's escalation queue, the link
+    to the reports and the buttons for a colleague's call, which a supervisor's board
+    shows; and that the
     language switch turns the board to English and is remembered."""
     await passwords(api, "wang.wei", "zhao.min")
     operator, supervisor = await open_tab(), await open_tab()
@@ -279,6 +280,9 @@ async def test_operator_and_supervisor_see_what_their_role_allows(
 
     await expect(operator.page.locator("#escalations-box")).to_be_hidden()
     await expect(supervisor.page.locator("#escalations-box")).to_be_visible()
+    await expect(operator.page.locator("#reports-link")).to_be_hidden()
+    await expect(supervisor.page.locator("#reports-link")).to_have_text("报表")
+    await expect(supervisor.page.locator("#reports-link")).to_have_attribute("href", "/reports")
     for tab in (operator, supervisor):
         await card(tab.page, call_id).click()
         await expect(tab.page.locator("#owned-by")).to_contain_text("li.na")

@@ -326,6 +326,7 @@ function renderAll() {
   $("app-title").textContent = t("app.title");
   $("lang-toggle").textContent = t("lang.switch");
   $("signout").textContent = t("signout");
+  $("reports-link").textContent = t("reports.link");
   $("conflict-dismiss").textContent = t("dismiss");
   $("calls-heading").textContent = t("calls.heading");
   $("detail-heading").textContent = t("detail.heading");
