@@ -30,6 +30,7 @@ from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
 from callcenter.web import audit, sms
+from callcenter.web.pages import file_response
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
 
@@ -371,7 +372,4 @@ async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in _ASSETS:
         raise web.HTTPNotFound(text=f"no such file: {name}")
-    response = web.FileResponse(CARER_PAGES / name)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return file_response(CARER_PAGES / name)

@@ -36,6 +36,7 @@ from callcenter.store.db import write_locked
 from callcenter.web import audit
 from callcenter.web.bodies import _Body, read_body
 from callcenter.web.errors import ApiError, not_found
+from callcenter.web.pages import file_response
 from callcenter.web.replies import json_reply
 from callcenter.web.sessions import CSRF_HEADER, SAFE_METHODS, same_origin, token_digest
 from callcenter.web.state import SERVER
@@ -776,7 +777,4 @@ async def asset(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name not in _ASSETS:
         raise web.HTTPNotFound(text=f"no such file: {name}")
-    response = web.FileResponse(FAMILY_PAGES / name)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+    return file_response(FAMILY_PAGES / name)

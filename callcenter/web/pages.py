@@ -36,7 +36,8 @@ def _within(root: Path, relative: str) -> Path:
     return wanted
 
 
-def _file(path: Path) -> web.FileResponse:
+def file_response(path: Path) -> web.FileResponse:
+    """One of our page files, never cached stale and never sniffed as another type."""
     response = web.FileResponse(path)
     # The board is worked for hours: a new version must reach it on the next reload.
     response.headers["Cache-Control"] = "no-cache"
@@ -55,7 +56,7 @@ async def board(request: web.Request) -> web.StreamResponse:
     await _require_sign_in(request)
     if not BOARD_PAGE.is_file():
         raise web.HTTPNotFound(text=f"the board's page is missing: {BOARD_PAGE}")
-    response = _file(BOARD_PAGE)
+    response = file_response(BOARD_PAGE)
     response.headers["X-Frame-Options"] = "DENY"
     return response
 
@@ -64,7 +65,7 @@ async def board(request: web.Request) -> web.StreamResponse:
 async def leaflet(request: web.Request) -> web.StreamResponse:
     """Leaflet's own files, as npm installed them (scripts/dev setup)."""
     await _require_sign_in(request)
-    return _file(_within(LEAFLET, request.match_info["path"]))
+    return file_response(_within(LEAFLET, request.match_info["path"]))
 
 
 @routes.get("/static/{path:.+}")
@@ -74,4 +75,4 @@ async def static(request: web.Request) -> web.StreamResponse:
     relative = request.match_info["path"]
     if relative.split("/", 1)[0] in _NOT_SERVED:
         raise web.HTTPNotFound(text=f"no such file: {relative}")
-    return _file(_within(DASHBOARDS, relative))
+    return file_response(_within(DASHBOARDS, relative))

@@ -24,7 +24,7 @@ from callcenter.store import models as m
 from callcenter.web import sessions
 from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
-from callcenter.web.pages import DASHBOARDS
+from callcenter.web.pages import DASHBOARDS, file_response
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
@@ -239,8 +239,6 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
         return _refused_page(operator.username)
     if not REPORTS_PAGE.is_file():
         raise web.HTTPNotFound(text=f"the reports page is missing: {REPORTS_PAGE}")
-    response = web.FileResponse(REPORTS_PAGE)
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
+    response = file_response(REPORTS_PAGE)
     response.headers["X-Frame-Options"] = "DENY"
     return response
