@@ -200,24 +200,34 @@ class District:
         self.holidays = frozenset(holidays)
         self._refresh_s = refresh_s
         self._registry: Registry | None = None
-        self._stale = False
+        # Bumped by invalidate(); a registry read before the latest bump is stale, even
+        # if its read finished after it (a load racing an administrator's change).
+        self._generation = 0
+        self._loaded_generation = -1
         self._stopping = asyncio.Event()
 
     async def registry(self, session: AsyncSession | None = None) -> Registry:
         """The registry: read on first use and after ``invalidate``; otherwise the copy
         ``run`` renews in the background, so no decision waits for a reload."""
-        if self._registry is None or self._stale:
+        if self._registry is None or self._loaded_generation != self._generation:
+            wanted = self._generation
             if session is not None:
-                self._registry = await load_registry(session)
+                loaded = await load_registry(session)
             else:
                 async with AsyncSession(self._engine) as fresh:
-                    self._registry = await load_registry(fresh)
-            self._stale = False
+                    loaded = await load_registry(fresh)
+            self._keep(loaded, wanted)
+            return loaded
         return self._registry
+
+    def _keep(self, loaded: Registry, generation: int) -> None:
+        """Use ``loaded``, read as of ``generation``: still stale if invalidated since."""
+        self._registry = loaded
+        self._loaded_generation = generation
 
     def invalidate(self) -> None:
         """Re-read the registry on next use (a household or carer it does not know)."""
-        self._stale = True
+        self._generation += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -231,8 +241,9 @@ class District:
             if self._stopping.is_set():
                 return
             try:
+                wanted = self._generation
                 async with AsyncSession(self._engine) as session:
-                    self._registry = await load_registry(session)
+                    self._keep(await load_registry(session), wanted)
             except Exception:
                 log.exception("re-reading the district registry failed; keeping the old one")
 
