@@ -22,10 +22,10 @@ from callcenter.engine.outbox import (
     TextLimit,
     bundles,
 )
-from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk
+from tests.fixtures.fake_twilio import fake_of
 
 SUPERVISOR = "+8613900000001"
 OTHER_PHONE = "+8613900000002"
@@ -100,12 +100,6 @@ async def _drain(server: Running, clock: ManualClock) -> None:
         await relay.drain()
 
 
-def _to(server: Running, phone: str) -> list[FakeMessage]:
-    fake: FakeTwilio | None = server.fake_twilio
-    assert fake is not None
-    return [message for message in fake.messages if message.to == phone]
-
-
 async def _rows(server: Running, ids: list[int]) -> list[tuple[str, str | None, int]]:
     found = await rows(
         server,
@@ -126,7 +120,11 @@ async def test_texts_over_the_limit_wait_then_go_out_as_one(
     server, clock = desk
     first = await _queue(server, clock, *[(SUPERVISOR, f"notice {n}", False) for n in (1, 2, 3)])
     await _drain(server, clock)
-    assert [msg.body for msg in _to(server, SUPERVISOR)] == ["notice 1", "notice 2", "notice 3"]
+    assert [msg.body for msg in fake_of(server).sent_to(SUPERVISOR)] == [
+        "notice 1",
+        "notice 2",
+        "notice 3",
+    ]
 
     clock.advance(timedelta(seconds=10))
     later = await _queue(
@@ -136,8 +134,8 @@ async def test_texts_over_the_limit_wait_then_go_out_as_one(
         (OTHER_PHONE, "for someone else", False),
     )
     await _drain(server, clock)
-    assert len(_to(server, SUPERVISOR)) == 3
-    assert [msg.body for msg in _to(server, OTHER_PHONE)] == ["for someone else"]
+    assert len(fake_of(server).sent_to(SUPERVISOR)) == 3
+    assert [msg.body for msg in fake_of(server).sent_to(OTHER_PHONE)] == ["for someone else"]
     held = await rows(
         server,
         select(m.OutboxItem.state, m.OutboxItem.attempts, m.OutboxItem.next_attempt_at).where(
@@ -151,8 +149,8 @@ async def test_texts_over_the_limit_wait_then_go_out_as_one(
     # The window frees: four waiting where three are allowed go out as one text.
     clock.advance(timedelta(seconds=50))
     await _drain(server, clock)
-    *_, bundle = _to(server, SUPERVISOR)
-    assert len(_to(server, SUPERVISOR)) == 4
+    *_, bundle = fake_of(server).sent_to(SUPERVISOR)
+    assert len(fake_of(server).sent_to(SUPERVISOR)) == 4
     assert bundle.body == BUNDLE_SEPARATOR.join(f"notice {n}" for n in (4, 5, 6, 7))
     assert await _rows(server, later[:4]) == [("sent", bundle.sid, 1)] * 4
     assert [state for state, _, _ in await _rows(server, first)] == ["sent"] * 3
@@ -161,7 +159,7 @@ async def test_texts_over_the_limit_wait_then_go_out_as_one(
     clock.advance(timedelta(seconds=1))
     await _queue(server, clock, (SUPERVISOR, "notice 8", False))
     await _drain(server, clock)
-    assert _to(server, SUPERVISOR)[-1].body == "notice 8"
+    assert fake_of(server).sent_to(SUPERVISOR)[-1].body == "notice 8"
 
 
 async def test_a_page_is_never_held_and_carries_what_waits_for_that_phone(
@@ -178,7 +176,7 @@ async def test_a_page_is_never_held_and_carries_what_waits_for_that_phone(
         server, clock, (SUPERVISOR, "notice 4", False), (SUPERVISOR, "GO TO H0007", True)
     )
     await _drain(server, clock)
-    *_, bundle = _to(server, SUPERVISOR)
+    *_, bundle = fake_of(server).sent_to(SUPERVISOR)
     assert bundle.body == f"GO TO H0007{BUNDLE_SEPARATOR}notice 4"
     assert await _rows(server, waiting) == [("sent", bundle.sid, 1)] * 2
 
@@ -186,7 +184,7 @@ async def test_a_page_is_never_held_and_carries_what_waits_for_that_phone(
     clock.advance(timedelta(minutes=2))
     burst = await _queue(server, clock, *[(OTHER_PHONE, f"n{n}", False) for n in range(5)])
     await _drain(server, clock)
-    (one,) = _to(server, OTHER_PHONE)
+    (one,) = fake_of(server).sent_to(OTHER_PHONE)
     assert one.body == BUNDLE_SEPARATOR.join(f"n{n}" for n in range(5))
     assert {ref for _, ref, _ in await _rows(server, burst)} == {one.sid}
 
@@ -221,5 +219,5 @@ async def test_a_text_in_doubt_that_went_out_in_a_bundle_is_not_sent_again(
         )
     clock.advance(timedelta(seconds=5))
     await _drain(server, clock)
-    assert len(_to(server, OTHER_PHONE)) == 1
+    assert len(fake_of(server).sent_to(OTHER_PHONE)) == 1
     assert await _rows(server, [first, second]) == [("sent", sent.ref, 2)] * 2

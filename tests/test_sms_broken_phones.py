@@ -14,6 +14,7 @@ from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
 from tests.api_support import Api
 from tests.desk_support import history, page_rows, rows
+from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
 from tests.server_support import run_cli
 from tests.sms_support import answer_of, paged, post_signed, sms
@@ -22,8 +23,7 @@ SUPERVISOR_PHONE = "+8613900000001"  # tests.api_support's supervisor
 
 
 async def _texts_to(api: Api, phone: str) -> list[str]:
-    assert api.server.fake_twilio is not None
-    return [message.body for message in api.server.fake_twilio.messages if message.to == phone]
+    return [message.body for message in fake_of(api.server).sent_to(phone)]
 
 
 async def _broken(api: Api) -> dict[str, phones.Broken]:
@@ -142,8 +142,7 @@ async def test_an_undelivered_text_to_a_supervisor_is_written_on_the_call(api: A
         return bool(await _texts_to(api, SUPERVISOR_PHONE))
 
     await eventually(supervisor_texted, what="the supervisor texted")
-    assert api.server.fake_twilio is not None
-    (told,) = [msg for msg in api.server.fake_twilio.messages if msg.to == SUPERVISOR_PHONE]
+    (told,) = fake_of(api.server).sent_to(SUPERVISOR_PHONE)
 
     async def recorded() -> bool:
         return bool(

@@ -14,7 +14,6 @@ from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.engine import phones
-from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
 from callcenter.notify.sms import classify
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
@@ -29,6 +28,7 @@ from tests.desk_support import (
     running_desk,
     scalar,
 )
+from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
 
 
@@ -38,15 +38,6 @@ async def _press(server: Running, broker: EmbeddedBroker, prefix: str, household
 
 async def _carer_phone(server: Running, carer_id: int) -> str:
     return str(await scalar(server, select(m.Carer.phone).where(m.Carer.id == carer_id)))
-
-
-def _fake(server: Running) -> FakeTwilio:
-    assert server.fake_twilio is not None, "with no Twilio account the server runs a fake"
-    return server.fake_twilio
-
-
-def _to(fake: FakeTwilio, phone: str) -> list[FakeMessage]:
-    return [message for message in fake.messages if message.to == phone]
 
 
 async def test_a_press_sends_the_dispatch_sms_through_twilio(
@@ -59,7 +50,7 @@ async def test_a_press_sends_the_dispatch_sms_through_twilio(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
     async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         call_id = await _press(server, broker, topic_prefix, "H0010")
 
         async def page_sent() -> bool:
@@ -69,7 +60,7 @@ async def test_a_press_sends_the_dispatch_sms_through_twilio(
         await eventually(page_sent, what="the dispatch page sent")
         (page,) = await page_rows(server, call_id)
         phone = await _carer_phone(server, int(page.guard["carer_id"]))
-        (arrived,) = _to(fake, phone)
+        (arrived,) = fake.sent_to(phone)
         assert "H0010" in arrived.body and str(call_id) in arrived.body
         assert arrived.body == page.body
         assert arrived.from_ and arrived.account_sid == fake.account_sid
@@ -87,7 +78,7 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
     )
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         fake.fail_next(status=429, code=20429)
         call_id = await _press(server, broker, topic_prefix, "H0011")
 
@@ -101,7 +92,7 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
         assert page.state == m.OutboxState.PENDING
         assert "20429" in page.last_error
         phone = await _carer_phone(server, int(page.guard["carer_id"]))
-        assert _to(fake, phone) == []
+        assert fake.sent_to(phone) == []
 
         clock.advance(timedelta(seconds=5))  # the first retry delay
         server.desk.outbox_changed.set()
@@ -112,7 +103,7 @@ async def test_a_rate_limited_page_is_retried_and_sent_once(
         await eventually(sent, what="the retried page sent")
         await server.relay.drain()
         (page,) = await page_rows(server, call_id)
-        (arrived,) = _to(fake, phone)
+        (arrived,) = fake.sent_to(phone)
         assert (page.attempts, page.provider_ref, page.last_error) == (2, arrived.sid, "")
 
 
@@ -132,7 +123,7 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
     )
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         fake.fail_next(status=400, code=21211)
         call_id = await _press(server, broker, topic_prefix, "H0012")
 
@@ -154,19 +145,19 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         )
         assert assignments == [(first_carer, "unreachable"), (second_carer, "dispatched")]
         second_phone = await _carer_phone(server, second_carer)
-        (arrived,) = _to(fake, second_phone)
+        (arrived,) = fake.sent_to(second_phone)
         assert arrived.sid == second.provider_ref
-        assert _to(fake, await _carer_phone(server, first_carer)) == []
+        assert fake.sent_to(await _carer_phone(server, first_carer)) == []
 
         actions = [h.action for h in await history(server, call_id)]
         assert actions.index("unreachable") < len(actions) - 1
         assert actions[actions.index("unreachable") + 1] == "dispatched"
 
         async def supervisor_texted() -> bool:
-            return bool(_to(fake, "+8613997100001"))
+            return bool(fake.sent_to("+8613997100001"))
 
         await eventually(supervisor_texted, what="the supervisor texted")
-        (told,) = _to(fake, "+8613997100001")
+        (told,) = fake.sent_to("+8613997100001")
         assert str(call_id) in told.body and "21211" in told.body  # why, from the page
 
         # The number is marked: the carer is not paged again while it is wrong.
@@ -182,7 +173,7 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
         clock.advance(timedelta(minutes=1))
         await server.relay.drain()
         assert (await page_rows(server, call_id))[0].attempts == 1
-        assert _to(fake, await _carer_phone(server, first_carer)) == []
+        assert fake.sent_to(await _carer_phone(server, first_carer)) == []
 
 
 @pytest.mark.parametrize(

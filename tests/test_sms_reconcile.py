@@ -23,10 +23,11 @@ from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.engine.outbox import REPEAT_MARK, OutboxMessage, OutboxRelay, Receipt
-from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
+from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar
+from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually, publish_events
 
 FROM_NUMBER = "+8610000000000"
@@ -84,15 +85,6 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _fake(server: Running) -> FakeTwilio:
-    assert server.fake_twilio is not None, "with no Twilio account the server runs a fake"
-    return server.fake_twilio
-
-
-def _to(fake: FakeTwilio, phone: str) -> list[FakeMessage]:
-    return [message for message in fake.messages if message.to == phone]
-
-
 async def _page(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
     """Press in ``household``; the id of the dispatch page's outbox row."""
     await publish_events(broker.host, broker.port, prefix, [(household, f"CB-{household}", "p1")])
@@ -132,7 +124,7 @@ async def test_a_page_sent_before_the_process_died_is_settled_not_sent_again(
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
         server.relay.stop()  # this test drives its own relays
-        fake = _fake(server)
+        fake = fake_of(server)
         page_id = await _page(server, broker, topic_prefix, "H0010")
         phone = await _phone(server, page_id)
         claimed_at = clock.now()
@@ -140,7 +132,7 @@ async def test_a_page_sent_before_the_process_died_is_settled_not_sent_again(
             dying = OutboxRelay(server.engine, server.desk, clock, {"sms": KilledMidSend(texts)})
             with pytest.raises(ProcessKilled):
                 await dying.drain()
-        (taken,) = _to(fake, phone)
+        (taken,) = fake.sent_to(phone)
         row = await _row(server, page_id)
         assert (row.state, row.attempts, row.provider_ref) == ("pending", 1, None)
         assert row.sending_since == claimed_at  # in doubt
@@ -152,7 +144,7 @@ async def test_a_page_sent_before_the_process_died_is_settled_not_sent_again(
         row = await _row(server, page_id)
         assert (row.state, row.provider_ref, row.sending_since) == ("sent", taken.sid, None)
         assert (row.attempts, row.last_error) == (2, "")
-        assert _to(fake, phone) == [taken]
+        assert fake.sent_to(phone) == [taken]
 
 
 async def test_a_page_in_doubt_that_twilio_never_took_is_sent_once(
@@ -166,7 +158,7 @@ async def test_a_page_in_doubt_that_twilio_never_took_is_sent_once(
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
         server.relay.stop()  # this test drives its own relays
-        fake = _fake(server)
+        fake = fake_of(server)
         page_id = await _page(server, broker, topic_prefix, "H0011")
         phone = await _phone(server, page_id)
         async with TwilioSms(_account(fake)) as texts:
@@ -178,7 +170,7 @@ async def test_a_page_in_doubt_that_twilio_never_took_is_sent_once(
             )
             with pytest.raises(ProcessKilled):
                 await dying.drain()
-        assert _to(fake, phone) == []
+        assert fake.sent_to(phone) == []
         assert (await _row(server, page_id)).sending_since is not None
 
         clock.advance(timedelta(seconds=5))
@@ -186,7 +178,7 @@ async def test_a_page_in_doubt_that_twilio_never_took_is_sent_once(
             restarted = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
             await restarted.drain()
         row = await _row(server, page_id)
-        (arrived,) = _to(fake, phone)
+        (arrived,) = fake.sent_to(phone)
         assert arrived.body == row.body
         assert (row.state, row.provider_ref, row.sending_since) == ("sent", arrived.sid, None)
 
@@ -204,7 +196,7 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
     clock = ManualClock(MONDAY_MORNING)
     async with running_desk(config, clock) as server:
         server.relay.stop()  # this test drives its own relays
-        fake = _fake(server)
+        fake = fake_of(server)
         page_id = await _page(server, broker, topic_prefix, "H0012")
         phone = await _phone(server, page_id)
         call_id = (await _row(server, page_id)).call_id
@@ -234,8 +226,8 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
             for _ in range(2):  # each run dies on the next row it sends
                 with pytest.raises(ProcessKilled):
                     await dying.drain()
-        (first_page,) = _to(fake, phone)
-        (notice,) = _to(fake, FAMILY_PHONE)
+        (first_page,) = fake.sent_to(phone)
+        (notice,) = fake.sent_to(FAMILY_PHONE)
 
         clock.advance(timedelta(seconds=5))
         nowhere = f"http://127.0.0.1:{_closed_port()}"
@@ -251,7 +243,7 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
             )
             await relay.drain()
         page = await _row(server, page_id)
-        first, repeat = _to(fake, phone)
+        first, repeat = fake.sent_to(phone)
         assert first == first_page
         assert repeat.body == REPEAT_MARK + page.body
         assert (page.state, page.provider_ref, page.sending_since) == ("sent", repeat.sid, None)
@@ -260,11 +252,11 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
         assert (pending.state, pending.attempts, pending.provider_ref) == ("pending", 2, None)
         assert pending.sending_since is not None
         assert "message list could not be checked" in pending.last_error
-        assert _to(fake, FAMILY_PHONE) == [notice]  # not sent again
+        assert fake.sent_to(FAMILY_PHONE) == [notice]  # not sent again
 
         clock.advance(timedelta(seconds=10))  # its next attempt falls due; Twilio answers
         async with TwilioSms(_account(fake)) as texts:
             await OutboxRelay(server.engine, server.desk, clock, {"sms": texts}).drain()
         settled = await _row(server, notice_id)
         assert (settled.state, settled.provider_ref, settled.last_error) == ("sent", notice.sid, "")
-        assert _to(fake, FAMILY_PHONE) == [notice]
+        assert fake.sent_to(FAMILY_PHONE) == [notice]

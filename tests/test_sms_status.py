@@ -14,7 +14,6 @@ from sqlalchemy import select
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.notify.fake_twilio import FakeMessage, FakeTwilio
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web.sms import INBOUND_PATH
@@ -28,6 +27,7 @@ from tests.desk_support import (
     running_desk,
     scalar,
 )
+from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
 from tests.sms_support import post_signed
 
@@ -59,15 +59,6 @@ async def _carer_phone(server: Running, carer_id: int) -> str:
     return str(await scalar(server, select(m.Carer.phone).where(m.Carer.id == carer_id)))
 
 
-def _fake(server: Running) -> FakeTwilio:
-    assert server.fake_twilio is not None, "with no Twilio account the server runs a fake"
-    return server.fake_twilio
-
-
-def _to(fake: FakeTwilio, phone: str) -> list[FakeMessage]:
-    return [message for message in fake.messages if message.to == phone]
-
-
 async def test_delivery_reports_only_move_a_message_forward(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
@@ -77,7 +68,7 @@ async def test_delivery_reports_only_move_a_message_forward(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
     async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         call_id = await _press(server, broker, topic_prefix, "H0020")
         (page,) = await _pages_sent(server, call_id, 1)
         assert page.delivery == "queued"
@@ -105,7 +96,7 @@ async def test_an_undelivered_page_pages_the_next_carer_at_once(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
     async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         call_id = await _press(server, broker, topic_prefix, "H0021")
         (page,) = await _pages_sent(server, call_id, 1)
         first_carer = int(page.guard["carer_id"])
@@ -120,7 +111,7 @@ async def test_an_undelivered_page_pages_the_next_carer_at_once(
             (first_carer, "unreachable"),
             (second_carer, "dispatched"),
         ]
-        (arrived,) = _to(fake, await _carer_phone(server, second_carer))
+        (arrived,) = fake.sent_to(await _carer_phone(server, second_carer))
         assert arrived.sid == second.provider_ref and str(call_id) in arrived.body
 
         entries = await history(server, call_id)
@@ -143,7 +134,7 @@ async def test_a_failed_page_to_a_carer_who_accepted_changes_nothing_in_the_call
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
     async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         call_id = await _press(server, broker, topic_prefix, "H0022")
         (page,) = await _pages_sent(server, call_id, 1)
         carer = int(page.guard["carer_id"])
@@ -184,7 +175,7 @@ async def test_forged_unknown_and_incomplete_reports(
     )
     caplog.set_level(logging.INFO, logger="callcenter.sms")
     async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
-        fake = _fake(server)
+        fake = fake_of(server)
         call_id = await _press(server, broker, topic_prefix, "H0023")
         (page,) = await _pages_sent(server, call_id, 1)
         report = {
