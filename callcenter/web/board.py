@@ -520,10 +520,7 @@ async def service_levels_of_day(request: web.Request) -> web.Response:
     raw = request.query.get("day")
     day: date | None = None
     if raw is not None:
-        try:
-            day = date.fromisoformat(raw) if len(raw) == 10 else None
-        except ValueError:
-            day = None
+        day = views.written_day(raw)
         if day is None:
             raise bad_request(
                 f"day must be a date written YYYY-MM-DD, e.g. {data.today().isoformat()}; "

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
-from callcenter.web import sessions
+from callcenter.web import sessions, views
 from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import DASHBOARDS, file_response
@@ -45,11 +45,7 @@ def _day(request: web.Request, name: str, today: date) -> date:
             f"e.g. ?from={example}&to={example}; {name} is missing",
             field=name,
         )
-    try:
-        # fromisoformat also takes 20261123; only the written-out form is meant.
-        day = date.fromisoformat(raw) if len(raw) == 10 else None
-    except ValueError:
-        day = None
+    day = views.written_day(raw)
     if day is None:
         raise bad_request(
             f"{name} must be a date written YYYY-MM-DD, e.g. {example}; not {raw!r}",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -34,6 +34,17 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def written_day(raw: str) -> date | None:
+    """``raw`` as a date if it is written YYYY-MM-DD (fromisoformat alone would also take
+    20261123 and 2026-W48-1), else None."""
+    if len(raw) != 10:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        return None
 
 
 def _minutes(seconds: float | None) -> float | None:

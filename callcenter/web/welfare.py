@@ -29,7 +29,7 @@ from callcenter.engine.welfare import (
 )
 from callcenter.store import models as m
 from callcenter.store.db import write_locked
-from callcenter.web import audit
+from callcenter.web import audit, views
 from callcenter.web.auth import require_role
 from callcenter.web.bodies import Note, _Body, read_body
 from callcenter.web.errors import ApiError, bad_request, not_found
@@ -64,13 +64,12 @@ def welfare_list(server: Running) -> WelfareList:
 def _week(raw: str | None, default: date) -> date:
     if raw is None:
         return default
-    try:
-        day = date.fromisoformat(raw)
-    except ValueError:
+    day = views.written_day(raw)
+    if day is None:
         raise bad_request(
             f"week must be a date such as 2026-11-23 (any day of the week), not {raw[:40]!r}",
             field="week",
-        ) from None
+        )
     return week_start(day)
 
 
