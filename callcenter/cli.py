@@ -63,7 +63,11 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_seed(args: argparse.Namespace) -> int:
-    from callcenter.store.demo import DistrictAlreadySeededError, seed_demo_district
+    from callcenter.store.demo import (
+        DistrictAlreadySeededError,
+        DistrictShapeError,
+        seed_demo_district,
+    )
     from callcenter.store.migrate import SchemaNotCurrentError
 
     if not args.demo:
@@ -71,8 +75,15 @@ def _cmd_seed(args: argparse.Namespace) -> int:
         return 2
     config = _load(args)
     try:
-        summary = asyncio.run(seed_demo_district(config.database_url, seed=args.seed))
-    except (SchemaNotCurrentError, DistrictAlreadySeededError) as error:
+        summary = asyncio.run(
+            seed_demo_district(
+                config.database_url,
+                seed=args.seed,
+                households=args.households,
+                carers=args.carers,
+            )
+        )
+    except (SchemaNotCurrentError, DistrictAlreadySeededError, DistrictShapeError) as error:
         print(f"cannot seed: {error}", file=sys.stderr)
         return 2
     print(summary)
@@ -317,6 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
     seed = commands.add_parser("seed", help="fill the database")
     seed.add_argument("--demo", action="store_true", help="build the demo district")
     seed.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
+    seed.add_argument(
+        "--households", type=int, default=900, help="households in the demo district (default 900)"
+    )
+    seed.add_argument(
+        "--carers", type=int, default=60, help="carers, shared out over the 9 stations (default 60)"
+    )
     seed.set_defaults(func=_cmd_seed)
 
     db = commands.add_parser("db", help="database maintenance")

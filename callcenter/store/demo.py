@@ -418,10 +418,14 @@ def _person_name(dice: _Dice, surname: str, given_names: Sequence[str]) -> str:
 
 
 def _build_carers(
-    dice: _Dice, phones: _Phones, stations: Sequence[DemoStation], load: dict[str, int]
+    dice: _Dice,
+    phones: _Phones,
+    stations: Sequence[DemoStation],
+    load: dict[str, int],
+    team_size: int,
 ) -> tuple[DemoCarer, ...]:
     # The busiest stations get the carers left over after an even share.
-    base, extra = divmod(_CARERS, len(stations))
+    base, extra = divmod(team_size, len(stations))
     busiest = sorted(stations, key=lambda s: (-load[s.code], s.code))[:extra]
     busiest_codes = {s.code for s in busiest}
     names: set[str] = set()
@@ -429,14 +433,16 @@ def _build_carers(
     for station in stations:
         team = base + (1 if station.code in busiest_codes else 0)
         for slot in range(team):
-            while True:
+            # Distinct names while there are enough; a team larger than the names on
+            # offer (thousands, for load tests) has namesakes, as real ones do.
+            for _attempt in range(20):
                 woman = dice.chance(0.7)
                 name = _person_name(
                     dice, dice.pick(_SURNAMES), _YOUNGER_WOMEN if woman else _YOUNGER_MEN
                 )
                 if name not in names:
-                    names.add(name)
                     break
+            names.add(name)
             pattern = _STATION_ROTA[slot % len(_STATION_ROTA)]
             lead = slot == 0
             if lead:
@@ -582,9 +588,39 @@ def _build_households(
     return tuple(households)
 
 
+class DistrictShapeError(ValueError):
+    """A district size or station choice that cannot be built; the message says why."""
+
+
 @functools.lru_cache(maxsize=4)
-def build_demo_district(seed: int = DEMO_SEED, households: int = 900) -> DemoDistrict:
-    """The demo district for ``seed``, built in memory; the same seed gives the same district."""
+def build_demo_district(
+    seed: int = DEMO_SEED,
+    households: int = 900,
+    carers: int = _CARERS,
+    staffed: tuple[str, ...] | None = None,
+) -> DemoDistrict:
+    """The demo district for ``seed``, built in memory; the same seed gives the same district.
+
+    ``carers`` is the team size, shared out over the ``staffed`` stations (codes; all nine
+    when None), the busiest first; stations left out keep their households but have no
+    carers, as when a district closes or never opens a post. The households, residents
+    and their phones do not depend on ``carers`` or ``staffed``, so staffing what-ifs
+    compare the same district."""
+    if households < 1:
+        raise DistrictShapeError(f"a district needs at least 1 household, not {households}")
+    known = [site.code for site in _SITES]
+    chosen = known if staffed is None else list(staffed)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise DistrictShapeError(
+            f"no such station {', '.join(unknown)}: the stations are {', '.join(known)}"
+        )
+    if not chosen:
+        raise DistrictShapeError("at least one station must be staffed")
+    if carers < len(chosen):
+        raise DistrictShapeError(
+            f"{carers} carers cannot staff {len(chosen)} stations: at least one each"
+        )
     dice = _Dice(seed)
     phones = _Phones(dice)
     stations = _build_stations(phones)
@@ -592,12 +628,19 @@ def build_demo_district(seed: int = DEMO_SEED, households: int = 900) -> DemoDis
     load = {s.code: 0 for s in stations}
     for household in homes:
         load[household.home_station] += 1
-    carers = _build_carers(dice, phones, stations, load)
+    # Carers come after the households, so the team never reshapes the households.
+    team = _build_carers(
+        dice,
+        phones,
+        [s for s in stations if s.code in chosen],
+        load,
+        carers,
+    )
     return DemoDistrict(
         seed=seed,
         stations=stations,
         shift_patterns=_SHIFT_PATTERNS,
-        carers=carers,
+        carers=team,
         households=homes,
     )
 
@@ -745,14 +788,22 @@ async def _insert(connection: AsyncConnection, district: DemoDistrict) -> None:
             )
 
 
-async def seed_demo_district(url: str, seed: int = DEMO_SEED) -> SeedSummary:
-    """Write the demo district into the empty, migrated database at ``url``.
+async def seed_demo_district(
+    url: str,
+    seed: int = DEMO_SEED,
+    *,
+    households: int = 900,
+    carers: int = _CARERS,
+    staffed: tuple[str, ...] | None = None,
+) -> SeedSummary:
+    """Write the demo district (sized as :func:`build_demo_district`) into the empty,
+    migrated database at ``url``.
 
     Raises SchemaNotCurrentError when the schema is missing (run ``callcenter db upgrade``)
     and DistrictAlreadySeededError when the database already has households.
     """
     started = _time.perf_counter()
-    district = build_demo_district(seed)
+    district = build_demo_district(seed, households, carers, staffed)
     engine = create_engine(url)
     try:
         async with engine.begin() as connection:
