@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,7 +24,7 @@ from callcenter.config import Config
 from callcenter.engine.desk import Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import EventFollower
-from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, TextLimit
+from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, Sender, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
@@ -32,7 +33,7 @@ from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
-from callcenter.web import WebStartError, serving_web
+from callcenter.web import WebServer, WebStartError, serving_web
 from callcenter.web.board import BoardData
 from callcenter.web.sms import INBOUND_PATH
 
@@ -66,6 +67,16 @@ class Running:
     # What the connected boards share (set when the API is built): tests and benchmarks
     # read how often it went to the database.
     boards: BoardData | None = None
+    # The operator API's server, once it listens.
+    web: WebServer | None = None
+
+
+class Loop(Protocol):
+    """One of the server's long-running parts: runs until stopped."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def build_desk(config: Config, engine: AsyncEngine, clock: Clock) -> Desk:
@@ -93,7 +104,31 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 @contextlib.asynccontextmanager
 async def running_server(config: Config, clock: Clock | None = None) -> AsyncIterator[Running]:
     """Start broker (if embedded), database and ingest; stop them in reverse on exit."""
-    clock = clock or SystemClock()
+    async with (
+        assembled_server(config, clock or SystemClock()) as (running, loops),
+        asyncio.TaskGroup() as tasks,
+    ):
+        for name, loop in loops.items():
+            tasks.create_task(loop.run(), name=f"callcenter.{name}")
+        try:
+            yield running
+        finally:
+            try:
+                if running.web is not None:
+                    await running.web.close()
+            finally:
+                for loop in loops.values():
+                    loop.stop()
+
+
+@contextlib.asynccontextmanager
+async def assembled_server(
+    config: Config, clock: Clock, *, devices: Sender | None = None
+) -> AsyncIterator[tuple[Running, dict[str, Loop]]]:
+    """Everything a server is made of, built, connected to each other and listening for
+    the API, but with none of its loops running: ``running_server`` runs them, and the
+    simulator on virtual time drives them step by step instead (``catch_up``,
+    ``fire_due``, ``drain``). ``devices`` replaces the MQTT sender of device commands."""
     async with contextlib.AsyncExitStack() as stack:
         if config.embedded_broker_wanted:
             broker = EmbeddedBroker(
@@ -114,7 +149,11 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         follower = EventFollower(engine, desk, clock, poll_s=config.calls.event_poll_s)
         ingest.on_events(follower.on_events)
         scheduler = Scheduler(engine, desk, clock)
-        commands = DeviceCommandSender(config.broker, host=host, port=port, clock=clock)
+        commands: Sender
+        if devices is None:
+            commands = DeviceCommandSender(config.broker, host=host, port=port, clock=clock)
+        else:
+            commands = devices
         fake_twilio, account = await _sms_account(config, stack, clock)
         texts = await stack.enter_async_context(TwilioSms(account))
         relay = OutboxRelay(
@@ -140,7 +179,17 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
             zone=ZoneInfo(config.district.timezone),
             min_age=config.welfare.min_age,
         )
-        loops = (ingest, follower, scheduler, commands, relay, watchdog, desk.district, welfare)
+        loops: dict[str, Loop] = {
+            "ingest": ingest,
+            "follower": follower,
+            "scheduler": scheduler,
+            "outbox": relay,
+            "watchdog": watchdog,
+            "district": desk.district,
+            "welfare": welfare,
+        }
+        if isinstance(commands, DeviceCommandSender):
+            loops["commands"] = commands
         running = Running(
             config,
             clock,
@@ -162,6 +211,7 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         # The API listens before the loops start, so a taken port stops the server at
         # once; on the way out it closes first, before the loops it drives.
         web_server = await stack.enter_async_context(serving_web(running))
+        running.web = web_server
         running.web_url, running.web_port = web_server.url, web_server.port
         if not texts.account.public_url:  # Twilio's status callbacks come to the API
             texts.account = replace(texts.account, public_url=running.web_url)
@@ -169,23 +219,7 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
         desk.link_base = config.sms.public_url or running.web_url
         if fake_twilio is not None:  # answers typed on the fake's page come to our webhook
             fake_twilio.inbound_url = texts.account.public_url.rstrip("/") + INBOUND_PATH
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(ingest.run(), name="callcenter.ingest")
-            tasks.create_task(follower.run(), name="callcenter.follower")
-            tasks.create_task(scheduler.run(), name="callcenter.scheduler")
-            tasks.create_task(commands.run(), name="callcenter.commands")
-            tasks.create_task(relay.run(), name="callcenter.outbox")
-            tasks.create_task(watchdog.run(), name="callcenter.watchdog")
-            tasks.create_task(desk.district.run(), name="callcenter.district")
-            tasks.create_task(welfare.run(), name="callcenter.welfare")
-            try:
-                yield running
-            finally:
-                try:
-                    await web_server.close()
-                finally:
-                    for loop in loops:
-                        loop.stop()
+        yield running, loops
 
 
 async def _sms_account(

@@ -218,7 +218,7 @@ class OutboxRelay:
             wake.clear()
             try:
                 await self.drain()
-                upcoming = await self._next_attempt()
+                upcoming = await self.next_attempt()
             except Exception:
                 log.exception("outbox cycle failed; trying again in 1 s")
                 await asyncio.sleep(1.0)
@@ -395,7 +395,8 @@ class OutboxRelay:
             await self._settle(member, None, receipt)
         return len(part)
 
-    async def _next_attempt(self) -> datetime | None:
+    async def next_attempt(self) -> datetime | None:
+        """When the earliest pending row is due (now or later), if any."""
         async with AsyncSession(self._engine) as session:
             return await session.scalar(
                 select(func.min(m.OutboxItem.next_attempt_at)).where(

@@ -97,6 +97,7 @@ class Ingest:
         self._port = broker_port
         self._writer = EventWriter(engine)
         self._registry = DeviceRegistry()
+        self._registry_loaded = False
         self._limits = Limits(
             topic_prefix=config.broker.topic_prefix,
             max_payload_bytes=config.ingest.max_payload_bytes,
@@ -128,7 +129,7 @@ class Ingest:
 
     async def run(self) -> None:
         """Run until stop(): connect, consume, reconnect on loss."""
-        await self._load_registry()
+        await self.load_registry()
         delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
         topic = subscription(self._config.broker.topic_prefix)
         if self._config.broker.shared_group:
@@ -212,13 +213,25 @@ class Ingest:
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await pending
 
+    async def take(self, received: list[Received]) -> list[StoredEvent]:
+        """Store messages that did not come through this ingest's own subscription (the
+        simulator on virtual time hands them over directly), exactly as if they had, and
+        tell the listeners; the events that were new."""
+        if not self._registry_loaded:
+            await self.load_registry()
+        stored = await self._store(received)
+        await self._notify(stored)
+        return stored
+
     async def _ingest(self, batch: list[aiomqtt.Message]) -> list[StoredEvent]:
         """Plan and commit one batch; return the events that were new."""
-        received = [_received(m) for m in batch]
+        return await self._store([_received(m) for m in batch])
+
+    async def _store(self, received: list[Received]) -> list[StoredEvent]:
         await self._resolve_unknown(received)
         plan = plan_batch(received, self._registry, self._clock.now(), self._limits)
         stored = await self._commit(plan, received)
-        self.stats.messages += len(batch)
+        self.stats.messages += len(received)
         self.stats.batches += 1
         self.stats.heartbeats += plan.heartbeats
         self.stats.statuses += plan.statuses
@@ -333,7 +346,8 @@ class Ingest:
         for device in found:
             self._unknown_checked.pop(device.serial, None)
 
-    async def _load_registry(self) -> None:
+    async def load_registry(self) -> None:
+        """Read every device from the database (retrying until it answers)."""
         delays = backoff_delays(first_s=0.5, cap_s=10.0)
         while True:
             try:
@@ -345,6 +359,7 @@ class Ingest:
                 await asyncio.sleep(wait)
                 continue
             self._registry = DeviceRegistry(devices)
+            self._registry_loaded = True
             self._next_registry_reload = time.monotonic() + self._config.ingest.registry_refresh_s
             log.info("device registry loaded: %d devices", len(self._registry))
             return
@@ -374,4 +389,4 @@ class Ingest:
                 )
                 await self._notify(stored)
         if time.monotonic() >= self._next_registry_reload:
-            await self._load_registry()
+            await self.load_registry()

@@ -1,0 +1,214 @@
+"""The people in the loop: carers who read their dispatch texts and answer from the
+field, and the operators at the desk who pick calls up.
+
+Both are plain decision-makers: told what reached them and when, they say what they will
+do and when, drawing human-like delays from a seeded random source. The simulator on
+virtual time (:mod:`device_sim.week`) delivers what they say.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from callcenter.domain.geo import Place, Transport, travel_time_s
+
+# A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in
+# every language the call centre writes; a carer reads the call number off them.
+_OFFER = re.compile(r"(\d+)a\b")
+_HOUSEHOLD = re.compile(r"\b(H\d{4,})\b")
+# A stand-down says the carer is no longer needed, in English or Chinese.
+_STAND_DOWN = re.compile(r"(?:Call|呼叫)\s*(\d+)\s*[:：]\s*(?:stand down|无需前往)")
+
+
+@dataclass(frozen=True)
+class FieldProfile:
+    """How carers answer. Times in seconds."""
+
+    # Seconds from a page reaching the phone to the answer: lognormal around the median.
+    answer_median_s: float = 35.0
+    answer_spread: float = 0.6
+    # Pages a carer never answers (phone in a bag, driving, asleep on a night shift).
+    no_answer_share: float = 0.05
+    # Carers who also text "on the way" when they set off.
+    tells_on_the_way_share: float = 0.6
+    # Real travel against the call centre's estimate (traffic, stairs, finding the door).
+    traffic: tuple[float, float] = (0.85, 1.35)
+    on_scene_s: tuple[float, float] = (900.0, 2700.0)
+    # Stations whose carers are all out (on other work): they decline every page.
+    busy_stations: frozenset[str] = frozenset()
+    # A carer whose text got no confirmation texts again after this long.
+    retry_after_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        for name in ("no_answer_share", "tells_on_the_way_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a share, 0..1")
+        if self.answer_median_s <= 0 or self.on_scene_s[0] <= 0:
+            raise ValueError("answer and on-scene times must be positive")
+
+
+@dataclass(frozen=True)
+class Text:
+    """Something a carer will text back, and when."""
+
+    at: datetime
+    phone: str
+    body: str
+    call_id: int
+
+
+@dataclass
+class FieldCarer:
+    """One carer with a phone: free, or on one call."""
+
+    code: str
+    phone: str
+    station: str
+    place: Place
+    transport: Transport
+    on_call: int | None = None
+    # Texts planned for the current call, dropped on a stand-down.
+    planned: list[Text] = field(default_factory=list)
+    pages: int = 0
+    accepted: int = 0
+    ignored: int = 0
+    declined: int = 0
+
+
+@dataclass(frozen=True)
+class Page:
+    """A dispatch text as the carer reads it."""
+
+    call_id: int
+    household: str
+
+
+def read_text(body: str) -> tuple[list[Page], list[int]]:
+    """The pages and stand-downs in one text (a bundle may hold several)."""
+    households = _HOUSEHOLD.findall(body)
+    offers = list(dict.fromkeys(int(n) for n in _OFFER.findall(body)))
+    pages = [
+        Page(call_id, households[i] if i < len(households) else "")
+        for i, call_id in enumerate(offers)
+    ]
+    stand_downs = [int(n) for n in _STAND_DOWN.findall(body)]
+    return pages, stand_downs
+
+
+class Field:
+    """Every carer of the district, deciding how to answer what reaches their phones."""
+
+    def __init__(
+        self,
+        carers: Sequence[FieldCarer],
+        homes: dict[str, Place],
+        profile: FieldProfile,
+        *,
+        seed: int,
+    ) -> None:
+        self.profile = profile
+        self.by_phone = {carer.phone: carer for carer in carers}
+        self._homes = homes
+        self._rng = random.Random(seed)
+
+    def _between(self, low_high: tuple[float, float]) -> float:
+        low, high = low_high
+        return low + (high - low) * self._rng.random()
+
+    def _answer_delay(self) -> timedelta:
+        p = self.profile
+        seconds = p.answer_median_s * math.exp(p.answer_spread * self._rng.gauss(0.0, 1.0))
+        return timedelta(seconds=min(max(seconds, 5.0), 600.0))
+
+    def received(self, phone: str, body: str, at: datetime) -> list[Text]:
+        """A text reached ``phone`` at ``at``: what its carer will text back, and when."""
+        carer = self.by_phone.get(phone)
+        if carer is None:
+            return []  # a supervisor, a family member or the desk phone: nobody simulated
+        pages, stand_downs = read_text(body)
+        replies: list[Text] = []
+        for call_id in stand_downs:
+            if carer.on_call == call_id:
+                carer.on_call = None
+                carer.planned = []
+        for page in pages:
+            replies.extend(self._paged(carer, page, at))
+        return replies
+
+    def _paged(self, carer: FieldCarer, page: Page, at: datetime) -> list[Text]:
+        carer.pages += 1
+        n = page.call_id
+        if carer.station in self.profile.busy_stations or carer.on_call not in (None, n):
+            carer.declined += 1
+            return [Text(at + self._answer_delay(), carer.phone, f"{n}d", n)]
+        if self._rng.random() < self.profile.no_answer_share:
+            carer.ignored += 1
+            return []
+        carer.accepted += 1
+        carer.on_call = n
+        accept = at + self._answer_delay()
+        home = self._homes.get(page.household)
+        trip = 600.0 if home is None else travel_time_s(carer.place, home, carer.transport)
+        arrive = accept + timedelta(seconds=trip * self._between(self.profile.traffic))
+        done = arrive + timedelta(seconds=self._between(self.profile.on_scene_s))
+        plan = [Text(accept, carer.phone, f"{n}a", n)]
+        if self._rng.random() < self.profile.tells_on_the_way_share:
+            plan.append(Text(accept + timedelta(seconds=20), carer.phone, f"{n}o", n))
+        plan += [Text(arrive, carer.phone, f"{n}s", n), Text(done, carer.phone, f"{n}r", n)]
+        carer.planned = plan
+        return plan
+
+    def still_meant(self, text: Text) -> bool:
+        """Whether the carer still sends ``text`` (not stood down since it was planned)."""
+        carer = self.by_phone[text.phone]
+        if text.body.endswith("d"):
+            return True
+        return carer.on_call == text.call_id and text in carer.planned
+
+    def sent(self, text: Text) -> None:
+        """``text`` went out; a closing text frees its carer."""
+        carer = self.by_phone[text.phone]
+        if text.body.endswith("r") and carer.on_call == text.call_id:
+            carer.on_call = None
+            carer.planned = []
+            # The carer is now at the household; the call centre also places them there.
+
+
+@dataclass(frozen=True)
+class DeskProfile:
+    """The operators at the desk: how many per shift and how they pick calls up."""
+
+    day_operators: int = 3  # 07:00-19:00 local
+    night_operators: int = 2
+    pickup_s: tuple[float, float] = (4.0, 25.0)
+    assess_s: tuple[float, float] = (40.0, 150.0)
+
+
+class Operators:
+    """The desk: a call is picked up by the first operator free, after a human delay."""
+
+    def __init__(self, profile: DeskProfile, *, seed: int) -> None:
+        self.profile = profile
+        self._rng = random.Random(seed)
+        self._free_at: list[datetime] = []
+
+    def _between(self, low_high: tuple[float, float]) -> float:
+        low, high = low_high
+        return low + (high - low) * self._rng.random()
+
+    def pick_up(self, appeared: datetime, hour: int) -> tuple[int, datetime]:
+        """Which operator acknowledges a call that appeared at ``appeared``, and when."""
+        p = self.profile
+        on_duty = p.day_operators if 7 <= hour < 19 else p.night_operators
+        while len(self._free_at) < on_duty:
+            self._free_at.append(appeared)
+        index = min(range(on_duty), key=lambda i: self._free_at[i])
+        start = max(appeared, self._free_at[index])
+        acknowledged = start + timedelta(seconds=self._between(p.pickup_s))
+        self._free_at[index] = acknowledged + timedelta(seconds=self._between(p.assess_s))
+        return index, acknowledged
