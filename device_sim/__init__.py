@@ -19,6 +19,8 @@ from device_sim.groundtruth import (
     GroundTruth,
     GroundTruthError,
     GroundTruthEvent,
+    LossCheck,
+    check_losses,
     read_ground_truth,
 )
 from device_sim.settings import (
@@ -26,6 +28,7 @@ from device_sim.settings import (
     SimulationSettings,
     SimulatorConfigError,
     parse_kind_weights,
+    parse_storm,
 )
 from device_sim.simulation import Simulation
 
@@ -37,14 +40,17 @@ __all__ = [
     "GroundTruth",
     "GroundTruthError",
     "GroundTruthEvent",
+    "LossCheck",
     "Simulation",
     "SimulationCounters",
     "SimulationSettings",
     "SimulationSummary",
     "SimulatorConfigError",
+    "check_losses",
     "district_devices",
     "household_code",
     "load_devices_from_database",
     "parse_kind_weights",
+    "parse_storm",
     "read_ground_truth",
 ]

@@ -23,6 +23,7 @@ from device_sim.settings import (
     SimulationSettings,
     SimulatorConfigError,
     parse_kind_weights,
+    parse_storm,
 )
 from device_sim.simulation import Simulation
 
@@ -139,6 +140,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds between a device's heartbeats, 0 = off "
         f"(default {defaults.heartbeat_interval_s:g})",
     )
+    behaviour.add_argument(
+        "--storm",
+        default=None,
+        metavar="COUNT:SECONDS",
+        help="once every device is online, COUNT emergency presses from different "
+        "households, evenly spread over SECONDS (e.g. 10000:60)",
+    )
+    behaviour.add_argument(
+        "--storm-after",
+        type=float,
+        default=defaults.storm_after_s,
+        metavar="S",
+        help="start the storm S seconds after every device is online (default 0)",
+    )
     behaviour.add_argument("--seed", type=int, default=None, help="random seed for the presses")
     limits = parser.add_argument_group("how the run ends")
     limits.add_argument("--duration", type=float, default=None, metavar="S", help="run S seconds")
@@ -184,6 +199,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulationSettings:
         if args.kind_weights is not None
         else dict(DEFAULT_KIND_WEIGHTS)
     )
+    storm_presses, storm_seconds = (0, 60.0) if args.storm is None else parse_storm(args.storm)
     settings = SimulationSettings(
         broker_host=args.broker_host,
         broker_port=args.broker_port,
@@ -194,6 +210,9 @@ def settings_from_args(args: argparse.Namespace) -> SimulationSettings:
         heartbeat_interval_s=args.heartbeat_interval,
         duration_s=args.duration,
         max_events=args.events,
+        storm_presses=storm_presses,
+        storm_seconds=storm_seconds,
+        storm_after_s=args.storm_after,
         drain_timeout_s=args.drain_timeout,
         connections=args.connections,
         connect_concurrency=args.connect_concurrency,

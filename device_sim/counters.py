@@ -12,6 +12,8 @@ class Tally:
 
     events_generated: int = 0
     events_acknowledged: int = 0
+    # Storm presses generated so far (also counted in events_generated).
+    storm_presses: int = 0
     duplicates_sent: int = 0
     # Events published again after an earlier attempt got no PUBACK.
     republished: int = 0
@@ -34,6 +36,7 @@ class SimulationCounters:
     events_generated: int
     events_acknowledged: int
     events_pending: int
+    storm_presses: int
     duplicates_sent: int
     republished: int
     reconnects: int

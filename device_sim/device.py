@@ -67,6 +67,8 @@ class OutboxEvent:
     payload: bytes
     # Forced redelivery: publish once more with the same id after the first PUBACK.
     duplicate: bool
+    # One of a storm's presses (SimulationSettings.storm_presses).
+    storm: bool = False
     attempts: int = 0
     acknowledged: bool = False
     duplicate_sent: bool = False
@@ -105,7 +107,7 @@ class SimulatedDevice:
         return self.spec.serial
 
     def record_event(
-        self, kind: EventKind, *, ts_ms: int, sequence: int, duplicate: bool
+        self, kind: EventKind, *, ts_ms: int, sequence: int, duplicate: bool, storm: bool = False
     ) -> OutboxEvent:
         """Create the next event and keep it in the outbox until it is acknowledged."""
         self._counter += 1
@@ -122,6 +124,7 @@ class SimulatedDevice:
             topic=self.event_topic,
             payload=event_payload(identifier, kind, ts_ms, battery=self.battery),
             duplicate=duplicate,
+            storm=storm,
         )
         self.outbox[identifier] = event
         return event

@@ -6,7 +6,8 @@ Records, told apart by ``"record"``:
 
 - ``run``: ``boot``, ``started_at`` (ISO 8601), ``prefix``, ``devices``, ``connections``
 - ``event``: ``boot``, ``serial``, ``household``, ``id``, ``kind``, ``ts`` (device time,
-  ms since the epoch), ``duplicate`` (true if it is to be published twice on purpose)
+  ms since the epoch), ``duplicate`` (true if it is to be published twice on purpose),
+  ``storm`` (true for a storm's press; left out otherwise)
 - ``ack``: ``serial``, ``id``, ``acked_ts`` (ms since the epoch, first PUBACK)
 - ``duplicate``: ``serial``, ``id``, ``sent_ts`` (the forced second copy was acknowledged)
 - ``summary``: the run's final counters, as printed by the CLI
@@ -55,18 +56,19 @@ class GroundTruthLog:
         )
 
     def event_generated(self, event: OutboxEvent, *, boot_id: str) -> None:
-        self._write(
-            {
-                "record": "event",
-                "boot": boot_id,
-                "serial": event.serial,
-                "household": event.household,
-                "id": event.event_id,
-                "kind": event.kind.value,
-                "ts": event.ts_ms,
-                "duplicate": event.duplicate,
-            }
-        )
+        record: dict[str, Any] = {
+            "record": "event",
+            "boot": boot_id,
+            "serial": event.serial,
+            "household": event.household,
+            "id": event.event_id,
+            "kind": event.kind.value,
+            "ts": event.ts_ms,
+            "duplicate": event.duplicate,
+        }
+        if event.storm:
+            record["storm"] = True
+        self._write(record)
 
     def acknowledged(self, event: OutboxEvent, *, acked_ts_ms: int) -> None:
         self._write(
@@ -116,6 +118,7 @@ class GroundTruthEvent:
     duplicate_requested: bool
     acked_ts_ms: int | None = None
     duplicates_sent: int = 0
+    storm: bool = False
 
     @property
     def acknowledged(self) -> bool:
@@ -149,6 +152,11 @@ class GroundTruth:
     @property
     def duplicates_sent(self) -> int:
         return sum(event.duplicates_sent for event in self.events.values())
+
+    @property
+    def storm_events(self) -> list[GroundTruthEvent]:
+        """The storm's presses, in the order they were generated."""
+        return [event for event in self.events.values() if event.storm]
 
 
 class GroundTruthError(Exception):
@@ -189,6 +197,7 @@ def read_ground_truth(path: Path) -> GroundTruth:
                     ts_ms=record["ts"],
                     boot_id=record["boot"],
                     duplicate_requested=record["duplicate"],
+                    storm=bool(record.get("storm", False)),
                 )
             elif kind == "ack":
                 key = (record["serial"], record["id"])
@@ -201,3 +210,59 @@ def read_ground_truth(path: Path) -> GroundTruth:
         except TypeError:
             raise GroundTruthError(path, number, "not a JSON object") from None
     return GroundTruth(events=events, runs=runs)
+
+
+@dataclass(frozen=True)
+class LossCheck:
+    """A ground-truth log held against what a store kept: every acknowledged event must
+    be there exactly once; a pending one may or may not be (its PUBACK may have been lost)."""
+
+    generated: int
+    acknowledged: int
+    # Acknowledged by the broker, never stored.
+    lost: tuple[GroundTruthEvent, ...]
+    # Stored more than once.
+    doubled: tuple[GroundTruthEvent, ...]
+    # Stored, but not in the log: another run's events, or a bug.
+    unknown: tuple[EventKey, ...]
+    # Pending at the end of the run, yet stored after all.
+    pending_stored: int
+
+    @property
+    def clean(self) -> bool:
+        """True when nothing acknowledged was lost or doubled and nothing unknown appeared."""
+        return not (self.lost or self.doubled or self.unknown)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "events_generated": self.generated,
+            "events_acknowledged": self.acknowledged,
+            "events_lost": len(self.lost),
+            "events_doubled": len(self.doubled),
+            "events_unknown": len(self.unknown),
+            "pending_stored": self.pending_stored,
+        }
+
+
+def check_losses(truth: GroundTruth, stored: Mapping[EventKey, int]) -> LossCheck:
+    """Compare the log with ``stored``: how many copies of each (serial, event id) a store
+    holds (for example ``device_events`` of the runs' boots)."""
+    lost: list[GroundTruthEvent] = []
+    doubled: list[GroundTruthEvent] = []
+    pending_stored = 0
+    for key, event in truth.events.items():
+        copies = stored.get(key, 0)
+        if copies > 1:
+            doubled.append(event)
+        if event.acknowledged and copies == 0:
+            lost.append(event)
+        if not event.acknowledged and copies:
+            pending_stored += 1
+    return LossCheck(
+        generated=len(truth.events),
+        acknowledged=truth.acknowledged,
+        lost=tuple(lost),
+        doubled=tuple(doubled),
+        unknown=tuple(sorted(key for key in stored if key not in truth.events)),
+        pending_stored=pending_stored,
+    )

@@ -65,6 +65,21 @@ def parse_kind_weights(text: str) -> dict[EventKind, float]:
     return weights
 
 
+def parse_storm(text: str) -> tuple[int, float]:
+    """Parse ``"10000:60"`` (presses, seconds) for ``--storm``."""
+    count, sep, seconds = text.partition(":")
+    try:
+        presses = int(count)
+        spread = float(seconds) if sep else math.nan
+    except ValueError:
+        presses, spread = 0, math.nan
+    if presses < 1 or not math.isfinite(spread) or spread <= 0:
+        raise SimulatorConfigError(
+            f"storm {text!r} is not COUNT:SECONDS with COUNT >= 1 and SECONDS > 0, e.g. 10000:60"
+        )
+    return presses, spread
+
+
 @dataclass(frozen=True)
 class SimulationSettings:
     """How to run the simulated district; defaults suit a local demo."""
@@ -80,6 +95,12 @@ class SimulationSettings:
     heartbeat_interval_s: float = 60.0  # 0 = no heartbeats
     duration_s: float | None = None
     max_events: int | None = None
+    # A storm: this many emergency presses, each from a different household's call
+    # button, evenly spread over storm_seconds, starting storm_after_s after every
+    # device is online (besides the Poisson presses); 0 = no storm.
+    storm_presses: int = 0
+    storm_seconds: float = 60.0
+    storm_after_s: float = 0.0
     drain_timeout_s: float = 30.0
     # None: one MQTT connection per device, client id = serial, last will per device.
     connections: int | None = None
@@ -116,8 +137,18 @@ class SimulationSettings:
             found.append(f"duration must be > 0 seconds, got {self.duration_s}")
         if self.max_events is not None and self.max_events <= 0:
             found.append(f"event limit must be > 0, got {self.max_events}")
-        if self.max_events is not None and self.press_rate <= 0:
-            found.append("an event limit needs a press rate above 0, or it is never reached")
+        if self.max_events is not None and self.press_rate <= 0 and self.storm_presses <= 0:
+            found.append(
+                "an event limit needs a press rate above 0 or a storm, or it is never reached"
+            )
+        if self.storm_presses < 0:
+            found.append(f"storm presses must be >= 0, got {self.storm_presses}")
+        if self.storm_presses and not (
+            math.isfinite(self.storm_seconds) and self.storm_seconds > 0
+        ):
+            found.append(f"a storm must last > 0 seconds, got {self.storm_seconds}")
+        if not math.isfinite(self.storm_after_s) or self.storm_after_s < 0:
+            found.append(f"storm delay must be >= 0 seconds, got {self.storm_after_s}")
         if self.drain_timeout_s < 0:
             found.append("drain timeout must be >= 0 seconds")
         if self.connections is not None and self.connections < 1:

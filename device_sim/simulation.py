@@ -109,6 +109,12 @@ class Simulation:
         self._kinds = [kind for kind, weight in settings.kind_weights.items() if weight > 0]
         self._weights = [settings.kind_weights[kind] for kind in self._kinds]
         self._senders = {kind: self._senders_of(kind) for kind in EventKind}
+        self._storm_buttons = self._storm_buttons_of()
+        if settings.storm_presses > len(self._storm_buttons):
+            raise SimulatorConfigError(
+                f"a storm of {settings.storm_presses} presses needs as many households with "
+                f"a call button; there are {len(self._storm_buttons)}"
+            )
 
     @property
     def shares_connections(self) -> bool:
@@ -159,6 +165,14 @@ class Simulation:
         fitting = [device for device in self._devices if device.spec.kind in _SENDERS[kind]]
         return fitting or self._devices
 
+    def _storm_buttons_of(self) -> dict[str, SimulatedDevice]:
+        """One pressing device per household: its call button (first one), as a storm's
+        presses come from different households."""
+        buttons: dict[str, SimulatedDevice] = {}
+        for device in self._senders[EventKind.EMERGENCY_PRESS]:
+            buttons.setdefault(device.spec.household, device)
+        return buttons
+
     def _notify(self) -> None:
         self._changed.set()
         self._changed = asyncio.Event()
@@ -189,6 +203,7 @@ class Simulation:
             events_generated=tally.events_generated,
             events_acknowledged=tally.events_acknowledged,
             events_pending=self._pending,
+            storm_presses=tally.storm_presses,
             duplicates_sent=tally.duplicates_sent,
             republished=tally.republished,
             reconnects=tally.reconnects,
@@ -266,13 +281,19 @@ class Simulation:
                     tg.create_task(link.run(), name=f"device_sim.link.{link.client_id}")
                     for link in self._links
                 ]
-                helpers = [
+                pressers = [
                     tg.create_task(self._generate_presses(), name="device_sim.presses"),
+                    tg.create_task(self._storm(), name="device_sim.storm"),
+                ]
+                helpers = [
+                    *pressers,
                     tg.create_task(self._report_progress(), name="device_sim.progress"),
                 ]
                 if stop is not None:
                     helpers.append(tg.create_task(self._obey(stop), name="device_sim.stop"))
-                tg.create_task(self._supervise(links, helpers), name="device_sim.supervisor")
+                tg.create_task(
+                    self._supervise(links, pressers, helpers), name="device_sim.supervisor"
+                )
             summary = SimulationSummary(
                 boot_id=self.boot_id,
                 stopped_by=self._stopped_by or "stop",
@@ -293,14 +314,18 @@ class Simulation:
         self.stop()
 
     async def _supervise(
-        self, links: list[asyncio.Task[None]], helpers: list[asyncio.Task[None]]
+        self,
+        links: list[asyncio.Task[None]],
+        pressers: list[asyncio.Task[None]],
+        helpers: list[asyncio.Task[None]],
     ) -> None:
         try:
             async with asyncio.timeout(self.settings.duration_s):
                 await self._stop_requested.wait()
         except TimeoutError:
             self._stopped_by = self._stopped_by or "duration"
-        helpers[0].cancel()  # no more presses
+        for presser in pressers:  # no more presses
+            presser.cancel()
         if self._drain and self._unsettled and self.settings.drain_timeout_s > 0:
             log.info(
                 "stopping (%s): waiting up to %.0f s for %d events still in outboxes "
@@ -339,15 +364,53 @@ class Simulation:
             # At high rates several events fall due per wake-up; emit them all.
             while next_at <= now:
                 self._generate_one()
-                if (
-                    self.settings.max_events is not None
-                    and self._tally.events_generated >= self.settings.max_events
-                ):
-                    self._stopped_by = self._stopped_by or "events"
-                    self._stop_requested.set()
+                if self._reached_event_limit():
                     return
                 next_at += self._rng.expovariate(rate)
             await asyncio.sleep(next_at - now)
+
+    def _reached_event_limit(self) -> bool:
+        """After an event: if it was the last one allowed, end the run and say so."""
+        if (
+            self.settings.max_events is None
+            or self._tally.events_generated < self.settings.max_events
+        ):
+            return False
+        self._stopped_by = self._stopped_by or "events"
+        self._stop_requested.set()
+        return True
+
+    async def _storm(self) -> None:
+        """The storm: distinct households press, evenly spread over the storm's seconds."""
+        count = self.settings.storm_presses
+        if count <= 0:
+            return
+        await self._all_connected_once.wait()
+        await self._wait_until(lambda: all(link.online for link in self._links))
+        await asyncio.sleep(self.settings.storm_after_s)
+        households = self._rng.sample(sorted(self._storm_buttons), count)
+        spacing = self.settings.storm_seconds / count
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log.info(
+            "storm: %d presses from %d households over %g s (%.0f/s)",
+            count,
+            count,
+            self.settings.storm_seconds,
+            count / self.settings.storm_seconds,
+        )
+        sent = 0
+        while sent < count:
+            # Every press whose moment has come: several per wake-up at high rates.
+            due = min(count, int((loop.time() - started) / spacing) + 1)
+            for household in households[sent:due]:
+                self._emit(self._storm_buttons[household], EventKind.EMERGENCY_PRESS, storm=True)
+                self._tally.storm_presses += 1
+                sent += 1
+                if self._reached_event_limit():
+                    return
+            await asyncio.sleep(max(0.0, started + sent * spacing - loop.time()))
+        log.info("storm over: %d presses in %.1f s", sent, loop.time() - started)
 
     def _generate_one(self) -> None:
         kind = self._rng.choices(self._kinds, self._weights)[0]
@@ -358,11 +421,13 @@ class Simulation:
             device = self._rng.choice(self._senders[kind])
         self._emit(device, kind)
 
-    def _emit(self, device: SimulatedDevice, kind: EventKind) -> OutboxEvent:
+    def _emit(
+        self, device: SimulatedDevice, kind: EventKind, *, storm: bool = False
+    ) -> OutboxEvent:
         self._sequence += 1
         duplicate = self._rng.random() < self.settings.duplicate_rate
         event = device.record_event(
-            kind, ts_ms=self._now_ms(), sequence=self._sequence, duplicate=duplicate
+            kind, ts_ms=self._now_ms(), sequence=self._sequence, duplicate=duplicate, storm=storm
         )
         if kind is EventKind.EMERGENCY_PRESS:
             self._recent_presses.append(device)
@@ -425,16 +490,29 @@ class Simulation:
                     len(self._links),
                 )
         log.info("all %d devices connected in %.1f s", total, loop.time() - started)
+        before, then = self.counters(), loop.time()
         while True:
             await asyncio.sleep(self.settings.report_interval_s)
-            counters = self.counters()
-            log.info(
-                "online %d/%d devices; events %d generated, %d acknowledged, %d pending; "
-                "%d reconnects",
-                counters.devices_online,
-                counters.devices,
-                counters.events_generated,
-                counters.events_acknowledged,
-                counters.events_pending,
-                counters.reconnects,
-            )
+            counters, now = self.counters(), loop.time()
+            log.info(progress_line(before, counters, now - then, self.settings.storm_presses))
+            before, then = counters, now
+
+
+def progress_line(
+    before: SimulationCounters, after: SimulationCounters, seconds: float, storm_presses: int
+) -> str:
+    """One progress line: who is online, what the last interval did, the totals."""
+    seconds = max(seconds, 1e-9)
+    beats = after.heartbeats_sent - before.heartbeats_sent
+    generated = after.events_generated - before.events_generated
+    acknowledged = after.events_acknowledged - before.events_acknowledged
+    line = (
+        f"online {after.devices_online}/{after.devices} devices; last {seconds:.0f} s: "
+        f"{beats} heartbeats ({beats / seconds:.0f}/s), {generated} events generated "
+        f"({generated / seconds:.0f}/s), {acknowledged} acknowledged; in all: "
+        f"{after.events_generated} events, {after.events_acknowledged} acknowledged, "
+        f"{after.events_pending} pending"
+    )
+    if storm_presses:
+        line += f"; storm {after.storm_presses}/{storm_presses}"
+    return f"{line}; {after.reconnects} reconnects"
