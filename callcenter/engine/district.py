@@ -290,14 +290,17 @@ def snapshots(
 ) -> list[CarerSnapshot]:
     """Carer snapshots from the registry and the moment's facts."""
     broken = broken or {}
-    result = []
-    for carer in registry.carers.values():
-        if not carer.active:
-            continue
-        current = busy.get(carer.id)
-        if current is not None:
-            state = _CARER_STATE.get(current.state, CarerState.DISPATCHED)
-        elif on_shift(
+    local = now.astimezone(zone).date()
+    days = (local - timedelta(days=1), local)
+    # Without a roster entry on the days that count, a carer works when their pattern
+    # does: worked out once per pattern, not once per carer (thousands in a large team).
+    by_pattern: dict[str, bool] = {}
+
+    def working(carer: CarerInfo) -> bool:
+        rostered = any((carer.id, day) in roster for day in days)
+        if not rostered and carer.pattern in by_pattern:
+            return by_pattern[carer.pattern]
+        works = on_shift(
             carer.id,
             registry.patterns.get(carer.pattern),
             now,
@@ -305,7 +308,19 @@ def snapshots(
             holidays=holidays,
             roster=roster,
             patterns=registry.patterns,
-        ):
+        )
+        if not rostered:
+            by_pattern[carer.pattern] = works
+        return works
+
+    result = []
+    for carer in registry.carers.values():
+        if not carer.active:
+            continue
+        current = busy.get(carer.id)
+        if current is not None:
+            state = _CARER_STATE.get(current.state, CarerState.DISPATCHED)
+        elif working(carer):
             state = CarerState.FREE
         else:
             state = CarerState.OFF_SHIFT
