@@ -187,6 +187,8 @@ class DeskProfile:
     night_operators: int = 2
     pickup_s: tuple[float, float] = (4.0, 25.0)
     assess_s: tuple[float, float] = (40.0, 150.0)
+    # A device's trouble (low battery, offline) is closed once a visit fixed it.
+    device_job_s: tuple[float, float] = (1800.0, 5400.0)
 
 
 class Operators:

@@ -40,7 +40,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.app import Running, assembled_server
 from callcenter.clock import ManualClock
 from callcenter.config import Config
-from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError
+from callcenter.domain.call_types import CallType
+from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
 from callcenter.domain.geo import Place, Transport
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
@@ -78,9 +79,14 @@ FIRST_MONDAY = datetime(2026, 11, 23)
 _WILL_AFTER_S = 90.0
 # Devices come back after a broker outage spread over this many seconds (backoff).
 _RECONNECT_SPREAD_S = 30.0
-# Events published this shortly before the broker went down lost their PUBACK: the
-# device publishes them again after the outage, with the same id.
-_UNACKED_WINDOW_S = 3.0
+# Events published this shortly before the broker went down lost their PUBACK (the
+# broker stored them, its acknowledgements never left): the device publishes them again
+# after the outage, with the same id.
+_UNACKED_WINDOW_S = 10.0
+_OPERATOR = Actor(ActorKind.OPERATOR, "sim.operator")
+# Calls the desk settles without sending a carer.
+_DESK_JOBS = frozenset({CallType.LOW_BATTERY, CallType.DEVICE_OFFLINE})
+_ALARM_CALLS = frozenset({CallType.EMERGENCY, CallType.FALL, CallType.SERVICE_REQUEST})
 _PRESSES = frozenset(
     {EventKind.EMERGENCY_PRESS, EventKind.FALL_DETECTED, EventKind.SERVICE_REQUEST}
 )
@@ -303,6 +309,7 @@ class VirtualWeek:
         self._sent_replies = 0
         self._retried_replies = 0
         self._events_new = False
+        self._storm: tuple[datetime, set[str]] | None = None
         self._timers_unknown = True
         self._next_timer: datetime | None = None
         self._next_send: datetime | None = None
@@ -365,17 +372,16 @@ class VirtualWeek:
         )
         if options.storm is not None:
             spec = options.storm
-            plan = merge(
-                plan,
-                storm(
-                    homes,
-                    start + timedelta(seconds=spec.at_s),
-                    share=spec.share,
-                    within_s=spec.within_s,
-                    seed=options.seed + 1,
-                    first=len(plan),
-                ),
+            storm_plan = storm(
+                homes,
+                start + timedelta(seconds=spec.at_s),
+                share=spec.share,
+                within_s=spec.within_s,
+                seed=options.seed + 1,
+                first=len(plan),
             )
+            self._storm = (storm_plan[0].at, {item.household for item in storm_plan})
+            plan = merge(plan, storm_plan)
         for item in plan:
             self._at(item.at, "device", item)
         for outage in options.outages:
@@ -580,7 +586,10 @@ class VirtualWeek:
         for device in self._devices.values():
             if device.away:
                 continue
-            later = self.clock.now() + timedelta(seconds=self._rng.random() * _RECONNECT_SPREAD_S)
+            # Whole seconds: the devices coming back in one second arrive as one batch.
+            later = self.clock.now() + timedelta(
+                seconds=int(self._rng.random() * _RECONNECT_SPREAD_S) + 1
+            )
             self._at(later, "back", device)
 
     async def _on_server_down(self, _outage: Outage) -> None:
@@ -628,9 +637,26 @@ class VirtualWeek:
         if server is None:
             self._pending_acks.append(call_id)
             return
-        operator = Actor(ActorKind.OPERATOR, "sim.operator")
-        with contextlib.suppress(CallError):  # closed meanwhile (cancelled by the resident)
-            await server.desk.command(call_id, Acknowledge(operator))
+        try:
+            call = await server.desk.command(call_id, Acknowledge(_OPERATOR))
+        except CallError:
+            return  # closed meanwhile (cancelled by the resident)
+        if call.type in _DESK_JOBS:
+            # No carer rushes out for a device's trouble: the desk books a visit (a new
+            # battery, a plug put back) and closes the call once it is done.
+            low, high = self.options.desk_profile.device_job_s
+            done = self.clock.now() + timedelta(seconds=low + (high - low) * self._rng.random())
+            self._at(done, "device_job_done", call_id)
+
+    async def _on_device_job_done(self, call_id: int) -> None:
+        server = self._server
+        if server is None:
+            self._at(self.clock.now() + timedelta(minutes=10), "device_job_done", call_id)
+            return
+        with contextlib.suppress(CallError):
+            await server.desk.command(
+                call_id, Resolve(_OPERATOR, Outcome.DEVICE_FIXED, note="visit by the simulator")
+            )
 
     async def _on_progress(self, _item: None) -> None:
         if self.options.progress is None or self._server is None:
@@ -782,7 +808,30 @@ class VirtualWeek:
         within = sum(1 for s in reached if s <= circle)
         counted = len(reached) + overdue
         open_calls = [c for c in rows if c.closed_at is None]
+        overdue_timers = await session.scalar(
+            select(func.count())
+            .select_from(m.Timer)
+            .where(
+                m.Timer.state == m.TimerState.PENDING,
+                m.Timer.due_at < now - timedelta(seconds=60),
+            )
+        )
+        storm_calls = 0
+        if self._storm is not None:
+            began, storm_homes = self._storm
+            codes = dict((await session.execute(select(m.Household.id, m.Household.code))).all())
+            storm_calls = len(
+                {
+                    codes[c.household_id]
+                    for c in rows
+                    if c.closed_at is None or c.closed_at >= began  # open during the storm
+                }
+                & storm_homes
+            )
         return {
+            "overdue_timers": int(overdue_timers or 0),
+            "alarm_presses_on_calls": sum(c.presses for c in rows if c.call_type in _ALARM_CALLS),
+            "storm_households_with_call": storm_calls,
             "opened": len(rows),
             "presses_on_calls": sum(c.presses for c in rows),
             "by_type": dict(Counter(c.call_type for c in rows)),
