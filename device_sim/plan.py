@@ -342,8 +342,12 @@ def plot_plan(
     seed = seed if seed is not None else (first or {}).get("seed")
     placements = list(dict.fromkeys(row.placement for row in rows))
     figure, (on_scene, answered) = plt.subplots(1, 2, figsize=(12, 5), sharex=True)
+    # Lines that coincide (everyone answered in time) stay apart by marker and dash.
+    styles = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":")]
+    lowest = 100.0
     try:
-        for placement in placements:
+        for number, placement in enumerate(placements):
+            marker, dash = styles[number % len(styles)]
             mine = sorted(
                 (row for row in ran if row.placement == placement), key=lambda r: r.carers
             )
@@ -361,13 +365,21 @@ def plot_plan(
                     if share is not None
                 ]
                 if points:
-                    axes.plot(*zip(*points, strict=True), marker="o", label=label)
+                    lowest = min(lowest, *(share for _, share in points))
+                    axes.plot(
+                        *zip(*points, strict=True),
+                        marker=marker,
+                        linestyle=dash,
+                        markersize=7 - number,
+                        label=label,
+                    )
         on_scene.set_title("Emergencies with a carer on scene within 15 min")
         answered.set_title("Calls answered (acknowledged) within 60 s")
         for axes in (on_scene, answered):
             axes.set_xlabel("carers in the team")
             axes.set_ylabel("share")
             axes.yaxis.set_major_formatter(PercentFormatter(100))
+            axes.set_ylim(max(0.0, lowest - 5), 101)
             axes.grid(True, alpha=0.3)
             axes.legend(loc="lower right")
         figure.suptitle(
