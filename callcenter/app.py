@@ -283,11 +283,17 @@ async def serve(config: Config) -> int:
     return 0
 
 
-async def demo(config: Config, *, press_interval_s: float) -> int:
-    """Seed the demo district if the database is empty, then run server and households."""
-    from callcenter.store.demo import DistrictAlreadySeededError, seed_demo_district
+async def demo(config: Config, *, press_interval_s: float, carers_answer: bool = True) -> int:
+    """Seed the demo district if the database is empty, then run server and households
+    (and, unless ``carers_answer`` is off, carers who answer their pages)."""
+    from callcenter.store.demo import (
+        DistrictAlreadySeededError,
+        build_demo_district,
+        seed_demo_district,
+    )
     from callcenter.store.migrate import upgrade_async
     from device_sim.district import load_devices_from_database
+    from device_sim.field import FieldProfile, answer_pages, district_field
     from device_sim.settings import SimulationSettings
     from device_sim.simulation import Simulation
 
@@ -307,7 +313,8 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
                 # texts go on to "delivered"; tests leave this off and report by hand.
                 server.fake_twilio.auto_deliver = True
                 log.info(
-                    "SMS a carer would get: %s (answer as the carer there, e.g. 12a)",
+                    "SMS a carer would get: %s (simulated carers answer them; you may "
+                    "answer as a carer there too, e.g. 12a)",
                     server.fake_twilio.page_url,
                 )
             log.info(
@@ -335,6 +342,13 @@ async def demo(config: Config, *, press_interval_s: float) -> int:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(simulation.run(stop), name="device_sim")
                 tasks.create_task(_report(server, stop), name="callcenter.demo.report")
+                if server.fake_twilio is not None and carers_answer:
+                    # The demo district's carers read their pages and answer like people.
+                    field = district_field(build_demo_district(2026), FieldProfile(), seed=2026)
+                    tasks.create_task(
+                        answer_pages(server.fake_twilio, field, server.clock, stop),
+                        name="device_sim.field",
+                    )
     except BrokerStartError as error:
         log.error("cannot start the embedded broker: %s", error.detail)
         return 2

@@ -101,7 +101,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from callcenter.app import demo
 
     config = _load(args)
-    return asyncio.run(demo(config, press_interval_s=args.press_interval))
+    return asyncio.run(
+        demo(config, press_interval_s=args.press_interval, carers_answer=not args.no_carers)
+    )
 
 
 def _on_current_schema(
@@ -322,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds between simulated button presses across the district (default 5)",
+    )
+    demo.add_argument(
+        "--no-carers",
+        action="store_true",
+        help="simulated carers do not answer their pages (answer them on the fake Twilio's page)",
     )
     demo.set_defaults(func=_cmd_demo)
 

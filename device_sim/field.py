@@ -8,6 +8,8 @@ virtual time (:mod:`device_sim.week`) delivers what they say.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import random
 import re
@@ -15,7 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import aiohttp
+
+from callcenter.clock import Clock
 from callcenter.domain.geo import Place, Transport, travel_time_s
+from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.store.demo import DemoDistrict
 
 # A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in
 # every language the call centre writes; a carer reads the call number off them.
@@ -123,7 +130,8 @@ class Field:
     def _answer_delay(self) -> timedelta:
         p = self.profile
         seconds = p.answer_median_s * math.exp(p.answer_spread * self._rng.gauss(0.0, 1.0))
-        return timedelta(seconds=min(max(seconds, 5.0), 600.0))
+        # Nobody answers in no time, and a page is not left for hours.
+        return timedelta(seconds=min(max(seconds, p.answer_median_s / 7), p.answer_median_s * 17))
 
     def received(self, phone: str, body: str, at: datetime) -> list[Text]:
         """A text reached ``phone`` at ``at``: what its carer will text back, and when."""
@@ -170,6 +178,11 @@ class Field:
             return True
         return carer.on_call == text.call_id and text in carer.planned
 
+    def replace(self, text: Text, later: Text) -> None:
+        """``text`` will be sent again as ``later`` (no confirmation came)."""
+        carer = self.by_phone[text.phone]
+        carer.planned = [later if planned == text else planned for planned in carer.planned]
+
     def sent(self, text: Text) -> None:
         """``text`` went out; a closing text frees its carer."""
         carer = self.by_phone[text.phone]
@@ -214,3 +227,50 @@ class Operators:
         acknowledged = start + timedelta(seconds=self._between(p.pickup_s))
         self._free_at[index] = acknowledged + timedelta(seconds=self._between(p.assess_s))
         return index, acknowledged
+
+
+def district_field(district: DemoDistrict, profile: FieldProfile, *, seed: int) -> Field:
+    """The carers of a demo district, each at their station, as a :class:`Field`."""
+    stations = {s.code: Place(s.lat, s.lon) for s in district.stations}
+    carers = [
+        FieldCarer(c.code, c.phone, c.station, stations[c.station], Transport(c.transport))
+        for c in district.carers
+    ]
+    homes = {h.code: Place(h.lat, h.lon) for h in district.households}
+    return Field(carers, homes, profile, seed=seed)
+
+
+async def answer_pages(twilio: FakeTwilio, field: Field, clock: Clock, stop: asyncio.Event) -> None:
+    """Carers on the wall clock (the demo): read each text the fake Twilio takes, and
+    answer it through the fake when the time comes, until ``stop``."""
+    log = logging.getLogger("device_sim.field")
+
+    async def say(text: Text) -> None:
+        await clock.sleep_until(text.at, stop)
+        if stop.is_set() or not field.still_meant(text):
+            return
+        try:
+            status, _answer = await twilio.reply(text.phone, text.body)
+        except aiohttp.ClientError as error:
+            status = 0
+            log.warning("carer %s could not text %r: %s", text.phone, text.body, error)
+        if status == 200:
+            field.sent(text)
+        else:  # no confirmation: the carer texts again a little later
+            later = Text(
+                clock.now() + timedelta(seconds=field.profile.retry_after_s),
+                text.phone,
+                text.body,
+                text.call_id,
+            )
+            field.replace(text, later)
+            await say(later)
+
+    async with asyncio.TaskGroup() as replies:
+        while not stop.is_set():
+            try:
+                message = await twilio.next_message(timeout=1.0)
+            except TimeoutError:
+                continue
+            for text in field.received(message.to, message.body, clock.now()):
+                replies.create_task(say(text), name=f"device_sim.field.{text.phone}")

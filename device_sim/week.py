@@ -42,7 +42,6 @@ from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.domain.call_types import CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
-from callcenter.domain.geo import Place, Transport
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
 from callcenter.ingest.batch import Received
@@ -59,7 +58,7 @@ from callcenter.store.demo import DemoDistrict, build_demo_district, seed_demo_d
 from callcenter.store.migrate import upgrade_async
 from callcenter.web.sms import INBOUND_PATH
 from device_sim.device import event_id
-from device_sim.field import DeskProfile, Field, FieldCarer, FieldProfile, Operators, Text
+from device_sim.field import DeskProfile, FieldProfile, Operators, Text, district_field
 from device_sim.households import (
     PROFILES,
     Happening,
@@ -351,7 +350,9 @@ class VirtualWeek:
                 self._twilio = twilio
                 self._config = _config(url, twilio)
                 self._plan(start, end)
-                self._field = self._build_field()
+                self._field = district_field(
+                    self.district, options.field_profile, seed=options.seed + 2
+                )
                 self._operators = Operators(options.desk_profile, seed=options.seed + 3)
                 try:
                     await self._start_server()
@@ -394,15 +395,6 @@ class VirtualWeek:
         while moment < end + timedelta(seconds=options.settle_s):
             self._at(moment, "progress")
             moment += step
-
-    def _build_field(self) -> Field:
-        stations = {s.code: Place(s.lat, s.lon) for s in self.district.stations}
-        carers = [
-            FieldCarer(c.code, c.phone, c.station, stations[c.station], Transport(c.transport))
-            for c in self.district.carers
-        ]
-        homes = {h.code: Place(h.lat, h.lon) for h in self.district.households}
-        return Field(carers, homes, self.options.field_profile, seed=self.options.seed + 2)
 
     async def _start_server(self) -> None:
         stack = contextlib.AsyncExitStack()

@@ -3,17 +3,23 @@ every named scenario against its own expectations, and the household model's rhy
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from twilio.rest import Client
 
+from callcenter.clock import SystemClock
+from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
-from device_sim.field import read_text
+from callcenter.store.demo import build_demo_district
+from device_sim.field import FieldProfile, answer_pages, district_field, read_text
 from device_sim.households import PROFILES, Happening, Home, plan_household_events
 from device_sim.scenarios import SCENARIOS, run_scenario
 from device_sim.week import WeekOptions, run_week
@@ -117,3 +123,47 @@ async def test_the_same_seed_runs_the_same_day(tmp_path: Path) -> None:
 async def test_each_named_scenario_meets_its_own_expectations(name: str, tmp_path: Path) -> None:
     report, _result = await run_scenario(name, quick=True, work_dir=tmp_path)
     assert report.passed, "\n".join(report.lines())
+
+
+async def test_carers_on_the_wall_clock_answer_what_the_fake_twilio_took(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """The demo's carers: a page sent through the real twilio client is read off the
+    fake and answered through it, to the call centre's inbound webhook."""
+    answers: list[dict[str, str]] = []
+    answered = asyncio.Event()
+
+    async def inbound(request: web.Request) -> web.Response:
+        answers.append({k: str(v) for k, v in (await request.post()).items()})
+        answered.set()
+        return web.Response(text="<Response/>", content_type="application/xml")
+
+    app = web.Application()
+    app.router.add_post("/sms/inbound", inbound)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    fake_twilio.inbound_url = f"http://127.0.0.1:{port}/sms/inbound"
+    district = build_demo_district()
+    carer, home = district.carers[5], district.households[10]
+    quick = FieldProfile(answer_median_s=0.3, no_answer_share=0.0, tells_on_the_way_share=0.0)
+    field = district_field(district, quick, seed=1)
+    stop = asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(answer_pages(fake_twilio, field, SystemClock(), stop))
+            await twilio_client.messages.create_async(
+                to=carer.phone,
+                from_=fake_twilio.number,
+                body=f"Call 31 emergency: {home.code} ... Reply 31a accept, 31d decline.",
+            )
+            async with asyncio.timeout(10):
+                await answered.wait()
+            stop.set()
+    finally:
+        await runner.cleanup()
+    assert answers[0]["From"] == carer.phone
+    assert answers[0]["Body"] == "31a"
+    assert field.by_phone[carer.phone].on_call == 31
