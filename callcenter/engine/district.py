@@ -117,7 +117,22 @@ async def load_registry(session: AsyncSession) -> Registry:
         registry.patterns[p.code] = ShiftPattern(
             p.code, p.starts_at, timedelta(minutes=p.duration_minutes), frozenset(p.weekdays)
         )
-    for c in (await session.scalars(select(m.Carer))).all():
+    # Plain rows rather than ORM objects: a large district has hundreds of thousands of
+    # them, and the registry is re-read every minute on the event loop.
+    carers = select(
+        m.Carer.id,
+        m.Carer.code,
+        m.Carer.name,
+        m.Carer.phone,
+        m.Carer.language,
+        m.Carer.role,
+        m.Carer.station_id,
+        m.Carer.skills,
+        m.Carer.transport,
+        m.Carer.shift_pattern_code,
+        m.Carer.active,
+    )
+    for c in (await session.execute(carers)).all():
         info = CarerInfo(
             c.id,
             c.code,
@@ -139,24 +154,49 @@ async def load_registry(session: AsyncSession) -> Registry:
             registry.station_leads[info.station_id] = (*leads, info.person())
     residents: dict[int, list[str]] = {}
     notes: dict[int, list[ResidentNote]] = {}
-    for r in (await session.scalars(select(m.Resident).order_by(m.Resident.id))).all():
+    people = select(
+        m.Resident.household_id,
+        m.Resident.name,
+        m.Resident.mobility,
+        m.Resident.care_notes,
+        m.Resident.birth_year,
+    ).order_by(m.Resident.id)
+    for r in (await session.execute(people)).all():
         residents.setdefault(r.household_id, []).append(r.name)
         notes.setdefault(r.household_id, []).append(
             ResidentNote(r.name, r.mobility, r.care_notes, birth_year=r.birth_year)
         )
     family: dict[int, list[Person]] = {}
-    contacts = select(m.FamilyContact).order_by(
-        m.FamilyContact.household_id, m.FamilyContact.position
-    )
-    for f in (await session.scalars(contacts)).all():
+    contacts = select(
+        m.FamilyContact.household_id,
+        m.FamilyContact.position,
+        m.FamilyContact.name,
+        m.FamilyContact.phone,
+        m.FamilyContact.language,
+    ).order_by(m.FamilyContact.household_id, m.FamilyContact.position)
+    for f in (await session.execute(contacts)).all():
         family.setdefault(f.household_id, []).append(
             Person(f"family:{f.household_id}:{f.position}", f.name, f.phone, f.language)
         )
     base_units: dict[int, str] = {}
-    for d in (await session.scalars(select(m.Device).order_by(m.Device.id))).all():
-        if d.kind == m.DeviceKind.BASE_UNIT:
-            base_units.setdefault(d.household_id, d.serial)
-    for h in (await session.scalars(select(m.Household))).all():
+    units = (
+        select(m.Device.household_id, m.Device.serial)
+        .where(m.Device.kind == m.DeviceKind.BASE_UNIT)
+        .order_by(m.Device.id)
+    )
+    for household_id, serial in (await session.execute(units)).all():
+        base_units.setdefault(household_id, serial)
+    homes = select(
+        m.Household.id,
+        m.Household.code,
+        m.Household.address,
+        m.Household.lat,
+        m.Household.lon,
+        m.Household.home_station_id,
+        m.Household.backup_station_id,
+        m.Household.access_notes,
+    )
+    for h in (await session.execute(homes)).all():
         info_h = HouseholdInfo(
             h.id,
             h.code,
@@ -295,9 +335,10 @@ def snapshots(
     # Without a roster entry on the days that count, a carer works when their pattern
     # does: worked out once per pattern, not once per carer (thousands in a large team).
     by_pattern: dict[str, bool] = {}
+    rostered_ids = {carer_id for carer_id, day in roster if day in days}
 
     def working(carer: CarerInfo) -> bool:
-        rostered = any((carer.id, day) in roster for day in days)
+        rostered = carer.id in rostered_ids
         if not rostered and carer.pattern in by_pattern:
             return by_pattern[carer.pattern]
         works = on_shift(
