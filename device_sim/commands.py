@@ -2,8 +2,9 @@
 
 ``week`` runs one simulated week (or a part of one) and reports what the call centre
 did; ``plan`` runs the same week once per team size and station placement and compares
-them. Progress and the readable report go to stderr; ``week`` prints its summary as JSON
-on the last line of stdout. Exit status: 0 when done, 1 when events were lost or a
+them. Progress goes to stderr; ``week`` writes a readable report there too and prints its
+summary as JSON on the last line of stdout, ``plan`` prints its table (Markdown) on stdout.
+Exit status: 0 when done, 1 when events were lost or a
 variant broke off, 2 for options that cannot work.
 """
 
@@ -229,8 +230,7 @@ def _plan(args: argparse.Namespace) -> int:
     )
     _quiet(args.log_level)
     rows = plan_staffing(sizes, placements, settings, jobs=args.jobs, progress=_say)
-    _say("")
-    _say(format_table(rows))
+    print(format_table(rows), flush=True)
     if args.plot is not None and any(row.ran for row in rows):
         plot_plan(rows, args.plot, households=args.households, days=args.days, seed=args.seed)
         _say(f"plot: {args.plot}")

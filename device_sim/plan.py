@@ -154,6 +154,19 @@ class PlanRow:
         code = max(utilisation, key=lambda c: utilisation[c])
         return code, utilisation[code]
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PlanRow:
+        """A row as :meth:`as_json` wrote it (``device-sim plan --json``), to redraw a plot."""
+        return cls(
+            carers=data["carers"],
+            placement=data["placement"],
+            stations=data["stations"],
+            summary=data["summary"],
+            impossible=data["impossible"],
+            failed=data["failed"],
+            wall_s=data["wall_s"],
+        )
+
     def as_json(self) -> dict[str, Any]:
         return {
             "carers": self.carers,
@@ -260,6 +273,7 @@ def plan_staffing(
         f"seed {settings.seed}, {workers} at a time"
     )
     began = time.perf_counter()
+    spent = 0.0
     # spawn: a fresh interpreter per worker, whatever the caller's threads and loops.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
@@ -277,10 +291,12 @@ def plan_staffing(
                 row.summary, row.wall_s = future.result()
             except (SimulationError, DistrictShapeError) as exc:
                 row.failed = str(exc)
-            elapsed = time.perf_counter() - began
+            spent += row.wall_s
             left = len(to_run) - done
-            eta = f", about {_duration(elapsed / done * left)} to go" if left else ""
+            # Variants take about as long as each other; ``workers`` of them run at once.
+            eta = f", about {_duration(spent / done * left / workers)} to go" if left else ""
             tell(f"[{done}/{len(to_run)}] {describe(row)}{eta}")
+    tell(f"{len(to_run)} variants in {_duration(time.perf_counter() - began)}")
     return rows
 
 
