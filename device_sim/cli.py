@@ -284,7 +284,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``device-sim`` console script."""
     given = sys.argv[1:] if argv is None else argv
-    if given and given[0] in ("week", "plan"):
+    if given and given[0] in ("week", "plan", "scenario"):
         # The district on virtual time (device_sim.commands); no broker involved.
         from device_sim.commands import main as on_virtual_time
 

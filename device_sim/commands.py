@@ -1,4 +1,5 @@
-"""``device-sim week`` and ``device-sim plan``: the district on virtual time.
+"""``device-sim week``, ``device-sim plan`` and ``device-sim scenario``: the district on
+virtual time.
 
 ``week`` runs one simulated week (or a part of one) and reports what the call centre
 did; ``plan`` runs the same week once per team size and station placement and compares
@@ -34,9 +35,10 @@ from device_sim.plan import (
     plan_staffing,
     plot_plan,
 )
+from device_sim.scenarios import SCENARIOS, run_scenario
 from device_sim.week import SimulationError, WeekOptions, WeekResult, run_week
 
-SUBCOMMANDS = ("week", "plan")
+SUBCOMMANDS = ("week", "plan", "scenario")
 _PROFILES = ("district", "winter")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -133,6 +135,21 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write the plot here")
     plan.add_argument(
         "--json", type=Path, default=None, metavar="FILE", help="write every variant's figures"
+    )
+    scenario = commands.add_parser(
+        "scenario",
+        help="run a named scenario and check what it expects",
+        description="Run a named scenario on virtual time and check each of its "
+        "expectations against what the call centre did (docs/simulator.md). Each "
+        "expectation and PASSED/FAILED on stderr; the reports as JSON on stdout. Exit "
+        "status 1 when an expectation failed.",
+    )
+    scenario.add_argument("name", choices=[*sorted(SCENARIOS), "all"], help="which scenario")
+    scenario.add_argument(
+        "--quick", action="store_true", help="the short form CI runs (default: the full one)"
+    )
+    scenario.add_argument(
+        "--log-level", default="ERROR", choices=_LOG_LEVELS, help="server log level (ERROR)"
     )
     return parser
 
@@ -252,9 +269,26 @@ def _plan_json(settings: PlanSettings, rows: Sequence[PlanRow]) -> dict[str, Any
     }
 
 
+def _scenario(args: argparse.Namespace) -> int:
+    names = sorted(SCENARIOS) if args.name == "all" else [args.name]
+    _quiet(args.log_level)
+    reports = []
+    for name in names:
+        scenario = SCENARIOS[name]
+        _say(f"scenario {name} ({'quick' if args.quick else 'full'}): {scenario.story}")
+        report, _result = asyncio.run(run_scenario(name, quick=args.quick, progress=_say))
+        for line in report.lines():
+            _say(line)
+        reports.append(report)
+    print(json.dumps([r.to_json() for r in reports], ensure_ascii=False), flush=True)
+    return 0 if all(r.passed for r in reports) else 1
+
+
 def main(argv: Sequence[str]) -> int:
-    """``device-sim week|plan ...``; argv starts with the subcommand's name."""
+    """``device-sim week|plan|scenario ...``; argv starts with the subcommand's name."""
     args = build_parser().parse_args(list(argv))
     if args.command == "week":
         return _week(args)
+    if args.command == "scenario":
+        return _scenario(args)
     return _plan(args)

@@ -25,8 +25,9 @@ from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store.demo import DemoDistrict
 
 # A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in
-# every language the call centre writes; a carer reads the call number off them.
-_OFFER = re.compile(r"(\d+)a\b")
+# every language the call centre writes; a carer reads the call number off them (a code
+# standing alone: not part of the link's token or an address).
+_OFFER = re.compile(r"(?<![\w/-])(\d+)a(?![\w/-])")
 _HOUSEHOLD = re.compile(r"\b(H\d{4,})\b")
 # A stand-down says the carer is no longer needed, in English or Chinese.
 _STAND_DOWN = re.compile(r"(?:Call|呼叫)\s*(\d+)\s*[:：]\s*(?:stand down|无需前往)")

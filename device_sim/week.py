@@ -435,15 +435,24 @@ class VirtualWeek:
         its own moment."""
         while self._server is not None:
             self._note_timers(self._server)
-            due = [d for d in (self._next_timer, self._next_send) if d is not None]
-            if not due or min(due) > at:
+            due = min(
+                (d for d in (self._next_timer, self._next_send) if d is not None), default=None
+            )
+            if due is None or due > at:
                 break
-            moment = max(min(due), self.clock.now())
-            self.clock.advance(moment - self.clock.now())
-            if not await self._settle():
-                break  # due now, yet nothing moved (a failing timer): go on with time
+            if due > self.clock.now():
+                self.clock.advance(due - self.clock.now())
+            moved = await self._settle()
+            # A wake-up for a timer cancelled since is nothing to do (settle has asked the
+            # database for the true next one); due now yet nothing moved is a timer that
+            # keeps failing: time goes on without it.
+            if not moved and self._stuck(self.clock.now()):
+                break
         if at > self.clock.now():
             self.clock.advance(at - self.clock.now())
+
+    def _stuck(self, now: datetime) -> bool:
+        return any(d is not None and d <= now for d in (self._next_timer, self._next_send))
 
     def _note_timers(self, server: Running) -> None:
         """Timers armed since last asked: the earliest may be sooner than we thought."""

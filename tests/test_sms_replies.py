@@ -194,6 +194,12 @@ async def test_a_reply_to_someone_elses_call_is_refused(api: Api) -> None:
     assert str(call_id) in not_yours and ("not yours" in not_yours or "不是派给您的" in not_yours)
     assert (await inbound(api))[-1][1:3] == ("refused", call_id)
 
+    # A call that does not exist at all: the same answer, the text kept unlinked.
+    no_such = call_id + 9000
+    nowhere = answer_of(await sms(api, other_phone, f"{no_such}a"))
+    assert str(no_such) in nowhere and ("not yours" in nowhere or "不是派给您的" in nowhere)
+    assert (await inbound(api))[-1][1:3] == ("refused", None)
+
     # The desk replaces the first carer by the other, who accepts.
     assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
     stood = await api.post(f"/api/calls/{call_id}/carers/{carer}/stand-down", {"why": "test"})

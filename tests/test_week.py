@@ -4,6 +4,7 @@ every named scenario against its own expectations, and the household model's rhy
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -19,6 +20,7 @@ from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from callcenter.store.demo import build_demo_district
+from device_sim import cli
 from device_sim.field import FieldProfile, answer_pages, district_field, read_text
 from device_sim.households import PROFILES, Happening, Home, plan_household_events
 from device_sim.scenarios import SCENARIOS, run_scenario
@@ -110,13 +112,47 @@ async def test_a_simulated_week_accounts_for_every_event_and_every_call(tmp_path
     assert result.ended_at - result.started_at >= timedelta(days=7)
 
 
-async def test_the_same_seed_runs_the_same_day(tmp_path: Path) -> None:
-    options = WeekOptions(days=0.5, settle_s=1800)
-    first = await run_week(WeekOptions(**{**options.__dict__, "work_dir": tmp_path / "a"}))
-    again = await run_week(WeekOptions(**{**options.__dict__, "work_dir": tmp_path / "b"}))
+async def test_the_same_seed_runs_the_same_day_whoever_watches(tmp_path: Path) -> None:
+    """A seed is a run: the same calls, texts and figures, with or without progress
+    lines (looking in must not move the clock differently)."""
+    start = datetime(2026, 11, 24, 6, 0)
+    first = await run_week(
+        WeekOptions(start=start, days=0.5, settle_s=1800, work_dir=tmp_path / "a")
+    )
+    lines: list[str] = []
+    again = await run_week(
+        WeekOptions(
+            start=start,
+            days=0.5,
+            settle_s=1800,
+            work_dir=tmp_path / "b",
+            progress=lines.append,
+            progress_every_s=900,
+        )
+    )
+    assert len(lines) > 40
     assert first.events.generated == again.events.generated > 0
     assert first.calls == again.calls
     assert first.field == again.field
+    untimed = [
+        {k: v for k, v in r.summary().items() if k != "week_seconds"} for r in (first, again)
+    ]
+    assert untimed[0] == untimed[1]
+
+
+def test_device_sim_scenario_runs_a_scenario_and_says_what_it_checked(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["scenario", "quiet_night", "--quick"]) == 0
+    out, err = capsys.readouterr()
+    assert "scenario quiet_night (quick): PASSED" in err
+    assert "[ok] expected every device event in the log exactly once" in err
+    (report,) = json.loads(out.strip().splitlines()[-1])
+    assert report["scenario"] == "quiet_night" and report["passed"] is True
+    with pytest.raises(SystemExit) as refused:
+        cli.main(["scenario", "no_such_scenario"])
+    assert refused.value.code == 2
+    assert "invalid choice: 'no_such_scenario'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))

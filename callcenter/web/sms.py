@@ -164,10 +164,14 @@ async def inbound_sms(request: web.Request) -> web.Response:
         return await _replayed(server, sid)
     handled = await _handle(server, sender, body)
     async with desk.transaction() as session:
+        # A carer may name a call that does not exist ("99999a"): kept as text, not linked.
+        call_id = handled.call_id
+        if call_id is not None and await session.get(m.Call, call_id) is None:
+            call_id = None
         await session.execute(
             update(m.InboundSms)
             .where(m.InboundSms.id == row_id)
-            .values(outcome=handled.outcome, answer=handled.answer, call_id=handled.call_id)
+            .values(outcome=handled.outcome, answer=handled.answer, call_id=call_id)
         )
     log.info(
         "SMS %s from %s %r: %s%s",
