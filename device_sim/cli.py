@@ -32,6 +32,11 @@ log = logging.getLogger("device_sim")
 DEFAULT_HOUSEHOLDS = 900
 
 
+# Subcommands that run the district on virtual time (device_sim.commands.SUBCOMMANDS,
+# named here so the real-time simulator starts without importing them).
+VIRTUAL_TIME_COMMANDS = ("week", "plan", "scenario")
+
+
 def _default_weights() -> str:
     return ",".join(f"{kind.value}={weight:g}" for kind, weight in DEFAULT_KIND_WEIGHTS.items())
 
@@ -284,7 +289,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``device-sim`` console script."""
     given = sys.argv[1:] if argv is None else argv
-    if given and given[0] in ("week", "plan", "scenario"):
+    if given and given[0] in VIRTUAL_TIME_COMMANDS:
         # The district on virtual time (device_sim.commands); no broker involved.
         from device_sim.commands import main as on_virtual_time
 
