@@ -96,7 +96,8 @@ async def test_a_storm_presses_distinct_households_evenly_and_shows_progress(
     assert len({event.household for event in storm}) == 40
     assert all(e.serial.startswith("CB-") and e.kind == "emergency_press" for e in storm)
     spread_ms = storm[-1].ts_ms - storm[0].ts_ms
-    assert 900 <= spread_ms <= 1500, spread_ms  # 39 gaps of 25 ms, give or take the loop
+    # 39 gaps of 25 ms: never sooner, later only as far as a busy machine delays the loop.
+    assert 975 <= spread_ms <= 5000, spread_ms
     check = check_losses(truth, arrived)
     assert check.clean and check.acknowledged == 40 and check.lost == ()
     assert summary.last_will == "per_connection" and summary.counters.connections == 4
