@@ -175,9 +175,9 @@ async def test_no_acceptance_in_two_minutes_redispatches_to_the_next_carer(
         assert actions[-3:] == ["no_answer", "dispatched", "notify_station_lead"]
         pages = await rows(
             server,
-            select(m.OutboxItem.recipient).where(
-                m.OutboxItem.channel == "sms", m.OutboxItem.body.contains(f" {call_id}a ")
-            ),
+            select(m.OutboxItem.recipient)
+            .where(m.OutboxItem.channel == "sms", m.OutboxItem.body.contains(f" {call_id}a "))
+            .order_by(m.OutboxItem.id),
         )
         assert [r for (r,) in pages] == [f"carer:{first}", f"carer:{second}"]
 
