@@ -119,23 +119,26 @@ class WelfareList:
     async def run(self) -> None:
         """Bring the list up to date now and at the start of every week, until stopped."""
         while not self._stopping.is_set():
+            # The week is read before the work: should the clock pass into the next week
+            # meanwhile, the sleep below ends at once and that week is made too.
+            monday = self.this_week()
             try:
-                made = await self.bring_up_to_date()
+                made = await self.bring_up_to_date(monday)
                 if made:
-                    log.info("welfare calls: %d due this week (week of %s)", made, self.this_week())
+                    log.info("welfare calls: %d due this week (week of %s)", made, monday)
             except Exception:
                 log.exception("making the welfare-call list failed; trying again in a minute")
                 await self._clock.sleep_until(
                     self._clock.now() + timedelta(minutes=1), self._stopping
                 )
                 continue
-            next_week = week_began(self.this_week() + WEEK, self.zone)
+            next_week = week_began(monday + WEEK, self.zone)
             await self._clock.sleep_until(next_week, self._stopping)
 
-    async def bring_up_to_date(self) -> int:
-        """Mark past weeks' due calls missed and make this week's list; how many calls
-        were added to this week's list."""
-        monday = self.this_week()
+    async def bring_up_to_date(self, monday: date | None = None) -> int:
+        """Mark past weeks' due calls missed and make the list of the week of ``monday``
+        (this week by default); how many calls were added to that week's list."""
+        monday = monday or self.this_week()
         overdue = (m.WelfareCall.state == m.WelfareState.DUE, m.WelfareCall.week_start < monday)
         async with AsyncSession(self._reader) as session:
             any_overdue = await session.scalar(select(exists().where(*overdue)))
