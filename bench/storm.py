@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.engine.follower import CURSOR
+from callcenter.engine.reports import nearest_rank
 from callcenter.engine.repository import SMS
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
@@ -68,19 +69,13 @@ def progress(message: str) -> None:
     print(f"[bench/storm {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest rank: the smallest value at or above a share ``q`` of the values."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 1)) - 1))]
-
-
 def figures(name: str, values: Sequence[float]) -> dict[str, float | None]:
     if not values:
         return {f"{name}_{k}_ms": None for k in ("p50", "p95", "p99", "max")}
     return {
         f"{name}_p50_ms": round(statistics.median(values), 1),
-        f"{name}_p95_ms": round(percentile(values, 0.95), 1),
-        f"{name}_p99_ms": round(percentile(values, 0.99), 1),
+        f"{name}_p95_ms": nearest_rank(values, 95),
+        f"{name}_p99_ms": nearest_rank(values, 99),
         f"{name}_max_ms": round(max(values), 1),
     }
 
