@@ -217,8 +217,8 @@ class Operators:
         low, high = low_high
         return low + (high - low) * self._rng.random()
 
-    def pick_up(self, appeared: datetime, hour: int) -> tuple[int, datetime]:
-        """Which operator acknowledges a call that appeared at ``appeared``, and when."""
+    def pick_up(self, appeared: datetime, hour: int) -> datetime:
+        """When the first operator free acknowledges a call that appeared at ``appeared``."""
         p = self.profile
         on_duty = p.day_operators if 7 <= hour < 19 else p.night_operators
         while len(self._free_at) < on_duty:
@@ -227,7 +227,7 @@ class Operators:
         start = max(appeared, self._free_at[index])
         acknowledged = start + timedelta(seconds=self._between(p.pickup_s))
         self._free_at[index] = acknowledged + timedelta(seconds=self._between(p.assess_s))
-        return index, acknowledged
+        return acknowledged
 
 
 def district_field(district: DemoDistrict, profile: FieldProfile, *, seed: int) -> Field:

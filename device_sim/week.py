@@ -241,15 +241,12 @@ class _Device:
 
 
 class VirtualDevices:
-    """The device-command channel on virtual time: commands reach the device at once."""
+    """The device-command channel on virtual time: a command reaches its device at once,
+    and the simulated devices do nothing with it (real ones light a LED)."""
 
     channel = "device"
 
-    def __init__(self) -> None:
-        self.received: Counter[str] = Counter()
-
     async def send(self, message: OutboxMessage) -> str | None:
-        self.received[message.address] += 1
         return None
 
 
@@ -683,7 +680,7 @@ class VirtualWeek:
                 continue
             self._seen_calls.add(update.call_id)
             now = self.clock.now()
-            _operator, when = self._operators.pick_up(now, now.astimezone(self._zone).hour)
+            when = self._operators.pick_up(now, now.astimezone(self._zone).hour)
             self._at(when, "ack", update.call_id)
 
     def _read_texts(self) -> None:
