@@ -189,7 +189,7 @@ class Desk:
         """Lock the call, decide ``make``'s command on it, save. Without ``may_dispatch``
         the command cannot page anyone, and who is free is not read."""
         now = self._clock.now()
-        registry = await self.district.registry(session)
+        registry = await self.district.registry()
         loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
         if loaded is None:
             raise CallNotFoundError(call_id)
@@ -322,11 +322,11 @@ class Desk:
         """Apply one logged device event inside the caller's transaction (see ``perform``);
         the id of the call it touched, if any."""
         now = self._clock.now()
-        registry = await self.district.registry(session)
+        registry = await self.district.registry()
         household = registry.households.get(event.household_id)
         if household is None:
             self.district.invalidate()
-            registry = await self.district.registry(session)
+            registry = await self.district.registry()
             household = registry.households[event.household_id]
         open_calls = (
             await session.scalars(

@@ -246,16 +246,18 @@ class District:
         self._loaded_generation = -1
         self._stopping = asyncio.Event()
 
-    async def registry(self, session: AsyncSession | None = None) -> Registry:
+    async def registry(self) -> Registry:
         """The registry: read on first use and after ``invalidate``; otherwise the copy
-        ``run`` renews in the background, so no decision waits for a reload."""
+        ``run`` renews in the background, so no decision waits for a reload.
+
+        A reload always reads in a session of its own, begun after the generation it
+        is stamped with: a caller's transaction may have begun before the change that
+        invalidated the registry, and a registry read there would be kept as current
+        while missing that change (seen: a supervisor added and not texted)."""
         if self._registry is None or self._loaded_generation != self._generation:
             wanted = self._generation
-            if session is not None:
-                loaded = await load_registry(session)
-            else:
-                async with AsyncSession(self._engine) as fresh:
-                    loaded = await load_registry(fresh)
+            async with AsyncSession(self._engine) as fresh:
+                loaded = await load_registry(fresh)
             self._keep(loaded, wanted)
             return loaded
         return self._registry
@@ -289,7 +291,7 @@ class District:
 
     async def carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
         """Every active carer as of ``now``: on shift or not, busy or free, and where."""
-        registry = await self.registry(session)
+        registry = await self.registry()
         busy = {
             row.carer_id: Busy(row.call_id, row.state)
             for row in (

@@ -415,7 +415,7 @@ class OutboxRelay:
             if call_id is not None:
                 # The call's lock first (as every writer takes it), then the row itself,
                 # read fresh under that lock: another instance may have claimed it.
-                registry = await self._desk.district.registry(session)
+                registry = await self._desk.district.registry()
                 loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
                 if loaded is not None and loaded[1].household_id in registry.households:
                     household = registry.households[loaded[1].household_id].code

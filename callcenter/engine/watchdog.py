@@ -94,7 +94,7 @@ class Watchdog:
                 )
             ).all()
             carers = await self._desk.district.carers(session, now)
-            registry = await self._desk.district.registry(session)
+            registry = await self._desk.district.registry()
         overdue = [
             Overdue(r.call_id, r.code, r.step, (now - r.due_at).total_seconds()) for r in rows
         ]
