@@ -220,6 +220,7 @@ class Desk:
             link_base=self.link_base,
         )
         await self._move_carers(session, before, decision.call, household, now)
+        self.district.decided(session, before, decision.call, household.place)
         session.info.setdefault("after_commit", []).append((decision, household, saved))
 
     async def _move_carers(

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Person
+from callcenter.domain.calls import SUPERVISOR_RECIPIENT, AssignmentState, Call, Person
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
@@ -290,8 +290,23 @@ class District:
                 log.exception("re-reading the district registry failed; keeping the old one")
 
     async def carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
-        """Every active carer as of ``now``: on shift or not, busy or free, and where."""
+        """Every active carer as of ``now``: on shift or not, busy or free, and where.
+
+        Read once per transaction and then kept up to date by the transaction's own
+        decisions (``decided``), so a batch of decisions in one transaction reads who is
+        busy once instead of once per call. Who is on shift is worked out to the minute
+        (shifts start and end on whole minutes)."""
         registry = await self.registry()
+        local = now.astimezone(self.zone).date()
+        kept = session.info.get(_MOMENT)
+        if isinstance(kept, _Moment) and kept.registry is registry and kept.day == local:
+            moment = kept
+        else:
+            moment = await self._read_moment(session, registry, local)
+            session.info[_MOMENT] = moment
+        return moment.snapshots(now.replace(second=0, microsecond=0), self.zone, self.holidays)
+
+    async def _read_moment(self, session: AsyncSession, registry: Registry, local: date) -> _Moment:
         busy = {
             row.carer_id: Busy(row.call_id, row.state)
             for row in (
@@ -305,10 +320,13 @@ class District:
             ).all()
         }
         positions = {
-            p.carer_id: Place(p.lat, p.lon)
-            for p in (await session.scalars(select(m.CarerPosition))).all()
+            row.carer_id: Place(row.lat, row.lon)
+            for row in (
+                await session.execute(
+                    select(m.CarerPosition.carer_id, m.CarerPosition.lat, m.CarerPosition.lon)
+                )
+            ).all()
         }
-        local = now.astimezone(self.zone).date()
         roster_rows = await session.scalars(
             select(m.DutyRoster).where(m.DutyRoster.day.in_([local - timedelta(days=1), local]))
         )
@@ -317,7 +335,123 @@ class District:
             for r in roster_rows.all()
         }
         broken = await phones.every(session)
-        return snapshots(registry, now, self.zone, self.holidays, busy, positions, roster, broken)
+        return _Moment(registry, local, busy, positions, roster, broken)
+
+    @staticmethod
+    def decided(session: AsyncSession, before: Call | None, call: Call, home: Place) -> None:
+        """Bring the transaction's view of the carers up to date with a decision it saved
+        on ``call``: who is busy on it now, and that carers who reached the door are at
+        ``home``, the household's place."""
+        moment = session.info.get(_MOMENT)
+        if isinstance(moment, _Moment):
+            moment.note(before, call, home)
+
+
+# Where a transaction keeps its view of the carers (in AsyncSession.info).
+_MOMENT = phones.CARERS_VIEW
+
+
+@dataclass
+class _Moment:
+    """What one transaction read about the carers (busy, last seen, roster, phones),
+    with the snapshots made from it; changed by the transaction's own decisions only."""
+
+    registry: Registry
+    day: date
+    busy: dict[int, Busy]
+    positions: dict[int, Place]
+    roster: dict[tuple[int, date], RosterEntry]
+    broken: dict[str, phones.Broken]
+    minute: datetime | None = None
+    working: set[int] = field(default_factory=set)
+    made: dict[int, CarerSnapshot] = field(default_factory=dict)
+
+    def snapshots(
+        self, minute: datetime, zone: ZoneInfo, holidays: frozenset[date]
+    ) -> list[CarerSnapshot]:
+        if minute != self.minute:
+            self.working = working_carers(self.registry, minute, zone, holidays, self.roster)
+            made = snapshots(
+                self.registry,
+                minute,
+                zone,
+                holidays,
+                self.busy,
+                self.positions,
+                self.roster,
+                self.broken,
+                working=self.working,
+            )
+            self.made = {s.id: s for s in made}
+            self.minute = minute
+        return list(self.made.values())
+
+    def note(self, before: Call | None, call: Call, home: Place) -> None:
+        touched: set[int] = set()
+        for assignment in call.assignments:
+            current = self.busy.get(assignment.carer_id)
+            if assignment.active:
+                self.busy[assignment.carer_id] = Busy(call.id, assignment.state.value)
+            elif current is not None and current.call_id == call.id:
+                del self.busy[assignment.carer_id]
+            touched.add(assignment.carer_id)
+        was = (
+            {a.carer_id for a in before.assignments if a.state is AssignmentState.ON_SCENE}
+            if before
+            else set()
+        )
+        for a in call.assignments:
+            if a.state is AssignmentState.ON_SCENE and a.carer_id not in was:
+                self.positions[a.carer_id] = home
+        for carer_id in touched:
+            carer = self.registry.carers.get(carer_id)
+            if carer_id in self.made and carer is not None:
+                self.made[carer_id] = snapshot_of(
+                    self.registry,
+                    carer,
+                    self.busy.get(carer_id),
+                    carer_id in self.working,
+                    self.positions,
+                    self.broken,
+                )
+
+
+def working_carers(
+    registry: Registry,
+    now: datetime,
+    zone: ZoneInfo,
+    holidays: frozenset[date],
+    roster: Mapping[tuple[int, date], RosterEntry],
+) -> set[int]:
+    """Ids of the active carers on shift at ``now`` (roster first, then their pattern)."""
+    local = now.astimezone(zone).date()
+    days = (local - timedelta(days=1), local)
+    # Without a roster entry on the days that count, a carer works when their pattern
+    # does: worked out once per pattern, not once per carer (thousands in a large team).
+    by_pattern: dict[str, bool] = {}
+    rostered_ids = {carer_id for carer_id, day in roster if day in days}
+    working = set()
+    for carer in registry.carers.values():
+        if not carer.active:
+            continue
+        rostered = carer.id in rostered_ids
+        if not rostered and carer.pattern in by_pattern:
+            works = by_pattern[carer.pattern]
+        else:
+            works = on_shift(
+                carer.id,
+                registry.patterns.get(carer.pattern),
+                now,
+                zone=zone,
+                holidays=holidays,
+                roster=roster,
+                patterns=registry.patterns,
+            )
+            if not rostered:
+                by_pattern[carer.pattern] = works
+        if works:
+            working.add(carer.id)
+    return working
 
 
 def snapshots(
@@ -329,60 +463,49 @@ def snapshots(
     positions: Mapping[int, Place],
     roster: Mapping[tuple[int, date], RosterEntry],
     broken: Mapping[str, phones.Broken] | None = None,
+    *,
+    working: set[int] | None = None,
 ) -> list[CarerSnapshot]:
-    """Carer snapshots from the registry and the moment's facts."""
+    """Carer snapshots from the registry and the moment's facts (``working``: the
+    carers on shift, when already worked out)."""
     broken = broken or {}
-    local = now.astimezone(zone).date()
-    days = (local - timedelta(days=1), local)
-    # Without a roster entry on the days that count, a carer works when their pattern
-    # does: worked out once per pattern, not once per carer (thousands in a large team).
-    by_pattern: dict[str, bool] = {}
-    rostered_ids = {carer_id for carer_id, day in roster if day in days}
+    if working is None:
+        working = working_carers(registry, now, zone, holidays, roster)
+    return [
+        snapshot_of(registry, carer, busy.get(carer.id), carer.id in working, positions, broken)
+        for carer in registry.carers.values()
+        if carer.active
+    ]
 
-    def working(carer: CarerInfo) -> bool:
-        rostered = carer.id in rostered_ids
-        if not rostered and carer.pattern in by_pattern:
-            return by_pattern[carer.pattern]
-        works = on_shift(
-            carer.id,
-            registry.patterns.get(carer.pattern),
-            now,
-            zone=zone,
-            holidays=holidays,
-            roster=roster,
-            patterns=registry.patterns,
-        )
-        if not rostered:
-            by_pattern[carer.pattern] = works
-        return works
 
-    result = []
-    for carer in registry.carers.values():
-        if not carer.active:
-            continue
-        current = busy.get(carer.id)
-        if current is not None:
-            state = _CARER_STATE.get(current.state, CarerState.DISPATCHED)
-        elif working(carer):
-            state = CarerState.FREE
-        else:
-            state = CarerState.OFF_SHIFT
-        station = registry.stations[carer.station_id]
-        result.append(
-            CarerSnapshot(
-                id=carer.id,
-                code=carer.code,
-                name=carer.name,
-                phone=carer.phone,
-                language=carer.language,
-                role=carer.role,
-                station_id=carer.station_id,
-                skills=carer.skills,
-                transport=carer.transport,
-                position=positions.get(carer.id, station.place),
-                state=state,
-                call_id=current.call_id if current else None,
-                phone_problem=broken[carer.phone].why() if carer.phone in broken else "",
-            )
-        )
-    return result
+def snapshot_of(
+    registry: Registry,
+    carer: CarerInfo,
+    current: Busy | None,
+    working: bool,
+    positions: Mapping[int, Place],
+    broken: Mapping[str, phones.Broken],
+) -> CarerSnapshot:
+    """One carer's snapshot: busy on ``current``, else free when ``working``."""
+    if current is not None:
+        state = _CARER_STATE.get(current.state, CarerState.DISPATCHED)
+    elif working:
+        state = CarerState.FREE
+    else:
+        state = CarerState.OFF_SHIFT
+    station = registry.stations[carer.station_id]
+    return CarerSnapshot(
+        id=carer.id,
+        code=carer.code,
+        name=carer.name,
+        phone=carer.phone,
+        language=carer.language,
+        role=carer.role,
+        station_id=carer.station_id,
+        skills=carer.skills,
+        transport=carer.transport,
+        position=positions.get(carer.id, station.place),
+        state=state,
+        call_id=current.call_id if current else None,
+        phone_problem=broken[carer.phone].why() if carer.phone in broken else "",
+    )

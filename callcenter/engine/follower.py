@@ -27,6 +27,9 @@ log = logging.getLogger("callcenter.follower")
 
 CURSOR = "call_engine"
 _READ_AHEAD = 200
+# Events applied in one transaction: enough that a storm of presses shares its commits
+# and its reading of who is free, few enough that the write lock is held only briefly.
+BATCH = 25
 # An event the engine fails on this many times is set aside as a dead letter (with the
 # error) rather than holding up every call behind it. Database outages do not count.
 ATTEMPTS = 3
@@ -38,16 +41,24 @@ class EventFollower:
     """Reads new events in log order and hands each to the desk."""
 
     def __init__(
-        self, engine: AsyncEngine, desk: Desk, clock: Clock, *, poll_s: float = 1.0
+        self,
+        engine: AsyncEngine,
+        desk: Desk,
+        clock: Clock,
+        *,
+        poll_s: float = 1.0,
+        batch: int = BATCH,
     ) -> None:
         self._engine = engine
         self._desk = desk
         self._clock = clock
         self._poll_s = poll_s
+        self._batch = max(1, batch)
         self._prompt = asyncio.Event()
         self._stopping = asyncio.Event()
         self.events_applied = 0
         self.events_failed = 0
+        self.batches_applied = 0  # transactions that applied several events at once
         self.database_waits = 0
 
     def prompt(self) -> None:
@@ -77,18 +88,58 @@ class EventFollower:
                 await asyncio.wait_for(self._prompt.wait(), self._poll_s)
 
     async def catch_up(self) -> int:
-        """Apply everything in the log past the cursor; how many events were applied."""
+        """Apply everything in the log past the cursor; how many events were applied.
+
+        Events are applied several to a transaction (``batch`` at most), so a burst of
+        presses costs one commit and one reading of who is free per batch rather than
+        per press. A batch that fails is applied again one event at a time, so that
+        one bad event is retried and set aside on its own, never taking others along."""
         total = 0
         while not self._stopping.is_set():
             events = await self._read_ahead()
             if not events:
                 return total
-            for event in events:
+            for start in range(0, len(events), self._batch):
                 if self._stopping.is_set():
                     break
-                await self._apply_one(event)
-                total += 1
+                batch = events[start : start + self._batch]
+                if len(batch) > 1 and await self._apply_batch(batch):
+                    total += len(batch)
+                    continue
+                for event in batch:
+                    if self._stopping.is_set():
+                        break
+                    await self._apply_one(event)
+                    total += 1
         return total
+
+    async def _apply_batch(self, events: list[LoggedEvent]) -> bool:
+        """Apply ``events`` (in log order) in one transaction; False, with nothing
+        applied, when any of them failed (the caller then goes one by one)."""
+
+        async def work(session: AsyncSession) -> int:
+            after = await _cursor(session, lock=True)
+            applied = 0
+            for event in events:
+                if event.id > after:
+                    await self._desk.apply_event(session, event)
+                    applied += 1
+            if applied:
+                await _advance(session, events[-1].id, self._clock)
+            return applied
+
+        try:
+            self.events_applied += await self._desk.perform(work)
+            self.batches_applied += 1
+        except Exception as error:
+            log.info(
+                "events %d-%d could not be applied together (%r); applying them one by one",
+                events[0].id,
+                events[-1].id,
+                error,
+            )
+            return False
+        return True
 
     async def position(self) -> int:
         async with AsyncSession(self._engine) as session:

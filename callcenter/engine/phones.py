@@ -34,6 +34,11 @@ class Broken:
         return f"{self.phone} cannot get texts: {self.detail or self.problem.value}"
 
 
+# Where a transaction keeps its view of the carers, marked phones included
+# (engine/district.py); marking or lifting a mark drops it, to be read afresh.
+CARERS_VIEW = "callcenter.carers_view"
+
+
 async def mark(
     session: AsyncSession,
     phone: str,
@@ -44,6 +49,7 @@ async def mark(
     now: datetime,
 ) -> None:
     """Mark ``phone`` (again: the newest reason wins, ``since`` stays the first)."""
+    session.info.pop(CARERS_VIEW, None)
     row = await session.get(m.BrokenPhone, phone, with_for_update=True)
     if row is None:
         session.add(
@@ -60,6 +66,7 @@ async def mark(
 
 async def lift(session: AsyncSession, phone: str, problem: m.PhoneProblem | None = None) -> bool:
     """Lift the mark on ``phone`` (only if it is ``problem``, when given); whether it had one."""
+    session.info.pop(CARERS_VIEW, None)
     query = delete(m.BrokenPhone).where(m.BrokenPhone.phone == phone)
     if problem is not None:
         query = query.where(m.BrokenPhone.problem == problem)
