@@ -123,12 +123,18 @@ async def running_server(config: Config, clock: Clock | None = None) -> AsyncIte
 
 @contextlib.asynccontextmanager
 async def assembled_server(
-    config: Config, clock: Clock, *, devices: Sender | None = None
+    config: Config,
+    clock: Clock,
+    *,
+    devices: Sender | None = None,
+    private_database: bool = False,
 ) -> AsyncIterator[tuple[Running, dict[str, Loop]]]:
     """Everything a server is made of, built, connected to each other and listening for
     the API, but with none of its loops running: ``running_server`` runs them, and the
     simulator on virtual time drives them step by step instead (``catch_up``,
-    ``fire_due``, ``drain``). ``devices`` replaces the MQTT sender of device commands."""
+    ``fire_due``, ``drain``). ``devices`` replaces the MQTT sender of device commands.
+    ``private_database``: no other process uses the (SQLite) database, so its calls are
+    made on the event loop's thread (see ``store.db.create_engine``)."""
     async with contextlib.AsyncExitStack() as stack:
         if config.embedded_broker_wanted:
             broker = EmbeddedBroker(
@@ -141,7 +147,9 @@ async def assembled_server(
             host, port = broker.host, broker.port
         else:
             host, port = config.broker.host, config.broker.port
-        engine = create_engine(config.database_url, echo=config.database.echo)
+        engine = create_engine(
+            config.database_url, echo=config.database.echo, inline=private_database
+        )
         stack.push_async_callback(engine.dispose)
         await require_current_schema(engine)
         ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)

@@ -396,7 +396,13 @@ class VirtualWeek:
     async def _start_server(self) -> None:
         stack = contextlib.AsyncExitStack()
         running, _loops = await stack.enter_async_context(
-            assembled_server(self._config, self.clock, devices=VirtualDevices())
+            assembled_server(
+                self._config,
+                self.clock,
+                devices=VirtualDevices(),
+                # The week's own scratch file: nothing else opens it while it runs.
+                private_database=self.options.database_url is None,
+            )
         )
         self._twilio.inbound_url = running.web_url.rstrip("/") + INBOUND_PATH
         self._feed = await stack.enter_async_context(running.desk.feed.subscribe())
