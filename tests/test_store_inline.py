@@ -1,8 +1,10 @@
-"""The SQLite engine whose calls run on the event loop's own thread (``inline``), as the
-simulator's week uses for its private database: it must behave as the ordinary one."""
+"""SQLite engines: the one whose calls run on the event loop's own thread (``inline``),
+as the simulator's week uses for its private database, must behave as the ordinary one;
+and a process's writers take turns in the order they asked (``write_turn``)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
@@ -10,9 +12,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.store import models as m
-from callcenter.store.db import create_engine, write_locked
+from callcenter.store.db import create_engine, write_locked, write_turn
 from callcenter.store.migrate import upgrade_async
 
 
@@ -65,3 +68,44 @@ async def test_the_inline_engine_commits_rolls_back_and_refuses_as_the_threaded_
         await threaded.dispose()
     assert (mode, codes, count) == ("wal", ["S01"], 1)
     assert threads == {threading.get_ident()}
+
+
+@pytest.mark.parametrize("inline", [False, True], ids=["threaded", "inline"])
+async def test_writers_take_turns_in_the_order_they_asked(tmp_path: Path, inline: bool) -> None:
+    """Test that while one writer holds its turn, the writers that asked after it begin
+    one at a time and in the order they asked, each committing its row, on the engine
+    and on its write-locked copy alike."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'turns.db'}"
+    engine = create_engine(url, inline=inline)
+    locked = write_locked(engine)
+    order: list[int] = []
+    inside = 0
+    most_inside = 0
+
+    async def writer(n: int, on: AsyncEngine) -> None:
+        nonlocal inside, most_inside
+        async with write_turn(on), on.begin() as connection:
+            inside += 1
+            most_inside = max(most_inside, inside)
+            order.append(n)
+            await connection.execute(text("INSERT INTO t (n) VALUES (:n)"), {"n": n})
+            await asyncio.sleep(0.01)
+            inside -= 1
+
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text("CREATE TABLE t (n INTEGER)"))
+        async with write_turn(engine):
+            waiting = []
+            for n in range(6):
+                waiting.append(asyncio.create_task(writer(n, locked if n % 2 else engine)))
+                await asyncio.sleep(0)  # each asks before the next is created
+            await asyncio.sleep(0.05)
+            assert order == []  # nobody began while the turn was held
+        await asyncio.gather(*waiting)
+        async with engine.connect() as connection:
+            stored = (await connection.scalars(text("SELECT n FROM t ORDER BY rowid"))).all()
+    finally:
+        await engine.dispose()
+    assert order == stored == list(range(6))
+    assert most_inside == 1

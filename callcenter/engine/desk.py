@@ -48,7 +48,7 @@ from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
 from callcenter.engine.feed import Feed, Update
 from callcenter.store import models as m
-from callcenter.store.db import write_locked
+from callcenter.store.db import write_locked, write_turn
 
 log = logging.getLogger("callcenter.desk")
 
@@ -127,7 +127,11 @@ class Desk:
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: the call rows it reads stay locked until commit."""
-        async with AsyncSession(self._engine, expire_on_commit=False) as session, session.begin():
+        async with (
+            write_turn(self._engine),
+            AsyncSession(self._engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     async def _retrying(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:

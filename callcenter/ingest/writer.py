@@ -10,6 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.ingest.batch import BatchPlan
+from callcenter.store.db import write_turn
 from callcenter.store.models import Base
 
 _events = Base.metadata.tables["device_events"]
@@ -66,7 +67,7 @@ class EventWriter:
     async def write(self, plan: BatchPlan) -> list[StoredEvent]:
         """Write the plan in one transaction; return the events that were new."""
         stored: list[StoredEvent] = []
-        async with self._engine.begin() as connection:
+        async with write_turn(self._engine), self._engine.begin() as connection:
             if plan.events:
                 result = await connection.execute(self._insert_events, plan.events)
                 stored = [StoredEvent(*row) for row in result]

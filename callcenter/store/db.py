@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Callable, Generator
+import weakref
+from collections.abc import AsyncIterator, Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,29 @@ def write_locked(engine: AsyncEngine) -> AsyncEngine:
     """The same engine, whose transactions lock what they read until they commit: rows
     read FOR UPDATE on PostgreSQL, the whole database from the first read on SQLite."""
     return engine.execution_options(**{WRITE_LOCKED: True})
+
+
+# One per SQLite database pool (shared by the engine and its write_locked copy).
+_WRITE_TURNS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Wrap a write transaction on ``engine``: on SQLite, this process's writers begin
+    one after another in the order they asked. Left to SQLite, a writer waiting for the
+    lock polls with growing sleeps and can lose every time to one that commits and
+    begins again back to back (seen: the outbox starved by a storm of decisions, the
+    event loop idle while writers slept). On PostgreSQL, rows are locked as needed:
+    nothing to wait for here."""
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    pool = engine.sync_engine.pool
+    turn = _WRITE_TURNS.get(pool)
+    if turn is None:
+        turn = _WRITE_TURNS[pool] = asyncio.Lock()
+    async with turn:
+        yield
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
