@@ -109,3 +109,34 @@ async def test_writers_take_turns_in_the_order_they_asked(tmp_path: Path, inline
         await engine.dispose()
     assert order == stored == list(range(6))
     assert most_inside == 1
+
+
+async def test_a_statement_is_one_trip_to_the_sqlite_thread(tmp_path: Path) -> None:
+    """Test that a query and an insert each take one trip to the connection's worker
+    thread (aiosqlite's own cursor takes four: cursor, execute, rows, close), with the
+    rows, the row count and the new row's id all there afterwards."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
+    trips: list[object] = []
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"))
+            raw = await connection.get_raw_connection()
+            worker = raw.driver_connection
+            queue = worker._tx
+
+            class Counting:
+                def put_nowait(self, item: object) -> None:
+                    trips.append(item)
+                    queue.put_nowait(item)
+
+            worker._tx = Counting()
+            inserted = await connection.execute(text("INSERT INTO t (v) VALUES ('a'), ('b')"))
+            after_insert = len(trips)
+            found = (await connection.execute(text("SELECT v FROM t ORDER BY id"))).all()
+            after_select = len(trips)
+            worker._tx = queue
+    finally:
+        await engine.dispose()
+    assert (inserted.rowcount, inserted.lastrowid) == (2, 2)
+    assert [row.v for row in found] == ["a", "b"]
+    assert (after_insert, after_select - after_insert) == (1, 1)

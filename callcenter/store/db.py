@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -21,6 +19,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from callcenter.config import database_kind
+from callcenter.store import sqlite_calls
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,53 +52,23 @@ def _sqlite_begin(connection: Any) -> None:
 WRITE_LOCKED = "callcenter_write_locked"
 
 
-class _AtOnce:
-    """Stands in for aiosqlite's queue to its worker thread: runs each call at once."""
-
-    @staticmethod
-    def put_nowait(item: tuple[asyncio.Future[Any] | None, Callable[[], Any]]) -> None:
-        future, call = item
-        try:
-            result = call()
-        except BaseException as error:  # handed to whoever awaits, as the thread would
-            if future is not None and not future.done():
-                future.set_exception(error)
-            return
-        if future is not None and not future.done():
-            future.set_result(result)
-
-
-class _InlineConnection(aiosqlite.Connection):
-    """aiosqlite's connection making its SQLite calls on the event loop's own thread."""
-
-    def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
-        super().__init__(connector, iter_chunk_size=64)
-        self._tx = _AtOnce()  # type: ignore[assignment]
-
-    def __await__(self) -> Generator[Any, None, aiosqlite.Connection]:
-        return self._connect().__await__()  # no worker thread to start
-
-
 def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created.
 
-    ``inline`` (SQLite only) makes every SQLite call on the event loop's thread rather
-    than on a worker thread per connection: several times less overhead per statement,
-    but a wait for a lock another process holds would stall the whole loop. Only for a
-    database file no other process uses, such as the simulator's week on virtual time."""
+    SQLite statements go to the connection's worker thread in one trip each (see
+    store/sqlite_calls.py). ``inline`` makes every SQLite call on the event loop's own
+    thread instead: no trips at all, but a wait for a lock another process holds would
+    stall the whole loop. Only for a database file no other process uses, such as the
+    simulator's week on virtual time."""
     if database_kind(url) == "sqlite":
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        extra: dict[str, Any] = {}
-        if inline:
-            path = database or ":memory:"
-
-            async def connect() -> aiosqlite.Connection:
-                return await _InlineConnection(lambda: sqlite3.connect(path))
-
-            extra["async_creator"] = connect
-        engine = create_async_engine(url, echo=echo, **extra)
+        engine = create_async_engine(
+            url,
+            echo=echo,
+            connect_args={"async_creator_fn": sqlite_calls.connector(inline=inline)},
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
