@@ -170,6 +170,7 @@ async def assembled_server(
             clock,
             {commands.channel: commands, texts.channel: texts},
             retry_max_s=config.calls.outbox_retry_max_s,
+            lanes=config.calls.outbox_lanes,
             text_limit=TextLimit(config.sms.recipient_limit, config.sms.recipient_window_s)
             if config.sms.recipient_limit
             else None,

@@ -462,6 +462,15 @@ class CallsConfig(_Section):
     outbox_retry_max_s: float = Field(
         300.0, gt=0, description="longest wait between attempts to carry out a failed outbox effect"
     )
+    outbox_lanes: int = Field(
+        16,
+        ge=1,
+        le=64,
+        description=(
+            "phones (and devices) the outbox serves at the same time; each one's messages "
+            "still go out one after another, in order"
+        ),
+    )
     policies: dict[Annotated[str, AfterValidator(_known_call_type)], PolicyConfig] = Field(
         default_factory=dict,
         description=(

@@ -1,11 +1,13 @@
-"""The outbox relay: guards re-checked under the call's lock, retries, permanent failures."""
+"""The outbox relay: guards re-checked under the call's lock, retries, permanent failures,
+and lanes: one phone's texts in order, different phones side by side."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
@@ -138,3 +140,89 @@ def test_guards_follow_the_call() -> None:
     on_scene = call_in(CallState.ON_SCENE)
     assert not still_wanted(on_scene, {"unless": Milestone.ON_SCENE.value})
     assert not still_wanted(call_in(CallState.RESOLVED), {"carer_id": paged})
+
+
+@dataclass
+class HeldPhone:
+    """An SMS channel on which texts to one phone hang until let go; others go at once."""
+
+    held: str
+    channel: str = "sms"
+    sent: list[tuple[str, str]] = field(default_factory=list)
+    let_go: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def send(self, message: OutboxMessage) -> str:
+        if message.address == self.held:
+            await self.let_go.wait()
+        self.sent.append((message.address, message.body))
+        return f"ref-{message.id}"
+
+
+async def test_a_phone_that_hangs_holds_up_only_its_own_texts(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test the outbox lanes: while a text to one phone hangs, the texts to other phones
+    queued after it go out; the phone's own second text waits for its first and follows
+    it in order; with a single lane everything waits behind the hanging text."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relays with its own SMS channel
+        queued = [
+            ("+8613800000001", "first to the slow phone"),
+            ("+8613800000002", "to another phone"),
+            ("+8613800000001", "second to the slow phone"),
+            ("+8613800000003", "to a third phone"),
+        ]
+        async with server.desk.transaction() as session:
+            await session.execute(
+                insert(m.OutboxItem),
+                [
+                    {
+                        "channel": "sms",
+                        "recipient": f"operator:test{n}",
+                        "address": address,
+                        "body": body,
+                        "guard": {},
+                        "state": m.OutboxState.PENDING,
+                        "attempts": 0,
+                        "created_at": clock.now(),
+                        "next_attempt_at": clock.now(),
+                        "last_error": "",
+                    }
+                    for n, (address, body) in enumerate(queued)
+                ],
+            )
+        for lanes, others_first in ((1, False), (4, True)):
+            if lanes == 4:  # the same rows again, for the second relay
+                async with server.desk.transaction() as session:
+                    await session.execute(
+                        update(m.OutboxItem).values(
+                            state=m.OutboxState.PENDING,
+                            attempts=0,
+                            sending_since=None,
+                            next_attempt_at=clock.now(),
+                        )
+                    )
+            texts = HeldPhone(held="+8613800000001")
+            relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts}, lanes=lanes)
+            draining = asyncio.create_task(relay.drain())
+
+            async def others_out(texts: HeldPhone = texts) -> bool:
+                return len(texts.sent) == 2
+
+            if others_first:
+                await eventually(others_out, within_s=5, what="the other phones' texts")
+                assert {address for address, _ in texts.sent} == {
+                    "+8613800000002",
+                    "+8613800000003",
+                }
+            else:
+                await asyncio.sleep(0.5)
+                assert texts.sent == []  # one lane: all behind the hanging text
+            texts.let_go.set()
+            assert await asyncio.wait_for(draining, 10) == 4
+            slow = [body for address, body in texts.sent if address == "+8613800000001"]
+            assert slow == ["first to the slow phone", "second to the slow phone"]
