@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Alembic announces its SQLite context on every schema check; only its warnings matter.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # The twilio client writes ten lines of headers for every request it makes; the
+    # outbox logs each text with its call already. Its warnings and errors still show.
+    logging.getLogger("twilio").setLevel(max(logging.WARNING, logging.getLogger().level))
     code: int = args.func(args)
     return code
 
