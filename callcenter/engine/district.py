@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import Result, Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.domain.calls import SUPERVISOR_RECIPIENT, AssignmentState, Call, Person
@@ -106,6 +107,19 @@ class Registry:
     supervisors: tuple[Person, ...] = ()
 
 
+# Rows turned into registry entries between two looks at the event loop: a district of
+# 50,000 households is about a second of building, which must not stall alarms.
+_SLICE = 2000
+
+
+async def _in_slices(result: Result[Any]) -> AsyncIterator[Row[Any]]:
+    """The result's rows, letting the event loop run every ``_SLICE`` of them."""
+    for n, row in enumerate(result):
+        if n and n % _SLICE == 0:
+            await asyncio.sleep(0)
+        yield row
+
+
 async def load_registry(session: AsyncSession) -> Registry:
     """Read stations, carers, households with residents/contacts/devices, and supervisors."""
     registry = Registry()
@@ -132,7 +146,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Carer.shift_pattern_code,
         m.Carer.active,
     )
-    for c in (await session.execute(carers)).all():
+    async for c in _in_slices(await session.execute(carers)):
         info = CarerInfo(
             c.id,
             c.code,
@@ -161,7 +175,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Resident.care_notes,
         m.Resident.birth_year,
     ).order_by(m.Resident.id)
-    for r in (await session.execute(people)).all():
+    async for r in _in_slices(await session.execute(people)):
         residents.setdefault(r.household_id, []).append(r.name)
         notes.setdefault(r.household_id, []).append(
             ResidentNote(r.name, r.mobility, r.care_notes, birth_year=r.birth_year)
@@ -174,7 +188,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.FamilyContact.phone,
         m.FamilyContact.language,
     ).order_by(m.FamilyContact.household_id, m.FamilyContact.position)
-    for f in (await session.execute(contacts)).all():
+    async for f in _in_slices(await session.execute(contacts)):
         family.setdefault(f.household_id, []).append(
             Person(f"family:{f.household_id}:{f.position}", f.name, f.phone, f.language)
         )
@@ -184,8 +198,8 @@ async def load_registry(session: AsyncSession) -> Registry:
         .where(m.Device.kind == m.DeviceKind.BASE_UNIT)
         .order_by(m.Device.id)
     )
-    for household_id, serial in (await session.execute(units)).all():
-        base_units.setdefault(household_id, serial)
+    async for unit in _in_slices(await session.execute(units)):
+        base_units.setdefault(unit.household_id, unit.serial)
     homes = select(
         m.Household.id,
         m.Household.code,
@@ -196,7 +210,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Household.backup_station_id,
         m.Household.access_notes,
     )
-    for h in (await session.execute(homes)).all():
+    async for h in _in_slices(await session.execute(homes)):
         info_h = HouseholdInfo(
             h.id,
             h.code,
