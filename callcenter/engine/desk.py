@@ -153,10 +153,12 @@ class Desk:
         call: Call | None,
         household: HouseholdInfo,
         registry: Registry,
-        carers: list[CarerSnapshot],
+        free: list[CarerSnapshot],
         now: datetime,
         skills: tuple[str, ...],
     ) -> Situation:
+        """What the domain needs to decide on ``call`` (None: a new one at ``household``);
+        ``free``: the carers free now, the ones dispatch may rank."""
         on_call = {a.carer_id for a in call.assignments} if call else set()
         return Situation(
             now=now,
@@ -170,7 +172,7 @@ class Desk:
             or registry.stations[household.home_station_id].phone,
             candidates=tuple(
                 rank_carers(
-                    carers,
+                    free,
                     household.destination(),
                     skills=skills,
                     circle_s=self._settings.service_circle_s,
@@ -200,7 +202,8 @@ class Desk:
         _, call = loaded
         household = registry.households[call.household_id]
         carers = await self.district.carers(session, now) if may_dispatch else []
-        situation = self._situation(call, household, registry, carers, now, call.policy.skills)
+        free = await self.district.free_carers(session, now) if may_dispatch else []
+        situation = self._situation(call, household, registry, free, now, call.policy.skills)
         decision = decide(call, make(call, situation, carers, registry), situation)
         await self._save(session, call, decision, household, now)
         return decision
@@ -382,8 +385,8 @@ class Desk:
         now: datetime,
     ) -> int:
         policy = self._policies.for_type(call_type)
-        carers = await self.district.carers(session, now) if policy.auto_dispatch else []
-        situation = self._situation(None, household, registry, carers, now, policy.skills)
+        free = await self.district.free_carers(session, now) if policy.auto_dispatch else []
+        situation = self._situation(None, household, registry, free, now, policy.skills)
         # The row comes first so the call has its id; the decision then fills it in.
         placeholder = open_call(0, household.id, call_type, policy, event.device, situation).call
         call_id = await repository.insert_call(session, placeholder, now, event.id)

@@ -310,6 +310,16 @@ class District:
         decisions (``decided``), so a batch of decisions in one transaction reads who is
         busy once instead of once per call. Who is on shift is worked out to the minute
         (shifts start and end on whole minutes)."""
+        moment = await self._moment(session, now)
+        return list(moment.made.values())
+
+    async def free_carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
+        """The carers ``carers`` gives as free, without the rest: what dispatch ranks.
+        (In a storm most carers are soon busy; ranking needs only the few still free.)"""
+        moment = await self._moment(session, now)
+        return list(moment.free.values())
+
+    async def _moment(self, session: AsyncSession, now: datetime) -> _Moment:
         registry = await self.registry()
         local = now.astimezone(self.zone).date()
         kept = session.info.get(_MOMENT)
@@ -318,7 +328,8 @@ class District:
         else:
             moment = await self._read_moment(session, registry, local)
             session.info[_MOMENT] = moment
-        return moment.snapshots(now.replace(second=0, microsecond=0), self.zone, self.holidays)
+        moment.make(now.replace(second=0, microsecond=0), self.zone, self.holidays)
+        return moment
 
     async def _read_moment(self, session: AsyncSession, registry: Registry, local: date) -> _Moment:
         busy = {
@@ -379,10 +390,10 @@ class _Moment:
     minute: datetime | None = None
     working: set[int] = field(default_factory=set)
     made: dict[int, CarerSnapshot] = field(default_factory=dict)
+    free: dict[int, CarerSnapshot] = field(default_factory=dict)  # those made FREE
 
-    def snapshots(
-        self, minute: datetime, zone: ZoneInfo, holidays: frozenset[date]
-    ) -> list[CarerSnapshot]:
+    def make(self, minute: datetime, zone: ZoneInfo, holidays: frozenset[date]) -> None:
+        """The snapshots as of ``minute`` (made again only when the minute changed)."""
         if minute != self.minute:
             self.working = working_carers(self.registry, minute, zone, holidays, self.roster)
             made = snapshots(
@@ -397,8 +408,8 @@ class _Moment:
                 working=self.working,
             )
             self.made = {s.id: s for s in made}
+            self.free = {s.id: s for s in made if s.state is CarerState.FREE}
             self.minute = minute
-        return list(self.made.values())
 
     def note(self, before: Call | None, call: Call, home: Place) -> None:
         touched: set[int] = set()
@@ -420,7 +431,7 @@ class _Moment:
         for carer_id in touched:
             carer = self.registry.carers.get(carer_id)
             if carer_id in self.made and carer is not None:
-                self.made[carer_id] = snapshot_of(
+                fresh = self.made[carer_id] = snapshot_of(
                     self.registry,
                     carer,
                     self.busy.get(carer_id),
@@ -428,6 +439,10 @@ class _Moment:
                     self.positions,
                     self.broken,
                 )
+                if fresh.state is CarerState.FREE:
+                    self.free[carer_id] = fresh
+                else:
+                    self.free.pop(carer_id, None)
 
 
 def working_carers(
