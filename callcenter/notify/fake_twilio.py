@@ -191,6 +191,10 @@ class FakeTwilio:
         # (outbound-reply). Kept apart from ``messages`` so that neither the message list
         # the sender reconciles against nor ``next_message`` ever shows them.
         self.replies: list[FakeMessage] = []
+        # Every message of both lists by its sid, and the number that last texted each
+        # phone: looked up on every answer, and a simulated week holds thousands.
+        self._by_sid: dict[str, FakeMessage] = {}
+        self._last_sender: dict[str, str] = {}
         self._requested_port = port
         self._port: int | None = None
         self._clock: Clock = clock or SystemClock()
@@ -289,7 +293,7 @@ class FakeTwilio:
 
     def message(self, sid: str) -> FakeMessage | None:
         """The recorded message with this SID (sent, replied or confirmed), if any."""
-        return next((m for m in (*self.messages, *self.replies) if m.sid == sid), None)
+        return self._by_sid.get(sid)
 
     def sent_to(self, phone: str) -> list[FakeMessage]:
         """The messages the API was asked to send to ``phone``, in arrival order."""
@@ -363,12 +367,12 @@ class FakeTwilio:
         return await self._post_inbound(received, None)
 
     def _number_that_texted(self, phone: str) -> str:
-        senders = [m.from_ for m in self.messages if m.to == phone and m.from_]
-        return senders[-1] if senders else self.number
+        return self._last_sender.get(phone, self.number)
 
     def _record_reply(self, message: FakeMessage) -> None:
         message.order = next(self._order)
         self.replies.append(message)
+        self._by_sid[message.sid] = message
 
     async def _post_inbound(self, received: FakeMessage, auth_token: str | None) -> tuple[int, str]:
         url = self.inbound_url
@@ -520,6 +524,9 @@ class FakeTwilio:
         message.order = next(self._order)
         async with self._arrived:
             self.messages.append(message)
+            self._by_sid[message.sid] = message
+            if message.from_:
+                self._last_sender[message.to] = message.from_
             self._arrived.notify_all()
         if self._delays:
             # Recorded above, answered only now: to the sender the outcome is unknown.
