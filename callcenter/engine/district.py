@@ -105,6 +105,8 @@ class Registry:
     households_by_code: dict[str, HouseholdInfo] = field(default_factory=dict)
     patterns: dict[str, ShiftPattern] = field(default_factory=dict)
     supervisors: tuple[Person, ...] = ()
+    # The registry_version row as it was when this was read (see store/models.py).
+    version: int | None = None
 
 
 # Rows turned into registry entries between two looks at the event loop: a district of
@@ -120,9 +122,20 @@ async def _in_slices(result: Result[Any]) -> AsyncIterator[Row[Any]]:
         yield row
 
 
+async def registry_version(session: AsyncSession) -> int | None:
+    """The district registry's version now (bumped by the database on every change);
+    None if its row is missing, and then every look re-reads the registry."""
+    version = await session.scalar(
+        select(m.RegistryVersion.version).where(m.RegistryVersion.id == 1)
+    )
+    return None if version is None else int(version)
+
+
 async def load_registry(session: AsyncSession) -> Registry:
     """Read stations, carers, households with residents/contacts/devices, and supervisors."""
-    registry = Registry()
+    # The version first: a change committed while the rest is read then shows as a newer
+    # version at the next look, and is read again; never the other way round.
+    registry = Registry(version=await registry_version(session))
     for s in (await session.scalars(select(m.Station))).all():
         registry.stations[s.id] = StationInfo(
             s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id, s.phone
@@ -259,6 +272,7 @@ class District:
         self._generation = 0
         self._loaded_generation = -1
         self._stopping = asyncio.Event()
+        self.reloads = 0  # registries re-read by ``refresh`` because the database moved
 
     async def registry(self) -> Registry:
         """The registry: read on first use and after ``invalidate``; otherwise the copy
@@ -289,19 +303,29 @@ class District:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Re-read the registry every refresh interval until stop(), so changes an
-        administrator makes in the database reach the desk."""
+        """Look every refresh interval until stop() whether the registry changed in the
+        database, and re-read it if so: changes an administrator makes reach the desk."""
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self._refresh_s)
             if self._stopping.is_set():
                 return
             try:
-                wanted = self._generation
-                async with AsyncSession(self._engine) as session:
-                    self._keep(await load_registry(session), wanted)
+                await self.refresh()
             except Exception:
                 log.exception("re-reading the district registry failed; keeping the old one")
+
+    async def refresh(self) -> bool:
+        """Re-read the registry if the database's registry version moved since it was
+        read (one small query when nothing changed); whether it was re-read."""
+        wanted = self._generation
+        async with AsyncSession(self._engine) as session:
+            known = None if self._registry is None else self._registry.version
+            if known is not None and await registry_version(session) == known:
+                return False
+            self._keep(await load_registry(session), wanted)
+        self.reloads += 1
+        return True
 
     async def carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
         """Every active carer as of ``now``: on shift or not, busy or free, and where.

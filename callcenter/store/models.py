@@ -573,6 +573,19 @@ class ServerSecret(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class RegistryVersion(Base):
+    """One row whose ``version`` goes up whenever anything the desk's district registry
+    holds changes (stations, shift patterns, carers, residents, family contacts, a
+    device's household or kind, households, operators' role, phone or name). Database
+    triggers bump it (migration 0008), whoever makes the change: the API, the command
+    line or plain SQL. The server re-reads the registry only when it has moved."""
+
+    __tablename__ = "registry_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+
+
 class WelfareState(enum.StrEnum):
     DUE = "due"  # on this week's list, not yet made
     DONE = "done"  # made, with an outcome
