@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import timedelta
 
 import aiomqtt
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
@@ -550,3 +552,52 @@ async def test_timers_written_elsewhere_are_seen_when_the_scheduler_is_woken(
             return "still_open" in [h.detail.get("step") for h in await history(server, call_id)]
 
         await eventually(fired, within_s=5, what="the inserted timer to fire")
+
+
+async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that due timers fire together, and that one that cannot fire (its call is
+    gone) sends the scheduler back to firing them one by one: the others fire, it stays
+    pending for the watchdog."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("the broken timer is written past SQLite's foreign keys")
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        await _press(broker, topic_prefix, "H0007", "press-1")
+        call_id = await _call_for(server, "H0007")
+        (due_at,) = (
+            due
+            for (due,) in await rows(
+                server,
+                select(m.Timer.due_at).where(
+                    m.Timer.call_id == call_id, m.Timer.step == "unacknowledged"
+                ),
+            )
+        )
+        raw = sqlite3.connect(make_url(seeded_database_url).database or "")
+        with raw:
+            raw.execute(
+                "INSERT INTO timers (call_id, step, due_at, state)"
+                " SELECT 999999, 'unacknowledged', due_at, 'pending' FROM timers"
+                " WHERE call_id = ? AND step = 'unacknowledged'",
+                (call_id,),
+            )
+        raw.close()
+        clock.advance(due_at - clock.now() + timedelta(seconds=1))
+        server.desk.timers_changed.set()
+
+        async def fired() -> bool:
+            return "escalated" in [h.action for h in await history(server, call_id)]
+
+        await eventually(fired, what="the call's own timer to fire")
+        states = await rows(
+            server,
+            select(m.Timer.call_id, m.Timer.state).where(m.Timer.step == "unacknowledged"),
+        )
+        escalations = [h for h in await history(server, call_id) if h.action == "escalated"]
+    assert sorted(states) == [(call_id, "fired"), (999999, "pending")]
+    assert [h.detail["step"] for h in escalations] == ["unacknowledged"]  # once, not twice
