@@ -557,9 +557,9 @@ async def test_timers_written_elsewhere_are_seen_when_the_scheduler_is_woken(
 async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
-    """Test that due timers fire together, and that one that cannot fire (its call is
-    gone) sends the scheduler back to firing them one by one: the others fire, it stays
-    pending for the watchdog."""
+    """Test that a due timer that cannot fire (its call is gone) does not hold up the
+    one due with it: that fires, exactly once, and the broken one stays pending for the
+    watchdog."""
     if not seeded_database_url.startswith("sqlite"):
         pytest.skip("the broken timer is written past SQLite's foreign keys")
     config = desk_config(

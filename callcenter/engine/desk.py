@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -400,43 +400,30 @@ class Desk:
         """Fire one due timer exactly once; its due time, or None if it was not pending."""
 
         async def work(session: AsyncSession) -> datetime | None:
-            return await self._fire(session, timer_id)
-
-        return await self.perform(work)
-
-    async def fire_timers(self, timer_ids: Sequence[int]) -> list[datetime | None]:
-        """Fire several due timers in one transaction, in the order given, each exactly
-        once as ``fire_timer`` does; their due times (None: no longer pending). If one
-        fails, none of them has fired."""
-
-        async def work(session: AsyncSession) -> list[datetime | None]:
-            return [await self._fire(session, timer_id) for timer_id in timer_ids]
-
-        return await self.perform(work)
-
-    async def _fire(self, session: AsyncSession, timer_id: int) -> datetime | None:
-        timer = (
-            await session.execute(
-                select(m.Timer.call_id, m.Timer.step, m.Timer.carer_id, m.Timer.due_at).where(
-                    m.Timer.id == timer_id
+            timer = (
+                await session.execute(
+                    select(m.Timer.call_id, m.Timer.step, m.Timer.carer_id, m.Timer.due_at).where(
+                        m.Timer.id == timer_id
+                    )
                 )
+            ).one_or_none()
+            if timer is None:
+                return None
+            # Lock the call first (its lock guards its timers), then claim the timer.
+            await session.execute(repository.call_query(timer.call_id, lock=True))
+            claimed = await session.execute(
+                update(m.Timer)
+                .where(m.Timer.id == timer_id, m.Timer.state == m.TimerState.PENDING)
+                .values(state=m.TimerState.FIRED, fired_at=self._clock.now())
             )
-        ).one_or_none()
-        if timer is None:
-            return None
-        # Lock the call first (its lock guards its timers), then claim the timer.
-        await session.execute(repository.call_query(timer.call_id, lock=True))
-        claimed = await session.execute(
-            update(m.Timer)
-            .where(m.Timer.id == timer_id, m.Timer.state == m.TimerState.PENDING)
-            .values(state=m.TimerState.FIRED, fired_at=self._clock.now())
-        )
-        if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            return None  # cancelled, or another instance fired it
-        step = StepDue(timer.step, timer.carer_id)
-        await self._apply(session, timer.call_id, lambda *_: step)
-        due_at: datetime = timer.due_at
-        return due_at
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                return None  # cancelled, or another instance fired it
+            step = StepDue(timer.step, timer.carer_id)
+            await self._apply(session, timer.call_id, lambda *_: step)
+            due_at: datetime = timer.due_at
+            return due_at
+
+        return await self.perform(work)
 
     # --- people's commands -----------------------------------------------------------
 

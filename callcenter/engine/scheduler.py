@@ -28,11 +28,6 @@ _BATCH = 500
 _RECHECK = timedelta(seconds=30)
 
 
-# Timers fired in one transaction: in a storm every call's first escalation falls due
-# 30 s after it opened, as many a second as calls came in.
-_TOGETHER = 25
-
-
 class Scheduler:
     """Fires escalation timers when they fall due."""
 
@@ -95,29 +90,6 @@ class Scheduler:
                 return  # woken without a due time (timers written elsewhere): look again
             until = min(until, armed)  # sleep less, without asking the database again
 
-    async def _fire(self, timer_ids: list[int]) -> list[datetime | None]:
-        """Fire these timers together; if that fails, one by one, so that one broken
-        timer does not hold up the others (it stays pending, and the watchdog reports
-        it as overdue)."""
-        if len(timer_ids) > 1:
-            try:
-                return await self._desk.fire_timers(timer_ids)
-            except Exception as error:
-                log.info(
-                    "timers %s could not fire together (%r); firing them one by one",
-                    timer_ids,
-                    error,
-                )
-        fired: list[datetime | None] = []
-        for timer_id in timer_ids:
-            try:
-                fired.append(await self._desk.fire_timer(timer_id))
-            except Exception:
-                log.exception("timer %d failed to fire; it will be tried again", timer_id)
-                self._failed = True
-                fired.append(None)
-        return fired
-
     async def fire_due(self) -> int:
         """Fire every timer due by now, in due order; how many fired. (Burst mode.)"""
         fired = 0
@@ -135,16 +107,21 @@ class Scheduler:
                 ).all()
             if not due:
                 break
-            for start in range(0, len(due), _TOGETHER):
-                if self._stopping.is_set():
-                    break
-                for due_at in await self._fire(list(due[start : start + _TOGETHER])):
-                    if due_at is not None:
-                        fired += 1
-                        self.fired += 1
-                        lateness = (self._clock.now() - due_at).total_seconds()
-                        for observe in self.lateness_observers:
-                            observe(lateness)
+            for timer_id in due:
+                try:
+                    due_at = await self._desk.fire_timer(timer_id)
+                except Exception:
+                    # One broken timer must not hold up the others; it stays pending
+                    # and the watchdog reports it as overdue.
+                    log.exception("timer %d failed to fire; it will be tried again", timer_id)
+                    self._failed = True
+                    continue
+                if due_at is not None:
+                    fired += 1
+                    self.fired += 1
+                    lateness = (self._clock.now() - due_at).total_seconds()
+                    for observe in self.lateness_observers:
+                        observe(lateness)
             self.last_cycle_at = self._clock.now()
             if len(due) < _BATCH or self._failed:
                 break
