@@ -28,6 +28,7 @@ from callcenter.domain.calls import (
     AutoDispatch,
     Call,
     CallError,
+    CarerReport,
     Command,
     Decision,
     DeviceCancel,
@@ -430,9 +431,11 @@ class Desk:
     async def command(self, call_id: int, command: Command) -> Call:
         """Apply a ready-made command (acknowledge, report, resolve, ...) to a call."""
 
-        # Only these can page someone: a decline or a stand-down refills the call.
-        may_dispatch = isinstance(
-            command, Report | StandDown | AutoDispatch | StepDue | Unreachable
+        # Only these can page someone: a decline or a stand-down refills the call. A
+        # carer's other reports (accepted, on the way, on scene) never do, so who is free
+        # is not read for them (most of a carer's texts).
+        may_dispatch = isinstance(command, StandDown | AutoDispatch | StepDue | Unreachable) or (
+            isinstance(command, Report) and command.report is CarerReport.DECLINED
         )
 
         async def work(session: AsyncSession) -> Call:
