@@ -227,8 +227,8 @@ class Desk:
             topic_prefix=self._settings.topic_prefix,
             link_base=self.link_base,
         )
-        await self._move_carers(session, before, decision.call, household, now)
-        self.district.decided(session, before, decision.call, household.place)
+        arrived = await self._move_carers(session, before, decision.call, household, now)
+        self.district.decided(session, decision.call, arrived, household.place)
         session.info.setdefault("after_commit", []).append((decision, household, saved))
 
     async def _move_carers(
@@ -238,8 +238,9 @@ class Desk:
         call: Call,
         household: HouseholdInfo,
         now: datetime,
-    ) -> None:
-        """A carer who reached the door is now at the household (their last known place)."""
+    ) -> list[int]:
+        """A carer who reached the door is now at the household (their last known place);
+        the ids of the carers who did with this decision."""
         was = (
             {a.carer_id for a in before.assignments if a.state is AssignmentState.ON_SCENE}
             if before
@@ -259,6 +260,7 @@ class Desk:
                     carer_id=carer_id, lat=household.place.lat, lon=household.place.lon, at=now
                 )
             )
+        return arrived
 
     def _announce(self, session: AsyncSession) -> None:
         """After commit: log, publish, and wake the loops that act on what was written."""

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Result, Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from callcenter.domain.calls import SUPERVISOR_RECIPIENT, AssignmentState, Call, Person
+from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Call, Person
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
@@ -387,13 +387,13 @@ class District:
         return _Moment(registry, local, busy, positions, roster, broken)
 
     @staticmethod
-    def decided(session: AsyncSession, before: Call | None, call: Call, home: Place) -> None:
+    def decided(session: AsyncSession, call: Call, arrived: Iterable[int], home: Place) -> None:
         """Bring the transaction's view of the carers up to date with a decision it saved
-        on ``call``: who is busy on it now, and that carers who reached the door are at
-        ``home``, the household's place."""
+        on ``call``: who is busy on it now, and that the carers who reached the door with
+        it (``arrived``) are at ``home``, the household's place."""
         moment = session.info.get(_MOMENT)
         if isinstance(moment, _Moment):
-            moment.note(before, call, home)
+            moment.note(call, arrived, home)
 
 
 # Where a transaction keeps its view of the carers (in AsyncSession.info).
@@ -435,7 +435,7 @@ class _Moment:
             self.free = {s.id: s for s in made if s.state is CarerState.FREE}
             self.minute = minute
 
-    def note(self, before: Call | None, call: Call, home: Place) -> None:
+    def note(self, call: Call, arrived: Iterable[int], home: Place) -> None:
         touched: set[int] = set()
         for assignment in call.assignments:
             current = self.busy.get(assignment.carer_id)
@@ -444,14 +444,8 @@ class _Moment:
             elif current is not None and current.call_id == call.id:
                 del self.busy[assignment.carer_id]
             touched.add(assignment.carer_id)
-        was = (
-            {a.carer_id for a in before.assignments if a.state is AssignmentState.ON_SCENE}
-            if before
-            else set()
-        )
-        for a in call.assignments:
-            if a.state is AssignmentState.ON_SCENE and a.carer_id not in was:
-                self.positions[a.carer_id] = home
+        for carer_id in arrived:
+            self.positions[carer_id] = home
         for carer_id in touched:
             carer = self.registry.carers.get(carer_id)
             if carer_id in self.made and carer is not None:
