@@ -118,15 +118,7 @@ class EventFollower:
         applied, when any of them failed (the caller then goes one by one)."""
 
         async def work(session: AsyncSession) -> int:
-            after = await _cursor(session, lock=True)
-            applied = 0
-            for event in events:
-                if event.id > after:
-                    await self._desk.apply_event(session, event)
-                    applied += 1
-            if applied:
-                await _advance(session, events[-1].id, self._clock)
-            return applied
+            return await self._apply_in(session, events)
 
         try:
             self.events_applied += await self._desk.perform(work)
@@ -140,6 +132,20 @@ class EventFollower:
             )
             return False
         return True
+
+    async def _apply_in(self, session: AsyncSession, events: list[LoggedEvent]) -> int:
+        """Apply those of ``events`` past the cursor in the caller's transaction and move
+        the cursor past them; how many were applied. The cursor is read under the write
+        lock: a second instance may have got here first."""
+        after = await _cursor(session, lock=True)
+        applied = 0
+        for event in events:
+            if event.id > after:
+                await self._desk.apply_event(session, event)
+                applied += 1
+        if applied:
+            await _advance(session, events[-1].id, self._clock)
+        return applied
 
     async def position(self) -> int:
         async with AsyncSession(self._engine) as session:
@@ -170,17 +176,11 @@ class EventFollower:
         while True:
             attempt += 1
 
-            async def work(session: AsyncSession) -> bool:
-                # Under the write lock: a second instance may have got here first.
-                if await _cursor(session, lock=True) >= event.id:
-                    return False
-                await self._desk.apply_event(session, event)
-                await _advance(session, event.id, self._clock)
-                return True
+            async def work(session: AsyncSession) -> int:
+                return await self._apply_in(session, [event])
 
             try:
-                if await self._desk.perform(work):
-                    self.events_applied += 1
+                self.events_applied += await self._desk.perform(work)
                 return
             except DATABASE_UNAVAILABLE as error:
                 # Not the event's fault: wait for the database as long as it takes. An
