@@ -569,14 +569,11 @@ async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
     async with running_desk(config, clock) as server:
         await _press(broker, topic_prefix, "H0007", "press-1")
         call_id = await _call_for(server, "H0007")
-        (due_at,) = (
-            due
-            for (due,) in await rows(
-                server,
-                select(m.Timer.due_at).where(
-                    m.Timer.call_id == call_id, m.Timer.step == "unacknowledged"
-                ),
-            )
+        due_at = await scalar(
+            server,
+            select(m.Timer.due_at).where(
+                m.Timer.call_id == call_id, m.Timer.step == "unacknowledged"
+            ),
         )
         raw = sqlite3.connect(make_url(seeded_database_url).database or "")
         with raw:

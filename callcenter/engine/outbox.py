@@ -304,8 +304,7 @@ class OutboxRelay:
                 settled += await self._deliver(row.id)
                 continue
             # Everything waiting for this phone is weighed together against its limit.
-            group = [r for r in due if r.channel == repository.SMS and not r.in_doubt]
-            group = [r for r in group if r.id not in handled]
+            group = [r for r in due if not r.in_doubt and r.id not in handled]
             handled.update(r.id for r in group)
             settled += await self._deliver_limited(group, self._text_limit)
         return settled
