@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.notify import links
 from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.store.db import create_engine
 from tests.api_support import Api, Reply
 from tests.fixtures.browser import OpenTab
 from tests.fixtures.fake_twilio import fake_of
@@ -256,3 +258,33 @@ async def test_a_chunked_oversized_answer_is_refused(api: Api) -> None:
         assert reply.status == 400
         assert "at most" in (await reply.json())["message"]
     assert (await api.call(call_id))["state"] == "dispatched"
+
+
+async def test_the_link_key_is_made_once_and_read_once_per_transaction(
+    seeded_database_url: str,
+) -> None:
+    """Test that the key signing carers' links is made on first use and kept, and that a
+    transaction paging several carers (a batch of presses) reads it only once."""
+    engine = create_engine(seeded_database_url)
+    reads: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "server_secrets" in statement:
+            reads.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
+    now = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            made = await links.link_key(session, now)
+            for _ in range(4):  # four more pages in the same transaction
+                assert await links.link_key(session, now) == made
+        in_first = len(reads)
+        async with AsyncSession(engine) as session:
+            stored = await links.stored_key(session)
+            again = await links.link_key(session, now)
+    finally:
+        await engine.dispose()
+    assert in_first == 1
+    assert stored == again == made
+    assert len(made) == 32

@@ -141,15 +141,24 @@ async def test_a_burst_of_presses_is_decided_in_one_transaction_with_a_carer_eac
 ) -> None:
     """Test that presses from five neighbours, in the log together, are applied in one
     transaction, and that each decision sees the carers the ones before it sent: five
-    calls, five different carers."""
+    calls, five different carers. The log, shorter than one read-ahead, is read once."""
     engine = create_engine(seeded_database_url)
+    log_reads: list[str] = []
+
+    def on_statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM device_events" in statement:
+            log_reads.append(statement)
+
     try:
         homes = await _neighbours(engine, 5)
         for n, home in enumerate(homes):
             await _press(engine, f"CB-{home}", f"burst-{n}")
         clock = ManualClock(MONDAY_MORNING)
         follower = EventFollower(engine, _desk_on(engine, clock), clock)
+        event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
         assert await follower.catch_up() == 5
+        event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
+        assert len(log_reads) == 1
         async with AsyncSession(engine) as session:
             sent = (
                 await session.execute(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -52,6 +52,16 @@ from callcenter.store import models as m
 from callcenter.store.db import write_locked, write_turn
 
 log = logging.getLogger("callcenter.desk")
+
+_calls = m.Base.metadata.tables["calls"]
+# Asked of every device event, so built once (see repository): the household's open
+# calls, most urgent first, locked (on PostgreSQL) for the rest of the transaction.
+_OPEN_CALLS = (
+    select(_calls.c.id, _calls.c.call_type)
+    .where(_calls.c.household_id == bindparam("household_id"), _calls.c.closed_at.is_(None))
+    .order_by(_calls.c.priority, _calls.c.id)
+    .with_for_update()
+)
 
 T = TypeVar("T")
 
@@ -197,10 +207,9 @@ class Desk:
         the command cannot page anyone, and who is free is not read."""
         now = self._clock.now()
         registry = await self.district.registry()
-        loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
-        if loaded is None:
+        call = await repository.load(session, call_id, registry.carer_codes, lock=True)
+        if call is None:
             raise CallNotFoundError(call_id)
-        _, call = loaded
         household = registry.households[call.household_id]
         carers = await self.district.carers(session, now) if may_dispatch else []
         free = await self.district.free_carers(session, now) if may_dispatch else []
@@ -339,25 +348,21 @@ class Desk:
             self.district.invalidate()
             registry = await self.district.registry()
             household = registry.households[event.household_id]
-        open_calls = (
-            await session.scalars(
-                select(m.Call)
-                .where(m.Call.household_id == event.household_id, m.Call.closed_at.is_(None))
-                .order_by(m.Call.priority, m.Call.id)
-                .with_for_update()
-            )
-        ).all()
+        open_calls = [
+            (int(row.id), CallType(row.call_type))
+            for row in await session.execute(_OPEN_CALLS, {"household_id": event.household_id})
+        ]
         raised = RAISED_BY.get(event.kind)
         if raised is not None:
             family = ALARM_TYPES if raised in ALARM_TYPES else {raised}
-            target = next((c for c in open_calls if CallType(c.call_type) in family), None)
+            target = next((id_ for id_, kind in open_calls if kind in family), None)
             if target is None:
                 return await self._open(session, event, raised, household, registry, now)
             press = Press(raised, event.device)
-            await self._apply(session, target.id, lambda *_: press, may_dispatch=False)
-            return target.id
+            await self._apply(session, target, lambda *_: press, may_dispatch=False)
+            return target
         if event.kind == "cancel":
-            target = next((c for c in open_calls if CallType(c.call_type) in ALARM_TYPES), None)
+            target = next((id_ for id_, kind in open_calls if kind in ALARM_TYPES), None)
             if target is None:
                 log.info(
                     "household %s: cancel from %s with no open call; nothing to do",
@@ -366,15 +371,17 @@ class Desk:
                 )
                 return None
             cancel = DeviceCancel(event.device)
-            await self._apply(session, target.id, lambda *_: cancel, may_dispatch=False)
-            return target.id
+            await self._apply(session, target, lambda *_: cancel, may_dispatch=False)
+            return target
         if event.kind == "device_online":
-            target = next((c for c in open_calls if c.call_type == CallType.DEVICE_OFFLINE), None)
+            target = next(
+                (id_ for id_, kind in open_calls if kind is CallType.DEVICE_OFFLINE), None
+            )
             if target is None:
                 return None
             note = DeviceNote(event.device, "device_back_online", dict(event.data))
-            await self._apply(session, target.id, lambda *_: note, may_dispatch=False)
-            return target.id
+            await self._apply(session, target, lambda *_: note, may_dispatch=False)
+            return target
         log.warning("household %s: event kind %r raises no call", household.code, event.kind)
         return None
 
@@ -413,7 +420,7 @@ class Desk:
             if timer is None:
                 return None
             # Lock the call first (its lock guards its timers), then claim the timer.
-            await session.execute(repository.call_query(timer.call_id, lock=True))
+            await repository.lock(session, timer.call_id)
             claimed = await session.execute(
                 update(m.Timer)
                 .where(m.Timer.id == timer_id, m.Timer.state == m.TimerState.PENDING)

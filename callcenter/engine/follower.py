@@ -13,7 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -78,12 +78,10 @@ class EventFollower:
         while not self._stopping.is_set():
             self._prompt.clear()
             try:
-                applied = await self.catch_up()
+                await self.catch_up()
             except Exception:
                 log.exception("reading the event log failed; trying again shortly")
-                applied = 0
-            if applied:
-                continue
+            # catch_up read the log to its end; what was stored since has prompted.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._prompt.wait(), self._poll_s)
 
@@ -97,8 +95,6 @@ class EventFollower:
         total = 0
         while not self._stopping.is_set():
             events = await self._read_ahead()
-            if not events:
-                return total
             for start in range(0, len(events), self._batch):
                 if self._stopping.is_set():
                     break
@@ -111,6 +107,10 @@ class EventFollower:
                         break
                     await self._apply_one(event)
                     total += 1
+            if len(events) < _READ_AHEAD:
+                # That was the end of the log when it was read. Whatever was stored
+                # since has prompted again; run() looks once more when it has.
+                break
         return total
 
     async def _apply_batch(self, events: list[LoggedEvent]) -> bool:
@@ -153,21 +153,7 @@ class EventFollower:
 
     async def _read_ahead(self) -> list[LoggedEvent]:
         async with AsyncSession(self._engine) as session:
-            after = await _cursor(session)
-            rows = await session.execute(
-                select(
-                    m.DeviceEvent.id,
-                    m.DeviceEvent.household_id,
-                    m.Device.serial,
-                    m.DeviceEvent.kind,
-                    m.DeviceEvent.received_at,
-                    m.DeviceEvent.data,
-                )
-                .join(m.Device, m.Device.id == m.DeviceEvent.device_id)
-                .where(m.DeviceEvent.id > after)
-                .order_by(m.DeviceEvent.id)
-                .limit(_READ_AHEAD)
-            )
+            rows = await session.execute(_AHEAD)
             return [LoggedEvent(*row) for row in rows.all()]
 
     async def _apply_one(self, event: LoggedEvent) -> None:
@@ -257,21 +243,44 @@ class EventFollower:
         return household.code if household else f"#{event.household_id}"
 
 
+# The statements the follower makes all the time, built once: building a statement and
+# its cache key anew costs SQLAlchemy more than SQLite spends running it.
+_cursors = m.Base.metadata.tables["cursors"]
+_events = m.Base.metadata.tables["device_events"]
+_devices = m.Base.metadata.tables["devices"]
+_POSITION = select(_cursors.c.position).where(_cursors.c.name == CURSOR)
+_POSITION_LOCKED = _POSITION.with_for_update()
+# The log past the cursor, the cursor read in the same statement.
+_AHEAD = (
+    select(
+        _events.c.id,
+        _events.c.household_id,
+        _devices.c.serial,
+        _events.c.kind,
+        _events.c.received_at,
+        _events.c.data,
+    )
+    .join(_devices, _devices.c.id == _events.c.device_id)
+    .where(_events.c.id > func.coalesce(_POSITION.scalar_subquery(), 0))
+    .order_by(_events.c.id)
+    .limit(_READ_AHEAD)
+)
+_ADVANCE = (
+    update(_cursors)
+    .where(_cursors.c.name == CURSOR)
+    .values(position=bindparam("position"), updated_at=bindparam("now"))
+)
+
+
 async def _cursor(session: AsyncSession, *, lock: bool = False) -> int:
-    query = select(m.Cursor.position).where(m.Cursor.name == CURSOR)
-    if lock:
-        query = query.with_for_update()
-    position = (await session.execute(query)).scalar_one_or_none()
+    position = (await session.execute(_POSITION_LOCKED if lock else _POSITION)).scalar()
     return int(position) if position is not None else 0
 
 
 async def _advance(session: AsyncSession, position: int, clock: Clock) -> None:
-    moved = await session.execute(
-        update(m.Cursor)
-        .where(m.Cursor.name == CURSOR)
-        .values(position=position, updated_at=clock.now())
-    )
+    now = clock.now()
+    moved = await session.execute(_ADVANCE, {"position": position, "now": now})
     if moved.rowcount == 0:  # type: ignore[attr-defined]
         await session.execute(
-            insert(m.Cursor).values(name=CURSOR, position=position, updated_at=clock.now())
+            insert(_cursors).values(name=CURSOR, position=position, updated_at=now)
         )

@@ -436,15 +436,15 @@ class OutboxRelay:
             call_id = await session.scalar(
                 select(m.OutboxItem.call_id).where(m.OutboxItem.id == item_id)
             )
-            loaded = None
+            call = None
             household = ""
             if call_id is not None:
                 # The call's lock first (as every writer takes it), then the row itself,
                 # read fresh under that lock: another instance may have claimed it.
                 registry = await self._desk.district.registry()
-                loaded = await repository.load(session, call_id, registry.carer_codes, lock=True)
-                if loaded is not None and loaded[1].household_id in registry.households:
-                    household = registry.households[loaded[1].household_id].code
+                call = await repository.load(session, call_id, registry.carer_codes, lock=True)
+                if call is not None and call.household_id in registry.households:
+                    household = registry.households[call.household_id].code
             item = (
                 await session.scalars(
                     select(m.OutboxItem)
@@ -458,7 +458,7 @@ class OutboxRelay:
             # since it was selected: its next attempt is then no longer due.
             if item is None or item.state != m.OutboxState.PENDING or item.next_attempt_at > now:
                 return None
-            if loaded is not None and not still_wanted(loaded[1], item.guard):
+            if call is not None and not still_wanted(call, item.guard):
                 item.state = m.OutboxState.SKIPPED
                 item.done_at = now
                 log.info(

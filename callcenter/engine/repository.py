@@ -8,11 +8,12 @@ either all of it happens or none of it does.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
@@ -47,17 +48,26 @@ _timers = m.Base.metadata.tables["timers"]
 _outbox = m.Base.metadata.tables["outbox"]
 
 
-def call_query(call_id: int, *, lock: bool) -> Select[m.Call]:
-    """The call row, locked for the rest of the transaction on PostgreSQL when ``lock``.
+# Reading a call is the commonest thing the server does: its statements are built once,
+# since building a statement and its cache key costs SQLAlchemy more than SQLite spends
+# running it, and they read rows rather than ORM objects, for the same reason.
+_CALL = select(_calls).where(_calls.c.id == bindparam("call_id"))
+_CALL_LOCKED = _CALL.with_for_update()
+_CARERS_ON = (
+    select(_assignments)
+    .where(_assignments.c.call_id == bindparam("call_id"))
+    .order_by(_assignments.c.seq)
+)
 
-    (SQLite has no row locks; there the write transaction itself is taken up front, see
-    store/db.py.)"""
-    query = select(m.Call).where(m.Call.id == call_id)
-    return query.with_for_update() if lock else query
+
+async def lock(session: AsyncSession, call_id: int) -> None:
+    """Lock the call's row for the rest of the transaction, on PostgreSQL. (SQLite has
+    no row locks; there the write transaction itself is taken up front, see store/db.py.)"""
+    await session.execute(_CALL_LOCKED, {"call_id": call_id})
 
 
-def to_domain(row: m.Call, assignments: list[m.CallAssignment], codes: dict[int, str]) -> Call:
-    """The domain call for a row and its assignment rows (in dispatch order)."""
+def to_domain(row: Any, assignments: Sequence[Any], codes: dict[int, str]) -> Call:
+    """The domain call for a call row and its assignment rows (in dispatch order)."""
     return Call(
         id=row.id,
         household_id=row.household_id,
@@ -92,15 +102,15 @@ def to_domain(row: m.Call, assignments: list[m.CallAssignment], codes: dict[int,
 
 async def load(
     session: AsyncSession, call_id: int, codes: dict[int, str], *, lock: bool
-) -> tuple[m.Call, Call] | None:
-    """The call's row and domain object, or None when there is no such call."""
-    row = (await session.scalars(call_query(call_id, lock=lock))).one_or_none()
+) -> Call | None:
+    """The call with its carers, or None when there is no such call. With ``lock`` the
+    call's row is locked for the rest of the transaction (on PostgreSQL)."""
+    where = {"call_id": call_id}
+    row = (await session.execute(_CALL_LOCKED if lock else _CALL, where)).one_or_none()
     if row is None:
         return None
-    assignments = (
-        await session.scalars(select(m.CallAssignment).where(m.CallAssignment.call_id == call_id))
-    ).all()
-    return row, to_domain(row, list(assignments), codes)
+    assignments = (await session.execute(_CARERS_ON, where)).all()
+    return to_domain(row, assignments, codes)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ _FIELDS = struct.Struct(">III")  # call id, carer id, expiry (Unix seconds)
 _MAC_BYTES = 9  # 72 bits: guessing one is hopeless, and the token stays short
 _TOKEN_CHARS = (4 * (_FIELDS.size + _MAC_BYTES)) // 3
 _KEY_BYTES = 32
+# Where link_key keeps the key for the rest of a transaction (in its session's info).
+_KEY_IN_TRANSACTION = "callcenter.link_key"
 
 
 class LinkError(Exception):
@@ -91,7 +93,15 @@ async def stored_key(session: AsyncSession) -> bytes | None:
 
 async def link_key(session: AsyncSession, now: datetime) -> bytes:
     """The key that signs carers' links, made and kept on first use (in ``session``'s
-    transaction; a second server making one at the same moment loses and reads ours)."""
+    transaction; a second server making one at the same moment loses and reads ours).
+    Read once per transaction: a batch of presses pages many carers."""
+    kept: bytes | None = session.info.get(_KEY_IN_TRANSACTION)
+    if kept is None:
+        kept = session.info[_KEY_IN_TRANSACTION] = await _link_key(session, now)
+    return kept
+
+
+async def _link_key(session: AsyncSession, now: datetime) -> bytes:
     stored = await session.scalar(
         select(m.ServerSecret.value).where(m.ServerSecret.name == KEY_NAME)
     )

@@ -468,13 +468,12 @@ async def candidates(request: web.Request) -> web.Response:
     server = request.app[SERVER]
     desk = server.desk
     registry = await desk.district.registry()
-    loaded = None
+    call = None
     if 0 < call_id <= views.MAX_ID:
         async with AsyncSession(server.engine) as session:
-            loaded = await repository.load(session, call_id, registry.carer_codes, lock=False)
-    if loaded is None:
+            call = await repository.load(session, call_id, registry.carer_codes, lock=False)
+    if call is None:
         raise not_found(f"there is no call {call_id}")
-    _, call = loaded
     household = registry.households.get(call.household_id)
     if household is None:
         desk.district.invalidate()

@@ -159,11 +159,10 @@ async def live_link(server: Running, token: str, registry: Registry) -> LiveLink
             raise LinkRefusedError(404, "not_found")
         if link.expired(server.clock.now()):
             raise LinkRefusedError(410, "expired", carer.language)
-        loaded = await repository.load(session, link.call_id, registry.carer_codes, lock=False)
-    mine = _mine(loaded[1], carer.id) if loaded is not None else None
-    if loaded is None or mine is None:
+        call = await repository.load(session, link.call_id, registry.carer_codes, lock=False)
+    mine = _mine(call, carer.id) if call is not None else None
+    if call is None or mine is None:
         raise LinkRefusedError(404, "not_found", carer.language)
-    call = loaded[1]
     if not call.is_open:
         raise LinkRefusedError(409, "closed", carer.language, call=str(call.id))
     if mine.state not in ACTIVE_ASSIGNMENT:
@@ -354,8 +353,8 @@ async def answer(request: web.Request) -> web.Response:
 async def _after(server: Running, live: LiveLink, registry: Registry) -> dict[str, Any]:
     """The call as it is now, as the page shows it after a button."""
     async with AsyncSession(server.engine) as session:
-        loaded = await repository.load(session, live.call.id, registry.carer_codes, lock=False)
-    call = loaded[1] if loaded is not None else live.call
+        fresh = await repository.load(session, live.call.id, registry.carer_codes, lock=False)
+    call = fresh if fresh is not None else live.call
     mine = _mine(call, live.carer.id) or live.assignment
     still = call.is_open and mine.state in ACTIVE_ASSIGNMENT
     return {

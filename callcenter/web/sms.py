@@ -320,12 +320,11 @@ async def _refusal(
     via: str,
 ) -> str:
     async with AsyncSession(server.engine) as session:
-        loaded = await repository.load(session, call_id, registry.carer_codes, lock=False)
+        call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     household = "?"
-    if loaded is None:
+    if call is None:
         message = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
     else:
-        call = loaded[1]
         household = registry.households[call.household_id].code
         message = refusal(call, carer.id, household, str(error))
     log.info(
