@@ -522,15 +522,21 @@ def storm_figures(
     arrived_ms: dict[str, float],
     gave_up_ms: float,
     applied_up_to: int,
+    decided: dict[int, tuple[str, datetime]] | None = None,
 ) -> dict[str, Any]:
     """Press to dispatch, press to stored and the bare trip, over every storm press; and
-    the presses that are stored but opened or joined no call. A call whose dispatch had
+    the presses that are stored but opened or joined no call. Beside press to dispatch,
+    its two parts: press to the call engine's decision (``decided``: a carer chosen and
+    the page written, or nobody to send), and, for the calls a carer was paged for,
+    press to the page reaching Twilio. A call whose dispatch had
     not gone out when the run stopped waiting (``gave_up_ms``) counts with the time
     waited: its true figure is larger, so percentiles that include one are lower bounds.
     So does a press stored in the log that the call engine had not reached yet
     (``applied_up_to``, its cursor); one it had applied without a call is a loss."""
     by_key = {(row.serial, row.event_id): row for row in rows}
     to_dispatch: list[float] = []
+    to_decision: list[float] = []
+    to_page: list[float] = []
     to_stored: list[float] = []
     to_bare: list[float] = []
     without_call = 0
@@ -564,6 +570,11 @@ def storm_figures(
             to_dispatch.append(gave_up_ms - event.ts_ms)
             continue
         to_dispatch.append(at.timestamp() * 1000 - event.ts_ms)
+        action, decided_at = (decided or {}).get(call_id, ("", None))
+        if decided_at is not None:
+            to_decision.append(decided_at.timestamp() * 1000 - event.ts_ms)
+        if action == "dispatched":
+            to_page.append(at.timestamp() * 1000 - event.ts_ms)
     return {
         "storm_presses": len(storm),
         "storm_presses_without_call": without_call,
@@ -572,6 +583,8 @@ def storm_figures(
         "storm_presses_not_yet_applied": not_applied,
         "press_to_dispatch_lower_bounds": undispatched + not_applied,
         **figures("press_to_dispatch", to_dispatch),
+        **figures("press_to_decision", to_decision),
+        **figures("press_to_page", to_page),
         **figures("press_to_stored", to_stored),
         **figures("bare_subscriber", to_bare),
         "bare_subscriber_received": len(to_bare),
@@ -721,6 +734,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             truth = read_ground_truth(run.truth_path)
             rows = await stored_events(engine, truth_boot(run.truth_path))
             losses = check_losses(truth, Counter((row.serial, row.event_id) for row in rows))
+            decided = await decisions(engine)
             figures_ = storm_figures(
                 truth,
                 rows,
@@ -729,8 +743,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 run.arrived_ms,
                 run.gave_up_ms,
                 await engine_cursor(engine),
+                decided,
             )
-            decided = await decisions(engine)
             await engine.dispose()
             errors = server.errors()
     peak_during = max((rss for _, rss in server.rss_samples), default=0)

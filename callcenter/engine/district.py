@@ -335,7 +335,7 @@ class District:
         busy once instead of once per call. Who is on shift is worked out to the minute
         (shifts start and end on whole minutes)."""
         moment = await self._moment(session, now)
-        return list(moment.made.values())
+        return list(moment.everyone().values())
 
     async def free_carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
         """The carers ``carers`` gives as free, without the rest: what dispatch ranks.
@@ -413,27 +413,41 @@ class _Moment:
     broken: dict[str, phones.Broken]
     minute: datetime | None = None
     working: set[int] = field(default_factory=set)
-    made: dict[int, CarerSnapshot] = field(default_factory=dict)
-    free: dict[int, CarerSnapshot] = field(default_factory=dict)  # those made FREE
+    free: dict[int, CarerSnapshot] = field(default_factory=dict)
+    # Every active carer's snapshot, made only when asked for (``everyone``): a decision
+    # on a new call ranks the free ones alone, and they are a few among thousands.
+    made: dict[int, CarerSnapshot] | None = None
 
     def make(self, minute: datetime, zone: ZoneInfo, holidays: frozenset[date]) -> None:
-        """The snapshots as of ``minute`` (made again only when the minute changed)."""
+        """The free carers as of ``minute`` (made again only when the minute changed)."""
         if minute != self.minute:
             self.working = working_carers(self.registry, minute, zone, holidays, self.roster)
-            made = snapshots(
-                self.registry,
-                minute,
-                zone,
-                holidays,
-                self.busy,
-                self.positions,
-                self.roster,
-                self.broken,
-                working=self.working,
-            )
-            self.made = {s.id: s for s in made}
-            self.free = {s.id: s for s in made if s.state is CarerState.FREE}
+            self.made = None
+            self.free = {}
+            for carer in self.registry.carers.values():  # in the registry's order
+                if carer.id in self.working and carer.id not in self.busy:
+                    self.free[carer.id] = self._snapshot(carer.id, carer)
             self.minute = minute
+
+    def everyone(self) -> dict[int, CarerSnapshot]:
+        """Every active carer's snapshot as of the minute last made."""
+        if self.made is None:
+            self.made = {
+                carer.id: self.free.get(carer.id) or self._snapshot(carer.id, carer)
+                for carer in self.registry.carers.values()
+                if carer.active
+            }
+        return self.made
+
+    def _snapshot(self, carer_id: int, carer: CarerInfo) -> CarerSnapshot:
+        return snapshot_of(
+            self.registry,
+            carer,
+            self.busy.get(carer_id),
+            carer_id in self.working,
+            self.positions,
+            self.broken,
+        )
 
     def note(self, call: Call, arrived: Iterable[int], home: Place) -> None:
         touched: set[int] = set()
@@ -448,19 +462,15 @@ class _Moment:
             self.positions[carer_id] = home
         for carer_id in touched:
             carer = self.registry.carers.get(carer_id)
-            if carer_id in self.made and carer is not None:
-                fresh = self.made[carer_id] = snapshot_of(
-                    self.registry,
-                    carer,
-                    self.busy.get(carer_id),
-                    carer_id in self.working,
-                    self.positions,
-                    self.broken,
-                )
-                if fresh.state is CarerState.FREE:
-                    self.free[carer_id] = fresh
-                else:
-                    self.free.pop(carer_id, None)
+            if carer is None or not carer.active:
+                continue
+            fresh = self._snapshot(carer_id, carer)
+            if self.made is not None:
+                self.made[carer_id] = fresh
+            if fresh.state is CarerState.FREE:
+                self.free[carer_id] = fresh
+            else:
+                self.free.pop(carer_id, None)
 
 
 def working_carers(

@@ -321,7 +321,8 @@ class OutboxRelay:
             return settled
         if len(recent) >= limit.count and not any(row.paged for row in group):
             free_at = recent[limit.count - 1] + timedelta(seconds=limit.window_s)
-            async with AsyncSession(self._engine) as session, session.begin():
+
+            async def hold(session: AsyncSession) -> None:
                 await session.execute(
                     update(m.OutboxItem)
                     .where(
@@ -330,6 +331,8 @@ class OutboxRelay:
                     )
                     .values(next_attempt_at=free_at)
                 )
+
+            await self._desk.perform_together(hold)
             log.info(
                 "outbox %s: %d text(s) to %s held until %s: it had %d texts in the last %g s "
                 "(sms.recipient_limit); more than it then allows go out bundled into one",
@@ -500,7 +503,7 @@ class OutboxRelay:
             item.sending_since = in_doubt_since or now
             return replace(message, attempt=item.attempts, in_doubt_since=in_doubt_since)
 
-        return await self._desk.perform(work)
+        return await self._desk.perform_together(work)
 
     async def _deliver(self, item_id: int) -> int:
         message = await self._claim(item_id)
@@ -674,7 +677,8 @@ class OutboxRelay:
                 message.about,
                 error.detail,
             )
-        async with AsyncSession(self._engine) as session, session.begin():
+
+        async def write(session: AsyncSession) -> None:
             await session.execute(
                 update(m.OutboxItem).where(m.OutboxItem.id == message.id).values(values)
             )
@@ -688,14 +692,17 @@ class OutboxRelay:
                     recipient=message.recipient,
                     now=now,
                 )
-                log.error(
-                    "phone %s of %s marked as unable to get texts (%s); lift the mark with "
-                    "`callcenter phone clear %s` once it is fixed",
-                    message.address,
-                    message.recipient,
-                    phone_problem.value,
-                    message.address,
-                )
+
+        await self._desk.perform_together(write)
+        if phone_problem is not None and error is not None:
+            log.error(
+                "phone %s of %s marked as unable to get texts (%s); lift the mark with "
+                "`callcenter phone clear %s` once it is fixed",
+                message.address,
+                message.recipient,
+                phone_problem.value,
+                message.address,
+            )
 
 
 class DeviceCommandSender:

@@ -60,6 +60,20 @@ _CARERS_ON = (
 )
 
 
+# And a decision's writes: the values are given when each runs.
+_INSERT_CALL = insert(_calls).returning(_calls.c.id)
+_UPDATE_CALL = (
+    update(_calls).where(_calls.c.id == bindparam("of_call")).values(version=_calls.c.version + 1)
+)
+_INSERT_HISTORY = insert(_history)
+_INSERT_ASSIGNMENT = insert(_assignments)
+_UPDATE_ASSIGNMENT = update(_assignments).where(
+    _assignments.c.call_id == bindparam("of_call"), _assignments.c.seq == bindparam("seq_no")
+)
+_INSERT_TIMERS = insert(_timers)
+_INSERT_OUTBOX = insert(_outbox)
+
+
 async def lock(session: AsyncSession, call_id: int) -> None:
     """Lock the call's row for the rest of the transaction, on PostgreSQL. (SQLite has
     no row locks; there the write transaction itself is taken up front, see store/db.py.)"""
@@ -153,9 +167,7 @@ async def insert_call(
         "event_id": event_id,
         "version": 0,
     }
-    return int(
-        (await session.execute(insert(m.Call).values(values).returning(m.Call.id))).scalar_one()
-    )
+    return int((await session.execute(_INSERT_CALL, values)).scalar_one())
 
 
 async def save(
@@ -176,14 +188,10 @@ async def save(
     if before == call and not decision.history and not decision.effects:
         return Saved(call.id, (), 0, ())
     if before is not None:  # a new call's row was inserted with these very values
-        await session.execute(
-            update(_calls)
-            .where(_calls.c.id == call.id)
-            .values(_call_values(call, now) | {"version": _calls.c.version + 1})
-        )
+        await session.execute(_UPDATE_CALL, _call_values(call, now) | {"of_call": call.id})
     if decision.history:
         await session.execute(
-            insert(_history),
+            _INSERT_HISTORY,
             [
                 {
                     "call_id": call.id,
@@ -262,9 +270,9 @@ async def save(
         elif isinstance(effect, AlertDesk):
             alerts.append(effect)
     if timers:
-        await session.execute(insert(_timers), timers)
+        await session.execute(_INSERT_TIMERS, timers)
     if outbox:
-        await session.execute(insert(_outbox), outbox)
+        await session.execute(_INSERT_OUTBOX, outbox)
     return Saved(call.id, tuple(alerts), len(outbox), tuple(t["due_at"] for t in timers))
 
 
@@ -303,23 +311,20 @@ async def _save_assignments(session: AsyncSession, before: Call | None, call: Ca
         if seq < len(old):
             if old[seq] != assignment:
                 await session.execute(
-                    update(_assignments)
-                    .where(_assignments.c.call_id == call.id, _assignments.c.seq == seq)
-                    .values(values)
+                    _UPDATE_ASSIGNMENT, values | {"of_call": call.id, "seq_no": seq}
                 )
             continue
         await session.execute(
-            insert(_assignments).values(
-                values
-                | {
-                    "call_id": call.id,
-                    "carer_id": assignment.carer_id,
-                    "seq": seq,
-                    "dispatched_at": assignment.dispatched_at,
-                    "dispatched_by": assignment.dispatched_by,
-                    "travel_s": assignment.travel_s,
-                }
-            )
+            _INSERT_ASSIGNMENT,
+            values
+            | {
+                "call_id": call.id,
+                "carer_id": assignment.carer_id,
+                "seq": seq,
+                "dispatched_at": assignment.dispatched_at,
+                "dispatched_by": assignment.dispatched_by,
+                "travel_s": assignment.travel_s,
+            },
         )
 
 
