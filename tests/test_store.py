@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Connection
 
-from callcenter.store.db import create_engine
+from callcenter.store.db import SLICE, create_engine, in_slices
 from callcenter.store.migrate import (
     SchemaNotCurrentError,
     alembic_config,
@@ -144,3 +144,26 @@ async def test_migrations_agree_with_models_from_the_command_line() -> None:
 
     assert process.returncode == 0, stderr.decode()
     assert "agree" in stdout.decode()
+
+
+async def test_rows_read_in_slices_let_the_event_loop_run_between_them() -> None:
+    """Test that turning a large result into objects (the district's households, ingest's
+    devices) gives the event loop a turn every SLICE rows, and yields every row in order."""
+    turns = 0
+    stop = asyncio.Event()
+
+    async def other_work() -> None:
+        nonlocal turns
+        while not stop.is_set():
+            turns += 1
+            await asyncio.sleep(0)
+
+    ticking = asyncio.create_task(other_work())
+    await asyncio.sleep(0)
+    started = turns
+    rows = [row async for row in in_slices(range(SLICE * 3 + 1))]
+    during = turns - started
+    stop.set()
+    await ticking
+    assert rows == list(range(SLICE * 3 + 1))
+    assert during >= 3

@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Result, Row, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Call, Person
@@ -26,6 +25,7 @@ from callcenter.domain.messages import ResidentNote
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.engine import phones
 from callcenter.store import models as m
+from callcenter.store.db import in_slices
 
 log = logging.getLogger("callcenter.district")
 
@@ -109,19 +109,6 @@ class Registry:
     version: int | None = None
 
 
-# Rows turned into registry entries between two looks at the event loop: a district of
-# 50,000 households is about a second of building, which must not stall alarms.
-_SLICE = 2000
-
-
-async def _in_slices(result: Result[Any]) -> AsyncIterator[Row[Any]]:
-    """The result's rows, letting the event loop run every ``_SLICE`` of them."""
-    for n, row in enumerate(result):
-        if n and n % _SLICE == 0:
-            await asyncio.sleep(0)
-        yield row
-
-
 async def registry_version(session: AsyncSession) -> int | None:
     """The district registry's version now (bumped by the database on every change);
     None if its row is missing, and then every look re-reads the registry."""
@@ -159,7 +146,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Carer.shift_pattern_code,
         m.Carer.active,
     )
-    async for c in _in_slices(await session.execute(carers)):
+    async for c in in_slices(await session.execute(carers)):
         info = CarerInfo(
             c.id,
             c.code,
@@ -188,7 +175,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Resident.care_notes,
         m.Resident.birth_year,
     ).order_by(m.Resident.id)
-    async for r in _in_slices(await session.execute(people)):
+    async for r in in_slices(await session.execute(people)):
         residents.setdefault(r.household_id, []).append(r.name)
         notes.setdefault(r.household_id, []).append(
             ResidentNote(r.name, r.mobility, r.care_notes, birth_year=r.birth_year)
@@ -201,7 +188,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.FamilyContact.phone,
         m.FamilyContact.language,
     ).order_by(m.FamilyContact.household_id, m.FamilyContact.position)
-    async for f in _in_slices(await session.execute(contacts)):
+    async for f in in_slices(await session.execute(contacts)):
         family.setdefault(f.household_id, []).append(
             Person(f"family:{f.household_id}:{f.position}", f.name, f.phone, f.language)
         )
@@ -211,7 +198,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         .where(m.Device.kind == m.DeviceKind.BASE_UNIT)
         .order_by(m.Device.id)
     )
-    async for unit in _in_slices(await session.execute(units)):
+    async for unit in in_slices(await session.execute(units)):
         base_units.setdefault(unit.household_id, unit.serial)
     homes = select(
         m.Household.id,
@@ -223,7 +210,7 @@ async def load_registry(session: AsyncSession) -> Registry:
         m.Household.backup_station_id,
         m.Household.access_notes,
     )
-    async for h in _in_slices(await session.execute(homes)):
+    async for h in in_slices(await session.execute(homes)):
         info_h = HouseholdInfo(
             h.id,
             h.code,

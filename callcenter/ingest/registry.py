@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from callcenter.store.db import in_slices
 from callcenter.store.models import Device, Household
 
 
@@ -68,4 +69,4 @@ async def load_devices(
     """Read registered devices from the database: all of them, or just these serials."""
     query = _QUERY if serials is None else _QUERY.where(Device.serial.in_(list(serials)))
     result = await connection.execute(query)
-    return [DeviceState(*row, stored_seen_at=row.last_seen_at) for row in result]
+    return [DeviceState(*row, stored_seen_at=row.last_seen_at) async for row in in_slices(result)]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -108,3 +108,18 @@ async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded objects usable after commit."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# Rows turned into objects between two looks at the event loop: reading a district of
+# 50,000 households, or the devices of 100,000, is about a second of building, which
+# must not stall alarms.
+SLICE = 2000
+_Row = TypeVar("_Row")
+
+
+async def in_slices(rows: Iterable[_Row]) -> AsyncIterator[_Row]:
+    """The rows (of a result), letting the event loop run every ``SLICE`` of them."""
+    for n, row in enumerate(rows):
+        if n and n % SLICE == 0:
+            await asyncio.sleep(0)
+        yield row
