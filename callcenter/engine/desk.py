@@ -220,7 +220,7 @@ class Desk:
         self,
         session: AsyncSession,
         call_id: int,
-        make: Callable[[Call, Situation, list[CarerSnapshot], Registry], Command],
+        make: Callable[[Call, Situation, Registry], Command],
         *,
         may_dispatch: bool = True,
     ) -> Decision:
@@ -232,10 +232,9 @@ class Desk:
         if call is None:
             raise CallNotFoundError(call_id)
         household = registry.households[call.household_id]
-        carers = await self.district.carers(session, now) if may_dispatch else []
         free = await self.district.free_carers(session, now) if may_dispatch else []
         situation = self._situation(call, household, registry, free, now, call.policy.skills)
-        decision = decide(call, make(call, situation, carers, registry), situation)
+        decision = decide(call, make(call, situation, registry), situation)
         await self._save(session, call, decision, household, now)
         return decision
 
@@ -537,9 +536,9 @@ class Desk:
     async def dispatch(self, call_id: int, by: Actor, carer_code: str | None) -> Call:
         """Send a carer: the best candidate (``carer_code`` None) or the one named."""
 
-        def choose(
-            call: Call, situation: Situation, carers: list[CarerSnapshot], registry: Registry
-        ) -> Command:
+        carers: list[CarerSnapshot] = []  # every carer, read in the transaction when named
+
+        def choose(call: Call, situation: Situation, registry: Registry) -> Command:
             if carer_code is None:
                 return AutoDispatch(by)
             info = registry.carers_by_code.get(carer_code)
@@ -563,6 +562,8 @@ class Desk:
             )
 
         async def work(session: AsyncSession) -> Call:
+            if carer_code is not None:
+                carers[:] = await self.district.carers(session, self._clock.now())
             return (await self._apply(session, call_id, choose)).call
 
         return await self.perform(work)
