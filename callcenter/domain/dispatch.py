@@ -16,7 +16,7 @@ import enum
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from callcenter.domain.geo import Place, Transport, distance_m, travel_time_s
+from callcenter.domain.geo import Place, Transport, distance_m, travel_time_over
 
 SERVICE_CIRCLE_S = 15 * 60.0
 
@@ -97,14 +97,9 @@ def assess(
     carer: CarerSnapshot, destination: Destination, *, circle_s: float = SERVICE_CIRCLE_S
 ) -> Candidate:
     """Tier and estimated travel time of one carer to the household."""
-    travel = travel_time_s(carer.position, destination.place, carer.transport)
-    return Candidate(
-        carer,
-        tier_of(carer, destination),
-        travel,
-        travel <= circle_s,
-        distance_m(carer.position, destination.place),
-    )
+    distance = distance_m(carer.position, destination.place)
+    travel = travel_time_over(distance, carer.transport)
+    return Candidate(carer, tier_of(carer, destination), travel, travel <= circle_s, distance)
 
 
 def rank_carers(

@@ -55,5 +55,9 @@ def distance_m(a: Place, b: Place) -> float:
 
 def travel_time_s(start: Place, end: Place, transport: Transport) -> float:
     """Estimated seconds from ``start`` to the door at ``end``."""
-    metres = distance_m(start, end) * DETOUR_FACTOR
-    return SETUP_S[transport] + metres / (SPEED_KMH[transport] * 1000 / 3600)
+    return travel_time_over(distance_m(start, end), transport)
+
+
+def travel_time_over(distance: float, transport: Transport) -> float:
+    """Estimated seconds to the door ``distance`` metres away as the crow flies."""
+    return SETUP_S[transport] + distance * DETOUR_FACTOR / (SPEED_KMH[transport] * 1000 / 3600)
