@@ -404,10 +404,13 @@ class _Moment:
     # Every active carer's snapshot, made only when asked for (``everyone``): a decision
     # on a new call ranks the free ones alone, and they are a few among thousands.
     made: dict[int, CarerSnapshot] | None = None
+    zone: ZoneInfo | None = None
+    holidays: frozenset[date] = frozenset()
 
     def make(self, minute: datetime, zone: ZoneInfo, holidays: frozenset[date]) -> None:
         """The free carers as of ``minute`` (made again only when the minute changed)."""
         if minute != self.minute:
+            self.zone, self.holidays = zone, holidays
             self.working = working_carers(self.registry, minute, zone, holidays, self.roster)
             self.made = None
             self.free = {}
@@ -419,11 +422,20 @@ class _Moment:
     def everyone(self) -> dict[int, CarerSnapshot]:
         """Every active carer's snapshot as of the minute last made."""
         if self.made is None:
-            self.made = {
-                carer.id: self.free.get(carer.id) or self._snapshot(carer.id, carer)
-                for carer in self.registry.carers.values()
-                if carer.active
-            }
+            if self.minute is None or self.zone is None:
+                raise RuntimeError("a view of the carers is made for a minute before it is read")
+            made = snapshots(
+                self.registry,
+                self.minute,
+                self.zone,
+                self.holidays,
+                self.busy,
+                self.positions,
+                self.roster,
+                self.broken,
+                working=self.working,
+            )
+            self.made = {s.id: s for s in made}
         return self.made
 
     def _snapshot(self, carer_id: int, carer: CarerInfo) -> CarerSnapshot:

@@ -205,6 +205,7 @@ class OutboxRelay:
         self._senders = dict(senders)
         self._retry_max_s = retry_max_s
         self._stopping = asyncio.Event()
+        self._marking: set[asyncio.Task[None]] = set()  # sent rows being marked so (drain)
         self.sent = 0
         self.skipped = 0
         self.failed = 0
@@ -233,7 +234,32 @@ class OutboxRelay:
             await self._clock.sleep_until(until, wake)
 
     async def drain(self) -> int:
-        """Deliver everything due now; how many rows were settled. (Burst mode.)"""
+        """Deliver everything due now; how many rows were settled. (Burst mode.)
+
+        A sent row is marked sent while its lane goes on to its next row (the row was
+        claimed before the send, so it is not due again meanwhile, and a crash before
+        the mark leaves it in doubt, to be checked with the provider). Every mark is
+        written before this returns."""
+        try:
+            settled = await self._drain()
+        finally:
+            failures = await self._marks_written()
+        if failures:
+            raise failures[0]
+        return settled
+
+    async def _marks_written(self) -> list[BaseException]:
+        """Wait for the marks of sent rows still being written; the errors among them."""
+        done = await asyncio.gather(*self._marking, return_exceptions=True)
+        return [e for e in done if isinstance(e, BaseException)]
+
+    def _mark_sent(self, message: OutboxMessage, receipt: Receipt | None) -> None:
+        """Mark ``message`` sent, without holding up its lane (see ``drain``)."""
+        marking = asyncio.create_task(self._settle(message, None, receipt))
+        self._marking.add(marking)
+        marking.add_done_callback(self._marking.discard)
+
+    async def _drain(self) -> int:
         settled = 0
         turns = asyncio.Semaphore(self._lanes)
 
@@ -421,7 +447,7 @@ class OutboxRelay:
             return 0
         receipt = Receipt(answer) if isinstance(answer, str) else answer
         for member in part:
-            await self._settle(member, None, receipt)
+            self._mark_sent(member, receipt)
         return len(part)
 
     async def next_attempt(self) -> datetime | None:
@@ -572,7 +598,7 @@ class OutboxRelay:
             await self._settle(message, SendError(repr(error), outcome_unknown=True))
             return 0
         receipt = Receipt(answer) if isinstance(answer, str) else answer
-        await self._settle(message, None, receipt)
+        self._mark_sent(message, receipt)
         return 1
 
     async def _unclaimed(self, message: OutboxMessage, found: Sequence[Receipt]) -> Receipt | None:
