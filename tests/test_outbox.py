@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import insert, select, update
 
@@ -226,3 +227,72 @@ async def test_a_phone_that_hangs_holds_up_only_its_own_texts(
             assert await asyncio.wait_for(draining, 10) == 4
             slow = [body for address, body in texts.sent if address == "+8613800000001"]
             assert slow == ["first to the slow phone", "second to the slow phone"]
+
+
+class SlowMarks(OutboxRelay):
+    """A relay whose marking of one row as sent waits until let go."""
+
+    slow_row: int = 0
+    let_go: asyncio.Event
+
+    async def _settle(
+        self,
+        message: OutboxMessage,
+        error: SendError | None,
+        receipt: Any = None,
+        *,
+        still_in_doubt: bool = False,
+    ) -> None:
+        if error is None and message.id == self.slow_row:
+            await self.let_go.wait()
+        await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+
+
+async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a phone's second text goes out while its first is still being marked
+    sent, in order, and that the relay's pass ends only once every mark is written."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
+        async with server.desk.transaction() as session:
+            ids = (
+                await session.scalars(
+                    insert(m.OutboxItem).returning(m.OutboxItem.id),
+                    [
+                        {
+                            "channel": "sms",
+                            "recipient": "operator:test",
+                            "address": "+8613800000001",
+                            "body": body,
+                            "guard": {},
+                            "state": m.OutboxState.PENDING,
+                            "attempts": 0,
+                            "created_at": clock.now(),
+                            "next_attempt_at": clock.now(),
+                            "last_error": "",
+                        }
+                        for body in ("first", "second")
+                    ],
+                )
+            ).all()
+        texts = TextMessages()
+        relay = SlowMarks(server.engine, server.desk, clock, {"sms": texts})
+        relay.slow_row, relay.let_go = min(ids), asyncio.Event()
+        draining = asyncio.create_task(relay.drain())
+
+        async def both_sent() -> bool:
+            return len(texts.sent) == 2
+
+        await eventually(both_sent, within_s=5, what="the second text, the first still marking")
+        assert [t.body for t in texts.sent] == ["first", "second"]
+        await asyncio.sleep(0.2)
+        assert not draining.done()  # the first row's mark is not written yet
+        relay.let_go.set()
+        assert await asyncio.wait_for(draining, 10) == 2
+        states = await rows(server, select(m.OutboxItem.state).where(m.OutboxItem.id.in_(ids)))
+        assert [s for (s,) in states] == [m.OutboxState.SENT, m.OutboxState.SENT]
