@@ -90,6 +90,22 @@ async def stored_event_keys(database_url: str) -> list[tuple[str, str]]:
         await engine.dispose()
 
 
+async def reported_count(database_url: str) -> int:
+    """How many device-reported events the log holds (the server's own not counted):
+    what to wait for, rather than ingest's count, which includes devices coming online."""
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalar(
+                select(func.count())
+                .select_from(DeviceEvent)
+                .where(~DeviceEvent.event_id.startswith("srv:"))
+            )
+            return int(found or 0)
+    finally:
+        await engine.dispose()
+
+
 async def count_rows(database_url: str, model: type[DeviceEvent] | type[DeadLetter]) -> int:
     engine = create_engine(database_url)
     try:

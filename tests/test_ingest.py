@@ -30,6 +30,7 @@ from tests.ingest_support import (
     eventually,
     ingest_config,
     publish_events,
+    reported_count,
     running_ingest,
     stored_event_keys,
 )
@@ -142,7 +143,7 @@ async def test_a_database_outage_holds_messages_unacknowledged_until_it_ends(
             blocker.close()
 
         async def stored() -> bool:
-            return ingest.stats.events_stored >= 20
+            return await reported_count(seeded_database_url) >= 20
 
         await eventually(stored, within_s=30, what="events stored after the outage")
     assert len(await stored_event_keys(seeded_database_url)) == 20
@@ -157,10 +158,10 @@ async def test_events_sent_while_the_server_is_down_arrive_when_it_returns(
         pass  # creates the session on the broker
     events = [(f"H{n:04d}", f"CB-H{n:04d}", f"away-{n}") for n in range(1, 51)]
     await publish_events(broker.host, broker.port, topic_prefix, events)
-    async with running_ingest(config, seeded_database_url) as ingest:
+    async with running_ingest(config, seeded_database_url):
 
         async def caught_up() -> bool:
-            return ingest.stats.events_stored >= 50
+            return await reported_count(seeded_database_url) >= 50
 
         await eventually(caught_up, what="queued events delivered")
     assert len(await stored_event_keys(seeded_database_url)) == 50
@@ -293,7 +294,7 @@ async def test_a_large_backlog_after_an_outage_drains_without_reconnecting(
     async with running_ingest(config, seeded_database_url, connect_within_s=120) as ingest:
 
         async def drained() -> bool:
-            return ingest.stats.events_stored >= count
+            return await reported_count(seeded_database_url) >= count
 
         await eventually(drained, within_s=120, what="the backlog stored")
         assert ingest.stats.reconnects == 0
