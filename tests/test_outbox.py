@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -143,6 +143,22 @@ def test_guards_follow_the_call() -> None:
     assert not still_wanted(call_in(CallState.RESOLVED), {"carer_id": paged})
 
 
+def _text_row(recipient: str, address: str, body: str, now: datetime) -> dict[str, Any]:
+    """An SMS row waiting in the outbox, due now."""
+    return {
+        "channel": "sms",
+        "recipient": recipient,
+        "address": address,
+        "body": body,
+        "guard": {},
+        "state": m.OutboxState.PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "next_attempt_at": now,
+        "last_error": "",
+    }
+
+
 @dataclass
 class HeldPhone:
     """An SMS channel on which texts to one phone hang until let go; others go at once."""
@@ -181,18 +197,7 @@ async def test_a_phone_that_hangs_holds_up_only_its_own_texts(
             await session.execute(
                 insert(m.OutboxItem),
                 [
-                    {
-                        "channel": "sms",
-                        "recipient": f"operator:test{n}",
-                        "address": address,
-                        "body": body,
-                        "guard": {},
-                        "state": m.OutboxState.PENDING,
-                        "attempts": 0,
-                        "created_at": clock.now(),
-                        "next_attempt_at": clock.now(),
-                        "last_error": "",
-                    }
+                    _text_row(f"operator:test{n}", address, body, clock.now())
                     for n, (address, body) in enumerate(queued)
                 ],
             )
@@ -264,18 +269,7 @@ async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(
                 await session.scalars(
                     insert(m.OutboxItem).returning(m.OutboxItem.id),
                     [
-                        {
-                            "channel": "sms",
-                            "recipient": "operator:test",
-                            "address": "+8613800000001",
-                            "body": body,
-                            "guard": {},
-                            "state": m.OutboxState.PENDING,
-                            "attempts": 0,
-                            "created_at": clock.now(),
-                            "next_attempt_at": clock.now(),
-                            "last_error": "",
-                        }
+                        _text_row("operator:test", "+8613800000001", body, clock.now())
                         for body in ("first", "second")
                     ],
                 )
