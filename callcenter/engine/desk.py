@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -52,16 +52,6 @@ from callcenter.store import models as m
 from callcenter.store.db import write_locked, write_turn
 
 log = logging.getLogger("callcenter.desk")
-
-_calls = m.Base.metadata.tables["calls"]
-# Asked of every device event, so built once (see repository): the household's open
-# calls, most urgent first, locked (on PostgreSQL) for the rest of the transaction.
-_OPEN_CALLS = (
-    select(_calls.c.id, _calls.c.call_type)
-    .where(_calls.c.household_id == bindparam("household_id"), _calls.c.closed_at.is_(None))
-    .order_by(_calls.c.priority, _calls.c.id)
-    .with_for_update()
-)
 
 T = TypeVar("T")
 
@@ -426,10 +416,7 @@ class Desk:
             self.district.invalidate()
             registry = await self.district.registry()
             household = registry.households[event.household_id]
-        open_calls = [
-            (int(row.id), CallType(row.call_type))
-            for row in await session.execute(_OPEN_CALLS, {"household_id": event.household_id})
-        ]
+        open_calls = await repository.open_calls(session, event.household_id)
         raised = RAISED_BY.get(event.kind)
         if raised is not None:
             family = ALARM_TYPES if raised in ALARM_TYPES else {raised}

@@ -60,6 +60,13 @@ _CARERS_ON = (
 )
 
 
+# Asked of every device event: the household's open calls, most urgent first.
+_OPEN_CALLS = (
+    select(_calls.c.id, _calls.c.call_type)
+    .where(_calls.c.household_id == bindparam("household_id"), _calls.c.closed_at.is_(None))
+    .order_by(_calls.c.priority, _calls.c.id)
+    .with_for_update()
+)
 # And a decision's writes: the values are given when each runs.
 _INSERT_CALL = insert(_calls).returning(_calls.c.id)
 _UPDATE_CALL = (
@@ -72,6 +79,13 @@ _UPDATE_ASSIGNMENT = update(_assignments).where(
 )
 _INSERT_TIMERS = insert(_timers)
 _INSERT_OUTBOX = insert(_outbox)
+
+
+async def open_calls(session: AsyncSession, household_id: int) -> list[tuple[int, CallType]]:
+    """The household's open calls (id and type), most urgent first, locked for the rest
+    of the transaction on PostgreSQL."""
+    found = await session.execute(_OPEN_CALLS, {"household_id": household_id})
+    return [(int(row.id), CallType(row.call_type)) for row in found]
 
 
 async def lock(session: AsyncSession, call_id: int) -> None:
