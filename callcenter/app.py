@@ -28,6 +28,7 @@ from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, Sender, T
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
+from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
 from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
@@ -50,7 +51,8 @@ class Running:
     config: Config
     clock: Clock
     engine: AsyncEngine
-    ingest: Ingest
+    # In this process, or (``ingest.own_process``) the server's side of a child process.
+    ingest: Ingest | IngestProcess
     broker_host: str
     broker_port: int
     desk: Desk
@@ -128,13 +130,16 @@ async def assembled_server(
     *,
     devices: Sender | None = None,
     private_database: bool = False,
+    ingest_in_process: bool = False,
 ) -> AsyncIterator[tuple[Running, dict[str, Loop]]]:
     """Everything a server is made of, built, connected to each other and listening for
     the API, but with none of its loops running: ``running_server`` runs them, and the
     simulator on virtual time drives them step by step instead (``catch_up``,
     ``fire_due``, ``drain``). ``devices`` replaces the MQTT sender of device commands.
     ``private_database``: no other process uses the (SQLite) database, so its calls are
-    made on the event loop's thread (see ``store.db.create_engine``)."""
+    made on the event loop's thread (see ``store.db.create_engine``).
+    ``ingest_in_process``: ingest is an ``Ingest`` in this process even when
+    ``ingest.own_process`` is set, for a caller that hands it messages itself."""
     async with contextlib.AsyncExitStack() as stack:
         if config.embedded_broker_wanted:
             broker = EmbeddedBroker(
@@ -152,7 +157,11 @@ async def assembled_server(
         )
         stack.push_async_callback(engine.dispose)
         await require_current_schema(engine)
-        ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)
+        ingest: Ingest | IngestProcess
+        if config.ingest.own_process and not ingest_in_process:
+            ingest = IngestProcess(config, broker_host=host, broker_port=port)
+        else:
+            ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)
         desk = build_desk(config, engine, clock)
         follower = EventFollower(engine, desk, clock, poll_s=config.calls.event_poll_s)
         ingest.on_events(follower.on_events)
@@ -385,15 +394,12 @@ async def _report(server: Running, stop: asyncio.Event) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 10)
         stats = server.ingest.stats
-        log.info(
-            "ingest: %s",
-            json.dumps(
-                {
-                    "events_stored": stats.events_stored,
-                    "duplicates": stats.duplicates,
-                    "heartbeats": stats.heartbeats,
-                    "dead_letters": dict(stats.dead_letters),
-                    "devices_online": sum(1 for d in server.ingest.registry.all() if d.online),
-                }
-            ),
-        )
+        report = {
+            "events_stored": stats.events_stored,
+            "duplicates": stats.duplicates,
+            "heartbeats": stats.heartbeats,
+            "dead_letters": dict(stats.dead_letters),
+        }
+        if isinstance(server.ingest, Ingest):  # a child process keeps its registry
+            report["devices_online"] = sum(1 for d in server.ingest.registry.all() if d.online)
+        log.info("ingest: %s", json.dumps(report))

@@ -224,6 +224,13 @@ class IngestConfig(_Section):
     registry_refresh_s: float = Field(
         30.0, gt=0, description="how often the device registry is reloaded from the database"
     )
+    own_process: bool = Field(
+        False,
+        description=(
+            "run ingest in a process of its own beside the call engine, so the two use "
+            "two cores (for tens of thousands of devices)"
+        ),
+    )
 
 
 class WebConfig(_Section):

@@ -52,6 +52,7 @@ from callcenter.ingest.protocol import (
     status_payload,
     topic_for,
 )
+from callcenter.ingest.service import Ingest
 from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.demo import DemoDistrict, build_demo_district, seed_demo_district
@@ -405,10 +406,12 @@ class VirtualWeek:
                 devices=VirtualDevices(),
                 # The week's own scratch file: nothing else opens it while it runs.
                 private_database=self.options.database_url is None,
+                ingest_in_process=True,  # the week hands ingest its messages itself
             )
         )
         self._twilio.inbound_url = running.web_url.rstrip("/") + INBOUND_PATH
         self._feed = await stack.enter_async_context(running.desk.feed.subscribe())
+        assert isinstance(running.ingest, Ingest)
         await running.ingest.load_registry()
         self._server, self._server_stack = running, stack
         # A new server looks at everything once: the log past its cursor, its timers
@@ -673,6 +676,7 @@ class VirtualWeek:
         if self._server is None or not self._inbox:
             return
         batch, self._inbox = self._inbox, []
+        assert isinstance(self._server.ingest, Ingest)
         if await self._server.ingest.take(batch):
             self._events_new = True
         keep = self.clock.now() - timedelta(seconds=_UNACKED_WINDOW_S)

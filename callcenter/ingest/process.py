@@ -1,0 +1,287 @@
+"""Ingest in a process of its own, beside the call engine (``ingest.own_process``).
+
+At tens of thousands of devices the heartbeats alone keep a core half busy: reading
+MQTT packets, checking payloads, writing liveness. In one process that is time the
+call engine does not get in a storm of presses. With ``ingest.own_process`` the server
+runs ingest as a child process instead, and the two use two cores.
+
+The child is the same ``Ingest``: it holds the MQTT session, writes the event log and
+acknowledges each message only after its commit. The engine follows the log as it
+always does; the log and its cursor stay the truth. What crosses between the two
+processes is small:
+
+- to the child, once, on its standard input: the configuration and the broker's
+  address, one JSON line (secrets never go on a command line);
+- from the child, on its standard output, one JSON line each:
+  ``{"stored": [[id, device_id, household_id, event_id, kind], ...]}`` after every
+  commit that added events (the engine's prompt), and
+  ``{"connected": bool, "stats": {...}}`` when the connection changes and every second;
+- the child's log lines go to the server's standard error, as the server's own do.
+
+The child stops when its standard input closes (the server stopping, or dying: a
+child is never left behind) or on SIGTERM/SIGINT, in both cases finishing the batch in
+hand as in-process ingest does. A child that ends while the server runs is started
+again, with a growing wait, and the server says so in its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import signal
+import sys
+from collections import Counter
+from typing import Any
+
+from callcenter.clock import SystemClock
+from callcenter.config import Config
+from callcenter.ingest.mqtt import backoff_delays
+from callcenter.ingest.service import EventListener, Ingest, IngestStats
+from callcenter.ingest.writer import StoredEvent
+
+log = logging.getLogger("callcenter.ingest.process")
+
+# How often the child reports its counters (and whether it is connected) when nothing
+# else changes.
+REPORT_EVERY_S = 1.0
+# How long a stopping child may take to finish its batch before it is killed.
+STOP_WITHIN_S = 30.0
+# A child that lived at least this long starts again after the shortest wait.
+_STEADY_S = 60.0
+
+
+def stats_document(stats: IngestStats) -> dict[str, Any]:
+    """The counters as JSON-ready data."""
+    document = dataclasses.asdict(stats)
+    document["dead_letters"] = dict(stats.dead_letters)
+    return document
+
+
+def stats_from(document: dict[str, Any]) -> IngestStats:
+    """The counters a child reported, known fields only."""
+    known = {f.name for f in dataclasses.fields(IngestStats)}
+    values = {key: value for key, value in document.items() if key in known}
+    values["dead_letters"] = Counter(values.get("dead_letters") or {})
+    return IngestStats(**values)
+
+
+class IngestProcess:
+    """The server's side of ingest in a child process: starts it, restarts it when it
+    ends unasked, and offers what in-process ingest offers the rest of the server
+    (``connected``, ``stats``, ``on_events``)."""
+
+    def __init__(self, config: Config, *, broker_host: str, broker_port: int) -> None:
+        self._config = config
+        self._host = broker_host
+        self._port = broker_port
+        self._listeners: list[EventListener] = []
+        self._stopping = asyncio.Event()
+        self._process: asyncio.subprocess.Process | None = None
+        self.stats = IngestStats()
+        self.connected = asyncio.Event()
+        self.starts = 0
+        self.pid: int | None = None
+
+    def on_events(self, listener: EventListener) -> None:
+        """Call ``listener`` with each committed batch of new events."""
+        self._listeners.append(listener)
+
+    def stop(self) -> None:
+        """Ask the child to finish its batch and stop (by closing its standard input)."""
+        self._stopping.set()
+        self._close_input()
+
+    async def run(self) -> None:
+        """Keep a child running until stop()."""
+        delays = backoff_delays(first_s=0.5, cap_s=10.0)
+        loop = asyncio.get_running_loop()
+        while not self._stopping.is_set():
+            started = loop.time()
+            code = await self._run_child()
+            self.connected.clear()
+            if self._stopping.is_set():
+                log.info("ingest process stopped (exit code %s)", code)
+                break
+            if loop.time() - started >= _STEADY_S:
+                delays = backoff_delays(first_s=0.5, cap_s=10.0)
+            wait = next(delays)
+            log.error(
+                "ingest process ended while the server runs (exit code %s); its messages "
+                "not yet acknowledged stay with the broker; starting it again in %.1f s",
+                code,
+                wait,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), wait)
+
+    async def _run_child(self) -> int | None:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "callcenter.ingest.process",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            # The child's log lines go where the server's own go.
+            stderr=None,
+            # Ctrl-C in a terminal reaches the whole process group; the child stops
+            # when the server closes its input, so it needs no signal of its own.
+            start_new_session=True,
+        )
+        self._process = process
+        self.pid = process.pid
+        self.starts += 1
+        log.info("ingest process %d started", process.pid)
+        try:
+            assert process.stdin is not None and process.stdout is not None
+            handshake = {
+                "config": self._config.model_dump(mode="json"),
+                "broker_host": self._host,
+                "broker_port": self._port,
+                "log_level": logging.getLogger().getEffectiveLevel(),
+            }
+            process.stdin.write(json.dumps(handshake).encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await process.stdin.drain()
+            if self._stopping.is_set():
+                self._close_input()
+            async for line in process.stdout:
+                await self._take(line)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(process.wait(), STOP_WITHIN_S)
+            log.error(
+                "ingest process %d did not stop within %.0f s; killing it",
+                process.pid,
+                STOP_WITHIN_S,
+            )
+            process.kill()
+            return await process.wait()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            raise
+        finally:
+            self._process = None
+
+    def _close_input(self) -> None:
+        process = self._process
+        if process is not None and process.stdin is not None:
+            process.stdin.close()
+
+    async def _take(self, line: bytes) -> None:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            log.warning("ingest process said something unreadable: %r", line[:200])
+            return
+        if "stored" in report:
+            stored = [StoredEvent(*fields) for fields in report["stored"]]
+            for listener in self._listeners:
+                try:
+                    await listener(stored)
+                except Exception:
+                    log.exception(
+                        "event listener %r failed on %d new events", listener, len(stored)
+                    )
+        if "connected" in report:
+            if report["connected"]:
+                self.connected.set()
+            else:
+                self.connected.clear()
+        if "stats" in report:
+            self.stats = stats_from(report["stats"])
+
+
+class _Reports:
+    """The child's side of the pipe: JSON lines to standard output."""
+
+    def __init__(self, ingest: Ingest, writer: asyncio.StreamWriter) -> None:
+        self._ingest = ingest
+        self._writer = writer
+        self._connected: bool | None = None
+
+    def _send(self, report: dict[str, Any]) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(json.dumps(report, separators=(",", ":")).encode() + b"\n")
+
+    async def stored(self, events: list[StoredEvent]) -> None:
+        """Ingest listener: the events a commit added, for the engine's prompt."""
+        self._send({"stored": [dataclasses.astuple(event) for event in events]})
+
+    def state(self) -> None:
+        """Whether ingest is connected, and its counters."""
+        self._connected = self._ingest.connected.is_set()
+        self._send({"connected": self._connected, "stats": stats_document(self._ingest.stats)})
+
+    async def keep_reporting(self) -> None:
+        """The state every REPORT_EVERY_S, and within a tenth of a second of a change
+        of connection."""
+        loop = asyncio.get_running_loop()
+        last = -REPORT_EVERY_S
+        while True:
+            now = loop.time()
+            if self._ingest.connected.is_set() != self._connected or now - last >= REPORT_EVERY_S:
+                self.state()
+                last = now
+            await asyncio.sleep(0.1)
+
+    async def drain(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()
+
+
+async def _child(config: Config, broker_host: str, broker_port: int) -> None:
+    from callcenter.store.db import create_engine
+
+    loop = asyncio.get_running_loop()
+    engine = create_engine(config.database_url)
+    ingest = Ingest(config, engine, SystemClock(), broker_host=broker_host, broker_port=broker_port)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, ingest.stop)
+
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, sys.stdout.buffer
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    reports = _Reports(ingest, writer)
+    ingest.on_events(reports.stored)
+
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+
+    async def until_input_closes() -> None:
+        await reader.read()  # the server wrote all it had to say; EOF means stop
+        log.info("the server closed the pipe: stopping")
+        ingest.stop()
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            watch = tasks.create_task(until_input_closes(), name="ingest.process.input")
+            report = tasks.create_task(reports.keep_reporting(), name="ingest.process.report")
+            await ingest.run()
+            watch.cancel()
+            report.cancel()
+        reports.state()
+        await reports.drain()
+    finally:
+        await engine.dispose()
+
+
+def main() -> int:
+    """The child: read the handshake, run ingest until told to stop."""
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 0  # the server went away before saying anything
+    handshake = json.loads(line)
+    logging.basicConfig(
+        level=handshake["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    config = Config.model_validate(handshake["config"])
+    asyncio.run(_child(config, handshake["broker_host"], int(handshake["broker_port"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Ingest in a process of its own (``ingest.own_process``): presses still become calls
+at once, a child that dies is started again, and no child outlives its server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from callcenter.app import running_server
+from callcenter.broker import EmbeddedBroker
+from callcenter.clock import SystemClock
+from callcenter.config import Config
+from callcenter.ingest.process import IngestProcess, stats_document, stats_from
+from callcenter.ingest.service import IngestStats
+from callcenter.store import models as m
+from tests.desk_support import count, desk_config
+from tests.ingest_support import eventually, publish_events
+from tests.server_support import server_process, write_config
+
+# Long enough that a call opening within the test's wait proves the child's prompt
+# crossed the pipe: the engine's own look at the log would come far too late.
+_NO_POLLING = 120.0
+
+
+def _config(broker: EmbeddedBroker, prefix: str, database_url: str) -> Config:
+    base = desk_config(
+        host=broker.host,
+        port=broker.port,
+        prefix=prefix,
+        database_url=database_url,
+        event_poll_s=_NO_POLLING,
+    )
+    return base.model_copy(update={"ingest": base.ingest.model_copy(update={"own_process": True})})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A child that ended but was not yet reaped is a zombie: not alive either.
+    status = Path(f"/proc/{pid}/stat")
+    return status.exists() and status.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_a_press_becomes_a_call_through_the_child_and_the_child_ends_with_the_server(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that with ingest in its own process the press is stored by the child, the
+    engine is prompted across the pipe (polling is off), health and counters come from
+    the child, and stopping the server stops the child."""
+    config = _config(broker, topic_prefix, seeded_database_url)
+    async with running_server(config, SystemClock()) as server:
+        assert isinstance(server.ingest, IngestProcess)
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)
+        child = server.ingest.pid
+        assert child is not None and child != os.getpid() and _alive(child)
+
+        pressed = time.monotonic()
+        await publish_events(
+            broker.host, broker.port, topic_prefix, [("H0001", "CB-H0001", "press-1")]
+        )
+
+        async def decided() -> bool:
+            return await count(server, m.Call) == 1
+
+        await eventually(decided, within_s=20, what="the press opened a call")
+        assert time.monotonic() - pressed < _NO_POLLING / 2
+
+        async def counted() -> bool:
+            return server.ingest.stats.events_stored >= 1
+
+        await eventually(counted, within_s=10, what="the child's counters reached the server")
+        assert server.ingest.stats.dead_letters == {}
+    assert not server.ingest.connected.is_set()
+    for _ in range(50):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.1)
+    assert not _alive(child), "the ingest process outlived the server"
+
+
+async def test_a_child_that_dies_is_started_again_and_nothing_is_lost(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that SIGKILL on the ingest process brings a new one, and presses made while
+    none was running become calls once it is back (the broker kept them)."""
+    config = _config(broker, topic_prefix, seeded_database_url)
+    async with running_server(config, SystemClock()) as server:
+        assert isinstance(server.ingest, IngestProcess)
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)
+        first = server.ingest.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+
+        async def gone() -> bool:
+            return not server.ingest.connected.is_set()
+
+        await eventually(gone, within_s=10, what="the server noticed the child died")
+        await publish_events(
+            broker.host,
+            broker.port,
+            topic_prefix,
+            [("H0001", "CB-H0001", "press-1"), ("H0002", "CB-H0002", "press-2")],
+        )
+
+        async def back() -> bool:
+            return server.ingest.connected.is_set() and server.ingest.pid != first
+
+        await eventually(back, within_s=30, what="a new ingest process connected")
+        assert server.ingest.starts == 2
+
+        async def both() -> bool:
+            return await count(server, m.Call) == 2
+
+        await eventually(both, within_s=20, what="both presses became calls")
+        async with server.engine.connect() as connection:
+            stored = await connection.scalar(
+                select(func.count())
+                .select_from(m.DeviceEvent)
+                .where(m.DeviceEvent.kind == "emergency_press")
+            )
+        assert stored == 2
+
+
+async def test_the_child_stops_when_the_server_is_killed(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
+) -> None:
+    """Test that a server killed outright (SIGKILL, no clean-up of its own) leaves no
+    ingest process behind: the child sees its input close and stops."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("the subprocess variant runs on the SQLite default")
+    config_file = write_config(
+        tmp_path / "callcenter.toml",
+        data_dir=tmp_path / "var",
+        database_url=seeded_database_url,
+        broker=broker,
+        prefix=topic_prefix,
+        extra="[ingest]\nown_process = true\n",
+    )
+    async with server_process(config_file) as server:
+        started = await server.wait_for_line(r"ingest process (\d+) started")
+        child = int(started.group(1))
+        await server.wait_for_line("ingest subscribed")
+        assert _alive(child)
+        server.send(signal.SIGKILL)
+        await server.wait()
+        for _ in range(100):
+            if not _alive(child):
+                break
+            await asyncio.sleep(0.1)
+        assert not _alive(child), "the ingest process outlived a killed server"
+        await server.wait_for_line("the server closed the pipe: stopping")
+
+
+async def test_a_child_given_no_handshake_ends_quietly() -> None:
+    """Test that a child whose server went away before the handshake just ends."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "callcenter.ingest.process",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(b""), 30)
+    assert process.returncode == 0, err.decode()
+    assert out == b""
+
+
+def test_counters_cross_the_pipe_unchanged() -> None:
+    """Test that the counters a child reports read back as they were, and that a field
+    the server does not know (a newer child) is ignored rather than fatal."""
+    stats = IngestStats(messages=7, events_stored=3, heartbeats=4, batches=2)
+    stats.dead_letters["schema"] += 2
+    document = stats_document(stats)
+    assert stats_from(document) == stats
+    assert stats_from({**document, "something_new": 1}) == stats
