@@ -212,9 +212,11 @@ async def calls_by_household(engine: AsyncEngine) -> dict[int, list[tuple[int, d
 # --- the processes ----------------------------------------------------------------------
 
 
-def server_config(workdir: Path, database_url: str, broker: EmbeddedBroker) -> Path:
+def server_config(
+    workdir: Path, database_url: str, broker: EmbeddedBroker, own_ingest_process: bool
+) -> Path:
     """The server's configuration file: the defaults (fake Twilio included), on the
-    benchmark's broker and database."""
+    benchmark's broker and database; ingest in a process of its own if asked."""
     path = workdir / "callcenter.toml"
     path.write_text(
         f"""[data]
@@ -226,11 +228,56 @@ port = {broker.port}
 topic_prefix = "{PREFIX}"
 client_id = "{SERVER_CLIENT_ID}"
 
+[ingest]
+own_process = {"true" if own_ingest_process else "false"}
+
 [web]
 port = 0
 """
     )
     return path
+
+
+def cpu_ticks(pid: int) -> int:
+    """User plus system CPU time a process has used, in clock ticks (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (the server's ingest process)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+    return found
+
+
+class CpuShares:
+    """How much of a core each process of the run used between start() and stop()."""
+
+    def __init__(self, processes: dict[str, int]) -> None:
+        self._processes = processes
+        self._ticks: dict[str, int] = {}
+        self._started = 0.0
+        self.shares: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._ticks = {name: cpu_ticks(pid) for name, pid in self._processes.items()}
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        per_second = os.sysconf("SC_CLK_TCK")
+        self.shares = {
+            name: round((cpu_ticks(pid) - self._ticks[name]) / per_second / elapsed, 2)
+            for name, pid in self._processes.items()
+        }
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -647,6 +694,8 @@ class Driven:
     rss_after: dict[str, int]
     sim_exit: int
     sim_summary: dict[str, Any] | None
+    # Cores used by each process from the storm's start until its last dispatch.
+    cpu_during_storm: dict[str, float]
 
 
 async def drive(
@@ -680,7 +729,16 @@ async def drive(
             online_s = time.monotonic() - started
             await simulator.storm_started.wait()
             rss_before_storm = memory_kb(server.pid).get("VmRSS", 0)
+            assert simulator.process is not None and bare.process is not None
+            processes = {"server": server.pid, "simulator": simulator.process.pid}
+            for child in children_of(server.pid):  # with --ingest own: the ingest process
+                processes["ingest_process"] = child
+            processes["broker"] = broker.pid or 0
+            processes["bare_subscriber"] = bare.process.pid
+            cpu = CpuShares(processes)
+            cpu.start()
             dispatched = await wait_dispatched(engine, storm, storm_s + args.wait, simulator)
+            cpu.stop()
             gave_up_ms = time.time() * 1000
             rss_after = memory_kb(server.pid)
         finally:
@@ -700,6 +758,7 @@ async def drive(
         rss_after,
         sim_exit,
         simulator.summary,
+        cpu.shares,
     )
 
 
@@ -721,7 +780,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         ):
             engine = create_engine(url)
             server = Server(
-                server_config(workdir, url, broker), workdir / "server.log", url, args.profile
+                server_config(workdir, url, broker, args.ingest == "own"),
+                workdir / "server.log",
+                url,
+                args.profile,
             )
             progress("starting the server (callcenter serve)")
             try:
@@ -770,6 +832,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "server_rss_before_storm_mb": round(run.rss_before_storm_kb / 1024, 1),
         "server_rss_sampled_peak_mb": round(peak_during / 1024, 1),
         "all_online_s": round(run.online_s, 1),
+        "ingest": args.ingest,
+        # Cores each process used from the storm's start to its last dispatch: two in all.
+        "cpu_during_storm": run.cpu_during_storm,
         "simulator_exit": run.sim_exit,
         "simulator_summary": run.sim_summary,
         "server_errors_logged": len(errors),
@@ -814,6 +879,13 @@ def main() -> None:
         help="devices share N connections (default: one per device while the open-file "
         "limit allows, else 1000)",
     )
+    parser.add_argument(
+        "--ingest",
+        choices=("own", "in-server"),
+        default=None,
+        help="ingest in a process of its own (ingest.own_process) or in the server's; "
+        "default: own for the full run, in-server for --quick",
+    )
     parser.add_argument("--storm-after", type=float, default=None, metavar="S")
     parser.add_argument("--connect-concurrency", type=int, default=None)
     parser.add_argument("--report-interval", type=float, default=None)
@@ -849,6 +921,7 @@ def main() -> None:
     args.connect_concurrency = args.connect_concurrency or (256 if args.quick else 64)
     args.report_interval = args.report_interval or (2.0 if args.quick else 5.0)
     args.wait = args.wait if args.wait is not None else (60.0 if args.quick else 1800.0)
+    args.ingest = args.ingest or ("in-server" if args.quick else "own")
     args.load_at_start = round(os.getloadavg()[0], 2)
     result = asyncio.run(run(args))
     result["wall_time_s"] = round(time.perf_counter() - _STARTED, 1)

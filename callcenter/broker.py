@@ -112,6 +112,13 @@ class EmbeddedBroker:
     def log_file(self) -> Path:
         return self.directory / "mosquitto.log"
 
+    @property
+    def pid(self) -> int | None:
+        """mosquitto's process id while it runs (benchmarks measure its CPU)."""
+        if self._process is None or self._process.returncode is not None:
+            return None
+        return self._process.pid
+
     async def start(self, timeout_s: float = 10.0) -> None:
         """Start mosquitto and wait until it accepts connections."""
         binary = shutil.which(self.executable)
