@@ -692,6 +692,8 @@ class Driven:
     online_s: float
     rss_before_storm_kb: int
     rss_after: dict[str, int]
+    # The same for the server's ingest process (--ingest own), else empty.
+    ingest_rss_after: dict[str, int]
     sim_exit: int
     sim_summary: dict[str, Any] | None
     # Cores used by each process from the storm's start until its last dispatch.
@@ -741,6 +743,7 @@ async def drive(
             cpu.stop()
             gave_up_ms = time.time() * 1000
             rss_after = memory_kb(server.pid)
+            ingest_rss_after = memory_kb(processes.get("ingest_process", 0))
         finally:
             progress("stopping device-sim (it says goodbye for every device)")
             sim_exit = await simulator.stop(timeout_s=300)
@@ -756,6 +759,7 @@ async def drive(
         online_s,
         rss_before_storm,
         rss_after,
+        ingest_rss_after,
         sim_exit,
         simulator.summary,
         cpu.shares,
@@ -827,7 +831,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         **figures_,
         "storm_dispatched_to_carer": sum(1 for a, _ in decided.values() if a == "dispatched"),
         "storm_nobody_to_send": sum(1 for a, _ in decided.values() if a == "nobody_to_send"),
-        "server_rss_mb": round(run.rss_after.get("VmHWM", 0) / 1024, 1),
+        # With ingest in its own process the server is both: the sum of their peaks.
+        "server_rss_mb": round(
+            (run.rss_after.get("VmHWM", 0) + run.ingest_rss_after.get("VmHWM", 0)) / 1024, 1
+        ),
+        "server_rss_main_process_mb": round(run.rss_after.get("VmHWM", 0) / 1024, 1),
+        "server_rss_ingest_process_mb": round(run.ingest_rss_after.get("VmHWM", 0) / 1024, 1),
         "server_rss_now_mb": round(run.rss_after.get("VmRSS", 0) / 1024, 1),
         "server_rss_before_storm_mb": round(run.rss_before_storm_kb / 1024, 1),
         "server_rss_sampled_peak_mb": round(peak_during / 1024, 1),
