@@ -4,6 +4,8 @@ at once, a child that dies is started again, and no child outlives its server.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import os
 import signal
 import sys
@@ -18,7 +20,9 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
 from callcenter.ingest.process import IngestProcess, stats_document, stats_from
+from callcenter.ingest.protocol import EventKind
 from callcenter.ingest.service import IngestStats
+from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
 from tests.desk_support import count, desk_config
 from tests.ingest_support import eventually, publish_events
@@ -183,3 +187,47 @@ def test_counters_cross_the_pipe_unchanged() -> None:
     document = stats_document(stats)
     assert stats_from(document) == stats
     assert stats_from({**document, "something_new": 1}) == stats
+
+
+async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that thousands of events committed together (a backlog the broker held
+    while no ingest ran) reach the engine's prompt as one report, longer than asyncio's
+    default line limit of 64 kB, and the server's side keeps running."""
+    if not seeded_database_url.startswith("sqlite"):
+        pytest.skip("one database is enough for the pipe")
+    config = _config(broker, topic_prefix, seeded_database_url)
+    config = config.model_copy(
+        update={"ingest": config.ingest.model_copy(update={"max_batch": 10_000})}
+    )
+    async with running_server(config, SystemClock()) as server:
+        assert isinstance(server.ingest, IngestProcess)
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)
+        sizes: list[int] = []  # of each report, in bytes as the child wrote it
+
+        async def note(stored: list[StoredEvent]) -> None:
+            report = {"stored": [dataclasses.astuple(event) for event in stored]}
+            sizes.append(len(json.dumps(report, separators=(",", ":"))))
+
+        server.ingest.on_events(note)
+        first = server.ingest.pid
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+
+        async def gone() -> bool:
+            return not server.ingest.connected.is_set()
+
+        await eventually(gone, within_s=10, what="the server noticed the child died")
+        # Long ids (64 characters, the most allowed) make long reports.
+        events = [("H0001", "CB-H0001", f"low-battery-{n:05d}".ljust(64, "x")) for n in range(4000)]
+        await publish_events(
+            broker.host, broker.port, topic_prefix, events, kind=EventKind.LOW_BATTERY
+        )
+
+        async def all_told() -> bool:
+            return server.ingest.stats.events_stored >= len(events)
+
+        await eventually(all_told, within_s=60, what="every event stored by the new child")
+        assert max(sizes) > 64 * 1024, f"no report long enough to test with: {sizes[:20]}"
+        assert server.ingest.connected.is_set() and server.ingest.starts == 2

@@ -51,6 +51,9 @@ REPORT_EVERY_S = 1.0
 STOP_WITHIN_S = 30.0
 # A child that lived at least this long starts again after the shortest wait.
 _STEADY_S = 60.0
+# Longest line the child may write: a commit of ingest.max_batch (at most 100,000)
+# events is about 6 MB; asyncio's default of 64 kB would end the pipe at ~1,000.
+_LINE_LIMIT = 32 * 1024 * 1024
 
 
 def stats_document(stats: IngestStats) -> dict[str, Any]:
@@ -100,7 +103,11 @@ class IngestProcess:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             started = loop.time()
-            code = await self._run_child()
+            try:
+                code = await self._run_child()
+            except OSError as error:  # e.g. no processes left to start one with
+                log.error("cannot start the ingest process: %s", error)
+                code = None
             self.connected.clear()
             if self._stopping.is_set():
                 log.info("ingest process stopped (exit code %s)", code)
@@ -129,6 +136,7 @@ class IngestProcess:
             # Ctrl-C in a terminal reaches the whole process group; the child stops
             # when the server closes its input, so it needs no signal of its own.
             start_new_session=True,
+            limit=_LINE_LIMIT,
         )
         self._process = process
         self.pid = process.pid
