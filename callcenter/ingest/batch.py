@@ -44,10 +44,9 @@ class Limits:
 
 
 # A device's last_seen_at in the database is refreshed at most this often when nothing
-# else about it changed (online, battery): otherwise every heartbeat would rewrite its
-# device row, 1,700 rows a second at 100,000 devices, each holding up the call engine's
-# writes. The exact time stays in memory, where offline detection reads it.
-LIVENESS_WRITE_INTERVAL = timedelta(minutes=5)
+# else about it changed: under load every event and heartbeat would otherwise rewrite
+# its device row. The exact time stays in memory, where offline detection reads it.
+LIVENESS_WRITE_INTERVAL = timedelta(seconds=10)
 
 
 @dataclass
