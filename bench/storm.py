@@ -238,24 +238,27 @@ port = 0
     return path
 
 
+def _stat(pid: int | str) -> list[str]:
+    """/proc/PID/stat after the command name (field 3 on), empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def cpu_ticks(pid: int) -> int:
     """User plus system CPU time a process has used, in clock ticks (0 once it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0
-    return int(fields[11]) + int(fields[12])
+    fields = _stat(pid)
+    return int(fields[11]) + int(fields[12]) if fields else 0
 
 
 def children_of(pid: int) -> list[int]:
     """The processes whose parent is ``pid`` (the server's ingest process)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
+    return [
+        int(entry.name)
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (fields := _stat(entry.name)) and int(fields[1]) == pid
+    ]
 
 
 class CpuShares:

@@ -4,8 +4,6 @@ at once, a child that dies is started again, and no child outlives its server.""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import json
 import os
 import signal
 import sys
@@ -15,11 +13,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from callcenter.app import running_server
+from callcenter.app import Running, running_server
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
-from callcenter.ingest.process import IngestProcess, stats_document, stats_from
+from callcenter.ingest.process import (
+    IngestProcess,
+    report_line,
+    stats_document,
+    stats_from,
+    stored_report,
+)
 from callcenter.ingest.protocol import EventKind
 from callcenter.ingest.service import IngestStats
 from callcenter.ingest.writer import StoredEvent
@@ -42,6 +46,22 @@ def _config(broker: EmbeddedBroker, prefix: str, database_url: str) -> Config:
         event_poll_s=_NO_POLLING,
     )
     return base.model_copy(update={"ingest": base.ingest.model_copy(update={"own_process": True})})
+
+
+async def _kill_child(server: Running) -> int:
+    """SIGKILL the server's ingest process once it is connected; its pid, once the
+    server has noticed."""
+    assert isinstance(server.ingest, IngestProcess)
+    await asyncio.wait_for(server.ingest.connected.wait(), 30)
+    child = server.ingest.pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+
+    async def gone() -> bool:
+        return not server.ingest.connected.is_set()
+
+    await eventually(gone, within_s=10, what="the server noticed the child died")
+    return child
 
 
 def _alive(pid: int) -> bool:
@@ -98,16 +118,7 @@ async def test_a_child_that_dies_is_started_again_and_nothing_is_lost(
     none was running become calls once it is back (the broker kept them)."""
     config = _config(broker, topic_prefix, seeded_database_url)
     async with running_server(config, SystemClock()) as server:
-        assert isinstance(server.ingest, IngestProcess)
-        await asyncio.wait_for(server.ingest.connected.wait(), 30)
-        first = server.ingest.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-
-        async def gone() -> bool:
-            return not server.ingest.connected.is_set()
-
-        await eventually(gone, within_s=10, what="the server noticed the child died")
+        first = await _kill_child(server)
         await publish_events(
             broker.host,
             broker.port,
@@ -202,23 +213,13 @@ async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
         update={"ingest": config.ingest.model_copy(update={"max_batch": 10_000})}
     )
     async with running_server(config, SystemClock()) as server:
-        assert isinstance(server.ingest, IngestProcess)
-        await asyncio.wait_for(server.ingest.connected.wait(), 30)
         sizes: list[int] = []  # of each report, in bytes as the child wrote it
 
         async def note(stored: list[StoredEvent]) -> None:
-            report = {"stored": [dataclasses.astuple(event) for event in stored]}
-            sizes.append(len(json.dumps(report, separators=(",", ":"))))
+            sizes.append(len(report_line(stored_report(stored))))
 
         server.ingest.on_events(note)
-        first = server.ingest.pid
-        assert first is not None
-        os.kill(first, signal.SIGKILL)
-
-        async def gone() -> bool:
-            return not server.ingest.connected.is_set()
-
-        await eventually(gone, within_s=10, what="the server noticed the child died")
+        await _kill_child(server)
         # Long ids (64 characters, the most allowed) make long reports.
         events = [("H0001", "CB-H0001", f"low-battery-{n:05d}".ljust(64, "x")) for n in range(4000)]
         await publish_events(

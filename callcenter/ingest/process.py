@@ -56,6 +56,16 @@ _STEADY_S = 60.0
 _LINE_LIMIT = 32 * 1024 * 1024
 
 
+def report_line(report: dict[str, Any]) -> bytes:
+    """One report as the child writes it: compact JSON and a newline."""
+    return json.dumps(report, separators=(",", ":")).encode() + b"\n"
+
+
+def stored_report(events: list[StoredEvent]) -> dict[str, Any]:
+    """The report of the events one commit added."""
+    return {"stored": [dataclasses.astuple(event) for event in events]}
+
+
 def stats_document(stats: IngestStats) -> dict[str, Any]:
     """The counters as JSON-ready data."""
     document = dataclasses.asdict(stats)
@@ -212,11 +222,11 @@ class _Reports:
 
     def _send(self, report: dict[str, Any]) -> None:
         if not self._writer.is_closing():
-            self._writer.write(json.dumps(report, separators=(",", ":")).encode() + b"\n")
+            self._writer.write(report_line(report))
 
     async def stored(self, events: list[StoredEvent]) -> None:
         """Ingest listener: the events a commit added, for the engine's prompt."""
-        self._send({"stored": [dataclasses.astuple(event) for event in events]})
+        self._send(stored_report(events))
 
     def state(self) -> None:
         """Whether ingest is connected, and its counters."""
