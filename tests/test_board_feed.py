@@ -132,8 +132,11 @@ async def test_a_press_acknowledge_and_resolve_reach_the_board_in_order(api: Api
             "call_id": call_id,
             "state": "resolved",
         }
-        freed = await until(ws, "carers", seen=seen)
-        assert all(c["call_id"] != call_id for c in freed["carers"])
+        # A carers read begun before the resolve may still arrive after ``closed``;
+        # the one after it (at most 250 ms on) shows the carer free of the call.
+        await until(
+            ws, "carers", lambda m: all(c["call_id"] != call_id for c in m["carers"]), seen=seen
+        )
     assert [m["seq"] for m in seen] == list(range(1, len(seen) + 1))
 
 
