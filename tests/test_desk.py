@@ -575,15 +575,21 @@ async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
                 m.Timer.call_id == call_id, m.Timer.step == "unacknowledged"
             ),
         )
-        raw = sqlite3.connect(make_url(seeded_database_url).database or "")
-        with raw:
-            raw.execute(
-                "INSERT INTO timers (call_id, step, due_at, state)"
-                " SELECT 999999, 'unacknowledged', due_at, 'pending' FROM timers"
-                " WHERE call_id = ? AND step = 'unacknowledged'",
-                (call_id,),
-            )
-        raw.close()
+
+        def write_broken_timer() -> None:
+            raw = sqlite3.connect(make_url(seeded_database_url).database or "")
+            with raw:
+                raw.execute(
+                    "INSERT INTO timers (call_id, step, due_at, state)"
+                    " SELECT 999999, 'unacknowledged', due_at, 'pending' FROM timers"
+                    " WHERE call_id = ? AND step = 'unacknowledged'",
+                    (call_id,),
+                )
+            raw.close()
+
+        # On a thread of its own: while it waits for the server's write lock, the server
+        # (on this event loop) must be able to go on and commit.
+        await asyncio.to_thread(write_broken_timer)
         clock.advance(due_at - clock.now() + timedelta(seconds=1))
         server.desk.timers_changed.set()
 

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.ingest.batch import BatchPlan
-from callcenter.store.db import write_turn
+from callcenter.store.db import write_locked, write_turn
 from callcenter.store.models import Base
 
 _events = Base.metadata.tables["device_events"]
@@ -61,7 +61,9 @@ class EventWriter:
     """Commits batch plans: new events, dead letters and device liveness together."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        # It writes from its first statement, so it may as well take the write lock as it
+        # begins: on SQLite its statements then run without trips to a worker thread.
+        self._engine = write_locked(engine)
         self._insert_events = _insert_new_events(engine.dialect.name)
 
     async def write(self, plan: BatchPlan) -> list[StoredEvent]:

@@ -50,7 +50,7 @@ def _sqlite_begin(connection: Any) -> None:
     # read: otherwise another writer committing in between makes SQLite refuse the
     # upgrade (SQLITE_BUSY_SNAPSHOT). BEGIN IMMEDIATE is SQLite's "lock the call row".
     immediate = connection.get_execution_options().get(WRITE_LOCKED, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    connection.exec_driver_sql(sqlite_calls.BEGIN_WRITING if immediate else "BEGIN")
 
 
 # Execution option: transactions on this engine take the write lock at once (SQLite).
@@ -60,7 +60,8 @@ WRITE_LOCKED = "callcenter_write_locked"
 def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created.
 
-    SQLite statements go to the connection's worker thread in one trip each (see
+    SQLite statements go to the connection's worker thread in one trip each, and run on
+    the event loop's thread while their transaction holds the write lock (see
     store/sqlite_calls.py). ``inline`` makes every SQLite call on the event loop's own
     thread instead: no trips at all, but a wait for a lock another process holds would
     stall the whole loop. Only for a database file no other process uses, such as the
