@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -10,11 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callcenter.domain import dispatch
 from callcenter.domain.dispatch import (
     SERVICE_CIRCLE_S,
     CarerSnapshot,
     CarerState,
     Destination,
+    Ranking,
     Tier,
     assess,
     rank_carers,
@@ -298,3 +301,76 @@ def test_ranking_is_filtered_and_sorted(
     assert keys == sorted(keys)
     inside = [c.within_circle for c in ranked]
     assert inside == sorted(inside, reverse=True)  # nobody inside the circle after one outside
+
+
+# Carers of a district standing at a few spots (most at their station), some sharing a
+# code's sort position with others through equal travel times.
+SPOTS = st.sampled_from([0.0, 400.0, 2_500.0, 3_000.0, 7_000.0])
+STANDING_CARERS = st.builds(
+    carer,
+    st.integers(1, 60),
+    station=st.sampled_from([HOME_STATION, BACKUP_STATION, OTHER_STATION]),
+    metres=st.one_of(SPOTS, st.floats(0, 8_000)),
+    transport=st.sampled_from(list(Transport)),
+    state=st.sampled_from([CarerState.FREE, CarerState.FREE, CarerState.DISPATCHED]),
+    skills=st.frozensets(st.sampled_from(["lift", "nurse"])),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    carers=st.lists(STANDING_CARERS, max_size=40, unique_by=lambda c: c.id),
+    skills=st.frozensets(st.sampled_from(["lift"])),
+    circle_s=st.sampled_from([SERVICE_CIRCLE_S, 300.0, 600.0]),
+    read=st.integers(0, 45),
+)
+def test_ranking_read_in_part_or_whole_is_every_carer_assessed_and_sorted(
+    carers: list[CarerSnapshot], skills: frozenset[str], circle_s: float, read: int
+) -> None:
+    """Test that the ranking a decision reads (dispatch.Ranking, put in order only as far
+    as it is read) gives what assessing every eligible carer and sorting them gives, in
+    part and in whole, read once or again."""
+    everyone = sorted(
+        (
+            assess(c, DESTINATION, circle_s=circle_s)
+            for c in carers
+            if c.state is CarerState.FREE and skills <= c.skills
+        ),
+        key=lambda c: c.sort_key(),
+    )
+    ranking = Ranking(carers, DESTINATION, skills=skills, circle_s=circle_s)
+    assert list(itertools.islice(ranking, read)) == everyone[:read]
+    assert list(ranking) == everyone
+    assert rank_carers(carers, DESTINATION, skills=skills, circle_s=circle_s) == everyone
+
+
+def test_ranking_measures_once_per_spot_and_makes_only_the_candidates_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Test that ranking a thousand carers standing at three stations measures three
+    distances, and that reading the best two makes two candidates, not a thousand."""
+    measured: list[tuple[Place, Place]] = []
+    made: list[CarerSnapshot] = []
+    real_distance, real_candidate = dispatch.distance_m, dispatch.Candidate
+
+    def counted_distance(a: Place, b: Place) -> float:
+        measured.append((a, b))
+        return real_distance(a, b)
+
+    def counted_candidate(carer: CarerSnapshot, *args: Any) -> Any:
+        made.append(carer)
+        return real_candidate(carer, *args)
+
+    monkeypatch.setattr(dispatch, "distance_m", counted_distance)
+    monkeypatch.setattr(dispatch, "Candidate", counted_candidate)
+    stations = [(HOME_STATION, 2_000.0), (BACKUP_STATION, 600.0), (OTHER_STATION, 300.0)]
+    carers = [
+        carer(n, station=station, metres=metres)
+        for n in range(1, 1_001)
+        for station, metres in [stations[n % 3]]
+    ]
+    best = list(itertools.islice(Ranking(carers, DESTINATION), 2))
+    assert len(measured) == 3
+    assert len(made) == 2
+    # Home station first within the circle, nearer or not; the lowest codes first.
+    assert [c.carer.code for c in best] == ["C003", "C006"]

@@ -15,7 +15,7 @@ picked the call up, and the call then shows "dispatched" while still unowned.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,8 +256,9 @@ class Situation:
     # Age, mobility and care notes of each resident, for the dispatch page.
     resident_notes: tuple[ResidentNote, ...] = ()
     desk_phone: str = ""
-    # Free carers, already ranked best first (see dispatch.rank_carers).
-    candidates: tuple[Candidate, ...] = ()
+    # Free carers, ranked best first (see dispatch.rank_carers; a dispatch.Ranking works
+    # them out only as far as they are read).
+    candidates: Iterable[Candidate] = ()
     # Carers on this call (to stand them down), the household's station leads, its
     # family in calling order, and the supervisors on duty.
     assigned: tuple[Person, ...] = ()

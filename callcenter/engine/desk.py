@@ -43,7 +43,7 @@ from callcenter.domain.calls import (
     decide,
     open_call,
 )
-from callcenter.domain.dispatch import CarerSnapshot, CarerState, assess, rank_carers
+from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
 from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
@@ -192,13 +192,11 @@ class Desk:
             # Families ring the desk, or their station when the district has no desk line.
             desk_phone=self._settings.desk_phone
             or registry.stations[household.home_station_id].phone,
-            candidates=tuple(
-                rank_carers(
-                    free,
-                    household.destination(),
-                    skills=skills,
-                    circle_s=self._settings.service_circle_s,
-                )
+            candidates=Ranking(
+                free,
+                household.destination(),
+                skills=skills,
+                circle_s=self._settings.service_circle_s,
             ),
             assigned=tuple(registry.carers[c].person() for c in on_call if c in registry.carers),
             station_leads=registry.station_leads.get(household.home_station_id, ()),
