@@ -221,3 +221,35 @@ async def test_a_text_in_doubt_that_went_out_in_a_bundle_is_not_sent_again(
     await _drain(server, clock)
     assert len(fake_of(server).sent_to(OTHER_PHONE)) == 1
     assert await _rows(server, [first, second]) == [("sent", sent.ref, 2)] * 2
+
+
+async def test_a_text_in_doubt_sent_ahead_counts_against_the_limit_of_those_after_it(
+    desk: tuple[Running, ManualClock],
+) -> None:
+    """Test that a text in doubt (its sending cut short), sent again ahead of others
+    waiting for the same phone, counts against the phone's limit: the limit reached,
+    those after it are held rather than bundled past it, though the phone's recent texts
+    were read for the whole batch before it went out."""
+    server, clock = desk
+    await _queue(server, clock, *[(SUPERVISOR, f"notice {n}", False) for n in (1, 2)])
+    await _drain(server, clock)
+    clock.advance(timedelta(seconds=5))
+    doubt, *after = await _queue(
+        server, clock, *[(SUPERVISOR, f"notice {n}", False) for n in (3, 4, 5)]
+    )
+    async with server.desk.transaction() as session:
+        await session.execute(
+            m.OutboxItem.__table__.update()
+            .where(m.OutboxItem.id == doubt)
+            .values(attempts=1, sending_since=clock.now() - timedelta(seconds=1))
+        )
+    await _drain(server, clock)
+    assert [msg.body for msg in fake_of(server).sent_to(SUPERVISOR)] == [
+        "notice 1",
+        "notice 2",
+        "notice 3",
+    ]
+    assert [(state, attempts) for state, _, attempts in await _rows(server, after)] == [
+        ("pending", 0),
+        ("pending", 0),
+    ]

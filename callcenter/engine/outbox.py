@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import aiomqtt
-from sqlalchemy import String, cast, func, select, update
+from sqlalchemy import String, bindparam, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import Clock
@@ -46,6 +46,51 @@ from callcenter.store import models as m
 log = logging.getLogger("callcenter.outbox")
 
 _BATCH = 100
+
+# The statements claiming a row, built once (building them anew, as ORM statements, cost
+# more than running them): the outbox table itself, not its ORM class.
+_outbox = m.Base.metadata.tables["outbox"]
+_CALL_OF_ITEM = select(_outbox.c.call_id).where(_outbox.c.id == bindparam("p_item"))
+_ITEM = (
+    select(
+        _outbox.c.id,
+        _outbox.c.call_id,
+        _outbox.c.channel,
+        _outbox.c.recipient,
+        _outbox.c.address,
+        _outbox.c.body,
+        _outbox.c.guard,
+        _outbox.c.state,
+        _outbox.c.attempts,
+        _outbox.c.next_attempt_at,
+        _outbox.c.sending_since,
+    )
+    .where(_outbox.c.id == bindparam("p_item"))
+    .with_for_update()
+)
+_CLAIM = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("p_item"))
+    .values(
+        attempts=bindparam("p_attempts"),
+        next_attempt_at=bindparam("p_next"),
+        sending_since=bindparam("p_since"),
+    )
+)
+_SKIP = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("p_item"))
+    .values(state=m.OutboxState.SKIPPED.value, done_at=bindparam("p_now"))
+)
+_NOT_SENT = (
+    update(_outbox)
+    .where(_outbox.c.id == bindparam("p_item"))
+    .values(
+        state=m.OutboxState.FAILED.value,
+        done_at=bindparam("p_now"),
+        last_error=bindparam("p_error"),
+    )
+)
 # Phones (or devices) served at the same time (config: calls.outbox_lanes): each waits
 # on the network and on its turn at the database, and in a storm the pages must not
 # queue behind each other's waits.
@@ -263,9 +308,9 @@ class OutboxRelay:
         settled = 0
         turns = asyncio.Semaphore(self._lanes)
 
-        async def lane(rows: list[_Due]) -> int:
+        async def lane(rows: list[_Due], recent: list[datetime] | None) -> int:
             async with turns:
-                return await self._deliver_lane(rows)
+                return await self._deliver_lane(rows, recent)
 
         while self._senders and not self._stopping.is_set():
             async with AsyncSession(self._engine) as session:
@@ -303,8 +348,17 @@ class OutboxRelay:
             lanes: dict[tuple[str, str], list[_Due]] = {}
             for row in due:
                 lanes.setdefault((row.channel, row.address), []).append(row)
+            # What each phone was sent lately, read for all of them at once.
+            recent: dict[str, list[datetime]] = {}
+            if self._text_limit is not None:
+                phones_due = [address for channel, address in lanes if channel == repository.SMS]
+                recent = await self._recent_texts(phones_due, self._text_limit)
             done = await asyncio.gather(
-                *(lane(rows) for rows in lanes.values()), return_exceptions=True
+                *(
+                    lane(rows, recent.get(address, []) if channel == repository.SMS else None)
+                    for (channel, address), rows in lanes.items()
+                ),
+                return_exceptions=True,
             )
             settled += sum(n for n in done if isinstance(n, int))
             failures = [e for e in done if isinstance(e, BaseException)]
@@ -316,8 +370,9 @@ class OutboxRelay:
                 break
         return settled
 
-    async def _deliver_lane(self, due: list[_Due]) -> int:
-        """Deliver one phone's (or device's) due rows, in order."""
+    async def _deliver_lane(self, due: list[_Due], recent: list[datetime] | None) -> int:
+        """Deliver one phone's (or device's) due rows, in order; ``recent``: when the
+        phone was last texted, as read before the lane began (None: not read)."""
         settled = 0
         handled: set[int] = set()
         for row in due:
@@ -328,18 +383,26 @@ class OutboxRelay:
             if self._text_limit is None or row.channel != repository.SMS or row.in_doubt:
                 handled.add(row.id)
                 settled += await self._deliver(row.id)
+                recent = None  # it may have gone out: read again before weighing the rest
                 continue
             # Everything waiting for this phone is weighed together against its limit.
             group = [r for r in due if not r.in_doubt and r.id not in handled]
             handled.update(r.id for r in group)
-            settled += await self._deliver_limited(group, self._text_limit)
+            if recent is None:
+                recent = (await self._recent_texts([row.address], self._text_limit)).get(
+                    row.address, []
+                )
+            settled += await self._deliver_limited(group, self._text_limit, recent)
         return settled
 
-    async def _deliver_limited(self, group: list[_Due], limit: TextLimit) -> int:
+    async def _deliver_limited(
+        self, group: list[_Due], limit: TextLimit, recent: list[datetime]
+    ) -> int:
         """Texts waiting for one phone: one by one within its limit; over it, bundled into
-        one text; at it, held until the window frees, except that a page never waits."""
+        one text; at it, held until the window frees, except that a page never waits.
+        ``recent``: when the phone's latest texts within the window went out, newest
+        first."""
         address = group[0].address
-        recent = await self._recent_texts(address, limit)
         if len(recent) + len(group) <= limit.count:
             settled = 0
             for row in group:
@@ -372,28 +435,34 @@ class OutboxRelay:
             return 0
         return await self._deliver_bundle([row.id for row in group])
 
-    async def _recent_texts(self, address: str, limit: TextLimit) -> list[datetime]:
-        """When the latest ``limit.count`` texts (a bundle is one) to ``address`` went out
-        within the window, newest first."""
+    async def _recent_texts(
+        self, addresses: Sequence[str], limit: TextLimit
+    ) -> dict[str, list[datetime]]:
+        """For each phone of ``addresses`` texted within the window, when its latest
+        ``limit.count`` texts (a bundle is one) went out, newest first; one read for all."""
+        if not addresses:
+            return {}
         since = self._clock.now() - timedelta(seconds=limit.window_s)
         sent_at = func.max(m.OutboxItem.done_at)
         # One text per provider reference (a bundle's rows share it); a row without one
         # (a sender that gives none) is a text of its own.
         text = func.coalesce(m.OutboxItem.provider_ref, cast(m.OutboxItem.id, String))
         async with AsyncSession(self._engine) as session:
-            found = await session.scalars(
-                select(sent_at)
+            found = await session.execute(
+                select(m.OutboxItem.address, sent_at)
                 .where(
                     m.OutboxItem.channel == repository.SMS,
-                    m.OutboxItem.address == address,
+                    m.OutboxItem.address.in_(addresses),
                     m.OutboxItem.state == m.OutboxState.SENT,
                     m.OutboxItem.done_at > since,
                 )
-                .group_by(text)
-                .order_by(sent_at.desc())
-                .limit(limit.count)
+                .group_by(m.OutboxItem.address, text)
             )
-            return [moment for moment in found.all() if moment is not None]
+            recent: dict[str, list[datetime]] = {}
+            for address, moment in found.all():
+                if moment is not None:
+                    recent.setdefault(address, []).append(moment)
+        return {a: sorted(moments, reverse=True)[: limit.count] for a, moments in recent.items()}
 
     async def _deliver_bundle(self, item_ids: list[int]) -> int:
         """Claim each row (under its own call's lock), then send those still wanted to
@@ -462,9 +531,7 @@ class OutboxRelay:
 
     async def _claim(self, item_id: int) -> OutboxMessage | None:
         async def work(session: AsyncSession) -> OutboxMessage | None:
-            call_id = await session.scalar(
-                select(m.OutboxItem.call_id).where(m.OutboxItem.id == item_id)
-            )
+            call_id = await session.scalar(_CALL_OF_ITEM, {"p_item": item_id})
             call = None
             household = ""
             if call_id is not None:
@@ -474,22 +541,14 @@ class OutboxRelay:
                 call = await repository.load(session, call_id, registry.carer_codes, lock=True)
                 if call is not None and call.household_id in registry.households:
                     household = registry.households[call.household_id].code
-            item = (
-                await session.scalars(
-                    select(m.OutboxItem)
-                    .where(m.OutboxItem.id == item_id)
-                    .with_for_update()
-                    .execution_options(populate_existing=True)
-                )
-            ).one_or_none()
+            item = (await session.execute(_ITEM, {"p_item": item_id})).one_or_none()
             now = self._clock.now()
             # Another relay (a concurrent drain, another instance) may have claimed it
             # since it was selected: its next attempt is then no longer due.
             if item is None or item.state != m.OutboxState.PENDING or item.next_attempt_at > now:
                 return None
             if call is not None and not still_wanted(call, item.guard):
-                item.state = m.OutboxState.SKIPPED
-                item.done_at = now
+                await session.execute(_SKIP, {"p_item": item_id, "p_now": now})
                 log.info(
                     "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
                     item.id,
@@ -516,18 +575,27 @@ class OutboxRelay:
                 await phones.find(session, item.address) if item.channel == repository.SMS else None
             )
             if broken is not None:
-                item.state = m.OutboxState.FAILED
-                item.done_at = now
-                item.last_error = f"not sent: {broken.why()}"
+                error = f"not sent: {broken.why()}"
+                await session.execute(
+                    _NOT_SENT, {"p_item": item_id, "p_now": now, "p_error": error}
+                )
                 log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
                 self.failed += 1
                 return replace(message, blocked=broken.why())
             in_doubt_since = item.sending_since
-            item.attempts += 1
-            item.next_attempt_at = now + retry_delay(item.attempts, self._retry_max_s)
-            # Kept from the earliest attempt still in doubt, so a later check covers it.
-            item.sending_since = in_doubt_since or now
-            return replace(message, attempt=item.attempts, in_doubt_since=in_doubt_since)
+            attempt = item.attempts + 1
+            await session.execute(
+                _CLAIM,
+                {
+                    "p_item": item_id,
+                    "p_attempts": attempt,
+                    "p_next": now + retry_delay(attempt, self._retry_max_s),
+                    # Kept from the earliest attempt still in doubt, so a later check
+                    # covers it.
+                    "p_since": in_doubt_since or now,
+                },
+            )
+            return replace(message, attempt=attempt, in_doubt_since=in_doubt_since)
 
         return await self._desk.perform_together(work)
 
@@ -705,9 +773,7 @@ class OutboxRelay:
             )
 
         async def write(session: AsyncSession) -> None:
-            await session.execute(
-                update(m.OutboxItem).where(m.OutboxItem.id == message.id).values(values)
-            )
+            await session.execute(update(_outbox).where(_outbox.c.id == message.id).values(values))
             if phone_problem is not None and error is not None:
                 # Nothing more is sent to it, and its carer is not paged, until lifted.
                 await phones.mark(
