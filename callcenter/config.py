@@ -222,7 +222,12 @@ class IngestConfig(_Section):
         3, ge=1, description="missed heartbeats after which a device is declared offline"
     )
     registry_refresh_s: float = Field(
-        30.0, gt=0, description="how often the device registry is reloaded from the database"
+        30.0,
+        gt=0,
+        description=(
+            "how often ingest looks whether the district's registry changed, and then reads "
+            "its devices again (every time with broker.shared_group)"
+        ),
     )
     own_process: bool = Field(
         False,

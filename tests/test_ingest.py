@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.config import Config
 from callcenter.ingest.protocol import (
     Channel,
     DeadLetterReason,
@@ -25,7 +26,7 @@ from callcenter.ingest.protocol import (
     topic_for,
 )
 from callcenter.store.db import create_engine
-from callcenter.store.models import DeadLetter, Device, DeviceEvent
+from callcenter.store.models import DeadLetter, Device, DeviceEvent, Household
 from tests.ingest_support import (
     eventually,
     ingest_config,
@@ -252,6 +253,50 @@ async def test_last_will_and_silence_take_devices_offline(
         ("device_offline", "heartbeats_missed"),
     ]
     assert battery == 42
+
+
+async def test_ingest_reads_its_devices_again_when_the_registry_changed(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that ingest alone on its subscription keeps the devices it read (and what it
+    knows of their liveness) until the district's registry changes, then reads them
+    again: a device moved to another household is known there; ingest instances sharing
+    the subscription read them again every ``ingest.registry_refresh_s``, each to learn
+    what the others heard."""
+    timing = {"heartbeat_interval_s": 0.4, "registry_refresh_s": 0.2}  # looks every 0.2 s
+    config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix, **timing)
+    engine = create_engine(seeded_database_url)
+    try:
+        async with running_ingest(config, seeded_database_url) as ingest:
+            read = ingest.registry
+            await asyncio.sleep(1.5)
+            assert ingest.registry is read, "read again with nothing changed"
+            async with engine.begin() as connection:
+                elsewhere = await connection.scalar(
+                    select(Household.id).where(Household.code == "H0002")
+                )
+                await connection.execute(
+                    update(Device).where(Device.serial == "CB-H0001").values(household_id=elsewhere)
+                )
+
+            async def moved() -> bool:
+                device = ingest.registry.get("CB-H0001")
+                return device is not None and device.household_code == "H0002"
+
+            await eventually(moved, within_s=10, what="the moved device read again")
+
+        sharing = Config.model_validate(
+            config.model_dump() | {"broker": config.broker.model_dump() | {"shared_group": "g"}}
+        )
+        async with running_ingest(sharing, seeded_database_url) as ingest:
+            read = ingest.registry
+
+            async def read_again() -> bool:
+                return ingest.registry is not read
+
+            await eventually(read_again, within_s=10, what="the devices read again")
+    finally:
+        await engine.dispose()
 
 
 async def test_sqlite_is_in_wal_mode(seeded_database_url: str) -> None:

@@ -35,7 +35,7 @@ from callcenter.ingest.batch import (
 )
 from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
 from callcenter.ingest.protocol import DeadLetterReason, subscription
-from callcenter.ingest.registry import DeviceRegistry, load_devices
+from callcenter.ingest.registry import DeviceRegistry, load_devices, registry_version
 from callcenter.ingest.writer import EventWriter, StoredEvent
 
 log = logging.getLogger("callcenter.ingest")
@@ -112,6 +112,8 @@ class Ingest:
         self._listening_since: datetime | None = None
         self._next_housekeeping = 0.0
         self._next_registry_reload = 0.0
+        # The district registry's version when the devices were last read (None: unknown).
+        self._registry_version: int | None = None
         self.stats = IngestStats()
         self.connected = asyncio.Event()
 
@@ -352,6 +354,8 @@ class Ingest:
         while True:
             try:
                 async with self._engine.connect() as connection:
+                    # The version first: a change made during the read moves it past this.
+                    version = await registry_version(connection)
                     devices = await load_devices(connection)
             except (OperationalError, DBAPIError, OSError) as error:
                 wait = next(delays)
@@ -360,9 +364,26 @@ class Ingest:
                 continue
             self._registry = DeviceRegistry(devices)
             self._registry_loaded = True
+            self._registry_version = version
             self._next_registry_reload = time.monotonic() + self._config.ingest.registry_refresh_s
             log.info("device registry loaded: %d devices", len(self._registry))
             return
+
+    async def _registry_stale(self) -> bool:
+        """Whether the devices must be read again. A lone ingest writes every device's
+        liveness itself, so only a change to the registry (a device added, moved or
+        removed: the district's registry version) is news. Instances sharing the
+        subscription (``broker.shared_group``) each hear only some devices, and read
+        everything again to learn what the others heard. Reading 100,000 devices again
+        every ``ingest.registry_refresh_s`` had kept two copies of them in memory."""
+        if self._config.broker.shared_group or self._registry_version is None:
+            return True
+        try:
+            async with self._engine.connect() as connection:
+                return await registry_version(connection) != self._registry_version
+        except (OperationalError, DBAPIError, OSError) as error:
+            log.warning("cannot read the registry version (%s); reading the devices", error)
+            return True
 
     async def _housekeeping(self) -> None:
         """Declare silent devices offline; pick up registry changes."""
@@ -389,4 +410,9 @@ class Ingest:
                 )
                 await self._notify(stored)
         if time.monotonic() >= self._next_registry_reload:
-            await self.load_registry()
+            if await self._registry_stale():
+                await self.load_registry()
+            else:
+                self._next_registry_reload = (
+                    time.monotonic() + self._config.ingest.registry_refresh_s
+                )
