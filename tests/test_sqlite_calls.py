@@ -17,6 +17,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callcenter.store.db import WRITE_LOCKED, create_engine
+from tests.loop_support import loop_ticks
 
 # Another process: takes SQLite's write lock itself (no write turn), says so, holds it
 # for the given seconds and lets go.
@@ -97,25 +98,15 @@ async def test_a_writer_waiting_for_the_lock_waits_off_the_loop(
     )
     assert locker.stdout is not None
     assert await asyncio.wait_for(locker.stdout.readline(), 30) == b"locked\n"
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    ticking = asyncio.create_task(tick())
     try:
-        asked = time.monotonic()
-        async with engine.connect() as connection:
+        async with loop_ticks() as ticks, engine.connect() as connection:
+            asked = time.monotonic()
             await connection.execution_options(**{WRITE_LOCKED: True})
             async with connection.begin():
                 waited = time.monotonic() - asked
                 await connection.execute(text("INSERT INTO notes (body) VALUES ('after')"))
                 assert await on_thread(connection) == threading.get_ident()
         assert waited > 0.5, f"the transaction began after {waited:.2f} s, inside the lock"
-        assert ticks >= 10, "the event loop stalled while the writer waited for the lock"
+        assert ticks.count >= 10, "the event loop stalled while the writer waited for the lock"
     finally:
-        ticking.cancel()
         await locker.wait()

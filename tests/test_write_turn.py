@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from callcenter.store.db import create_engine, write_turn
+from tests.loop_support import loop_ticks
 
 # Another process: takes the write turn on the database, says so, holds it for the
 # given seconds, says it let go.
@@ -47,26 +48,17 @@ async def test_a_writer_waits_for_another_process_s_turn_without_stalling_the_lo
     url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
     holder = await _holder(url, 1.5)
     engine = create_engine(url)
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    ticking = asyncio.create_task(tick())
     try:
-        asked = time.monotonic()
-        async with write_turn(engine):
-            waited = time.monotonic() - asked
-            assert holder.stdout is not None
-            # The holder has let go (it says so right after its turn ends).
-            assert await asyncio.wait_for(holder.stdout.readline(), 5) == b"released\n"
+        async with loop_ticks() as ticks:
+            asked = time.monotonic()
+            async with write_turn(engine):
+                waited = time.monotonic() - asked
+                assert holder.stdout is not None
+                # The holder has let go (it says so right after its turn ends).
+                assert await asyncio.wait_for(holder.stdout.readline(), 5) == b"released\n"
         assert waited > 0.5, f"the turn began after {waited:.2f} s, inside the other's"
-        assert ticks >= 10, "the event loop stalled while waiting for the other process"
+        assert ticks.count >= 10, "the event loop stalled while waiting for the other process"
     finally:
-        ticking.cancel()
         await holder.wait()
         await engine.dispose()
     assert (tmp_path / "shared.db-write-turn").exists()
