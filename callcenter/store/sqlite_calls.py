@@ -17,7 +17,7 @@ the passive kind, which waits for nobody). Only ``BEGIN IMMEDIATE`` itself may w
 whoever holds the lock now, and it waits on the worker thread. In a storm of presses the
 write lock, passed between the engine, the outbox and ingest in its own process, was
 busy all the time, and most of each holder's time was spent on the trips; without them
-a press was dispatched in a third of the time.
+a press was decided within 0.6 s at the 99th percentile instead of 2.9 s.
 
 ``InlineConnection`` makes every call on the event loop's own thread: no trips even to
 begin, but a wait for a lock held by another process stalls the loop, so it is only for
