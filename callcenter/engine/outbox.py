@@ -389,6 +389,9 @@ class OutboxRelay:
             group = [r for r in due if not r.in_doubt and r.id not in handled]
             handled.update(r.id for r in group)
             if recent is None:
+                # A text sent just before is marked sent in the background: once marked,
+                # it is among the phone's recent texts.
+                await asyncio.gather(*self._marking, return_exceptions=True)
                 recent = (await self._recent_texts([row.address], self._text_limit)).get(
                     row.address, []
                 )
