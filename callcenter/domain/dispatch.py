@@ -120,8 +120,9 @@ class Ranking:
     """The carers ``rank_carers`` lists, in its order, but put in order only as far as
     they are read: a decision reads the first one or two of them.
 
-    Every free carer's place in the order is worked out (the distance once for each spot
-    carers stand at, and most stand at their station), but only those read are taken off
+    Every free carer's place in the order is worked out (the distance and travel time
+    once for each spot carers stand at and way they travel: most stand at their
+    station), but only those read are taken off
     a heap and made candidates. With a thousand free carers across a district, assessing
     and sorting them all for every call had been two thirds of a storm's decisions."""
 
@@ -136,10 +137,12 @@ class Ranking:
     ) -> None:
         needed = frozenset(skills)
         door = destination.place
-        distances: dict[Place, float] = {}
+        # Distance and travel time from each spot, by each way of travelling, worked out
+        # once: most carers stand at their station, and a station's go alike.
+        ways: dict[tuple[float, float, Transport], tuple[float, float]] = {}
         # (the sort key, the carer's order given, for ties as a stable sort has them;
         # then what its candidate is made of)
-        heap: list[tuple[tuple[bool, int, float, str], int, CarerSnapshot, Tier, float]] = []
+        heap: list[tuple[tuple[bool, Tier, float, str], int, CarerSnapshot, float]] = []
         for order, carer in enumerate(carers):
             if (
                 carer.state is not CarerState.FREE
@@ -148,13 +151,15 @@ class Ranking:
                 or carer.id in exclude
             ):
                 continue
-            distance = distances.get(carer.position)
-            if distance is None:
-                distance = distances[carer.position] = distance_m(carer.position, door)
-            travel = travel_time_over(distance, carer.transport)
-            tier = tier_of(carer, destination)
-            key = (not travel <= circle_s, int(tier), travel, carer.code)
-            heap.append((key, order, carer, tier, distance))
+            place = carer.position
+            way = (place.lat, place.lon, carer.transport)
+            known = ways.get(way)
+            if known is None:
+                distance = distance_m(place, door)
+                known = ways[way] = (travel_time_over(distance, carer.transport), distance)
+            travel, distance = known
+            key = (not travel <= circle_s, tier_of(carer, destination), travel, carer.code)
+            heap.append((key, order, carer, distance))
         heapq.heapify(heap)
         self._heap = heap
         self._read: list[Candidate] = []
@@ -165,7 +170,7 @@ class Ranking:
             if at == len(self._read):
                 if not self._heap:
                     return
-                key, _, carer, tier, distance = heapq.heappop(self._heap)
-                self._read.append(Candidate(carer, tier, key[2], not key[0], distance))
+                key, _, carer, distance = heapq.heappop(self._heap)
+                self._read.append(Candidate(carer, key[1], key[2], not key[0], distance))
             yield self._read[at]
             at += 1
