@@ -479,8 +479,8 @@ class CallsConfig(_Section):
         ge=1,
         le=64,
         description=(
-            "phones (and devices) the outbox serves at the same time; each one's messages "
-            "still go out one after another, in order"
+            "texts (and device commands) the outbox sends at the same time; each phone's "
+            "messages still go out one after another, in order"
         ),
     )
     policies: dict[Annotated[str, AfterValidator(_known_call_type)], PolicyConfig] = Field(

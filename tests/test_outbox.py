@@ -167,11 +167,18 @@ class HeldPhone:
     channel: str = "sms"
     sent: list[tuple[str, str]] = field(default_factory=list)
     let_go: asyncio.Event = field(default_factory=asyncio.Event)
+    out: int = 0  # texts being sent now
+    most_out: int = 0
 
     async def send(self, message: OutboxMessage) -> str:
-        if message.address == self.held:
-            await self.let_go.wait()
-        self.sent.append((message.address, message.body))
+        self.out += 1
+        self.most_out = max(self.most_out, self.out)
+        try:
+            if message.address == self.held:
+                await self.let_go.wait()
+            self.sent.append((message.address, message.body))
+        finally:
+            self.out -= 1
         return f"ref-{message.id}"
 
 
@@ -180,7 +187,8 @@ async def test_a_phone_that_hangs_holds_up_only_its_own_texts(
 ) -> None:
     """Test the outbox lanes: while a text to one phone hangs, the texts to other phones
     queued after it go out; the phone's own second text waits for its first and follows
-    it in order; with a single lane everything waits behind the hanging text."""
+    it in order; with a single lane one text is out at a time, so what had not gone
+    before the hanging text waits behind it."""
     config = desk_config(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
@@ -227,11 +235,56 @@ async def test_a_phone_that_hangs_holds_up_only_its_own_texts(
                 }
             else:
                 await asyncio.sleep(0.5)
-                assert texts.sent == []  # one lane: all behind the hanging text
+                assert texts.out == 1  # the hanging text, and nothing beside it
             texts.let_go.set()
             assert await asyncio.wait_for(draining, 10) == 4
+            if lanes == 1:
+                assert texts.most_out == 1
+            else:
+                assert texts.most_out > 1
             slow = [body for address, body in texts.sent if address == "+8613800000001"]
             assert slow == ["first to the slow phone", "second to the slow phone"]
+
+
+@dataclass
+class ClaimsSeen:
+    """An SMS channel that notes, at each send, how many of the due texts were claimed."""
+
+    server: Running
+    channel: str = "sms"
+    claimed_at_send: list[int] = field(default_factory=list)
+
+    async def send(self, message: OutboxMessage) -> str:
+        claimed = await rows(self.server, select(m.OutboxItem.id).where(m.OutboxItem.attempts > 0))
+        self.claimed_at_send.append(len(claimed))
+        return f"ref-{message.id}"
+
+
+async def test_a_batch_of_due_texts_is_claimed_together_and_sent_a_lane_at_a_time(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that the texts due for many phones are all claimed before the first is sent
+    (their claims share the write turn), and that ``lanes`` bounds only the sends: with
+    one lane they go out one at a time, each claimed once."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
+        async with server.desk.transaction() as session:
+            await session.execute(
+                insert(m.OutboxItem),
+                [
+                    _text_row(f"operator:test{n}", f"+86138000001{n:02d}", f"text {n}", clock.now())
+                    for n in range(20)
+                ],
+            )
+        texts = ClaimsSeen(server)
+        relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts}, lanes=1)
+        assert await relay.drain() == 20
+        assert texts.claimed_at_send == [20] * 20
+        assert await _outbox(server) == [(f"operator:test{n}", "sent", 1) for n in range(20)]
 
 
 class SlowMarks(OutboxRelay):

@@ -57,9 +57,10 @@ T = TypeVar("T")
 
 # Attempts at a decision that lost a race for a carer (PostgreSQL, several writers).
 _RACE_RETRIES = 5
-# Small writes sharing one transaction at most (perform_together): enough for every
-# lane of the outbox to claim or settle at once, few enough to keep the turn brief.
-_TOGETHER = 32
+# Small writes sharing one transaction at most (perform_together): enough for the claims
+# of a whole batch of the outbox's due texts (100) at once, few enough to keep the turn
+# brief.
+_TOGETHER = 128
 
 
 def _carer_taken(error: IntegrityError) -> bool:

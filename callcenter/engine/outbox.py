@@ -91,9 +91,9 @@ _NOT_SENT = (
         last_error=bindparam("p_error"),
     )
 )
-# Phones (or devices) served at the same time (config: calls.outbox_lanes): each waits
-# on the network and on its turn at the database, and in a storm the pages must not
-# queue behind each other's waits.
+# Texts (and device commands) out to their provider at the same time (config:
+# calls.outbox_lanes): each waits on the network, and in a storm the pages must not queue
+# behind each other's waits. Each phone's texts still go one after another, in order.
 LANES = 16
 
 # Starts a dispatch page sent again while an earlier attempt may have arrived.
@@ -244,7 +244,8 @@ class OutboxRelay:
     ) -> None:
         self._engine = engine
         self._text_limit = text_limit
-        self._lanes = max(1, lanes)
+        # Texts (and device commands) out to their provider at the same time.
+        self._sending = asyncio.Semaphore(max(1, lanes))
         self._desk = desk
         self._clock = clock
         self._senders = dict(senders)
@@ -306,11 +307,13 @@ class OutboxRelay:
 
     async def _drain(self) -> int:
         settled = 0
-        turns = asyncio.Semaphore(self._lanes)
 
         async def lane(rows: list[_Due], recent: list[datetime] | None) -> int:
-            async with turns:
-                return await self._deliver_lane(rows, recent)
+            # Every phone's lane at once: their claims share the transactions waiting for
+            # the write turn together (Desk.perform_together), and only the sends wait
+            # for one of the ``calls.outbox_lanes`` places. With each lane claiming and
+            # sending in turn, a storm's pages had waited a write turn per 16 of them.
+            return await self._deliver_lane(rows, recent)
 
         while self._senders and not self._stopping.is_set():
             async with AsyncSession(self._engine) as session:
@@ -501,7 +504,8 @@ class OutboxRelay:
         )
         sender = self._senders[lead.channel]
         try:
-            answer = await sender.send(text)
+            async with self._sending:
+                answer = await sender.send(text)
         except Exception as error:
             failure = (
                 error
@@ -617,7 +621,8 @@ class OutboxRelay:
         still_in_doubt = False
         if message.in_doubt_since is not None and isinstance(sender, Reconciler):
             try:
-                found = await sender.find_sent(message, message.in_doubt_since)
+                async with self._sending:
+                    found = await sender.find_sent(message, message.in_doubt_since)
             except Exception as error:  # SendError, or a sender bug: the question is open
                 why = error.detail if isinstance(error, SendError) else repr(error)
                 if message.carer_id is None:
@@ -656,7 +661,8 @@ class OutboxRelay:
                     await self._settle(message, None, receipt)
                     return 1
         try:
-            answer = await sender.send(message)
+            async with self._sending:
+                answer = await sender.send(message)
         except SendError as error:
             await self._settle(message, error, still_in_doubt=still_in_doubt)
             if error.permanent:
