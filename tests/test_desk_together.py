@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import ManualClock
 from callcenter.domain.policy import PolicyBook
-from callcenter.engine.desk import Desk, DeskSettings
+from callcenter.engine.desk import TOGETHER_AT_MOST, Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import CURSOR
 from callcenter.store import models as m
@@ -113,14 +113,14 @@ async def test_writes_asked_for_after_a_group_began_go_in_the_next(database_url:
     desk = _desk(engine)
     sessions: list[AsyncSession] = []
     try:
-        names = [f"n{n:03d}" for n in range(80)]
+        names = [f"n{n:03d}" for n in range(TOGETHER_AT_MOST * 5 // 2)]
         results = await asyncio.gather(
             *(desk.perform_together(_writes(name, sessions)) for name in names)
         )
         assert results == names
         assert await _names(engine) == names
         if engine.dialect.name == "sqlite":
-            assert 3 <= len({id(s) for s in sessions}) < 80
+            assert 3 <= len({id(s) for s in sessions}) < len(names)
     finally:
         await engine.dispose()
 

@@ -60,7 +60,7 @@ _RACE_RETRIES = 5
 # Small writes sharing one transaction at most (perform_together): enough for the claims
 # of a whole batch of the outbox's due texts (100) at once, few enough to keep the turn
 # brief.
-_TOGETHER = 128
+TOGETHER_AT_MOST = 128
 
 
 def _carer_taken(error: IntegrityError) -> bool:
@@ -379,8 +379,8 @@ class Desk:
         write turn is ours (so whatever asked meanwhile comes along)."""
 
         def take() -> None:
-            taken[:] = self._together[:_TOGETHER]
-            del self._together[:_TOGETHER]
+            taken[:] = self._together[:TOGETHER_AT_MOST]
+            del self._together[:TOGETHER_AT_MOST]
 
         async def group(session: AsyncSession) -> list[Any]:
             if not taken:  # (a retry after a lost race keeps the same group)
