@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import insert, select, update
 
 from callcenter.app import Running
@@ -308,6 +309,59 @@ class SlowMarks(OutboxRelay):
         if error is None and message.id == self.slow_row:
             await self.let_go.wait()
         await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+
+
+class FailingMark(OutboxRelay):
+    """A relay whose marking of one row as sent fails (the database refusing it)."""
+
+    failing_row: int = 0
+
+    async def _settle(
+        self,
+        message: OutboxMessage,
+        error: SendError | None,
+        receipt: Any = None,
+        *,
+        still_in_doubt: bool = False,
+    ) -> None:
+        if error is None and message.id == self.failing_row:
+            raise RuntimeError("the mark could not be written")
+        await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+
+
+async def test_a_mark_that_failed_while_its_lane_went_on_is_reported(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a sent row whose mark fails in the background, while its lane sends the
+    next text, makes the relay's pass fail (logged, the pass tried again) rather than
+    vanishing; the row stays in doubt, to be checked with the provider."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
+        async with server.desk.transaction() as session:
+            ids = (
+                await session.scalars(
+                    insert(m.OutboxItem).returning(m.OutboxItem.id),
+                    [
+                        _text_row("operator:test", "+8613800000001", body, clock.now())
+                        for body in ("first", "second")
+                    ],
+                )
+            ).all()
+        relay = FailingMark(server.engine, server.desk, clock, {"sms": HeldPhone(held="")})
+        relay.failing_row = min(ids)
+        with pytest.raises(RuntimeError, match="could not be written"):
+            await relay.drain()
+        in_doubt = await rows(
+            server,
+            select(m.OutboxItem.state, m.OutboxItem.sending_since.is_not(None)).where(
+                m.OutboxItem.id == min(ids)
+            ),
+        )
+        assert [tuple(row) for row in in_doubt] == [("pending", True)]
 
 
 async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(

@@ -295,15 +295,23 @@ class OutboxRelay:
         return settled
 
     async def _marks_written(self) -> list[BaseException]:
-        """Wait for the marks of sent rows still being written; the errors among them."""
-        done = await asyncio.gather(*self._marking, return_exceptions=True)
+        """Wait for the marks of sent rows still being written; the errors among them
+        and among the marks that failed since the last look."""
+        marks = list(self._marking)
+        done = await asyncio.gather(*marks, return_exceptions=True)
+        self._marking.difference_update(marks)
         return [e for e in done if isinstance(e, BaseException)]
 
     def _mark_sent(self, message: OutboxMessage, receipt: Receipt | None) -> None:
         """Mark ``message`` sent, without holding up its lane (see ``drain``)."""
         marking = asyncio.create_task(self._settle(message, None, receipt))
         self._marking.add(marking)
-        marking.add_done_callback(self._marking.discard)
+        marking.add_done_callback(self._mark_done)
+
+    def _mark_done(self, marking: asyncio.Task[None]) -> None:
+        # A mark that failed stays until drain's end reports it (rather than vanishing).
+        if marking.cancelled() or marking.exception() is None:
+            self._marking.discard(marking)
 
     async def _drain(self) -> int:
         settled = 0
@@ -394,7 +402,8 @@ class OutboxRelay:
             if recent is None:
                 # A text sent just before is marked sent in the background: once marked,
                 # it is among the phone's recent texts.
-                await asyncio.gather(*self._marking, return_exceptions=True)
+                if self._marking:  # (waited for, not taken: drain reports their errors)
+                    await asyncio.wait(list(self._marking))
                 recent = (await self._recent_texts([row.address], self._text_limit)).get(
                     row.address, []
                 )
