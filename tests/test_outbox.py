@@ -4,6 +4,7 @@ and lanes: one phone's texts in order, different phones side by side."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -290,11 +291,12 @@ async def test_a_batch_of_due_texts_is_claimed_together_and_sent_a_lane_at_a_tim
         assert await _outbox(server) == [(f"operator:test{n}", "sent", 1) for n in range(20)]
 
 
-class SlowMarks(OutboxRelay):
-    """A relay whose marking of one row as sent waits until let go."""
+class MarkHook(OutboxRelay):
+    """A relay that awaits ``before_mark`` before marking row ``row`` as sent: one that
+    waits makes the mark slow, one that raises makes it fail."""
 
-    slow_row: int = 0
-    let_go: asyncio.Event
+    row: int = 0
+    before_mark: Callable[[], Awaitable[object]]
 
     async def _settle(
         self,
@@ -304,8 +306,8 @@ class SlowMarks(OutboxRelay):
         *,
         still_in_doubt: bool = False,
     ) -> None:
-        if error is None and message.id == self.slow_row:
-            await self.let_go.wait()
+        if error is None and message.id == self.row:
+            await self.before_mark()
         await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
 
 
@@ -325,22 +327,8 @@ async def _two_texts_to_one_phone(server: Running, clock: ManualClock) -> list[i
         )
 
 
-class FailingMark(OutboxRelay):
-    """A relay whose marking of one row as sent fails (the database refusing it)."""
-
-    failing_row: int = 0
-
-    async def _settle(
-        self,
-        message: OutboxMessage,
-        error: SendError | None,
-        receipt: Any = None,
-        *,
-        still_in_doubt: bool = False,
-    ) -> None:
-        if error is None and message.id == self.failing_row:
-            raise RuntimeError("the mark could not be written")
-        await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+async def _mark_refused() -> None:
+    raise RuntimeError("the mark could not be written")
 
 
 async def test_a_mark_that_failed_while_its_lane_went_on_is_reported(
@@ -356,8 +344,8 @@ async def test_a_mark_that_failed_while_its_lane_went_on_is_reported(
     async with running_desk(config, clock) as server:
         server.relay.stop()  # this test drives its own relay with its own SMS channel
         ids = await _two_texts_to_one_phone(server, clock)
-        relay = FailingMark(server.engine, server.desk, clock, {"sms": HeldPhone(held="")})
-        relay.failing_row = min(ids)
+        relay = MarkHook(server.engine, server.desk, clock, {"sms": HeldPhone(held="")})
+        relay.row, relay.before_mark = min(ids), _mark_refused
         with pytest.raises(RuntimeError, match="could not be written"):
             await relay.drain()
         in_doubt = await rows(
@@ -382,8 +370,9 @@ async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(
         server.relay.stop()  # this test drives its own relay with its own SMS channel
         ids = await _two_texts_to_one_phone(server, clock)
         texts = TextMessages()
-        relay = SlowMarks(server.engine, server.desk, clock, {"sms": texts})
-        relay.slow_row, relay.let_go = min(ids), asyncio.Event()
+        let_go = asyncio.Event()
+        relay = MarkHook(server.engine, server.desk, clock, {"sms": texts})
+        relay.row, relay.before_mark = min(ids), let_go.wait
         draining = asyncio.create_task(relay.drain())
 
         async def both_sent() -> bool:
@@ -393,7 +382,7 @@ async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(
         assert [t.body for t in texts.sent] == ["first", "second"]
         await asyncio.sleep(0.2)
         assert not draining.done()  # the first row's mark is not written yet
-        relay.let_go.set()
+        let_go.set()
         assert await asyncio.wait_for(draining, 10) == 2
         states = await rows(server, select(m.OutboxItem.state).where(m.OutboxItem.id.in_(ids)))
         assert [s for (s,) in states] == [m.OutboxState.SENT, m.OutboxState.SENT]

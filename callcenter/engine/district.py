@@ -109,20 +109,11 @@ class Registry:
     version: int | None = None
 
 
-async def registry_version(session: AsyncSession) -> int | None:
-    """The district registry's version now (bumped by the database on every change);
-    None if its row is missing, and then every look re-reads the registry."""
-    version = await session.scalar(
-        select(m.RegistryVersion.version).where(m.RegistryVersion.id == 1)
-    )
-    return None if version is None else int(version)
-
-
 async def load_registry(session: AsyncSession) -> Registry:
     """Read stations, carers, households with residents/contacts/devices, and supervisors."""
     # The version first: a change committed while the rest is read then shows as a newer
     # version at the next look, and is read again; never the other way round.
-    registry = Registry(version=await registry_version(session))
+    registry = Registry(version=await m.registry_version(session))
     for s in (await session.scalars(select(m.Station))).all():
         registry.stations[s.id] = StationInfo(
             s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id, s.phone
@@ -308,7 +299,7 @@ class District:
         wanted = self._generation
         async with AsyncSession(self._engine) as session:
             known = None if self._registry is None else self._registry.version
-            if known is not None and await registry_version(session) == known:
+            if known is not None and await m.registry_version(session) == known:
                 return False
             self._keep(await load_registry(session), wanted)
         self.reloads += 1

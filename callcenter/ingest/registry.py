@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callcenter.store.db import in_slices
-from callcenter.store.models import Device, Household, RegistryVersion
+from callcenter.store.models import Device, Household
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,6 @@ _QUERY = select(
     Device.last_seen_at,
     Device.battery_pct,
 ).join(Household, Device.household_id == Household.id)
-
-
-async def registry_version(connection: AsyncConnection) -> int | None:
-    """The district registry's version now (bumped by database triggers when a device's
-    serial, kind or household changes, or a household's; see store/models.py), or None
-    if its row is missing."""
-    version = await connection.scalar(
-        select(RegistryVersion.version).where(RegistryVersion.id == 1)
-    )
-    return None if version is None else int(version)
 
 
 async def load_devices(

@@ -35,8 +35,9 @@ from callcenter.ingest.batch import (
 )
 from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
 from callcenter.ingest.protocol import DeadLetterReason, subscription
-from callcenter.ingest.registry import DeviceRegistry, load_devices, registry_version
+from callcenter.ingest.registry import DeviceRegistry, load_devices
 from callcenter.ingest.writer import EventWriter, StoredEvent
+from callcenter.store.models import registry_version
 
 log = logging.getLogger("callcenter.ingest")
 

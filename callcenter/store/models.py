@@ -28,9 +28,11 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    select,
     text,
 )
 from sqlalchemy import DateTime as _DateTime
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -584,6 +586,13 @@ class RegistryVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+
+
+async def registry_version(reader: AsyncSession | AsyncConnection) -> int | None:
+    """The district registry's version now; None if its row is missing, and then every
+    look reads the registry again (the desk's registry and ingest's devices alike)."""
+    version = await reader.scalar(select(RegistryVersion.version).where(RegistryVersion.id == 1))
+    return None if version is None else int(version)
 
 
 class WelfareState(enum.StrEnum):
