@@ -4,20 +4,27 @@ and lanes: one phone's texts in order, different phones side by side."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, StandDown
 from callcenter.domain.policy import Milestone
-from callcenter.engine.outbox import OutboxMessage, OutboxRelay, SendError, still_wanted
+from callcenter.engine.outbox import (
+    OutboxMessage,
+    OutboxRelay,
+    Receipt,
+    SendError,
+    still_wanted,
+)
+from callcenter.engine.repository import ClaimedPage
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar
 from tests.ingest_support import eventually, publish_events
@@ -386,3 +393,166 @@ async def test_a_lane_goes_on_while_its_last_text_is_marked_sent(
         assert await asyncio.wait_for(draining, 10) == 2
         states = await rows(server, select(m.OutboxItem.state).where(m.OutboxItem.id.in_(ids)))
         assert [s for (s,) in states] == [m.OutboxState.SENT, m.OutboxState.SENT]
+
+
+class ClaimsCounted(OutboxRelay):
+    """A relay that counts the rows it claims from the outbox."""
+
+    claims: int = 0
+
+    async def _claim(self, item_id: int) -> OutboxMessage | None:
+        self.claims += 1
+        return await super()._claim(item_id)
+
+
+async def _row(server: Running, item_id: int) -> tuple[Any, ...]:
+    found = await rows(
+        server,
+        select(
+            m.OutboxItem.state, m.OutboxItem.attempts, m.OutboxItem.sending_since.is_not(None)
+        ).where(m.OutboxItem.id == item_id),
+    )
+    return tuple(found[0])
+
+
+async def test_a_page_goes_out_claimed_by_its_decision_in_its_phones_turn(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that while the relay runs, a dispatch page is written claimed by the decision
+    that made it and sent when that commits, with no claim of the relay's own; and that
+    a page handed over while another text to the same phone is out waits for it."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test runs its own relay with its own SMS channel
+        texts = HeldPhone(held="")
+        relay = ClaimsCounted(server.engine, server.desk, clock, {"sms": texts})
+        running = asyncio.create_task(relay.run())
+        try:
+            call_id, carer_id = await _paged_call(server, broker, topic_prefix)
+            phone, code = (
+                await rows(
+                    server, select(m.Carer.phone, m.Carer.code).where(m.Carer.id == carer_id)
+                )
+            )[0]
+
+            def to_phone() -> list[str]:
+                return [body for address, body in texts.sent if address == phone]
+
+            async def sent_to_phone(count: int) -> bool:
+                return len(to_phone()) == count
+
+            await eventually(lambda: sent_to_phone(1), within_s=5, what="the page")
+            page = await scalar(
+                server, select(func.max(m.OutboxItem.id)).where(m.OutboxItem.address == phone)
+            )
+            await eventually(lambda: _marked(server, page), within_s=5, what="the page marked")
+            assert await _row(server, page) == (m.OutboxState.SENT, 1, False)
+            assert relay.claims == 0
+
+            # The carer is stood down (a text through the outbox, which hangs) and sent
+            # again: the second page waits for the stand-down to go out, then follows it.
+            texts.held = phone
+            await server.desk.command(call_id, Acknowledge(OPERATOR))
+            await server.desk.command(call_id, StandDown(OPERATOR, carer_id, "wrong carer"))
+
+            async def stand_down_out() -> bool:
+                return texts.out == 1
+
+            await eventually(stand_down_out, within_s=5, what="the stand-down being sent")
+            claims = relay.claims
+            await server.desk.dispatch(call_id, OPERATOR, code)
+            second = await scalar(
+                server, select(func.max(m.OutboxItem.id)).where(m.OutboxItem.address == phone)
+            )
+            await asyncio.sleep(0.3)
+            assert (texts.out, len(to_phone())) == (1, 1)  # the second page waits its turn
+            texts.let_go.set()
+            await eventually(lambda: sent_to_phone(3), within_s=5, what="the second page")
+            await eventually(lambda: _marked(server, second), within_s=5, what="its mark")
+            bodies = await rows(
+                server,
+                select(m.OutboxItem.body)
+                .where(m.OutboxItem.address == phone)
+                .order_by(m.OutboxItem.id),
+            )
+            assert to_phone() == [body for (body,) in bodies]  # page, stand-down, page
+            assert await _row(server, second) == (m.OutboxState.SENT, 1, False)
+            assert relay.claims == claims  # the second page was not claimed by the relay
+        finally:
+            texts.let_go.set()
+            relay.stop()
+            await asyncio.wait_for(running, 10)
+        assert server.desk.page_courier is None
+
+
+async def _marked(server: Running, item_id: int) -> bool:
+    return (await _row(server, item_id))[0] == m.OutboxState.SENT
+
+
+@dataclass
+class LostCourier:
+    """A page courier whose process dies before it sends what it was handed."""
+
+    relay: OutboxRelay
+    handed: list[int] = field(default_factory=list)
+
+    def claimed_until(self, now: datetime) -> datetime:
+        return self.relay.claimed_until(now)
+
+    def hand_over(self, pages: Sequence[ClaimedPage], household: str) -> None:
+        self.handed += [page.id for page in pages]
+
+
+@dataclass
+class ProviderLog(TextMessages):
+    """An SMS channel that can say what it took earlier: ``took`` by row id."""
+
+    took: dict[int, Receipt] = field(default_factory=dict)
+
+    async def find_sent(self, message: OutboxMessage, since: datetime) -> list[Receipt]:
+        found = self.took.get(message.id)
+        return [] if found is None else [found]
+
+
+async def test_a_page_whose_hand_over_was_lost_is_looked_for_then_sent_at_its_next_attempt(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a page written claimed whose process died before or after sending it is
+    in doubt: not due before its next attempt, then looked for at the provider; the one
+    the provider took is settled without a second text, the other is sent."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test drives its own relay with its own SMS channel
+        texts = ProviderLog()
+        relay = OutboxRelay(server.engine, server.desk, clock, {"sms": texts})
+        courier = LostCourier(relay)
+        server.desk.page_courier = courier
+        await publish_events(
+            broker.host,
+            broker.port,
+            topic_prefix,
+            [("H0010", "CB-H0010", "p1"), ("H0011", "CB-H0011", "p1")],
+        )
+
+        async def both_paged() -> bool:
+            return len(courier.handed) == 2
+
+        await eventually(both_paged, what="two pages handed over")
+        first, second = courier.handed
+        for page in (first, second):
+            assert await _row(server, page) == (m.OutboxState.PENDING, 1, True)
+        assert await relay.drain() == 0  # claimed: not due before its next attempt
+        texts.took[first] = Receipt("SM-first", "queued")
+        clock.advance(timedelta(seconds=5))
+        assert await relay.drain() == 2
+        assert [message.id for message in texts.sent] == [second]
+        assert await _row(server, first) == (m.OutboxState.SENT, 2, False)
+        assert await _row(server, second) == (m.OutboxState.SENT, 2, False)
+        refs = await rows(server, select(m.OutboxItem.provider_ref).where(m.OutboxItem.id == first))
+        assert refs == [("SM-first",)]

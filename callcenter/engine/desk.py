@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -95,6 +95,20 @@ class CarerUnavailableError(CallError):
     """The chosen carer cannot be sent: unknown, inactive, or busy on another call."""
 
 
+class PageCourier(Protocol):
+    """Sends the dispatch pages a decision wrote claimed (the outbox relay, while it
+    runs): the page goes out the moment its decision commits, with no claim of its own
+    to wait a write turn for."""
+
+    def claimed_until(self, now: datetime) -> datetime:
+        """When a page claimed ``now`` is tried again if its send was never settled."""
+        ...
+
+    def hand_over(self, pages: Sequence[repository.ClaimedPage], household: str) -> None:
+        """Send ``pages``, committed claimed (``household``: their call's, for the logs)."""
+        ...
+
+
 @dataclass(frozen=True)
 class DeskSettings:
     topic_prefix: str
@@ -144,6 +158,9 @@ class Desk:
         # The server's public address, once it listens: dispatch pages carry a signed
         # link to the carer page under it (none while it is empty).
         self.link_base = ""
+        # Who sends a decision's dispatch pages as soon as it commits (the outbox relay
+        # sets itself while it runs); without one, pages wait in the outbox for its turn.
+        self.page_courier: PageCourier | None = None
 
     # --- transactions ----------------------------------------------------------------
 
@@ -235,6 +252,7 @@ class Desk:
         household: HouseholdInfo,
         now: datetime,
     ) -> None:
+        courier = self.page_courier
         saved = await repository.save(
             session,
             before,
@@ -244,6 +262,7 @@ class Desk:
             base_unit=household.base_unit,
             topic_prefix=self._settings.topic_prefix,
             link_base=self.link_base,
+            pages_claimed_until=None if courier is None else courier.claimed_until(now),
         )
         arrived = await self._move_carers(session, before, decision.call, household, now)
         self.district.decided(session, decision.call, arrived, household.place)
@@ -328,6 +347,19 @@ class Desk:
                 if self.earliest_armed is None or earliest < self.earliest_armed:
                     self.earliest_armed = earliest
                 self.timers_changed.set()
+            if saved.pages:
+                if self.page_courier is not None:
+                    self.page_courier.hand_over(saved.pages, household.code)
+                else:
+                    # The relay stopped meanwhile: the pages are in doubt and are
+                    # checked and sent at their next attempt, as after a crash.
+                    log.warning(
+                        "call %d household %s: outbox %s claimed for a relay that has "
+                        "stopped; tried again at the next attempt",
+                        call.id,
+                        household.code,
+                        ", ".join(str(page.id) for page in saved.pages),
+                    )
             if saved.outbox:
                 self.outbox_changed.set()
 

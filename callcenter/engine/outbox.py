@@ -22,10 +22,11 @@ their time to accept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -228,8 +229,43 @@ def retry_delay(attempt: int, cap_s: float) -> timedelta:
     return timedelta(seconds=min(cap_s, 5.0 * 2 ** max(0, attempt - 1)))
 
 
+class _Turns:
+    """One turn at a time per phone (or device): its texts go out one after another, in
+    the order they took their turn, whichever way they came (a page handed over by its
+    decision, a drain's lane)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # and how many want it
+
+    def busy(self, address: str) -> bool:
+        return address in self._locks
+
+    @contextlib.asynccontextmanager
+    async def of(self, address: str) -> AsyncIterator[None]:
+        lock, wanting = self._locks.get(address, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[address] = (lock, wanting + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, wanting = self._locks[address]
+            if wanting == 1:
+                del self._locks[address]
+            else:
+                self._locks[address] = (lock, wanting - 1)
+
+
 class OutboxRelay:
-    """Sends what the desk queued, for every channel it has a sender for."""
+    """Sends what the desk queued, for every channel it has a sender for.
+
+    While it runs, it is also the desk's page courier: a dispatch page is written claimed
+    by the decision that made it and handed over when that commits, then sent at once,
+    without the round of reading due rows and claiming them that every other row waits
+    for. A page handed over is sent in its phone's turn like any other text. One whose
+    hand-over was lost (the process died first) is in doubt at its next attempt and is
+    looked for at the provider before it is sent again."""
 
     def __init__(
         self,
@@ -252,6 +288,8 @@ class OutboxRelay:
         self._retry_max_s = retry_max_s
         self._stopping = asyncio.Event()
         self._marking: set[asyncio.Task[None]] = set()  # sent rows being marked so (drain)
+        self._turns = _Turns()
+        self._handed: set[asyncio.Task[None]] = set()  # pages handed over, being sent
         self.sent = 0
         self.skipped = 0
         self.failed = 0
@@ -262,22 +300,73 @@ class OutboxRelay:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._desk.page_courier is self:  # pages decided from now on wait in the outbox
+            self._desk.page_courier = None
         self._desk.outbox_changed.set()
 
     async def run(self) -> None:
-        """Deliver until stop(), waking on new rows and when a retry falls due."""
+        """Deliver until stop(), waking on new rows and when a retry falls due; and be
+        the desk's page courier meanwhile (when there is an SMS sender)."""
         wake = self._desk.outbox_changed
-        while not self._stopping.is_set():
-            wake.clear()
-            try:
-                await self.drain()
-                upcoming = await self.next_attempt()
-            except Exception:
-                log.exception("outbox cycle failed; trying again in 1 s")
-                await asyncio.sleep(1.0)
-                continue
-            until = upcoming or self._clock.now() + timedelta(seconds=30)
-            await self._clock.sleep_until(until, wake)
+        if repository.SMS in self._senders:
+            self._desk.page_courier = self
+        try:
+            while not self._stopping.is_set():
+                wake.clear()
+                try:
+                    await self.drain()
+                    upcoming = await self.next_attempt()
+                except Exception:
+                    log.exception("outbox cycle failed; trying again in 1 s")
+                    await asyncio.sleep(1.0)
+                    continue
+                until = upcoming or self._clock.now() + timedelta(seconds=30)
+                await self._clock.sleep_until(until, wake)
+        finally:
+            if self._desk.page_courier is self:
+                self._desk.page_courier = None
+            # Pages already on their way are finished (a send is bounded by its timeout).
+            await asyncio.gather(*self._handed, return_exceptions=True)
+            await asyncio.gather(*self._marking, return_exceptions=True)
+
+    # --- pages handed over by their decision (the desk's PageCourier) ------------------
+
+    def claimed_until(self, now: datetime) -> datetime:
+        """When a page claimed at ``now`` is due again, as ``_claim`` would set it."""
+        return now + retry_delay(1, self._retry_max_s)
+
+    def hand_over(self, pages: Sequence[repository.ClaimedPage], household: str) -> None:
+        """Send pages their decision wrote claimed and has committed."""
+        for page in pages:
+            message = OutboxMessage(
+                page.id,
+                page.call_id,
+                repository.SMS,
+                page.recipient,
+                page.address,
+                page.body,
+                1,
+                household,
+                page.carer_id,
+            )
+            sending = asyncio.create_task(self._send_handed(message))
+            self._handed.add(sending)
+            sending.add_done_callback(self._handed.discard)
+
+    async def _send_handed(self, message: OutboxMessage) -> None:
+        try:
+            async with self._turns.of(message.address):
+                await self._send(message)
+        except Exception:
+            # Settling it failed: the row stays claimed and in doubt, and its next
+            # attempt looks for it at the provider before sending it again.
+            log.exception(
+                "outbox %d: page to %s (%s) could not be settled; it is looked for at the "
+                "provider and sent if need be at its next attempt",
+                message.id,
+                message.recipient,
+                message.about,
+            )
 
     async def drain(self) -> int:
         """Deliver everything due now; how many rows were settled. (Burst mode.)
@@ -321,7 +410,11 @@ class OutboxRelay:
             # the write turn together (Desk.perform_together), and only the sends wait
             # for one of the ``calls.outbox_lanes`` places. With each lane claiming and
             # sending in turn, a storm's pages had waited a write turn per 16 of them.
-            return await self._deliver_lane(rows, recent)
+            address = rows[0].address
+            if self._turns.busy(address):
+                recent = None  # a page is out to it: weigh the rest after it
+            async with self._turns.of(address):
+                return await self._deliver_lane(rows, recent)
 
         while self._senders and not self._stopping.is_set():
             async with AsyncSession(self._engine) as session:

@@ -79,6 +79,7 @@ _UPDATE_ASSIGNMENT = update(_assignments).where(
 )
 _INSERT_TIMERS = insert(_timers)
 _INSERT_OUTBOX = insert(_outbox)
+_INSERT_OUTBOX_ROW = insert(_outbox).returning(_outbox.c.id)
 
 
 async def open_calls(session: AsyncSession, household_id: int) -> list[tuple[int, CallType]]:
@@ -142,6 +143,18 @@ async def load(
 
 
 @dataclass(frozen=True)
+class ClaimedPage:
+    """A dispatch page written already claimed for its first attempt (see ``save``)."""
+
+    id: int
+    call_id: int
+    carer_id: int
+    recipient: str
+    address: str
+    body: str
+
+
+@dataclass(frozen=True)
 class Saved:
     """What a saved decision asks of the world outside the database."""
 
@@ -149,6 +162,7 @@ class Saved:
     alerts: tuple[AlertDesk, ...]
     outbox: int  # rows added to the outbox
     timers_armed: tuple[datetime, ...]
+    pages: tuple[ClaimedPage, ...] = ()  # of those rows, the pages written claimed
 
 
 def _call_values(call: Call, now: datetime) -> dict[str, Any]:
@@ -194,10 +208,18 @@ async def save(
     base_unit: str | None,
     topic_prefix: str,
     link_base: str = "",
+    pages_claimed_until: datetime | None = None,
 ) -> Saved:
     """Write the decision's call, history, carers, timers and outbox rows. With a
     ``link_base`` (the server's public address) a dispatch page carries the carer's
-    signed link to the call's carer page."""
+    signed link to the call's carer page.
+
+    With ``pages_claimed_until``, a dispatch page's row is written claimed for its first
+    attempt, as the outbox relay would claim it (one attempt counted, begun now, tried
+    again at ``pages_claimed_until`` if it was not settled by then), and returned in
+    ``Saved.pages`` for the relay to send once the transaction commits. The claim's
+    checks hold by construction here: the decision has just made the carer's
+    assignment, and ranked only carers whose phone gets texts."""
     call = decision.call
     if before == call and not decision.history and not decision.effects:
         return Saved(call.id, (), 0, ())
@@ -223,6 +245,7 @@ async def save(
     alerts: list[AlertDesk] = []
     timers: list[dict[str, Any]] = []
     outbox: list[dict[str, Any]] = []
+    pages: list[ClaimedPage] = []
     link_key: bytes | None = None
     for effect in decision.effects:
         if isinstance(effect, ArmTimer):
@@ -262,17 +285,30 @@ async def save(
                 link_key = link_key or await links.link_key(session, now)
                 url = links.link_url(link_base, link_key, call.id, effect.carer_id, now)
                 message = replace(message, facts={**message.facts, "link": url})
-            outbox.append(
-                _outbox_row(
-                    call.id,
-                    SMS,
-                    effect.to.label,
-                    effect.to.phone,
-                    render(message, effect.to.language),
-                    guard,
-                    now,
-                )
+            row = _outbox_row(
+                call.id,
+                SMS,
+                effect.to.label,
+                effect.to.phone,
+                render(message, effect.to.language),
+                guard,
+                now,
             )
+            if (
+                pages_claimed_until is not None
+                and message.kind is MessageKind.DISPATCH
+                and effect.carer_id is not None
+            ):
+                claimed = row | {
+                    "attempts": 1,
+                    "sending_since": now,
+                    "next_attempt_at": pages_claimed_until,
+                }
+                page_id = (await session.execute(_INSERT_OUTBOX_ROW, claimed)).scalar_one()
+                to = (row["recipient"], row["address"], row["body"])
+                pages.append(ClaimedPage(page_id, call.id, effect.carer_id, *to))
+                continue
+            outbox.append(row)
         elif isinstance(effect, DeviceCommand):
             if base_unit is None:
                 continue  # a household without a base unit has nothing to prompt
@@ -287,7 +323,13 @@ async def save(
         await session.execute(_INSERT_TIMERS, timers)
     if outbox:
         await session.execute(_INSERT_OUTBOX, outbox)
-    return Saved(call.id, tuple(alerts), len(outbox), tuple(t["due_at"] for t in timers))
+    return Saved(
+        call.id,
+        tuple(alerts),
+        len(outbox) + len(pages),
+        tuple(t["due_at"] for t in timers),
+        tuple(pages),
+    )
 
 
 def _outbox_row(
