@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
+from types import SimpleNamespace
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from callcenter.domain.dispatch import CarerState
+from callcenter.domain.calls import Assignment, AssignmentState, Call
+from callcenter.domain.dispatch import CarerState, by_post
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
-from callcenter.engine.district import Busy, CarerInfo, Registry, StationInfo, snapshots
+from callcenter.engine.district import (
+    Busy,
+    CarerInfo,
+    Registry,
+    StationInfo,
+    _Moment,
+    snapshots,
+)
 
 ZONE = ZoneInfo("Asia/Shanghai")
 EVERY_DAY = frozenset(range(1, 8))
@@ -95,3 +106,47 @@ def test_snapshots_say_what_on_shift_says_for_every_carer(at: datetime) -> None:
         expected[carer.id] = CarerState.FREE if works else CarerState.OFF_SHIFT
     assert states == expected
     assert CarerState.FREE in states.values() and CarerState.OFF_SHIFT in states.values()
+
+
+def test_the_free_carers_by_post_follow_the_transactions_decisions() -> None:
+    """Test that the view's free carers by post (what dispatch ranks) stay what grouping
+    its free carers anew gives, as decisions send carers, free them, and move the ones
+    who reached a door to it."""
+    found = registry(30)
+    found.stations[2] = StationInfo(2, "S2", "Station 2", Place(36.7, 101.7), None, "+8620")
+    for carer in list(found.carers.values())[::4]:
+        found.carers[carer.id] = replace(carer, station_id=2)
+    for carer in list(found.carers.values())[1::3]:
+        found.carers[carer.id] = replace(carer, transport=Transport.CAR)
+    roster = {(n, MON): RosterEntry(n, MON, True, None) for n in found.carers}
+    moment = _Moment(found, MON, {}, {}, roster, {})
+    moment.make(local(MON, 10), ZONE, HOLIDAYS)
+
+    def grouped_anew() -> set[tuple[str, ...]]:
+        return {tuple(c.code for c in group) for group in by_post(moment.free.values())}
+
+    def kept() -> set[tuple[str, ...]]:
+        return {tuple(c.code for c in group) for group in moment.free_posts()}
+
+    assert kept() == grouped_anew() and len(kept()) == 4
+    door = Place(36.65, 101.75)
+    when = local(MON, 10)
+
+    def assigned(carer_id: int, state: AssignmentState) -> Assignment:
+        code = found.carers[carer_id].code
+        return Assignment(carer_id, code, state, when, "system:engine", 60.0, when)
+
+    # Call 1 sends carers 2 and 3; then 3 declines, 2 arrives and finishes there.
+    steps = [
+        [assigned(2, AssignmentState.DISPATCHED), assigned(3, AssignmentState.DISPATCHED)],
+        [assigned(2, AssignmentState.ACCEPTED), assigned(3, AssignmentState.DECLINED)],
+        [assigned(2, AssignmentState.ON_SCENE), assigned(3, AssignmentState.DECLINED)],
+        [assigned(2, AssignmentState.FINISHED), assigned(3, AssignmentState.DECLINED)],
+    ]
+    for step, assignments in enumerate(steps):
+        call = cast(Call, SimpleNamespace(id=1, assignments=tuple(assignments)))
+        moment.note(call, [2] if step == 2 else [], door)
+        assert kept() == grouped_anew()
+    assert {2, 3} <= set(moment.free)
+    assert moment.free[2].position == door  # a post of its own now
+    assert ("C002",) in kept()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import heapq
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from callcenter.domain.geo import Place, Transport, distance_m, travel_time_over
@@ -116,15 +116,44 @@ def rank_carers(
     return list(Ranking(carers, destination, skills=skills, exclude=exclude, circle_s=circle_s))
 
 
+# Where a carer waits and how they travel (their last known spot, their way of
+# travelling, their station): carers at one post are the same distance, travel time and
+# tier from any door, so the ranking orders posts and, within a post, codes.
+Post = tuple[float, float, Transport, int]
+
+
+def post_of(carer: CarerSnapshot) -> Post:
+    return (carer.position.lat, carer.position.lon, carer.transport, carer.station_id)
+
+
+def by_post(carers: Iterable[CarerSnapshot]) -> list[list[CarerSnapshot]]:
+    """``carers`` grouped by post, each group in code order: what ``Ranking.at_posts``
+    takes."""
+    posts: dict[Post, list[CarerSnapshot]] = {}
+    for carer in carers:
+        posts.setdefault(post_of(carer), []).append(carer)
+    for group in posts.values():
+        group.sort(key=_code)
+    return list(posts.values())
+
+
+def _code(carer: CarerSnapshot) -> str:
+    return carer.code
+
+
 class Ranking:
     """The carers ``rank_carers`` lists, in its order, but put in order only as far as
     they are read: a decision reads the first one or two of them.
 
-    Every free carer's place in the order is worked out (the distance and travel time
-    once for each spot carers stand at and way they travel: most stand at their
-    station), but only those read are taken off
-    a heap and made candidates. With a thousand free carers across a district, assessing
-    and sorting them all for every call had been two thirds of a storm's decisions."""
+    Carers at one post (``post_of``) rank together: the same tier, travel time and
+    circle, then their codes. So the ranking works out where each post stands (the
+    distance once for each spot and way of travelling), keeps one carer per post on a
+    heap, the post's first who may go, and makes candidates only of those read. With a
+    thousand free carers across a district, assessing and sorting them all for every call
+    had been two thirds of a storm's decisions; ranking each of them, a tenth.
+
+    ``Ranking(carers, ...)`` groups the carers itself; ``Ranking.at_posts`` takes them
+    grouped (the desk keeps its free carers so, see engine/district.py)."""
 
     def __init__(
         self,
@@ -135,34 +164,82 @@ class Ranking:
         exclude: Collection[int] = (),
         circle_s: float = SERVICE_CIRCLE_S,
     ) -> None:
-        needed = frozenset(skills)
+        self._begin(by_post(carers), destination, skills, exclude, circle_s)
+
+    @classmethod
+    def at_posts(
+        cls,
+        posts: Iterable[Sequence[CarerSnapshot]],
+        destination: Destination,
+        *,
+        skills: Collection[str] = (),
+        exclude: Collection[int] = (),
+        circle_s: float = SERVICE_CIRCLE_S,
+    ) -> Ranking:
+        """The ranking of carers given by post: each sequence holds carers of one post
+        (``post_of``) in code order, as ``by_post`` groups them."""
+        ranking = cls.__new__(cls)
+        ranking._begin(posts, destination, skills, exclude, circle_s)
+        return ranking
+
+    def _begin(
+        self,
+        posts: Iterable[Sequence[CarerSnapshot]],
+        destination: Destination,
+        skills: Collection[str],
+        exclude: Collection[int],
+        circle_s: float,
+    ) -> None:
+        self._needed = frozenset(skills)
+        self._exclude = exclude
         door = destination.place
         # Distance and travel time from each spot, by each way of travelling, worked out
-        # once: most carers stand at their station, and a station's go alike.
+        # once: posts of different stations may stand at one spot.
         ways: dict[tuple[float, float, Transport], tuple[float, float]] = {}
-        # (the sort key, the carer's order given, for ties as a stable sort has them;
-        # then what its candidate is made of)
-        heap: list[tuple[tuple[bool, Tier, float, str], int, CarerSnapshot, float]] = []
-        for order, carer in enumerate(carers):
-            if (
-                carer.state is not CarerState.FREE
-                or carer.phone_problem
-                or not needed <= carer.skills
-                or carer.id in exclude
-            ):
+        self._posts: list[tuple[Sequence[CarerSnapshot], bool, Tier, float, float]] = []
+        # (the sort key of a post's next carer, its post, its place in the post)
+        self._heap: list[tuple[tuple[bool, Tier, float, str], int, int]] = []
+        for group in posts:
+            if not group:
                 continue
-            place = carer.position
-            way = (place.lat, place.lon, carer.transport)
+            first = group[0]
+            way = (first.position.lat, first.position.lon, first.transport)
             known = ways.get(way)
             if known is None:
-                distance = distance_m(place, door)
-                known = ways[way] = (travel_time_over(distance, carer.transport), distance)
+                distance = distance_m(first.position, door)
+                known = ways[way] = (travel_time_over(distance, first.transport), distance)
             travel, distance = known
-            key = (not travel <= circle_s, tier_of(carer, destination), travel, carer.code)
-            heap.append((key, order, carer, distance))
-        heapq.heapify(heap)
-        self._heap = heap
+            # A copy: the caller's groups change as carers are sent, and this ranking
+            # is read for the moment it was made.
+            post = (
+                tuple(group),
+                not travel <= circle_s,
+                tier_of(first, destination),
+                travel,
+                distance,
+            )
+            self._posts.append(post)
+            first_free = self._next(len(self._posts) - 1, 0)
+            if first_free is not None:
+                self._heap.append(first_free)
+        heapq.heapify(self._heap)
         self._read: list[Candidate] = []
+
+    def _next(
+        self, at_post: int, start: int
+    ) -> tuple[tuple[bool, Tier, float, str], int, int] | None:
+        """The heap entry of post ``at_post``'s first carer from ``start`` on who may go."""
+        group, outside, tier, travel, _ = self._posts[at_post]
+        for place in range(start, len(group)):
+            carer = group[place]
+            if (
+                carer.state is CarerState.FREE
+                and not carer.phone_problem
+                and self._needed <= carer.skills
+                and carer.id not in self._exclude
+            ):
+                return ((outside, tier, travel, carer.code), at_post, place)
+        return None
 
     def __iter__(self) -> Iterator[Candidate]:
         at = 0
@@ -170,7 +247,11 @@ class Ranking:
             if at == len(self._read):
                 if not self._heap:
                     return
-                key, _, carer, distance = heapq.heappop(self._heap)
-                self._read.append(Candidate(carer, key[1], key[2], not key[0], distance))
+                _, at_post, place = heapq.heappop(self._heap)
+                group, outside, tier, travel, distance = self._posts[at_post]
+                self._read.append(Candidate(group[place], tier, travel, not outside, distance))
+                following = self._next(at_post, place + 1)
+                if following is not None:
+                    heapq.heappush(self._heap, following)
             yield self._read[at]
             at += 1

@@ -193,12 +193,13 @@ class Desk:
         call: Call | None,
         household: HouseholdInfo,
         registry: Registry,
-        free: list[CarerSnapshot],
+        free: Sequence[Sequence[CarerSnapshot]],
         now: datetime,
         skills: tuple[str, ...],
     ) -> Situation:
         """What the domain needs to decide on ``call`` (None: a new one at ``household``);
-        ``free``: the carers free now, the ones dispatch may rank."""
+        ``free``: the carers free now, the ones dispatch may rank, by post
+        (``District.free_carers``)."""
         on_call = {a.carer_id for a in call.assignments} if call else set()
         return Situation(
             now=now,
@@ -210,7 +211,7 @@ class Desk:
             # Families ring the desk, or their station when the district has no desk line.
             desk_phone=self._settings.desk_phone
             or registry.stations[household.home_station_id].phone,
-            candidates=Ranking(
+            candidates=Ranking.at_posts(
                 free,
                 household.destination(),
                 skills=skills,

@@ -8,18 +8,27 @@ were last seen, the duty roster) is read fresh inside the transaction that decid
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Call, Person
-from callcenter.domain.dispatch import CarerSnapshot, CarerState, Destination
+from callcenter.domain.dispatch import (
+    CarerSnapshot,
+    CarerState,
+    Destination,
+    Post,
+    by_post,
+    post_of,
+)
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
@@ -315,11 +324,14 @@ class District:
         moment = await self._moment(session, now)
         return list(moment.everyone().values())
 
-    async def free_carers(self, session: AsyncSession, now: datetime) -> list[CarerSnapshot]:
-        """The carers ``carers`` gives as free, without the rest: what dispatch ranks.
-        (In a storm most carers are soon busy; ranking needs only the few still free.)"""
+    async def free_carers(
+        self, session: AsyncSession, now: datetime
+    ) -> list[Sequence[CarerSnapshot]]:
+        """The carers ``carers`` gives as free, without the rest, grouped by post (as
+        ``dispatch.by_post`` groups them): what dispatch ranks (``Ranking.at_posts``). In a
+        storm most carers are soon busy, and the free ones wait at a few dozen posts."""
         moment = await self._moment(session, now)
-        return list(moment.free.values())
+        return moment.free_posts()
 
     async def _moment(self, session: AsyncSession, now: datetime) -> _Moment:
         registry = await self.registry()
@@ -392,6 +404,9 @@ class _Moment:
     minute: datetime | None = None
     working: set[int] = field(default_factory=set)
     free: dict[int, CarerSnapshot] = field(default_factory=dict)
+    # The free carers by post (dispatch.by_post), made when first asked for and then
+    # kept up with ``free``.
+    posts: dict[Post, list[CarerSnapshot]] | None = None
     # Every active carer's snapshot, made only when asked for (``everyone``): a decision
     # on a new call ranks the free ones alone, and they are a few among thousands.
     made: dict[int, CarerSnapshot] | None = None
@@ -404,11 +419,35 @@ class _Moment:
             self.zone, self.holidays = zone, holidays
             self.working = working_carers(self.registry, minute, zone, holidays, self.roster)
             self.made = None
+            self.posts = None
             self.free = {}
             for carer in self.registry.carers.values():  # in the registry's order
                 if carer.id in self.working and carer.id not in self.busy:
                     self.free[carer.id] = self._snapshot(carer.id, carer)
             self.minute = minute
+
+    def free_posts(self) -> list[Sequence[CarerSnapshot]]:
+        """The free carers grouped by post, each group in code order."""
+        if self.posts is None:
+            self.posts = {post_of(group[0]): group for group in by_post(self.free.values())}
+        return list(self.posts.values())
+
+    def _free_now(self, carer_id: int, fresh: CarerSnapshot | None) -> None:
+        """``fresh`` is now carer ``carer_id``'s free snapshot (None: not free)."""
+        old = self.free.get(carer_id)
+        if fresh is None:
+            self.free.pop(carer_id, None)
+        else:
+            self.free[carer_id] = fresh
+        if self.posts is None:
+            return
+        if old is not None:
+            group = self.posts[post_of(old)]
+            group.remove(old)
+            if not group:
+                del self.posts[post_of(old)]
+        if fresh is not None:
+            bisect.insort(self.posts.setdefault(post_of(fresh), []), fresh, key=attrgetter("code"))
 
     def everyone(self) -> dict[int, CarerSnapshot]:
         """Every active carer's snapshot as of the minute last made."""
@@ -457,10 +496,7 @@ class _Moment:
             fresh = self._snapshot(carer_id, carer)
             if self.made is not None:
                 self.made[carer_id] = fresh
-            if fresh.state is CarerState.FREE:
-                self.free[carer_id] = fresh
-            else:
-                self.free.pop(carer_id, None)
+            self._free_now(carer_id, fresh if fresh.state is CarerState.FREE else None)
 
 
 def working_carers(
