@@ -6,6 +6,7 @@ import asyncio
 import json
 import sqlite3
 from datetime import timedelta
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -22,6 +23,7 @@ from callcenter.domain.calls import (
     CarerReport,
     Report,
 )
+from callcenter.engine.scheduler import Scheduler
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
 from tests.desk_support import (
@@ -604,3 +606,45 @@ async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
         escalations = [h for h in await history(server, call_id) if h.action == "escalated"]
     assert sorted(states) == [(call_id, "fired"), (999999, "pending")]
     assert [h.detail["step"] for h in escalations] == ["unacknowledged"]  # once, not twice
+
+
+async def test_timers_due_together_fire_together_each_once_in_due_order(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that the timers of six calls falling due at once each fire once, in due
+    order, and on SQLite in shared transactions of up to five rather than a write turn
+    each (on PostgreSQL one after another)."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    households = ["H0012", "H0013", "H0014", "H0015", "H0016", "H0017"]
+    async with running_desk(config, clock) as server:
+        server.scheduler.stop()  # this test fires the timers with a scheduler of its own
+        server.relay.stop()  # and nothing else writes meanwhile
+        scheduler = Scheduler(server.engine, server.desk, clock)
+        calls = []
+        for household in households:
+            await _press(broker, topic_prefix, household, "press-1")
+            calls.append(await _call_for(server, household))
+            clock.advance(timedelta(milliseconds=10))  # due one after another
+        performed = 0
+        perform = server.desk.perform
+
+        async def counted(work: Any) -> Any:
+            nonlocal performed
+            performed += 1
+            return await perform(work)
+
+        server.desk.perform = counted  # type: ignore[method-assign]
+        clock.advance(timedelta(seconds=31))  # each call's "unacknowledged" step is due
+        assert await scheduler.fire_due() == len(calls)
+        assert performed == (2 if seeded_database_url.startswith("sqlite") else len(calls))
+        escalated = await rows(
+            server,
+            select(m.CallHistory.call_id)
+            .where(m.CallHistory.action == "escalated")
+            .order_by(m.CallHistory.id),
+        )
+        assert [call_id for (call_id,) in escalated] == calls
+        assert await scheduler.fire_due() == 0
