@@ -556,3 +556,80 @@ async def test_a_page_whose_hand_over_was_lost_is_looked_for_then_sent_at_its_ne
         assert await _row(server, second) == (m.OutboxState.SENT, 2, False)
         refs = await rows(server, select(m.OutboxItem.provider_ref).where(m.OutboxItem.id == first))
         assert refs == [("SM-first",)]
+
+
+class PageMarksHeld(OutboxRelay):
+    """A relay whose marks of dispatch pages as sent wait until ``let_go``."""
+
+    let_go: asyncio.Event
+
+    async def _settle(
+        self,
+        message: OutboxMessage,
+        error: SendError | None,
+        receipt: Any = None,
+        *,
+        still_in_doubt: bool = False,
+    ) -> None:
+        if error is None and message.carer_id is not None:
+            await self.let_go.wait()
+        await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+
+
+@dataclass
+class HeldPages(TextMessages):
+    """An SMS channel on which dispatch pages hang until ``let_go``."""
+
+    let_go: asyncio.Event = field(default_factory=asyncio.Event)
+    out: int = 0
+
+    async def send(self, message: OutboxMessage) -> str:
+        self.out += 1
+        try:
+            if message.carer_id is not None:
+                await self.let_go.wait()
+            return await super().send(message)
+        finally:
+            self.out -= 1
+
+
+async def test_a_page_due_again_while_its_mark_is_written_is_not_sent_twice(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a page handed over whose send outlasts its claim, and whose mark as sent
+    is still being written when the send ends, is not claimed and sent again by the
+    relay's pass that found it due meanwhile: the pass waits for its phone's turn, then
+    for the mark, and finds the page sent."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test runs its own relay with its own SMS channel
+        texts = HeldPages()
+        relay = PageMarksHeld(server.engine, server.desk, clock, {"sms": texts})
+        relay.let_go = asyncio.Event()
+        running = asyncio.create_task(relay.run())
+        try:
+            await _paged_call(server, broker, topic_prefix)
+            page = await scalar(server, select(func.max(m.OutboxItem.id)))
+
+            async def page_out() -> bool:
+                return texts.out == 1
+
+            await eventually(page_out, within_s=5, what="the page being sent")
+            clock.advance(timedelta(seconds=6))  # its claim runs out mid-send
+            await asyncio.sleep(0.3)  # the relay's pass finds it due, waits for the turn
+            texts.let_go.set()  # the send ends; its mark is held
+            await asyncio.sleep(0.5)
+            assert [t.id for t in texts.sent] == [page]
+            relay.let_go.set()
+            await eventually(lambda: _marked(server, page), within_s=5, what="the mark")
+            await asyncio.sleep(0.3)
+            assert [t.id for t in texts.sent] == [page]
+            assert await _row(server, page) == (m.OutboxState.SENT, 1, False)
+        finally:
+            texts.let_go.set()
+            relay.let_go.set()
+            relay.stop()
+            await asyncio.wait_for(running, 10)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import socket
@@ -288,6 +289,7 @@ class OutboxRelay:
         self._retry_max_s = retry_max_s
         self._stopping = asyncio.Event()
         self._marking: set[asyncio.Task[None]] = set()  # sent rows being marked so (drain)
+        self._mark_of: dict[int, asyncio.Task[None]] = {}  # the same, by row id
         self._turns = _Turns()
         self._handed: set[asyncio.Task[None]] = set()  # pages handed over, being sent
         self.sent = 0
@@ -395,12 +397,23 @@ class OutboxRelay:
         """Mark ``message`` sent, without holding up its lane (see ``drain``)."""
         marking = asyncio.create_task(self._settle(message, None, receipt))
         self._marking.add(marking)
-        marking.add_done_callback(self._mark_done)
+        self._mark_of[message.id] = marking
+        marking.add_done_callback(functools.partial(self._mark_done, message.id))
 
-    def _mark_done(self, marking: asyncio.Task[None]) -> None:
+    def _mark_done(self, row: int, marking: asyncio.Task[None]) -> None:
+        if self._mark_of.get(row) is marking:
+            del self._mark_of[row]
         # A mark that failed stays until drain's end reports it (rather than vanishing).
         if marking.cancelled() or marking.exception() is None:
             self._marking.discard(marking)
+
+    async def _marked(self, item_id: int) -> None:
+        """Wait until row ``item_id`` is no longer being marked sent. A row due again
+        while its mark is still being written (a page handed over whose send outlasted
+        its claim) must not be claimed as if it had never gone out."""
+        marking = self._mark_of.get(item_id)
+        if marking is not None:
+            await asyncio.wait([marking])
 
     async def _drain(self) -> int:
         settled = 0
@@ -578,6 +591,7 @@ class OutboxRelay:
         settled = 0
         claimed: list[OutboxMessage] = []
         for item_id in item_ids:
+            await self._marked(item_id)
             message = await self._claim(item_id)
             if message is None:
                 settled += 1
@@ -709,6 +723,7 @@ class OutboxRelay:
         return await self._desk.perform_together(work)
 
     async def _deliver(self, item_id: int) -> int:
+        await self._marked(item_id)
         message = await self._claim(item_id)
         if message is None:
             return 1
