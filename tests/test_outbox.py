@@ -313,9 +313,12 @@ class MarkHook(OutboxRelay):
         *,
         still_in_doubt: bool = False,
     ) -> None:
-        if error is None and message.id == self.row:
+        if error is None and self.hooked(message):
             await self.before_mark()
         await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+
+    def hooked(self, message: OutboxMessage) -> bool:
+        return message.id == self.row
 
 
 async def _two_texts_to_one_phone(server: Running, clock: ManualClock) -> list[int]:
@@ -558,22 +561,16 @@ async def test_a_page_whose_hand_over_was_lost_is_looked_for_then_sent_at_its_ne
         assert refs == [("SM-first",)]
 
 
-class PageMarksHeld(OutboxRelay):
+class PageMarksHeld(MarkHook):
     """A relay whose marks of dispatch pages as sent wait until ``let_go``."""
 
-    let_go: asyncio.Event
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.let_go = asyncio.Event()
+        self.before_mark = self.let_go.wait
 
-    async def _settle(
-        self,
-        message: OutboxMessage,
-        error: SendError | None,
-        receipt: Any = None,
-        *,
-        still_in_doubt: bool = False,
-    ) -> None:
-        if error is None and message.carer_id is not None:
-            await self.let_go.wait()
-        await super()._settle(message, error, receipt, still_in_doubt=still_in_doubt)
+    def hooked(self, message: OutboxMessage) -> bool:
+        return message.carer_id is not None
 
 
 @dataclass
@@ -608,7 +605,6 @@ async def test_a_page_due_again_while_its_mark_is_written_is_not_sent_twice(
         server.relay.stop()  # this test runs its own relay with its own SMS channel
         texts = HeldPages()
         relay = PageMarksHeld(server.engine, server.desk, clock, {"sms": texts})
-        relay.let_go = asyncio.Event()
         running = asyncio.create_task(relay.run())
         try:
             await _paged_call(server, broker, topic_prefix)
