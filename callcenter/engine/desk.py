@@ -519,9 +519,9 @@ class Desk:
         or the error it failed with (one that fails takes no other along).
 
         On SQLite they share transactions (``perform_together``): with a write turn
-        each, the timers of a storm's calls, falling due a few hundred a second, fell
-        behind until the watchdog called them overdue. On PostgreSQL they are fired one
-        after another, so two timers of one call still fire in due order."""
+        each, the timers of a storm's calls, falling due as fast as its presses came,
+        fell behind until the watchdog called them overdue. On PostgreSQL they are fired
+        one after another, so two timers of one call still fire in due order."""
         if self._engine.dialect.name == "sqlite":
             results = await asyncio.gather(
                 *(self.perform_together(self._firing(timer_id)) for timer_id in timer_ids),
