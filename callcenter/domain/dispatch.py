@@ -16,6 +16,7 @@ import enum
 import heapq
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from callcenter.domain.geo import Place, Transport, distance_m, travel_time_over
 
@@ -126,19 +127,24 @@ def post_of(carer: CarerSnapshot) -> Post:
     return (carer.position.lat, carer.position.lon, carer.transport, carer.station_id)
 
 
-def by_post(carers: Iterable[CarerSnapshot]) -> list[list[CarerSnapshot]]:
-    """``carers`` grouped by post, each group in code order: what ``Ranking.at_posts``
-    takes."""
+def posts_of(carers: Iterable[CarerSnapshot]) -> dict[Post, list[CarerSnapshot]]:
+    """``carers`` grouped by post, each group in code order (``by_code``)."""
     posts: dict[Post, list[CarerSnapshot]] = {}
     for carer in carers:
         posts.setdefault(post_of(carer), []).append(carer)
     for group in posts.values():
-        group.sort(key=_code)
-    return list(posts.values())
+        group.sort(key=by_code)
+    return posts
 
 
-def _code(carer: CarerSnapshot) -> str:
-    return carer.code
+def by_post(carers: Iterable[CarerSnapshot]) -> list[list[CarerSnapshot]]:
+    """``carers`` grouped by post, each group in code order: what ``Ranking.at_posts``
+    takes."""
+    return list(posts_of(carers).values())
+
+
+# A post's carers are kept in this order.
+by_code = attrgetter("code")
 
 
 class Ranking:

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from operator import attrgetter
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -26,8 +25,9 @@ from callcenter.domain.dispatch import (
     CarerState,
     Destination,
     Post,
-    by_post,
+    by_code,
     post_of,
+    posts_of,
 )
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
@@ -429,7 +429,7 @@ class _Moment:
     def free_posts(self) -> list[Sequence[CarerSnapshot]]:
         """The free carers grouped by post, each group in code order."""
         if self.posts is None:
-            self.posts = {post_of(group[0]): group for group in by_post(self.free.values())}
+            self.posts = posts_of(self.free.values())
         return list(self.posts.values())
 
     def _free_now(self, carer_id: int, fresh: CarerSnapshot | None) -> None:
@@ -447,7 +447,7 @@ class _Moment:
             if not group:
                 del self.posts[post_of(old)]
         if fresh is not None:
-            bisect.insort(self.posts.setdefault(post_of(fresh), []), fresh, key=attrgetter("code"))
+            bisect.insort(self.posts.setdefault(post_of(fresh), []), fresh, key=by_code)
 
     def everyone(self) -> dict[int, CarerSnapshot]:
         """Every active carer's snapshot as of the minute last made."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -83,9 +84,7 @@ async def lift(session: AsyncSession, phone: str, problem: m.PhoneProblem | None
 async def find(session: AsyncSession, phone: str) -> Broken | None:
     """The mark on ``phone``, if it has one (asked before every text is sent)."""
     row = (await session.execute(_FIND, {"p_phone": phone})).one_or_none()
-    if row is None:
-        return None
-    return Broken(row.phone, m.PhoneProblem(row.problem), row.detail, row.recipient, row.since)
+    return None if row is None else _broken(row)
 
 
 async def every(session: AsyncSession) -> dict[str, Broken]:
@@ -94,5 +93,15 @@ async def every(session: AsyncSession) -> dict[str, Broken]:
     return {row.phone: _broken(row) for row in rows.all()}
 
 
-def _broken(row: m.BrokenPhone) -> Broken:
+class _Marked(Protocol):
+    """A mark as read: an ORM row, or a row of ``_FIND`` (the same columns)."""
+
+    phone: str
+    problem: str
+    detail: str
+    recipient: str
+    since: datetime
+
+
+def _broken(row: _Marked) -> Broken:
     return Broken(row.phone, m.PhoneProblem(row.problem), row.detail, row.recipient, row.since)
