@@ -233,6 +233,33 @@ class DeviceEvent(Base):
     device_time: Mapped[datetime] = mapped_column(UtcDateTime)
     received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Device time minus server time, in seconds, when the device's clock is off by more
+    # than ingest allows (docs/protocol.md, "Timestamps"); None when it was right.
+    clock_skew_s: Mapped[float | None] = mapped_column(Float)
+
+
+class EventConflict(Base):
+    """A device event whose id was already in the log with other content (a device whose
+    id counter started again): the first stays as stored, the second is kept here, and
+    an alarm among them is raised all the same under an id of the server's
+    (``raised_id``). ``digest`` tells one second content from another, so a redelivery
+    of the second is recorded once."""
+
+    __tablename__ = "event_conflicts"
+    __table_args__ = (UniqueConstraint("device_id", "event_id", "digest"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    digest: Mapped[str] = mapped_column(String(16))
+    # The event stored first under this id.
+    stored_id: Mapped[int] = mapped_column(ForeignKey("device_events.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    device_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The second, stored under the server's id because it is an alarm; None otherwise.
+    raised_id: Mapped[int | None] = mapped_column(ForeignKey("device_events.id"))
 
 
 class DeadLetter(Base):
