@@ -213,7 +213,20 @@ class IngestConfig(_Section):
         8192, ge=256, description="larger payloads are dead-lettered as too large"
     )
     max_clock_skew_s: float = Field(
-        300.0, gt=0, description="device timestamps further ahead than this are dead-lettered"
+        300.0,
+        gt=0,
+        description=(
+            "a device timestamp further ahead of the server than this means the device's "
+            "clock is wrong: the message is kept, its skew recorded, a device_clock fault raised"
+        ),
+    )
+    max_clock_lag_s: float = Field(
+        86400.0,
+        gt=0,
+        description=(
+            "a device timestamp further behind the server than this means the device's clock "
+            "is wrong (long, because a device keeps an event until the broker takes it)"
+        ),
     )
     heartbeat_interval_s: float = Field(
         60.0, gt=0, description="how often devices send a heartbeat"

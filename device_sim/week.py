@@ -40,7 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.app import Running, assembled_server
 from callcenter.clock import ManualClock
 from callcenter.config import Config
-from callcenter.domain.call_types import CallType
+from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
@@ -84,9 +84,9 @@ _RECONNECT_SPREAD_S = 30.0
 # after the outage, with the same id.
 _UNACKED_WINDOW_S = 10.0
 _OPERATOR = Actor(ActorKind.OPERATOR, "sim.operator")
-# Calls the desk settles without sending a carer.
-_DESK_JOBS = frozenset({CallType.LOW_BATTERY, CallType.DEVICE_OFFLINE})
-_ALARM_CALLS = frozenset({CallType.EMERGENCY, CallType.FALL, CallType.SERVICE_REQUEST})
+# Calls the desk settles without sending a carer: a device's trouble, not a person's alarm.
+_DESK_JOBS = frozenset(CallType) - ALARM_TYPES
+_ALARM_CALLS = ALARM_TYPES
 _PRESSES = frozenset(
     {EventKind.EMERGENCY_PRESS, EventKind.FALL_DETECTED, EventKind.SERVICE_REQUEST}
 )

@@ -69,11 +69,13 @@ async def add_test_operators(server: Running) -> None:
 
 def api_config(broker: EmbeddedBroker, prefix: str, database_url: str) -> Config:
     """The desk's test configuration. Presses are stamped with the real time while the
-    desk runs on MONDAY_MORNING, so the future-timestamp check must not apply."""
+    desk runs on MONDAY_MORNING: their clocks are not to be called wrong."""
     config = desk_config(
         host=broker.host, port=broker.port, prefix=prefix, database_url=database_url
     )
-    ingest = config.ingest.model_copy(update={"max_clock_skew_s": 100 * 365 * 86400.0})
+    ingest = config.ingest.model_copy(
+        update={"max_clock_skew_s": 100 * 365 * 86400.0, "max_clock_lag_s": 100 * 365 * 86400.0}
+    )
     return config.model_copy(update={"ingest": ingest})
 
 

@@ -34,7 +34,11 @@ def desk_config(*, host: str, port: int, prefix: str, database_url: str, **calls
             },
             # Virtual time and real device clocks drift apart: keep devices "online",
             # and accept their timestamps whichever way the two differ.
-            "ingest": {"heartbeat_interval_s": 365 * 86400.0, "max_clock_skew_s": 365 * 86400.0},
+            "ingest": {
+                "heartbeat_interval_s": 365 * 86400.0,
+                "max_clock_skew_s": 365 * 86400.0,
+                "max_clock_lag_s": 365 * 86400.0,
+            },
             "calls": {"event_poll_s": 0.2, **calls},
             "web": {"port": 0},
         }

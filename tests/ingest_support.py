@@ -124,12 +124,18 @@ async def publish_events(
     events: list[tuple[str, str, str]],
     kind: EventKind = EventKind.EMERGENCY_PRESS,
 ) -> None:
-    """Publish (household, serial, event id) events at QoS 1 from one test client."""
+    """Publish (household, serial, event id) events at QoS 1 from one test client. An
+    event published again is a device re-sending it: the same id, kind and time."""
     now_ms = int(time.time() * 1000)
     async with aiomqtt.Client(host, port) as client:
         for household, serial, event_id in events:
+            stamp = _first_stamps.setdefault((prefix, serial, event_id), now_ms)
             await client.publish(
                 topic_for(prefix, household, serial, Channel.EVENT),
-                event_payload(event_id, kind, now_ms),
+                event_payload(event_id, kind, stamp),
                 qos=1,
             )
+
+
+# (topic prefix, serial, event id) -> the time the event was first published with.
+_first_stamps: dict[tuple[str, str, str], int] = {}

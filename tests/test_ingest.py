@@ -76,8 +76,8 @@ async def test_each_dead_letter_reason_is_kept_and_ingest_keeps_running(
         (event_topic, json.dumps({"v": 1, "id": "x"}).encode(), DeadLetterReason.SCHEMA),
         (
             event_topic,
-            event_payload("future", EventKind.EMERGENCY_PRESS, _now_ms() + 86_400_000),
-            DeadLetterReason.FUTURE_TIMESTAMP,
+            b'{"v":1,"id":"nan","ts":%d,"kind":"fall_detected","data":{"g":NaN}}' % _now_ms(),
+            DeadLetterReason.MALFORMED_JSON,
         ),
         (
             topic_for(topic_prefix, "H0001", "CB-NOBODY", Channel.EVENT),

@@ -127,9 +127,48 @@ def test_heartbeat_and_status_are_parsed() -> None:
             DeadLetterReason.SCHEMA,
         ),
         (
-            event_payload("a", EventKind.CANCEL, NOW_MS + 3_600_000),
-            DeadLetterReason.FUTURE_TIMESTAMP,
+            json.dumps({"v": 1, "id": "a", "ts": -1, "kind": "cancel"}).encode(),
+            DeadLetterReason.SCHEMA,
         ),
+        (
+            json.dumps(
+                {"v": 1, "id": "srv:device_offline:1", "ts": NOW_MS, "kind": "cancel"}
+            ).encode(),
+            DeadLetterReason.SCHEMA,
+        ),
+        (
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"x":NaN}}' % NOW_MS,
+            DeadLetterReason.MALFORMED_JSON,
+        ),
+        (
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"x":-Infinity}}' % NOW_MS,
+            DeadLetterReason.MALFORMED_JSON,
+        ),
+        (
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"x":1e999}}' % NOW_MS,
+            DeadLetterReason.MALFORMED_JSON,
+        ),
+        (
+            b"\xef\xbb\xbf" + event_payload("a", EventKind.CANCEL, NOW_MS),
+            DeadLetterReason.MALFORMED_JSON,
+        ),
+        (
+            event_payload("a", EventKind.CANCEL, NOW_MS).decode().encode("utf-16"),
+            DeadLetterReason.MALFORMED_JSON,
+        ),
+        (
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"x":"\\u0000"}}' % NOW_MS,
+            DeadLetterReason.SCHEMA,
+        ),
+        (
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"\\udc00":1}}' % NOW_MS,
+            DeadLetterReason.SCHEMA,
+        ),
+        (
+            event_payload("a", EventKind.CANCEL, NOW_MS, data={"x": [[[[[[[[[1]]]]]]]]]}),
+            DeadLetterReason.SCHEMA,
+        ),
+        (b'{"v":1,"ts":%d,"rssi":-50,"battery":"\\u0000"}' % NOW_MS, DeadLetterReason.SCHEMA),
         (b"{" + b" " * 9000 + b"}", DeadLetterReason.TOO_LARGE),
     ],
 )
@@ -144,13 +183,59 @@ def test_bad_payloads_are_refused_with_their_reason(
 
 
 def test_small_clock_skew_is_tolerated() -> None:
-    """Test that a device clock a little ahead is accepted."""
+    """Test that a device clock a little ahead is accepted as right."""
     message = parse(
         "eldercare/v1/H0001/CB-H0001/event",
         event_payload("a", EventKind.CANCEL, NOW_MS + 60_000),
     )
     assert isinstance(message, DeviceEventMessage)
     assert message.device_time - NOW == timedelta(seconds=60)
+    assert message.clock_skew is None
+
+
+@pytest.mark.parametrize(
+    ("ts_ms", "skew"),
+    [
+        (NOW_MS + 3_600_000, timedelta(hours=1)),  # an hour ahead
+        (NOW_MS - 10 * 86_400_000, timedelta(days=-10)),  # ten days behind
+        (978_307_200_000, datetime(2001, 1, 1, tzinfo=UTC) - NOW),  # a clock reset to 2001
+        (0, datetime(1970, 1, 1, tzinfo=UTC) - NOW),  # a clock that never started
+        (NOW_MS - 86_400_000 + 1, None),  # a day late: delivery, not the clock
+        (NOW_MS + 300_000, None),  # five minutes ahead: within the tolerance
+    ],
+)
+def test_a_wrong_clock_is_heard_and_its_skew_kept(ts_ms: int, skew: timedelta | None) -> None:
+    """Test that an event or heartbeat stamped by a wrong clock is accepted, not refused,
+    with its skew against the server; a right clock (or a late delivery) has none."""
+    event = parse(
+        "eldercare/v1/H0001/CB-H0001/event",
+        event_payload("a", EventKind.EMERGENCY_PRESS, ts_ms),
+    )
+    heartbeat = parse("eldercare/v1/H0001/CB-H0001/heartbeat", heartbeat_payload(ts_ms))
+    assert isinstance(event, DeviceEventMessage) and isinstance(heartbeat, HeartbeatMessage)
+    assert event.clock_skew == skew
+    assert heartbeat.clock_skew == skew
+
+
+def test_a_status_from_a_wrong_clock_has_no_time() -> None:
+    """Test that a status whose time is off counts as having none (it cannot be compared
+    with what the server heard), while a right one keeps its time."""
+    wrong = parse("eldercare/v1/H0001/CB-H0001/status", status_payload(True, 0))
+    right = parse("eldercare/v1/H0001/CB-H0001/status", status_payload(True, NOW_MS))
+    assert isinstance(wrong, StatusMessage) and isinstance(right, StatusMessage)
+    assert wrong.device_time is None
+    assert right.device_time == NOW
+
+
+def test_what_cannot_be_stored_is_named_in_the_detail() -> None:
+    """Test that a refusal says where the trouble is, escaped so the detail itself holds
+    no control character."""
+    with pytest.raises(PayloadError) as caught:
+        parse(
+            "eldercare/v1/H0001/CB-H0001/event",
+            b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"a\\n":{"b":"\\u0000"}}}' % NOW_MS,
+        )
+    assert caught.value.detail == "data.a\\x0a.b: text holds U+0000 (NUL), which cannot be stored"
 
 
 _json = st.recursive(

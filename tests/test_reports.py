@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
+from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import escalation_of, nearest_rank
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
@@ -28,7 +29,7 @@ from tests.fixtures.browser import OpenTab
 from tests.ingest_support import eventually
 
 WEEK = ("2026-11-23", "2026-11-29")  # Monday to Sunday; the desk starts Monday 10:00
-TYPES = ("emergency", "fall", "service_request", "device_offline", "low_battery")
+TYPES = tuple(call_type.value for call_type in CallType)
 
 
 # ----------------------------------------------------------------- driving the desk
@@ -472,6 +473,7 @@ async def test_a_simulated_week_reports_the_figures_recomputed_from_the_raw_rows
         "service_request": 1,
         "device_offline": 0,
         "low_battery": 1,
+        "device_clock": 0,
     }
     assert (district["handled"], district["cancelled"], district["open"]) == (11, 2, 1)
     assert district["resolution_rate"] == round(9 / 11, 4)

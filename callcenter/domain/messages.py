@@ -181,6 +181,7 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
         "service_request": "service request",
         "device_offline": "device offline",
         "low_battery": "low battery",
+        "device_clock": "device clock wrong",
     },
     "zh": {
         "emergency": "紧急呼叫",
@@ -188,6 +189,7 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
         "service_request": "服务请求",
         "device_offline": "设备离线",
         "low_battery": "电量低",
+        "device_clock": "设备时钟错误",
     },
 }
 

@@ -178,6 +178,15 @@ DEFAULT_POLICIES: dict[CallType, Policy] = {
             Step("still_open", 24 * 3600, M.CLOSED, (A.NOTIFY_STATION_LEAD,)),
         ),
     ),
+    # A wrong clock is a job for the technician, not an emergency: its alarms are raised
+    # at the server's time all the same.
+    CallType.DEVICE_CLOCK: Policy(
+        auto_dispatch=False,
+        steps=(
+            Step("unacknowledged", 60 * 60, M.ACKNOWLEDGED, (A.ALERT_OPERATORS,)),
+            Step("still_open", 24 * 3600, M.CLOSED, (A.NOTIFY_STATION_LEAD,)),
+        ),
+    ),
 }
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import Clock
-from callcenter.domain.call_types import ALARM_TYPES, RAISED_BY, CallType
+from callcenter.domain.call_types import ALARM_TYPES, NOTED_ON, RAISED_BY, CallType
 from callcenter.domain.calls import (
     Actor,
     AssignmentState,
@@ -477,13 +477,19 @@ class Desk:
             cancel = DeviceCancel(event.device)
             await self._apply(session, target, lambda *_: cancel, may_dispatch=False)
             return target
-        if event.kind == "device_online":
-            target = next(
-                (id_ for id_, kind in open_calls if kind is CallType.DEVICE_OFFLINE), None
-            )
+        noted = NOTED_ON.get(event.kind)
+        if noted is not None:
+            on, what = noted
+            target = next((id_ for id_, kind in open_calls if kind in on), None)
             if target is None:
+                log.info(
+                    "household %s: %s from %s with no open call to note it on",
+                    household.code,
+                    event.kind,
+                    event.device,
+                )
                 return None
-            note = DeviceNote(event.device, "device_back_online", dict(event.data))
+            note = DeviceNote(event.device, what, dict(event.data))
             await self._apply(session, target, lambda *_: note, may_dispatch=False)
             return target
         log.warning("household %s: event kind %r raises no call", household.code, event.kind)

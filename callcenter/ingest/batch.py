@@ -21,6 +21,8 @@ from callcenter.ingest.protocol import (
     StatusMessage,
     is_command_topic,
     parse_message,
+    printable,
+    server_event_id,
 )
 from callcenter.ingest.registry import DeviceRegistry, DeviceState
 
@@ -41,12 +43,16 @@ class Limits:
     topic_prefix: str
     max_payload_bytes: int = 8192
     max_clock_skew: timedelta = timedelta(minutes=5)
+    max_clock_lag: timedelta = timedelta(days=1)
 
 
 # A device's last_seen_at in the database is refreshed at most this often when nothing
 # else about it changed: under load every event and heartbeat would otherwise rewrite
 # its device row. The exact time stays in memory, where offline detection reads it.
 LIVENESS_WRITE_INTERVAL = timedelta(seconds=10)
+# A device whose clock is wrong raises a fault at most this often: every message of its
+# would otherwise add to the fault's call.
+CLOCK_FAULT_EVERY = timedelta(hours=24)
 
 
 @dataclass
@@ -54,6 +60,9 @@ class BatchPlan:
     """Everything one batch writes, in the order the messages arrived."""
 
     events: list[dict[str, Any]] = field(default_factory=list)
+    # Events whose id an earlier event of this batch had, with other content: the
+    # writer records them as conflicts (see EventWriter).
+    reused: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     # New state of every device the batch touched (for the in-memory registry)...
     devices: dict[str, DeviceState] = field(default_factory=dict)
@@ -69,12 +78,13 @@ class BatchPlan:
 def dead_letter_row(
     message: Received, reason: DeadLetterReason, detail: str, now: datetime, keep: int
 ) -> dict[str, Any]:
-    """The dead_letters row for a refused message, its payload kept up to ``keep`` bytes."""
+    """The dead_letters row for a refused message, its payload kept up to ``keep`` bytes;
+    its text escaped, so that a database takes whatever the device sent."""
     return {
         "received_at": now,
-        "topic": message.topic[:512],
+        "topic": printable(message.topic, 512)[:512],
         "reason": reason.value,
-        "detail": detail,
+        "detail": printable(detail),
         "payload_size": len(message.payload),
         "payload": message.payload[:keep],
     }
@@ -87,6 +97,7 @@ def _event_row(
     device_time: datetime,
     now: datetime,
     data: dict[str, Any],
+    clock_skew: timedelta | None = None,
 ) -> dict[str, Any]:
     return {
         "device_id": device.device_id,
@@ -96,7 +107,17 @@ def _event_row(
         "device_time": device_time,
         "received_at": now,
         "data": data,
+        "clock_skew_s": None if clock_skew is None else clock_skew.total_seconds(),
     }
+
+
+def same_content(first: dict[str, Any], second: dict[str, Any]) -> bool:
+    """Whether two event rows say the same thing (a redelivery), whatever their ids."""
+    return bool(
+        first["kind"] == second["kind"]
+        and first["device_time"] == second["device_time"]
+        and first["data"] == second["data"]
+    )
 
 
 def _ms(moment: datetime) -> int:
@@ -108,7 +129,7 @@ def plan_batch(
 ) -> BatchPlan:
     """Decide the rows and device states for a batch; never raises for bad input."""
     plan = BatchPlan()
-    seen: set[tuple[int, str]] = set()
+    seen: dict[tuple[int, str], dict[str, Any]] = {}
 
     def current(serial: str) -> DeviceState | None:
         return plan.devices.get(serial) or registry.get(serial)
@@ -116,13 +137,29 @@ def plan_batch(
     def transition(device: DeviceState, online: bool, reason: str) -> DeviceState:
         kind = ServerEventKind.DEVICE_ONLINE if online else ServerEventKind.DEVICE_OFFLINE
         # The id is derived from the moment, so a redelivered status cannot log twice.
-        event_id = f"srv:{kind.value}:{_ms(now)}"
+        event_id = server_event_id(kind, str(_ms(now)))
         if (device.device_id, event_id) not in seen:
-            seen.add((device.device_id, event_id))
-            plan.events.append(
-                _event_row(device, event_id, kind.value, now, now, {"reason": reason})
-            )
+            row = _event_row(device, event_id, kind.value, now, now, {"reason": reason})
+            seen[device.device_id, event_id] = row
+            plan.events.append(row)
         return replace(device, online=online)
+
+    def clock_wrong(device: DeviceState, device_time: datetime, skew: timedelta) -> DeviceState:
+        reported = device.clock_reported_at
+        if reported is not None and now - reported < CLOCK_FAULT_EVERY:
+            return device
+        kind = ServerEventKind.DEVICE_CLOCK_WRONG
+        data = {
+            "skew_s": round(skew.total_seconds(), 3),
+            "device_time": device_time.isoformat(),
+            "limit_s": (
+                limits.max_clock_skew if skew > timedelta(0) else limits.max_clock_lag
+            ).total_seconds(),
+        }
+        plan.events.append(
+            _event_row(device, server_event_id(kind, str(_ms(now))), kind.value, now, now, data)
+        )
+        return replace(device, clock_reported_at=now)
 
     for message in messages:
         if is_command_topic(limits.topic_prefix, message.topic):
@@ -136,6 +173,7 @@ def plan_batch(
                 received_at=now,
                 max_payload_bytes=limits.max_payload_bytes,
                 max_clock_skew=limits.max_clock_skew,
+                max_clock_lag=limits.max_clock_lag,
             )
         except PayloadError as error:
             plan.dead_letters.append(
@@ -170,20 +208,25 @@ def plan_batch(
 
         if isinstance(parsed, DeviceEventMessage):
             key = (device.device_id, parsed.event_id)
-            if key in seen:
+            row = _event_row(
+                device,
+                parsed.event_id,
+                parsed.kind.value,
+                parsed.device_time,
+                now,
+                parsed.data,
+                parsed.clock_skew,
+            )
+            first = seen.get(key)
+            if first is None:
+                seen[key] = row
+                plan.events.append(row)
+            elif same_content(first, row):
                 plan.duplicates_in_batch += 1
             else:
-                seen.add(key)
-                plan.events.append(
-                    _event_row(
-                        device,
-                        parsed.event_id,
-                        parsed.kind.value,
-                        parsed.device_time,
-                        now,
-                        parsed.data,
-                    )
-                )
+                plan.reused.append(row)
+            if parsed.clock_skew is not None:
+                device = clock_wrong(device, parsed.device_time, parsed.clock_skew)
             if not device.online:
                 device = transition(device, True, "event")
             device = replace(
@@ -193,6 +236,8 @@ def plan_batch(
             )
         elif isinstance(parsed, HeartbeatMessage):
             plan.heartbeats += 1
+            if parsed.clock_skew is not None:
+                device = clock_wrong(device, parsed.device_time, parsed.clock_skew)
             if not device.online:
                 device = transition(device, True, "heartbeat")
             device = replace(
@@ -275,7 +320,7 @@ def plan_silent_offline(silent: list[DeviceState], now: datetime, silence: timed
         plan.events.append(
             _event_row(
                 device,
-                f"srv:{ServerEventKind.DEVICE_OFFLINE.value}:{_ms(now)}",
+                server_event_id(ServerEventKind.DEVICE_OFFLINE, str(_ms(now))),
                 ServerEventKind.DEVICE_OFFLINE.value,
                 now,
                 now,

@@ -11,20 +11,40 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 VERSION = 1
 VERSION_LEVEL = f"v{VERSION}"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Event ids the server gives the events it writes into a device's log.
+SERVER_ID_PREFIX = "srv:"
 # Device clocks in milliseconds since the epoch; anything past 2100 is nonsense.
 _MAX_TS_MS = 4_102_444_800_000
+# How deep an event's ``data`` may nest: kind-specific details are a few flat fields, and
+# a database refuses (PostgreSQL) or slows on far deeper documents.
+MAX_DATA_DEPTH = 8
+# Text no database may be asked to keep: NUL (PostgreSQL refuses it in text and JSON) and
+# lone UTF-16 surrogates (not Unicode at all; only a \u escape makes one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# What a log line or a dead letter's detail shows escaped: control characters, and the
+# characters above.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Channel(enum.StrEnum):
@@ -51,6 +71,15 @@ class ServerEventKind(enum.StrEnum):
 
     DEVICE_ONLINE = "device_online"
     DEVICE_OFFLINE = "device_offline"
+    # The device's clock is off by more than ingest allows (one a day at most per device).
+    DEVICE_CLOCK_WRONG = "device_clock_wrong"
+    # The device sent an event id it had used before for something else.
+    EVENT_ID_REUSED = "event_id_reused"
+
+
+def server_event_id(kind: ServerEventKind, suffix: str) -> str:
+    """The id of an event the server writes into a device's log."""
+    return f"{SERVER_ID_PREFIX}{kind.value}:{suffix}"
 
 
 class DeadLetterReason(enum.StrEnum):
@@ -60,12 +89,22 @@ class DeadLetterReason(enum.StrEnum):
     TOO_LARGE = "too_large"
     MALFORMED_JSON = "malformed_json"
     SCHEMA = "schema"
-    FUTURE_TIMESTAMP = "future_timestamp"
     UNKNOWN_DEVICE = "unknown_device"
     HOUSEHOLD_MISMATCH = "household_mismatch"
     STORE_REJECTED = "store_rejected"
     # Stored, but the call engine could not act on it (a bug): kept for a person to see.
     ENGINE_FAILED = "engine_failed"
+
+
+def printable(text: str, limit: int = 2000) -> str:
+    """``text`` cut at ``limit`` with control characters, NUL and lone surrogates escaped,
+    so that what a device sent can be shown, logged and stored as it is."""
+
+    def escape(found: re.Match[str]) -> str:
+        code = ord(found.group())
+        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
+
+    return _UNPRINTABLE.sub(escape, text[:limit])
 
 
 class PayloadError(Exception):
@@ -74,8 +113,8 @@ class PayloadError(Exception):
     def __init__(self, *, topic: str, reason: DeadLetterReason, detail: str) -> None:
         self.topic = topic
         self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail} (topic {topic!r})")
+        self.detail = printable(detail)
+        super().__init__(f"{reason.value}: {self.detail} (topic {printable(topic)!r})")
 
 
 @dataclass(frozen=True)
@@ -156,6 +195,15 @@ class _EventPayload(_Payload):
     battery: StrictInt | None = Field(default=None, ge=0, le=100)
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("id")
+    @classmethod
+    def _not_the_servers(cls, value: str) -> str:
+        # The server writes its own events into a device's log under these ids; a device
+        # taking one could keep the server's event (its going offline, say) out.
+        if value.startswith(SERVER_ID_PREFIX):
+            raise ValueError(f"ids starting with {SERVER_ID_PREFIX!r} are the server's own")
+        return value
+
 
 class _HeartbeatPayload(_Payload):
     battery: StrictInt | None = Field(default=None, ge=0, le=100)
@@ -188,6 +236,9 @@ class DeviceEventMessage:
     device_time: datetime
     battery: int | None
     data: dict[str, Any] = field(default_factory=dict)
+    # Device time minus server time, when the device's clock is off by more than ingest
+    # allows (``clock_verdict``); None when it is right.
+    clock_skew: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +249,7 @@ class HeartbeatMessage:
     device_time: datetime
     battery: int | None
     rssi: int | None
+    clock_skew: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +258,7 @@ class StatusMessage:
 
     topic: Topic
     online: bool
+    # None when absent, or when the device's clock is off (it cannot be compared then).
     device_time: datetime | None
 
 
@@ -224,6 +277,82 @@ def _schema_detail(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _NotJsonError(ValueError):
+    """A token Python's json reads but JSON does not have (NaN, Infinity, overflow)."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJsonError(f"{name} is not a number JSON allows")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJsonError(f"{text} is out of range for a number")
+    return value
+
+
+def _decode(topic: str, payload: bytes) -> Any:
+    """The JSON document in ``payload``: UTF-8 without a byte order mark, numbers finite."""
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.MALFORMED_JSON,
+            detail=f"not UTF-8: byte {exc.start} is {payload[exc.start : exc.start + 1]!r}",
+        ) from None
+    if text.startswith("\ufeff"):
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.MALFORMED_JSON,
+            detail="starts with a byte order mark (BOM); payloads are UTF-8 without one",
+        )
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        # JSONDecodeError and _NotJsonError are both ValueErrors.
+        raise PayloadError(
+            topic=topic,
+            reason=DeadLetterReason.MALFORMED_JSON,
+            detail=f"not JSON: {str(exc)[:200]}",
+        ) from None
+
+
+def _unstorable(value: Any, where: str, depth: int) -> str | None:
+    """Why ``value`` (found at ``where``) cannot be kept as it is, or None."""
+    if isinstance(value, str):
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        what = "U+0000 (NUL)" if found.group() == "\x00" else "a lone surrogate"
+        return f"{where or '(payload)'}: text holds {what}, which cannot be stored"
+    if isinstance(value, dict | list):
+        if depth > MAX_DATA_DEPTH:
+            return f"{where}: nested more than {MAX_DATA_DEPTH} levels deep"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            here = f"{where}.{key}" if where else str(key)
+            if isinstance(key, str) and _UNSTORABLE.search(key):
+                return _unstorable(key, f"{where or '(payload)'} field name", depth)
+            why = _unstorable(item, here, depth + 1)
+            if why is not None:
+                return why
+    return None
+
+
+def clock_verdict(
+    device_time: datetime, received_at: datetime, *, ahead: timedelta, behind: timedelta
+) -> timedelta | None:
+    """How far the device's clock is off, when it is more than ``ahead`` ahead of the
+    server or more than ``behind`` behind it; None when it is right.
+
+    An event may arrive late (a device keeps it until the broker takes it), so only a time
+    further back than any delivery should take counts as a wrong clock."""
+    skew = device_time - received_at
+    return skew if skew > ahead or -skew > behind else None
+
+
 def parse_message(
     prefix: str,
     topic: str,
@@ -232,8 +361,12 @@ def parse_message(
     received_at: datetime,
     max_payload_bytes: int = 8192,
     max_clock_skew: timedelta = timedelta(minutes=5),
+    max_clock_lag: timedelta = timedelta(days=1),
 ) -> DeviceMessage:
-    """Turn one MQTT message into a DeviceMessage, or raise PayloadError saying why not."""
+    """Turn one MQTT message into a DeviceMessage, or raise PayloadError saying why not.
+
+    A device whose clock is wrong is still heard: its message comes back with
+    ``clock_skew`` set (docs/protocol.md, "Timestamps")."""
     where = parse_topic(prefix, topic)
     if len(payload) > max_payload_bytes:
         raise PayloadError(
@@ -241,21 +374,19 @@ def parse_message(
             reason=DeadLetterReason.TOO_LARGE,
             detail=f"{len(payload)} bytes, limit {max_payload_bytes}",
         )
-    try:
-        document = json.loads(payload)
-    except (ValueError, RecursionError) as exc:
-        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
-        raise PayloadError(
-            topic=topic,
-            reason=DeadLetterReason.MALFORMED_JSON,
-            detail=f"not JSON: {str(exc)[:200]}",
-        ) from None
+    document = _decode(topic, payload)
     if not isinstance(document, dict):
         raise PayloadError(
             topic=topic,
             reason=DeadLetterReason.SCHEMA,
             detail=f"payload must be a JSON object, got {type(document).__name__}",
         )
+    # Only an escape can put NUL or a surrogate in a string, and only an event's data
+    # may nest: most messages skip the walk.
+    if where.channel is Channel.EVENT or b"\\u" in payload:
+        why = _unstorable(document, "", 0)
+        if why is not None:
+            raise PayloadError(topic=topic, reason=DeadLetterReason.SCHEMA, detail=why)
     try:
         body = _MODELS[where.channel].model_validate(document)
     except ValidationError as exc:
@@ -264,13 +395,11 @@ def parse_message(
         ) from None
 
     device_time = _from_ms(body.ts) if body.ts is not None else None  # type: ignore[attr-defined]
-    if device_time is not None and device_time - received_at > max_clock_skew:
-        raise PayloadError(
-            topic=topic,
-            reason=DeadLetterReason.FUTURE_TIMESTAMP,
-            detail=f"device time {device_time.isoformat()} is "
-            f"{(device_time - received_at).total_seconds():.0f} s ahead of the server",
-        )
+    skew = (
+        clock_verdict(device_time, received_at, ahead=max_clock_skew, behind=max_clock_lag)
+        if device_time is not None
+        else None
+    )
     if isinstance(body, _EventPayload):
         assert device_time is not None
         return DeviceEventMessage(
@@ -280,14 +409,21 @@ def parse_message(
             device_time=device_time,
             battery=body.battery,
             data=body.data,
+            clock_skew=skew,
         )
     if isinstance(body, _HeartbeatPayload):
         assert device_time is not None
         return HeartbeatMessage(
-            topic=where, device_time=device_time, battery=body.battery, rssi=body.rssi
+            topic=where,
+            device_time=device_time,
+            battery=body.battery,
+            rssi=body.rssi,
+            clock_skew=skew,
         )
     assert isinstance(body, _StatusPayload)
-    return StatusMessage(topic=where, online=body.online, device_time=device_time)
+    return StatusMessage(
+        topic=where, online=body.online, device_time=device_time if skew is None else None
+    )
 
 
 def event_payload(

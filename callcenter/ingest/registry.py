@@ -29,6 +29,8 @@ class DeviceState:
     # The last_seen_at the database holds; it may trail last_seen_at by up to
     # LIVENESS_WRITE_INTERVAL (see ingest.batch).
     stored_seen_at: datetime | None = None
+    # When ingest last raised a fault for this device's wrong clock (kept in memory only).
+    clock_reported_at: datetime | None = None
 
 
 class DeviceRegistry:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import aiomqtt
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter.clock import Clock
@@ -34,9 +34,10 @@ from callcenter.ingest.batch import (
     plan_silent_offline,
 )
 from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
-from callcenter.ingest.protocol import DeadLetterReason, subscription
+from callcenter.ingest.protocol import DeadLetterReason, PayloadError, parse_topic, subscription
 from callcenter.ingest.registry import DeviceRegistry, load_devices
-from callcenter.ingest.writer import EventWriter, StoredEvent
+from callcenter.ingest.writer import EventWriter, StoredEvent, Written
+from callcenter.store.db import refused_by_database
 from callcenter.store.models import registry_version
 
 log = logging.getLogger("callcenter.ingest")
@@ -64,8 +65,16 @@ class IngestStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
     batches: int = 0
     store_retries: int = 0
+    # Events whose id the device had used before for something else (event_conflicts).
+    conflicts: int = 0
     reconnects: int = 0
     devices_declared_offline: int = 0
+
+
+def _said(error: BaseException) -> str:
+    """What a database error says, without the statement and parameters SQLAlchemy adds."""
+    said = getattr(error, "orig", None) or error
+    return str(said).splitlines()[0][:500] if str(said) else type(said).__name__
 
 
 def _received(message: aiomqtt.Message) -> Received:
@@ -103,6 +112,7 @@ class Ingest:
             topic_prefix=config.broker.topic_prefix,
             max_payload_bytes=config.ingest.max_payload_bytes,
             max_clock_skew=timedelta(seconds=config.ingest.max_clock_skew_s),
+            max_clock_lag=timedelta(seconds=config.ingest.max_clock_lag_s),
         )
         self._silence = timedelta(
             seconds=config.ingest.heartbeat_interval_s * config.ingest.offline_after_missed
@@ -254,63 +264,88 @@ class Ingest:
                 log.exception("event listener %r failed on %d new events", listener, len(stored))
 
     async def _commit(self, plan: BatchPlan, received: list[Received]) -> list[StoredEvent]:
-        """Write the plan, retrying while the database is unreachable; never gives up."""
+        """Write the plan, retrying while the database is unreachable; never gives up.
+
+        A batch the database refuses for something in it is written message by message,
+        so one device's message can hold back no other household's events."""
         delays = backoff_delays(first_s=0.2, cap_s=10.0)
         while True:
             try:
-                stored = await self._writer.write(plan)
-            except IntegrityError as error:
-                # Something in the batch the store refuses (e.g. a device deleted since
-                # the registry was read): write the messages one by one instead.
-                log.error(
-                    "batch of %d refused by the store (%s); splitting", len(received), error.orig
-                )
-                return await self._commit_one_by_one(received)
-            except (OperationalError, DBAPIError, OSError) as error:
-                self.stats.store_retries += 1
-                wait = next(delays)
-                log.error(
-                    "database unavailable (%s); %d messages held unacknowledged, retry in %.1f s",
-                    error,
-                    len(received),
-                    wait,
-                )
-                await asyncio.sleep(wait)
+                written = await self._writer.write(plan)
+            except Exception as error:
+                if refused_by_database(error):
+                    log.error(
+                        "batch of %d refused by the database (%s); writing its messages one by one",
+                        len(received),
+                        _said(error),
+                    )
+                    return await self._commit_one_by_one(received)
+                await self._database_unavailable(error, len(received), next(delays))
                 continue
-            self._account(plan, stored)
-            return stored
+            self._account(plan, written)
+            return written.events
+
+    async def _database_unavailable(self, error: Exception, held: int, wait: float) -> None:
+        """Wait ``wait`` seconds after a failed write, if the database is what failed."""
+        if not isinstance(error, DBAPIError | OSError | TimeoutError):
+            raise error  # a fault of ours, not the database's: let it be seen
+        self.stats.store_retries += 1
+        log.error(
+            "database unavailable (%s); %d messages held unacknowledged, retry in %.1f s",
+            _said(error),
+            held,
+            wait,
+        )
+        await asyncio.sleep(wait)
 
     async def _commit_one_by_one(self, received: list[Received]) -> list[StoredEvent]:
         if not received:
             # A plan of the server's own (devices gone silent) has no messages to split.
-            log.error("the store refused the offline events for silent devices; skipped")
+            log.error("the database refused the offline events for silent devices; skipped")
             return []
         stored: list[StoredEvent] = []
         for message in received:
-            plan = plan_batch([message], self._registry, self._clock.now(), self._limits)
-            try:
-                new = await self._writer.write(plan)
-            except IntegrityError as error:
-                plan = BatchPlan(
-                    dead_letters=[
-                        dead_letter_row(
-                            message,
-                            DeadLetterReason.STORE_REJECTED,
-                            f"database refused it: {error.orig}"[:2000],
-                            self._clock.now(),
-                            self._limits.max_payload_bytes,
-                        )
-                    ]
-                )
-                new = await self._writer.write(plan)
-            self._account(plan, new)
-            stored.extend(new)
+            stored.extend(await self._commit_alone(message))
         return stored
 
-    def _account(self, plan: BatchPlan, stored: list[StoredEvent]) -> None:
+    async def _commit_alone(self, message: Received) -> list[StoredEvent]:
+        """Write one message; if the database refuses it, keep it as a ``store_rejected``
+        dead letter instead (without its payload if even that is refused)."""
+        plan = plan_batch([message], self._registry, self._clock.now(), self._limits)
+        fallbacks = iter((True, False))  # the dead letter with its payload, then without
+        delays = backoff_delays(first_s=0.2, cap_s=10.0)
+        while True:
+            try:
+                written = await self._writer.write(plan)
+            except Exception as error:
+                keep_payload = next(fallbacks, None) if refused_by_database(error) else None
+                if keep_payload is None:
+                    await self._database_unavailable(error, 1, next(delays))
+                else:
+                    plan = self._rejected(message, error, keep_payload=keep_payload)
+                continue
+            self._account(plan, written)
+            return written.events
+
+    def _rejected(self, message: Received, error: Exception, *, keep_payload: bool) -> BatchPlan:
+        """The plan that keeps ``message`` as a dead letter the database refused."""
+        detail = f"the database refused it: {_said(error)}"
+        if not keep_payload:
+            detail += f"; so did its dead letter, kept without its {len(message.payload)} bytes"
+        row = dead_letter_row(
+            message if keep_payload else Received(message.topic, b""),
+            DeadLetterReason.STORE_REJECTED,
+            detail,
+            self._clock.now(),
+            self._limits.max_payload_bytes,
+        )
+        return BatchPlan(dead_letters=[{**row, "payload_size": len(message.payload)}])
+
+    def _account(self, plan: BatchPlan, written: Written) -> None:
         self._registry.update(plan.devices.values())
-        self.stats.events_stored += len(stored)
-        self.stats.duplicates += len(plan.events) - len(stored) + plan.duplicates_in_batch
+        self.stats.events_stored += len(written.events)
+        self.stats.duplicates += written.duplicates
+        self.stats.conflicts += written.conflicts
         for row in plan.dead_letters:
             self.stats.dead_letters[row["reason"]] += 1
             log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
@@ -321,14 +356,14 @@ class Ingest:
         now = time.monotonic()
         wanted = set()
         for message in received:
-            parts = message.topic.split("/")
-            if len(parts) == 5 and parts[0] == prefix and self._registry.get(parts[3]) is None:
-                serial = parts[3]
-                if now - self._unknown_checked.get(serial, -_UNKNOWN_RECHECK_S) >= (
-                    _UNKNOWN_RECHECK_S
-                ):
-                    wanted.add(serial)
-                    self._unknown_checked[serial] = now
+            try:
+                serial = parse_topic(prefix, message.topic).serial
+            except PayloadError:
+                continue  # a dead letter whatever the registry says
+            checked = self._unknown_checked.get(serial, -_UNKNOWN_RECHECK_S)
+            if self._registry.get(serial) is None and now - checked >= _UNKNOWN_RECHECK_S:
+                wanted.add(serial)
+                self._unknown_checked[serial] = now
         if not wanted:
             return
         delays = backoff_delays(first_s=0.2, cap_s=10.0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
+import json
 import logging
 import os
 import weakref
@@ -14,6 +16,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -57,6 +60,31 @@ def _sqlite_begin(connection: Any) -> None:
 WRITE_LOCKED = "callcenter_write_locked"
 
 
+# JSON columns hold JSON: NaN and Infinity (which Python writes by default) are refused
+# before they reach the database, where PostgreSQL would refuse them and SQLite keep a
+# document nothing else can read.
+_strict_json = functools.partial(json.dumps, allow_nan=False)
+
+# SQLSTATE classes of a statement refused for what it holds: data exceptions (22:
+# invalid JSON, NUL in text, a number out of range) and integrity violations (23).
+_REFUSED_CLASSES = frozenset({"22", "23"})
+
+
+def refused_by_database(error: BaseException) -> bool:
+    """Whether ``error`` is the database (or the driver on its behalf) refusing what it
+    was given, which no retry will change, rather than being unreachable or busy."""
+    if isinstance(error, IntegrityError | DataError):
+        return True
+    if isinstance(error, DBAPIError):
+        if error.connection_invalidated:
+            return False
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in _REFUSED_CLASSES
+    if isinstance(error, StatementError):  # a value no bind parameter could take
+        return True
+    return isinstance(error, ValueError | TypeError | OverflowError)
+
+
 def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created.
 
@@ -74,6 +102,7 @@ def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> Asyn
             url,
             echo=echo,
             connect_args={"async_creator_fn": sqlite_calls.connector(inline=inline)},
+            json_serializer=_strict_json,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
@@ -81,7 +110,9 @@ def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> Asyn
         if inline and database:
             _PRIVATE_DATABASES.add(database)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=10, pool_pre_ping=True)
+    return create_async_engine(
+        url, echo=echo, pool_size=10, pool_pre_ping=True, json_serializer=_strict_json
+    )
 
 
 def write_locked(engine: AsyncEngine) -> AsyncEngine:
