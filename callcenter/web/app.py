@@ -10,6 +10,7 @@ from callcenter.web import (
     audit,
     auth,
     board,
+    board_watch,
     calls,
     carer_page,
     carers,
@@ -26,7 +27,14 @@ from callcenter.web import (
 from callcenter.web.client_address import real_client
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
-from callcenter.web.state import BOARD, FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
+from callcenter.web.state import (
+    BOARD,
+    FOLLOWER_PROGRESS,
+    HOUSEHOLD_OF_CALL,
+    METRICS,
+    OPEN_BOARDS,
+    SERVER,
+)
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -48,6 +56,7 @@ def build_app(server: Running) -> web.Application:
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
     app[BOARD] = server.boards = board.BoardData(server)
+    app[OPEN_BOARDS] = board_watch.OpenBoards(server)
     for module in (
         audit,
         auth,
@@ -67,4 +76,5 @@ def build_app(server: Running) -> web.Application:
     ):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)
+    app.cleanup_ctx.append(board_watch.watching)
     return app

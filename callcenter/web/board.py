@@ -34,7 +34,7 @@ from callcenter.web import views
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.service_levels import service_levels
-from callcenter.web.state import BOARD, SERVER
+from callcenter.web.state import BOARD, CREDENTIAL, OPEN_BOARDS, OPERATOR, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -438,6 +438,8 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=15)
     await ws.prepare(request)
     data.sockets.add(ws)
+    open_boards = request.app[OPEN_BOARDS]
+    open_boards.add(ws, request[OPERATOR].id, request[CREDENTIAL])
     try:
         # Subscribed before the snapshot is read, so no change falls between the two.
         async with request.app[SERVER].desk.feed.subscribe() as updates:
@@ -452,6 +454,7 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
         pass  # the board went away mid-message
     finally:
         data.sockets.discard(ws)
+        open_boards.discard(ws)
     if not ws.closed:
         await ws.close()
     return ws

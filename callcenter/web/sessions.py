@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, write_locked, write_turn
 from callcenter.web.client_address import source_of
-from callcenter.web.state import SERVER
+from callcenter.web.state import OPEN_BOARDS, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -384,6 +384,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
                 delete(m.WebSession).where(m.WebSession.token_sha256 == token_digest(token))
             )
         log.info("operator %d signed out of the board", signed_in.operator_id)
+        request.app[OPEN_BOARDS].check_soon()
     signed_out = web.HTTPSeeOther(LOGIN_PATH)
     signed_out.del_cookie(SESSION_COOKIE, path="/")
     raise signed_out
