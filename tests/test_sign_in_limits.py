@@ -224,3 +224,17 @@ async def test_without_a_trusted_proxy_x_forwarded_for_changes_nothing(api: Api)
         for n in range(PER_USER_AND_SOURCE):
             assert await attempt("wang.wei", WRONG, f"192.0.2.{n + 1}") == 401
         assert await attempt("wang.wei", WRONG, "192.0.2.99") == 429
+
+
+async def test_garbage_usernames_are_wrong_usernames(api: Api) -> None:
+    """Test that a username with a NUL byte or other control characters, a very long one
+    and one in another script are answered as wrong usernames (401), never a 5xx, and
+    counted like any other failure."""
+    small_limits(api)
+    async with attempts(api) as attempt:
+        for n, username in enumerate(
+            ("li\x00na", "li.na\r\nadmin", "\u202eanil", "x" * 500, "管理员")
+        ):
+            assert await attempt(username, WRONG, f"192.0.2.{n + 1}") == 401, repr(username)
+    failed = await count(api.server, m.SignInAttempt, m.SignInAttempt.outcome == "failed")
+    assert failed == 5

@@ -292,7 +292,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
     server = request.app[SERVER]
     form = await request.post()
-    username = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
+    # No real username has control characters; PostgreSQL refuses a NUL in text.
+    typed = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
+    username = "".join(ch if ch.isprintable() else "?" for ch in typed)
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
     cookie_csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
