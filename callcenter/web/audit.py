@@ -19,6 +19,7 @@ from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
+from callcenter.store.db import write_turn
 from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
@@ -63,8 +64,11 @@ async def record(
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """``record_read`` in a transaction of its own."""
-    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+    """``record_read`` in a transaction of its own, in turn with the server's other
+    writers (on SQLite, a writer racing for the lock instead can keep the desk's
+    writes polling for it)."""
+    engine = request.app[SERVER].engine
+    async with write_turn(engine), AsyncSession(engine) as session, session.begin():
         await record_read(
             session, request, actor=actor, household_id=household_id, action=action, detail=detail
         )

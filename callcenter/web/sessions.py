@@ -203,6 +203,7 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
     The address and the name stay locked from the count until the attempt is recorded,
     so simultaneous attempts are counted one after another and no more are judged than
     the limits allow."""
+    name = username[:64]  # as the table keeps it
     config = server.config.web
     now = server.clock.now()
     since = now - timedelta(minutes=config.sign_in_window_min)
@@ -211,12 +212,12 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
         attempt.outcome != m.SignInOutcome.SIGNED_IN, attempt.at > since
     )
     async with _writing(server) as session:
-        await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{username}")
+        await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{name}")
         # Their last sign-in from here: failures before it are forgiven, and an address
         # they use is not paused by guessing from elsewhere.
         signed_in_here = await session.scalar(
             select(func.max(attempt.at)).where(
-                attempt.username == username[:64],
+                attempt.username == name,
                 attempt.source == source,
                 attempt.outcome == m.SignInOutcome.SIGNED_IN,
                 attempt.at > now - KNOWN_SOURCE_FOR,
@@ -226,7 +227,7 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
             (failures.where(attempt.source == source), config.sign_in_failures_per_source),
             (
                 failures.where(
-                    attempt.username == username[:64],
+                    attempt.username == name,
                     attempt.source == source,
                     attempt.at > (signed_in_here or since),
                 ),
@@ -236,7 +237,7 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
         if signed_in_here is None:
             checks.append(
                 (
-                    failures.where(attempt.username == username[:64]),
+                    failures.where(attempt.username == name),
                     config.sign_in_failures_per_user,
                 )
             )
@@ -252,9 +253,7 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
                     limit,
                 )
                 return earliest + timedelta(minutes=config.sign_in_window_min) - now
-        row = m.SignInAttempt(
-            at=now, username=username[:64], source=source, outcome=m.SignInOutcome.JUDGING
-        )
+        row = m.SignInAttempt(at=now, username=name, source=source, outcome=m.SignInOutcome.JUDGING)
         session.add(row)
         await session.flush()
         return row.id
