@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import enum
+import ipaddress
 import os
 import re
 import shutil
@@ -78,6 +79,13 @@ def _url_has_password(value: object) -> bool:
         return False
 
 
+def _comma_list(value: object) -> object:
+    """A list given as one comma-separated string (as the environment gives lists)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -123,9 +131,7 @@ class DistrictConfig(_Section):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         # The environment can only say "2026-10-01,2026-10-02".
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+        return _comma_list(value)
 
     @field_validator("desk_phone")
     @classmethod
@@ -275,6 +281,63 @@ class WebConfig(_Section):
         ),
     )
     map_attribution: str = Field("", description="attribution shown under the map tiles")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "addresses or networks of reverse proxies in front of this server, e.g. "
+            '["10.0.0.5", "fd00::/64"]; a request from one of them is taken to come from '
+            "the address its X-Forwarded-For names; empty: the connection's own address, "
+            "X-Forwarded-For ignored"
+        ),
+    )
+    sign_in_window_min: float = Field(
+        15.0, gt=0, le=1440, description="board sign-in failures are counted over this long"
+    )
+    sign_in_failures_per_source: int = Field(
+        20,
+        ge=1,
+        description="failures from one address (any names) that pause sign-in from it",
+    )
+    sign_in_failures_per_user_source: int = Field(
+        5,
+        ge=1,
+        description="failures for one person from one address that pause them there",
+    )
+    sign_in_failures_per_user: int = Field(
+        100,
+        ge=1,
+        description=(
+            "failures for one person from everywhere that pause them, except from "
+            "addresses they signed in from in the last 30 days"
+        ),
+    )
+    board_session_check_s: float = Field(
+        0.5,
+        gt=0,
+        le=1.0,
+        description=(
+            "how often each server checks that its open boards' sign-ins still hold "
+            "(one query); a board whose sign-in ended is closed within this long"
+        ),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        # The environment can only say "10.0.0.5,10.0.0.6".
+        return _comma_list(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network, e.g. 10.0.0.5 or 10.0.0.0/24"
+                ) from None
+        return value
 
 
 class SmsConfig(_Section):

@@ -166,3 +166,24 @@ async def running_api(broker: EmbeddedBroker, prefix: str, database_url: str) ->
         await add_test_operators(server)
         async with aiohttp.ClientSession(base_url=server.web_url) as http:
             yield Api(server, clock, http, broker, prefix)
+
+
+@contextlib.asynccontextmanager
+async def another_instance(api: Api) -> AsyncIterator[Api]:
+    """A second server on the same database and clock, as another machine of a centre
+    that runs several would be; it listens on devices under a topic prefix of its own,
+    so the events the first one ingests are not ingested twice."""
+    config = api_config(api.broker, f"{api.prefix}-b", api.server.config.database_url)
+    config = config.model_copy(update={"web": api.server.config.web})
+    async with (
+        running_desk(config, api.clock) as server,
+        aiohttp.ClientSession(base_url=server.web_url) as http,
+    ):
+        yield Api(server, api.clock, http, api.broker, api.prefix)
+
+
+def trust_local_proxy(api: Api) -> None:
+    """Take the address in X-Forwarded-For from requests that come from 127.0.0.1, as
+    behind a reverse proxy on the same machine: tests then sign in "from" any address."""
+    web_config = api.server.config.web.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
+    api.server.config = api.server.config.model_copy(update={"web": web_config})

@@ -37,9 +37,13 @@ class Browser:
             await reply.read()
             return reply
 
-    async def sign_in(self, username: str, password: str = PASSWORD) -> aiohttp.ClientResponse:
-        """Fill in the sign-in form as a person would."""
-        page = await self.get("/login")
+    async def sign_in(
+        self, username: str, password: str = PASSWORD, *, address: str | None = None
+    ) -> aiohttp.ClientResponse:
+        """Fill in the sign-in form as a person would (from ``address``, through a
+        trusted proxy: see api_support.trust_local_proxy)."""
+        headers = {} if address is None else {"X-Forwarded-For": address}
+        page = await self.get("/login", headers=headers)
         assert page.status == 200
         form_csrf = re.search(r'name="csrf" value="([^"]+)"', await page.text())
         assert form_csrf is not None
@@ -47,6 +51,7 @@ class Browser:
             "/login",
             csrf=False,
             data={"username": username, "password": password, "csrf": form_csrf.group(1)},
+            headers=headers,
         )
         if reply.status == 303:
             async with self.http.get("/api/me") as me:

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import (
@@ -119,6 +119,21 @@ def write_locked(engine: AsyncEngine) -> AsyncEngine:
     """The same engine, whose transactions lock what they read until they commit: rows
     read FOR UPDATE on PostgreSQL, the whole database from the first read on SQLite."""
     return engine.execution_options(**{WRITE_LOCKED: True})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))")
+
+
+async def lock_names(session: AsyncSession, *names: str) -> None:
+    """Hold ``names`` until the session's transaction ends, so transactions that count
+    and then act on the same name (a phone, an address) take turns. PostgreSQL:
+    transaction-level advisory locks, taken in sorted order so two transactions never
+    wait for each other. SQLite: nothing to take, when the session's engine is
+    ``write_locked``: its transaction holds the whole database from the first read."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for name in sorted(set(names)):
+        await session.execute(_ADVISORY_LOCK, {"name": name})
 
 
 # One per SQLite database pool (shared by the engine and its write_locked copy).

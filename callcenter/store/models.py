@@ -322,6 +322,31 @@ class WebSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class SignInOutcome(enum.StrEnum):
+    JUDGING = "judging"  # the password is being checked: counted as a failure meanwhile
+    FAILED = "failed"  # wrong name or password, or a switched-off account
+    SIGNED_IN = "signed_in"
+
+
+class SignInAttempt(Base):
+    """One try at the board's sign-in, kept so guessing is paused per address and per
+    person across restarts and instances (migration 0010). ``source`` is the client's
+    address, an IPv6 one as its /64 network (one subscriber's share)."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (
+        Index("ix_sign_in_attempts_source_at", "source", "at"),
+        Index("ix_sign_in_attempts_username_at", "username", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    # As typed (lower-cased, at most 64 characters): unknown names are counted too.
+    username: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+
+
 class DutyRoster(Base):
     """One carer's duty on one local date, overriding their shift pattern (leave, swaps,
     holiday duty)."""

@@ -10,6 +10,7 @@ from callcenter.web import (
     audit,
     auth,
     board,
+    board_watch,
     calls,
     carer_page,
     carers,
@@ -23,9 +24,17 @@ from callcenter.web import (
     users,
     welfare,
 )
+from callcenter.web.client_address import real_client
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
-from callcenter.web.state import BOARD, FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
+from callcenter.web.state import (
+    BOARD,
+    FOLLOWER_PROGRESS,
+    HOUSEHOLD_OF_CALL,
+    METRICS,
+    OPEN_BOARDS,
+    SERVER,
+)
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -36,17 +45,18 @@ MAX_BODY_BYTES = 64 * 1024
 
 def build_app(server: Running) -> web.Application:
     """The API for ``server``: routes, JSON errors, token sign-in, request log."""
-    # Outermost first: the log sees the final answer, errors become JSON, then sign-in.
+    # Outermost first: the client's address behind trusted proxies (for everything
+    # after), the log sees the final answer, errors become JSON, then sign-in.
     app = web.Application(
-        middlewares=[log_requests, json_errors, auth.authenticate],
+        middlewares=[real_client, log_requests, json_errors, auth.authenticate],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SERVER] = server
     app[METRICS] = metrics.Metrics(server)
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
-    app[sessions.FAILURES] = sessions.FailureCounter()
     app[BOARD] = server.boards = board.BoardData(server)
+    app[OPEN_BOARDS] = board_watch.OpenBoards(server)
     for module in (
         audit,
         auth,
@@ -66,4 +76,5 @@ def build_app(server: Running) -> web.Application:
     ):
         app.add_routes(module.routes)
     app.on_shutdown.append(board.close_boards)
+    app.cleanup_ctx.append(board_watch.watching)
     return app

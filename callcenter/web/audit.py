@@ -1,21 +1,25 @@
 """Who read which household's data, and when: the audit log.
 
-Every read of one household's data (a call's detail, a family's history page, a carer's
-link page) writes one row, in the same session that read it, with the reader as call
-histories name people (``operator:li.na``, ``family:+8613...``, ``carer:C003``), the
-address it came from and the path. Administrators query it with ``GET /api/audit``.
+Every answer that carries a household's data writes one row before it goes out: a
+look at one household (a call's detail, every command's answer, a family's history page,
+a carer's link page) names the household; a list or the board names the households it
+showed in ``detail["households"]``. Each row has the reader as call histories name people
+(``operator:li.na``, ``family:+8613...``, ``carer:C003``), the address it came from and
+the path. Administrators query it with ``GET /api/audit``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
+from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
+from callcenter.store.db import write_turn
 from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
@@ -60,11 +64,39 @@ async def record(
     action: str,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    """``record_read`` in a transaction of its own."""
-    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+    """``record_read`` in a transaction of its own, in turn with the server's other
+    writers (on SQLite, a writer racing for the lock instead can keep the desk's
+    writes polling for it)."""
+    engine = request.app[SERVER].engine
+    async with write_turn(engine), AsyncSession(engine) as session, session.begin():
         await record_read(
             session, request, actor=actor, household_id=household_id, action=action, detail=detail
         )
+
+
+async def record_shown(
+    request: web.Request,
+    *,
+    actor: str,
+    action: str,
+    households: Iterable[str],
+    named: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """One audit row for an answer showing several households (a list, the board): their
+    codes in ``detail["households"]``, and ``named`` as the row's household when the
+    request asked for that one. Nothing when the answer showed no household and named
+    none."""
+    codes = sorted(set(households))
+    if not codes and named is None:
+        return
+    await record(
+        request,
+        actor=actor,
+        household_id=named,
+        action=action,
+        detail={**(detail or {}), "households": codes},
+    )
 
 
 def _since(raw: str | None) -> datetime | None:
@@ -94,7 +126,9 @@ async def audit_log(request: web.Request) -> web.Response:
     )
     household = request.query.get("household")
     if household is not None:
-        query = query.where(m.Household.code == household)
+        # Its own rows, and the lists and boards that showed it among others.
+        listed = cast(m.AuditEntry.detail, String).contains(f'"{household}"', autoescape=True)
+        query = query.where(or_(m.Household.code == household, listed))
     actor = request.query.get("actor")
     if actor is not None:
         query = query.where(m.AuditEntry.actor == actor)

@@ -25,7 +25,7 @@ from callcenter.web import sessions
 from callcenter.web.bodies import LanguageBody, read_body
 from callcenter.web.errors import ApiError
 from callcenter.web.replies import json_reply
-from callcenter.web.state import CSRF, OPERATOR, SERVER
+from callcenter.web.state import CREDENTIAL, CSRF, OPERATOR, SERVER, Credential
 
 # Anything longer is not one of our tokens; refuse it before hashing it.
 _MAX_TOKEN_LENGTH = 200
@@ -158,8 +158,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
             token = bearer_token(request)
             async with AsyncSession(request.app[SERVER].engine) as session:
                 request[OPERATOR] = await operator_for(session, token)
+            request[CREDENTIAL] = Credential("token", token_digest(token))
         else:
             request[OPERATOR] = await _signed_in(request)
+            cookie = request.cookies[sessions.SESSION_COOKIE]
+            request[CREDENTIAL] = Credential("session", sessions.token_digest(cookie))
     return await handler(request)
 
 

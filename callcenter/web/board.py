@@ -30,11 +30,11 @@ from callcenter.domain.dispatch import CarerSnapshot, CarerState, Tier, rank_car
 from callcenter.engine import repository
 from callcenter.engine.district import Registry
 from callcenter.engine.feed import Update
-from callcenter.web import views
+from callcenter.web import audit, views
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.service_levels import service_levels
-from callcenter.web.state import BOARD, SERVER
+from callcenter.web.state import BOARD, CREDENTIAL, OPEN_BOARDS, OPERATOR, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -53,8 +53,19 @@ SERVICE_EVERY_S = 10.0
 SERVICE_FRESH_S = 2.0
 # Rendered call changes remembered so every board is handed the first board's read.
 RENDERED_MEMORY = 1024
+# Feed audit rows are written at most this often per board (after what they record is
+# sent: an alarm never waits for the audit log).
+AUDIT_EVERY_S = 1.0
 _CLOSED_STATES = frozenset({CallState.RESOLVED.value, CallState.CANCELLED.value})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# A message for a board: its type, its body as JSON (without type and seq), and the
+# codes of the households whose data it carries (for the audit log).
+Message = tuple[str, str, tuple[str, ...]]
+
+
+def households_of(cards: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The codes of the households these call cards show."""
+    return tuple(card["household"]["code"] for card in cards)
 
 
 class BoardData:
@@ -67,13 +78,12 @@ class BoardData:
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         # Keyed by the Update object's identity (each board's queue holds the same
         # object); the Update is kept alongside so its id cannot be reused meanwhile.
-        self._rendered: OrderedDict[int, tuple[Update, asyncio.Future[tuple[str, str]]]] = (
-            OrderedDict()
-        )
+        self._rendered: OrderedDict[int, tuple[Update, asyncio.Future[Message]]] = OrderedDict()
         self._carers: tuple[object, asyncio.Future[str]] | None = None
         self._service: tuple[float, date, asyncio.Future[dict[str, Any]]] | None = None
-        # The last snapshot read for the feed: (loop time it started, its JSON).
-        self._snapshot: tuple[float, asyncio.Future[str]] | None = None
+        # The last snapshot read for the feed: (loop time it started, its JSON and the
+        # households it shows).
+        self._snapshot: tuple[float, asyncio.Future[tuple[str, tuple[str, ...]]]] | None = None
         # How many times a call change was read from the database (for the benchmark).
         self.call_reads = 0
 
@@ -114,7 +124,7 @@ class BoardData:
             "service": await self.service(),
         }
 
-    async def snapshot_json(self, since: float) -> str:
+    async def snapshot_json(self, since: float) -> tuple[str, tuple[str, ...]]:
         """The snapshot as JSON, from a read that started at loop time ``since`` or
         later: boards connecting together share one read, and each still sees
         everything that changed after it subscribed (those changes follow on its feed)."""
@@ -130,29 +140,32 @@ class BoardData:
                 self._snapshot = None
             raise
 
-    async def _read_snapshot_json(self) -> str:
-        return _dumps(await self.snapshot())
+    async def _read_snapshot_json(self) -> tuple[str, tuple[str, ...]]:
+        snapshot = await self.snapshot()
+        return _dumps(snapshot), households_of(snapshot["calls"])
 
-    async def _render_call(self, update: Update) -> tuple[str, str]:
+    async def _render_call(self, update: Update) -> Message:
         """The message for one call change: ``call`` with the call as it now is, or
-        ``closed``; (type, body as JSON without type and seq)."""
+        ``closed``; (type, body as JSON without type and seq, the household shown)."""
         assert update.call_id is not None
         state = update.detail.get("state")
         if state in _CLOSED_STATES:
             # The feed says how it ended; nothing to read.
-            return "closed", _dumps({"call_id": update.call_id, "state": state})
+            return "closed", _dumps({"call_id": update.call_id, "state": state}), ()
         self.call_reads += 1
         async with self._session() as session:
             found = await views.call_summaries(session, [update.call_id])
         if not found:  # calls are never deleted; only a foreign database gets here
-            return "closed", _dumps({"call_id": update.call_id, "state": "cancelled"})
+            return "closed", _dumps({"call_id": update.call_id, "state": "cancelled"}), ()
         entry = found[0]
         if entry["closed_at"] is not None:  # closed since this update was published
-            return "closed", _dumps({"call_id": entry["id"], "state": entry["state"]})
-        return "call", _dumps({"call": (await self.board_calls([entry]))[0]})
+            return "closed", _dumps({"call_id": entry["id"], "state": entry["state"]}), ()
+        card = (await self.board_calls([entry]))[0]
+        return "call", _dumps({"call": card}), households_of([card])
 
-    async def call_message(self, update: Update) -> tuple[str, str]:
-        """(type, body) of the message for a call update, read once for all boards."""
+    async def call_message(self, update: Update) -> Message:
+        """(type, body, households) of the message for a call update, read once for all
+        boards."""
         key = id(update)
         remembered = self._rendered.get(key)
         if remembered is None or remembered[0] is not update:
@@ -282,16 +295,18 @@ def stations_view(carers: Sequence[CarerSnapshot], registry: Registry) -> list[d
 # --- one connected board -------------------------------------------------------
 
 
-_RESYNC = ("resync", "")
+_RESYNC: Message = ("resync", "", ())
 
 
 class BoardConnection:
     """One board's socket: the feed's changes in, messages out through a bounded queue.
 
-    Three small loops share the socket: ``follow`` turns feed updates into messages,
-    ``send`` writes them out in order, and the carers and service loops add their
-    periodic messages. When the queue overflows (the board reads too slowly) everything
-    queued is dropped for one ``resync`` followed by a snapshot read when it goes out.
+    Small loops share the socket: ``follow`` turns feed updates into messages, ``write``
+    sends them out in order, the carers and service loops add their periodic messages,
+    and ``audit`` writes, at most every AUDIT_EVERY_S, one audit row for the households
+    this board was shown for the first time. When the queue overflows (the board reads
+    too slowly) everything queued is dropped for one ``resync`` followed by a snapshot
+    read when it goes out.
     """
 
     def __init__(
@@ -299,24 +314,31 @@ class BoardConnection:
         data: BoardData,
         ws: web.WebSocketResponse,
         updates: asyncio.Queue[Update | None],
+        request: web.Request,
         *,
         queue_size: int = SEND_QUEUE,
     ) -> None:
         self._data = data
         self._ws = ws
         self._updates = updates
-        self._out: asyncio.Queue[tuple[str, str]] = asyncio.Queue(queue_size)
+        self._request = request
+        self._out: asyncio.Queue[Message] = asyncio.Queue(queue_size)
         self._resync_queued = False
         self._seq = 0
         self._carers_due = asyncio.Event()
         self._last_change: object = None
+        # Households this board has been shown (audited or about to be), and those
+        # whose audit row is still to be written.
+        self._shown: set[str] = set()
+        self._unaudited: set[str] = set()
+        self._audit_due = asyncio.Event()
         self.resyncs = 0
 
-    def _offer(self, kind: str, body: str) -> None:
+    def _offer(self, kind: str, body: str, households: tuple[str, ...] = ()) -> None:
         if self._resync_queued:
             return  # the snapshot that follows the resync will cover it
         try:
-            self._out.put_nowait((kind, body))
+            self._out.put_nowait((kind, body, households))
         except asyncio.QueueFull:
             self.resync()
 
@@ -330,22 +352,35 @@ class BoardConnection:
         self._out.put_nowait(_RESYNC)
         self._resync_queued = True
 
-    async def _send(self, kind: str, body: str) -> None:
+    async def _send(self, kind: str, body: str, households: tuple[str, ...] = ()) -> None:
         self._seq += 1
         head = f'{{"type":"{kind}","seq":{self._seq}'
         await self._ws.send_str(head + "}" if body in ("", "{}") else f"{head},{body[1:]}")
+        new = set(households) - self._shown
+        if new:
+            self._shown |= new
+            self._unaudited |= new
+            self._audit_due.set()
 
     async def _send_snapshot(self, since: float) -> None:
-        await self._send("snapshot", await self._data.snapshot_json(since))
+        await self._send("snapshot", *await self._data.snapshot_json(since))
 
     async def run(self, subscribed_at: float) -> None:
         """Serve the board until it disconnects or the server closes its socket."""
+        try:
+            await self._run(subscribed_at)
+        finally:
+            # What was shown in the last moments is audited too.
+            await asyncio.shield(self._write_audit())
+
+    async def _run(self, subscribed_at: float) -> None:
         await self._send_snapshot(subscribed_at)
         loops: list[Callable[[], Coroutine[Any, Any, None]]] = [
             self._follow,
             self._write,
             self._carers,
             self._service,
+            self._audit,
         ]
         async with asyncio.TaskGroup() as tasks:
             running = [
@@ -386,9 +421,9 @@ class BoardConnection:
 
     async def _write(self) -> None:
         while True:
-            kind, body = await self._out.get()
+            message = await self._out.get()
             try:
-                if (kind, body) == _RESYNC:
+                if message == _RESYNC:
                     # Later changes are queued again from here on; the snapshot read
                     # below sees at least everything they were dropped for.
                     self._resync_queued = False
@@ -396,10 +431,35 @@ class BoardConnection:
                     await self._send("resync", "")
                     await self._send_snapshot(since)
                 else:
-                    await self._send(kind, body)
+                    await self._send(*message)
             except ConnectionError:
                 await self._ws.close()
                 return
+
+    async def _audit(self) -> None:
+        while True:
+            await self._audit_due.wait()
+            self._audit_due.clear()
+            await self._write_audit()
+            await asyncio.sleep(AUDIT_EVERY_S)
+
+    async def _write_audit(self) -> None:
+        """One audit row for the households shown and not yet audited."""
+        if not self._unaudited:
+            return
+        households, self._unaudited = self._unaudited, set()
+        try:
+            await audit.record_shown(
+                self._request,
+                actor=str(self._request[OPERATOR].actor),
+                action="read_board",
+                households=households,
+                detail={"feed": True},
+            )
+        except Exception:
+            log.exception("writing the board feed's audit row failed; trying again")
+            self._unaudited |= households
+            self._audit_due.set()
 
     async def _carers(self) -> None:
         while True:
@@ -428,6 +488,12 @@ async def board_snapshot(request: web.Request) -> web.Response:
     """The whole board at once: open calls most urgent first, carers, stations and
     today's service levels (``seq`` is 0: it belongs to no feed connection)."""
     snapshot = await board_data(request.app).snapshot()
+    await audit.record_shown(
+        request,
+        actor=str(request[OPERATOR].actor),
+        action="read_board",
+        households=households_of(snapshot["calls"]),
+    )
     return json_reply({"seq": 0, **snapshot})
 
 
@@ -438,11 +504,13 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=15)
     await ws.prepare(request)
     data.sockets.add(ws)
+    open_boards = request.app[OPEN_BOARDS]
+    open_boards.add(ws, request[OPERATOR].id, request[CREDENTIAL])
     try:
         # Subscribed before the snapshot is read, so no change falls between the two.
         async with request.app[SERVER].desk.feed.subscribe() as updates:
             subscribed_at = asyncio.get_running_loop().time()
-            await BoardConnection(data, ws, updates).run(subscribed_at)
+            await BoardConnection(data, ws, updates, request).run(subscribed_at)
     except asyncio.CancelledError:
         # The server stopped without closing us first (no on_shutdown hook ran).
         with contextlib.suppress(Exception):
@@ -452,6 +520,7 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
         pass  # the board went away mid-message
     finally:
         data.sockets.discard(ws)
+        open_boards.discard(ws)
     if not ws.closed:
         await ws.close()
     return ws
@@ -479,6 +548,13 @@ async def candidates(request: web.Request) -> web.Response:
         desk.district.invalidate()
         registry = await desk.district.registry()
         household = registry.households[call.household_id]
+    await audit.record(
+        request,
+        actor=str(request[OPERATOR].actor),
+        household_id=household.id,
+        action="read_candidates",
+        detail={"call_id": call.id},
+    )
     circle_s = server.config.calls.service_circle_s
     ranked = rank_carers(
         await desk.carer_snapshots(),

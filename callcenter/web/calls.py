@@ -75,11 +75,29 @@ async def _the_call(request: web.Request) -> CallRef:
     return ref
 
 
-async def _detail(request: web.Request, call_id: int) -> web.Response:
+async def _household_id(request: web.Request, code: str) -> int | None:
+    registry = await request.app[SERVER].desk.district.registry()
+    household = registry.households_by_code.get(code)
+    return household.id if household is not None else None
+
+
+async def _detail(request: web.Request, call_id: int, *, after: str | None = None) -> web.Response:
+    """The call with its whole household record (residents, care notes, family phones),
+    audited as a ``read_call`` before it goes out; ``after``: the command it answers."""
     async with _session(request) as session:
         detail = await views.call_detail(session, call_id)
     if detail is None:
         raise not_found(f"there is no call {call_id}")
+    facts: dict[str, object] = {"call_id": call_id, "closed": detail["closed_at"] is not None}
+    if after is not None:
+        facts["after"] = after
+    await audit.record(
+        request,
+        actor=str(request[OPERATOR].actor),
+        household_id=await _household_id(request, detail["household"]["code"]),
+        action="read_call",
+        detail=facts,
+    )
     return json_reply(detail)
 
 
@@ -94,12 +112,13 @@ async def _carer(request: web.Request, code: str, *, in_path: bool) -> int:
 
 
 async def _command(
-    request: web.Request, ref: CallRef, make: Callable[[Actor], Command]
+    request: web.Request, ref: CallRef, name: str, make: Callable[[Actor], Command]
 ) -> web.Response:
-    """Apply a command from the signed-in operator; answer with the call as it now is."""
+    """Apply the command ``name`` from the signed-in operator; answer with the call as
+    it now is."""
     server = request.app[SERVER]
     await server.desk.command(ref.call_id, make(request[OPERATOR].actor))
-    return await _detail(request, ref.call_id)
+    return await _detail(request, ref.call_id, after=name)
 
 
 # As docs/database.md allows household codes (they are MQTT topic levels).
@@ -127,6 +146,14 @@ async def list_calls(request: web.Request) -> web.Response:
         )
     async with _session(request) as session:
         calls = await views.list_calls(session, which, closed_limit=limit, household=household)
+    await audit.record_shown(
+        request,
+        actor=str(request[OPERATOR].actor),
+        action="list_calls",
+        households=(call["household"]["code"] for call in calls),
+        named=None if household is None else await _household_id(request, household),
+        detail={"state": which.value, "calls": len(calls)},
+    )
     return json_reply({"state": which.value, "calls": calls})
 
 
@@ -145,15 +172,6 @@ def _limit(raw: str | None) -> int:
 async def call_detail(request: web.Request) -> web.Response:
     """Everything about one call, household included: the read is audited."""
     ref = await _the_call(request)
-    registry = await request.app[SERVER].desk.district.registry()
-    household = registry.households_by_code.get(ref.household)
-    await audit.record(
-        request,
-        actor=str(request[OPERATOR].actor),
-        household_id=household.id if household is not None else None,
-        action="read_call",
-        detail={"call_id": ref.call_id},
-    )
     return await _detail(request, ref.call_id)
 
 
@@ -162,7 +180,7 @@ async def acknowledge(request: web.Request) -> web.Response:
     """Take the call: the first operator to acknowledge owns it until it closes."""
     ref = await _the_call(request)
     await read_body(request, NoBody)
-    return await _command(request, ref, Acknowledge)
+    return await _command(request, ref, "acknowledge", Acknowledge)
 
 
 @routes.post("/api/calls/{call_id}/dispatch")
@@ -174,7 +192,7 @@ async def dispatch(request: web.Request) -> web.Response:
         await _carer(request, body.carer, in_path=False)
     server = request.app[SERVER]
     await server.desk.dispatch(ref.call_id, request[OPERATOR].actor, body.carer)
-    return await _detail(request, ref.call_id)
+    return await _detail(request, ref.call_id, after="dispatch")
 
 
 @routes.post("/api/calls/{call_id}/carers/{code}/status")
@@ -183,7 +201,7 @@ async def carer_status(request: web.Request) -> web.Response:
     ref = await _the_call(request)
     carer = await _carer(request, request.match_info["code"], in_path=True)
     body = await read_body(request, StatusBody)
-    return await _command(request, ref, lambda by: Report(by, carer, body.status))
+    return await _command(request, ref, "status", lambda by: Report(by, carer, body.status))
 
 
 @routes.post("/api/calls/{call_id}/carers/{code}/stand-down")
@@ -192,25 +210,27 @@ async def stand_down(request: web.Request) -> web.Response:
     ref = await _the_call(request)
     carer = await _carer(request, request.match_info["code"], in_path=True)
     body = await read_body(request, StandDownBody)
-    return await _command(request, ref, lambda by: StandDown(by, carer, body.why))
+    return await _command(request, ref, "stand-down", lambda by: StandDown(by, carer, body.why))
 
 
 @routes.post("/api/calls/{call_id}/notes")
 async def add_note(request: web.Request) -> web.Response:
+    """A note in the call's history; a closed call takes notes too (a supervisor adding
+    what was learnt afterwards), answered and audited like any other command."""
     ref = await _the_call(request)
     body = await read_body(request, NoteBody)
-    return await _command(request, ref, lambda by: AddNote(by, body.text))
+    return await _command(request, ref, "note", lambda by: AddNote(by, body.text))
 
 
 @routes.post("/api/calls/{call_id}/resolve")
 async def resolve(request: web.Request) -> web.Response:
     ref = await _the_call(request)
     body = await read_body(request, ResolveBody)
-    return await _command(request, ref, lambda by: Resolve(by, body.outcome, body.note))
+    return await _command(request, ref, "resolve", lambda by: Resolve(by, body.outcome, body.note))
 
 
 @routes.post("/api/calls/{call_id}/cancel")
 async def cancel(request: web.Request) -> web.Response:
     ref = await _the_call(request)
     body = await read_body(request, CancelBody)
-    return await _command(request, ref, lambda by: Cancel(by, body.reason, body.note))
+    return await _command(request, ref, "cancel", lambda by: Cancel(by, body.reason, body.note))

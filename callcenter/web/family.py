@@ -3,7 +3,8 @@ and a one-time code sent by SMS, and sees that household's calls, and only those
 
 Sign-in codes are six digits, kept only as their SHA-256, live 10 minutes, work once and
 die after 5 wrong tries; asking for codes and guessing them are limited per phone and per
-address, counted from the audit log (so the limits hold across restarts and instances).
+address, counted from the audit log (so the limits hold across restarts and instances)
+while the phone and the address are locked (so they hold under simultaneous requests).
 An unknown phone gets the same answer as a known one and nothing is sent. A session is a
 random cookie (``callcenter_family``) bound to the phone; every household or call that is
 not this phone's is a 404, whatever is tried, and every read is written to the audit log.
@@ -32,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from callcenter.domain.calls import AssignmentState, CallState
 from callcenter.engine import repository
 from callcenter.store import models as m
-from callcenter.store.db import write_locked
+from callcenter.store.db import lock_names, write_locked
 from callcenter.web import audit
 from callcenter.web.bodies import _Body, read_body
 from callcenter.web.errors import ApiError, not_found
@@ -242,7 +243,12 @@ async def _refuse_if_over(
     limits: tuple[int, int],
     what: tuple[str, str],
 ) -> None:
-    """429 when this phone or this address has used up ``action`` in the window."""
+    """429 when this phone or this address has used up ``action`` in the window.
+
+    The phone and the address stay locked until the caller's transaction commits the
+    try it then records: simultaneous requests are counted one after another, so a
+    burst gets exactly what the limits allow (on PostgreSQL as on SQLite)."""
+    await lock_names(session, f"family:phone:{phone}", f"family:address:{_address(request)}")
     now = request.app[SERVER].clock.now()
     since = now - LIMIT_WINDOW
     per_phone, per_address = limits

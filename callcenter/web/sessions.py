@@ -16,26 +16,33 @@ need neither.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import html
 import logging
+import math
 import secrets
-import time
-from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
-from callcenter.web.state import SERVER
+from callcenter.store.db import lock_names, write_locked, write_turn
+from callcenter.web.client_address import source_of
+from callcenter.web.state import OPEN_BOARDS, SERVER
+
+if TYPE_CHECKING:
+    from callcenter.app import Running
 
 log = logging.getLogger("callcenter.web.sessions")
 
@@ -49,9 +56,9 @@ HOME_PATH = "/board"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # last_seen_at is written at most this often, not on every request.
 _TOUCH_EVERY = timedelta(minutes=1)
-# Sign-in failures allowed per username and per address before a pause.
-FAILURES_ALLOWED = 5
-FAILURE_WINDOW_S = 300.0
+# An address a person signed in from this recently is theirs: the loose per-person limit
+# does not pause them there (web.sign_in_failures_per_user).
+KNOWN_SOURCE_FOR = timedelta(days=30)
 _MAX_FIELD = 200
 
 LOGIN_PAGE = Path(__file__).resolve().parents[2] / "dashboards" / "login.html"
@@ -94,41 +101,6 @@ class SignedIn:
 
     operator_id: int
     csrf_token: str
-
-
-class FailureCounter:
-    """Recent sign-in failures per key (a username, an address), to pause guessing."""
-
-    def __init__(self, allowed: int = FAILURES_ALLOWED, window_s: float = FAILURE_WINDOW_S):
-        self._allowed = allowed
-        self._window_s = window_s
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str) -> deque[float]:
-        failures = self._failures.setdefault(key, deque())
-        cutoff = time.monotonic() - self._window_s
-        while failures and failures[0] < cutoff:
-            failures.popleft()
-        return failures
-
-    def blocked_for(self, *keys: str) -> float:
-        """Seconds until any of ``keys`` may try again; 0 when all may."""
-        wait = 0.0
-        for key in keys:
-            failures = self._recent(key)
-            if len(failures) >= self._allowed:
-                wait = max(wait, failures[0] + self._window_s - time.monotonic())
-        return wait
-
-    def failed(self, *keys: str) -> None:
-        for key in keys:
-            self._recent(key).append(time.monotonic())
-
-    def succeeded(self, key: str) -> None:
-        self._failures.pop(key, None)
-
-
-FAILURES: web.AppKey[FailureCounter] = web.AppKey("callcenter.sign_in_failures")
 
 
 async def session_of(request: web.Request) -> SignedIn | None:
@@ -212,6 +184,100 @@ def _login_page(
     return response
 
 
+@contextlib.asynccontextmanager
+async def _writing(server: Running) -> AsyncIterator[AsyncSession]:
+    """A transaction that locks what it reads, in turn with the server's other writers
+    (on SQLite, left to its busy timeout, a burst of sign-ins could wait it out)."""
+    async with (
+        write_turn(server.engine),
+        AsyncSession(write_locked(server.engine)) as session,
+        session.begin(),
+    ):
+        yield session
+
+
+async def _begin_attempt(server: Running, username: str, source: str) -> int | timedelta:
+    """Record a sign-in attempt as being judged (it counts as a failure until it is
+    judged) and return its id; or, when a limit is reached, how long until it frees.
+
+    The address and the name stay locked from the count until the attempt is recorded,
+    so simultaneous attempts are counted one after another and no more are judged than
+    the limits allow."""
+    name = username[:64]  # as the table keeps it
+    config = server.config.web
+    now = server.clock.now()
+    since = now - timedelta(minutes=config.sign_in_window_min)
+    attempt = m.SignInAttempt
+    failures = select(func.count(), func.min(attempt.at)).where(
+        attempt.outcome != m.SignInOutcome.SIGNED_IN, attempt.at > since
+    )
+    async with _writing(server) as session:
+        await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{name}")
+        # Their last sign-in from here: failures before it are forgiven, and an address
+        # they use is not paused by guessing from elsewhere.
+        signed_in_here = await session.scalar(
+            select(func.max(attempt.at)).where(
+                attempt.username == name,
+                attempt.source == source,
+                attempt.outcome == m.SignInOutcome.SIGNED_IN,
+                attempt.at > now - KNOWN_SOURCE_FOR,
+            )
+        )
+        checks = [
+            (failures.where(attempt.source == source), config.sign_in_failures_per_source),
+            (
+                failures.where(
+                    attempt.username == name,
+                    attempt.source == source,
+                    attempt.at > (signed_in_here or since),
+                ),
+                config.sign_in_failures_per_user_source,
+            ),
+        ]
+        if signed_in_here is None:
+            checks.append(
+                (
+                    failures.where(attempt.username == name),
+                    config.sign_in_failures_per_user,
+                )
+            )
+        for query, limit in checks:
+            count, earliest = (await session.execute(query)).one()
+            if count >= limit and earliest is not None:
+                log.warning(
+                    "sign-in for %r from %s paused: %d failures in %g min (limit %d)",
+                    username,
+                    source,
+                    count,
+                    config.sign_in_window_min,
+                    limit,
+                )
+                return earliest + timedelta(minutes=config.sign_in_window_min) - now
+        row = m.SignInAttempt(at=now, username=name, source=source, outcome=m.SignInOutcome.JUDGING)
+        session.add(row)
+        await session.flush()
+        return row.id
+
+
+async def _end_attempt(
+    server: Running,
+    attempt_id: int,
+    outcome: m.SignInOutcome,
+    session: AsyncSession | None = None,
+) -> None:
+    """Record how an attempt was judged (in ``session``'s transaction, if given)."""
+    judged = (
+        update(m.SignInAttempt)
+        .where(m.SignInAttempt.id == attempt_id)
+        .values(outcome=outcome.value)
+    )
+    if session is not None:
+        await session.execute(judged)
+        return
+    async with _writing(server) as own:
+        await own.execute(judged)
+
+
 @routes.get(LOGIN_PATH)
 async def login_form(request: web.Request) -> web.StreamResponse:
     """The sign-in page (or the board, for someone signed in already)."""
@@ -225,7 +291,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
     server = request.app[SERVER]
     form = await request.post()
-    username = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
+    # No real username has control characters; PostgreSQL refuses a NUL in text.
+    typed = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
+    username = "".join(ch if ch.isprintable() else "?" for ch in typed)
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
     cookie_csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
@@ -241,16 +309,15 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=403,
             username=username,
         )
-    failures = request.app[FAILURES]
-    address = f"address:{request.remote or '?'}"
-    wait = failures.blocked_for(f"user:{username}", address)
-    if wait > 0:
-        log.warning("sign-in for %r from %s paused: too many failures", username, request.remote)
+    source = source_of(request.remote)
+    begun = await _begin_attempt(server, username, source)
+    if isinstance(begun, timedelta):
+        minutes = max(1, math.ceil(begun.total_seconds() / 60))
         return _login_page(
             request,
             error=(
-                f"尝试次数过多，请{int(wait // 60) + 1}分钟后再试 / Too many failed sign-ins; "
-                f"try again in {int(wait // 60) + 1} min."
+                f"尝试次数过多，请{minutes}分钟后再试 / Too many failed sign-ins; "
+                f"try again in {minutes} min."
             ),
             status=429,
             username=username,
@@ -263,26 +330,28 @@ async def login(request: web.Request) -> web.StreamResponse:
     # Argon2 is slow on purpose: off the loop, so the desk keeps moving meanwhile.
     right = await asyncio.to_thread(_verify, stored, password)
     if operator is None or not right or not operator.active:
-        failures.failed(f"user:{username}", address)
-        why = "inactive" if operator is not None and right else "wrong username or password"
-        log.warning("sign-in for %r from %s refused: %s", username, request.remote, why)
+        await _end_attempt(server, begun, m.SignInOutcome.FAILED)
+        # A switched-off account gets the wrong-password answer: anything else would
+        # tell a guesser that the password was right.
+        why = "switched off" if operator is not None and right else "wrong username or password"
+        log.warning("sign-in for %r from %s refused: %s", username, source, why)
         return _login_page(
             request,
-            error=(
-                "账号已停用，请联系主管 / This account is switched off; ask a supervisor."
-                if why == "inactive"
-                else "用户名或密码错误 / Wrong username or password."
-            ),
+            error="用户名或密码错误 / Wrong username or password.",
             status=401,
             username=username,
         )
-    failures.succeeded(f"user:{username}")
     now = server.clock.now()
     token = secrets.token_urlsafe(32)
     web_config = server.config.web
-    async with AsyncSession(server.engine) as session, session.begin():
-        # Sessions that ended are cleared now and then, here, where they are made.
+    async with _writing(server) as session:
+        await _end_attempt(server, begun, m.SignInOutcome.SIGNED_IN, session)
+        # Sessions that ended are cleared now and then, here, where they are made, and
+        # attempts too old to count for anything.
         await session.execute(delete(m.WebSession).where(m.WebSession.expires_at <= now))
+        await session.execute(
+            delete(m.SignInAttempt).where(m.SignInAttempt.at < now - KNOWN_SOURCE_FOR)
+        )
         session.add(
             m.WebSession(
                 token_sha256=token_digest(token),
@@ -293,7 +362,7 @@ async def login(request: web.Request) -> web.StreamResponse:
                 expires_at=now + timedelta(hours=web_config.session_max_hours),
             )
         )
-    log.info("operator %s signed in to the board from %s", operator.username, request.remote)
+    log.info("operator %s signed in to the board from %s", operator.username, source)
     signed = web.HTTPSeeOther(HOME_PATH)
     _set_cookie(
         signed, request, SESSION_COOKIE, token, max_age=int(web_config.session_max_hours * 3600)
@@ -316,6 +385,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
                 delete(m.WebSession).where(m.WebSession.token_sha256 == token_digest(token))
             )
         log.info("operator %d signed out of the board", signed_in.operator_id)
+        request.app[OPEN_BOARDS].check_soon()
     signed_out = web.HTTPSeeOther(LOGIN_PATH)
     signed_out.del_cookie(SESSION_COOKIE, path="/")
     raise signed_out

@@ -4,7 +4,7 @@ operator, and the call a request is about (for the request log)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from aiohttp import web
 
@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from callcenter.app import Running
     from callcenter.web.auth import DeskOperator
     from callcenter.web.board import BoardData
+    from callcenter.web.board_watch import OpenBoards
     from callcenter.web.health import FollowerProgress
     from callcenter.web.metrics import Metrics
 
@@ -27,17 +28,29 @@ class CallRef:
         return f"call {self.call_id} household {self.household}"
 
 
+@dataclass(frozen=True)
+class Credential:
+    """What a request signed in with: a board session's cookie or an API token, by the
+    digest the database keeps (open boards are closed when it stops being valid)."""
+
+    kind: Literal["session", "token"]
+    digest: str
+
+
 SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
 FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.follower_progress")
 # What every connected board shares: rendered cards, the snapshot in the making, sockets.
 BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")
+# The open boards and what each signed in with, to close those whose sign-in ended.
+OPEN_BOARDS: web.AppKey[OpenBoards] = web.AppKey("callcenter.open_boards")
 # Which household each call belongs to never changes, so it is remembered for log lines.
 HOUSEHOLD_OF_CALL: web.AppKey[dict[int, str]] = web.AppKey("callcenter.household_of_call")
 
 OPERATOR: web.RequestKey[DeskOperator] = web.RequestKey("callcenter.operator")
 # The board session's CSRF token, when the request came with the sign-in cookie.
 CSRF: web.RequestKey[str] = web.RequestKey("callcenter.csrf")
+CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("callcenter.credential")
 CALL: web.RequestKey[CallRef] = web.RequestKey("callcenter.call")
 # Why a request was refused, for the request log (the response carries it too).
 REFUSAL: web.RequestKey[str] = web.RequestKey("callcenter.refusal")

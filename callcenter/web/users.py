@@ -13,7 +13,7 @@ from callcenter.web.auth import require_role
 from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_body
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.replies import json_reply
-from callcenter.web.state import SERVER
+from callcenter.web.state import OPEN_BOARDS, SERVER
 from callcenter.web.views import iso
 
 log = logging.getLogger("callcenter.web.users")
@@ -89,6 +89,7 @@ async def set_password(request: web.Request) -> web.Response:
         )
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
+    request.app[OPEN_BOARDS].check_soon()
     return json_reply({"username": request.match_info["username"], "password": "set"})
 
 
@@ -106,4 +107,5 @@ async def set_active(request: web.Request) -> web.Response:
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
     server.desk.district.invalidate()
+    request.app[OPEN_BOARDS].check_soon()
     return json_reply({"username": username, "active": body.active})

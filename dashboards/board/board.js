@@ -6,6 +6,8 @@ import { BoardMap } from "./map.js";
 import { WelfarePanel } from "./welfare.js";
 
 const FEED_PATH = "/api/board/feed";
+// The server closes the feed with this code when the sign-in has ended (the reason says why).
+const SIGNED_OUT_CODE = 4401;
 const BACKOFF_FIRST_MS = 500;
 const BACKOFF_MAX_MS = 5000;
 const ALARM_TYPES = new Set(["emergency", "fall"]);
@@ -30,6 +32,8 @@ const state = {
   detail: null,
   candidates: null,
   lastCalls: null,
+  // Why the sign-in ended, once the server has said so (the board then stays signed out).
+  ended: null,
   isAlarm,
 };
 
@@ -130,6 +134,8 @@ class ApiFailure extends Error {
 }
 
 async function api(method, path, body) {
+  // Signed out: nothing more is asked for (refreshes in hand and timers included).
+  if (state.connection === "signed_out") throw new ApiFailure(401, "unauthorised", "signed out");
   const options = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
   if (method !== "GET") {
     options.headers["Content-Type"] = "application/json";
@@ -143,7 +149,8 @@ async function api(method, path, body) {
     throw new ApiFailure(0, "network", t("error.network"));
   }
   if (reply.status === 401) {
-    location.assign("/login");
+    // A request answered after the feed said why the sign-in ended leaves that on screen.
+    if (state.connection !== "signed_out") location.assign("/login");
     throw new ApiFailure(401, "unauthorised", "signed out");
   }
   const isJson = (reply.headers.get("Content-Type") ?? "").includes("json");
@@ -195,9 +202,28 @@ function connect() {
       expected = null;
     });
   });
-  ws.addEventListener("close", () => {
-    if (socket === ws) dropSocket(ws);
+  ws.addEventListener("close", (event) => {
+    if (socket !== ws) return;
+    if (event.code === SIGNED_OUT_CODE) signedOut(event.reason);
+    else dropSocket(ws);
   });
+}
+
+// The sign-in has ended: residents' details leave the screen, nothing reconnects, and the
+// operator is told why and where to sign in again.
+function signedOut(reason) {
+  socket = null;
+  clearTimeout(reconnectTimer);
+  state.ended = ["signed_out", "switched_off", "expired", "token_replaced"].includes(reason) ? reason : "signed_out";
+  state.calls = new Map();
+  state.carers = [];
+  state.selected = null;
+  state.detail = null;
+  state.candidates = null;
+  state.lastCalls = null;
+  for (const id of ["alarms", "welfare-due", "welfare-missed", "detail"]) $(id).replaceChildren();
+  setConnection("signed_out");
+  renderAll();
 }
 
 function dropSocket(ws) {
@@ -316,6 +342,7 @@ function setConnection(value) {
   const banner = $("connection-banner");
   banner.hidden = value !== "lost";
   banner.textContent = t("conn.lost");
+  $("signed-out-banner").hidden = value !== "signed_out";
   updateAlarmState();
 }
 
@@ -336,6 +363,8 @@ function renderAll() {
   $("service-heading").textContent = t("service.heading");
   $("connection").textContent = t(`conn.${state.connection}`);
   $("connection-banner").textContent = t("conn.lost");
+  $("signed-out-text").textContent = t(`ended.${state.ended ?? "signed_out"}`);
+  $("signed-out-link").textContent = t("ended.again");
   if (state.me) {
     $("who").textContent = `${state.me.name} · ${tOr(`role.${state.me.role}`, state.me.role)}`;
   }
