@@ -144,3 +144,51 @@ async def test_a_handler_cannot_read_or_answer_other_than_it_declares(
     assert "PasswordBody is not declared" in logged
     assert "does not match its declaration" in logged
     assert "202 is not declared" in logged
+
+
+async def test_a_method_an_address_does_not_take_is_a_405_naming_those_it_does(api: Api) -> None:
+    """Test that a 405 says which methods the address takes in its Allow header, as HTTP
+    requires, as well as in the JSON body (schemathesis found the header missing)."""
+    reply = await api.request("DELETE", "/api/calls/1")
+    assert reply.status == 405
+    assert reply.body["allowed"] == ["GET", "HEAD"]
+    assert reply.headers.get("Allow") == "GET, HEAD"
+    trace = await api.request("TRACE", "/api/me/language")
+    assert trace.status == 405
+    assert trace.headers.get("Allow") == "POST"
+
+
+async def test_an_answer_that_is_not_a_word_is_refused_on_the_carer_page(api: Api) -> None:
+    """Test that a carer page answer whose ``answer`` is an object or a list is a 400,
+    not a 500 (schemathesis found it: the word was looked up in a dict unchecked)."""
+    for answer in ({}, [], None):
+        reply = await api.request("POST", "/c/anything/answer", json={"answer": answer}, who=None)
+        assert reply.status == 400, reply
+        assert reply.body["error"] == "bad_request"
+
+
+async def test_switching_an_account_needs_a_true_or_false(api: Api) -> None:
+    """Test that ``active`` must be true or false: 0, 1 or "off" are refused, not read as
+    a switch (schemathesis found 0 switching an account off)."""
+    for sent in (0, 1, "off", "true", None):
+        reply = await api.post("/api/users/wang.wei/active", {"active": sent}, who="sun.admin")
+        assert reply.status == 400, (sent, reply)
+        assert reply.body["problems"][0]["field"] == "active"
+    users = (await api.get("/api/users", who="sun.admin")).body["users"]
+    assert next(u for u in users if u["username"] == "wang.wei")["active"] is True
+
+
+@pytest.mark.parametrize("path", ["/sms/inbound", "/sms/status"])
+async def test_a_webhook_post_that_is_no_form_is_a_400(api: Api, path: str) -> None:
+    """Test that a webhook post whose body cannot be read as a form (multipart without a
+    boundary) is a 400 with the project's error body, signed or not, not a 500
+    (schemathesis found it)."""
+    reply = await api.request(
+        "POST",
+        path,
+        who=None,
+        data=b"Body=hi&From=%2B8613800138000&MessageSid=SM1",
+        headers={"Content-Type": "multipart/form-data", "X-Twilio-Signature": "x"},
+    )
+    assert reply.status == 400, reply
+    assert reply.body["error"] == "bad_request"

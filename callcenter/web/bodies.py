@@ -11,7 +11,14 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+)
 
 from callcenter.domain.calls import CancelReason, CarerReport, Outcome
 from callcenter.store.models import OperatorRole
@@ -82,7 +89,8 @@ class NewUserBody(_Body):
 
 
 class ActiveBody(_Body):
-    active: bool
+    # Strict: 0, "off" or "no" are not read as a switch someone meant to throw.
+    active: StrictBool
 
 
 class PasswordBody(_Body):

@@ -361,7 +361,9 @@ async def answer(request: web.Request) -> web.Response:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         return _bad_answer('send JSON such as {"answer": "accept"}')
-    if not isinstance(body, dict) or body.get("answer") not in PAGE_ANSWERS:
+    # The word is looked up only once it is a string: {} or [] cannot be a dict key.
+    word = body.get("answer") if isinstance(body, dict) else None
+    if not isinstance(word, str) or word not in PAGE_ANSWERS:
         return _bad_answer(f"answer must be one of {', '.join(PAGE_ANSWERS)}")
     outcome = Outcome.HELPED_AT_HOME
     if "outcome" in body:

@@ -120,7 +120,12 @@ def twiml(text: str) -> web.Response:
 
 async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
     """The posted form fields, if Twilio signed them; else 403 and a log line."""
-    posted = await request.post()
+    try:
+        posted = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        # Not a form at all (multipart without a boundary, bytes that are not text):
+        # nothing Twilio sends, and nothing to check a signature over.
+        raise bad_request("the body is not a form as Twilio posts it") from None
     # Twilio posts text fields only; anything else cannot be part of its signature.
     form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
     token = webhook_auth_token(server)
