@@ -60,7 +60,10 @@ def _session(request: web.Request) -> AsyncSession:
 
 class CarerOnCallPath(CallPath):
     code: Annotated[
-        str, Field(min_length=1, max_length=16, description="a carer code such as C012")
+        str,
+        Field(
+            min_length=1, max_length=16, description="a carer code such as C012", examples=["C001"]
+        ),
     ]
 
 

@@ -79,7 +79,9 @@ def _digits(raw: Any) -> Any:
 
 
 # Any whole number: one no row can have (0, past BIGINT) names nothing, and is a 404.
-Id = Annotated[int, BeforeValidator(_digits), Field(ge=0, description="a whole number")]
+Id = Annotated[
+    int, BeforeValidator(_digits), Field(ge=0, description="a whole number", examples=[1])
+]
 Day = Annotated[
     date,
     BeforeValidator(_written_day),
@@ -98,6 +100,7 @@ HouseholdCode = Annotated[
     Field(
         pattern=r"^[A-Za-z0-9_-]{1,32}$",
         description="a household code such as H0001",
+        examples=["H0001"],
     ),
 ]
 Limit = Annotated[int, Field(ge=1, le=1000, description="a whole number from 1 to 1000")]

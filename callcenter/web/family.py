@@ -196,11 +196,11 @@ class FamilyCallSteps(FamilyCall):
 
 class HouseholdPath(Parameters):
     # Any text: whatever is not one of this phone's households is the same 404.
-    code: str = Field(description="a household code such as H0001")
+    code: str = Field(description="a household code such as H0001", examples=["H0001"])
 
 
 class HouseholdCallPath(HouseholdPath):
-    call_id: str = Field(description="a call id")
+    call_id: str = Field(description="a call id", examples=["1"])
 
 
 _SIGNED_OUT = {401: "signed_out: no live family session", 403: "csrf: a change without the token"}
