@@ -192,3 +192,19 @@ async def test_a_webhook_post_that_is_no_form_is_a_400(api: Api, path: str) -> N
     )
     assert reply.status == 400, reply
     assert reply.body["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("day", ["9999-12-31", "0001-01-01"])
+async def test_a_day_at_the_ends_of_the_calendar_is_a_400(api: Api, day: str) -> None:
+    """Test that service levels of the first or last day Python knows (whose next day or
+    time-zone bounds do not exist) are a 400 naming ``day``, not a 500."""
+    reply = await api.get(f"/api/service-levels?day={day}")
+    assert reply.status == 400, reply
+    assert reply.body["field"] == "day"
+
+
+async def test_a_welfare_call_id_past_bigint_is_not_found(api: Api) -> None:
+    """Test that recording a welfare call whose id no database column can hold is a 404,
+    as for a call, not a 500."""
+    reply = await api.post(f"/api/welfare/{2**63}", {"outcome": "well"})
+    assert reply.status == 404, reply
