@@ -12,21 +12,53 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
 from callcenter.store.db import write_turn
 from callcenter.web.auth import require_role
+from callcenter.web.contract import Limit, Parameters, contract
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
 
 routes = web.RouteTableDef()
+
+
+class AuditQuery(Parameters):
+    household: Annotated[str, Field(max_length=64, description="a household code")] | None = None
+    actor: Annotated[str, Field(max_length=96, description="e.g. family:+8613800138000")] | None = (
+        None
+    )
+    since: str | None = Field(None, description="an ISO 8601 time with a zone", max_length=64)
+    limit: Limit = Field(200, description="a whole number from 1 to 1000")
+
+
+class AuditEntryView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    at: datetime
+    actor: str
+    household: str | None
+    action: str
+    path: str
+    address: str
+    detail: dict[str, Any]
+
+
+class AuditLog(BaseModel):
+    """Audit rows, newest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[AuditEntryView]
+
 
 _MAX_ROWS = 1000
 _DEFAULT_ROWS = 200
@@ -115,6 +147,7 @@ def _since(raw: str | None) -> datetime | None:
 
 
 @routes.get("/api/audit")
+@contract(role=m.OperatorRole.ADMIN, query=AuditQuery, answers={200: AuditLog}, tag="accounts")
 async def audit_log(request: web.Request) -> web.Response:
     """Audit rows, newest first: ``?household=H0001``, ``?actor=family:+86...``,
     ``?since=<ISO time>``, ``?limit=`` (1-1000, default 200). Administrators only."""

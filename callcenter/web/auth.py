@@ -16,13 +16,16 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import Actor, ActorKind
 from callcenter.store import models as m
 from callcenter.web import sessions
-from callcenter.web.bodies import LanguageBody, read_body
+from callcenter.web.bodies import Language, LanguageBody, read_body
+from callcenter.web.contract import contract
+from callcenter.web.contract import require_role as _require_role
 from callcenter.web.errors import ApiError
 from callcenter.web.replies import json_reply
 from callcenter.web.state import CREDENTIAL, CSRF, OPERATOR, SERVER, Credential
@@ -33,6 +36,36 @@ _MAX_TOKEN_LENGTH = 200
 PROTECTED_PREFIX = "/api/"
 
 routes = web.RouteTableDef()
+
+
+class MapTiles(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tiles_url: str
+    attribution: str
+
+
+class Me(BaseModel):
+    """The signed-in operator and what the board needs to work for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str
+    name: str
+    role: m.OperatorRole
+    actor: str = Field(description="as the call history names them, e.g. operator:li.na")
+    language: str
+    csrf_token: str | None = Field(description="the board session's; null for a bearer token")
+    timezone: str
+    map: MapTiles
+
+
+class LanguageChosen(BaseModel):
+    """The language now chosen."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    language: Language
 
 
 def new_token() -> str:
@@ -68,16 +101,9 @@ class DeskOperator:
 
 
 def require_role(request: web.Request, role: m.OperatorRole) -> DeskOperator:
-    """The signed-in operator, if their role allows what ``role`` may; else 403."""
-    operator = request[OPERATOR]
-    if not operator.may(role):
-        raise ApiError(
-            403,
-            "forbidden",
-            f"only a {role.value} or above may do this; {operator.username} is "
-            f"{'an' if operator.role is m.OperatorRole.OPERATOR else 'a'} {operator.role.value}",
-        )
-    return operator
+    """The signed-in operator, if their role allows what ``role`` may; else 403 (routes
+    declare the role in their contract, which checks it the same way)."""
+    return _require_role(request, role)
 
 
 def _unauthorised(message: str) -> ApiError:
@@ -167,6 +193,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 
 
 @routes.get("/api/me")
+@contract(answers={200: Me}, tag="accounts")
 async def who_am_i(request: web.Request) -> web.Response:
     """The signed-in operator, as the call history names them, with what the board
     needs to work for them: language, the session's CSRF token, time zone, map tiles."""
@@ -190,6 +217,7 @@ async def who_am_i(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/me/language")
+@contract(body=LanguageBody, answers={200: LanguageChosen}, tag="accounts")
 async def choose_language(request: web.Request) -> web.Response:
     """The signed-in operator's language for the board (and their texts)."""
     operator = request[OPERATOR]

@@ -18,22 +18,34 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import CallState
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Tier, rank_carers
+from callcenter.domain.geo import Transport
 from callcenter.engine import repository
 from callcenter.engine.district import Registry
 from callcenter.engine.feed import Update
 from callcenter.web import audit, views
-from callcenter.web.errors import bad_request, not_found
+from callcenter.web.contract import (
+    DAY_WORDS,
+    MAX_ID,
+    CallPath,
+    Day,
+    Parameters,
+    contract,
+    path_of,
+    query_of,
+)
+from callcenter.web.errors import not_found
 from callcenter.web.replies import json_reply
-from callcenter.web.service_levels import service_levels
+from callcenter.web.service_levels import ServiceLevels, service_levels
 from callcenter.web.state import BOARD, CREDENTIAL, OPEN_BOARDS, OPERATOR, SERVER
 
 if TYPE_CHECKING:
@@ -483,7 +495,72 @@ class BoardConnection:
 # --- routes --------------------------------------------------------------------
 
 
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BoardHousehold(_Shape):
+    code: str
+    address: str
+    position: views.Position | None
+    residents: str = Field(description="the residents' names")
+
+
+class BoardCall(views.CallSummary):
+    household: BoardHousehold  # type: ignore[assignment]
+
+
+class StationView(_Shape):
+    code: str
+    name: str
+    position: views.Position
+    on_shift: int
+    free: int
+
+
+class BoardSnapshot(_Shape):
+    """The whole board at once: open calls most urgent first, carers, stations and
+    today's service levels."""
+
+    seq: int = Field(description="0: it belongs to no feed connection")
+    at: datetime
+    timezone: str
+    calls: list[BoardCall]
+    carers: list[views.CarerView]
+    stations: list[StationView]
+    service: ServiceLevels
+
+
+class Candidate(_Shape):
+    code: str
+    name: str
+    station: str
+    tier: str = Field(description="home, backup or other")
+    travel_min: float
+    distance_m: int
+    within_circle: bool
+    state: CarerState
+    transport: Transport
+    skills: list[str]
+    position: views.Position
+
+
+class Candidates(_Shape):
+    """The free carers the desk would send, best first."""
+
+    call_id: int
+    household: str
+    skills: list[str]
+    service_circle_min: float
+    candidates: list[Candidate]
+
+
+class DayQuery(Parameters):
+    day: Day | None = Field(None, description=f"{DAY_WORDS} (default today)")
+
+
 @routes.get("/api/board")
+@contract(answers={200: BoardSnapshot}, tag="board")
 async def board_snapshot(request: web.Request) -> web.Response:
     """The whole board at once: open calls most urgent first, carers, stations and
     today's service levels (``seq`` is 0: it belongs to no feed connection)."""
@@ -527,18 +604,16 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
 
 
 @routes.get("/api/calls/{call_id}/candidates")
+@contract(path=CallPath, answers={200: Candidates, 404: "no such call"}, tag="board")
 async def candidates(request: web.Request) -> web.Response:
     """The free carers the desk would send to this call, best first, with tier and
     estimated travel time, so an operator can send the best or choose by hand."""
-    raw = request.match_info["call_id"]
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_request(f"a call id is a whole number, not {raw!r}")
-    call_id = int(raw)
+    call_id = path_of(request, CallPath).call_id
     server = request.app[SERVER]
     desk = server.desk
     registry = await desk.district.registry()
     call = None
-    if 0 < call_id <= views.MAX_ID:
+    if 0 < call_id <= MAX_ID:
         async with AsyncSession(server.engine) as session:
             call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     if call is None:
@@ -589,17 +664,9 @@ async def candidates(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/service-levels")
+@contract(query=DayQuery, answers={200: ServiceLevels}, tag="board")
 async def service_levels_of_day(request: web.Request) -> web.Response:
     """Service levels of ``?day=YYYY-MM-DD`` (default today in the district's zone)."""
     data = board_data(request.app)
-    raw = request.query.get("day")
-    day: date | None = None
-    if raw is not None:
-        day = views.written_day(raw)
-        if day is None:
-            raise bad_request(
-                f"day must be a date written YYYY-MM-DD, e.g. {data.today().isoformat()}; "
-                f"not {raw!r}",
-                field="day",
-            )
+    day = query_of(request, DayQuery).day
     return json_reply(await data.read_service(day or data.today()))

@@ -7,15 +7,24 @@ message names the field and, for a choice, every allowed value.
 from __future__ import annotations
 
 import json
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    ValidationError,
+)
 
 from callcenter.domain.calls import CancelReason, CarerReport, Outcome
 from callcenter.store.models import OperatorRole
+from callcenter.web.contract import problems_of
 from callcenter.web.errors import bad_request
+from callcenter.web.state import CONTRACT
 
 # A carer code as the district writes them (C001); also guards the database lookup.
 CarerCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16)]
@@ -80,7 +89,8 @@ class NewUserBody(_Body):
 
 
 class ActiveBody(_Body):
-    active: bool
+    # Strict: 0, "off" or "no" are not read as a switch someone meant to throw.
+    active: StrictBool
 
 
 class PasswordBody(_Body):
@@ -90,34 +100,13 @@ class PasswordBody(_Body):
 _B = TypeVar("_B", bound=_Body)
 
 
-def _allowed(model: type[BaseModel], field: str) -> list[str] | None:
-    info = model.model_fields.get(field)
-    annotation = info.annotation if info is not None else None
-    if isinstance(annotation, type) and issubclass(annotation, Enum):
-        return [str(member.value) for member in annotation]
-    return None
-
-
-def _problems(model: type[BaseModel], error: ValidationError) -> list[dict[str, Any]]:
-    problems = []
-    for item in error.errors(include_url=False, include_input=False):
-        field = ".".join(str(part) for part in item["loc"]) or "(body)"
-        problem: dict[str, Any] = {"field": field, "message": item["msg"]}
-        allowed = _allowed(model, field)
-        if allowed is not None:
-            problem["allowed"] = allowed
-            choices = ", ".join(allowed)
-            problem["message"] = (
-                f"{item['msg']} (one of: {choices})"
-                if item["type"] == "missing"
-                else f"must be one of: {choices}"
-            )
-        problems.append(problem)
-    return problems
-
-
 async def read_body(request: web.Request, model: type[_B]) -> _B:
     """The request's JSON body as ``model``; an empty body counts as ``{}``."""
+    declared = request.get(CONTRACT)
+    if declared is not None and declared.body is not model:
+        # A body read that its route does not declare would be missing from the API's
+        # description; refuse it loudly (a fault of ours, caught by any test of the route).
+        raise RuntimeError(f"{request.method} {request.path}: {model.__name__} is not declared")
     raw = await request.read()
     data: Any = {}
     if raw.strip():
@@ -130,6 +119,6 @@ async def read_body(request: web.Request, model: type[_B]) -> _B:
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        problems = _problems(model, error)
+        problems = problems_of(model, error)
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise bad_request(f"the body is not right: {summary}", problems=problems) from None

@@ -7,10 +7,11 @@ commits; two operators racing for one call are serialised there, and the loser g
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import (
@@ -34,14 +35,21 @@ from callcenter.web.bodies import (
     StatusBody,
     read_body,
 )
+from callcenter.web.contract import (
+    CallPath,
+    HouseholdCode,
+    Limit,
+    Parameters,
+    contract,
+    path_of,
+    query_of,
+)
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.state import CALL, HOUSEHOLD_OF_CALL, OPERATOR, SERVER, CallRef
 
 routes = web.RouteTableDef()
 
-_CLOSED_LIMIT_DEFAULT = 100
-_CLOSED_LIMIT_MAX = 1000
 # Remembered households of calls; beyond this many the memory starts afresh.
 _HOUSEHOLD_MEMORY = 50_000
 
@@ -50,16 +58,34 @@ def _session(request: web.Request) -> AsyncSession:
     return AsyncSession(request.app[SERVER].engine)
 
 
-def _call_id(request: web.Request) -> int:
-    raw = request.match_info["call_id"]
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_request(f"a call id is a whole number, not {raw!r}")
-    return int(raw)
+class CarerOnCallPath(CallPath):
+    code: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=16, description="a carer code such as C012", examples=["C001"]
+        ),
+    ]
+
+
+class CallsQuery(Parameters):
+    state: views.CallFilter = Field(
+        views.CallFilter.OPEN, description="open calls, closed ones, or all"
+    )
+    limit: Limit = Field(100, description="a whole number from 1 to 1000: closed calls at most")
+    household: HouseholdCode | None = Field(None, description="a household code such as H0001")
+
+
+# What a command on a call may answer besides the call itself (docs/api.md, "Commands").
+_COMMAND_ERRORS = {
+    404: "no such call (or carer, when named in the path)",
+    409: "already_owned, not_owner, carer_unavailable or conflict: the call's state "
+    "does not allow it; owner names who owns the call",
+}
 
 
 async def _the_call(request: web.Request) -> CallRef:
     """The call named in the path, with its household; 404 when there is none."""
-    call_id = _call_id(request)
+    call_id = path_of(request, CallPath).call_id
     remembered = request.app[HOUSEHOLD_OF_CALL]
     household = remembered.get(call_id)
     if household is None:
@@ -121,54 +147,29 @@ async def _command(
     return await _detail(request, ref.call_id, after=name)
 
 
-# As docs/database.md allows household codes (they are MQTT topic levels).
-_HOUSEHOLD_CODE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-
-
 @routes.get("/api/calls")
+@contract(query=CallsQuery, answers={200: views.CallList}, tag="calls")
 async def list_calls(request: web.Request) -> web.Response:
     """Open calls (``?state=open``, the default), ``closed`` or ``all``; one
     household's only with ``?household=H0001``."""
-    raw = request.query.get("state", views.CallFilter.OPEN.value)
-    try:
-        which = views.CallFilter(raw)
-    except ValueError:
-        allowed = [f.value for f in views.CallFilter]
-        raise bad_request(
-            f"state must be one of: {', '.join(allowed)}", field="state", allowed=allowed
-        ) from None
-    limit = _limit(request.query.get("limit"))
-    household = request.query.get("household")
-    if household is not None and not _HOUSEHOLD_CODE.fullmatch(household):
-        raise bad_request(
-            f"household must be a household code such as H0001, not {household[:40]!r}",
-            field="household",
-        )
+    query = query_of(request, CallsQuery)
     async with _session(request) as session:
-        calls = await views.list_calls(session, which, closed_limit=limit, household=household)
+        calls = await views.list_calls(
+            session, query.state, closed_limit=query.limit, household=query.household
+        )
     await audit.record_shown(
         request,
         actor=str(request[OPERATOR].actor),
         action="list_calls",
         households=(call["household"]["code"] for call in calls),
-        named=None if household is None else await _household_id(request, household),
-        detail={"state": which.value, "calls": len(calls)},
+        named=None if query.household is None else await _household_id(request, query.household),
+        detail={"state": query.state.value, "calls": len(calls)},
     )
-    return json_reply({"state": which.value, "calls": calls})
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return _CLOSED_LIMIT_DEFAULT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= _CLOSED_LIMIT_MAX:
-        raise bad_request(
-            f"limit must be a whole number from 1 to {_CLOSED_LIMIT_MAX}, not {raw!r}",
-            field="limit",
-        )
-    return int(raw)
+    return json_reply({"state": query.state.value, "calls": calls})
 
 
 @routes.get("/api/calls/{call_id}")
+@contract(path=CallPath, answers={200: views.CallDetail, 404: "no such call"}, tag="calls")
 async def call_detail(request: web.Request) -> web.Response:
     """Everything about one call, household included: the read is audited."""
     ref = await _the_call(request)
@@ -176,6 +177,9 @@ async def call_detail(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calls/{call_id}/acknowledge")
+@contract(
+    path=CallPath, body=NoBody, answers={200: views.CallDetail, **_COMMAND_ERRORS}, tag="calls"
+)
 async def acknowledge(request: web.Request) -> web.Response:
     """Take the call: the first operator to acknowledge owns it until it closes."""
     ref = await _the_call(request)
@@ -184,6 +188,12 @@ async def acknowledge(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calls/{call_id}/dispatch")
+@contract(
+    path=CallPath,
+    body=DispatchBody,
+    answers={200: views.CallDetail, **_COMMAND_ERRORS},
+    tag="calls",
+)
 async def dispatch(request: web.Request) -> web.Response:
     """Send the carer named in the body, or the best free one."""
     ref = await _the_call(request)
@@ -196,24 +206,39 @@ async def dispatch(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calls/{call_id}/carers/{code}/status")
+@contract(
+    path=CarerOnCallPath,
+    body=StatusBody,
+    answers={200: views.CallDetail, **_COMMAND_ERRORS},
+    tag="calls",
+)
 async def carer_status(request: web.Request) -> web.Response:
     """A carer's answer or progress, reported by an operator on their behalf."""
     ref = await _the_call(request)
-    carer = await _carer(request, request.match_info["code"], in_path=True)
+    carer = await _carer(request, path_of(request, CarerOnCallPath).code, in_path=True)
     body = await read_body(request, StatusBody)
     return await _command(request, ref, "status", lambda by: Report(by, carer, body.status))
 
 
 @routes.post("/api/calls/{call_id}/carers/{code}/stand-down")
+@contract(
+    path=CarerOnCallPath,
+    body=StandDownBody,
+    answers={200: views.CallDetail, **_COMMAND_ERRORS},
+    tag="calls",
+)
 async def stand_down(request: web.Request) -> web.Response:
     """Release a carer from the call; the desk pages someone else if it is now short."""
     ref = await _the_call(request)
-    carer = await _carer(request, request.match_info["code"], in_path=True)
+    carer = await _carer(request, path_of(request, CarerOnCallPath).code, in_path=True)
     body = await read_body(request, StandDownBody)
     return await _command(request, ref, "stand-down", lambda by: StandDown(by, carer, body.why))
 
 
 @routes.post("/api/calls/{call_id}/notes")
+@contract(
+    path=CallPath, body=NoteBody, answers={200: views.CallDetail, **_COMMAND_ERRORS}, tag="calls"
+)
 async def add_note(request: web.Request) -> web.Response:
     """A note in the call's history; a closed call takes notes too (a supervisor adding
     what was learnt afterwards), answered and audited like any other command."""
@@ -223,14 +248,22 @@ async def add_note(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/calls/{call_id}/resolve")
+@contract(
+    path=CallPath, body=ResolveBody, answers={200: views.CallDetail, **_COMMAND_ERRORS}, tag="calls"
+)
 async def resolve(request: web.Request) -> web.Response:
+    """Close the call with its outcome; carers still on their way are stood down."""
     ref = await _the_call(request)
     body = await read_body(request, ResolveBody)
     return await _command(request, ref, "resolve", lambda by: Resolve(by, body.outcome, body.note))
 
 
 @routes.post("/api/calls/{call_id}/cancel")
+@contract(
+    path=CallPath, body=CancelBody, answers={200: views.CallDetail, **_COMMAND_ERRORS}, tag="calls"
+)
 async def cancel(request: web.Request) -> web.Response:
+    """Close the call as not needed (the resident cancelled, a duplicate, a mistake)."""
     ref = await _the_call(request)
     body = await read_body(request, CancelBody)
     return await _command(request, ref, "cancel", lambda by: Cancel(by, body.reason, body.note))

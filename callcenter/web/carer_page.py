@@ -16,11 +16,13 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, AssignmentState, Call, Outcome
@@ -30,6 +32,7 @@ from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
 from callcenter.web import audit, sms
+from callcenter.web.contract import Access, ErrorBody, Parameters, contract
 from callcenter.web.pages import file_response
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
@@ -293,7 +296,58 @@ async def _body(request: web.Request) -> bytes:
     return raw
 
 
+class LinkPath(Parameters):
+    token: str = Field(description="the signed token of the dispatch SMS's link")
+
+
+class PageAnswer(StrEnum):
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    ON_THE_WAY = "on_the_way"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+
+
+class AnswerBody(BaseModel):
+    """A button pressed on the carer's page."""
+
+    answer: PageAnswer
+    outcome: Outcome = Field(Outcome.HELPED_AT_HOME, description="with resolved: how it ended")
+
+
+class CallAfter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: str
+    outcome: str | None
+    mine: str = Field(description="the carer's part in the call now")
+    buttons: list[str] = Field(description="what the carer may press next")
+
+
+class Answered(BaseModel):
+    """What became of the answer, in the carer's language, and the call as it now is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: str
+    message: str
+    call: CallAfter
+
+
 @routes.post(links.LINK_PATH + "{token}/answer")
+@contract(
+    access=Access.CARER_LINK,
+    path=LinkPath,
+    body=AnswerBody,
+    answers={
+        200: Answered,
+        400: "not an answer the page sends",
+        404: "not a valid link",
+        409: Answered | ErrorBody,
+        410: "the link has expired",
+    },
+    tag="carer page",
+)
 async def answer(request: web.Request) -> web.Response:
     """A button pressed on the page: ``{"answer": "accept", "outcome"?: "..."}``,
     applied as the carer exactly as the same SMS reply would be."""
@@ -307,7 +361,9 @@ async def answer(request: web.Request) -> web.Response:
         body = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError):
         return _bad_answer('send JSON such as {"answer": "accept"}')
-    if not isinstance(body, dict) or body.get("answer") not in PAGE_ANSWERS:
+    # The word is looked up only once it is a string: {} or [] cannot be a dict key.
+    word = body.get("answer") if isinstance(body, dict) else None
+    if not isinstance(word, str) or word not in PAGE_ANSWERS:
         return _bad_answer(f"answer must be one of {', '.join(PAGE_ANSWERS)}")
     outcome = Outcome.HELPED_AT_HOME
     if "outcome" in body:

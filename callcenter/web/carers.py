@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from callcenter.web import views
+from callcenter.web.contract import contract
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
 
@@ -12,6 +13,7 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/api/carers")
+@contract(answers={200: views.CarerList}, tag="carers")
 async def list_carers(request: web.Request) -> web.Response:
     """Every active carer: state (off_shift, free, dispatched, on_the_way, on_scene), the
     call they are on, and their last known position."""

@@ -90,7 +90,11 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         detail: dict[str, Any] = {}
         if isinstance(error, web.HTTPMethodNotAllowed):
             detail["allowed"] = sorted(error.allowed_methods)
-        return error_response(ApiError(error.status, code, message, **detail), request)
+        response = error_response(ApiError(error.status, code, message, **detail), request)
+        if "allowed" in detail:
+            # HTTP requires a 405 to name the methods the address does take.
+            response.headers["Allow"] = ", ".join(detail["allowed"])
+        return response
     except (OperationalError, DBAPIError, TimeoutError) as error:
         log.error(
             "%s%s %s: database unavailable: %s",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -36,12 +36,13 @@ from callcenter.store import models as m
 from callcenter.store.db import lock_names, write_locked
 from callcenter.web import audit
 from callcenter.web.bodies import _Body, read_body
+from callcenter.web.contract import MAX_ID, Access, Parameters, contract
 from callcenter.web.errors import ApiError, not_found
 from callcenter.web.pages import file_response
 from callcenter.web.replies import json_reply
 from callcenter.web.sessions import CSRF_HEADER, SAFE_METHODS, same_origin, token_digest
 from callcenter.web.state import SERVER
-from callcenter.web.views import MAX_ID, iso
+from callcenter.web.views import iso
 
 PORTAL_PATH = "/family"
 LOGIN_PATH = "/family/login"
@@ -90,6 +91,122 @@ class PhoneBody(_Body):
 
 class VerifyBody(PhoneBody):
     code: str = Field(max_length=16, description="the code the SMS brought")
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignInToken(_Shape):
+    """A token for the code and verify requests, also set in a cookie."""
+
+    csrf_token: str
+
+
+class CodeAsked(_Shape):
+    """The same answer whether or not the phone is a contact: nobody learns which are."""
+
+    message: str
+    expires_in_min: int
+
+
+class SignedIn(_Shape):
+    """Signed in: the session cookie is set; changes need this CSRF token."""
+
+    phone: str
+    csrf_token: str
+
+
+class SignedOut(_Shape):
+    """Signed out here."""
+
+    signed_out: bool
+
+
+class FamilyMe(_Shape):
+    """The signed-in phone, its language, CSRF token and the district's time zone."""
+
+    phone: str
+    name: str
+    language: str
+    csrf_token: str
+    timezone: str
+
+
+class FamilyHousehold(_Shape):
+    code: str
+    address: str
+    residents: list[str]
+    open_calls: int
+
+
+class FamilyHouseholds(_Shape):
+    """The households this phone is a contact of."""
+
+    households: list[FamilyHousehold]
+
+
+class ResponseTimes(_Shape):
+    to_acknowledge_s: int | None
+    to_carer_accepted_s: int | None
+    to_on_scene_s: int | None
+
+
+class LiveStage(_Shape):
+    stage: str = Field(description="raised, operator_handling, carer_asked, on_the_way, on_scene")
+    carer: str | None
+    eta_min: int | None
+
+
+class FamilyCall(_Shape):
+    """One call as a family sees it."""
+
+    id: int
+    type: str
+    state: str
+    raised_at: datetime
+    presses: int
+    answered_by: str | None
+    acknowledged_at: datetime | None
+    carer: str | None
+    accepted_at: datetime | None
+    on_scene_at: datetime | None
+    closed_at: datetime | None
+    outcome: str | None
+    response: ResponseTimes
+    live: LiveStage | None
+
+
+class FamilyCalls(_Shape):
+    """Every call of the household, newest first."""
+
+    household: str
+    calls: list[FamilyCall]
+
+
+class Step(_Shape):
+    at: datetime
+    state: str | None
+
+
+class FamilyCallSteps(FamilyCall):
+    """One call with its steps in order."""
+
+    steps: list[Step]
+
+
+class HouseholdPath(Parameters):
+    # Any text: whatever is not one of this phone's households is the same 404.
+    code: str = Field(description="a household code such as H0001", examples=["H0001"])
+
+
+class HouseholdCallPath(HouseholdPath):
+    call_id: str = Field(description="a call id", examples=["1"])
+
+
+_SIGNED_OUT = {401: "signed_out: no live family session", 403: "csrf: a change without the token"}
+_SIGN_IN = {403: "csrf: no or a wrong sign-in token", 429: "too_many: try again later"}
+_NOT_YOURS = {404: "none of this phone's households or calls (whether or not it exists)"}
 
 
 @dataclass(frozen=True)
@@ -279,6 +396,7 @@ async def _contacts(session: AsyncSession, phone: str) -> list[m.FamilyContact]:
 
 
 @routes.get("/family/api/sign-in")
+@contract(access=Access.PUBLIC, answers={200: SignInToken}, tag="family")
 async def sign_in_token(request: web.Request) -> web.StreamResponse:
     """A fresh token for the code and verify requests (kept in a cookie as well)."""
     token = secrets.token_urlsafe(24)
@@ -288,6 +406,12 @@ async def sign_in_token(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/family/api/code")
+@contract(
+    access=Access.FAMILY_SIGN_IN,
+    body=PhoneBody,
+    answers={202: CodeAsked, 400: "bad_phone or a bad body", **_SIGN_IN},
+    tag="family",
+)
 async def ask_for_code(request: web.Request) -> web.StreamResponse:
     """Text a sign-in code to ``phone`` if it is a family contact; the same answer either
     way, so nobody learns which numbers we know."""
@@ -358,6 +482,12 @@ async def ask_for_code(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/family/api/verify")
+@contract(
+    access=Access.FAMILY_SIGN_IN,
+    body=VerifyBody,
+    answers={200: SignedIn, 401: "wrong_code: wrong, used or expired", **_SIGN_IN},
+    tag="family",
+)
 async def verify_code(request: web.Request) -> web.StreamResponse:
     """Sign in with the code: checked in constant time, once, before it expires; guessing
     is paused after a few wrong codes per phone or per address."""
@@ -443,6 +573,7 @@ async def verify_code(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/family/api/logout")
+@contract(access=Access.FAMILY, answers={200: SignedOut, **_SIGNED_OUT}, tag="family")
 async def sign_out(request: web.Request) -> web.StreamResponse:
     """End this phone's session here (CSRF-checked like any change)."""
     await _signed_in(request)
@@ -457,6 +588,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/family/api/me")
+@contract(access=Access.FAMILY, answers={200: FamilyMe, **_SIGNED_OUT}, tag="family")
 async def who_am_i(request: web.Request) -> web.StreamResponse:
     """The signed-in phone, its language, its CSRF token and the district's time zone."""
     member = await _signed_in(request)
@@ -507,6 +639,7 @@ async def _own_household(session: AsyncSession, member: FamilyMember, code: str)
 
 
 @routes.get("/family/api/households")
+@contract(access=Access.FAMILY, answers={200: FamilyHouseholds, **_SIGNED_OUT}, tag="family")
 async def my_households(request: web.Request) -> web.StreamResponse:
     """The households this phone is a contact of: code, address, residents' names."""
     member = await _signed_in(request)
@@ -686,6 +819,12 @@ async def _views(session: AsyncSession, calls: Sequence[m.Call], now: datetime) 
 
 
 @routes.get("/family/api/households/{code}/calls")
+@contract(
+    access=Access.FAMILY,
+    path=HouseholdPath,
+    answers={200: FamilyCalls, **_SIGNED_OUT, **_NOT_YOURS},
+    tag="family",
+)
 async def household_calls(request: web.Request) -> web.StreamResponse:
     """Every call of one of this phone's households, newest first."""
     member = await _signed_in(request)
@@ -712,6 +851,12 @@ async def household_calls(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/family/api/households/{code}/calls/{call_id}")
+@contract(
+    access=Access.FAMILY,
+    path=HouseholdCallPath,
+    answers={200: FamilyCallSteps, **_SIGNED_OUT, **_NOT_YOURS},
+    tag="family",
+)
 async def household_call(request: web.Request) -> web.StreamResponse:
     """One call of one of this phone's households, with its steps in order."""
     member = await _signed_in(request)

@@ -14,11 +14,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from callcenter.engine.follower import CURSOR
 from callcenter.store import models as m
+from callcenter.web.contract import Access, contract
 from callcenter.web.replies import json_reply
 from callcenter.web.state import FOLLOWER_PROGRESS, SERVER
 from callcenter.web.views import iso
@@ -141,7 +143,22 @@ def _follower(facts: dict[str, Any], progress: FollowerProgress) -> dict[str, An
     return result
 
 
+class HealthReport(BaseModel):
+    """Every check, and whether the server can take calls."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: str
+    failing: list[str]
+    checks: dict[str, dict[str, Any]]
+
+
 @routes.get("/healthz")
+@contract(
+    access=Access.PUBLIC,
+    answers={200: HealthReport, 503: HealthReport},
+    tag="operations",
+)
 async def healthz(request: web.Request) -> web.Response:
     """200 with every check when the server can take calls, else 503 naming what fails."""
     report = await check_health(request.app[SERVER], request.app[FOLLOWER_PROGRESS])

@@ -27,6 +27,7 @@ from callcenter.engine import repository
 from callcenter.engine.follower import CURSOR
 from callcenter.ingest.protocol import DeadLetterReason
 from callcenter.store import models as m
+from callcenter.web.contract import Access, Reply, contract
 from callcenter.web.state import METRICS
 
 if TYPE_CHECKING:
@@ -201,6 +202,12 @@ class Metrics:
 
 
 @routes.get("/metrics")
+@contract(
+    access=Access.PUBLIC,
+    answers={200: Reply("Prometheus text format", media="text/plain")},
+    tag="operations",
+)
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus metrics: counters since this process started, gauges read now."""
     body = await request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

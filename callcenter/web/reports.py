@@ -11,11 +11,13 @@ from __future__ import annotations
 import csv
 import html
 import io
-from datetime import date
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
@@ -23,6 +25,7 @@ from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
 from callcenter.web import sessions, views
 from callcenter.web.auth import require_role
+from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import DASHBOARDS, file_response
 from callcenter.web.replies import json_reply
@@ -34,6 +37,41 @@ REPORTS_PAGE = DASHBOARDS / "reports" / "index.html"
 CSV_KINDS = ("station", "carer")
 
 routes = web.RouteTableDef()
+
+
+class PeriodQuery(Parameters):
+    from_: Day = Field(alias="from", description=f"the first day, {DAY_WORDS}")
+    to: Day = Field(description=f"the last day (inclusive, at most 366 days on), {DAY_WORDS}")
+
+
+class CsvKind(StrEnum):
+    STATION = "station"
+    CARER = "carer"
+
+
+class CsvQuery(PeriodQuery):
+    by: CsvKind = Field(CsvKind.STATION, description="one row per station or per carer")
+
+
+class Report(BaseModel):
+    """The period's figures: district totals, every station, every carer who was sent
+    (every figure is defined in docs/reports.md)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    from_: date = Field(alias="from")
+    to: date
+    timezone: str
+    starts_at: datetime
+    ends_at: datetime
+    at: datetime
+    service_circle_min: float
+    district: dict[str, Any]
+    stations: list[dict[str, Any]]
+    carers: list[dict[str, Any]]
+
+
+_PERIOD_ERRORS = {400: "a day missing or not YYYY-MM-DD, reversed, or over 366 days"}
 
 
 def _day(request: web.Request, name: str, today: date) -> date:
@@ -93,6 +131,12 @@ async def _report(request: web.Request) -> dict[str, Any]:
 
 
 @routes.get("/api/reports")
+@contract(
+    role=m.OperatorRole.SUPERVISOR,
+    query=PeriodQuery,
+    answers={200: Report, **_PERIOD_ERRORS},
+    tag="reports",
+)
 async def reports_json(request: web.Request) -> web.Response:
     """The period's figures: district totals, every station, every carer who was sent."""
     found = await _report(request)
@@ -180,6 +224,12 @@ def carer_rows(found: dict[str, Any]) -> list[list[Any]]:
 
 
 @routes.get("/api/reports.csv")
+@contract(
+    role=m.OperatorRole.SUPERVISOR,
+    query=CsvQuery,
+    answers={200: Reply("the figures as a CSV file", media="text/csv"), **_PERIOD_ERRORS},
+    tag="reports",
+)
 async def reports_csv(request: web.Request) -> web.Response:
     """The period's figures per station (``by=station``, the default) or per carer, as a
     CSV file to download."""

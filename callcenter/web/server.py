@@ -41,6 +41,11 @@ class WebServer:
         self._closed = False
 
     @property
+    def app(self) -> web.Application:
+        """The application this server serves (its routes, for the API's description)."""
+        return self._runner.app
+
+    @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"

@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +29,43 @@ from callcenter.web.views import iso
 # ahead) reporting on the way or at the door straight away.
 ACCEPTED_OR_LATER = ("accepted", "on_the_way", "on_scene")
 ACK_TARGETS_S = (60, 180)
+
+
+class Escalation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    call_id: int
+    household: str
+    call_type: str
+    state: str
+    owner: str | None
+    alerts: list[str]
+    opened_at: datetime
+
+
+class ServiceLevels(BaseModel):
+    """The service levels of one district day as of now (docs/board.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    day: date
+    timezone: str
+    from_: datetime = Field(alias="from")
+    until: datetime
+    at: datetime
+    calls: int
+    open_calls: int
+    emergencies: int
+    acknowledged_within_60s: float | None = Field(ge=0, le=1)
+    acknowledged_within_180s: float | None = Field(ge=0, le=1)
+    median_ack_s: float | None
+    median_to_accept_s: float | None
+    median_to_on_scene_s: float | None
+    service_circle_min: float
+    on_scene_within_15min_share: float | None = Field(ge=0, le=1)
+    open_escalations: int
+    free_carers_by_station: dict[str, int]
+    escalations: list[Escalation]
 
 
 def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:

@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape
 
 from aiohttp import web
 from multidict import MultiDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +41,7 @@ from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
+from callcenter.web.contract import Access, Reply, contract
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.state import SERVER
 
@@ -69,6 +71,30 @@ _CONFIRMATIONS = {
 }
 
 
+class InboundForm(BaseModel):
+    """What Twilio posts for a text a carer sent (it posts more fields; they are kept
+    out of the reply's handling but are part of the signature)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    MessageSid: str = Field(min_length=1, max_length=_MAX_SID, description="Twilio's message id")
+    From: str = Field(min_length=1, max_length=_MAX_NUMBER, description="the sender's phone")
+    Body: str = Field(description="the text")
+
+
+class StatusForm(BaseModel):
+    """What Twilio posts when a message we sent changes state."""
+
+    model_config = ConfigDict(extra="allow")
+
+    MessageSid: str = Field(min_length=1, max_length=64, description="Twilio's message id")
+    MessageStatus: str = Field(min_length=1, max_length=16, description="e.g. delivered")
+    ErrorCode: str | None = Field(None, max_length=16, description="Twilio's delivery error")
+
+
+_SIGNED = {403: "not signed by Twilio (X-Twilio-Signature missing or wrong)"}
+
+
 def webhook_auth_token(server: Running) -> str:
     """The secret Twilio signs webhooks with: the local fake's while it runs, else the
     account's auth token from the configuration."""
@@ -94,7 +120,12 @@ def twiml(text: str) -> web.Response:
 
 async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
     """The posted form fields, if Twilio signed them; else 403 and a log line."""
-    posted = await request.post()
+    try:
+        posted = await request.post()
+    except (ValueError, UnicodeDecodeError):
+        # Not a form at all (multipart without a boundary, bytes that are not text):
+        # nothing Twilio sends, and nothing to check a signature over.
+        raise bad_request("the body is not a form as Twilio posts it") from None
     # Twilio posts text fields only; anything else cannot be part of its signature.
     form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
     token = webhook_auth_token(server)
@@ -138,6 +169,16 @@ def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
 
 
 @routes.post(INBOUND_PATH)
+@contract(
+    access=Access.TWILIO,
+    form=InboundForm,
+    answers={
+        200: Reply("TwiML: the confirmation Twilio texts back", media="text/xml"),
+        400: "MessageSid, From or Body missing or too long",
+        **_SIGNED,
+    },
+    tag="twilio",
+)
 async def inbound_sms(request: web.Request) -> web.Response:
     """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
     server = request.app[SERVER]
@@ -386,6 +427,16 @@ def delivery_error(code: str) -> str:
 
 
 @routes.post(STATUS_PATH)
+@contract(
+    access=Access.TWILIO,
+    form=StatusForm,
+    answers={
+        200: Reply("recorded (also for a message or status we do not know)", media=""),
+        400: "MessageSid or MessageStatus missing, or a field too long",
+        **_SIGNED,
+    },
+    tag="twilio",
+)
 async def sms_status(request: web.Request) -> web.Response:
     """Twilio's report on a message we sent: recorded, only ever forward; a dispatch
     page that cannot arrive moves the call on to the next carer at once."""

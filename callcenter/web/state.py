@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from callcenter.web.auth import DeskOperator
     from callcenter.web.board import BoardData
     from callcenter.web.board_watch import OpenBoards
+    from callcenter.web.contract import Contract
     from callcenter.web.health import FollowerProgress
     from callcenter.web.metrics import Metrics
 
@@ -54,3 +55,5 @@ CREDENTIAL: web.RequestKey[Credential] = web.RequestKey("callcenter.credential")
 CALL: web.RequestKey[CallRef] = web.RequestKey("callcenter.call")
 # Why a request was refused, for the request log (the response carries it too).
 REFUSAL: web.RequestKey[str] = web.RequestKey("callcenter.refusal")
+# What the route serving the request declared about itself (callcenter/web/contract.py).
+CONTRACT: web.RequestKey[Contract] = web.RequestKey("callcenter.contract")

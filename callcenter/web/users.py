@@ -4,13 +4,17 @@ switch off and on. Only an ``admin`` may; everyone else gets 403."""
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
 
 from callcenter.store import models as m
 from callcenter.web import accounts
 from callcenter.web.auth import require_role
 from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_body
+from callcenter.web.contract import Parameters, contract, path_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import OPEN_BOARDS, SERVER
@@ -19,6 +23,57 @@ from callcenter.web.views import iso
 log = logging.getLogger("callcenter.web.users")
 
 routes = web.RouteTableDef()
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserPath(Parameters):
+    username: Annotated[
+        str, Field(min_length=1, max_length=64, description="a user name such as li.na")
+    ]
+
+
+class User(_Shape):
+    username: str
+    name: str
+    role: m.OperatorRole
+    phone: str | None
+    language: str
+    active: bool
+    can_sign_in: bool = Field(description="whether they have a board password")
+    created_at: datetime
+
+
+class UserList(_Shape):
+    """Every account, without tokens or passwords."""
+
+    users: list[User]
+
+
+class UserAdded(_Shape):
+    """The account is made; they sign in to the board with the password given."""
+
+    username: str
+    role: m.OperatorRole
+
+
+class PasswordSet(_Shape):
+    """The password is set; the user's open boards are signed out."""
+
+    username: str
+    password: str = Field(description='always "set"')
+
+
+class ActiveSet(_Shape):
+    """The account is switched on or off."""
+
+    username: str
+    active: bool
+
+
+_NO_USER = {404: "no such user"}
 
 
 def _refused(error: accounts.OperatorAccountError) -> ApiError:
@@ -31,6 +86,7 @@ def _refused(error: accounts.OperatorAccountError) -> ApiError:
 
 
 @routes.get("/api/users")
+@contract(role=m.OperatorRole.ADMIN, answers={200: UserList}, tag="accounts")
 async def list_users(request: web.Request) -> web.Response:
     """Every account, without tokens or passwords."""
     require_role(request, m.OperatorRole.ADMIN)
@@ -55,6 +111,12 @@ async def list_users(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/users")
+@contract(
+    role=m.OperatorRole.ADMIN,
+    body=NewUserBody,
+    answers={201: UserAdded, 409: "the user name is taken"},
+    tag="accounts",
+)
 async def add_user(request: web.Request) -> web.Response:
     """A new account with a board password."""
     admin = require_role(request, m.OperatorRole.ADMIN)
@@ -79,26 +141,40 @@ async def add_user(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/users/{username}/password")
+@contract(
+    role=m.OperatorRole.ADMIN,
+    path=UserPath,
+    body=PasswordBody,
+    answers={200: PasswordSet, **_NO_USER},
+    tag="accounts",
+)
 async def set_password(request: web.Request) -> web.Response:
     """A new board password for the user; their open boards are signed out."""
     require_role(request, m.OperatorRole.ADMIN)
     body = await read_body(request, PasswordBody)
     try:
         await accounts.set_password(
-            request.app[SERVER].engine, request.match_info["username"], body.password
+            request.app[SERVER].engine, path_of(request, UserPath).username, body.password
         )
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
     request.app[OPEN_BOARDS].check_soon()
-    return json_reply({"username": request.match_info["username"], "password": "set"})
+    return json_reply({"username": path_of(request, UserPath).username, "password": "set"})
 
 
 @routes.post("/api/users/{username}/active")
+@contract(
+    role=m.OperatorRole.ADMIN,
+    path=UserPath,
+    body=ActiveBody,
+    answers={200: ActiveSet, **_NO_USER},
+    tag="accounts",
+)
 async def set_active(request: web.Request) -> web.Response:
     """Switch the user off (signed out, token refused) or on again."""
     admin = require_role(request, m.OperatorRole.ADMIN)
     body = await read_body(request, ActiveBody)
-    username = request.match_info["username"]
+    username = path_of(request, UserPath).username
     if username == admin.username and not body.active:
         raise bad_request("an administrator cannot switch themselves off; ask another")
     server = request.app[SERVER]

@@ -11,16 +11,174 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
-from callcenter.domain.dispatch import CarerSnapshot
+from callcenter.domain.call_types import CallType
+from callcenter.domain.calls import AssignmentState, CallState, CancelReason, Outcome
+from callcenter.domain.dispatch import CarerSnapshot, CarerState
+from callcenter.domain.geo import Transport
 from callcenter.engine.district import Registry
 from callcenter.store import models as m
+from callcenter.web.contract import MAX_ID
 
-# Largest id a BIGINT column holds; a larger one in a URL names no call.
-MAX_ID = 2**63 - 1
+# --- the answers' shapes (docs/api.md; checked on every answer, see contract.py) ---
+
+
+class Shape(BaseModel):
+    """An answer's shape: exactly these fields, no others."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Position(Shape):
+    lat: float
+    lon: float
+
+
+class HouseholdRef(Shape):
+    code: str
+    address: str
+
+
+class CarerOnCall(Shape):
+    code: str
+    name: str
+    state: AssignmentState
+    travel_min: float | None = Field(description="estimated travel time, minutes")
+
+
+class Deadline(Shape):
+    step: str = Field(description="the escalation step that waits")
+    due_at: datetime
+    carer: str | None = Field(description="the carer whose answer it waits on, if one")
+
+
+class CallSummary(Shape):
+    """A call as the list shows it."""
+
+    id: int
+    household: HouseholdRef
+    call_type: CallType
+    priority: int = Field(ge=1, le=3, description="1 is the most urgent")
+    state: CallState
+    presses: int
+    owner: str | None = Field(description="the operator who owns it, e.g. operator:li.na")
+    opened_at: datetime
+    acknowledged_at: datetime | None
+    closed_at: datetime | None
+    outcome: Outcome | None
+    cancel_reason: CancelReason | None
+    alerts: list[str] = Field(description="escalation steps sounded and not yet satisfied")
+    carers: list[CarerOnCall]
+    next_deadline: Deadline | None
+    version: int = Field(description="goes up with every change to the call")
+
+
+class CallList(Shape):
+    """The calls asked for: open ones most urgent first, then closed ones."""
+
+    state: str
+    calls: list[CallSummary]
+
+
+class Resident(Shape):
+    name: str
+    birth_year: int | None
+    mobility: str
+    care_notes: str
+
+
+class FamilyContactView(Shape):
+    name: str
+    relation: str
+    phone: str
+    position: int
+
+
+class DeviceView(Shape):
+    serial: str
+    kind: str
+    online: bool
+    battery_pct: int | None
+    last_seen_at: datetime | None
+
+
+class HouseholdDetail(Shape):
+    code: str
+    address: str
+    position: Position
+    access_notes: str
+    home_station: str
+    backup_station: str
+    residents: list[Resident]
+    family: list[FamilyContactView]
+    devices: list[DeviceView]
+
+
+class HistoryEntry(Shape):
+    at: datetime
+    actor: str
+    action: str
+    from_state: str | None
+    to_state: str | None
+    detail: dict[str, Any]
+
+
+class AssignmentView(Shape):
+    carer: str
+    name: str
+    state: AssignmentState
+    active: bool
+    dispatched_at: datetime
+    dispatched_by: str
+    travel_min: float | None
+    changed_at: datetime
+
+
+class OutboxView(Shape):
+    id: int
+    channel: str
+    recipient: str
+    address: str
+    body: str
+    state: str
+    attempts: int
+    created_at: datetime
+    done_at: datetime | None
+    last_error: str
+
+
+class CallDetail(CallSummary):
+    """The call as it now is: household, history, carers sent, deadlines, messages."""
+
+    household: HouseholdDetail  # type: ignore[assignment]
+    history: list[HistoryEntry]
+    assignments: list[AssignmentView]
+    timers: list[Deadline]
+    outbox: list[OutboxView]
+
+
+class CarerView(Shape):
+    code: str
+    name: str
+    phone: str
+    station: str
+    role: str
+    skills: list[str]
+    transport: Transport
+    state: CarerState
+    call_id: int | None
+    phone_problem: str | None = Field(description="why their phone cannot get texts, if so")
+    position: Position
+
+
+class CarerList(Shape):
+    """Every active carer with state and last known position, by code."""
+
+    carers: list[CarerView]
 
 
 class CallFilter(enum.StrEnum):

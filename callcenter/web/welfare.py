@@ -8,12 +8,12 @@ A list names many households at once, so each read of it writes one audit row
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,10 +29,20 @@ from callcenter.engine.welfare import (
 )
 from callcenter.store import models as m
 from callcenter.store.db import write_locked
-from callcenter.web import audit, views
+from callcenter.web import audit
 from callcenter.web.auth import require_role
 from callcenter.web.bodies import Note, _Body, read_body
-from callcenter.web.errors import ApiError, bad_request, not_found
+from callcenter.web.contract import (
+    DAY_WORDS,
+    MAX_ID,
+    Day,
+    Id,
+    Parameters,
+    contract,
+    path_of,
+    query_of,
+)
+from callcenter.web.errors import ApiError, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
@@ -50,6 +60,65 @@ class WelfareBody(_Body):
     note: Note = ""
 
 
+class WelfareQuery(Parameters):
+    week: Day | None = Field(None, description=f"any day of the week, {DAY_WORDS}")
+    state: m.WelfareState | None = Field(None, description="only calls in this state")
+
+
+class WelfarePath(Parameters):
+    welfare_id: Id
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WelfareResident(_Shape):
+    id: int
+    name: str
+    birth_year: int | None
+
+
+class WelfareContact(_Shape):
+    name: str
+    relation: str
+    phone: str
+    language: str
+
+
+class WelfareHousehold(_Shape):
+    code: str
+    address: str
+
+
+class WelfareCallView(_Shape):
+    """The welfare call as it now is."""
+
+    id: int
+    week_start: date
+    resident: WelfareResident
+    age: int | None
+    household: WelfareHousehold
+    contacts: list[WelfareContact]
+    state: m.WelfareState
+    outcome: WelfareOutcome | None
+    note: str
+    done_by: str | None
+    done_at: datetime | None
+    late: bool = Field(description="recorded after its week ended")
+
+
+class WelfareCalls(_Shape):
+    """A week's welfare calls (or every missed one), with counts by state."""
+
+    week_start: date | None
+    this_week: date
+    min_age: int
+    counts: dict[str, int]
+    calls: list[WelfareCallView]
+    missed_total: int | None = Field(None, description="supervisors only: missed calls, all weeks")
+
+
 def welfare_list(server: Running) -> WelfareList:
     """The welfare-call list as the server's configuration defines it."""
     config = server.config
@@ -59,28 +128,6 @@ def welfare_list(server: Running) -> WelfareList:
         zone=ZoneInfo(config.district.timezone),
         min_age=config.welfare.min_age,
     )
-
-
-def _week(raw: str | None, default: date) -> date:
-    if raw is None:
-        return default
-    day = views.written_day(raw)
-    if day is None:
-        raise bad_request(
-            f"week must be a date such as 2026-11-23 (any day of the week), not {raw[:40]!r}",
-            field="week",
-        )
-    return week_start(day)
-
-
-def _state(raw: str | None) -> m.WelfareState | None:
-    if raw is None:
-        return None
-    if raw not in _STATES:
-        raise bad_request(
-            f"state must be one of: {', '.join(_STATES)}", field="state", allowed=_STATES
-        )
-    return m.WelfareState(raw)
 
 
 def _rows_query() -> Select[m.WelfareCall, m.Resident, m.Household]:
@@ -145,19 +192,21 @@ def _row(
 
 
 @routes.get("/api/welfare")
+@contract(query=WelfareQuery, answers={200: WelfareCalls}, tag="welfare")
 async def list_welfare_calls(request: web.Request) -> web.Response:
     """A week's welfare calls (``?week=`` any day of it, default this week; ``?state=``),
     made first if this week's list is not complete. ``?state=missed`` without a week is
     every missed call, for supervisors."""
     operator = require_role(request, m.OperatorRole.OPERATOR)
-    state = _state(request.query.get("state"))
-    every_week = state is m.WelfareState.MISSED and "week" not in request.query
+    asked = query_of(request, WelfareQuery)
+    state = asked.state
+    every_week = state is m.WelfareState.MISSED and asked.week is None
     if every_week:
         operator = require_role(request, m.OperatorRole.SUPERVISOR)
     server = request.app[SERVER]
     calls = welfare_list(server)
     this_week = calls.this_week()
-    week = None if every_week else _week(request.query.get("week"), this_week)
+    week = None if every_week else week_start(asked.week or this_week)
     await calls.bring_up_to_date()
     query = _rows_query()
     if week is not None:
@@ -200,19 +249,24 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
     return json_reply(reply)
 
 
-def _welfare_id(request: web.Request) -> int:
-    raw = request.match_info["welfare_id"]
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_request(f"a welfare call id is a whole number, not {raw[:40]!r}")
-    return int(raw)
-
-
 @routes.post("/api/welfare/{welfare_id}")
+@contract(
+    path=WelfarePath,
+    body=WelfareBody,
+    answers={
+        200: WelfareCallView,
+        404: "no such welfare call",
+        409: "already_done: it is recorded already; done_by and done_at say by whom",
+    },
+    tag="welfare",
+)
 async def record_welfare_call(request: web.Request) -> web.Response:
     """Record what a welfare call found; 409 naming who did if it is already recorded.
     A missed call may still be recorded afterwards; the reply says it was late."""
     operator = require_role(request, m.OperatorRole.OPERATOR)
-    welfare_id = _welfare_id(request)
+    welfare_id = path_of(request, WelfarePath).welfare_id
+    if welfare_id > MAX_ID:  # past BIGINT: no row has it, and the database would refuse it
+        raise not_found(f"there is no welfare call {welfare_id}")
     body = await read_body(request, WelfareBody)
     server = request.app[SERVER]
     calls = welfare_list(server)
