@@ -48,6 +48,7 @@ NOT_HOUSEHOLD_DATA = {
     ("POST", "/api/users/{username}/password"): "operators' accounts",
     ("POST", "/api/users/{username}/active"): "operators' accounts",
     ("GET", "/api/audit"): "the audit log itself (administrators only)",
+    ("GET", "/api/openapi.json"): "the API's description, no data",
 }
 
 
