@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 from aiohttp import web
-from multidict import MultiDict
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +39,7 @@ from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
+from callcenter.web import twilio_form
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.state import SERVER
 
@@ -54,9 +54,9 @@ INBOUND_PATH = "/sms/inbound"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 # The example call number in help texts when the carer has no open call.
 _EXAMPLE_CALL = "12"
-# Column sizes of inbound_sms.
-_MAX_SID = 64
-_MAX_NUMBER = 32
+# What each webhook cannot do without (twilio_form checks every field's shape).
+_INBOUND_FIELDS = ("AccountSid", "MessageSid", "From", "To", "Body")
+_STATUS_FIELDS = ("AccountSid", "MessageSid", "MessageStatus")
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
 
@@ -92,11 +92,20 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
 
 
-async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
-    """The posted form fields, if Twilio signed them; else 403 and a log line."""
-    posted = await request.post()
-    # Twilio posts text fields only; anything else cannot be part of its signature.
-    form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
+def webhook_account_sid(server: Running) -> str:
+    """The account whose webhooks these are: the local fake's while it runs, else the
+    configured account."""
+    if server.config.sms.fake and server.fake_twilio is not None:
+        return server.fake_twilio.account_sid
+    return server.config.sms.account_sid
+
+
+async def signed_form(
+    request: web.Request, server: Running, *, required: tuple[str, ...]
+) -> dict[str, str]:
+    """The posted form fields, if Twilio signed them (else 403 and a log line) and they
+    have the shapes Twilio gives them (else 400 and a log line: see twilio_form)."""
+    form = await twilio_form.read_form(request)
     token = webhook_auth_token(server)
     signature = request.headers.get(SIGNATURE_HEADER, "")
     url = signed_url(request, server.config.sms.public_url)
@@ -110,7 +119,20 @@ async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
         )
         log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
         raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
-    return form
+    try:
+        return twilio_form.checked(form, account_sid=webhook_account_sid(server), required=required)
+    except twilio_form.FormRefusedError as refused:
+        # Signed, yet not as Twilio posts it: a captured request cut into other fields.
+        log.warning(
+            "refused a signed SMS webhook from %s for %s: %s; Twilio never posts that "
+            "(a captured request re-cut into other fields?)",
+            request.remote or "?",
+            url,
+            refused,
+        )
+        raise bad_request(
+            f"{refused}: this is not a form Twilio posts", field=refused.field
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -122,27 +144,12 @@ class Handled:
     call_id: int | None = None
 
 
-def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
-    missing = [name for name in ("MessageSid", "From", "Body") if name not in form]
-    if missing:
-        raise bad_request(
-            f"an inbound SMS webhook needs {', '.join(missing)}; "
-            "point Twilio's messaging webhook (HTTP POST) here"
-        )
-    sid, sender, body = form["MessageSid"], form["From"], form["Body"]
-    if not sid or len(sid) > _MAX_SID:
-        raise bad_request(f"MessageSid must be 1 to {_MAX_SID} characters")
-    if not sender or len(sender) > _MAX_NUMBER:
-        raise bad_request(f"From must be a phone number of at most {_MAX_NUMBER} characters")
-    return sid, sender, body
-
-
 @routes.post(INBOUND_PATH)
 async def inbound_sms(request: web.Request) -> web.Response:
     """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
     server = request.app[SERVER]
-    form = await signed_form(request, server)
-    sid, sender, body = _form_fields(form)
+    form = await signed_form(request, server, required=_INBOUND_FIELDS)
+    sid, sender, body = form["MessageSid"], form["From"], form["Body"]
     desk = server.desk
     try:
         async with desk.transaction() as session:
@@ -369,8 +376,6 @@ _BROKEN_BY_DELIVERY = {
     "30005": m.PhoneProblem.INVALID_NUMBER,
     "30006": m.PhoneProblem.NOT_MOBILE,
 }
-_MAX_STATUS = 16  # outbox.delivery
-_MAX_ERROR_CODE = 16
 
 
 def not_over(status: str) -> frozenset[str]:
@@ -390,20 +395,8 @@ async def sms_status(request: web.Request) -> web.Response:
     """Twilio's report on a message we sent: recorded, only ever forward; a dispatch
     page that cannot arrive moves the call on to the next carer at once."""
     server = request.app[SERVER]
-    form = await signed_form(request, server)
-    missing = [name for name in ("MessageSid", "MessageStatus") if not form.get(name)]
-    if missing:
-        raise bad_request(
-            f"a status callback needs {', '.join(missing)}; "
-            "it is Twilio's StatusCallback for messages we send"
-        )
-    sid, status = form["MessageSid"], form["MessageStatus"].strip().lower()
-    code = form.get("ErrorCode", "").strip()
-    if len(sid) > _MAX_SID or len(status) > _MAX_STATUS or len(code) > _MAX_ERROR_CODE:
-        raise bad_request(
-            f"MessageSid, MessageStatus and ErrorCode may be at most {_MAX_SID}, "
-            f"{_MAX_STATUS} and {_MAX_ERROR_CODE} characters"
-        )
+    form = await signed_form(request, server, required=_STATUS_FIELDS)
+    sid, status, code = form["MessageSid"], form["MessageStatus"], form.get("ErrorCode", "")
     if status not in _DELIVERY_RANK:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
