@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from callcenter import logs
 from callcenter.config import Config, ConfigError, check_environment, load_config
 
 
@@ -436,10 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``callcenter`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_level)
     # Alembic announces its SQLite context on every schema check; only its warnings matter.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     # The twilio client writes ten lines of headers for every request it makes; the

@@ -15,6 +15,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
@@ -44,7 +45,7 @@ async def record_read(
             actor=actor[:96],
             household_id=household_id,
             action=action[:32],
-            path=request.path_qs[:255],
+            path=links.masked(request.path_qs)[:255],
             address=(request.remote or "")[:64],
             detail=detail or {},
         )
@@ -114,7 +115,8 @@ async def audit_log(request: web.Request) -> web.Response:
                     "actor": entry.actor,
                     "household": code,
                     "action": entry.action,
-                    "path": entry.path,
+                    # Rows written before tokens were masked on the way in.
+                    "path": links.masked(entry.path),
                     "address": entry.address,
                     "detail": entry.detail,
                 }

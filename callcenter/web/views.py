@@ -17,6 +17,7 @@ from sqlalchemy.orm import aliased
 
 from callcenter.domain.dispatch import CarerSnapshot
 from callcenter.engine.district import Registry
+from callcenter.notify import links
 from callcenter.store import models as m
 
 # Largest id a BIGINT column holds; a larger one in a URL names no call.
@@ -249,12 +250,13 @@ async def call_detail(session: AsyncSession, call_id: int) -> dict[str, Any] | N
             "channel": o.channel,
             "recipient": o.recipient,
             "address": o.address,
-            "body": o.body,
+            # A page's link answers as the carer: operators see it masked.
+            "body": links.masked(o.body),
             "state": o.state,
             "attempts": o.attempts,
             "created_at": iso(o.created_at),
             "done_at": iso(o.done_at),
-            "last_error": o.last_error,
+            "last_error": links.masked(o.last_error),
         }
         for o in outbox.all()
     ]
