@@ -14,6 +14,7 @@ from callcenter.web import (
     carer_page,
     carers,
     family,
+    guards,
     health,
     metrics,
     pages,
@@ -36,9 +37,10 @@ MAX_BODY_BYTES = 64 * 1024
 
 def build_app(server: Running) -> web.Application:
     """The API for ``server``: routes, JSON errors, token sign-in, request log."""
-    # Outermost first: the log sees the final answer, errors become JSON, then sign-in.
+    # Outermost first: the log sees the final answer, errors become JSON, nothing with a
+    # NUL goes further, then sign-in.
     app = web.Application(
-        middlewares=[log_requests, json_errors, auth.authenticate],
+        middlewares=[log_requests, json_errors, guards.refuse_nul, auth.authenticate],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SERVER] = server

@@ -21,7 +21,7 @@ from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
-from callcenter.web.views import iso
+from callcenter.web.views import EARLIEST_DAY, LATEST_DAY, iso
 
 routes = web.RouteTableDef()
 
@@ -80,6 +80,11 @@ def _since(raw: str | None) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         raise bad_request("since needs a time zone, e.g. 2026-11-23T00:00:00Z", field="since")
+    if not EARLIEST_DAY <= moment.date() <= LATEST_DAY:
+        raise bad_request(
+            f"since must fall from {EARLIEST_DAY} to {LATEST_DAY}, not {raw[:40]!r}",
+            field="since",
+        )
     return moment
 
 

@@ -522,8 +522,7 @@ async def service_levels_of_day(request: web.Request) -> web.Response:
         day = views.written_day(raw)
         if day is None:
             raise bad_request(
-                f"day must be a date written YYYY-MM-DD, e.g. {data.today().isoformat()}; "
-                f"not {raw!r}",
+                f"day must be {views.DAY_RULE}, e.g. {data.today().isoformat()}; not {raw[:40]!r}",
                 field="day",
             )
     return json_reply(await data.read_service(day or data.today()))

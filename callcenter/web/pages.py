@@ -29,10 +29,15 @@ async def _require_sign_in(request: web.Request) -> None:
 
 
 def _within(root: Path, relative: str) -> Path:
-    """``relative`` under ``root``, or 404: no way out of it (``..``, absolute paths)."""
-    wanted = (root / relative).resolve()
-    if not wanted.is_relative_to(root.resolve()) or not wanted.is_file():
-        raise web.HTTPNotFound(text=f"no such file: {relative}")
+    """``relative`` under ``root``, or 404: no way out of it (``..``, absolute paths), and
+    no name the file system refuses (a NUL byte, a name too long) gets further."""
+    try:
+        wanted = (root / relative).resolve()
+        found = wanted.is_relative_to(root.resolve()) and wanted.is_file()
+    except (ValueError, OSError):
+        found = False
+    if not found:
+        raise web.HTTPNotFound(text="no such file")
     return wanted
 
 

@@ -48,7 +48,7 @@ def _day(request: web.Request, name: str, today: date) -> date:
     day = views.written_day(raw)
     if day is None:
         raise bad_request(
-            f"{name} must be a date written YYYY-MM-DD, e.g. {example}; not {raw!r}",
+            f"{name} must be {views.DAY_RULE}, e.g. {example}; not {raw[:40]!r}",
             field=name,
         )
     return day

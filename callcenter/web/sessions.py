@@ -35,6 +35,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
+from callcenter.web import bodies
 from callcenter.web.state import SERVER
 
 log = logging.getLogger("callcenter.web.sessions")
@@ -224,7 +225,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
     server = request.app[SERVER]
-    form = await request.post()
+    form = await bodies.read_form(request)
     username = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
@@ -307,7 +308,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """End the session (CSRF-checked like any change), then the sign-in page."""
     signed_in = await session_of(request)
     if signed_in is not None:
-        form = await request.post()
+        form = await bodies.read_form(request)
         if not same_origin(request) or not csrf_ok(request, signed_in, str(form.get("csrf", ""))):
             raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
         token = request.cookies[SESSION_COOKIE]

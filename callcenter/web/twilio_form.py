@@ -18,16 +18,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from multidict import MultiDict
 
-from callcenter.web.errors import ApiError, bad_request
+from callcenter.web import bodies
+from callcenter.web.errors import ApiError
 
-FORM_TYPE = "application/x-www-form-urlencoded"
-# Twilio's message webhooks carry about twenty fields (more with media).
-_MAX_FIELDS = 100
 # Twilio's longest message body.
 MAX_BODY_CHARS = 1600
 
@@ -83,29 +80,15 @@ class FormRefusedError(Exception):
 
 
 async def read_form(request: web.Request) -> MultiDict[str]:
-    """The posted form's fields, in order and with repeats; 415 for another kind of
-    body, 400 for one that is not UTF-8 or not a form. Read by hand, not with
-    ``request.post()``: that trusts the declared charset and raises on bad bytes."""
-    if request.content_type != FORM_TYPE:
+    """The posted form's fields, in order and with repeats; 415 for another kind of body,
+    400 for one that is not UTF-8 or not a form."""
+    if request.content_type != bodies.FORM_TYPE:
         raise ApiError(
             415,
             "unsupported_media_type",
-            f"Twilio posts {FORM_TYPE}, not {request.content_type or 'an untyped body'}",
+            f"Twilio posts {bodies.FORM_TYPE}, not {request.content_type or 'an untyped body'}",
         )
-    charset = (request.charset or "utf-8").lower()
-    if charset not in ("utf-8", "utf8"):
-        raise bad_request(f"Twilio posts its forms in UTF-8, not {charset[:20]!r}")
-    raw = await request.read()
-    try:
-        text = raw.decode("utf-8")
-        fields = parse_qsl(
-            text, keep_blank_values=True, errors="strict", max_num_fields=_MAX_FIELDS
-        )
-    except UnicodeDecodeError:
-        raise bad_request("the form is not UTF-8 text") from None
-    except ValueError as error:  # too many fields
-        raise bad_request(f"the form is not one Twilio posts: {error}") from None
-    return MultiDict(fields)
+    return await bodies.read_form(request)
 
 
 def checked(form: MultiDict[str], *, account_sid: str, required: Iterable[str]) -> dict[str, str]:

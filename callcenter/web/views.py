@@ -37,15 +37,24 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# The days a question may be about: the centre's lifetime with room to spare, and far
+# inside what date arithmetic and the databases take (a day past 9999-12-31 is an error).
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2099, 12, 31)
+# How refusals say it.
+DAY_RULE = f"a date written YYYY-MM-DD, from {EARLIEST_DAY} to {LATEST_DAY}"
+
+
 def written_day(raw: str) -> date | None:
     """``raw`` as a date if it is written YYYY-MM-DD (fromisoformat alone would also take
-    20261123 and 2026-W48-1), else None."""
+    20261123 and 2026-W48-1) and falls from EARLIEST_DAY to LATEST_DAY, else None."""
     if len(raw) != 10:
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         return None
+    return day if EARLIEST_DAY <= day <= LATEST_DAY else None
 
 
 def _minutes(seconds: float | None) -> float | None:

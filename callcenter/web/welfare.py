@@ -67,7 +67,8 @@ def _week(raw: str | None, default: date) -> date:
     day = views.written_day(raw)
     if day is None:
         raise bad_request(
-            f"week must be a date such as 2026-11-23 (any day of the week), not {raw[:40]!r}",
+            f"week must be {views.DAY_RULE} (any day of the week), e.g. 2026-11-23; "
+            f"not {raw[:40]!r}",
             field="week",
         )
     return week_start(day)
@@ -204,6 +205,8 @@ def _welfare_id(request: web.Request) -> int:
     raw = request.match_info["welfare_id"]
     if not raw.isascii() or not raw.isdigit():
         raise bad_request(f"a welfare call id is a whole number, not {raw[:40]!r}")
+    if not 0 < int(raw) <= views.MAX_ID:  # past what the database holds: none has it
+        raise not_found(f"there is no welfare call {raw[:40]}")
     return int(raw)
 
 
