@@ -101,8 +101,20 @@ async def reports_json(request: web.Request) -> web.Response:
     return json_reply(found)
 
 
-def _cell(value: Any) -> Any:
-    return "" if value is None else value
+# What makes a spreadsheet read a cell as a formula (OWASP's list, and LF with CR).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows and never runs. Text is what people and devices
+    typed (names, codes): one starting like a formula gets a leading apostrophe, which
+    spreadsheets take as "this is text". Numbers are the server's own figures and are
+    written as numbers, negative ones too; nothing is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def station_rows(found: dict[str, Any]) -> list[list[Any]]:
@@ -148,7 +160,7 @@ def station_rows(found: dict[str, Any]) -> list[list[Any]]:
             "; ".join(f"{e['step']} ({e['reason']}): {e['count']}" for e in esc["by_step"]),
         ]
         row += [f["handled"], f["resolved"], f["cancelled"], f["open"], f["resolution_rate"]]
-        rows.append([_cell(v) for v in row])
+        rows.append([spreadsheet_cell(v) for v in row])
     return rows
 
 
@@ -173,8 +185,8 @@ def carer_rows(found: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = [["carer", "name", "station", *CARER_COLUMNS]]
     for c in found["carers"]:
         rows.append(
-            [_cell(v) for v in (c["code"], c["name"], c["station"])]
-            + [_cell(c[k]) for k in CARER_COLUMNS]
+            [spreadsheet_cell(v) for v in (c["code"], c["name"], c["station"])]
+            + [spreadsheet_cell(c[k]) for k in CARER_COLUMNS]
         )
     return rows
 
