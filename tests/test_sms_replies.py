@@ -157,9 +157,7 @@ async def test_a_repeated_message_sid_does_nothing_more(api: Api) -> None:
     detail = await api.call(call_id)
     assert [h["action"] for h in detail["history"]].count("accepted") == 1
     assert detail["state"] == "accepted"
-    assert [(sid, outcome) for sid, outcome, *_ in await inbound(api)] == [
-        (REPEATED, "accept")
-    ]
+    assert [(sid, outcome) for sid, outcome, *_ in await inbound(api)] == [(REPEATED, "accept")]
 
 
 async def test_unknown_numbers_and_garbage_get_a_helpful_answer(api: Api) -> None:
