@@ -15,6 +15,7 @@ from callcenter.web import (
     carers,
     family,
     guards,
+    headers,
     health,
     metrics,
     pages,
@@ -67,5 +68,6 @@ def build_app(server: Running) -> web.Application:
         welfare,
     ):
         app.add_routes(module.routes)
+    headers.install(app)
     app.on_shutdown.append(board.close_boards)
     return app
