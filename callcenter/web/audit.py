@@ -21,7 +21,7 @@ from callcenter.web.auth import require_role
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
-from callcenter.web.views import EARLIEST_DAY, LATEST_DAY, iso
+from callcenter.web.views import EARLIEST_DAY, LATEST_DAY, iso, whole_number
 
 routes = web.RouteTableDef()
 
@@ -107,11 +107,11 @@ async def audit_log(request: web.Request) -> web.Response:
     since = _since(request.query.get("since"))
     if since is not None:
         query = query.where(m.AuditEntry.at >= since)
-    raw_limit = request.query.get("limit", str(_DEFAULT_ROWS))
-    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_ROWS:
+    limit = whole_number(request.query.get("limit", str(_DEFAULT_ROWS)))
+    if limit is None or not 1 <= limit <= _MAX_ROWS:
         raise bad_request(f"limit must be a whole number from 1 to {_MAX_ROWS}", field="limit")
     async with AsyncSession(request.app[SERVER].engine) as session:
-        rows = (await session.execute(query.limit(int(raw_limit)))).all()
+        rows = (await session.execute(query.limit(limit))).all()
     return json_reply(
         {
             "entries": [

@@ -462,9 +462,10 @@ async def candidates(request: web.Request) -> web.Response:
     """The free carers the desk would send to this call, best first, with tier and
     estimated travel time, so an operator can send the best or choose by hand."""
     raw = request.match_info["call_id"]
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_request(f"a call id is a whole number, not {raw!r}")
-    call_id = int(raw)
+    found_id = views.whole_number(raw)
+    if found_id is None:
+        raise bad_request(f"a call id is a whole number, not {raw[:40]!r}")
+    call_id = found_id
     server = request.app[SERVER]
     desk = server.desk
     registry = await desk.district.registry()

@@ -52,9 +52,10 @@ def _session(request: web.Request) -> AsyncSession:
 
 def _call_id(request: web.Request) -> int:
     raw = request.match_info["call_id"]
-    if not raw.isascii() or not raw.isdigit():
-        raise bad_request(f"a call id is a whole number, not {raw!r}")
-    return int(raw)
+    call_id = views.whole_number(raw)
+    if call_id is None:
+        raise bad_request(f"a call id is a whole number, not {raw[:40]!r}")
+    return call_id
 
 
 async def _the_call(request: web.Request) -> CallRef:
@@ -133,12 +134,13 @@ async def list_calls(request: web.Request) -> web.Response:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return _CLOSED_LIMIT_DEFAULT
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= _CLOSED_LIMIT_MAX:
+    limit = views.whole_number(raw)
+    if limit is None or not 1 <= limit <= _CLOSED_LIMIT_MAX:
         raise bad_request(
-            f"limit must be a whole number from 1 to {_CLOSED_LIMIT_MAX}, not {raw!r}",
+            f"limit must be a whole number from 1 to {_CLOSED_LIMIT_MAX}, not {raw[:40]!r}",
             field="limit",
         )
-    return int(raw)
+    return limit
 
 
 @routes.get("/api/calls/{call_id}")

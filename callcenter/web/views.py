@@ -37,6 +37,16 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def whole_number(raw: str) -> int | None:
+    """``raw`` as a whole number if it is written in ASCII digits, else None. One with
+    more digits than any id has reads as MAX_ID + 1, past every id and every limit,
+    without ``int()`` on it (which refuses texts of over 4300 digits)."""
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    digits = raw.lstrip("0") or "0"
+    return MAX_ID + 1 if len(digits) > len(str(MAX_ID)) else int(digits)
+
+
 # The days a question may be about: the centre's lifetime with room to spare, and far
 # inside what date arithmetic and the databases take (a day past 9999-12-31 is an error).
 EARLIEST_DAY = date(2000, 1, 1)

@@ -203,11 +203,12 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
 
 def _welfare_id(request: web.Request) -> int:
     raw = request.match_info["welfare_id"]
-    if not raw.isascii() or not raw.isdigit():
+    welfare_id = views.whole_number(raw)
+    if welfare_id is None:
         raise bad_request(f"a welfare call id is a whole number, not {raw[:40]!r}")
-    if not 0 < int(raw) <= views.MAX_ID:  # past what the database holds: none has it
+    if not 0 < welfare_id <= views.MAX_ID:  # past what the database holds: none has it
         raise not_found(f"there is no welfare call {raw[:40]}")
-    return int(raw)
+    return welfare_id
 
 
 @routes.post("/api/welfare/{welfare_id}")
