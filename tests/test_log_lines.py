@@ -132,6 +132,8 @@ async def test_a_request_cannot_start_a_log_line_nor_put_a_carer_token_in_the_lo
                 url = URL(base + place.format(c=control, mark=mark), encoded=True)
                 async with http.get(url) as reply:
                     assert reply.status < 500, (place, control, reply.status)
+            if control == "%00":
+                continue  # a NUL anywhere in a body refuses it whole, naming no field
             # A field the body may not have is named in the 400's message.
             mark = f"FORGED{n:02d}x{len(marks)}"
             marks.append(mark)
