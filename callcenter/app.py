@@ -258,7 +258,7 @@ async def _sms_account(
     )
     log.warning(
         "no Twilio account configured: SMS go to the local fake Twilio at %s; "
-        "no real phone receives them (they are listed at %s)",
+        "no real phone receives them (they are listed at %s, on loopback only)",
         fake.base_url,
         fake.page_url,
     )

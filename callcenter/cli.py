@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from callcenter import logs
 from callcenter.config import Config, ConfigError, check_environment, load_config
 
 
@@ -270,8 +271,14 @@ def _cmd_fake_twilio(args: argparse.Namespace) -> int:
 async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     import signal
 
-    from callcenter.notify.fake_twilio import FakeTwilio
+    from callcenter.notify.fake_twilio import LOOPBACK_ONLY, FakeTwilio, is_loopback
 
+    if not is_loopback(host):
+        print(
+            f"{LOOPBACK_ONLY}; it will not listen on {host} (use 127.0.0.1 or ::1)",
+            file=sys.stderr,
+        )
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -282,6 +289,11 @@ async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
         print(f"account SID {fake.account_sid}", flush=True)
         print(f"auth token  {fake.auth_token}", flush=True)
         print(f"SMS a carer would get: {fake.page_url}", flush=True)
+        print(
+            "it listens on loopback only: its page shows every text, family sign-in codes "
+            "and carer links included, to anyone on this machine",
+            flush=True,
+        )
         if not inbound_url:
             print(
                 "answers typed on that page go nowhere: pass --inbound-url "
@@ -421,7 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     fake_twilio = commands.add_parser(
         "fake-twilio", help="run a local fake Twilio SMS API until Ctrl-C (development, tests)"
     )
-    fake_twilio.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    fake_twilio.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="a loopback address (default 127.0.0.1; also ::1, localhost): no other is taken",
+    )
     fake_twilio.add_argument("--port", type=int, default=0, help="default 0: any free port")
     fake_twilio.add_argument(
         "--inbound-url",
@@ -436,10 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``callcenter`` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(args.log_level)
     # Alembic announces its SQLite context on every schema check; only its warnings matter.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
     # The twilio client writes ten lines of headers for every request it makes; the

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from callcenter import logs
 from device_sim.district import DeviceSpec, district_devices, load_devices_from_database
 from device_sim.settings import (
     DEFAULT_KIND_WEIGHTS,
@@ -295,11 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return on_virtual_time(given)
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(args.log_level)
     if args.log_level != "DEBUG":
         # Every lost connection would log paho's complaint; the progress lines count them.
         logging.getLogger("device_sim.mqtt").setLevel(logging.CRITICAL)

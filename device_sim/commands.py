@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from callcenter import logs
 from callcenter.store.demo import DistrictShapeError, build_demo_district
 from device_sim.households import PROFILES
 from device_sim.plan import (
@@ -159,9 +160,7 @@ def _say(line: str) -> None:
 
 
 def _quiet(level: str) -> None:
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logs.configure(level)
     logging.getLogger().setLevel(level)
 
 

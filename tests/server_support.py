@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from callcenter.broker import EmbeddedBroker
 from tests.ingest_support import eventually
 
@@ -19,8 +21,10 @@ from tests.ingest_support import eventually
 class ServerProcess:
     """`callcenter serve` as a child process, with its log lines collected."""
 
-    def __init__(self, config_file: Path) -> None:
+    def __init__(self, config_file: Path, *options: str) -> None:
         self.config_file = config_file
+        # The command's own options before "serve", e.g. "--log-level", "DEBUG".
+        self.options = options
         self.lines: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -33,6 +37,7 @@ class ServerProcess:
             "callcenter.cli",
             "--config",
             str(self.config_file),
+            *self.options,
             "serve",
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
@@ -71,9 +76,9 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def server_process(config_file: Path) -> AsyncIterator[ServerProcess]:
-    """`callcenter serve` running for the block, killed if still alive at its end."""
-    server = ServerProcess(config_file)
+async def server_process(config_file: Path, *options: str) -> AsyncIterator[ServerProcess]:
+    """`callcenter [OPTIONS] serve` running for the block, killed if still alive at its end."""
+    server = ServerProcess(config_file, *options)
     await server.start()
     try:
         yield server
@@ -109,6 +114,27 @@ def write_config(
     lines += ["[web]", "port = 0"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
+
+
+def subprocess_config(
+    tmp_path: Path,
+    database_url: str,
+    broker: EmbeddedBroker,
+    prefix: str,
+    extra: str = "",
+) -> Path:
+    """``write_config`` for a `callcenter serve` child in ``tmp_path``; the test is skipped
+    on PostgreSQL, since the subprocess variants run on the SQLite default."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("the subprocess variant runs on the SQLite default")
+    return write_config(
+        tmp_path / "callcenter.toml",
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        broker=broker,
+        prefix=prefix,
+        extra=extra,
+    )
 
 
 @dataclass

@@ -13,7 +13,12 @@ from twilio.request_validator import RequestValidator
 
 from callcenter.app import Running
 from callcenter.store import models as m
-from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
+from callcenter.web.sms import (
+    INBOUND_PATH,
+    SIGNATURE_HEADER,
+    webhook_account_sid,
+    webhook_auth_token,
+)
 from tests.api_support import Api, Reply
 from tests.desk_support import rows, scalar
 
@@ -33,7 +38,7 @@ async def sms(
     """Post an inbound SMS as Twilio does: form fields, signed over the URL and fields."""
     params = {
         "MessageSid": sid or f"SM{next(_sids):032x}",
-        "AccountSid": "AC" + "0" * 32,
+        "AccountSid": webhook_account_sid(api.server),
         "From": phone,
         "To": "+8610690000000",
         "NumMedia": "0",
@@ -90,7 +95,9 @@ async def inbound(api: Api) -> list[Any]:
 async def post_signed(
     server: Running, path: str, params: dict[str, str], *, token: str | None = None
 ) -> int:
-    """Post a form to the server as Twilio does, signed over the URL and the fields."""
+    """Post a form to the server as Twilio does, signed over the URL and the fields
+    (with this server's AccountSid, as Twilio always sends it, unless ``params`` has one)."""
+    params = {"AccountSid": webhook_account_sid(server), **params}
     validator = RequestValidator(token or webhook_auth_token(server))
     signature = validator.compute_signature(server.web_url + path, params)
     async with (

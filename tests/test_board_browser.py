@@ -115,7 +115,7 @@ async def test_a_call_is_worked_from_press_to_resolution_on_two_boards(
         await expect(page).to_have_title("(1) 紧急 · 呼叫看板")
         await expect(page.locator("body")).to_have_attribute("data-sound", "alarm")
         # WebAudio really beeps (the browser lets pages play sound without a click here).
-        await page.wait_for_function("Number(document.body.dataset.beeps || 0) > 0")
+        await page.wait_for_function("() => Number(document.body.dataset.beeps || 0) > 0")
     # Muting lasts the shift (the district's date) and can be undone.
     await a.click("#sound-toggle")
     await expect(a.locator("body")).to_have_attribute("data-sound", "muted")
@@ -438,7 +438,7 @@ async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
     await expect(page.locator("#map-mode")).to_contain_text("地图底图无法加载")
     await expect(page.locator("#map .leaflet-control-attribution")).to_contain_text("test tiles")
     await expect(page.locator("#map .station-icon")).to_have_count(9)
-    await page.wait_for_function("document.querySelectorAll('#map .carer-dot').length >= 20")
+    await page.wait_for_function("() => document.querySelectorAll('#map .carer-dot').length >= 20")
 
 
 async def test_a_storm_of_calls_shows_the_most_urgent_and_counts_the_rest(

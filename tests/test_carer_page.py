@@ -6,6 +6,7 @@ refused and changes nothing."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from playwright.async_api import expect
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.notify import links
 from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from tests.api_support import Api, Reply
 from tests.fixtures.browser import OpenTab
@@ -90,6 +92,33 @@ async def test_the_dispatch_sms_carries_a_short_link_that_opens_the_call(api: Ap
     assert audit.status == 200, audit
     reads = [e for e in audit.body["entries"] if e["actor"] == f"carer:{carer}"]
     assert [(e["action"], e["detail"]) for e in reads] == [("read_call", {"call": call_id})]
+
+
+async def test_nobody_but_the_carer_sees_a_live_link(api: Api) -> None:
+    """Test that the link's token is in the SMS the carer's phone got and nowhere an
+    operator, supervisor or administrator can read it: the call's outbox rows show the
+    link masked, and the audit row of the carer's view (stored and as GET /api/audit
+    answers) names the path with the token masked; the link itself still works."""
+    call_id, carer, link = await _linked(api)
+    token = link.rsplit("/", 1)[1]
+    assert (await api.get(_path(link), who=None)).status == 200
+    assert (await _press(api, link, "accept")).status == 200
+
+    for who in ("li.na", "zhao.min", "sun.admin"):
+        reply = await api.get(f"/api/calls/{call_id}", who=who)
+        assert reply.status == 200, reply
+        shown = json.dumps(reply.body, ensure_ascii=False)
+        assert token not in shown, who
+        pages = [o["body"] for o in reply.body["outbox"] if "/c/" in o["body"]]
+        assert pages and all(api.server.web_url + "/c/***" in body for body in pages), pages
+
+    audit = await api.get("/api/audit?household=H0001", who="sun.admin")
+    assert token not in json.dumps(audit.body)
+    paths = [e["path"] for e in audit.body["entries"] if e["actor"] == f"carer:{carer}"]
+    assert paths == ["/c/***"]
+    async with AsyncSession(api.server.engine) as session:
+        stored = (await session.scalars(select(m.AuditEntry.path))).all()
+    assert stored and not any(token in path for path in stored), stored
 
 
 async def test_the_page_moves_the_call_as_sms_replies_do(api: Api) -> None:

@@ -379,6 +379,7 @@ def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:
         assert process.stdout.readline().startswith("auth token  ")
         base_url = first.removeprefix("fake Twilio listening on ").strip()
         assert process.stdout.readline() == f"SMS a carer would get: {base_url}/\n"
+        assert process.stdout.readline().startswith("it listens on loopback only")
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
     finally:
@@ -387,3 +388,19 @@ def test_cli_prints_its_url_and_stops_on_ctrl_c() -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_cli_refuses_to_listen_beyond_this_machine() -> None:
+    """Test that `callcenter fake-twilio --host 0.0.0.0` does not start: its page shows
+    every text (sign-in codes, carer links) to whoever reaches it, so it says why and
+    exits 2."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "callcenter.cli", "fake-twilio", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.returncode == 2
+    assert ran.stdout == ""
+    assert "loopback" in ran.stderr and "0.0.0.0" in ran.stderr

@@ -6,9 +6,11 @@ the whole server on a virtual clock)."""
 from __future__ import annotations
 
 import html
+import re
 from html.parser import HTMLParser
 
 import aiohttp
+import pytest
 from twilio.rest import Client
 
 from callcenter.broker import EmbeddedBroker
@@ -117,12 +119,16 @@ async def test_the_pages_form_answers_as_the_carer_and_shows_the_confirmation(
         assert html.escape(page.body) in before
         assert f'name="From" value="{page.to}"' in before
 
+        token = _form_token(before)
         async with aiohttp.ClientSession(base_url=fake.base_url) as http:
             async with http.post(
-                "/reply", data={"From": page.to, "Body": f"{call_id}a"}, allow_redirects=False
+                "/reply",
+                data={"From": page.to, "Body": f"{call_id}a", "token": token},
+                allow_redirects=False,
             ) as answer:
                 assert (answer.status, answer.headers["Location"]) == (303, "/")
-            async with http.post("/reply", data={"From": "13800138000", "Body": "1a"}) as bad:
+            wrong_number = {"From": "13800138000", "Body": "1a", "token": token}
+            async with http.post("/reply", data=wrong_number) as bad:
                 assert bad.status == 400
                 assert "E.164" in await bad.text()
 
@@ -137,3 +143,68 @@ async def test_the_pages_form_answers_as_the_carer_and_shows_the_confirmation(
             ["the phone's answer", page.from_, page.to, "received", f"{call_id}a"],
             ["sent by the call centre", page.to, page.from_, "sent", page.body],
         ]
+
+
+def _form_token(page: str) -> str:
+    found = re.search(r'name="token" value="([^"]+)"', page)
+    assert found is not None, "the answer form carries the page's token"
+    return found.group(1)
+
+
+async def _post_reply(
+    fake: FakeTwilio, fields: dict[str, str], headers: dict[str, str] | None = None
+) -> int:
+    async with (
+        aiohttp.ClientSession(base_url=fake.base_url) as http,
+        http.post("/reply", data=fields, headers=headers or {}, allow_redirects=False) as answer,
+    ):
+        return answer.status
+
+
+async def test_the_reply_form_answers_only_from_the_page_itself(
+    fake_twilio: FakeTwilio, twilio_client: Client
+) -> None:
+    """Test that POST /reply is refused (403, nothing texted) without the page's token,
+    with a wrong one, or from another site's page (a foreign Origin), even with the
+    right token; and that the page's own form (its token, its origin or none) answers."""
+    fake_twilio.inbound_url = "http://127.0.0.1:9/sms/inbound"  # nobody listens: fine here
+    await twilio_client.messages.create_async(to=CARER, from_=DESK, body="Call 12")
+    _, _, page = await _get(fake_twilio, "/")
+    token = _form_token(page)
+    answer = {"From": CARER, "Body": "12a"}
+    own = fake_twilio.base_url
+
+    assert await _post_reply(fake_twilio, answer) == 403
+    assert await _post_reply(fake_twilio, {**answer, "token": token[:-1] + "x"}) == 403
+    cross_site = {"Origin": "http://attacker.example"}
+    assert await _post_reply(fake_twilio, {**answer, "token": token}, cross_site) == 403
+    assert await _post_reply(fake_twilio, {**answer, "token": token}, {"Origin": "null"}) == 403
+    assert fake_twilio.replies == []
+
+    assert await _post_reply(fake_twilio, {**answer, "token": token}, {"Origin": own}) == 303
+    assert await _post_reply(fake_twilio, {**answer, "token": token}) == 303
+    assert [m.body for m in fake_twilio.replies] == ["12a", "12a"]
+
+
+async def test_the_page_is_for_this_machine_only(fake_twilio: FakeTwilio) -> None:
+    """Test that the page and its list answer only to a loopback host name (a site that
+    rebinds its own name to 127.0.0.1 gets 403), that the page loads no inline script or
+    style and says so in a strict Content-Security-Policy, and that a fake asked to
+    listen on any other address refuses to start."""
+    async with aiohttp.ClientSession(base_url=fake_twilio.base_url) as http:
+        for path in ("/", "/messages.json"):
+            async with http.get(path, headers={"Host": f"rebound.example:{fake_twilio.port}"}) as r:
+                assert r.status == 403, path
+            async with http.get(path, headers={"Host": f"localhost:{fake_twilio.port}"}) as r:
+                assert r.status == 200, path
+        async with http.get("/") as page:
+            policy = page.headers["Content-Security-Policy"]
+            text = await page.text()
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    assert "<style>" not in text and re.search(r"<script>\s*\S", text) is None
+    for host in ("0.0.0.0", "192.0.2.10", "::", "example.org"):
+        with pytest.raises(ValueError, match="loopback"):
+            FakeTwilio(host=host)
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):
+        FakeTwilio(host=host)

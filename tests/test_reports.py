@@ -17,14 +17,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.async_api import expect
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import escalation_of, nearest_rank
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
+from callcenter.web.reports import spreadsheet_cell
 from tests.api_support import PASSWORD, Api, set_password
-from tests.desk_support import rows
+from tests.desk_support import MONDAY_MORNING, rows
 from tests.fixtures.browser import OpenTab
 from tests.ingest_support import eventually
 
@@ -596,6 +598,57 @@ async def test_csv_by_must_be_station_or_carer(api: Api) -> None:
     reply = await api.get("/api/reports.csv?from=2026-11-23&to=2026-11-23&by=day", who="zhao.min")
     assert reply.status == 400
     assert reply.body["allowed"] == ["station", "carer"]
+
+
+@pytest.mark.parametrize(
+    ("value", "written"),
+    [
+        ('=HYPERLINK("http://x")', '\'=HYPERLINK("http://x")'),
+        ("+8613800000000", "'+8613800000000"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("\n=1", "'\n=1"),
+        ("Lotus Station", "Lotus Station"),
+        ("王秀英", "王秀英"),
+        ("", ""),
+        (-5, -5),  # the server's own numbers stay numbers
+        (-0.25, -0.25),
+        (12, 12),
+        (None, ""),
+    ],
+)
+def test_a_text_cell_a_spreadsheet_would_run_is_written_as_text(value: Any, written: Any) -> None:
+    """Test that a text cell starting with =, +, -, @, tab, CR or LF gets a leading
+    apostrophe (a spreadsheet shows it as text and runs nothing), and that other text and
+    every number the server writes are written as they are."""
+    assert spreadsheet_cell(value) == written
+
+
+async def test_names_in_the_csv_cannot_run_in_a_spreadsheet(api: Api) -> None:
+    """Test that a station and a carer named like spreadsheet formulas come out of both
+    CSV downloads as text (a leading apostrophe), while their figures stay numbers."""
+    call_id = await api.press("H0001")
+    carer = (await api.call(call_id))["assignments"][0]["carer"]
+    async with AsyncSession(api.server.engine) as session, session.begin():
+        station_id = await session.scalar(select(m.Carer.station_id).where(m.Carer.code == carer))
+        await session.execute(
+            update(m.Carer).where(m.Carer.code == carer).values(name='=HYPERLINK("http://x")')
+        )
+        await session.execute(
+            update(m.Station).where(m.Station.id == station_id).values(name="@SUM(A1:A9)")
+        )
+    day = MONDAY_MORNING.date().isoformat()
+    period = f"from={day}&to={day}"
+    stations = _csv((await api.get(f"/api/reports.csv?{period}", who="zhao.min")).body)
+    carers = _csv((await api.get(f"/api/reports.csv?{period}&by=carer", who="zhao.min")).body)
+    assert "'@SUM(A1:A9)" in [row["name"] for row in stations]
+    assert [row["name"] for row in carers if row["carer"] == carer] == ['\'=HYPERLINK("http://x")']
+    district = next(row for row in stations if row["station"] == "district")
+    assert district["calls"] == "1"
+    for row in stations + carers:
+        assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in row.values())
 
 
 async def test_the_chart_page_shows_a_week_to_a_supervisor_only(

@@ -23,6 +23,7 @@ from tests.sms_support import answer_of, inbound, paged, phone_of, sms
 # Used only when the server checks signatures with the configured token (no local fake).
 TOKEN = "test-auth-token-0123456789abcdef"
 PUBLIC_URL = "https://desk.example.org/twilio"
+REPEATED = "SM" + "1" * 32
 
 
 @contextlib.asynccontextmanager
@@ -146,19 +147,17 @@ async def test_a_repeated_message_sid_does_nothing_more(api: Api) -> None:
     """Test that Twilio re-posting a MessageSid gets the first answer again and changes
     nothing: no second history entry, one inbound_sms row."""
     call_id, _, phone = await paged(api)
-    first = await sms(api, phone, f"{call_id}a", sid="SMrepeat0001")
-    again = await sms(api, phone, f"{call_id}a", sid="SMrepeat0001")
+    first = await sms(api, phone, f"{call_id}a", sid=REPEATED)
+    again = await sms(api, phone, f"{call_id}a", sid=REPEATED)
     assert answer_of(again) == answer_of(first)
     # The same sid with other content (a replay attack) is not read either.
-    third = await sms(api, phone, f"{call_id}d", sid="SMrepeat0001")
+    third = await sms(api, phone, f"{call_id}d", sid=REPEATED)
     assert answer_of(third) == answer_of(first)
 
     detail = await api.call(call_id)
     assert [h["action"] for h in detail["history"]].count("accepted") == 1
     assert detail["state"] == "accepted"
-    assert [(sid, outcome) for sid, outcome, *_ in await inbound(api)] == [
-        ("SMrepeat0001", "accept")
-    ]
+    assert [(sid, outcome) for sid, outcome, *_ in await inbound(api)] == [(REPEATED, "accept")]
 
 
 async def test_unknown_numbers_and_garbage_get_a_helpful_answer(api: Api) -> None:

@@ -36,6 +36,7 @@ import sys
 from collections import Counter
 from typing import Any
 
+from callcenter import logs
 from callcenter.clock import SystemClock
 from callcenter.config import Config
 from callcenter.ingest.mqtt import backoff_delays
@@ -293,9 +294,7 @@ def main() -> int:
     if not line:
         return 0  # the server went away before saying anything
     handshake = json.loads(line)
-    logging.basicConfig(
-        level=handshake["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(handshake["log_level"])
     config = Config.model_validate(handshake["config"])
     asyncio.run(_child(config, handshake["broker_host"], int(handshake["broker_port"])))
     return 0

@@ -28,6 +28,12 @@ call centre's inbound webhook (``inbound_url``) with Twilio's form fields and si
 and records the TwiML answer's ``<Message>`` as the confirmation the carer's phone gets.
 ``GET /`` on the fake is a page of everything it saw, newest first, with a form per phone
 to answer as that phone; ``GET /messages.json`` is the same for scripts.
+
+That page shows every text, family sign-in codes and carer links included, and answers as
+any carer's phone: the fake listens on loopback only (it refuses any other address),
+answers only requests whose Host is a loopback name (a site that rebinds its own name to
+127.0.0.1 gets nothing), and its form carries a token of this process's own, checked with
+the Origin on every ``POST /reply``, so no other site's page can answer through it.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import binascii
 import collections
 import contextlib
 import html
+import ipaddress
 import itertools
 import re
 import secrets
@@ -51,6 +58,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callcenter.clock import Clock, SystemClock
@@ -71,6 +79,22 @@ _MAX_PAGE_SIZE = 1000
 _WEBHOOK_TIMEOUT_S = 30.0
 # How often the message page reloads itself (unless someone is typing an answer).
 _PAGE_RELOAD_S = 5
+# The page loads its own script and style and nothing else, and no other page frames it.
+_PAGE_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_PAGE_HEADERS = {
+    "Content-Security-Policy": _PAGE_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LOOPBACK_ONLY = (
+    "the fake Twilio listens on loopback only: its page shows every text, family sign-in "
+    "codes and carer links included, and answers as any carer's phone"
+)
 _ERROR_MESSAGES = {
     20003: "Authenticate",
     20404: "The requested resource was not found",
@@ -160,8 +184,19 @@ class PlannedFailure:
     message: str
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name, without port) is this machine alone."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 class FakeTwilio:
-    """A local HTTP server speaking Twilio's Messages API; an async context manager."""
+    """A local HTTP server speaking Twilio's Messages API; an async context manager.
+    Loopback only: any other ``host`` is a ValueError."""
 
     def __init__(
         self,
@@ -175,6 +210,8 @@ class FakeTwilio:
         inbound_url: str = "",
         number: str = DEFAULT_NUMBER,
     ) -> None:
+        if not is_loopback(host):
+            raise ValueError(f"{LOOPBACK_ONLY}; it will not listen on {host!r}")
         self.host = host
         # Report "sent" then "delivered" to each accepted message's StatusCallback.
         self.auto_deliver = auto_deliver
@@ -206,6 +243,8 @@ class FakeTwilio:
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._reports: set[asyncio.Task[None]] = set()
+        # The page's form sends it back: only a page this process served can answer.
+        self._form_token = secrets.token_urlsafe(32)
 
     @property
     def port(self) -> int:
@@ -227,12 +266,14 @@ class FakeTwilio:
     async def start(self) -> None:
         """Start listening; with port 0 the system picks a free port."""
         self._stopping.clear()
-        app = web.Application()
+        app = web.Application(middlewares=[_loopback_names_only])
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(f"{base}/Messages.json", self._create)
         app.router.add_get(f"{base}/Messages.json", self._list)
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self._fetch)
         app.router.add_get("/", self._page)
+        app.router.add_get("/page.js", _page_file(_PAGE_SCRIPT, "text/javascript"))
+        app.router.add_get("/page.css", _page_file(_PAGE_STYLE, "text/css"))
         app.router.add_get("/messages.json", self._everything)
         app.router.add_post("/reply", self._reply_from_page)
         self._runner = web.AppRunner(app, access_log=None)
@@ -603,12 +644,27 @@ class FakeTwilio:
 
     async def _page(self, request: web.Request) -> web.Response:
         """``GET /``: what every phone got and sent, newest first, and a form per phone."""
-        return web.Response(text=self._render_page(), content_type="text/html", charset="utf-8")
+        return web.Response(
+            text=self._render_page(),
+            content_type="text/html",
+            charset="utf-8",
+            headers=_PAGE_HEADERS,
+        )
 
     async def _reply_from_page(self, request: web.Request) -> web.Response:
         """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
-        the page, which shows the text and the confirmation (or what went wrong)."""
-        form = await request.post()
+        the page, which shows the text and the confirmation (or what went wrong). Only
+        from the page itself: its token, and its own Origin when the browser sends one."""
+        try:
+            form = await request.post()
+        except (UnicodeDecodeError, LookupError, ValueError):
+            raise web.HTTPBadRequest(text="the form is not UTF-8 text") from None
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != f"{request.scheme}://{request.host}":
+            raise web.HTTPForbidden(text=f"answers come from this page only, not {origin[:80]}")
+        token = str(form.get("token", ""))
+        if not secrets.compare_digest(token.encode(), self._form_token.encode()):
+            raise web.HTTPForbidden(text="the form's token is missing or stale: reload the page")
         phone, body = str(form.get("From", "")).strip(), str(form.get("Body", ""))
         if not _E164.fullmatch(phone):
             raise web.HTTPBadRequest(text=f"From must be an E.164 number (+8613...), not {phone!r}")
@@ -629,7 +685,7 @@ class FakeTwilio:
             '<tr><td colspan="6">Nothing yet: no text has been sent or received.</td></tr>'
         )
         phones = sorted({m.to for m in everything if m.direction != INBOUND})
-        forms = "\n".join(_answer_form(phone) for phone in phones) or (
+        forms = "\n".join(_answer_form(phone, self._form_token) for phone in phones) or (
             "<p>A form to answer appears here for each phone that got a text.</p>"
         )
         where = (
@@ -642,22 +698,13 @@ class FakeTwilio:
 <head>
 <meta charset="utf-8">
 <title>Fake Twilio: texts</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left;
-  vertical-align: top; }}
-td.body {{ white-space: pre-wrap; }}
-tr.inbound {{ background: #eef6ff; }}
-tr.outbound-reply {{ background: #f2fbf0; }}
-.note {{ color: #a00; }}
-form {{ margin: 0.3em 0; }}
-</style>
+<link rel="stylesheet" href="/page.css">
+<script src="/page.js" defer></script>
 </head>
 <body>
 <h1>Texts the fake Twilio saw</h1>
 <p>Nothing here reached a real phone. Newest first; the page reloads every
-{_PAGE_RELOAD_S} s unless you are typing an answer.</p>
+{_PAGE_RELOAD_S} s unless you are typing an answer. Only this machine can open it.</p>
 <h2>Answer as a phone</h2>
 <p>{where}</p>
 {forms}
@@ -669,14 +716,6 @@ form {{ margin: 0.3em 0; }}
 {rows}
 </tbody>
 </table>
-<script>
-setInterval(function () {{
-  var typing = Array.prototype.some.call(
-    document.querySelectorAll("input[name=Body]"),
-    function (box) {{ return box.value !== "" || box === document.activeElement; }});
-  if (!typing) {{ window.location.replace("/"); }}
-}}, {_PAGE_RELOAD_S * 1000});
-</script>
 </body>
 </html>
 """
@@ -740,13 +779,53 @@ def _page_row(message: FakeMessage) -> str:
     )
 
 
-def _answer_form(phone: str) -> str:
+def _answer_form(phone: str, token: str) -> str:
     number = html.escape(phone)
     return (
         f'<form method="post" action="/reply"><input type="hidden" name="From" '
-        f'value="{number}"><label>{number} answers: <input name="Body" size="24" '
+        f'value="{number}"><input type="hidden" name="token" value="{html.escape(token)}">'
+        f'<label>{number} answers: <input name="Body" size="24" '
         f'placeholder="e.g. 12a"></label> <button type="submit">send</button></form>'
     )
+
+
+_PAGE_STYLE = """\
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; width: 100%; }
+th, td { border-bottom: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left;
+  vertical-align: top; }
+td.body { white-space: pre-wrap; }
+tr.inbound { background: #eef6ff; }
+tr.outbound-reply { background: #f2fbf0; }
+.note { color: #a00; }
+form { margin: 0.3em 0; }
+"""
+# Reloads the page unless someone is typing an answer.
+_PAGE_SCRIPT = f"""\
+setInterval(function () {{
+  var typing = Array.prototype.some.call(
+    document.querySelectorAll("input[name=Body]"),
+    function (box) {{ return box.value !== "" || box === document.activeElement; }});
+  if (!typing) {{ window.location.replace("/"); }}
+}}, {_PAGE_RELOAD_S * 1000});
+"""
+
+
+def _page_file(text: str, content_type: str) -> Handler:
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(text=text, content_type=content_type, headers=_PAGE_HEADERS)
+
+    return serve
+
+
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """403 unless the request names this machine as its host: a page on another site
+    whose name was made to point at 127.0.0.1 (DNS rebinding) names itself."""
+    host = request.url.host or ""
+    if not is_loopback(host):
+        raise web.HTTPForbidden(text=f"{LOOPBACK_ONLY}; open it as http://127.0.0.1:PORT/")
+    return await handler(request)
 
 
 def _twiml_messages(text: str) -> list[str]:

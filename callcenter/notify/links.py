@@ -6,6 +6,10 @@ characters, so the page fits in the same text as the dispatch. Only the server c
 one; a changed character breaks the signature. The key is made by the server itself on
 first use and kept in ``server_secrets`` (name ``carer_links``), so links survive a
 restart and the key never sits in code or configuration files.
+
+A live token answers as the carer, so only the carer's SMS carries it: everything else
+that shows or keeps a text or a path (the API's outbox rows, the audit log, every log
+line) shows it through ``masked``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import secrets
 import struct
 from dataclasses import dataclass
@@ -35,6 +40,10 @@ _TOKEN_CHARS = (4 * (_FIELDS.size + _MAC_BYTES)) // 3
 _KEY_BYTES = 32
 # Where link_key keeps the key for the rest of a transaction (in its session's info).
 _KEY_IN_TRANSACTION = "callcenter.link_key"
+# Whatever follows /c/ up to the end of the path segment: a token, or a mangled one
+# (a token one character off is still nearly one).
+_TOKEN_IN_TEXT = re.compile(r"(?<=/c/)[^\s/?#&\"'<>]+")
+MASK = "***"
 
 
 class LinkError(Exception):
@@ -120,6 +129,12 @@ async def _link_key(session: AsyncSession, now: datetime) -> bytes:
             if stored is None:
                 raise
     return base64.urlsafe_b64decode(stored.encode("ascii"))
+
+
+def masked(text: str) -> str:
+    """``text`` with the token of every carer link in it replaced by ``***``
+    (``https://desk.example.org/c/***``); the one function that hides tokens."""
+    return _TOKEN_IN_TEXT.sub(MASK, text)
 
 
 def link_url(base: str, key: bytes, call_id: int, carer_id: int, dispatched: datetime) -> str:

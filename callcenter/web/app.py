@@ -15,6 +15,8 @@ from callcenter.web import (
     carer_page,
     carers,
     family,
+    guards,
+    headers,
     health,
     metrics,
     openapi,
@@ -47,9 +49,16 @@ MAX_BODY_BYTES = 64 * 1024
 def build_app(server: Running) -> web.Application:
     """The API for ``server``: routes, JSON errors, token sign-in, request log."""
     # Outermost first: the client's address behind trusted proxies (for everything
-    # after), the log sees the final answer, errors become JSON, then sign-in.
+    # after), the log sees the final answer, errors become JSON, nothing with a NUL goes
+    # further, then sign-in.
     app = web.Application(
-        middlewares=[real_client, log_requests, json_errors, auth.authenticate],
+        middlewares=[
+            real_client,
+            log_requests,
+            json_errors,
+            guards.refuse_nul,
+            auth.authenticate,
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SERVER] = server
@@ -77,6 +86,7 @@ def build_app(server: Running) -> web.Application:
         welfare,
     ):
         app.add_routes(module.routes)
+    headers.install(app)
     app.on_shutdown.append(board.close_boards)
     app.cleanup_ctx.append(board_watch.watching)
     return app

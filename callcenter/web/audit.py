@@ -19,14 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.store.db import write_turn
 from callcenter.web.auth import require_role
-from callcenter.web.contract import Limit, Parameters, contract
+from callcenter.web.contract import FIRST_DAY, LAST_DAY, Limit, Parameters, contract
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
-from callcenter.web.views import iso
+from callcenter.web.views import iso, whole_number
 
 routes = web.RouteTableDef()
 
@@ -80,7 +81,7 @@ async def record_read(
             actor=actor[:96],
             household_id=household_id,
             action=action[:32],
-            path=request.path_qs[:255],
+            path=links.masked(request.path_qs)[:255],
             address=(request.remote or "")[:64],
             detail=detail or {},
         )
@@ -143,6 +144,11 @@ def _since(raw: str | None) -> datetime | None:
         ) from None
     if moment.tzinfo is None:
         raise bad_request("since needs a time zone, e.g. 2026-11-23T00:00:00Z", field="since")
+    if not FIRST_DAY <= moment.date() <= LAST_DAY:
+        raise bad_request(
+            f"since must fall from {FIRST_DAY} to {LAST_DAY}, not {raw[:40]!r}",
+            field="since",
+        )
     return moment
 
 
@@ -168,11 +174,11 @@ async def audit_log(request: web.Request) -> web.Response:
     since = _since(request.query.get("since"))
     if since is not None:
         query = query.where(m.AuditEntry.at >= since)
-    raw_limit = request.query.get("limit", str(_DEFAULT_ROWS))
-    if not raw_limit.isascii() or not raw_limit.isdigit() or not 1 <= int(raw_limit) <= _MAX_ROWS:
+    limit = whole_number(request.query.get("limit", str(_DEFAULT_ROWS)))
+    if limit is None or not 1 <= limit <= _MAX_ROWS:
         raise bad_request(f"limit must be a whole number from 1 to {_MAX_ROWS}", field="limit")
     async with AsyncSession(request.app[SERVER].engine) as session:
-        rows = (await session.execute(query.limit(int(raw_limit)))).all()
+        rows = (await session.execute(query.limit(limit))).all()
     return json_reply(
         {
             "entries": [
@@ -181,7 +187,8 @@ async def audit_log(request: web.Request) -> web.Response:
                     "actor": entry.actor,
                     "household": code,
                     "action": entry.action,
-                    "path": entry.path,
+                    # Rows written before tokens were masked on the way in.
+                    "path": links.masked(entry.path),
                     "address": entry.address,
                     "detail": entry.detail,
                 }

@@ -1,7 +1,9 @@
 """Request bodies: what each command accepts, checked before the desk sees it.
 
-Malformed JSON, a missing or unknown field, or a value outside its list is a 400 whose
-message names the field and, for a choice, every allowed value.
+Malformed JSON (or JSON nested past Python's recursion limit), a missing or unknown
+field, or a value outside its list is a 400 whose message names the field and, for a
+choice, every allowed value. A form that is not UTF-8 is a 400 too, and so is a NUL
+character in any string of a body or form.
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
+from urllib.parse import parse_qsl
 
 from aiohttp import web
+from multidict import MultiDict
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -99,6 +103,20 @@ class PasswordBody(_Body):
 
 _B = TypeVar("_B", bound=_Body)
 
+# PostgreSQL's text cannot hold a NUL, and nobody types one.
+NUL_REFUSED = "the request has a NUL character (\\u0000 or %00), which nothing here takes"
+
+
+def _has_nul(data: Any) -> bool:
+    """Whether any string in parsed JSON (a key or a value, at any depth) has a NUL."""
+    if isinstance(data, str):
+        return "\x00" in data
+    if isinstance(data, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(_has_nul(item) for item in data)
+    return False
+
 
 async def read_body(request: web.Request, model: type[_B]) -> _B:
     """The request's JSON body as ``model``; an empty body counts as ``{}``."""
@@ -114,6 +132,10 @@ async def read_body(request: web.Request, model: type[_B]) -> _B:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise bad_request(f"the body is not valid JSON: {error}") from None
+        except RecursionError:
+            raise bad_request("the body is nested too deep to be one of ours") from None
+        if _has_nul(data):
+            raise bad_request(NUL_REFUSED)
     if not isinstance(data, dict):
         raise bad_request(f"the body must be a JSON object, not {type(data).__name__}")
     try:
@@ -122,3 +144,34 @@ async def read_body(request: web.Request, model: type[_B]) -> _B:
         problems = problems_of(model, error)
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise bad_request(f"the body is not right: {summary}", problems=problems) from None
+
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+# No form of ours or Twilio's has more fields than this.
+_MAX_FORM_FIELDS = 100
+
+
+async def read_form(request: web.Request) -> MultiDict[str]:
+    """A posted form's fields, in order and with repeats; no fields when the body is not
+    a form. 400 for a form that is not UTF-8 (whatever charset it claims) or has too
+    many fields: ``request.post()`` would trust the claimed charset and fail on bad bytes."""
+    if request.content_type != FORM_TYPE:
+        return MultiDict()
+    charset = (request.charset or "utf-8").lower()
+    if charset not in ("utf-8", "utf8"):
+        raise bad_request(f"forms are read as UTF-8, not {charset[:20]!r}")
+    raw = await request.read()
+    try:
+        fields = parse_qsl(
+            raw.decode("utf-8"),
+            keep_blank_values=True,
+            errors="strict",
+            max_num_fields=_MAX_FORM_FIELDS,
+        )
+    except UnicodeDecodeError:
+        raise bad_request("the form is not UTF-8 text") from None
+    except ValueError as error:  # too many fields
+        raise bad_request(f"the form is not one of ours: {error}") from None
+    if any("\x00" in name or "\x00" in value for name, value in fields):
+        raise bad_request(NUL_REFUSED)
+    return MultiDict(fields)

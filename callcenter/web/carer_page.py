@@ -59,6 +59,7 @@ PAGE_ANSWERS = {
     "on_scene": Answer.ON_SCENE,
     "resolved": Answer.RESOLVED,
 }
+_OUTCOMES = frozenset(o.value for o in Outcome)
 # What a carer may press in each state of their part in the call.
 _NEXT: dict[AssignmentState, tuple[str, ...]] = {
     AssignmentState.DISPATCHED: ("accept", "decline"),
@@ -359,18 +360,18 @@ async def answer(request: web.Request) -> web.Response:
         return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
     try:
         body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return _bad_answer('send JSON such as {"answer": "accept"}')
     # The word is looked up only once it is a string: {} or [] cannot be a dict key.
-    word = body.get("answer") if isinstance(body, dict) else None
-    if not isinstance(word, str) or word not in PAGE_ANSWERS:
+    pressed = body.get("answer") if isinstance(body, dict) else None
+    if not isinstance(pressed, str) or pressed not in PAGE_ANSWERS:
         return _bad_answer(f"answer must be one of {', '.join(PAGE_ANSWERS)}")
     outcome = Outcome.HELPED_AT_HOME
     if "outcome" in body:
-        try:
-            outcome = Outcome(body["outcome"])
-        except ValueError:
+        chosen = body["outcome"]
+        if not isinstance(chosen, str) or chosen not in _OUTCOMES:
             return _bad_answer(f"outcome must be one of {', '.join(o.value for o in Outcome)}")
+        outcome = Outcome(chosen)
     registry = await server.desk.district.registry()
     try:
         live = await live_link(server, request.match_info["token"], registry)
@@ -384,14 +385,14 @@ async def answer(request: web.Request) -> web.Response:
         registry,
         live.carer,
         live.call.id,
-        PAGE_ANSWERS[body["answer"]],
+        PAGE_ANSWERS[pressed],
         outcome=outcome,
         via="the carer page",
     )
     log.info(
         "carer %s pressed %s on call %d: %s",
         live.carer.code,
-        body["answer"],
+        pressed,
         live.call.id,
         handled.outcome,
     )

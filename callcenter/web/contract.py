@@ -55,19 +55,29 @@ FIRST_DAY = date(1970, 1, 1)
 LAST_DAY = date(2999, 12, 31)
 
 
-def _written_day(raw: Any) -> Any:
-    """A query's day only as YYYY-MM-DD (``date`` alone would also take 20261123)."""
-    if isinstance(raw, str):
-        if len(raw) != 10:
-            raise ValueError("not written YYYY-MM-DD")
+DAY_WORDS = f"a date written YYYY-MM-DD such as 2026-11-23 ({FIRST_DAY} to {LAST_DAY})"
+
+
+def written_day(raw: str) -> date | None:
+    """``raw`` as a date if it is written YYYY-MM-DD (``date.fromisoformat`` alone would
+    also take 20261123 and 2026-W48-1) and falls from FIRST_DAY to LAST_DAY, else None."""
+    if len(raw) != 10:
+        return None
+    try:
         day = date.fromisoformat(raw)
-        if not FIRST_DAY <= day <= LAST_DAY:
-            raise ValueError(f"outside {FIRST_DAY} to {LAST_DAY}")
+    except ValueError:
+        return None
+    return day if FIRST_DAY <= day <= LAST_DAY else None
+
+
+def _written_day(raw: Any) -> Any:
+    """A query's day only as ``written_day`` reads it."""
+    if isinstance(raw, str):
+        day = written_day(raw)
+        if day is None:
+            raise ValueError(DAY_WORDS)
         return day
     return raw
-
-
-DAY_WORDS = f"a date written YYYY-MM-DD such as 2026-11-23 ({FIRST_DAY} to {LAST_DAY})"
 
 
 # Path and query types shared by the routes.

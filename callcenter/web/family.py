@@ -42,7 +42,7 @@ from callcenter.web.pages import file_response
 from callcenter.web.replies import json_reply
 from callcenter.web.sessions import CSRF_HEADER, SAFE_METHODS, same_origin, token_digest
 from callcenter.web.state import SERVER
-from callcenter.web.views import iso
+from callcenter.web.views import iso, whole_number
 
 PORTAL_PATH = "/family"
 LOGIN_PATH = "/family/login"
@@ -865,9 +865,10 @@ async def household_call(request: web.Request) -> web.StreamResponse:
     async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
         home = await _own_household(session, member, request.match_info["code"])
         call = None
-        if raw_id.isascii() and raw_id.isdigit() and 0 < int(raw_id) <= MAX_ID:
+        call_id = whole_number(raw_id)
+        if call_id is not None and 0 < call_id <= MAX_ID:
             call = await session.scalar(
-                select(m.Call).where(m.Call.id == int(raw_id), m.Call.household_id == home.id)
+                select(m.Call).where(m.Call.id == call_id, m.Call.household_id == home.id)
             )
         if call is None:
             shown = raw_id[:20]

@@ -32,6 +32,7 @@ NOT_DESCRIBED = {
     ("GET", "/static/{path}"): "the board's scripts, styles and sounds",
     ("GET", "/static/vendor/leaflet/{path}"): "Leaflet's files for the board's map",
     ("GET", "/login"): "the board's sign-in page (HTML)",
+    ("GET", "/login/static/login.css"): "the sign-in page's style",
     ("POST", "/login"): "the sign-in form's post; answers with a redirect or the page",
     ("POST", "/logout"): "the board's sign-out button; answers with a redirect",
     ("GET", "/reports"): "the reports' chart page (HTML)",

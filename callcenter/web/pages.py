@@ -1,9 +1,9 @@
 """The board's pages and their files, for signed-in operators only.
 
-Someone not signed in sees nothing but the sign-in page: ``/``, ``/board`` and every file
-under ``/static/`` send them to ``/login``. Files come from ``dashboards/`` (ours) and,
-under ``/static/vendor/leaflet/``, from Leaflet as npm installed it
-(``dashboards/node_modules/leaflet/dist``), never from anywhere else on disk.
+Someone not signed in sees nothing but the sign-in page (and its style sheet): ``/``,
+``/board`` and every file under ``/static/`` send them to ``/login``. Files come from
+``dashboards/`` (ours) and, under ``/static/vendor/leaflet/``, from Leaflet as npm
+installed it (``dashboards/node_modules/leaflet/dist``), never from anywhere else on disk.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from callcenter.web import sessions
 
 DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
 BOARD_PAGE = DASHBOARDS / "board" / "index.html"
+# The sign-in page's style, for people not signed in yet (so outside /static/).
+LOGIN_STYLE = DASHBOARDS / "login.css"
 LEAFLET = DASHBOARDS / "node_modules" / "leaflet" / "dist"
 # Our own files: everything under dashboards/ except what npm put there.
 _NOT_SERVED = frozenset({"node_modules"})
@@ -29,10 +31,15 @@ async def _require_sign_in(request: web.Request) -> None:
 
 
 def _within(root: Path, relative: str) -> Path:
-    """``relative`` under ``root``, or 404: no way out of it (``..``, absolute paths)."""
-    wanted = (root / relative).resolve()
-    if not wanted.is_relative_to(root.resolve()) or not wanted.is_file():
-        raise web.HTTPNotFound(text=f"no such file: {relative}")
+    """``relative`` under ``root``, or 404: no way out of it (``..``, absolute paths), and
+    no name the file system refuses (a NUL byte, a name too long) gets further."""
+    try:
+        wanted = (root / relative).resolve()
+        found = wanted.is_relative_to(root.resolve()) and wanted.is_file()
+    except (ValueError, OSError):
+        found = False
+    if not found:
+        raise web.HTTPNotFound(text="no such file")
     return wanted
 
 
@@ -59,6 +66,12 @@ async def board(request: web.Request) -> web.StreamResponse:
     response = file_response(BOARD_PAGE)
     response.headers["X-Frame-Options"] = "DENY"
     return response
+
+
+@routes.get("/login/static/login.css")
+async def login_style(request: web.Request) -> web.StreamResponse:
+    """The sign-in page's style sheet."""
+    return file_response(LOGIN_STYLE)
 
 
 @routes.get("/static/vendor/leaflet/{path:.+}")

@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
-from callcenter.web import sessions, views
+from callcenter.web import sessions
 from callcenter.web.auth import require_role
-from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract
+from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, written_day
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import DASHBOARDS, file_response
 from callcenter.web.replies import json_reply
@@ -83,10 +83,10 @@ def _day(request: web.Request, name: str, today: date) -> date:
             f"e.g. ?from={example}&to={example}; {name} is missing",
             field=name,
         )
-    day = views.written_day(raw)
+    day = written_day(raw)
     if day is None:
         raise bad_request(
-            f"{name} must be a date written YYYY-MM-DD, e.g. {example}; not {raw!r}",
+            f"{name} must be {DAY_WORDS}; not {raw[:40]!r}",
             field=name,
         )
     return day
@@ -145,8 +145,20 @@ async def reports_json(request: web.Request) -> web.Response:
     return json_reply(found)
 
 
-def _cell(value: Any) -> Any:
-    return "" if value is None else value
+# What makes a spreadsheet read a cell as a formula (OWASP's list, and LF with CR).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows and never runs. Text is what people and devices
+    typed (names, codes): one starting like a formula gets a leading apostrophe, which
+    spreadsheets take as "this is text". Numbers are the server's own figures and are
+    written as numbers, negative ones too; nothing is empty."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def station_rows(found: dict[str, Any]) -> list[list[Any]]:
@@ -192,7 +204,7 @@ def station_rows(found: dict[str, Any]) -> list[list[Any]]:
             "; ".join(f"{e['step']} ({e['reason']}): {e['count']}" for e in esc["by_step"]),
         ]
         row += [f["handled"], f["resolved"], f["cancelled"], f["open"], f["resolution_rate"]]
-        rows.append([_cell(v) for v in row])
+        rows.append([spreadsheet_cell(v) for v in row])
     return rows
 
 
@@ -217,8 +229,8 @@ def carer_rows(found: dict[str, Any]) -> list[list[Any]]:
     rows: list[list[Any]] = [["carer", "name", "station", *CARER_COLUMNS]]
     for c in found["carers"]:
         rows.append(
-            [_cell(v) for v in (c["code"], c["name"], c["station"])]
-            + [_cell(c[k]) for k in CARER_COLUMNS]
+            [spreadsheet_cell(v) for v in (c["code"], c["name"], c["station"])]
+            + [spreadsheet_cell(c[k]) for k in CARER_COLUMNS]
         )
     return rows
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from callcenter.web.app import build_app
 
@@ -15,6 +17,26 @@ if TYPE_CHECKING:
 
 # Requests still running at shutdown get this long to finish.
 _SHUTDOWN_TIMEOUT_S = 5.0
+
+
+class _UnreadableRequest(logging.Filter):
+    """aiohttp answers a request it cannot read as HTTP (a request line or header over
+    8 KiB, a malformed header) with a 400 and logs the parser's traceback as an error.
+    What a client sent is not our fault: one warning line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = "refused a request that is not readable HTTP from %s: %s"
+            record.args = (*(record.args or ("?",)), str(error).replace("\n", " "))
+            record.exc_info = record.exc_text = None
+        return True
+
+
+# aiohttp's log of the requests it handles (in place of its "aiohttp.server").
+_HTTP_LOG = logging.getLogger("callcenter.web.http")
+_HTTP_LOG.addFilter(_UnreadableRequest())
 
 
 class WebStartError(Exception):
@@ -42,7 +64,8 @@ class WebServer:
 
     @property
     def app(self) -> web.Application:
-        """The application this server serves (its routes, for the API's description)."""
+        """The application served: its routes, for the API's description and for tests
+        that try every one."""
         return self._runner.app
 
     @property
@@ -62,7 +85,12 @@ async def serving_web(server: Running) -> AsyncIterator[WebServer]:
     """Serve the API on ``config.web.host``/``port`` until the block ends (or until the
     server is closed earlier); WebStartError when it cannot listen there."""
     config = server.config.web
-    runner = web.AppRunner(build_app(server), access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+    runner = web.AppRunner(
+        build_app(server),
+        access_log=None,
+        logger=_HTTP_LOG,
+        shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
+    )
     await runner.setup()
     listening = WebServer(runner, config.host, config.port)
     try:

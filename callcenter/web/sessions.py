@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, write_locked, write_turn
+from callcenter.web import bodies
 from callcenter.web.client_address import source_of
 from callcenter.web.state import OPEN_BOARDS, SERVER
 
@@ -290,7 +291,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
     server = request.app[SERVER]
-    form = await request.post()
+    form = await bodies.read_form(request)
     # No real username has control characters; PostgreSQL refuses a NUL in text.
     typed = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
     username = "".join(ch if ch.isprintable() else "?" for ch in typed)
@@ -376,7 +377,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """End the session (CSRF-checked like any change), then the sign-in page."""
     signed_in = await session_of(request)
     if signed_in is not None:
-        form = await request.post()
+        form = await bodies.read_form(request)
         if not same_origin(request) or not csrf_ok(request, signed_in, str(form.get("csrf", ""))):
             raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
         token = request.cookies[SESSION_COOKIE]

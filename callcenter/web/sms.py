@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 from aiohttp import web
-from multidict import MultiDict
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +40,7 @@ from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
+from callcenter.web import twilio_form
 from callcenter.web.contract import Access, Reply, contract
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.state import SERVER
@@ -56,9 +56,9 @@ INBOUND_PATH = "/sms/inbound"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 # The example call number in help texts when the carer has no open call.
 _EXAMPLE_CALL = "12"
-# Column sizes of inbound_sms.
-_MAX_SID = 64
-_MAX_NUMBER = 32
+# What each webhook cannot do without (twilio_form checks every field's shape).
+_INBOUND_FIELDS = ("AccountSid", "MessageSid", "From", "To", "Body")
+_STATUS_FIELDS = ("AccountSid", "MessageSid", "MessageStatus")
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
 
@@ -71,28 +71,42 @@ _CONFIRMATIONS = {
 }
 
 
+def _shaped(name: str, meaning: str, **default: Any) -> Any:
+    """A form field described with the shape twilio_form holds it to."""
+    shape = twilio_form.SHAPES[name]
+    return Field(
+        pattern=f"^{shape.pattern.pattern}$", description=f"{meaning}: {shape.says}", **default
+    )
+
+
 class InboundForm(BaseModel):
     """What Twilio posts for a text a carer sent (it posts more fields; they are kept
-    out of the reply's handling but are part of the signature)."""
+    out of the reply's handling but are part of the signature). Every field once."""
 
     model_config = ConfigDict(extra="allow")
 
-    MessageSid: str = Field(min_length=1, max_length=_MAX_SID, description="Twilio's message id")
-    From: str = Field(min_length=1, max_length=_MAX_NUMBER, description="the sender's phone")
-    Body: str = Field(description="the text")
+    AccountSid: str = _shaped("AccountSid", "this server's Twilio account")
+    MessageSid: str = _shaped("MessageSid", "Twilio's message id")
+    From: str = _shaped("From", "the sender's phone")
+    To: str = _shaped("To", "our number")
+    Body: str = Field(max_length=twilio_form.MAX_BODY_CHARS, description="the text")
 
 
 class StatusForm(BaseModel):
-    """What Twilio posts when a message we sent changes state."""
+    """What Twilio posts when a message we sent changes state. Every field once."""
 
     model_config = ConfigDict(extra="allow")
 
-    MessageSid: str = Field(min_length=1, max_length=64, description="Twilio's message id")
-    MessageStatus: str = Field(min_length=1, max_length=16, description="e.g. delivered")
-    ErrorCode: str | None = Field(None, max_length=16, description="Twilio's delivery error")
+    AccountSid: str = _shaped("AccountSid", "this server's Twilio account")
+    MessageSid: str = _shaped("MessageSid", "Twilio's message id")
+    MessageStatus: str = _shaped("MessageStatus", "e.g. delivered")
+    ErrorCode: str | None = _shaped("ErrorCode", "Twilio's delivery error, if any", default=None)
 
 
-_SIGNED = {403: "not signed by Twilio (X-Twilio-Signature missing or wrong)"}
+_SIGNED = {
+    403: "not signed by Twilio (X-Twilio-Signature missing or wrong)",
+    415: "not application/x-www-form-urlencoded, as Twilio posts",
+}
 
 
 def webhook_auth_token(server: Running) -> str:
@@ -118,16 +132,20 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
 
 
-async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
-    """The posted form fields, if Twilio signed them; else 403 and a log line."""
-    try:
-        posted = await request.post()
-    except (ValueError, UnicodeDecodeError):
-        # Not a form at all (multipart without a boundary, bytes that are not text):
-        # nothing Twilio sends, and nothing to check a signature over.
-        raise bad_request("the body is not a form as Twilio posts it") from None
-    # Twilio posts text fields only; anything else cannot be part of its signature.
-    form: MultiDict[str] = MultiDict((k, v) for k, v in posted.items() if isinstance(v, str))
+def webhook_account_sid(server: Running) -> str:
+    """The account whose webhooks these are: the local fake's while it runs, else the
+    configured account."""
+    if server.config.sms.fake and server.fake_twilio is not None:
+        return server.fake_twilio.account_sid
+    return server.config.sms.account_sid
+
+
+async def signed_form(
+    request: web.Request, server: Running, *, required: tuple[str, ...]
+) -> dict[str, str]:
+    """The posted form fields, if Twilio signed them (else 403 and a log line) and they
+    have the shapes Twilio gives them (else 400 and a log line: see twilio_form)."""
+    form = await twilio_form.read_form(request)
     token = webhook_auth_token(server)
     signature = request.headers.get(SIGNATURE_HEADER, "")
     url = signed_url(request, server.config.sms.public_url)
@@ -141,7 +159,20 @@ async def signed_form(request: web.Request, server: Running) -> MultiDict[str]:
         )
         log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
         raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
-    return form
+    try:
+        return twilio_form.checked(form, account_sid=webhook_account_sid(server), required=required)
+    except twilio_form.FormRefusedError as refused:
+        # Signed, yet not as Twilio posts it: a captured request cut into other fields.
+        log.warning(
+            "refused a signed SMS webhook from %s for %s: %s; Twilio never posts that "
+            "(a captured request re-cut into other fields?)",
+            request.remote or "?",
+            url,
+            refused,
+        )
+        raise bad_request(
+            f"{refused}: this is not a form Twilio posts", field=refused.field
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -151,21 +182,6 @@ class Handled:
     outcome: str
     answer: str
     call_id: int | None = None
-
-
-def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
-    missing = [name for name in ("MessageSid", "From", "Body") if name not in form]
-    if missing:
-        raise bad_request(
-            f"an inbound SMS webhook needs {', '.join(missing)}; "
-            "point Twilio's messaging webhook (HTTP POST) here"
-        )
-    sid, sender, body = form["MessageSid"], form["From"], form["Body"]
-    if not sid or len(sid) > _MAX_SID:
-        raise bad_request(f"MessageSid must be 1 to {_MAX_SID} characters")
-    if not sender or len(sender) > _MAX_NUMBER:
-        raise bad_request(f"From must be a phone number of at most {_MAX_NUMBER} characters")
-    return sid, sender, body
 
 
 @routes.post(INBOUND_PATH)
@@ -182,8 +198,8 @@ def _form_fields(form: MultiDict[str]) -> tuple[str, str, str]:
 async def inbound_sms(request: web.Request) -> web.Response:
     """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
     server = request.app[SERVER]
-    form = await signed_form(request, server)
-    sid, sender, body = _form_fields(form)
+    form = await signed_form(request, server, required=_INBOUND_FIELDS)
+    sid, sender, body = form["MessageSid"], form["From"], form["Body"]
     desk = server.desk
     try:
         async with desk.transaction() as session:
@@ -410,8 +426,6 @@ _BROKEN_BY_DELIVERY = {
     "30005": m.PhoneProblem.INVALID_NUMBER,
     "30006": m.PhoneProblem.NOT_MOBILE,
 }
-_MAX_STATUS = 16  # outbox.delivery
-_MAX_ERROR_CODE = 16
 
 
 def not_over(status: str) -> frozenset[str]:
@@ -441,20 +455,8 @@ async def sms_status(request: web.Request) -> web.Response:
     """Twilio's report on a message we sent: recorded, only ever forward; a dispatch
     page that cannot arrive moves the call on to the next carer at once."""
     server = request.app[SERVER]
-    form = await signed_form(request, server)
-    missing = [name for name in ("MessageSid", "MessageStatus") if not form.get(name)]
-    if missing:
-        raise bad_request(
-            f"a status callback needs {', '.join(missing)}; "
-            "it is Twilio's StatusCallback for messages we send"
-        )
-    sid, status = form["MessageSid"], form["MessageStatus"].strip().lower()
-    code = form.get("ErrorCode", "").strip()
-    if len(sid) > _MAX_SID or len(status) > _MAX_STATUS or len(code) > _MAX_ERROR_CODE:
-        raise bad_request(
-            f"MessageSid, MessageStatus and ErrorCode may be at most {_MAX_SID}, "
-            f"{_MAX_STATUS} and {_MAX_ERROR_CODE} characters"
-        )
+    form = await signed_form(request, server, required=_STATUS_FIELDS)
+    sid, status, code = form["MessageSid"], form["MessageStatus"], form.get("ErrorCode", "")
     if status not in _DELIVERY_RANK:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()

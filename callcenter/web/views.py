@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,6 +21,7 @@ from callcenter.domain.calls import AssignmentState, CallState, CancelReason, Ou
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
 from callcenter.engine.district import Registry
+from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID
 
@@ -194,15 +195,14 @@ def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def written_day(raw: str) -> date | None:
-    """``raw`` as a date if it is written YYYY-MM-DD (fromisoformat alone would also take
-    20261123 and 2026-W48-1), else None."""
-    if len(raw) != 10:
+def whole_number(raw: str) -> int | None:
+    """``raw`` as a whole number if it is written in ASCII digits, else None. One with
+    more digits than any id has reads as MAX_ID + 1, past every id and every limit,
+    without ``int()`` on it (which refuses texts of over 4300 digits)."""
+    if not raw.isascii() or not raw.isdigit():
         return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        return None
+    digits = raw.lstrip("0") or "0"
+    return MAX_ID + 1 if len(digits) > len(str(MAX_ID)) else int(digits)
 
 
 def _minutes(seconds: float | None) -> float | None:
@@ -407,12 +407,13 @@ async def call_detail(session: AsyncSession, call_id: int) -> dict[str, Any] | N
             "channel": o.channel,
             "recipient": o.recipient,
             "address": o.address,
-            "body": o.body,
+            # A page's link answers as the carer: operators see it masked.
+            "body": links.masked(o.body),
             "state": o.state,
             "attempts": o.attempts,
             "created_at": iso(o.created_at),
             "done_at": iso(o.done_at),
-            "last_error": o.last_error,
+            "last_error": links.masked(o.last_error),
         }
         for o in outbox.all()
     ]

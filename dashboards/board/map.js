@@ -5,14 +5,6 @@
 // map is offline: no tile layer, a plain background and a latitude/longitude grid, and
 // every marker is still placed where it belongs.
 
-const CARER_COLOURS = {
-  off_shift: "#6b7a8c",
-  free: "#1f9d5c",
-  dispatched: "#d69a00",
-  on_the_way: "#1f78c8",
-  on_scene: "#8a4fd8",
-};
-
 // Grid spacings in degrees, finest first; the first giving at most ~8 lines is used.
 const GRID_STEPS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10];
 
@@ -141,7 +133,7 @@ export class BoardMap {
         keyboard: false,
         icon: L.divIcon({
           className: `carer-dot carer-${carer.state}`,
-          html: `<span style="background:${CARER_COLOURS[carer.state] || "#999"}"></span>`, // our colours only
+          html: "<span></span>", // coloured by its state's class (board.css)
           iconSize: [14, 14],
           iconAnchor: [7 - dx, 7 - dy],
         }),
