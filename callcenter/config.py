@@ -281,6 +281,13 @@ class WebConfig(_Section):
         ),
     )
     map_attribution: str = Field("", description="attribution shown under the map tiles")
+    strict_answers: bool = Field(
+        False,
+        description=(
+            "an API answer that does not match its declared model (a fault of ours) is a 500 "
+            "instead of going out as it is with an ERROR in the log; for tests and staging"
+        ),
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description=(

@@ -18,6 +18,7 @@ from callcenter.web.contract import Access, CallPath, contract
 from callcenter.web.errors import json_errors
 from callcenter.web.openapi import NOT_DESCRIBED, OPENAPI_PATH, described_routes
 from callcenter.web.replies import json_reply
+from callcenter.web.state import STRICT_ANSWERS
 from tests.api_support import Api
 
 
@@ -96,8 +97,11 @@ async def _answers_an_undeclared_status(request: web.Request) -> web.Response:
 
 
 @contextlib.asynccontextmanager
-async def _serving(*routes: tuple[str, Any]) -> AsyncIterator[aiohttp.ClientSession]:
+async def _serving(
+    *routes: tuple[str, Any], strict: bool = True
+) -> AsyncIterator[aiohttp.ClientSession]:
     app = web.Application(middlewares=[json_errors])
+    app[STRICT_ANSWERS] = strict
     for path, handler in routes:
         app.router.add_post(path, handler)
     runner = web.AppRunner(app, access_log=None)
@@ -208,3 +212,19 @@ async def test_a_welfare_call_id_past_bigint_is_not_found(api: Api) -> None:
     as for a call, not a 500."""
     reply = await api.post(f"/api/welfare/{2**63}", {"outcome": "well"})
     assert reply.status == 404, reply
+
+
+async def test_a_live_desk_sends_an_answer_off_its_declaration_and_logs_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test that without ``web.strict_answers`` an answer that does not match its model
+    goes out as it is (an operator must still see the call) with an ERROR naming it."""
+    handler = contract(answers={200: _Wrong}, access=Access.PUBLIC)(_answers_off_its_declaration)
+    async with (
+        _serving(("/answer", handler), strict=False) as http,
+        http.post("/answer", json={}) as reply,
+    ):
+        assert reply.status == 200
+        assert await reply.json() == {"something": "else"}
+    assert "does not match its declaration" in caplog.text
+    assert "(sent as it is)" in caplog.text

@@ -37,6 +37,7 @@ from callcenter.web.state import (
     METRICS,
     OPEN_BOARDS,
     SERVER,
+    STRICT_ANSWERS,
 )
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def build_app(server: Running) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[SERVER] = server
+    app[STRICT_ANSWERS] = server.config.web.strict_answers
     app[METRICS] = metrics.Metrics(server)
     app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}

@@ -45,6 +45,8 @@ FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.followe
 BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")
 # The open boards and what each signed in with, to close those whose sign-in ended.
 OPEN_BOARDS: web.AppKey[OpenBoards] = web.AppKey("callcenter.open_boards")
+# Whether an answer off its declared model is a 500 (web.strict_answers), or logged.
+STRICT_ANSWERS: web.AppKey[bool] = web.AppKey("callcenter.strict_answers")
 # Which household each call belongs to never changes, so it is remembered for log lines.
 HOUSEHOLD_OF_CALL: web.AppKey[dict[int, str]] = web.AppKey("callcenter.household_of_call")
 
