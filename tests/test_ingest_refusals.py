@@ -18,7 +18,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
@@ -303,9 +302,8 @@ async def test_the_database_refusing_a_row_is_told_from_the_database_failing(
         # Nothing listens on port 1.
         gone = create_engine(make_url(database_url).set(port=1).render_as_string(False))
     else:
-        # A file where the database's directory should be.
-        (tmp_path / "not-a-directory").write_text("no database can be made below a file")
-        gone = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/not-a-directory/x.db")
+        # A directory where the database's file should be: SQLite cannot open it.
+        gone = create_engine(f"sqlite+aiosqlite:///{tmp_path}")
 
     async def connect() -> None:
         async with gone.connect() as connection:
