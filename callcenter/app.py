@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -208,6 +209,8 @@ async def assembled_server(
         }
         if isinstance(commands, DeviceCommandSender):
             loops["commands"] = commands
+            # Commands that waited for the link go out as soon as it is back.
+            commands.when_connected(functools.partial(relay.channel_back, commands.channel))
         running = Running(
             config,
             clock,
