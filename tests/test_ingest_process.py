@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -231,11 +232,23 @@ async def test_a_child_given_no_handshake_ends_quietly() -> None:
 
 
 def test_counters_cross_the_pipe_unchanged() -> None:
-    """Test that the counters a child reports read back as they were, and that a field
-    the server does not know (a newer child) is ignored rather than fatal."""
-    stats = IngestStats(messages=7, events_stored=3, heartbeats=4, batches=2)
+    """Test that the counters and progress times a child reports (health needs the
+    times) read back as they were through a JSON line, and that a field the server does
+    not know (a newer child) is ignored rather than fatal."""
+    moment = datetime(2026, 11, 23, 2, 0, 1, 250000, tzinfo=UTC)
+    stats = IngestStats(
+        messages=7,
+        events_stored=3,
+        heartbeats=4,
+        batches=2,
+        received_at=moment,
+        holding=5,
+        holding_since=moment,
+        database_failing_since=moment,
+        database_error="database is locked",
+    )
     stats.dead_letters["schema"] += 2
-    document = stats_document(stats)
+    document = json.loads(report_line({"stats": stats_document(stats)}))["stats"]
     assert stats_from(document) == stats
     assert stats_from({**document, "something_new": 1}) == stats
 

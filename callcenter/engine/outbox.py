@@ -113,6 +113,26 @@ class TextLimit:
     window_s: float
 
 
+@dataclass
+class ChannelProgress:
+    """How sending on one channel has gone lately, for /healthz."""
+
+    # The provider last answered: took a message, or refused one for good (a bad
+    # number: the channel itself works).
+    answered_at: datetime | None = None
+    # Every attempt since has failed without an answer (a fault, a timeout, no link).
+    failing_since: datetime | None = None
+    error: str = ""  # what the last failed attempt said
+
+    def note(self, now: datetime, error: SendError | None) -> None:
+        """Note one attempt's outcome."""
+        if error is None or error.permanent:
+            self.answered_at, self.failing_since, self.error = now, None, ""
+        else:
+            self.failing_since = self.failing_since or now
+            self.error = error.detail
+
+
 class _Due(NamedTuple):
     id: int
     channel: str
@@ -292,6 +312,8 @@ class OutboxRelay:
         self._mark_of: dict[int, asyncio.Task[None]] = {}  # the same, by row id
         self._turns = _Turns()
         self._handed: set[asyncio.Task[None]] = set()  # pages handed over, being sent
+        self.progress = {channel: ChannelProgress() for channel in self._senders}
+        self.drained_at: datetime | None = None  # the relay last went through what was due
         self.sent = 0
         self.skipped = 0
         self.failed = 0
@@ -317,6 +339,7 @@ class OutboxRelay:
                 wake.clear()
                 try:
                     await self.drain()
+                    self.drained_at = self._clock.now()
                     upcoming = await self.next_attempt()
                 except Exception:
                     log.exception("outbox cycle failed; trying again in 1 s")
@@ -869,6 +892,7 @@ class OutboxRelay:
     ) -> None:
         values: dict[str, Any]
         now = self._clock.now()
+        self.progress.setdefault(message.channel, ChannelProgress()).note(now, error)
         phone_problem: m.PhoneProblem | None = None
         if error is None:
             values = {
@@ -991,6 +1015,7 @@ class DeviceCommandSender:
                 timeout=10,
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             )
+            lost: aiomqtt.MqttError | None = None
             try:
                 async with client:
                     self._client = client
@@ -1001,23 +1026,25 @@ class DeviceCommandSender:
                     await self._tell_connected()
                     await self._hold(client)
             except aiomqtt.MqttError as error:
-                if self._stopping.is_set():
-                    break
-                self.reconnects += 1
-                wait = next(delays)
-                log.warning(
-                    "command link to %s:%d lost (%s); device commands wait; reconnecting in %.1f s",
-                    self._host,
-                    self._port,
-                    error,
-                    wait,
-                )
-                await self._sleep_unless_stopping(wait)
+                lost = error
             finally:
+                # At once, not after the wait below: a send meanwhile must know.
                 self._client = None
                 if self.connected.is_set():
                     self.down_since = self._clock.now()
                 self.connected.clear()
+            if lost is None or self._stopping.is_set():
+                continue
+            self.reconnects += 1
+            wait = next(delays)
+            log.warning(
+                "command link to %s:%d lost (%s); device commands wait; reconnecting in %.1f s",
+                self._host,
+                self._port,
+                lost,
+                wait,
+            )
+            await self._sleep_unless_stopping(wait)
 
     async def _hold(self, client: aiomqtt.Client) -> None:
         """Until stop() or until the broker drops the link (MqttError). aiomqtt tells of a

@@ -25,7 +25,7 @@ from callcenter.web import (
 )
 from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
-from callcenter.web.state import BOARD, FOLLOWER_PROGRESS, HOUSEHOLD_OF_CALL, METRICS, SERVER
+from callcenter.web.state import BOARD, HOUSEHOLD_OF_CALL, METRICS, SERVER
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -43,7 +43,6 @@ def build_app(server: Running) -> web.Application:
     )
     app[SERVER] = server
     app[METRICS] = metrics.Metrics(server)
-    app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
     app[sessions.FAILURES] = sessions.FailureCounter()
     app[BOARD] = server.boards = board.BoardData(server)

@@ -32,6 +32,7 @@ from callcenter.engine.district import Registry
 from callcenter.engine.feed import Update
 from callcenter.web import views
 from callcenter.web.errors import bad_request, not_found
+from callcenter.web.health import board_view
 from callcenter.web.replies import json_reply
 from callcenter.web.service_levels import service_levels
 from callcenter.web.state import BOARD, SERVER
@@ -112,7 +113,14 @@ class BoardData:
             "carers": views.carers_view(carers, registry),
             "stations": stations_view(carers, registry),
             "service": await self.service(),
+            "health": self.health(),
         }
+
+    def health(self) -> dict[str, Any]:
+        """The server's parts stuck for too long, as of the last look (no database read:
+        a board must hear of a stuck database too)."""
+        health = self.server.health
+        return board_view(health.latest if health is not None else None)
 
     async def snapshot_json(self, since: float) -> str:
         """The snapshot as JSON, from a read that started at loop time ``since`` or
@@ -372,6 +380,9 @@ class BoardConnection:
             if update.kind == "alarm":
                 alarm = {"call_id": update.call_id, "at": views.iso(update.at), **update.detail}
                 self._offer("alarm", _dumps(alarm))
+                continue
+            if update.kind == "health":
+                self._offer("health", _dumps({"health": board_view(update.detail["report"])}))
                 continue
             if update.kind != "call" or update.call_id is None:
                 continue

@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from callcenter.app import Running
     from callcenter.web.auth import DeskOperator
     from callcenter.web.board import BoardData
-    from callcenter.web.health import FollowerProgress
     from callcenter.web.metrics import Metrics
 
 
@@ -29,7 +28,6 @@ class CallRef:
 
 SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
-FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.follower_progress")
 # What every connected board shares: rendered cards, the snapshot in the making, sockets.
 BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")
 # Which household each call belongs to never changes, so it is remembered for log lines.
