@@ -419,6 +419,11 @@ class Health:
         self._not_running_since: dict[str, datetime] = {}
         self.latest: HealthReport | None = None
         self._told: tuple[tuple[str, datetime | None], ...] = ()
+        # The look under way that has not yet read the clock: whoever asks meanwhile
+        # (the loop, any number of /healthz requests, which need no sign-in) shares it,
+        # so a flood of requests costs the database a look or two at a time, and every
+        # answer is still as of a moment after it was asked.
+        self._looking: asyncio.Future[HealthReport] | None = None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -438,7 +443,14 @@ class Health:
             log.exception("looking at the server's health failed")
 
     async def check(self) -> HealthReport:
-        """Every part as of now; remembered as ``latest``, and what fails told."""
+        """Every part as of now (or as of the look under way when asked); remembered as
+        ``latest``, and what fails told."""
+        looking = self._looking
+        if looking is None or looking.done():
+            looking = self._looking = asyncio.ensure_future(self._check())
+        return await asyncio.shield(looking)
+
+    async def _check(self) -> HealthReport:
         stored: Stored | None = None
         error = ""
         try:
@@ -450,6 +462,8 @@ class Health:
                 if isinstance(failure, TimeoutError)
                 else (str(getattr(failure, "orig", None) or failure).splitlines() or ["?"])[0]
             )[:300]
+        # The report is as of now: whoever asks from here on needs a look of their own.
+        self._looking = None
         now = self._clock.now()
         if stored is None:
             self._database_failing_since = self._database_failing_since or now

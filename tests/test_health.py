@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from callcenter.app import running_server
@@ -203,6 +204,27 @@ async def test_a_quiet_night_is_healthy(api: Api) -> None:
     assert parts["database"]["latency_ms"] >= 0
 
 
+async def test_a_flood_of_requests_shares_looks_at_the_database(api: Api) -> None:
+    """Test that /healthz, which needs no sign-in, costs the database a look or two however
+    many ask at once: 100 requests at the same moment all get an answer (as of a moment
+    after they asked) from a handful of looks."""
+    await healthy(api)
+    looks: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.strip() == "SELECT 1":
+            looks.append(statement)
+
+    engine = api.server.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        replies = await asyncio.gather(*(health(api) for _ in range(100)))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [reply.status for reply in replies] == [200] * 100
+    assert 1 <= len(looks) <= 5, f"{len(looks)} looks for 100 requests"
+
+
 @pytest.mark.parametrize("hold_up", ["write_held_open", "every_insert_refused"])
 async def test_ingest_held_up_by_the_database_fails_health_and_recovers(
     api: Api, seeded_database_url: str, hold_up: str
@@ -260,7 +282,11 @@ async def test_timers_held_up_fail_health_and_recover(api: Api, seeded_database_
         assert reply.status == 503, reply.body
         assert reply.body["failing"] == ["timers"]
     await healthy(api)
-    assert api.server.scheduler.fired >= 1
+
+    async def fired() -> bool:
+        return api.server.scheduler.fired >= 1
+
+    await eventually(fired, what="the deadline fired")
 
 
 async def test_the_broker_stopped_fails_ingest_and_commands_that_wait(
@@ -306,8 +332,12 @@ async def test_the_broker_stopped_fails_ingest_and_commands_that_wait(
 
     await broker.start()
     await healthy(api)
-    commands = (await health(api)).body["parts"]["device_commands"]
-    assert commands["pending"] == 0 and commands["connected"] is True
+
+    async def sent() -> bool:
+        commands = (await health(api)).body["parts"]["device_commands"]
+        return commands["pending"] == 0 and commands["connected"] is True
+
+    await eventually(sent, what="the waiting command sent")
 
 
 async def test_texts_that_all_fail_fail_health_and_recover(api: Api) -> None:
