@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import logging
@@ -28,6 +29,7 @@ from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, Sender, T
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
+from callcenter.health import Health
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
 from callcenter.notify.fake_twilio import FakeTwilio
@@ -71,6 +73,11 @@ class Running:
     boards: BoardData | None = None
     # The operator API's server, once it listens.
     web: WebServer | None = None
+    # Whether every part gets its work done (/healthz, the boards' banner).
+    health: Health | None = None
+    # The MQTT link device commands go out on (None when a test or the simulator
+    # replaced it).
+    commands: DeviceCommandSender | None = None
 
 
 class Loop(Protocol):
@@ -159,7 +166,7 @@ async def assembled_server(
         await require_current_schema(engine)
         ingest: Ingest | IngestProcess
         if config.ingest.own_process and not ingest_in_process:
-            ingest = IngestProcess(config, broker_host=host, broker_port=port)
+            ingest = IngestProcess(config, broker_host=host, broker_port=port, clock=clock)
         else:
             ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)
         desk = build_desk(config, engine, clock)
@@ -206,8 +213,23 @@ async def assembled_server(
             "district": desk.district,
             "welfare": welfare,
         }
-        if isinstance(commands, DeviceCommandSender):
-            loops["commands"] = commands
+        link = commands if isinstance(commands, DeviceCommandSender) else None
+        if link is not None:
+            loops["commands"] = link
+            # Commands that waited for the link go out as soon as it is back.
+            link.when_connected(functools.partial(relay.channel_back, link.channel))
+        health = Health(
+            engine=engine,
+            clock=clock,
+            ingest=ingest,
+            broker=f"{host}:{port}",
+            scheduler=scheduler,
+            relay=relay,
+            commands=link,
+            feed=desk.feed,
+            stuck_after_s=config.health.stuck_after_s,
+        )
+        loops["health"] = health
         running = Running(
             config,
             clock,
@@ -221,6 +243,8 @@ async def assembled_server(
             relay,
             watchdog,
             fake_twilio=fake_twilio,
+            health=health,
+            commands=link,
         )
         await desk.district.registry()  # read once now, not by the first alarm
         # This week's list is made before anyone can sign in and write, so the hundreds

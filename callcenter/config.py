@@ -594,6 +594,20 @@ class WelfareConfig(_Section):
     )
 
 
+class HealthConfig(_Section):
+    """When ``/healthz`` and the board call a part of the server stuck (docs/api.md)."""
+
+    stuck_after_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description=(
+            "a part that has had work waiting without making progress for longer than this "
+            "(seconds) fails /healthz (503) and puts a banner on every board"
+        ),
+    )
+
+
 class Config(BaseModel):
     """The whole configuration, after the file and the environment are merged."""
 
@@ -609,6 +623,7 @@ class Config(BaseModel):
     sms: SmsConfig = SmsConfig()
     calls: CallsConfig = CallsConfig()
     welfare: WelfareConfig = WelfareConfig()
+    health: HealthConfig = HealthConfig()
 
     def policy_book(self) -> PolicyBook:
         """Every call type's escalation policy: the configured ones, else the defaults."""

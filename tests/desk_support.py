@@ -7,10 +7,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiomqtt
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import Running, running_server
+from callcenter.broker import EmbeddedBroker
 from callcenter.clock import Clock
 from callcenter.config import Config
 from callcenter.store import models as m
@@ -104,3 +106,20 @@ async def page_rows(server: Running, call_id: int) -> list[m.OutboxItem]:
         .order_by(m.OutboxItem.id),
     )
     return [row for (row,) in found if "carer_id" in row.guard]
+
+
+@contextlib.asynccontextmanager
+async def base_unit(
+    broker: EmbeddedBroker, prefix: str, household: str
+) -> AsyncIterator[aiomqtt.Client]:
+    """The household's base unit, connected with the persistent session a real one keeps
+    (the broker holds its subscription and its QoS 1 commands while it is away) and
+    subscribed to its command topic."""
+    async with aiomqtt.Client(
+        broker.host,
+        broker.port,
+        identifier=f"{prefix}-BU-{household}",
+        clean_session=False,
+    ) as device:
+        await device.subscribe(f"{prefix}/v1/{household}/BU-{household}/command", qos=1)
+        yield device

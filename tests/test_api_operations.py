@@ -1,5 +1,5 @@
-"""Operations endpoints on a running server: /healthz and /metrics, and a clear error when
-the API's port is taken."""
+"""Operations endpoints on a running server: /metrics, and a clear error when the API's
+port is taken. (/healthz has tests/test_health.py.)"""
 
 from __future__ import annotations
 
@@ -29,55 +29,6 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
-
-
-async def test_healthz_reports_every_check_without_a_token(api: Api) -> None:
-    """Test that /healthz needs no token and answers 200 with the broker, database,
-    scheduler and follower checks all passing on a healthy server."""
-
-    async def healthy() -> bool:
-        return (await api.get("/healthz", who=None)).status == 200
-
-    await eventually(healthy, what="a healthy server")
-    reply = await api.get("/healthz", who=None)
-    assert reply.body["status"] == "ok"
-    assert reply.body["failing"] == []
-    checks = reply.body["checks"]
-    assert set(checks) == {"broker", "database", "scheduler", "follower"}
-    assert all(check["ok"] for check in checks.values())
-    assert f"connected to {api.broker.host}:{api.broker.port}" in checks["broker"]["detail"]
-    assert checks["database"]["latency_ms"] >= 0
-    assert checks["scheduler"]["running"] is True
-    assert checks["scheduler"]["behind_s"] == 0
-    assert checks["follower"]["running"] is True
-
-    await api.press("H0001")
-    after = (await api.get("/healthz", who=None)).body["checks"]
-    assert after["follower"]["lag"] == 0
-    assert after["follower"]["cursor"] == after["follower"]["latest_event"] >= 1
-    assert after["scheduler"]["next_due"] == "2026-11-23T02:00:30.000Z"
-
-
-async def test_healthz_fails_while_the_broker_is_down(api: Api, broker: EmbeddedBroker) -> None:
-    """Test that /healthz answers 503 naming the broker while the broker is down, and 200
-    again once ingest has reconnected."""
-    await broker.stop()
-
-    async def failing() -> bool:
-        reply = await api.get("/healthz", who=None)
-        return reply.status == 503 and reply.body["failing"] == ["broker"]
-
-    await eventually(failing, what="/healthz to report the broker")
-    reply = await api.get("/healthz", who=None)
-    assert reply.body["status"] == "failing"
-    assert "not connected" in reply.body["checks"]["broker"]["detail"]
-
-    await broker.start()
-
-    async def recovered() -> bool:
-        return (await api.get("/healthz", who=None)).status == 200
-
-    await eventually(recovered, within_s=30, what="/healthz to recover")
 
 
 async def test_metrics_exposes_the_call_centre_in_prometheus_format(api: Api) -> None:

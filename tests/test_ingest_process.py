@@ -4,10 +4,12 @@ at once, a child that dies is started again, and no child outlives its server.""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from callcenter.app import Running, running_server
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
+from callcenter.domain.calls import Actor, ActorKind, Cancel, CancelReason
 from callcenter.ingest.process import (
     IngestProcess,
     report_line,
@@ -28,7 +31,7 @@ from callcenter.ingest.protocol import EventKind
 from callcenter.ingest.service import IngestStats
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
-from tests.desk_support import count, desk_config
+from tests.desk_support import base_unit, count, desk_config, scalar
 from tests.ingest_support import eventually, publish_events
 from tests.server_support import server_process, write_config
 
@@ -145,6 +148,44 @@ async def test_a_child_that_dies_is_started_again_and_nothing_is_lost(
         assert stored == 2
 
 
+async def test_both_links_come_back_after_a_broker_restart(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that after the broker restarts, the ingest child reconnects by itself (the
+    same child: nothing had to restart it) and a press made then becomes a call, and the
+    server's command link reconnects too: the device is told the call is closed."""
+    config = _config(broker, topic_prefix, seeded_database_url)
+    async with running_server(config, SystemClock()) as server:
+        assert isinstance(server.ingest, IngestProcess)
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)
+        await broker.stop()
+
+        async def lost() -> bool:
+            return not server.ingest.connected.is_set()
+
+        await eventually(lost, within_s=10, what="the child to notice the broker went")
+        await broker.start()
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)
+        assert server.ingest.starts == 1
+        async with base_unit(broker, topic_prefix, "H0001") as device:
+            await publish_events(
+                broker.host, broker.port, topic_prefix, [("H0001", "CB-H0001", "press-1")]
+            )
+
+            async def decided() -> bool:
+                return await count(server, m.Call) == 1
+
+            await eventually(decided, within_s=20, what="the press after the restart")
+            call_id = int(await scalar(server, select(m.Call.id)))
+            await server.desk.command(
+                call_id, Cancel(Actor(ActorKind.OPERATOR, "li.na"), CancelReason.DUPLICATE)
+            )
+            async with asyncio.timeout(15):
+                message = await anext(aiter(device.messages))
+        payload = json.loads(bytes(message.payload))  # type: ignore[arg-type]
+        assert (payload["command"], payload["call"]) == ("call_closed", call_id)
+
+
 async def test_the_child_stops_when_the_server_is_killed(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
@@ -191,11 +232,23 @@ async def test_a_child_given_no_handshake_ends_quietly() -> None:
 
 
 def test_counters_cross_the_pipe_unchanged() -> None:
-    """Test that the counters a child reports read back as they were, and that a field
-    the server does not know (a newer child) is ignored rather than fatal."""
-    stats = IngestStats(messages=7, events_stored=3, heartbeats=4, batches=2)
+    """Test that the counters and progress times a child reports (health needs the
+    times) read back as they were through a JSON line, and that a field the server does
+    not know (a newer child) is ignored rather than fatal."""
+    moment = datetime(2026, 11, 23, 2, 0, 1, 250000, tzinfo=UTC)
+    stats = IngestStats(
+        messages=7,
+        events_stored=3,
+        heartbeats=4,
+        batches=2,
+        received_at=moment,
+        holding=5,
+        holding_since=moment,
+        database_failing_since=moment,
+        database_error="database is locked",
+    )
     stats.dead_letters["schema"] += 2
-    document = stats_document(stats)
+    document = json.loads(report_line({"stats": stats_document(stats)}))["stats"]
     assert stats_from(document) == stats
     assert stats_from({**document, "something_new": 1}) == stats
 

@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -111,6 +111,26 @@ class TextLimit:
 
     count: int
     window_s: float
+
+
+@dataclass
+class ChannelProgress:
+    """How sending on one channel has gone lately, for /healthz."""
+
+    # The provider last answered: took a message, or refused one for good (a bad
+    # number: the channel itself works).
+    answered_at: datetime | None = None
+    # Every attempt since has failed without an answer (a fault, a timeout, no link).
+    failing_since: datetime | None = None
+    error: str = ""  # what the last failed attempt said
+
+    def note(self, now: datetime, error: SendError | None) -> None:
+        """Note one attempt's outcome."""
+        if error is None or error.permanent:
+            self.answered_at, self.failing_since, self.error = now, None, ""
+        else:
+            self.failing_since = self.failing_since or now
+            self.error = error.detail
 
 
 class _Due(NamedTuple):
@@ -292,6 +312,8 @@ class OutboxRelay:
         self._mark_of: dict[int, asyncio.Task[None]] = {}  # the same, by row id
         self._turns = _Turns()
         self._handed: set[asyncio.Task[None]] = set()  # pages handed over, being sent
+        self.progress = {channel: ChannelProgress() for channel in self._senders}
+        self.drained_at: datetime | None = None  # the relay last went through what was due
         self.sent = 0
         self.skipped = 0
         self.failed = 0
@@ -317,6 +339,7 @@ class OutboxRelay:
                 wake.clear()
                 try:
                     await self.drain()
+                    self.drained_at = self._clock.now()
                     upcoming = await self.next_attempt()
                 except Exception:
                     log.exception("outbox cycle failed; trying again in 1 s")
@@ -652,6 +675,28 @@ class OutboxRelay:
                 )
             )
 
+    async def channel_back(self, channel: str) -> None:
+        """``channel``'s link is back (the command link reconnected): its rows waiting to
+        be tried again are due now, not at their next retry, which may be minutes away.
+        A row being sent right now (``sending_since`` set) is left as it is, so it is
+        never claimed twice."""
+        now = self._clock.now()
+
+        async def due_now(session: AsyncSession) -> None:
+            await session.execute(
+                update(_outbox)
+                .where(
+                    _outbox.c.channel == channel,
+                    _outbox.c.state == m.OutboxState.PENDING.value,
+                    _outbox.c.next_attempt_at > now,
+                    _outbox.c.sending_since.is_(None),
+                )
+                .values(next_attempt_at=now)
+            )
+
+        await self._desk.perform_together(due_now)
+        self._desk.outbox_changed.set()
+
     async def _claim(self, item_id: int) -> OutboxMessage | None:
         async def work(session: AsyncSession) -> OutboxMessage | None:
             call_id = await session.scalar(_CALL_OF_ITEM, {"p_item": item_id})
@@ -847,6 +892,7 @@ class OutboxRelay:
     ) -> None:
         values: dict[str, Any]
         now = self._clock.now()
+        self.progress.setdefault(message.channel, ChannelProgress()).note(now, error)
         phone_problem: m.PhoneProblem | None = None
         if error is None:
             values = {
@@ -924,7 +970,13 @@ class OutboxRelay:
 
 
 class DeviceCommandSender:
-    """Publishes device commands (docs/protocol.md, "command") over its own MQTT link."""
+    """Publishes device commands (docs/protocol.md, "command") over its own MQTT link.
+
+    The link is held until stop(), and made again with backoff whenever the broker drops
+    it. While it is down a command is refused at once (nothing was published, so it is
+    not in doubt) and waits in the outbox; each time the link comes up, whoever asked
+    (``when_connected``; the relay, see ``OutboxRelay.channel_back``) is told, so the
+    commands that waited go out then rather than at their next retry."""
 
     channel = repository.DEVICE_COMMAND
 
@@ -934,8 +986,16 @@ class DeviceCommandSender:
         self._port = port
         self._clock = clock
         self._client: aiomqtt.Client | None = None
-        self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._listeners: list[Callable[[], Awaitable[None]]] = []
+        self.connected = asyncio.Event()
+        # When the link went down (at first: when this sender was made); None while up.
+        self.down_since: datetime | None = clock.now()
+        self.reconnects = 0
+
+    def when_connected(self, listener: Callable[[], Awaitable[None]]) -> None:
+        """Call ``listener`` each time the link comes up (again)."""
+        self._listeners.append(listener)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -955,39 +1015,80 @@ class DeviceCommandSender:
                 timeout=10,
                 socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
             )
+            lost: aiomqtt.MqttError | None = None
             try:
                 async with client:
                     self._client = client
-                    self._connected.set()
+                    self.connected.set()
+                    self.down_since = None
                     delays = backoff_delays(cap_s=self._config.reconnect_max_s)
-                    await self._stopping.wait()
+                    log.info("command link connected to %s:%d", self._host, self._port)
+                    await self._tell_connected()
+                    await self._hold(client)
             except aiomqtt.MqttError as error:
-                if self._stopping.is_set():
-                    break
-                wait = next(delays)
-                log.warning(
-                    "command link to %s:%d lost (%s); retry in %.1f s",
-                    self._host,
-                    self._port,
-                    error,
-                    wait,
-                )
-                await asyncio.sleep(wait)
+                lost = error
             finally:
-                self._connected.clear()
+                # At once, not after the wait below: a send meanwhile must know.
                 self._client = None
+                if self.connected.is_set():
+                    self.down_since = self._clock.now()
+                self.connected.clear()
+            if lost is None or self._stopping.is_set():
+                continue
+            self.reconnects += 1
+            wait = next(delays)
+            log.warning(
+                "command link to %s:%d lost (%s); device commands wait; reconnecting in %.1f s",
+                self._host,
+                self._port,
+                lost,
+                wait,
+            )
+            await self._sleep_unless_stopping(wait)
+
+    async def _hold(self, client: aiomqtt.Client) -> None:
+        """Until stop() or until the broker drops the link (MqttError). aiomqtt tells of a
+        lost connection only to whoever reads ``client.messages``; this link subscribes to
+        nothing, so reading it is waiting for exactly that."""
+
+        async def until_lost() -> None:
+            async for _ in client.messages:
+                pass
+
+        lost = asyncio.create_task(until_lost(), name="callcenter.commands.link")
+        stop = asyncio.create_task(self._stopping.wait(), name="callcenter.commands.stop")
+        try:
+            await asyncio.wait({lost, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (lost, stop):
+                task.cancel()
+            await asyncio.gather(lost, stop, return_exceptions=True)
+        if not self._stopping.is_set() and lost.done() and not lost.cancelled():
+            lost.result()  # the MqttError that ended the link
+
+    async def _tell_connected(self) -> None:
+        for listener in self._listeners:
+            try:
+                await listener()
+            except Exception:
+                log.exception("telling %r that the command link is up failed", listener)
+
+    async def _sleep_unless_stopping(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def send(self, message: OutboxMessage) -> None:
         """Publish the command at QoS 1; there is no provider reference."""
         if self._stopping.is_set():
             raise SendError("shutting down")
-        try:
-            await asyncio.wait_for(self._connected.wait(), 5)
-        except TimeoutError:
-            raise SendError("no connection to the broker") from None
         client = self._client
-        if client is None:
-            raise SendError("no connection to the broker")
+        if client is None or not self.connected.is_set():
+            # Refused at once: waiting here would hold one of the relay's lanes, which
+            # carers' pages need.
+            raise SendError(
+                f"no connection to the broker {self._host}:{self._port}; the command goes "
+                "when the link is back"
+            )
         body = json.loads(message.body)
         payload = {
             "v": 1,

@@ -34,10 +34,11 @@ import logging
 import signal
 import sys
 from collections import Counter
+from datetime import datetime
 from typing import Any
 
 from callcenter import logs
-from callcenter.clock import SystemClock
+from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
 from callcenter.ingest.mqtt import backoff_delays
 from callcenter.ingest.service import EventListener, Ingest, IngestStats
@@ -67,10 +68,17 @@ def stored_report(events: list[StoredEvent]) -> dict[str, Any]:
     return {"stored": [dataclasses.astuple(event) for event in events]}
 
 
+# The fields of IngestStats that are times (ISO 8601 on the pipe).
+_TIMES = frozenset(f.name for f in dataclasses.fields(IngestStats) if "datetime" in str(f.type))
+
+
 def stats_document(stats: IngestStats) -> dict[str, Any]:
-    """The counters as JSON-ready data."""
+    """The counters (and progress times) as JSON-ready data."""
     document = dataclasses.asdict(stats)
     document["dead_letters"] = dict(stats.dead_letters)
+    for name in _TIMES:
+        moment = document[name]
+        document[name] = None if moment is None else moment.isoformat()
     return document
 
 
@@ -79,23 +87,41 @@ def stats_from(document: dict[str, Any]) -> IngestStats:
     known = {f.name for f in dataclasses.fields(IngestStats)}
     values = {key: value for key, value in document.items() if key in known}
     values["dead_letters"] = Counter(values.get("dead_letters") or {})
+    for name in _TIMES & values.keys():
+        written = values[name]
+        values[name] = None if written is None else datetime.fromisoformat(written)
     return IngestStats(**values)
 
 
 class IngestProcess:
     """The server's side of ingest in a child process: starts it, restarts it when it
     ends unasked, and offers what in-process ingest offers the rest of the server
-    (``connected``, ``stats``, ``on_events``)."""
+    (``connected``, ``stats``, ``on_events``).
 
-    def __init__(self, config: Config, *, broker_host: str, broker_port: int) -> None:
+    Whether the link is up is the server's own view (``stats.link_down_since`` by its
+    clock): it knows when no child runs at all, and it keeps the time the link first went
+    down across children that come and go. ``reported_at``: when the child last said
+    anything about its state; a child that stops reporting is held up, whatever its last
+    report said."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        broker_host: str,
+        broker_port: int,
+        clock: Clock | None = None,
+    ) -> None:
         self._config = config
         self._host = broker_host
         self._port = broker_port
+        self._clock: Clock = clock or SystemClock()
         self._listeners: list[EventListener] = []
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None
-        self.stats = IngestStats()
+        self.stats = IngestStats(link_down_since=self._clock.now())
         self.connected = asyncio.Event()
+        self.reported_at: datetime | None = None
         self.starts = 0
         self.pid: int | None = None
 
@@ -119,7 +145,8 @@ class IngestProcess:
             except OSError as error:  # e.g. no processes left to start one with
                 log.error("cannot start the ingest process: %s", error)
                 code = None
-            self.connected.clear()
+            self._link(up=False)
+            self.reported_at = None
             if self._stopping.is_set():
                 log.info("ingest process stopped (exit code %s)", code)
                 break
@@ -204,13 +231,21 @@ class IngestProcess:
                     log.exception(
                         "event listener %r failed on %d new events", listener, len(stored)
                     )
-        if "connected" in report:
-            if report["connected"]:
-                self.connected.set()
-            else:
-                self.connected.clear()
         if "stats" in report:
+            down_since = self.stats.link_down_since
             self.stats = stats_from(report["stats"])
+            self.stats.link_down_since = down_since
+            self.reported_at = self._clock.now()
+        if "connected" in report:
+            self._link(up=bool(report["connected"]))
+
+    def _link(self, *, up: bool) -> None:
+        if up:
+            self.connected.set()
+            self.stats.link_down_since = None
+        else:
+            self.connected.clear()
+            self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
 
 
 class _Reports:

@@ -54,7 +54,8 @@ _SUBSCRIBE_TIMEOUT_S = 600.0
 
 @dataclass
 class IngestStats:
-    """Counters for logs, /metrics and benchmarks."""
+    """Counters for logs, /metrics and benchmarks; and, for /healthz, when ingest last
+    made progress and since when it has been held up (times by ingest's clock)."""
 
     messages: int = 0
     events_stored: int = 0
@@ -69,6 +70,16 @@ class IngestStats:
     conflicts: int = 0
     reconnects: int = 0
     devices_declared_offline: int = 0
+    # Not subscribed to the broker since (from the start until the first subscription).
+    link_down_since: datetime | None = None
+    received_at: datetime | None = None  # the last batch of messages taken in
+    committed_at: datetime | None = None  # the last write that went through
+    # Messages taken in and not yet committed (nor acknowledged), and since when.
+    holding: int = 0
+    holding_since: datetime | None = None
+    # The database refusing or not answering ingest since, and what it said last.
+    database_failing_since: datetime | None = None
+    database_error: str = ""
 
 
 def _said(error: BaseException) -> str:
@@ -125,7 +136,7 @@ class Ingest:
         self._next_registry_reload = 0.0
         # The district registry's version when the devices were last read (None: unknown).
         self._registry_version: int | None = None
-        self.stats = IngestStats()
+        self.stats = IngestStats(link_down_since=clock.now())
         self.connected = asyncio.Event()
 
     @property
@@ -156,6 +167,7 @@ class Ingest:
             except aiomqtt.MqttError as error:
                 self.connected.clear()
                 self._listening_since = None
+                self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
                 if self._stopping.is_set():
                     break
                 self.stats.reconnects += 1
@@ -178,6 +190,7 @@ class Ingest:
         await client.subscribe(topic, qos=1, timeout=_SUBSCRIBE_TIMEOUT_S)
         self._listening_since = self._clock.now()
         self.connected.set()
+        self.stats.link_down_since = None
         log.info("ingest subscribed to %s on %s:%d", topic, self._host, self._port)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
@@ -241,9 +254,11 @@ class Ingest:
         return await self._store([_received(m) for m in batch])
 
     async def _store(self, received: list[Received]) -> list[StoredEvent]:
+        self._holding(received)
         await self._resolve_unknown(received)
         plan = plan_batch(received, self._registry, self._clock.now(), self._limits)
         stored = await self._commit(plan, received)
+        self.stats.holding, self.stats.holding_since = 0, None
         self.stats.messages += len(received)
         self.stats.batches += 1
         self.stats.heartbeats += plan.heartbeats
@@ -290,6 +305,7 @@ class Ingest:
         if not isinstance(error, DBAPIError | OSError | TimeoutError):
             raise error  # a fault of ours, not the database's: let it be seen
         self.stats.store_retries += 1
+        self._database_failed(error)
         log.error(
             "database unavailable (%s); %d messages held unacknowledged, retry in %.1f s",
             _said(error),
@@ -342,6 +358,7 @@ class Ingest:
         return BatchPlan(dead_letters=[{**row, "payload_size": len(message.payload)}])
 
     def _account(self, plan: BatchPlan, written: Written) -> None:
+        self._database_answered(committed=True)
         self._registry.update(plan.devices.values())
         self.stats.events_stored += len(written.events)
         self.stats.duplicates += written.duplicates
@@ -349,6 +366,24 @@ class Ingest:
         for row in plan.dead_letters:
             self.stats.dead_letters[row["reason"]] += 1
             log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
+
+    def _holding(self, received: list[Received]) -> None:
+        """Note, for /healthz, the messages taken in and not yet committed."""
+        now = self._clock.now()
+        self.stats.received_at = now
+        self.stats.holding, self.stats.holding_since = len(received), now
+
+    def _database_failed(self, error: Exception) -> None:
+        """Note, for /healthz, that the database refused or did not answer (its first
+        line only: the whole error, with its statement, is in the log)."""
+        self.stats.database_failing_since = self.stats.database_failing_since or self._clock.now()
+        self.stats.database_error = _said(error)[:300]
+
+    def _database_answered(self, *, committed: bool = False) -> None:
+        if committed:
+            self.stats.committed_at = self._clock.now()
+        self.stats.database_failing_since = None
+        self.stats.database_error = ""
 
     async def _resolve_unknown(self, received: list[Received]) -> None:
         """Look up serials we do not know yet: a device may have been registered just now."""
@@ -371,10 +406,12 @@ class Ingest:
             try:
                 async with self._engine.connect() as connection:
                     found = await load_devices(connection, wanted)
+                self._database_answered()
                 break
             except (OperationalError, DBAPIError, OSError) as error:
                 # Deciding "unknown device" on a failed lookup would dead-letter a real
                 # alarm from a newly registered device; wait for the database instead.
+                self._database_failed(error)
                 wait = next(delays)
                 log.error(
                     "cannot look up devices %s (%s); retry in %.1f s", sorted(wanted), error, wait
@@ -394,10 +431,12 @@ class Ingest:
                     version = await registry_version(connection)
                     devices = await load_devices(connection)
             except (OperationalError, DBAPIError, OSError) as error:
+                self._database_failed(error)
                 wait = next(delays)
                 log.error("cannot read the device registry (%s); retry in %.1f s", error, wait)
                 await asyncio.sleep(wait)
                 continue
+            self._database_answered()
             self._registry = DeviceRegistry(devices)
             self._registry_loaded = True
             self._registry_version = version

@@ -313,6 +313,10 @@ class FakeTwilio:
         text = message or _ERROR_MESSAGES.get(code, "Planned failure")
         self._failures.extend(PlannedFailure(status, code, text) for _ in range(times))
 
+    def stop_failing(self) -> None:
+        """Drop the failures planned with ``fail_next`` that are still to come."""
+        self._failures.clear()
+
     def delay_next(self, seconds: float, times: int = 1) -> None:
         """Hold back the answer to the next ``times`` accepted create calls by ``seconds``.
 

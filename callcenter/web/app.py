@@ -32,7 +32,6 @@ from callcenter.web.errors import json_errors
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import (
     BOARD,
-    FOLLOWER_PROGRESS,
     HOUSEHOLD_OF_CALL,
     METRICS,
     OPEN_BOARDS,
@@ -65,7 +64,6 @@ def build_app(server: Running) -> web.Application:
     app[SERVER] = server
     app[STRICT_ANSWERS] = server.config.web.strict_answers
     app[METRICS] = metrics.Metrics(server)
-    app[FOLLOWER_PROGRESS] = health.FollowerProgress()
     app[HOUSEHOLD_OF_CALL] = {}
     app[BOARD] = server.boards = board.BoardData(server)
     app[OPEN_BOARDS] = board_watch.OpenBoards(server)

@@ -44,6 +44,7 @@ from callcenter.web.contract import (
     query_of,
 )
 from callcenter.web.errors import not_found
+from callcenter.web.health import board_view
 from callcenter.web.replies import json_reply
 from callcenter.web.service_levels import ServiceLevels, service_levels
 from callcenter.web.state import BOARD, CREDENTIAL, OPEN_BOARDS, OPERATOR, SERVER
@@ -134,7 +135,14 @@ class BoardData:
             "carers": views.carers_view(carers, registry),
             "stations": stations_view(carers, registry),
             "service": await self.service(),
+            "health": self.health(),
         }
+
+    def health(self) -> dict[str, Any]:
+        """The server's parts stuck for too long, as of the last look (no database read:
+        a board must hear of a stuck database too)."""
+        health = self.server.health
+        return board_view(health.latest if health is not None else None)
 
     async def snapshot_json(self, since: float) -> tuple[str, tuple[str, ...]]:
         """The snapshot as JSON, from a read that started at loop time ``since`` or
@@ -419,6 +427,9 @@ class BoardConnection:
             if update.kind == "alarm":
                 alarm = {"call_id": update.call_id, "at": views.iso(update.at), **update.detail}
                 self._offer("alarm", _dumps(alarm))
+                continue
+            if update.kind == "health":
+                self._offer("health", _dumps({"health": board_view(update.detail["report"])}))
                 continue
             if update.kind != "call" or update.call_id is None:
                 continue

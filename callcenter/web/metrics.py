@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.calls import OPEN_STATES
 from callcenter.engine import repository
 from callcenter.engine.follower import CURSOR
+from callcenter.health import PARTS
 from callcenter.ingest.protocol import DeadLetterReason
 from callcenter.store import models as m
 from callcenter.web.contract import Access, Reply, contract
@@ -132,7 +133,24 @@ class _DeskCollector(Collector):
             "open calls' deadlines overdue (as of the watchdog's last check)",
             len(report.overdue),
         )
+        yield self._stuck()
         yield from self._database_families()
+
+    def _stuck(self) -> Metric:
+        stuck = GaugeMetricFamily(
+            "callcenter_stuck_seconds",
+            "how long each part of the server has had work waiting without getting through "
+            "it, 0 when it has not (as of the server's last look, every 2 s)",
+            labels=["part"],
+        )
+        health = self._server.health
+        latest = health.latest if health is not None else None
+        for name in PARTS:
+            part = latest.part(name) if latest is not None else None
+            since = part.stuck_since if part is not None else None
+            age = 0.0 if since is None or latest is None else (latest.at - since).total_seconds()
+            stuck.add_metric([name], max(0.0, age))
+        return stuck
 
     def _database_families(self) -> Iterable[Metric]:
         database = self.database

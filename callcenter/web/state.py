@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from callcenter.web.board import BoardData
     from callcenter.web.board_watch import OpenBoards
     from callcenter.web.contract import Contract
-    from callcenter.web.health import FollowerProgress
     from callcenter.web.metrics import Metrics
 
 
@@ -40,7 +39,6 @@ class Credential:
 
 SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
-FOLLOWER_PROGRESS: web.AppKey[FollowerProgress] = web.AppKey("callcenter.follower_progress")
 # What every connected board shares: rendered cards, the snapshot in the making, sockets.
 BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")
 # The open boards and what each signed in with, to close those whose sign-in ended.

@@ -25,6 +25,8 @@ const state = {
   carers: [],
   stations: [],
   service: {},
+  // The server's parts stuck for too long (GET /healthz, as the feed says): a banner.
+  health: { failing: [] },
   // Server time minus client time, from the last message that said what time it was.
   offsetMs: 0,
   connection: "connecting",
@@ -260,6 +262,7 @@ function applySnapshot(snapshot) {
   state.carers = snapshot.carers ?? [];
   state.stations = snapshot.stations ?? [];
   state.service = snapshot.service ?? {};
+  setHealth(snapshot.health);
   renderAll();
   if (state.selected !== null) refreshDetail();
 }
@@ -300,6 +303,9 @@ function applyMessage(message, expectSnapshot) {
       break;
     case "alarm":
       showAlarm(message);
+      break;
+    case "health":
+      setHealth(message.health);
       break;
     case "resync":
       expectSnapshot();
@@ -365,6 +371,7 @@ function renderAll() {
   $("connection-banner").textContent = t("conn.lost");
   $("signed-out-text").textContent = t(`ended.${state.ended ?? "signed_out"}`);
   $("signed-out-link").textContent = t("ended.again");
+  renderHealth();
   if (state.me) {
     $("who").textContent = `${state.me.name} · ${tOr(`role.${state.me.role}`, state.me.role)}`;
   }
@@ -988,6 +995,50 @@ function showNotice(text) {
   noticeTimer = setTimeout(() => (notice.hidden = true), 4000);
 }
 
+// --------------------------------------------------------- the server's own health
+
+function setHealth(health) {
+  const before = new Set(state.health.failing.map((f) => f.part));
+  state.health = { failing: [], ...(health ?? {}) };
+  renderHealth();
+  // A part newly stuck sounds once, as an alarm does (the banner stays meanwhile).
+  if (state.health.failing.some((f) => !before.has(f.part))) beep();
+}
+
+// "03:12" in the district's zone (with the date when it is not today's).
+function sinceText(iso) {
+  const options = { timeZone: state.timezone, hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  const moment = new Date(iso);
+  if (Number.isNaN(moment.getTime())) return "?";
+  if (serverNow() - moment.getTime() > 12 * 3600 * 1000) Object.assign(options, { month: "2-digit", day: "2-digit" });
+  try {
+    return new Intl.DateTimeFormat(locale(), options).format(moment);
+  } catch {
+    return iso;
+  }
+}
+
+function renderHealth() {
+  const failing = state.health.failing ?? [];
+  const banner = $("health-banner");
+  banner.hidden = failing.length === 0;
+  banner.dataset.parts = failing.map((f) => f.part).join(" ");
+  banner.replaceChildren(
+    ...failing.map((f) => {
+      const params = { since: sinceText(f.since), part: f.part };
+      const what = tOr(`health.${f.part}`, null) === null ? t("health.unknown", params) : t(`health.${f.part}`, params);
+      // The technician's detail (in English) for whoever hovers; the line is for everyone.
+      return h(
+        "div",
+        { class: "health-line", dataset: { part: f.part }, title: f.detail ?? "" },
+        h("span", { class: "health-icon", "aria-hidden": "true" }, "⚠"),
+        h("span", {}, `${what}${t("health.sep")}`, h("span", { class: "health-call" }, t("health.call"))),
+      );
+    }),
+  );
+  updateAlarmState();
+}
+
 function alarmText(message) {
   if (message.watchdog === "station_uncovered") return t("alarm.station", { station: message.station ?? "" });
   const step = message.step ?? "";
@@ -1074,9 +1125,10 @@ function alarmCount() {
 
 function updateAlarmState() {
   const count = state.connection === "live" ? alarmCount() : 0;
+  const fault = (state.health.failing ?? []).length > 0 ? `⚠ ${t("title.health")} · ` : "";
   if (state.connection === "lost") document.title = `${t("title.lost")} · ${t("app.title")}`;
-  else if (count > 0) document.title = `(${count}) ${t("title.emergency")} · ${t("app.title")}`;
-  else document.title = t("app.title");
+  else if (count > 0) document.title = `${fault}(${count}) ${t("title.emergency")} · ${t("app.title")}`;
+  else document.title = `${fault}${t("app.title")}`;
   const muted = isMuted();
   const context = audio;
   const blocked = context && context.state !== "running";
