@@ -58,6 +58,9 @@ PARTS = ("ingest", "database", "follower", "timers", "outbox", "sms", "device_co
 DATABASE_TIMEOUT_S = 2.0
 # How often the loop looks (real time: a stuck part must reach the boards while it lasts).
 CHECK_EVERY_S = 2.0
+# The database refusing the events of this many devices, with none stored between, is
+# refusing everything (one device may be at fault itself: deleted while it spoke).
+REFUSED_DEVICES = 2
 # An ingest process reports every second; one silent this long is held up.
 CHILD_SILENT_S = 5.0
 # The name running_server gives each part's loop (callcenter/app.py).
@@ -216,6 +219,14 @@ def ingest_health(
             (
                 stats.database_failing_since,
                 f"the database refuses or does not answer: {stats.database_error or '?'}",
+            )
+        )
+    if stats.rejecting_since is not None and stats.rejecting_devices >= REFUSED_DEVICES:
+        causes.append(
+            (
+                stats.rejecting_since,
+                f"the database refuses the events of {stats.rejecting_devices} devices and "
+                "has stored none since (store_rejected dead letters)",
             )
         )
     if silent_since is not None:

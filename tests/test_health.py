@@ -267,6 +267,57 @@ async def test_ingest_held_up_by_the_database_fails_health_and_recovers(
     assert await reported_count(seeded_database_url) == 1
 
 
+async def test_a_database_refusing_every_event_fails_health(
+    api: Api, seeded_database_url: str
+) -> None:
+    """Test that a database refusing every event for what it holds (an integrity error,
+    which ingest takes as the row's fault and keeps as a store_rejected dead letter, so
+    that one device cannot hold back the others) is not healthy: once the events of two
+    devices are refused with none stored between, ingest is stuck, and 503 after
+    health.stuck_after_s; storing an event again clears it."""
+    await healthy(api)
+    if seeded_database_url.startswith("sqlite"):
+        made = [
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON device_events "
+            "BEGIN SELECT RAISE(ABORT, 'refused by a broken constraint'); END"
+        ]
+        dropped = ["DROP TRIGGER refuse_events"]
+    else:
+        made = [
+            "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION 'refused by a broken constraint' "
+            "USING ERRCODE = 'check_violation'; END $$",
+            "CREATE TRIGGER refuse_events BEFORE INSERT ON device_events "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_events()",
+        ]
+        dropped = ["DROP TRIGGER refuse_events ON device_events", "DROP FUNCTION refuse_events()"]
+    await _run_sql(seeded_database_url, *made)
+    await publish_events(
+        api.broker.host, api.broker.port, api.prefix, [("H0001", "CB-H0001", "refused-1")]
+    )
+
+    async def rejected(devices: int) -> bool:
+        stats = api.server.ingest.stats
+        return stats.dead_letters["store_rejected"] >= devices
+
+    await eventually(lambda: rejected(1), what="the first press refused")
+    assert (await health(api)).body["parts"]["ingest"]["stuck_since"] is None
+    await publish_events(
+        api.broker.host, api.broker.port, api.prefix, [("H0002", "CB-H0002", "refused-2")]
+    )
+    await eventually(lambda: rejected(2), what="the second press refused")
+    body = await stuck(api, "ingest")
+    assert "refuses the events of 2 devices" in body["parts"]["ingest"]["detail"]
+    reply = await failing_once_too_long(api)
+    assert reply.status == 503 and reply.body["failing"] == ["ingest"], reply.body
+
+    await _run_sql(seeded_database_url, *dropped)
+    await publish_events(
+        api.broker.host, api.broker.port, api.prefix, [("H0003", "CB-H0003", "stored-3")]
+    )
+    await healthy(api)
+
+
 async def test_timers_held_up_fail_health_and_recover(api: Api, seeded_database_url: str) -> None:
     """Test that an escalation deadline that cannot fire (its call held by a write
     transaction open elsewhere) makes the timers stuck from its due time, fails /healthz
@@ -436,6 +487,10 @@ def _stored(**values: Any) -> Stored:
         (IngestStats(link_down_since=_at(5)), _at(5)),  # no alarm can come in
         (IngestStats(holding=3, holding_since=_at(7)), _at(7)),
         (IngestStats(database_failing_since=_at(9), database_error="locked"), _at(9)),
+        # One device's events refused (deleted while it spoke): that device's fault...
+        (IngestStats(rejecting_since=_at(11), rejecting_devices=1), None),
+        # ...two devices' and none stored between: the database refuses everything.
+        (IngestStats(rejecting_since=_at(11), rejecting_devices=2), _at(11)),
         (  # the earliest cause counts
             IngestStats(link_down_since=_at(20), holding=1, holding_since=_at(4)),
             _at(4),

@@ -80,6 +80,11 @@ class IngestStats:
     # The database refusing or not answering ingest since, and what it said last.
     database_failing_since: datetime | None = None
     database_error: str = ""
+    # Events the database refused (store_rejected) since it last stored one: since when,
+    # and from how many devices. One device can be at fault (deleted meanwhile); several
+    # with nothing stored between is the database refusing everything.
+    rejecting_since: datetime | None = None
+    rejecting_devices: int = 0
 
 
 def _said(error: BaseException) -> str:
@@ -137,6 +142,8 @@ class Ingest:
         # The district registry's version when the devices were last read (None: unknown).
         self._registry_version: int | None = None
         self.stats = IngestStats(link_down_since=clock.now())
+        # The topics whose events the database refused since it last stored one.
+        self._rejecting: set[str] = set()
         self.connected = asyncio.Event()
 
     @property
@@ -359,6 +366,7 @@ class Ingest:
 
     def _account(self, plan: BatchPlan, written: Written) -> None:
         self._database_answered(committed=True)
+        self._note_rejections(plan, written)
         self._registry.update(plan.devices.values())
         self.stats.events_stored += len(written.events)
         self.stats.duplicates += written.duplicates
@@ -366,6 +374,23 @@ class Ingest:
         for row in plan.dead_letters:
             self.stats.dead_letters[row["reason"]] += 1
             log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
+
+    def _note_rejections(self, plan: BatchPlan, written: Written) -> None:
+        """Keep count, for /healthz, of the devices whose events the database refused
+        since it last stored one."""
+        if written.events:
+            self._rejecting.clear()
+            self.stats.rejecting_since, self.stats.rejecting_devices = None, 0
+        rejected = [
+            row for row in plan.dead_letters if row["reason"] == DeadLetterReason.STORE_REJECTED
+        ]
+        if not rejected:
+            return
+        # A device's events come on one topic; a hundred tell enough.
+        for row in rejected[: max(0, 100 - len(self._rejecting))]:
+            self._rejecting.add(row["topic"])
+        self.stats.rejecting_since = self.stats.rejecting_since or self._clock.now()
+        self.stats.rejecting_devices = len(self._rejecting)
 
     def _holding(self, received: list[Received]) -> None:
         """Note, for /healthz, the messages taken in and not yet committed."""
