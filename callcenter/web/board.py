@@ -529,6 +529,22 @@ class StationView(_Shape):
     free: int
 
 
+class StuckPart(_Shape):
+    part: str = Field(
+        description="ingest, database, follower, timers, outbox, sms or device_commands"
+    )
+    since: datetime | None = Field(description="since when it has been stuck")
+    detail: str
+
+
+class BoardHealth(_Shape):
+    """The server's parts stuck for too long, as /healthz judges them (docs/board.md)."""
+
+    at: datetime | None = Field(description="when they were last looked at; null before")
+    stuck_after_s: float | None = None
+    failing: list[StuckPart]
+
+
 class BoardSnapshot(_Shape):
     """The whole board at once: open calls most urgent first, carers, stations and
     today's service levels."""
@@ -540,6 +556,7 @@ class BoardSnapshot(_Shape):
     carers: list[views.CarerView]
     stations: list[StationView]
     service: ServiceLevels
+    health: BoardHealth
 
 
 class Candidate(_Shape):
