@@ -7,10 +7,10 @@ import asyncio
 import contextlib
 import json
 import math
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -260,11 +260,12 @@ async def _error_of(work: Callable[[], Awaitable[object]]) -> BaseException:
 
 
 async def test_the_database_refusing_a_row_is_told_from_the_database_failing(
-    database_url: str, database_backend: str, tmp_path: Path
+    database_url: str, database_backend: str
 ) -> None:
     """Test that ``refused_by_database`` says "refused" for real errors of a row the
     database will never take (non-finite JSON, a missing device, invalid JSON text) and
-    "failing" for a database that cannot be reached, on both databases."""
+    "failing" for a database that cannot be reached (PostgreSQL) or is locked by another
+    writer (SQLite)."""
     engine = create_engine(database_url)
     writer = EventWriter(engine)
     now = datetime.now(UTC)
@@ -301,16 +302,30 @@ async def test_the_database_refusing_a_row_is_told_from_the_database_failing(
     if database_backend == "postgresql":
         # Nothing listens on port 1.
         gone = create_engine(make_url(database_url).set(port=1).render_as_string(False))
+
+        async def fail() -> None:
+            async with gone.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+
+        try:
+            failing = await _error_of(fail)
+        finally:
+            await gone.dispose()
     else:
-        # A directory where the database's file should be: SQLite cannot open it.
-        gone = create_engine(f"sqlite+aiosqlite:///{tmp_path}")
+        # Another connection holds the write lock, and this one will not wait for it.
+        blocker = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        locked = create_engine(database_url)
 
-    async def connect() -> None:
-        async with gone.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async def fail() -> None:
+            async with locked.connect() as connection:
+                await connection.exec_driver_sql("PRAGMA busy_timeout = 0")
+                await connection.execute(text("DELETE FROM dead_letters"))
 
-    try:
-        failing = await _error_of(connect)
-    finally:
-        await gone.dispose()
+        try:
+            failing = await _error_of(fail)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            await locked.dispose()
     assert not refused_by_database(failing), repr(failing)

@@ -49,15 +49,16 @@ MAX_BODY_BYTES = 64 * 1024
 def build_app(server: Running) -> web.Application:
     """The API for ``server``: routes, JSON errors, token sign-in, request log."""
     # Outermost first: the client's address behind trusted proxies (for everything
-    # after), the log sees the final answer, errors become JSON, nothing with a NUL goes
-    # further, then sign-in.
+    # after), the log sees the final answer, errors become JSON, sign-in (a request
+    # without one is refused before anything it carries is read; credentials are only
+    # ever hashed), then nothing with a NUL goes further.
     app = web.Application(
         middlewares=[
             real_client,
             log_requests,
             json_errors,
-            guards.refuse_nul,
             auth.authenticate,
+            guards.refuse_nul,
         ],
         client_max_size=MAX_BODY_BYTES,
     )

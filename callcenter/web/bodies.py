@@ -151,10 +151,12 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 _MAX_FORM_FIELDS = 100
 
 
-async def read_form(request: web.Request) -> MultiDict[str]:
+async def read_form(request: web.Request, *, refuse_nul: bool = True) -> MultiDict[str]:
     """A posted form's fields, in order and with repeats; no fields when the body is not
     a form. 400 for a form that is not UTF-8 (whatever charset it claims) or has too
-    many fields: ``request.post()`` would trust the claimed charset and fail on bad bytes."""
+    many fields: ``request.post()`` would trust the claimed charset and fail on bad bytes.
+    And for a NUL in a field, unless the caller refuses it itself (``refuse_nul``: a
+    webhook checks its signature first)."""
     if request.content_type != FORM_TYPE:
         return MultiDict()
     charset = (request.charset or "utf-8").lower()
@@ -172,6 +174,6 @@ async def read_form(request: web.Request) -> MultiDict[str]:
         raise bad_request("the form is not UTF-8 text") from None
     except ValueError as error:  # too many fields
         raise bad_request(f"the form is not one of ours: {error}") from None
-    if any("\x00" in name or "\x00" in value for name, value in fields):
+    if refuse_nul and any("\x00" in name or "\x00" in value for name, value in fields):
         raise bad_request(NUL_REFUSED)
     return MultiDict(fields)

@@ -144,12 +144,13 @@ async def signed_form(
     request: web.Request, server: Running, *, required: tuple[str, ...]
 ) -> dict[str, str]:
     """The posted form fields, if Twilio signed them (else 403 and a log line) and they
-    have the shapes Twilio gives them (else 400 and a log line: see twilio_form)."""
-    form = await twilio_form.read_form(request)
+    have the shapes Twilio gives them (else 400 and a log line: see twilio_form). A post
+    without a signature is refused before its body is read."""
     token = webhook_auth_token(server)
     signature = request.headers.get(SIGNATURE_HEADER, "")
     url = signed_url(request, server.config.sms.public_url)
-    if not token or not signature or not RequestValidator(token).validate(url, form, signature):
+    form = await twilio_form.read_form(request) if token and signature else None
+    if form is None or not RequestValidator(token).validate(url, form, signature):
         why = (
             "no auth token is configured to check it"
             if not token

@@ -82,14 +82,15 @@ class FormRefusedError(Exception):
 
 async def read_form(request: web.Request) -> MultiDict[str]:
     """The posted form's fields, in order and with repeats; 415 for another kind of body,
-    400 for one that is not UTF-8 or not a form."""
+    400 for one that is not UTF-8 or not a form. A NUL is left for ``checked``, after the
+    signature."""
     if request.content_type != bodies.FORM_TYPE:
         raise ApiError(
             415,
             "unsupported_media_type",
             f"Twilio posts {bodies.FORM_TYPE}, not {request.content_type or 'an untyped body'}",
         )
-    return await bodies.read_form(request)
+    return await bodies.read_form(request, refuse_nul=False)
 
 
 def checked(form: MultiDict[str], *, account_sid: str, required: Iterable[str]) -> dict[str, str]:
@@ -98,6 +99,9 @@ def checked(form: MultiDict[str], *, account_sid: str, required: Iterable[str]) 
     ``account_sid``. Fields we do not know are let through unread (Twilio adds some,
     FromCity and the like). ``FormRefusedError`` naming the first field that is not."""
     fields: dict[str, str] = {}
+    for name, value in form.items():
+        if "\x00" in name or "\x00" in value:
+            raise FormRefusedError(name, "holds a NUL character")
     for name in form:
         values = form.getall(name)
         if len(values) != 1:
