@@ -13,34 +13,17 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 import sys
 from types import TracebackType
 from typing import TextIO, TypeAlias
 
 from callcenter.notify.links import masked
+from callcenter.text import one_line
 
 ExcInfo: TypeAlias = (
     tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 )
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-# What some reader of a log takes as the end of a line or as a command: the C0 and C1
-# controls and DEL (LF, CR, VT, FF, FS-RS, NEL, ESC...), the Unicode line and paragraph
-# separators, and the marks that reorder text as it is shown.
-_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(found: re.Match[str]) -> str:
-    char = found.group(0)
-    code = ord(char)
-    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-
-
-def one_line(text: str) -> str:
-    """``text`` with every control character written as an escape: it fits one line."""
-    return _CONTROLS.sub(_escaped, text)
 
 
 class LogLine(logging.Formatter):

@@ -235,7 +235,7 @@ def test_what_cannot_be_stored_is_named_in_the_detail() -> None:
             "eldercare/v1/H0001/CB-H0001/event",
             b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"a\\n":{"b":"\\u0000"}}}' % NOW_MS,
         )
-    assert caught.value.detail == "data.a\\x0a.b: text holds U+0000 (NUL), which cannot be stored"
+    assert caught.value.detail == "data.a\\n.b: text holds U+0000 (NUL), which cannot be stored"
 
 
 _json = st.recursive(

@@ -27,6 +27,8 @@ from pydantic import (
     field_validator,
 )
 
+from callcenter.text import one_line
+
 VERSION = 1
 VERSION_LEVEL = f"v{VERSION}"
 
@@ -42,9 +44,6 @@ MAX_DATA_DEPTH = 8
 # Text no database may be asked to keep: NUL (PostgreSQL refuses it in text and JSON) and
 # lone UTF-16 surrogates (not Unicode at all; only a \u escape makes one).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-# What a log line or a dead letter's detail shows escaped: control characters, and the
-# characters above.
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 class Channel(enum.StrEnum):
@@ -97,14 +96,10 @@ class DeadLetterReason(enum.StrEnum):
 
 
 def printable(text: str, limit: int = 2000) -> str:
-    """``text`` cut at ``limit`` with control characters, NUL and lone surrogates escaped,
-    so that what a device sent can be shown, logged and stored as it is."""
-
-    def escape(found: re.Match[str]) -> str:
-        code = ord(found.group())
-        return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-    return _UNPRINTABLE.sub(escape, text[:limit])
+    """``text`` cut at ``limit`` and escaped as log lines are (``text.one_line``: control
+    characters, NUL, lone surrogates), so that what a device sent can be shown, logged
+    and stored as it is."""
+    return one_line(text[:limit])
 
 
 class PayloadError(Exception):
