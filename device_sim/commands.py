@@ -35,6 +35,7 @@ from device_sim.plan import (
     percent,
     plan_staffing,
     plot_plan,
+    require_plotting,
 )
 from device_sim.scenarios import SCENARIOS, run_scenario
 from device_sim.week import SimulationError, WeekOptions, WeekResult, run_week
@@ -231,6 +232,8 @@ def _plan(args: argparse.Namespace) -> int:
         problems = WeekOptions(days=args.days, households=args.households).problems()
         if problems:
             raise PlanError("; ".join(problems))
+        if args.plot is not None:
+            require_plotting()
     except PlanError as exc:
         _say(f"device-sim plan: {exc}")
         return 2

@@ -335,6 +335,21 @@ def format_table(rows: Sequence[PlanRow]) -> str:
     return "\n".join(lines)
 
 
+PLOT_NEEDS = (
+    "the staffing plot needs matplotlib, an optional part of this package: "
+    "pip install 'eldercare-callcenter[plan]' (or leave out --plot)"
+)
+
+
+def require_plotting() -> None:
+    """Raise PlanError saying how to install it when matplotlib, which only the plot
+    needs, is missing: before the plan's minutes of simulation, not after."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlanError(PLOT_NEEDS) from None
+
+
 def plot_plan(
     rows: Sequence[PlanRow],
     path: Path,
@@ -344,7 +359,9 @@ def plot_plan(
     seed: int | None = None,
 ) -> Path:
     """Draw the plan as a PNG: team size against the share of emergencies reached within
-    15 minutes (left) and of calls answered within 60 s (right), a line per placement."""
+    15 minutes (left) and of calls answered within 60 s (right), a line per placement.
+    PlanError without matplotlib (``require_plotting``)."""
+    require_plotting()
     import matplotlib
 
     matplotlib.use("Agg")

@@ -224,3 +224,23 @@ def test_device_sim_week_runs_through_the_entry_point(tmp_path: Path) -> None:
     assert "answered within 60 s" in done.stderr
     assert "emergencies on scene within 15 min" in done.stderr
     assert (tmp_path / "week.db").exists()
+
+
+def test_a_plot_without_matplotlib_is_refused_at_once_saying_how_to_install_it(
+    tmp_path: Path,
+) -> None:
+    """Test that ``device-sim plan --plot`` on an install without the optional plotting
+    part (matplotlib made unimportable) exits 2 before simulating anything, naming the
+    extra to install; the server's install does not pull matplotlib in."""
+    plot = str(tmp_path / "p.png")
+    program = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "from device_sim.cli import main\n"
+        f"sys.exit(main(['plan', '--carers', '40', '--days', '1', '--plot', {plot!r}]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'eldercare-callcenter[plan]'" in done.stderr
+    assert not (tmp_path / "p.png").exists()
