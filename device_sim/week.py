@@ -86,7 +86,6 @@ _UNACKED_WINDOW_S = 10.0
 _OPERATOR = Actor(ActorKind.OPERATOR, "sim.operator")
 # Calls the desk settles without sending a carer: a device's trouble, not a person's alarm.
 _DESK_JOBS = frozenset(CallType) - ALARM_TYPES
-_ALARM_CALLS = ALARM_TYPES
 _PRESSES = frozenset(
     {EventKind.EMERGENCY_PRESS, EventKind.FALL_DETECTED, EventKind.SERVICE_REQUEST}
 )
@@ -831,7 +830,7 @@ class VirtualWeek:
             )
         return {
             "overdue_timers": int(overdue_timers or 0),
-            "alarm_presses_on_calls": sum(c.presses for c in rows if c.call_type in _ALARM_CALLS),
+            "alarm_presses_on_calls": sum(c.presses for c in rows if c.call_type in ALARM_TYPES),
             "storm_households_with_call": storm_calls,
             "opened": len(rows),
             "presses_on_calls": sum(c.presses for c in rows),

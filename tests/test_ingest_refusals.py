@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, select, text
@@ -329,3 +330,34 @@ async def test_the_database_refusing_a_row_is_told_from_the_database_failing(
             blocker.close()
             await locked.dispose()
     assert not refused_by_database(failing), repr(failing)
+
+
+async def test_a_connection_killed_mid_write_is_an_outage_not_a_refusal(
+    seeded_database_url: str, database_backend: str
+) -> None:
+    """Test that when PostgreSQL ends ingest's connection in the middle of a write (as a
+    server restart or an administrator does), ingest retries the press and stores it:
+    no store_rejected dead letter, for a fault that is not the message's. (SQLite's
+    counterpart, a locked database, is test_ingest.py's outage test.)"""
+    if database_backend != "postgresql":
+        pytest.skip("SQLite has no server connection to end; see test_ingest.py's outage")
+    engine = create_engine(seeded_database_url)
+    async with engine.begin() as connection:
+        # The first insert into the log ends its own connection; later ones go through.
+        for statement in (
+            "CREATE SEQUENCE kills",
+            "CREATE FUNCTION end_my_connection() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN IF nextval('kills') = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid()); "
+            "END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER end_connection BEFORE INSERT ON device_events "
+            "FOR EACH ROW EXECUTE FUNCTION end_my_connection()",
+        ):
+            await connection.execute(text(statement))
+    await engine.dispose()
+    async with _ingest(seeded_database_url) as ingest:
+        async with asyncio.timeout(WITHIN_S):
+            await ingest.take([_press("through-a-restart")])
+        assert ingest.stats.store_retries >= 1
+        assert not ingest.stats.dead_letters
+    assert await _stored(seeded_database_url, "through-a-restart")
+    assert await _letters(seeded_database_url) == []

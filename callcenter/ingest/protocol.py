@@ -121,6 +121,11 @@ class Topic:
     channel: Channel
 
 
+def is_device_name(text: str) -> bool:
+    """Whether ``text`` may be a household code or serial (a topic level of a device's)."""
+    return _NAME.match(text) is not None
+
+
 def topic_for(prefix: str, household: str, serial: str, channel: Channel) -> str:
     """The v1 topic for one device's channel."""
     return f"{prefix}/{VERSION_LEVEL}/{household}/{serial}/{channel.value}"
@@ -153,7 +158,7 @@ def parse_topic(prefix: str, topic: str) -> Topic:
             detail=f"expected {prefix}/{VERSION_LEVEL}/<household>/<serial>/<channel>",
         )
     _, _, household, serial, channel = parts
-    if not _NAME.match(household) or not _NAME.match(serial):
+    if not is_device_name(household) or not is_device_name(serial):
         raise PayloadError(
             topic=topic,
             reason=DeadLetterReason.BAD_TOPIC,

@@ -34,7 +34,7 @@ from callcenter.ingest.batch import (
     plan_silent_offline,
 )
 from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
-from callcenter.ingest.protocol import DeadLetterReason, PayloadError, parse_topic, subscription
+from callcenter.ingest.protocol import DeadLetterReason, is_device_name, subscription
 from callcenter.ingest.registry import DeviceRegistry, load_devices
 from callcenter.ingest.writer import EventWriter, StoredEvent, Written
 from callcenter.store.db import refused_by_database
@@ -90,7 +90,8 @@ class IngestStats:
 def _said(error: BaseException) -> str:
     """What a database error says, without the statement and parameters SQLAlchemy adds."""
     said = getattr(error, "orig", None) or error
-    return str(said).splitlines()[0][:500] if str(said) else type(said).__name__
+    lines = str(said).splitlines()
+    return lines[0][:500] if lines else type(said).__name__
 
 
 def _received(message: aiomqtt.Message) -> Received:
@@ -416,12 +417,14 @@ class Ingest:
         now = time.monotonic()
         wanted = set()
         for message in received:
-            try:
-                serial = parse_topic(prefix, message.topic).serial
-            except PayloadError:
-                continue  # a dead letter whatever the registry says
+            # Split, not parsed: this runs for every message, and nearly every serial is
+            # known; only an unknown one is checked to be a name a device could have.
+            parts = message.topic.split("/")
+            if len(parts) != 5 or parts[0] != prefix or self._registry.get(parts[3]) is not None:
+                continue
+            serial = parts[3]
             checked = self._unknown_checked.get(serial, -_UNKNOWN_RECHECK_S)
-            if self._registry.get(serial) is None and now - checked >= _UNKNOWN_RECHECK_S:
+            if is_device_name(serial) and now - checked >= _UNKNOWN_RECHECK_S:
                 wanted.add(serial)
                 self._unknown_checked[serial] = now
         if not wanted:

@@ -205,11 +205,15 @@ class EventWriter:
             result = await connection.execute(
                 self._insert_events, [{**second, "event_id": raised_id(second["event_id"], digest)}]
             )
-            raised = StoredEvent(*result.one())
-            written.events.append(raised)
-            await connection.execute(
-                update(_conflicts).where(_conflicts.c.id == conflict).values(raised_id=raised.id)
-            )
+            row = result.first()  # none only if the log has it already: nothing to raise
+            if row is not None:
+                raised = StoredEvent(*row)
+                written.events.append(raised)
+                await connection.execute(
+                    update(_conflicts)
+                    .where(_conflicts.c.id == conflict)
+                    .values(raised_id=raised.id)
+                )
         note = {
             **second,
             "event_id": server_event_id(ServerEventKind.EVENT_ID_REUSED, digest),
