@@ -80,11 +80,25 @@ def _written_day(raw: Any) -> Any:
     return raw
 
 
+def whole_number(raw: str) -> int | None:
+    """``raw`` as a whole number if it is written in ASCII digits, else None (int() would
+    also take " 5", "+5", "5_000"). One with more digits than any id has reads as
+    MAX_ID + 1, past every id and every limit, without ``int()`` on it (which refuses
+    texts of over 4300 digits)."""
+    if not raw.isascii() or not raw.isdigit():
+        return None
+    digits = raw.lstrip("0") or "0"
+    return MAX_ID + 1 if len(digits) > len(str(MAX_ID)) else int(digits)
+
+
 # Path and query types shared by the routes.
 def _digits(raw: Any) -> Any:
-    """A path's number only as plain digits (int() would also take " 5", "+5", "5_000")."""
-    if isinstance(raw, str) and not (raw.isascii() and raw.isdigit()):
-        raise ValueError("not a whole number")
+    """A parameter's number only as ``whole_number`` reads it."""
+    if isinstance(raw, str):
+        number = whole_number(raw)
+        if number is None:
+            raise ValueError("not a whole number")
+        return number
     return raw
 
 
@@ -113,7 +127,9 @@ HouseholdCode = Annotated[
         examples=["H0001"],
     ),
 ]
-Limit = Annotated[int, Field(ge=1, le=1000, description="a whole number from 1 to 1000")]
+Limit = Annotated[
+    int, BeforeValidator(_digits), Field(ge=1, le=1000, description="a whole number from 1 to 1000")
+]
 
 
 class Parameters(BaseModel):
