@@ -25,8 +25,8 @@ async def test_a_stuck_part_puts_a_banner_on_every_board_until_it_works_again(
     """Test that with the broker stopped (no alarm can come in) and a command waiting for
     it, an operator's and a supervisor's boards both show, once that has lasted longer
     than health.stuck_after_s, a banner at the top naming both failures and since when,
-    with no way to close it, and the tab title says so; and that it goes when the
-    broker is back."""
+    with no way to close it, and the tab title says so; that a board whose sign-in ends
+    meanwhile shows neither; and that it goes when the broker is back."""
     await passwords(api, "li.na", "zhao.min")
     operator, supervisor = await open_tab(viewport=VIEWPORT), await open_tab(viewport=VIEWPORT)
     base = api.server.web_url
@@ -66,8 +66,19 @@ async def test_a_stuck_part_puts_a_banner_on_every_board_until_it_works_again(
         "⚠Alarms are not being received since 10:00 — call the technician now"
     )
     await expect(operator.page).to_have_title("⚠ 系统故障 · (1) 紧急 · 呼叫看板")
+    await expect(supervisor.page).to_have_title("⚠ SYSTEM FAULT · (1) Emergency · Call board")
     await operator.screenshot("board-health-zh")
     await supervisor.screenshot("board-health-en")
+
+    # The supervisor's sign-in ends: the board clears, the banner and the title's fault
+    # with it (nothing the board shows any more can say the server is working again).
+    new = await api.post(
+        "/api/users/zhao.min/password", {"password": "a-new-password-1"}, who="sun.admin"
+    )
+    assert new.status == 200, new.body
+    await expect(supervisor.page.locator("body")).to_have_attribute("data-connection", "signed_out")
+    await expect(english).to_be_hidden()
+    await expect(supervisor.page).to_have_title("Call board")
 
     await broker.start()
     for shown in (banner, english):

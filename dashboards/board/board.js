@@ -216,13 +216,16 @@ function connect() {
 function signedOut(reason) {
   socket = null;
   clearTimeout(reconnectTimer);
-  state.ended = ["signed_out", "switched_off", "expired", "token_replaced"].includes(reason) ? reason : "signed_out";
+  // The reasons the server gives are those with an ended.<reason> text.
+  state.ended = reason && tOr(`ended.${reason}`, null) !== null ? reason : "signed_out";
   state.calls = new Map();
   state.carers = [];
   state.selected = null;
   state.detail = null;
   state.candidates = null;
   state.lastCalls = null;
+  // Its banner (and the tab title's fault) would stand frozen: nothing tells it any more.
+  state.health = { failing: [] };
   for (const id of ["alarms", "welfare-due", "welfare-missed", "detail"]) $(id).replaceChildren();
   setConnection("signed_out");
   renderAll();
@@ -370,7 +373,7 @@ function renderAll() {
   $("connection").textContent = t(`conn.${state.connection}`);
   $("connection-banner").textContent = t("conn.lost");
   $("signed-out-text").textContent = t(`ended.${state.ended ?? "signed_out"}`);
-  $("signed-out-link").textContent = t("ended.again");
+  $("signed-out-link").textContent = t("signin.again");
   renderHealth();
   if (state.me) {
     $("who").textContent = `${state.me.name} · ${tOr(`role.${state.me.role}`, state.me.role)}`;
