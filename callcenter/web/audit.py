@@ -15,19 +15,18 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import String, cast, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.store.db import write_turn
-from callcenter.web.auth import require_role
-from callcenter.web.contract import FIRST_DAY, LAST_DAY, Limit, Parameters, contract
+from callcenter.web.contract import FIRST_DAY, LAST_DAY, Limit, Parameters, contract, query_of
 from callcenter.web.errors import bad_request
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
-from callcenter.web.views import iso, whole_number
+from callcenter.web.views import Shape, iso
 
 routes = web.RouteTableDef()
 
@@ -38,12 +37,10 @@ class AuditQuery(Parameters):
         None
     )
     since: str | None = Field(None, description="an ISO 8601 time with a zone", max_length=64)
-    limit: Limit = Field(200, description="a whole number from 1 to 1000")
+    limit: Limit = 200
 
 
-class AuditEntryView(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class AuditEntryView(Shape):
     at: datetime
     actor: str
     household: str | None
@@ -53,16 +50,10 @@ class AuditEntryView(BaseModel):
     detail: dict[str, Any]
 
 
-class AuditLog(BaseModel):
+class AuditLog(Shape):
     """Audit rows, newest first."""
 
-    model_config = ConfigDict(extra="forbid")
-
     entries: list[AuditEntryView]
-
-
-_MAX_ROWS = 1000
-_DEFAULT_ROWS = 200
 
 
 async def record_read(
@@ -157,28 +148,23 @@ def _since(raw: str | None) -> datetime | None:
 async def audit_log(request: web.Request) -> web.Response:
     """Audit rows, newest first: ``?household=H0001``, ``?actor=family:+86...``,
     ``?since=<ISO time>``, ``?limit=`` (1-1000, default 200). Administrators only."""
-    require_role(request, m.OperatorRole.ADMIN)
+    asked = query_of(request, AuditQuery)
     query = (
         select(m.AuditEntry, m.Household.code)
         .outerjoin(m.Household, m.Household.id == m.AuditEntry.household_id)
         .order_by(m.AuditEntry.at.desc(), m.AuditEntry.id.desc())
     )
-    household = request.query.get("household")
-    if household is not None:
+    if asked.household is not None:
         # Its own rows, and the lists and boards that showed it among others.
-        listed = cast(m.AuditEntry.detail, String).contains(f'"{household}"', autoescape=True)
-        query = query.where(or_(m.Household.code == household, listed))
-    actor = request.query.get("actor")
-    if actor is not None:
-        query = query.where(m.AuditEntry.actor == actor)
-    since = _since(request.query.get("since"))
+        listed = cast(m.AuditEntry.detail, String).contains(f'"{asked.household}"', autoescape=True)
+        query = query.where(or_(m.Household.code == asked.household, listed))
+    if asked.actor is not None:
+        query = query.where(m.AuditEntry.actor == asked.actor)
+    since = _since(asked.since)
     if since is not None:
         query = query.where(m.AuditEntry.at >= since)
-    limit = whole_number(request.query.get("limit", str(_DEFAULT_ROWS)))
-    if limit is None or not 1 <= limit <= _MAX_ROWS:
-        raise bad_request(f"limit must be a whole number from 1 to {_MAX_ROWS}", field="limit")
     async with AsyncSession(request.app[SERVER].engine) as session:
-        rows = (await session.execute(query.limit(limit))).all()
+        rows = (await session.execute(query.limit(asked.limit))).all()
     return json_reply(
         {
             "entries": [
