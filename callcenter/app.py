@@ -217,7 +217,7 @@ async def assembled_server(
         if link is not None:
             loops["commands"] = link
             # Commands that waited for the link go out as soon as it is back.
-            link.when_connected(functools.partial(relay.channel_back, link.channel))
+            link.when_connected(functools.partial(relay.link_back, link.channel))
         health = Health(
             engine=engine,
             clock=clock,

@@ -345,7 +345,7 @@ def commands_health(
     progress = progress or ChannelProgress()
     pending = queue.pending if queue is not None else 0
     waiting = pending > 0 or not known
-    connected = link is None or link.connected.is_set()
+    connected = link is None or link.connected
     facts = {
         "connected": connected,
         "pending": pending if known else None,

@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, Protocol, runtime_checkable
@@ -312,6 +312,7 @@ class OutboxRelay:
         self._mark_of: dict[int, asyncio.Task[None]] = {}  # the same, by row id
         self._turns = _Turns()
         self._handed: set[asyncio.Task[None]] = set()  # pages handed over, being sent
+        self._links_back: set[str] = set()  # channels whose link came back (link_back)
         self.progress = {channel: ChannelProgress() for channel in self._senders}
         self.drained_at: datetime | None = None  # the relay last went through what was due
         self.sent = 0
@@ -336,8 +337,10 @@ class OutboxRelay:
             self._desk.page_courier = self
         try:
             while not self._stopping.is_set():
-                wake.clear()
                 try:
+                    # Before clearing the wake-up: a link back meanwhile wakes the next.
+                    await self._hurry_links_back()
+                    wake.clear()
                     await self.drain()
                     self.drained_at = self._clock.now()
                     upcoming = await self.next_attempt()
@@ -675,6 +678,23 @@ class OutboxRelay:
                 )
             )
 
+    def link_back(self, channel: str) -> None:
+        """``channel``'s link is back: its rows waiting for it are made due at the top of
+        the relay's next cycle (``channel_back``). Called on the link's own task, which
+        must not wait for the database; and by then the rows the last drain refused for
+        want of the link are settled (one still claimed would be left out)."""
+        self._links_back.add(channel)
+        self._desk.outbox_changed.set()
+
+    async def _hurry_links_back(self) -> None:
+        while self._links_back:
+            channel = self._links_back.pop()
+            try:
+                await self.channel_back(channel)
+            except BaseException:
+                self._links_back.add(channel)  # tried again at the next cycle
+                raise
+
     async def channel_back(self, channel: str) -> None:
         """``channel``'s link is back (the command link reconnected): its rows waiting to
         be tried again are due now, not at their next retry, which may be minutes away.
@@ -975,7 +995,7 @@ class DeviceCommandSender:
     The link is held until stop(), and made again with backoff whenever the broker drops
     it. While it is down a command is refused at once (nothing was published, so it is
     not in doubt) and waits in the outbox; each time the link comes up, whoever asked
-    (``when_connected``; the relay, see ``OutboxRelay.channel_back``) is told, so the
+    (``when_connected``; the relay, see ``OutboxRelay.link_back``) is told, so the
     commands that waited go out then rather than at their next retry."""
 
     channel = repository.DEVICE_COMMAND
@@ -987,14 +1007,18 @@ class DeviceCommandSender:
         self._clock = clock
         self._client: aiomqtt.Client | None = None
         self._stopping = asyncio.Event()
-        self._listeners: list[Callable[[], Awaitable[None]]] = []
-        self.connected = asyncio.Event()
+        self._listeners: list[Callable[[], None]] = []
         # When the link went down (at first: when this sender was made); None while up.
         self.down_since: datetime | None = clock.now()
-        self.reconnects = 0
 
-    def when_connected(self, listener: Callable[[], Awaitable[None]]) -> None:
-        """Call ``listener`` each time the link comes up (again)."""
+    @property
+    def connected(self) -> bool:
+        """Whether the link to the broker is up."""
+        return self._client is not None
+
+    def when_connected(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` each time the link comes up (again), on the link's own task:
+        it must return at once (the link's loss is noticed only once it has)."""
         self._listeners.append(listener)
 
     def stop(self) -> None:
@@ -1019,23 +1043,20 @@ class DeviceCommandSender:
             try:
                 async with client:
                     self._client = client
-                    self.connected.set()
                     self.down_since = None
                     delays = backoff_delays(cap_s=self._config.reconnect_max_s)
                     log.info("command link connected to %s:%d", self._host, self._port)
-                    await self._tell_connected()
+                    self._tell_connected()
                     await self._hold(client)
             except aiomqtt.MqttError as error:
                 lost = error
             finally:
                 # At once, not after the wait below: a send meanwhile must know.
-                self._client = None
-                if self.connected.is_set():
+                if self._client is not None:
                     self.down_since = self._clock.now()
-                self.connected.clear()
+                self._client = None
             if lost is None or self._stopping.is_set():
                 continue
-            self.reconnects += 1
             wait = next(delays)
             log.warning(
                 "command link to %s:%d lost (%s); device commands wait; reconnecting in %.1f s",
@@ -1066,10 +1087,10 @@ class DeviceCommandSender:
         if not self._stopping.is_set() and lost.done() and not lost.cancelled():
             lost.result()  # the MqttError that ended the link
 
-    async def _tell_connected(self) -> None:
+    def _tell_connected(self) -> None:
         for listener in self._listeners:
             try:
-                await listener()
+                listener()
             except Exception:
                 log.exception("telling %r that the command link is up failed", listener)
 
@@ -1082,7 +1103,7 @@ class DeviceCommandSender:
         if self._stopping.is_set():
             raise SendError("shutting down")
         client = self._client
-        if client is None or not self.connected.is_set():
+        if client is None:
             # Refused at once: waiting here would hold one of the relay's lanes, which
             # carers' pages need.
             raise SendError(
