@@ -61,16 +61,6 @@ CHECK_EVERY_S = 2.0
 # The database refusing the events of this many devices, with none stored between, is
 # refusing everything (one device may be at fault itself: deleted while it spoke).
 REFUSED_DEVICES = 2
-# An ingest process reports every second; one silent this long is held up.
-CHILD_SILENT_S = 5.0
-# The name running_server gives each part's loop (callcenter/app.py).
-LOOPS = {
-    "ingest": "callcenter.ingest",
-    "follower": "callcenter.follower",
-    "timers": "callcenter.scheduler",
-    "outbox": "callcenter.outbox",
-    "device_commands": "callcenter.commands",
-}
 
 
 @dataclass(frozen=True)
@@ -197,11 +187,7 @@ def _earliest(causes: list[tuple[datetime, str]]) -> datetime | None:
 
 
 def ingest_health(
-    stats: IngestStats,
-    *,
-    connected: bool,
-    broker: str,
-    silent_since: datetime | None = None,
+    stats: IngestStats, *, broker: str, silent_since: datetime | None = None
 ) -> PartHealth:
     """Ingest: stuck while not subscribed, while holding messages it has not committed,
     while the database refuses it, or (in its own process) while it says nothing."""
@@ -243,7 +229,7 @@ def ingest_health(
         stats.committed_at,
         detail,
         {
-            "connected": connected,
+            "connected": stats.link_down_since is None,
             "received_at": stats.received_at,
             "committed_at": stats.committed_at,
             "holding": stats.holding,
@@ -380,17 +366,6 @@ def commands_health(
     return PartHealth("device_commands", None, progress.answered_at, "commands go out", facts)
 
 
-def _not_running(part: PartHealth, since: datetime) -> PartHealth:
-    """``part`` whose loop is not running: stuck, whatever its facts say."""
-    return PartHealth(
-        part.name,
-        min(since, part.stuck_since) if part.stuck_since else since,
-        part.progress_at,
-        f"{part.detail}; its loop is not running",
-        part.facts,
-    )
-
-
 def _unknown(name: str) -> PartHealth:
     return PartHealth(name, None, None, "unknown: the database is not answering")
 
@@ -427,9 +402,7 @@ class Health:
         self._stopping = asyncio.Event()
         # Noticed by looking, not noted by the part itself: since when.
         self._database_failing_since: datetime | None = None
-        self._not_running_since: dict[str, datetime] = {}
         self.latest: HealthReport | None = None
-        self._told: tuple[tuple[str, datetime | None], ...] = ()
         # The look under way that has not yet read the clock: whoever asks meanwhile
         # (the loop, any number of /healthz requests, which need no sign-in) shares it,
         # so a flood of requests costs the database a look or two at a time, and every
@@ -482,24 +455,16 @@ class Health:
             self._database_failing_since = None
         parts = self._parts(stored, error, now)
         report = HealthReport(now, self.stuck_after, parts)
-        self.latest = report
-        self._tell(report)
+        before, self.latest = self.latest, report
+        self._tell(before, report)
         return report
 
     def _parts(self, stored: Stored | None, error: str, now: datetime) -> tuple[PartHealth, ...]:
         ingest = self._ingest
-        silent_since = None
-        if isinstance(ingest, IngestProcess) and ingest.connected.is_set():
-            heard = ingest.reported_at
-            if heard is not None and (now - heard).total_seconds() > CHILD_SILENT_S:
-                silent_since = heard
+        # Ingest in this process has nothing to report across a pipe, so never falls silent.
+        silent = ingest.silent_since(now) if isinstance(ingest, IngestProcess) else None
         found = {
-            "ingest": ingest_health(
-                ingest.stats,
-                connected=ingest.connected.is_set(),
-                broker=self._broker,
-                silent_since=silent_since,
-            ),
+            "ingest": ingest_health(ingest.stats, broker=self._broker, silent_since=silent),
             "database": database_health(stored, self._database_failing_since, error),
             "sms": sms_health(
                 self._relay.progress.get(SMS),
@@ -523,23 +488,15 @@ class Health:
             found["outbox"] = outbox_health(
                 stored, now, channels=self._relay.channels, drained_at=self._relay.drained_at
             )
-        for name, loop in LOOPS.items():
-            if name == "device_commands" and self._commands is None:
-                continue
-            if _running(loop):
-                self._not_running_since.pop(name, None)
-            else:
-                since = self._not_running_since.setdefault(name, now)
-                found[name] = _not_running(found[name], since)
         return tuple(found[name] for name in PARTS)
 
-    def _tell(self, report: HealthReport) -> None:
-        """Log and publish what fails, when that changed since the last look."""
+    def _tell(self, last: HealthReport | None, report: HealthReport) -> None:
+        """Log and publish what fails, when that changed since the ``last`` look."""
         failing = report.failing
-        told = tuple((part.name, part.stuck_since) for part in failing)
-        if told == self._told:
+        told = [] if last is None else [(part.name, part.stuck_since) for part in last.failing]
+        if [(part.name, part.stuck_since) for part in failing] == told:
             return
-        before = {name for name, _ in self._told}
+        before = {name for name, _ in told}
         now_failing = {part.name for part in failing}
         for part in failing:
             if part.name not in before:
@@ -553,9 +510,4 @@ class Health:
                 )
         for name in sorted(before - now_failing):
             log.warning("HEALTH %s is working again", name)
-        self._told = told
         self._feed.publish(Update("health", report.at, None, {"report": report}))
-
-
-def _running(task_name: str) -> bool:
-    return any(task.get_name() == task_name and not task.done() for task in asyncio.all_tasks())

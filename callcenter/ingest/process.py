@@ -49,6 +49,8 @@ log = logging.getLogger("callcenter.ingest.process")
 # How often the child reports its counters (and whether it is connected) when nothing
 # else changes.
 REPORT_EVERY_S = 1.0
+# A connected child that has said nothing for this long is held up.
+SILENT_S = 5 * REPORT_EVERY_S
 # How long a stopping child may take to finish its batch before it is killed.
 STOP_WITHIN_S = 30.0
 # A child that lived at least this long starts again after the shortest wait.
@@ -128,6 +130,14 @@ class IngestProcess:
     def on_events(self, listener: EventListener) -> None:
         """Call ``listener`` with each committed batch of new events."""
         self._listeners.append(listener)
+
+    def silent_since(self, now: datetime) -> datetime | None:
+        """Since when a connected child has said nothing, once that is longer than
+        SILENT_S (its last report); None while it reports (or is known to be down)."""
+        heard = self.reported_at
+        if not self.connected.is_set() or heard is None:
+            return None
+        return heard if (now - heard).total_seconds() > SILENT_S else None
 
     def stop(self) -> None:
         """Ask the child to finish its batch and stop (by closing its standard input)."""
