@@ -19,7 +19,7 @@ from callcenter.config import Config
 from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
 from callcenter.web import accounts
-from callcenter.web.auth import token_digest
+from callcenter.web.sessions import token_digest
 from tests.desk_support import MONDAY_MORNING, desk_config, running_desk
 from tests.ingest_support import eventually, publish_events
 

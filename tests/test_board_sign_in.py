@@ -4,13 +4,16 @@ server on a real broker and database (the browser itself is in test_board_browse
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from sqlalchemy import event
 from yarl import URL
 
 from callcenter.web.sessions import CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE
@@ -135,6 +138,45 @@ async def test_switched_off_operators_and_idle_sessions_are_signed_out(api: Api)
         assert (await wang.get("/api/me")).status == 200  # in use: kept alive
         api.clock.advance(timedelta(hours=idle + 0.1))
         assert (await wang.get("/api/me")).status == 401
+
+
+async def test_keeping_a_session_alive_survives_another_writer_committing(api: Api) -> None:
+    """Test that a board request whose session is due to be kept alive (last seen over a
+    minute ago) is answered even when another writer commits between the read that finds
+    the session and the write that keeps it alive: SQLite refuses a read's transaction
+    that upgrade ("database is locked", a 503 on a busy desk), so the write must be a
+    transaction of its own."""
+    if api.server.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL lets a transaction that has read go on to write")
+    database = api.server.engine.url.database
+    assert database is not None
+    await set_password(api.server, "li.na")
+    wrote_between: list[str] = []
+
+    def another_writer(*args: Any) -> None:
+        statement: str = args[2]
+        if wrote_between or "FROM web_sessions" not in statement:
+            return
+        # Another process's write (ingest, another server), committed the moment the
+        # session has been read.
+        with contextlib.closing(sqlite3.connect(database, timeout=5)) as other, other:
+            other.execute("UPDATE operators SET language = 'en' WHERE username = 'wang.wei'")
+        wrote_between.append(statement)
+
+    async with browser(api) as li:
+        assert (await li.sign_in("li.na")).status == 303
+        api.clock.advance(timedelta(minutes=2))
+        event.listen(api.server.engine.sync_engine, "after_cursor_execute", another_writer)
+        try:
+            reply = await li.get("/api/me")
+        finally:
+            event.remove(api.server.engine.sync_engine, "after_cursor_execute", another_writer)
+        assert wrote_between, "no read of the session happened"
+        assert reply.status == 200
+        # Kept alive all the same: still signed in just short of the idle limit after it.
+        idle = api.server.config.web.session_idle_hours
+        api.clock.advance(timedelta(hours=idle - 0.1))
+        assert (await li.get("/api/me")).status == 200
 
 
 async def test_roles_limit_what_each_may_do(api: Api) -> None:

@@ -179,6 +179,21 @@ async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+@contextlib.asynccontextmanager
+async def locked_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    """A transaction that reads and then writes (a sign-in counted and recorded, a
+    household's read and its audit row): it locks what it reads (``write_locked``) and
+    begins in turn with the server's other writers (``write_turn``), so on SQLite it is
+    never refused the upgrade nor left to wait out the busy timeout in a burst. Loaded
+    objects stay usable after it commits."""
+    async with (
+        write_turn(engine),
+        AsyncSession(write_locked(engine), expire_on_commit=False) as session,
+        session.begin(),
+    ):
+        yield session
+
+
 def _turn_fd(engine: AsyncEngine, pool: Any) -> int:
     fd = _TURN_FDS.get(pool)
     if fd is None:

@@ -323,8 +323,9 @@ class WebSession(Base):
 
 
 class SignInOutcome(enum.StrEnum):
-    JUDGING = "judging"  # the password is being checked: counted as a failure meanwhile
-    FAILED = "failed"  # wrong name or password, or a switched-off account
+    # Wrong name or password, or a switched-off account; and an attempt still being
+    # judged: recorded as failed until the session it makes is.
+    FAILED = "failed"
     SIGNED_IN = "signed_in"
 
 

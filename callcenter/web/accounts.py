@@ -19,9 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.store import models as m
-from callcenter.store.db import write_locked
-from callcenter.web.auth import new_token, token_digest
-from callcenter.web.sessions import end_sessions, hash_password, password_problem
+from callcenter.store.db import locked_transaction
+from callcenter.web.auth import new_token
+from callcenter.web.sessions import end_sessions, hash_password, password_problem, token_digest
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # "+", country code and number: the form SMS providers need.
@@ -145,7 +145,7 @@ async def set_password(engine: AsyncEngine, username: str, password: str) -> Non
     password_hash = await asyncio.to_thread(_hashed, password)
     # Read then write: the write lock from the start, or another writer committing in
     # between makes SQLite refuse the write ("database is locked").
-    async with AsyncSession(write_locked(engine)) as session, session.begin():
+    async with locked_transaction(engine) as session:
         operator_id = await _operator_id(session, username)
         await session.execute(
             update(m.Operator)
@@ -158,7 +158,7 @@ async def set_password(engine: AsyncEngine, username: str, password: str) -> Non
 async def set_active(engine: AsyncEngine, username: str, active: bool) -> None:
     """Let an operator work the desk again, or stop them (their token is then refused
     and their boards are signed out)."""
-    async with AsyncSession(write_locked(engine)) as session, session.begin():
+    async with locked_transaction(engine) as session:
         operator_id = await _operator_id(session, username)
         await session.execute(
             update(m.Operator).where(m.Operator.id == operator_id).values(active=active)

@@ -9,7 +9,6 @@ supervisor < admin; ``require_role`` refuses what a role may not do.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
@@ -73,11 +72,6 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-def token_digest(token: str) -> str:
-    """What the database keeps of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
 @dataclass(frozen=True)
 class DeskOperator:
     """The operator or supervisor a request comes from."""
@@ -127,9 +121,9 @@ def bearer_token(request: web.Request) -> str:
     return token
 
 
-async def operator_for(session: AsyncSession, token: str) -> DeskOperator:
-    """The active operator holding ``token``; ApiError 401 or 403 otherwise."""
-    digest = token_digest(token)
+async def operator_for(session: AsyncSession, digest: str) -> DeskOperator:
+    """The active operator holding the token whose ``token_digest`` is ``digest``;
+    ApiError 401 or 403 otherwise."""
     row = (
         await session.scalars(select(m.Operator).where(m.Operator.token_sha256 == digest))
     ).one_or_none()
@@ -150,9 +144,9 @@ def _active(row: m.Operator) -> DeskOperator:
     return DeskOperator(row.id, row.username, row.name, m.OperatorRole(row.role), row.language)
 
 
-async def _signed_in(request: web.Request) -> DeskOperator:
-    """The operator of the board session the cookie names, with the CSRF and origin
-    checks a cookie needs; ApiError otherwise."""
+async def _signed_in(request: web.Request) -> sessions.SignedIn:
+    """The board session the cookie names, with the CSRF and origin checks a cookie
+    needs; ApiError otherwise."""
     signed_in = await sessions.session_of(request)
     if signed_in is None:
         raise _unauthorised(
@@ -167,12 +161,7 @@ async def _signed_in(request: web.Request) -> DeskOperator:
             f"a change made from the board needs the {sessions.CSRF_HEADER} header with the "
             "token GET /api/me gives; reload the page",
         )
-    request[CSRF] = signed_in.csrf_token
-    async with AsyncSession(request.app[SERVER].engine) as session:
-        row = await session.get(m.Operator, signed_in.operator_id)
-    if row is None:
-        raise _unauthorised("that sign-in has ended; sign in again at /login")
-    return _active(row)
+    return signed_in
 
 
 @web.middleware
@@ -181,14 +170,16 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     on the request."""
     if request.path.startswith(PROTECTED_PREFIX):
         if "Authorization" in request.headers or sessions.SESSION_COOKIE not in request.cookies:
-            token = bearer_token(request)
+            digest = sessions.token_digest(bearer_token(request))
             async with AsyncSession(request.app[SERVER].engine) as session:
-                request[OPERATOR] = await operator_for(session, token)
-            request[CREDENTIAL] = Credential("token", token_digest(token))
+                request[OPERATOR] = await operator_for(session, digest)
+            request[CREDENTIAL] = Credential("token", digest)
         else:
-            request[OPERATOR] = await _signed_in(request)
-            cookie = request.cookies[sessions.SESSION_COOKIE]
-            request[CREDENTIAL] = Credential("session", sessions.token_digest(cookie))
+            signed_in = await _signed_in(request)
+            # session_of found the operator active, with the session, in one query.
+            request[OPERATOR] = _active(signed_in.operator)
+            request[CSRF] = signed_in.csrf_token
+            request[CREDENTIAL] = Credential("session", signed_in.digest)
     return await handler(request)
 
 

@@ -19,7 +19,8 @@ import math
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,19 +29,28 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import AssignmentState, CallState
 from callcenter.engine import repository
 from callcenter.store import models as m
-from callcenter.store.db import lock_names, write_locked
+from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import audit
 from callcenter.web.bodies import _Body, read_body
 from callcenter.web.contract import MAX_ID, Access, Parameters, contract
 from callcenter.web.errors import ApiError, not_found
 from callcenter.web.pages import file_response
 from callcenter.web.replies import json_reply
-from callcenter.web.sessions import CSRF_HEADER, SAFE_METHODS, same_origin, token_digest
+from callcenter.web.sessions import (
+    CSRF_HEADER,
+    SAFE_METHODS,
+    minutes_to_wait,
+    note_seen,
+    same_origin,
+    set_cookie,
+    token_digest,
+    token_matches,
+)
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso, whole_number
 
@@ -62,7 +72,7 @@ FAILURES_PER_ADDRESS = 20
 # A family member checks in now and then; a lost phone's session should not last long.
 SESSION_IDLE = timedelta(hours=1)
 SESSION_MAX = timedelta(hours=12)
-_TOUCH_EVERY = timedelta(minutes=1)
+_COOKIE_MAX_AGE = int(SESSION_MAX.total_seconds())
 
 # Audit actions for the sign-in itself (reads have their own below).
 CODE_ASKED = "family_code_asked"
@@ -244,33 +254,8 @@ def _code_digest(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
-def _locked(request: web.Request) -> AsyncEngine:
-    """The engine for transactions that read and then write (they hold the write lock
-    from the first read, so SQLite never refuses the upgrade)."""
-    return write_locked(request.app[SERVER].engine)
-
-
 def _address(request: web.Request) -> str:
     return (request.remote or "")[:64]
-
-
-def _set_cookie(response: web.StreamResponse, request: web.Request, name: str, value: str) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=int(SESSION_MAX.total_seconds()),
-        path=PORTAL_PATH,
-        httponly=True,
-        samesite="Strict",
-        secure=request.app[SERVER].config.web.secure_cookies or request.secure,
-    )
-
-
-def _private(response: web.StreamResponse) -> web.StreamResponse:
-    """A household's data must not stay in a shared browser's cache."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
 
 
 def _forbidden(message: str) -> ApiError:
@@ -281,11 +266,8 @@ def _check_sign_in_request(request: web.Request) -> None:
     """A code or verify request must come from our page: same origin, and the token from
     ``GET /family/api/sign-in`` both in the header and in its cookie."""
     sent = request.headers.get(CSRF_HEADER, "")
-    kept = request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
-    if (
-        not same_origin(request)
-        or not sent
-        or not hmac.compare_digest(sent.encode(), kept.encode())
+    if not same_origin(request) or not token_matches(
+        sent, request.cookies.get(SIGN_IN_CSRF_COOKIE, "")
     ):
         raise _forbidden("请刷新页面后重试 / The sign-in page expired; reload it and try again.")
 
@@ -296,23 +278,15 @@ async def family_of(request: web.Request) -> FamilyMember | None:
     token = request.cookies.get(FAMILY_COOKIE, "")
     if not token or len(token) > 200:
         return None
+    engine = request.app[SERVER].engine
     now = request.app[SERVER].clock.now()
     digest = token_digest(token)
-    async with AsyncSession(request.app[SERVER].engine) as session:
+    async with AsyncSession(engine) as session:
         row = await session.get(m.FamilySession, digest)
-        if row is None or now >= row.expires_at or now >= row.last_seen_at + SESSION_IDLE:
-            return None
-        member = FamilyMember(row.phone, row.csrf_token)
-        touch = now - row.last_seen_at >= _TOUCH_EVERY
-    if touch:
-        # A write of its own, not an upgrade of the read (which SQLite may refuse).
-        async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
-            await session.execute(
-                update(m.FamilySession)
-                .where(m.FamilySession.token_sha256 == digest)
-                .values(last_seen_at=now)
-            )
-    return member
+    if row is None or now >= row.expires_at or now >= row.last_seen_at + SESSION_IDLE:
+        return None
+    await note_seen(engine, m.FamilySession, digest, row.last_seen_at, now)
+    return FamilyMember(row.phone, row.csrf_token)
 
 
 async def _signed_in(request: web.Request) -> FamilyMember:
@@ -324,9 +298,7 @@ async def _signed_in(request: web.Request) -> FamilyMember:
         )
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not same_origin(request) or not (
-            sent and hmac.compare_digest(sent.encode(), member.csrf_token.encode())
-        ):
+        if not same_origin(request) or not token_matches(sent, member.csrf_token):
             raise _forbidden("请刷新页面后重试 / Reload the page and try again (CSRF token).")
     return member
 
@@ -360,12 +332,7 @@ async def _refuse_if_over(
     limits: tuple[int, int],
     what: tuple[str, str],
 ) -> None:
-    """429 when this phone or this address has used up ``action`` in the window.
-
-    The phone and the address stay locked until the caller's transaction commits the
-    try it then records: simultaneous requests are counted one after another, so a
-    burst gets exactly what the limits allow (on PostgreSQL as on SQLite)."""
-    await lock_names(session, f"family:phone:{phone}", f"family:address:{_address(request)}")
+    """429 when this phone or this address has used up ``action`` in the window."""
     now = request.app[SERVER].clock.now()
     since = now - LIMIT_WINDOW
     per_phone, per_address = limits
@@ -374,13 +341,37 @@ async def _refuse_if_over(
         (*await _count_since(session, action, since, address=_address(request)), per_address),
     ):
         if count >= limit and earliest is not None:
-            minutes = max(1, math.ceil((earliest + LIMIT_WINDOW - now).total_seconds() / 60))
+            minutes = minutes_to_wait(earliest + LIMIT_WINDOW - now)
             raise ApiError(
                 429,
                 "too_many",
                 f"{what[0]}，请{minutes}分钟后再试 / {what[1]}; try again in {minutes} min.",
                 retry_after_min=minutes,
             )
+
+
+@asynccontextmanager
+async def _within_limits(
+    request: web.Request,
+    action: str,
+    phone: str,
+    limits: tuple[int, int],
+    what: tuple[str, str],
+) -> AsyncIterator[AsyncSession]:
+    """The transaction of one try at ``action`` (asking for a code, typing one), once
+    this phone and this address are within ``limits``; 429 otherwise.
+
+    A plain read first refuses whoever is over a limit already, without taking any lock.
+    Otherwise the phone and the address stay locked from a second count until the
+    transaction commits the try it records: simultaneous requests are counted one after
+    another, so a burst gets exactly what the limits allow (on PostgreSQL as on SQLite)."""
+    engine = request.app[SERVER].engine
+    async with AsyncSession(engine) as session:
+        await _refuse_if_over(session, request, action, phone, limits, what)
+    async with locked_transaction(engine) as session:
+        await lock_names(session, f"family:phone:{phone}", f"family:address:{_address(request)}")
+        await _refuse_if_over(session, request, action, phone, limits, what)
+        yield session
 
 
 async def _contacts(session: AsyncSession, phone: str) -> list[m.FamilyContact]:
@@ -401,8 +392,10 @@ async def sign_in_token(request: web.Request) -> web.StreamResponse:
     """A fresh token for the code and verify requests (kept in a cookie as well)."""
     token = secrets.token_urlsafe(24)
     response = json_reply({"csrf_token": token})
-    _set_cookie(response, request, SIGN_IN_CSRF_COOKIE, token)
-    return _private(response)
+    set_cookie(
+        response, request, SIGN_IN_CSRF_COOKIE, token, max_age=_COOKIE_MAX_AGE, path=PORTAL_PATH
+    )
+    return response
 
 
 @routes.post("/family/api/code")
@@ -419,15 +412,13 @@ async def ask_for_code(request: web.Request) -> web.StreamResponse:
     phone = phone_number((await read_body(request, PhoneBody)).phone)
     server = request.app[SERVER]
     now = server.clock.now()
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
-        await _refuse_if_over(
-            session,
-            request,
-            CODE_ASKED,
-            phone,
-            (CODES_PER_PHONE, CODES_PER_ADDRESS),
-            ("验证码请求过多", "Too many codes asked for"),
-        )
+    async with _within_limits(
+        request,
+        CODE_ASKED,
+        phone,
+        (CODES_PER_PHONE, CODES_PER_ADDRESS),
+        ("验证码请求过多", "Too many codes asked for"),
+    ) as session:
         contacts = await _contacts(session, phone)
         if contacts:
             code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
@@ -467,17 +458,15 @@ async def ask_for_code(request: web.Request) -> web.StreamResponse:
         )
     if contacts:
         server.desk.outbox_changed.set()
-    return _private(
-        json_reply(
-            {
-                "message": (
-                    "如果该号码登记为家属联系人，验证码已发出 / If this number is a family "
-                    "contact, a code is on its way by SMS."
-                ),
-                "expires_in_min": int(CODE_LIFETIME.total_seconds() // 60),
-            },
-            status=202,
-        )
+    return json_reply(
+        {
+            "message": (
+                "如果该号码登记为家属联系人，验证码已发出 / If this number is a family "
+                "contact, a code is on its way by SMS."
+            ),
+            "expires_in_min": int(CODE_LIFETIME.total_seconds() // 60),
+        },
+        status=202,
     )
 
 
@@ -499,15 +488,13 @@ async def verify_code(request: web.Request) -> web.StreamResponse:
     # Always a 64-character digest, so the comparison below takes the same time whatever
     # was typed.
     typed = _code_digest(body.code.strip())
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
-        await _refuse_if_over(
-            session,
-            request,
-            CODE_WRONG,
-            phone,
-            (FAILURES_PER_PHONE, FAILURES_PER_ADDRESS),
-            ("错误次数过多", "Too many wrong codes"),
-        )
+    async with _within_limits(
+        request,
+        CODE_WRONG,
+        phone,
+        (FAILURES_PER_PHONE, FAILURES_PER_ADDRESS),
+        ("错误次数过多", "Too many wrong codes"),
+    ) as session:
         live = (
             await session.scalars(
                 select(m.FamilyCode).where(
@@ -550,7 +537,7 @@ async def verify_code(request: web.Request) -> web.StreamResponse:
         )
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
+    async with locked_transaction(server.engine) as session:
         # Ended sessions are cleared here, where new ones are made.
         await session.execute(delete(m.FamilySession).where(m.FamilySession.expires_at <= now))
         session.add(
@@ -567,9 +554,9 @@ async def verify_code(request: web.Request) -> web.StreamResponse:
             session, request, actor=f"family:{phone}", household_id=None, action=SIGNED_IN
         )
     response = json_reply({"phone": phone, "csrf_token": csrf})
-    _set_cookie(response, request, FAMILY_COOKIE, token)
+    set_cookie(response, request, FAMILY_COOKIE, token, max_age=_COOKIE_MAX_AGE, path=PORTAL_PATH)
     response.del_cookie(SIGN_IN_CSRF_COOKIE, path=PORTAL_PATH)
-    return _private(response)
+    return response
 
 
 @routes.post("/family/api/logout")
@@ -584,7 +571,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
         )
     response = json_reply({"signed_out": True})
     response.del_cookie(FAMILY_COOKIE, path=PORTAL_PATH)
-    return _private(response)
+    return response
 
 
 @routes.get("/family/api/me")
@@ -595,16 +582,14 @@ async def who_am_i(request: web.Request) -> web.StreamResponse:
     server = request.app[SERVER]
     async with AsyncSession(server.engine, expire_on_commit=False) as session:
         contacts = await _contacts(session, member.phone)
-    return _private(
-        json_reply(
-            {
-                "phone": member.phone,
-                "name": contacts[0].name if contacts else "",
-                "language": contacts[0].language if contacts else "zh",
-                "csrf_token": member.csrf_token,
-                "timezone": server.config.district.timezone,
-            }
-        )
+    return json_reply(
+        {
+            "phone": member.phone,
+            "name": contacts[0].name if contacts else "",
+            "language": contacts[0].language if contacts else "zh",
+            "csrf_token": member.csrf_token,
+            "timezone": server.config.district.timezone,
+        }
     )
 
 
@@ -643,7 +628,7 @@ async def _own_household(session: AsyncSession, member: FamilyMember, code: str)
 async def my_households(request: web.Request) -> web.StreamResponse:
     """The households this phone is a contact of: code, address, residents' names."""
     member = await _signed_in(request)
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
+    async with locked_transaction(request.app[SERVER].engine) as session:
         homes = await _households(session, member.phone)
         residents: dict[int, list[str]] = defaultdict(list)
         for resident in await session.scalars(
@@ -667,20 +652,18 @@ async def my_households(request: web.Request) -> web.StreamResponse:
             await audit.record_read(
                 session, request, actor=member.actor, household_id=home.id, action="read_household"
             )
-    return _private(
-        json_reply(
-            {
-                "households": [
-                    {
-                        "code": h.code,
-                        "address": h.address,
-                        "residents": residents[h.id],
-                        "open_calls": int(open_calls.get(h.id, 0)),
-                    }
-                    for h in homes
-                ]
-            }
-        )
+    return json_reply(
+        {
+            "households": [
+                {
+                    "code": h.code,
+                    "address": h.address,
+                    "residents": residents[h.id],
+                    "open_calls": int(open_calls.get(h.id, 0)),
+                }
+                for h in homes
+            ]
+        }
     )
 
 
@@ -829,7 +812,7 @@ async def household_calls(request: web.Request) -> web.StreamResponse:
     """Every call of one of this phone's households, newest first."""
     member = await _signed_in(request)
     server = request.app[SERVER]
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
+    async with locked_transaction(server.engine) as session:
         home = await _own_household(session, member, request.match_info["code"])
         calls = (
             await session.scalars(
@@ -847,7 +830,7 @@ async def household_calls(request: web.Request) -> web.StreamResponse:
             action="read_calls",
             detail={"calls": len(views)},
         )
-    return _private(json_reply({"household": home.code, "calls": views}))
+    return json_reply({"household": home.code, "calls": views})
 
 
 @routes.get("/family/api/households/{code}/calls/{call_id}")
@@ -862,7 +845,7 @@ async def household_call(request: web.Request) -> web.StreamResponse:
     member = await _signed_in(request)
     server = request.app[SERVER]
     raw_id = request.match_info["call_id"]
-    async with AsyncSession(_locked(request), expire_on_commit=False) as session, session.begin():
+    async with locked_transaction(server.engine) as session:
         home = await _own_household(session, member, request.match_info["code"])
         call = None
         call_id = whole_number(raw_id)
@@ -893,17 +876,14 @@ async def household_call(request: web.Request) -> web.StreamResponse:
             action="read_call",
             detail={"call": call.id},
         )
-    return _private(json_reply(view))
+    return json_reply(view)
 
 
 def _page(request: web.Request) -> web.StreamResponse:
     page = FAMILY_PAGES / "index.html"
     if not page.is_file():
         raise web.HTTPNotFound(text=f"the family page is missing: {page}")
-    response = web.FileResponse(page)
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return file_response(page)
 
 
 @routes.get(PORTAL_PATH)

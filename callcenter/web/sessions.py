@@ -16,14 +16,12 @@ need neither.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import html
 import logging
 import math
 import secrets
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -34,10 +32,11 @@ from aiohttp import web
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter.config import WebConfig
 from callcenter.store import models as m
-from callcenter.store.db import lock_names, write_locked, write_turn
+from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import bodies
 from callcenter.web.client_address import source_of
 from callcenter.web.state import OPEN_BOARDS, SERVER
@@ -55,7 +54,8 @@ LOGOUT_PATH = "/logout"
 HOME_PATH = "/board"
 # Methods that change nothing; everything else needs the CSRF token.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# last_seen_at is written at most this often, not on every request.
+# last_seen_at (of a board's or a family's session) is written at most this often, not
+# on every request.
 _TOUCH_EVERY = timedelta(minutes=1)
 # An address a person signed in from this recently is theirs: the loose per-person limit
 # does not pause them there (web.sign_in_failures_per_user).
@@ -72,7 +72,21 @@ routes = web.RouteTableDef()
 
 
 def token_digest(token: str) -> str:
+    """What the database keeps of a token (an API token, a board's or a family's session
+    cookie): its SHA-256, in hex."""
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(sent: str, kept: str) -> bool:
+    """Whether the token a request sent is the one kept for it (a CSRF token), compared
+    in constant time; nothing sent never matches."""
+    return bool(sent) and hmac.compare_digest(sent.encode(), kept.encode())
+
+
+def minutes_to_wait(wait: timedelta) -> int:
+    """A pause as the "try again in N min" of a refusal says it: whole minutes, at
+    least one."""
+    return max(1, math.ceil(wait.total_seconds() / 60))
 
 
 def hash_password(password: str) -> str:
@@ -98,10 +112,35 @@ def _verify(stored: str | None, password: str) -> bool:
 
 @dataclass(frozen=True)
 class SignedIn:
-    """The operator a session cookie belongs to, and the session's CSRF token."""
+    """A live board session: its operator (their row as it was read with the session),
+    the session's CSRF token, and what the database keeps of its cookie."""
 
-    operator_id: int
+    operator: m.Operator
     csrf_token: str
+    digest: str
+
+    @property
+    def operator_id(self) -> int:
+        return self.operator.id
+
+
+async def note_seen(
+    engine: AsyncEngine,
+    table: type[m.WebSession] | type[m.FamilySession],
+    digest: str,
+    last_seen_at: datetime,
+    now: datetime,
+) -> None:
+    """Keep a session alive: its ``last_seen_at`` moved to ``now``, at most once every
+    minute. A write of its own, after the read that found the session: that read's
+    transaction upgraded to a write is refused by SQLite ("database is locked") whenever
+    another writer commits in between, which on a busy desk is often."""
+    if now - last_seen_at < _TOUCH_EVERY:
+        return
+    async with locked_transaction(engine) as session:
+        await session.execute(
+            update(table).where(table.token_sha256 == digest).values(last_seen_at=now)
+        )
 
 
 async def session_of(request: web.Request) -> SignedIn | None:
@@ -113,28 +152,22 @@ async def session_of(request: web.Request) -> SignedIn | None:
     server = request.app[SERVER]
     now = server.clock.now()
     idle = timedelta(hours=server.config.web.session_idle_hours)
+    digest = token_digest(token)
     async with AsyncSession(server.engine) as session:
         found = (
             await session.execute(
-                select(m.WebSession, m.Operator.active)
+                select(m.WebSession, m.Operator)
                 .join(m.Operator, m.Operator.id == m.WebSession.operator_id)
-                .where(m.WebSession.token_sha256 == token_digest(token))
+                .where(m.WebSession.token_sha256 == digest)
             )
         ).one_or_none()
-        if found is None:
-            return None
-        row, active = found
-        if not active or is_ended(now, row, idle):
-            return None
-        signed_in = SignedIn(row.operator_id, row.csrf_token)
-        if now - row.last_seen_at >= _TOUCH_EVERY:
-            await session.execute(
-                update(m.WebSession)
-                .where(m.WebSession.token_sha256 == row.token_sha256)
-                .values(last_seen_at=now)
-            )
-            await session.commit()
-    return signed_in
+    if found is None:
+        return None
+    row, operator = found
+    if not operator.active or is_ended(now, row, idle):
+        return None
+    await note_seen(server.engine, m.WebSession, digest, row.last_seen_at, now)
+    return SignedIn(operator, row.csrf_token, digest)
 
 
 def same_origin(request: web.Request) -> bool:
@@ -148,18 +181,25 @@ def same_origin(request: web.Request) -> bool:
 
 def csrf_ok(request: web.Request, signed_in: SignedIn, posted: str = "") -> bool:
     """Whether a state-changing request carries the session's CSRF token."""
-    sent = request.headers.get(CSRF_HEADER, "") or posted
-    return bool(sent) and hmac.compare_digest(sent.encode(), signed_in.csrf_token.encode())
+    return token_matches(request.headers.get(CSRF_HEADER, "") or posted, signed_in.csrf_token)
 
 
-def _set_cookie(
-    response: web.StreamResponse, request: web.Request, name: str, value: str, max_age: int
+def set_cookie(
+    response: web.StreamResponse,
+    request: web.Request,
+    name: str,
+    value: str,
+    *,
+    max_age: int,
+    path: str = "/",
 ) -> None:
+    """Set one of our cookies: HttpOnly, SameSite=Strict, and Secure behind HTTPS (or
+    when ``web.secure_cookies`` says the server is)."""
     response.set_cookie(
         name,
         value,
         max_age=max_age,
-        path="/",
+        path=path,
         httponly=True,
         samesite="Strict",
         secure=request.app[SERVER].config.web.secure_cookies or request.secure,
@@ -180,103 +220,84 @@ def _login_page(
         page = page.replace("{{" + name + "}}", html.escape(value, quote=True))
     response = web.Response(text=page, content_type="text/html", status=status)
     response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Frame-Options"] = "DENY"
-    _set_cookie(response, request, LOGIN_CSRF_COOKIE, csrf, max_age=3600)
+    set_cookie(response, request, LOGIN_CSRF_COOKIE, csrf, max_age=3600)
     return response
 
 
-@contextlib.asynccontextmanager
-async def _writing(server: Running) -> AsyncIterator[AsyncSession]:
-    """A transaction that locks what it reads, in turn with the server's other writers
-    (on SQLite, left to its busy timeout, a burst of sign-ins could wait it out)."""
-    async with (
-        write_turn(server.engine),
-        AsyncSession(write_locked(server.engine)) as session,
-        session.begin(),
-    ):
-        yield session
-
-
-async def _begin_attempt(server: Running, username: str, source: str) -> int | timedelta:
-    """Record a sign-in attempt as being judged (it counts as a failure until it is
-    judged) and return its id; or, when a limit is reached, how long until it frees.
-
-    The address and the name stay locked from the count until the attempt is recorded,
-    so simultaneous attempts are counted one after another and no more are judged than
-    the limits allow."""
-    name = username[:64]  # as the table keeps it
-    config = server.config.web
-    now = server.clock.now()
+async def _paused_for(
+    session: AsyncSession, config: WebConfig, username: str, source: str, now: datetime
+) -> timedelta | None:
+    """How long until a limit frees, if ``username`` from ``source`` has reached one;
+    None if they may try."""
     since = now - timedelta(minutes=config.sign_in_window_min)
     attempt = m.SignInAttempt
     failures = select(func.count(), func.min(attempt.at)).where(
         attempt.outcome != m.SignInOutcome.SIGNED_IN, attempt.at > since
     )
-    async with _writing(server) as session:
-        await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{name}")
-        # Their last sign-in from here: failures before it are forgiven, and an address
-        # they use is not paused by guessing from elsewhere.
-        signed_in_here = await session.scalar(
-            select(func.max(attempt.at)).where(
-                attempt.username == name,
-                attempt.source == source,
-                attempt.outcome == m.SignInOutcome.SIGNED_IN,
-                attempt.at > now - KNOWN_SOURCE_FOR,
-            )
+    # Their last sign-in from here: failures before it are forgiven, and an address they
+    # use is not paused by guessing from elsewhere.
+    signed_in_here = await session.scalar(
+        select(func.max(attempt.at)).where(
+            attempt.username == username,
+            attempt.source == source,
+            attempt.outcome == m.SignInOutcome.SIGNED_IN,
+            attempt.at > now - KNOWN_SOURCE_FOR,
         )
-        checks = [
-            (failures.where(attempt.source == source), config.sign_in_failures_per_source),
-            (
-                failures.where(
-                    attempt.username == name,
-                    attempt.source == source,
-                    attempt.at > (signed_in_here or since),
-                ),
-                config.sign_in_failures_per_user_source,
+    )
+    checks = [
+        (failures.where(attempt.source == source), config.sign_in_failures_per_source),
+        (
+            failures.where(
+                attempt.username == username,
+                attempt.source == source,
+                attempt.at > (signed_in_here or since),
             ),
-        ]
-        if signed_in_here is None:
-            checks.append(
-                (
-                    failures.where(attempt.username == name),
-                    config.sign_in_failures_per_user,
-                )
+            config.sign_in_failures_per_user_source,
+        ),
+    ]
+    if signed_in_here is None:
+        checks.append(
+            (failures.where(attempt.username == username), config.sign_in_failures_per_user)
+        )
+    for query, limit in checks:
+        count, earliest = (await session.execute(query)).one()
+        if count >= limit and earliest is not None:
+            log.warning(
+                "sign-in for %r from %s paused: %d failures in %g min (limit %d)",
+                username,
+                source,
+                count,
+                config.sign_in_window_min,
+                limit,
             )
-        for query, limit in checks:
-            count, earliest = (await session.execute(query)).one()
-            if count >= limit and earliest is not None:
-                log.warning(
-                    "sign-in for %r from %s paused: %d failures in %g min (limit %d)",
-                    username,
-                    source,
-                    count,
-                    config.sign_in_window_min,
-                    limit,
-                )
-                return earliest + timedelta(minutes=config.sign_in_window_min) - now
-        row = m.SignInAttempt(at=now, username=name, source=source, outcome=m.SignInOutcome.JUDGING)
+            return earliest + timedelta(minutes=config.sign_in_window_min) - now
+    return None
+
+
+async def _begin_attempt(server: Running, username: str, source: str) -> int | timedelta:
+    """Record a sign-in attempt as failed (it is, until its session is made) and return
+    its id; or, when a limit is reached, how long until it frees.
+
+    A plain read first refuses whoever is over a limit already, without taking any
+    lock. Otherwise the address and the name stay locked from a second count until the
+    attempt is recorded, so simultaneous attempts are counted one after another and no
+    more are judged than the limits allow."""
+    name = username[:64]  # as the table keeps it
+    config = server.config.web
+    now = server.clock.now()
+    async with AsyncSession(server.engine) as session:
+        paused = await _paused_for(session, config, name, source, now)
+    if paused is not None:
+        return paused
+    async with locked_transaction(server.engine) as session:
+        await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{name}")
+        paused = await _paused_for(session, config, name, source, now)
+        if paused is not None:
+            return paused
+        row = m.SignInAttempt(at=now, username=name, source=source, outcome=m.SignInOutcome.FAILED)
         session.add(row)
         await session.flush()
         return row.id
-
-
-async def _end_attempt(
-    server: Running,
-    attempt_id: int,
-    outcome: m.SignInOutcome,
-    session: AsyncSession | None = None,
-) -> None:
-    """Record how an attempt was judged (in ``session``'s transaction, if given)."""
-    judged = (
-        update(m.SignInAttempt)
-        .where(m.SignInAttempt.id == attempt_id)
-        .values(outcome=outcome.value)
-    )
-    if session is not None:
-        await session.execute(judged)
-        return
-    async with _writing(server) as own:
-        await own.execute(judged)
 
 
 @routes.get(LOGIN_PATH)
@@ -292,16 +313,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
     server = request.app[SERVER]
     form = await bodies.read_form(request)
-    # No real username has control characters; PostgreSQL refuses a NUL in text.
+    # No real username has control characters: any are logged and looked up as "?".
     typed = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
     username = "".join(ch if ch.isprintable() else "?" for ch in typed)
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
-    cookie_csrf = request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    if (
-        not same_origin(request)
-        or not posted_csrf
-        or not hmac.compare_digest(posted_csrf.encode(), cookie_csrf.encode())
+    if not same_origin(request) or not token_matches(
+        posted_csrf, request.cookies.get(LOGIN_CSRF_COOKIE, "")
     ):
         log.warning("sign-in refused from %s: missing or wrong CSRF token", request.remote)
         return _login_page(
@@ -313,7 +331,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     source = source_of(request.remote)
     begun = await _begin_attempt(server, username, source)
     if isinstance(begun, timedelta):
-        minutes = max(1, math.ceil(begun.total_seconds() / 60))
+        minutes = minutes_to_wait(begun)
         return _login_page(
             request,
             error=(
@@ -331,9 +349,9 @@ async def login(request: web.Request) -> web.StreamResponse:
     # Argon2 is slow on purpose: off the loop, so the desk keeps moving meanwhile.
     right = await asyncio.to_thread(_verify, stored, password)
     if operator is None or not right or not operator.active:
-        await _end_attempt(server, begun, m.SignInOutcome.FAILED)
-        # A switched-off account gets the wrong-password answer: anything else would
-        # tell a guesser that the password was right.
+        # The attempt stays recorded as failed. A switched-off account gets the
+        # wrong-password answer: anything else would tell a guesser that the password
+        # was right.
         why = "switched off" if operator is not None and right else "wrong username or password"
         log.warning("sign-in for %r from %s refused: %s", username, source, why)
         return _login_page(
@@ -345,8 +363,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     now = server.clock.now()
     token = secrets.token_urlsafe(32)
     web_config = server.config.web
-    async with _writing(server) as session:
-        await _end_attempt(server, begun, m.SignInOutcome.SIGNED_IN, session)
+    async with locked_transaction(server.engine) as session:
+        await session.execute(
+            update(m.SignInAttempt)
+            .where(m.SignInAttempt.id == begun)
+            .values(outcome=m.SignInOutcome.SIGNED_IN)
+        )
         # Sessions that ended are cleared now and then, here, where they are made, and
         # attempts too old to count for anything.
         await session.execute(delete(m.WebSession).where(m.WebSession.expires_at <= now))
@@ -365,7 +387,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         )
     log.info("operator %s signed in to the board from %s", operator.username, source)
     signed = web.HTTPSeeOther(HOME_PATH)
-    _set_cookie(
+    set_cookie(
         signed, request, SESSION_COOKIE, token, max_age=int(web_config.session_max_hours * 3600)
     )
     signed.del_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -380,10 +402,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
         form = await bodies.read_form(request)
         if not same_origin(request) or not csrf_ok(request, signed_in, str(form.get("csrf", ""))):
             raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
-        token = request.cookies[SESSION_COOKIE]
         async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
             await session.execute(
-                delete(m.WebSession).where(m.WebSession.token_sha256 == token_digest(token))
+                delete(m.WebSession).where(m.WebSession.token_sha256 == signed_in.digest)
             )
         log.info("operator %d signed out of the board", signed_in.operator_id)
         request.app[OPEN_BOARDS].check_soon()
