@@ -8,25 +8,20 @@ from datetime import datetime
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from callcenter.store import models as m
 from callcenter.web import accounts
-from callcenter.web.auth import require_role
 from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_body
 from callcenter.web.contract import Parameters, contract, path_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.replies import json_reply
-from callcenter.web.state import OPEN_BOARDS, SERVER
-from callcenter.web.views import iso
+from callcenter.web.state import OPEN_BOARDS, OPERATOR, SERVER
+from callcenter.web.views import Shape, iso
 
 log = logging.getLogger("callcenter.web.users")
 
 routes = web.RouteTableDef()
-
-
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class UserPath(Parameters):
@@ -35,7 +30,7 @@ class UserPath(Parameters):
     ]
 
 
-class User(_Shape):
+class User(Shape):
     username: str
     name: str
     role: m.OperatorRole
@@ -46,27 +41,27 @@ class User(_Shape):
     created_at: datetime
 
 
-class UserList(_Shape):
+class UserList(Shape):
     """Every account, without tokens or passwords."""
 
     users: list[User]
 
 
-class UserAdded(_Shape):
+class UserAdded(Shape):
     """The account is made; they sign in to the board with the password given."""
 
     username: str
     role: m.OperatorRole
 
 
-class PasswordSet(_Shape):
+class PasswordSet(Shape):
     """The password is set; the user's open boards are signed out."""
 
     username: str
     password: str = Field(description='always "set"')
 
 
-class ActiveSet(_Shape):
+class ActiveSet(Shape):
     """The account is switched on or off."""
 
     username: str
@@ -89,7 +84,6 @@ def _refused(error: accounts.OperatorAccountError) -> ApiError:
 @contract(role=m.OperatorRole.ADMIN, answers={200: UserList}, tag="accounts")
 async def list_users(request: web.Request) -> web.Response:
     """Every account, without tokens or passwords."""
-    require_role(request, m.OperatorRole.ADMIN)
     found = await accounts.list_operators(request.app[SERVER].engine)
     return json_reply(
         {
@@ -119,7 +113,7 @@ async def list_users(request: web.Request) -> web.Response:
 )
 async def add_user(request: web.Request) -> web.Response:
     """A new account with a board password."""
-    admin = require_role(request, m.OperatorRole.ADMIN)
+    admin = request[OPERATOR]
     body = await read_body(request, NewUserBody)
     server = request.app[SERVER]
     try:
@@ -150,16 +144,14 @@ async def add_user(request: web.Request) -> web.Response:
 )
 async def set_password(request: web.Request) -> web.Response:
     """A new board password for the user; their open boards are signed out."""
-    require_role(request, m.OperatorRole.ADMIN)
+    username = path_of(request, UserPath).username
     body = await read_body(request, PasswordBody)
     try:
-        await accounts.set_password(
-            request.app[SERVER].engine, path_of(request, UserPath).username, body.password
-        )
+        await accounts.set_password(request.app[SERVER].engine, username, body.password)
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
     request.app[OPEN_BOARDS].check_soon()
-    return json_reply({"username": path_of(request, UserPath).username, "password": "set"})
+    return json_reply({"username": username, "password": "set"})
 
 
 @routes.post("/api/users/{username}/active")
@@ -172,7 +164,7 @@ async def set_password(request: web.Request) -> web.Response:
 )
 async def set_active(request: web.Request) -> web.Response:
     """Switch the user off (signed out, token refused) or on again."""
-    admin = require_role(request, m.OperatorRole.ADMIN)
+    admin = request[OPERATOR]
     body = await read_body(request, ActiveBody)
     username = path_of(request, UserPath).username
     if username == admin.username and not body.active:
