@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,7 +30,6 @@ from callcenter.engine.welfare import (
 from callcenter.store import models as m
 from callcenter.store.db import write_locked
 from callcenter.web import audit
-from callcenter.web.auth import require_role
 from callcenter.web.bodies import Note, _Body, read_body
 from callcenter.web.contract import (
     DAY_WORDS,
@@ -41,11 +40,12 @@ from callcenter.web.contract import (
     contract,
     path_of,
     query_of,
+    require_role,
 )
 from callcenter.web.errors import ApiError, not_found
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
-from callcenter.web.views import iso
+from callcenter.web.views import HouseholdRef, Shape, iso
 
 if TYPE_CHECKING:
     from callcenter.app import Running
@@ -69,36 +69,27 @@ class WelfarePath(Parameters):
     welfare_id: Id
 
 
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WelfareResident(_Shape):
+class WelfareResident(Shape):
     id: int
     name: str
     birth_year: int | None
 
 
-class WelfareContact(_Shape):
+class WelfareContact(Shape):
     name: str
     relation: str
     phone: str
     language: str
 
 
-class WelfareHousehold(_Shape):
-    code: str
-    address: str
-
-
-class WelfareCallView(_Shape):
+class WelfareCallView(Shape):
     """The welfare call as it now is."""
 
     id: int
     week_start: date
     resident: WelfareResident
     age: int | None
-    household: WelfareHousehold
+    household: HouseholdRef
     contacts: list[WelfareContact]
     state: m.WelfareState
     outcome: WelfareOutcome | None
@@ -108,7 +99,7 @@ class WelfareCallView(_Shape):
     late: bool = Field(description="recorded after its week ended")
 
 
-class WelfareCalls(_Shape):
+class WelfareCalls(Shape):
     """A week's welfare calls (or every missed one), with counts by state."""
 
     week_start: date | None
