@@ -62,6 +62,8 @@ class Running:
     scheduler: Scheduler
     relay: OutboxRelay
     watchdog: Watchdog
+    # Whether every part gets its work done (/healthz, the boards' banner).
+    health: Health
     # The operator API's address (the real port when config.web.port is 0); set once
     # it listens.
     web_url: str = ""
@@ -73,11 +75,6 @@ class Running:
     boards: BoardData | None = None
     # The operator API's server, once it listens.
     web: WebServer | None = None
-    # Whether every part gets its work done (/healthz, the boards' banner).
-    health: Health | None = None
-    # The MQTT link device commands go out on (None when a test or the simulator
-    # replaced it).
-    commands: DeviceCommandSender | None = None
 
 
 class Loop(Protocol):
@@ -166,7 +163,7 @@ async def assembled_server(
         await require_current_schema(engine)
         ingest: Ingest | IngestProcess
         if config.ingest.own_process and not ingest_in_process:
-            ingest = IngestProcess(config, broker_host=host, broker_port=port, clock=clock)
+            ingest = IngestProcess(config, clock, broker_host=host, broker_port=port)
         else:
             ingest = Ingest(config, engine, clock, broker_host=host, broker_port=port)
         desk = build_desk(config, engine, clock)
@@ -242,9 +239,8 @@ async def assembled_server(
             scheduler,
             relay,
             watchdog,
+            health,
             fake_twilio=fake_twilio,
-            health=health,
-            commands=link,
         )
         await desk.district.registry()  # read once now, not by the first alarm
         # This week's list is made before anyone can sign in and write, so the hundreds

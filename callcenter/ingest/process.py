@@ -106,18 +106,11 @@ class IngestProcess:
     anything about its state; a child that stops reporting is held up, whatever its last
     report said."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        broker_host: str,
-        broker_port: int,
-        clock: Clock | None = None,
-    ) -> None:
+    def __init__(self, config: Config, clock: Clock, *, broker_host: str, broker_port: int) -> None:
         self._config = config
         self._host = broker_host
         self._port = broker_port
-        self._clock: Clock = clock or SystemClock()
+        self._clock = clock
         self._listeners: list[EventListener] = []
         self._stopping = asyncio.Event()
         self._process: asyncio.subprocess.Process | None = None

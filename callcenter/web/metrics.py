@@ -143,8 +143,7 @@ class _DeskCollector(Collector):
             "it, 0 when it has not (as of the server's last look, every 2 s)",
             labels=["part"],
         )
-        health = self._server.health
-        latest = health.latest if health is not None else None
+        latest = self._server.health.latest
         for name in PARTS:
             part = latest.part(name) if latest is not None else None
             since = part.stuck_since if part is not None else None
