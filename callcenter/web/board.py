@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import CallState
@@ -506,11 +506,7 @@ class BoardConnection:
 # --- routes --------------------------------------------------------------------
 
 
-class _Shape(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class BoardHousehold(_Shape):
+class BoardHousehold(views.Shape):
     code: str
     address: str
     position: views.Position | None
@@ -521,7 +517,7 @@ class BoardCall(views.CallSummary):
     household: BoardHousehold  # type: ignore[assignment]
 
 
-class StationView(_Shape):
+class StationView(views.Shape):
     code: str
     name: str
     position: views.Position
@@ -529,7 +525,7 @@ class StationView(_Shape):
     free: int
 
 
-class StuckPart(_Shape):
+class StuckPart(views.Shape):
     part: str = Field(
         description="ingest, database, follower, timers, outbox, sms or device_commands"
     )
@@ -537,7 +533,7 @@ class StuckPart(_Shape):
     detail: str
 
 
-class BoardHealth(_Shape):
+class BoardHealth(views.Shape):
     """The server's parts stuck for too long, as /healthz judges them (docs/board.md)."""
 
     at: datetime | None = Field(description="when they were last looked at; null before")
@@ -545,7 +541,7 @@ class BoardHealth(_Shape):
     failing: list[StuckPart]
 
 
-class BoardSnapshot(_Shape):
+class BoardSnapshot(views.Shape):
     """The whole board at once: open calls most urgent first, carers, stations and
     today's service levels."""
 
@@ -559,7 +555,7 @@ class BoardSnapshot(_Shape):
     health: BoardHealth
 
 
-class Candidate(_Shape):
+class Candidate(views.Shape):
     code: str
     name: str
     station: str
@@ -573,7 +569,7 @@ class Candidate(_Shape):
     position: views.Position
 
 
-class Candidates(_Shape):
+class Candidates(views.Shape):
     """The free carers the desk would send, best first."""
 
     call_id: int

@@ -15,7 +15,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,7 +23,7 @@ from callcenter.domain.call_types import CallType
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.engine.district import Registry
 from callcenter.store import models as m
-from callcenter.web.views import iso
+from callcenter.web.views import Shape, iso
 
 # History actions that mean a carer took the call on: accepting, or (a report may skip
 # ahead) reporting on the way or at the door straight away.
@@ -31,9 +31,7 @@ ACCEPTED_OR_LATER = ("accepted", "on_the_way", "on_scene")
 ACK_TARGETS_S = (60, 180)
 
 
-class Escalation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Escalation(Shape):
     call_id: int
     household: str
     call_type: str
@@ -43,10 +41,8 @@ class Escalation(BaseModel):
     opened_at: datetime
 
 
-class ServiceLevels(BaseModel):
+class ServiceLevels(Shape):
     """The service levels of one district day as of now (docs/board.md)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     day: date
     timezone: str
