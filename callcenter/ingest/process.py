@@ -33,6 +33,7 @@ import json
 import logging
 import signal
 import sys
+import typing
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -71,7 +72,11 @@ def stored_report(events: list[StoredEvent]) -> dict[str, Any]:
 
 
 # The fields of IngestStats that are times (ISO 8601 on the pipe).
-_TIMES = frozenset(f.name for f in dataclasses.fields(IngestStats) if "datetime" in str(f.type))
+_TIMES = frozenset(
+    name
+    for name, hint in typing.get_type_hints(IngestStats).items()
+    if hint in (datetime, datetime | None)
+)
 
 
 def stats_document(stats: IngestStats) -> dict[str, Any]:
