@@ -1,7 +1,8 @@
 """``GET /metrics``: the call centre's numbers in Prometheus text format.
 
 Counters are this process's since it started (Prometheus handles restarts); gauges that
-live in the database (open calls, outbox backlog, follower lag) are read at scrape time.
+live in the database (open calls, outbox backlog, follower lag) are read at scrape time,
+with /healthz's look at the database (``health.stored_on``) and the open calls besides.
 Each app has its own registry, so two servers in one process (tests) never mix numbers.
 """
 
@@ -20,12 +21,10 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import OPEN_STATES
 from callcenter.engine import repository
-from callcenter.engine.follower import CURSOR
-from callcenter.health import PARTS
+from callcenter.health import PARTS, stored_on
 from callcenter.ingest.protocol import DeadLetterReason
 from callcenter.store import models as m
 from callcenter.web.contract import Access, Reply, contract
@@ -54,29 +53,21 @@ class _FromDatabase:
 
 async def _read_database(server: Running) -> _FromDatabase:
     now = server.clock.now()
-    async with asyncio.timeout(_DATABASE_TIMEOUT_S), AsyncSession(server.engine) as session:
-        open_calls = await session.execute(
-            select(m.Call.state, func.count())
-            .where(m.Call.closed_at.is_(None))
-            .group_by(m.Call.state)
-        )
-        backlog = await session.execute(
-            select(m.OutboxItem.channel, func.count())
-            .where(m.OutboxItem.state == m.OutboxState.PENDING)
-            .group_by(m.OutboxItem.channel)
-        )
-        oldest = await session.scalar(
-            select(func.min(m.OutboxItem.created_at)).where(
-                m.OutboxItem.state == m.OutboxState.PENDING
+    async with asyncio.timeout(_DATABASE_TIMEOUT_S), server.engine.connect() as connection:
+        stored = await stored_on(connection)
+        open_calls = (
+            await connection.execute(
+                select(m.Call.state, func.count())
+                .where(m.Call.closed_at.is_(None))
+                .group_by(m.Call.state)
             )
-        )
-        latest = await session.scalar(select(func.max(m.DeviceEvent.id)))
-        cursor = await session.scalar(select(m.Cursor.position).where(m.Cursor.name == CURSOR))
+        ).all()
+    oldest = min((q.oldest for q in stored.outbox.values() if q.oldest is not None), default=None)
     return _FromDatabase(
-        open_calls={str(state): int(n) for state, n in open_calls.all()},
-        outbox_backlog={str(channel): int(n) for channel, n in backlog.all()},
+        open_calls={str(state): int(n) for state, n in open_calls},
+        outbox_backlog={channel: queue.pending for channel, queue in stored.outbox.items()},
         outbox_oldest_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
-        follower_lag=max(0, int(latest or 0) - int(cursor or 0)),
+        follower_lag=max(0, stored.latest_event - stored.cursor),
     )
 
 
