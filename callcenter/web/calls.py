@@ -111,16 +111,17 @@ async def _detail(request: web.Request, call_id: int, *, after: str | None = Non
     """The call with its whole household record (residents, care notes, family phones),
     audited as a ``read_call`` before it goes out; ``after``: the command it answers."""
     async with _session(request) as session:
-        detail = await views.call_detail(session, call_id)
-    if detail is None:
+        found = await views.call_detail(session, call_id)
+    if found is None:
         raise not_found(f"there is no call {call_id}")
+    detail, household_id = found
     facts: dict[str, object] = {"call_id": call_id, "closed": detail["closed_at"] is not None}
     if after is not None:
         facts["after"] = after
     await audit.record(
         request,
         actor=str(request[OPERATOR].actor),
-        household_id=await _household_id(request, detail["household"]["code"]),
+        household_id=household_id,
         action="read_call",
         detail=facts,
     )
@@ -130,7 +131,7 @@ async def _detail(request: web.Request, call_id: int, *, after: str | None = Non
 async def _carer(request: web.Request, code: str, *, in_path: bool) -> int:
     """The id of the carer ``code``: 404 when named in the path, 400 in the body."""
     async with _session(request) as session:
-        found = await views.carer_id(session, code) if len(code) <= 16 else None
+        found = await views.carer_id(session, code)
     if found is None:
         message = f"there is no carer {code!r}; GET /api/carers lists them (e.g. C001)"
         raise not_found(message) if in_path else bad_request(message, field="carer")

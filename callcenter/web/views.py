@@ -343,9 +343,10 @@ async def carer_id(session: AsyncSession, code: str) -> int | None:
     return None if found is None else int(found)
 
 
-async def call_detail(session: AsyncSession, call_id: int) -> dict[str, Any] | None:
-    """Everything about one call: the summary, the household, the full history, every
-    carer sent, pending deadlines and every message queued for it."""
+async def call_detail(session: AsyncSession, call_id: int) -> tuple[dict[str, Any], int] | None:
+    """Everything about one call (the summary, the household, the full history, every
+    carer sent, pending deadlines and every message queued for it) and the id of its
+    household, for the audit log."""
     if not 0 < call_id <= MAX_ID:
         return None
     row = (await session.execute(_CALLS.where(m.Call.id == call_id))).one_or_none()
@@ -410,7 +411,7 @@ async def call_detail(session: AsyncSession, call_id: int) -> dict[str, Any] | N
         }
         for o in outbox.all()
     ]
-    return detail
+    return detail, call.household_id
 
 
 async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]:
