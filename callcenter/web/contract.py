@@ -103,8 +103,10 @@ def _digits(raw: Any) -> Any:
 
 
 # Any whole number: one no row can have (0, past BIGINT) names nothing, and is a 404.
+# The bounds come before the validator: after it, pydantic cannot put them on the integer
+# and the description would show them as "ge"/"le", which JSON Schema does not know.
 Id = Annotated[
-    int, BeforeValidator(_digits), Field(ge=0, description="a whole number", examples=[1])
+    int, Field(ge=0, description="a whole number", examples=[1]), BeforeValidator(_digits)
 ]
 Day = Annotated[
     date,
@@ -128,7 +130,7 @@ HouseholdCode = Annotated[
     ),
 ]
 Limit = Annotated[
-    int, BeforeValidator(_digits), Field(ge=1, le=1000, description="a whole number from 1 to 1000")
+    int, Field(ge=1, le=1000, description="a whole number from 1 to 1000"), BeforeValidator(_digits)
 ]
 
 
