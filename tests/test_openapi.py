@@ -13,10 +13,11 @@ import schemathesis
 from aiohttp import web
 from pydantic import BaseModel
 
+from callcenter.web import openapi
 from callcenter.web.bodies import NoteBody, PasswordBody, read_body
 from callcenter.web.contract import Access, CallPath, contract
 from callcenter.web.errors import json_errors
-from callcenter.web.openapi import NOT_DESCRIBED, OPENAPI_PATH, described_routes
+from callcenter.web.openapi import NOT_DESCRIBED, OPENAPI_PATH, described_routes, openapi_document
 from callcenter.web.replies import json_reply
 from callcenter.web.state import STRICT_ANSWERS
 from tests.api_support import Api
@@ -72,6 +73,25 @@ async def test_the_description_is_served_and_names_every_declared_route(api: Api
     assert users["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/NewUserBody"
     )
+
+
+async def test_the_description_is_built_once_and_served_from_then_on(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Test that /api/openapi.json is built on its first request only (building it holds
+    the loop for tens of milliseconds) and each later request gets the same copy."""
+    built = []
+
+    def counted(app: web.Application) -> dict[str, Any]:
+        built.append(app)
+        return openapi_document(app)
+
+    monkeypatch.setattr(openapi, "openapi_document", counted)
+    first = await api.get(OPENAPI_PATH)
+    again = await api.get(OPENAPI_PATH, who="sun.admin")
+    assert (first.status, again.status) == (200, 200)
+    assert first.body == again.body
+    assert built == [_app_of(api)]
 
 
 # --- the declarations are enforced: a small app of its own --------------------------

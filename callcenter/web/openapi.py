@@ -10,6 +10,8 @@ docs/api.md keeps the prose.
 
 from __future__ import annotations
 
+import json
+import weakref
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -19,7 +21,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from callcenter.web.contract import Access, Contract, contract, contract_of
-from callcenter.web.replies import json_reply
 
 routes = web.RouteTableDef()
 
@@ -244,8 +245,17 @@ class _Document(BaseModel):
     components: dict[str, Any]
 
 
+# Each application's description as JSON, built on its first request: its routes are
+# fixed once it serves, and building it holds the loop for tens of milliseconds.
+_BUILT: weakref.WeakKeyDictionary[web.Application, str] = weakref.WeakKeyDictionary()
+
+
 @routes.get(OPENAPI_PATH)
 @contract(answers={200: _Document}, tag="operations")
 async def openapi(request: web.Request) -> web.Response:
     """This API's OpenAPI 3.1 description, built from the routes' declarations."""
-    return json_reply(openapi_document(request.app))
+    text = _BUILT.get(request.app)
+    if text is None:
+        text = json.dumps(openapi_document(request.app), ensure_ascii=False)
+        _BUILT[request.app] = text
+    return web.json_response(text=text)
