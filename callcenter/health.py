@@ -466,7 +466,7 @@ class Health:
     def _parts(self, stored: Stored | None, error: str, now: datetime) -> tuple[PartHealth, ...]:
         ingest = self._ingest
         # Ingest in this process has nothing to report across a pipe, so never falls silent.
-        silent = ingest.silent_since(now) if isinstance(ingest, IngestProcess) else None
+        silent = ingest.silent_since(now)
         found = {
             "ingest": ingest_health(ingest.stats, broker=self._broker, silent_since=silent),
             "database": database_health(stored, self._database_failing_since, error),

@@ -159,6 +159,10 @@ class Ingest:
         """Finish the batch in hand, acknowledge it, and disconnect."""
         self._stopping.set()
 
+    def silent_since(self, now: datetime) -> datetime | None:
+        """Never: ingest in this process cannot stop reporting (see IngestProcess)."""
+        return None
+
     async def run(self) -> None:
         """Run until stop(): connect, consume, reconnect on loss."""
         await self.load_registry()
@@ -189,6 +193,7 @@ class Ingest:
                 )
                 await self._sleep_unless_stopping(wait)
         self.connected.clear()
+        self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
         log.info("ingest stopped: %s", self.stats)
 
     async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
