@@ -92,6 +92,11 @@ class Credentials:
     twilio_token: str
     twilio_account: str
     turn: itertools.count[int] = field(default_factory=itertools.count)
+    # Which account a desk request goes as, and which address a sign-in comes from: by
+    # counters, not by hash(case.id) (random ids, and str hashes salted per process),
+    # so that the same requests go as the same callers on every run.
+    desk_turn: itertools.count[int] = field(default_factory=itertools.count)
+    address_turn: itertools.count[int] = field(default_factory=itertools.count)
     without: set[str] = field(default_factory=set)
     # Who each case was sent as: an account, "family", "sign-in", "twilio" or "nobody".
     sent_as: dict[str, str] = field(default_factory=dict)
@@ -141,7 +146,7 @@ def _credentials_hook(credentials: Credentials) -> Callable[..., None]:
             # As from many relatives' phones (through the trusted local proxy): one
             # address would meet its limit of codes within the run, and which requests
             # get through before it would depend on the order they ran in.
-            headers["X-Forwarded-For"] = f"198.51.100.{hash(case.id) % 250 + 1}"
+            headers["X-Forwarded-For"] = f"198.51.100.{next(credentials.address_turn) % 250 + 1}"
         elif scheme == "twilioSignature":
             # Twilio posts its own account's webhooks: a well-shaped AccountSid becomes
             # ours (one of another shape stays, for the refusals the fuzzing looks for).
@@ -159,7 +164,7 @@ def _credentials_hook(credentials: Credentials) -> Callable[..., None]:
 
 
 def _desk(credentials: Credentials, case: Any, headers: dict[str, Any]) -> str:
-    who = (OPERATOR, SUPERVISOR, ADMIN)[hash(case.id) % 3]
+    who = (OPERATOR, SUPERVISOR, ADMIN)[next(credentials.desk_turn) % 3]
     if case.path_parameters and case.path_parameters.get("username") in (
         OPERATOR,
         SUPERVISOR,
