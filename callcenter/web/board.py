@@ -141,8 +141,7 @@ class BoardData:
     def health(self) -> dict[str, Any]:
         """The server's parts stuck for too long, as of the last look (no database read:
         a board must hear of a stuck database too)."""
-        health = self.server.health
-        return board_view(health.latest if health is not None else None)
+        return board_view(self.server.health.latest)
 
     async def snapshot_json(self, since: float) -> tuple[str, tuple[str, ...]]:
         """The snapshot as JSON, from a read that started at loop time ``since`` or
