@@ -44,7 +44,7 @@ from callcenter.web.contract import (
 )
 from callcenter.web.errors import ApiError, not_found
 from callcenter.web.replies import json_reply
-from callcenter.web.state import SERVER
+from callcenter.web.state import OPERATOR, SERVER
 from callcenter.web.views import HouseholdRef, Shape, iso
 
 if TYPE_CHECKING:
@@ -188,7 +188,7 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
     """A week's welfare calls (``?week=`` any day of it, default this week; ``?state=``),
     made first if this week's list is not complete. ``?state=missed`` without a week is
     every missed call, for supervisors."""
-    operator = require_role(request, m.OperatorRole.OPERATOR)
+    operator = request[OPERATOR]
     asked = query_of(request, WelfareQuery)
     state = asked.state
     every_week = state is m.WelfareState.MISSED and asked.week is None
@@ -254,7 +254,7 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
 async def record_welfare_call(request: web.Request) -> web.Response:
     """Record what a welfare call found; 409 naming who did if it is already recorded.
     A missed call may still be recorded afterwards; the reply says it was late."""
-    operator = require_role(request, m.OperatorRole.OPERATOR)
+    operator = request[OPERATOR]
     welfare_id = path_of(request, WelfarePath).welfare_id
     if welfare_id > MAX_ID:  # past BIGINT: no row has it, and the database would refuse it
         raise not_found(f"there is no welfare call {welfare_id}")
