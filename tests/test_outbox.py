@@ -629,3 +629,45 @@ async def test_a_page_due_again_while_its_mark_is_written_is_not_sent_twice(
             relay.let_go.set()
             relay.stop()
             await asyncio.wait_for(running, 10)
+
+
+class LinkBackHeld(OutboxRelay):
+    """A relay whose taking up of a link back waits until let go."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.taking_up = asyncio.Event()
+        self.let_go = asyncio.Event()
+
+    async def channel_back(self, channel: str) -> None:
+        self.taking_up.set()
+        await self.let_go.wait()
+        await super().channel_back(channel)
+
+
+async def test_a_relay_stopped_while_it_takes_up_a_link_back_ends(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a stop() that comes while the relay makes a returned link's rows due ends
+    the relay at once: the stop's wake-up is not cleared behind it (on a clock that does
+    not move, as in the tests, the relay then slept for ever and the server's shutdown
+    with it)."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()  # this test runs its own relay
+        relay = LinkBackHeld(server.engine, server.desk, clock, {"sms": TextMessages()})
+        relay.link_back("sms")
+        running = asyncio.create_task(relay.run())
+        try:
+            await asyncio.wait_for(relay.taking_up.wait(), 5)
+            relay.stop()
+            relay.let_go.set()
+            await asyncio.wait_for(running, 5)
+        finally:
+            relay.let_go.set()
+            relay.stop()
+            if not running.done():
+                running.cancel()

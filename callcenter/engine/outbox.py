@@ -338,9 +338,11 @@ class OutboxRelay:
         try:
             while not self._stopping.is_set():
                 try:
-                    # Before clearing the wake-up: a link back meanwhile wakes the next.
-                    await self._hurry_links_back()
+                    # Cleared before anything is awaited: a stop() or a link back from
+                    # now on wakes the sleep below (a link back noted before it is
+                    # taken up at once, by _hurry_links_back).
                     wake.clear()
+                    await self._hurry_links_back()
                     await self.drain()
                     self.drained_at = self._clock.now()
                     upcoming = await self.next_attempt()
