@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ from datetime import timedelta
 
 import aiohttp
 import pytest
+import sqlalchemy
 from playwright.async_api import expect
+from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
 from callcenter.web import accounts
@@ -24,6 +27,7 @@ from callcenter.web.sessions import CSRF_HEADER, SESSION_COOKIE
 from tests.api_support import Api, another_instance, set_password, token_of, trust_local_proxy
 from tests.board_support import Browser, browser
 from tests.fixtures.browser import OpenTab
+from tests.ingest_support import eventually
 from tests.test_board_browser import card, sign_in
 
 FEED = "/api/board/feed"
@@ -202,3 +206,43 @@ async def test_the_board_page_says_its_operator_is_signed_out(
     assert li.page.url == api.server.web_url + "/board"
     await expect(li.page.locator("body")).to_have_attribute("data-connection", "signed_out")
     assert not li.errors and not wang.errors, li.errors + wang.errors
+
+
+async def test_checks_failing_while_the_database_is_down_are_logged_once(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Test that while the open boards' sign-ins cannot be checked (here their table is
+    gone for a few checks), the failure is logged once with its traceback, not at every
+    check, and one line says when the checks work again; the board stays open."""
+    caplog.set_level(logging.INFO, logger="callcenter.board")
+    checks = api.server.config.web.board_session_check_s
+
+    async def rename(old: str, new: str) -> None:
+        async with AsyncSession(api.server.engine) as session, session.begin():
+            await session.execute(sqlalchemy.text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    def said(words: str) -> list[logging.LogRecord]:
+        return [
+            r for r in caplog.records if r.name == "callcenter.board" and words in r.getMessage()
+        ]
+
+    async def failed() -> bool:
+        return bool(said("sign-ins failed"))
+
+    async def works_again() -> bool:
+        return bool(said("works again"))
+
+    async with browser(api) as li:
+        await signed_in(api, li, "li.na")
+        async with board_of(li) as board:
+            await rename("web_sessions", "web_sessions_away")
+            try:
+                await eventually(failed, within_s=WAIT_S, what="the failure logged")
+                await asyncio.sleep(4 * checks)
+            finally:
+                await rename("web_sessions_away", "web_sessions")
+            await eventually(works_again, within_s=WAIT_S, what="the recovery logged")
+            assert not board.ws.closed
+    failures = said("sign-ins failed")
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert len(said("works again")) == 1

@@ -80,17 +80,30 @@ class OpenBoards:
 
     async def run(self) -> None:
         """Check the open boards every ``web.board_session_check_s`` until cancelled."""
+        failing = False
         while True:
+            every = self._server.config.web.board_session_check_s
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._server.config.web.board_session_check_s):
+                async with asyncio.timeout(every):
                     await self._check_now.wait()
             self._check_now.clear()
             try:
                 await self.check()
             except Exception:
                 # Boards stay open while the database cannot say; the next tick tries
-                # again (a database that is down stops their feed anyway).
-                log.exception("checking the open boards' sign-ins failed")
+                # again (a database that is down stops their feed anyway). Said once,
+                # not twice a second for as long as the database is down.
+                if not failing:
+                    log.exception(
+                        "checking the open boards' sign-ins failed; boards stay open, and "
+                        "the check is tried again every %g s",
+                        every,
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("checking the open boards' sign-ins works again")
+                failing = False
 
     async def check(self) -> int:
         """Close every open board whose sign-in has ended; how many were closed."""
