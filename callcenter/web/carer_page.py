@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, AssignmentState, Call, Outcome
@@ -32,7 +32,8 @@ from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
 from callcenter.web import audit, sms
-from callcenter.web.contract import Access, ErrorBody, Parameters, contract
+from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
+from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.pages import file_response
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
@@ -51,21 +52,32 @@ _ASSETS = frozenset({"carer.js", "carer.css"})
 _DATA_MARK = "__CALL_DATA__"
 # An answer is a word and an outcome: anything longer is not from our page.
 MAX_ANSWER_BYTES = 1024
-# The buttons of the page, by the answer each one sends.
-PAGE_ANSWERS = {
-    "accept": Answer.ACCEPT,
-    "decline": Answer.DECLINE,
-    "on_the_way": Answer.ON_THE_WAY,
-    "on_scene": Answer.ON_SCENE,
-    "resolved": Answer.RESOLVED,
+
+
+class PageAnswer(StrEnum):
+    """The buttons of the page."""
+
+    ACCEPT = "accept"
+    DECLINE = "decline"
+    ON_THE_WAY = "on_the_way"
+    ON_SCENE = "on_scene"
+    RESOLVED = "resolved"
+
+
+# The answer each button sends, as the same SMS reply would.
+PAGE_ANSWERS: dict[PageAnswer, Answer] = {
+    PageAnswer.ACCEPT: Answer.ACCEPT,
+    PageAnswer.DECLINE: Answer.DECLINE,
+    PageAnswer.ON_THE_WAY: Answer.ON_THE_WAY,
+    PageAnswer.ON_SCENE: Answer.ON_SCENE,
+    PageAnswer.RESOLVED: Answer.RESOLVED,
 }
-_OUTCOMES = frozenset(o.value for o in Outcome)
 # What a carer may press in each state of their part in the call.
-_NEXT: dict[AssignmentState, tuple[str, ...]] = {
-    AssignmentState.DISPATCHED: ("accept", "decline"),
-    AssignmentState.ACCEPTED: ("on_the_way", "on_scene", "decline"),
-    AssignmentState.ON_THE_WAY: ("on_scene",),
-    AssignmentState.ON_SCENE: ("resolved",),
+_NEXT: dict[AssignmentState, tuple[PageAnswer, ...]] = {
+    AssignmentState.DISPATCHED: (PageAnswer.ACCEPT, PageAnswer.DECLINE),
+    AssignmentState.ACCEPTED: (PageAnswer.ON_THE_WAY, PageAnswer.ON_SCENE, PageAnswer.DECLINE),
+    AssignmentState.ON_THE_WAY: (PageAnswer.ON_SCENE,),
+    AssignmentState.ON_SCENE: (PageAnswer.RESOLVED,),
 }
 
 _REFUSALS = {
@@ -273,16 +285,8 @@ async def carer_page(request: web.Request) -> web.Response:
     return web.Response(
         text=html,
         content_type="text/html",
-        headers={
-            "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
-            "X-Frame-Options": "DENY",
-        },
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
     )
-
-
-def _bad_answer(message: str) -> web.Response:
-    return web.json_response({"error": "bad_request", "message": message}, status=400)
 
 
 async def _body(request: web.Request) -> bytes:
@@ -299,14 +303,6 @@ async def _body(request: web.Request) -> bytes:
 
 class LinkPath(Parameters):
     token: str = Field(description="the signed token of the dispatch SMS's link")
-
-
-class PageAnswer(StrEnum):
-    ACCEPT = "accept"
-    DECLINE = "decline"
-    ON_THE_WAY = "on_the_way"
-    ON_SCENE = "on_scene"
-    RESOLVED = "resolved"
 
 
 class AnswerBody(BaseModel):
@@ -353,46 +349,39 @@ async def answer(request: web.Request) -> web.Response:
     """A button pressed on the page: ``{"answer": "accept", "outcome"?: "..."}``,
     applied as the carer exactly as the same SMS reply would be."""
     server = request.app[SERVER]
+    too_long = f"an answer is at most {MAX_ANSWER_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_ANSWER_BYTES:
-        return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
+        raise bad_request(too_long)
     raw = await _body(request)
     if len(raw) > MAX_ANSWER_BYTES:
-        return _bad_answer(f"an answer is at most {MAX_ANSWER_BYTES} bytes")
+        raise bad_request(too_long)
     try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return _bad_answer('send JSON such as {"answer": "accept"}')
-    # The word is looked up only once it is a string: {} or [] cannot be a dict key.
-    pressed = body.get("answer") if isinstance(body, dict) else None
-    if not isinstance(pressed, str) or pressed not in PAGE_ANSWERS:
-        return _bad_answer(f"answer must be one of {', '.join(PAGE_ANSWERS)}")
-    outcome = Outcome.HELPED_AT_HOME
-    if "outcome" in body:
-        chosen = body["outcome"]
-        if not isinstance(chosen, str) or chosen not in _OUTCOMES:
-            return _bad_answer(f"outcome must be one of {', '.join(o.value for o in Outcome)}")
-        outcome = Outcome(chosen)
+        body = AnswerBody.model_validate_json(raw or b"{}")
+    except ValidationError as error:
+        problems = problems_of(AnswerBody, error)
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        raise bad_request(
+            f'send JSON such as {{"answer": "accept"}}; {summary}', problems=problems
+        ) from None
     registry = await server.desk.district.registry()
     try:
         live = await live_link(server, request.match_info["token"], registry)
     except LinkRefusedError as refused:
         _log_refusal(request, refused)
-        return web.json_response(
-            {"error": refused.reason, "message": refused.message()}, status=refused.status
-        )
+        raise ApiError(refused.status, refused.reason, refused.message()) from None
     handled = await sms.apply_answer(
         server,
         registry,
         live.carer,
         live.call.id,
-        PAGE_ANSWERS[pressed],
-        outcome=outcome,
+        PAGE_ANSWERS[body.answer],
+        outcome=body.outcome,
         via="the carer page",
     )
     log.info(
         "carer %s pressed %s on call %d: %s",
         live.carer.code,
-        pressed,
+        body.answer.value,
         live.call.id,
         handled.outcome,
     )

@@ -66,7 +66,7 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     headers["Server"] = SERVER_NAME
     headers["X-Content-Type-Options"] = "nosniff"
     headers["Content-Security-Policy"] = page_policy(request.app[SERVER].config.web)
-    headers.setdefault("X-Frame-Options", "DENY")
+    headers["X-Frame-Options"] = "DENY"
     headers.setdefault("Referrer-Policy", "same-origin")
     if request.path.startswith(_NOT_STORED):
         headers["Cache-Control"] = "no-store"

@@ -44,11 +44,11 @@ def _within(root: Path, relative: str) -> Path:
 
 
 def file_response(path: Path) -> web.FileResponse:
-    """One of our page files, never cached stale and never sniffed as another type."""
+    """One of our page files, never cached stale (headers.py adds what every answer
+    carries: nosniff, no framing)."""
     response = web.FileResponse(path)
     # The board is worked for hours: a new version must reach it on the next reload.
     response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Content-Type-Options"] = "nosniff"
     return response
 
 
@@ -63,9 +63,7 @@ async def board(request: web.Request) -> web.StreamResponse:
     await _require_sign_in(request)
     if not BOARD_PAGE.is_file():
         raise web.HTTPNotFound(text=f"the board's page is missing: {BOARD_PAGE}")
-    response = file_response(BOARD_PAGE)
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return file_response(BOARD_PAGE)
 
 
 @routes.get("/login/static/login.css")

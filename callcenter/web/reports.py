@@ -24,8 +24,7 @@ from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
 from callcenter.web import sessions
-from callcenter.web.auth import require_role
-from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, written_day
+from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, query_of
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import DASHBOARDS, file_response
 from callcenter.web.replies import json_reply
@@ -34,7 +33,6 @@ from callcenter.web.views import iso
 
 REPORTS_PATH = "/reports"
 REPORTS_PAGE = DASHBOARDS / "reports" / "index.html"
-CSV_KINDS = ("station", "carer")
 
 routes = web.RouteTableDef()
 
@@ -74,29 +72,11 @@ class Report(BaseModel):
 _PERIOD_ERRORS = {400: "a day missing or not YYYY-MM-DD, reversed, or over 366 days"}
 
 
-def _day(request: web.Request, name: str, today: date) -> date:
-    raw = request.query.get(name)
-    example = today.isoformat()
-    if raw is None:
-        raise bad_request(
-            f"say which days: ?from=YYYY-MM-DD&to=YYYY-MM-DD (district days, inclusive), "
-            f"e.g. ?from={example}&to={example}; {name} is missing",
-            field=name,
-        )
-    day = written_day(raw)
-    if day is None:
-        raise bad_request(
-            f"{name} must be {DAY_WORDS}; not {raw[:40]!r}",
-            field=name,
-        )
-    return day
-
-
-def _period(request: web.Request, today: date) -> tuple[date, date]:
-    """The ?from= and ?to= days; 400 when either is not a date, they are reversed, or
-    they span more than MAX_PERIOD_DAYS."""
-    first = _day(request, "from", today)
-    last = _day(request, "to", today)
+def _period(request: web.Request) -> tuple[date, date]:
+    """The ?from= and ?to= days (each a date, checked by the route's PeriodQuery); 400
+    when they are reversed or span more than MAX_PERIOD_DAYS."""
+    period = query_of(request, PeriodQuery)
+    first, last = period.from_, period.to
     if last < first:
         raise bad_request(
             f"to ({last}) is before from ({first}); give the earlier day as from",
@@ -113,12 +93,12 @@ def _period(request: web.Request, today: date) -> tuple[date, date]:
 
 
 async def _report(request: web.Request) -> dict[str, Any]:
-    """The report the query asks for, by a supervisor or administrator (403 otherwise)."""
-    require_role(request, m.OperatorRole.SUPERVISOR)
+    """The report the query asks for (the route lets only supervisors and administrators
+    ask)."""
     server = request.app[SERVER]
     zone = ZoneInfo(server.config.district.timezone)
     now = server.clock.now()
-    first, last = _period(request, now.astimezone(zone).date())
+    first, last = _period(request)
     async with AsyncSession(server.engine) as session:
         return await report(
             session,
@@ -245,19 +225,13 @@ def carer_rows(found: dict[str, Any]) -> list[list[Any]]:
 async def reports_csv(request: web.Request) -> web.Response:
     """The period's figures per station (``by=station``, the default) or per carer, as a
     CSV file to download."""
-    by = request.query.get("by", "station")
-    if by not in CSV_KINDS:
-        raise bad_request(
-            f"by must be one of: {', '.join(CSV_KINDS)}; not {by!r}",
-            field="by",
-            allowed=list(CSV_KINDS),
-        )
+    by = query_of(request, CsvQuery).by
     found = await _report(request)
     out = io.StringIO()
     csv.writer(out, lineterminator="\r\n").writerows(
-        station_rows(found) if by == "station" else carer_rows(found)
+        station_rows(found) if by is CsvKind.STATION else carer_rows(found)
     )
-    name = f"report-{by}-{found['from']}-to-{found['to']}.csv"
+    name = f"report-{by.value}-{found['from']}-to-{found['to']}.csv"
     return web.Response(
         # A byte-order mark lets spreadsheet programs read the Chinese names as UTF-8.
         body=("\ufeff" + out.getvalue()).encode(),
@@ -289,14 +263,9 @@ async def reports_page(request: web.Request) -> web.StreamResponse:
     signed_in = await sessions.session_of(request)
     if signed_in is None:
         raise web.HTTPSeeOther(sessions.LOGIN_PATH)
-    async with AsyncSession(request.app[SERVER].engine) as session:
-        operator = await session.get(m.Operator, signed_in.operator_id)
-    if operator is None:
-        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+    operator = signed_in.operator
     if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[m.OperatorRole.SUPERVISOR]:
         return _refused_page(operator.username)
     if not REPORTS_PAGE.is_file():
         raise web.HTTPNotFound(text=f"the reports page is missing: {REPORTS_PAGE}")
-    response = file_response(REPORTS_PAGE)
-    response.headers["X-Frame-Options"] = "DENY"
-    return response
+    return file_response(REPORTS_PAGE)

@@ -56,9 +56,6 @@ INBOUND_PATH = "/sms/inbound"
 SIGNATURE_HEADER = "X-Twilio-Signature"
 # The example call number in help texts when the carer has no open call.
 _EXAMPLE_CALL = "12"
-# What each webhook cannot do without (twilio_form checks every field's shape).
-_INBOUND_FIELDS = ("AccountSid", "MessageSid", "From", "To", "Body")
-_STATUS_FIELDS = ("AccountSid", "MessageSid", "MessageStatus")
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
 
@@ -103,7 +100,23 @@ class StatusForm(BaseModel):
     ErrorCode: str | None = _shaped("ErrorCode", "Twilio's delivery error, if any", default=None)
 
 
+def _required(form: type[BaseModel]) -> tuple[str, ...]:
+    """The fields a webhook cannot do without: those its form model requires
+    (twilio_form checks every field's shape)."""
+    return tuple(
+        info.alias or name for name, info in form.model_fields.items() if info.is_required()
+    )
+
+
+_INBOUND_FIELDS = _required(InboundForm)
+_STATUS_FIELDS = _required(StatusForm)
+
 _SIGNED = {
+    400: (
+        "signed, but not a form Twilio posts: a field missing, posted twice, or not in "
+        "Twilio's shape (a NUL character, an id or number with something glued on, "
+        "another account, a Body over 1600 characters)"
+    ),
     403: "not signed by Twilio (X-Twilio-Signature missing or wrong)",
     415: "not application/x-www-form-urlencoded, as Twilio posts",
 }
@@ -191,7 +204,6 @@ class Handled:
     form=InboundForm,
     answers={
         200: Reply("TwiML: the confirmation Twilio texts back", media="text/xml"),
-        400: "MessageSid, From or Body missing or too long",
         **_SIGNED,
     },
     tag="twilio",
@@ -447,7 +459,6 @@ def delivery_error(code: str) -> str:
     form=StatusForm,
     answers={
         200: Reply("recorded (also for a message or status we do not know)", media=""),
-        400: "MessageSid or MessageStatus missing, or a field too long",
         **_SIGNED,
     },
     tag="twilio",
