@@ -211,7 +211,9 @@ class FakeTwilio:
         number: str = DEFAULT_NUMBER,
     ) -> None:
         if not is_loopback(host):
-            raise ValueError(f"{LOOPBACK_ONLY}; it will not listen on {host!r}")
+            raise ValueError(
+                f"{LOOPBACK_ONLY}; it will not listen on {host!r} (use 127.0.0.1, ::1 or localhost)"
+            )
         self.host = host
         # Report "sent" then "delivered" to each accepted message's StatusCallback.
         self.auto_deliver = auto_deliver

@@ -40,9 +40,9 @@ _TOKEN_CHARS = (4 * (_FIELDS.size + _MAC_BYTES)) // 3
 _KEY_BYTES = 32
 # Where link_key keeps the key for the rest of a transaction (in its session's info).
 _KEY_IN_TRANSACTION = "callcenter.link_key"
-# Whatever follows /c/ up to the end of the path segment: a token, or a mangled one
-# (a token one character off is still nearly one).
-_TOKEN_IN_TEXT = re.compile(r"(?<=/c/)[^\s/?#&\"'<>]+")
+# Whatever follows LINK_PATH up to the end of the path segment: a token, or a mangled
+# one (a token one character off is still nearly one).
+_TOKEN_IN_TEXT = re.compile(f"(?<={re.escape(LINK_PATH)})" + r"[^\s/?#&\"'<>]+")
 MASK = "***"
 
 
