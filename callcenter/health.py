@@ -50,6 +50,7 @@ from callcenter.engine.scheduler import Scheduler
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest, IngestStats
 from callcenter.store import models as m
+from callcenter.store.db import what_it_said
 
 log = logging.getLogger("callcenter.health")
 
@@ -448,7 +449,7 @@ class Health:
             error = (
                 f"no answer within {DATABASE_TIMEOUT_S:g} s"
                 if isinstance(failure, TimeoutError)
-                else (str(getattr(failure, "orig", None) or failure).splitlines() or ["?"])[0]
+                else what_it_said(failure)
             )[:300]
         # The report is as of now: whoever asks from here on needs a look of their own.
         self._looking = None

@@ -37,7 +37,7 @@ from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
 from callcenter.ingest.protocol import DeadLetterReason, is_device_name, subscription
 from callcenter.ingest.registry import DeviceRegistry, load_devices
 from callcenter.ingest.writer import EventWriter, StoredEvent, Written
-from callcenter.store.db import refused_by_database
+from callcenter.store.db import refused_by_database, what_it_said
 from callcenter.store.models import registry_version
 
 log = logging.getLogger("callcenter.ingest")
@@ -85,13 +85,6 @@ class IngestStats:
     # with nothing stored between is the database refusing everything.
     rejecting_since: datetime | None = None
     rejecting_devices: int = 0
-
-
-def _said(error: BaseException) -> str:
-    """What a database error says, without the statement and parameters SQLAlchemy adds."""
-    said = getattr(error, "orig", None) or error
-    lines = str(said).splitlines()
-    return lines[0][:500] if lines else type(said).__name__
 
 
 def _received(message: aiomqtt.Message) -> Received:
@@ -305,7 +298,7 @@ class Ingest:
                     log.error(
                         "batch of %d refused by the database (%s); writing its messages one by one",
                         len(received),
-                        _said(error),
+                        what_it_said(error),
                     )
                     return await self._commit_one_by_one(received)
                 await self._database_unavailable(error, len(received), next(delays))
@@ -321,7 +314,7 @@ class Ingest:
         self._database_failed(error)
         log.error(
             "database unavailable (%s); %d messages held unacknowledged, retry in %.1f s",
-            _said(error),
+            what_it_said(error),
             held,
             wait,
         )
@@ -358,7 +351,7 @@ class Ingest:
 
     def _rejected(self, message: Received, error: Exception, *, keep_payload: bool) -> BatchPlan:
         """The plan that keeps ``message`` as a dead letter the database refused."""
-        detail = f"the database refused it: {_said(error)}"
+        detail = f"the database refused it: {what_it_said(error)}"
         if not keep_payload:
             detail += f"; so did its dead letter, kept without its {len(message.payload)} bytes"
         row = dead_letter_row(
@@ -408,7 +401,7 @@ class Ingest:
         """Note, for /healthz, that the database refused or did not answer (its first
         line only: the whole error, with its statement, is in the log)."""
         self.stats.database_failing_since = self.stats.database_failing_since or self._clock.now()
-        self.stats.database_error = _said(error)[:300]
+        self.stats.database_error = what_it_said(error)[:300]
 
     def _database_answered(self, *, committed: bool = False) -> None:
         if committed:

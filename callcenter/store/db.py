@@ -85,6 +85,14 @@ def refused_by_database(error: BaseException) -> bool:
     return isinstance(error, ValueError | TypeError | OverflowError)
 
 
+def what_it_said(error: BaseException) -> str:
+    """What a database error says, in one line: without the statement and parameters
+    SQLAlchemy adds (a dead letter's detail, a log line, a health report)."""
+    said = getattr(error, "orig", None) or error
+    lines = str(said).splitlines()
+    return lines[0][:500] if lines else type(said).__name__
+
+
 def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created.
 
