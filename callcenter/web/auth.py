@@ -4,7 +4,8 @@ sign-in cookie (see sessions.py), checked against the operators table.
 Tokens are random and only their SHA-256 is stored, so a copy of the database does not
 let anyone work the desk. The signed-in operator becomes the domain's Actor, which is how
 the call history and the first-responder rule know them. Roles rank operator <
-supervisor < admin; ``require_role`` refuses what a role may not do.
+supervisor < admin; a route declares the least role it needs in its contract
+(``contract.require_role`` refuses the rest).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from callcenter.store import models as m
 from callcenter.web import sessions
 from callcenter.web.bodies import Language, LanguageBody, read_body
 from callcenter.web.contract import contract
-from callcenter.web.contract import require_role as _require_role
 from callcenter.web.errors import ApiError
 from callcenter.web.replies import json_reply
 from callcenter.web.state import CREDENTIAL, CSRF, OPERATOR, SERVER, Credential
@@ -92,12 +92,6 @@ class DeskOperator:
     def may(self, role: m.OperatorRole) -> bool:
         """Whether they may do what ``role`` may."""
         return m.ROLE_RANK[self.role] >= m.ROLE_RANK[role]
-
-
-def require_role(request: web.Request, role: m.OperatorRole) -> DeskOperator:
-    """The signed-in operator, if their role allows what ``role`` may; else 403 (routes
-    declare the role in their contract, which checks it the same way)."""
-    return _require_role(request, role)
 
 
 def _unauthorised(message: str) -> ApiError:
