@@ -29,10 +29,10 @@ from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, Sender, T
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.health import Health
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
@@ -64,6 +64,9 @@ class Running:
     watchdog: Watchdog
     # Whether every part gets its work done (/healthz, the boards' banner).
     health: Health
+    # The Twilio account texts go from (the local fake's while it runs): its auth token
+    # signs the webhooks Twilio posts back.
+    sms_account: TwilioAccount
     # The operator API's address (the real port when config.web.port is 0); set once
     # it listens.
     web_url: str = ""
@@ -240,6 +243,7 @@ async def assembled_server(
             relay,
             watchdog,
             health,
+            account,
             fake_twilio=fake_twilio,
         )
         await desk.district.registry()  # read once now, not by the first alarm

@@ -271,7 +271,7 @@ def _cmd_fake_twilio(args: argparse.Namespace) -> int:
 async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     import signal
 
-    from callcenter.notify.fake_twilio import FakeTwilio
+    from callcenter.fake_twilio import FakeTwilio
 
     try:
         fake_twilio = FakeTwilio(host=host, port=port, inbound_url=inbound_url)

@@ -21,7 +21,7 @@ import aiohttp
 
 from callcenter.clock import Clock
 from callcenter.domain.geo import Place, Transport, travel_time_s
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.store.demo import DemoDistrict
 
 # A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in

@@ -44,6 +44,7 @@ from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.ingest.batch import Received
 from callcenter.ingest.protocol import (
     Channel,
@@ -53,7 +54,6 @@ from callcenter.ingest.protocol import (
     topic_for,
 )
 from callcenter.ingest.service import Ingest
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.demo import DemoDistrict, build_demo_district, seed_demo_district
 from callcenter.store.migrate import upgrade_async

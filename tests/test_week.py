@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.rest import Client
 
 from callcenter.clock import SystemClock
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from callcenter.store.demo import build_demo_district
