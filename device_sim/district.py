@@ -42,9 +42,9 @@ def district_devices(households: int) -> list[DeviceSpec]:
 
 
 async def load_devices_from_database(url: str) -> list[DeviceSpec]:
-    """Every device registered in the database at ``url`` (callcenter.store.demo)."""
+    """Every device registered in the database at ``url`` (device_sim.demo_district)."""
     # Imported here: the store needs SQLAlchemy and a database, --households does not.
-    from callcenter.store.demo import load_device_directory
+    from device_sim.demo_district import load_device_directory
 
     try:
         rows = await load_device_directory(url)
