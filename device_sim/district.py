@@ -42,8 +42,8 @@ def district_devices(households: int) -> list[DeviceSpec]:
 
 
 async def load_devices_from_database(url: str) -> list[DeviceSpec]:
-    """Every device registered in the database at ``url`` (device_sim.demo_district)."""
-    # Imported here: the store needs SQLAlchemy and a database, --households does not.
+    """Every device registered in the database at ``url`` (see demo_district)."""
+    # Imported here: reading a database needs SQLAlchemy, --households does not.
     from device_sim.demo_district import load_device_directory
 
     try:
