@@ -59,8 +59,8 @@ from callcenter.ingest.protocol import (
 )
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
+from device_sim.demo_district import seed_demo_district
 
 SEED = 2026
 PREFIX = "bench"

@@ -46,8 +46,8 @@ from callcenter.ingest.protocol import (
 from callcenter.ingest.service import Ingest
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store.db import create_engine
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
+from device_sim.demo_district import seed_demo_district
 
 PREFIX = "bench"
 HOUSEHOLDS = 900

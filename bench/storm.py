@@ -47,9 +47,9 @@ from callcenter.engine.reports import nearest_rank
 from callcenter.engine.repository import SMS
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
 from device_sim import GroundTruth, check_losses, parse_storm, read_ground_truth
+from device_sim.demo_district import seed_demo_district
 
 SEED = 2026
 PREFIX = "storm"

@@ -44,6 +44,7 @@ from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.ingest.batch import Received
 from callcenter.ingest.protocol import (
     Channel,
@@ -53,11 +54,10 @@ from callcenter.ingest.protocol import (
     topic_for,
 )
 from callcenter.ingest.service import Ingest
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
-from callcenter.store.demo import DemoDistrict, build_demo_district, seed_demo_district
 from callcenter.store.migrate import upgrade_async
 from callcenter.web.sms import INBOUND_PATH
+from device_sim.demo_district import DemoDistrict, build_demo_district, seed_demo_district
 from device_sim.device import event_id
 from device_sim.field import DeskProfile, FieldProfile, Operators, Text, district_field
 from device_sim.households import (

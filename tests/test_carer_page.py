@@ -17,8 +17,8 @@ from playwright.async_api import expect
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify import links
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from tests.api_support import Api, Reply

@@ -24,7 +24,7 @@ from twilio.request_validator import RequestValidator
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, delivery_error

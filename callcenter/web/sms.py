@@ -125,9 +125,7 @@ _SIGNED = {
 def webhook_auth_token(server: Running) -> str:
     """The secret Twilio signs webhooks with: the local fake's while it runs, else the
     account's auth token from the configuration."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.auth_token
-    return server.config.sms.auth_token
+    return server.sms_account.auth_token
 
 
 def signed_url(request: web.Request, public_url: str) -> str:
@@ -148,9 +146,7 @@ def twiml(text: str) -> web.Response:
 def webhook_account_sid(server: Running) -> str:
     """The account whose webhooks these are: the local fake's while it runs, else the
     configured account."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.account_sid
-    return server.config.sms.account_sid
+    return server.sms_account.account_sid
 
 
 async def signed_form(
