@@ -13,7 +13,14 @@ from pathlib import Path
 
 
 def _pages() -> Path:
-    found = resources.files("callcenter.dashboards")
+    try:
+        found = resources.files("callcenter.dashboards")
+    except ModuleNotFoundError:
+        # An editable install made before setup.py mapped dashboards/ does not know it.
+        raise RuntimeError(
+            "the pages (package callcenter.dashboards) are not installed: "
+            "reinstall the project (scripts/dev setup, or pip install -e .)"
+        ) from None
     # aiohttp sends a page from a file on disk: pip installs packages as files, and a
     # zipped copy could not be served.
     if not isinstance(found, Path):
