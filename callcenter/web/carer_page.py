@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from html import escape
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,6 +31,7 @@ from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
 from callcenter.web import audit, sms
+from callcenter.web.assets import CARER_PAGES
 from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.pages import file_response
@@ -45,7 +45,6 @@ log = logging.getLogger("callcenter.carer_page")
 
 routes = web.RouteTableDef()
 
-CARER_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "carer"
 PAGE = CARER_PAGES / "index.html"
 _ASSETS = frozenset({"carer.js", "carer.css"})
 # The page's data goes into the HTML here, so one view is one request and one audit row.

@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -36,6 +35,7 @@ from callcenter.engine import repository
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import audit
+from callcenter.web.assets import FAMILY_PAGES
 from callcenter.web.bodies import _Body, read_body
 from callcenter.web.contract import MAX_ID, Access, Parameters, contract
 from callcenter.web.errors import ApiError, not_found
@@ -79,7 +79,6 @@ CODE_ASKED = "family_code_asked"
 CODE_WRONG = "family_code_wrong"
 SIGNED_IN = "family_signed_in"
 
-FAMILY_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "family"
 # The only files served from dashboards/family/ besides the page.
 _ASSETS = frozenset({"family.js", "family.css"})
 
