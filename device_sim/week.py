@@ -42,16 +42,11 @@ from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
+from callcenter.domain.events import EventKind
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
 from callcenter.ingest.batch import Received
-from callcenter.ingest.protocol import (
-    Channel,
-    EventKind,
-    event_payload,
-    status_payload,
-    topic_for,
-)
+from callcenter.ingest.protocol import Channel, event_payload, status_payload, topic_for
 from callcenter.ingest.service import Ingest
 from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
