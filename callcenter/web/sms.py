@@ -39,6 +39,7 @@ from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
+from callcenter.notify.twilio_errors import BROKEN_BY_DELIVERY, delivery_error
 from callcenter.store import models as m
 from callcenter.web import twilio_form
 from callcenter.web.contract import Access, Reply, contract
@@ -426,31 +427,12 @@ _DELIVERY_RANK = {
 _NEVER_ARRIVES = frozenset({"undelivered", "failed", "canceled"})
 # What moves a dispatch on at once: the carer was not reached.
 NOT_REACHED = frozenset({"undelivered", "failed"})
-# Twilio's delivery error codes, as a person should read them.
-DELIVERY_ERRORS = {
-    "30003": "unreachable handset: the phone is switched off or out of coverage",
-    "30005": "unknown destination: the number does not exist or is out of service",
-    "30006": "landline or unreachable carrier: the number cannot receive texts",
-    "30007": "carrier filtered: the carrier blocked the message (spam filter)",
-    "30008": "unknown error: the carrier gave no reason",
-}
-# Delivery errors that say the number itself cannot get texts: it is marked broken.
-_BROKEN_BY_DELIVERY = {
-    "30005": m.PhoneProblem.INVALID_NUMBER,
-    "30006": m.PhoneProblem.NOT_MOBILE,
-}
 
 
 def not_over(status: str) -> frozenset[str]:
     """The delivery statuses a report of ``status`` must not replace."""
     rank = _DELIVERY_RANK[status]
     return frozenset(s for s, r in _DELIVERY_RANK.items() if r >= rank) | _NEVER_ARRIVES
-
-
-def delivery_error(code: str) -> str:
-    """Twilio's delivery error code with its meaning, e.g. "Twilio 30003, unreachable ..."."""
-    meaning = DELIVERY_ERRORS.get(code)
-    return f"Twilio {code}, {meaning}" if meaning else f"Twilio {code}"
 
 
 @routes.post(STATUS_PATH)
@@ -473,7 +455,7 @@ async def sms_status(request: web.Request) -> web.Response:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
     error = f"{status}: {delivery_error(code)}" if code else None
-    problem = _BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
+    problem = BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
     async with server.desk.transaction() as session:
         noted = await repository.note_delivery(
             session, sid, status, error=error, not_over=not_over(status)
