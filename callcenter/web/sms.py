@@ -26,15 +26,19 @@ from callcenter.domain.calls import (
     Actor,
     ActorKind,
     CallError,
-    Command,
     Outcome,
-    Report,
-    Resolve,
     TextFailed,
     Unreachable,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
+from callcenter.domain.replies import (
+    CONFIRMATIONS,
+    Answer,
+    ReplyError,
+    command_for,
+    parse_reply,
+    refusal,
+)
 from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
@@ -59,14 +63,6 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 _EXAMPLE_CALL = "12"
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
-
-_CONFIRMATIONS = {
-    Answer.ACCEPT: MessageKind.REPLY_ACCEPTED,
-    Answer.DECLINE: MessageKind.REPLY_DECLINED,
-    Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
-    Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
-    Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
-}
 
 
 def _shaped(name: str, meaning: str, **default: Any) -> Any:
@@ -360,12 +356,7 @@ async def apply_answer(
 
     if not await _was_on(server, call_id, carer.id):
         return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
-    actor = Actor(ActorKind.CARER, carer.code)
-    command: Command
-    if answer is Answer.RESOLVED:
-        command = Resolve(actor, outcome, note=f"closed by {via}")
-    else:
-        command = Report(actor, carer.id, REPORTS[answer])
+    command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
     try:
         call = await server.desk.command(call_id, command)
     except CallNotFoundError:
@@ -374,7 +365,7 @@ async def apply_answer(
         refused = await _refusal(server, registry, call_id, carer, error, via)
         return Handled("refused", refused, call_id)
     household = registry.households[call.household_id].code
-    kind = _CONFIRMATIONS[answer]
+    kind = CONFIRMATIONS[answer]
     return Handled(
         str(answer),
         say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
