@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.app import Running, assembled_server
 from callcenter.clock import ManualClock
 from callcenter.config import Config
+from callcenter.domain import response_times
 from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
 from callcenter.domain.events import EventKind
@@ -835,8 +836,8 @@ class VirtualWeek:
             "open": len(open_calls),
             "escalated": len(escalated),
             "open_unescalated": sum(1 for c in open_calls if c.id not in escalated),
-            "emergency_on_scene_within_circle": reports.share(within, counted),
-            "emergency_on_scene_p90_s": reports.nearest_rank(reached, 90),
+            "emergency_on_scene_within_circle": response_times.share(within, counted),
+            "emergency_on_scene_p90_s": response_times.nearest_rank(reached, 90),
         }
 
     async def _utilisation(

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
 from callcenter.domain.events import EventKind
-from callcenter.engine.reports import escalation_of, nearest_rank
+from callcenter.domain.response_times import nearest_rank
+from callcenter.engine.reports import escalation_of
 from callcenter.store import models as m
 from callcenter.web.reports import spreadsheet_cell
 from tests.api_support import PASSWORD, Api, set_password
