@@ -47,11 +47,10 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
 from callcenter.domain.calls import Actor, ActorKind, Outcome, Resolve
+from callcenter.domain.events import EventKind, ServerEventKind
 from callcenter.engine.feed import Update
 from callcenter.ingest.protocol import (
     Channel,
-    EventKind,
-    ServerEventKind,
     event_payload,
     heartbeat_payload,
     subscription,

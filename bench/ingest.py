@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
+from callcenter.domain.events import EventKind
 from callcenter.ingest.mqtt import ingest_client
 from callcenter.ingest.protocol import (
     Channel,
-    EventKind,
     event_payload,
     heartbeat_payload,
     subscription,
