@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import re
 
-from callcenter.web.pages import DASHBOARDS
+from callcenter.web.assets import PAGES
 
-BOARD = DASHBOARDS / "board"
+BOARD = PAGES / "board"
 WIRING = "board.js"
 # `import { a, b } from "./x.js";` and `import "./x.js";`, each at the start of a line.
 _IMPORT = re.compile(r'^import\s+(?:[^;"]*?\sfrom\s+)?"([^"]+)";', re.MULTILINE)
