@@ -12,16 +12,25 @@ from typing import Any
 
 from callcenter import logs
 from callcenter.config import Config, ConfigError, check_environment, load_config
+from callcenter.logs import LogFormat
 
 
 def _load(args: argparse.Namespace) -> Config:
+    """The configuration in force, the log written as it says from now on (a command's
+    ``--log-format`` over ``logging.format``); exit 2 listing its problems."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+    asked = getattr(args, "log_format", None)
+    if asked is not None:
+        chosen = config.logging.model_copy(update={"format": LogFormat(asked)})
+        config = config.model_copy(update={"logging": chosen})
+    logs.configure(args.log_level, log_format=config.logging.format)
+    return config
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -342,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated carers do not answer their pages (answer them on the fake Twilio's page)",
     )
     demo.set_defaults(func=_cmd_demo)
+    for command in (serve, demo):
+        command.add_argument(
+            "--log-format",
+            choices=[f.value for f in LogFormat],
+            default=None,
+            help="text: a line a person reads; json: one JSON object a line, with the "
+            "call, household, carer and event as fields (default: logging.format, text)",
+        )
 
     seed = commands.add_parser("seed", help="fill the database")
     seed.add_argument("--demo", action="store_true", help="build the demo district")
