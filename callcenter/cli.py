@@ -317,6 +317,18 @@ async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     return 0
 
 
+def add_log_format(command: argparse.ArgumentParser) -> None:
+    """Give a command that runs the server ``--log-format``, which wins over
+    ``logging.format`` when the command loads its configuration."""
+    command.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=None,
+        help="text: a line a person reads; json: one JSON object a line, with the "
+        "call, household, carer and event as fields (default: logging.format, text)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, exposed for tests and docs."""
     parser = argparse.ArgumentParser(
@@ -352,13 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
     for command in (serve, demo):
-        command.add_argument(
-            "--log-format",
-            choices=[f.value for f in LogFormat],
-            default=None,
-            help="text: a line a person reads; json: one JSON object a line, with the "
-            "call, household, carer and event as fields (default: logging.format, text)",
-        )
+        add_log_format(command)
 
     seed = commands.add_parser("seed", help="fill the database")
     seed.add_argument("--demo", action="store_true", help="build the demo district")
