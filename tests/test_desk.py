@@ -23,8 +23,8 @@ from callcenter.domain.calls import (
     CarerReport,
     Report,
 )
+from callcenter.domain.events import EventKind
 from callcenter.engine.scheduler import Scheduler
-from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
 from tests.desk_support import (
     MONDAY_MORNING,

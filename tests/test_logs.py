@@ -18,7 +18,7 @@ import pytest
 
 from callcenter import logs
 from callcenter.broker import EmbeddedBroker
-from callcenter.cli import _load, build_parser
+from callcenter.cli import build_parser, config_from
 from callcenter.config import ConfigError, load_config
 from callcenter.ingest.protocol import Channel, topic_for
 from callcenter.logs import LogFormat
@@ -253,9 +253,11 @@ def test_the_command_line_format_overrides_the_key(tmp_path: Path) -> None:
     path.write_text('[logging]\nformat = "json"\n')
     parser = build_parser()
     for command in ("serve", "demo"):
-        keyed = _load(parser.parse_args(["--config", str(path), command]))
+        keyed = config_from(parser.parse_args(["--config", str(path), command]))
         assert keyed.logging.format is LogFormat.JSON
-        asked = _load(parser.parse_args(["--config", str(path), command, "--log-format", "text"]))
+        asked = config_from(
+            parser.parse_args(["--config", str(path), command, "--log-format", "text"])
+        )
         assert asked.logging.format is LogFormat.TEXT
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--log-format", "xml"])

@@ -23,7 +23,7 @@ from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.engine.outbox import REPEAT_MARK, OutboxMessage, OutboxRelay, Receipt
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar

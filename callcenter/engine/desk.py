@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter import logs
 from callcenter.clock import Clock
-from callcenter.domain.call_types import ALARM_TYPES, NOTED_ON, RAISED_BY, CallType
+from callcenter.domain.call_types import CallType
 from callcenter.domain.calls import (
     Actor,
     AssignmentState,
@@ -33,10 +33,7 @@ from callcenter.domain.calls import (
     CarerReport,
     Command,
     Decision,
-    DeviceCancel,
-    DeviceNote,
     Dispatch,
-    Press,
     Report,
     Situation,
     StandDown,
@@ -46,6 +43,7 @@ from callcenter.domain.calls import (
     open_call,
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
+from callcenter.domain.events import Ignore, OpenNew, route
 from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
@@ -471,44 +469,20 @@ class Desk:
             household = registry.households[event.household_id]
         with logs.bound(event_id=event.id, household=household.code):
             open_calls = await repository.open_calls(session, event.household_id)
-            raised = RAISED_BY.get(event.kind)
-            if raised is not None:
-                family = ALARM_TYPES if raised in ALARM_TYPES else {raised}
-                target = next((id_ for id_, kind in open_calls if kind in family), None)
-                if target is None:
-                    return await self._open(session, event, raised, household, registry, now)
-                press = Press(raised, event.device)
-                await self._apply(session, target, lambda *_: press, may_dispatch=False)
-                return target
-            if event.kind == "cancel":
-                target = next((id_ for id_, kind in open_calls if kind in ALARM_TYPES), None)
-                if target is None:
-                    log.info(
-                        "household %s: cancel from %s with no open call; nothing to do",
-                        household.code,
-                        event.device,
-                    )
-                    return None
-                cancel = DeviceCancel(event.device)
-                await self._apply(session, target, lambda *_: cancel, may_dispatch=False)
-                return target
-            noted = NOTED_ON.get(event.kind)
-            if noted is not None:
-                on, what = noted
-                target = next((id_ for id_, kind in open_calls if kind in on), None)
-                if target is None:
-                    log.info(
-                        "household %s: %s from %s with no open call to note it on",
-                        household.code,
-                        event.kind,
-                        event.device,
-                    )
-                    return None
-                note = DeviceNote(event.device, what, dict(event.data))
-                await self._apply(session, target, lambda *_: note, may_dispatch=False)
-                return target
-            log.warning("household %s: event kind %r raises no call", household.code, event.kind)
-            return None
+            where = route(event.kind, event.device, event.data, open_calls)
+            if isinstance(where, OpenNew):
+                return await self._open(session, event, where.call_type, household, registry, now)
+            if isinstance(where, Ignore):
+                log.log(
+                    logging.WARNING if where.warn else logging.INFO,
+                    "household %s: %s",
+                    household.code,
+                    where.why,
+                )
+                return None
+            command = where.command
+            await self._apply(session, where.call_id, lambda *_: command, may_dispatch=False)
+            return where.call_id
 
     async def _open(
         self,

@@ -20,9 +20,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callcenter import logs
-from callcenter.domain.call_types import raises_alarm
+from callcenter.domain.events import ServerEventKind, raises_alarm
 from callcenter.ingest.batch import BatchPlan, same_content
-from callcenter.ingest.protocol import SERVER_ID_PREFIX, ServerEventKind, server_event_id
+from callcenter.ingest.protocol import SERVER_ID_PREFIX, server_event_id
 from callcenter.store.db import write_locked, write_turn
 from callcenter.store.models import Base
 

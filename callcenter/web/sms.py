@@ -27,19 +27,24 @@ from callcenter.domain.calls import (
     Actor,
     ActorKind,
     CallError,
-    Command,
     Outcome,
-    Report,
-    Resolve,
     TextFailed,
     Unreachable,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
+from callcenter.domain.replies import (
+    CONFIRMATIONS,
+    Answer,
+    ReplyError,
+    command_for,
+    parse_reply,
+    refusal,
+)
 from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.notify.sms import STATUS_PATH
+from callcenter.notify.twilio_errors import BROKEN_BY_DELIVERY, delivery_error
 from callcenter.store import models as m
 from callcenter.web import twilio_form
 from callcenter.web.contract import Access, Reply, contract
@@ -59,14 +64,6 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 _EXAMPLE_CALL = "12"
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
-
-_CONFIRMATIONS = {
-    Answer.ACCEPT: MessageKind.REPLY_ACCEPTED,
-    Answer.DECLINE: MessageKind.REPLY_DECLINED,
-    Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
-    Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
-    Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
-}
 
 
 def _shaped(name: str, meaning: str, **default: Any) -> Any:
@@ -126,9 +123,7 @@ _SIGNED = {
 def webhook_auth_token(server: Running) -> str:
     """The secret Twilio signs webhooks with: the local fake's while it runs, else the
     account's auth token from the configuration."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.auth_token
-    return server.config.sms.auth_token
+    return server.sms_account.auth_token
 
 
 def signed_url(request: web.Request, public_url: str) -> str:
@@ -149,9 +144,7 @@ def twiml(text: str) -> web.Response:
 def webhook_account_sid(server: Running) -> str:
     """The account whose webhooks these are: the local fake's while it runs, else the
     configured account."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.account_sid
-    return server.config.sms.account_sid
+    return server.sms_account.account_sid
 
 
 async def signed_form(
@@ -367,12 +360,7 @@ async def apply_answer(
             return Handled(
                 "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
             )
-        actor = Actor(ActorKind.CARER, carer.code)
-        command: Command
-        if answer is Answer.RESOLVED:
-            command = Resolve(actor, outcome, note=f"closed by {via}")
-        else:
-            command = Report(actor, carer.id, REPORTS[answer])
+        command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
         try:
             call = await server.desk.command(call_id, command)
         except CallNotFoundError:
@@ -383,7 +371,7 @@ async def apply_answer(
             refused = await _refusal(server, registry, call_id, carer, error, via)
             return Handled("refused", refused, call_id)
         household = registry.households[call.household_id].code
-        kind = _CONFIRMATIONS[answer]
+        kind = CONFIRMATIONS[answer]
         return Handled(
             str(answer),
             say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
@@ -437,31 +425,12 @@ _DELIVERY_RANK = {
 _NEVER_ARRIVES = frozenset({"undelivered", "failed", "canceled"})
 # What moves a dispatch on at once: the carer was not reached.
 NOT_REACHED = frozenset({"undelivered", "failed"})
-# Twilio's delivery error codes, as a person should read them.
-DELIVERY_ERRORS = {
-    "30003": "unreachable handset: the phone is switched off or out of coverage",
-    "30005": "unknown destination: the number does not exist or is out of service",
-    "30006": "landline or unreachable carrier: the number cannot receive texts",
-    "30007": "carrier filtered: the carrier blocked the message (spam filter)",
-    "30008": "unknown error: the carrier gave no reason",
-}
-# Delivery errors that say the number itself cannot get texts: it is marked broken.
-_BROKEN_BY_DELIVERY = {
-    "30005": m.PhoneProblem.INVALID_NUMBER,
-    "30006": m.PhoneProblem.NOT_MOBILE,
-}
 
 
 def not_over(status: str) -> frozenset[str]:
     """The delivery statuses a report of ``status`` must not replace."""
     rank = _DELIVERY_RANK[status]
     return frozenset(s for s, r in _DELIVERY_RANK.items() if r >= rank) | _NEVER_ARRIVES
-
-
-def delivery_error(code: str) -> str:
-    """Twilio's delivery error code with its meaning, e.g. "Twilio 30003, unreachable ..."."""
-    meaning = DELIVERY_ERRORS.get(code)
-    return f"Twilio {code}, {meaning}" if meaning else f"Twilio {code}"
 
 
 @routes.post(STATUS_PATH)
@@ -484,7 +453,7 @@ async def sms_status(request: web.Request) -> web.Response:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
     error = f"{status}: {delivery_error(code)}" if code else None
-    problem = _BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
+    problem = BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
     async with server.desk.transaction() as session:
         noted = await repository.note_delivery(
             session, sid, status, error=error, not_over=not_over(status)
