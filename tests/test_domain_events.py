@@ -21,6 +21,7 @@ _ALARM_OPEN = [(7, CallType.EMERGENCY)]
 _OFFLINE_OPEN = [(9, CallType.DEVICE_OFFLINE), (7, CallType.FALL)]
 _BACK = DeviceNote("CB-1", "device_back_online", {"x": 1})
 _REUSED = DeviceNote("CB-1", "event_id_reused", {"x": 1})
+_DOOR = DeviceNote("CB-1", "door_opened", {"x": 1})
 
 
 @pytest.mark.parametrize(
@@ -42,6 +43,8 @@ _REUSED = DeviceNote("CB-1", "event_id_reused", {"x": 1})
         ("device_online", _OFFLINE_OPEN, ApplyTo(9, _BACK)),
         ("event_id_reused", _OFFLINE_OPEN, ApplyTo(7, _REUSED)),
         ("device_online", [], Ignore("device_online from CB-1 with no open call to note it on")),
+        ("door_opened", _OFFLINE_OPEN, ApplyTo(7, _DOOR)),
+        ("door_opened", [], Ignore("door_opened from CB-1 with no open call to note it on")),
         ("door_bell", _ALARM_OPEN, Ignore("event kind 'door_bell' raises no call", warn=True)),
     ],
 )

@@ -25,6 +25,8 @@ class EventKind(enum.StrEnum):
     CANCEL = "cancel"
     FALL_DETECTED = "fall_detected"
     LOW_BATTERY = "low_battery"
+    # A door sensor: the household's door opened (the carer let in, or the resident out).
+    DOOR_OPENED = "door_opened"
 
 
 class ServerEventKind(enum.StrEnum):
@@ -61,6 +63,9 @@ NOTED_ON: Mapping[LoggedKind, tuple[frozenset[CallType], str]] = {
     ServerEventKind.DEVICE_ONLINE: (frozenset({CallType.DEVICE_OFFLINE}), "device_back_online"),
     # The device sent an event id it had used before for something else (docs/ingest.md).
     ServerEventKind.EVENT_ID_REUSED: (ALARM_TYPES, "event_id_reused"),
+    # While help is on its way the operator sees the door open; at other times it is
+    # nobody's business.
+    EventKind.DOOR_OPENED: (ALARM_TYPES, "door_opened"),
 }
 
 
