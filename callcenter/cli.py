@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 
 from callcenter import logs
 from callcenter.config import Config, ConfigError, check_environment, load_config
+from callcenter.logs import LogFormat
 
 # Where another package adds sub-commands: ``[project.entry-points."callcenter.commands"]``.
 COMMANDS_GROUP = "callcenter.commands"
@@ -23,14 +24,22 @@ CommandList: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 def config_from(args: argparse.Namespace) -> Config:
-    """The configuration ``--config`` names; exit 2 listing its problems if it has any."""
+    """The configuration ``--config`` names, the log written as it says from now on (a
+    command's ``--log-format`` over ``logging.format``); exit 2 listing its problems if it
+    has any."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+    asked = getattr(args, "log_format", None)
+    if asked is not None:
+        chosen = config.logging.model_copy(update={"format": LogFormat(asked)})
+        config = config.model_copy(update={"logging": chosen})
+    logs.configure(args.log_level, log_format=config.logging.format)
+    return config
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -280,6 +289,18 @@ async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     return 0
 
 
+def add_log_format(command: argparse.ArgumentParser) -> None:
+    """Give a command that runs the server ``--log-format``, which wins over
+    ``logging.format`` when the command loads its configuration."""
+    command.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=None,
+        help="text: a line a person reads; json: one JSON object a line, with the "
+        "call, household, carer and event as fields (default: logging.format, text)",
+    )
+
+
 def _added_commands() -> list[Callable[[CommandList], None]]:
     """What other installed packages add to the command (entry points of the group
     ``callcenter.commands``, each a function given the sub-command list), by name."""
@@ -305,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the server (embedded broker if none set)")
     serve.set_defaults(func=_cmd_serve)
+    add_log_format(serve)
 
     # `demo` and `seed --demo` come from the simulator, which depends on the server.
     for add_command in _added_commands():

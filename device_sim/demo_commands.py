@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import sys
 
-from callcenter.cli import CommandList, config_from
+from callcenter.cli import CommandList, add_log_format, config_from
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -66,6 +66,7 @@ def add_demo_command(commands: CommandList) -> None:
         action="store_true",
         help="simulated carers do not answer their pages (answer them on the fake Twilio's page)",
     )
+    add_log_format(demo_command)
     demo_command.set_defaults(func=_cmd_demo)
 
 

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ class ServerProcess:
         self,
         config_file: Path,
         *options: str,
+        serve_options: Sequence[str] = (),
         python: str = sys.executable,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
@@ -32,6 +33,8 @@ class ServerProcess:
         self.config_file = config_file
         # The command's own options before "serve", e.g. "--log-level", "DEBUG".
         self.options = options
+        # Options of "serve" itself, e.g. "--log-format", "json".
+        self.serve_options = tuple(serve_options)
         # Another interpreter (an installed copy), its environment and working directory.
         self.python = python
         self.env: Mapping[str, str] = os.environ if env is None else env
@@ -50,6 +53,7 @@ class ServerProcess:
             str(self.config_file),
             *self.options,
             "serve",
+            *self.serve_options,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
             env={**self.env, "PYTHONUNBUFFERED": "1"},
@@ -91,12 +95,16 @@ class ServerProcess:
 async def server_process(
     config_file: Path,
     *options: str,
+    serve_options: Sequence[str] = (),
     python: str = sys.executable,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
 ) -> AsyncIterator[ServerProcess]:
-    """`callcenter [OPTIONS] serve` running for the block, killed if still alive at its end."""
-    server = ServerProcess(config_file, *options, python=python, env=env, cwd=cwd)
+    """`callcenter [OPTIONS] serve [SERVE_OPTIONS]` running for the block, killed if still
+    alive at its end."""
+    server = ServerProcess(
+        config_file, *options, serve_options=serve_options, python=python, env=env, cwd=cwd
+    )
     await server.start()
     try:
         yield server

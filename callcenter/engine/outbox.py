@@ -23,19 +23,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import json
 import logging
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar, runtime_checkable
 
 import aiomqtt
 from sqlalchemy import String, bindparam, cast, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter import logs
 from callcenter.clock import Clock
 from callcenter.config import BrokerConfig
 from callcenter.domain.calls import Call, CallError, TextFailed, Unreachable
@@ -185,6 +187,33 @@ class OutboxMessage:
         if self.call_id is None:
             return "no call"
         return f"call {self.call_id} household {self.household or '?'}"
+
+    def logged(self) -> contextlib.AbstractContextManager[None]:
+        """Records logged inside carry its call, household and carer (``logs.bound``)."""
+        return logs.bound(
+            call_id=self.call_id,
+            household=self.household or None,
+            carer=repository.carer_code(self.recipient),
+        )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _about_its_message(
+    method: Callable[Concatenate[OutboxRelay, OutboxMessage, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[OutboxRelay, OutboxMessage, _P], Coroutine[Any, Any, _R]]:
+    """A relay's work on one message, logged as about its call, household and carer."""
+
+    @functools.wraps(method)
+    async def logged(
+        relay: OutboxRelay, message: OutboxMessage, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        with message.logged():
+            return await method(relay, message, *args, **kwargs)
+
+    return logged
 
 
 class SendError(Exception):
@@ -379,10 +408,12 @@ class OutboxRelay:
                 household,
                 page.carer_id,
             )
-            sending = asyncio.create_task(self._send_handed(message))
+            # Logged as about its own call and carer, not as the decision's caller.
+            sending = asyncio.create_task(self._send_handed(message), context=contextvars.Context())
             self._handed.add(sending)
             sending.add_done_callback(self._handed.discard)
 
+    @_about_its_message
     async def _send_handed(self, message: OutboxMessage) -> None:
         try:
             async with self._turns.of(message.address):
@@ -739,14 +770,15 @@ class OutboxRelay:
                 return None
             if call is not None and not still_wanted(call, item.guard):
                 await session.execute(_SKIP, {"p_item": item_id, "p_now": now})
-                log.info(
-                    "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
-                    item.id,
-                    item.channel,
-                    item.recipient,
-                    item.call_id,
-                    household,
-                )
+                with logs.bound(call_id=item.call_id, household=household or None):
+                    log.info(
+                        "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
+                        item.id,
+                        item.channel,
+                        item.recipient,
+                        item.call_id,
+                        household,
+                    )
                 self.skipped += 1
                 return None
             paged = item.guard.get("carer_id") if item.channel == repository.SMS else None
@@ -769,7 +801,8 @@ class OutboxRelay:
                 await session.execute(
                     _NOT_SENT, {"p_item": item_id, "p_now": now, "p_error": error}
                 )
-                log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
+                with message.logged():
+                    log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
                 self.failed += 1
                 return replace(message, blocked=broken.why())
             in_doubt_since = item.sending_since
@@ -799,6 +832,7 @@ class OutboxRelay:
             return 1
         return await self._send(message)
 
+    @_about_its_message
     async def _send(self, message: OutboxMessage) -> int:
         """Send one claimed row (asking the provider first if an attempt is in doubt)."""
         sender = self._senders[message.channel]
@@ -882,6 +916,7 @@ class OutboxRelay:
             )
         return next((r for r in found if r.ref not in taken), None)
 
+    @_about_its_message
     async def _move_on(self, message: OutboxMessage, error: SendError) -> None:
         """A text that can never arrive. A page: the carer is unreachable and the next one
         is paged. Any other text about a call: written on the call, supervisors told."""
@@ -904,6 +939,7 @@ class OutboxRelay:
                 message.about,
             )
 
+    @_about_its_message
     async def _settle(
         self,
         message: OutboxMessage,

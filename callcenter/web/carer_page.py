@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter import logs
 from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, Call, Outcome
 from callcenter.domain.messages import CALL_TYPE_NAMES
 from callcenter.domain.replies import NEXT_ANSWERS, Answer
@@ -353,22 +354,23 @@ async def answer(request: web.Request) -> web.Response:
     except LinkRefusedError as refused:
         _log_refusal(request, refused)
         raise ApiError(refused.status, refused.reason, refused.message()) from None
-    handled = await sms.apply_answer(
-        server,
-        registry,
-        live.carer,
-        live.call.id,
-        Answer(body.answer),
-        outcome=body.outcome,
-        via="the carer page",
-    )
-    log.info(
-        "carer %s pressed %s on call %d: %s",
-        live.carer.code,
-        body.answer.value,
-        live.call.id,
-        handled.outcome,
-    )
+    with logs.bound(call_id=live.call.id, household=live.household.code, carer=live.carer.code):
+        handled = await sms.apply_answer(
+            server,
+            registry,
+            live.carer,
+            live.call.id,
+            Answer(body.answer),
+            outcome=body.outcome,
+            via="the carer page",
+        )
+        log.info(
+            "carer %s pressed %s on call %d: %s",
+            live.carer.code,
+            body.answer.value,
+            live.call.id,
+            handled.outcome,
+        )
     after = await _after(server, live, registry)
     return web.json_response(
         {

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
+from callcenter import logs
 from callcenter.domain.calls import (
     Actor,
     ActorKind,
@@ -225,25 +226,29 @@ async def inbound_sms(request: web.Request) -> web.Response:
             ).scalar_one()
     except IntegrityError:
         return await _replayed(server, sid)
-    handled = await _handle(server, sender, body)
-    async with desk.transaction() as session:
-        # A carer may name a call that does not exist ("99999a"): kept as text, not linked.
-        call_id = handled.call_id
-        if call_id is not None and await session.get(m.Call, call_id) is None:
-            call_id = None
-        await session.execute(
-            update(m.InboundSms)
-            .where(m.InboundSms.id == row_id)
-            .values(outcome=handled.outcome, answer=handled.answer, call_id=call_id)
-        )
-    log.info(
-        "SMS %s from %s %r: %s%s",
-        sid,
-        sender,
-        body[:40],
-        handled.outcome,
-        f" on call {handled.call_id}" if handled.call_id is not None else "",
-    )
+    carer = _carer_by_phone(await desk.district.registry(), sender)
+    with logs.bound(carer=None if carer is None else carer.code):
+        handled = await _handle(server, sender, body)
+        async with desk.transaction() as session:
+            # A carer may name a call that does not exist ("99999a"): kept as text, not
+            # linked.
+            call_id = handled.call_id
+            if call_id is not None and await session.get(m.Call, call_id) is None:
+                call_id = None
+            await session.execute(
+                update(m.InboundSms)
+                .where(m.InboundSms.id == row_id)
+                .values(outcome=handled.outcome, answer=handled.answer, call_id=call_id)
+            )
+        with logs.bound(call_id=call_id):
+            log.info(
+                "SMS %s from %s %r: %s%s",
+                sid,
+                sender,
+                body[:40],
+                handled.outcome,
+                f" on call {handled.call_id}" if handled.call_id is not None else "",
+            )
     return twiml(handled.answer)
 
 
@@ -350,23 +355,28 @@ async def apply_answer(
     def say(kind: MessageKind, **facts: str) -> str:
         return render(Message(kind, facts), carer.language)
 
-    if not await _was_on(server, call_id, carer.id):
-        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
-    command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
-    try:
-        call = await server.desk.command(call_id, command)
-    except CallNotFoundError:
-        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
-    except CallError as error:
-        refused = await _refusal(server, registry, call_id, carer, error, via)
-        return Handled("refused", refused, call_id)
-    household = registry.households[call.household_id].code
-    kind = CONFIRMATIONS[answer]
-    return Handled(
-        str(answer),
-        say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
-        call_id,
-    )
+    with logs.bound(call_id=call_id, carer=carer.code):
+        if not await _was_on(server, call_id, carer.id):
+            return Handled(
+                "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
+            )
+        command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
+        try:
+            call = await server.desk.command(call_id, command)
+        except CallNotFoundError:
+            return Handled(
+                "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
+            )
+        except CallError as error:
+            refused = await _refusal(server, registry, call_id, carer, error, via)
+            return Handled("refused", refused, call_id)
+        household = registry.households[call.household_id].code
+        kind = CONFIRMATIONS[answer]
+        return Handled(
+            str(answer),
+            say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
+            call_id,
+        )
 
 
 async def _refusal(
@@ -385,14 +395,15 @@ async def _refusal(
     else:
         household = registry.households[call.household_id].code
         message = refusal(call, carer.id, household, str(error))
-    log.info(
-        "%s answer from carer %s refused on call %d household %s: %s",
-        via,
-        carer.code,
-        call_id,
-        household,
-        error,
-    )
+    with logs.bound(household=None if call is None else household):
+        log.info(
+            "%s answer from carer %s refused on call %d household %s: %s",
+            via,
+            carer.code,
+            call_id,
+            household,
+            error,
+        )
     return render(message, carer.language)
 
 
@@ -461,7 +472,12 @@ async def sms_status(request: web.Request) -> web.Response:
         log.warning("SMS status %s for %s: no message of ours has that sid", status, sid)
         return web.Response()
     for row in noted:
-        await _after_delivery(server, sid, status, code, row)
+        with logs.bound(
+            call_id=row.call_id,
+            household=row.household or None,
+            carer=repository.carer_code(row.recipient),
+        ):
+            await _after_delivery(server, sid, status, code, row)
     return web.Response()
 
 
