@@ -14,7 +14,6 @@ from callcenter.web import (
     calls,
     carer_page,
     carers,
-    family,
     guards,
     headers,
     health,
@@ -29,6 +28,7 @@ from callcenter.web import (
 )
 from callcenter.web.client_address import real_client
 from callcenter.web.errors import json_errors
+from callcenter.web.family import routes as family
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import (
     BOARD,
