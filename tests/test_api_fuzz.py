@@ -57,7 +57,7 @@ from yarl import URL
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.store import models as m
-from callcenter.web.family import CODE_WRONG, SIGN_IN_CSRF_COOKIE
+from callcenter.web.family.signin import CODE_WRONG, SIGN_IN_CSRF_COOKIE
 from callcenter.web.openapi import OPENAPI_PATH
 from callcenter.web.sessions import CSRF_HEADER, SESSION_COOKIE
 from callcenter.web.twilio_form import SHAPES

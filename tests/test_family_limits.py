@@ -8,7 +8,7 @@ import asyncio
 from collections import Counter
 
 from callcenter.store import models as m
-from callcenter.web import family
+from callcenter.web.family import signin as family
 from tests.api_support import Api
 from tests.board_support import browser
 from tests.desk_support import count

@@ -16,7 +16,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
-from callcenter.web import family
+from callcenter.web.family import signin as family
 from callcenter.web.sessions import CSRF_HEADER
 from tests.api_support import Api
 from tests.board_support import Browser, browser

@@ -10,11 +10,11 @@ from callcenter.web import (
     audit,
     auth,
     board,
+    board_feed,
     board_watch,
     calls,
     carer_page,
     carers,
-    family,
     guards,
     headers,
     health,
@@ -29,6 +29,7 @@ from callcenter.web import (
 )
 from callcenter.web.client_address import real_client
 from callcenter.web.errors import json_errors
+from callcenter.web.family import routes as family
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import (
     BOARD,
@@ -72,6 +73,7 @@ def build_app(server: Running) -> web.Application:
         audit,
         auth,
         board,
+        board_feed,
         calls,
         carer_page,
         carers,

@@ -148,7 +148,9 @@ async def _signed_in(request: web.Request) -> sessions.SignedIn:
         )
     if not sessions.same_origin(request):
         raise ApiError(403, "forbidden", "requests from another site are refused")
-    if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(request, signed_in):
+    if request.method not in sessions.SAFE_METHODS and not sessions.csrf_ok(
+        request, signed_in.csrf_token
+    ):
         raise ApiError(
             403,
             "csrf",

@@ -1,4 +1,5 @@
-"""Signing in to the board: passwords, server-side sessions, CSRF.
+"""Signing in to the board: passwords, server-side sessions, CSRF; and the session and
+CSRF helpers the family portal's sign-in shares (token digests, cookies, session ends).
 
 An operator signs in with username and password (Argon2 hashes, argon2-cffi). The browser
 then holds a random session token in an HttpOnly, SameSite=Strict cookie; the database
@@ -144,8 +145,8 @@ async def note_seen(
 async def session_of(request: web.Request) -> SignedIn | None:
     """The live session the request's cookie names, for an active operator; None if
     there is none (no cookie, unknown, ended, or the operator was switched off)."""
-    token = request.cookies.get(SESSION_COOKIE, "")
-    if not token or len(token) > _MAX_FIELD:
+    token = cookie_token(request, SESSION_COOKIE)
+    if token is None:
         return None
     server = request.app[SERVER]
     now = server.clock.now()
@@ -177,9 +178,25 @@ def same_origin(request: web.Request) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
-def csrf_ok(request: web.Request, signed_in: SignedIn, posted: str = "") -> bool:
-    """Whether a state-changing request carries the session's CSRF token."""
-    return token_matches(request.headers.get(CSRF_HEADER, "") or posted, signed_in.csrf_token)
+def csrf_ok(request: web.Request, csrf_token: str, posted: str = "") -> bool:
+    """Whether a state-changing request carries its session's CSRF token (a board's or a
+    family's), in the header or, from a form, ``posted``."""
+    return token_matches(request.headers.get(CSRF_HEADER, "") or posted, csrf_token)
+
+
+def double_submitted(request: web.Request, sent: str, cookie: str) -> bool:
+    """Whether a sign-in request (before there is a session) comes from our page: same
+    origin, and ``sent`` (a form field or header) is the token in its ``cookie``."""
+    return same_origin(request) and token_matches(sent, request.cookies.get(cookie, ""))
+
+
+def cookie_token(request: web.Request, cookie: str) -> str | None:
+    """The session token in ``cookie`` (a board's or a family's), or None when there is
+    none or it is too long to be one of ours."""
+    token = request.cookies.get(cookie, "")
+    if not token or len(token) > _MAX_FIELD:
+        return None
+    return token
 
 
 def set_cookie(
@@ -316,9 +333,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = "".join(ch if ch.isprintable() else "?" for ch in typed)
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
-    if not same_origin(request) or not token_matches(
-        posted_csrf, request.cookies.get(LOGIN_CSRF_COOKIE, "")
-    ):
+    if not double_submitted(request, posted_csrf, LOGIN_CSRF_COOKIE):
         log.warning("sign-in refused from %s: missing or wrong CSRF token", request.remote)
         return _login_page(
             request,
@@ -398,7 +413,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
     signed_in = await session_of(request)
     if signed_in is not None:
         form = await bodies.read_form(request)
-        if not same_origin(request) or not csrf_ok(request, signed_in, str(form.get("csrf", ""))):
+        if not same_origin(request) or not csrf_ok(
+            request, signed_in.csrf_token, str(form.get("csrf", ""))
+        ):
             raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
         async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
             await session.execute(
@@ -416,6 +433,6 @@ async def end_sessions(session: AsyncSession, operator_id: int) -> None:
     await session.execute(delete(m.WebSession).where(m.WebSession.operator_id == operator_id))
 
 
-def is_ended(now: datetime, row: m.WebSession, idle: timedelta) -> bool:
-    """Whether a session row has ended by time."""
+def is_ended(now: datetime, row: m.WebSession | m.FamilySession, idle: timedelta) -> bool:
+    """Whether a session row (a board's or a family's) has ended by time."""
     return now >= row.expires_at or now >= row.last_seen_at + idle

@@ -25,9 +25,6 @@ from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID
 
-# Re-exported: family.py reads it from here.
-from callcenter.web.contract import whole_number as whole_number  # noqa: PLC0414
-
 # --- the answers' shapes (docs/api.md; checked on every answer, see contract.py) ---
 
 
