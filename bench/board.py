@@ -53,7 +53,7 @@ from callcenter.clock import SystemClock
 from callcenter.engine.feed import Update
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
-from callcenter.web.accounts import ensure_demo_operators
+from device_sim.demo import ensure_demo_operators
 
 OPEN_CALLS = 200
 BOARDS = 20

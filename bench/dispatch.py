@@ -47,11 +47,10 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
 from callcenter.domain.calls import Actor, ActorKind, Outcome, Resolve
+from callcenter.domain.events import EventKind, ServerEventKind
 from callcenter.engine.feed import Update
 from callcenter.ingest.protocol import (
     Channel,
-    EventKind,
-    ServerEventKind,
     event_payload,
     heartbeat_payload,
     subscription,
@@ -59,8 +58,8 @@ from callcenter.ingest.protocol import (
 )
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
+from device_sim.demo_district import seed_demo_district
 
 SEED = 2026
 PREFIX = "bench"

@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
+from callcenter.domain.events import EventKind
 from callcenter.ingest.mqtt import ingest_client
 from callcenter.ingest.protocol import (
     Channel,
-    EventKind,
     event_payload,
     heartbeat_payload,
     subscription,
@@ -46,8 +46,8 @@ from callcenter.ingest.protocol import (
 from callcenter.ingest.service import Ingest
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store.db import create_engine
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
+from device_sim.demo_district import seed_demo_district
 
 PREFIX = "bench"
 HOUSEHOLDS = 900

@@ -16,7 +16,8 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callcenter.ingest.protocol import Channel, EventKind, event_payload, topic_for
+from callcenter.domain.events import EventKind
+from callcenter.ingest.protocol import Channel, event_payload, topic_for
 
 
 def main() -> int:

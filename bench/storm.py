@@ -42,14 +42,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.domain.response_times import nearest_rank
 from callcenter.engine.follower import CURSOR
-from callcenter.engine.reports import nearest_rank
 from callcenter.engine.repository import SMS
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
-from callcenter.store.demo import seed_demo_district
 from callcenter.store.migrate import upgrade_async
 from device_sim import GroundTruth, check_losses, parse_storm, read_ground_truth
+from device_sim.demo_district import seed_demo_district
 
 SEED = 2026
 PREFIX = "storm"

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import functools
 import gc
-import json
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -29,11 +28,11 @@ from callcenter.engine.outbox import OutboxRelay, Sender, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.health import Health
 from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
@@ -49,7 +48,7 @@ FAKE_FROM_NUMBER = "+15005550006"
 
 @dataclass
 class Running:
-    """What a running server is made of, for the demo and for tests."""
+    """What a running server is made of, for the demo, the simulator and tests."""
 
     config: Config
     clock: Clock
@@ -65,6 +64,9 @@ class Running:
     watchdog: Watchdog
     # Whether every part gets its work done (/healthz, the boards' banner).
     health: Health
+    # The Twilio account texts go from (the local fake's while it runs): its auth token
+    # signs the webhooks Twilio posts back.
+    sms_account: TwilioAccount
     # The operator API's address (the real port when config.web.port is 0); set once
     # it listens.
     web_url: str = ""
@@ -101,7 +103,8 @@ def build_desk(config: Config, engine: AsyncEngine, clock: Clock) -> Desk:
     return Desk(engine, clock, district, config.policy_book(), settings)
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGTERM or SIGINT (where the loop can catch them)."""
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -241,6 +244,7 @@ async def assembled_server(
             relay,
             watchdog,
             health,
+            account,
             fake_twilio=fake_twilio,
         )
         await desk.district.registry()  # read once now, not by the first alarm
@@ -298,7 +302,7 @@ async def _sms_account(
 async def serve(config: Config) -> int:
     """Run the server until SIGTERM/SIGINT. Returns the process exit code."""
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    stop_on_signals(stop)
     try:
         async with running_server(config) as server:
             log.info(
@@ -320,107 +324,3 @@ async def serve(config: Config) -> int:
         log.error("%s", error)
         return 2
     return 0
-
-
-async def demo(config: Config, *, press_interval_s: float, carers_answer: bool = True) -> int:
-    """Seed the demo district if the database is empty, then run server and households
-    (and, unless ``carers_answer`` is off, carers who answer their pages)."""
-    from callcenter.store.demo import (
-        DistrictAlreadySeededError,
-        build_demo_district,
-        seed_demo_district,
-    )
-    from callcenter.store.migrate import upgrade_async
-    from device_sim.district import load_devices_from_database
-    from device_sim.field import FieldProfile, answer_pages, district_field
-    from device_sim.settings import SimulationSettings
-    from device_sim.simulation import Simulation
-
-    await upgrade_async(config.database_url)
-    with contextlib.suppress(DistrictAlreadySeededError):
-        summary = await seed_demo_district(config.database_url, seed=2026)
-        log.info("demo district seeded: %s", summary)
-    token, passwords = await _demo_operators(config)
-
-    stop = asyncio.Event()
-    _stop_on_signals(stop)
-    try:
-        async with running_server(config) as server:
-            await asyncio.wait_for(server.ingest.connected.wait(), 30)
-            if server.fake_twilio is not None:
-                # Delivery reports as a phone network would send them, so the demo's
-                # texts go on to "delivered"; tests leave this off and report by hand.
-                server.fake_twilio.auto_deliver = True
-                log.info(
-                    "SMS a carer would get: %s (simulated carers answer them; you may "
-                    "answer as a carer there too, e.g. 12a)",
-                    server.fake_twilio.page_url,
-                )
-            log.info(
-                "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
-                "(demo.operator's token, new on every start)",
-                server.web_url,
-                token,
-                server.web_url,
-            )
-            log.info(
-                "call board at %s/board: sign in as %s (passwords new on every start)",
-                server.web_url,
-                ", ".join(f"{user} / {password}" for user, password in passwords.items()),
-            )
-            simulation = Simulation(
-                SimulationSettings(
-                    broker_host=server.broker_host,
-                    broker_port=server.broker_port,
-                    prefix=config.broker.topic_prefix,
-                    press_rate=1.0 / press_interval_s,
-                    heartbeat_interval_s=config.ingest.heartbeat_interval_s,
-                ),
-                await load_devices_from_database(config.database_url),
-            )
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(simulation.run(stop), name="device_sim")
-                tasks.create_task(_report(server, stop), name="callcenter.demo.report")
-                if server.fake_twilio is not None and carers_answer:
-                    # The demo district's carers read their pages and answer like people.
-                    field = district_field(build_demo_district(2026), FieldProfile(), seed=2026)
-                    tasks.create_task(
-                        answer_pages(server.fake_twilio, field, server.clock, stop),
-                        name="device_sim.field",
-                    )
-    except BrokerStartError as error:
-        log.error("cannot start the embedded broker: %s", error.detail)
-        return 2
-    except WebStartError as error:
-        log.error("%s", error)
-        return 2
-    return 0
-
-
-async def _demo_operators(config: Config) -> tuple[str, dict[str, str]]:
-    """The demo operator and supervisor exist; a fresh API token for the operator and
-    fresh board passwords for both."""
-    from callcenter.web.accounts import ensure_demo_operators, issue_demo_passwords
-
-    engine = create_engine(config.database_url)
-    try:
-        token = await ensure_demo_operators(engine, SystemClock().now())
-        return token, await issue_demo_passwords(engine)
-    finally:
-        await engine.dispose()
-
-
-async def _report(server: Running, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 10)
-        stats = server.ingest.stats
-        report = {
-            "events_stored": stats.events_stored,
-            "duplicates": stats.duplicates,
-            "heartbeats": stats.heartbeats,
-            "dead_letters": dict(stats.dead_letters),
-        }
-        if isinstance(server.ingest, Ingest):  # a child process keeps its registry
-            report["devices_online"] = sum(1 for d in server.ingest.registry.all() if d.online)
-        log.info("ingest: %s", json.dumps(report))

@@ -1,4 +1,6 @@
-"""The ``callcenter`` command: serve, demo, seed, db upgrade, config check, operator."""
+"""The ``callcenter`` command: serve, db upgrade, config check, operator, users, phone,
+fake-twilio; and the commands other installed packages add (the simulator's demo and
+seed --demo)."""
 
 from __future__ import annotations
 
@@ -7,21 +9,37 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from callcenter import logs
 from callcenter.config import Config, ConfigError, check_environment, load_config
+from callcenter.logs import LogFormat
+
+# Where another package adds sub-commands: ``[project.entry-points."callcenter.commands"]``.
+COMMANDS_GROUP = "callcenter.commands"
+# The sub-command list a package's entry point adds its commands to.
+CommandList: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def _load(args: argparse.Namespace) -> Config:
+def config_from(args: argparse.Namespace) -> Config:
+    """The configuration ``--config`` names, the log written as it says from now on (a
+    command's ``--log-format`` over ``logging.format``); exit 2 listing its problems if it
+    has any."""
     try:
-        return load_config(args.config)
+        config = load_config(args.config)
     except ConfigError as exc:
         print(f"configuration has {len(exc.problems)} problem(s):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         raise SystemExit(2) from None
+    asked = getattr(args, "log_format", None)
+    if asked is not None:
+        chosen = config.logging.model_copy(update={"format": LogFormat(asked)})
+        config = config.model_copy(update={"logging": chosen})
+    logs.configure(args.log_level, log_format=config.logging.format)
+    return config
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
@@ -57,54 +75,17 @@ def _redact(url: str) -> str:
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     from callcenter.store.migrate import upgrade
 
-    config = _load(args)
+    config = config_from(args)
     upgrade(config.database_url)
     print(f"database at {_redact(config.database_url)} is up to date")
-    return 0
-
-
-def _cmd_seed(args: argparse.Namespace) -> int:
-    from callcenter.store.demo import (
-        DistrictAlreadySeededError,
-        DistrictShapeError,
-        seed_demo_district,
-    )
-    from callcenter.store.migrate import SchemaNotCurrentError
-
-    if not args.demo:
-        print("nothing to seed: pass --demo to build the demo district", file=sys.stderr)
-        return 2
-    config = _load(args)
-    try:
-        summary = asyncio.run(
-            seed_demo_district(
-                config.database_url,
-                seed=args.seed,
-                households=args.households,
-                carers=args.carers,
-            )
-        )
-    except (SchemaNotCurrentError, DistrictAlreadySeededError, DistrictShapeError) as error:
-        print(f"cannot seed: {error}", file=sys.stderr)
-        return 2
-    print(summary)
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from callcenter.app import serve
 
-    config = _load(args)
+    config = config_from(args)
     return asyncio.run(serve(config))
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from callcenter.app import demo
-
-    config = _load(args)
-    return asyncio.run(
-        demo(config, press_interval_s=args.press_interval, carers_answer=not args.no_carers)
-    )
 
 
 def _on_current_schema(
@@ -116,7 +97,7 @@ def _on_current_schema(
     current (``callcenter db upgrade``)."""
     from callcenter.store.migrate import SchemaNotCurrentError
 
-    config = _load(args)
+    config = config_from(args)
     try:
         return asyncio.run(work(config, args))
     except SchemaNotCurrentError as error:
@@ -271,7 +252,7 @@ def _cmd_fake_twilio(args: argparse.Namespace) -> int:
 async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     import signal
 
-    from callcenter.notify.fake_twilio import FakeTwilio
+    from callcenter.fake_twilio import FakeTwilio
 
     try:
         fake_twilio = FakeTwilio(host=host, port=port, inbound_url=inbound_url)
@@ -308,6 +289,25 @@ async def _fake_twilio(host: str, port: int, inbound_url: str) -> int:
     return 0
 
 
+def add_log_format(command: argparse.ArgumentParser) -> None:
+    """Give a command that runs the server ``--log-format``, which wins over
+    ``logging.format`` when the command loads its configuration."""
+    command.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=None,
+        help="text: a line a person reads; json: one JSON object a line, with the "
+        "call, household, carer and event as fields (default: logging.format, text)",
+    )
+
+
+def _added_commands() -> list[Callable[[CommandList], None]]:
+    """What other installed packages add to the command (entry points of the group
+    ``callcenter.commands``, each a function given the sub-command list), by name."""
+    found = sorted(entry_points(group=COMMANDS_GROUP), key=lambda entry: entry.name)
+    return [entry.load() for entry in found]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, exposed for tests and docs."""
     parser = argparse.ArgumentParser(
@@ -326,33 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the server (embedded broker if none set)")
     serve.set_defaults(func=_cmd_serve)
+    add_log_format(serve)
 
-    demo = commands.add_parser(
-        "demo", help="seed the demo district if empty, run the server and simulated households"
-    )
-    demo.add_argument(
-        "--press-interval",
-        type=float,
-        default=5.0,
-        help="seconds between simulated button presses across the district (default 5)",
-    )
-    demo.add_argument(
-        "--no-carers",
-        action="store_true",
-        help="simulated carers do not answer their pages (answer them on the fake Twilio's page)",
-    )
-    demo.set_defaults(func=_cmd_demo)
-
-    seed = commands.add_parser("seed", help="fill the database")
-    seed.add_argument("--demo", action="store_true", help="build the demo district")
-    seed.add_argument("--seed", type=int, default=2026, help="random seed (default 2026)")
-    seed.add_argument(
-        "--households", type=int, default=900, help="households in the demo district (default 900)"
-    )
-    seed.add_argument(
-        "--carers", type=int, default=60, help="carers, shared out over the 9 stations (default 60)"
-    )
-    seed.set_defaults(func=_cmd_seed)
+    # `demo` and `seed --demo` come from the simulator, which depends on the server.
+    for add_command in _added_commands():
+        add_command(commands)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="DB_COMMAND")

@@ -49,6 +49,7 @@ from callcenter.domain.policy import (
     PolicyBook,
     Step,
 )
+from callcenter.logs import LogFormat
 
 ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_FILE = "callcenter.toml"
@@ -608,6 +609,19 @@ class HealthConfig(_Section):
     )
 
 
+class LoggingConfig(_Section):
+    """How the processes write their log (docs/operations.md, "Logs")."""
+
+    format: LogFormat = Field(
+        LogFormat.TEXT,
+        description=(
+            'how log records are written: "text", a line a person reads, or "json", one '
+            "JSON object a line with the call, household, carer and event as fields "
+            "(serve and demo take --log-format to override it)"
+        ),
+    )
+
+
 class Config(BaseModel):
     """The whole configuration, after the file and the environment are merged."""
 
@@ -624,6 +638,7 @@ class Config(BaseModel):
     calls: CallsConfig = CallsConfig()
     welfare: WelfareConfig = WelfareConfig()
     health: HealthConfig = HealthConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def policy_book(self) -> PolicyBook:
         """Every call type's escalation policy: the configured ones, else the defaults."""

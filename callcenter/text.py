@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 # What some reader of a log takes as the end of a line or as a command: the C0 and C1
@@ -23,3 +24,12 @@ def _escaped(found: re.Match[str]) -> str:
 def one_line(text: str) -> str:
     """``text`` with every control character written as an escape: it fits one line."""
     return _CONTROLS.sub(_escaped, text)
+
+
+def one_json_line(value: object) -> str:
+    """``value`` as JSON on one line: the control characters ``json.dumps`` leaves as
+    they are (DEL, NEL, U+2028...) written as ``\\u`` escapes too, the rest as they are."""
+    return _CONTROLS.sub(
+        lambda found: f"\\u{ord(found.group(0)):04x}",
+        json.dumps(value, ensure_ascii=False, default=str),
+    )

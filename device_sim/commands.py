@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from callcenter import logs
-from callcenter.store.demo import DistrictShapeError, build_demo_district
+from device_sim.demo_district import DistrictShapeError, build_demo_district
 from device_sim.households import PROFILES
 from device_sim.plan import (
     ALL_STATIONS,

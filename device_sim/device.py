@@ -13,13 +13,8 @@ import string
 import time
 from dataclasses import dataclass
 
-from callcenter.ingest.protocol import (
-    Channel,
-    EventKind,
-    event_payload,
-    heartbeat_payload,
-    topic_for,
-)
+from callcenter.domain.events import EventKind
+from callcenter.ingest.protocol import Channel, event_payload, heartbeat_payload, topic_for
 from device_sim.district import DeviceSpec
 
 _BASE36 = string.digits + string.ascii_lowercase

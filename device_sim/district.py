@@ -42,9 +42,9 @@ def district_devices(households: int) -> list[DeviceSpec]:
 
 
 async def load_devices_from_database(url: str) -> list[DeviceSpec]:
-    """Every device registered in the database at ``url`` (callcenter.store.demo)."""
-    # Imported here: the store needs SQLAlchemy and a database, --households does not.
-    from callcenter.store.demo import load_device_directory
+    """Every device registered in the database at ``url`` (see demo_district)."""
+    # Imported here: reading a database needs SQLAlchemy, --households does not.
+    from device_sim.demo_district import load_device_directory
 
     try:
         rows = await load_device_directory(url)

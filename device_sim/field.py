@@ -21,8 +21,8 @@ import aiohttp
 
 from callcenter.clock import Clock
 from callcenter.domain.geo import Place, Transport, travel_time_s
-from callcenter.notify.fake_twilio import FakeTwilio
-from callcenter.store.demo import DemoDistrict
+from callcenter.fake_twilio import FakeTwilio
+from device_sim.demo_district import DemoDistrict
 
 # A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in
 # every language the call centre writes; a carer reads the call number off them (a code

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
 
 
 class Happening(StrEnum):

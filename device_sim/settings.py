@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
 
 
 class SimulatorConfigError(Exception):

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 import aiomqtt
 
 from callcenter.clock import Clock, SystemClock
-from callcenter.ingest.protocol import EventKind, status_payload
+from callcenter.domain.events import EventKind
+from callcenter.ingest.protocol import status_payload
 from device_sim.counters import SimulationCounters, SimulationSummary, Tally
 from device_sim.device import OutboxEvent, SimulatedDevice, new_boot_id
 from device_sim.district import BASE_UNIT, CALL_BUTTON, DeviceSpec, check_devices
@@ -29,7 +30,8 @@ from device_sim.settings import SimulationSettings, SimulatorConfigError
 
 log = logging.getLogger("device_sim")
 
-# Which kind of device sends which event; a district without that kind uses any device.
+# Which kind of device sends which event; a kind not named here, or a district without
+# that kind of device, uses any device.
 _SENDERS: dict[EventKind, tuple[str, ...]] = {
     EventKind.EMERGENCY_PRESS: (CALL_BUTTON,),
     EventKind.FALL_DETECTED: (CALL_BUTTON,),
@@ -162,7 +164,8 @@ class Simulation:
         ]
 
     def _senders_of(self, kind: EventKind) -> list[SimulatedDevice]:
-        fitting = [device for device in self._devices if device.spec.kind in _SENDERS[kind]]
+        senders = _SENDERS.get(kind, ())
+        fitting = [device for device in self._devices if device.spec.kind in senders]
         return fitting or self._devices
 
     def _storm_buttons_of(self) -> dict[str, SimulatedDevice]:

@@ -40,24 +40,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.app import Running, assembled_server
 from callcenter.clock import ManualClock
 from callcenter.config import Config
+from callcenter.domain import response_times
 from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
+from callcenter.domain.events import EventKind
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.ingest.batch import Received
-from callcenter.ingest.protocol import (
-    Channel,
-    EventKind,
-    event_payload,
-    status_payload,
-    topic_for,
-)
+from callcenter.ingest.protocol import Channel, event_payload, status_payload, topic_for
 from callcenter.ingest.service import Ingest
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
-from callcenter.store.demo import DemoDistrict, build_demo_district, seed_demo_district
 from callcenter.store.migrate import upgrade_async
 from callcenter.web.sms import INBOUND_PATH
+from device_sim.demo_district import DemoDistrict, build_demo_district, seed_demo_district
 from device_sim.device import event_id
 from device_sim.field import DeskProfile, FieldProfile, Operators, Text, district_field
 from device_sim.households import (
@@ -840,8 +836,8 @@ class VirtualWeek:
             "open": len(open_calls),
             "escalated": len(escalated),
             "open_unescalated": sum(1 for c in open_calls if c.id not in escalated),
-            "emergency_on_scene_within_circle": reports.share(within, counted),
-            "emergency_on_scene_p90_s": reports.nearest_rank(reached, 90),
+            "emergency_on_scene_within_circle": response_times.share(within, counted),
+            "emergency_on_scene_p90_s": response_times.nearest_rank(reached, 90),
         }
 
     async def _utilisation(

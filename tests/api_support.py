@@ -16,7 +16,7 @@ from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.config import Config
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
 from callcenter.store import models as m
 from callcenter.web import accounts
 from callcenter.web.sessions import token_digest

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 
 from callcenter.clock import SystemClock
 from callcenter.config import Config
-from callcenter.ingest.protocol import Channel, EventKind, event_payload, topic_for
+from callcenter.domain.events import EventKind
+from callcenter.ingest.protocol import Channel, event_payload, topic_for
 from callcenter.ingest.service import Ingest
 from callcenter.store.db import create_engine
 from callcenter.store.models import DeadLetter, Device, DeviceEvent

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,24 @@ from tests.ingest_support import eventually
 class ServerProcess:
     """`callcenter serve` as a child process, with its log lines collected."""
 
-    def __init__(self, config_file: Path, *options: str) -> None:
+    def __init__(
+        self,
+        config_file: Path,
+        *options: str,
+        serve_options: Sequence[str] = (),
+        python: str = sys.executable,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         self.config_file = config_file
         # The command's own options before "serve", e.g. "--log-level", "DEBUG".
         self.options = options
+        # Options of "serve" itself, e.g. "--log-format", "json".
+        self.serve_options = tuple(serve_options)
+        # Another interpreter (an installed copy), its environment and working directory.
+        self.python = python
+        self.env: Mapping[str, str] = os.environ if env is None else env
+        self.cwd = cwd
         self.lines: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -32,16 +46,18 @@ class ServerProcess:
     async def start(self) -> None:
         self.lines = []
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable,
+            self.python,
             "-m",
             "callcenter.cli",
             "--config",
             str(self.config_file),
             *self.options,
             "serve",
+            *self.serve_options,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**self.env, "PYTHONUNBUFFERED": "1"},
+            cwd=self.cwd,
         )
         self._reader = asyncio.create_task(self._read())
 
@@ -76,9 +92,19 @@ class ServerProcess:
 
 
 @contextlib.asynccontextmanager
-async def server_process(config_file: Path, *options: str) -> AsyncIterator[ServerProcess]:
-    """`callcenter [OPTIONS] serve` running for the block, killed if still alive at its end."""
-    server = ServerProcess(config_file, *options)
+async def server_process(
+    config_file: Path,
+    *options: str,
+    serve_options: Sequence[str] = (),
+    python: str = sys.executable,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> AsyncIterator[ServerProcess]:
+    """`callcenter [OPTIONS] serve [SERVE_OPTIONS]` running for the block, killed if still
+    alive at its end."""
+    server = ServerProcess(
+        config_file, *options, serve_options=serve_options, python=python, env=env, cwd=cwd
+    )
     await server.start()
     try:
         yield server

@@ -10,7 +10,7 @@ from collections.abc import Collection
 import pytest
 
 from callcenter.domain.calls import CancelReason, Outcome
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
 from tests.api_support import Api
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
-from callcenter.web.accounts import (
+from device_sim.demo import (
     DEMO_OPERATOR,
     DEMO_SUPERVISOR,
     ensure_demo_operators,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from callcenter.domain.events import EventKind
 from callcenter.ingest.batch import (
     LIVENESS_WRITE_INTERVAL,
     Limits,
@@ -13,12 +14,7 @@ from callcenter.ingest.batch import (
     plan_batch,
     plan_silent_offline,
 )
-from callcenter.ingest.protocol import (
-    EventKind,
-    event_payload,
-    heartbeat_payload,
-    status_payload,
-)
+from callcenter.ingest.protocol import event_payload, heartbeat_payload, status_payload
 from callcenter.ingest.registry import DeviceRegistry, DeviceState
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

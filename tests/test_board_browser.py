@@ -16,7 +16,7 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
 from tests.api_support import PASSWORD, Api, add_test_operators, api_config, set_password
 from tests.desk_support import MONDAY_MORNING, running_desk
 from tests.fixtures.browser import ARTIFACTS, OpenTab, Tab

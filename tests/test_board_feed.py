@@ -14,8 +14,8 @@ import pytest
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.domain.dispatch import rank_carers
+from callcenter.domain.events import EventKind
 from callcenter.engine.feed import Update
-from callcenter.ingest.protocol import EventKind
 from tests.api_support import Api, running_api, token_of
 from tests.ingest_support import eventually
 

@@ -17,10 +17,12 @@ from playwright.async_api import expect
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.domain.replies import CONFIRMATIONS, NEXT_ANSWERS, Answer
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify import links
-from callcenter.notify.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
+from callcenter.web.carer_page import PageAnswer
 from tests.api_support import Api, Reply
 from tests.fixtures.browser import OpenTab
 from tests.fixtures.fake_twilio import fake_of
@@ -317,3 +319,11 @@ async def test_the_link_key_is_made_once_and_read_once_per_transaction(
     assert in_first == 1
     assert stored == again == made
     assert len(made) == 32
+
+
+def test_every_answer_the_page_offers_is_a_button_it_has() -> None:
+    """Test that each button of the carer page sends an answer, and that every answer
+    offered in some state of a carer's part is one of the page's buttons."""
+    offered = {answer for answers in NEXT_ANSWERS.values() for answer in answers}
+    assert {Answer(button.value) for button in PageAnswer} == offered
+    assert offered <= set(CONFIRMATIONS)

@@ -21,15 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from callcenter.store.db import create_engine, session_factory
-from callcenter.store.demo import (
-    SKILLS,
-    DemoDistrict,
-    DistrictAlreadySeededError,
-    SeedSummary,
-    build_demo_district,
-    load_device_directory,
-    seed_demo_district,
-)
 from callcenter.store.migrate import SchemaNotCurrentError
 from callcenter.store.models import (
     Base,
@@ -41,6 +32,15 @@ from callcenter.store.models import (
     ShiftPattern,
     Station,
     Transport,
+)
+from device_sim.demo_district import (
+    SKILLS,
+    DemoDistrict,
+    DistrictAlreadySeededError,
+    SeedSummary,
+    build_demo_district,
+    load_device_directory,
+    seed_demo_district,
 )
 from tests.fixtures.database import DatabaseFactory
 

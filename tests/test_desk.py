@@ -23,8 +23,8 @@ from callcenter.domain.calls import (
     CarerReport,
     Report,
 )
+from callcenter.domain.events import EventKind
 from callcenter.engine.scheduler import Scheduler
-from callcenter.ingest.protocol import EventKind
 from callcenter.store import models as m
 from tests.desk_support import (
     MONDAY_MORNING,
@@ -259,6 +259,36 @@ async def test_repeated_presses_attach_to_the_open_call(
         calls = await rows(server, select(m.Call.id, m.Call.presses))
         assert len(calls) == 1 and calls[0][1] == 40
         assert await count(server, m.CallHistory, m.CallHistory.action == "pressed_again") <= 1
+
+
+async def test_a_door_opening_is_noted_on_the_open_alarm_and_on_nothing_else(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a door sensor's door_opened over MQTT becomes a note in the history of
+    the household's open alarm call, with what the device sent, and opens no call where
+    none is open."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    async with running_desk(config, ManualClock(MONDAY_MORNING)) as server:
+        await _press(broker, topic_prefix, "H0007", "door-quiet", EventKind.DOOR_OPENED)
+        await _press(broker, topic_prefix, "H0008", "press-1")
+        call_id = await _call_for(server, "H0008")
+        await _press(broker, topic_prefix, "H0008", "door-1", EventKind.DOOR_OPENED)
+
+        async def noted() -> bool:
+            return bool(await count(server, m.CallHistory, m.CallHistory.action == "door_opened"))
+
+        await eventually(noted, what="the door noted")
+        ((noted_on, actor),) = await rows(
+            server,
+            select(m.CallHistory.call_id, m.CallHistory.actor).where(
+                m.CallHistory.action == "door_opened"
+            ),
+        )
+        assert (noted_on, actor) == (call_id, "device:CB-H0008")
+        assert await count(server, m.Call) == 1
+        assert await count(server, m.DeadLetter) == 0
 
 
 async def test_a_cancel_within_the_grace_window_closes_the_call_and_tells_the_device(

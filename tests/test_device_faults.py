@@ -13,13 +13,8 @@ from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.domain.call_types import CallType
 from callcenter.domain.calls import Actor, ActorKind, Cancel, CancelReason
-from callcenter.ingest.protocol import (
-    Channel,
-    EventKind,
-    event_payload,
-    heartbeat_payload,
-    topic_for,
-)
+from callcenter.domain.events import EventKind
+from callcenter.ingest.protocol import Channel, event_payload, heartbeat_payload, topic_for
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, count, desk_config, history, rows, running_desk
 from tests.ingest_support import eventually

@@ -18,11 +18,11 @@ import aiomqtt
 import pytest
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.domain.events import EventKind
 from callcenter.ingest.protocol import (
     Channel,
     DeviceEventMessage,
     DeviceMessage,
-    EventKind,
     HeartbeatMessage,
     PayloadError,
     StatusMessage,

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.domain.call_types import ALARM_TYPES, PRIORITY, RAISED_BY, CallType
+from callcenter.domain.call_types import ALARM_TYPES, PRIORITY, CallType
+from callcenter.domain.events import RAISED_BY
 from callcenter.domain.messages import (
     CALL_TYPE_NAMES,
     CARE_NOTES_IN_SMS,

@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
 from callcenter.clock import ManualClock
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 
 CARER = "+8613800138000"
 DESK = "+8610955500"

@@ -14,7 +14,7 @@ import pytest
 from twilio.rest import Client
 
 from callcenter.broker import EmbeddedBroker
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from tests.api_support import running_api
 from tests.fixtures.fake_twilio import fake_of
 

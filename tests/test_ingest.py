@@ -16,10 +16,10 @@ from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.config import Config
+from callcenter.domain.events import EventKind
 from callcenter.ingest.protocol import (
     Channel,
     DeadLetterReason,
-    EventKind,
     event_payload,
     heartbeat_payload,
     status_payload,

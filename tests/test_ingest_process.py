@@ -20,6 +20,7 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
 from callcenter.domain.calls import Actor, ActorKind, Cancel, CancelReason
+from callcenter.domain.events import EventKind
 from callcenter.ingest.process import (
     IngestProcess,
     report_line,
@@ -27,7 +28,6 @@ from callcenter.ingest.process import (
     stats_from,
     stored_report,
 )
-from callcenter.ingest.protocol import EventKind
 from callcenter.ingest.service import IngestStats
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m

@@ -22,8 +22,9 @@ from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
+from callcenter.domain.events import EventKind
 from callcenter.ingest.batch import BatchPlan, Received
-from callcenter.ingest.protocol import Channel, DeadLetterReason, EventKind, event_payload
+from callcenter.ingest.protocol import Channel, DeadLetterReason, event_payload
 from callcenter.ingest.protocol import topic_for as v1_topic
 from callcenter.ingest.service import Ingest
 from callcenter.ingest.writer import EventWriter

@@ -135,7 +135,7 @@ async def test_a_failed_send_is_retried_with_backoff_and_a_refusal_is_final(
 def test_guards_follow_the_call() -> None:
     """Test that still_wanted honours both kinds of guard."""
     from callcenter.domain.calls import CallState
-    from tests.test_domain_calls import call_in  # the domain tests' ready-made calls
+    from tests.calls_support import call_in  # the domain tests' ready-made calls
 
     dispatched = call_in(CallState.DISPATCHED)
     paged = dispatched.assignments[0].carer_id

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from callcenter.domain.events import EventKind
 from callcenter.ingest.protocol import (
     Channel,
     DeadLetterReason,
     DeviceEventMessage,
-    EventKind,
     HeartbeatMessage,
     PayloadError,
     StatusMessage,

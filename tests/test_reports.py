@@ -21,8 +21,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
-from callcenter.engine.reports import escalation_of, nearest_rank
-from callcenter.ingest.protocol import EventKind
+from callcenter.domain.events import EventKind
+from callcenter.domain.response_times import nearest_rank
+from callcenter.engine.reports import escalation_of
 from callcenter.store import models as m
 from callcenter.web.reports import spreadsheet_cell
 from tests.api_support import PASSWORD, Api, set_password

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callcenter.web.service_levels import CallTimes, day_bounds, median_s, share_within
+from callcenter.domain.response_times import CallTimes, median_s, share_within
+from callcenter.web.service_levels import day_bounds
 from tests.api_support import Api
 from tests.ingest_support import eventually
 

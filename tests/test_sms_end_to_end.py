@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.notify.fake_twilio import INBOUND, FakeMessage, FakeTwilio
+from callcenter.fake_twilio import INBOUND, FakeMessage, FakeTwilio
 from callcenter.store import models as m
 from tests.api_support import Api, running_api
 from tests.desk_support import (

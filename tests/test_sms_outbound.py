@@ -17,7 +17,7 @@ from callcenter.engine import phones
 from callcenter.notify.sms import classify
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
-from callcenter.web.accounts import ensure_demo_operators
+from device_sim.demo import ensure_demo_operators
 from tests.desk_support import (
     MONDAY_MORNING,
     desk_config,

@@ -24,7 +24,7 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.engine.outbox import OutboxMessage, OutboxRelay, Receipt
 from callcenter.engine.outbox.reconcile import REPEAT_MARK
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar

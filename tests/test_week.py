@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.rest import Client
 
 from callcenter.clock import SystemClock
-from callcenter.notify.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
-from callcenter.store.demo import build_demo_district
 from device_sim import cli
+from device_sim.demo_district import build_demo_district
 from device_sim.field import FieldProfile, answer_pages, district_field, read_text
 from device_sim.households import PROFILES, Happening, Home, plan_household_events
 from device_sim.scenarios import SCENARIOS, run_scenario

@@ -1,8 +1,10 @@
 """A carer's SMS answer, read from its text, and why a refused answer was refused.
 
 Carers type on ordinary phones, often in a hurry: "12a", "12 A", "１２ａ", "12接", "到",
-"STOP". Reading is pure and table-tested; the webhook (web/sms.py) binds the answer to a
-call and applies it through the desk.
+"STOP". Reading is pure and table-tested; so is what each answer asks of the desk, how
+it is confirmed, and which answers a carer may give at each point of their part in a
+call. The webhook (web/sms.py) and the carer page bind the answer to a call and apply it
+through the desk.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from callcenter.domain.calls import ACTIVE_ASSIGNMENT, AssignmentState, Call, CarerReport
+from callcenter.domain.calls import (
+    ACTIVE_ASSIGNMENT,
+    Actor,
+    AssignmentState,
+    Call,
+    CarerReport,
+    Outcome,
+    Report,
+    Resolve,
+)
 from callcenter.domain.messages import Message, MessageKind
 
 
@@ -34,6 +45,23 @@ REPORTS: dict[Answer, CarerReport] = {
     Answer.DECLINE: CarerReport.DECLINED,
     Answer.ON_THE_WAY: CarerReport.ON_THE_WAY,
     Answer.ON_SCENE: CarerReport.ON_SCENE,
+}
+
+# The confirmation each answer about a call gets once the desk has taken it.
+CONFIRMATIONS: dict[Answer, MessageKind] = {
+    Answer.ACCEPT: MessageKind.REPLY_ACCEPTED,
+    Answer.DECLINE: MessageKind.REPLY_DECLINED,
+    Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
+    Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
+    Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
+}
+
+# What a carer may answer in each state of their part in a call (the carer page's buttons).
+NEXT_ANSWERS: dict[AssignmentState, tuple[Answer, ...]] = {
+    AssignmentState.DISPATCHED: (Answer.ACCEPT, Answer.DECLINE),
+    AssignmentState.ACCEPTED: (Answer.ON_THE_WAY, Answer.ON_SCENE, Answer.DECLINE),
+    AssignmentState.ON_THE_WAY: (Answer.ON_SCENE,),
+    AssignmentState.ON_SCENE: (Answer.RESOLVED,),
 }
 
 LETTERS: dict[str, Answer] = {
@@ -123,6 +151,16 @@ def parse_reply(text: str) -> Reply | ReplyError:
     if call_id == 0:
         return ReplyError(quoted, "there is no call 0")
     return Reply(answer, call_id)
+
+
+def command_for(
+    answer: Answer, actor: Actor, carer_id: int, outcome: Outcome, via: str
+) -> Report | Resolve:
+    """The desk command a carer's answer about a call stands for (``via``: how it came,
+    e.g. "SMS", noted on a closing)."""
+    if answer is Answer.RESOLVED:
+        return Resolve(actor, outcome, note=f"closed by {via}")
+    return Report(actor, carer_id, REPORTS[answer])
 
 
 def refusal(call: Call, carer_id: int, household: str, why: str) -> Message:

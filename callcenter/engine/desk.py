@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter import logs
 from callcenter.clock import Clock
-from callcenter.domain.call_types import ALARM_TYPES, NOTED_ON, RAISED_BY, CallType
+from callcenter.domain.call_types import CallType
 from callcenter.domain.calls import (
     Actor,
     AssignmentState,
@@ -31,10 +33,7 @@ from callcenter.domain.calls import (
     CarerReport,
     Command,
     Decision,
-    DeviceCancel,
-    DeviceNote,
     Dispatch,
-    Press,
     Report,
     Situation,
     StandDown,
@@ -44,6 +43,7 @@ from callcenter.domain.calls import (
     open_call,
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
+from callcenter.domain.events import Ignore, OpenNew, route
 from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
@@ -246,10 +246,11 @@ class Desk:
         if call is None:
             raise CallNotFoundError(call_id)
         household = registry.households[call.household_id]
-        free = await self.district.free_carers(session, now) if may_dispatch else []
-        situation = self._situation(call, household, registry, free, now, call.policy.skills)
-        decision = decide(call, make(call, situation, registry), situation)
-        await self._save(session, call, decision, household, now)
+        with logs.bound(call_id=call_id, household=household.code):
+            free = await self.district.free_carers(session, now) if may_dispatch else []
+            situation = self._situation(call, household, registry, free, now, call.policy.skills)
+            decision = decide(call, make(call, situation, registry), situation)
+            await self._save(session, call, decision, household, now)
         return decision
 
     async def _save(
@@ -274,7 +275,9 @@ class Desk:
         )
         arrived = await self._move_carers(session, before, decision.call, household, now)
         self.district.decided(session, decision.call, arrived, household.place)
-        session.info.setdefault("after_commit", []).append((decision, household, saved))
+        session.info.setdefault("after_commit", []).append(
+            (decision, household, saved, logs.current())
+        )
 
     async def _move_carers(
         self,
@@ -309,67 +312,72 @@ class Desk:
 
     def _announce(self, session: AsyncSession) -> None:
         """After commit: log, publish, and wake the loops that act on what was written."""
-        for decision, household, saved in session.info.pop("after_commit", []):
-            call = decision.call
-            for entry in decision.history:
-                log.info(
-                    "call %d household %s: %s by %s (%s -> %s) %s",
+        for decision, household, saved, fields in session.info.pop("after_commit", []):
+            # Logged with what was bound where it was decided (its event, its carer).
+            with logs.bound_again(fields):
+                self._announce_decision(decision, household, saved)
+
+    def _announce_decision(
+        self, decision: Decision, household: HouseholdInfo, saved: repository.Saved
+    ) -> None:
+        call = decision.call
+        for entry in decision.history:
+            log.info(
+                "call %d household %s: %s by %s (%s -> %s) %s",
+                call.id,
+                household.code,
+                entry.action,
+                entry.actor,
+                entry.from_state.value if entry.from_state else "-",
+                entry.to_state.value,
+                entry.detail or "",
+            )
+        for alert in saved.alerts:
+            log.warning(
+                "ALERT call %d household %s: step %s, %s",
+                call.id,
+                household.code,
+                alert.step,
+                alert.why,
+            )
+            self.feed.publish(
+                Update("alarm", self._clock.now(), call.id, {"step": alert.step, "why": alert.why})
+            )
+        if decision.history or decision.effects:
+            self.feed.publish(
+                Update(
+                    "call",
+                    self._clock.now(),
                     call.id,
-                    household.code,
-                    entry.action,
-                    entry.actor,
-                    entry.from_state.value if entry.from_state else "-",
-                    entry.to_state.value,
-                    entry.detail or "",
+                    {
+                        "state": call.state.value,
+                        "household": household.code,
+                        "actions": [h.action for h in decision.history],
+                    },
                 )
-            for alert in saved.alerts:
+            )
+        if saved.timers_armed:
+            # A cancelled timer needs no wake-up: when its time comes it is not
+            # pending any more and nothing fires.
+            earliest = min(saved.timers_armed)
+            if self.earliest_armed is None or earliest < self.earliest_armed:
+                self.earliest_armed = earliest
+            self.timers_changed.set()
+        if saved.pages:
+            if self.page_courier is not None:
+                self.page_courier.hand_over(saved.pages, household.code)
+            else:
+                # The relay stopped meanwhile: the pages are in doubt and are
+                # checked and sent at their next attempt, as after a crash.
                 log.warning(
-                    "ALERT call %d household %s: step %s, %s",
+                    "call %d household %s: outbox %s claimed for a relay that has "
+                    "stopped; tried again at the next attempt",
                     call.id,
                     household.code,
-                    alert.step,
-                    alert.why,
+                    ", ".join(str(page.id) for page in saved.pages),
                 )
-                self.feed.publish(
-                    Update(
-                        "alarm", self._clock.now(), call.id, {"step": alert.step, "why": alert.why}
-                    )
-                )
-            if decision.history or decision.effects:
-                self.feed.publish(
-                    Update(
-                        "call",
-                        self._clock.now(),
-                        call.id,
-                        {
-                            "state": call.state.value,
-                            "household": household.code,
-                            "actions": [h.action for h in decision.history],
-                        },
-                    )
-                )
-            if saved.timers_armed:
-                # A cancelled timer needs no wake-up: when its time comes it is not
-                # pending any more and nothing fires.
-                earliest = min(saved.timers_armed)
-                if self.earliest_armed is None or earliest < self.earliest_armed:
-                    self.earliest_armed = earliest
-                self.timers_changed.set()
-            if saved.pages:
-                if self.page_courier is not None:
-                    self.page_courier.hand_over(saved.pages, household.code)
-                else:
-                    # The relay stopped meanwhile: the pages are in doubt and are
-                    # checked and sent at their next attempt, as after a crash.
-                    log.warning(
-                        "call %d household %s: outbox %s claimed for a relay that has "
-                        "stopped; tried again at the next attempt",
-                        call.id,
-                        household.code,
-                        ", ".join(str(page.id) for page in saved.pages),
-                    )
-            if saved.outbox:
-                self.outbox_changed.set()
+        if saved.outbox:
+            self.outbox_changed.set()
 
     async def perform(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in a write transaction (retried when it loses a race for a carer),
@@ -399,7 +407,11 @@ class Desk:
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._together.append((work, done))
         if self._together_task is None or self._together_task.done():
-            self._together_task = asyncio.create_task(self._run_together())
+            # In a context of its own: its works are anybody's, not this caller's, and
+            # each binds what it is about for the log itself.
+            self._together_task = asyncio.create_task(
+                self._run_together(), context=contextvars.Context()
+            )
         return await asyncio.shield(done)
 
     async def _run_together(self) -> None:
@@ -455,45 +467,22 @@ class Desk:
             self.district.invalidate()
             registry = await self.district.registry()
             household = registry.households[event.household_id]
-        open_calls = await repository.open_calls(session, event.household_id)
-        raised = RAISED_BY.get(event.kind)
-        if raised is not None:
-            family = ALARM_TYPES if raised in ALARM_TYPES else {raised}
-            target = next((id_ for id_, kind in open_calls if kind in family), None)
-            if target is None:
-                return await self._open(session, event, raised, household, registry, now)
-            press = Press(raised, event.device)
-            await self._apply(session, target, lambda *_: press, may_dispatch=False)
-            return target
-        if event.kind == "cancel":
-            target = next((id_ for id_, kind in open_calls if kind in ALARM_TYPES), None)
-            if target is None:
-                log.info(
-                    "household %s: cancel from %s with no open call; nothing to do",
+        with logs.bound(event_id=event.id, household=household.code):
+            open_calls = await repository.open_calls(session, event.household_id)
+            where = route(event.kind, event.device, event.data, open_calls)
+            if isinstance(where, OpenNew):
+                return await self._open(session, event, where.call_type, household, registry, now)
+            if isinstance(where, Ignore):
+                log.log(
+                    logging.WARNING if where.warn else logging.INFO,
+                    "household %s: %s",
                     household.code,
-                    event.device,
+                    where.why,
                 )
                 return None
-            cancel = DeviceCancel(event.device)
-            await self._apply(session, target, lambda *_: cancel, may_dispatch=False)
-            return target
-        noted = NOTED_ON.get(event.kind)
-        if noted is not None:
-            on, what = noted
-            target = next((id_ for id_, kind in open_calls if kind in on), None)
-            if target is None:
-                log.info(
-                    "household %s: %s from %s with no open call to note it on",
-                    household.code,
-                    event.kind,
-                    event.device,
-                )
-                return None
-            note = DeviceNote(event.device, what, dict(event.data))
-            await self._apply(session, target, lambda *_: note, may_dispatch=False)
-            return target
-        log.warning("household %s: event kind %r raises no call", household.code, event.kind)
-        return None
+            command = where.command
+            await self._apply(session, where.call_id, lambda *_: command, may_dispatch=False)
+            return where.call_id
 
     async def _open(
         self,
@@ -510,8 +499,9 @@ class Desk:
         # The row comes first so the call has its id; the decision then fills it in.
         placeholder = open_call(0, household.id, call_type, policy, event.device, situation).call
         call_id = await repository.insert_call(session, placeholder, now, event.id)
-        decision = open_call(call_id, household.id, call_type, policy, event.device, situation)
-        await self._save(session, None, decision, household, now)
+        with logs.bound(call_id=call_id):
+            decision = open_call(call_id, household.id, call_type, policy, event.device, situation)
+            await self._save(session, None, decision, household, now)
         return call_id
 
     # --- timers ----------------------------------------------------------------------

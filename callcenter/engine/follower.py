@@ -17,6 +17,7 @@ from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter import logs
 from callcenter.clock import Clock
 from callcenter.engine.desk import Desk, LoggedEvent
 from callcenter.ingest.mqtt import backoff_delays
@@ -105,7 +106,8 @@ class EventFollower:
                 for event in batch:
                     if self._stopping.is_set():
                         break
-                    await self._apply_one(event)
+                    with logs.bound(event_id=event.id):
+                        await self._apply_one(event)
                     total += 1
             if len(events) < _READ_AHEAD:
                 # That was the end of the log when it was read. Whatever was stored

@@ -1,16 +1,15 @@
 """Supervisors' reports for a period: how fast calls were taken and carers reached the
 door, per station and per carer, from the calls' own records.
 
-Every figure is defined in docs/reports.md; the definitions live here once, as the code
-that computes them. A report reads only ``calls``, ``call_history`` and
-``call_assignments`` (with the households' home stations and the carers' names), so it
-can be recomputed from those rows by anyone who doubts it.
+Every figure is defined in docs/reports.md; what "acknowledged", "accepted" and "on
+scene" mean and how a share, median or percentile is taken is domain/response_times.py,
+which the board's service levels and the family page use too. A report reads only
+``calls``, ``call_history`` and ``call_assignments`` (with the households' home stations
+and the carers' names), so it can be recomputed from those rows by anyone who doubts it.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,12 +21,19 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
+from callcenter.domain.response_times import (
+    ACCEPTED_OR_LATER,
+    ACK_TARGETS_S,
+    ON_SCENE,
+    in_circle,
+    median_s,
+    nearest_rank,
+    seconds_after,
+    share,
+    within,
+)
 from callcenter.store import models as m
 
-# Acknowledgement targets the district promises, in seconds.
-ACK_TARGETS_S = (60, 180)
-# History actions that mean a carer took the call on (a report may skip ahead).
-ACCEPTED_OR_LATER = frozenset({"accepted", "on_the_way", "on_scene"})
 # How a carer's part can end without them going: each is one history action.
 REFUSALS = ("declined", "no_answer", "unreachable")
 # History actions that count as escalations (see escalation_of).
@@ -43,25 +49,6 @@ def period_bounds(first: date, last: date, zone: ZoneInfo) -> tuple[datetime, da
     start = datetime.combine(first, time(0), tzinfo=zone)
     end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=zone)
     return start, end
-
-
-def nearest_rank(values: Sequence[float], percent: float) -> float | None:
-    """The nearest-rank percentile: the smallest value with at least ``percent`` % of the
-    values at or below it. None without values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return round(ordered[rank - 1], 1)
-
-
-def median(values: Sequence[float]) -> float | None:
-    return None if not values else round(statistics.median(values), 1)
-
-
-def share(count: int, of: int) -> dict[str, Any]:
-    """``count`` of ``of`` with the share (None when nothing counted), to 4 places."""
-    return {"count": count, "of": of, "share": None if of == 0 else round(count / of, 4)}
 
 
 @dataclass
@@ -84,7 +71,7 @@ class CallFacts:
         return max(0.0, ((self.closed_at or now) - self.opened_at).total_seconds())
 
     def after_s(self, moment: datetime | None) -> float | None:
-        return None if moment is None else max(0.0, (moment - self.opened_at).total_seconds())
+        return seconds_after(self.opened_at, moment)
 
 
 @dataclass
@@ -125,26 +112,15 @@ def ack_share(calls: Iterable[CallFacts], target_s: float, now: datetime) -> dic
     """Calls acknowledged within ``target_s``, among calls whose answer is known: those
     acknowledged (in time or late) and those that went longer than the target without
     it. A call closed unacknowledged before the target counts neither way."""
-    hits = counted = 0
-    for call in calls:
-        ack = call.after_s(call.acknowledged_at)
-        if ack is not None:
-            counted += 1
-            hits += ack <= target_s
-        elif call.age_s(now) > target_s:
-            counted += 1
-    return share(hits, counted)
+    return share(*within(((c.after_s(c.acknowledged_at), c.age_s(now)) for c in calls), target_s))
 
 
 def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[str, Any]:
     """The report's figures over ``calls`` (the district's, or one station's)."""
     by_type = Counter(c.call_type for c in calls)
     on_scene = [s for c in calls if (s := c.after_s(c.on_scene_at)) is not None]
-    within = sum(1 for s in on_scene if s <= circle_s)
-    open_misses = sum(
-        1
-        for c in calls
-        if c.closed_at is None and c.on_scene_at is None and c.age_s(now) > circle_s
+    reached = in_circle(
+        ((c.after_s(c.on_scene_at), c.age_s(now), c.closed_at is None) for c in calls), circle_s
     )
     steps = Counter(e for c in calls for e in c.escalations)
     handled = [c for c in calls if c.closed_at is not None]
@@ -160,7 +136,7 @@ def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[
             "p90_s": nearest_rank(on_scene, 90),
             "max_s": None if not on_scene else round(max(on_scene), 1),
         },
-        "on_scene_within_circle": share(within, len(on_scene) + open_misses),
+        "on_scene_within_circle": share(*reached),
         "escalations": {
             "calls": sum(1 for c in calls if c.escalations),
             "entries": sum(steps.values()),
@@ -199,8 +175,8 @@ def carer_figures(parts: Sequence[CarerPart], calls: dict[int, CallFacts]) -> di
         "calls_closed": len(closed),
         "calls_resolved": resolved,
         "resolution_share": None if not closed else round(resolved / len(closed), 4),
-        "median_to_accept_s": median(waits("accepted_at")),
-        "median_to_arrive_s": median(waits("on_scene_at")),
+        "median_to_accept_s": median_s(waits("accepted_at")),
+        "median_to_arrive_s": median_s(waits("on_scene_at")),
     }
 
 
@@ -283,7 +259,7 @@ async def report(
         escalation = escalation_of(entry.action, entry.detail)
         if escalation is not None:
             call.escalations.append(escalation)
-        if entry.action == "on_scene" and call.on_scene_at is None:
+        if entry.action == ON_SCENE and call.on_scene_at is None:
             call.on_scene_at = entry.at
         carer = entry.detail.get("carer")
         if not isinstance(carer, str):
@@ -293,7 +269,7 @@ async def report(
             continue
         if entry.action in ACCEPTED_OR_LATER and part.accepted_at is None:
             part.accepted_at = entry.at
-        if entry.action == "on_scene" and part.on_scene_at is None:
+        if entry.action == ON_SCENE and part.on_scene_at is None:
             part.on_scene_at = entry.at
         if entry.action in REFUSALS and part.ended is None:
             part.ended = entry.action

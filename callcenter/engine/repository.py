@@ -384,6 +384,12 @@ async def _save_assignments(session: AsyncSession, before: Call | None, call: Ca
         )
 
 
+def carer_code(recipient: str) -> str | None:
+    """The carer an outbox row is for ("carer:C012": "C012"); None for anyone else."""
+    kind, _, code = recipient.partition(":")
+    return code if kind == "carer" and code else None
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A sent message's row as a delivery report found it, and whether the report moved it."""

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter import logs
 from callcenter.clock import Clock
 from callcenter.domain.dispatch import CarerState
 from callcenter.engine.desk import Desk
@@ -101,13 +102,14 @@ class Watchdog:
         current = {(o.call_id, o.step) for o in overdue}
         for item in overdue:
             if (item.call_id, item.step) not in self._raised:
-                log.error(
-                    "WATCHDOG call %d household %s: step %s overdue by %.0f s",
-                    item.call_id,
-                    item.household,
-                    item.step,
-                    item.overdue_s,
-                )
+                with logs.bound(call_id=item.call_id, household=item.household):
+                    log.error(
+                        "WATCHDOG call %d household %s: step %s overdue by %.0f s",
+                        item.call_id,
+                        item.household,
+                        item.step,
+                        item.overdue_s,
+                    )
                 self._desk.feed.publish(
                     Update("alarm", now, item.call_id, {"watchdog": "overdue", "step": item.step})
                 )

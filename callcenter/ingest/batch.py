@@ -12,12 +12,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from callcenter.domain.events import ServerEventKind
 from callcenter.ingest.protocol import (
     DeadLetterReason,
     DeviceEventMessage,
     HeartbeatMessage,
     PayloadError,
-    ServerEventKind,
     StatusMessage,
     is_command_topic,
     parse_message,

@@ -16,7 +16,8 @@ processes is small:
   ``{"stored": [[id, device_id, household_id, event_id, kind], ...]}`` after every
   commit that added events (the engine's prompt), and
   ``{"connected": bool, "stats": {...}}`` when the connection changes and every second;
-- the child's log lines go to the server's standard error, as the server's own do.
+- the child's log lines go to the server's standard error, as the server's own do,
+  in the same format.
 
 The child stops when its standard input closes (the server stopping, or dying: a
 child is never left behind) or on SIGTERM/SIGINT, in both cases finishing the batch in
@@ -337,8 +338,10 @@ def main() -> int:
     if not line:
         return 0  # the server went away before saying anything
     handshake = json.loads(line)
-    logs.configure(handshake["log_level"])
     config = Config.model_validate(handshake["config"])
+    # The server's configuration in force, --log-format included: its child's lines
+    # read as its own.
+    logs.configure(handshake["log_level"], log_format=config.logging.format)
     asyncio.run(_child(config, handshake["broker_host"], int(handshake["broker_port"])))
     return 0
 

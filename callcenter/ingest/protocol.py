@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
 )
 
+from callcenter.domain.events import EventKind, ServerEventKind
 from callcenter.text import one_line
 
 VERSION = 1
@@ -53,27 +54,6 @@ class Channel(enum.StrEnum):
     HEARTBEAT = "heartbeat"  # device -> server, QoS 0: liveness and battery
     STATUS = "status"  # device -> server, QoS 1 retained, also the last will
     COMMAND = "command"  # server -> device, QoS 1: prompts such as "help is on the way"
-
-
-class EventKind(enum.StrEnum):
-    """Events a device reports on its event channel."""
-
-    EMERGENCY_PRESS = "emergency_press"
-    SERVICE_REQUEST = "service_request"
-    CANCEL = "cancel"
-    FALL_DETECTED = "fall_detected"
-    LOW_BATTERY = "low_battery"
-
-
-class ServerEventKind(enum.StrEnum):
-    """Events the server itself writes into a device's log."""
-
-    DEVICE_ONLINE = "device_online"
-    DEVICE_OFFLINE = "device_offline"
-    # The device's clock is off by more than ingest allows (one a day at most per device).
-    DEVICE_CLOCK_WRONG = "device_clock_wrong"
-    # The device sent an event id it had used before for something else.
-    EVENT_ID_REUSED = "event_id_reused"
 
 
 def server_event_id(kind: ServerEventKind, suffix: str) -> str:
@@ -191,7 +171,8 @@ class _Payload(BaseModel):
 
 class _EventPayload(_Payload):
     id: str = Field(pattern=_EVENT_ID.pattern)
-    kind: Literal["emergency_press", "service_request", "cancel", "fall_detected", "low_battery"]
+    # A device may send only its own kinds (the server writes ServerEventKind itself).
+    kind: EventKind = Field(strict=False)
     battery: StrictInt | None = Field(default=None, ge=0, le=100)
     data: dict[str, Any] = Field(default_factory=dict)
 

@@ -22,6 +22,7 @@ import aiomqtt
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from callcenter import logs
 from callcenter.clock import Clock
 from callcenter.config import Config
 from callcenter.ingest.batch import (
@@ -34,7 +35,13 @@ from callcenter.ingest.batch import (
     plan_silent_offline,
 )
 from callcenter.ingest.mqtt import AckAfterCommit, backoff_delays, ingest_client
-from callcenter.ingest.protocol import DeadLetterReason, is_device_name, subscription
+from callcenter.ingest.protocol import (
+    DeadLetterReason,
+    PayloadError,
+    is_device_name,
+    parse_topic,
+    subscription,
+)
 from callcenter.ingest.registry import DeviceRegistry, load_devices
 from callcenter.ingest.writer import EventWriter, StoredEvent, Written
 from callcenter.store.db import refused_by_database, what_it_said
@@ -372,7 +379,15 @@ class Ingest:
         self.stats.conflicts += written.conflicts
         for row in plan.dead_letters:
             self.stats.dead_letters[row["reason"]] += 1
-            log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
+            with logs.bound(household=self._household_named(row["topic"])):
+                log.warning("dead letter %s on %s: %s", row["reason"], row["topic"], row["detail"])
+
+    def _household_named(self, topic: str) -> str | None:
+        """The household a device topic names (whoever sent it), for the log."""
+        try:
+            return parse_topic(self._limits.topic_prefix, topic).household
+        except PayloadError:
+            return None
 
     def _note_rejections(self, plan: BatchPlan, written: Written) -> None:
         """Keep count, for /healthz, of the devices whose events the database refused

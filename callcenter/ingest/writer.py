@@ -19,9 +19,10 @@ from sqlalchemy import bindparam, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from callcenter.domain.call_types import raises_alarm
+from callcenter import logs
+from callcenter.domain.events import ServerEventKind, raises_alarm
 from callcenter.ingest.batch import BatchPlan, same_content
-from callcenter.ingest.protocol import SERVER_ID_PREFIX, ServerEventKind, server_event_id
+from callcenter.ingest.protocol import SERVER_ID_PREFIX, server_event_id
 from callcenter.store.db import write_locked, write_turn
 from callcenter.store.models import Base
 
@@ -229,14 +230,15 @@ class EventWriter:
         }
         result = await connection.execute(self._insert_events, [note])
         written.events.extend(StoredEvent(*row) for row in result)
-        log.warning(
-            "device %d sent event id %r again with other content (%s, first %s)%s",
-            second["device_id"],
-            second["event_id"],
-            second["kind"],
-            first["kind"],
-            f"; raised as {raised.event_id}" if raised is not None else "",
-        )
+        with logs.bound(event_id=first["id"]):
+            log.warning(
+                "device %d sent event id %r again with other content (%s, first %s)%s",
+                second["device_id"],
+                second["event_id"],
+                second["kind"],
+                first["kind"],
+                f"; raised as {raised.event_id}" if raised is not None else "",
+            )
 
 
 def _content(row: dict[str, Any]) -> dict[str, Any]:

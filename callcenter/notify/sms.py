@@ -30,37 +30,16 @@ from twilio.rest import Client  # type: ignore[import-untyped]
 from callcenter.config import SmsConfig
 from callcenter.engine import repository
 from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
-from callcenter.store.models import PhoneProblem
+from callcenter.notify import twilio_errors
 
 log = logging.getLogger("callcenter.sms")
 
 STATUS_PATH = "/sms/status"
 
-# Twilio's codes for a number that cannot get our texts, as a person should read them.
-_UNREACHABLE_NUMBER = {
-    21211: (
-        PhoneProblem.INVALID_NUMBER,
-        "the phone number is not a valid number (Twilio 21211); correct it in the records",
-    ),
-    21610: (
-        PhoneProblem.OPTED_OUT,
-        "the phone has opted out of our texts with STOP (Twilio 21610); they reach it again "
-        "only after its owner texts START",
-    ),
-    21614: (
-        PhoneProblem.NOT_MOBILE,
-        "the number is not a mobile phone and cannot receive texts (Twilio 21614)",
-    ),
-}
-
-
 # How far before an attempt began Twilio's message list is searched: our clock and
 # Twilio's may differ a little. And how many of that number's messages are looked at.
 RECONCILE_MARGIN = timedelta(minutes=2)
 RECONCILE_LIMIT = 100
-
-# Refusals of our credentials or account (authentication failed, account suspended).
-_ACCOUNT_REFUSED = frozenset({20003, 20005})
 
 
 @dataclass(frozen=True)
@@ -94,11 +73,11 @@ def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
     status = int(error.status or 0)
     code = int(error.code) if error.code else None
     said = getattr(error, "msg", "") or getattr(error, "title", "") or str(error)
-    if status == 429 or code == 20429:
+    if status == 429 or code == twilio_errors.RATE_LIMITED:
         return SendError(f"Twilio is limiting our sending rate (HTTP {status}, code {code})")
     if status >= 500 or status == 0:
         return SendError(f"Twilio had a fault (HTTP {status}, code {code}): {said}")
-    if status in (401, 403) or code in _ACCOUNT_REFUSED:
+    if status in (401, 403) or code in twilio_errors.ACCOUNT_REFUSED:
         # Our account, not the recipient: nothing is wrong with the message, and once
         # the configuration is fixed everything queued must still go out. Escalation
         # meanwhile runs on its own timers, as for any page that is not answered.
@@ -106,8 +85,8 @@ def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
             f"Twilio refused our account (HTTP {status}, code {code}): {said}; check "
             "sms.account_sid and CALLCENTER_SMS__AUTH_TOKEN"
         )
-    if code in _UNREACHABLE_NUMBER:
-        problem, detail = _UNREACHABLE_NUMBER[code]
+    if code in twilio_errors.REFUSED_NUMBER:
+        problem, detail = twilio_errors.REFUSED_NUMBER[code]
         return SendError(detail, phone_problem=problem)
     return SendError(
         f"Twilio refused the message (HTTP {status}, code {code}): {said}", permanent=True

@@ -3,10 +3,9 @@
 aiosqlite runs each SQLite call on the connection's worker thread and wakes the event
 loop with the result. Through its own cursor a statement takes four such trips (make a
 cursor, execute, fetch the rows, close the cursor), and under load the waits for those
-wake-ups, not SQLite, were most of the server's time (a storm of presses: the event loop
-idle three fifths of the time, the worker threads idle too). The cursor here makes one:
-it executes, reads every row and closes the SQLite cursor in a single call on the
-thread, which is what SQLAlchemy's adapter does with the rows anyway (it reads them all
+wake-ups, not SQLite, were most of the server's time. The cursor here makes one: it
+executes, reads every row and closes the SQLite cursor in a single call on the thread,
+which is what SQLAlchemy's adapter does with the rows anyway (it reads them all
 at once for an ordinary, non-streaming cursor).
 
 A connection holding SQLite's write lock (from ``BEGIN IMMEDIATE`` to its commit or
@@ -14,10 +13,8 @@ rollback) makes its calls on the event loop's own thread: no trips at all. Nothi
 does then can wait for another connection: in WAL mode readers never hold up a writer,
 no other writer can begin, and a commit appends to the log (its automatic checkpoint is
 the passive kind, which waits for nobody). Only ``BEGIN IMMEDIATE`` itself may wait, for
-whoever holds the lock now, and it waits on the worker thread. In a storm of presses the
-write lock, passed between the engine, the outbox and ingest in its own process, was
-busy all the time, and most of each holder's time was spent on the trips; without them
-a press was decided within 0.6 s at the 99th percentile instead of 2.9 s.
+whoever holds the lock now, and it waits on the worker thread. What the trips cost in a
+storm of presses, and what this saved, is measured in docs/benchmarks.md (storm).
 
 ``InlineConnection`` makes every call on the event loop's own thread: no trips even to
 begin, but a wait for a lock held by another process stalls the loop, so it is only for

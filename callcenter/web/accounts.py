@@ -1,5 +1,5 @@
 """Operator accounts: add one, issue a new token, set a board password, list them,
-switch them off and on, and the demo district's operator and supervisor.
+switch them off and on.
 
 A token is shown once, when it is issued; the database keeps only its SHA-256. A
 password is kept only as its Argon2 hash; setting one, or switching an operator off,
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,14 +25,6 @@ from callcenter.web.sessions import end_sessions, hash_password, password_proble
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # "+", country code and number: the form SMS providers need.
 _E164 = re.compile(r"\+[0-9]{6,15}")
-
-# The demo district's desk. Invented people; the number looks like the demo carers' ones.
-DEMO_OPERATOR = "demo.operator"
-DEMO_SUPERVISOR = "demo.supervisor"
-_DEMO_ACCOUNTS = (
-    (DEMO_OPERATOR, "王丽", m.OperatorRole.OPERATOR, None),
-    (DEMO_SUPERVISOR, "陈建国", m.OperatorRole.SUPERVISOR, "+8613997100001"),
-)
 
 
 class OperatorAccountError(Exception):
@@ -184,34 +175,3 @@ async def list_operators(engine: AsyncEngine) -> list[OperatorAccount]:
         )
         for r in rows
     ]
-
-
-async def ensure_demo_operators(engine: AsyncEngine, now: datetime) -> str:
-    """Make sure the demo operator and supervisor exist and are active; returns a freshly
-    issued token for the demo operator, so a person can try the API."""
-    async with AsyncSession(engine) as session:
-        existing = set(
-            (
-                await session.scalars(
-                    select(m.Operator.username).where(
-                        m.Operator.username.in_([a[0] for a in _DEMO_ACCOUNTS])
-                    )
-                )
-            ).all()
-        )
-    for username, name, role, phone in _DEMO_ACCOUNTS:
-        if username in existing:
-            await set_active(engine, username, True)
-        else:
-            await add_operator(engine, username, name=name, now=now, role=role, phone=phone)
-    return await issue_token(engine, DEMO_OPERATOR)
-
-
-async def issue_demo_passwords(engine: AsyncEngine) -> dict[str, str]:
-    """Fresh random board passwords for the demo operator and supervisor (shown once, in
-    the demo's log); none is written anywhere in the code."""
-    passwords = {}
-    for username, *_ in _DEMO_ACCOUNTS:
-        passwords[username] = secrets.token_urlsafe(9)
-        await set_password(engine, username, passwords[username])
-    return passwords

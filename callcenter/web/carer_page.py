@@ -18,20 +18,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from html import escape
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, AssignmentState, Call, Outcome
+from callcenter import logs
+from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, Call, Outcome
 from callcenter.domain.messages import CALL_TYPE_NAMES
-from callcenter.domain.replies import Answer
+from callcenter.domain.replies import NEXT_ANSWERS, Answer
 from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
 from callcenter.web import audit, sms
+from callcenter.web.assets import CARER_PAGES
 from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.pages import file_response
@@ -45,7 +46,6 @@ log = logging.getLogger("callcenter.carer_page")
 
 routes = web.RouteTableDef()
 
-CARER_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "carer"
 PAGE = CARER_PAGES / "index.html"
 _ASSETS = frozenset({"carer.js", "carer.css"})
 # The page's data goes into the HTML here, so one view is one request and one audit row.
@@ -55,7 +55,8 @@ MAX_ANSWER_BYTES = 1024
 
 
 class PageAnswer(StrEnum):
-    """The buttons of the page."""
+    """The buttons of the page: each sends the ``Answer`` of the same name, as the same
+    SMS reply would (which are shown when: ``replies.NEXT_ANSWERS``)."""
 
     ACCEPT = "accept"
     DECLINE = "decline"
@@ -63,22 +64,6 @@ class PageAnswer(StrEnum):
     ON_SCENE = "on_scene"
     RESOLVED = "resolved"
 
-
-# The answer each button sends, as the same SMS reply would.
-PAGE_ANSWERS: dict[PageAnswer, Answer] = {
-    PageAnswer.ACCEPT: Answer.ACCEPT,
-    PageAnswer.DECLINE: Answer.DECLINE,
-    PageAnswer.ON_THE_WAY: Answer.ON_THE_WAY,
-    PageAnswer.ON_SCENE: Answer.ON_SCENE,
-    PageAnswer.RESOLVED: Answer.RESOLVED,
-}
-# What a carer may press in each state of their part in the call.
-_NEXT: dict[AssignmentState, tuple[PageAnswer, ...]] = {
-    AssignmentState.DISPATCHED: (PageAnswer.ACCEPT, PageAnswer.DECLINE),
-    AssignmentState.ACCEPTED: (PageAnswer.ON_THE_WAY, PageAnswer.ON_SCENE, PageAnswer.DECLINE),
-    AssignmentState.ON_THE_WAY: (PageAnswer.ON_SCENE,),
-    AssignmentState.ON_SCENE: (PageAnswer.RESOLVED,),
-}
 
 _REFUSALS = {
     "not_found": {
@@ -223,7 +208,7 @@ def page_data(live: LiveLink, now: datetime, zone_year: int) -> dict[str, Any]:
         ],
         "carer": {"code": carer.code, "name": carer.name, "language": carer.language},
         "mine": live.assignment.state.value,
-        "buttons": list(_NEXT.get(live.assignment.state, ())),
+        "buttons": list(NEXT_ANSWERS.get(live.assignment.state, ())),
         "outcomes": [o.value for o in Outcome],
         "link_expires_at": iso(live.link.expires),
         "now": iso(now),
@@ -369,22 +354,23 @@ async def answer(request: web.Request) -> web.Response:
     except LinkRefusedError as refused:
         _log_refusal(request, refused)
         raise ApiError(refused.status, refused.reason, refused.message()) from None
-    handled = await sms.apply_answer(
-        server,
-        registry,
-        live.carer,
-        live.call.id,
-        PAGE_ANSWERS[body.answer],
-        outcome=body.outcome,
-        via="the carer page",
-    )
-    log.info(
-        "carer %s pressed %s on call %d: %s",
-        live.carer.code,
-        body.answer.value,
-        live.call.id,
-        handled.outcome,
-    )
+    with logs.bound(call_id=live.call.id, household=live.household.code, carer=live.carer.code):
+        handled = await sms.apply_answer(
+            server,
+            registry,
+            live.carer,
+            live.call.id,
+            Answer(body.answer),
+            outcome=body.outcome,
+            via="the carer page",
+        )
+        log.info(
+            "carer %s pressed %s on call %d: %s",
+            live.carer.code,
+            body.answer.value,
+            live.call.id,
+            handled.outcome,
+        )
     after = await _after(server, live, registry)
     return web.json_response(
         {
@@ -407,7 +393,7 @@ async def _after(server: Running, live: LiveLink, registry: Registry) -> dict[st
         "state": call.state.value,
         "outcome": call.outcome.value if call.outcome else None,
         "mine": mine.state.value,
-        "buttons": list(_NEXT.get(mine.state, ())) if still else [],
+        "buttons": list(NEXT_ANSWERS.get(mine.state, ())) if still else [],
     }
 
 

@@ -19,11 +19,10 @@ import math
 import re
 import secrets
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -31,11 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.domain.calls import AssignmentState, CallState
+from callcenter.domain.calls import AssignmentState
+from callcenter.domain.response_times import ACCEPTED_OR_LATER, ON_SCENE, first_at, seconds_after
 from callcenter.engine import repository
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import audit
+from callcenter.web.assets import FAMILY_PAGES
 from callcenter.web.bodies import _Body, read_body
 from callcenter.web.contract import MAX_ID, Access, Parameters, contract
 from callcenter.web.errors import ApiError, not_found
@@ -79,7 +80,6 @@ CODE_ASKED = "family_code_asked"
 CODE_WRONG = "family_code_wrong"
 SIGNED_IN = "family_signed_in"
 
-FAMILY_PAGES = Path(__file__).resolve().parents[2] / "dashboards" / "family"
 # The only files served from dashboards/family/ besides the page.
 _ASSETS = frozenset({"family.js", "family.css"})
 
@@ -679,21 +679,21 @@ class _Sent:
     travel_s: float | None
 
 
-_REACHED = {
-    CallState.ACCEPTED.value,
-    CallState.ON_THE_WAY.value,
-    CallState.ON_SCENE.value,
-}
 _ARRIVED = {AssignmentState.ON_SCENE.value, AssignmentState.FINISHED.value}
 _COMING = {AssignmentState.ACCEPTED.value, AssignmentState.ON_THE_WAY.value}
 
 
 def _seconds(start: datetime, end: datetime | None) -> int | None:
-    return None if end is None else round((end - start).total_seconds())
+    after = seconds_after(start, end)
+    return None if after is None else round(after)
 
 
-def _first(history: Sequence[m.CallHistory], states: set[str], after: datetime) -> datetime | None:
-    return next((h.at for h in history if h.to_state in states and h.at >= after), None)
+def _first(
+    history: Sequence[m.CallHistory], states: Collection[str], after: datetime
+) -> datetime | None:
+    """When the call first got as far as one of ``states``: a family measures the call's
+    own state (with two carers needed, it is accepted when both have)."""
+    return first_at(((h.to_state, h.at) for h in history), states, after=after)
 
 
 def family_view(
@@ -705,8 +705,8 @@ def family_view(
 ) -> dict[str, Any]:
     """One call as a family sees it: when it was raised, who answered, which carer came
     and when, the outcome, the response times, and while it is open where things stand."""
-    accepted_at = _first(history, _REACHED, call.opened_at)
-    on_scene_at = _first(history, {CallState.ON_SCENE.value}, call.opened_at)
+    accepted_at = _first(history, ACCEPTED_OR_LATER, call.opened_at)
+    on_scene_at = _first(history, {ON_SCENE}, call.opened_at)
     came = [s for s in sent if s.state in _ARRIVED]
     coming = next((s for s in sent if s.active and s.state in _COMING), None)
     asked = next((s for s in sent if s.active), None)
@@ -753,7 +753,7 @@ def _live(
         # The estimate counts from when this carer accepted (or set off, if that is all
         # we heard), falling back to the page.
         started = (
-            _first(history, _REACHED, coming.dispatched_at)
+            _first(history, ACCEPTED_OR_LATER, coming.dispatched_at)
             or coming.changed_at
             or coming.dispatched_at
         )

@@ -1,9 +1,10 @@
 """The board's pages and their files, for signed-in operators only.
 
 Someone not signed in sees nothing but the sign-in page (and its style sheet): ``/``,
-``/board`` and every file under ``/static/`` send them to ``/login``. Files come from
-``dashboards/`` (ours) and, under ``/static/vendor/leaflet/``, from Leaflet as npm
-installed it (``dashboards/node_modules/leaflet/dist``), never from anywhere else on disk.
+``/board`` and every file under ``/static/`` send them to ``/login``. Files come from the
+pages (``dashboards/``, found by assets.py) and, under ``/static/vendor/leaflet/``, from
+Leaflet as npm installed it (``dashboards/node_modules/leaflet/dist``), never from anywhere
+else on disk.
 """
 
 from __future__ import annotations
@@ -13,14 +14,11 @@ from pathlib import Path
 from aiohttp import web
 
 from callcenter.web import sessions
+from callcenter.web.assets import BOARD_PAGE, LEAFLET, LOGIN_STYLE, PAGES
 
-DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
-BOARD_PAGE = DASHBOARDS / "board" / "index.html"
-# The sign-in page's style, for people not signed in yet (so outside /static/).
-LOGIN_STYLE = DASHBOARDS / "login.css"
-LEAFLET = DASHBOARDS / "node_modules" / "leaflet" / "dist"
-# Our own files: everything under dashboards/ except what npm put there.
-_NOT_SERVED = frozenset({"node_modules"})
+# Our own files: everything under dashboards/ except what npm put there and the package's
+# own Python.
+_NOT_SERVED = frozenset({"node_modules", "__init__.py", "__pycache__"})
 
 routes = web.RouteTableDef()
 
@@ -86,4 +84,4 @@ async def static(request: web.Request) -> web.StreamResponse:
     relative = request.match_info["path"]
     if relative.split("/", 1)[0] in _NOT_SERVED:
         raise web.HTTPNotFound(text=f"no such file: {relative}")
-    return file_response(_within(DASHBOARDS, relative))
+    return file_response(_within(PAGES, relative))

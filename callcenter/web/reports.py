@@ -24,15 +24,15 @@ from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
 from callcenter.web import sessions
+from callcenter.web.assets import REPORTS_PAGE
 from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, query_of
 from callcenter.web.errors import bad_request
-from callcenter.web.pages import DASHBOARDS, file_response
+from callcenter.web.pages import file_response
 from callcenter.web.replies import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
 
 REPORTS_PATH = "/reports"
-REPORTS_PAGE = DASHBOARDS / "reports" / "index.html"
 
 routes = web.RouteTableDef()
 

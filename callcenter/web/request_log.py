@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from callcenter import logs
 from callcenter.web.state import CALL, OPERATOR, REFUSAL
 
 log = logging.getLogger("callcenter.web")
@@ -29,18 +30,23 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
         return response
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        about = f"{request[CALL]}: " if CALL in request else ""
+        call = request.get(CALL)
+        about = f"{call}: " if call is not None else ""
         who = str(request[OPERATOR].actor) if OPERATOR in request else "anonymous"
         why = f" ({request[REFUSAL]})" if REFUSAL in request and status >= 400 else ""
         quiet = request.path in _QUIET_PATHS and status < 400
-        log.log(
-            logging.DEBUG if quiet else logging.INFO,
-            "%s%s %s -> %d by %s in %.1f ms%s",
-            about,
-            request.method,
-            request.path_qs,
-            status,
-            who,
-            elapsed_ms,
-            why,
-        )
+        with logs.bound(
+            call_id=None if call is None else call.call_id,
+            household=None if call is None else call.household,
+        ):
+            log.log(
+                logging.DEBUG if quiet else logging.INFO,
+                "%s%s %s -> %d by %s in %.1f ms%s",
+                about,
+                request.method,
+                request.path_qs,
+                status,
+                who,
+                elapsed_ms,
+                why,
+            )

@@ -2,15 +2,13 @@
 
 Supervisors read these against the district's promises (a call taken within a minute, a
 carer at the door within the 15-minute service circle). Every figure is defined in
-docs/board.md, "Service levels"; the definitions live here once, as the code that
-computes them.
+docs/board.md, "Service levels"; what the moments mean and how a share or median is
+taken is domain/response_times.py, which the reports and the family page use too.
 """
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,14 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.call_types import CallType
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
+from callcenter.domain.response_times import (
+    ACCEPTED_OR_LATER,
+    ACK_TARGETS_S,
+    ON_SCENE,
+    CallTimes,
+    in_circle,
+    median_s,
+    seconds_after,
+    share_within,
+)
 from callcenter.engine.district import Registry
 from callcenter.store import models as m
 from callcenter.web.views import Shape, iso
-
-# History actions that mean a carer took the call on: accepting, or (a report may skip
-# ahead) reporting on the way or at the door straight away.
-ACCEPTED_OR_LATER = ("accepted", "on_the_way", "on_scene")
-ACK_TARGETS_S = (60, 180)
 
 
 class Escalation(Shape):
@@ -71,46 +74,6 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
-@dataclass(frozen=True)
-class CallTimes:
-    """The moments of one call that service levels measure, in seconds after it opened
-    (None: not reached)."""
-
-    id: int
-    call_type: str
-    age_s: float  # until it closed, or until now if it is still open
-    ack_s: float | None
-    accept_s: float | None
-    on_scene_s: float | None
-
-
-def share_within(calls: Iterable[CallTimes], reached: str, target_s: float) -> float | None:
-    """The share of calls that reached ``reached`` within ``target_s``, among those whose
-    answer is known: calls that reached it (in time or late) and calls that went longer
-    than ``target_s`` without reaching it. A call closed before the target without
-    reaching it (a resident's "cancel" after 20 s) is not counted either way. None when
-    no call counts."""
-    hits = counted = 0
-    for call in calls:
-        at: float | None = getattr(call, reached)
-        if at is not None:
-            counted += 1
-            hits += at <= target_s
-        elif call.age_s > target_s:
-            counted += 1
-    return None if counted == 0 else round(hits / counted, 4)
-
-
-def open_misses(calls: Iterable[CallTimes], open_ids: set[int], target_s: float) -> int:
-    """Open calls without a carer at the door after ``target_s``: misses of the circle."""
-    return sum(1 for c in calls if c.id in open_ids and c.on_scene_s is None and c.age_s > target_s)
-
-
-def median_s(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return None if not present else round(statistics.median(present), 1)
-
-
 async def call_times(
     session: AsyncSession, start: datetime, end: datetime, now: datetime
 ) -> tuple[list[CallTimes], set[int]]:
@@ -133,24 +96,24 @@ async def call_times(
     if ids:
         history = await session.execute(
             select(m.CallHistory.call_id, m.CallHistory.action, m.CallHistory.at)
-            .where(m.CallHistory.call_id.in_(ids), m.CallHistory.action.in_(ACCEPTED_OR_LATER))
+            .where(
+                m.CallHistory.call_id.in_(ids),
+                m.CallHistory.action.in_(sorted(ACCEPTED_OR_LATER)),
+            )
             .order_by(m.CallHistory.id)
         )
         for call_id, action, at in history.all():
             firsts.setdefault((call_id, action), at)
             firsts.setdefault((call_id, "accepted_or_later"), at)
 
-    def after(opened: datetime, moment: datetime | None) -> float | None:
-        return None if moment is None else max(0.0, (moment - opened).total_seconds())
-
     times = [
         CallTimes(
             id=row.id,
             call_type=row.call_type,
             age_s=max(0.0, ((row.closed_at or now) - row.opened_at).total_seconds()),
-            ack_s=after(row.opened_at, row.acknowledged_at),
-            accept_s=after(row.opened_at, firsts.get((row.id, "accepted_or_later"))),
-            on_scene_s=after(row.opened_at, firsts.get((row.id, "on_scene"))),
+            ack_s=seconds_after(row.opened_at, row.acknowledged_at),
+            accept_s=seconds_after(row.opened_at, firsts.get((row.id, "accepted_or_later"))),
+            on_scene_s=seconds_after(row.opened_at, firsts.get((row.id, ON_SCENE))),
         )
         for row in rows
     ]
@@ -204,9 +167,8 @@ async def service_levels(
     times, open_ids = await call_times(session, start, end, now)
     waiting = await escalations(session)
     circle_min = round(circle_s / 60, 1)
-    circle_hits = sum(1 for c in times if c.on_scene_s is not None and c.on_scene_s <= circle_s)
-    circle_counted = sum(1 for c in times if c.on_scene_s is not None) + open_misses(
-        times, open_ids, circle_s
+    circle_hits, circle_counted = in_circle(
+        ((c.on_scene_s, c.age_s, c.id in open_ids) for c in times), circle_s
     )
     return {
         "day": day.isoformat(),

@@ -24,7 +24,6 @@ import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -38,6 +37,7 @@ from callcenter.config import WebConfig
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import bodies
+from callcenter.web.assets import LOGIN_PAGE
 from callcenter.web.client_address import source_of
 from callcenter.web.state import OPEN_BOARDS, SERVER
 
@@ -61,8 +61,6 @@ _TOUCH_EVERY = timedelta(minutes=1)
 # does not pause them there (web.sign_in_failures_per_user).
 KNOWN_SOURCE_FOR = timedelta(days=30)
 _MAX_FIELD = 200
-
-LOGIN_PAGE = Path(__file__).resolve().parents[2] / "dashboards" / "login.html"
 
 _hasher = PasswordHasher()
 # Checked when the username is unknown, so a wrong name costs as long as a wrong password.

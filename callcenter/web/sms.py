@@ -22,22 +22,28 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
+from callcenter import logs
 from callcenter.domain.calls import (
     Actor,
     ActorKind,
     CallError,
-    Command,
     Outcome,
-    Report,
-    Resolve,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import REPORTS, Answer, ReplyError, parse_reply, refusal
+from callcenter.domain.replies import (
+    CONFIRMATIONS,
+    Answer,
+    ReplyError,
+    command_for,
+    parse_reply,
+    refusal,
+)
 from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
 from callcenter.engine.outbox.delivery import did_not_arrive, paged_carer
 from callcenter.notify.sms import STATUS_PATH
+from callcenter.notify.twilio_errors import BROKEN_BY_DELIVERY, delivery_error
 from callcenter.store import models as m
 from callcenter.web import twilio_form
 from callcenter.web.contract import Access, Reply, contract
@@ -57,14 +63,6 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 _EXAMPLE_CALL = "12"
 # An unknown sender's language is not known: they get both.
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
-
-_CONFIRMATIONS = {
-    Answer.ACCEPT: MessageKind.REPLY_ACCEPTED,
-    Answer.DECLINE: MessageKind.REPLY_DECLINED,
-    Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
-    Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
-    Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
-}
 
 
 def _shaped(name: str, meaning: str, **default: Any) -> Any:
@@ -124,9 +122,7 @@ _SIGNED = {
 def webhook_auth_token(server: Running) -> str:
     """The secret Twilio signs webhooks with: the local fake's while it runs, else the
     account's auth token from the configuration."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.auth_token
-    return server.config.sms.auth_token
+    return server.sms_account.auth_token
 
 
 def signed_url(request: web.Request, public_url: str) -> str:
@@ -147,9 +143,7 @@ def twiml(text: str) -> web.Response:
 def webhook_account_sid(server: Running) -> str:
     """The account whose webhooks these are: the local fake's while it runs, else the
     configured account."""
-    if server.config.sms.fake and server.fake_twilio is not None:
-        return server.fake_twilio.account_sid
-    return server.config.sms.account_sid
+    return server.sms_account.account_sid
 
 
 async def signed_form(
@@ -231,25 +225,29 @@ async def inbound_sms(request: web.Request) -> web.Response:
             ).scalar_one()
     except IntegrityError:
         return await _replayed(server, sid)
-    handled = await _handle(server, sender, body)
-    async with desk.transaction() as session:
-        # A carer may name a call that does not exist ("99999a"): kept as text, not linked.
-        call_id = handled.call_id
-        if call_id is not None and await session.get(m.Call, call_id) is None:
-            call_id = None
-        await session.execute(
-            update(m.InboundSms)
-            .where(m.InboundSms.id == row_id)
-            .values(outcome=handled.outcome, answer=handled.answer, call_id=call_id)
-        )
-    log.info(
-        "SMS %s from %s %r: %s%s",
-        sid,
-        sender,
-        body[:40],
-        handled.outcome,
-        f" on call {handled.call_id}" if handled.call_id is not None else "",
-    )
+    carer = _carer_by_phone(await desk.district.registry(), sender)
+    with logs.bound(carer=None if carer is None else carer.code):
+        handled = await _handle(server, sender, body)
+        async with desk.transaction() as session:
+            # A carer may name a call that does not exist ("99999a"): kept as text, not
+            # linked.
+            call_id = handled.call_id
+            if call_id is not None and await session.get(m.Call, call_id) is None:
+                call_id = None
+            await session.execute(
+                update(m.InboundSms)
+                .where(m.InboundSms.id == row_id)
+                .values(outcome=handled.outcome, answer=handled.answer, call_id=call_id)
+            )
+        with logs.bound(call_id=call_id):
+            log.info(
+                "SMS %s from %s %r: %s%s",
+                sid,
+                sender,
+                body[:40],
+                handled.outcome,
+                f" on call {handled.call_id}" if handled.call_id is not None else "",
+            )
     return twiml(handled.answer)
 
 
@@ -356,28 +354,28 @@ async def apply_answer(
     def say(kind: MessageKind, **facts: str) -> str:
         return render(Message(kind, facts), carer.language)
 
-    if not await _was_on(server, call_id, carer.id):
-        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
-    actor = Actor(ActorKind.CARER, carer.code)
-    command: Command
-    if answer is Answer.RESOLVED:
-        command = Resolve(actor, outcome, note=f"closed by {via}")
-    else:
-        command = Report(actor, carer.id, REPORTS[answer])
-    try:
-        call = await server.desk.command(call_id, command)
-    except CallNotFoundError:
-        return Handled("refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id)
-    except CallError as error:
-        refused = await _refusal(server, registry, call_id, carer, error, via)
-        return Handled("refused", refused, call_id)
-    household = registry.households[call.household_id].code
-    kind = _CONFIRMATIONS[answer]
-    return Handled(
-        str(answer),
-        say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
-        call_id,
-    )
+    with logs.bound(call_id=call_id, carer=carer.code):
+        if not await _was_on(server, call_id, carer.id):
+            return Handled(
+                "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
+            )
+        command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
+        try:
+            call = await server.desk.command(call_id, command)
+        except CallNotFoundError:
+            return Handled(
+                "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
+            )
+        except CallError as error:
+            refused = await _refusal(server, registry, call_id, carer, error, via)
+            return Handled("refused", refused, call_id)
+        household = registry.households[call.household_id].code
+        kind = CONFIRMATIONS[answer]
+        return Handled(
+            str(answer),
+            say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
+            call_id,
+        )
 
 
 async def _refusal(
@@ -396,14 +394,15 @@ async def _refusal(
     else:
         household = registry.households[call.household_id].code
         message = refusal(call, carer.id, household, str(error))
-    log.info(
-        "%s answer from carer %s refused on call %d household %s: %s",
-        via,
-        carer.code,
-        call_id,
-        household,
-        error,
-    )
+    with logs.bound(household=None if call is None else household):
+        log.info(
+            "%s answer from carer %s refused on call %d household %s: %s",
+            via,
+            carer.code,
+            call_id,
+            household,
+            error,
+        )
     return render(message, carer.language)
 
 
@@ -425,31 +424,12 @@ _DELIVERY_RANK = {
 _NEVER_ARRIVES = frozenset({"undelivered", "failed", "canceled"})
 # What moves a dispatch on at once: the carer was not reached.
 NOT_REACHED = frozenset({"undelivered", "failed"})
-# Twilio's delivery error codes, as a person should read them.
-DELIVERY_ERRORS = {
-    "30003": "unreachable handset: the phone is switched off or out of coverage",
-    "30005": "unknown destination: the number does not exist or is out of service",
-    "30006": "landline or unreachable carrier: the number cannot receive texts",
-    "30007": "carrier filtered: the carrier blocked the message (spam filter)",
-    "30008": "unknown error: the carrier gave no reason",
-}
-# Delivery errors that say the number itself cannot get texts: it is marked broken.
-_BROKEN_BY_DELIVERY = {
-    "30005": m.PhoneProblem.INVALID_NUMBER,
-    "30006": m.PhoneProblem.NOT_MOBILE,
-}
 
 
 def not_over(status: str) -> frozenset[str]:
     """The delivery statuses a report of ``status`` must not replace."""
     rank = _DELIVERY_RANK[status]
     return frozenset(s for s, r in _DELIVERY_RANK.items() if r >= rank) | _NEVER_ARRIVES
-
-
-def delivery_error(code: str) -> str:
-    """Twilio's delivery error code with its meaning, e.g. "Twilio 30003, unreachable ..."."""
-    meaning = DELIVERY_ERRORS.get(code)
-    return f"Twilio {code}, {meaning}" if meaning else f"Twilio {code}"
 
 
 @routes.post(STATUS_PATH)
@@ -472,7 +452,7 @@ async def sms_status(request: web.Request) -> web.Response:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
     error = f"{status}: {delivery_error(code)}" if code else None
-    problem = _BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
+    problem = BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
     async with server.desk.transaction() as session:
         noted = await repository.note_delivery(
             session, sid, status, error=error, not_over=not_over(status)
@@ -491,7 +471,12 @@ async def sms_status(request: web.Request) -> web.Response:
         log.warning("SMS status %s for %s: no message of ours has that sid", status, sid)
         return web.Response()
     for row in noted:
-        await _after_delivery(server, sid, status, code, row)
+        with logs.bound(
+            call_id=row.call_id,
+            household=row.household or None,
+            carer=repository.carer_code(row.recipient),
+        ):
+            await _after_delivery(server, sid, status, code, row)
     return web.Response()
 
 

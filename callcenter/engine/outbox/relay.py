@@ -19,15 +19,18 @@ bundling (limits.py), what a message that will not arrive does to its call
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter import logs
 from callcenter.clock import Clock
 from callcenter.domain.calls import Call
 from callcenter.domain.policy import Milestone
@@ -75,6 +78,35 @@ def still_wanted(call: Call, guard: Mapping[str, Any]) -> bool:
 def retry_delay(attempt: int, cap_s: float) -> timedelta:
     """Wait before attempt ``attempt + 1``: 5 s, 10 s, 20 s, ... up to ``cap_s``."""
     return timedelta(seconds=min(cap_s, 5.0 * 2 ** max(0, attempt - 1)))
+
+
+def logged(message: OutboxMessage) -> contextlib.AbstractContextManager[None]:
+    """Records logged inside carry the message's call, household and carer
+    (``logs.bound``)."""
+    return logs.bound(
+        call_id=message.call_id,
+        household=message.household or None,
+        carer=repository.carer_code(message.recipient),
+    )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _about_its_message(
+    method: Callable[Concatenate[OutboxRelay, OutboxMessage, _P], Coroutine[Any, Any, _R]],
+) -> Callable[Concatenate[OutboxRelay, OutboxMessage, _P], Coroutine[Any, Any, _R]]:
+    """A relay's work on one message, logged as about its call, household and carer."""
+
+    @functools.wraps(method)
+    async def logged_work(
+        relay: OutboxRelay, message: OutboxMessage, /, *args: _P.args, **kwargs: _P.kwargs
+    ) -> _R:
+        with logged(message):
+            return await method(relay, message, *args, **kwargs)
+
+    return logged_work
 
 
 class OutboxRelay:
@@ -177,10 +209,12 @@ class OutboxRelay:
                 household,
                 page.carer_id,
             )
-            sending = asyncio.create_task(self._send_handed(message))
+            # Logged as about its own call and carer, not as the decision's caller.
+            sending = asyncio.create_task(self._send_handed(message), context=contextvars.Context())
             self._handed.add(sending)
             sending.add_done_callback(self._handed.discard)
 
+    @_about_its_message
     async def _send_handed(self, message: OutboxMessage) -> None:
         try:
             async with self._turns.of(message.address):
@@ -434,14 +468,15 @@ class OutboxRelay:
                 return None
             if call is not None and not still_wanted(call, item.guard):
                 await session.execute(rows.SKIP, {"p_item": item_id, "p_now": now})
-                log.info(
-                    "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
-                    item.id,
-                    item.channel,
-                    item.recipient,
-                    item.call_id,
-                    household,
-                )
+                with logs.bound(call_id=item.call_id, household=household or None):
+                    log.info(
+                        "outbox %d (%s to %s, call %s household %s) skipped: no longer wanted",
+                        item.id,
+                        item.channel,
+                        item.recipient,
+                        item.call_id,
+                        household,
+                    )
                 self.skipped += 1
                 return None
             rules = rules_of(item.channel)
@@ -462,7 +497,8 @@ class OutboxRelay:
                 await session.execute(
                     rows.NOT_SENT, {"p_item": item_id, "p_now": now, "p_error": error}
                 )
-                log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
+                with logged(message):
+                    log.error("outbox %d (%s) not sent: %s", item.id, message.about, broken.why())
                 self.failed += 1
                 return replace(message, blocked=broken.why())
             in_doubt_since = item.sending_since
@@ -492,6 +528,7 @@ class OutboxRelay:
             return 1
         return await self._send(message)
 
+    @_about_its_message
     async def _send(self, message: OutboxMessage) -> int:
         """Send one claimed row (asking the provider first if an attempt is in doubt)."""
         sender = self._senders[message.channel]
@@ -524,6 +561,7 @@ class OutboxRelay:
         self._mark_sent(message, receipt)
         return 1
 
+    @_about_its_message
     async def _move_on(self, message: OutboxMessage, error: SendError) -> None:
         """A message for people that can never arrive: its call moves on (delivery)."""
         if message.call_id is None or not rules_of(message.channel).to_people:
@@ -538,6 +576,7 @@ class OutboxRelay:
             about=f"outbox {message.id} ({message.about})",
         )
 
+    @_about_its_message
     async def _settle(
         self,
         message: OutboxMessage,

@@ -43,15 +43,12 @@ import base64
 import binascii
 import collections
 import contextlib
-import html
 import ipaddress
 import itertools
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from email.utils import format_datetime
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode
@@ -62,13 +59,22 @@ from aiohttp.typedefs import Handler
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callcenter.clock import Clock, SystemClock
+from callcenter.fake_twilio.message import (
+    API_VERSION,
+    INBOUND,
+    OUTBOUND_REPLY,
+    FakeMessage,
+    PlannedFailure,
+    segments,
+)
+from callcenter.fake_twilio.page import (
+    PAGE_HEADERS,
+    PAGE_SCRIPT,
+    PAGE_STYLE,
+    page_file,
+    render_page,
+)
 
-API_VERSION = "2010-04-01"
-# Twilio's directions: what we send through the API, what a phone texts to our number,
-# and what Twilio sends back from a webhook's TwiML answer.
-OUTBOUND_API = "outbound-api"
-INBOUND = "inbound"
-OUTBOUND_REPLY = "outbound-reply"
 # Twilio's magic test number; the fake's own number when a reply does not name one.
 DEFAULT_NUMBER = "+15005550006"
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
@@ -77,20 +83,6 @@ _AUTO_DELIVER_AFTER_S = 0.2
 _MAX_PAGE_SIZE = 1000
 # Longest wait for the call centre's inbound webhook to answer a reply.
 _WEBHOOK_TIMEOUT_S = 30.0
-# How often the message page reloads itself (unless someone is typing an answer).
-_PAGE_RELOAD_S = 5
-# The page loads its own script and style and nothing else, and no other page frames it.
-_PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-_PAGE_HEADERS = {
-    "Content-Security-Policy": _PAGE_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 LOOPBACK_ONLY = (
     "the fake Twilio listens on loopback only: its page shows every text, family sign-in "
     "codes and carer links included, and answers as any carer's phone"
@@ -106,82 +98,6 @@ _ERROR_MESSAGES = {
     21610: "Attempt to send to unsubscribed recipient",
     21614: "'To' number is not a valid mobile number",
 }
-
-
-def _rfc2822(moment: datetime | None) -> str | None:
-    return None if moment is None else format_datetime(moment.astimezone(UTC), usegmt=True)
-
-
-def _segments(body: str) -> int:
-    # Approximation: ASCII counts as GSM-7 (160, or 153 per part), anything else UCS-2 (70/67).
-    single, part = (160, 153) if body.isascii() else (70, 67)
-    return 1 if len(body) <= single else -(-len(body) // part)
-
-
-@dataclass
-class FakeMessage:
-    """One message the fake accepted, as Twilio would store it."""
-
-    sid: str
-    account_sid: str
-    to: str
-    from_: str | None
-    body: str
-    messaging_service_sid: str | None
-    status_callback: str | None
-    date_created: datetime
-    status: str = "queued"
-    date_sent: datetime | None = None
-    form: dict[str, str] = field(default_factory=dict)
-    direction: str = OUTBOUND_API
-    # Arrival order across everything the fake saw: the page's "newest first" (on a test's
-    # ManualClock many messages share one time).
-    order: int = 0
-    # What became of a reply on its way to the call centre, when it did not go well.
-    note: str = ""
-
-    @property
-    def uri(self) -> str:
-        """The message's path, as Twilio reports it."""
-        return f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}.json"
-
-    def to_json(self) -> dict[str, Any]:
-        """The message resource JSON, with the fields ``MessageInstance`` reads."""
-        prefix = self.uri.removesuffix(".json")
-        return {
-            "account_sid": self.account_sid,
-            "api_version": API_VERSION,
-            "body": self.body,
-            "date_created": _rfc2822(self.date_created),
-            "date_sent": _rfc2822(self.date_sent),
-            "date_updated": _rfc2822(self.date_sent or self.date_created),
-            "direction": self.direction,
-            "error_code": None,
-            "error_message": None,
-            "from": self.from_,
-            "messaging_service_sid": self.messaging_service_sid,
-            "num_media": "0",
-            "num_segments": str(_segments(self.body)),
-            "price": None,
-            "price_unit": "USD",
-            "sid": self.sid,
-            "status": self.status,
-            "subresource_uris": {
-                "media": f"{prefix}/Media.json",
-                "feedback": f"{prefix}/Feedback.json",
-            },
-            "to": self.to,
-            "uri": self.uri,
-        }
-
-
-@dataclass(frozen=True)
-class PlannedFailure:
-    """An error the fake returns to one coming create call instead of accepting it."""
-
-    status: int
-    code: int
-    message: str
 
 
 def is_loopback(host: str) -> bool:
@@ -274,8 +190,8 @@ class FakeTwilio:
         app.router.add_get(f"{base}/Messages.json", self._list)
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self._fetch)
         app.router.add_get("/", self._page)
-        app.router.add_get("/page.js", _page_file(_PAGE_SCRIPT, "text/javascript"))
-        app.router.add_get("/page.css", _page_file(_PAGE_STYLE, "text/css"))
+        app.router.add_get("/page.js", page_file(PAGE_SCRIPT, "text/javascript"))
+        app.router.add_get("/page.css", page_file(PAGE_STYLE, "text/css"))
         app.router.add_get("/messages.json", self._everything)
         app.router.add_post("/reply", self._reply_from_page)
         self._runner = web.AppRunner(app, access_log=None)
@@ -383,7 +299,7 @@ class FakeTwilio:
             "From": from_number,
             "MessageSid": sid,
             "NumMedia": "0",
-            "NumSegments": str(_segments(body)),
+            "NumSegments": str(segments(body)),
             "SmsMessageSid": sid,
             "SmsSid": sid,
             "SmsStatus": "received",
@@ -651,10 +567,10 @@ class FakeTwilio:
     async def _page(self, request: web.Request) -> web.Response:
         """``GET /``: what every phone got and sent, newest first, and a form per phone."""
         return web.Response(
-            text=self._render_page(),
+            text=render_page(self.everything(), self._form_token, self.inbound_url),
             content_type="text/html",
             charset="utf-8",
-            headers=_PAGE_HEADERS,
+            headers=PAGE_HEADERS,
         )
 
     async def _reply_from_page(self, request: web.Request) -> web.Response:
@@ -684,47 +600,6 @@ class FakeTwilio:
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
             await self.reply(phone, body)  # a failure is noted on the message shown
         raise web.HTTPSeeOther("/")
-
-    def _render_page(self) -> str:
-        everything = self.everything()
-        rows = "\n".join(_page_row(m) for m in everything) or (
-            '<tr><td colspan="6">Nothing yet: no text has been sent or received.</td></tr>'
-        )
-        phones = sorted({m.to for m in everything if m.direction != INBOUND})
-        forms = "\n".join(_answer_form(phone, self._form_token) for phone in phones) or (
-            "<p>A form to answer appears here for each phone that got a text.</p>"
-        )
-        where = (
-            f"Answers are posted, signed, to <code>{html.escape(self.inbound_url)}</code>."
-            if self.inbound_url
-            else "No inbound URL is set: answers have nowhere to go."
-        )
-        return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>Fake Twilio: texts</title>
-<link rel="stylesheet" href="/page.css">
-<script src="/page.js" defer></script>
-</head>
-<body>
-<h1>Texts the fake Twilio saw</h1>
-<p>Nothing here reached a real phone. Newest first; the page reloads every
-{_PAGE_RELOAD_S} s unless you are typing an answer. Only this machine can open it.</p>
-<h2>Answer as a phone</h2>
-<p>{where}</p>
-{forms}
-<h2>Messages</h2>
-<table>
-<thead><tr><th>time (UTC)</th><th>kind</th><th>to</th><th>from</th><th>status</th>\
-<th>text</th></tr></thead>
-<tbody>
-{rows}
-</tbody>
-</table>
-</body>
-</html>
-"""
 
 
 def _parse_moment(text: str) -> datetime | date:
@@ -757,71 +632,6 @@ def _matches(message: FakeMessage, query: Any) -> bool:
         if op == "" and moment != bound:
             return False
     return True
-
-
-_KINDS = {
-    OUTBOUND_API: "sent by the call centre",
-    INBOUND: "the phone's answer",
-    OUTBOUND_REPLY: "confirmation",
-}
-
-
-def _page_row(message: FakeMessage) -> str:
-    moment = message.date_created.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-    status = html.escape(message.status)
-    if message.note:
-        status += f'<br><span class="note">{html.escape(message.note)}</span>'
-    cells = [
-        html.escape(moment),
-        html.escape(_KINDS.get(message.direction, message.direction)),
-        html.escape(message.to),
-        html.escape(message.from_ or message.messaging_service_sid or ""),
-        status,
-    ]
-    tds = "".join(f"<td>{cell}</td>" for cell in cells)
-    return (
-        f'<tr class="{html.escape(message.direction)}" id="{html.escape(message.sid)}">'
-        f'{tds}<td class="body">{html.escape(message.body)}</td></tr>'
-    )
-
-
-def _answer_form(phone: str, token: str) -> str:
-    number = html.escape(phone)
-    return (
-        f'<form method="post" action="/reply"><input type="hidden" name="From" '
-        f'value="{number}"><input type="hidden" name="token" value="{html.escape(token)}">'
-        f'<label>{number} answers: <input name="Body" size="24" '
-        f'placeholder="e.g. 12a"></label> <button type="submit">send</button></form>'
-    )
-
-
-_PAGE_STYLE = """\
-body { font-family: sans-serif; margin: 1.5em; }
-table { border-collapse: collapse; width: 100%; }
-th, td { border-bottom: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left;
-  vertical-align: top; }
-td.body { white-space: pre-wrap; }
-tr.inbound { background: #eef6ff; }
-tr.outbound-reply { background: #f2fbf0; }
-.note { color: #a00; }
-form { margin: 0.3em 0; }
-"""
-# Reloads the page unless someone is typing an answer.
-_PAGE_SCRIPT = f"""\
-setInterval(function () {{
-  var typing = Array.prototype.some.call(
-    document.querySelectorAll("input[name=Body]"),
-    function (box) {{ return box.value !== "" || box === document.activeElement; }});
-  if (!typing) {{ window.location.replace("/"); }}
-}}, {_PAGE_RELOAD_S * 1000});
-"""
-
-
-def _page_file(text: str, content_type: str) -> Handler:
-    async def serve(request: web.Request) -> web.Response:
-        return web.Response(text=text, content_type=content_type, headers=_PAGE_HEADERS)
-
-    return serve
 
 
 @web.middleware

@@ -1,0 +1,292 @@
+"""Who is asked to help, and who next: paging the best free carers, paging again when one
+declines, stays silent or cannot be reached, and running the policy's escalation steps
+(operators' alarm, supervisors, station lead, family, emergency services) when a
+milestone is missed or nobody can be sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from callcenter.domain.calls.commands import (
+    AlertDesk,
+    ArmTimer,
+    CancelTimers,
+    Effect,
+    IllegalTransitionError,
+    Person,
+    SendSms,
+    Situation,
+    StepDue,
+)
+from callcenter.domain.calls.decisions import (
+    Decision,
+    _dispatch_steps,
+    _entry,
+    _message,
+    _stand_down_sms,
+    _then,
+    _with_assignment,
+)
+from callcenter.domain.calls.model import SYSTEM, Actor, Assignment, AssignmentState, Call
+from callcenter.domain.dispatch import Candidate
+from callcenter.domain.messages import MessageKind, Trip
+from callcenter.domain.policy import Action, CountedFrom, Milestone, Step
+
+# The board alert raised when every escalation step has run and still nobody can go.
+NOBODY_TO_SEND = "nobody_to_send"
+
+
+def _page(call: Call, candidate: Candidate, by: Actor, situation: Situation) -> Decision:
+    carer = candidate.carer
+    assignment = Assignment(
+        carer_id=carer.id,
+        carer_code=carer.code,
+        state=AssignmentState.DISPATCHED,
+        dispatched_at=situation.now,
+        dispatched_by=str(by),
+        travel_s=round(candidate.travel_s, 1),
+        changed_at=situation.now,
+    )
+    after = replace(call, assignments=(*call.assignments, assignment))
+    entry = _entry(
+        call,
+        after,
+        situation,
+        by,
+        "dispatched",
+        carer=carer.code,
+        carer_name=carer.name,
+        travel_min=round(candidate.travel_s / 60, 1),
+        tier=candidate.tier.name.lower(),
+        within_circle=candidate.within_circle,
+    )
+    effects: list[Effect] = [
+        SendSms(
+            Person(f"carer:{carer.code}", carer.name, carer.phone, carer.language),
+            replace(
+                _message(MessageKind.DISPATCH, call, situation),
+                residents=tuple(r.aged(situation.now.year) for r in situation.resident_notes),
+                trip=Trip(candidate.distance_m, candidate.travel_s),
+            ),
+            carer_id=carer.id,
+        )
+    ]
+    effects += [
+        ArmTimer(step.name, situation.now + timedelta(seconds=step.after_s), carer.id)
+        for step in call.policy.steps
+        if step.counted_from is CountedFrom.DISPATCHED
+    ]
+    return Decision(after, (entry,), tuple(effects))
+
+
+def _auto_dispatch(call: Call, situation: Situation, by: Actor) -> Decision:
+    """Page the best candidates the call still needs; nobody to send escalates at once."""
+    decision = Decision(call)
+    tried = {a.carer_id for a in call.assignments}
+    for candidate in situation.candidates:
+        if decision.call.carers_wanted == 0:
+            break
+        if candidate.carer.id in tried:
+            continue  # declined, did not answer, or already on this call
+        if call.policy.skills and not set(call.policy.skills) <= candidate.carer.skills:
+            continue
+        decision = _then(decision, _page(decision.call, candidate, by, situation))
+    if decision.call.carers_wanted > 0:
+        decision = _then(
+            decision,
+            _nobody_to_send(
+                decision.call,
+                situation,
+                "no free carer on shift"
+                + (f" with {', '.join(call.policy.skills)}" if call.policy.skills else ""),
+                wanted=decision.call.carers_wanted,
+            ),
+        )
+    return decision
+
+
+def _release(
+    call: Call,
+    assignment: Assignment,
+    state: AssignmentState,
+    by: Actor | str,
+    situation: Situation,
+    action: str,
+    *,
+    refill: bool = True,
+    **detail: Any,
+) -> Decision:
+    """Take a carer off the call, then (``refill``) page someone else if it is now short."""
+    after = _with_assignment(call, replace(assignment, state=state, changed_at=situation.now))
+    entry = _entry(call, after, situation, by, action, carer=assignment.carer_code, **detail)
+    effects: tuple[Effect, ...] = (CancelTimers(_dispatch_steps(call), assignment.carer_id),)
+    decision = Decision(after, (entry,), effects)
+    if refill and after.carers_wanted > 0:
+        decision = _then(decision, _auto_dispatch(after, situation, SYSTEM))
+    return decision
+
+
+def _step_due(call: Call, command: StepDue, situation: Situation) -> Decision:
+    try:
+        step = call.policy.step(command.step)
+    except KeyError:
+        raise IllegalTransitionError(
+            call.id, f"call {call.id} has no step {command.step!r}"
+        ) from None
+    if step.counted_from is CountedFrom.DISPATCHED:
+        if command.carer_id is None:
+            raise IllegalTransitionError(call.id, f"step {step.name!r} needs a carer")
+        assignment = call.assignment(command.carer_id)
+        # Re-checked here, under the call's lock: a carer who accepted is left alone.
+        if assignment is None or assignment.state is not AssignmentState.DISPATCHED:
+            return Decision(call)
+        decision = _release(
+            call,
+            assignment,
+            AssignmentState.NO_ANSWER,
+            SYSTEM,
+            situation,
+            "no_answer",
+            refill=Action.REDISPATCH in step.actions,
+            step=step.name,
+            waited_s=step.after_s,
+        )
+        rest = tuple(a for a in step.actions if a is not Action.REDISPATCH)
+        sms = _stand_down_sms(call, assignment, situation, "no answer in time")
+        alerts = decision.call.alerts
+        if not decision.call.reached(step.unless):  # an extra carer's silence is no alarm
+            alerts |= {step.name}
+        flagged = replace(decision.call, alerts=alerts)
+        decision = Decision(flagged, decision.history, decision.effects + sms)
+        # The refill above paged someone, or found nobody and escalated by itself: a
+        # missing station lead must not hand over to the next step as well.
+        paged = Action.REDISPATCH in step.actions
+        return _then(decision, _run_actions(decision.call, step, rest, situation, reached=paged))
+    if step.name in call.fired_steps or call.reached(step.unless):
+        return Decision(call)
+    return _escalate(call, step, situation)
+
+
+def _escalate(
+    call: Call, step: Step, situation: Situation, *, early: str | None = None
+) -> Decision:
+    """Run one step (counted from the call's opening) now; ``early`` says why it runs
+    before its time."""
+    after = replace(
+        call, fired_steps=call.fired_steps | {step.name}, alerts=call.alerts | {step.name}
+    )
+    entry = _entry(
+        call,
+        after,
+        situation,
+        SYSTEM,
+        "escalated",
+        step=step.name,
+        waited_for=step.unless.value,
+        actions=[a.value for a in step.actions],
+        **({"early": early} if early else {}),
+    )
+    decision = Decision(after, (entry,), (CancelTimers(frozenset({step.name})),))
+    return _then(decision, _run_actions(after, step, step.actions, situation, early=early))
+
+
+def _run_actions(
+    call: Call,
+    step: Step,
+    actions: Sequence[Action],
+    situation: Situation,
+    *,
+    reached: bool = False,
+    early: str | None = None,
+) -> Decision:
+    """Carry out a step's actions. A missing contact number is recorded; a step that
+    reached nobody at all (``reached``: somebody already was) hands over to the next step."""
+    decision = Decision(call)
+    why = early or _why(step, call, situation)
+    for action in actions:
+        current = decision.call
+        if action is Action.ALERT_OPERATORS:
+            entry = _entry(current, current, situation, SYSTEM, action.value, why=why)
+            alarm = AlertDesk(step.name, why)
+            decision = Decision(current, (*decision.history, entry), (*decision.effects, alarm))
+            reached = True
+            continue
+        if action is Action.REDISPATCH:
+            if current.carers_wanted > 0:
+                # Finding nobody to page escalates by itself (see _auto_dispatch).
+                decision = _then(decision, _auto_dispatch(current, situation, SYSTEM))
+            reached = True
+            continue
+        if action is Action.EMERGENCY_SERVICES:
+            # Whoever else is told, every board sounds: someone must ring 120 now.
+            alarm = AlertDesk(step.name, f"{why}: ring emergency services (120) now")
+            decision = Decision(current, decision.history, (*decision.effects, alarm))
+            reached = True
+        people, kind = {
+            Action.ALERT_SUPERVISOR: (situation.supervisors, MessageKind.SUPERVISOR),
+            Action.NOTIFY_STATION_LEAD: (situation.station_leads, MessageKind.STATION_LEAD),
+            Action.NOTIFY_FAMILY: (situation.family[:1], MessageKind.FAMILY_DELAYED),
+            Action.EMERGENCY_SERVICES: (situation.supervisors, MessageKind.EMERGENCY_SERVICES),
+        }[action]
+        if not people:
+            entry = _entry(
+                current,
+                current,
+                situation,
+                SYSTEM,
+                NOBODY_TO_SEND,
+                why=f"{action.value}: no contact number",
+            )
+            decision = Decision(current, (*decision.history, entry), decision.effects)
+            continue
+        message = _message(kind, current, situation, why=why)
+        sms = tuple(SendSms(p, message, unless=step.unless) for p in people)
+        entry = _entry(
+            current, current, situation, SYSTEM, action.value, to=[p.label for p in people]
+        )
+        decision = Decision(current, (*decision.history, entry), decision.effects + sms)
+        reached = True
+    if actions and not reached:
+        decision = _then(
+            decision, _next_step(decision.call, situation, f"step {step.name} reached nobody")
+        )
+    return decision
+
+
+def _nobody_to_send(call: Call, situation: Situation, why: str, **detail: Any) -> Decision:
+    """Record that nobody could be sent, then run the next escalation step at once."""
+    entry = _entry(call, call, situation, SYSTEM, NOBODY_TO_SEND, why=why, **detail)
+    return _then(Decision(call, (entry,)), _next_step(call, situation, f"nobody to send: {why}"))
+
+
+def _next_step(call: Call, situation: Situation, because: str) -> Decision:
+    """Run the earliest step that has not fired yet, now; with none left, raise the
+    "nobody to send" alert for the desk to find someone by hand."""
+    upcoming = sorted(
+        (
+            s
+            for s in call.policy.steps
+            if s.counted_from is CountedFrom.OPENED
+            and s.name not in call.fired_steps
+            and not call.reached(s.unless)
+        ),
+        key=lambda s: s.after_s,
+    )
+    if upcoming:
+        return _escalate(call, upcoming[0], situation, early=because)
+    return Decision(replace(call, alerts=call.alerts | {NOBODY_TO_SEND}))
+
+
+def _why(step: Step, call: Call, situation: Situation) -> str:
+    waited = (situation.now - call.opened_at).total_seconds()
+    after = f"{round(waited)} s" if waited < 120 else f"{round(waited / 60)} min"
+    return {
+        Milestone.ACKNOWLEDGED: f"no operator has taken it after {after}",
+        Milestone.ACCEPTED: "the paged carer did not accept in time",
+        Milestone.ON_SCENE: f"no carer on scene after {after}",
+        Milestone.CLOSED: f"still open after {after}",
+    }[step.unless]

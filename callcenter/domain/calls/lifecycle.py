@@ -1,0 +1,427 @@
+"""The call lifecycle as a pure state machine.
+
+``decide(call, command, situation)`` returns the call's new state, the history entries
+that explain the change and the effects to carry out (SMS, device commands, timers). It
+never does I/O and never reads a clock: the time is ``situation.now``. Paging and
+escalation, which several commands end in, are decided in ``escalation``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from callcenter.domain.call_types import PRIORITY, CallType
+from callcenter.domain.calls.commands import (
+    SUPERVISOR_RECIPIENT,
+    Acknowledge,
+    AddNote,
+    AlreadyOwnedError,
+    ArmTimer,
+    AutoDispatch,
+    CancelTimers,
+    CarerReport,
+    Command,
+    DeviceCancel,
+    DeviceCommand,
+    DeviceNote,
+    Dispatch,
+    Effect,
+    IllegalTransitionError,
+    NotOwnerError,
+    Press,
+    Report,
+    Resolve,
+    SendSms,
+    Situation,
+    StandDown,
+    StepDue,
+    TextFailed,
+    Unreachable,
+)
+from callcenter.domain.calls.decisions import (
+    Decision,
+    HistoryEntry,
+    _carer_contact,
+    _dispatch_steps,
+    _entry,
+    _message,
+    _stand_down_sms,
+    _then,
+    _with_assignment,
+)
+from callcenter.domain.calls.escalation import _auto_dispatch, _page, _release, _step_due
+from callcenter.domain.calls.model import (
+    _ACCEPTED_OR_LATER,
+    _CARER_PROGRESS,
+    SYSTEM,
+    Actor,
+    ActorKind,
+    Assignment,
+    AssignmentState,
+    Call,
+    CancelReason,
+    Outcome,
+)
+from callcenter.domain.messages import MessageKind
+from callcenter.domain.policy import CountedFrom, Milestone, Policy
+
+# Presses closer together than this are counted but not each written to the history,
+# so a stuck or chattering button cannot flood it.
+PRESS_NOTE_INTERVAL = timedelta(seconds=30)
+
+
+def open_call(
+    call_id: int,
+    household_id: int,
+    call_type: CallType,
+    policy: Policy,
+    device: str,
+    situation: Situation,
+) -> Decision:
+    """A new call: history, escalation timers, and the first dispatch when the policy
+    sends carers automatically."""
+    now = situation.now
+    call = Call(
+        id=call_id,
+        household_id=household_id,
+        type=call_type,
+        priority=PRIORITY[call_type],
+        opened_at=now,
+        policy=policy,
+        last_press_at=now,
+        press_noted_at=now,
+    )
+    raised = HistoryEntry(
+        now,
+        f"device:{device}",
+        "raised",
+        None,
+        call.state,
+        {"call_type": call_type.value, "priority": call.priority},
+    )
+    timers = tuple(
+        ArmTimer(step.name, now + timedelta(seconds=step.after_s))
+        for step in policy.steps
+        if step.counted_from is CountedFrom.OPENED
+    )
+    decision = Decision(call, (raised,), timers)
+    if policy.auto_dispatch:
+        decision = _then(decision, _auto_dispatch(decision.call, situation, SYSTEM))
+    return decision
+
+
+def decide(call: Call, command: Command, situation: Situation) -> Decision:
+    """Apply ``command`` to ``call``; raises a CallError when it does not fit."""
+    if isinstance(command, AddNote):
+        return _note(call, command, situation)
+    if isinstance(command, DeviceNote):
+        entry = _entry(call, call, situation, f"device:{command.device}", command.what)
+        return Decision(call, (replace(entry, detail=command.detail),))
+    if isinstance(command, TextFailed):
+        return _text_failed(call, command, situation)
+    if not call.is_open:
+        if isinstance(command, StepDue):
+            return Decision(call)  # a closed call has nothing left to escalate
+        raise IllegalTransitionError(call.id, f"call {call.id} is already {call.state.value}")
+    if isinstance(command, Press):
+        return _press(call, command, situation)
+    if isinstance(command, DeviceCancel):
+        return _device_cancel(call, command, situation)
+    if isinstance(command, Acknowledge):
+        return _acknowledge(call, command.by, situation)
+    if isinstance(command, StepDue):
+        return _step_due(call, command, situation)
+    if isinstance(command, Unreachable):
+        return _unreachable(call, command, situation)
+    if isinstance(command, Report) and command.by.kind is ActorKind.CARER:
+        return _report(call, command, situation)
+    if isinstance(command, AutoDispatch) and command.by.kind is ActorKind.SYSTEM:
+        return _auto_dispatch(call, situation, command.by)
+    if isinstance(command, Resolve) and command.by.kind is ActorKind.CARER:
+        return _carer_resolves(call, command, situation)
+    # Everything else is desk work: the first operator to touch the call owns it.
+    decision = _take_ownership(call, command.by, situation)
+    call = decision.call
+    if isinstance(command, AutoDispatch):
+        return _then(decision, _auto_dispatch(call, situation, command.by))
+    if isinstance(command, Dispatch):
+        return _then(decision, _dispatch(call, command, situation))
+    if isinstance(command, Report):
+        return _then(decision, _report(call, command, situation))
+    if isinstance(command, StandDown):
+        return _then(decision, _stand_down(call, command, situation))
+    if isinstance(command, Resolve):
+        return _then(
+            decision,
+            _close(call, command.by, situation, outcome=command.outcome, note=command.note),
+        )
+    return _then(
+        decision, _close(call, command.by, situation, reason=command.reason, note=command.note)
+    )
+
+
+def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Decision:
+    assignment = call.assignment(command.carer_id)
+    # Re-checked under the call's lock: a carer who answered anyway is left alone.
+    if assignment is None or assignment.state is not AssignmentState.DISPATCHED:
+        return Decision(call)
+    decision = _release(
+        call,
+        assignment,
+        AssignmentState.UNREACHABLE,
+        SYSTEM,
+        situation,
+        "unreachable",
+        why=command.why,
+    )
+    told = _tell_supervisors(
+        call, situation, f"carer {assignment.carer_code} cannot be reached ({command.why})"
+    )
+    return Decision(decision.call, decision.history, decision.effects + told)
+
+
+def _tell_supervisors(call: Call, situation: Situation, why: str) -> tuple[SendSms, ...]:
+    message = _message(MessageKind.SUPERVISOR, call, situation, why=why)
+    return tuple(SendSms(p, message) for p in situation.supervisors)
+
+
+def _text_failed(call: Call, command: TextFailed, situation: Situation) -> Decision:
+    entry = _entry(
+        call,
+        call,
+        situation,
+        SYSTEM,
+        "text_failed",
+        to=command.recipient,
+        phone=command.phone,
+        why=command.why,
+    )
+    # Supervisors are not texted about their own failed texts, nor about closed calls.
+    if not call.is_open or command.recipient.startswith(SUPERVISOR_RECIPIENT):
+        return Decision(call, (entry,))
+    why = f"text to {command.recipient} ({command.phone}) not delivered: {command.why}"
+    return Decision(call, (entry,), _tell_supervisors(call, situation, why))
+
+
+def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:
+    """A carer at the door may close the call they are on; nobody else in the field may."""
+    on_scene = [
+        a
+        for a in call.assignments
+        if a.carer_code == command.by.name and a.state is AssignmentState.ON_SCENE
+    ]
+    if not on_scene:
+        raise IllegalTransitionError(
+            call.id,
+            f"{command.by} can resolve call {call.id} only once on scene there; "
+            "report on_scene first, or ask the desk",
+        )
+    return _close(call, command.by, situation, outcome=command.outcome, note=command.note)
+
+
+def _note(call: Call, command: AddNote, situation: Situation) -> Decision:
+    text = command.text.strip()
+    if not text:
+        raise IllegalTransitionError(call.id, "a note needs some text")
+    return Decision(call, (_entry(call, call, situation, command.by, "note", text=text),))
+
+
+def _press(call: Call, command: Press, situation: Situation) -> Decision:
+    now = situation.now
+    priority = min(call.priority, PRIORITY[command.call_type])
+    noted = call.press_noted_at
+    note_it = (
+        call.presses == 1  # the first repeat says the resident is still there, pressing
+        or noted is None
+        or now - noted >= PRESS_NOTE_INTERVAL
+        or priority < call.priority
+    )
+    after = replace(
+        call,
+        presses=call.presses + 1,
+        priority=priority,
+        last_press_at=now,
+        press_noted_at=now if note_it else noted,
+    )
+    if not note_it:
+        return Decision(after)
+    entry = _entry(
+        call,
+        after,
+        situation,
+        f"device:{command.device}",
+        "pressed_again",
+        presses=after.presses,
+        call_type=command.call_type.value,
+        priority=priority,
+    )
+    return Decision(after, (entry,))
+
+
+def _device_cancel(call: Call, command: DeviceCancel, situation: Situation) -> Decision:
+    actor = f"device:{command.device}"
+    grace = timedelta(seconds=call.policy.cancel_grace_s)
+    if situation.now - call.opened_at > grace or call.reached(Milestone.ON_SCENE):
+        # Too late to be a slip of the finger: somebody must still look.
+        entry = _entry(call, call, situation, actor, "cancel_ignored", grace_s=grace.seconds)
+        return Decision(call, (entry,))
+    return _close(
+        call,
+        Actor(ActorKind.DEVICE, command.device),
+        situation,
+        reason=CancelReason.RESIDENT_CANCELLED,
+        note="cancelled on the device within the grace window",
+    )
+
+
+def _acknowledge(call: Call, by: Actor, situation: Situation) -> Decision:
+    if not by.is_desk:
+        raise IllegalTransitionError(call.id, f"{by} cannot acknowledge a call; operators do")
+    if call.owner is not None:
+        if call.owner == str(by):
+            raise IllegalTransitionError(call.id, f"call {call.id} is already yours")
+        raise AlreadyOwnedError(call.id, call.owner)
+    return _take_ownership(call, by, situation)
+
+
+def _take_ownership(call: Call, by: Actor, situation: Situation) -> Decision:
+    if not by.is_desk:
+        raise IllegalTransitionError(call.id, f"{by} cannot do that; it is desk work")
+    if call.owner is not None:
+        if call.owner != str(by) and by.kind is not ActorKind.SUPERVISOR:
+            raise NotOwnerError(call.id, call.owner, str(by))
+        return Decision(call)
+    after = replace(call, owner=str(by), acknowledged_at=situation.now)
+    after = _clear_alerts(after)
+    return Decision(
+        after,
+        (_entry(call, after, situation, by, "acknowledged"),),
+        _cancel_steps(after, Milestone.ACKNOWLEDGED),
+    )
+
+
+def _cancel_steps(
+    call: Call, milestone: Milestone, carer_id: int | None = None
+) -> tuple[Effect, ...]:
+    steps = frozenset(s.name for s in call.policy.steps if s.unless is milestone)
+    return (CancelTimers(steps, carer_id),) if steps else ()
+
+
+def _clear_alerts(call: Call) -> Call:
+    """Drop alerts whose step is now satisfied; "nobody to send" stays until closure."""
+    steps = {s.name: s for s in call.policy.steps}
+    still = frozenset(
+        name for name in call.alerts if name not in steps or not call.reached(steps[name].unless)
+    )
+    return replace(call, alerts=still)
+
+
+def _dispatch(call: Call, command: Dispatch, situation: Situation) -> Decision:
+    carer = command.carer.carer
+    current = call.assignment(carer.id)
+    if current is not None and current.active:
+        raise IllegalTransitionError(call.id, f"carer {carer.code} is already on call {call.id}")
+    return _page(call, command.carer, command.by, situation)
+
+
+def _report(call: Call, command: Report, situation: Situation) -> Decision:
+    assignment = call.assignment(command.carer_id)
+    if assignment is None or not assignment.active:
+        raise IllegalTransitionError(
+            call.id, f"carer #{command.carer_id} is not on call {call.id}; dispatch them first"
+        )
+    if command.by.kind is ActorKind.CARER and command.by.name != assignment.carer_code:
+        raise IllegalTransitionError(
+            call.id, f"{command.by} cannot report for carer {assignment.carer_code}"
+        )
+    if command.report is CarerReport.DECLINED:
+        if assignment.state is not AssignmentState.DISPATCHED:
+            raise IllegalTransitionError(
+                call.id,
+                f"carer {assignment.carer_code} has already accepted call {call.id}; "
+                "an operator can stand them down",
+            )
+        return _release(
+            call, assignment, AssignmentState.DECLINED, command.by, situation, "declined"
+        )
+    target = AssignmentState(command.report.value)
+    if _CARER_PROGRESS.index(target) <= _CARER_PROGRESS.index(assignment.state):
+        raise IllegalTransitionError(
+            call.id,
+            f"carer {assignment.carer_code} is already {assignment.state.value} on call "
+            f"{call.id}; cannot go back to {target.value}",
+        )
+    after = _with_assignment(call, replace(assignment, state=target, changed_at=situation.now))
+    after = _clear_alerts(after)
+    effects: list[Effect] = [CancelTimers(_dispatch_steps(call), assignment.carer_id)]
+    if call.reached(Milestone.ACCEPTED) is False and after.reached(Milestone.ACCEPTED):
+        effects += _cancel_steps(after, Milestone.ACCEPTED)
+    if not any(a.state in _ACCEPTED_OR_LATER for a in call.assignments):
+        effects.append(DeviceCommand("help_on_the_way"))
+    if not call.reached(Milestone.ON_SCENE) and after.reached(Milestone.ON_SCENE):
+        effects += _cancel_steps(after, Milestone.ON_SCENE)
+    entry = _entry(call, after, situation, command.by, target.value, carer=assignment.carer_code)
+    return Decision(after, (entry,), tuple(effects))
+
+
+def _stand_down(call: Call, command: StandDown, situation: Situation) -> Decision:
+    assignment = call.assignment(command.carer_id)
+    if assignment is None or not assignment.active:
+        raise IllegalTransitionError(call.id, f"carer #{command.carer_id} is not on call {call.id}")
+    decision = _release(
+        call,
+        assignment,
+        AssignmentState.STOOD_DOWN,
+        command.by,
+        situation,
+        "stood_down",
+        why=command.why,
+    )
+    sms = _stand_down_sms(call, assignment, situation, command.why or "stood down by the desk")
+    return Decision(decision.call, decision.history, (*decision.effects, *sms))
+
+
+def _close(
+    call: Call,
+    by: Actor,
+    situation: Situation,
+    *,
+    outcome: Outcome | None = None,
+    reason: CancelReason | None = None,
+    note: str = "",
+) -> Decision:
+    now = situation.now
+    released: list[Assignment] = []
+    assignments = []
+    for a in call.assignments:
+        if a.state is AssignmentState.ON_SCENE:
+            assignments.append(replace(a, state=AssignmentState.FINISHED, changed_at=now))
+        elif a.active:
+            released.append(a)
+            assignments.append(replace(a, state=AssignmentState.STOOD_DOWN, changed_at=now))
+        else:
+            assignments.append(a)
+    after = replace(
+        call,
+        assignments=tuple(assignments),
+        closed_at=now,
+        outcome=outcome,
+        cancel_reason=reason,
+        alerts=frozenset(),
+    )
+    action = "resolved" if outcome is not None else "cancelled"
+    detail: dict[str, Any] = {"outcome": outcome.value} if outcome else {"reason": str(reason)}
+    if note:
+        detail["note"] = note
+    entry = _entry(call, after, situation, by, action, **detail)
+    why = f"call {action}"
+    effects: list[Effect] = [CancelTimers(frozenset(s.name for s in call.policy.steps))]
+    effects += [
+        SendSms(person, _message(MessageKind.STAND_DOWN, call, situation, why=why))
+        for a in released
+        if (person := _carer_contact(a, situation)) is not None
+    ]
+    effects.append(DeviceCommand("call_closed"))
+    return Decision(after, (entry,), tuple(effects))

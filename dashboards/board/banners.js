@@ -1,0 +1,74 @@
+// What the board says about itself and the server, above the calls: the connection pill
+// and the lost or signed-out banner, the health banner while a part of the server is
+// stuck, the red banner of a refused action, and the short notice of one that was done.
+import { beep, updateAlarmState } from "./alarm.js";
+import { sinceText } from "./clock.js";
+import { $, h } from "./dom.js";
+import { t, tOr } from "./i18n.js";
+import { state } from "./state.js";
+
+export function setConnection(value) {
+  state.connection = value;
+  document.body.dataset.connection = value;
+  document.body.classList.toggle("stale", value !== "live");
+  document.body.classList.remove("connecting");
+  const pill = $("connection");
+  pill.dataset.state = value;
+  pill.textContent = t(`conn.${value}`);
+  const banner = $("connection-banner");
+  banner.hidden = value !== "lost";
+  banner.textContent = t("conn.lost");
+  $("signed-out-banner").hidden = value !== "signed_out";
+  updateAlarmState();
+}
+
+export function setHealth(health) {
+  const before = new Set(state.health.failing.map((f) => f.part));
+  state.health = { failing: [], ...(health ?? {}) };
+  renderHealth();
+  // A part newly stuck sounds once, as an alarm does (the banner stays meanwhile).
+  if (state.health.failing.some((f) => !before.has(f.part))) beep();
+}
+
+export function renderHealth() {
+  const failing = state.health.failing ?? [];
+  const banner = $("health-banner");
+  banner.hidden = failing.length === 0;
+  banner.dataset.parts = failing.map((f) => f.part).join(" ");
+  banner.replaceChildren(
+    ...failing.map((f) => {
+      const params = { since: sinceText(f.since), part: f.part };
+      const what = tOr(`health.${f.part}`, null) === null ? t("health.unknown", params) : t(`health.${f.part}`, params);
+      // The technician's detail (in English) for whoever hovers; the line is for everyone.
+      return h(
+        "div",
+        { class: "health-line", dataset: { part: f.part }, title: f.detail ?? "" },
+        h("span", { class: "health-icon", "aria-hidden": "true" }, "⚠"),
+        h("span", {}, `${what}${t("health.sep")}`, h("span", { class: "health-call" }, t("health.call"))),
+      );
+    }),
+  );
+  updateAlarmState();
+}
+
+export function showConflict(failure) {
+  $("conflict-title").textContent = failure.status === 409 ? t("conflict.title") : t("error.title");
+  $("conflict-text").textContent = failure.message;
+  const banner = $("conflict-banner");
+  banner.dataset.status = failure.status;
+  banner.dataset.error = failure.code ?? "";
+  banner.hidden = false;
+}
+
+export function hideConflict() {
+  $("conflict-banner").hidden = true;
+}
+
+let noticeTimer = null;
+export function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => (notice.hidden = true), 4000);
+}

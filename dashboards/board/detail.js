@@ -1,0 +1,369 @@
+// The detail panel: the selected call as the server has it (read again after every
+// change), its resident card, carers, deadlines, the household's last calls, notes and
+// history, and the buttons of what the signed-in person may do with it. What they are
+// typing or choosing here survives a live redraw.
+import { api } from "./api.js";
+import { hideConflict, showConflict, showNotice } from "./banners.js";
+import { formatTime, serverNow, tick } from "./clock.js";
+import { $, append, h } from "./dom.js";
+import { t, tOr } from "./i18n.js";
+import { carerName, OPEN_STATES, ownerName, rank, ROLE_RANK, state } from "./state.js";
+
+const OUTCOMES = ["helped_at_home", "taken_to_hospital", "false_alarm", "no_access", "family_attended", "device_fixed", "other"];
+const CANCEL_REASONS = ["resident_cancelled", "duplicate", "entered_in_error"];
+const CARER_REPORTS = ["accepted", "on_the_way", "on_scene", "declined"];
+
+let detailTimer = null;
+
+export async function selectCall(id) {
+  if (state.selected !== id) {
+    state.selected = id;
+    state.detail = null;
+    state.candidates = null;
+    state.lastCalls = null;
+    renderDetail();
+    for (const card of document.querySelectorAll(".call-card")) {
+      card.classList.toggle("selected", Number(card.dataset.callId) === id);
+    }
+  }
+  await refreshDetail();
+}
+
+export function scheduleDetailRefresh() {
+  clearTimeout(detailTimer);
+  detailTimer = setTimeout(refreshDetail, 150);
+}
+
+export async function refreshDetail() {
+  const id = state.selected;
+  if (id === null) return;
+  try {
+    const detail = await api("GET", `/api/calls/${id}`);
+    if (state.selected !== id) return;
+    state.detail = detail;
+    const open = OPEN_STATES.has(detail.state);
+    const [candidates, lastCalls] = await Promise.all([
+      open ? api("GET", `/api/calls/${id}/candidates`).catch(() => null) : null,
+      api(
+        "GET",
+        `/api/calls?state=closed&limit=6&household=${encodeURIComponent(detail.household?.code ?? "")}`,
+      ).catch(() => null),
+    ]);
+    if (state.selected !== id) return;
+    state.candidates = candidates?.candidates ?? null;
+    state.lastCalls = (lastCalls?.calls ?? [])
+      .filter((call) => call.id !== id)
+      .slice(0, 5);
+  } catch (failure) {
+    if (failure.status === 404) state.detail = null;
+  }
+  renderDetail();
+}
+
+export function renderDetail() {
+  const panel = $("detail");
+  const call = state.detail;
+  if (state.selected === null) {
+    panel.replaceChildren(h("p", { class: "empty" }, t("detail.pick")));
+    return;
+  }
+  if (!call || call.id !== state.selected) {
+    panel.replaceChildren(h("p", { class: "hint" }, t("detail.loading")));
+    return;
+  }
+  const household = call.household ?? {};
+  const focused = document.activeElement?.dataset?.draft;
+  const caret = focused ? [document.activeElement.selectionStart, document.activeElement.selectionEnd] : null;
+  const scroll = panel.parentElement.scrollTop;
+  panel.replaceChildren(
+    h(
+      "div",
+      { class: "detail", dataset: { callId: call.id, state: call.state } },
+      h(
+        "div",
+        { class: "title" },
+        `${t("call.id", { id: call.id })} · ${tOr(`type.${call.call_type}`, call.call_type)} `,
+        h("span", { class: "state-badge", id: "detail-state", dataset: { state: call.state } }, tOr(`state.${call.state}`, call.state)),
+      ),
+      h("div", {}, h("strong", {}, household.code ?? ""), " ", household.address ?? ""),
+      household.access_notes ? h("div", { class: "notes" }, `${t("detail.access")}: ${household.access_notes}`) : null,
+      actionsSection(call),
+      residentCard(household),
+      assignmentsSection(call),
+      timersSection(call),
+      lastCallsSection(),
+      notesSection(call),
+      historySection(call),
+    ),
+  );
+  panel.parentElement.scrollTop = scroll;
+  if (focused) {
+    const again = panel.querySelector(`[data-draft="${CSS.escape(focused)}"]`);
+    again?.focus();
+    if (again && caret && typeof again.setSelectionRange === "function" && again.tagName !== "SELECT") {
+      try {
+        again.setSelectionRange(caret[0], caret[1]);
+      } catch {
+        /* not a text field */
+      }
+    }
+  }
+  tick();
+}
+
+function canWork(call) {
+  if (!OPEN_STATES.has(call.state)) return false;
+  return !call.owner || call.owner === state.me?.actor || rank() >= ROLE_RANK.supervisor;
+}
+
+function actionsSection(call) {
+  const section = h("section", { class: "actions" });
+  if (!OPEN_STATES.has(call.state)) {
+    append(section, [
+      h("p", { class: "owner-note" }, t("detail.closed"), call.outcome ? ` · ${t("detail.outcome")}: ${tOr(`outcome.${call.outcome}`, call.outcome)}` : "", call.cancel_reason ? ` · ${tOr(`reason.${call.cancel_reason}`, call.cancel_reason)}` : ""),
+    ]);
+    return section;
+  }
+  if (!call.owner) {
+    append(section, [
+      h("button", { type: "button", class: "big take", dataset: { action: "acknowledge" }, onclick: () => act("acknowledge", call, "acknowledge") }, t("action.acknowledge")),
+    ]);
+  } else if (call.owner !== state.me?.actor) {
+    append(section, [
+      h("p", { class: "owner-note", id: "owned-by" }, rank() >= ROLE_RANK.supervisor ? t("detail.step_in", { owner: ownerName(call.owner) }) : t("detail.owned_by", { owner: ownerName(call.owner) })),
+    ]);
+  }
+  if (!canWork(call)) return section;
+
+  // Dispatch: the engine's ranking, or a carer picked by hand.
+  append(section, [
+    h("h3", {}, t("action.candidates")),
+    h("div", { class: "row" }, h("button", { type: "button", dataset: { action: "dispatch-best" }, onclick: () => act("dispatch", call, "dispatch", {}) }, t("action.dispatch_best"))),
+  ]);
+  if (state.candidates) {
+    append(section, [
+      state.candidates.length === 0
+        ? h("p", { class: "hint" }, t("action.candidates.none"))
+        : h(
+            "table",
+            { class: "candidates" },
+            h(
+              "tbody",
+              {},
+              state.candidates.slice(0, 6).map((c) =>
+                h(
+                  "tr",
+                  { dataset: { carer: c.code } },
+                  h("td", {}, `${c.code} ${c.name}`),
+                  h("td", {}, c.station),
+                  h("td", {}, t("action.minutes", { n: c.travel_min })),
+                  h("td", {}, c.within_circle ? t("action.within_circle") : ""),
+                  h("td", {}, h("span", { class: "carer-state", dataset: { state: c.state } }, tOr(`carer.${c.state}`, c.state ?? ""))),
+                  h("td", {}, h("button", { type: "button", dataset: { action: "dispatch", carer: c.code }, onclick: () => act("dispatch", call, "dispatch", { carer: c.code }) }, t("action.dispatch"))),
+                ),
+              ),
+            ),
+          ),
+    ]);
+  }
+  const pick = draft(h("input", { id: "pick-carer", list: "carer-codes", placeholder: t("action.pick.placeholder"), size: 14 }), "pick");
+  append(section, [
+    h(
+      "div",
+      { class: "row" },
+      h("label", { for: "pick-carer" }, t("action.pick")),
+      pick,
+      h("datalist", { id: "carer-codes" }, state.carers.filter((c) => c.state !== "off_shift").map((c) => h("option", { value: c.code }, `${c.name} · ${tOr(`carer.${c.state}`, c.state)}`))),
+      h("button", { type: "button", dataset: { action: "dispatch-pick" }, onclick: () => pick.value.trim() && act("dispatch", call, "dispatch", { carer: pick.value.trim().toUpperCase() }) }, t("action.dispatch")),
+    ),
+  ]);
+
+  // Close the call.
+  const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o }, t(`outcome.${o}`)))), "outcome");
+  const reason = draft(h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`)))), "reason");
+  append(section, [
+    h("div", { class: "row" }, outcome, h("button", { type: "button", dataset: { action: "resolve" }, onclick: () => act("resolve", call, "resolve", { outcome: outcome.value }) }, t("action.resolve"))),
+    h("div", { class: "row" }, reason, h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act("cancel", call, "cancel", { reason: reason.value }) }, t("action.cancel"))),
+  ]);
+  return section;
+}
+
+function residentCard(household) {
+  const year = new Date(serverNow()).getUTCFullYear();
+  return h(
+    "section",
+    { class: "resident-card" },
+    h("h3", {}, t("detail.residents")),
+    (household.residents ?? []).map((r) =>
+      h(
+        "div",
+        { class: "resident" },
+        h("span", { class: "name" }, r.name),
+        r.birth_year ? ` ${t("detail.age", { n: year - r.birth_year })}` : "",
+        r.mobility ? ` · ${tOr(`mobility.${r.mobility}`, r.mobility)}` : "",
+        r.care_notes ? h("div", { class: "notes" }, r.care_notes) : null,
+      ),
+    ),
+    h("h3", {}, t("detail.family")),
+    h(
+      "ul",
+      { class: "plain family" },
+      (household.family ?? []).map((f) => h("li", {}, `${f.name}（${f.relation}）`, " ", h("a", { href: `tel:${f.phone}` }, f.phone))),
+    ),
+    h("h3", {}, t("detail.devices")),
+    h(
+      "ul",
+      { class: "plain devices" },
+      (household.devices ?? []).map((d) =>
+        h(
+          "li",
+          { dataset: { online: d.online } },
+          `${d.serial} · `,
+          h("span", { class: d.online ? "" : "overdue" }, d.online ? t("detail.device.online") : t("detail.device.offline")),
+          d.battery_pct !== null && d.battery_pct !== undefined ? ` · ${t("detail.device.battery", { n: d.battery_pct })}` : "",
+          d.last_seen_at ? ` · ${t("detail.device.seen", { t: formatTime(d.last_seen_at, true) })}` : "",
+        ),
+      ),
+    ),
+  );
+}
+
+function assignmentsSection(call) {
+  const working = canWork(call);
+  const rows = (call.assignments ?? []).map((a) => {
+    const why = draft(h("input", { placeholder: t("action.stand_down.why"), size: 10, "aria-label": t("action.stand_down.why") }), `why.${a.carer}`);
+    return h(
+      "tr",
+      { dataset: { carer: a.carer, state: a.state, active: a.active } },
+      h("td", {}, `${a.carer} ${a.name ?? carerName(a.carer)}`),
+      h("td", {}, h("span", { class: "carer-state", dataset: { state: a.state } }, tOr(`carer.${a.state}`, a.state))),
+      h("td", {}, a.travel_min !== null && a.travel_min !== undefined ? t("action.minutes", { n: a.travel_min }) : ""),
+      h(
+        "td",
+        {},
+        working && a.active
+          ? [
+              CARER_REPORTS.map((status) =>
+                h("button", { type: "button", class: "quiet", dataset: { action: "status", carer: a.carer, status }, onclick: () => act(`status.${status}`, call, `carers/${a.carer}/status`, { status }) }, t(`status.${status}`)),
+              ),
+              why,
+              h("button", { type: "button", class: "quiet", dataset: { action: "stand-down", carer: a.carer }, onclick: () => act("stand_down", call, `carers/${a.carer}/stand-down`, { why: why.value.trim() || t("action.stand_down") }).then((done) => done && forgetDraft(`why.${a.carer}`)) }, t("action.stand_down")),
+            ]
+          : "",
+      ),
+    );
+  });
+  return h("section", { class: "assignments" }, h("h3", {}, t("detail.assignments")), rows.length ? h("table", {}, h("tbody", {}, rows)) : h("p", { class: "hint" }, t("call.carers.none")));
+}
+
+function timersSection(call) {
+  const timers = call.timers ?? [];
+  if (timers.length === 0) return null;
+  return h(
+    "section",
+    { class: "timers" },
+    h("h3", {}, t("detail.timers")),
+    h(
+      "table",
+      {},
+      h(
+        "tbody",
+        {},
+        timers.map((timer) =>
+          h("tr", {}, h("td", {}, tOr(`step.${timer.step}`, timer.step), timer.carer ? ` (${timer.carer})` : ""), h("td", {}, formatTime(timer.due_at)), h("td", { dataset: { due: timer.due_at } }, "")),
+        ),
+      ),
+    ),
+  );
+}
+
+function lastCallsSection() {
+  if (state.lastCalls === null) return null;
+  return h(
+    "section",
+    { class: "last-calls" },
+    h("h3", {}, t("detail.last_calls")),
+    state.lastCalls.length === 0
+      ? h("p", { class: "hint" }, t("detail.last_calls.none"))
+      : h(
+          "ul",
+          { class: "plain" },
+          state.lastCalls.map((c) =>
+            h("li", {}, `${formatTime(c.opened_at, true)} · ${tOr(`type.${c.call_type}`, c.call_type)} · ${c.outcome ? tOr(`outcome.${c.outcome}`, c.outcome) : tOr(`reason.${c.cancel_reason}`, c.cancel_reason ?? "")}`),
+          ),
+        ),
+  );
+}
+
+function notesSection(call) {
+  const text = draft(h("textarea", { id: "note-text", placeholder: t("action.note.placeholder"), "aria-label": t("action.note") }), "note");
+  return h(
+    "section",
+    { class: "note" },
+    text,
+    h("button", { type: "button", class: "quiet", dataset: { action: "note" }, onclick: () => text.value.trim() && act("note", call, "notes", { text: text.value.trim() }) }, t("action.note")),
+  );
+}
+
+function historySection(call) {
+  const entries = [...(call.history ?? [])].reverse();
+  return h(
+    "section",
+    {},
+    h("h3", {}, t("detail.history")),
+    h(
+      "ul",
+      { class: "plain history" },
+      entries.map((entry) =>
+        h("li", {}, `${formatTime(entry.at)} ${entry.actor} ${entry.action}`, entry.detail?.text ? `: ${entry.detail.text}` : "", entry.detail?.carer ? ` ${entry.detail.carer}` : ""),
+      ),
+    ),
+  );
+}
+
+// What the operator is typing or choosing in the detail panel, kept across redraws (a
+// live change to the call redraws the panel; nobody's half-written note may vanish).
+const drafts = new Map();
+
+function draft(element, field) {
+  const key = `${state.selected}:${field}`;
+  element.dataset.draft = field;
+  if (drafts.has(key)) element.value = drafts.get(key);
+  const keep = () => drafts.set(key, element.value);
+  element.addEventListener("input", keep);
+  element.addEventListener("change", keep);
+  return element;
+}
+
+function forgetDraft(field) {
+  drafts.delete(`${state.selected}:${field}`);
+}
+
+async function act(label, call, path, body = {}) {
+  hideConflict();
+  const buttons = [...document.querySelectorAll("#detail button")];
+  buttons.forEach((button) => (button.disabled = true));
+  try {
+    const result = await api("POST", `/api/calls/${call.id}/${path}`, body);
+    if (state.selected === call.id) {
+      state.detail = result;
+      if (label === "note") forgetDraft("note");
+      if (label === "dispatch") forgetDraft("pick");
+    }
+    showNotice(t("action.done", { what: actionName(label) }));
+    await refreshDetail();
+    return true;
+  } catch (failure) {
+    showConflict(failure);
+    // The refusal usually means this board was behind: show the call as it now is.
+    await refreshDetail();
+    return false;
+  }
+}
+
+function actionName(label) {
+  const [kind, status] = label.split(".");
+  if (kind === "status") return t(`status.${status}`);
+  if (kind === "dispatch") return t("action.dispatched");
+  return tOr(`action.${kind}`, kind);
+}

@@ -1,0 +1,61 @@
+// What the board knows: the last snapshot and every message after it, who is signed in,
+// which call is open in the detail panel, and the helpers that read it (alarm or not,
+// most urgent first, names). Data only, no page: every view reads it and redraws from it.
+// A field is written where its news arrives: board.js (the feed, the sign-in and its
+// end), detail.js (the selected call), banners.js (connection, health), service.js (the
+// figures it asks for), clock.js (the server's clock).
+
+// The states of a call that is still open (a call in any other state leaves the board).
+export const OPEN_STATES = new Set(["raised", "acknowledged", "dispatched", "accepted", "on_the_way", "on_scene"]);
+export const ROLE_RANK = { operator: 1, supervisor: 2, admin: 3 };
+const ALARM_TYPES = new Set(["emergency", "fall"]);
+
+export const state = {
+  me: null,
+  timezone: "Asia/Shanghai",
+  calls: new Map(),
+  carers: [],
+  stations: [],
+  service: {},
+  // The server's parts stuck for too long (GET /healthz, as the feed says): a banner.
+  health: { failing: [] },
+  // Server time minus client time, from the last message that said what time it was.
+  offsetMs: 0,
+  connection: "connecting",
+  selected: null,
+  detail: null,
+  candidates: null,
+  lastCalls: null,
+  // Why the sign-in ended, once the server has said so (the board then stays signed out).
+  ended: null,
+};
+
+// An emergency or fall nobody has taken yet: the loud kind.
+export function isAlarm(call) {
+  return ALARM_TYPES.has(call.call_type) && !call.acknowledged_at && !call.owner && OPEN_STATES.has(call.state);
+}
+
+export function rank() {
+  return ROLE_RANK[state.me?.role] ?? 0;
+}
+
+export function carerName(code) {
+  return state.carers.find((carer) => carer.code === code)?.name ?? "";
+}
+
+export function ownerName(actor) {
+  const [, username] = String(actor).split(":");
+  if (state.me && actor === state.me.actor) return `${state.me.name} (${username})`;
+  return username ?? actor;
+}
+
+// Most urgent first: priority, then most presses, then longest waiting.
+export function sortedCalls() {
+  return [...state.calls.values()].sort(
+    (a, b) =>
+      a.priority - b.priority ||
+      (b.presses ?? 1) - (a.presses ?? 1) ||
+      Date.parse(a.opened_at) - Date.parse(b.opened_at) ||
+      a.id - b.id,
+  );
+}
