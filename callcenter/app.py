@@ -24,12 +24,13 @@ from callcenter.config import Config
 from callcenter.engine.desk import Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import EventFollower
-from callcenter.engine.outbox import DeviceCommandSender, OutboxRelay, Sender, TextLimit
+from callcenter.engine.outbox import OutboxRelay, Sender, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
 from callcenter.engine.welfare import WelfareList
 from callcenter.fake_twilio import FakeTwilio
 from callcenter.health import Health
+from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
 from callcenter.notify.sms import TwilioAccount, TwilioSms

@@ -44,9 +44,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from callcenter.clock import Clock
 from callcenter.engine.feed import Feed, Update
 from callcenter.engine.follower import CURSOR
-from callcenter.engine.outbox import ChannelProgress, DeviceCommandSender, OutboxRelay
+from callcenter.engine.outbox import ChannelProgress, OutboxRelay
 from callcenter.engine.repository import DEVICE_COMMAND, SMS
 from callcenter.engine.scheduler import Scheduler
+from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest, IngestStats
 from callcenter.store import models as m

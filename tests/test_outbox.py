@@ -17,13 +17,8 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.domain.calls import Acknowledge, Actor, ActorKind, StandDown
 from callcenter.domain.policy import Milestone
-from callcenter.engine.outbox import (
-    OutboxMessage,
-    OutboxRelay,
-    Receipt,
-    SendError,
-    still_wanted,
-)
+from callcenter.engine.outbox import OutboxMessage, OutboxRelay, Receipt, SendError
+from callcenter.engine.outbox.relay import still_wanted
 from callcenter.engine.repository import ClaimedPage
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar

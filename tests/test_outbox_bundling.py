@@ -15,13 +15,8 @@ from sqlalchemy import insert, select
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.engine.outbox import (
-    BUNDLE_SEPARATOR,
-    OutboxMessage,
-    OutboxRelay,
-    TextLimit,
-    bundles,
-)
+from callcenter.engine.outbox import OutboxMessage, OutboxRelay, TextLimit
+from callcenter.engine.outbox.limits import BUNDLE_SEPARATOR, bundles
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk

@@ -22,7 +22,8 @@ from sqlalchemy import insert, select
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.engine.outbox import REPEAT_MARK, OutboxMessage, OutboxRelay, Receipt
+from callcenter.engine.outbox import OutboxMessage, OutboxRelay, Receipt
+from callcenter.engine.outbox.reconcile import REPEAT_MARK
 from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store import models as m

@@ -28,8 +28,6 @@ from callcenter.domain.calls import (
     ActorKind,
     CallError,
     Outcome,
-    TextFailed,
-    Unreachable,
 )
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.replies import (
@@ -43,6 +41,7 @@ from callcenter.domain.replies import (
 from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
 from callcenter.engine.district import CarerInfo, Registry
+from callcenter.engine.outbox.delivery import did_not_arrive, paged_carer
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.notify.twilio_errors import BROKEN_BY_DELIVERY, delivery_error
 from callcenter.store import models as m
@@ -500,29 +499,15 @@ async def _after_delivery(
     )
     if status not in NOT_REACHED or row.call_id is None:
         return
-    carer_id = row.guard.get("carer_id")
+    carer_id = paged_carer(row.guard)
     why = ("dispatch SMS " if carer_id is not None else "SMS ") + status
     why += f": {delivery_error(code)}" if code else ""
-    command: Unreachable | TextFailed = (
-        Unreachable(int(carer_id), why)
-        if carer_id is not None
-        else TextFailed(row.recipient, row.address, why)
+    await did_not_arrive(
+        server.desk,
+        row.call_id,
+        carer_id=carer_id,
+        recipient=row.recipient,
+        address=row.address,
+        why=why,
+        about=f"SMS status ({about})",
     )
-    await _move_on(server, row.call_id, command, about)
-
-
-async def _move_on(
-    server: Running, call_id: int, command: Unreachable | TextFailed, about: str
-) -> None:
-    """The text did not arrive. A page: the carer is unreachable, the next one is paged
-    now. Any other text: written on the call, supervisors told."""
-    try:
-        await server.desk.command(call_id, command)
-    except (CallError, CallNotFoundError) as refused:
-        log.info("SMS status (%s): %s not recorded: %s", about, command, refused)
-    except Exception:
-        # Recorded already, so a retried report would not get here again: a page's time
-        # to accept still runs out and moves the call on.
-        log.exception("SMS status (%s): could not record %s", about, command)
-    else:
-        log.info("SMS status (%s): %s; moving on", about, command)
