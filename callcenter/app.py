@@ -38,7 +38,7 @@ from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebServer, WebStartError, serving_web
 from callcenter.web.board import BoardData
-from callcenter.web.sms import INBOUND_PATH
+from callcenter.web.sms_webhooks import INBOUND_PATH
 
 log = logging.getLogger("callcenter.app")
 

@@ -52,7 +52,7 @@ from callcenter.ingest.protocol import Channel, event_payload, status_payload, t
 from callcenter.ingest.service import Ingest
 from callcenter.store import models as m
 from callcenter.store.migrate import upgrade_async
-from callcenter.web.sms import INBOUND_PATH
+from callcenter.web.sms_webhooks import INBOUND_PATH
 from device_sim.demo_district import DemoDistrict, build_demo_district, seed_demo_district
 from device_sim.device import event_id
 from device_sim.field import DeskProfile, FieldProfile, Operators, Text, district_field

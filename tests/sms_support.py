@@ -13,7 +13,7 @@ from twilio.request_validator import RequestValidator
 
 from callcenter.app import Running
 from callcenter.store import models as m
-from callcenter.web.sms import (
+from callcenter.web.sms_webhooks import (
     INBOUND_PATH,
     SIGNATURE_HEADER,
     webhook_account_sid,

@@ -18,7 +18,7 @@ from callcenter.web.bodies import NoteBody, PasswordBody, read_body
 from callcenter.web.contract import Access, CallPath, contract
 from callcenter.web.errors import json_errors
 from callcenter.web.openapi import NOT_DESCRIBED, OPENAPI_PATH, described_routes, openapi_document
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import STRICT_ANSWERS
 from tests.api_support import Api
 

@@ -28,7 +28,7 @@ from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.notify.twilio_errors import delivery_error
 from callcenter.store import models as m
-from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER
+from callcenter.web.sms_webhooks import INBOUND_PATH, SIGNATURE_HEADER
 from tests.api_support import Api, add_test_operators, api_config
 from tests.desk_support import MONDAY_MORNING, count, rows, running_desk
 from tests.sms_support import phone_of

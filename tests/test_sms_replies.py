@@ -15,7 +15,7 @@ from twilio.request_validator import RequestValidator
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.web.sms import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
+from callcenter.web.sms_webhooks import INBOUND_PATH, SIGNATURE_HEADER, webhook_auth_token
 from tests.api_support import Api, add_test_operators, api_config
 from tests.desk_support import MONDAY_MORNING, running_desk
 from tests.sms_support import answer_of, inbound, paged, phone_of, sms

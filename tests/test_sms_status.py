@@ -16,7 +16,7 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.store import models as m
-from callcenter.web.sms import INBOUND_PATH
+from callcenter.web.sms_webhooks import INBOUND_PATH
 from tests.desk_support import (
     MONDAY_MORNING,
     desk_config,

@@ -3,7 +3,7 @@
 Carers type on ordinary phones, often in a hurry: "12a", "12 A", "１２ａ", "12接", "到",
 "STOP". Reading is pure and table-tested; so is what each answer asks of the desk, how
 it is confirmed, and which answers a carer may give at each point of their part in a
-call. The webhook (web/sms.py) and the carer page bind the answer to a call and apply it
+call. The webhook (web/sms_webhooks.py) and the carer page bind the answer to a call and apply it
 through the desk.
 """
 

@@ -1,7 +1,7 @@
 """What Twilio's error codes mean to the call centre (docs/sms.md, "Sending" and
 "Delivery status"): the codes of a send Twilio refused, and the codes of a delivery
 report saying a text did not arrive. The sender (notify/sms.py) and the status webhook
-(web/sms.py) both read them here.
+(web/sms_webhooks.py) both read them here.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from callcenter.web import (
     pages,
     reports,
     sessions,
-    sms,
+    sms_webhooks,
     users,
     welfare,
 )
@@ -84,7 +84,7 @@ def build_app(server: Running) -> web.Application:
         pages,
         reports,
         sessions,
-        sms,
+        sms_webhooks,
         users,
         welfare,
     ):

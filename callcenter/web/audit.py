@@ -24,7 +24,7 @@ from callcenter.store import models as m
 from callcenter.store.db import write_turn
 from callcenter.web.contract import FIRST_DAY, LAST_DAY, Limit, Parameters, contract, query_of
 from callcenter.web.errors import bad_request
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import Shape, iso
 

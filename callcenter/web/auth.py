@@ -26,7 +26,7 @@ from callcenter.web import sessions
 from callcenter.web.bodies import Language, LanguageBody, read_body
 from callcenter.web.contract import contract
 from callcenter.web.errors import ApiError
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import CREDENTIAL, CSRF, OPERATOR, SERVER, Credential
 
 # Anything longer is not one of our tokens; refuse it before hashing it.

@@ -42,7 +42,7 @@ from callcenter.web.contract import (
 )
 from callcenter.web.errors import not_found
 from callcenter.web.health import board_view
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.service_levels import ServiceLevels, service_levels
 from callcenter.web.state import BOARD, OPERATOR, SERVER
 

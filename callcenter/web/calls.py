@@ -45,7 +45,7 @@ from callcenter.web.contract import (
     query_of,
 )
 from callcenter.web.errors import bad_request, not_found
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, HOUSEHOLD_OF_CALL, OPERATOR, SERVER, CallRef
 
 routes = web.RouteTableDef()

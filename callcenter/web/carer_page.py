@@ -3,7 +3,7 @@
 ``GET /c/{token}`` shows that one call (type, address with a map link, residents, access
 notes) and buttons for accept / decline / on the way / on scene / resolved with an
 outcome; ``POST /c/{token}/answer`` applies a button as the carer through the same
-function as an SMS reply (``sms.apply_answer``). There is no sign-in and no cookie: the
+function as an SMS reply (``sms_webhooks.apply_answer``). There is no sign-in and no cookie: the
 signed token in the path is the credential (see notify/links.py). A link stops working
 12 hours after the dispatch (410), and as soon as the call is no longer the carer's:
 stood down, declined, passed on, or the call closed (409). Every view is written to the
@@ -31,7 +31,7 @@ from callcenter.domain.replies import NEXT_ANSWERS, Answer
 from callcenter.engine import repository
 from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
 from callcenter.notify import links
-from callcenter.web import audit, sms
+from callcenter.web import audit, sms_webhooks
 from callcenter.web.assets import CARER_PAGES
 from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
 from callcenter.web.errors import ApiError, bad_request
@@ -355,7 +355,7 @@ async def answer(request: web.Request) -> web.Response:
         _log_refusal(request, refused)
         raise ApiError(refused.status, refused.reason, refused.message()) from None
     with logs.bound(call_id=live.call.id, household=live.household.code, carer=live.carer.code):
-        handled = await sms.apply_answer(
+        handled = await sms_webhooks.apply_answer(
             server,
             registry,
             live.carer,

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from callcenter.web import views
 from callcenter.web.contract import contract
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import SERVER
 
 routes = web.RouteTableDef()

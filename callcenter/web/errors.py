@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from callcenter.domain.calls import AlreadyOwnedError, CallError, NotOwnerError
 from callcenter.engine.desk import CallNotFoundError, CarerUnavailableError
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, REFUSAL
 
 log = logging.getLogger("callcenter.web")

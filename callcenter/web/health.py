@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from callcenter.health import HealthReport, PartHealth
 from callcenter.web.contract import Access, contract
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
 

@@ -28,7 +28,7 @@ from callcenter.web.assets import REPORTS_PAGE
 from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, query_of
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import file_response
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import SERVER
 from callcenter.web.views import iso
 

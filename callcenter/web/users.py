@@ -15,7 +15,7 @@ from callcenter.web import accounts
 from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_body
 from callcenter.web.contract import Parameters, contract, path_of
 from callcenter.web.errors import ApiError, bad_request
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import OPEN_BOARDS, OPERATOR, SERVER
 from callcenter.web.views import Shape, iso
 

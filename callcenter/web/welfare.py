@@ -43,7 +43,7 @@ from callcenter.web.contract import (
     require_role,
 )
 from callcenter.web.errors import ApiError, not_found
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.state import OPERATOR, SERVER
 from callcenter.web.views import HouseholdRef, Shape, iso
 

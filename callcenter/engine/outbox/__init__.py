@@ -6,7 +6,7 @@ them committed, each by its channel's sender.
 - ``limits``: a phone's text limit, and bundling over it;
 - ``reconcile``: a send in doubt is looked for at the provider before it goes again;
 - ``delivery``: a message that will not arrive moves its call on (also for Twilio's
-  delivery reports, web/sms.py);
+  delivery reports, web/sms_webhooks.py);
 - ``channels``: what sets one channel apart; ``sender``: what a sender is given and
   answers; ``rows``: the outbox table as the relay reads and writes it.
 

@@ -2,7 +2,7 @@
 
 The one place for it, whoever finds out: the relay (the provider refused the message for
 good, or the phone is marked as unable to get texts) and Twilio's delivery report
-(web/sms.py: undelivered, failed). A dispatch page moves the escalation on at once: its
+(web/sms_webhooks.py: undelivered, failed). A dispatch page moves the escalation on at once: its
 carer is marked unreachable and the next one paged, instead of waiting out their time to
 accept. Any other message about a call is written on the call and supervisors are told.
 """

@@ -54,7 +54,7 @@ from callcenter.web.family.signin import (
     use_code,
 )
 from callcenter.web.pages import file_response
-from callcenter.web.replies import json_reply
+from callcenter.web.responses import json_reply
 from callcenter.web.sessions import set_cookie
 from callcenter.web.state import SERVER
 
