@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
 from callcenter.app import Running, running_server
 from callcenter.broker import EmbeddedBroker
@@ -254,7 +256,10 @@ def test_counters_cross_the_pipe_unchanged() -> None:
 
 
 async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
-    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+    broker: EmbeddedBroker,
+    topic_prefix: str,
+    seeded_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Test that thousands of events committed together (a backlog the broker held
     while no ingest ran) reach the engine's prompt as one report, longer than asyncio's
@@ -272,12 +277,32 @@ async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
             sizes.append(len(report_line(stored_report(stored))))
 
         server.ingest.on_events(note)
+        # The next child starts once the whole backlog waits at the broker, and its first
+        # write waits for a lock held here while its inbox fills: otherwise it takes the
+        # events as they come, in batches often too small to test with.
+        await asyncio.wait_for(server.ingest.connected.wait(), 30)  # the first child is up
+        published = asyncio.Event()
+        start_child = server.ingest._run_child
+
+        async def on_the_whole_backlog() -> int | None:
+            await published.wait()
+            return await start_child()
+
+        monkeypatch.setattr(server.ingest, "_run_child", on_the_whole_backlog)
         await _kill_child(server)
         # Long ids (64 characters, the most allowed) make long reports.
         events = [("H0001", "CB-H0001", f"low-battery-{n:05d}".ljust(64, "x")) for n in range(4000)]
         await publish_events(
             broker.host, broker.port, topic_prefix, events, kind=EventKind.LOW_BATTERY
         )
+        writes = sqlite3.connect(make_url(seeded_database_url).database or "", isolation_level=None)
+        try:
+            writes.execute("BEGIN IMMEDIATE")
+            published.set()
+            await asyncio.sleep(2.0)
+        finally:
+            writes.execute("ROLLBACK")
+            writes.close()
 
         async def all_told() -> bool:
             return server.ingest.stats.events_stored >= len(events)
