@@ -53,6 +53,7 @@ from callcenter.clock import SystemClock
 from callcenter.engine.feed import Update
 from callcenter.ingest.writer import StoredEvent
 from callcenter.store import models as m
+from callcenter.web.state import BOARD
 from device_sim.demo import ensure_demo_operators
 
 OPEN_CALLS = 200
@@ -305,7 +306,7 @@ async def open_calls(server: Running, buttons: Buttons, households: Sequence[str
 
 def shared_reads(server: Running) -> int:
     """Call reads the server's boards' shared data has made so far."""
-    return server.boards.call_reads if server.boards is not None else 0
+    return server.web.app[BOARD].call_reads if server.web is not None else 0
 
 
 async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[str, Any]:

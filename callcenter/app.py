@@ -37,7 +37,6 @@ from callcenter.notify.sms import TwilioAccount, TwilioSms
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebServer, WebStartError, serving_web
-from callcenter.web.board import BoardData
 from callcenter.web.sms_webhooks import INBOUND_PATH
 
 log = logging.getLogger("callcenter.app")
@@ -73,9 +72,6 @@ class Running:
     web_port: int = 0
     # The local fake Twilio every SMS goes to when no account is configured.
     fake_twilio: FakeTwilio | None = None
-    # What the connected boards share (set when the API is built): tests and benchmarks
-    # read how often it went to the database.
-    boards: BoardData | None = None
     # The operator API's server, once it listens.
     web: WebServer | None = None
 

@@ -16,6 +16,7 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.domain.dispatch import rank_carers
 from callcenter.domain.events import EventKind
 from callcenter.engine.feed import Update
+from callcenter.web.state import BOARD
 from tests.api_support import Api, running_api, token_of
 from tests.ingest_support import eventually
 
@@ -276,7 +277,8 @@ async def test_every_board_is_handed_the_same_read_of_a_change(api: Api) -> None
         board(api, "wang.wei") as second,
     ):
         await receive(first), await receive(second)
-        data = api.server.boards
+        served = api.server.web
+        data = served.app[BOARD] if served is not None else None
         assert data is not None
         reads_before = data.call_reads
         call_id = await api.press("H0007")

@@ -67,7 +67,7 @@ def build_app(server: Running) -> web.Application:
     app[STRICT_ANSWERS] = server.config.web.strict_answers
     app[METRICS] = metrics.Metrics(server)
     app[HOUSEHOLD_OF_CALL] = {}
-    app[BOARD] = server.boards = board.BoardData(server)
+    app[BOARD] = board.BoardData(server)
     app[OPEN_BOARDS] = board_watch.OpenBoards(server)
     for module in (
         audit,
