@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from callcenter.domain.events import EventKind
 from callcenter.store import models as m
 from callcenter.web import accounts
 from callcenter.web.sessions import token_digest
+from callcenter.web.state import CONFIG
 from tests.desk_support import MONDAY_MORNING, desk_config, running_desk
 from tests.ingest_support import eventually, publish_events
 
@@ -182,8 +184,19 @@ async def another_instance(api: Api) -> AsyncIterator[Api]:
         yield Api(server, api.clock, http, api.broker, api.prefix)
 
 
+def reconfigure(api: Api, config: Config) -> None:
+    """Serve the API with ``config`` from the next request on: a test's change of
+    configuration while the server runs (its API is handed its configuration once, as it
+    starts, and otherwise never changes it)."""
+    api.server.config = config
+    assert api.server.web is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the app has started
+        api.server.web.app[CONFIG] = config
+
+
 def trust_local_proxy(api: Api) -> None:
     """Take the address in X-Forwarded-For from requests that come from 127.0.0.1, as
     behind a reverse proxy on the same machine: tests then sign in "from" any address."""
     web_config = api.server.config.web.model_copy(update={"trusted_proxies": ["127.0.0.1"]})
-    api.server.config = api.server.config.model_copy(update={"web": web_config})
+    reconfigure(api, api.server.config.model_copy(update={"web": web_config}))

@@ -38,7 +38,7 @@ async def sms(
     """Post an inbound SMS as Twilio does: form fields, signed over the URL and fields."""
     params = {
         "MessageSid": sid or f"SM{next(_sids):032x}",
-        "AccountSid": webhook_account_sid(api.server),
+        "AccountSid": webhook_account_sid(api.server.sms_account),
         "From": phone,
         "To": "+8610690000000",
         "NumMedia": "0",
@@ -48,7 +48,7 @@ async def sms(
         params["Body"] = body
     headers = {}
     if signed:
-        validator = RequestValidator(token or webhook_auth_token(api.server))
+        validator = RequestValidator(token or webhook_auth_token(api.server.sms_account))
         signed_url = url or api.server.web_url + INBOUND_PATH
         headers[SIGNATURE_HEADER] = validator.compute_signature(signed_url, params)
     async with api.http.post(INBOUND_PATH, data=params, headers=headers) as reply:
@@ -97,8 +97,8 @@ async def post_signed(
 ) -> int:
     """Post a form to the server as Twilio does, signed over the URL and the fields
     (with this server's AccountSid, as Twilio always sends it, unless ``params`` has one)."""
-    params = {"AccountSid": webhook_account_sid(server), **params}
-    validator = RequestValidator(token or webhook_auth_token(server))
+    params = {"AccountSid": webhook_account_sid(server.sms_account), **params}
+    validator = RequestValidator(token or webhook_auth_token(server.sms_account))
     signature = validator.compute_signature(server.web_url + path, params)
     async with (
         aiohttp.ClientSession(base_url=server.web_url) as http,

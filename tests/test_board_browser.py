@@ -17,7 +17,14 @@ from playwright.async_api import Locator, Page, WebSocketRoute, expect
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.domain.events import EventKind
-from tests.api_support import PASSWORD, Api, add_test_operators, api_config, set_password
+from tests.api_support import (
+    PASSWORD,
+    Api,
+    add_test_operators,
+    api_config,
+    reconfigure,
+    set_password,
+)
 from tests.desk_support import MONDAY_MORNING, running_desk
 from tests.fixtures.browser import ARTIFACTS, OpenTab, Tab
 from tests.ingest_support import publish_events
@@ -428,7 +435,7 @@ async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
             "map_attribution": "test tiles",
         }
     )
-    api.server.config = api.server.config.model_copy(update={"web": web})
+    reconfigure(api, api.server.config.model_copy(update={"web": web}))
     await passwords(api, "li.na")
     tab = await open_tab()
     await sign_in(tab, api.server.web_url, "li.na")

@@ -17,7 +17,7 @@ from sqlalchemy import event
 from yarl import URL
 
 from callcenter.web.sessions import CSRF_HEADER, LOGIN_CSRF_COOKIE, SESSION_COOKIE
-from tests.api_support import PASSWORD, Api, set_password
+from tests.api_support import PASSWORD, Api, reconfigure, set_password
 from tests.board_support import browser
 from tests.server_support import run_cli
 
@@ -254,7 +254,7 @@ async def test_the_cookie_is_secure_when_configured(api: Api, secure: bool) -> N
     """Test that web.secure_cookies marks both cookies Secure (the board behind HTTPS);
     the form's cookie is sent back by hand, as a browser would only over HTTPS."""
     web_config = api.server.config.web.model_copy(update={"secure_cookies": secure})
-    api.server.config = api.server.config.model_copy(update={"web": web_config})
+    reconfigure(api, api.server.config.model_copy(update={"web": web_config}))
     await set_password(api.server, "li.na")
     async with browser(api) as li:
         page = await li.get("/login")

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.store import models as m
-from tests.api_support import PASSWORD, Api, set_password
+from tests.api_support import PASSWORD, Api, reconfigure, set_password
 from tests.board_support import browser
 from tests.fixtures.browser import OpenTab, Tab
 from tests.fixtures.fake_twilio import fake_of
@@ -106,16 +106,19 @@ async def test_map_tiles_from_the_configured_server_are_allowed_and_only_they(
     that tile server (its {s} subdomains too) and from nowhere else."""
     web_config = api.server.config.web
     try:
-        api.server.config = api.server.config.model_copy(
-            update={
-                "web": web_config.model_copy(
-                    update={"map_tiles_url": "https://{s}.tiles.example.org/{z}/{x}/{y}.png"}
-                )
-            }
+        reconfigure(
+            api,
+            api.server.config.model_copy(
+                update={
+                    "web": web_config.model_copy(
+                        update={"map_tiles_url": "https://{s}.tiles.example.org/{z}/{x}/{y}.png"}
+                    )
+                }
+            ),
         )
         policy = (await api.get("/api/me")).headers["Content-Security-Policy"]
     finally:
-        api.server.config = api.server.config.model_copy(update={"web": web_config})
+        reconfigure(api, api.server.config.model_copy(update={"web": web_config}))
     images = _policy_parts(policy)["img-src"].split()
     assert images == ["'self'", "data:", "https://*.tiles.example.org"], policy
 

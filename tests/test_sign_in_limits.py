@@ -19,7 +19,14 @@ from callcenter.config import WebConfig
 from callcenter.store import models as m
 from callcenter.web.client_address import client_address, source_of
 from callcenter.web.sessions import LOGIN_CSRF_COOKIE
-from tests.api_support import PASSWORD, Api, another_instance, set_password, trust_local_proxy
+from tests.api_support import (
+    PASSWORD,
+    Api,
+    another_instance,
+    reconfigure,
+    set_password,
+    trust_local_proxy,
+)
 from tests.board_support import browser
 from tests.desk_support import count
 
@@ -44,7 +51,7 @@ def small_limits(api: Api, *, behind_proxy: bool = True) -> None:
             "sign_in_failures_per_user": PER_USER,
         }
     )
-    api.server.config = api.server.config.model_copy(update={"web": web_config})
+    reconfigure(api, api.server.config.model_copy(update={"web": web_config}))
 
 
 def test_the_limits_are_as_documented() -> None:

@@ -128,7 +128,7 @@ async def test_forged_and_unsigned_webhooks_are_refused(
     assert "signature" in forged[0].body["message"]
     assert "not signed" in forged[1].body["message"]
 
-    validator = RequestValidator(webhook_auth_token(api.server))
+    validator = RequestValidator(webhook_auth_token(api.server.sms_account))
     params = {"MessageSid": "SMtampered", "From": phone, "Body": f"{call_id}d"}
     signature = validator.compute_signature(api.server.web_url + INBOUND_PATH, params)
     tampered = {**params, "Body": f"{call_id}a"}

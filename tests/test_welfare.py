@@ -107,7 +107,12 @@ async def test_the_list_is_made_once_a_week_for_residents_aged_80_or_more(api: A
 
     again = await api.get("/api/welfare?week=2026-11-26")  # any day names its week
     assert [c["id"] for c in again.body["calls"]] == [c["id"] for c in calls]
-    assert await welfare_list(api.server).make_week(THIS_WEEK) == 0
+    assert (
+        await welfare_list(api.server.config, api.server.engine, api.server.clock).make_week(
+            THIS_WEEK
+        )
+        == 0
+    )
     assert await count(api.server, m.WelfareCall) == len(expected)
 
 

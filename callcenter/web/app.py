@@ -33,10 +33,15 @@ from callcenter.web.family import routes as family
 from callcenter.web.request_log import log_requests
 from callcenter.web.state import (
     BOARD,
+    CLOCK,
+    CONFIG,
+    DATABASE,
+    DESK,
+    HEALTH,
     HOUSEHOLD_OF_CALL,
     METRICS,
     OPEN_BOARDS,
-    SERVER,
+    SMS_ACCOUNT,
     STRICT_ANSWERS,
 )
 
@@ -48,7 +53,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def build_app(server: Running) -> web.Application:
-    """The API for ``server``: routes, JSON errors, token sign-in, request log."""
+    """The API for ``server``: routes, JSON errors, token sign-in, request log. The
+    handlers are given the services they call, each under its key in state.py."""
     # Outermost first: the client's address behind trusted proxies (for everything
     # after), the log sees the final answer, errors become JSON, sign-in (a request
     # without one is refused before anything it carries is read; credentials are only
@@ -63,12 +69,30 @@ def build_app(server: Running) -> web.Application:
         ],
         client_max_size=MAX_BODY_BYTES,
     )
-    app[SERVER] = server
+    app[CONFIG] = server.config
+    app[CLOCK] = server.clock
+    app[DATABASE] = server.engine
+    app[DESK] = server.desk
+    app[HEALTH] = server.health
+    app[SMS_ACCOUNT] = server.sms_account
     app[STRICT_ANSWERS] = server.config.web.strict_answers
-    app[METRICS] = metrics.Metrics(server)
+    app[METRICS] = metrics.Metrics(
+        server.engine,
+        server.clock,
+        metrics.Counted(
+            ingest=server.ingest,
+            follower=server.follower,
+            scheduler=server.scheduler,
+            relay=server.relay,
+            watchdog=server.watchdog,
+            health=server.health,
+        ),
+    )
     app[HOUSEHOLD_OF_CALL] = {}
-    app[BOARD] = board.BoardData(server)
-    app[OPEN_BOARDS] = board_watch.OpenBoards(server)
+    app[BOARD] = board.BoardData(
+        server.config, server.engine, server.clock, server.desk, server.health
+    )
+    app[OPEN_BOARDS] = board_watch.OpenBoards(server.config.web, server.engine, server.clock)
     for module in (
         audit,
         auth,

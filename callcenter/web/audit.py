@@ -25,7 +25,7 @@ from callcenter.store.db import write_turn
 from callcenter.web.contract import FIRST_DAY, LAST_DAY, Limit, Parameters, contract, query_of
 from callcenter.web.errors import bad_request
 from callcenter.web.responses import json_reply
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, DATABASE
 from callcenter.web.views import Shape, iso
 
 routes = web.RouteTableDef()
@@ -68,7 +68,7 @@ async def record_read(
     """Write one audit row for this request (committed with the caller's session)."""
     session.add(
         m.AuditEntry(
-            at=request.app[SERVER].clock.now(),
+            at=request.app[CLOCK].now(),
             actor=actor[:96],
             household_id=household_id,
             action=action[:32],
@@ -91,7 +91,7 @@ async def record(
     """``record_read`` in a transaction of its own, in turn with the server's other
     writers (on SQLite, a writer racing for the lock instead can keep the desk's
     writes polling for it)."""
-    engine = request.app[SERVER].engine
+    engine = request.app[DATABASE]
     async with write_turn(engine), AsyncSession(engine) as session, session.begin():
         await record_read(
             session, request, actor=actor, household_id=household_id, action=action, detail=detail
@@ -163,7 +163,7 @@ async def audit_log(request: web.Request) -> web.Response:
     since = _since(asked.since)
     if since is not None:
         query = query.where(m.AuditEntry.at >= since)
-    async with AsyncSession(request.app[SERVER].engine) as session:
+    async with AsyncSession(request.app[DATABASE]) as session:
         rows = (await session.execute(query.limit(asked.limit))).all()
     return json_reply(
         {

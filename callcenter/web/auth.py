@@ -27,7 +27,7 @@ from callcenter.web.bodies import Language, LanguageBody, read_body
 from callcenter.web.contract import contract
 from callcenter.web.errors import ApiError
 from callcenter.web.responses import json_reply
-from callcenter.web.state import CREDENTIAL, CSRF, OPERATOR, SERVER, Credential
+from callcenter.web.state import CONFIG, CREDENTIAL, CSRF, DATABASE, OPERATOR, Credential
 
 # Anything longer is not one of our tokens; refuse it before hashing it.
 _MAX_TOKEN_LENGTH = 200
@@ -167,7 +167,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     if request.path.startswith(PROTECTED_PREFIX):
         if "Authorization" in request.headers or sessions.SESSION_COOKIE not in request.cookies:
             digest = sessions.token_digest(bearer_token(request))
-            async with AsyncSession(request.app[SERVER].engine) as session:
+            async with AsyncSession(request.app[DATABASE]) as session:
                 request[OPERATOR] = await operator_for(session, digest)
             request[CREDENTIAL] = Credential("token", digest)
         else:
@@ -185,7 +185,7 @@ async def who_am_i(request: web.Request) -> web.Response:
     """The signed-in operator, as the call history names them, with what the board
     needs to work for them: language, the session's CSRF token, time zone, map tiles."""
     operator = request[OPERATOR]
-    config = request.app[SERVER].config
+    config = request.app[CONFIG]
     return json_reply(
         {
             "username": operator.username,
@@ -209,7 +209,7 @@ async def choose_language(request: web.Request) -> web.Response:
     """The signed-in operator's language for the board (and their texts)."""
     operator = request[OPERATOR]
     body = await read_body(request, LanguageBody)
-    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+    async with AsyncSession(request.app[DATABASE]) as session, session.begin():
         await session.execute(
             update(m.Operator).where(m.Operator.id == operator.id).values(language=body.language)
         )

@@ -44,10 +44,15 @@ from callcenter.web.errors import not_found
 from callcenter.web.health import board_view
 from callcenter.web.responses import json_reply
 from callcenter.web.service_levels import ServiceLevels, service_levels
-from callcenter.web.state import BOARD, OPERATOR, SERVER
+from callcenter.web.state import BOARD, CONFIG, DATABASE, DESK, OPERATOR
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.config import Config
+    from callcenter.engine.desk import Desk
+    from callcenter.health import Health
 
 routes = web.RouteTableDef()
 
@@ -71,9 +76,15 @@ class BoardData:
     """What every board of one server reads, shared between them: the snapshot, rendered
     call changes (one read per change), carers and service levels."""
 
-    def __init__(self, server: Running) -> None:
-        self.server = server
-        self.zone = ZoneInfo(server.config.district.timezone)
+    def __init__(
+        self, config: Config, engine: AsyncEngine, clock: Clock, desk: Desk, health: Health
+    ) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._desk = desk
+        self._health = health
+        self.zone = ZoneInfo(config.district.timezone)
+        self._circle_s = config.calls.service_circle_s
         self.sockets: weakref.WeakSet[web.WebSocketResponse] = weakref.WeakSet()
         # Keyed by the Update object's identity (each board's queue holds the same
         # object); the Update is kept alongside so its id cannot be reused meanwhile.
@@ -89,21 +100,21 @@ class BoardData:
     # --- reading -----------------------------------------------------------------
 
     def _session(self) -> AsyncSession:
-        return AsyncSession(self.server.engine)
+        return AsyncSession(self._engine)
 
     async def _registry(self) -> Registry:
-        return await self.server.desk.district.registry()
+        return await self._desk.district.registry()
 
     def today(self) -> date:
         """Today in the district's time zone, by the server's clock."""
-        return self.server.clock.now().astimezone(self.zone).date()
+        return self._clock.now().astimezone(self.zone).date()
 
     async def board_calls(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """List entries with the household's position and residents added."""
         registry = await self._registry()
         if any(e["household"]["code"] not in registry.households_by_code for e in entries):
             # A household enrolled since the registry was read.
-            self.server.desk.district.invalidate()
+            self._desk.district.invalidate()
             registry = await self._registry()
         return [_board_call(entry, registry) for entry in entries]
 
@@ -112,10 +123,10 @@ class BoardData:
         async with self._session() as session:
             entries = await views.list_calls(session, views.CallFilter.OPEN, closed_limit=0)
         calls = await self.board_calls(entries)
-        carers = await self.server.desk.carer_snapshots()
+        carers = await self._desk.carer_snapshots()
         registry = await self._registry()
         return {
-            "at": views.iso(self.server.clock.now()),
+            "at": views.iso(self._clock.now()),
             "timezone": self.zone.key,
             "calls": calls,
             "carers": views.carers_view(carers, registry),
@@ -127,7 +138,7 @@ class BoardData:
     def health(self) -> dict[str, Any]:
         """The server's parts stuck for too long, as of the last look (no database read:
         a board must hear of a stuck database too)."""
-        return board_view(self.server.health.latest)
+        return board_view(self._health.latest)
 
     async def snapshot_json(self, since: float) -> tuple[str, tuple[str, ...]]:
         """The snapshot as JSON, from a read that started at loop time ``since`` or
@@ -201,7 +212,7 @@ class BoardData:
             raise
 
     async def _read_carers(self) -> str:
-        carers = await self.server.desk.carer_snapshots()
+        carers = await self._desk.carer_snapshots()
         registry = await self._registry()
         return dumps(
             {
@@ -227,15 +238,15 @@ class BoardData:
 
     async def read_service(self, day: date) -> dict[str, Any]:
         """Service levels of ``day``, computed now."""
-        carers = await self.server.desk.carer_snapshots()
+        carers = await self._desk.carer_snapshots()
         registry = await self._registry()
         async with self._session() as session:
             return await service_levels(
                 session,
                 day=day,
                 zone=self.zone,
-                now=self.server.clock.now(),
-                circle_s=self.server.config.calls.service_circle_s,
+                now=self._clock.now(),
+                circle_s=self._circle_s,
                 carers=carers,
                 registry=registry,
             )
@@ -398,12 +409,11 @@ async def candidates(request: web.Request) -> web.Response:
     """The free carers the desk would send to this call, best first, with tier and
     estimated travel time, so an operator can send the best or choose by hand."""
     call_id = path_of(request, CallPath).call_id
-    server = request.app[SERVER]
-    desk = server.desk
+    desk = request.app[DESK]
     registry = await desk.district.registry()
     call = None
     if 0 < call_id <= MAX_ID:
-        async with AsyncSession(server.engine) as session:
+        async with AsyncSession(request.app[DATABASE]) as session:
             call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     if call is None:
         raise not_found(f"there is no call {call_id}")
@@ -419,7 +429,7 @@ async def candidates(request: web.Request) -> web.Response:
         action="read_candidates",
         detail={"call_id": call.id},
     )
-    circle_s = server.config.calls.service_circle_s
+    circle_s = request.app[CONFIG].calls.service_circle_s
     ranked = rank_carers(
         await desk.carer_snapshots(),
         household.destination(),

@@ -21,7 +21,7 @@ from callcenter.engine.feed import Update
 from callcenter.web import audit, views
 from callcenter.web.board import BoardData, Message, board_data, dumps
 from callcenter.web.health import board_view
-from callcenter.web.state import CREDENTIAL, OPEN_BOARDS, OPERATOR, SERVER
+from callcenter.web.state import CREDENTIAL, DESK, OPEN_BOARDS, OPERATOR
 
 log = logging.getLogger("callcenter.board")
 
@@ -243,7 +243,7 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     open_boards.add(ws, request[OPERATOR].id, request[CREDENTIAL])
     try:
         # Subscribed before the snapshot is read, so no change falls between the two.
-        async with request.app[SERVER].desk.feed.subscribe() as updates:
+        async with request.app[DESK].feed.subscribe() as updates:
             subscribed_at = asyncio.get_running_loop().time()
             await BoardConnection(data, ws, updates, request).run(subscribed_at)
     except asyncio.CancelledError:

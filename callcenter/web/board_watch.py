@@ -34,7 +34,10 @@ from callcenter.web.sessions import is_ended
 from callcenter.web.state import OPEN_BOARDS, Credential
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.config import WebConfig
 
 log = logging.getLogger("callcenter.board")
 
@@ -62,8 +65,10 @@ class OpenBoards:
     """This server's open boards and what each signed in with; closes those whose
     sign-in has ended."""
 
-    def __init__(self, server: Running) -> None:
-        self._server = server
+    def __init__(self, config: WebConfig, engine: AsyncEngine, clock: Clock) -> None:
+        self._config = config
+        self._engine = engine
+        self._clock = clock
         self._boards: dict[int, _Board] = {}
         self._check_now = asyncio.Event()
         self._closing: set[asyncio.Task[bool]] = set()
@@ -82,7 +87,7 @@ class OpenBoards:
         """Check the open boards every ``web.board_session_check_s`` until cancelled."""
         failing = False
         while True:
-            every = self._server.config.web.board_session_check_s
+            every = self._config.board_session_check_s
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(every):
                     await self._check_now.wait()
@@ -133,7 +138,6 @@ class OpenBoards:
 
     async def _ended(self, boards: Sequence[_Board]) -> list[tuple[_Board, Ended]]:
         """The boards whose sign-in has ended, and why: one query for all of them."""
-        server = self._server
         sessions = {b.credential.digest for b in boards if b.credential.kind == "session"}
         query = (
             select(m.Operator.id, m.Operator.active, m.Operator.token_sha256, m.WebSession)
@@ -146,13 +150,13 @@ class OpenBoards:
             )
             .where(m.Operator.id.in_({b.operator_id for b in boards}))
         )
-        async with AsyncSession(server.engine) as session:
+        async with AsyncSession(self._engine) as session:
             rows = (await session.execute(query)).all()
         active = {operator_id: is_active for operator_id, is_active, _, _ in rows}
         tokens = {operator_id: token for operator_id, _, token, _ in rows}
         live = {row.token_sha256: row for *_, row in rows if row is not None}
-        now = server.clock.now()
-        idle = timedelta(hours=server.config.web.session_idle_hours)
+        now = self._clock.now()
+        idle = timedelta(hours=self._config.session_idle_hours)
         ended = []
         for board in boards:
             digest = board.credential.digest

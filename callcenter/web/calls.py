@@ -46,7 +46,7 @@ from callcenter.web.contract import (
 )
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.responses import json_reply
-from callcenter.web.state import CALL, HOUSEHOLD_OF_CALL, OPERATOR, SERVER, CallRef
+from callcenter.web.state import CALL, DATABASE, DESK, HOUSEHOLD_OF_CALL, OPERATOR, CallRef
 
 routes = web.RouteTableDef()
 
@@ -55,7 +55,7 @@ _HOUSEHOLD_MEMORY = 50_000
 
 
 def _session(request: web.Request) -> AsyncSession:
-    return AsyncSession(request.app[SERVER].engine)
+    return AsyncSession(request.app[DATABASE])
 
 
 class CarerOnCallPath(CallPath):
@@ -102,7 +102,7 @@ async def _the_call(request: web.Request) -> CallRef:
 
 
 async def _household_id(request: web.Request, code: str) -> int | None:
-    registry = await request.app[SERVER].desk.district.registry()
+    registry = await request.app[DESK].district.registry()
     household = registry.households_by_code.get(code)
     return household.id if household is not None else None
 
@@ -143,8 +143,7 @@ async def _command(
 ) -> web.Response:
     """Apply the command ``name`` from the signed-in operator; answer with the call as
     it now is."""
-    server = request.app[SERVER]
-    await server.desk.command(ref.call_id, make(request[OPERATOR].actor))
+    await request.app[DESK].command(ref.call_id, make(request[OPERATOR].actor))
     return await _detail(request, ref.call_id, after=name)
 
 
@@ -201,8 +200,7 @@ async def dispatch(request: web.Request) -> web.Response:
     body = await read_body(request, DispatchBody)
     if body.carer is not None:
         await _carer(request, body.carer, in_path=False)
-    server = request.app[SERVER]
-    await server.desk.dispatch(ref.call_id, request[OPERATOR].actor, body.carer)
+    await request.app[DESK].dispatch(ref.call_id, request[OPERATOR].actor, body.carer)
     return await _detail(request, ref.call_id, after="dispatch")
 
 

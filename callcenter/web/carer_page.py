@@ -36,11 +36,13 @@ from callcenter.web.assets import CARER_PAGES
 from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.pages import file_response
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, DATABASE, DESK
 from callcenter.web.views import iso
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
 
 log = logging.getLogger("callcenter.carer_page")
 
@@ -144,10 +146,10 @@ def _mine(call: Call, carer_id: int) -> Assignment | None:
     return found[-1] if found else None
 
 
-async def live_link(server: Running, token: str, registry: Registry) -> LiveLink:
+async def live_link(engine: AsyncEngine, clock: Clock, token: str, registry: Registry) -> LiveLink:
     """The call and carer ``token`` stands for, if it may still be used; else
     ``LinkRefusedError``: 404 not ours, 410 expired, 409 no longer the carer's call."""
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         key = await links.stored_key(session)
         try:
             if key is None:
@@ -158,7 +160,7 @@ async def live_link(server: Running, token: str, registry: Registry) -> LiveLink
         carer = registry.carers.get(link.carer_id)
         if carer is None:
             raise LinkRefusedError(404, "not_found")
-        if link.expired(server.clock.now()):
+        if link.expired(clock.now()):
             raise LinkRefusedError(410, "expired", carer.language)
         call = await repository.load(session, link.call_id, registry.carer_codes, lock=False)
     mine = _mine(call, carer.id) if call is not None else None
@@ -246,17 +248,17 @@ def _log_refusal(request: web.Request, refused: LinkRefusedError) -> None:
 @routes.get(links.LINK_PATH + "{token}")
 async def carer_page(request: web.Request) -> web.Response:
     """The call's page for the carer the link was sent to; a refusal page otherwise."""
-    server = request.app[SERVER]
-    registry = await server.desk.district.registry()
+    desk, engine, clock = request.app[DESK], request.app[DATABASE], request.app[CLOCK]
+    registry = await desk.district.registry()
     try:
-        live = await live_link(server, request.match_info["token"], registry)
+        live = await live_link(engine, clock, request.match_info["token"], registry)
     except LinkRefusedError as refused:
         _log_refusal(request, refused)
         return _refusal_page(refused)
     if not PAGE.is_file():
         raise web.HTTPNotFound(text=f"the carer page is missing: {PAGE}")
-    now = server.clock.now()
-    data = page_data(live, now, now.astimezone(server.desk.district.zone).year)
+    now = clock.now()
+    data = page_data(live, now, now.astimezone(desk.district.zone).year)
     await audit.record(
         request,
         actor=f"carer:{live.carer.code}",
@@ -333,7 +335,7 @@ class Answered(BaseModel):
 async def answer(request: web.Request) -> web.Response:
     """A button pressed on the page: ``{"answer": "accept", "outcome"?: "..."}``,
     applied as the carer exactly as the same SMS reply would be."""
-    server = request.app[SERVER]
+    desk, engine = request.app[DESK], request.app[DATABASE]
     too_long = f"an answer is at most {MAX_ANSWER_BYTES} bytes"
     if request.content_length is not None and request.content_length > MAX_ANSWER_BYTES:
         raise bad_request(too_long)
@@ -348,15 +350,16 @@ async def answer(request: web.Request) -> web.Response:
         raise bad_request(
             f'send JSON such as {{"answer": "accept"}}; {summary}', problems=problems
         ) from None
-    registry = await server.desk.district.registry()
+    registry = await desk.district.registry()
     try:
-        live = await live_link(server, request.match_info["token"], registry)
+        live = await live_link(engine, request.app[CLOCK], request.match_info["token"], registry)
     except LinkRefusedError as refused:
         _log_refusal(request, refused)
         raise ApiError(refused.status, refused.reason, refused.message()) from None
     with logs.bound(call_id=live.call.id, household=live.household.code, carer=live.carer.code):
         handled = await sms_webhooks.apply_answer(
-            server,
+            desk,
+            engine,
             registry,
             live.carer,
             live.call.id,
@@ -371,7 +374,7 @@ async def answer(request: web.Request) -> web.Response:
             live.call.id,
             handled.outcome,
         )
-    after = await _after(server, live, registry)
+    after = await _after(engine, live, registry)
     return web.json_response(
         {
             "outcome": handled.outcome,
@@ -382,9 +385,9 @@ async def answer(request: web.Request) -> web.Response:
     )
 
 
-async def _after(server: Running, live: LiveLink, registry: Registry) -> dict[str, Any]:
+async def _after(engine: AsyncEngine, live: LiveLink, registry: Registry) -> dict[str, Any]:
     """The call as it is now, as the page shows it after a button."""
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         fresh = await repository.load(session, live.call.id, registry.carer_codes, lock=False)
     call = fresh if fresh is not None else live.call
     mine = _mine(call, live.carer.id) or live.assignment

@@ -21,7 +21,7 @@ from functools import lru_cache
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from callcenter.web.state import SERVER
+from callcenter.web.state import CONFIG
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,7 +79,7 @@ def source_of(address: str | None) -> str:
 @web.middleware
 async def real_client(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Pass the request on with ``remote`` set to the client's address."""
-    trusted = request.app[SERVER].config.web.trusted_proxies
+    trusted = request.app[CONFIG].web.trusted_proxies
     if not trusted:
         return await handler(request)
     remote = client_address(

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from aiohttp import web, web_response
 
 from callcenter.config import WebConfig
-from callcenter.web.state import SERVER
+from callcenter.web.state import CONFIG
 
 SERVER_NAME = "callcenter"
 _NOT_STORED = ("/api/", "/family/api/")
@@ -65,7 +65,7 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     headers = response.headers
     headers["Server"] = SERVER_NAME
     headers["X-Content-Type-Options"] = "nosniff"
-    headers["Content-Security-Policy"] = page_policy(request.app[SERVER].config.web)
+    headers["Content-Security-Policy"] = page_policy(request.app[CONFIG].web)
     headers["X-Frame-Options"] = "DENY"
     headers.setdefault("Referrer-Policy", "same-origin")
     if request.path.startswith(_NOT_STORED):

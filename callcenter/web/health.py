@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from callcenter.health import HealthReport, PartHealth
 from callcenter.web.contract import Access, contract
 from callcenter.web.responses import json_reply
-from callcenter.web.state import SERVER
+from callcenter.web.state import HEALTH
 from callcenter.web.views import iso
 
 routes = web.RouteTableDef()
@@ -96,5 +96,5 @@ class HealthAnswer(BaseModel):
 )
 async def healthz(request: web.Request) -> web.Response:
     """200 with every part when none has been stuck too long, else 503 naming them."""
-    report = await request.app[SERVER].health.check()
+    report = await request.app[HEALTH].check()
     return json_reply(report_document(report), status=200 if report.ok else 503)

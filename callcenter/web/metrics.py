@@ -31,7 +31,16 @@ from callcenter.web.contract import Access, Reply, contract
 from callcenter.web.state import METRICS
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.engine.follower import EventFollower
+    from callcenter.engine.outbox import OutboxRelay
+    from callcenter.engine.scheduler import Scheduler
+    from callcenter.engine.watchdog import Watchdog
+    from callcenter.health import Health
+    from callcenter.ingest.process import IngestProcess
+    from callcenter.ingest.service import Ingest
 
 routes = web.RouteTableDef()
 
@@ -51,9 +60,21 @@ class _FromDatabase:
     follower_lag: int = 0
 
 
-async def _read_database(server: Running) -> _FromDatabase:
-    now = server.clock.now()
-    async with asyncio.timeout(_DATABASE_TIMEOUT_S), server.engine.connect() as connection:
+@dataclass(frozen=True)
+class Counted:
+    """The server's parts whose counters and state the metrics report."""
+
+    ingest: Ingest | IngestProcess
+    follower: EventFollower
+    scheduler: Scheduler
+    relay: OutboxRelay
+    watchdog: Watchdog
+    health: Health
+
+
+async def _read_database(engine: AsyncEngine, clock: Clock) -> _FromDatabase:
+    now = clock.now()
+    async with asyncio.timeout(_DATABASE_TIMEOUT_S), engine.connect() as connection:
         stored = await stored_on(connection)
         open_calls = (
             await connection.execute(
@@ -74,14 +95,14 @@ async def _read_database(server: Running) -> _FromDatabase:
 class _DeskCollector(Collector):
     """Yields the server's counters and the last database reading as metric families."""
 
-    def __init__(self, server: Running) -> None:
-        self._server = server
+    def __init__(self, parts: Counted) -> None:
+        self._parts = parts
         self.database: _FromDatabase | None = None
         self.database_seconds = 0.0
 
     def collect(self) -> Iterator[Metric]:
-        server = self._server
-        stats = server.ingest.stats
+        parts = self._parts
+        stats = parts.ingest.stats
         yield _counter("events_stored", "device events stored in the log", stats.events_stored)
         yield _counter(
             "events_duplicate", "redelivered device events recognised and not stored twice",
@@ -93,27 +114,27 @@ class _DeskCollector(Collector):
         counts = {
             reason.value: stats.dead_letters.get(reason.value, 0) for reason in DeadLetterReason
         }
-        counts[DeadLetterReason.ENGINE_FAILED.value] += server.follower.events_failed
+        counts[DeadLetterReason.ENGINE_FAILED.value] += parts.follower.events_failed
         for reason, count in sorted(counts.items()):
             dead.add_metric([reason], count)
         yield dead
         yield _counter(
             "events_applied", "device events the call engine has applied",
-            server.follower.events_applied,
+            parts.follower.events_applied,
         )  # fmt: skip
-        yield _counter("timers_fired", "escalation timers fired", server.scheduler.fired)
+        yield _counter("timers_fired", "escalation timers fired", parts.scheduler.fired)
         outbox = CounterMetricFamily(
             "callcenter_outbox_settled", "outbox rows settled, by result", labels=["result"]
         )
-        outbox.add_metric(["sent"], server.relay.sent)
-        outbox.add_metric(["skipped"], server.relay.skipped)
-        outbox.add_metric(["failed"], server.relay.failed)
+        outbox.add_metric(["sent"], parts.relay.sent)
+        outbox.add_metric(["skipped"], parts.relay.skipped)
+        outbox.add_metric(["failed"], parts.relay.failed)
         yield outbox
         yield _gauge(
             "broker_connected", "1 while ingest is subscribed to the broker",
-            1 if server.ingest.connected.is_set() else 0,
+            1 if parts.ingest.connected.is_set() else 0,
         )  # fmt: skip
-        report = server.watchdog.report
+        report = parts.watchdog.report
         yield _gauge(
             "stations_without_free_carer",
             "stations with nobody free on shift (as of the watchdog's last check)",
@@ -134,7 +155,7 @@ class _DeskCollector(Collector):
             "it, 0 when it has not (as of the server's last look, every 2 s)",
             labels=["part"],
         )
-        latest = self._server.health.latest
+        latest = self._parts.health.latest
         for name in PARTS:
             part = latest.part(name) if latest is not None else None
             since = part.stuck_since if part is not None else None
@@ -184,10 +205,11 @@ def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
 class Metrics:
     """One server's metrics registry."""
 
-    def __init__(self, server: Running) -> None:
-        self._server = server
+    def __init__(self, engine: AsyncEngine, clock: Clock, parts: Counted) -> None:
+        self._engine = engine
+        self._clock = clock
         self.registry = CollectorRegistry()
-        self._desk = _DeskCollector(server)
+        self._desk = _DeskCollector(parts)
         self.registry.register(self._desk)
         self._lateness = Histogram(
             "callcenter_timer_lateness_seconds",
@@ -196,13 +218,13 @@ class Metrics:
             registry=self.registry,
         )
         ProcessCollector(registry=self.registry)
-        server.scheduler.lateness_observers.append(self._lateness.observe)
+        parts.scheduler.lateness_observers.append(self._lateness.observe)
 
     async def render(self) -> bytes:
         """The text exposition, with database gauges read now."""
         started = time.perf_counter()
         try:
-            self._desk.database = await _read_database(self._server)
+            self._desk.database = await _read_database(self._engine, self._clock)
         except (TimeoutError, OperationalError, DBAPIError, OSError):
             self._desk.database = None
         self._desk.database_seconds = time.perf_counter() - started

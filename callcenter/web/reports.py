@@ -29,7 +29,7 @@ from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract,
 from callcenter.web.errors import bad_request
 from callcenter.web.pages import file_response
 from callcenter.web.responses import json_reply
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, CONFIG, DATABASE
 from callcenter.web.views import iso
 
 REPORTS_PATH = "/reports"
@@ -95,18 +95,18 @@ def _period(request: web.Request) -> tuple[date, date]:
 async def _report(request: web.Request) -> dict[str, Any]:
     """The report the query asks for (the route lets only supervisors and administrators
     ask)."""
-    server = request.app[SERVER]
-    zone = ZoneInfo(server.config.district.timezone)
-    now = server.clock.now()
+    config = request.app[CONFIG]
+    zone = ZoneInfo(config.district.timezone)
+    now = request.app[CLOCK].now()
     first, last = _period(request)
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(request.app[DATABASE]) as session:
         return await report(
             session,
             first=first,
             last=last,
             zone=zone,
             now=now,
-            circle_s=server.config.calls.service_circle_s,
+            circle_s=config.calls.service_circle_s,
         )
 
 

@@ -40,10 +40,12 @@ from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import bodies
 from callcenter.web.assets import LOGIN_PAGE
 from callcenter.web.client_address import source_of
-from callcenter.web.state import OPEN_BOARDS, SERVER
+from callcenter.web.state import CLOCK, CONFIG, DATABASE, OPEN_BOARDS
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
 
 log = logging.getLogger("callcenter.web.sessions")
 
@@ -148,11 +150,11 @@ async def session_of(request: web.Request) -> SignedIn | None:
     token = cookie_token(request, SESSION_COOKIE)
     if token is None:
         return None
-    server = request.app[SERVER]
-    now = server.clock.now()
-    idle = timedelta(hours=server.config.web.session_idle_hours)
+    engine = request.app[DATABASE]
+    now = request.app[CLOCK].now()
+    idle = timedelta(hours=request.app[CONFIG].web.session_idle_hours)
     digest = token_digest(token)
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         found = (
             await session.execute(
                 select(m.WebSession, m.Operator)
@@ -165,7 +167,7 @@ async def session_of(request: web.Request) -> SignedIn | None:
     row, operator = found
     if not operator.active or is_ended(now, row, idle):
         return None
-    await note_seen(server.engine, m.WebSession, digest, row.last_seen_at, now)
+    await note_seen(engine, m.WebSession, digest, row.last_seen_at, now)
     return SignedIn(operator, row.csrf_token, digest)
 
 
@@ -217,7 +219,7 @@ def set_cookie(
         path=path,
         httponly=True,
         samesite="Strict",
-        secure=request.app[SERVER].config.web.secure_cookies or request.secure,
+        secure=request.app[CONFIG].web.secure_cookies or request.secure,
     )
 
 
@@ -289,7 +291,9 @@ async def _paused_for(
     return None
 
 
-async def _begin_attempt(server: Running, username: str, source: str) -> int | timedelta:
+async def _begin_attempt(
+    config: WebConfig, engine: AsyncEngine, clock: Clock, username: str, source: str
+) -> int | timedelta:
     """Record a sign-in attempt as failed (it is, until its session is made) and return
     its id; or, when a limit is reached, how long until it frees.
 
@@ -298,13 +302,12 @@ async def _begin_attempt(server: Running, username: str, source: str) -> int | t
     attempt is recorded, so simultaneous attempts are counted one after another and no
     more are judged than the limits allow."""
     name = username[:64]  # as the table keeps it
-    config = server.config.web
-    now = server.clock.now()
-    async with AsyncSession(server.engine) as session:
+    now = clock.now()
+    async with AsyncSession(engine) as session:
         paused = await _paused_for(session, config, name, source, now)
     if paused is not None:
         return paused
-    async with locked_transaction(server.engine) as session:
+    async with locked_transaction(engine) as session:
         await lock_names(session, f"sign-in:source:{source}", f"sign-in:user:{name}")
         paused = await _paused_for(session, config, name, source, now)
         if paused is not None:
@@ -326,7 +329,7 @@ async def login_form(request: web.Request) -> web.StreamResponse:
 @routes.post(LOGIN_PATH)
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the password; on success a new session and its cookie, then the board."""
-    server = request.app[SERVER]
+    engine = request.app[DATABASE]
     form = await bodies.read_form(request)
     # No real username has control characters: any are logged and looked up as "?".
     typed = str(form.get("username", "")).strip().lower()[:_MAX_FIELD]
@@ -342,7 +345,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             username=username,
         )
     source = source_of(request.remote)
-    begun = await _begin_attempt(server, username, source)
+    web_config = request.app[CONFIG].web
+    begun = await _begin_attempt(web_config, engine, request.app[CLOCK], username, source)
     if isinstance(begun, timedelta):
         minutes = minutes_to_wait(begun)
         return _login_page(
@@ -354,7 +358,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=429,
             username=username,
         )
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         operator = (
             await session.scalars(select(m.Operator).where(m.Operator.username == username))
         ).one_or_none()
@@ -373,10 +377,9 @@ async def login(request: web.Request) -> web.StreamResponse:
             status=401,
             username=username,
         )
-    now = server.clock.now()
+    now = request.app[CLOCK].now()
     token = secrets.token_urlsafe(32)
-    web_config = server.config.web
-    async with locked_transaction(server.engine) as session:
+    async with locked_transaction(engine) as session:
         await session.execute(
             update(m.SignInAttempt)
             .where(m.SignInAttempt.id == begun)
@@ -417,7 +420,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             request, signed_in.csrf_token, str(form.get("csrf", ""))
         ):
             raise web.HTTPForbidden(text="sign out from the board's own button (CSRF token)")
-        async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+        async with AsyncSession(request.app[DATABASE]) as session, session.begin():
             await session.execute(
                 delete(m.WebSession).where(m.WebSession.token_sha256 == signed_in.digest)
             )

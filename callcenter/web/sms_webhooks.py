@@ -48,10 +48,14 @@ from callcenter.store import models as m
 from callcenter.web import twilio_form
 from callcenter.web.contract import Access, Reply, contract
 from callcenter.web.errors import ApiError, bad_request
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK, SMS_ACCOUNT
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.engine.desk import Desk
+    from callcenter.notify.sms import TwilioAccount
 
 log = logging.getLogger("callcenter.sms")
 
@@ -119,10 +123,10 @@ _SIGNED = {
 }
 
 
-def webhook_auth_token(server: Running) -> str:
+def webhook_auth_token(account: TwilioAccount) -> str:
     """The secret Twilio signs webhooks with: the local fake's while it runs, else the
     account's auth token from the configuration."""
-    return server.sms_account.auth_token
+    return account.auth_token
 
 
 def signed_url(request: web.Request, public_url: str) -> str:
@@ -140,21 +144,20 @@ def twiml(text: str) -> web.Response:
     return web.Response(text=body, content_type="text/xml")
 
 
-def webhook_account_sid(server: Running) -> str:
+def webhook_account_sid(account: TwilioAccount) -> str:
     """The account whose webhooks these are: the local fake's while it runs, else the
     configured account."""
-    return server.sms_account.account_sid
+    return account.account_sid
 
 
-async def signed_form(
-    request: web.Request, server: Running, *, required: tuple[str, ...]
-) -> dict[str, str]:
+async def signed_form(request: web.Request, *, required: tuple[str, ...]) -> dict[str, str]:
     """The posted form fields, if Twilio signed them (else 403 and a log line) and they
     have the shapes Twilio gives them (else 400 and a log line: see twilio_form). A post
     without a signature is refused before its body is read."""
-    token = webhook_auth_token(server)
+    account = request.app[SMS_ACCOUNT]
+    token = webhook_auth_token(account)
     signature = request.headers.get(SIGNATURE_HEADER, "")
-    url = signed_url(request, server.config.sms.public_url)
+    url = signed_url(request, request.app[CONFIG].sms.public_url)
     form = await twilio_form.read_form(request) if token and signature else None
     if form is None or not RequestValidator(token).validate(url, form, signature):
         why = (
@@ -167,7 +170,9 @@ async def signed_form(
         log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
         raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
     try:
-        return twilio_form.checked(form, account_sid=webhook_account_sid(server), required=required)
+        return twilio_form.checked(
+            form, account_sid=webhook_account_sid(account), required=required
+        )
     except twilio_form.FormRefusedError as refused:
         # Signed, yet not as Twilio posts it: a captured request cut into other fields.
         log.warning(
@@ -203,10 +208,9 @@ class Handled:
 )
 async def inbound_sms(request: web.Request) -> web.Response:
     """A carer's reply from Twilio: checked, kept once, applied, confirmed in TwiML."""
-    server = request.app[SERVER]
-    form = await signed_form(request, server, required=_INBOUND_FIELDS)
+    form = await signed_form(request, required=_INBOUND_FIELDS)
     sid, sender, body = form["MessageSid"], form["From"], form["Body"]
-    desk = server.desk
+    desk, engine, clock = request.app[DESK], request.app[DATABASE], request.app[CLOCK]
     try:
         async with desk.transaction() as session:
             row_id = (
@@ -216,7 +220,7 @@ async def inbound_sms(request: web.Request) -> web.Response:
                         message_sid=sid,
                         from_number=sender,
                         body=body,
-                        received_at=server.clock.now(),
+                        received_at=clock.now(),
                         outcome="received",
                         answer="",
                     )
@@ -224,10 +228,10 @@ async def inbound_sms(request: web.Request) -> web.Response:
                 )
             ).scalar_one()
     except IntegrityError:
-        return await _replayed(server, sid)
+        return await _replayed(engine, sid)
     carer = _carer_by_phone(await desk.district.registry(), sender)
     with logs.bound(carer=None if carer is None else carer.code):
-        handled = await _handle(server, sender, body)
+        handled = await _handle(desk, engine, clock, sender, body)
         async with desk.transaction() as session:
             # A carer may name a call that does not exist ("99999a"): kept as text, not
             # linked.
@@ -251,9 +255,9 @@ async def inbound_sms(request: web.Request) -> web.Response:
     return twiml(handled.answer)
 
 
-async def _replayed(server: Running, sid: str) -> web.Response:
+async def _replayed(engine: AsyncEngine, sid: str) -> web.Response:
     """A MessageSid seen before: the same answer again, nothing else."""
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         answer = await session.scalar(
             select(m.InboundSms.answer).where(m.InboundSms.message_sid == sid)
         )
@@ -268,9 +272,9 @@ def _carer_by_phone(registry: Registry, phone: str) -> CarerInfo | None:
     return found[0] if found else None
 
 
-async def _open_call_of(server: Running, carer_id: int) -> int | None:
+async def _open_call_of(engine: AsyncEngine, carer_id: int) -> int | None:
     """The call of the carer's latest active assignment (at most one is active)."""
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         call_id: int | None = await session.scalar(
             select(m.CallAssignment.call_id)
             .where(m.CallAssignment.carer_id == carer_id, m.CallAssignment.active.is_(True))
@@ -280,8 +284,8 @@ async def _open_call_of(server: Running, carer_id: int) -> int | None:
     return call_id
 
 
-async def _was_on(server: Running, call_id: int, carer_id: int) -> bool:
-    async with AsyncSession(server.engine) as session:
+async def _was_on(engine: AsyncEngine, call_id: int, carer_id: int) -> bool:
+    async with AsyncSession(engine) as session:
         found = await session.scalar(
             select(func.count())
             .select_from(m.CallAssignment)
@@ -290,9 +294,9 @@ async def _was_on(server: Running, call_id: int, carer_id: int) -> bool:
     return bool(found)
 
 
-async def _handle(server: Running, sender: str, text: str) -> Handled:
+async def _handle(desk: Desk, engine: AsyncEngine, clock: Clock, sender: str, text: str) -> Handled:
     """Read the reply, bind it to one of the sender's calls and apply it."""
-    registry = await server.desk.district.registry()
+    registry = await desk.district.registry()
     carer = _carer_by_phone(registry, sender)
     reply = parse_reply(text)
     languages = (carer.language,) if carer is not None else _UNKNOWN_SENDER_LANGUAGES
@@ -304,19 +308,19 @@ async def _handle(server: Running, sender: str, text: str) -> Handled:
     if not isinstance(reply, ReplyError) and reply.answer is Answer.STOP:
         # Anyone may stop our texts, carer or not. Twilio blocks the number by itself
         # from now on; the mark stops us trying (and paging this carer) meanwhile.
-        async with server.desk.transaction() as session:
+        async with desk.transaction() as session:
             await phones.mark(
                 session,
                 sender,
                 m.PhoneProblem.OPTED_OUT,
                 "its owner texted STOP; texts reach it again after START",
                 recipient=f"carer:{carer.code}" if carer is not None else "",
-                now=server.clock.now(),
+                now=clock.now(),
             )
         log.warning("%s opted out of SMS (sent %r)", who, text[:40])
         return Handled("opted_out", say(MessageKind.REPLY_OPTED_OUT))
     if not isinstance(reply, ReplyError) and reply.answer is Answer.START:
-        async with server.desk.transaction() as session:
+        async with desk.transaction() as session:
             await phones.lift(session, sender, m.PhoneProblem.OPTED_OUT)
         log.info("%s opted back in to SMS", who)
         return Handled("opted_in", say(MessageKind.REPLY_OPTED_IN))
@@ -325,19 +329,20 @@ async def _handle(server: Running, sender: str, text: str) -> Handled:
         return Handled("unknown_sender", say(MessageKind.REPLY_UNKNOWN_SENDER))
     if isinstance(reply, ReplyError):
         log.info("SMS from carer %s not understood (%s): %r", carer.code, reply.reason, reply.text)
-        open_call = await _open_call_of(server, carer.id)
+        open_call = await _open_call_of(engine, carer.id)
         example = str(open_call) if open_call is not None else _EXAMPLE_CALL
         return Handled("not_understood", say(MessageKind.REPLY_NOT_UNDERSTOOD, call_ref=example))
     call_id = reply.call_id
     if call_id is None:
-        call_id = await _open_call_of(server, carer.id)
+        call_id = await _open_call_of(engine, carer.id)
         if call_id is None:
             return Handled("no_open_call", say(MessageKind.REPLY_NO_OPEN_CALL))
-    return await apply_answer(server, registry, carer, call_id, reply.answer, via="SMS")
+    return await apply_answer(desk, engine, registry, carer, call_id, reply.answer, via="SMS")
 
 
 async def apply_answer(
-    server: Running,
+    desk: Desk,
+    engine: AsyncEngine,
     registry: Registry,
     carer: CarerInfo,
     call_id: int,
@@ -355,19 +360,19 @@ async def apply_answer(
         return render(Message(kind, facts), carer.language)
 
     with logs.bound(call_id=call_id, carer=carer.code):
-        if not await _was_on(server, call_id, carer.id):
+        if not await _was_on(engine, call_id, carer.id):
             return Handled(
                 "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
             )
         command = command_for(answer, Actor(ActorKind.CARER, carer.code), carer.id, outcome, via)
         try:
-            call = await server.desk.command(call_id, command)
+            call = await desk.command(call_id, command)
         except CallNotFoundError:
             return Handled(
                 "refused", say(MessageKind.REPLY_NOT_YOURS, call_ref=str(call_id)), call_id
             )
         except CallError as error:
-            refused = await _refusal(server, registry, call_id, carer, error, via)
+            refused = await _refusal(engine, registry, call_id, carer, error, via)
             return Handled("refused", refused, call_id)
         household = registry.households[call.household_id].code
         kind = CONFIRMATIONS[answer]
@@ -379,14 +384,14 @@ async def apply_answer(
 
 
 async def _refusal(
-    server: Running,
+    engine: AsyncEngine,
     registry: Registry,
     call_id: int,
     carer: CarerInfo,
     error: CallError,
     via: str,
 ) -> str:
-    async with AsyncSession(server.engine) as session:
+    async with AsyncSession(engine) as session:
         call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     household = "?"
     if call is None:
@@ -445,15 +450,15 @@ def not_over(status: str) -> frozenset[str]:
 async def sms_status(request: web.Request) -> web.Response:
     """Twilio's report on a message we sent: recorded, only ever forward; a dispatch
     page that cannot arrive moves the call on to the next carer at once."""
-    server = request.app[SERVER]
-    form = await signed_form(request, server, required=_STATUS_FIELDS)
+    form = await signed_form(request, required=_STATUS_FIELDS)
+    desk = request.app[DESK]
     sid, status, code = form["MessageSid"], form["MessageStatus"], form.get("ErrorCode", "")
     if status not in _DELIVERY_RANK:
         log.info("SMS status %s for %s is not one we track; ignored", status, sid)
         return web.Response()
     error = f"{status}: {delivery_error(code)}" if code else None
     problem = BROKEN_BY_DELIVERY.get(code) if status in NOT_REACHED else None
-    async with server.desk.transaction() as session:
+    async with desk.transaction() as session:
         noted = await repository.note_delivery(
             session, sid, status, error=error, not_over=not_over(status)
         )
@@ -464,7 +469,7 @@ async def sms_status(request: web.Request) -> web.Response:
                 problem,
                 delivery_error(code),
                 recipient=noted[0].recipient,
-                now=server.clock.now(),
+                now=request.app[CLOCK].now(),
             )
     if not noted:
         # Answered 200 all the same: Twilio would otherwise retry it for nothing.
@@ -476,12 +481,12 @@ async def sms_status(request: web.Request) -> web.Response:
             household=row.household or None,
             carer=repository.carer_code(row.recipient),
         ):
-            await _after_delivery(server, sid, status, code, row)
+            await _after_delivery(desk, sid, status, code, row)
     return web.Response()
 
 
 async def _after_delivery(
-    server: Running, sid: str, status: str, code: str, row: repository.Delivery
+    desk: Desk, sid: str, status: str, code: str, row: repository.Delivery
 ) -> None:
     about = f"outbox {row.outbox_id}, call {row.call_id} household {row.household or '?'}"
     if not row.moved:
@@ -503,7 +508,7 @@ async def _after_delivery(
     why = ("dispatch SMS " if carer_id is not None else "SMS ") + status
     why += f": {delivery_error(code)}" if code else ""
     await did_not_arrive(
-        server.desk,
+        desk,
         row.call_id,
         carer_id=carer_id,
         recipient=row.recipient,

@@ -1,5 +1,6 @@
-"""Typed keys for what the API's handlers share: the running server, the signed-in
-operator, and the call a request is about (for the request log)."""
+"""Typed keys for what the API's handlers share: the server's services they call (set
+once, in app.py), the signed-in operator, and the call a request is about (for the
+request log)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ from typing import TYPE_CHECKING, Literal
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.config import Config
+    from callcenter.engine.desk import Desk
+    from callcenter.health import Health
+    from callcenter.notify.sms import TwilioAccount
     from callcenter.web.auth import DeskOperator
     from callcenter.web.board import BoardData
     from callcenter.web.board_watch import OpenBoards
@@ -37,7 +44,15 @@ class Credential:
     digest: str
 
 
-SERVER: web.AppKey[Running] = web.AppKey("callcenter.server")
+# The server's services the handlers call.
+CONFIG: web.AppKey[Config] = web.AppKey("callcenter.config")
+CLOCK: web.AppKey[Clock] = web.AppKey("callcenter.clock")
+DATABASE: web.AppKey[AsyncEngine] = web.AppKey("callcenter.database")
+DESK: web.AppKey[Desk] = web.AppKey("callcenter.desk")
+# Whether every part gets its work done, as of the last look (/healthz, the boards).
+HEALTH: web.AppKey[Health] = web.AppKey("callcenter.health")
+# The Twilio account whose auth token signs the webhooks Twilio posts back.
+SMS_ACCOUNT: web.AppKey[TwilioAccount] = web.AppKey("callcenter.sms_account")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")
 # What every connected board shares: rendered cards, the snapshot in the making, sockets.
 BOARD: web.AppKey[BoardData] = web.AppKey("callcenter.board")

@@ -16,7 +16,7 @@ from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_bo
 from callcenter.web.contract import Parameters, contract, path_of
 from callcenter.web.errors import ApiError, bad_request
 from callcenter.web.responses import json_reply
-from callcenter.web.state import OPEN_BOARDS, OPERATOR, SERVER
+from callcenter.web.state import CLOCK, DATABASE, DESK, OPEN_BOARDS, OPERATOR
 from callcenter.web.views import Shape, iso
 
 log = logging.getLogger("callcenter.web.users")
@@ -84,7 +84,7 @@ def _refused(error: accounts.OperatorAccountError) -> ApiError:
 @contract(role=m.OperatorRole.ADMIN, answers={200: UserList}, tag="accounts")
 async def list_users(request: web.Request) -> web.Response:
     """Every account, without tokens or passwords."""
-    found = await accounts.list_operators(request.app[SERVER].engine)
+    found = await accounts.list_operators(request.app[DATABASE])
     return json_reply(
         {
             "users": [
@@ -115,13 +115,12 @@ async def add_user(request: web.Request) -> web.Response:
     """A new account with a board password."""
     admin = request[OPERATOR]
     body = await read_body(request, NewUserBody)
-    server = request.app[SERVER]
     try:
         await accounts.add_operator(
-            server.engine,
+            request.app[DATABASE],
             body.username,
             name=body.name,
-            now=server.clock.now(),
+            now=request.app[CLOCK].now(),
             role=body.role,
             phone=body.phone,
             language=body.language.value,
@@ -129,7 +128,7 @@ async def add_user(request: web.Request) -> web.Response:
         )
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
-    server.desk.district.invalidate()  # a supervisor with a phone is texted from now on
+    request.app[DESK].district.invalidate()  # a supervisor with a phone is texted from now on
     log.info("%s added user %s (%s)", admin.username, body.username, body.role.value)
     return json_reply({"username": body.username, "role": body.role.value}, status=201)
 
@@ -147,7 +146,7 @@ async def set_password(request: web.Request) -> web.Response:
     username = path_of(request, UserPath).username
     body = await read_body(request, PasswordBody)
     try:
-        await accounts.set_password(request.app[SERVER].engine, username, body.password)
+        await accounts.set_password(request.app[DATABASE], username, body.password)
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
     request.app[OPEN_BOARDS].check_soon()
@@ -169,11 +168,10 @@ async def set_active(request: web.Request) -> web.Response:
     username = path_of(request, UserPath).username
     if username == admin.username and not body.active:
         raise bad_request("an administrator cannot switch themselves off; ask another")
-    server = request.app[SERVER]
     try:
-        await accounts.set_active(server.engine, username, body.active)
+        await accounts.set_active(request.app[DATABASE], username, body.active)
     except accounts.OperatorAccountError as error:
         raise _refused(error) from None
-    server.desk.district.invalidate()
+    request.app[DESK].district.invalidate()
     request.app[OPEN_BOARDS].check_soon()
     return json_reply({"username": username, "active": body.active})

@@ -44,11 +44,14 @@ from callcenter.web.contract import (
 )
 from callcenter.web.errors import ApiError, not_found
 from callcenter.web.responses import json_reply
-from callcenter.web.state import OPERATOR, SERVER
+from callcenter.web.state import CLOCK, CONFIG, DATABASE, OPERATOR
 from callcenter.web.views import HouseholdRef, Shape, iso
 
 if TYPE_CHECKING:
-    from callcenter.app import Running
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from callcenter.clock import Clock
+    from callcenter.config import Config
 
 routes = web.RouteTableDef()
 
@@ -110,12 +113,11 @@ class WelfareCalls(Shape):
     missed_total: int | None = Field(None, description="supervisors only: missed calls, all weeks")
 
 
-def welfare_list(server: Running) -> WelfareList:
+def welfare_list(config: Config, engine: AsyncEngine, clock: Clock) -> WelfareList:
     """The welfare-call list as the server's configuration defines it."""
-    config = server.config
     return WelfareList(
-        server.engine,
-        server.clock,
+        engine,
+        clock,
         zone=ZoneInfo(config.district.timezone),
         min_age=config.welfare.min_age,
     )
@@ -194,8 +196,8 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
     every_week = state is m.WelfareState.MISSED and asked.week is None
     if every_week:
         operator = require_role(request, m.OperatorRole.SUPERVISOR)
-    server = request.app[SERVER]
-    calls = welfare_list(server)
+    engine = request.app[DATABASE]
+    calls = welfare_list(request.app[CONFIG], engine, request.app[CLOCK])
     this_week = calls.this_week()
     week = None if every_week else week_start(asked.week or this_week)
     await calls.bring_up_to_date()
@@ -207,7 +209,7 @@ async def list_welfare_calls(request: web.Request) -> web.Response:
     counts_query = select(m.WelfareCall.state, func.count()).group_by(m.WelfareCall.state)
     if week is not None:
         counts_query = counts_query.where(m.WelfareCall.week_start == week)
-    async with AsyncSession(write_locked(server.engine)) as session, session.begin():
+    async with AsyncSession(write_locked(engine)) as session, session.begin():
         rows = await _rows(session, query, calls.zone)
         counts = {state: 0 for state in _STATES}
         counts.update(
@@ -259,8 +261,8 @@ async def record_welfare_call(request: web.Request) -> web.Response:
     if welfare_id > MAX_ID:  # past BIGINT: no row has it, and the database would refuse it
         raise not_found(f"there is no welfare call {welfare_id}")
     body = await read_body(request, WelfareBody)
-    server = request.app[SERVER]
-    calls = welfare_list(server)
+    engine = request.app[DATABASE]
+    calls = welfare_list(request.app[CONFIG], engine, request.app[CLOCK])
     actor = str(operator.actor)
     try:
         recorded = await calls.record(welfare_id, body.outcome, body.note, actor)
@@ -274,7 +276,7 @@ async def record_welfare_call(request: web.Request) -> web.Response:
             done_by=error.done_by,
             done_at=iso(error.done_at),
         ) from None
-    async with AsyncSession(write_locked(server.engine)) as session, session.begin():
+    async with AsyncSession(write_locked(engine)) as session, session.begin():
         rows = await _rows(session, _rows_query().where(m.WelfareCall.id == welfare_id), calls.zone)
         await audit.record_read(
             session,

@@ -56,7 +56,7 @@ from callcenter.web.family.signin import (
 from callcenter.web.pages import file_response
 from callcenter.web.responses import json_reply
 from callcenter.web.sessions import set_cookie
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
 
 # The only files served from dashboards/family/ besides the page.
 _ASSETS = frozenset({"family.js", "family.css"})
@@ -103,7 +103,7 @@ async def ask_for_code(request: web.Request) -> web.StreamResponse:
     check_sign_in_request(request)
     phone = phone_number((await read_body(request, PhoneBody)).phone)
     if await text_code(request, phone):
-        request.app[SERVER].desk.outbox_changed.set()
+        request.app[DESK].outbox_changed.set()
     return json_reply(
         {
             "message": (
@@ -159,8 +159,7 @@ async def sign_out(request: web.Request) -> web.StreamResponse:
 async def who_am_i(request: web.Request) -> web.StreamResponse:
     """The signed-in phone, its language, its CSRF token and the district's time zone."""
     member = await signed_in(request)
-    server = request.app[SERVER]
-    async with AsyncSession(server.engine, expire_on_commit=False) as session:
+    async with AsyncSession(request.app[DATABASE], expire_on_commit=False) as session:
         contacts = await contacts_of(session, member.phone)
     return json_reply(
         {
@@ -168,7 +167,7 @@ async def who_am_i(request: web.Request) -> web.StreamResponse:
             "name": contacts[0].name if contacts else "",
             "language": contacts[0].language if contacts else "zh",
             "csrf_token": member.csrf_token,
-            "timezone": server.config.district.timezone,
+            "timezone": request.app[CONFIG].district.timezone,
         }
     )
 
@@ -178,7 +177,7 @@ async def who_am_i(request: web.Request) -> web.StreamResponse:
 async def my_households(request: web.Request) -> web.StreamResponse:
     """The households this phone is a contact of: code, address, residents' names."""
     member = await signed_in(request)
-    async with locked_transaction(request.app[SERVER].engine) as session:
+    async with locked_transaction(request.app[DATABASE]) as session:
         homes = await households_of(session, member.phone)
         views = await household_views(session, homes)
         for home in homes:
@@ -198,10 +197,9 @@ async def my_households(request: web.Request) -> web.StreamResponse:
 async def household_calls(request: web.Request) -> web.StreamResponse:
     """Every call of one of this phone's households, newest first."""
     member = await signed_in(request)
-    server = request.app[SERVER]
-    async with locked_transaction(server.engine) as session:
+    async with locked_transaction(request.app[DATABASE]) as session:
         home = await own_household(session, member, request.match_info["code"])
-        views = await calls_of(session, home, server.clock.now())
+        views = await calls_of(session, home, request.app[CLOCK].now())
         await audit.record_read(
             session,
             request,
@@ -223,10 +221,9 @@ async def household_calls(request: web.Request) -> web.StreamResponse:
 async def household_call(request: web.Request) -> web.StreamResponse:
     """One call of one of this phone's households, with its steps in order."""
     member = await signed_in(request)
-    server = request.app[SERVER]
-    async with locked_transaction(server.engine) as session:
+    async with locked_transaction(request.app[DATABASE]) as session:
         home = await own_household(session, member, request.match_info["code"])
-        view = await call_of(session, home, request.match_info["call_id"], server.clock.now())
+        view = await call_of(session, home, request.match_info["call_id"], request.app[CLOCK].now())
         await audit.record_read(
             session,
             request,

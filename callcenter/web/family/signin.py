@@ -43,7 +43,7 @@ from callcenter.web.sessions import (
     same_origin,
     token_digest,
 )
-from callcenter.web.state import SERVER
+from callcenter.web.state import CLOCK, DATABASE
 from callcenter.web.views import Shape
 
 PORTAL_PATH = "/family"
@@ -177,8 +177,8 @@ async def family_of(request: web.Request) -> FamilyMember | None:
     token = cookie_token(request, FAMILY_COOKIE)
     if token is None:
         return None
-    engine = request.app[SERVER].engine
-    now = request.app[SERVER].clock.now()
+    engine = request.app[DATABASE]
+    now = request.app[CLOCK].now()
     digest = token_digest(token)
     async with AsyncSession(engine) as session:
         row = await session.get(m.FamilySession, digest)
@@ -232,7 +232,7 @@ async def _refuse_if_over(
     what: tuple[str, str],
 ) -> None:
     """429 when this phone or this address has used up ``action`` in the window."""
-    now = request.app[SERVER].clock.now()
+    now = request.app[CLOCK].now()
     since = now - LIMIT_WINDOW
     per_phone, per_address = limits
     for count, earliest, limit in (
@@ -264,7 +264,7 @@ async def _within_limits(
     Otherwise the phone and the address stay locked from a second count until the
     transaction commits the try it records: simultaneous requests are counted one after
     another, so a burst gets exactly what the limits allow (on PostgreSQL as on SQLite)."""
-    engine = request.app[SERVER].engine
+    engine = request.app[DATABASE]
     async with AsyncSession(engine) as session:
         await _refuse_if_over(session, request, action, phone, limits, what)
     async with locked_transaction(engine) as session:
@@ -289,7 +289,7 @@ async def contacts_of(session: AsyncSession, phone: str) -> list[m.FamilyContact
 async def text_code(request: web.Request, phone: str) -> bool:
     """Put a fresh code for ``phone`` in the outbox if it is a family contact, within the
     limits (429 otherwise); whether one was sent. The try is audited either way."""
-    now = request.app[SERVER].clock.now()
+    now = request.app[CLOCK].now()
     async with _within_limits(
         request,
         CODE_ASKED,
@@ -341,7 +341,7 @@ async def use_code(request: web.Request, phone: str, code: str) -> bool:
     """Whether ``code`` is a live code of ``phone`` (a contact still), used up now if so:
     checked in constant time, once, before it expires; a wrong one counts against every
     live code and the limits (429 once they are reached)."""
-    now = request.app[SERVER].clock.now()
+    now = request.app[CLOCK].now()
     # Always a 64-character digest, so the comparison below takes the same time whatever
     # was typed.
     typed = token_digest(code.strip())
@@ -390,11 +390,10 @@ async def use_code(request: web.Request, phone: str, code: str) -> bool:
 
 async def start_session(request: web.Request, phone: str) -> tuple[str, str]:
     """A new session for ``phone``, audited: its cookie's token and its CSRF token."""
-    server = request.app[SERVER]
-    now = server.clock.now()
+    now = request.app[CLOCK].now()
     token = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
-    async with locked_transaction(server.engine) as session:
+    async with locked_transaction(request.app[DATABASE]) as session:
         # Ended sessions are cleared here, where new ones are made.
         await session.execute(delete(m.FamilySession).where(m.FamilySession.expires_at <= now))
         session.add(
@@ -416,7 +415,7 @@ async def start_session(request: web.Request, phone: str) -> tuple[str, str]:
 async def end_session(request: web.Request) -> None:
     """End the session the request's cookie names (its holder is checked already)."""
     token = request.cookies[FAMILY_COOKIE]
-    async with AsyncSession(request.app[SERVER].engine) as session, session.begin():
+    async with AsyncSession(request.app[DATABASE]) as session, session.begin():
         await session.execute(
             delete(m.FamilySession).where(m.FamilySession.token_sha256 == token_digest(token))
         )
