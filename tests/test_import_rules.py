@@ -68,6 +68,13 @@ RULES = (
         "the desk's services are called by the web, never the other way round",
     ),
     Rule(
+        "callcenter.web",
+        ("callcenter.app",),
+        "handlers get their services through web/state.py's keys, never the running "
+        "server; only the web's composition (web/app.py, web/server.py) sees it",
+        unless=("callcenter.web.app", "callcenter.web.server"),
+    ),
+    Rule(
         "callcenter",
         ("callcenter.fake_twilio",),
         "the fake Twilio is started by the composition root (an embedded default, as the "
