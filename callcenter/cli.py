@@ -111,10 +111,10 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 async def _operator(config: Config, args: argparse.Namespace) -> int:
     from callcenter.clock import SystemClock
+    from callcenter.engine import accounts
     from callcenter.store.db import create_engine
     from callcenter.store.migrate import require_current_schema
     from callcenter.store.models import OperatorRole
-    from callcenter.web import accounts
 
     engine = create_engine(config.database_url)
     try:
@@ -168,10 +168,10 @@ def _read_password(args: argparse.Namespace) -> str:
 
 async def _users(config: Config, args: argparse.Namespace) -> int:
     from callcenter.clock import SystemClock
+    from callcenter.engine import accounts
     from callcenter.store.db import create_engine
     from callcenter.store.migrate import require_current_schema
     from callcenter.store.models import OperatorRole
-    from callcenter.web import accounts
 
     engine = create_engine(config.database_url)
     try:

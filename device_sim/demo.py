@@ -18,12 +18,12 @@ from callcenter.app import Running, running_server, stop_on_signals
 from callcenter.broker import BrokerStartError
 from callcenter.clock import SystemClock
 from callcenter.config import Config
+from callcenter.engine.accounts import add_operator, issue_token, set_active, set_password
 from callcenter.ingest.service import Ingest
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import upgrade_async
 from callcenter.web import WebStartError
-from callcenter.web.accounts import add_operator, issue_token, set_active, set_password
 from device_sim.demo_district import (
     DistrictAlreadySeededError,
     build_demo_district,

@@ -18,9 +18,9 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.domain.events import EventKind
+from callcenter.engine import accounts
+from callcenter.engine.accounts import token_digest
 from callcenter.store import models as m
-from callcenter.web import accounts
-from callcenter.web.sessions import token_digest
 from callcenter.web.state import CONFIG
 from tests.desk_support import MONDAY_MORNING, desk_config, running_desk
 from tests.ingest_support import eventually, publish_events

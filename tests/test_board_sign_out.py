@@ -21,7 +21,7 @@ from playwright.async_api import expect
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
-from callcenter.web import accounts
+from callcenter.engine import accounts
 from callcenter.web.board_watch import SIGNED_OUT_CODE, Ended
 from callcenter.web.sessions import CSRF_HEADER, SESSION_COOKIE
 from tests.api_support import Api, another_instance, set_password, token_of, trust_local_proxy

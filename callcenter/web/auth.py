@@ -11,7 +11,6 @@ supervisor < admin; a route declares the least role it needs in its contract
 from __future__ import annotations
 
 import hmac
-import secrets
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import Actor, ActorKind
+from callcenter.engine.accounts import token_digest
 from callcenter.store import models as m
 from callcenter.web import sessions
 from callcenter.web.bodies import Language, LanguageBody, read_body
@@ -65,11 +65,6 @@ class LanguageChosen(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     language: Language
-
-
-def new_token() -> str:
-    """A fresh random token (43 URL-safe characters)."""
-    return secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True)
@@ -166,7 +161,7 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     on the request."""
     if request.path.startswith(PROTECTED_PREFIX):
         if "Authorization" in request.headers or sessions.SESSION_COOKIE not in request.cookies:
-            digest = sessions.token_digest(bearer_token(request))
+            digest = token_digest(bearer_token(request))
             async with AsyncSession(request.app[DATABASE]) as session:
                 request[OPERATOR] = await operator_for(session, digest)
             request[CREDENTIAL] = Credential("token", digest)

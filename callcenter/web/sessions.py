@@ -17,7 +17,6 @@ need neither.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import html
 import logging
@@ -29,12 +28,11 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.config import WebConfig
+from callcenter.engine.accounts import password_matches, token_digest
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import bodies
@@ -65,17 +63,7 @@ _TOUCH_EVERY = timedelta(minutes=1)
 KNOWN_SOURCE_FOR = timedelta(days=30)
 _MAX_FIELD = 200
 
-_hasher = PasswordHasher()
-# Checked when the username is unknown, so a wrong name costs as long as a wrong password.
-_NOBODY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
 routes = web.RouteTableDef()
-
-
-def token_digest(token: str) -> str:
-    """What the database keeps of a token (an API token, a board's or a family's session
-    cookie): its SHA-256, in hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def token_matches(sent: str, kept: str) -> bool:
@@ -88,27 +76,6 @@ def minutes_to_wait(wait: timedelta) -> int:
     """A pause as the "try again in N min" of a refusal says it: whole minutes, at
     least one."""
     return max(1, math.ceil(wait.total_seconds() / 60))
-
-
-def hash_password(password: str) -> str:
-    """The Argon2 hash kept for ``password``."""
-    return _hasher.hash(password)
-
-
-def password_problem(password: str) -> str | None:
-    """Why ``password`` will not do, or None."""
-    if len(password) < 10:
-        return "a password needs at least 10 characters"
-    if len(password) > _MAX_FIELD:
-        return f"a password may have at most {_MAX_FIELD} characters"
-    return None
-
-
-def _verify(stored: str | None, password: str) -> bool:
-    try:
-        return _hasher.verify(stored or _NOBODY_HASH, password) and stored is not None
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 @dataclass(frozen=True)
@@ -364,7 +331,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         ).one_or_none()
     stored = operator.password_hash if operator is not None else None
     # Argon2 is slow on purpose: off the loop, so the desk keeps moving meanwhile.
-    right = await asyncio.to_thread(_verify, stored, password)
+    right = await asyncio.to_thread(password_matches, stored, password)
     if operator is None or not right or not operator.active:
         # The attempt stays recorded as failed. A switched-off account gets the
         # wrong-password answer: anything else would tell a guesser that the password
@@ -429,11 +396,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     signed_out = web.HTTPSeeOther(LOGIN_PATH)
     signed_out.del_cookie(SESSION_COOKIE, path="/")
     raise signed_out
-
-
-async def end_sessions(session: AsyncSession, operator_id: int) -> None:
-    """Sign an operator out everywhere (new password, switched off)."""
-    await session.execute(delete(m.WebSession).where(m.WebSession.operator_id == operator_id))
 
 
 def is_ended(now: datetime, row: m.WebSession | m.FamilySession, idle: timedelta) -> bool:

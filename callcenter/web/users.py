@@ -10,8 +10,8 @@ from typing import Annotated
 from aiohttp import web
 from pydantic import Field
 
+from callcenter.engine import accounts
 from callcenter.store import models as m
-from callcenter.web import accounts
 from callcenter.web.bodies import ActiveBody, NewUserBody, PasswordBody, read_body
 from callcenter.web.contract import Parameters, contract, path_of
 from callcenter.web.errors import ApiError, bad_request

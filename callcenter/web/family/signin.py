@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.engine import repository
+from callcenter.engine.accounts import token_digest
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import audit
@@ -41,7 +42,6 @@ from callcenter.web.sessions import (
     minutes_to_wait,
     note_seen,
     same_origin,
-    token_digest,
 )
 from callcenter.web.state import CLOCK, DATABASE
 from callcenter.web.views import Shape

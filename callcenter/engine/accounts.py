@@ -1,30 +1,80 @@
 """Operator accounts: add one, issue a new token, set a board password, list them,
-switch them off and on.
+switch them off and on; and what is kept of their secrets.
 
-A token is shown once, when it is issued; the database keeps only its SHA-256. A
-password is kept only as its Argon2 hash; setting one, or switching an operator off,
-signs them out of every board.
+A token is shown once, when it is issued; the database keeps only its SHA-256 (as it does
+of every session cookie and family code: ``token_digest``). A password is kept only as
+its Argon2 hash; setting one, or switching an operator off, signs them out of every
+board. The command line (``callcenter operator``, ``callcenter users``), the API's
+account routes and the board's sign-in all use this module.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.store import models as m
 from callcenter.store.db import locked_transaction
-from callcenter.web.auth import new_token
-from callcenter.web.sessions import end_sessions, hash_password, password_problem, token_digest
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
 # "+", country code and number: the form SMS providers need.
 _E164 = re.compile(r"\+[0-9]{6,15}")
+MIN_PASSWORD_CHARS = 10
+MAX_PASSWORD_CHARS = 200
+
+_hasher = PasswordHasher()
+# Checked when the username is unknown, so a wrong name costs as long as a wrong password.
+_NOBODY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def new_token() -> str:
+    """A fresh random token (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """What the database keeps of a token (an API token, a board's or a family's session
+    cookie, a family's code): its SHA-256, in hex."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def hash_password(password: str) -> str:
+    """The Argon2 hash kept for ``password``."""
+    return _hasher.hash(password)
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` will not do, or None."""
+    if len(password) < MIN_PASSWORD_CHARS:
+        return f"a password needs at least {MIN_PASSWORD_CHARS} characters"
+    if len(password) > MAX_PASSWORD_CHARS:
+        return f"a password may have at most {MAX_PASSWORD_CHARS} characters"
+    return None
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    """Whether ``password`` is the one ``stored`` hashes; with nothing stored (no such
+    person, or no password set) it is checked against a hash of nobody's, so that costs
+    the same time, and never matches. Slow on purpose: call it off the event loop."""
+    try:
+        return _hasher.verify(stored or _NOBODY_HASH, password) and stored is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+async def end_sessions(session: AsyncSession, operator_id: int) -> None:
+    """Sign an operator out everywhere (new password, switched off)."""
+    await session.execute(delete(m.WebSession).where(m.WebSession.operator_id == operator_id))
 
 
 class OperatorAccountError(Exception):
