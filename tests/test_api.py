@@ -7,6 +7,7 @@ import asyncio
 import logging
 from collections.abc import Collection
 
+import aiohttp
 import pytest
 
 from callcenter.domain.calls import CancelReason, Outcome
@@ -312,6 +313,25 @@ async def test_notes_and_cancel(api: Api) -> None:
     assert cancelled.body["state"] == "cancelled"
     assert cancelled.body["cancel_reason"] == CancelReason.DUPLICATE.value
     assert {a["state"] for a in cancelled.body["assignments"]} == {"stood_down"}
+
+
+async def test_a_redirect_or_a_page_not_found_is_logged_with_its_own_status(
+    api: Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Test that an answer raised rather than returned (the board's redirect to the
+    sign-in page, a page file that is not there) is logged with the status it went out
+    with, not as a 500."""
+    base = api.server.web_url
+    with caplog.at_level(logging.INFO, logger="callcenter.web"):
+        async with aiohttp.ClientSession() as client:
+            async with client.get(f"{base}/board", allow_redirects=False) as redirected:
+                assert redirected.status == 303
+            async with client.get(f"{base}/no-such-page") as missing:
+                assert missing.status == 404
+    web_lines = [r.getMessage() for r in caplog.records if r.name == "callcenter.web"]
+    assert any(line.startswith("GET /board -> 303 by anonymous") for line in web_lines), web_lines
+    assert any(line.startswith("GET /no-such-page -> 404") for line in web_lines), web_lines
+    assert not any("-> 500" in line for line in web_lines), web_lines
 
 
 async def test_log_lines_about_a_call_name_the_call_and_household(

@@ -28,6 +28,9 @@ async def log_requests(request: web.Request, handler: Handler) -> web.StreamResp
         response = await handler(request)
         status = response.status
         return response
+    except web.HTTPException as answer:  # a redirect or a refusal, raised as the answer
+        status = answer.status
+        raise
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
         call = request.get(CALL)
