@@ -64,9 +64,12 @@ async def demo(config: Config, *, press_interval_s: float, carers_answer: bool =
                 # texts go on to "delivered"; tests leave this off and report by hand.
                 server.fake_twilio.auto_deliver = True
                 log.info(
-                    "SMS a carer would get: %s (simulated carers answer them; you may "
-                    "answer as a carer there too, e.g. 12a)",
+                    "SMS a carer would get: %s (%s)",
                     server.fake_twilio.page_url,
+                    "simulated carers answer them; you may answer as a carer there too, e.g. 12a"
+                    if carers_answer
+                    else "nobody answers them but you (--no-carers): answer as a carer "
+                    "there, e.g. 12a",
                 )
             log.info(
                 "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
