@@ -35,7 +35,7 @@ from callcenter.web import audit, sms_webhooks
 from callcenter.web.assets import CARER_PAGES
 from callcenter.web.contract import Access, ErrorBody, Parameters, contract, problems_of
 from callcenter.web.errors import ApiError, bad_request
-from callcenter.web.pages import file_response
+from callcenter.web.pages import listed_file
 from callcenter.web.state import CLOCK, DATABASE, DESK
 from callcenter.web.views import iso
 
@@ -403,7 +403,4 @@ async def _after(engine: AsyncEngine, live: LiveLink, registry: Registry) -> dic
 @routes.get("/carer/static/{name}")
 async def asset(request: web.Request) -> web.StreamResponse:
     """The carer page's script and style, nothing else."""
-    name = request.match_info["name"]
-    if name not in _ASSETS:
-        raise web.HTTPNotFound(text=f"no such file: {name}")
-    return file_response(CARER_PAGES / name)
+    return listed_file(request, CARER_PAGES, _ASSETS)

@@ -50,6 +50,15 @@ def file_response(path: Path) -> web.FileResponse:
     return response
 
 
+def listed_file(request: web.Request, folder: Path, listed: frozenset[str]) -> web.FileResponse:
+    """The page file the route's ``{name}`` asks for, when ``listed`` (a page's own script
+    and style) holds it; 404 for any other name."""
+    name = request.match_info["name"]
+    if name not in listed:
+        raise web.HTTPNotFound(text=f"no such file: {name}")
+    return file_response(folder / name)
+
+
 @routes.get("/")
 async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(sessions.HOME_PATH)

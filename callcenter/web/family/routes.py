@@ -53,7 +53,7 @@ from callcenter.web.family.signin import (
     text_code,
     use_code,
 )
-from callcenter.web.pages import file_response
+from callcenter.web.pages import file_response, listed_file
 from callcenter.web.responses import json_reply
 from callcenter.web.sessions import set_cookie
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
@@ -262,7 +262,4 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/family/static/{name}")
 async def asset(request: web.Request) -> web.StreamResponse:
     """The portal's script and style, nothing else."""
-    name = request.match_info["name"]
-    if name not in _ASSETS:
-        raise web.HTTPNotFound(text=f"no such file: {name}")
-    return file_response(FAMILY_PAGES / name)
+    return listed_file(request, FAMILY_PAGES, _ASSETS)
