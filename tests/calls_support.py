@@ -201,7 +201,8 @@ def call_in(state: CallState) -> Call:
     """A single-carer emergency call brought to ``state`` by ordinary commands.
 
     Raised and acknowledged calls use the manual ladder; dispatched and later calls were
-    auto-dispatched to carer 1 and are still unowned.
+    auto-dispatched to carer 1 and are still unowned (awaiting review: carer 1 reported it
+    done).
     """
     if state is CallState.RAISED:
         call = open_(policy=MANUAL).call
@@ -215,6 +216,10 @@ def call_in(state: CallState) -> Call:
         call = step(call_in(CallState.ACCEPTED), report(1, CarerReport.ON_THE_WAY), 25).call
     elif state is CallState.ON_SCENE:
         call = step(call_in(CallState.ON_THE_WAY), report(1, CarerReport.ON_SCENE), 300).call
+    elif state is CallState.AWAITING_REVIEW:
+        # Carer 1 reports it done while no operator has ever taken it.
+        done = Resolve(carer_actor(1), Outcome.HELPED_AT_HOME, "closed by SMS")
+        call = step(call_in(CallState.ON_SCENE), done, 600).call
     elif state is CallState.RESOLVED:
         call = step(
             call_in(CallState.ON_SCENE), Resolve(OPERATOR, Outcome.HELPED_AT_HOME), 600

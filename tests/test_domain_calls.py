@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.domain.call_types import PRIORITY, CallType
+from callcenter.domain.call_types import PRIORITY, REVIEWED_TYPES, CallType
 from callcenter.domain.calls import (
     NOBODY_TO_SEND,
     PRESS_NOTE_INTERVAL,
@@ -331,7 +331,10 @@ def test_every_open_state_can_be_resolved_or_cancelled(
     assert CancelTimers(frozenset(ALL_STEPS)) in decision.effects
     # A carer at the door finished the job; one still coming is told to stand down.
     was = states(call).get(1)
-    if was is AssignmentState.ON_SCENE:
+    if was is AssignmentState.FINISHED:  # awaiting review: the carer's part had ended
+        assert states(closed) == {1: AssignmentState.FINISHED}
+        assert texts(decision) == []
+    elif was is AssignmentState.ON_SCENE:
         assert states(closed) == {1: AssignmentState.FINISHED}
         assert texts(decision) == []
     elif was is not None:
@@ -752,12 +755,23 @@ def check_consistent(call: Call) -> None:
         assert (call.state is CallState.CANCELLED) == (call.cancel_reason is not None)
         assert not active
         assert not call.alerts
+        # An emergency or fall never ends resolved without an operator having owned it.
+        if call.state is CallState.RESOLVED and call.type in REVIEWED_TYPES:
+            assert call.owner is not None, call
         return
     assert call.state in OPEN
     assert call.outcome is None and call.cancel_reason is None
-    assert AssignmentState.FINISHED not in kinds
+    reported = call.reported_outcome is not None
+    # Only a carer's "done" on an alarm nobody at the desk owned ends a part on an open call.
+    assert (AssignmentState.FINISHED in kinds) == reported
+    if reported:
+        assert call.type in REVIEWED_TYPES
+        assert call.carers_wanted == 0
+        assert (call.state is CallState.AWAITING_REVIEW) == (not active)
+    else:
+        assert call.state is not CallState.AWAITING_REVIEW
     assert (call.state is CallState.ON_SCENE) == (AssignmentState.ON_SCENE in kinds)
-    assert call.reached(Milestone.ON_SCENE) == (call.state is CallState.ON_SCENE)
+    assert call.reached(Milestone.ON_SCENE) == (call.state is CallState.ON_SCENE or reported)
     assert call.reached(Milestone.ACKNOWLEDGED) == (call.owner is not None)
     if call.state is CallState.RAISED:
         assert call.owner is None and not active
@@ -920,9 +934,10 @@ def test_a_carer_on_scene_may_resolve_the_call_and_nobody_else_in_the_field() ->
     on_scene = step(on_the_way, Report(carer, paged, CarerReport.ON_SCENE), 300).call
     with pytest.raises(IllegalTransitionError, match="only once on scene"):
         step(on_scene, Resolve(other, Outcome.HELPED_AT_HOME), 400)
-    resolved = step(on_scene, Resolve(carer, Outcome.HELPED_AT_HOME), 900)
+    owned = step(on_scene, Acknowledge(OPERATOR), 400).call
+    resolved = step(owned, Resolve(carer, Outcome.HELPED_AT_HOME), 900)
     assert resolved.call.state is CallState.RESOLVED
-    assert resolved.call.owner is None  # no desk ownership taken on the carer's behalf
+    assert resolved.call.owner == str(OPERATOR)  # the carer took no ownership
     assert resolved.history[-1].actor == str(carer)
 
 

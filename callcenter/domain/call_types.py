@@ -30,3 +30,7 @@ PRIORITY: dict[CallType, int] = {
 
 # Calls a person raised; repeated presses of any of these attach to one open call.
 ALARM_TYPES = frozenset({CallType.EMERGENCY, CallType.FALL, CallType.SERVICE_REQUEST})
+
+# Calls that cannot end without an operator having owned them: a carer's "done" on one
+# nobody at the desk ever took leaves it open, awaiting an operator's review.
+REVIEWED_TYPES = frozenset({CallType.EMERGENCY, CallType.FALL})

@@ -126,6 +126,9 @@ def to_domain(row: Any, assignments: Sequence[Any], codes: dict[int, str]) -> Ca
         closed_at=row.closed_at,
         outcome=Outcome(row.outcome) if row.outcome else None,
         cancel_reason=CancelReason(row.cancel_reason) if row.cancel_reason else None,
+        reported_outcome=Outcome(row.reported_outcome) if row.reported_outcome else None,
+        reported_by=row.reported_by,
+        reported_at=row.reported_at,
     )
 
 
@@ -180,6 +183,9 @@ def _call_values(call: Call, now: datetime) -> dict[str, Any]:
         "closed_at": call.closed_at,
         "outcome": call.outcome.value if call.outcome else None,
         "cancel_reason": call.cancel_reason.value if call.cancel_reason else None,
+        "reported_outcome": call.reported_outcome.value if call.reported_outcome else None,
+        "reported_by": call.reported_by,
+        "reported_at": call.reported_at,
         "fired_steps": sorted(call.fired_steps),
         "alerts": sorted(call.alerts),
         "updated_at": now,

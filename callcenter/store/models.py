@@ -398,6 +398,11 @@ class Call(Base):
     closed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     outcome: Mapped[str | None] = mapped_column(String(32))
     cancel_reason: Mapped[str | None] = mapped_column(String(32))
+    # What a carer reported on an emergency or fall no operator had owned (the call then
+    # awaits an operator's review): the outcome, the carer (carer:C012) and when.
+    reported_outcome: Mapped[str | None] = mapped_column(String(32))
+    reported_by: Mapped[str | None] = mapped_column(String(96))
+    reported_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     # The escalation policy in force when the call opened (see domain/policy.py).
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     fired_steps: Mapped[list[str]] = mapped_column(JSON, default=list)

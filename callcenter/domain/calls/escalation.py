@@ -40,7 +40,9 @@ from callcenter.domain.policy import Action, CountedFrom, Milestone, Step
 NOBODY_TO_SEND = "nobody_to_send"
 
 
-def _page(call: Call, candidate: Candidate, by: Actor, situation: Situation) -> Decision:
+def _page(
+    call: Call, candidate: Candidate, by: Actor, situation: Situation, **detail: Any
+) -> Decision:
     carer = candidate.carer
     assignment = Assignment(
         carer_id=carer.id,
@@ -63,6 +65,7 @@ def _page(call: Call, candidate: Candidate, by: Actor, situation: Situation) -> 
         travel_min=round(candidate.travel_s / 60, 1),
         tier=candidate.tier.name.lower(),
         within_circle=candidate.within_circle,
+        **detail,
     )
     effects: list[Effect] = [
         SendSms(
@@ -86,16 +89,18 @@ def _page(call: Call, candidate: Candidate, by: Actor, situation: Situation) -> 
 def _auto_dispatch(call: Call, situation: Situation, by: Actor) -> Decision:
     """Page the best candidates the call still needs; nobody to send escalates at once."""
     decision = Decision(call)
+    # Declined, did not answer, could not be reached, or already on this call: a carer
+    # who failed it is offered again only when an operator picks them by hand.
     tried = {a.carer_id for a in call.assignments}
     for candidate in situation.candidates:
-        if decision.call.carers_wanted == 0:
+        if _wanted(decision.call, by) == 0:
             break
         if candidate.carer.id in tried:
-            continue  # declined, did not answer, or already on this call
+            continue
         if call.policy.skills and not set(call.policy.skills) <= candidate.carer.skills:
             continue
         decision = _then(decision, _page(decision.call, candidate, by, situation))
-    if decision.call.carers_wanted > 0:
+    if _wanted(decision.call, by) > 0:
         decision = _then(
             decision,
             _nobody_to_send(
@@ -103,10 +108,18 @@ def _auto_dispatch(call: Call, situation: Situation, by: Actor) -> Decision:
                 situation,
                 "no free carer on shift"
                 + (f" with {', '.join(call.policy.skills)}" if call.policy.skills else ""),
-                wanted=decision.call.carers_wanted,
+                wanted=_wanted(decision.call, by),
             ),
         )
     return decision
+
+
+def _wanted(call: Call, by: Actor) -> int:
+    """How many carers a dispatch by ``by`` still pages. A call a carer reported done
+    wants nobody by itself; an operator reviewing it who asks for the best carer gets one."""
+    if call.reported_outcome is not None and by.is_desk and not call.active_assignments:
+        return 1
+    return call.carers_wanted
 
 
 def _release(

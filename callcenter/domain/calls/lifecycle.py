@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from callcenter.domain.call_types import PRIORITY, CallType
+from callcenter.domain.call_types import PRIORITY, REVIEWED_TYPES, CallType
 from callcenter.domain.calls.commands import (
     SUPERVISOR_RECIPIENT,
     Acknowledge,
@@ -218,7 +218,66 @@ def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decis
             f"{command.by} can resolve call {call.id} only once on scene there; "
             "report on_scene first, or ask the desk",
         )
+    if call.type in REVIEWED_TYPES and call.owner is None:
+        return _reported_done(call, command, situation)
     return _close(call, command.by, situation, outcome=command.outcome, note=command.note)
+
+
+def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decision:
+    """A carer's "done" on an emergency or fall no operator has owned: their part ends
+    (the others still on it are stood down) and the call waits for an operator's review,
+    with what the carer reported. Nobody more is paged for it; the steps waiting for an
+    operator to take it still run, and if they have all run already (the desk let the
+    alarm go unanswered), the supervisors are told now."""
+    now = situation.now
+    released: list[Assignment] = []
+    assignments = []
+    for a in call.assignments:
+        if a.state is AssignmentState.ON_SCENE:
+            assignments.append(replace(a, state=AssignmentState.FINISHED, changed_at=now))
+        elif a.active:
+            released.append(a)
+            assignments.append(replace(a, state=AssignmentState.STOOD_DOWN, changed_at=now))
+        else:
+            assignments.append(a)
+    after = replace(
+        call,
+        assignments=tuple(assignments),
+        reported_outcome=command.outcome,
+        reported_by=str(command.by),
+        reported_at=now,
+    )
+    after = _clear_alerts(after)
+    detail: dict[str, Any] = {"carer": command.by.name, "outcome": command.outcome.value}
+    if command.note:
+        detail["note"] = command.note
+    entry = _entry(call, after, situation, command.by, "reported_done", **detail)
+    # Every step but those waiting for an operator (or for the call to close) is done with.
+    waiting = frozenset(
+        s.name
+        for s in call.policy.steps
+        if s.unless not in (Milestone.ACKNOWLEDGED, Milestone.CLOSED)
+    )
+    effects: list[Effect] = [CancelTimers(waiting)] if waiting else []
+    why = f"carer {command.by.name} reported it done"
+    effects += [
+        SendSms(person, _message(MessageKind.STAND_DOWN, call, situation, why=why))
+        for a in released
+        if (person := _carer_contact(a, situation)) is not None
+    ]
+    unseen = [
+        s
+        for s in call.policy.steps
+        if s.unless is Milestone.ACKNOWLEDGED and s.name not in call.fired_steps
+    ]
+    if not unseen:
+        effects += _tell_supervisors(
+            call,
+            situation,
+            f"{why} ({command.outcome.value}) and no operator has taken it: "
+            "an operator must review it",
+        )
+    return Decision(after, (entry,), tuple(effects))
 
 
 def _note(call: Call, command: AddNote, situation: Situation) -> Decision:
@@ -323,7 +382,11 @@ def _dispatch(call: Call, command: Dispatch, situation: Situation) -> Decision:
     current = call.assignment(carer.id)
     if current is not None and current.active:
         raise IllegalTransitionError(call.id, f"carer {carer.code} is already on call {call.id}")
-    return _page(call, command.carer, command.by, situation)
+    # Picked by hand: written so, with how the carer failed this call before, if they did.
+    detail: dict[str, Any] = {"by_hand": True}
+    if carer.id in call.failed_carers and current is not None:
+        detail["failed_before"] = current.state.value
+    return _page(call, command.carer, command.by, situation, **detail)
 
 
 def _report(call: Call, command: Report, situation: Situation) -> Decision:

@@ -1,7 +1,8 @@
 """What a call is: its states, the carers assigned to it, and who acts on it.
 
 A call's *state* says how far help has got: raised, acknowledged, dispatched, accepted,
-on the way, on scene, then resolved or cancelled. It is derived from the call's facts
+on the way, on scene, then resolved or cancelled; an emergency or fall a carer reported
+done while no operator had ever owned it is awaiting review until an operator resolves it. It is derived from the call's facts
 (owner, carers and their answers, closure), so it can never contradict them.
 Acknowledgement (an operator taking ownership) is kept beside the progress: the first
 carer is paged automatically the moment an alarm arrives, usually before any operator has
@@ -25,6 +26,9 @@ class CallState(enum.StrEnum):
     ACCEPTED = "accepted"
     ON_THE_WAY = "on_the_way"
     ON_SCENE = "on_scene"
+    # A carer reported an emergency or fall done that no operator ever owned: it stays
+    # open until an operator reviews and resolves it.
+    AWAITING_REVIEW = "awaiting_review"
     RESOLVED = "resolved"
     CANCELLED = "cancelled"
 
@@ -85,6 +89,12 @@ _CARER_PROGRESS = (
     AssignmentState.ACCEPTED,
     AssignmentState.ON_THE_WAY,
     AssignmentState.ON_SCENE,
+)
+
+# A carer who failed the call this way is not offered for it again, unless an operator
+# picks them by hand.
+FAILED_ASSIGNMENT = frozenset(
+    {AssignmentState.DECLINED, AssignmentState.NO_ANSWER, AssignmentState.UNREACHABLE}
 )
 
 
@@ -153,6 +163,11 @@ class Call:
     closed_at: datetime | None = None
     outcome: Outcome | None = None
     cancel_reason: CancelReason | None = None
+    # What a carer reported when they said "done" on a call no operator had owned
+    # (REVIEWED_TYPES): the outcome, who said it and when. The call stays open for review.
+    reported_outcome: Outcome | None = None
+    reported_by: str | None = None
+    reported_at: datetime | None = None
 
     @property
     def state(self) -> CallState:
@@ -160,6 +175,8 @@ class Call:
         if self.closed_at is not None:
             return CallState.RESOLVED if self.outcome is not None else CallState.CANCELLED
         states = {a.state for a in self.assignments}
+        if self.reported_outcome is not None and not states & ACTIVE_ASSIGNMENT:
+            return CallState.AWAITING_REVIEW
         if AssignmentState.ON_SCENE in states:
             return CallState.ON_SCENE
         if AssignmentState.ON_THE_WAY in states:
@@ -179,6 +196,11 @@ class Call:
         return sum(1 for a in self.assignments if a.state in _ACCEPTED_OR_LATER)
 
     @property
+    def failed_carers(self) -> frozenset[int]:
+        """The carers who declined, did not answer or could not be reached on this call."""
+        return frozenset(a.carer_id for a in self.assignments if a.state in FAILED_ASSIGNMENT)
+
+    @property
     def active_assignments(self) -> tuple[Assignment, ...]:
         return tuple(a for a in self.assignments if a.active)
 
@@ -194,7 +216,11 @@ class Call:
         if milestone is Milestone.ACKNOWLEDGED:
             return self.owner is not None or not self.is_open
         if milestone is Milestone.ACCEPTED:
-            return self.accepted_count >= self.policy.carers_required or not self.is_open
+            return (
+                self.accepted_count >= self.policy.carers_required
+                or not self.is_open
+                or self.reported_outcome is not None
+            )
         if milestone is Milestone.ON_SCENE:
             return not self.is_open or any(
                 a.state in (AssignmentState.ON_SCENE, AssignmentState.FINISHED)
@@ -204,5 +230,8 @@ class Call:
 
     @property
     def carers_wanted(self) -> int:
-        """How many more carers must be paged to have enough on the call."""
+        """How many more carers must be paged to have enough on the call: none once a
+        carer has reported it done (the desk reviews it; nobody is paged by itself)."""
+        if self.reported_outcome is not None:
+            return 0
         return max(0, self.policy.carers_required - len(self.active_assignments))
