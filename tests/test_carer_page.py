@@ -129,6 +129,8 @@ async def test_the_page_moves_the_call_as_sms_replies_do(api: Api) -> None:
     carer; that each answer is confirmed in the carer's words; and that the link of the
     closed call then shows no call and changes nothing."""
     call_id, carer, link = await _linked(api)
+    # An operator owns the call, so the carer's "done" closes it.
+    assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
 
     accepted = await _press(api, link, "accept")
     assert accepted.status == 200, accepted
@@ -153,6 +155,29 @@ async def test_the_page_moves_the_call_as_sms_replies_do(api: Api) -> None:
     again = await _press(api, link, "accept")
     assert again.status == 409 and again.body["error"] == "closed"
     assert (await api.call(call_id))["history"] == detail["history"]
+
+
+async def test_done_on_the_page_for_an_emergency_nobody_took_says_the_desk_will_review(
+    api: Api,
+) -> None:
+    """Test that "resolved" pressed on the page of an emergency no operator owned leaves
+    the call awaiting review, says so to the carer, and offers no more buttons."""
+    call_id, carer, link = await _linked(api)
+    assert (await _press(api, link, "on_scene")).status == 200
+    done = await _press(api, link, "resolved", outcome="false_alarm")
+    assert done.status == 200, done
+    assert done.body["outcome"] == "reported_done"
+    assert "复核" in done.body["message"] or "review" in done.body["message"], done.body
+    assert done.body["call"] == {
+        "state": "awaiting_review",
+        "outcome": None,
+        "mine": "finished",
+        "buttons": [],
+    }
+    detail = await api.call(call_id)
+    assert detail["state"] == "awaiting_review"
+    assert detail["reported"]["outcome"] == "false_alarm"
+    assert _by(detail, carer) == ["on_scene", "reported_done"]
 
 
 async def test_a_tampered_or_malformed_link_is_not_found(api: Api) -> None:

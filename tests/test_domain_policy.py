@@ -256,6 +256,9 @@ EXPECTED = {
     ),
     ("en", MessageKind.REPLY_ON_SCENE): "Call 812: on scene at H0042, noted. Reply 812r when done.",
     ("en", MessageKind.REPLY_RESOLVED): "Call 812 for H0042 closed: helped at home. Thank you.",
+    ("en", MessageKind.REPLY_REVIEW): (
+        "Call 812 for H0042: reported done (helped at home); the desk will review it. Thank you."
+    ),
     ("en", MessageKind.REPLY_CLOSED): "Call 812 is closed; nothing was changed.",
     ("en", MessageKind.REPLY_TAKEN): "Call 812 was already taken by C003; nothing was changed.",
     ("en", MessageKind.REPLY_PASSED_ON): (
@@ -313,6 +316,7 @@ def test_render_english(kind: MessageKind) -> None:
         (MessageKind.REPLY_ON_THE_WAY, ["呼叫812", "前往", "H0042"]),
         (MessageKind.REPLY_ON_SCENE, ["呼叫812", "到达", "H0042", "812r"]),
         (MessageKind.REPLY_RESOLVED, ["呼叫812", "H0042", "结案：居家处理"]),
+        (MessageKind.REPLY_REVIEW, ["呼叫812", "H0042", "已报告完成（居家处理）", "复核"]),
         (MessageKind.REPLY_CLOSED, ["呼叫812", "已结束"]),
         (MessageKind.REPLY_TAKEN, ["呼叫812", "C003", "接单"]),
         (MessageKind.REPLY_PASSED_ON, ["呼叫812", "C003", "转派"]),

@@ -52,11 +52,14 @@ async def api(
 
 async def test_a_carer_accepts_arrives_and_resolves_by_sms(api: Api) -> None:
     """Test that the dispatch SMS gives the codes, and that the paged carer's "a", "s" and
-    "r" replies accept, reach the scene and resolve the call, each confirmed in TwiML,
+    "r" replies accept, reach the scene and resolve the call an operator owns, each
+    confirmed in TwiML,
     kept in inbound_sms and written to the history as the carer."""
     call_id, carer, phone = await paged(api)
     dispatch = [o for o in (await api.call(call_id))["outbox"] if o["channel"] == "sms"]
     assert f"{call_id}a" in dispatch[0]["body"] and f"{call_id}r" in dispatch[0]["body"]
+    # An operator owns the call, so the carer's "done" closes it.
+    assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
 
     accepted = answer_of(await sms(api, phone, f"{call_id}a"))
     assert f"call {call_id} for H0001" in accepted or f"呼叫{call_id}" in accepted
@@ -92,6 +95,37 @@ async def test_a_carer_accepts_arrives_and_resolves_by_sms(api: Api) -> None:
     assert str(call_id) in late and ("closed" in late or "已结束" in late)
     assert (await inbound(api))[-1][1] == "refused"
     assert (await api.call(call_id))["history"] == detail["history"]
+
+
+async def test_a_carers_done_on_an_emergency_nobody_at_the_desk_took_awaits_review(
+    api: Api,
+) -> None:
+    """Test that "r" on an emergency no operator ever owned finishes the carer's part and
+    leaves the call open awaiting review with what the carer reported, that the carer is
+    told the desk will review it (also when they send "r" again), and that it ends only
+    when an operator resolves it."""
+    call_id, carer, phone = await paged(api)
+    answer_of(await sms(api, phone, f"{call_id}s"))
+    said = answer_of(await sms(api, phone, f"{call_id}r"))
+    assert str(call_id) in said and ("复核" in said or "review" in said), said
+    assert "结案" not in said and "closed" not in said, said
+    detail = await api.call(call_id)
+    assert detail["state"] == "awaiting_review"
+    assert (detail["closed_at"], detail["outcome"], detail["owner"]) == (None, None, None)
+    assert detail["reported"]["by"] == f"carer:{carer}"
+    assert detail["reported"]["outcome"] == "helped_at_home"
+    assert [a["state"] for a in detail["assignments"]] == ["finished"]
+    assert detail["history"][-1]["action"] == "reported_done"
+    assert (await inbound(api))[-1][1:3] == ("reported_done", call_id)
+    listed = await api.get("/api/calls")
+    assert call_id in [c["id"] for c in listed.body["calls"]]  # still on the board
+    again = answer_of(await sms(api, phone, f"{call_id}r"))
+    assert "复核" in again or "review" in again, again
+    assert (await api.call(call_id))["history"] == detail["history"]
+
+    resolved = await api.post(f"/api/calls/{call_id}/resolve", {"outcome": "helped_at_home"})
+    assert resolved.status == 200, resolved
+    assert (resolved.body["state"], resolved.body["owner"]) == ("resolved", "operator:li.na")
 
 
 async def test_a_bare_code_answers_the_carers_open_dispatch(api: Api) -> None:

@@ -23,6 +23,8 @@ class MessageKind(enum.StrEnum):
     REPLY_ON_THE_WAY = "reply_on_the_way"
     REPLY_ON_SCENE = "reply_on_scene"
     REPLY_RESOLVED = "reply_resolved"
+    # done on an emergency or fall no operator owned: the desk reviews it before it ends
+    REPLY_REVIEW = "reply_review"
     REPLY_CLOSED = "reply_closed"  # refused: the call is over
     REPLY_TAKEN = "reply_taken"  # refused: another carer took it
     REPLY_PASSED_ON = "reply_passed_on"  # refused: the carer was replaced
@@ -105,6 +107,10 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.REPLY_RESOLVED: (
             "Call {call_ref} for {household} closed: {outcome}. Thank you."
         ),
+        MessageKind.REPLY_REVIEW: (
+            "Call {call_ref} for {household}: reported done ({outcome}); "
+            "the desk will review it. Thank you."
+        ),
         MessageKind.REPLY_CLOSED: "Call {call_ref} is closed; nothing was changed.",
         MessageKind.REPLY_TAKEN: (
             "Call {call_ref} was already taken by {carer}; nothing was changed."
@@ -158,6 +164,9 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "呼叫{call_ref}：已记录您到达{household}。完成回复{call_ref}r。"
         ),
         MessageKind.REPLY_RESOLVED: "呼叫{call_ref}（{household}）已结案：{outcome}。谢谢！",
+        MessageKind.REPLY_REVIEW: (
+            "呼叫{call_ref}（{household}）已报告完成（{outcome}），待接线员复核。谢谢！"
+        ),
         MessageKind.REPLY_CLOSED: "呼叫{call_ref}已结束，未作更改。",
         MessageKind.REPLY_TAKEN: "呼叫{call_ref}已由{carer}接单，未作更改。",
         MessageKind.REPLY_PASSED_ON: "呼叫{call_ref}已转派给{carer}，您无需前往。",

@@ -19,6 +19,7 @@ from callcenter.domain.calls import (
     Actor,
     AssignmentState,
     Call,
+    CallState,
     CarerReport,
     Outcome,
     Report,
@@ -163,6 +164,17 @@ def command_for(
     return Report(actor, carer_id, REPORTS[answer])
 
 
+def confirmation(answer: Answer, call: Call, household: str, outcome: Outcome) -> Message:
+    """The confirmation of an answer the desk took, as ``call`` now is: a carer's done
+    on an emergency or fall no operator owned says the desk will review it, since the
+    call has not closed."""
+    kind = CONFIRMATIONS[answer]
+    if answer is Answer.RESOLVED and call.state is CallState.AWAITING_REVIEW:
+        kind = MessageKind.REPLY_REVIEW
+        outcome = call.reported_outcome or outcome
+    return Message(kind, {"call_ref": str(call.id), "household": household, "outcome": outcome})
+
+
 def refusal(call: Call, carer_id: int, household: str, why: str) -> Message:
     """Why ``call`` would not take the carer's answer, in the carer's terms: closed, taken
     by someone else, no longer theirs, or (``why``, the desk's reason) not possible now."""
@@ -172,6 +184,9 @@ def refusal(call: Call, carer_id: int, household: str, why: str) -> Message:
     mine = [a for a in call.assignments if a.carer_id == carer_id]
     if not mine:
         return Message(MessageKind.REPLY_NOT_YOURS, facts)
+    if call.reported_outcome is not None and mine[-1].state is AssignmentState.FINISHED:
+        # They reported it done already; it waits for the desk's review.
+        return confirmation(Answer.RESOLVED, call, household, call.reported_outcome)
     if not any(a.active for a in mine):
         others = [
             a.carer_code

@@ -31,10 +31,10 @@ from callcenter.domain.calls import (
 )
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.replies import (
-    CONFIRMATIONS,
     Answer,
     ReplyError,
     command_for,
+    confirmation,
     parse_reply,
     refusal,
 )
@@ -375,12 +375,10 @@ async def apply_answer(
             refused = await _refusal(engine, registry, call_id, carer, error, via)
             return Handled("refused", refused, call_id)
         household = registry.households[call.household_id].code
-        kind = CONFIRMATIONS[answer]
-        return Handled(
-            str(answer),
-            say(kind, call_ref=str(call_id), household=household, outcome=outcome.value),
-            call_id,
-        )
+        confirmed = confirmation(answer, call, household, outcome)
+        # A done that leaves the call for the desk's review is kept as what it was.
+        kept = "reported_done" if confirmed.kind is MessageKind.REPLY_REVIEW else str(answer)
+        return Handled(kept, render(confirmed, carer.language), call_id)
 
 
 async def _refusal(

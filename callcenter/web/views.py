@@ -57,6 +57,14 @@ class Deadline(Shape):
     carer: str | None = Field(description="the carer whose answer it waits on, if one")
 
 
+class Reported(Shape):
+    """A carer's "done" the desk has still to review."""
+
+    by: str = Field(description="the carer, e.g. carer:C012")
+    outcome: Outcome
+    at: datetime
+
+
 class CallSummary(Shape):
     """A call as the list shows it."""
 
@@ -72,6 +80,10 @@ class CallSummary(Shape):
     closed_at: datetime | None
     outcome: Outcome | None
     cancel_reason: CancelReason | None
+    reported: Reported | None = Field(
+        description="what a carer reported when they said done on an emergency or fall no "
+        "operator had owned (the call then awaits an operator's review); null otherwise"
+    )
     alerts: list[str] = Field(description="escalation steps sounded and not yet satisfied")
     carers: list[CarerOnCall]
     next_deadline: Deadline | None
@@ -313,6 +325,11 @@ def _summary(
         "closed_at": iso(call.closed_at),
         "outcome": call.outcome,
         "cancel_reason": call.cancel_reason,
+        "reported": (
+            {"by": call.reported_by, "outcome": call.reported_outcome, "at": iso(call.reported_at)}
+            if call.reported_outcome
+            else None
+        ),
         "alerts": sorted(call.alerts),
         "carers": carers,
         "next_deadline": (

@@ -12,7 +12,7 @@ const TEXTS = {
     states: {
       raised: "等待处理", acknowledged: "已受理", dispatched: "已派单，等待接单",
       accepted: "已接单", on_the_way: "正在前往", on_scene: "已到场",
-      resolved: "已结案", cancelled: "已取消",
+      awaiting_review: "已报告完成，待接线员复核", resolved: "已结案", cancelled: "已取消",
     },
     mine: {
       dispatched: "请接单或拒绝", accepted: "您已接单", on_the_way: "您正在前往",
@@ -36,7 +36,8 @@ const TEXTS = {
     states: {
       raised: "waiting", acknowledged: "acknowledged", dispatched: "dispatched, waiting for a carer",
       accepted: "accepted", on_the_way: "carer on the way", on_scene: "carer on scene",
-      resolved: "resolved", cancelled: "cancelled",
+      awaiting_review: "reported done, awaiting the desk's review", resolved: "resolved",
+      cancelled: "cancelled",
     },
     mine: {
       dispatched: "Please accept or decline", accepted: "You accepted", on_the_way: "You are on the way",
