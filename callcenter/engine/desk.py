@@ -34,12 +34,14 @@ from callcenter.domain.calls import (
     Command,
     Decision,
     Dispatch,
+    DispatchResult,
     Report,
     Situation,
     StandDown,
     StepDue,
     Unreachable,
     decide,
+    dispatch_result,
     open_call,
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
@@ -581,8 +583,11 @@ class Desk:
 
         return await self.perform(work)
 
-    async def dispatch(self, call_id: int, by: Actor, carer_code: str | None) -> Call:
-        """Send a carer: the best candidate (``carer_code`` None) or the one named."""
+    async def dispatch(
+        self, call_id: int, by: Actor, carer_code: str | None
+    ) -> tuple[Call, DispatchResult]:
+        """Send a carer: the best candidate (``carer_code`` None) or the one named; the
+        call as it now is, and what the dispatch did (who was paged, nobody free)."""
 
         carers: list[CarerSnapshot] = []  # every carer, read in the transaction when named
 
@@ -609,10 +614,11 @@ class Desk:
                 ),
             )
 
-        async def work(session: AsyncSession) -> Call:
+        async def work(session: AsyncSession) -> tuple[Call, DispatchResult]:
             if carer_code is not None:
                 carers[:] = await self.district.carers(session, self._clock.now())
-            return (await self._apply(session, call_id, choose)).call
+            decision = await self._apply(session, call_id, choose)
+            return decision.call, dispatch_result(decision)
 
         return await self.perform(work)
 

@@ -23,7 +23,7 @@ from aiohttp import WSCloseCode, web
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.domain.calls import CallState
+from callcenter.domain.calls import FAILED_ASSIGNMENT, CallState
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Tier, rank_carers
 from callcenter.domain.geo import Transport
 from callcenter.engine import repository
@@ -374,14 +374,25 @@ class Candidate(views.Shape):
     position: views.Position
 
 
+class PassedOver(views.Shape):
+    """A carer who failed this call: not offered for it again, but an operator may still
+    pick them by hand."""
+
+    code: str
+    name: str
+    why: str = Field(description="declined, no_answer or unreachable: how they failed it")
+
+
 class Candidates(views.Shape):
-    """The free carers the desk would send, best first."""
+    """The free carers the desk would send, best first; those who already failed this
+    call are left out (``passed_over``)."""
 
     call_id: int
     household: str
     skills: list[str]
     service_circle_min: float
     candidates: list[Candidate]
+    passed_over: list[PassedOver]
 
 
 class DayQuery(Parameters):
@@ -430,12 +441,18 @@ async def candidates(request: web.Request) -> web.Response:
         detail={"call_id": call.id},
     )
     circle_s = request.app[CONFIG].calls.service_circle_s
+    # A carer who declined, did not answer or could not be reached on this call is not
+    # offered for it again (the desk's own paging skips them too); picking by hand still can.
+    failed = call.failed_carers
     ranked = rank_carers(
         await desk.carer_snapshots(),
         household.destination(),
         skills=call.policy.skills,
+        exclude=failed,
         circle_s=circle_s,
     )
+    # Each such carer once, with how they last failed it.
+    passed_over = {a.carer_id: a for a in call.assignments if a.state in FAILED_ASSIGNMENT}
     return json_reply(
         {
             "call_id": call.id,
@@ -457,6 +474,14 @@ async def candidates(request: web.Request) -> web.Response:
                     "position": {"lat": c.carer.position.lat, "lon": c.carer.position.lon},
                 }
                 for c in ranked
+            ],
+            "passed_over": [
+                {
+                    "code": a.carer_code,
+                    "name": info.name if (info := registry.carers.get(a.carer_id)) else "",
+                    "why": a.state.value,
+                }
+                for a in passed_over.values()
             ],
         }
     )

@@ -107,9 +107,16 @@ async def _household_id(request: web.Request, code: str) -> int | None:
     return household.id if household is not None else None
 
 
-async def _detail(request: web.Request, call_id: int, *, after: str | None = None) -> web.Response:
+async def _detail(
+    request: web.Request,
+    call_id: int,
+    *,
+    after: str | None = None,
+    result: dict[str, object] | None = None,
+) -> web.Response:
     """The call with its whole household record (residents, care notes, family phones),
-    audited as a ``read_call`` before it goes out; ``after``: the command it answers."""
+    audited as a ``read_call`` before it goes out; ``after``: the command it answers,
+    ``result``: what it did, when the answer says so (dispatch)."""
     async with _session(request) as session:
         found = await views.call_detail(session, call_id)
     if found is None:
@@ -125,6 +132,8 @@ async def _detail(request: web.Request, call_id: int, *, after: str | None = Non
         action="read_call",
         detail=facts,
     )
+    if result is not None:
+        detail["result"] = result
     return json_reply(detail)
 
 
@@ -191,17 +200,23 @@ async def acknowledge(request: web.Request) -> web.Response:
 @contract(
     path=CallPath,
     body=DispatchBody,
-    answers={200: views.CallDetail, **_COMMAND_ERRORS},
+    answers={200: views.Dispatched, **_COMMAND_ERRORS},
     tag="calls",
 )
 async def dispatch(request: web.Request) -> web.Response:
-    """Send the carer named in the body, or the best free one."""
+    """Send the carer named in the body, or the best free one; ``result`` says who was
+    paged, or that nobody free could go (and which escalation ran because of it)."""
     ref = await _the_call(request)
     body = await read_body(request, DispatchBody)
     if body.carer is not None:
         await _carer(request, body.carer, in_path=False)
-    await request.app[DESK].dispatch(ref.call_id, request[OPERATOR].actor, body.carer)
-    return await _detail(request, ref.call_id, after="dispatch")
+    _, done = await request.app[DESK].dispatch(ref.call_id, request[OPERATOR].actor, body.carer)
+    result: dict[str, object] = {
+        "sent": list(done.sent),
+        "nobody_free": done.nobody_free,
+        "escalated": list(done.escalated),
+    }
+    return await _detail(request, ref.call_id, after="dispatch", result=result)
 
 
 @routes.post("/api/calls/{call_id}/carers/{code}/status")

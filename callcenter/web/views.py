@@ -174,6 +174,23 @@ class CallDetail(CallSummary):
     outbox: list[OutboxView]
 
 
+class DispatchOutcome(Shape):
+    """What "send a carer" did (docs/api.md, "Dispatch's answer")."""
+
+    sent: list[str] = Field(description="the carers paged, by code; empty when none was")
+    nobody_free: bool = Field(
+        description="a carer was wanted but nobody free on shift could go: the call now "
+        "carries nobody_to_send and its next escalation step ran at once"
+    )
+    escalated: list[str] = Field(description="the escalation steps that ran at once because of it")
+
+
+class Dispatched(CallDetail):
+    """The call as it now is, and what the dispatch did."""
+
+    result: DispatchOutcome
+
+
 class CarerView(Shape):
     code: str
     name: str

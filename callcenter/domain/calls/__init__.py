@@ -46,10 +46,11 @@ from callcenter.domain.calls.commands import (
     Unreachable,
 )
 from callcenter.domain.calls.decisions import Decision, HistoryEntry
-from callcenter.domain.calls.escalation import NOBODY_TO_SEND
+from callcenter.domain.calls.escalation import NOBODY_TO_SEND, DispatchResult, dispatch_result
 from callcenter.domain.calls.lifecycle import PRESS_NOTE_INTERVAL, decide, open_call
 from callcenter.domain.calls.model import (
     ACTIVE_ASSIGNMENT,
+    FAILED_ASSIGNMENT,
     OPEN_STATES,
     SYSTEM,
     Actor,
@@ -64,6 +65,7 @@ from callcenter.domain.calls.model import (
 
 __all__ = [
     "ACTIVE_ASSIGNMENT",
+    "FAILED_ASSIGNMENT",
     "NOBODY_TO_SEND",
     "OPEN_STATES",
     "PRESS_NOTE_INTERVAL",
@@ -90,6 +92,7 @@ __all__ = [
     "Decision",
     "DeviceCancel",
     "DeviceCommand",
+    "DispatchResult",
     "DeviceNote",
     "Dispatch",
     "Effect",
@@ -108,5 +111,6 @@ __all__ = [
     "TextFailed",
     "Unreachable",
     "decide",
+    "dispatch_result",
     "open_call",
 ]

@@ -7,7 +7,7 @@ milestone is missed or nobody can be sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -112,6 +112,28 @@ def _auto_dispatch(call: Call, situation: Situation, by: Actor) -> Decision:
             ),
         )
     return decision
+
+
+@dataclass(frozen=True)
+class DispatchResult:
+    """What a dispatch did, for whoever asked for it: the carers paged (codes), whether
+    some were wanted but nobody free could go, and the escalation steps that ran at once
+    because of it."""
+
+    sent: tuple[str, ...]
+    nobody_free: bool
+    escalated: tuple[str, ...]
+
+
+def dispatch_result(decision: Decision) -> DispatchResult:
+    """Read a dispatch's decision: the pages it wrote, and the "nobody to send" that
+    ``_auto_dispatch`` writes (with the number still ``wanted``) when nobody could go."""
+    history = decision.history
+    return DispatchResult(
+        sent=tuple(e.detail["carer"] for e in history if e.action == "dispatched"),
+        nobody_free=any(e.action == NOBODY_TO_SEND and "wanted" in e.detail for e in history),
+        escalated=tuple(e.detail["step"] for e in history if e.action == "escalated"),
+    )
 
 
 def _wanted(call: Call, by: Actor) -> int:

@@ -20,7 +20,7 @@ from pydantic import Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from callcenter.domain.calls import AssignmentState
+from callcenter.domain.calls import AssignmentState, CallState
 from callcenter.domain.response_times import ACCEPTED_OR_LATER, ON_SCENE, first_at, seconds_after
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID, whole_number
@@ -49,7 +49,10 @@ class ResponseTimes(Shape):
 
 
 class LiveStage(Shape):
-    stage: str = Field(description="raised, operator_handling, carer_asked, on_the_way, on_scene")
+    stage: str = Field(
+        description="raised, operator_handling, carer_asked, on_the_way, on_scene, "
+        "being_reviewed (the carer has been; the desk checks before the call ends)"
+    )
     carer: str | None
     eta_min: int | None
 
@@ -233,6 +236,11 @@ def _live(
     """Where an open call stands, for the live line ("carer 王 is on the way, about 6 min")."""
     if came and came[-1].active:
         return {"stage": "on_scene", "carer": came[-1].name, "eta_min": None}
+    if call.state == CallState.AWAITING_REVIEW.value:
+        # The carer has been and reported; the call is still being handled until the
+        # desk has reviewed it.
+        carer = came[-1].name if came else None
+        return {"stage": "being_reviewed", "carer": carer, "eta_min": None}
     if coming is not None:
         # The estimate counts from when this carer accepted (or set off, if that is all
         # we heard), falling back to the page.
