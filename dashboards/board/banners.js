@@ -65,10 +65,13 @@ export function hideConflict() {
 }
 
 let noticeTimer = null;
-export function showNotice(text) {
+// tone "ok": it was done as asked (green); "warn": it was not, or not all of it (amber,
+// and it stays longer: the operator must do something about it).
+export function showNotice(text, tone = "ok") {
   const notice = $("notice");
   notice.textContent = text;
+  notice.dataset.tone = tone;
   notice.hidden = false;
   clearTimeout(noticeTimer);
-  noticeTimer = setTimeout(() => (notice.hidden = true), 4000);
+  noticeTimer = setTimeout(() => (notice.hidden = true), tone === "warn" ? 12000 : 4000);
 }

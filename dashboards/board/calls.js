@@ -45,7 +45,9 @@ function drawCalls() {
 function callCard(call) {
   const alarm = isAlarm(call);
   const household = call.household ?? {};
-  const carers = (call.carers ?? []).filter((c) => !["stood_down", "declined", "no_answer", "finished"].includes(c.state));
+  // review (issue 19): on a call awaiting review the carer who reported it done still shows.
+  const gone = call.state === "awaiting_review" ? ["stood_down", "declined", "no_answer", "unreachable"] : ["stood_down", "declined", "no_answer", "unreachable", "finished"];
+  const carers = (call.carers ?? []).filter((c) => !gone.includes(c.state));
   const deadline = call.next_deadline;
   return h(
     "li",

@@ -6,7 +6,7 @@ import { api } from "./api.js";
 import { hideConflict, showConflict, showNotice } from "./banners.js";
 import { formatTime, serverNow, tick } from "./clock.js";
 import { $, append, h } from "./dom.js";
-import { t, tOr } from "./i18n.js";
+import { language, t, tOr } from "./i18n.js";
 import { carerName, OPEN_STATES, ownerName, rank, ROLE_RANK, state } from "./state.js";
 
 const OUTCOMES = ["helped_at_home", "taken_to_hospital", "false_alarm", "no_access", "family_attended", "device_fixed", "other"];
@@ -14,6 +14,9 @@ const CANCEL_REASONS = ["resident_cancelled", "duplicate", "entered_in_error"];
 const CARER_REPORTS = ["accepted", "on_the_way", "on_scene", "declined"];
 
 let detailTimer = null;
+// Carers who declined, did not answer or could not be reached on the selected call: the
+// candidates leave them out, the panel says so (they can still be picked by hand).
+let passedOver = [];
 
 export async function selectCall(id) {
   if (state.selected !== id) {
@@ -21,6 +24,7 @@ export async function selectCall(id) {
     state.detail = null;
     state.candidates = null;
     state.lastCalls = null;
+    passedOver = [];
     renderDetail();
     for (const card of document.querySelectorAll(".call-card")) {
       card.classList.toggle("selected", Number(card.dataset.callId) === id);
@@ -51,6 +55,7 @@ export async function refreshDetail() {
     ]);
     if (state.selected !== id) return;
     state.candidates = candidates?.candidates ?? null;
+    passedOver = candidates?.passed_over ?? [];
     state.lastCalls = (lastCalls?.calls ?? [])
       .filter((call) => call.id !== id)
       .slice(0, 5);
@@ -124,6 +129,7 @@ function actionsSection(call) {
     ]);
     return section;
   }
+  if (call.state === "awaiting_review" && call.reported) append(section, [reviewBox(call)]);
   if (!call.owner) {
     append(section, [
       h("button", { type: "button", class: "big take", dataset: { action: "acknowledge" }, onclick: () => act("acknowledge", call, "acknowledge") }, t("action.acknowledge")),
@@ -166,6 +172,17 @@ function actionsSection(call) {
           ),
     ]);
   }
+  if (passedOver.length) {
+    append(section, [
+      h(
+        "p",
+        { class: "hint passed-over", id: "passed-over" },
+        t("passed_over.heading"),
+        " ",
+        passedOver.map((p) => `${p.code} ${p.name}（${t(`passed_over.${p.why}`)}）`).join("、"),
+      ),
+    ]);
+  }
   const pick = draft(h("input", { id: "pick-carer", list: "carer-codes", placeholder: t("action.pick.placeholder"), size: 14 }), "pick");
   append(section, [
     h(
@@ -179,13 +196,26 @@ function actionsSection(call) {
   ]);
 
   // Close the call.
-  const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o }, t(`outcome.${o}`)))), "outcome");
+  const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o, selected: o === call.reported?.outcome }, t(`outcome.${o}`)))), "outcome");
   const reason = draft(h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`)))), "reason");
   append(section, [
     h("div", { class: "row" }, outcome, h("button", { type: "button", dataset: { action: "resolve" }, onclick: () => act("resolve", call, "resolve", { outcome: outcome.value }) }, t("action.resolve"))),
     h("div", { class: "row" }, reason, h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act("cancel", call, "cancel", { reason: reason.value }) }, t("action.cancel"))),
   ]);
   return section;
+}
+
+// A call a carer reported done while no operator had taken it: what they said, for the
+// operator to check before resolving (review, issue 19).
+function reviewBox(call) {
+  const reported = call.reported;
+  const carer = String(reported.by).split(":")[1] ?? reported.by;
+  return h(
+    "div",
+    { class: "review-box", id: "review-box" },
+    h("strong", {}, t("review.heading")),
+    h("div", {}, t("review.reported", { carer: carerLabel(carer, call), t: formatTime(reported.at), outcome: tOr(`outcome.${reported.outcome}`, reported.outcome) })),
+  );
 }
 
 function residentCard(household) {
@@ -315,7 +345,7 @@ function historySection(call) {
       "ul",
       { class: "plain history" },
       entries.map((entry) =>
-        h("li", {}, `${formatTime(entry.at)} ${entry.actor} ${entry.action}`, entry.detail?.text ? `: ${entry.detail.text}` : "", entry.detail?.carer ? ` ${entry.detail.carer}` : ""),
+        h("li", {}, `${formatTime(entry.at)} ${entry.actor} ${entry.action}`, entry.detail?.text ? `: ${entry.detail.text}` : "", entry.detail?.carer ? ` ${entry.detail.carer}` : "", entry.detail?.by_hand ? t("history.by_hand") : ""),
       ),
     ),
   );
@@ -350,7 +380,8 @@ async function act(label, call, path, body = {}) {
       if (label === "note") forgetDraft("note");
       if (label === "dispatch") forgetDraft("pick");
     }
-    showNotice(t("action.done", { what: actionName(label) }));
+    const [text, tone] = whatHappened(label, call, result, path);
+    showNotice(text, tone);
     await refreshDetail();
     return true;
   } catch (failure) {
@@ -359,6 +390,60 @@ async function act(label, call, path, body = {}) {
     await refreshDetail();
     return false;
   }
+}
+
+// --- review (issue 19): what an action actually did, read from the call before and after
+// (and dispatch's own answer), never just "done". Returns [text, "ok" | "warn"].
+
+function carerLabel(code, call) {
+  const name = (call.assignments ?? []).find((a) => a.carer === code)?.name || carerName(code);
+  return name ? `${code} ${name}` : code;
+}
+
+function activeCarers(call) {
+  return new Set((call.assignments ?? []).filter((a) => a.active).map((a) => a.carer));
+}
+
+function newlySent(before, after) {
+  const had = activeCarers(before);
+  return [...activeCarers(after)].filter((code) => !had.has(code));
+}
+
+export function whatHappened(label, before, after, path = "") {
+  const [kind, status] = label.split(".");
+  const list = (codes) => codes.map((code) => carerLabel(code, after)).join("、");
+  if (kind === "dispatch") {
+    const result = after.result ?? { sent: newlySent(before, after), nobody_free: false, escalated: [] };
+    if (result.sent.length && !result.nobody_free) return [t("done.sent", { carers: list(result.sent) }), "ok"];
+    if (!result.nobody_free) return [t("done.sent_none"), "warn"];
+    // Some or all of the carers wanted could not be sent: say who went, that nobody
+    // (else) was free, what escalated because of it, and what the operator can do now.
+    const steps = result.escalated ?? [];
+    const parts = [
+      result.sent.length ? t("done.sent_some", { carers: list(result.sent) }) : t("done.nobody_free"),
+      steps.length ? t("done.escalated", { steps: steps.map((s) => tOr(`step.${s}`, s)).join("、") }) : t("done.no_step_left"),
+      t("done.pick_by_hand"),
+    ];
+    return [parts.join(language() === "zh" ? "" : " "), "warn"];
+  }
+  if (after.version !== undefined && after.version === before.version && kind !== "note") {
+    return [t("done.unchanged", { what: actionName(label) }), "warn"];
+  }
+  if (kind === "acknowledge") return [t("done.acknowledge", { id: after.id }), "ok"];
+  if (kind === "status" || kind === "stand_down") {
+    const carer = carerLabel(path.split("/")[1] ?? "", after);
+    const head = kind === "status" ? t("done.status", { carer, status: t(`status.${status}`) }) : t("done.stand_down", { carer });
+    if (kind === "status" && status !== "declined") return [head, "ok"];
+    // A carer released: the desk pages someone else if the call is now short.
+    const refilled = newlySent(before, after);
+    if (refilled.length) return [head + t("done.refilled", { carers: list(refilled) }), "ok"];
+    if (activeCarers(after).size === 0) return [head + t("done.not_refilled"), "warn"];
+    return [head, "ok"];
+  }
+  if (kind === "note") return [t("done.note", { id: after.id }), "ok"];
+  if (kind === "resolve") return [t("done.resolved", { id: after.id, outcome: tOr(`outcome.${after.outcome}`, after.outcome ?? "") }), "ok"];
+  if (kind === "cancel") return [t("done.cancelled", { id: after.id, reason: tOr(`reason.${after.cancel_reason}`, after.cancel_reason ?? "") }), "ok"];
+  return [t("action.done", { what: actionName(label) }), "ok"];
 }
 
 function actionName(label) {

@@ -6,7 +6,9 @@
 // figures it asks for), clock.js (the server's clock).
 
 // The states of a call that is still open (a call in any other state leaves the board).
-export const OPEN_STATES = new Set(["raised", "acknowledged", "dispatched", "accepted", "on_the_way", "on_scene"]);
+// awaiting_review: a carer reported an emergency or fall done that no operator had taken;
+// it stays on the board until an operator resolves it.
+export const OPEN_STATES = new Set(["raised", "acknowledged", "dispatched", "accepted", "on_the_way", "on_scene", "awaiting_review"]);
 export const ROLE_RANK = { operator: 1, supervisor: 2, admin: 3 };
 const ALARM_TYPES = new Set(["emergency", "fall"]);
 
