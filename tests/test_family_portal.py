@@ -302,8 +302,9 @@ async def test_a_phone_that_is_a_contact_of_two_households_sees_both(api: Api) -
 async def test_the_live_status_counts_down_the_carers_travel_estimate(api: Api) -> None:
     """Test that once the paged carer accepts by SMS the open call reads "on the way"
     with their name and about as many minutes as their travel estimate less the time
-    since they accepted, then "on scene" once they arrive, and no live line once
-    resolved with the outcome shown."""
+    since they accepted, then "on scene" once they arrive, "being reviewed" once the
+    carer reports done on this emergency nobody at the desk took, and no live line once
+    an operator resolved it with the outcome shown."""
     phone = await contact_phone(api, "H0001")
     call_id, carer, carer_phone = await paged(api, "H0001")
     await sms(api, carer_phone, "a")
@@ -330,6 +331,13 @@ async def test_the_live_status_counts_down_the_carers_travel_estimate(api: Api) 
         assert seen["live"] == {"stage": "on_scene", "carer": name, "eta_min": None}
         assert seen["response"]["to_on_scene_s"] == 120
         await sms(api, carer_phone, "r")
+        # Nobody at the desk took this emergency: it is still being handled until an
+        # operator has reviewed the carer's done.
+        seen = await body(await client.get(path))
+        assert seen["closed_at"] is None
+        assert seen["live"] == {"stage": "being_reviewed", "carer": name, "eta_min": None}
+        resolved = await api.post(f"/api/calls/{call_id}/resolve", {"outcome": "helped_at_home"})
+        assert resolved.status == 200, resolved
 
         async def closed() -> bool:
             return (await body(await client.get(path)))["closed_at"] is not None
