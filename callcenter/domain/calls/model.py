@@ -2,8 +2,9 @@
 
 A call's *state* says how far help has got: raised, acknowledged, dispatched, accepted,
 on the way, on scene, then resolved or cancelled; an emergency or fall a carer reported
-done while no operator had ever owned it is awaiting review until an operator resolves it. It is derived from the call's facts
-(owner, carers and their answers, closure), so it can never contradict them.
+done while no operator had ever owned it is awaiting review until an operator resolves
+it. It is derived from the call's facts (owner, carers and their answers, what a carer
+reported, closure), so it can never contradict them.
 Acknowledgement (an operator taking ownership) is kept beside the progress: the first
 carer is paged automatically the moment an alarm arrives, usually before any operator has
 picked the call up, and the call then shows "dispatched" while still unowned.
