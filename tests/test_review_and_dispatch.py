@@ -23,6 +23,7 @@ from callcenter.domain.calls import (
 from callcenter.store import models as m
 from tests.api_support import Api
 from tests.desk_support import MONDAY_MORNING
+from tests.ingest_support import eventually
 
 
 def _actions(detail: dict[str, Any]) -> list[str]:
@@ -64,7 +65,8 @@ async def test_an_emergency_done_by_its_carer_stays_on_the_board_until_an_operat
 ) -> None:
     """Test that the carer's done leaves the call open awaiting review on the board with
     what the carer reported, that its timers page no carer (the operators' alarm still
-    sounds), and that the operator's resolve ends it."""
+    sounds), that a new press opens a new call rather than joining it, and that the
+    operator's resolve ends it."""
     call_id, code, _ = await _on_scene(api, "H0001")
     carer = Actor(ActorKind.CARER, code)
     await api.server.desk.command(call_id, Resolve(carer, Outcome.HELPED_AT_HOME, "by SMS"))
@@ -83,6 +85,21 @@ async def test_an_emergency_done_by_its_carer_stays_on_the_board_until_an_operat
     assert len(later["assignments"]) == 1  # nobody paged
     assert "alert_operators" in _actions(later)
     assert "unacknowledged" in later["alerts"]
+
+    # The resident presses again: the carer has been and gone, so it is a new alarm with
+    # a carer paged, not a repeat on the call awaiting review.
+    await api.press("H0001")  # (answers the first open call of the household it finds)
+    found: list[int] = []
+
+    async def opened() -> bool:
+        calls = (await api.get("/api/calls")).body["calls"]
+        found[:] = [c["id"] for c in calls if c["household"]["code"] == "H0001"]
+        return len(found) == 2
+
+    await eventually(opened, what="a second call for H0001")
+    (again,) = [i for i in found if i != call_id]
+    assert [a["state"] for a in (await api.call(again))["assignments"]] == ["dispatched"]
+    assert (await api.call(call_id))["presses"] == 1
 
     resolved = await api.post(f"/api/calls/{call_id}/resolve", {"outcome": "helped_at_home"})
     assert resolved.status == 200, resolved

@@ -58,6 +58,8 @@ async def test_a_carer_answers_from_the_fake_accepts_arrives_and_resolves(
         fake = fake_of(api.server)
         assert fake.inbound_url == f"{api.server.web_url}/sms/inbound"
         call_id = await api.press("H0001")
+        # An operator owns it, so the carer's "r" closes it (calls.md, "Awaiting review").
+        assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
         carer, page = await _dispatch_text(api, fake, call_id)
         phone = page.to
         assert "H0001" in page.body and f"{call_id}a" in page.body

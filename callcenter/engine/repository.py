@@ -23,6 +23,7 @@ from callcenter.domain.calls import (
     Assignment,
     AssignmentState,
     Call,
+    CallState,
     CancelReason,
     CancelTimers,
     Decision,
@@ -60,10 +61,16 @@ _CARERS_ON = (
 )
 
 
-# Asked of every device event: the household's open calls, most urgent first.
+# Asked of every device event: the household's open calls, most urgent first. A call
+# awaiting review is left out: a carer has been and reported it done, so a new press is a
+# new alarm, with carers paged and its own escalation, not a repeat on the old call.
 _OPEN_CALLS = (
     select(_calls.c.id, _calls.c.call_type)
-    .where(_calls.c.household_id == bindparam("household_id"), _calls.c.closed_at.is_(None))
+    .where(
+        _calls.c.household_id == bindparam("household_id"),
+        _calls.c.closed_at.is_(None),
+        _calls.c.state != CallState.AWAITING_REVIEW.value,
+    )
     .order_by(_calls.c.priority, _calls.c.id)
     .with_for_update()
 )
