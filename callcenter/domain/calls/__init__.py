@@ -20,6 +20,7 @@ from callcenter.domain.calls.commands import (
     AddNote,
     AlertDesk,
     AlreadyOwnedError,
+    AnswerScript,
     ArmTimer,
     AutoDispatch,
     CallError,
@@ -34,6 +35,7 @@ from callcenter.domain.calls.commands import (
     Effect,
     IllegalTransitionError,
     NotOwnerError,
+    NotPossibleError,
     Person,
     Press,
     Report,
@@ -50,6 +52,8 @@ from callcenter.domain.calls.escalation import NOBODY_TO_SEND
 from callcenter.domain.calls.lifecycle import PRESS_NOTE_INTERVAL, decide, open_call
 from callcenter.domain.calls.model import (
     ACTIVE_ASSIGNMENT,
+    CONFIRMED_OUTCOMES,
+    NEEDS_REASON_WITHOUT_CARER,
     OPEN_STATES,
     SYSTEM,
     Actor,
@@ -60,10 +64,13 @@ from callcenter.domain.calls.model import (
     CallState,
     CancelReason,
     Outcome,
+    reason_needed,
 )
 
 __all__ = [
     "ACTIVE_ASSIGNMENT",
+    "CONFIRMED_OUTCOMES",
+    "NEEDS_REASON_WITHOUT_CARER",
     "NOBODY_TO_SEND",
     "OPEN_STATES",
     "PRESS_NOTE_INTERVAL",
@@ -75,6 +82,7 @@ __all__ = [
     "AddNote",
     "AlertDesk",
     "AlreadyOwnedError",
+    "AnswerScript",
     "ArmTimer",
     "Assignment",
     "AssignmentState",
@@ -96,6 +104,7 @@ __all__ = [
     "HistoryEntry",
     "IllegalTransitionError",
     "NotOwnerError",
+    "NotPossibleError",
     "Outcome",
     "Person",
     "Press",
@@ -109,4 +118,5 @@ __all__ = [
     "Unreachable",
     "decide",
     "open_call",
+    "reason_needed",
 ]
