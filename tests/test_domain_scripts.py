@@ -204,11 +204,8 @@ def test_which_outcomes_need_a_reason() -> None:
             assert not reason_needed(call_type, outcome, carer_at_door=True)
             expected = call_type in ALARM_TYPES and outcome is not Outcome.FAMILY_ATTENDED
             assert reason_needed(call_type, outcome, carer_at_door=False) is expected
-    assert CONFIRMED_OUTCOMES == {
-        Outcome.TAKEN_TO_HOSPITAL,
-        Outcome.EMERGENCY_SERVICES,
-        Outcome.FALSE_ALARM,
-    }
+    confirmed = {Outcome.TAKEN_TO_HOSPITAL, Outcome.EMERGENCY_SERVICES, Outcome.FALSE_ALARM}
+    assert confirmed == CONFIRMED_OUTCOMES
 
 
 @pytest.mark.parametrize(

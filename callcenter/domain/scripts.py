@@ -61,16 +61,17 @@ ACTION_TEXT: dict[NextAction, Text] = {
     ),
     NextAction.SEND_CARER: Text("派护理员上门", "Send a carer to the door"),
     NextAction.ARRANGE_ENTRY: Text(
-        "安排开门：钥匙箱、家属或邻居、物业", "Arrange entry: key box, family or neighbour, caretaker"
+        "安排开门：钥匙箱、家属或邻居、物业",
+        "Arrange entry: key box, family or neighbour, caretaker",
     ),
     NextAction.CALL_FAMILY: Text("通知家属", "Call the family"),
     NextAction.STAY_ON_LINE: Text(
         "保持通话，直到护理员到达", "Stay on the line until the carer arrives"
     ),
-    NextAction.BOOK_DEVICE_VISIT: Text(
-        "安排上门检修设备", "Book a visit to fix the device"
+    NextAction.BOOK_DEVICE_VISIT: Text("安排上门检修设备", "Book a visit to fix the device"),
+    NextAction.RING_HOUSEHOLD: Text(
+        "致电住户，确认平安", "Ring the resident to check they are well"
     ),
-    NextAction.RING_HOUSEHOLD: Text("致电住户，确认平安", "Ring the resident to check they are well"),
 }
 
 ANSWER_TEXT: dict[ScriptAnswer, Text] = {

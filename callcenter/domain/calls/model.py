@@ -60,11 +60,7 @@ NEEDS_REASON_WITHOUT_CARER = frozenset(set(Outcome) - {Outcome.FAMILY_ATTENDED})
 
 def reason_needed(call_type: CallType, outcome: Outcome, carer_at_door: bool) -> bool:
     """Whether closing a call of ``call_type`` as ``outcome`` needs a reason."""
-    return (
-        call_type in ALARM_TYPES
-        and not carer_at_door
-        and outcome in NEEDS_REASON_WITHOUT_CARER
-    )
+    return call_type in ALARM_TYPES and not carer_at_door and outcome in NEEDS_REASON_WITHOUT_CARER
 
 
 class CancelReason(enum.StrEnum):
