@@ -22,9 +22,7 @@ async def _answer(page: Page, question: str, answer: str) -> None:
     row = page.locator(f'#detail .script-questions li[data-question="{question}"]')
     await row.locator(f'[data-answer="{answer}"]').click()
     await expect(row).to_have_attribute("data-answer", answer)
-    await expect(row.locator(f'[data-answer="{answer}"]')).to_have_attribute(
-        "aria-pressed", "true"
-    )
+    await expect(row.locator(f'[data-answer="{answer}"]')).to_have_attribute("aria-pressed", "true")
 
 
 async def test_a_fall_is_guided_and_closed_as_taken_to_hospital_with_a_reason(
@@ -47,8 +45,7 @@ async def test_a_fall_is_guided_and_closed_as_taken_to_hospital_with_a_reason(
     )
     await page.wait_for_selector('.call-card[data-household="H0001"]')
     call_id = int(
-        await page.locator('.call-card[data-household="H0001"]').get_attribute("data-call-id")
-        or 0
+        await page.locator('.call-card[data-household="H0001"]').get_attribute("data-call-id") or 0
     )
     await card(page, call_id).click()
 
@@ -76,7 +73,8 @@ async def test_a_fall_is_guided_and_closed_as_taken_to_hospital_with_a_reason(
     head = page.locator('#detail .script-questions li[data-question="head_injury"]')
     await expect(head).to_have_attribute("data-raises", "true")
     await expect(questions.locator("summary")).to_contain_text("3/10")
-    await expect(page.locator('#detail .recommend-more [data-recommend="send_two_carers"]')).to_be_visible()
+    also = page.locator('#detail .recommend-more [data-recommend="send_two_carers"]')
+    await expect(also).to_be_visible()
     detail = await api.call(call_id)
     answered = [
         (h["detail"]["question"], h["detail"]["answer"], h["actor"])

@@ -5,6 +5,7 @@
 // no carer reached the door (call.closing, decided by the server: docs/calls.md).
 // detail.js calls scriptSection and resolveRow and hands them its act(), so an answer or
 // a resolve is sent, announced and refused like every other command on the call.
+import { api } from "./api.js";
 import { $, h } from "./dom.js";
 import { language, t, tOr } from "./i18n.js";
 
@@ -110,24 +111,30 @@ export function resolveRow(call, { outcome, act }) {
   return box;
 }
 
-function needs(call, value) {
-  const closing = call.closing ?? { confirm: [], reason_needed: [] };
-  return { confirm: closing.confirm.includes(value), reason: closing.reason_needed.includes(value) };
+function needs(closing, value) {
+  const rules = closing ?? { confirm: [], reason_needed: [] };
+  return { confirm: rules.confirm.includes(value), reason: rules.reason_needed.includes(value) };
 }
 
 function fill(box, call, outcome, act) {
   if (pending && pending.callId !== call.id) pending = null;
+  // A carer reached the door since it was asked: nothing is left to confirm or explain.
+  if (pending && !needs(call.closing, pending.outcome).confirm && !needs(call.closing, pending.outcome).reason) pending = null;
   const send = async (body) => {
     const done = await act("resolve", call, "resolve", body);
     if (done) pending = null;
   };
-  const ask = () => {
+  const ask = async () => {
     const value = outcome.value;
-    const need = needs(call, value);
+    // Asked on the call as it is now: the panel may be a moment behind the feed (a
+    // carer's "on scene" just in), and the reason is asked for only if still needed.
+    const fresh = await api("GET", `/api/calls/${call.id}`).catch(() => call);
+    const need = needs(fresh.closing ?? call.closing, value);
     if (!need.confirm && !need.reason) {
       send({ outcome: value });
       return;
     }
+    if (fresh.closing) call = { ...call, closing: fresh.closing };
     pending = { callId: call.id, outcome: value, reason: pending?.reason ?? "", missing: false };
     fill(box, call, outcome, act);
     box.querySelector(".confirm-resolve")?.scrollIntoView({ block: "nearest" });
@@ -144,7 +151,7 @@ function fill(box, call, outcome, act) {
     box.replaceChildren(row);
     return;
   }
-  const need = needs(call, pending.outcome);
+  const need = needs(call.closing, pending.outcome);
   const reason = need.reason
     ? h("textarea", {
         id: "resolve-reason",
