@@ -334,7 +334,9 @@ class Presses:
     async def press_and_resolve(self, household: str, event_id: str) -> Decided:
         """A press whose call an operator then closes, freeing its carer for the next."""
         decided = await self.press(household, event_id)
-        await self._server.desk.command(decided.call_id, Resolve(OPERATOR, Outcome.FALSE_ALARM))
+        await self._server.desk.command(
+            decided.call_id, Resolve(OPERATOR, Outcome.FALSE_ALARM, reason="bench: closed at once")
+        )
         return decided
 
     async def baseline(self, households: Sequence[str], interval_s: float) -> list[Decided]:

@@ -439,7 +439,9 @@ async def test_one_households_calls_are_listed_by_its_code(api: Api) -> None:
     a code with anything but letters, digits, '_' or '-' is a 400."""
     first = await api.press("H0003")
     await api.post(f"/api/calls/{first}/acknowledge")
-    await api.post(f"/api/calls/{first}/resolve", {"outcome": "false_alarm"})
+    await api.post(
+        f"/api/calls/{first}/resolve", {"outcome": "false_alarm", "reason": "pressed in error"}
+    )
     second = await api.press("H0003")
     other = await api.press("H0004")
     listed = await api.get("/api/calls?state=all&household=H0003")

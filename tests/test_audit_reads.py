@@ -28,6 +28,7 @@ AUDITED = {
     ("POST", "/api/calls/{call_id}/carers/{code}/stand-down"): "read_call",
     ("POST", "/api/calls/{call_id}/notes"): "read_call",
     ("POST", "/api/calls/{call_id}/resolve"): "read_call",
+    ("POST", "/api/calls/{call_id}/script-answers"): "read_call",
     ("POST", "/api/calls/{call_id}/cancel"): "read_call",
     ("GET", "/api/calls/{call_id}/candidates"): "read_candidates",
     ("GET", "/api/board"): "read_board",
@@ -107,7 +108,8 @@ async def test_every_answer_with_a_households_data_is_audited(api: Api) -> None:
         ("POST", f"{on_call}/carers/{carer}/stand-down", {"why": "另派一位更近的护理员"}),
         ("POST", f"{on_call}/dispatch", {}),
         ("POST", f"{on_call}/notes", {"text": "女儿正在赶来"}),
-        ("POST", f"{on_call}/resolve", {"outcome": "helped_at_home"}),
+        ("POST", f"{on_call}/script-answers", {"question": "breathing", "answer": "yes"}),
+        ("POST", f"{on_call}/resolve", {"outcome": "helped_at_home", "reason": "邻居扶起"}),
         ("POST", f"{on_call}/notes", {"text": "事后补记：家属已确认平安"}),
     ):
         row = await audited(api, method, path, body, "read_call", "H0001")

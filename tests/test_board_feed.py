@@ -124,7 +124,9 @@ async def test_a_press_acknowledge_and_resolve_reach_the_board_in_order(api: Api
         assert taken["call"]["owner"] == "operator:li.na"
         assert taken["call"]["version"] == acknowledged.body["version"]
 
-        resolved = await api.post(f"/api/calls/{call_id}/resolve", {"outcome": "false_alarm"})
+        resolved = await api.post(
+            f"/api/calls/{call_id}/resolve", {"outcome": "false_alarm", "reason": "a slip"}
+        )
         assert resolved.status == 200
         closed = await until(ws, "closed", seen=seen)
         assert closed == {

@@ -299,7 +299,10 @@ def test_legal_transitions(
 @pytest.mark.parametrize(
     ("command", "after"),
     [
-        (Resolve(OPERATOR, Outcome.FALSE_ALARM, "resident fine"), CallState.RESOLVED),
+        (
+            Resolve(OPERATOR, Outcome.FALSE_ALARM, "resident fine", reason="rang her: a slip"),
+            CallState.RESOLVED,
+        ),
         (Cancel(OPERATOR, CancelReason.ENTERED_IN_ERROR, "wrong house"), CallState.CANCELLED),
     ],
 )
@@ -320,7 +323,11 @@ def test_every_open_state_can_be_resolved_or_cancelled(
     assert last.actor == str(OPERATOR)
     if isinstance(command, Resolve):
         assert (closed.outcome, closed.cancel_reason) == (Outcome.FALSE_ALARM, None)
-        assert last.detail == {"outcome": "false_alarm", "note": "resident fine"}
+        assert last.detail == {
+            "outcome": "false_alarm",
+            "note": "resident fine",
+            "reason": "rang her: a slip",
+        }
     else:
         assert (closed.outcome, closed.cancel_reason) == (None, CancelReason.ENTERED_IN_ERROR)
         assert last.detail == {"reason": "entered_in_error", "note": "wrong house"}
@@ -469,7 +476,7 @@ DESK_COMMANDS: list[Command] = [
     Dispatch(OTHER_OPERATOR, candidate(2)),
     Report(OTHER_OPERATOR, 1, CarerReport.ACCEPTED),
     StandDown(OTHER_OPERATOR, 1, "closer carer free"),
-    Resolve(OTHER_OPERATOR, Outcome.OTHER),
+    Resolve(OTHER_OPERATOR, Outcome.OTHER, reason="handled on the phone"),
     Cancel(OTHER_OPERATOR, CancelReason.DUPLICATE),
 ]
 

@@ -223,7 +223,7 @@ def test_nobody_to_send_with_no_step_left_raises_the_board_alert() -> None:
     call = step(decision.call, Dispatch(OPERATOR, candidate(4)), 60).call
     call = step(call, accept(4), 70).call
     assert NOBODY_TO_SEND in call.alerts
-    closed = step(call, Resolve(OPERATOR, Outcome.HELPED_AT_HOME), 900).call
+    closed = step(call, Resolve(OPERATOR, Outcome.FAMILY_ATTENDED), 900).call
     assert closed.alerts == frozenset()
 
 
@@ -376,7 +376,11 @@ def test_extra_carer_not_answering_raises_no_alert() -> None:
             report(1, CarerReport.ON_SCENE),
             {"not_on_scene", "emergency_services"},
         ),
-        (CallState.ACKNOWLEDGED, Resolve(OPERATOR, Outcome.OTHER), ALL_STEPS),
+        (
+            CallState.ACKNOWLEDGED,
+            Resolve(OPERATOR, Outcome.OTHER, reason="handled on the phone"),
+            ALL_STEPS,
+        ),
     ],
 )
 def test_reaching_a_milestone_cancels_the_steps_waiting_on_it(

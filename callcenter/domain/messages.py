@@ -207,6 +207,7 @@ OUTCOME_NAMES: dict[str, dict[str, str]] = {
     "en": {
         "helped_at_home": "helped at home",
         "taken_to_hospital": "taken to hospital",
+        "emergency_services": "120 called, handed to the ambulance",
         "false_alarm": "false alarm",
         "no_access": "no access",
         "family_attended": "family attended",
@@ -216,6 +217,7 @@ OUTCOME_NAMES: dict[str, dict[str, str]] = {
     "zh": {
         "helped_at_home": "居家处理",
         "taken_to_hospital": "送医",
+        "emergency_services": "已呼叫120，交由急救人员",
         "false_alarm": "误报",
         "no_access": "无法入户",
         "family_attended": "家属已到场",

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from callcenter.domain.calls import CancelReason, CarerReport, Outcome
+from callcenter.domain.scripts import ScriptAnswer
 from callcenter.store.models import OperatorRole
 from callcenter.web.contract import problems_of
 from callcenter.web.errors import bad_request
@@ -72,6 +73,18 @@ class NoteBody(_Body):
 class ResolveBody(_Body):
     outcome: Outcome
     note: Note = ""
+    reason: Note = Field(
+        "",
+        description="why no carer reached the door: needed for an alarm call closed "
+        "without one, unless the family attended (docs/calls.md, 'Closing a call')",
+    )
+
+
+class ScriptAnswerBody(_Body):
+    question: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)
+    ] = Field(description="a question's id from the call's script, e.g. head_injury")
+    answer: ScriptAnswer = Field(description="yes, no or unknown (nobody could say)")
 
 
 class CancelBody(_Body):

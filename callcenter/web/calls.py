@@ -18,6 +18,7 @@ from callcenter.domain.calls import (
     Acknowledge,
     Actor,
     AddNote,
+    AnswerScript,
     Cancel,
     Command,
     Report,
@@ -31,6 +32,7 @@ from callcenter.web.bodies import (
     NoBody,
     NoteBody,
     ResolveBody,
+    ScriptAnswerBody,
     StandDownBody,
     StatusBody,
     read_body,
@@ -80,6 +82,16 @@ _COMMAND_ERRORS = {
     404: "no such call (or carer, when named in the path)",
     409: "already_owned, not_owner, carer_unavailable or conflict: the call's state "
     "does not allow it; owner names who owns the call",
+}
+# What resolving and answering the script may answer besides (docs/api.md).
+_RESOLVE_ERRORS = {
+    **_COMMAND_ERRORS,
+    422: "reason_needed: an alarm call no carer reached closed with an outcome that "
+    "needs a reason, and none given",
+}
+_ANSWER_ERRORS = {
+    **_COMMAND_ERRORS,
+    422: "unknown_question: the call's script has no such question",
 }
 
 
@@ -261,15 +273,38 @@ async def add_note(request: web.Request) -> web.Response:
     return await _command(request, ref, "note", lambda by: AddNote(by, body.text))
 
 
+@routes.post("/api/calls/{call_id}/script-answers")
+@contract(
+    path=CallPath,
+    body=ScriptAnswerBody,
+    answers={200: views.CallDetail, **_ANSWER_ERRORS},
+    tag="calls",
+)
+async def answer_script(request: web.Request) -> web.Response:
+    """An answer to one question of the call's handling script, kept in its history;
+    desk work, so the owner's (or a supervisor's), and it takes a call nobody owns."""
+    ref = await _the_call(request)
+    body = await read_body(request, ScriptAnswerBody)
+    return await _command(
+        request, ref, "script-answer", lambda by: AnswerScript(by, body.question, body.answer)
+    )
+
+
 @routes.post("/api/calls/{call_id}/resolve")
 @contract(
-    path=CallPath, body=ResolveBody, answers={200: views.CallDetail, **_COMMAND_ERRORS}, tag="calls"
+    path=CallPath, body=ResolveBody, answers={200: views.CallDetail, **_RESOLVE_ERRORS}, tag="calls"
 )
 async def resolve(request: web.Request) -> web.Response:
-    """Close the call with its outcome; carers still on their way are stood down."""
+    """Close the call with its outcome; carers still on their way are stood down. An
+    alarm no carer reached needs a ``reason`` for most outcomes (docs/calls.md)."""
     ref = await _the_call(request)
     body = await read_body(request, ResolveBody)
-    return await _command(request, ref, "resolve", lambda by: Resolve(by, body.outcome, body.note))
+    return await _command(
+        request,
+        ref,
+        "resolve",
+        lambda by: Resolve(by, body.outcome, body.note, reason=body.reason),
+    )
 
 
 @routes.post("/api/calls/{call_id}/cancel")

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from callcenter.domain.calls import AlreadyOwnedError, CallError, NotOwnerError
+from callcenter.domain.calls import AlreadyOwnedError, CallError, NotOwnerError, NotPossibleError
 from callcenter.engine.desk import CallNotFoundError, CarerUnavailableError
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, REFUSAL
@@ -59,6 +59,8 @@ def from_domain(error: Exception) -> ApiError | None:
         return ApiError(409, "not_owner", str(error), owner=error.owner)
     if isinstance(error, CarerUnavailableError):
         return ApiError(409, "carer_unavailable", str(error))
+    if isinstance(error, NotPossibleError):  # reason_needed, unknown_question
+        return ApiError(422, error.code, str(error))
     if isinstance(error, CallError):  # IllegalTransitionError and kin
         return ApiError(409, "conflict", str(error))
     return None

@@ -17,9 +17,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
 from callcenter.domain.call_types import CallType
-from callcenter.domain.calls import AssignmentState, CallState, CancelReason, Outcome
+from callcenter.domain.calls import (
+    CONFIRMED_OUTCOMES,
+    AssignmentState,
+    CallState,
+    CancelReason,
+    Outcome,
+    reason_needed,
+)
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
+from callcenter.domain.scripts import NextAction, ScriptAnswer, answered, script_view
 from callcenter.engine.district import Registry
 from callcenter.notify import links
 from callcenter.store import models as m
@@ -164,14 +172,50 @@ class OutboxView(Shape):
     last_error: str
 
 
+class Words(Shape):
+    zh: str
+    en: str
+
+
+class ScriptQuestion(Shape):
+    id: str
+    kind: str = Field(description="ask: asked of the resident; check: the operator checks")
+    text: Words
+    answer: ScriptAnswer | None = Field(description="the latest answer, None until answered")
+
+
+class ScriptAction(Shape):
+    action: NextAction
+    text: Words
+    because: list[str] = Field(description="the questions whose answers raised it")
+
+
+class ScriptView(Shape):
+    """The call type's handling script with its answers (domain/scripts.py)."""
+
+    questions: list[ScriptQuestion]
+    recommendation: list[ScriptAction] = Field(description="next actions, most serious first")
+
+
+class ClosingView(Shape):
+    """What resolving this call asks for (docs/calls.md, "Closing a call")."""
+
+    carer_at_door: bool = Field(description="a carer has reached the door")
+    confirm: list[Outcome] = Field(description="outcomes the board confirms before sending")
+    reason_needed: list[Outcome] = Field(description="outcomes that need a reason now")
+
+
 class CallDetail(CallSummary):
-    """The call as it now is: household, history, carers sent, deadlines, messages."""
+    """The call as it now is: household, history, carers sent, deadlines, messages, its
+    handling script and what closing it asks for."""
 
     household: HouseholdDetail  # type: ignore[assignment]
     history: list[HistoryEntry]
     assignments: list[AssignmentView]
     timers: list[Deadline]
     outbox: list[OutboxView]
+    script: ScriptView
+    closing: ClosingView
 
 
 class DispatchOutcome(Shape):
@@ -442,7 +486,30 @@ async def call_detail(session: AsyncSession, call_id: int) -> tuple[dict[str, An
         }
         for o in outbox.all()
     ]
+    detail["script"], detail["closing"] = _handling(detail)
     return detail, call.household_id
+
+
+def _handling(detail: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The call's script with the answers in its history, and what closing it asks for."""
+    call_type = CallType(detail["call_type"])
+    answers = answered(
+        [
+            (str(h["detail"].get("question")), str(h["detail"].get("answer")))
+            for h in detail["history"]
+            if h["action"] == "script_answer"
+        ]
+    )
+    at_door = any(
+        a["state"] in (AssignmentState.ON_SCENE, AssignmentState.FINISHED)
+        for a in detail["assignments"]
+    )
+    closing = {
+        "carer_at_door": at_door,
+        "confirm": [o.value for o in Outcome if o in CONFIRMED_OUTCOMES],
+        "reason_needed": [o.value for o in Outcome if reason_needed(call_type, o, at_door)],
+    }
+    return script_view(call_type, answers), closing
 
 
 async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]:

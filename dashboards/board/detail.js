@@ -7,9 +7,10 @@ import { hideConflict, showConflict, showNotice } from "./banners.js";
 import { formatTime, serverNow, tick } from "./clock.js";
 import { $, append, h } from "./dom.js";
 import { language, t, tOr } from "./i18n.js";
+import { resolveRow, scriptSection } from "./script.js";
 import { carerName, OPEN_STATES, ownerName, rank, ROLE_RANK, state } from "./state.js";
 
-const OUTCOMES = ["helped_at_home", "taken_to_hospital", "false_alarm", "no_access", "family_attended", "device_fixed", "other"];
+const OUTCOMES = ["helped_at_home", "taken_to_hospital", "emergency_services", "false_alarm", "no_access", "family_attended", "device_fixed", "other"];
 const CANCEL_REASONS = ["resident_cancelled", "duplicate", "entered_in_error"];
 const CARER_REPORTS = ["accepted", "on_the_way", "on_scene", "declined"];
 
@@ -92,6 +93,7 @@ export function renderDetail() {
       ),
       h("div", {}, h("strong", {}, household.code ?? ""), " ", household.address ?? ""),
       household.access_notes ? h("div", { class: "notes" }, `${t("detail.access")}: ${household.access_notes}`) : null,
+      scriptSection(call, { act, working: canWork(call) }),
       actionsSection(call),
       residentCard(household),
       assignmentsSection(call),
@@ -199,7 +201,7 @@ function actionsSection(call) {
   const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o, selected: o === call.reported?.outcome }, t(`outcome.${o}`)))), "outcome");
   const reason = draft(h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`)))), "reason");
   append(section, [
-    h("div", { class: "row" }, outcome, h("button", { type: "button", dataset: { action: "resolve" }, onclick: () => act("resolve", call, "resolve", { outcome: outcome.value }) }, t("action.resolve"))),
+    resolveRow(call, { outcome, act }),
     h("div", { class: "row" }, reason, h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act("cancel", call, "cancel", { reason: reason.value }) }, t("action.cancel"))),
   ]);
   return section;

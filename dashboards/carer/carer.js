@@ -22,6 +22,7 @@ const TEXTS = {
     mobility: { independent: "", walking_aid: "需助行器", wheelchair: "坐轮椅", bedbound: "卧床" },
     outcomes: {
       helped_at_home: "居家处理", taken_to_hospital: "送医", false_alarm: "误报",
+      emergency_services: "已呼叫120",
       no_access: "无法入户", family_attended: "家属已到场", device_fixed: "设备已修复",
       other: "其他",
     },
@@ -47,6 +48,7 @@ const TEXTS = {
     mobility: { independent: "", walking_aid: "walking aid", wheelchair: "wheelchair", bedbound: "bedbound" },
     outcomes: {
       helped_at_home: "helped at home", taken_to_hospital: "taken to hospital",
+      emergency_services: "120 called (ambulance)",
       false_alarm: "false alarm", no_access: "no access", family_attended: "family attended",
       device_fixed: "device fixed", other: "other",
     },

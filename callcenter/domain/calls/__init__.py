@@ -20,6 +20,7 @@ from callcenter.domain.calls.commands import (
     AddNote,
     AlertDesk,
     AlreadyOwnedError,
+    AnswerScript,
     ArmTimer,
     AutoDispatch,
     CallError,
@@ -34,6 +35,7 @@ from callcenter.domain.calls.commands import (
     Effect,
     IllegalTransitionError,
     NotOwnerError,
+    NotPossibleError,
     Person,
     Press,
     Report,
@@ -51,6 +53,8 @@ from callcenter.domain.calls.lifecycle import PRESS_NOTE_INTERVAL, decide, open_
 from callcenter.domain.calls.model import (
     ACTIVE_ASSIGNMENT,
     FAILED_ASSIGNMENT,
+    CONFIRMED_OUTCOMES,
+    NEEDS_REASON_WITHOUT_CARER,
     OPEN_STATES,
     SYSTEM,
     Actor,
@@ -61,11 +65,14 @@ from callcenter.domain.calls.model import (
     CallState,
     CancelReason,
     Outcome,
+    reason_needed,
 )
 
 __all__ = [
     "ACTIVE_ASSIGNMENT",
     "FAILED_ASSIGNMENT",
+    "CONFIRMED_OUTCOMES",
+    "NEEDS_REASON_WITHOUT_CARER",
     "NOBODY_TO_SEND",
     "OPEN_STATES",
     "PRESS_NOTE_INTERVAL",
@@ -77,6 +84,7 @@ __all__ = [
     "AddNote",
     "AlertDesk",
     "AlreadyOwnedError",
+    "AnswerScript",
     "ArmTimer",
     "Assignment",
     "AssignmentState",
@@ -99,6 +107,7 @@ __all__ = [
     "HistoryEntry",
     "IllegalTransitionError",
     "NotOwnerError",
+    "NotPossibleError",
     "Outcome",
     "Person",
     "Press",
@@ -113,4 +122,5 @@ __all__ = [
     "decide",
     "dispatch_result",
     "open_call",
+    "reason_needed",
 ]

@@ -16,6 +16,7 @@ from callcenter.domain.calls.model import SYSTEM, Actor, CancelReason, Outcome
 from callcenter.domain.dispatch import Candidate
 from callcenter.domain.messages import Message, ResidentNote
 from callcenter.domain.policy import Milestone
+from callcenter.domain.scripts import ScriptAnswer
 
 # --- what the engine is told -------------------------------------------------------
 
@@ -133,6 +134,17 @@ class Resolve:
     by: Actor
     outcome: Outcome
     note: str = ""
+    # Why no carer reached the door, when the outcome needs one (model.reason_needed).
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class AnswerScript:
+    """An answer to a question of the call type's handling script (domain/scripts.py)."""
+
+    by: Actor
+    question: str
+    answer: ScriptAnswer
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ Command = (
     | Resolve
     | Cancel
     | AddNote
+    | AnswerScript
     | StepDue
     | Unreachable
     | TextFailed
@@ -262,6 +275,15 @@ class AlreadyOwnedError(CallError):
     def __init__(self, call_id: int, owner: str) -> None:
         self.owner = owner
         super().__init__(call_id, f"call {call_id} is already owned by {owner}")
+
+
+class NotPossibleError(CallError):
+    """The command fits the call's state but not what it says (an outcome that needs a
+    reason given none, a question the call's script does not have); ``code`` names it."""
+
+    def __init__(self, call_id: int, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(call_id, message)
 
 
 class NotOwnerError(CallError):

@@ -18,6 +18,7 @@ from callcenter.domain.calls.commands import (
     Acknowledge,
     AddNote,
     AlreadyOwnedError,
+    AnswerScript,
     ArmTimer,
     AutoDispatch,
     CancelTimers,
@@ -30,6 +31,7 @@ from callcenter.domain.calls.commands import (
     Effect,
     IllegalTransitionError,
     NotOwnerError,
+    NotPossibleError,
     Press,
     Report,
     Resolve,
@@ -63,9 +65,11 @@ from callcenter.domain.calls.model import (
     Call,
     CancelReason,
     Outcome,
+    reason_needed,
 )
 from callcenter.domain.messages import MessageKind
 from callcenter.domain.policy import CountedFrom, Milestone, Policy
+from callcenter.domain.scripts import ACTION_TEXT, ANSWER_TEXT, SCRIPTS
 
 # Presses closer together than this are counted but not each written to the history,
 # so a stuck or chattering button cannot flood it.
@@ -152,11 +156,10 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _then(decision, _report(call, command, situation))
     if isinstance(command, StandDown):
         return _then(decision, _stand_down(call, command, situation))
+    if isinstance(command, AnswerScript):
+        return _then(decision, _answer_script(call, command, situation))
     if isinstance(command, Resolve):
-        return _then(
-            decision,
-            _close(call, command.by, situation, outcome=command.outcome, note=command.note),
-        )
+        return _then(decision, _desk_resolves(call, command, situation))
     return _then(
         decision, _close(call, command.by, situation, reason=command.reason, note=command.note)
     )
@@ -278,6 +281,49 @@ def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decisi
             "an operator must review it",
         )
     return Decision(after, (entry,), tuple(effects))
+def _desk_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:
+    """The desk closes the call; an outcome that needs a carer's visit, when no carer
+    reached the door, needs a reason (model.reason_needed), kept in the history."""
+    reason = command.reason.strip()
+    if not reason and reason_needed(call.type, command.outcome, call.carer_at_door):
+        raise NotPossibleError(
+            call.id,
+            "reason_needed",
+            f"no carer has reached the door of call {call.id}: to close it as "
+            f"{command.outcome.value}, give a reason (who helped, or why nobody was sent), "
+            "or send a carer first",
+        )
+    return _close(
+        call, command.by, situation, outcome=command.outcome, note=command.note, why=reason
+    )
+
+
+def _answer_script(call: Call, command: AnswerScript, situation: Situation) -> Decision:
+    """One answer to the handling script, in the history with the words asked (so the
+    history says what was asked even after the script changes) and what it raises."""
+    question = SCRIPTS[call.type].question(command.question)
+    if question is None:
+        known = ", ".join(q.id for q in SCRIPTS[call.type].questions)
+        raise NotPossibleError(
+            call.id,
+            "unknown_question",
+            f"the {call.type.value} script has no question {command.question!r}; "
+            f"its questions are: {known}",
+        )
+    answer = ANSWER_TEXT[command.answer]
+    detail: dict[str, Any] = {
+        "question": question.id,
+        "answer": command.answer.value,
+        "question_zh": question.text.zh,
+        "question_en": question.text.en,
+        "answer_zh": answer.zh,
+        "answer_en": answer.en,
+    }
+    raised = question.raises.get(command.answer)
+    if raised is not None:
+        action = ACTION_TEXT[raised]
+        detail |= {"raises": raised.value, "raises_zh": action.zh, "raises_en": action.en}
+    return Decision(call, (_entry(call, call, situation, command.by, "script_answer", **detail),))
 
 
 def _note(call: Call, command: AddNote, situation: Situation) -> Decision:
@@ -454,6 +500,7 @@ def _close(
     outcome: Outcome | None = None,
     reason: CancelReason | None = None,
     note: str = "",
+    why: str = "",
 ) -> Decision:
     now = situation.now
     released: list[Assignment] = []
@@ -478,6 +525,8 @@ def _close(
     detail: dict[str, Any] = {"outcome": outcome.value} if outcome else {"reason": str(reason)}
     if note:
         detail["note"] = note
+    if why:
+        detail["reason"] = why
     entry = _entry(call, after, situation, by, action, **detail)
     why = f"call {action}"
     effects: list[Effect] = [CancelTimers(frozenset(s.name for s in call.policy.steps))]

@@ -16,7 +16,7 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
-from callcenter.domain.call_types import CallType
+from callcenter.domain.call_types import ALARM_TYPES, CallType
 from callcenter.domain.policy import Milestone, Policy
 
 
@@ -42,11 +42,30 @@ class Outcome(enum.StrEnum):
 
     HELPED_AT_HOME = "helped_at_home"
     TAKEN_TO_HOSPITAL = "taken_to_hospital"
+    EMERGENCY_SERVICES = "emergency_services"  # 120 called: handed to the ambulance
     FALSE_ALARM = "false_alarm"
     NO_ACCESS = "no_access"  # nobody could get in; handed to emergency services or family
     FAMILY_ATTENDED = "family_attended"
     DEVICE_FIXED = "device_fixed"
     OTHER = "other"
+
+
+# --- closing an alarm (issue 19: outcomes that matter are confirmed and explained) ---
+
+# Outcomes the board asks the operator to confirm before the call closes.
+CONFIRMED_OUTCOMES = frozenset(
+    {Outcome.TAKEN_TO_HOSPITAL, Outcome.EMERGENCY_SERVICES, Outcome.FALSE_ALARM}
+)
+
+# An alarm call closed with one of these while no carer ever reached the door needs a
+# reason (who helped, who took them, how the operator knows it was a false alarm). Only
+# "family attended" names who went instead.
+NEEDS_REASON_WITHOUT_CARER = frozenset(set(Outcome) - {Outcome.FAMILY_ATTENDED})
+
+
+def reason_needed(call_type: CallType, outcome: Outcome, carer_at_door: bool) -> bool:
+    """Whether closing a call of ``call_type`` as ``outcome`` needs a reason."""
+    return call_type in ALARM_TYPES and not carer_at_door and outcome in NEEDS_REASON_WITHOUT_CARER
 
 
 class CancelReason(enum.StrEnum):
@@ -200,6 +219,12 @@ class Call:
     def failed_carers(self) -> frozenset[int]:
         """The carers who declined, did not answer or could not be reached on this call."""
         return frozenset(a.carer_id for a in self.assignments if a.state in FAILED_ASSIGNMENT)
+    def carer_at_door(self) -> bool:
+        """Whether a carer has reached the door (and is there, or was when it closed)."""
+        return any(
+            a.state in (AssignmentState.ON_SCENE, AssignmentState.FINISHED)
+            for a in self.assignments
+        )
 
     @property
     def active_assignments(self) -> tuple[Assignment, ...]:
