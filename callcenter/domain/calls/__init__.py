@@ -52,8 +52,8 @@ from callcenter.domain.calls.escalation import NOBODY_TO_SEND, DispatchResult, d
 from callcenter.domain.calls.lifecycle import PRESS_NOTE_INTERVAL, decide, open_call
 from callcenter.domain.calls.model import (
     ACTIVE_ASSIGNMENT,
-    FAILED_ASSIGNMENT,
     CONFIRMED_OUTCOMES,
+    FAILED_ASSIGNMENT,
     NEEDS_REASON_WITHOUT_CARER,
     OPEN_STATES,
     SYSTEM,
@@ -70,8 +70,8 @@ from callcenter.domain.calls.model import (
 
 __all__ = [
     "ACTIVE_ASSIGNMENT",
-    "FAILED_ASSIGNMENT",
     "CONFIRMED_OUTCOMES",
+    "FAILED_ASSIGNMENT",
     "NEEDS_REASON_WITHOUT_CARER",
     "NOBODY_TO_SEND",
     "OPEN_STATES",

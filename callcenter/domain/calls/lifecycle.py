@@ -281,6 +281,8 @@ def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decisi
             "an operator must review it",
         )
     return Decision(after, (entry,), tuple(effects))
+
+
 def _desk_resolves(call: Call, command: Resolve, situation: Situation) -> Decision:
     """The desk closes the call; an outcome that needs a carer's visit, when no carer
     reached the door, needs a reason (model.reason_needed), kept in the history."""

@@ -219,6 +219,8 @@ class Call:
     def failed_carers(self) -> frozenset[int]:
         """The carers who declined, did not answer or could not be reached on this call."""
         return frozenset(a.carer_id for a in self.assignments if a.state in FAILED_ASSIGNMENT)
+
+    @property
     def carer_at_door(self) -> bool:
         """Whether a carer has reached the door (and is there, or was when it closed)."""
         return any(
