@@ -257,6 +257,15 @@ function callRow(call) {
       h("span", { class: "state-badge", dataset: { state: call.state } }, tOr(`state.${call.state}`, call.state)),
       alerts.length > 0 ? h("span", { class: "alerts overdue" }, alerts.map((a) => tOr(`step.${a}`, a)).join(" · ")) : null,
       h("span", { class: "owner" }, h("span", { class: "k" }, t("dense.owner")), call.owner ? shortName(call.owner) : t("dense.owner.none")),
+      deadline
+        ? h(
+            "span",
+            { class: "next-step" },
+            h("span", { class: "k" }, t("dense.next")),
+            `${tOr(`step.${deadline.step}`, deadline.step)} `,
+            h("span", { class: "deadline", dataset: { due: deadline.due_at } }, ""),
+          )
+        : h("span", { class: "next-step" }, h("span", { class: "deadline" }, t("call.deadline.none"))),
       h(
         "span",
         { class: "carers", title: t("call.carers") },
@@ -268,15 +277,6 @@ function callRow(call) {
               h("span", { class: "carer-state", dataset: { state: c.state } }, tOr(`carer.${c.state}`, c.state)),
             ]),
       ),
-      deadline
-        ? h(
-            "span",
-            { class: "next-step" },
-            h("span", { class: "k" }, t("dense.next")),
-            `${tOr(`step.${deadline.step}`, deadline.step)} `,
-            h("span", { class: "deadline", dataset: { due: deadline.due_at } }, ""),
-          )
-        : h("span", { class: "next-step" }, h("span", { class: "deadline" }, t("call.deadline.none"))),
       h("span", { class: "station hint" }, household.home_station ?? ""),
       h("span", { class: "call-id hint" }, `#${call.id}`),
     ),
