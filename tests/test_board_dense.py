@@ -9,9 +9,10 @@ board-storm-en.png, board-storm-faults.png, board-keys-help.png).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from callcenter.domain.events import EventKind
 from tests.api_support import PASSWORD, Api, set_password
@@ -29,12 +30,13 @@ STORM: list[tuple[str, EventKind, range, str | None]] = [
     ("fall", EventKind.FALL_DETECTED, range(21, 26), None),
     ("fall", EventKind.FALL_DETECTED, range(26, 31), "wang.wei"),
     ("service_request", EventKind.SERVICE_REQUEST, range(31, 41), None),
-    # Taken by the operator watching the board: "mine", first in the list.
-    ("service_request", EventKind.SERVICE_REQUEST, range(41, 43), "li.na"),
+    # Taken by the supervisor watching the board: "mine", first in the list.
+    ("service_request", EventKind.SERVICE_REQUEST, range(41, 43), "zhao.min"),
     ("low_battery", EventKind.LOW_BATTERY, range(43, 51), None),
 ]
 STORM_SIZE = sum(len(households) for _, _, households, _ in STORM)
 UNTAKEN_ALARMS = 15
+MINE = 2
 DEVICE_FAULTS = 8
 
 
@@ -140,10 +142,11 @@ async def test_a_storm_of_50_calls_fits_a_1400x900_screen_untaken_alarms_first(
     # The order: bands never go back (offered to me, mine, untaken alarms, the rest).
     bands = [band(r) for r in rows]
     assert bands == sorted(bands), bands
-    # zhao.min took nothing: the untaken alarms open the list, all 15, all flagged.
-    assert [r["alarm"] for r in rows[:UNTAKEN_ALARMS]] == [True] * UNTAKEN_ALARMS
-    assert all(r["flag"] for r in rows[:UNTAKEN_ALARMS])
-    assert not any(r["alarm"] or r["flag"] for r in rows[UNTAKEN_ALARMS:])
+    # zhao.min's two calls, then the untaken alarms, all 15, all flagged.
+    assert [r["mine"] for r in rows[:MINE]] == [True] * MINE
+    alarms = rows[MINE : MINE + UNTAKEN_ALARMS]
+    assert [r["alarm"] and r["flag"] for r in alarms] == [True] * UNTAKEN_ALARMS
+    assert not any(r["alarm"] or r["flag"] for r in rows[MINE + UNTAKEN_ALARMS :])
     assert all(r["visible"] for r in rows[:ROWS_VISIBLE])
     # Unmistakable: an untaken emergency does not look like a taken one or a request.
     untaken = next(r for r in rows if r["alarm"] and r["type"] == "emergency")
@@ -185,22 +188,23 @@ async def test_a_storm_of_50_calls_fits_a_1400x900_screen_untaken_alarms_first(
     await page.click("#tab-calls")
     await expect(page.locator("#calls .call-card")).to_have_count(STORM_SIZE - DEVICE_FAULTS)
 
-    # Filters: type "service request" and one station; untaken alarms still show.
-    await page.select_option("#filter-type", "service_request")
-    stations = {r["station"] for r in rows if r["type"] == "service_request"}
+    # Filters: falls at one station; untaken alarms and my calls still show.
+    await page.select_option("#filter-type", "fall")
+    stations = {r["station"] for r in rows if r["type"] == "fall"}
     station = sorted(stations)[0]
     await page.select_option("#filter-station", station)
     expected = [
         r["id"]
         for r in rows
-        if r["alarm"] or (r["type"] == "service_request" and r["station"] == station)
+        if r["alarm"] or r["mine"] or (r["type"] == "fall" and r["station"] == station)
     ]
+    assert len(expected) < len(rows) - 10, expected
     await expect(page.locator("#calls .call-card")).to_have_count(len(expected))
     assert [r["id"] for r in await rows_of(page)] == expected
     await expect(page.locator("#calls-filtered")).to_be_visible()
     await page.reload()
     await expect(page.locator("body")).to_have_attribute("data-connection", "live")
-    await expect(page.locator("#filter-type")).to_have_value("service_request")
+    await expect(page.locator("#filter-type")).to_have_value("fall")
     await expect(page.locator("#filter-station")).to_have_value(station)
     await expect(page.locator("#calls .call-card")).to_have_count(len(expected))
     await page.click("#calls-filter-clear")
@@ -298,4 +302,61 @@ async def test_a_call_is_worked_from_next_call_to_resolved_with_the_keyboard_alo
         "data-call-id",
         str(next(c["id"] for c in (await api.get("/api/calls")).body["calls"] if c["call_type"] == "service_request")),
     )
+    assert tab.errors == []
+
+
+async def test_a_call_offered_to_me_comes_first_whatever_the_filters_and_a_accepts_it(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that a call offered to me (its `offer` as docs/calls.md "offers" gives it; here
+    written into the feed on its way to the board) comes before an older emergency
+    nobody has taken, marked FOR YOU, shown though the type filter would hide it; and
+    that A opens it and takes it (POST acknowledge), after which it is simply mine."""
+    await set_password(api.server, "li.na")
+    tab = await open_tab(viewport=SCREEN)
+    offered = "H0016"
+
+    def with_offers(message: str | bytes) -> str | bytes:
+        body = json.loads(message)
+        calls = body.get("calls", []) if body.get("type") == "snapshot" else []
+        if body.get("type") == "call":
+            calls = [body["call"]]
+        for call in calls:
+            # Only the one call is offered, and to li.na, whatever else the server offers.
+            mine = call["household"]["code"] == offered and not call["owner"]
+            call["offer"] = (
+                {
+                    "operator": "operator:li.na",
+                    "offered_at": call["opened_at"],
+                    "expires_at": call["opened_at"],
+                    "to_all": False,
+                }
+                if mine
+                else None
+            )
+        return json.dumps(body)
+
+    async def offering(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        server.on_message(lambda message: ws.send(with_offers(message)))
+
+    await tab.page.route_web_socket("**/api/board/feed", offering)
+    await sign_in(tab, api.server.web_url, "li.na")
+    page = tab.page
+    emergency = await api.press("H0015")
+    call_id = await api.press(offered, EventKind.SERVICE_REQUEST)
+    await page.select_option("#filter-type", "fall")
+    row = page.locator(f'.call-card[data-call-id="{call_id}"]')
+    await expect(row).to_have_attribute("data-offered", "true")
+    await expect(row.locator(".offered-flag")).to_have_text("请您接听")
+    assert [r["id"] for r in await rows_of(page)] == [call_id, emergency]
+
+    await page.keyboard.press("a")
+    await expect(row.locator(".owner")).to_contain_text("li.na")
+    await expect(row).to_have_attribute("data-mine", "true")
+    await expect(row).to_have_attribute("data-offered", "false")
+    assert (await api.call(call_id))["owner"] == "operator:li.na"
+    # Mine now: still first, still shown whatever the filter (falls).
+    await expect(page.locator("#filter-type")).to_have_value("fall")
+    assert [r["id"] for r in await rows_of(page)] == [call_id, emergency]
     assert tab.errors == []

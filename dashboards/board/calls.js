@@ -3,8 +3,8 @@
 // (loud: red, a blinking badge), then the rest by urgency and age (state.js sortedCalls).
 // Two tabs: the calls people raised, and device faults (offline, clock, low battery),
 // which never sit among the alarms. Filters by call type and by the household's station,
-// kept in this browser; an alarm nobody has taken and a call offered to me are shown
-// whatever the filters say. A storm draws the 150 first rows of a tab and counts the
+// kept in this browser; an alarm nobody has taken, a call offered to me and my own calls
+// are shown whatever the filters say. A storm draws the 150 first rows of a tab and counts the
 // rest; the list is redrawn once per burst of feed messages. And for supervisors, the
 // queue of calls with escalation alerts sounding. A click opens the call's detail.
 import { updateAlarmState } from "./alarm.js";
@@ -91,11 +91,12 @@ export function renderCalls() {
   }, REDRAW_AFTER_MS);
 }
 
-// Whether a call is in the tab's list under the filters. Alarms nobody has taken and calls
-// offered to me pass every filter: a filter must never hide the call that needs a person.
+// Whether a call is in the tab's list under the filters. Alarms nobody has taken, calls
+// offered to me and my own pass every filter: a filter must never hide the call that needs
+// a person, nor one I am working.
 function passes(call, tab) {
   if (isDeviceFault(call) !== (tab === "faults")) return false;
-  if (tab === "calls" && (isAlarm(call) || isOfferedToMe(call))) return true;
+  if (isAlarm(call) || isOfferedToMe(call) || isMine(call)) return true;
   const type = view.type[tab];
   if (type !== "all" && call.call_type !== type) return false;
   return view.station === "all" || call.household?.home_station === view.station;
@@ -192,15 +193,18 @@ function wireControls() {
   wired = true;
   $("tab-calls").addEventListener("click", () => showTab("calls"));
   $("tab-faults").addEventListener("click", () => showTab("faults"));
+  // A filter chosen leaves the control, so the keys (keys.js) work on the list at once.
   $("filter-type").addEventListener("change", (event) => {
     view.type[view.tab] = event.target.value;
     keepFilters();
     drawCalls();
+    event.target.blur();
   });
   $("filter-station").addEventListener("change", (event) => {
     view.station = event.target.value;
     keepFilters();
     drawCalls();
+    event.target.blur();
   });
   $("calls-filter-clear").addEventListener("click", () => {
     view.type[view.tab] = "all";
@@ -210,8 +214,9 @@ function wireControls() {
   });
 }
 
-// One call, two lines: what and who (type, household, residents, how long it has waited);
-// then where it stands (state, owner, carers, the next escalation step counting down).
+// One call, two lines: what and who (type, household, its station, residents, the call's
+// number, how long it has waited); then where it stands (state, alerts, owner, the next
+// escalation step counting down, carers).
 function callRow(call) {
   const alarm = isAlarm(call);
   const offered = isOfferedToMe(call);
@@ -247,8 +252,10 @@ function callRow(call) {
       offered ? h("span", { class: "offered-flag" }, t("dense.offered")) : null,
       mine ? h("span", { class: "mine-flag" }, t("dense.mine")) : null,
       h("span", { class: "household" }, household.code ?? ""),
+      h("span", { class: "station hint", title: t("dense.filter.station") }, household.home_station ?? ""),
       h("span", { class: "residents", title: household.address ?? "" }, residentNames(household)),
       (call.presses ?? 1) > 1 ? h("span", { class: "presses" }, t("call.presses", { n: call.presses })) : null,
+      h("span", { class: "call-id hint" }, `#${call.id}`),
       h("span", { class: "age", dataset: { since: call.opened_at }, title: t("call.age") }, ""),
     ),
     h(
@@ -256,7 +263,8 @@ function callRow(call) {
       { class: "line2" },
       h("span", { class: "state-badge", dataset: { state: call.state } }, tOr(`state.${call.state}`, call.state)),
       alerts.length > 0 ? h("span", { class: "alerts overdue" }, alerts.map((a) => tOr(`step.${a}`, a)).join(" · ")) : null,
-      h("span", { class: "owner" }, h("span", { class: "k" }, t("dense.owner")), call.owner ? shortName(call.owner) : t("dense.owner.none")),
+      // An alarm nobody has taken says so in its badge; its line keeps the room for the rest.
+      alarm ? null : h("span", { class: "owner" }, h("span", { class: "k" }, t("dense.owner")), call.owner ? shortName(call.owner) : t("dense.owner.none")),
       deadline
         ? h(
             "span",
@@ -277,8 +285,6 @@ function callRow(call) {
               h("span", { class: "carer-state", dataset: { state: c.state } }, tOr(`carer.${c.state}`, c.state)),
             ]),
       ),
-      h("span", { class: "station hint" }, household.home_station ?? ""),
-      h("span", { class: "call-id hint" }, `#${call.id}`),
     ),
   );
 }

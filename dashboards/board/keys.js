@@ -41,10 +41,17 @@ function inField(target) {
   return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName);
 }
 
-// The detail panel's element for the selected call (not a panel still showing another).
-function inDetail(selector) {
+// The detail panel's element for the selected call (not a panel still showing another):
+// the first of the selectors (a comma-separated list) found there.
+function inDetail(selectors) {
   if (state.selected === null) return null;
-  return document.querySelector(`#detail .detail[data-call-id="${state.selected}"] ${selector}`);
+  const panel = document.querySelector(`#detail .detail[data-call-id="${state.selected}"]`);
+  if (!panel) return null;
+  for (const selector of selectors.split(",")) {
+    const found = panel.querySelector(selector.trim());
+    if (found) return found;
+  }
+  return null;
 }
 
 function click(selector, missing) {
