@@ -176,6 +176,14 @@ async def test_a_storm_of_50_calls_fits_a_1400x900_screen_untaken_alarms_first(
     )
     assert link[0] == "none" and link[2] == "solid" and link[1] != "rgb(0, 0, 238)", link
     await tab.screenshot("board-storm-zh")
+    # Further down: the taken calls (calm) and the requests, for people to look at.
+    await page.evaluate(
+        '(id) => document.querySelector(`.call-card[data-call-id="${id}"]`)'
+        ".scrollIntoView({block: 'start'})",
+        taken["id"],
+    )
+    await tab.screenshot("board-storm-zh-taken")
+    await page.evaluate("() => { document.getElementById('calls').scrollTop = 0; }")
 
     # The device faults' tab: the 8 low-battery calls, and the calls' tab blinks red
     # while emergencies wait untaken.
@@ -260,8 +268,9 @@ async def test_a_call_is_worked_from_next_call_to_resolved_with_the_keyboard_alo
     sent = len((await api.call(call_id))["assignments"])
     await expect(detail.locator('[data-action="dispatch-best"]')).to_be_enabled()
     async with page.expect_response(
-        lambda reply: reply.url.endswith(f"/api/calls/{call_id}/dispatch")
-        and reply.request.method == "POST"
+        lambda reply: (
+            reply.url.endswith(f"/api/calls/{call_id}/dispatch") and reply.request.method == "POST"
+        )
     ) as dispatched:
         await keyboard.press("d")
     assert (await dispatched.value).status == 200
@@ -283,9 +292,9 @@ async def test_a_call_is_worked_from_next_call_to_resolved_with_the_keyboard_alo
         f"/api/calls/{call_id}/carers/{carer}/status", {"status": "on_scene"}, who="li.na"
     )
     assert reply.status == 200, reply
-    await expect(page.locator(f'.call-card[data-call-id="{call_id}"] .state-badge')).to_have_attribute(
-        "data-state", "on_scene"
-    )
+    await expect(
+        page.locator(f'.call-card[data-call-id="{call_id}"] .state-badge')
+    ).to_have_attribute("data-state", "on_scene")
     await keyboard.press("Escape")
     await keyboard.press("r")
     await expect(page.locator("#outcome")).to_be_focused()
@@ -300,7 +309,13 @@ async def test_a_call_is_worked_from_next_call_to_resolved_with_the_keyboard_alo
     await keyboard.press("n")
     await expect(page.locator("#detail .detail")).to_have_attribute(
         "data-call-id",
-        str(next(c["id"] for c in (await api.get("/api/calls")).body["calls"] if c["call_type"] == "service_request")),
+        str(
+            next(
+                c["id"]
+                for c in (await api.get("/api/calls")).body["calls"]
+                if c["call_type"] == "service_request"
+            )
+        ),
     )
     assert tab.errors == []
 

@@ -276,7 +276,8 @@ function callRow(call) {
         : h("span", { class: "next-step" }, h("span", { class: "deadline" }, t("call.deadline.none"))),
       h(
         "span",
-        { class: "carers", title: t("call.carers") },
+        // An emergency or fall with nobody on the way stands out, taken or not.
+        { class: `carers${carers.length === 0 && call.priority === 1 ? " nobody" : ""}`, title: t("call.carers") },
         carers.length === 0
           ? t("call.carers.none")
           : carers.map((c, index) => [
