@@ -374,4 +374,15 @@ async def test_a_call_offered_to_me_comes_first_whatever_the_filters_and_a_accep
     # Mine now: still first, still shown whatever the filter (falls).
     await expect(page.locator("#filter-type")).to_have_value("fall")
     assert [r["id"] for r in await rows_of(page)] == [call_id, emergency]
+
+    # J and K (and the arrows) move through the list and open what they land on.
+    await page.keyboard.press("j")
+    await expect(page.locator(f'.call-card[data-call-id="{emergency}"]')).to_have_class(
+        "call-card alarm selected"
+    )
+    await expect(page.locator("#detail .detail")).to_have_attribute("data-call-id", str(emergency))
+    await page.keyboard.press("k")
+    await expect(page.locator("#detail .detail")).to_have_attribute("data-call-id", str(call_id))
+    await page.keyboard.press("ArrowDown")
+    await expect(page.locator("#detail .detail")).to_have_attribute("data-call-id", str(emergency))
     assert tab.errors == []
