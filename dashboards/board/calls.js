@@ -30,6 +30,8 @@ import {
 // least urgent; a storm of hundreds of open calls must not freeze the board. The tab
 // title and the alarm sound count every call, drawn or not.
 const MAX_CARDS = 150;
+// Up to this many rows the list is drawn larger; more, and it is dense.
+const ROOMY_UP_TO = 8;
 // Bursts of feed messages redraw the list once, this long after the first of them.
 const REDRAW_AFTER_MS = 50;
 // The types each tab holds, in the order its type filter offers them.
@@ -127,6 +129,8 @@ function drawCalls() {
       continue;
     }
     list.replaceChildren(...shown.map(callRow));
+    // A calm night's few calls are drawn larger, readable from across the desk.
+    list.dataset.roomy = String(shown.length <= ROOMY_UP_TO);
     const more = $("calls-more");
     more.hidden = listed.length <= shown.length;
     more.textContent = t("calls.more", { n: listed.length - shown.length });
