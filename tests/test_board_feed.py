@@ -83,6 +83,7 @@ async def test_the_first_message_is_the_whole_board_as_get_shows_it(api: Api) ->
         "address": detail["household"]["address"],
         "position": detail["household"]["position"],
         "residents": "、".join(r["name"] for r in detail["household"]["residents"]),
+        "home_station": detail["household"]["home_station"],
     }
     assert card["carers"] and all(c["name"] for c in card["carers"])
     carers = await api.carers()

@@ -283,6 +283,12 @@ def _board_call(entry: dict[str, Any], registry: Registry) -> dict[str, Any]:
                 {"lat": household.place.lat, "lon": household.place.lon} if household else None
             ),
             "residents": household.residents if household else "",
+            # The household's home station, for the board's station filter.
+            "home_station": (
+                registry.stations[household.home_station_id].code
+                if household and household.home_station_id in registry.stations
+                else None
+            ),
         },
     }
 
@@ -316,6 +322,7 @@ class BoardHousehold(views.Shape):
     address: str
     position: views.Position | None
     residents: str = Field(description="the residents' names")
+    home_station: str | None = Field(description="the household's home station's code")
 
 
 class BoardCall(views.CallSummary):

@@ -14,6 +14,7 @@ import { refreshDetail, renderDetail, scheduleDetailRefresh, selectCall } from "
 import { $, h } from "./dom.js";
 import { openFeed } from "./feed.js";
 import { language, setLanguage, t, tOr } from "./i18n.js";
+import { listenForKeys } from "./keys.js";
 import { BoardMap } from "./map.js";
 import { renderService, renderStations, scheduleServiceRefresh } from "./service.js";
 import { isAlarm, OPEN_STATES, rank, ROLE_RANK, sortedCalls, state } from "./state.js";
@@ -188,6 +189,7 @@ async function start() {
     }
   });
   $("conflict-dismiss").addEventListener("click", hideConflict);
+  listenForKeys();
 
   boot();
 }

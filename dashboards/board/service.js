@@ -63,7 +63,7 @@ function figure(key, text, bad) {
     "div",
     { class: `figure${bad ? " bad" : ""}`, dataset: { figure: key } },
     h("span", { class: "value" }, text),
-    h("span", { class: "label" }, tOr(`service.${key}`, key.replaceAll("_", " "))),
+    h("span", { class: "label", title: tOr(`service.${key}`, key.replaceAll("_", " ")) }, tOr(`service.${key}`, key.replaceAll("_", " "))),
   );
 }
 

@@ -51,10 +51,42 @@ export function ownerName(actor) {
   return username ?? actor;
 }
 
-// Most urgent first: priority, then most presses, then longest waiting.
+// --- dense's block: the order of the list, device faults, offers (issue 19) ---
+
+// Calls about a device rather than a person: their own tab, never among the alarms.
+export const DEVICE_FAULT_TYPES = new Set(["device_offline", "device_clock", "low_battery"]);
+
+export function isDeviceFault(call) {
+  return DEVICE_FAULT_TYPES.has(call.call_type);
+}
+
+// Offered to the signed-in operator (docs/calls.md "offers"): to them by name, or to
+// every operator once the offers ran out. Tolerates a server without offers.
+export function isOfferedToMe(call) {
+  const offer = call.offer;
+  if (!offer || !state.me) return false;
+  return offer.operator === state.me.actor || (offer.to_all === true && !call.owner);
+}
+
+export function isMine(call) {
+  return Boolean(state.me) && call.owner === state.me.actor;
+}
+
+// Which band of the list a call sits in: 0 offered to me, 1 owned by me, 2 an emergency
+// or fall nobody has taken, 3 the rest.
+export function band(call) {
+  if (isOfferedToMe(call)) return 0;
+  if (isMine(call)) return 1;
+  if (isAlarm(call)) return 2;
+  return 3;
+}
+
+// The list's order: offered to me, then mine, then the alarms nobody has taken, then the
+// rest; in each band most urgent first (priority, then most presses), then longest waiting.
 export function sortedCalls() {
   return [...state.calls.values()].sort(
     (a, b) =>
+      band(a) - band(b) ||
       a.priority - b.priority ||
       (b.presses ?? 1) - (a.presses ?? 1) ||
       Date.parse(a.opened_at) - Date.parse(b.opened_at) ||
