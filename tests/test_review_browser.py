@@ -111,6 +111,9 @@ async def test_a_call_awaiting_review_and_a_carer_passed_over_show_on_the_board(
     await tab.screenshot("review-awaiting-en")
     await page.click("#lang-toggle")
     await page.click('#detail [data-action="resolve"]')
+    # A false alarm is confirmed in the page; the carer reached the door, so no reason.
+    await expect(page.locator("#resolve-reason")).to_have_count(0)
+    await page.click('#detail [data-action="resolve-confirm"]')
     await expect(page.locator("#notice")).to_contain_text(f"呼叫 {other} 已结案：误报")
     await expect(card(page, other)).to_have_count(0)
     assert tab.errors == []
