@@ -110,6 +110,11 @@ async def test_a_call_awaiting_review_and_a_carer_passed_over_show_on_the_board(
     await expect(badge).to_have_text("Awaiting operator review")
     await tab.screenshot("review-awaiting-en")
     await page.click("#lang-toggle")
+    # Taking it says so, and does not close it: it still awaits the review.
+    await page.click('#detail [data-action="acknowledge"]')
+    await expect(page.locator("#notice")).to_contain_text(f"已接手呼叫 {other}")
+    await expect(page.locator("#notice")).to_have_attribute("data-tone", "ok")
+    await expect(badge).to_have_attribute("data-state", "awaiting_review")
     await page.click('#detail [data-action="resolve"]')
     await expect(page.locator("#notice")).to_contain_text(f"呼叫 {other} 已结案：误报")
     await expect(card(page, other)).to_have_count(0)
