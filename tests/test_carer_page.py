@@ -178,6 +178,10 @@ async def test_done_on_the_page_for_an_emergency_nobody_took_says_the_desk_will_
     assert detail["state"] == "awaiting_review"
     assert detail["reported"]["outcome"] == "false_alarm"
     assert _by(detail, carer) == ["on_scene", "reported_done"]
+    # The link now says the carer's part is done and the desk reviews it.
+    page = await api.get(_path(link), who=None)
+    assert page.status == 409 and 'data-reason="not_yours"' in page.body
+    assert "待接线员复核" in page.body or "the desk will review it" in page.body, page.body
 
 
 async def test_a_tampered_or_malformed_link_is_not_found(api: Api) -> None:

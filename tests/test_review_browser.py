@@ -25,8 +25,9 @@ async def test_send_the_best_carer_with_nobody_free_says_so_and_is_not_green(
     api: Api, open_tab: OpenTab
 ) -> None:
     """Test that with nobody on shift, "send the best carer" shows an amber banner that
-    says nobody was free and what escalated, never the green "done: carer sent"; and
-    that sending a named carer says who was sent, in green."""
+    says nobody was free and what escalated, never the green "done: carer sent"; that
+    sending a named carer says who was sent, in green; and that standing down the last
+    carer with nobody free to send instead says so, in amber."""
     await passwords(api, "li.na")
     tab = await open_tab(viewport=(1400, 900))
     await sign_in(tab, api.server.web_url, "li.na")
@@ -62,6 +63,21 @@ async def test_send_the_best_carer_with_nobody_free_says_so_and_is_not_green(
     await page.click('#detail [data-action="dispatch-best"]')
     await expect(notice).to_contain_text("Nobody free: no carer was sent.")
     await tab.screenshot("review-nobody-free-en")
+    await page.click("#lang-toggle")
+
+    # Standing down the one carer on a call with nobody free to replace them says so.
+    await card(page, sent_call).click()
+    on_call = [a["carer"] for a in (await api.call(sent_call))["assignments"] if a["active"]]
+    for index, code in enumerate(on_call):
+        row = page.locator(f'#detail .assignments tr[data-carer="{code}"]')
+        await row.locator('[data-action="stand-down"]').click()
+        await expect(row).to_have_attribute("data-state", "stood_down")
+        if index < len(on_call) - 1:  # another carer is still on it: done as asked
+            await expect(notice).to_have_attribute("data-tone", "ok")
+            await expect(notice).to_contain_text(f"已撤回 {code}")
+    await expect(notice).to_have_attribute("data-tone", "warn")
+    await expect(notice).to_contain_text(f"已撤回 {on_call[-1]}")
+    await expect(notice).to_contain_text("没有空闲护理员可补派")
     assert tab.errors == []
 
 
@@ -110,6 +126,11 @@ async def test_a_call_awaiting_review_and_a_carer_passed_over_show_on_the_board(
     await expect(badge).to_have_text("Awaiting operator review")
     await tab.screenshot("review-awaiting-en")
     await page.click("#lang-toggle")
+    # Taking it says so, and does not close it: it still awaits the review.
+    await page.click('#detail [data-action="acknowledge"]')
+    await expect(page.locator("#notice")).to_contain_text(f"已接手呼叫 {other}")
+    await expect(page.locator("#notice")).to_have_attribute("data-tone", "ok")
+    await expect(badge).to_have_attribute("data-state", "awaiting_review")
     await page.click('#detail [data-action="resolve"]')
     # A false alarm is confirmed in the page; the carer reached the door, so no reason.
     await expect(page.locator("#resolve-reason")).to_have_count(0)

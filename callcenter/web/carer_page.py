@@ -25,7 +25,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter import logs
-from callcenter.domain.calls import ACTIVE_ASSIGNMENT, Assignment, Call, Outcome
+from callcenter.domain.calls import (
+    ACTIVE_ASSIGNMENT,
+    Assignment,
+    AssignmentState,
+    Call,
+    CallState,
+    Outcome,
+)
 from callcenter.domain.messages import CALL_TYPE_NAMES
 from callcenter.domain.replies import NEXT_ANSWERS, Answer
 from callcenter.engine import repository
@@ -95,6 +102,7 @@ _PART_ENDED = {
         "unreachable": "passed on: your phone could not be reached",
         "stood_down": "you were stood down",
         "finished": "finished",
+        "reported_done": "you reported it done; the desk will review it",
     },
     "zh": {
         "declined": "您已拒绝",
@@ -102,6 +110,7 @@ _PART_ENDED = {
         "unreachable": "短信未送达，已转派",
         "stood_down": "已通知您无需前往",
         "finished": "已完成",
+        "reported_done": "您已报告完成，待接线员复核",
     },
 }
 
@@ -169,9 +178,10 @@ async def live_link(engine: AsyncEngine, clock: Clock, token: str, registry: Reg
     if not call.is_open:
         raise LinkRefusedError(409, "closed", carer.language, call=str(call.id))
     if mine.state not in ACTIVE_ASSIGNMENT:
-        raise LinkRefusedError(
-            409, "not_yours", carer.language, call=str(call.id), state=mine.state.value
-        )
+        ended = mine.state.value
+        if call.state is CallState.AWAITING_REVIEW and mine.state is AssignmentState.FINISHED:
+            ended = "reported_done"  # the call is open still, for the desk's review
+        raise LinkRefusedError(409, "not_yours", carer.language, call=str(call.id), state=ended)
     return LiveLink(link, carer, call, registry.households[call.household_id], mine)
 
 
