@@ -320,17 +320,19 @@ async def _when_online(
 
 
 def _can_type_commands() -> bool:
-    """Whether a person (or a test) can type to the demo: standard input is a terminal or
-    a pipe, not /dev/null or closed."""
+    """Whether a person (or a test) can type to the demo: standard input is a terminal
+    the demo has in the foreground (reading one from the background would stop the
+    demo, SIGTTIN), or a pipe; not /dev/null or closed."""
     stdin = sys.stdin
     if stdin is None:
         return False
     try:
         if stdin.isatty():
-            return True
-        return stat.S_ISFIFO(os.fstat(stdin.fileno()).st_mode)
+            return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+        mode = os.fstat(stdin.fileno()).st_mode
     except (OSError, ValueError):
         return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _read_typed_commands(

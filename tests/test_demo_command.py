@@ -32,7 +32,8 @@ class Demo:
         self.seen: list[tuple[float, str]] = []
 
     @classmethod
-    async def start(cls, directory: Path, *args: str) -> Demo:
+    async def start(cls, directory: Path, *args: str, typed: bool = False) -> Demo:
+        """Start the demo; ``typed``: with a pipe to type into as standard input."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -41,7 +42,7 @@ class Demo:
             *args,
             cwd=directory,
             env={**os.environ, "CALLCENTER_WEB__PORT": "0"},
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if typed else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
@@ -101,9 +102,10 @@ class Demo:
         assert code == 0, self.text[-4000:] + rest[-4000:]
         return rest
 
-    def kill(self) -> None:
-        if self.process.returncode is None:
-            self.process.kill()
+    async def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line.encode() + b"\n")
+        await self.process.stdin.drain()
 
 
 def _presses_an_hour(load_line: str) -> float:
@@ -123,8 +125,9 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
     passwords), shown again every --remind-every seconds, and no more once somebody
     has signed in to the board with the password in it; and that the default demo says
     what is true for it: a calm load worked out from the carers on shift (between a few
-    presses an hour and a few a minute), simulated carers answering, how to get a storm."""
-    demo = await Demo.start(tmp_path, "--remind-every", "2")
+    presses an hour and a few a minute), simulated carers answering, how to get a storm,
+    and that typing storm starts one."""
+    demo = await Demo.start(tmp_path, "--remind-every", "2", typed=True)
     try:
         load = await demo.line_with("load: ")
         assert "calm: a third of" in load and "carers on shift" in load, load
@@ -141,6 +144,7 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
         await demo.line_with("simulated carers answer them")
         await demo.line_with("| Load: calm, ")
         await demo.line_with("| For a storm: callcenter demo --storm")
+        await demo.line_with("| Type storm and Enter here for a storm now")
         await demo.line_with("shown again every 2 s")
         # Not signed in: the box comes again, with the same lines.
         await demo.line_with(BOX_TITLE + " (repeated)", 20)
@@ -161,6 +165,8 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
         await demo.line_with("somebody signed in to the call board", 20)
         later = await demo.lines_for(6)  # three times the interval
         assert not [line for line in later if BOX_TITLE in line], "".join(later)
+        await demo.type("storm")
+        await demo.line_with("storm: ", 10)
     finally:
         await demo.stop()
     assert "--fresh" not in demo.text.replace("start over with --fresh", "")
