@@ -173,7 +173,7 @@ async def run_storm(
     for serial in chosen:
         simulation.press(serial)
         await asyncio.sleep(spacing)
-    log.info("storm over: %d presses; the calm load goes on", len(chosen))
+    log.info("storm over: %d presses; the load goes on as before", len(chosen))
     return len(chosen)
 
 

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from device_sim.demo_fresh import NotTheDemosDatabaseError, remove_demo_database
+from device_sim.demo_load import OnShift, calm_load, given_load, real_per_hour, visit_s
 
 SAYS_WITHIN_S = 90.0
 BOX_TITLE = "callcenter demo: sign in to the call board"
@@ -264,3 +265,23 @@ def test_fresh_leaves_a_database_that_is_not_the_demos_alone(tmp_path: Path) -> 
 
     with pytest.raises(NotTheDemosDatabaseError, match="only the demo's own SQLite file"):
         remove_demo_database("postgresql+asyncpg://postgres:secret@db/callcenter", DEMO_ACCOUNTS)
+
+
+def test_the_calm_load_follows_the_carers_on_shift_and_never_falls_below_the_households() -> None:
+    """Test the calm load's arithmetic: a third of the calls the carers on shift can take
+    (each keeping a carer as long as the simulated carers take), more carers more presses;
+    with nobody on shift, what the district's households press at this hour; and the
+    rhythm: an evening hour presses more than a night hour."""
+    night = calm_load(900, OnShift(15, 15, ("NIGHT",)), local_hour=3)
+    day = calm_load(900, OnShift(30, 30, ("EARLY", "DAY")), local_hour=10)
+    assert night.carry_per_hour == pytest.approx(15 * 3600 / visit_s())
+    assert night.presses_per_hour == pytest.approx(night.carry_per_hour / 3)
+    assert day.presses_per_hour == pytest.approx(2 * night.presses_per_hour)
+    nobody = calm_load(900, OnShift(0, 0, ()), local_hour=19)
+    assert nobody.presses_per_hour == pytest.approx(real_per_hour(900, 19))
+    assert nobody.presses_per_hour > 0
+    assert real_per_hour(900, 19) > real_per_hour(900, 3)
+    assert night.storm_presses == 30 and nobody.storm_presses == 10
+    given = given_load(900, OnShift(15, 15, ("NIGHT",)), 3, interval_s=5)
+    assert given.presses_per_hour == 720 and given.given
+    assert "set by --press-interval" in given.describe()
