@@ -66,9 +66,9 @@ def _squeezed(measured: dict[str, Any]) -> list[str]:
 async def test_the_family_page_is_not_squeezed_on_a_phone_in_english_or_chinese(
     api: Api, open_tab: OpenTab
 ) -> None:
-    """Test the signed-in family page with a closed and an open call at 390x844 and
-    360x740, in zh and en: each fact's value has at least 45% of its list's width and at
-    most two lines, and nothing is wider than the screen."""
+    """Test the sign-in page at 360x740 and the signed-in family page with a closed and
+    an open call at 390x844 and 360x740, in zh and en: each fact's value has at least 45%
+    of its list's width and at most two lines, and nothing is wider than the screen."""
     done, _, done_phone = await paged(api, "H0001")
     for answer in ("a", "s", "r"):
         await sms(api, done_phone, answer)
@@ -86,6 +86,16 @@ async def test_the_family_page_is_not_squeezed_on_a_phone_in_english_or_chinese(
     tab = await open_tab(viewport=PHONES[0])
     page = tab.page
     await page.goto(base + "/family")
+    problems: list[str] = []
+    # The sign-in page, in both languages, at the smaller phone.
+    await page.set_viewport_size({"width": PHONES[1][0], "height": PHONES[1][1]})
+    for language in ("zh", "en"):
+        await expect(page.locator("#phone-form button[type=submit]")).to_be_visible()
+        await tab.screenshot(f"family-phone-sign-in-{language}-{PHONES[1][0]}x{PHONES[1][1]}")
+        problems += [f"sign-in {language}: {p}" for p in _squeezed(await _measured(page))]
+        await page.click("#language")
+    await expect(page.locator("#language")).to_have_text("English")
+    await page.set_viewport_size({"width": PHONES[0][0], "height": PHONES[0][1]})
     await page.fill("#phone", phone.removeprefix("+86"))
     await page.click("#phone-form button[type=submit]")
     await page.fill("#code", await texted_code(api, phone))
@@ -95,7 +105,6 @@ async def test_the_family_page_is_not_squeezed_on_a_phone_in_english_or_chinese(
         carer_name
     )
 
-    problems: list[str] = []
     for language, switch_to in (("zh", None), ("en", "中文")):
         if switch_to is not None:
             await page.click("#language")
