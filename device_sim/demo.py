@@ -126,6 +126,10 @@ async def demo(
             )
             log.info("%s", load.describe())
             carers_there = server.fake_twilio is not None and carers_answer
+            if server.fake_twilio is not None:
+                # Delivery reports as a phone network would send them, so the demo's texts
+                # go on to "delivered"; tests leave this off and report by hand.
+                server.fake_twilio.auto_deliver = True
             texts = _texts_line(server, carers_answer)
             log.info("%s", texts)
             log.info(
@@ -218,9 +222,6 @@ def _texts_line(server: Running, carers_answer: bool) -> str:
             "texts go to the Twilio account configured (sms.account_sid), to the demo "
             "district's invented numbers: no simulated carer reads or answers them"
         )
-    # Delivery reports as a phone network would send them, so the demo's texts go on to
-    # "delivered"; tests leave this off and report by hand.
-    server.fake_twilio.auto_deliver = True
     who = (
         "simulated carers answer them; you may answer as a carer there too, e.g. 12a"
         if carers_answer
@@ -274,6 +275,7 @@ class _Storms:
             run_storm(self._simulation, self._buttons, self._presses, self._rng),
             name="callcenter.demo.storm",
         )
+        self._task.add_done_callback(_said_if_failed)
 
     def first_call(self) -> None:
         serial = self._rng.choice(self._buttons)
@@ -285,6 +287,11 @@ class _Storms:
     def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+def _said_if_failed(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the storm stopped: %s", task.exception())
 
 
 async def _when_online(
