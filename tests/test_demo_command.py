@@ -12,13 +12,18 @@ import signal
 import sqlite3
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from device_sim.demo import ensure_demo_operators, issue_demo_passwords
 from device_sim.demo_fresh import NotTheDemosDatabaseError, remove_demo_database
 from device_sim.demo_load import OnShift, calm_load, given_load, real_per_hour, visit_s
+from device_sim.demo_notice import signed_in_since
+from tests.api_support import Api
+from tests.board_support import browser
 
 SAYS_WITHIN_S = 90.0
 BOX_TITLE = "callcenter demo: sign in to the call board"
@@ -285,3 +290,20 @@ def test_the_calm_load_follows_the_carers_on_shift_and_never_falls_below_the_hou
     given = given_load(900, OnShift(15, 15, ("NIGHT",)), 3, interval_s=5)
     assert given.presses_per_hour == 720 and given.given
     assert "set by --press-interval" in given.describe()
+
+
+async def test_the_box_knows_a_sign_in_from_the_boards_own_record(api: Api) -> None:
+    """Test the one query the sign-in box asks before it is shown again, on each
+    database: a wrong password is no sign-in, a right one is, and a sign-in before the
+    demo started does not count."""
+    await ensure_demo_operators(api.server.engine, api.clock.now())
+    passwords = await issue_demo_passwords(api.server.engine)
+    started = api.clock.now()
+    async with browser(api) as tab:
+        assert (await tab.sign_in("demo.operator", "not-the-password")).status == 401
+    assert not await signed_in_since(api.server.engine, started)
+    async with browser(api) as tab:
+        assert (await tab.sign_in("demo.operator", passwords["demo.operator"])).status == 303
+    assert await signed_in_since(api.server.engine, started)
+    later = api.clock.now() + timedelta(seconds=1)
+    assert not await signed_in_since(api.server.engine, later)
