@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
+import os
+import random
 import secrets
+import stat
+import sys
+import threading
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.app import Running, running_server, stop_on_signals
@@ -29,6 +36,23 @@ from device_sim.demo_district import (
     build_demo_district,
     seed_demo_district,
 )
+from device_sim.demo_fresh import (
+    NotTheDemosDatabaseError,
+    kept_from_before,
+    remove_demo_database,
+    sqlite_file,
+)
+from device_sim.demo_load import (
+    FIRST_CALL_AFTER_S,
+    DemoLoad,
+    OnShift,
+    call_buttons,
+    calm_load,
+    carers_on_shift,
+    given_load,
+    run_storm,
+)
+from device_sim.demo_notice import REMIND_EVERY_S, SignInLines, box, remind_until_signed_in, show
 from device_sim.district import load_devices_from_database
 from device_sim.field import FieldProfile, answer_pages, district_field
 from device_sim.settings import SimulationSettings
@@ -43,15 +67,46 @@ _DEMO_ACCOUNTS = (
     (DEMO_OPERATOR, "王丽", m.OperatorRole.OPERATOR, None),
     (DEMO_SUPERVISOR, "陈建国", m.OperatorRole.SUPERVISOR, "+8613997100001"),
 )
+_ACCOUNT_NAMES = {account[0] for account in _DEMO_ACCOUNTS}
 
 
-async def demo(config: Config, *, press_interval_s: float, carers_answer: bool = True) -> int:
-    """Seed the demo district if the database is empty, then run server and households
-    (and, unless ``carers_answer`` is off, carers who answer their pages)."""
+async def demo(
+    config: Config,
+    *,
+    press_interval_s: float | None = None,
+    carers_answer: bool = True,
+    storm: bool = False,
+    fresh: bool = False,
+    remind_every_s: float = REMIND_EVERY_S,
+) -> int:
+    """Seed the demo district if the database is empty (after removing the demo's own
+    database with ``fresh``), then run server and households at a calm load matched to
+    the carers on shift (or one press every ``press_interval_s``; a storm at once with
+    ``storm``), and, unless ``carers_answer`` is off, carers who answer their pages."""
+    if fresh:
+        try:
+            broker_store = (
+                config.data.dir / "mosquitto" / "mosquitto.db"
+                if config.embedded_broker_wanted
+                else None
+            )
+            log.info("%s", remove_demo_database(config.database_url, _ACCOUNT_NAMES, broker_store))
+        except NotTheDemosDatabaseError as error:
+            log.error("%s", error)
+            return 2
     await upgrade_async(config.database_url)
-    with contextlib.suppress(DistrictAlreadySeededError):
+    try:
         summary = await seed_demo_district(config.database_url, seed=2026)
-        log.info("demo district seeded: %s", summary)
+        log.info("%s; database %s", summary, _where(config.database_url))
+    except DistrictAlreadySeededError:
+        kept = await kept_from_before(config.database_url)
+        log.info(
+            "the demo's database %s is kept from an earlier run: %d calls, %d of them still "
+            "open (start over with --fresh)",
+            _where(config.database_url),
+            kept.calls,
+            kept.open_calls,
+        )
     token, passwords = await _demo_operators(config)
 
     stop = asyncio.Event()
@@ -59,18 +114,24 @@ async def demo(config: Config, *, press_interval_s: float, carers_answer: bool =
     try:
         async with running_server(config) as server:
             await asyncio.wait_for(server.ingest.connected.wait(), 30)
+            started = server.clock.now()
+            devices = await load_devices_from_database(config.database_url)
+            buttons = call_buttons(devices)
+            on_shift = await _on_shift(server)
+            hour = started.astimezone(server.desk.district.zone).hour
+            load = (
+                given_load(len(buttons), on_shift, hour, press_interval_s)
+                if press_interval_s is not None
+                else calm_load(len(buttons), on_shift, hour)
+            )
+            log.info("%s", load.describe())
+            carers_there = server.fake_twilio is not None and carers_answer
             if server.fake_twilio is not None:
-                # Delivery reports as a phone network would send them, so the demo's
-                # texts go on to "delivered"; tests leave this off and report by hand.
+                # Delivery reports as a phone network would send them, so the demo's texts
+                # go on to "delivered"; tests leave this off and report by hand.
                 server.fake_twilio.auto_deliver = True
-                log.info(
-                    "SMS a carer would get: %s (%s)",
-                    server.fake_twilio.page_url,
-                    "simulated carers answer them; you may answer as a carer there too, e.g. 12a"
-                    if carers_answer
-                    else "nobody answers them but you (--no-carers): answer as a carer "
-                    "there, e.g. 12a",
-                )
+            texts = _texts_line(server, carers_answer)
+            log.info("%s", texts)
             log.info(
                 "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
                 "(demo.operator's token, new on every start)",
@@ -83,26 +144,58 @@ async def demo(config: Config, *, press_interval_s: float, carers_answer: bool =
                 server.web_url,
                 ", ".join(f"{user} / {password}" for user, password in passwords.items()),
             )
+            typed = _can_type_commands()
+            lines = SignInLines(
+                f"{server.web_url}/board",
+                passwords,
+                _box_notes(
+                    server, token, load, storm=storm, carers_there=carers_there, typed=typed
+                ),
+            )
+            show(box(lines, repeated=False, every_s=remind_every_s))
             simulation = Simulation(
                 SimulationSettings(
                     broker_host=server.broker_host,
                     broker_port=server.broker_port,
                     prefix=config.broker.topic_prefix,
-                    press_rate=1.0 / press_interval_s,
+                    press_rate=load.press_rate,
                     heartbeat_interval_s=config.ingest.heartbeat_interval_s,
                 ),
-                await load_devices_from_database(config.database_url),
+                devices,
             )
+            storms = _Storms(simulation, buttons, load.storm_presses)
+            online = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(simulation.run(stop), name="device_sim")
-                tasks.create_task(_report(server, stop), name="callcenter.demo.report")
-                if server.fake_twilio is not None and carers_answer:
+                tasks.create_task(
+                    _when_online(
+                        simulation,
+                        online,
+                        storms,
+                        stop,
+                        storm=storm,
+                        first_call=not storm and press_interval_s is None,
+                    ),
+                    name="callcenter.demo.online",
+                )
+                tasks.create_task(_report(server, simulation, stop), name="callcenter.demo.report")
+                tasks.create_task(
+                    remind_until_signed_in(
+                        server.engine, started, lines, stop, every_s=remind_every_s, again=online
+                    ),
+                    name="callcenter.demo.sign_in_box",
+                )
+                if typed:
+                    _read_typed_commands(asyncio.get_running_loop(), storms, stop)
+                if carers_there and server.fake_twilio is not None:
                     # The demo district's carers read their pages and answer like people.
                     field = district_field(build_demo_district(2026), FieldProfile(), seed=2026)
                     tasks.create_task(
                         answer_pages(server.fake_twilio, field, server.clock, stop),
                         name="device_sim.field",
                     )
+                await stop.wait()
+                storms.stop()
     except BrokerStartError as error:
         log.error("cannot start the embedded broker: %s", error.detail)
         return 2
@@ -110,6 +203,170 @@ async def demo(config: Config, *, press_interval_s: float, carers_answer: bool =
         log.error("%s", error)
         return 2
     return 0
+
+
+def _where(url: str) -> str:
+    path = sqlite_file(url)
+    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+
+
+async def _on_shift(server: Running) -> OnShift:
+    async with AsyncSession(server.engine) as session:
+        return await carers_on_shift(server.desk.district, session, server.clock.now())
+
+
+def _texts_line(server: Running, carers_answer: bool) -> str:
+    """What happens to the carers' texts, as true for the options and the account."""
+    if server.fake_twilio is None:
+        return (
+            "texts go to the Twilio account configured (sms.account_sid), to the demo "
+            "district's invented numbers: no simulated carer reads or answers them"
+        )
+    who = (
+        "simulated carers answer them; you may answer as a carer there too, e.g. 12a"
+        if carers_answer
+        else "nobody answers them but you (--no-carers): answer as a carer there, e.g. 12a"
+    )
+    return f"SMS a carer would get: {server.fake_twilio.page_url} ({who})"
+
+
+def _box_notes(
+    server: Running, token: str, load: DemoLoad, *, storm: bool, carers_there: bool, typed: bool
+) -> list[str]:
+    notes = [f"API token (demo.operator): {token}"]
+    if server.fake_twilio is not None:
+        notes.append(f"Carers' texts: {server.fake_twilio.page_url}")
+        notes.append(
+            "  simulated carers answer them"
+            if carers_there
+            else "  nobody answers them but you (--no-carers)"
+        )
+    else:
+        notes.append("Carers' texts go to the Twilio account configured; nobody answers them")
+    rate = f"{load.presses_per_hour:.1f} presses an hour"
+    if load.given:
+        notes.append(f"Load: {rate}, set by --press-interval")
+    else:
+        notes.append(f"Load: calm, {rate} for {load.on_shift.named}")
+    if storm:
+        notes.append(f"Storm (--storm): {load.storm_presses} emergency presses in the first minute")
+    else:
+        notes.append("For a storm: callcenter demo --storm")
+    if typed:
+        notes.append(f"Type storm and Enter here for a storm now ({load.storm_presses} presses)")
+    return notes
+
+
+class _Storms:
+    """Storms on request, one at a time."""
+
+    def __init__(self, simulation: Simulation, buttons: list[str], presses: int) -> None:
+        self._simulation = simulation
+        self._buttons = buttons
+        self._presses = presses
+        self._task: asyncio.Task[int] | None = None
+        self._rng = random.Random()
+
+    def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            log.info("a storm is still under way; ask again when it is over")
+            return
+        self._task = asyncio.create_task(
+            run_storm(self._simulation, self._buttons, self._presses, self._rng),
+            name="callcenter.demo.storm",
+        )
+        self._task.add_done_callback(_said_if_failed)
+
+    def first_call(self) -> None:
+        serial = self._rng.choice(self._buttons)
+        log.info(
+            "first call: the call button %s is pressed, so the board has a call to show", serial
+        )
+        self._simulation.press(serial)
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _said_if_failed(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the storm stopped: %s", task.exception())
+
+
+async def _when_online(
+    simulation: Simulation,
+    online: asyncio.Event,
+    storms: _Storms,
+    stop: asyncio.Event,
+    *,
+    storm: bool,
+    first_call: bool,
+) -> None:
+    """Once every device is online: the sign-in box again, then the storm (--storm) or
+    the calm demo's first call."""
+    waits = [
+        asyncio.ensure_future(simulation.wait_online(300)),
+        asyncio.ensure_future(stop.wait()),
+    ]
+    _done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for waiting in pending:
+        waiting.cancel()
+    if stop.is_set():
+        return
+    if waits[0].exception() is not None:
+        log.warning("not every device came online within 5 minutes; the demo goes on")
+    online.set()
+    if storm:
+        storms.start()
+    elif first_call:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), FIRST_CALL_AFTER_S)
+        if not stop.is_set():
+            storms.first_call()
+
+
+def _can_type_commands() -> bool:
+    """Whether a person (or a test) can type to the demo: standard input is a terminal
+    the demo has in the foreground (reading one from the background would stop the
+    demo, SIGTTIN), or a pipe; not /dev/null or closed."""
+    stdin = sys.stdin
+    if stdin is None:
+        return False
+    try:
+        if stdin.isatty():
+            return os.tcgetpgrp(stdin.fileno()) == os.getpgrp()
+        mode = os.fstat(stdin.fileno()).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def _read_typed_commands(
+    loop: asyncio.AbstractEventLoop, storms: _Storms, stop: asyncio.Event
+) -> None:
+    """Read lines typed to the demo in a thread of their own (a daemon: a read that
+    blocks never holds up the end), and start a storm on "storm"."""
+
+    def read() -> None:
+        for line in sys.stdin:
+            word = line.strip().lower()
+            if stop.is_set():
+                return
+            if word == "storm":
+                said = storms.start
+            elif word:
+                said = functools.partial(
+                    log.info, "the demo knows one typed command, storm (you typed %r)", word[:40]
+                )
+            else:
+                continue
+            try:
+                loop.call_soon_threadsafe(said)
+            except RuntimeError:  # the demo has ended
+                return
+
+    threading.Thread(target=read, name="callcenter.demo.stdin", daemon=True).start()
 
 
 async def ensure_demo_operators(engine: AsyncEngine, now: datetime) -> str:
@@ -154,10 +411,21 @@ async def _demo_operators(config: Config) -> tuple[str, dict[str, str]]:
         await engine.dispose()
 
 
-async def _report(server: Running, stop: asyncio.Event) -> None:
+async def _report(server: Running, simulation: Simulation, stop: asyncio.Event) -> None:
+    """Every 10 s: the households' events sent and stored, and ingest's counters."""
+    stored_before = 0
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 10)
+        counters = simulation.counters()
+        log.info(
+            "households: %d events sent (presses, cancels, low batteries), %d stored by the "
+            "server, %d of them in the last 10 s",
+            counters.events_generated,
+            counters.events_acknowledged,
+            counters.events_acknowledged - stored_before,
+        )
+        stored_before = counters.events_acknowledged
         stats = server.ingest.stats
         report = {
             "events_stored": stats.events_stored,

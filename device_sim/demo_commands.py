@@ -8,9 +8,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 
 from callcenter.cli import CommandList, add_log_format, config_from
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of seconds above 0")
+    return seconds
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -18,7 +29,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     config = config_from(args)
     return asyncio.run(
-        demo(config, press_interval_s=args.press_interval, carers_answer=not args.no_carers)
+        demo(
+            config,
+            press_interval_s=args.press_interval,
+            carers_answer=not args.no_carers,
+            storm=args.storm,
+            fresh=args.fresh,
+            remind_every_s=args.remind_every,
+        )
     )
 
 
@@ -57,9 +75,30 @@ def add_demo_command(commands: CommandList) -> None:
     )
     demo_command.add_argument(
         "--press-interval",
-        type=float,
-        default=5.0,
-        help="seconds between simulated button presses across the district (default 5)",
+        type=_positive_seconds,
+        default=None,
+        metavar="S",
+        help="seconds between simulated presses across the district (default: a calm load "
+        "worked out from the carers on shift now; the demo logs it as 'load: ...')",
+    )
+    demo_command.add_argument(
+        "--storm",
+        action="store_true",
+        help="a storm once every device is online: twice as many emergency presses as "
+        "carers on shift, from different households, within a minute",
+    )
+    demo_command.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: remove the demo's own database (a SQLite file with only the demo's "
+        "accounts) and seed the demo district anew",
+    )
+    demo_command.add_argument(
+        "--remind-every",
+        type=_positive_seconds,
+        default=60.0,
+        metavar="S",
+        help="show the sign-in box again every S seconds until somebody signs in (default 60)",
     )
     demo_command.add_argument(
         "--no-carers",
