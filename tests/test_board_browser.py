@@ -359,8 +359,8 @@ async def test_an_escalation_sounds_on_the_board_and_waits_in_the_supervisors_qu
 
     api.clock.advance(timedelta(seconds=31))
     alarm = page.locator(f'.alarm-message[data-call-id="{call_id}"]')
-    await expect(alarm).to_contain_text(f"呼叫 {call_id}：无人接手")
-    await expect(card(page, call_id).locator(".alerts")).to_contain_text("无人接手")
+    await expect(alarm).to_contain_text(f"呼叫 {call_id}：超时无人接听")
+    await expect(card(page, call_id).locator(".alerts")).to_contain_text("超时无人接听")
     await expect(page.locator(f'#escalations li[data-call-id="{call_id}"]')).to_be_visible()
     await expect(page.locator('[data-figure="open_escalations"] .value')).to_have_text("1")
     await tab.screenshot("board-escalation")

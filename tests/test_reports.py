@@ -255,7 +255,7 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 elif age > target:
                     acks[target]["of"] += 1
         first_scene: dict[int, datetime] = {}
-        reasons: Counter[tuple[str, str]] = Counter()
+        reasons: Counter[tuple[str, str, str | None]] = Counter()
         escalated: set[int] = set()
         for h in history:
             if h.call_id not in chosen:
@@ -264,13 +264,20 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 first_scene.setdefault(h.call_id, h.at)
             if h.action == "escalated":
                 why = h.detail.get("early") or f"not {h.detail['waited_for']} in time"
-                reasons[(h.detail["step"], why)] += 1
+                code = (h.detail.get("because") or {}).get("reason") or {
+                    "acknowledged": "not_taken",
+                    "accepted": "nobody_accepted",
+                    "on_scene": "not_on_scene",
+                    "closed": "still_open",
+                }[h.detail["waited_for"]]
+                reasons[(h.detail["step"], why, code)] += 1
                 escalated.add(h.call_id)
             if h.action == "no_answer":
-                reasons[(h.detail["step"], "carer did not accept in time")] += 1
+                reasons[(h.detail["step"], "carer did not accept in time", "not_accepted")] += 1
                 escalated.add(h.call_id)
             if h.action in ("unreachable", "nobody_to_send"):
-                reasons[(h.action, h.detail["why"])] += 1
+                code = (h.detail.get("because") or {}).get("reason") or h.action
+                reasons[(h.action, h.detail["why"], code)] += 1
                 escalated.add(h.call_id)
         opened = {c.id: c for c in selected}
         scene = [seconds(opened[i].opened_at, at) for i, at in first_scene.items()]
@@ -297,8 +304,10 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 "calls": len(escalated),
                 "entries": sum(reasons.values()),
                 "by_step": [
-                    {"step": s, "reason": r, "count": n}
-                    for (s, r), n in sorted(reasons.items(), key=lambda i: (-i[1], i[0]))
+                    {"step": s, "reason": r, "reason_code": c, "count": n}
+                    for (s, r, c), n in sorted(
+                        reasons.items(), key=lambda i: (-i[1], i[0][0], i[0][1])
+                    )
                 ],
             },
             "handled": len(closed),

@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { hideConflict, showConflict, showNotice } from "./banners.js";
 import { formatTime, serverNow, tick } from "./clock.js";
 import { $, append, h } from "./dom.js";
+import { actionText, actorText, historyTitle } from "./history.js";
 import { t, tOr } from "./i18n.js";
 import { carerName, OPEN_STATES, ownerName, rank, ROLE_RANK, state } from "./state.js";
 
@@ -314,8 +315,17 @@ function historySection(call) {
     h(
       "ul",
       { class: "plain history" },
+      // language (issue 19): actors by kind, actions by history.<action> (history.js).
       entries.map((entry) =>
-        h("li", {}, `${formatTime(entry.at)} ${entry.actor} ${entry.action}`, entry.detail?.text ? `: ${entry.detail.text}` : "", entry.detail?.carer ? ` ${entry.detail.carer}` : ""),
+        h(
+          "li",
+          { dataset: { history: entry.action, actor: entry.actor }, title: historyTitle(entry) },
+          h("span", { class: "at" }, formatTime(entry.at)),
+          " ",
+          h("span", { class: "who" }, actorText(entry.actor)),
+          " ",
+          h("span", { class: "what" }, actionText(entry)),
+        ),
       ),
     ),
   );
