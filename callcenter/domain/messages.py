@@ -79,6 +79,8 @@ class Reason(enum.StrEnum):
     STOOD_DOWN = "stood_down"  # by the desk, no reason typed
     CALL_RESOLVED = "call_resolved"
     CALL_CANCELLED = "call_cancelled"
+    # state, detail (the desk's own reason, in English): a carer's answer the desk refused
+    ANSWER_DOES_NOT_APPLY = "answer_does_not_apply"
 
 
 @dataclass(frozen=True)
@@ -357,6 +359,7 @@ _REASONS: dict[str, dict[Reason, str]] = {
         Reason.STOOD_DOWN: "stood down by the desk",
         Reason.CALL_RESOLVED: "call resolved",
         Reason.CALL_CANCELLED: "call cancelled",
+        Reason.ANSWER_DOES_NOT_APPLY: "{detail}",
     },
     "zh": {
         Reason.NOT_TAKEN: "已过{waited}仍无接线员接听",
@@ -373,6 +376,10 @@ _REASONS: dict[str, dict[Reason, str]] = {
         Reason.STOOD_DOWN: "值班台已撤回",
         Reason.CALL_RESOLVED: "呼叫已结案",
         Reason.CALL_CANCELLED: "呼叫已取消",
+        Reason.ANSWER_DOES_NOT_APPLY: (
+            "您在此呼叫的状态是“{state}”，这个回复不适用（接单后不能拒绝，到达后才能结案，"
+            "状态不能倒退）；如需更改请致电值班台"
+        ),
     },
 }
 
@@ -395,10 +402,24 @@ STEP_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+# A carer's part on a call (domain.calls.AssignmentState), as a refusal names it.
+CARER_STATE_NAMES: dict[str, dict[str, str]] = {
+    "en": {},
+    "zh": {
+        "dispatched": "已派单、待接单",
+        "accepted": "已接单",
+        "on_the_way": "在路上",
+        "on_scene": "已到达",
+    },
+}
+
+
 def reason_text(because: Because, language: str) -> str:
     """``because`` in words, in ``language``."""
     language = language if language in _REASONS else "en"
     facts = _Facts(because.facts)
+    if "state" in facts:
+        facts["state"] = CARER_STATE_NAMES[language].get(facts["state"], facts["state"])
     if "waited_s" in facts:
         facts["waited"] = duration(float(facts["waited_s"]), language)
     names = STEP_NAMES[language]
