@@ -181,6 +181,16 @@ async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser
         await card(page, escalating).click()
         history = page.locator("#detail .history li")
         await expect(history.first).to_be_visible()
+        if role == "supervisor":
+            # A refused action's banner in words: a carer busy on another call, picked by
+            # hand (it used to read "carer C039 is dispatched on call 4; …").
+            _, busy, _ = await paged(api, "H0004")
+            await page.fill("#pick-carer", busy)
+            await page.click('#detail [data-action="dispatch-pick"]')
+            banner = page.locator("#conflict-banner")
+            await expect(banner).to_be_visible()
+            await expect(banner).to_contain_text(f"护理员 {busy} 正在处理呼叫")
+            await expect(banner).to_contain_text("已派单")
         text = await no_latin(page, f"board-{role}", usernames)
         # The history says who did what in words, and why.
         for words in (
