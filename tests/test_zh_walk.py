@@ -16,12 +16,19 @@ test-artifacts/zh-walk-*.png.
 
 from __future__ import annotations
 
+import ast
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from playwright.async_api import Browser, Page, expect
 
+from callcenter.domain import calls as calls_package
+from callcenter.domain.calls.escalation import NOBODY_TO_SEND
+from callcenter.domain.calls.lifecycle import _CARER_PROGRESS as CARER_PROGRESS
+from callcenter.domain.events import NOTED_ON
+from callcenter.domain.policy import Action
 from callcenter.notify import links
 from tests.api_support import Api, set_password
 from tests.fixtures.browser import ARTIFACTS, Tab
@@ -279,3 +286,60 @@ async def test_the_sign_in_page_speaks_one_language_and_switches(api: Api) -> No
     assert "Username" in en.body and "用户名" not in en.body
     asked = await api.get("/login?lang=en", who=None)
     assert "Password" in asked.body and "密码" not in asked.body
+
+
+# The history actions the domain makes from a value: Action values, a carer's report
+# (target), a device's note (command.what), a closing's (action), a _release's (action),
+# and the board alert's name.
+MADE_FROM_VALUES = [
+    "action.value",
+    "action.value",
+    "action",
+    "action",
+    "action",
+    "NOBODY_TO_SEND",
+    "NOBODY_TO_SEND",
+    "command.what",
+    "target.value",
+]
+
+
+def _history_actions() -> set[str]:
+    """Every action the domain writes into a call's history: the literal ones, read from
+    the source of domain/calls (each ``_entry(..., action, ...)`` and ``HistoryEntry``),
+    and the ones made from a value (an escalation action, a carer's report, a device's
+    note, a closing)."""
+    found: set[str] = set()
+    dynamic: list[str] = []
+    for source in sorted(Path(calls_package.__file__).parent.glob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Name):
+                continue
+            index = {"_entry": 4, "HistoryEntry": 2, "_release": 5}.get(node.func.id)
+            if index is None or len(node.args) <= index:
+                continue
+            action = node.args[index]
+            if isinstance(action, ast.Constant) and isinstance(action.value, str):
+                found.add(action.value)
+            else:
+                dynamic.append(ast.unparse(action))
+    # The actions made from values, each from its own source of truth.
+    found |= {a.value for a in Action if a is not Action.REDISPATCH}
+    found |= {s.value for s in CARER_PROGRESS}
+    found |= {what for _, what in NOTED_ON.values()}
+    found |= {NOBODY_TO_SEND, "resolved", "cancelled"}
+    # Each made from a value is one of the sets above; a new one must be added there.
+    assert sorted(dynamic) == sorted(MADE_FROM_VALUES), dynamic
+    return found
+
+
+def test_every_history_action_the_server_writes_has_words_in_both_languages() -> None:
+    """Test that each history action of the domain has its ``history.<action>`` string in
+    zh and in en in the board's i18n.js (contract 3 of issue 19)."""
+    text = (Path(__file__).parents[1] / "dashboards" / "board" / "i18n.js").read_text()
+    zh, en = text.split("\n  en: {", 1)
+    actions = _history_actions()
+    assert {"raised", "dispatched", "escalated", "alert_supervisor", "door_opened"} <= actions
+    for action in sorted(actions):
+        for language, block in (("zh", zh), ("en", en)):
+            assert f'"history.{action}":' in block, f"history.{action} has no {language} words"
