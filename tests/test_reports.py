@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.call_types import CallType
 from callcenter.domain.events import EventKind
 from callcenter.domain.response_times import nearest_rank
-from callcenter.engine.reports import escalation_of
+from callcenter.engine.reports import escalation_of, reason_code
 from callcenter.store import models as m
 from callcenter.web.reports import spreadsheet_cell
 from tests.api_support import PASSWORD, Api, set_password
@@ -711,3 +711,40 @@ async def _sign_in(page: Any, base: str, username: str) -> None:
     await page.fill("#password", PASSWORD)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(base + "/board")
+
+
+@pytest.mark.parametrize(
+    ("action", "detail", "code"),
+    [
+        ("escalated", {"step": "unacknowledged", "waited_for": "acknowledged"}, "not_taken"),
+        ("escalated", {"step": "unaccepted", "waited_for": "accepted"}, "nobody_accepted"),
+        ("escalated", {"step": "not_on_scene", "waited_for": "on_scene"}, "not_on_scene"),
+        ("escalated", {"step": "still_open", "waited_for": "closed"}, "still_open"),
+        (
+            "escalated",
+            {
+                "step": "not_on_scene",
+                "waited_for": "on_scene",
+                "early": "no free carer on shift",
+                "because": {"reason": "no_free_carer"},
+            },
+            "no_free_carer",
+        ),
+        ("no_answer", {"carer": "C003", "step": "unaccepted"}, "not_accepted"),
+        ("unreachable", {"carer": "C003", "why": "Twilio 30003"}, "unreachable"),
+        (
+            "nobody_to_send",
+            {"why": "notify_family: no contact number", "because": {"reason": "no_contact"}},
+            "no_contact",
+        ),
+        # History written before the codes: the page shows the English reason.
+        ("nobody_to_send", {"why": "no free carer on shift"}, None),
+        ("escalated", {"step": "x", "waited_for": "on_scene", "early": "nobody to send"}, None),
+    ],
+)
+def test_each_escalation_reason_has_a_code_for_the_pages(
+    action: str, detail: dict[str, Any], code: str | None
+) -> None:
+    """Test the reason code the reports page says in its language, for each kind of
+    escalation entry, and none for history written before the codes."""
+    assert reason_code(action, detail) == code
