@@ -264,7 +264,9 @@ async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
     banner = tab.page.locator("#conflict-banner")
     await expect(banner).to_be_visible()
     await expect(banner).to_have_attribute("data-status", "409")
-    await expect(banner).to_contain_text("operator:li.na")
+    # In the board's language, from the refusal's code and owner (not the server's English).
+    await expect(banner).to_contain_text("li.na 已先接听了这个呼叫")
+    await expect(banner).to_have_attribute("data-error", "already_owned")
     # The refused board now shows the call as it is, though its feed is still held.
     await expect(tab.page.locator("#owned-by")).to_contain_text("li.na")
     await tab.screenshot("board-conflict")
