@@ -8,6 +8,7 @@ database, no clock.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
@@ -476,6 +477,21 @@ def test_a_90_second_wait_reads_90_seconds_not_2_minutes() -> None:
     assert "已过90秒仍无护理员到场" in render(sms.message, "zh")
     assert "no carer on scene after 90 s" in render(sms.message, "en")
     assert "2分钟" not in render(sms.message, "zh")
+
+
+def test_emergency_services_text_says_the_time_waited_to_the_second() -> None:
+    """Test that the ring-120 text of a step that runs early, 90 s after the call opened,
+    says 90 s (it rounded to "2分钟")."""
+    policy = Policy(
+        auto_dispatch=True,
+        steps=(Step("emergency_services", 90, Milestone.ON_SCENE, (Action.EMERGENCY_SERVICES,)),),
+    )
+    call = replace(call_in(CallState.ON_THE_WAY), policy=policy)
+    decision = step(call, StepDue("emergency_services"), 90)
+    (sms, *_) = of_type(decision, SendSms)
+    assert sms.message.kind is MessageKind.EMERGENCY_SERVICES
+    assert "已过90秒仍无护理员到场" in render(sms.message, "zh")
+    assert "no carer on scene after 90 s." in render(sms.message, "en")
 
 
 @pytest.mark.parametrize(

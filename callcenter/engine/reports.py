@@ -123,8 +123,8 @@ def reason_code(action: str, detail: dict[str, Any]) -> str | None:
     in its language: the entry's ``detail.because`` where it has one, else what its
     action and missed milestone mean; None for history written before the codes."""
     because = detail.get("because")
-    if isinstance(because, dict) and isinstance(because.get("reason"), str):
-        return because["reason"]
+    if isinstance(because, dict) and isinstance(code := because.get("reason"), str):
+        return code
     if action == "escalated" and "early" not in detail:
         return _MISSED.get(str(detail.get("waited_for")))
     if action == "no_answer":

@@ -100,6 +100,8 @@ def _message(kind: MessageKind, call: Call, situation: Situation, **extra: str) 
         "residents": residents,
         "desk_phone": situation.desk_phone,
         "minutes": str(round((situation.now - call.opened_at).total_seconds() / 60)),
+        # How long the call has waited, said truthfully in each language (messages.duration).
+        "waited_s": str(round((situation.now - call.opened_at).total_seconds())),
         **extra,
     }
     return Message(kind, facts)
