@@ -538,3 +538,18 @@ def test_every_reason_is_said_in_both_languages(reason: Reason) -> None:
     given = {"lift", "family", "C007", "21610"}
     latin = set(re.findall(r"[A-Za-z]{3,}", zh)) - given
     assert not latin, zh
+
+
+def test_a_failed_text_or_unreachable_carer_is_said_without_the_providers_english() -> None:
+    """Test that a supervisor who reads Chinese is told whose text failed in words (家属,
+    not "family:7:1") and that a carer cannot be reached, without the provider's English
+    reason, which the English text and the history keep."""
+    failed = Because(
+        Reason.TEXT_FAILED,
+        {"to": "family:7:1", "phone": "+8613900000020", "detail": "Twilio 30006: landline"},
+    )
+    assert failed.text("zh") == "发给家属（+8613900000020）的短信未送达"
+    assert failed.text("en").endswith("not delivered: Twilio 30006: landline")
+    lost = Because(Reason.UNREACHABLE, {"carer": "C012", "detail": "Twilio 30003: unreachable"})
+    assert lost.text("zh") == "联系不上护理员C012（短信无法送达）"
+    assert "Twilio 30003" in lost.text("en")

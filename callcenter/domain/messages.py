@@ -370,8 +370,9 @@ _REASONS: dict[str, dict[Reason, str]] = {
         Reason.NO_FREE_CARER: "在班护理员中无人空闲",
         Reason.NO_CONTACT: "{action}：没有联系电话",
         Reason.REACHED_NOBODY: "升级步骤“{step}”未能通知到任何人",
-        Reason.UNREACHABLE: "联系不上护理员{carer}（{detail}）",
-        Reason.TEXT_FAILED: "发给{to}（{phone}）的短信未送达：{detail}",
+        # The provider's own words (English) stay in the history and the log.
+        Reason.UNREACHABLE: "联系不上护理员{carer}（短信无法送达）",
+        Reason.TEXT_FAILED: "发给{to}（{phone}）的短信未送达",
         Reason.NO_ANSWER_IN_TIME: "未及时回复",
         Reason.STOOD_DOWN: "值班台已撤回",
         Reason.CALL_RESOLVED: "呼叫已结案",
@@ -414,12 +415,22 @@ CARER_STATE_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+def _recipient_zh(label: str) -> str:
+    """A text's recipient label ("family:7:1", "operator:li.na", "carer:C012") in Chinese."""
+    kind, _, rest = label.partition(":")
+    if kind == "carer":
+        return f"护理员{rest}"
+    return {"family": "家属", "operator": "值班主管"}.get(kind, label)
+
+
 def reason_text(because: Because, language: str) -> str:
     """``because`` in words, in ``language``."""
     language = language if language in _REASONS else "en"
     facts = _Facts(because.facts)
     if "state" in facts:
         facts["state"] = CARER_STATE_NAMES[language].get(facts["state"], facts["state"])
+    if "to" in facts and language == "zh":
+        facts["to"] = _recipient_zh(facts["to"])
     if "waited_s" in facts:
         facts["waited"] = duration(float(facts["waited_s"]), language)
     names = STEP_NAMES[language]
