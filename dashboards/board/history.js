@@ -3,7 +3,7 @@
 // carer, outcome, reason or text filled in), in the board's language. The server writes
 // codes (docs/calls.md "History"); this is the one place the board turns them into words.
 import { because, t, tOr, waited } from "./i18n.js";
-import { carerName, ownerName, state } from "./state.js";
+import { carerName, ownerName } from "./state.js";
 
 // Who did it. "operator:li.na" is the operator's name when the board knows it.
 export function actorText(actor) {
@@ -12,8 +12,7 @@ export function actorText(actor) {
   if (kind === "system" || kind === "device") return t(`actor.${kind}`);
   if (kind === "carer") return t("actor.carer", { code: name, name: carerName(name) }).trim();
   if (kind === "operator" || kind === "supervisor") {
-    const known = (state.operators ?? []).find((o) => o.actor === actor)?.name;
-    return t(`actor.${kind}`, { name: known ?? ownerName(actor) });
+    return t(`actor.${kind}`, { name: ownerName(actor) });
   }
   return String(actor ?? "");
 }

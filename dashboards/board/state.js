@@ -46,7 +46,9 @@ export function carerName(code) {
 export function ownerName(actor) {
   const [, username] = String(actor).split(":");
   if (state.me && actor === state.me.actor) return `${state.me.name} (${username})`;
-  return username ?? actor;
+  // language (issue 19): a colleague by name once the board knows the operators on duty.
+  const known = (state.operators ?? []).find((operator) => operator.actor === actor)?.name;
+  return known ?? username ?? actor;
 }
 
 // Most urgent first: priority, then most presses, then longest waiting.
