@@ -271,7 +271,9 @@ async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser
     await expect(
         family.page.locator(".household[data-household=H0001] .call").first
     ).to_be_visible()
-    await no_latin(family.page, "family")
+    text = await no_latin(family.page, "family")
+    # The call opened at 10:00 in the district (02:00 UTC; 18:00 the day before here).
+    assert "2026年11月23日 10:00" in text, text
     await family.screenshot("zh-walk-family")
     assert family.errors == [], family.errors
 
