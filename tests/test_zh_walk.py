@@ -146,6 +146,17 @@ async def _night(api: Api) -> dict[str, object]:
         return any(h["action"] == "no_answer" for h in (await api.call(escalating))["history"])
 
     await eventually(no_answer, what="the unaccepted step")
+    # The station lead is texted, in Chinese, which carer did not answer (code and name).
+    silent = next(a for a in (await api.call(escalating))["assignments"] if a["carer"] == second)
+    fake = fake_of(api.server)
+
+    async def lead_told() -> bool:
+        return any(f"所派护理员{second} " in m.body for m in fake.messages)
+
+    await eventually(lead_told, what="the station lead's text")
+    (lead,) = [m.body for m in fake.messages if f"所派护理员{second} " in m.body]
+    assert f"所派护理员{second} {silent['name']}未及时接单" in lead, lead
+    assert not latin_words(lead, set()), lead
 
     resolved, _, phone = await paged(api, "H0002")
     for answer in ("a", "o", "s", "r"):
