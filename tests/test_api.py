@@ -72,6 +72,8 @@ async def test_requests_without_a_valid_token_are_refused(api: Api) -> None:
         "language": "zh",
         "csrf_token": None,  # a bearer token needs none; the board's cookie does
         "timezone": "Asia/Shanghai",
+        # The district's date by the server's clock (Monday 10:00 there; 02:00 UTC).
+        "today": "2026-11-23",
         "map": {"tiles_url": "", "attribution": ""},
     }
     # An unknown address under /api/ is not revealed to a caller without a token.

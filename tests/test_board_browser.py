@@ -264,7 +264,9 @@ async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
     banner = tab.page.locator("#conflict-banner")
     await expect(banner).to_be_visible()
     await expect(banner).to_have_attribute("data-status", "409")
-    await expect(banner).to_contain_text("operator:li.na")
+    # In the board's language, from the refusal's code and owner (not the server's English).
+    await expect(banner).to_contain_text("li.na 已先接听了这个呼叫")
+    await expect(banner).to_have_attribute("data-error", "already_owned")
     # The refused board now shows the call as it is, though its feed is still held.
     await expect(tab.page.locator("#owned-by")).to_contain_text("li.na")
     await tab.screenshot("board-conflict")
@@ -359,8 +361,8 @@ async def test_an_escalation_sounds_on_the_board_and_waits_in_the_supervisors_qu
 
     api.clock.advance(timedelta(seconds=31))
     alarm = page.locator(f'.alarm-message[data-call-id="{call_id}"]')
-    await expect(alarm).to_contain_text(f"呼叫 {call_id}：无人接手")
-    await expect(card(page, call_id).locator(".alerts")).to_contain_text("无人接手")
+    await expect(alarm).to_contain_text(f"呼叫 {call_id}：超时无人接听")
+    await expect(card(page, call_id).locator(".alerts")).to_contain_text("超时无人接听")
     await expect(page.locator(f'#escalations li[data-call-id="{call_id}"]')).to_be_visible()
     await expect(page.locator('[data-figure="open_escalations"] .value')).to_have_text("1")
     await tab.screenshot("board-escalation")

@@ -104,7 +104,7 @@ async def test_wrong_passwords_are_refused_and_guessing_is_paused(api: Api) -> N
     async with browser(api) as guesser:
         wrong = await guesser.sign_in("wang.wei", "not-the-password")
         assert wrong.status == 401 and SESSION_COOKIE not in wrong.cookies
-        assert "Wrong username or password" in await wrong.text()
+        assert "用户名或密码错误" in await wrong.text()
         assert (await guesser.sign_in("nobody.here", PASSWORD)).status == 401
         no_token = await guesser.post(
             "/login", csrf=False, data={"username": "wang.wei", "password": PASSWORD}
@@ -114,7 +114,7 @@ async def test_wrong_passwords_are_refused_and_guessing_is_paused(api: Api) -> N
         for _ in range(per_user_and_source - 1):  # one wrong already, above
             await guesser.sign_in("wang.wei", "still-wrong-1")
         paused = await guesser.sign_in("wang.wei", PASSWORD)
-        assert paused.status == 429 and "Too many failed sign-ins" in await paused.text()
+        assert paused.status == 429 and "尝试次数过多" in await paused.text()
 
 
 async def test_switched_off_operators_and_idle_sessions_are_signed_out(api: Api) -> None:
@@ -130,7 +130,7 @@ async def test_switched_off_operators_and_idle_sessions_are_signed_out(api: Api)
         assert off.status == 200
         assert (await zhao.get("/api/me")).status == 401
         refused = await zhao.sign_in("zhao.min")
-        assert refused.status == 401 and "Wrong username or password" in await refused.text()
+        assert refused.status == 401 and "用户名或密码错误" in await refused.text()
     async with browser(api) as wang:
         assert (await wang.sign_in("wang.wei")).status == 303
         idle = api.server.config.web.session_idle_hours

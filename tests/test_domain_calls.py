@@ -346,7 +346,8 @@ def test_every_open_state_can_be_resolved_or_cancelled(
         assert states(closed) == {1: AssignmentState.STOOD_DOWN}
         assert texts(decision) == [("carer:C001", MessageKind.STAND_DOWN)]
         (sms,) = of_type(decision, SendSms)
-        assert sms.message.facts["why"] == f"call {after.value}"
+        assert render(sms.message, "en").endswith(f"(call {after.value}).")
+        assert render(sms.message, "zh").endswith("）。")
 
 
 def test_resolve_by_supervisor_on_another_operators_call() -> None:

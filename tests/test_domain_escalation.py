@@ -7,6 +7,9 @@ database, no clock.
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import pytest
 
 from callcenter.domain.call_types import CallType
@@ -27,7 +30,7 @@ from callcenter.domain.calls import (
     SendSms,
     StepDue,
 )
-from callcenter.domain.messages import MessageKind, render
+from callcenter.domain.messages import Because, MessageKind, Reason, duration, render
 from callcenter.domain.policy import (
     Action,
     CountedFrom,
@@ -69,7 +72,10 @@ def test_unacknowledged_emergency_escalates_at_30_seconds() -> None:
         "waited_for": "acknowledged",
         "actions": ["alert_operators", "alert_supervisor"],
     }
-    assert decision.history[2].detail == {"to": ["operator:zhao.min", "operator:chen.li"]}
+    assert decision.history[2].detail == {
+        "to": ["operator:zhao.min", "operator:chen.li"],
+        "because": {"reason": "not_taken", "waited_s": "30"},
+    }
     assert after.fired_steps == {"unacknowledged"}
     assert after.alerts == {"unacknowledged"}
     assert decision.effects[0] == CancelTimers(frozenset({"unacknowledged"}))
@@ -156,7 +162,8 @@ def test_not_on_scene_and_emergency_services_timeline() -> None:
     assert {s.unless for s in of_type(late, SendSms)} == {Milestone.ON_SCENE}
     family = of_type(late, SendSms)[-1]
     assert "+862155550000" in render(family.message, "en")
-    assert "15 min" in of_type(late, SendSms)[0].message.facts["why"]
+    assert "after 15 min." in render(of_type(late, SendSms)[0].message, "en")
+    assert "已过15分钟仍无护理员到场" in render(of_type(late, SendSms)[0].message, "zh")
     assert late.call.alerts == {"not_on_scene"}
     very_late = step(late.call, StepDue("emergency_services"), 30 * 60)
     assert actions(very_late) == ["escalated", "emergency_services"]
@@ -185,7 +192,11 @@ def test_nobody_to_send_at_open_runs_the_next_step_at_once() -> None:
         "alert_operators",
         "alert_supervisor",
     ]
-    assert decision.history[1].detail == {"why": "no free carer on shift", "wanted": 1}
+    assert decision.history[1].detail == {
+        "why": "no free carer on shift",
+        "because": {"reason": "no_free_carer"},
+        "wanted": 1,
+    }
     effects = list(decision.effects)
     armed = effects.index(ArmTimer("unacknowledged", at(30)))
     assert effects.index(CancelTimers(frozenset({"unacknowledged"}))) > armed
@@ -239,9 +250,13 @@ def test_ladder_used_up_when_nobody_can_be_reached() -> None:
         "alert_operators",
         "nobody_to_send",
     ]
-    assert opened.history[-1].detail == {"why": "alert_supervisor: no contact number"}
+    assert opened.history[-1].detail == {
+        "why": "alert_supervisor: no contact number",
+        "because": {"reason": "no_contact", "action": "alert_supervisor"},
+    }
     # The step that ran before its time says why, and its messages say so too.
-    assert opened.history[2].detail["early"] == "nobody to send: no free carer on shift"
+    assert opened.history[2].detail["early"] == "no free carer on shift"
+    assert opened.history[2].detail["because"] == {"reason": "no_free_carer"}
     assert opened.history[3].detail["why"] == opened.history[2].detail["early"]
     assert opened.call.fired_steps == {"unacknowledged"}
     assert NOBODY_TO_SEND not in opened.call.alerts
@@ -272,7 +287,10 @@ def test_notify_with_no_contact_number_records_nobody_to_send() -> None:
     call = step(call_in(CallState.ON_THE_WAY), Acknowledge(OPERATOR), 26).call
     decision = step(call, StepDue("not_on_scene"), 900, family=())
     assert actions(decision) == ["escalated", "alert_supervisor", "nobody_to_send"]
-    assert decision.history[2].detail == {"why": "notify_family: no contact number"}
+    assert decision.history[2].detail == {
+        "why": "notify_family: no contact number",
+        "because": {"reason": "no_contact", "action": "notify_family"},
+    }
     assert decision.history[2].actor == "system:engine"
     assert texts(decision) == [
         ("operator:zhao.min", MessageKind.SUPERVISOR),
@@ -305,7 +323,10 @@ def test_station_lead_missing_on_unaccepted_records_nobody_to_send() -> None:
     call = step(call_in(CallState.DISPATCHED), Acknowledge(OPERATOR), 10).call
     decision = step(call, StepDue("unaccepted", 1), 120, station_leads=())
     assert actions(decision) == ["no_answer", "dispatched", "nobody_to_send"]
-    assert decision.history[2].detail == {"why": "notify_station_lead: no contact number"}
+    assert decision.history[2].detail == {
+        "why": "notify_station_lead: no contact number",
+        "because": {"reason": "no_contact", "action": "notify_station_lead"},
+    }
     assert decision.call.fired_steps == frozenset()
     assert texts(decision) == [
         ("carer:C002", MessageKind.DISPATCH),
@@ -419,3 +440,120 @@ def test_full_emergency_timeline_nobody_answers() -> None:
     assert actions(final) == ["escalated", "emergency_services"]
     assert final.call.state is CallState.ACKNOWLEDGED
     assert final.call.alerts >= {"not_on_scene", "emergency_services"}
+
+
+# --- what the texts say, in each recipient's language ------------------------------
+
+
+def test_station_lead_is_told_which_carer_did_not_answer_in_their_language() -> None:
+    """Test that the station lead's text names the carer who let the page run out (code
+    and name), in Chinese for a Chinese-speaking lead, with no English reason in it."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, StepDue("unaccepted", carer_id=1), 120)
+    lead = of_type(decision, SendSms)[-1]
+    assert lead.to.label == "carer:L01" and lead.to.language == "zh"
+    zh = render(lead.message, lead.to.language)
+    assert "C001 Carer 1" in zh and "未及时接单" in zh, zh
+    assert "did not accept" not in zh and "paged" not in zh
+    en = render(lead.message, "en")
+    assert "the paged carer C001 Carer 1 did not accept in time" in en, en
+    assert decision.history[-1].detail["because"] == {
+        "reason": "not_accepted",
+        "carers": "C001 Carer 1",
+    }
+
+
+def test_supervisors_texts_follow_each_supervisors_language() -> None:
+    """Test that the same escalation is said in Chinese to a Chinese-speaking supervisor
+    and in English to an English-speaking one, waited time included."""
+    decision = step(call_in(CallState.DISPATCHED), StepDue("unacknowledged"), 30)
+    by_person = {s.to.label: render(s.message, s.to.language) for s in of_type(decision, SendSms)}
+    assert by_person["operator:zhao.min"].endswith("已过30秒仍无接线员接听。")
+    assert "no operator" not in by_person["operator:zhao.min"]
+    assert by_person["operator:chen.li"].endswith("no operator has taken it after 30 s.")
+
+
+def test_a_90_second_wait_reads_90_seconds_not_2_minutes() -> None:
+    """Test that a step that runs 90 s after the call opened says 90 s in both languages
+    (it used to say "2 min" / "2分钟")."""
+    decision = step(call_in(CallState.ON_THE_WAY), StepDue("not_on_scene"), 90)
+    sms = of_type(decision, SendSms)[0]
+    assert "已过90秒仍无护理员到场" in render(sms.message, "zh")
+    assert "no carer on scene after 90 s" in render(sms.message, "en")
+    assert "2分钟" not in render(sms.message, "zh")
+
+
+def test_emergency_services_text_says_the_time_waited_to_the_second() -> None:
+    """Test that the ring-120 text of a step that runs early, 90 s after the call opened,
+    says 90 s (it rounded to "2分钟")."""
+    policy = Policy(
+        auto_dispatch=True,
+        steps=(Step("emergency_services", 90, Milestone.ON_SCENE, (Action.EMERGENCY_SERVICES,)),),
+    )
+    call = replace(call_in(CallState.ON_THE_WAY), policy=policy)
+    decision = step(call, StepDue("emergency_services"), 90)
+    (sms, *_) = of_type(decision, SendSms)
+    assert sms.message.kind is MessageKind.EMERGENCY_SERVICES
+    assert "已过90秒仍无护理员到场" in render(sms.message, "zh")
+    assert "no carer on scene after 90 s." in render(sms.message, "en")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "zh", "en"),
+    [
+        (0, "0秒", "0 s"),
+        (45, "45秒", "45 s"),
+        (90, "90秒", "90 s"),
+        (119.6, "2分钟", "2 min"),  # rounded to the second first
+        (120, "2分钟", "2 min"),
+        (150, "2分30秒", "2 min 30 s"),
+        (900, "15分钟", "15 min"),
+        (3600, "1小时", "1 h"),
+        (3900, "1小时5分钟", "1 h 5 min"),
+        (3661, "1小时1分1秒", "1 h 1 min 1 s"),
+    ],
+)
+def test_durations_read_truthfully(seconds: float, zh: str, en: str) -> None:
+    """Test the rule for a time waited: seconds under two minutes, then minutes and
+    seconds with a zero part left out, never rounded to a whole minute."""
+    assert duration(seconds, "zh") == zh
+    assert duration(seconds, "en") == en
+
+
+@pytest.mark.parametrize("reason", list(Reason))
+def test_every_reason_is_said_in_both_languages(reason: Reason) -> None:
+    """Test that every reason has words in zh and en, and the zh words carry no English
+    apart from the facts given."""
+    facts = {
+        "waited_s": "95",
+        "carers": "C007 王芳",
+        "skills": "lift",
+        "action": "notify_family",
+        "step": "not_on_scene",
+        "carer": "C007",
+        "detail": "21610",
+        "to": "family:1",
+        "phone": "+8613900000020",
+    }
+    because = Because(reason, facts)
+    zh = because.text("zh")
+    en = because.text("en")
+    assert zh and en and zh != en
+    given = {"lift", "family", "C007", "21610"}
+    latin = set(re.findall(r"[A-Za-z]{3,}", zh)) - given
+    assert not latin, zh
+
+
+def test_a_failed_text_or_unreachable_carer_is_said_without_the_providers_english() -> None:
+    """Test that a supervisor who reads Chinese is told whose text failed in words (家属,
+    not "family:7:1") and that a carer cannot be reached, without the provider's English
+    reason, which the English text and the history keep."""
+    failed = Because(
+        Reason.TEXT_FAILED,
+        {"to": "family:7:1", "phone": "+8613900000020", "detail": "Twilio 30006: landline"},
+    )
+    assert failed.text("zh") == "发给家属（+8613900000020）的短信未送达"
+    assert failed.text("en").endswith("not delivered: Twilio 30006: landline")
+    lost = Because(Reason.UNREACHABLE, {"carer": "C012", "detail": "Twilio 30003: unreachable"})
+    assert lost.text("zh") == "联系不上护理员C012（短信无法送达）"
+    assert "Twilio 30003" in lost.text("en")

@@ -173,3 +173,6 @@ def test_a_refusal_says_why(call: Call, kind: MessageKind, carer: str) -> None:
     assert "12" in text
     if kind is MessageKind.REPLY_REFUSED:
         assert "cannot go back" in text
+        # In Chinese, the carer's part on the call, not the desk's English reason.
+        zh = render(message, "zh")
+        assert "“已接单”" in zh and "cannot" not in zh, zh

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.call_types import CallType
 from callcenter.domain.events import EventKind
 from callcenter.domain.response_times import nearest_rank
-from callcenter.engine.reports import escalation_of
+from callcenter.engine.reports import escalation_of, reason_code
 from callcenter.store import models as m
 from callcenter.web.reports import spreadsheet_cell
 from tests.api_support import PASSWORD, Api, set_password
@@ -255,7 +255,7 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 elif age > target:
                     acks[target]["of"] += 1
         first_scene: dict[int, datetime] = {}
-        reasons: Counter[tuple[str, str]] = Counter()
+        reasons: Counter[tuple[str, str, str | None]] = Counter()
         escalated: set[int] = set()
         for h in history:
             if h.call_id not in chosen:
@@ -264,13 +264,20 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 first_scene.setdefault(h.call_id, h.at)
             if h.action == "escalated":
                 why = h.detail.get("early") or f"not {h.detail['waited_for']} in time"
-                reasons[(h.detail["step"], why)] += 1
+                code = (h.detail.get("because") or {}).get("reason") or {
+                    "acknowledged": "not_taken",
+                    "accepted": "nobody_accepted",
+                    "on_scene": "not_on_scene",
+                    "closed": "still_open",
+                }[h.detail["waited_for"]]
+                reasons[(h.detail["step"], why, code)] += 1
                 escalated.add(h.call_id)
             if h.action == "no_answer":
-                reasons[(h.detail["step"], "carer did not accept in time")] += 1
+                reasons[(h.detail["step"], "carer did not accept in time", "not_accepted")] += 1
                 escalated.add(h.call_id)
             if h.action in ("unreachable", "nobody_to_send"):
-                reasons[(h.action, h.detail["why"])] += 1
+                code = (h.detail.get("because") or {}).get("reason") or h.action
+                reasons[(h.action, h.detail["why"], code)] += 1
                 escalated.add(h.call_id)
         opened = {c.id: c for c in selected}
         scene = [seconds(opened[i].opened_at, at) for i, at in first_scene.items()]
@@ -297,8 +304,10 @@ def _expected(raw: dict[str, Any], first: str, last: str, now: datetime) -> dict
                 "calls": len(escalated),
                 "entries": sum(reasons.values()),
                 "by_step": [
-                    {"step": s, "reason": r, "count": n}
-                    for (s, r), n in sorted(reasons.items(), key=lambda i: (-i[1], i[0]))
+                    {"step": s, "reason": r, "reason_code": c, "count": n}
+                    for (s, r, c), n in sorted(
+                        reasons.items(), key=lambda i: (-i[1], i[0][0], i[0][1])
+                    )
                 ],
             },
             "handled": len(closed),
@@ -702,3 +711,40 @@ async def _sign_in(page: Any, base: str, username: str) -> None:
     await page.fill("#password", PASSWORD)
     await page.click("button[type=submit]")
     await expect(page).to_have_url(base + "/board")
+
+
+@pytest.mark.parametrize(
+    ("action", "detail", "code"),
+    [
+        ("escalated", {"step": "unacknowledged", "waited_for": "acknowledged"}, "not_taken"),
+        ("escalated", {"step": "unaccepted", "waited_for": "accepted"}, "nobody_accepted"),
+        ("escalated", {"step": "not_on_scene", "waited_for": "on_scene"}, "not_on_scene"),
+        ("escalated", {"step": "still_open", "waited_for": "closed"}, "still_open"),
+        (
+            "escalated",
+            {
+                "step": "not_on_scene",
+                "waited_for": "on_scene",
+                "early": "no free carer on shift",
+                "because": {"reason": "no_free_carer"},
+            },
+            "no_free_carer",
+        ),
+        ("no_answer", {"carer": "C003", "step": "unaccepted"}, "not_accepted"),
+        ("unreachable", {"carer": "C003", "why": "Twilio 30003"}, "unreachable"),
+        (
+            "nobody_to_send",
+            {"why": "notify_family: no contact number", "because": {"reason": "no_contact"}},
+            "no_contact",
+        ),
+        # History written before the codes: the page shows the English reason.
+        ("nobody_to_send", {"why": "no free carer on shift"}, None),
+        ("escalated", {"step": "x", "waited_for": "on_scene", "early": "nobody to send"}, None),
+    ],
+)
+def test_each_escalation_reason_has_a_code_for_the_pages(
+    action: str, detail: dict[str, Any], code: str | None
+) -> None:
+    """Test the reason code the reports page says in its language, for each kind of
+    escalation entry, and none for history written before the codes."""
+    assert reason_code(action, detail) == code

@@ -103,7 +103,7 @@ async def test_a_switched_off_account_answers_as_a_wrong_password_does(api: Api)
         wrong = await someone.sign_in("old.hand", WRONG)
         assert right.status == wrong.status == 401
         assert "switched off" not in await right.text()
-        assert "Wrong username or password" in await right.text()
+        assert "用户名或密码错误" in await right.text()
     failed = await count(api.server, m.SignInAttempt, m.SignInAttempt.outcome == "failed")
     assert failed == 2
 
@@ -119,7 +119,7 @@ async def test_guessing_from_one_address_pauses_that_address_not_the_person(api:
         for _ in range(PER_USER_AND_SOURCE):
             assert (await attacker.sign_in("wang.wei", WRONG, address=ATTACKER)).status == 401
         paused = await attacker.sign_in("wang.wei", PASSWORD, address=ATTACKER)
-        assert paused.status == 429 and "Too many failed sign-ins" in await paused.text()
+        assert paused.status == 429 and "尝试次数过多" in await paused.text()
         for n in range(PER_SOURCE - PER_USER_AND_SOURCE):
             assert (await attacker.sign_in(f"guess.{n}", WRONG, address=ATTACKER)).status == 401
         assert (await attacker.sign_in("li.na", PASSWORD, address=ATTACKER)).status == 429

@@ -247,12 +247,13 @@ async def test_a_reply_to_someone_elses_call_is_refused(api: Api) -> None:
 
 
 async def test_a_carer_may_not_resolve_before_arriving_and_may_opt_out(api: Api) -> None:
-    """Test that "r" before "s" is refused with the desk's reason, and that STOP and START
-    are recorded and confirmed."""
+    """Test that "r" before "s" is refused with the reason in the carer's language, and
+    that STOP and START are recorded and confirmed."""
     call_id, _, phone = await paged(api)
     answer_of(await sms(api, phone, f"{call_id}a"))
     early = answer_of(await sms(api, phone, f"{call_id}r"))
-    assert str(call_id) in early and "on scene" in early
+    # In the carer's language (Chinese here): arrive first, then close the call.
+    assert str(call_id) in early and "到达后才能结案" in early, early
     assert (await api.call(call_id))["state"] == "accepted"
 
     assert "START" in answer_of(await sms(api, phone, "STOP"))

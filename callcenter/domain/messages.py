@@ -62,15 +62,56 @@ class Trip:
     travel_s: float
 
 
+class Reason(enum.StrEnum):
+    """Why the desk escalates, tells someone, or stands a carer down: a code the texts
+    render in the recipient's language and the history keeps (``detail.because``), so
+    every page can say it in its own language too. Its facts are listed beside each."""
+
+    NOT_TAKEN = "not_taken"  # waited_s: no operator has taken the call
+    NOT_ACCEPTED = "not_accepted"  # carers ("C039 王芳, C040 李强"): paged, never accepted
+    NOBODY_ACCEPTED = "nobody_accepted"  # waited_s: no carer has accepted (none paged now)
+    NOT_ON_SCENE = "not_on_scene"  # waited_s
+    STILL_OPEN = "still_open"  # waited_s
+    NO_FREE_CARER = "no_free_carer"  # skills (may be empty)
+    NO_CONTACT = "no_contact"  # action: a step's action had no number to text
+    REACHED_NOBODY = "reached_nobody"  # step: a step that told nobody hands over
+    UNREACHABLE = "unreachable"  # carer, detail: a page that cannot be delivered
+    TEXT_FAILED = "text_failed"  # to, phone, detail: a text that was not delivered
+    NO_ANSWER_IN_TIME = "no_answer_in_time"  # to a carer stood down for their silence
+    STOOD_DOWN = "stood_down"  # by the desk, no reason typed
+    CALL_RESOLVED = "call_resolved"
+    CALL_CANCELLED = "call_cancelled"
+    # state, detail (the desk's own reason, in English): a carer's answer the desk refused
+    ANSWER_DOES_NOT_APPLY = "answer_does_not_apply"
+
+
+@dataclass(frozen=True)
+class Because:
+    """A reason and its facts, e.g. ``Because(Reason.NOT_TAKEN, {"waited_s": "45"})``."""
+
+    reason: Reason
+    facts: dict[str, str] = field(default_factory=dict)
+
+    def text(self, language: str) -> str:
+        """The reason in words, in ``language`` (English when we have no such language)."""
+        return reason_text(self, language)
+
+    def as_detail(self) -> dict[str, str]:
+        """The history's ``detail.because``: ``{"reason": code, **facts}``."""
+        return {"reason": self.reason.value, **self.facts}
+
+
 @dataclass(frozen=True)
 class Message:
     """What to say; ``facts`` fills the template. A dispatch page also carries the
-    residents (age, mobility, care notes) and the carer's trip, rendered per language."""
+    residents (age, mobility, care notes) and the carer's trip, rendered per language.
+    ``because``, when set, is the ``{why}`` in the recipient's language."""
 
     kind: MessageKind
     facts: dict[str, str] = field(default_factory=dict)
     residents: tuple[ResidentNote, ...] = ()
     trip: Trip | None = None
+    because: Because | None = None
 
 
 _TEMPLATES: dict[str, dict[MessageKind, str]] = {
@@ -89,7 +130,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         ),
         MessageKind.EMERGENCY_SERVICES: (
             "Call {call_ref} {call_type} at {household}, {address}: no carer on scene after "
-            "{minutes} min. Ring emergency services (120) now."
+            "{waited}. Ring emergency services (120) now."
         ),
         MessageKind.REPLY_ACCEPTED: (
             "Accepted call {call_ref} for {household}. Reply {call_ref}s on scene, "
@@ -150,7 +191,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "请致电{desk_phone}。"
         ),
         MessageKind.EMERGENCY_SERVICES: (
-            "呼叫{call_ref}（{call_type}）{household}，{address}：{minutes}分钟仍无护理员到场，"
+            "呼叫{call_ref}（{call_type}）{household}，{address}：已过{waited}仍无护理员到场，"
             "请立即拨打120。"
         ),
         MessageKind.REPLY_ACCEPTED: (
@@ -276,9 +317,138 @@ def render(message: Message, language: str) -> str:
         outcomes = OUTCOME_NAMES.get(language, OUTCOME_NAMES["en"])
         facts["outcome"] = outcomes.get(facts["outcome"], facts["outcome"])
     language = language if language in _TEMPLATES else "en"
+    if message.because is not None:
+        facts["why"] = reason_text(message.because, language)
+    waited = facts.get("waited_s") or (
+        str(int(facts["minutes"]) * 60) if facts.get("minutes", "").isdigit() else ""
+    )
+    if waited:
+        facts["waited"] = duration(float(waited), language)
     if message.residents:
         joiner = "；" if language == "zh" else "; "
         facts["residents"] = joiner.join(_resident(r, language) for r in message.residents)
     if message.trip is not None:
         facts["trip"] = _trip(message.trip, language)
     return " ".join(templates[message.kind].format_map(facts).split())
+
+
+def duration(seconds: float, language: str) -> str:
+    """A time waited, to the second, as a person says it: under two minutes in seconds
+    ("90 s" / "90秒"); then minutes and seconds, a zero part left out ("2 min 30 s" /
+    "2分30秒", "15 min" / "15分钟"); from an hour, hours and minutes and seconds ("1 h 5 min"
+    / "1小时5分钟"). Never rounded to a minute it was not: 90 s is not "2 min"."""
+    total = max(0, round(seconds))
+    if total < 120:
+        return f"{total}秒" if language == "zh" else f"{total} s"
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if language == "zh":
+        parts = [f"{hours}小时" if hours else "", f"{minutes}分" if minutes else ""]
+        if secs:
+            parts.append(f"{secs}秒")
+        elif minutes:
+            parts[1] = f"{minutes}分钟"
+        return "".join(parts)
+    en = [f"{hours} h" if hours else "", f"{minutes} min" if minutes else ""]
+    en.append(f"{secs} s" if secs else "")
+    return " ".join(p for p in en if p)
+
+
+_REASONS: dict[str, dict[Reason, str]] = {
+    "en": {
+        Reason.NOT_TAKEN: "no operator has taken it after {waited}",
+        Reason.NOT_ACCEPTED: "the paged carer {carers} did not accept in time",
+        Reason.NOBODY_ACCEPTED: "no carer has accepted after {waited}",
+        Reason.NOT_ON_SCENE: "no carer on scene after {waited}",
+        Reason.STILL_OPEN: "still open after {waited}",
+        Reason.NO_FREE_CARER: "no free carer on shift",
+        Reason.NO_CONTACT: "{action}: no contact number",
+        Reason.REACHED_NOBODY: "step {step} reached nobody",
+        Reason.UNREACHABLE: "carer {carer} cannot be reached ({detail})",
+        Reason.TEXT_FAILED: "text to {to} ({phone}) not delivered: {detail}",
+        Reason.NO_ANSWER_IN_TIME: "no answer in time",
+        Reason.STOOD_DOWN: "stood down by the desk",
+        Reason.CALL_RESOLVED: "call resolved",
+        Reason.CALL_CANCELLED: "call cancelled",
+        Reason.ANSWER_DOES_NOT_APPLY: "{detail}",
+    },
+    "zh": {
+        Reason.NOT_TAKEN: "已过{waited}仍无接线员接听",
+        Reason.NOT_ACCEPTED: "所派护理员{carers}未及时接单",
+        Reason.NOBODY_ACCEPTED: "已过{waited}仍无护理员接单",
+        Reason.NOT_ON_SCENE: "已过{waited}仍无护理员到场",
+        Reason.STILL_OPEN: "已过{waited}仍未结案",
+        Reason.NO_FREE_CARER: "在班护理员中无人空闲",
+        Reason.NO_CONTACT: "{action}：没有联系电话",
+        Reason.REACHED_NOBODY: "升级步骤“{step}”未能通知到任何人",
+        # The provider's own words (English) stay in the history and the log.
+        Reason.UNREACHABLE: "联系不上护理员{carer}（短信无法送达）",
+        Reason.TEXT_FAILED: "发给{to}（{phone}）的短信未送达",
+        Reason.NO_ANSWER_IN_TIME: "未及时回复",
+        Reason.STOOD_DOWN: "值班台已撤回",
+        Reason.CALL_RESOLVED: "呼叫已结案",
+        Reason.CALL_CANCELLED: "呼叫已取消",
+        Reason.ANSWER_DOES_NOT_APPLY: (
+            "您在此呼叫的状态是“{state}”，这个回复不适用（接单后不能拒绝，到达后才能结案，"
+            "状态不能倒退）；如需更改请致电值班台"
+        ),
+    },
+}
+
+# The names of escalation steps and actions inside a reason ("notify_family: no contact
+# number"), per language; a name not listed (a district's own step) is said as it is.
+STEP_NAMES: dict[str, dict[str, str]] = {
+    "en": {},
+    "zh": {
+        "unacknowledged": "无人接听",
+        "unaccepted": "护理员未接单",
+        "not_on_scene": "未到达现场",
+        "emergency_services": "拨打120",
+        "still_open": "仍未结案",
+        "alert_operators": "提醒接线员",
+        "alert_supervisor": "通知值班主管",
+        "notify_station_lead": "通知站长",
+        "notify_family": "通知家属",
+        "redispatch": "改派护理员",
+    },
+}
+
+
+# A carer's part on a call (domain.calls.AssignmentState), as a refusal names it.
+CARER_STATE_NAMES: dict[str, dict[str, str]] = {
+    "en": {},
+    "zh": {
+        "dispatched": "已派单、待接单",
+        "accepted": "已接单",
+        "on_the_way": "在路上",
+        "on_scene": "已到达",
+    },
+}
+
+
+def _recipient_zh(label: str) -> str:
+    """A text's recipient label ("family:7:1", "operator:li.na", "carer:C012") in Chinese."""
+    kind, _, rest = label.partition(":")
+    if kind == "carer":
+        return f"护理员{rest}"
+    return {"family": "家属", "operator": "值班主管"}.get(kind, label)
+
+
+def reason_text(because: Because, language: str) -> str:
+    """``because`` in words, in ``language``."""
+    language = language if language in _REASONS else "en"
+    facts = _Facts(because.facts)
+    if "state" in facts:
+        facts["state"] = CARER_STATE_NAMES[language].get(facts["state"], facts["state"])
+    if "to" in facts and language == "zh":
+        facts["to"] = _recipient_zh(facts["to"])
+    if "waited_s" in facts:
+        facts["waited"] = duration(float(facts["waited_s"]), language)
+    names = STEP_NAMES[language]
+    for key in ("step", "action"):
+        if key in facts:
+            facts[key] = names.get(facts[key], facts[key])
+    if because.reason is Reason.NO_FREE_CARER and facts.get("skills"):
+        extra = "（需{skills}）" if language == "zh" else " with {skills}"
+        return (_REASONS[language][because.reason] + extra).format_map(facts)
+    return _REASONS[language][because.reason].format_map(facts)

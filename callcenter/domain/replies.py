@@ -25,7 +25,7 @@ from callcenter.domain.calls import (
     Report,
     Resolve,
 )
-from callcenter.domain.messages import Message, MessageKind
+from callcenter.domain.messages import Because, Message, MessageKind, Reason
 
 
 class Answer(enum.StrEnum):
@@ -205,4 +205,10 @@ def refusal(call: Call, carer_id: int, household: str, why: str) -> Message:
         if others:
             return Message(MessageKind.REPLY_PASSED_ON, facts | {"carer": ", ".join(others)})
         return Message(MessageKind.REPLY_NOT_YOURS, facts)
-    return Message(MessageKind.REPLY_REFUSED, facts | {"why": why})
+    # The desk's reason is English and exact; a Chinese-speaking carer is told what their
+    # part on the call is, and that the answer does not fit it.
+    because = Because(
+        Reason.ANSWER_DOES_NOT_APPLY,
+        {"state": next(a for a in mine if a.active).state.value, "detail": why},
+    )
+    return Message(MessageKind.REPLY_REFUSED, facts | {"why": why}, because=because)

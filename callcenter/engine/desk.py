@@ -101,7 +101,23 @@ class CallNotFoundError(Exception):
 
 
 class CarerUnavailableError(CallError):
-    """The chosen carer cannot be sent: unknown, inactive, or busy on another call."""
+    """The chosen carer cannot be sent: unknown, inactive, or busy on another call.
+    ``carer``, ``carer_state`` and ``on_call`` say so in codes, for a page to say it in
+    its own language."""
+
+    def __init__(
+        self,
+        call_id: int,
+        message: str,
+        *,
+        carer: str,
+        carer_state: str | None = None,
+        on_call: int | None = None,
+    ) -> None:
+        self.carer = carer
+        self.carer_state = carer_state
+        self.on_call = on_call
+        super().__init__(call_id, message)
 
 
 class PageCourier(Protocol):
@@ -596,13 +612,18 @@ class Desk:
                 return AutoDispatch(by)
             info = registry.carers_by_code.get(carer_code)
             if info is None or not info.active:
-                raise CarerUnavailableError(call_id, f"there is no active carer {carer_code!r}")
+                raise CarerUnavailableError(
+                    call_id, f"there is no active carer {carer_code!r}", carer=carer_code
+                )
             snapshot = next(c for c in carers if c.id == info.id)
             if snapshot.state not in (CarerState.FREE, CarerState.OFF_SHIFT):
                 raise CarerUnavailableError(
                     call_id,
                     f"carer {carer_code} is {snapshot.state.value} on call {snapshot.call_id}; "
                     "stand them down there first",
+                    carer=carer_code,
+                    carer_state=snapshot.state.value,
+                    on_call=snapshot.call_id,
                 )
             household = registry.households[call.household_id]
             return Dispatch(

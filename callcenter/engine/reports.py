@@ -63,8 +63,8 @@ class CallFacts:
     closed_at: datetime | None
     state: str
     on_scene_at: datetime | None = None
-    # (step, reason) of each escalation-history entry, in order.
-    escalations: list[tuple[str, str]] = field(default_factory=list)
+    # (step, reason, reason_code) of each escalation-history entry, in order.
+    escalations: list[tuple[str, str, str | None]] = field(default_factory=list)
 
     def age_s(self, now: datetime) -> float:
         """Seconds from opening to closing, or to ``now`` while it is open."""
@@ -108,6 +108,32 @@ def escalation_of(action: str, detail: dict[str, Any]) -> tuple[str, str] | None
     return None
 
 
+# The reason code of an escalation that ran on time, by the milestone it waited for
+# (domain/messages.py Reason; the pages say it in their language).
+_MISSED = {
+    "acknowledged": "not_taken",
+    "accepted": "nobody_accepted",
+    "on_scene": "not_on_scene",
+    "closed": "still_open",
+}
+
+
+def reason_code(action: str, detail: dict[str, Any]) -> str | None:
+    """The code of an escalation's reason (``domain.messages.Reason``), for a page to say
+    in its language: the entry's ``detail.because`` where it has one, else what its
+    action and missed milestone mean; None for history written before the codes."""
+    because = detail.get("because")
+    if isinstance(because, dict) and isinstance(code := because.get("reason"), str):
+        return code
+    if action == "escalated" and "early" not in detail:
+        return _MISSED.get(str(detail.get("waited_for")))
+    if action == "no_answer":
+        return "not_accepted"
+    if action == "unreachable":
+        return "unreachable"
+    return None
+
+
 def ack_share(calls: Iterable[CallFacts], target_s: float, now: datetime) -> dict[str, Any]:
     """Calls acknowledged within ``target_s``, among calls whose answer is known: those
     acknowledged (in time or late) and those that went longer than the target without
@@ -141,8 +167,10 @@ def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[
             "calls": sum(1 for c in calls if c.escalations),
             "entries": sum(steps.values()),
             "by_step": [
-                {"step": step, "reason": reason, "count": n}
-                for (step, reason), n in sorted(steps.items(), key=lambda i: (-i[1], i[0]))
+                {"step": step, "reason": reason, "reason_code": code, "count": n}
+                for (step, reason, code), n in sorted(
+                    steps.items(), key=lambda i: (-i[1], i[0][0], i[0][1])
+                )
             ],
         },
         "handled": len(handled),
@@ -258,7 +286,7 @@ async def report(
         call = calls[entry.call_id]
         escalation = escalation_of(entry.action, entry.detail)
         if escalation is not None:
-            call.escalations.append(escalation)
+            call.escalations.append((*escalation, reason_code(entry.action, entry.detail)))
         if entry.action == ON_SCENE and call.on_scene_at is None:
             call.on_scene_at = entry.at
         carer = entry.detail.get("carer")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -27,7 +28,7 @@ from callcenter.web.bodies import Language, LanguageBody, read_body
 from callcenter.web.contract import contract
 from callcenter.web.errors import ApiError
 from callcenter.web.responses import json_reply
-from callcenter.web.state import CONFIG, CREDENTIAL, CSRF, DATABASE, OPERATOR, Credential
+from callcenter.web.state import CLOCK, CONFIG, CREDENTIAL, CSRF, DATABASE, OPERATOR, Credential
 
 # Anything longer is not one of our tokens; refuse it before hashing it.
 _MAX_TOKEN_LENGTH = 200
@@ -56,6 +57,7 @@ class Me(BaseModel):
     language: str
     csrf_token: str | None = Field(description="the board session's; null for a bearer token")
     timezone: str
+    today: str = Field(description="the district's date now (YYYY-MM-DD), by the server's clock")
     map: MapTiles
 
 
@@ -190,6 +192,11 @@ async def who_am_i(request: web.Request) -> web.Response:
             "language": operator.language,
             "csrf_token": request.get(CSRF),
             "timezone": config.district.timezone,
+            "today": request.app[CLOCK]
+            .now()
+            .astimezone(ZoneInfo(config.district.timezone))
+            .date()
+            .isoformat(),
             "map": {
                 "tiles_url": config.web.map_tiles_url,
                 "attribution": config.web.map_attribution,

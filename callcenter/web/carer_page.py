@@ -19,6 +19,7 @@ from datetime import datetime
 from enum import StrEnum
 from html import escape
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -191,8 +192,10 @@ def _map_url(household: HouseholdInfo) -> str:
     return f"https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=18/{lat}/{lon}"
 
 
-def page_data(live: LiveLink, now: datetime, zone_year: int) -> dict[str, Any]:
-    """What the page shows of the call, in the carer's language."""
+def page_data(live: LiveLink, now: datetime, zone: ZoneInfo) -> dict[str, Any]:
+    """What the page shows of the call, in the carer's language; times are shown in the
+    district's time zone (``timezone``), whatever the phone's own."""
+    zone_year = now.astimezone(zone).year
     call, household, carer = live.call, live.household, live.carer
     names = CALL_TYPE_NAMES.get(carer.language, CALL_TYPE_NAMES["en"])
     place = household.place
@@ -224,6 +227,7 @@ def page_data(live: LiveLink, now: datetime, zone_year: int) -> dict[str, Any]:
         "outcomes": [o.value for o in Outcome],
         "link_expires_at": iso(live.link.expires),
         "now": iso(now),
+        "timezone": zone.key,
     }
 
 
@@ -268,7 +272,7 @@ async def carer_page(request: web.Request) -> web.Response:
     if not PAGE.is_file():
         raise web.HTTPNotFound(text=f"the carer page is missing: {PAGE}")
     now = clock.now()
-    data = page_data(live, now, now.astimezone(desk.district.zone).year)
+    data = page_data(live, now, desk.district.zone)
     await audit.record(
         request,
         actor=f"carer:{live.carer.code}",

@@ -58,7 +58,14 @@ def from_domain(error: Exception) -> ApiError | None:
     if isinstance(error, NotOwnerError):
         return ApiError(409, "not_owner", str(error), owner=error.owner)
     if isinstance(error, CarerUnavailableError):
-        return ApiError(409, "carer_unavailable", str(error))
+        busy = {"carer_state": error.carer_state, "on_call": error.on_call}
+        return ApiError(
+            409,
+            "carer_unavailable",
+            str(error),
+            carer=error.carer,
+            **{k: v for k, v in busy.items() if v is not None},
+        )
     if isinstance(error, NotPossibleError):  # reason_needed, unknown_question
         return ApiError(422, error.code, str(error))
     if isinstance(error, CallError):  # IllegalTransitionError and kin

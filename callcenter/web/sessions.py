@@ -190,16 +190,81 @@ def set_cookie(
     )
 
 
+# The sign-in page's words, one language at a time (the other is a link away). Nobody is
+# signed in yet, so the language is the one asked for (``?lang=``, or the form's), else
+# the browser's first preference, else Chinese.
+LOGIN_WORDS: dict[str, dict[str, str]] = {
+    "zh": {
+        "title": "登录 — 呼叫中心值班台",
+        "heading": "呼叫中心值班台",
+        "subtitle": "请登录",
+        "username_label": "用户名",
+        "password_label": "密码",
+        "submit": "登录",
+        "switch": "English",
+        "switch_lang": "en",
+        "expired": "页面已过期，请重新登录。",
+        "paused": "尝试次数过多，请{minutes}分钟后再试。",
+        "wrong": "用户名或密码错误。",
+    },
+    "en": {
+        "title": "Sign in — Call centre desk",
+        "heading": "Call centre desk",
+        "subtitle": "Please sign in",
+        "username_label": "Username",
+        "password_label": "Password",
+        "submit": "Sign in",
+        "switch": "中文",
+        "switch_lang": "zh",
+        "expired": "The form expired; please sign in again.",
+        "paused": "Too many failed sign-ins; try again in {minutes} min.",
+        "wrong": "Wrong username or password.",
+    },
+}
+
+
+def login_language(request: web.Request, asked: str = "") -> str:
+    """The sign-in page's language: ``asked`` (the form's), ``?lang=``, else the first
+    language the browser prefers (English if it is English), else Chinese."""
+    for choice in (asked, request.query.get("lang", "")):
+        if choice in LOGIN_WORDS:
+            return choice
+    preferred = request.headers.get("Accept-Language", "").split(",")[0].strip().lower()
+    return "en" if preferred.startswith("en") else "zh"
+
+
 def _login_page(
-    request: web.Request, *, error: str = "", status: int = 200, username: str = ""
+    request: web.Request,
+    *,
+    error: str = "",
+    status: int = 200,
+    username: str = "",
+    language: str = "",
 ) -> web.Response:
     csrf = secrets.token_urlsafe(24)
+    language = language if language in LOGIN_WORDS else login_language(request)
+    words = LOGIN_WORDS[language]
     page = LOGIN_PAGE.read_text(encoding="utf-8")
     for name, value in (
         ("csrf", csrf),
         ("error", error),
         ("error_hidden", "" if error else "hidden"),
         ("username", username),
+        ("lang", language),
+        ("switch_href", f"{LOGIN_PATH}?lang={words['switch_lang']}"),
+        *(
+            (key, words[key])
+            for key in (
+                "title",
+                "heading",
+                "subtitle",
+                "username_label",
+                "password_label",
+                "submit",
+                "switch",
+                "switch_lang",
+            )
+        ),
     ):
         page = page.replace("{{" + name + "}}", html.escape(value, quote=True))
     response = web.Response(text=page, content_type="text/html", status=status)
@@ -303,13 +368,15 @@ async def login(request: web.Request) -> web.StreamResponse:
     username = "".join(ch if ch.isprintable() else "?" for ch in typed)
     password = str(form.get("password", ""))[:_MAX_FIELD]
     posted_csrf = str(form.get("csrf", ""))
+    words = LOGIN_WORDS[language := login_language(request, str(form.get("lang", "")))]
     if not double_submitted(request, posted_csrf, LOGIN_CSRF_COOKIE):
         log.warning("sign-in refused from %s: missing or wrong CSRF token", request.remote)
         return _login_page(
             request,
-            error="请重新登录 / The form expired; please sign in again.",
+            error=words["expired"],
             status=403,
             username=username,
+            language=language,
         )
     source = source_of(request.remote)
     web_config = request.app[CONFIG].web
@@ -318,12 +385,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         minutes = minutes_to_wait(begun)
         return _login_page(
             request,
-            error=(
-                f"尝试次数过多，请{minutes}分钟后再试 / Too many failed sign-ins; "
-                f"try again in {minutes} min."
-            ),
+            error=words["paused"].format(minutes=minutes),
             status=429,
             username=username,
+            language=language,
         )
     async with AsyncSession(engine) as session:
         operator = (
@@ -340,9 +405,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         log.warning("sign-in for %r from %s refused: %s", username, source, why)
         return _login_page(
             request,
-            error="用户名或密码错误 / Wrong username or password.",
+            error=words["wrong"],
             status=401,
             username=username,
+            language=language,
         )
     now = request.app[CLOCK].now()
     token = secrets.token_urlsafe(32)

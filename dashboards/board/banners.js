@@ -4,8 +4,8 @@
 import { beep, updateAlarmState } from "./alarm.js";
 import { sinceText } from "./clock.js";
 import { $, h } from "./dom.js";
-import { t, tOr } from "./i18n.js";
-import { state } from "./state.js";
+import { language, t, tOr } from "./i18n.js";
+import { ownerName, state } from "./state.js";
 
 export function setConnection(value) {
   state.connection = value;
@@ -53,12 +53,32 @@ export function renderHealth() {
 
 export function showConflict(failure) {
   $("conflict-title").textContent = failure.status === 409 ? t("conflict.title") : t("error.title");
-  $("conflict-text").textContent = failure.message;
+  $("conflict-text").textContent = refusalText(failure);
+  $("conflict-text").title = failure.message ?? "";
   const banner = $("conflict-banner");
   banner.dataset.status = failure.status;
   banner.dataset.error = failure.code ?? "";
   banner.hidden = false;
 }
+
+// --- language (issue 19): a refusal in the board's language, from its code and fields
+// (docs/api.md "Errors"); the server's English message stays on hover.
+export function refusalText(failure) {
+  const body = failure.body ?? {};
+  let key = `error.${failure.code}`;
+  if (failure.code === "carer_unavailable" && !body.carer_state) key = "error.carer_unavailable.inactive";
+  const params = {
+    owner: body.owner ? ownerName(body.owner) : "",
+    carer: body.carer ?? "",
+    on_call: body.on_call ?? "",
+    state: tOr(`carer.${body.carer_state}`, body.carer_state ?? ""),
+  };
+  if (tOr(key, null) !== null) return t(key, params);
+  // A refusal with no words of its own here: in Chinese, say so plainly rather than show
+  // the server's English (it is on hover for the technician).
+  return language() === "zh" && /[A-Za-z]{3}/.test(failure.message ?? "") ? t("error.other") : failure.message;
+}
+// --- end of language (issue 19)
 
 export function hideConflict() {
   $("conflict-banner").hidden = true;

@@ -6,6 +6,7 @@ import { api } from "./api.js";
 import { hideConflict, showConflict, showNotice } from "./banners.js";
 import { formatTime, serverNow, tick } from "./clock.js";
 import { $, append, h } from "./dom.js";
+import { actionText, actorText, historyTitle } from "./history.js";
 import { language, t, tOr } from "./i18n.js";
 import { resolveRow, scriptSection } from "./script.js";
 import { carerName, OPEN_STATES, ownerName, rank, ROLE_RANK, state } from "./state.js";
@@ -346,8 +347,17 @@ function historySection(call) {
     h(
       "ul",
       { class: "plain history" },
+      // language (issue 19): actors by kind, actions by history.<action> (history.js).
       entries.map((entry) =>
-        h("li", {}, `${formatTime(entry.at)} ${entry.actor} ${entry.action}`, entry.detail?.text ? `: ${entry.detail.text}` : "", entry.detail?.carer ? ` ${entry.detail.carer}` : "", entry.detail?.by_hand ? t("history.by_hand") : ""),
+        h(
+          "li",
+          { dataset: { history: entry.action, actor: entry.actor }, title: historyTitle(entry) },
+          h("span", { class: "history-at" }, formatTime(entry.at)),
+          " ",
+          h("span", { class: "history-who" }, actorText(entry.actor)),
+          " ",
+          h("span", { class: "history-what" }, actionText(entry)),
+        ),
       ),
     ),
   );

@@ -42,14 +42,14 @@ const STRINGS = {
     "call.id": "呼叫 {id}",
     "call.age": "已等待",
     "call.owner": "接手人",
-    "call.owner.none": "无人接手",
+    "call.owner.none": "暂无接线员",
     "call.carers": "护理员",
     "call.carers.none": "尚未派人",
     "call.deadline": "下一步升级",
     "call.deadline.none": "—",
     "call.overdue": "已超时 {t}",
     "call.presses": "按了 {n} 次",
-    "call.unacked": "未接手",
+    "call.unacked": "未接听",
     "type.emergency": "紧急呼叫",
     "type.fall": "跌倒",
     "type.service_request": "服务请求",
@@ -74,11 +74,11 @@ const STRINGS = {
     "carer.no_answer": "未回复",
     "carer.stood_down": "已撤回",
     "carer.finished": "已完成",
-    "step.unacknowledged": "无人接手",
+    "step.unacknowledged": "超时无人接听",
     "step.unaccepted": "护理员未接单",
     "step.not_on_scene": "未到达现场",
     "step.emergency_services": "拨打120",
-    "step.still_open": "仍未关闭",
+    "step.still_open": "仍未结案",
     "step.nobody_to_send": "无人可派",
     "detail.heading": "呼叫详情",
     "detail.pick": "点击左侧的呼叫查看详情并处理",
@@ -190,7 +190,7 @@ const STRINGS = {
     "welfare.outcome.other": "其他（见备注）",
     // --- review (issue 19): calls awaiting review, what each action did, carers passed over ---
     "state.awaiting_review": "待接线员复核",
-    "history.reported_done": "护理员报告完成（待复核）",
+    "history.reported_done": "{carer} 报告完成：{outcome}（待复核）",
     "history.by_hand": "（手动派）",
     "carer.unreachable": "无法联系",
     "review.heading": "待复核：护理员已报告完成",
@@ -274,6 +274,91 @@ const STRINGS = {
     "keys.nothing_waits": "没有等待接手的呼叫",
     "keys.no_offer": "目前没有分配给您的呼叫",
     "keys.not_live": "看板未连接，快捷键暂停使用",
+    // --- language (issue 19): who did what on a call, and why. Every code the server
+    // writes in a call's history has its words here: `actor.<kind>`, `history.<action>`
+    // (a detail's carer, outcome, reason or text filled in), `because.<reason>` (the
+    // history's detail.because, the reports' reason_code). Other parts add their own
+    // history actions below this block, in their own block.
+    "actor.system": "系统",
+    "actor.device": "设备",
+    "actor.carer": "护理员 {code} {name}",
+    "actor.operator": "{name}",
+    "actor.supervisor": "主管 {name}",
+    "history.raised": "报警：{type}",
+    "history.pressed_again": "老人再次按键（第 {presses} 次）",
+    "history.device_back_online": "设备重新上线",
+    "history.event_id_reused": "设备重复使用了事件编号，已另行记录",
+    "history.door_opened": "门已打开",
+    "history.cancel_ignored": "设备上的取消未生效：已超过 {grace} 的取消时限",
+    "history.note": "备注：{text}",
+    "history.acknowledged": "接听了呼叫",
+    "history.dispatched": "派出护理员 {carer}（约 {minutes} 分钟路程）",
+    "history.accepted": "{carer} 已接单",
+    "history.on_the_way": "{carer} 在路上",
+    "history.on_scene": "{carer} 已到达",
+    "history.declined": "{carer} 拒绝了派单",
+    "history.no_answer": "{carer} 在 {waited} 内未接单，已撤回",
+    "history.unreachable": "联系不上护理员 {carer}（短信无法送达）",
+    "history.stood_down": "撤回护理员 {carer}",
+    "history.escalated": "升级：{step}",
+    "history.escalated.early": "提前升级：{step}（{because}）",
+    "history.alert_operators": "看板警报响起：{because}",
+    "history.alert_supervisor": "已短信通知值班主管：{because}",
+    "history.notify_station_lead": "已短信通知站长：{because}",
+    "history.notify_family": "已短信通知家属：{because}",
+    "history.emergency_services": "已通知值班主管立即拨打120：{because}",
+    "history.nobody_to_send": "无人可派：{because}",
+    "history.text_failed": "短信未送达：{to}",
+    "history.resolved": "结案：{outcome}",
+    "history.cancelled": "取消呼叫：{reason}",
+    "history.why": "（{why}）",
+    "history.to.family": "家属",
+    "history.to.supervisor": "值班主管",
+    "history.to.carer": "护理员 {code}",
+    "because.not_taken": "已过{waited}仍无接线员接听",
+    "because.not_accepted": "所派护理员 {carers} 未及时接单",
+    "because.nobody_accepted": "已过{waited}仍无护理员接单",
+    "because.not_on_scene": "已过{waited}仍无护理员到场",
+    "because.still_open": "已过{waited}仍未结案",
+    "because.no_free_carer": "在班护理员中无人空闲",
+    "because.no_free_carer.skills": "在班护理员中无人空闲（需 {skills}）",
+    "because.no_contact": "“{action}”没有联系电话",
+    "because.reached_nobody": "“{step}”未能通知到任何人",
+    "because.unreachable": "联系不上护理员 {carer}",
+    "because.text_failed": "短信未送达",
+    "because.no_answer_in_time": "未及时回复",
+    "because.stood_down": "值班台已撤回",
+    "because.call_resolved": "呼叫已结案",
+    "because.call_cancelled": "呼叫已取消",
+    "why.not_taken": "无接线员接听",
+    "why.not_accepted": "护理员未及时接单",
+    "why.nobody_accepted": "无护理员接单",
+    "why.not_on_scene": "护理员未及时到场",
+    "why.still_open": "长时间未结案",
+    "why.no_free_carer": "无空闲护理员",
+    "why.no_contact": "没有联系电话",
+    "why.reached_nobody": "未能通知到任何人",
+    "why.unreachable": "护理员联系不上",
+    "why.text_failed": "短信未送达",
+    "step.alert_operators": "提醒接线员",
+    "step.alert_supervisor": "通知值班主管",
+    "step.notify_station_lead": "通知站长",
+    "step.notify_family": "通知家属",
+    "step.redispatch": "改派护理员",
+    "step.unreachable": "护理员联系不上",
+    "time.seconds": "{s}秒",
+    "time.minutes": "{m}分钟",
+    "time.minutes_seconds": "{m}分{s}秒",
+    "time.hours": "{h}小时",
+    "error.already_owned": "{owner} 已先接听了这个呼叫",
+    "error.not_owner": "此呼叫由 {owner} 负责；只有负责人或值班主管可以处理",
+    "error.carer_unavailable": "护理员 {carer} 正在处理呼叫 {on_call}（{state}）：请先在那边撤回",
+    "error.carer_unavailable.inactive": "没有在职的护理员 {carer}",
+    "error.not_found": "找不到这个呼叫",
+    "error.reason_needed": "没有护理员到过现场：请写明原因（谁处理的、为何未派人）再结案，或先派护理员",
+    "error.unknown_question": "处理指引中没有这个问题，请刷新看板",
+    "error.other": "操作未执行：呼叫已有变化，请查看最新状态（英文说明见鼠标悬停）",
+    // --- end of language (issue 19)
   },
   en: {
     "app.title": "Call board",
@@ -315,7 +400,7 @@ const STRINGS = {
     "call.id": "Call {id}",
     "call.age": "Waiting",
     "call.owner": "Owner",
-    "call.owner.none": "Nobody has taken it",
+    "call.owner.none": "No operator yet",
     "call.carers": "Carers",
     "call.carers.none": "Nobody sent yet",
     "call.deadline": "Next escalation",
@@ -347,7 +432,7 @@ const STRINGS = {
     "carer.no_answer": "No answer",
     "carer.stood_down": "Stood down",
     "carer.finished": "Finished",
-    "step.unacknowledged": "Nobody takes it",
+    "step.unacknowledged": "Not taken in time",
     "step.unaccepted": "Carer has not accepted",
     "step.not_on_scene": "Not on scene",
     "step.emergency_services": "Ring 120",
@@ -463,7 +548,7 @@ const STRINGS = {
     "welfare.outcome.other": "Other (see note)",
     // --- review (issue 19): calls awaiting review, what each action did, carers passed over ---
     "state.awaiting_review": "Awaiting operator review",
-    "history.reported_done": "carer reported it done (awaiting review)",
+    "history.reported_done": "{carer} reported it done: {outcome} (awaiting review)",
     "history.by_hand": " (picked by hand)",
     "carer.unreachable": "Unreachable",
     "review.heading": "Awaiting review: the carer reported it done",
@@ -547,6 +632,86 @@ const STRINGS = {
     "keys.nothing_waits": "No call is waiting to be taken",
     "keys.no_offer": "No call is offered to you now",
     "keys.not_live": "The board is not connected: shortcuts are paused",
+    // --- language (issue 19): who did what on a call, and why (see the zh block).
+    "actor.system": "System",
+    "actor.device": "Device",
+    "actor.carer": "Carer {code} {name}",
+    "actor.operator": "{name}",
+    "actor.supervisor": "Supervisor {name}",
+    "history.raised": "Alarm: {type}",
+    "history.pressed_again": "Pressed again ({presses}×)",
+    "history.device_back_online": "Device back online",
+    "history.event_id_reused": "The device reused an event number; recorded apart",
+    "history.door_opened": "Door opened",
+    "history.cancel_ignored": "Cancel on the device ignored: past the {grace} window",
+    "history.note": "Note: {text}",
+    "history.acknowledged": "took the call",
+    "history.dispatched": "sent carer {carer} (about {minutes} min away)",
+    "history.accepted": "{carer} accepted",
+    "history.on_the_way": "{carer} is on the way",
+    "history.on_scene": "{carer} is on scene",
+    "history.declined": "{carer} declined",
+    "history.no_answer": "{carer} did not accept within {waited}; stood down",
+    "history.unreachable": "Carer {carer} cannot be reached (texts do not arrive)",
+    "history.stood_down": "stood down carer {carer}",
+    "history.escalated": "Escalated: {step}",
+    "history.escalated.early": "Escalated early: {step} ({because})",
+    "history.alert_operators": "Board alarm sounded: {because}",
+    "history.alert_supervisor": "Supervisors texted: {because}",
+    "history.notify_station_lead": "Station lead texted: {because}",
+    "history.notify_family": "Family texted: {because}",
+    "history.emergency_services": "Supervisors told to ring 120 now: {because}",
+    "history.nobody_to_send": "Nobody to send: {because}",
+    "history.text_failed": "Text not delivered: {to}",
+    "history.resolved": "Resolved: {outcome}",
+    "history.cancelled": "Cancelled: {reason}",
+    "history.why": " ({why})",
+    "history.to.family": "family",
+    "history.to.supervisor": "supervisor",
+    "history.to.carer": "carer {code}",
+    "because.not_taken": "no operator has taken it after {waited}",
+    "because.not_accepted": "the paged carer {carers} did not accept in time",
+    "because.nobody_accepted": "no carer has accepted after {waited}",
+    "because.not_on_scene": "no carer on scene after {waited}",
+    "because.still_open": "still open after {waited}",
+    "because.no_free_carer": "no free carer on shift",
+    "because.no_free_carer.skills": "no free carer on shift with {skills}",
+    "because.no_contact": "{action}: no contact number",
+    "because.reached_nobody": "{step} reached nobody",
+    "because.unreachable": "carer {carer} cannot be reached",
+    "because.text_failed": "a text was not delivered",
+    "because.no_answer_in_time": "no answer in time",
+    "because.stood_down": "stood down by the desk",
+    "because.call_resolved": "call resolved",
+    "because.call_cancelled": "call cancelled",
+    "why.not_taken": "No operator took it",
+    "why.not_accepted": "Carer did not accept in time",
+    "why.nobody_accepted": "No carer accepted",
+    "why.not_on_scene": "No carer on scene in time",
+    "why.still_open": "Open too long",
+    "why.no_free_carer": "No free carer",
+    "why.no_contact": "No contact number",
+    "why.reached_nobody": "Reached nobody",
+    "why.unreachable": "Carer unreachable",
+    "why.text_failed": "Text not delivered",
+    "step.alert_operators": "Alert operators",
+    "step.alert_supervisor": "Text supervisors",
+    "step.notify_station_lead": "Text the station lead",
+    "step.notify_family": "Text the family",
+    "step.redispatch": "Send another carer",
+    "step.unreachable": "Carer unreachable",
+    "time.seconds": "{s} s",
+    "time.minutes": "{m} min",
+    "time.minutes_seconds": "{m} min {s} s",
+    "time.hours": "{h} h",
+    "error.already_owned": "{owner} took this call first",
+    "error.not_owner": "{owner} owns this call; only the owner or a supervisor may work it",
+    "error.carer_unavailable": "Carer {carer} is {state} on call {on_call}: stand them down there first",
+    "error.carer_unavailable.inactive": "There is no active carer {carer}",
+    "error.not_found": "There is no such call",
+    "error.reason_needed": "No carer has reached the door: give a reason (who helped, why nobody was sent) to close it, or send a carer first",
+    "error.unknown_question": "The handling guide has no such question: reload the board",
+    // --- end of language (issue 19)
   },
 };
 
@@ -576,6 +741,36 @@ export function tOr(key, fallback) {
   const found = t(key);
   return found === key ? fallback : found;
 }
+
+// --- language (issue 19): a time waited, as the desk's texts say it (domain/messages.py
+// duration): seconds under two minutes ("90秒"), then minutes and seconds with a zero
+// part left out ("2分30秒", "15分钟"), hours from an hour. Never "2分钟" for 90 s.
+export function waited(seconds) {
+  const total = Math.max(0, Math.round(Number(seconds) || 0));
+  if (total < 120) return t("time.seconds", { s: total });
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = total % 60;
+  const parts = [h ? t("time.hours", { h }) : ""];
+  if (m && s) parts.push(t("time.minutes_seconds", { m, s }));
+  else if (m) parts.push(t("time.minutes", { m }));
+  else if (s) parts.push(t("time.seconds", { s }));
+  return parts.filter(Boolean).join(current === "zh" ? "" : " ");
+}
+
+// A reason the server recorded (a history entry's detail.because: {reason, ...facts}),
+// in words; a reason this page does not know yet reads as its code.
+export function because(detail) {
+  if (!detail || !detail.reason) return "";
+  const facts = { ...detail };
+  if (facts.waited_s !== undefined) facts.waited = waited(facts.waited_s);
+  for (const key of ["step", "action"]) {
+    if (facts[key] !== undefined) facts[key] = tOr(`step.${facts[key]}`, facts[key]);
+  }
+  const key = detail.reason === "no_free_carer" && facts.skills ? "because.no_free_carer.skills" : `because.${detail.reason}`;
+  return tOr(key, detail.reason).replace(/\{(\w+)\}/g, (_, name) => (facts[name] === undefined ? "" : String(facts[name])));
+}
+// --- end of language (issue 19)
 
 export function locale() {
   return current === "zh" ? "zh-CN" : "en-GB";

@@ -48,7 +48,9 @@ export function carerName(code) {
 export function ownerName(actor) {
   const [, username] = String(actor).split(":");
   if (state.me && actor === state.me.actor) return `${state.me.name} (${username})`;
-  return username ?? actor;
+  // language (issue 19): a colleague by name once the board knows the operators on duty.
+  const known = (state.operators ?? []).find((operator) => operator.actor === actor)?.name;
+  return known ?? username ?? actor;
 }
 
 // --- dense's block: the order of the list, device faults, offers (issue 19) ---

@@ -125,6 +125,17 @@ async function answer(word) {
   }
 }
 
+// A moment as the district's clocks show it (the server's [district] timezone), never the
+// phone's own zone: a carer roaming on another zone's network reads the desk's time.
+function districtTime(iso) {
+  const options = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  try {
+    return new Intl.DateTimeFormat(lang === "zh" ? "zh-CN" : "en-GB", { ...options, timeZone: data.timezone }).format(new Date(iso));
+  } catch {
+    return new Intl.DateTimeFormat(lang === "zh" ? "zh-CN" : "en-GB", options).format(new Date(iso));
+  }
+}
+
 function render() {
   document.documentElement.lang = lang;
   for (const node of document.querySelectorAll("[data-t]")) node.textContent = t[node.dataset.t];
@@ -143,7 +154,7 @@ function render() {
     option.textContent = t.outcomes[value] ?? value;
     return option;
   }));
-  $("foot").textContent = `${data.carer.name} (${data.carer.code}) · ${t.expires} ${new Date(data.link_expires_at).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB")}`;
+  $("foot").textContent = `${data.carer.name} (${data.carer.code}) · ${t.expires} ${districtTime(data.link_expires_at)}`;
   for (const button of document.querySelectorAll("button[data-answer]")) {
     button.addEventListener("click", () => answer(button.dataset.answer));
   }

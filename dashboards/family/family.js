@@ -87,6 +87,8 @@ function translateStatic() {
     el.textContent = t()[el.dataset.t];
   }
   $("language").textContent = state.lang === "zh" ? "English" : "中文";
+  // One language at a time, the tab's title included.
+  document.title = state.lang === "zh" ? "家属查询 — 呼叫中心" : "Family — Call centre";
 }
 
 function showError(message) {

@@ -1,11 +1,14 @@
 // Supervisors' reports: pick a period, read GET /api/reports, draw the figures per
 // station as SVG bar charts and tables, and link the CSV files for spreadsheets.
-// The figures are defined in docs/reports.md; this page only shows them.
+// The figures are defined in docs/reports.md; this page only shows them. The desk's own
+// codes (escalation steps, reasons) are said in the board's words (board/i18n.js), and
+// days are the district's days ([district] timezone), whatever the browser's zone.
+import { setLanguage, tOr } from "../board/i18n.js";
 
 const TEXT = {
   zh: {
     title: "服务报表", board: "值班台", lang: "English", from: "从", to: "到", show: "查看",
-    lastWeek: "上一周", csvStation: "下载 CSV（按站点）", csvCarer: "下载 CSV（按护理员）",
+    lastWeek: "上一周", thisWeek: "本周", csvStation: "下载 CSV（按站点）", csvCarer: "下载 CSV（按护理员）",
     district: "全区", stations: "各站点", carers: "各护理员", escalations: "升级及原因",
     calls: "呼叫", ack60: "60 秒内接听", ack180: "180 秒内接听", sceneP50: "到场中位数",
     sceneP90: "到场 P90", sceneMax: "到场最长", circle: "{min} 分钟内到场", escalated: "升级的呼叫",
@@ -21,7 +24,7 @@ const TEXT = {
   },
   en: {
     title: "Service reports", board: "Board", lang: "中文", from: "From", to: "To", show: "Show",
-    lastWeek: "Last week", csvStation: "Download CSV (per station)", csvCarer: "Download CSV (per carer)",
+    lastWeek: "Last week", thisWeek: "This week", csvStation: "Download CSV (per station)", csvCarer: "Download CSV (per carer)",
     district: "District", stations: "Stations", carers: "Carers", escalations: "Escalations and why",
     calls: "Calls", ack60: "Answered within 60 s", ack180: "Answered within 180 s", sceneP50: "On scene, median",
     sceneP90: "On scene, p90", sceneMax: "On scene, longest", circle: "On scene within {min} min",
@@ -74,11 +77,31 @@ function isoDay(d) {
   return d.toISOString().slice(0, 10);
 }
 
-// The week before the current one, Monday to Sunday, in the browser's calendar.
+// Today in the district (its [district] timezone, from /api/me), as a UTC midnight: the
+// server's date where it said it, else the browser's clock read in the district's zone.
+function districtToday() {
+  let day = me?.today;
+  if (day) return new Date(`${day}T00:00:00Z`);
+  try {
+    day = new Intl.DateTimeFormat("en-CA", { timeZone: me?.timezone, year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
+  } catch {
+    day = new Intl.DateTimeFormat("en-CA", { year: "numeric", month: "2-digit", day: "2-digit" }).format(new Date());
+  }
+  return new Date(`${day}T00:00:00Z`);
+}
+
+// This week so far, Monday to today, in the district's calendar: what the page opens on.
+function thisWeek() {
+  const today = districtToday();
+  const monday = new Date(today);
+  monday.setUTCDate(today.getUTCDate() - ((today.getUTCDay() + 6) % 7));
+  return [isoDay(monday), isoDay(today)];
+}
+
+// The week before the current one, Monday to Sunday, in the district's calendar.
 function lastWeek() {
-  const today = new Date();
-  const monday = new Date(Date.UTC(today.getFullYear(), today.getMonth(), today.getDate()));
-  monday.setUTCDate(monday.getUTCDate() - ((monday.getUTCDay() + 6) % 7) - 7);
+  const monday = new Date(`${thisWeek()[0]}T00:00:00Z`);
+  monday.setUTCDate(monday.getUTCDate() - 7);
   const sunday = new Date(monday);
   sunday.setUTCDate(monday.getUTCDate() + 6);
   return [isoDay(monday), isoDay(sunday)];
@@ -211,7 +234,11 @@ function render(report) {
     t("sceneMax"), circle, t("escalated"), t("handled"), t("resolved"), t("cancelled"), t("open"), t("rate"),
   ], report.stations.map((s) => stationCells(s.code, s.name, s)), stationCells(t("district"), "", d));
   fillTable($("escalations"), [t("step"), t("reason"), t("count")],
-    d.escalations.by_step.map((e) => [e.step, e.reason, e.count]));
+    d.escalations.by_step.map((e) => [
+      tOr(`step.${e.step}`, e.step),
+      e.reason_code ? tOr(`why.${e.reason_code}`, e.reason) : e.reason,
+      e.count,
+    ]));
   const carerKeys = ["dispatched", "accepted", "declined", "no_answer", "unreachable", "on_scene"];
   fillTable($("carers"), [
     t("carer"), t("name"), t("station"), ...carerKeys.map((k) => t(k)), t("resolution_share"),
@@ -247,11 +274,11 @@ async function load() {
 }
 
 function label() {
-  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  setLanguage(lang);
   document.title = t("title");
   const ids = {
     title: "title", "to-board": "board", "lang-toggle": "lang", "from-label": "from", "to-label": "to",
-    show: "show", "last-week": "lastWeek", "csv-station": "csvStation", "csv-carer": "csvCarer",
+    show: "show", "this-week": "thisWeek", "last-week": "lastWeek", "csv-station": "csvStation", "csv-carer": "csvCarer",
     "district-heading": "district", "stations-heading": "stations", "carers-heading": "carers",
     "escalations-heading": "escalations", "chart-ack-caption": "chartAck",
     "chart-scene-caption": "chartScene", "chart-calls-caption": "chartCalls",
@@ -270,11 +297,15 @@ async function start() {
   lang = me.language === "en" ? "en" : "zh";
   label();
   const asked = new URLSearchParams(location.search);
-  const [from, to] = lastWeek();
+  const [from, to] = thisWeek();
   $("from").value = asked.get("from") ?? from;
   $("to").value = asked.get("to") ?? to;
   $("period").addEventListener("submit", (event) => {
     event.preventDefault();
+    load();
+  });
+  $("this-week").addEventListener("click", () => {
+    [$("from").value, $("to").value] = thisWeek();
     load();
   });
   $("last-week").addEventListener("click", () => {

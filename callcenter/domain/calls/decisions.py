@@ -12,7 +12,7 @@ from typing import Any
 
 from callcenter.domain.calls.commands import Effect, Person, SendSms, Situation
 from callcenter.domain.calls.model import Actor, Assignment, Call, CallState
-from callcenter.domain.messages import Message, MessageKind
+from callcenter.domain.messages import Because, Message, MessageKind
 from callcenter.domain.policy import CountedFrom
 
 
@@ -71,12 +71,22 @@ def _carer_contact(assignment: Assignment, situation: Situation) -> Person | Non
 
 
 def _stand_down_sms(
-    call: Call, assignment: Assignment, situation: Situation, why: str
+    call: Call, assignment: Assignment, situation: Situation, why: Because | str
 ) -> tuple[SendSms, ...]:
+    """The text standing a carer down: ``why`` is a reason said in the carer's language,
+    or what an operator typed, sent as typed."""
     person = _carer_contact(assignment, situation)
     if person is None:
         return ()
-    return (SendSms(person, _message(MessageKind.STAND_DOWN, call, situation, why=why)),)
+    return (SendSms(person, _said(MessageKind.STAND_DOWN, call, situation, why)),)
+
+
+def _said(kind: MessageKind, call: Call, situation: Situation, why: Because | str) -> Message:
+    """A message about ``call`` whose ``{why}`` is a reason (rendered in the recipient's
+    language) or words a person typed."""
+    if isinstance(why, Because):
+        return replace(_message(kind, call, situation), because=why)
+    return _message(kind, call, situation, why=why)
 
 
 def _message(kind: MessageKind, call: Call, situation: Situation, **extra: str) -> Message:
@@ -90,6 +100,8 @@ def _message(kind: MessageKind, call: Call, situation: Situation, **extra: str) 
         "residents": residents,
         "desk_phone": situation.desk_phone,
         "minutes": str(round((situation.now - call.opened_at).total_seconds() / 60)),
+        # How long the call has waited, said truthfully in each language (messages.duration).
+        "waited_s": str(round((situation.now - call.opened_at).total_seconds())),
         **extra,
     }
     return Message(kind, facts)

@@ -24,6 +24,7 @@ from callcenter.domain.calls.commands import (
 )
 from callcenter.domain.calls.decisions import (
     Decision,
+    _carer_contact,
     _dispatch_steps,
     _entry,
     _message,
@@ -33,7 +34,7 @@ from callcenter.domain.calls.decisions import (
 )
 from callcenter.domain.calls.model import SYSTEM, Actor, Assignment, AssignmentState, Call
 from callcenter.domain.dispatch import Candidate
-from callcenter.domain.messages import MessageKind, Trip
+from callcenter.domain.messages import Because, MessageKind, Reason, Trip
 from callcenter.domain.policy import Action, CountedFrom, Milestone, Step
 
 # The board alert raised when every escalation step has run and still nobody can go.
@@ -106,8 +107,10 @@ def _auto_dispatch(call: Call, situation: Situation, by: Actor) -> Decision:
             _nobody_to_send(
                 decision.call,
                 situation,
-                "no free carer on shift"
-                + (f" with {', '.join(call.policy.skills)}" if call.policy.skills else ""),
+                Because(
+                    Reason.NO_FREE_CARER,
+                    {"skills": ", ".join(call.policy.skills)} if call.policy.skills else {},
+                ),
                 wanted=_wanted(decision.call, by),
             ),
         )
@@ -191,7 +194,7 @@ def _step_due(call: Call, command: StepDue, situation: Situation) -> Decision:
             waited_s=step.after_s,
         )
         rest = tuple(a for a in step.actions if a is not Action.REDISPATCH)
-        sms = _stand_down_sms(call, assignment, situation, "no answer in time")
+        sms = _stand_down_sms(call, assignment, situation, Because(Reason.NO_ANSWER_IN_TIME))
         alerts = decision.call.alerts
         if not decision.call.reached(step.unless):  # an extra carer's silence is no alarm
             alerts |= {step.name}
@@ -200,14 +203,20 @@ def _step_due(call: Call, command: StepDue, situation: Situation) -> Decision:
         # The refill above paged someone, or found nobody and escalated by itself: a
         # missing station lead must not hand over to the next step as well.
         paged = Action.REDISPATCH in step.actions
-        return _then(decision, _run_actions(decision.call, step, rest, situation, reached=paged))
+        silent = _carer_contact(assignment, situation)
+        named = f"{assignment.carer_code} {silent.name}" if silent else assignment.carer_code
+        because = Because(Reason.NOT_ACCEPTED, {"carers": named})
+        return _then(
+            decision,
+            _run_actions(decision.call, step, rest, situation, reached=paged, because=because),
+        )
     if step.name in call.fired_steps or call.reached(step.unless):
         return Decision(call)
     return _escalate(call, step, situation)
 
 
 def _escalate(
-    call: Call, step: Step, situation: Situation, *, early: str | None = None
+    call: Call, step: Step, situation: Situation, *, early: Because | None = None
 ) -> Decision:
     """Run one step (counted from the call's opening) now; ``early`` says why it runs
     before its time."""
@@ -223,7 +232,7 @@ def _escalate(
         step=step.name,
         waited_for=step.unless.value,
         actions=[a.value for a in step.actions],
-        **({"early": early} if early else {}),
+        **({"early": early.text("en"), "because": early.as_detail()} if early else {}),
     )
     decision = Decision(after, (entry,), (CancelTimers(frozenset({step.name})),))
     return _then(decision, _run_actions(after, step, step.actions, situation, early=early))
@@ -236,16 +245,28 @@ def _run_actions(
     situation: Situation,
     *,
     reached: bool = False,
-    early: str | None = None,
+    early: Because | None = None,
+    because: Because | None = None,
 ) -> Decision:
     """Carry out a step's actions. A missing contact number is recorded; a step that
-    reached nobody at all (``reached``: somebody already was) hands over to the next step."""
+    reached nobody at all (``reached``: somebody already was) hands over to the next step.
+    ``because`` (else ``early``, else the step's missed milestone) is why, in every
+    text in its recipient's language and in the history as ``detail.because``."""
     decision = Decision(call)
-    why = early or _why(step, call, situation)
+    because = because or early or _why(step, call, situation)
+    why = because.text("en")
     for action in actions:
         current = decision.call
         if action is Action.ALERT_OPERATORS:
-            entry = _entry(current, current, situation, SYSTEM, action.value, why=why)
+            entry = _entry(
+                current,
+                current,
+                situation,
+                SYSTEM,
+                action.value,
+                why=why,
+                because=because.as_detail(),
+            )
             alarm = AlertDesk(step.name, why)
             decision = Decision(current, (*decision.history, entry), (*decision.effects, alarm))
             reached = True
@@ -268,37 +289,53 @@ def _run_actions(
             Action.EMERGENCY_SERVICES: (situation.supervisors, MessageKind.EMERGENCY_SERVICES),
         }[action]
         if not people:
+            missing = Because(Reason.NO_CONTACT, {"action": action.value})
             entry = _entry(
                 current,
                 current,
                 situation,
                 SYSTEM,
                 NOBODY_TO_SEND,
-                why=f"{action.value}: no contact number",
+                why=missing.text("en"),
+                because=missing.as_detail(),
             )
             decision = Decision(current, (*decision.history, entry), decision.effects)
             continue
-        message = _message(kind, current, situation, why=why)
+        message = replace(_message(kind, current, situation), because=because)
         sms = tuple(SendSms(p, message, unless=step.unless) for p in people)
         entry = _entry(
-            current, current, situation, SYSTEM, action.value, to=[p.label for p in people]
+            current,
+            current,
+            situation,
+            SYSTEM,
+            action.value,
+            to=[p.label for p in people],
+            because=because.as_detail(),
         )
         decision = Decision(current, (*decision.history, entry), decision.effects + sms)
         reached = True
     if actions and not reached:
-        decision = _then(
-            decision, _next_step(decision.call, situation, f"step {step.name} reached nobody")
-        )
+        nobody = Because(Reason.REACHED_NOBODY, {"step": step.name})
+        decision = _then(decision, _next_step(decision.call, situation, nobody))
     return decision
 
 
-def _nobody_to_send(call: Call, situation: Situation, why: str, **detail: Any) -> Decision:
+def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: Any) -> Decision:
     """Record that nobody could be sent, then run the next escalation step at once."""
-    entry = _entry(call, call, situation, SYSTEM, NOBODY_TO_SEND, why=why, **detail)
-    return _then(Decision(call, (entry,)), _next_step(call, situation, f"nobody to send: {why}"))
+    entry = _entry(
+        call,
+        call,
+        situation,
+        SYSTEM,
+        NOBODY_TO_SEND,
+        why=why.text("en"),
+        because=why.as_detail(),
+        **detail,
+    )
+    return _then(Decision(call, (entry,)), _next_step(call, situation, why))
 
 
-def _next_step(call: Call, situation: Situation, because: str) -> Decision:
+def _next_step(call: Call, situation: Situation, because: Because) -> Decision:
     """Run the earliest step that has not fired yet, now; with none left, raise the
     "nobody to send" alert for the desk to find someone by hand."""
     upcoming = sorted(
@@ -316,12 +353,24 @@ def _next_step(call: Call, situation: Situation, because: str) -> Decision:
     return Decision(replace(call, alerts=call.alerts | {NOBODY_TO_SEND}))
 
 
-def _why(step: Step, call: Call, situation: Situation) -> str:
-    waited = (situation.now - call.opened_at).total_seconds()
-    after = f"{round(waited)} s" if waited < 120 else f"{round(waited / 60)} min"
-    return {
-        Milestone.ACKNOWLEDGED: f"no operator has taken it after {after}",
-        Milestone.ACCEPTED: "the paged carer did not accept in time",
-        Milestone.ON_SCENE: f"no carer on scene after {after}",
-        Milestone.CLOSED: f"still open after {after}",
-    }[step.unless]
+def _why(step: Step, call: Call, situation: Situation) -> Because:
+    """Why a step counted from the call's opening runs on time: the milestone it waited
+    for, how long the call has waited, and for acceptance the carers paged in vain."""
+    waited = {"waited_s": str(round((situation.now - call.opened_at).total_seconds()))}
+    if step.unless is Milestone.ACCEPTED:
+        silent = [
+            f"{a.carer_code} {p.name}" if (p := _carer_contact(a, situation)) else a.carer_code
+            for a in call.assignments
+            if a.state is AssignmentState.DISPATCHED
+        ]
+        if silent:
+            return Because(Reason.NOT_ACCEPTED, {"carers": ", ".join(silent)})
+        return Because(Reason.NOBODY_ACCEPTED, waited)
+    return Because(
+        {
+            Milestone.ACKNOWLEDGED: Reason.NOT_TAKEN,
+            Milestone.ON_SCENE: Reason.NOT_ON_SCENE,
+            Milestone.CLOSED: Reason.STILL_OPEN,
+        }[step.unless],
+        waited,
+    )

@@ -48,7 +48,7 @@ from callcenter.domain.calls.decisions import (
     _carer_contact,
     _dispatch_steps,
     _entry,
-    _message,
+    _said,
     _stand_down_sms,
     _then,
     _with_assignment,
@@ -67,7 +67,7 @@ from callcenter.domain.calls.model import (
     Outcome,
     reason_needed,
 )
-from callcenter.domain.messages import MessageKind
+from callcenter.domain.messages import Because, MessageKind, Reason
 from callcenter.domain.policy import CountedFrom, Milestone, Policy
 from callcenter.domain.scripts import ACTION_TEXT, ANSWER_TEXT, SCRIPTS
 
@@ -180,13 +180,15 @@ def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Deci
         why=command.why,
     )
     told = _tell_supervisors(
-        call, situation, f"carer {assignment.carer_code} cannot be reached ({command.why})"
+        call,
+        situation,
+        Because(Reason.UNREACHABLE, {"carer": assignment.carer_code, "detail": command.why}),
     )
     return Decision(decision.call, decision.history, decision.effects + told)
 
 
-def _tell_supervisors(call: Call, situation: Situation, why: str) -> tuple[SendSms, ...]:
-    message = _message(MessageKind.SUPERVISOR, call, situation, why=why)
+def _tell_supervisors(call: Call, situation: Situation, why: Because) -> tuple[SendSms, ...]:
+    message = _said(MessageKind.SUPERVISOR, call, situation, why)
     return tuple(SendSms(p, message) for p in situation.supervisors)
 
 
@@ -204,7 +206,10 @@ def _text_failed(call: Call, command: TextFailed, situation: Situation) -> Decis
     # Supervisors are not texted about their own failed texts, nor about closed calls.
     if not call.is_open or command.recipient.startswith(SUPERVISOR_RECIPIENT):
         return Decision(call, (entry,))
-    why = f"text to {command.recipient} ({command.phone}) not delivered: {command.why}"
+    why = Because(
+        Reason.TEXT_FAILED,
+        {"to": command.recipient, "phone": command.phone, "detail": command.why},
+    )
     return Decision(call, (entry,), _tell_supervisors(call, situation, why))
 
 
@@ -490,7 +495,7 @@ def _stand_down(call: Call, command: StandDown, situation: Situation) -> Decisio
         "stood_down",
         why=command.why,
     )
-    sms = _stand_down_sms(call, assignment, situation, command.why or "stood down by the desk")
+    sms = _stand_down_sms(call, assignment, situation, command.why or Because(Reason.STOOD_DOWN))
     return Decision(decision.call, decision.history, (*decision.effects, *sms))
 
 
@@ -530,10 +535,10 @@ def _close(
     if why:
         detail["reason"] = why
     entry = _entry(call, after, situation, by, action, **detail)
-    why = f"call {action}"
+    why = Because(Reason.CALL_RESOLVED if outcome is not None else Reason.CALL_CANCELLED)
     effects: list[Effect] = [CancelTimers(frozenset(s.name for s in call.policy.steps))]
     effects += [
-        SendSms(person, _message(MessageKind.STAND_DOWN, call, situation, why=why))
+        SendSms(person, _said(MessageKind.STAND_DOWN, call, situation, why))
         for a in released
         if (person := _carer_contact(a, situation)) is not None
     ]
