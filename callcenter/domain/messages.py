@@ -81,6 +81,10 @@ class Reason(enum.StrEnum):
     STOOD_DOWN = "stood_down"  # by the desk, no reason typed
     CALL_RESOLVED = "call_resolved"
     CALL_CANCELLED = "call_cancelled"
+    # carer, outcome: a carer reported an alarm nobody at the desk took done (to the others)
+    REPORTED_DONE = "reported_done"
+    # carer, outcome: ... and no operator has taken it yet (to the supervisors)
+    AWAITING_REVIEW = "awaiting_review"
     # state, detail (the desk's own reason, in English): a carer's answer the desk refused
     ANSWER_DOES_NOT_APPLY = "answer_does_not_apply"
 
@@ -370,6 +374,11 @@ _REASONS: dict[str, dict[Reason, str]] = {
         Reason.STOOD_DOWN: "stood down by the desk",
         Reason.CALL_RESOLVED: "call resolved",
         Reason.CALL_CANCELLED: "call cancelled",
+        Reason.REPORTED_DONE: "carer {carer} reported it done ({outcome})",
+        Reason.AWAITING_REVIEW: (
+            "carer {carer} reported it done ({outcome}) and no operator has taken it: "
+            "an operator must review it"
+        ),
         Reason.ANSWER_DOES_NOT_APPLY: "{detail}",
     },
     "zh": {
@@ -388,6 +397,10 @@ _REASONS: dict[str, dict[Reason, str]] = {
         Reason.STOOD_DOWN: "值班台已撤回",
         Reason.CALL_RESOLVED: "呼叫已结案",
         Reason.CALL_CANCELLED: "呼叫已取消",
+        Reason.REPORTED_DONE: "护理员{carer}已报告完成（{outcome}）",
+        Reason.AWAITING_REVIEW: (
+            "护理员{carer}已报告完成（{outcome}），但没有接线员接手此呼叫：须由接线员复核"
+        ),
         Reason.ANSWER_DOES_NOT_APPLY: (
             "您在此呼叫的状态是“{state}”，这个回复不适用（接单后不能拒绝，到达后才能结案，"
             "状态不能倒退）；如需更改请致电值班台"
@@ -444,6 +457,8 @@ def reason_text(because: Because, language: str) -> str:
         facts["to"] = _recipient_zh(facts["to"])
     if "waited_s" in facts:
         facts["waited"] = duration(float(facts["waited_s"]), language)
+    if "outcome" in facts:
+        facts["outcome"] = OUTCOME_NAMES[language].get(facts["outcome"], facts["outcome"])
     names = STEP_NAMES[language]
     for key in ("step", "action"):
         if key in facts:

@@ -267,9 +267,11 @@ def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decisi
         if s.unless not in (Milestone.ACKNOWLEDGED, Milestone.CLOSED)
     )
     effects: list[Effect] = [CancelTimers(waiting)] if waiting else []
-    why = f"carer {command.by.name} reported it done"
+    done = Because(
+        Reason.REPORTED_DONE, {"carer": command.by.name, "outcome": command.outcome.value}
+    )
     effects += [
-        SendSms(person, _message(MessageKind.STAND_DOWN, call, situation, why=why))
+        SendSms(person, _said(MessageKind.STAND_DOWN, call, situation, done))
         for a in released
         if (person := _carer_contact(a, situation)) is not None
     ]
@@ -282,8 +284,10 @@ def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decisi
         effects += _tell_supervisors(
             call,
             situation,
-            f"{why} ({command.outcome.value}) and no operator has taken it: "
-            "an operator must review it",
+            Because(
+                Reason.AWAITING_REVIEW,
+                {"carer": command.by.name, "outcome": command.outcome.value},
+            ),
         )
     return Decision(after, (entry,), tuple(effects))
 
@@ -535,10 +539,10 @@ def _close(
     if why:
         detail["reason"] = why
     entry = _entry(call, after, situation, by, action, **detail)
-    why = Because(Reason.CALL_RESOLVED if outcome is not None else Reason.CALL_CANCELLED)
+    closed = Because(Reason.CALL_RESOLVED if outcome is not None else Reason.CALL_CANCELLED)
     effects: list[Effect] = [CancelTimers(frozenset(s.name for s in call.policy.steps))]
     effects += [
-        SendSms(person, _said(MessageKind.STAND_DOWN, call, situation, why))
+        SendSms(person, _said(MessageKind.STAND_DOWN, call, situation, closed))
         for a in released
         if (person := _carer_contact(a, situation)) is not None
     ]
