@@ -25,7 +25,7 @@ from callcenter.domain.calls import (
     StepDue,
     Unreachable,
 )
-from callcenter.domain.messages import MessageKind
+from callcenter.domain.messages import MessageKind, Reason
 from tests.calls_support import (
     OPERATOR,
     accept,
@@ -92,8 +92,10 @@ def test_a_done_after_the_desk_let_the_alarm_go_unanswered_tells_the_supervisors
     assert decision.call.state is CallState.AWAITING_REVIEW
     supervisors = [t for t in texts(decision) if t[1] is MessageKind.SUPERVISOR]
     assert supervisors and all(label.startswith("operator:") for label, _ in supervisors)
-    why = of_type(decision, SendSms)[-1].message.facts["why"]
-    assert "C001" in why and "review" in why
+    because = of_type(decision, SendSms)[-1].message.because
+    assert because is not None and because.reason is Reason.AWAITING_REVIEW
+    assert "C001" in because.text("en") and "review" in because.text("en")
+    assert "C001" in because.text("zh") and "复核" in because.text("zh")
     # The operators' alarm stays on the card until an operator takes the call.
     assert "unacknowledged" in decision.call.alerts
 
