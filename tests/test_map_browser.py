@@ -2,8 +2,9 @@
 each mark means, calls gathered into clusters when zoomed out and apart when zoomed in,
 and the selected call's route from the household to the carers sent.
 
-Screenshots for people to look at go to test-artifacts/ (map-legend-zh.png,
-map-clusters.png, map-route.png).
+Screenshots for people to look at go to test-artifacts/ (map-legend-zh.png, -en.png,
+map-clusters.png, map-route.png, and the whole board: board-map-zh.png, -en.png,
+board-clusters-zh.png, board-route-zh.png).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ async def test_the_legend_names_every_mark_in_the_board_language(
         await expect(card(page, call_id)).to_be_visible()
         await expect(page.locator(f"#map .call-icon.{kind}")).to_have_count(1)
     await page.locator("#side-panel").screenshot(path=str(ARTIFACTS / "map-legend-zh.png"))
+    await tab.screenshot("board-map-zh")
 
     await page.click("#lang-toggle")
     await expect(legend.locator("summary")).to_have_text("Legend")
@@ -120,6 +122,7 @@ async def test_the_legend_names_every_mark_in_the_board_language(
         "title", "Sent (yellow), on the way (blue), on scene (purple)"
     )
     await page.locator("#side-panel").screenshot(path=str(ARTIFACTS / "map-legend-en.png"))
+    await tab.screenshot("board-map-en")
     assert tab.errors == []
 
 
@@ -163,6 +166,7 @@ async def test_calls_cluster_when_zoomed_out_and_part_when_zoomed_in(
     counted = settled["counted"]
     assert await page.locator("#map .call-cluster-alarm").count() == len(counted)
     await page.locator("#side-panel").screenshot(path=str(ARTIFACTS / "map-clusters.png"))
+    await tab.screenshot("board-clusters-zh")
 
     # Into the clusters until the calls in view stand apart, one mark each.
     await open_clusters(page)
@@ -204,6 +208,7 @@ async def test_the_selected_call_shows_its_route_to_the_carers_sent(
     ends = sorted(await page.locator("#map .route-end").all_text_contents())
     assert ends == sorted([paged, second])
     await page.locator("#side-panel").screenshot(path=str(ARTIFACTS / "map-route.png"))
+    await tab.screenshot("board-route-zh")
 
     other = await api.press("H0050", EventKind.SERVICE_REQUEST)
     await card(page, other).click()
