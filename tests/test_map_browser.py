@@ -114,6 +114,18 @@ async def test_the_legend_names_every_mark_in_the_board_language(
     await page.locator("#side-panel").screenshot(path=str(ARTIFACTS / "map-legend-zh.png"))
     await tab.screenshot("board-map-zh")
 
+    # Closed, it stays closed over a reload (this browser remembers); opened again, the
+    # browser keeps nothing.
+    await legend.locator("summary").click()
+    await expect(legend.locator("li").first).to_be_hidden()
+    await page.reload()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "live")
+    await expect(legend.locator("summary")).to_be_visible()
+    await expect(legend.locator("li").first).to_be_hidden()
+    await legend.locator("summary").click()
+    await expect(legend.locator("li").first).to_be_visible()
+    assert await page.evaluate("localStorage.getItem('board.legend')") is None
+
     await page.click("#lang-toggle")
     await expect(legend.locator("summary")).to_have_text("Legend")
     await expect(legend.locator('[data-kind="owned"]')).to_contain_text("taken")

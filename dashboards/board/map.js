@@ -43,7 +43,8 @@ function readSetting(key) {
 
 function writeSetting(key, value) {
   try {
-    localStorage.setItem(key, value);
+    if (value === null) localStorage.removeItem(key);
+    else localStorage.setItem(key, value);
   } catch {
     /* this page only */
   }
@@ -77,7 +78,9 @@ export class BoardMap {
       return;
     }
     // maxZoom: clustering needs one, and offline there is no tile layer to give it.
-    this.map = L.map(element, { zoomControl: true, attributionControl: true, preferCanvas: false, maxZoom: 19 });
+    this.map = L.map(element, { zoomControl: false, attributionControl: true, preferCanvas: false, maxZoom: 19 });
+    // The zoom buttons bottom right, above the attribution: the legend has the top.
+    L.control.zoom({ position: "bottomright" }).addTo(this.map);
     const chosen = tileSettings(tiles);
     this.offline = !chosen.url;
     element.dataset.mode = this.offline ? "offline" : "tiles";
@@ -140,7 +143,9 @@ export class BoardMap {
       const box = L.DomUtil.create("details", "map-legend");
       // Open until someone closes it; this browser remembers (localStorage "board.legend").
       box.open = readSetting("board.legend") !== "closed";
-      box.addEventListener("toggle", () => writeSetting("board.legend", box.open ? "open" : "closed"));
+      // Only a closed legend is kept (open is the default; the first toggle event is the
+      // page opening it).
+      box.addEventListener("toggle", () => writeSetting("board.legend", box.open ? null : "closed"));
       box.id = "map-legend";
       L.DomEvent.disableClickPropagation(box);
       L.DomEvent.disableScrollPropagation(box);
