@@ -9,11 +9,12 @@ wall-1920-zh.png, wall-health.png.
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
 from typing import Any
 
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, WebSocketRoute, expect
 
 from callcenter.broker import EmbeddedBroker
 from tests.api_support import Api
@@ -191,3 +192,71 @@ async def test_an_operator_gets_no_wallboard(api: Api, open_tab: OpenTab) -> Non
     assert await tab.page.locator("#wall-ack60").count() == 0
     await tab.page.click("a")
     await expect(tab.page).to_have_url(base + "/board")
+
+
+def operator(username: str, duty: str, owned: int) -> dict[str, Any]:
+    """One entry of the feed's `operators` list, as docs/board.md's contract gives it."""
+    return {
+        "actor": f"operator:{username}",
+        "name": username,
+        "role": "operator",
+        "duty": duty,
+        "since": "2026-11-23T01:00:00.000Z",
+        "idle_since": None if owned else "2026-11-23T01:30:00.000Z",
+        "owned": owned,
+    }
+
+
+async def test_the_wallboard_counts_operators_free_from_the_feeds_operators(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test that the wall counts the operators on duty and those of them free (owning no
+    call) from the `operators` list of the board's snapshot, and follows an `operators`
+    message. Which operators are on duty is another part of the server: here the real
+    feed passes through the browser, and the test adds that list to it as the feed's
+    contract has it (renumbering the messages after the one it adds)."""
+    # Messages added so far on this connection, and the number the wall last got.
+    added, last = [0], [0]
+    sockets: list[WebSocketRoute] = []
+
+    async def feed_with_operators(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def passed_on(message: str | bytes) -> None:
+            body = json.loads(message)
+            if body["type"] == "snapshot":
+                added[0] = 0
+                body["operators"] = [
+                    operator("li.na", "on_duty", 0),
+                    operator("wang.wei", "on_duty", 2),
+                    operator("ma.li", "paused", 0),
+                    operator("old.hand", "off_duty", 0),
+                ]
+                sockets.append(ws)
+            body["seq"] += added[0]
+            last[0] = body["seq"]
+            ws.send(json.dumps(body))
+
+        server.on_message(passed_on)
+
+    await passwords(api, "zhao.min")
+    tab = await open_tab(viewport=(1400, 900))
+    await tab.page.route_web_socket("**/api/board/feed", feed_with_operators)
+    page = await open_wall(tab, api.server.web_url, "zhao.min")
+    tile = page.locator("#wall-operators")
+    await expect(tile.locator(".value")).to_have_text("1 / 2")
+    await expect(tile.locator(".note")).to_have_text("在岗 2 人，暂停 1 人")
+    await expect(tile).to_have_attribute("data-level", "ok")
+
+    # Everyone on duty takes a call: nobody is free (red).
+    added[0] += 1
+    last[0] += 1
+    taken = [operator("li.na", "on_duty", 1), operator("wang.wei", "on_duty", 2)]
+    sockets[-1].send(json.dumps({"type": "operators", "seq": last[0], "operators": taken}))
+    await expect(tile.locator(".value")).to_have_text("0 / 2")
+    await expect(tile).to_have_attribute("data-level", "below")
+    # The feed goes on after it, numbers and all: a new call still reaches the wall.
+    await api.press("H0001")
+    await expect(page.locator("#wall-alarms .value")).to_have_text("1")
+    await expect(page.locator("body")).to_have_attribute("data-connection", "live")
+    assert tab.errors == []
