@@ -21,6 +21,7 @@ from tests.server_support import server_process, write_config
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = ROOT / "dashboards"
 LEAFLET = PAGES / "node_modules" / "leaflet" / "dist"
+MARKERCLUSTER = PAGES / "node_modules" / "leaflet.markercluster" / "dist"
 # What the build reads: the project's files, not the tests, docs or a local venv.
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "README.md", "callcenter", "device_sim", "dashboards")
 # The pages' own folders and files, each served as /static/<its path>.
@@ -32,6 +33,8 @@ PAGE_FILES = sorted(
 )
 # Of Leaflet, what the board loads.
 LEAFLET_FILES = ("leaflet.js", "leaflet.css", "images/marker-icon.png")
+# Of Leaflet.markercluster, what the board loads.
+MARKERCLUSTER_FILES = ("leaflet.markercluster.js", "MarkerCluster.css")
 PASSWORD = "installed-and-well"
 PIP = (sys.executable, "-m", "pip", "--disable-pip-version-check")
 
@@ -101,10 +104,17 @@ async def _build_wheel(tmp_path: Path, elsewhere: Path, env: dict[str, str]) -> 
     npm = {n for n in carried if n.startswith("node_modules/")}
     assert all(
         re.fullmatch(r"node_modules/leaflet/dist/(leaflet\.(js|css)|images/\w[\w-]*\.png)", n)
+        or re.fullmatch(
+            r"node_modules/leaflet\.markercluster/dist/"
+            r"(leaflet\.markercluster\.js|MarkerCluster\.css)",
+            n,
+        )
         for n in npm
     ), npm
     if LEAFLET.is_dir():
         assert {f"node_modules/leaflet/dist/{n}" for n in LEAFLET_FILES} <= npm
+    if MARKERCLUSTER.is_dir():
+        assert {f"node_modules/leaflet.markercluster/dist/{n}" for n in MARKERCLUSTER_FILES} <= npm
     return wheel
 
 
@@ -146,7 +156,8 @@ async def test_a_wheel_installed_elsewhere_serves_every_page(
     """Test that the wheel built from this tree carries the pages and Leaflet's files (and
     not npm's manifests), and that, installed into a fresh venv and run from outside the
     tree, the server serves the sign-in page, the board, the reports, the carer page's and
-    the family page's files, and Leaflet, each byte for byte."""
+    the family page's files, the wallboard, and Leaflet and Leaflet.markercluster, each
+    byte for byte."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # Nothing of this tree on the installed server's path.
@@ -199,11 +210,15 @@ async def test_a_wheel_installed_elsewhere_serves_every_page(
             assert signed_in.status == 303, await signed_in.text()
         await same_as("/board", PAGES / "board" / "index.html")
         await same_as("/reports", PAGES / "reports" / "index.html")
+        await same_as("/wall", PAGES / "wall" / "index.html")
         for name in PAGE_FILES:
             await same_as(f"/static/{name}", PAGES / name)
         if LEAFLET.is_dir():
             for name in LEAFLET_FILES:
                 await same_as(f"/static/vendor/leaflet/{name}", LEAFLET / name)
+        if MARKERCLUSTER.is_dir():
+            for name in MARKERCLUSTER_FILES:
+                await same_as(f"/static/vendor/leaflet.markercluster/{name}", MARKERCLUSTER / name)
         for name in ("package.json", "__init__.py"):
             async with http.get(base + f"/static/{name}") as refused:
                 assert refused.status == 404, name

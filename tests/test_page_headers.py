@@ -64,6 +64,7 @@ async def test_every_answer_has_the_headers_its_kind_needs(api: Api) -> None:
                 "/login",
                 "/board",
                 "/reports",
+                "/wall",
                 "/family/login",
                 link,
                 "/c/AAAA",
@@ -150,10 +151,10 @@ async def _clean(tab: Tab, what: str) -> None:
 
 
 async def test_every_page_works_under_its_policy_in_chromium(api: Api, open_tab: OpenTab) -> None:
-    """Test the sign-in page, the board with a call and the map, the reports, the family
-    portal (signed in, a call on it), the carer page and its refusal, and the fake
-    Twilio's page, in zh and en at 1400x900 (carer and family also at 390x844): each
-    loads and works with no policy violation and no script error."""
+    """Test the sign-in page, the board with a call and the map, the reports, the
+    wallboard, the family portal (signed in, a call on it), the carer page and its
+    refusal, and the fake Twilio's page, in zh and en at 1400x900 (carer and family also
+    at 390x844): each loads and works with no policy violation and no script error."""
     if not api.server.config.database_url.startswith("sqlite"):
         pytest.skip("what a browser may load does not depend on the database")
     base = api.server.web_url
@@ -185,6 +186,15 @@ async def test_every_page_works_under_its_policy_in_chromium(api: Api, open_tab:
         await expect(page.locator("#csv-station")).to_be_visible()
         await _clean(tab, f"reports {language}")
         await tab.screenshot(f"csp-reports-{language}")
+
+        await page.goto(base + "/wall")
+        await expect(page.locator("body")).to_have_attribute("data-connection", "live")
+        if language == "en":
+            await page.click("#lang-toggle")
+            await expect(page.locator("#title")).to_have_text("Wallboard")
+        await expect(page.locator("#wall-alarms .value")).to_have_text(re.compile(r"^\d+$"))
+        await _clean(tab, f"wallboard {language}")
+        await tab.screenshot(f"csp-wall-{language}")
 
     family_phone = await contact_phone(api, "H0001")
     for codes, (language, locale) in enumerate((("zh", "zh-CN"), ("en", "en-US")), 1):

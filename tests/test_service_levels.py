@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callcenter.domain.response_times import CallTimes, median_s, share_within
+from callcenter.domain.response_times import CallTimes, median_s, resolution_rate, share_within
 from callcenter.web.service_levels import day_bounds
 from tests.api_support import Api
 from tests.ingest_support import eventually
@@ -55,6 +55,14 @@ def test_medians_leave_out_calls_that_never_got_there() -> None:
     """Test that a median is over the calls that reached the moment, None without any."""
     assert median_s([20, None, 90]) == 55.0
     assert median_s([None, None]) is None
+
+
+def test_the_resolution_rate_is_resolved_among_closed_calls() -> None:
+    """Test that the resolution rate counts resolved calls among the closed ones (a
+    cancelled call is closed, not resolved) and is None when nothing closed."""
+    assert resolution_rate([]) is None
+    assert resolution_rate(["resolved", "cancelled", "resolved"]) == 0.6667
+    assert resolution_rate(["cancelled"]) == 0.0
 
 
 async def _post(api: Api, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -142,6 +150,16 @@ async def test_service_levels_of_three_calls_match_the_figures_worked_by_hand(ap
         "service_circle_min": 15.0,
         # A at the door in 5 minutes; B and C are not 15 minutes old yet.
         "on_scene_within_15min_share": 1.0,
+        # A closed and resolved; B and C still open.
+        "closed_calls": 1,
+        "resolved_calls": 1,
+        "resolution_rate": 1.0,
+        "targets": {
+            "acknowledged_within_60s": 0.9,
+            "acknowledged_within_180s": 0.99,
+            "on_scene_within_15min_share": 0.9,
+            "resolution_rate": 0.8,
+        },
         "open_escalations": 1,
     }
 
@@ -150,6 +168,7 @@ async def test_service_levels_of_three_calls_match_the_figures_worked_by_hand(ap
     assert (yesterday.body["day"], yesterday.body["calls"]) == ("2026-11-22", 0)
     assert yesterday.body["acknowledged_within_60s"] is None
     assert yesterday.body["median_ack_s"] is None
+    assert yesterday.body["resolution_rate"] is None
     # Open escalations are the supervisor's queue now, whichever day is asked.
     assert yesterday.body["open_escalations"] == 1
 

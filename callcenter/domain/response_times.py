@@ -17,6 +17,17 @@ from typing import Any
 
 # Acknowledgement targets the district promises, in seconds.
 ACK_TARGETS_S = (60, 180)
+# The share of the day's calls each service level should reach (the wallboard and the
+# board's service levels show each figure against its target). docs/board.md,
+# "Service levels", says what each share counts.
+SERVICE_TARGETS = {
+    "acknowledged_within_60s": 0.90,
+    "acknowledged_within_180s": 0.99,
+    "on_scene_within_15min_share": 0.90,
+    "resolution_rate": 0.80,
+}
+# A closed call's state when it was resolved (the other closed state is "cancelled").
+RESOLVED = "resolved"
 # A carer took the call on: accepting, or (a report may skip ahead) reporting on the way
 # or at the door straight away. A carer's reports are history actions of these names,
 # and the states of the call they lead to are named the same.
@@ -110,6 +121,15 @@ def median_s(values: Iterable[float | None]) -> float | None:
     """The median (to 0.1) over the values that are there; None without any."""
     present = [v for v in values if v is not None]
     return None if not present else round(statistics.median(present), 1)
+
+
+def resolution_rate(closed_states: Iterable[str]) -> float | None:
+    """Of the closed calls (given by their states), the share resolved rather than
+    cancelled, to 4 places; None when none closed."""
+    states = list(closed_states)
+    if not states:
+        return None
+    return round(sum(1 for s in states if s == RESOLVED) / len(states), 4)
 
 
 def share(count: int, of: int) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from callcenter.domain.response_times import (
     ACCEPTED_OR_LATER,
     ACK_TARGETS_S,
     ON_SCENE,
+    RESOLVED,
     in_circle,
     median_s,
     nearest_rank,
+    resolution_rate,
     seconds_after,
     share,
     within,
@@ -150,7 +152,7 @@ def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[
     )
     steps = Counter(e for c in calls for e in c.escalations)
     handled = [c for c in calls if c.closed_at is not None]
-    resolved = sum(1 for c in handled if c.state == "resolved")
+    resolved = sum(1 for c in handled if c.state == RESOLVED)
     return {
         "calls": len(calls),
         "by_type": {t.value: by_type.get(t.value, 0) for t in CallType},
@@ -177,7 +179,7 @@ def figures(calls: Sequence[CallFacts], now: datetime, circle_s: float) -> dict[
         "resolved": resolved,
         "cancelled": len(handled) - resolved,
         "open": len(calls) - len(handled),
-        "resolution_rate": None if not handled else round(resolved / len(handled), 4),
+        "resolution_rate": resolution_rate(c.state for c in handled),
     }
 
 

@@ -25,6 +25,7 @@ from callcenter.web import (
     sessions,
     sms_webhooks,
     users,
+    wall,
     welfare,
 )
 from callcenter.web.client_address import real_client
@@ -110,6 +111,7 @@ def build_app(server: Running) -> web.Application:
         sessions,
         sms_webhooks,
         users,
+        wall,
         welfare,
     ):
         app.add_routes(module.routes)

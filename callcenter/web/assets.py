@@ -34,7 +34,12 @@ LOGIN_PAGE = PAGES / "login.html"
 LOGIN_STYLE = PAGES / "login.css"
 BOARD_PAGE = PAGES / "board" / "index.html"
 REPORTS_PAGE = PAGES / "reports" / "index.html"
+WALL_PAGE = PAGES / "wall" / "index.html"
 CARER_PAGES = PAGES / "carer"
 FAMILY_PAGES = PAGES / "family"
 # Leaflet as npm installed it (scripts/dev setup); a wheel carries its dist/.
 LEAFLET = PAGES / "node_modules" / "leaflet" / "dist"
+# Leaflet.markercluster (the board's map groups calls when zoomed out), the same way.
+MARKERCLUSTER = PAGES / "node_modules" / "leaflet.markercluster" / "dist"
+# What /static/vendor/<name>/ serves: each npm package's dist/, by the name it has there.
+VENDOR = {"leaflet": LEAFLET, "leaflet.markercluster": MARKERCLUSTER}

@@ -31,12 +31,15 @@ NOT_DESCRIBED = {
     ("GET", "/"): "a redirect to the board",
     ("GET", "/board"): "the board's page (HTML)",
     ("GET", "/static/{path}"): "the board's scripts, styles and sounds",
-    ("GET", "/static/vendor/leaflet/{path}"): "Leaflet's files for the board's map",
+    ("GET", "/static/vendor/{package}/{path}"): (
+        "Leaflet's and Leaflet.markercluster's files for the board's map"
+    ),
     ("GET", "/login"): "the board's sign-in page (HTML)",
     ("GET", "/login/static/login.css"): "the sign-in page's style",
     ("POST", "/login"): "the sign-in form's post; answers with a redirect or the page",
     ("POST", "/logout"): "the board's sign-out button; answers with a redirect",
     ("GET", "/reports"): "the reports' chart page (HTML)",
+    ("GET", "/wall"): "the supervisors' wallboard (HTML)",
     ("GET", "/family"): "the family portal's page (HTML)",
     ("GET", "/family/login"): "the family portal's sign-in page (HTML)",
     ("GET", "/family/static/{name}"): "the family portal's script and style",

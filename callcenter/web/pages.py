@@ -2,9 +2,10 @@
 
 Someone not signed in sees nothing but the sign-in page (and its style sheet): ``/``,
 ``/board`` and every file under ``/static/`` send them to ``/login``. Files come from the
-pages (``dashboards/``, found by assets.py) and, under ``/static/vendor/leaflet/``, from
-Leaflet as npm installed it (``dashboards/node_modules/leaflet/dist``), never from anywhere
-else on disk.
+pages (``dashboards/``, found by assets.py) and, under ``/static/vendor/<package>/``, from
+the dist/ of an npm package the pages load (Leaflet, Leaflet.markercluster) as npm
+installed it (``dashboards/node_modules/<package>/dist``), never from anywhere else on
+disk.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from callcenter.web import sessions
-from callcenter.web.assets import BOARD_PAGE, LEAFLET, LOGIN_STYLE, PAGES
+from callcenter.web.assets import BOARD_PAGE, LOGIN_STYLE, PAGES, VENDOR
 
 # Our own files: everything under dashboards/ except what npm put there and the package's
 # own Python.
@@ -79,11 +80,15 @@ async def login_style(request: web.Request) -> web.StreamResponse:
     return file_response(LOGIN_STYLE)
 
 
-@routes.get("/static/vendor/leaflet/{path:.+}")
-async def leaflet(request: web.Request) -> web.StreamResponse:
-    """Leaflet's own files, as npm installed them (scripts/dev setup)."""
+@routes.get("/static/vendor/{package}/{path:.+}")
+async def vendor(request: web.Request) -> web.StreamResponse:
+    """An npm package's own files (Leaflet, Leaflet.markercluster), as npm installed them
+    (scripts/dev setup); 404 for a package the pages do not load."""
     await _require_sign_in(request)
-    return file_response(_within(LEAFLET, request.match_info["path"]))
+    package = request.match_info["package"]
+    if package not in VENDOR:
+        raise web.HTTPNotFound(text=f"no such package: {package}")
+    return file_response(_within(VENDOR[package], request.match_info["path"]))
 
 
 @routes.get("/static/{path:.+}")

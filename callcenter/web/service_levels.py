@@ -23,9 +23,12 @@ from callcenter.domain.response_times import (
     ACCEPTED_OR_LATER,
     ACK_TARGETS_S,
     ON_SCENE,
+    RESOLVED,
+    SERVICE_TARGETS,
     CallTimes,
     in_circle,
     median_s,
+    resolution_rate,
     seconds_after,
     share_within,
 )
@@ -62,6 +65,10 @@ class ServiceLevels(Shape):
     median_to_on_scene_s: float | None
     service_circle_min: float
     on_scene_within_15min_share: float | None = Field(ge=0, le=1)
+    closed_calls: int
+    resolved_calls: int
+    resolution_rate: float | None = Field(ge=0, le=1)
+    targets: dict[str, float]
     open_escalations: int
     free_carers_by_station: dict[str, int]
     escalations: list[Escalation]
@@ -76,13 +83,15 @@ def day_bounds(day: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
 
 async def call_times(
     session: AsyncSession, start: datetime, end: datetime, now: datetime
-) -> tuple[list[CallTimes], set[int]]:
-    """The calls opened in [start, end) with their measured moments, and which are open."""
+) -> tuple[list[CallTimes], set[int], list[str]]:
+    """The calls opened in [start, end) with their measured moments, which are open, and
+    the states of those closed."""
     rows = (
         await session.execute(
             select(
                 m.Call.id,
                 m.Call.call_type,
+                m.Call.state,
                 m.Call.opened_at,
                 m.Call.acknowledged_at,
                 m.Call.closed_at,
@@ -117,7 +126,11 @@ async def call_times(
         )
         for row in rows
     ]
-    return times, {row.id for row in rows if row.closed_at is None}
+    return (
+        times,
+        {row.id for row in rows if row.closed_at is None},
+        [row.state for row in rows if row.closed_at is not None],
+    )
 
 
 async def escalations(session: AsyncSession) -> list[dict[str, Any]]:
@@ -164,7 +177,7 @@ async def service_levels(
 ) -> dict[str, Any]:
     """The service-level figures of ``day`` (the district's local day) as of ``now``."""
     start, end = day_bounds(day, zone)
-    times, open_ids = await call_times(session, start, end, now)
+    times, open_ids, closed_states = await call_times(session, start, end, now)
     waiting = await escalations(session)
     circle_min = round(circle_s / 60, 1)
     circle_hits, circle_counted = in_circle(
@@ -188,6 +201,10 @@ async def service_levels(
         "on_scene_within_15min_share": (
             None if circle_counted == 0 else round(circle_hits / circle_counted, 4)
         ),
+        "closed_calls": len(closed_states),
+        "resolved_calls": sum(1 for s in closed_states if s == RESOLVED),
+        "resolution_rate": resolution_rate(closed_states),
+        "targets": dict(SERVICE_TARGETS),
         "open_escalations": len(waiting),
         "free_carers_by_station": free_by_station(carers, registry),
         "escalations": waiting,

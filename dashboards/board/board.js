@@ -17,7 +17,7 @@ import { language, setLanguage, t, tOr } from "./i18n.js";
 import { listenForKeys } from "./keys.js";
 import { BoardMap } from "./map.js";
 import { renderService, renderStations, scheduleServiceRefresh } from "./service.js";
-import { isAlarm, OPEN_STATES, rank, ROLE_RANK, sortedCalls, state } from "./state.js";
+import { isAlarm, isAlarmType, OPEN_STATES, rank, ROLE_RANK, sortedCalls, state } from "./state.js";
 import { WelfarePanel } from "./welfare.js";
 
 // ------------------------------------------------------------------ the feed's messages
@@ -163,7 +163,14 @@ function scheduleMap() {
         $("map-mode").textContent = mapModeText();
       });
     }
-    boardMap?.update({ calls: sortedCalls(), carers: state.carers, stations: state.stations, isAlarm });
+    boardMap?.update({
+      calls: sortedCalls(),
+      carers: state.carers,
+      stations: state.stations,
+      isAlarm,
+      isAlarmType,
+      selected: state.selected,
+    });
   }, 200);
 }
 
@@ -190,6 +197,8 @@ async function start() {
   });
   $("conflict-dismiss").addEventListener("click", hideConflict);
   listenForKeys();
+  // The map draws the selected call's route (detail.js says when the selection changes).
+  document.addEventListener("call-selected", scheduleMap);
 
   boot();
 }

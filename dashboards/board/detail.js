@@ -31,6 +31,8 @@ export async function selectCall(id) {
     for (const card of document.querySelectorAll(".call-card")) {
       card.classList.toggle("selected", Number(card.dataset.callId) === id);
     }
+    // The map redraws its route line for the new selection (board.js listens).
+    document.dispatchEvent(new CustomEvent("call-selected", { detail: id }));
   }
   await refreshDetail();
 }

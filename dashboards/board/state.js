@@ -32,6 +32,11 @@ export const state = {
   ended: null,
 };
 
+// An emergency or fall, taken or not (the map's legend and the wallboard's "alarms open").
+export function isAlarmType(call) {
+  return ALARM_TYPES.has(call.call_type);
+}
+
 // An emergency or fall nobody has taken yet: the loud kind.
 export function isAlarm(call) {
   return ALARM_TYPES.has(call.call_type) && !call.acknowledged_at && !call.owner && OPEN_STATES.has(call.state);

@@ -1,0 +1,57 @@
+"""The wallboard (dashboards/wall/): the day's service levels against their targets and
+the desk's load right now, in type large enough to read across the room.
+
+It is the supervisors' screen, like the reports: served to signed-in supervisors and
+administrators; an operator is told why not (their own board shows them every call). The
+page reads nothing of its own: it follows the board's feed (``/api/board/feed``), whose
+snapshot carries the service levels of ``GET /api/service-levels``, so the figures on the
+wall are the board's, computed in one place (web/service_levels.py over
+domain/response_times.py).
+"""
+
+from __future__ import annotations
+
+import html
+
+from aiohttp import web
+
+from callcenter.store import models as m
+from callcenter.web import sessions
+from callcenter.web.assets import WALL_PAGE
+from callcenter.web.pages import file_response
+
+WALL_PATH = "/wall"
+
+routes = web.RouteTableDef()
+
+
+def _refused_page(name: str) -> web.Response:
+    text = html.escape(
+        f"{name}: the wallboard is for supervisors and administrators; "
+        "your board shows every call. 大屏仅供主管和管理员使用，您的值班台上有全部呼叫。"
+    )
+    return web.Response(
+        status=403,
+        content_type="text/html",
+        charset="utf-8",
+        text=(
+            '<!doctype html><html><head><meta charset="utf-8"><title>403</title></head>'
+            f'<body><p>{text}</p><p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p>'
+            "</body></html>"
+        ),
+    )
+
+
+@routes.get(WALL_PATH)
+async def wall_page(request: web.Request) -> web.StreamResponse:
+    """The wallboard, for signed-in supervisors and administrators; others see why not,
+    someone not signed in goes to the sign-in page."""
+    signed_in = await sessions.session_of(request)
+    if signed_in is None:
+        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+    operator = signed_in.operator
+    if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[m.OperatorRole.SUPERVISOR]:
+        return _refused_page(operator.username)
+    if not WALL_PAGE.is_file():
+        raise web.HTTPNotFound(text=f"the wallboard's page is missing: {WALL_PAGE}")
+    return file_response(WALL_PAGE)
