@@ -21,6 +21,7 @@ from callcenter.domain.calls import AssignmentState, CallState, CancelReason, Ou
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
 from callcenter.engine.district import Registry
+from callcenter.engine.offers import offer_view
 from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID
@@ -57,6 +58,17 @@ class Deadline(Shape):
     carer: str | None = Field(description="the carer whose answer it waits on, if one")
 
 
+class OfferView(Shape):
+    """The call offered to the operators on duty (docs/calls.md, "Offers")."""
+
+    operator: str | None = Field(
+        description="the operator it is offered to, e.g. operator:li.na; null when to_all"
+    )
+    offered_at: datetime
+    expires_at: datetime | None = Field(description="when it goes to the next; null when to_all")
+    to_all: bool = Field(description="every operator and the supervisors are asked")
+
+
 class CallSummary(Shape):
     """A call as the list shows it."""
 
@@ -76,6 +88,9 @@ class CallSummary(Shape):
     carers: list[CarerOnCall]
     next_deadline: Deadline | None
     version: int = Field(description="goes up with every change to the call")
+    offer: OfferView | None = Field(
+        None, description="whom the call is offered to while nobody has taken it; else null"
+    )
 
 
 class CallList(Shape):
@@ -319,6 +334,7 @@ def _summary(
             {k: deadline[k] for k in ("step", "due_at", "carer")} if deadline else None
         ),
         "version": call.version,
+        "offer": offer_view(call),
     }
 
 
