@@ -87,7 +87,14 @@ class Plan:
     @classmethod
     def for_run(cls, *, quick: bool) -> Plan:
         if quick:
-            return cls(presses=30, press_interval_s=0.2, burst=20, raw_samples=20, offer_presses=20)
+            return cls(
+                presses=30,
+                press_interval_s=0.2,
+                burst=20,
+                raw_samples=20,
+                offer_presses=10,
+                offer_burst=50,
+            )
         return cls(presses=120, press_interval_s=0.5, burst=50, raw_samples=100, offer_presses=60)
 
 
