@@ -25,7 +25,8 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.domain.events import EventKind
 from callcenter.store import models as m
-from tests.api_support import Api, running_api, token_of
+from tests.api_support import Api, running_api, set_password, token_of
+from tests.board_support import browser
 from tests.desk_support import MONDAY_MORNING, history
 from tests.ingest_support import eventually
 
@@ -397,3 +398,33 @@ async def test_an_offer_is_kept_through_a_restart(
             await offered_to(api, call_id, "operator:wang.wei")
             moved = [h for h in await history(api.server, call_id) if h.action == "offer_expired"]
             assert [h.detail["why"] for h in moved] == ["timeout"]
+
+
+async def test_signing_in_puts_on_duty_and_signing_out_moves_the_offer_on(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that signing in through the board's form puts an operator on duty, and that
+    signing out while holding an offer takes them off duty and moves it on at once."""
+    async with (
+        running_api(broker, topic_prefix, seeded_database_url, offers=True) as api,
+        browser(api) as li,
+        board(api, "wang.wei"),
+    ):
+        await set_password(api.server, "li.na")
+        assert (await li.sign_in("li.na")).status == 303
+        feed = await li.http.ws_connect("/api/board/feed")
+        try:
+            api.clock.advance(timedelta(seconds=1))
+            await on_duty(api, "wang.wei")
+            duty = {o["actor"]: o for o in (await api.get("/api/operators/duty")).body["operators"]}
+            assert duty["operator:li.na"]["duty"] == "on_duty"
+            call_id = await api.press("H0001")
+            await offered_to(api, call_id, "operator:li.na")
+            assert (await li.post("/logout", data={"csrf": li.csrf})).status == 303
+            assert (await offer_of(api, call_id) or {}).get("operator") == "operator:wang.wei"
+            moved = [h for h in await history(api.server, call_id) if h.action == "offer_expired"]
+            assert moved[0].detail == {"operator": "operator:li.na", "why": "off_duty"}
+            duty = {o["actor"]: o for o in (await api.get("/api/operators/duty")).body["operators"]}
+            assert duty["operator:li.na"]["duty"] == "off_duty"
+        finally:
+            await feed.close()

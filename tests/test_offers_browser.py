@@ -50,9 +50,9 @@ async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     await expect(offer).to_contain_text("分配给您的呼叫")
     await expect(offer.locator(".offer-left")).to_contain_text("剩余")
     await expect(wang.locator(".offer.mine")).to_have_count(0)
-    await expect(wang.locator('#operators li[data-actor="operator:li.na"] .holding')).to_contain_text(
-        str(call_id)
-    )
+    await expect(
+        wang.locator('#operators li[data-actor="operator:li.na"] .holding')
+    ).to_contain_text(str(call_id))
     await first.screenshot("board-offer-zh")
     # The same in English, for people to look at.
     await li.click("#lang-toggle")
