@@ -358,18 +358,27 @@ async def test_two_operators_accepting_at_once_one_owns_it(
         assert (await api.call(call_id))["offer"] is None
 
 
-async def test_two_alarms_at_once_go_to_two_operators(
+async def test_alarms_at_once_go_to_two_operators_then_to_everyone(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
-    """Test that two alarms raised together are offered to two different operators:
-    an operator holds one offer at a time, whatever the writers race."""
+    """Test that alarms raised together are offered to two different operators (an
+    operator holds one offer at a time, whatever the writers race), and the ones after
+    them, nobody being free, to everyone."""
     async with two_on_duty(broker, topic_prefix, seeded_database_url) as (api, _li, _wang):
-        first, second = await asyncio.gather(api.press("H0001"), api.press("H0002"))
-        offers = {
-            (await offer_of(api, first) or {}).get("operator"),
-            (await offer_of(api, second) or {}).get("operator"),
-        }
-        assert offers == {"operator:li.na", "operator:wang.wei"}
+        calls = await asyncio.gather(*(api.press(f"H000{n}") for n in range(1, 5)))
+        offers = [await offer_of(api, call_id) or {} for call_id in calls]
+        assert sorted(str(o.get("operator")) for o in offers) == [
+            "None",
+            "None",
+            "operator:li.na",
+            "operator:wang.wei",
+        ]
+        for call_id, offer in zip(calls, offers, strict=True):
+            if offer.get("to_all"):
+                (to_all,) = [
+                    h for h in await history(api.server, call_id) if h.action == "offered_to_all"
+                ]
+                assert to_all.detail["because"] == "nobody_free"
 
 
 async def test_an_offer_is_kept_through_a_restart(

@@ -60,6 +60,8 @@ log = logging.getLogger("callcenter.offers")
 # The timer step that ends an offer to one operator.
 OFFER_STEP = "offer"
 SYSTEM_ACTOR = "system:engine"
+# In a transaction's session.info: a new call of it found nobody free, and why.
+_NONE_FREE = "offers_none_free"
 # However long until the next board's grace runs out, the sweep looks again this often.
 _RECHECK = timedelta(seconds=5)
 
@@ -304,6 +306,7 @@ class Offers:
         if not (taken or closed):
             return decision
         session.info["operators_changed"] = True
+        session.info.pop(_NONE_FREE, None)  # someone may be free now
         now = situation.now
         if closed and call.owner is not None:
             # Their alarm is over: they are free again, and idle from now.
@@ -340,8 +343,18 @@ class Offers:
         the offer it had (None for a new call), ``why`` it moves on (for the history)."""
         call = decision.call
         now = situation.now
-        takers = await self._takers(session, now)
-        offer = next_offer(current, takers, now, self.timeout)
+        # A storm's new calls, 25 to a transaction, find nobody free one after another:
+        # once one has, the others of the transaction need not ask again (nothing in it
+        # has freed anyone since: a call taken or closed forgets it, see ``follow``).
+        none_free: ToAllBecause | None = session.info.get(_NONE_FREE)
+        if current is None and none_free is not None:
+            offer = Offer(None, now, None, True, (), none_free)
+        else:
+            if current is not None:  # its operator is free for other calls again
+                session.info.pop(_NONE_FREE, None)
+            offer = next_offer(current, await self._takers(session, now), now, self.timeout)
+            if current is None and offer.to_all:
+                session.info[_NONE_FREE] = offer.because
         entries: list[HistoryEntry] = []
         effects: list[Any] = [CancelTimers(frozenset({OFFER_STEP}))] if current else []
         if current is not None and current.operator is not None:
