@@ -32,6 +32,8 @@ function myDuty() {
 export function renderDutySwitch() {
   const box = $("duty");
   if (!box) return;
+  // Only operators are offered calls: supervisors oversee and are asked when everyone is.
+  box.hidden = state.me?.role !== "operator";
   const mine = myDuty();
   const duty = mine?.duty ?? "off_duty";
   const next = duty === "on_duty" ? "paused" : "on_duty";
@@ -156,6 +158,7 @@ export function renderOperators() {
             "li",
             { dataset: { actor: operator.actor, duty: operator.duty } },
             h("span", { class: "name" }, operator.name),
+            operator.role !== "operator" ? h("span", { class: "hint" }, ` (${tOr(`role.${operator.role}`, operator.role)})`) : null,
             " ",
             h("span", { class: "duty-state", dataset: { duty: operator.duty } }, t(`duty.${operator.duty}`)),
             operator.duty !== "off_duty" && !operator.board ? h("span", { class: "no-board" }, ` · ${t("operators.no_board")}`) : null,
