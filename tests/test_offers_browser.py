@@ -2,7 +2,7 @@
 signed in through the form (which puts them on duty), an alarm offered on the offered
 operator's board and taken with its Accept button; the pause switch in the top bar
 moving an offer on at once. Screenshots to test-artifacts/ (board-offer-zh.png,
-board-offer-en.png)."""
+board-offer-en.png, board-offer-to-all-paused-zh.png)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     everyone = wang.locator(f'.offer.to-all[data-call-id="{second_call}"]')
     await expect(everyone).to_be_visible()
     await expect(li.locator(f'.offer.to-all[data-call-id="{second_call}"]')).to_be_visible()
+    await second.screenshot("board-offer-to-all-paused-zh")
     await wang.click("#duty button")
     await expect(wang.locator("#duty .duty-state")).to_have_attribute("data-duty", "on_duty")
     assert first.errors == [] and second.errors == []
