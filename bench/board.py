@@ -1,6 +1,8 @@
 """Board feed benchmark: press-to-board latency with 200 open calls and 20 boards
-connected over the WebSocket feed, the server's memory per connected board, and the
-database reads per change, next to the raw limits measured in the same run.
+connected over the WebSocket feed, the server's memory per connected board, the
+database reads per change, and the offer path (an operator on duty: press to the call
+offered on their board, at a pace and in a 100-call burst), next to the raw limits
+measured in the same run.
 
     python bench/board.py [--quick]
 
@@ -59,6 +61,10 @@ from device_sim.demo import ensure_demo_operators
 OPEN_CALLS = 200
 BOARDS = 20
 TARGET_PRESS_TO_BOARD_P99_MS = 250.0
+# The offer path (docs/calls.md, "Offers"): press to offered on an operator's board.
+TARGET_PRESS_TO_OFFER_P99_MS = 250.0
+TARGET_BURST_PRESS_TO_OFFER_P99_MS = 1000.0
+OFFER_BURST = 100
 WAIT_S = 60.0
 
 _STARTED = time.perf_counter()
@@ -75,12 +81,21 @@ class Plan:
     press_interval_s: float
     burst: int
     raw_samples: int
+    offer_presses: int
+    offer_burst: int = OFFER_BURST
 
     @classmethod
     def for_run(cls, *, quick: bool) -> Plan:
         if quick:
-            return cls(presses=30, press_interval_s=0.2, burst=20, raw_samples=20)
-        return cls(presses=120, press_interval_s=0.5, burst=50, raw_samples=100)
+            return cls(
+                presses=30,
+                press_interval_s=0.2,
+                burst=20,
+                raw_samples=20,
+                offer_presses=10,
+                offer_burst=50,
+            )
+        return cls(presses=120, press_interval_s=0.5, burst=50, raw_samples=100, offer_presses=60)
 
 
 def resident_kb() -> int:
@@ -94,9 +109,11 @@ def resident_kb() -> int:
 # --- the boards, in a child process ------------------------------------------------
 
 
-async def run_boards(url: str, token: str, count: int) -> None:
+async def run_boards(url: str, token: str, count: int, *, offers: bool = False) -> None:
     """Connect ``count`` boards; print one JSON line per first ``call`` message of a
-    household on each board ({"b", "h", "t"}), and one per resync; stop at EOF on stdin."""
+    household on each board ({"b", "h", "t"}), and one per resync; stop at EOF on stdin.
+    With ``offers``: per first ``call`` message of a household whose call is offered
+    (to one operator or to everyone), with "me": the offer is to this board's operator."""
     headers = {"Authorization": f"Bearer {token}"}
     out = sys.stdout
 
@@ -115,9 +132,15 @@ async def run_boards(url: str, token: str, count: int) -> None:
                 ready.set()
             elif kind == "call":
                 household = body["call"]["household"]["code"]
+                offer = body["call"].get("offer")
+                if offers and offer is None:
+                    continue
                 if household not in seen:
                     seen.add(household)
-                    emit({"b": n, "h": household, "t": at})
+                    line: dict[str, Any] = {"b": n, "h": household, "t": at}
+                    if offers:
+                        line["me"] = offer["operator"] is not None
+                    emit(line)
             elif kind == "resync":
                 emit({"b": n, "resync": True})
 
@@ -144,6 +167,8 @@ class Arrivals:
     at: dict[str, dict[int, float]] = field(default_factory=dict)
     complete: dict[str, asyncio.Event] = field(default_factory=dict)
     resyncs: int = 0
+    # Offers (a board watching them): households whose call was offered to its operator.
+    to_me: set[str] = field(default_factory=set)
 
     def expect(self, household: str) -> asyncio.Event:
         return self.complete.setdefault(household, asyncio.Event())
@@ -153,6 +178,8 @@ class Arrivals:
             self.resyncs += 1
             return
         household = line["h"]
+        if line.get("me"):
+            self.to_me.add(household)
         arrived = self.at.setdefault(household, {})
         arrived.setdefault(line["b"], line["t"])
         if len(arrived) == self.boards:
@@ -160,12 +187,15 @@ class Arrivals:
 
 
 @contextlib.asynccontextmanager
-async def boards_connected(url: str, token: str, count: int) -> AsyncIterator[Arrivals]:
-    """The child process with ``count`` boards connected and their snapshots received."""
+async def boards_connected(
+    url: str, token: str, count: int, *, offers: bool = False
+) -> AsyncIterator[Arrivals]:
+    """The child process with ``count`` boards connected and their snapshots received
+    (``offers``: watching for calls offered, see ``run_boards``)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         __file__,
-        "--boards",
+        "--offer-boards" if offers else "--boards",
         url,
         token,
         str(count),
@@ -304,6 +334,68 @@ async def open_calls(server: Running, buttons: Buttons, households: Sequence[str
         await asyncio.sleep(0.2)
 
 
+async def offered(buttons: Buttons, arrivals: Arrivals, household: str, event_id: str) -> float:
+    """Press; milliseconds until the operator's board had the call offered."""
+    there = arrivals.expect(household)
+    sent = time.time()
+    await buttons.press(household, event_id)
+    async with asyncio.timeout(WAIT_S):
+        await there.wait()
+    return (min(arrivals.at[household].values()) - sent) * 1000
+
+
+async def call_of(http: aiohttp.ClientSession, household: str) -> int:
+    async with http.get("/api/calls", params={"household": household}) as reply:
+        calls = (await reply.json())["calls"]
+    return int(calls[0]["id"])
+
+
+async def measure_offers(
+    server: Running, buttons: Buttons, token: str, households: Sequence[str], plan: Plan
+) -> dict[str, Any]:
+    """The offer path: the demo operator on duty with one board; presses one after
+    another, each offered to them (they take it and close it as entered in error, so
+    they are free for the next), then a burst at once (the first offered to them, the
+    rest, nobody being free, to everyone). Timed from just before the publish to the
+    call's first ``call`` message with an offer on their board."""
+    headers = {"Authorization": f"Bearer {token}"}
+    paced_households = households[: plan.offer_presses]
+    burst_households = households[plan.offer_presses :]
+    url = server.web_url + "/api/board/feed"
+    async with aiohttp.ClientSession(base_url=server.web_url, headers=headers) as http:
+        async with http.post("/api/desk/duty", json={"duty": "on_duty"}) as reply:
+            assert reply.status == 200, await reply.text()
+        async with boards_connected(url, token, 1, offers=True) as arrivals:
+            baseline = []
+            for n, household in enumerate(paced_households):
+                baseline.append(await offered(buttons, arrivals, household, f"offer-{n}"))
+                call_id = await call_of(http, household)
+                async with http.post(f"/api/calls/{call_id}/acknowledge", json={}) as reply:
+                    assert reply.status == 200, await reply.text()
+                body = {"reason": "entered_in_error"}
+                async with http.post(f"/api/calls/{call_id}/cancel", json=body) as reply:
+                    assert reply.status == 200, await reply.text()
+                await asyncio.sleep(plan.press_interval_s)
+            to_me = len(arrivals.to_me)
+            progress(f"offer burst: {len(burst_households)} presses at once")
+            burst = await asyncio.gather(
+                *(
+                    offered(buttons, arrivals, household, f"offer-burst-{n}")
+                    for n, household in enumerate(burst_households)
+                )
+            )
+            burst_to_me = len(arrivals.to_me) - to_me
+    return {
+        **figures("press_to_offer", baseline),
+        **figures("burst_press_to_offer", burst),
+        "offer_presses": len(baseline),
+        "offers_to_the_operator": to_me,
+        "burst_offer_presses": len(burst),
+        "burst_offers_to_the_operator": burst_to_me,
+        "burst_offers_to_everyone": len(burst) - burst_to_me,
+    }
+
+
 def shared_reads(server: Running) -> int:
     """Call reads the server's boards' shared data has made so far."""
     return server.web.app[BOARD].call_reads if server.web is not None else 0
@@ -311,18 +403,21 @@ def shared_reads(server: Running) -> int:
 
 async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[str, Any]:
     rng = random.Random(SEED)
+    offer_count = plan.offer_presses + plan.offer_burst
     households = rng.sample(
-        [f"H{n:04d}" for n in range(1, HOUSEHOLDS + 1)], OPEN_CALLS + plan.presses + plan.burst
+        [f"H{n:04d}" for n in range(1, HOUSEHOLDS + 1)],
+        OPEN_CALLS + plan.presses + plan.burst + offer_count,
     )
-    standing, pressed = households[:OPEN_CALLS], households[OPEN_CALLS:]
+    standing, pressed = households[:OPEN_CALLS], households[OPEN_CALLS:-offer_count]
+    to_offer = households[-offer_count:]
     token = await ensure_demo_operators(server.engine, server.clock.now())
     watch = PressWatch()
     server.ingest.on_events(watch.on_events)
     async with Buttons.connected(broker) as buttons, server.desk.feed.subscribe() as updates:
         follower = asyncio.create_task(watch.follow(updates), name="bench.watch")
         try:
-            progress(f"bringing {len(pressed)} call buttons to be pressed online")
-            await bring_online(server, buttons, pressed)
+            progress(f"bringing {len(pressed) + len(to_offer)} call buttons to be pressed online")
+            await bring_online(server, buttons, [*pressed, *to_offer])
             progress(f"opening {OPEN_CALLS} calls")
             await open_calls(server, buttons, standing)
             progress(f"raw MQTT round trip: {plan.raw_samples} paced, then 100 at once")
@@ -361,6 +456,8 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
                 reads = shared_reads(server) - reads_before
                 updates_seen = watch.call_updates - updates_before
                 resyncs = arrivals.resyncs
+            progress(f"offers: {plan.offer_presses} presses offered to an operator on duty")
+            offers = await measure_offers(server, buttons, token, to_offer, plan)
         finally:
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -372,6 +469,7 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
         **figures("press_to_commit", [t.commit_ms for t in baseline]),
         **figures("burst_press_to_board", [t.slowest_board_ms for t in burst]),
         **figures("burst_press_to_feed", [t.feed_ms for t in burst]),
+        **offers,
         **figures("raw_mqtt", raw),
         **figures("raw_mqtt_burst", raw_burst),
         "memory_per_board_kb": round((after_kb - before_kb) / BOARDS, 1),
@@ -397,10 +495,13 @@ async def main() -> None:
     parser.add_argument(
         "--boards", nargs=3, metavar=("URL", "TOKEN", "COUNT"), help=argparse.SUPPRESS
     )
+    parser.add_argument(
+        "--offer-boards", nargs=3, metavar=("URL", "TOKEN", "COUNT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
-    if args.boards:
-        url, token, count = args.boards
-        await run_boards(url, token, int(count))
+    if args.boards or args.offer_boards:
+        url, token, count = args.boards or args.offer_boards
+        await run_boards(url, token, int(count), offers=bool(args.offer_boards))
         return
     plan = Plan.for_run(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-board-") as tmp:
@@ -426,7 +527,10 @@ async def main() -> None:
         "quick": args.quick,
         "cpus": os.cpu_count(),
         "targets_met": {
-            "press_to_board_p99": result["press_to_board_p99_ms"] < TARGET_PRESS_TO_BOARD_P99_MS
+            "press_to_board_p99": result["press_to_board_p99_ms"] < TARGET_PRESS_TO_BOARD_P99_MS,
+            "press_to_offer_p99": result["press_to_offer_p99_ms"] < TARGET_PRESS_TO_OFFER_P99_MS,
+            "burst_press_to_offer_p99": result["burst_press_to_offer_p99_ms"]
+            < TARGET_BURST_PRESS_TO_OFFER_P99_MS,
         },
     }
     print(json.dumps(result))

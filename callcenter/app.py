@@ -24,6 +24,7 @@ from callcenter.config import Config
 from callcenter.engine.desk import Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import EventFollower
+from callcenter.engine.offers import Offers
 from callcenter.engine.outbox import OutboxRelay, Sender, TextLimit
 from callcenter.engine.scheduler import Scheduler
 from callcenter.engine.watchdog import Watchdog
@@ -96,7 +97,18 @@ def build_desk(config: Config, engine: AsyncEngine, clock: Clock) -> Desk:
         desk_phone=config.district.desk_phone,
         service_circle_s=config.calls.service_circle_min * 60,
     )
-    return Desk(engine, clock, district, config.policy_book(), settings)
+    desk = Desk(engine, clock, district, config.policy_book(), settings)
+    desk.offers = Offers(
+        engine,
+        clock,
+        enabled=config.desk.offers,
+        timeout_s=config.desk.offer_timeout_s,
+        grace_s=config.desk.offer_board_grace_s,
+        call_types=config.desk.offer_call_types,
+        feed=desk.feed,
+    )
+    desk.offers.desk = desk
+    return desk
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
@@ -210,6 +222,8 @@ async def assembled_server(
             "district": desk.district,
             "welfare": welfare,
         }
+        if desk.offers is not None:
+            loops["offers"] = desk.offers
         link = commands if isinstance(commands, DeviceCommandSender) else None
         if link is not None:
             loops["commands"] = link

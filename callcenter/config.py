@@ -581,6 +581,40 @@ class CallsConfig(_Section):
         return self.service_circle_min * 60
 
 
+class DeskConfig(_Section):
+    """Alarm calls handed to the operators on duty, one at a time (docs/calls.md, "Offers")."""
+
+    offers: bool = Field(
+        True,
+        description=(
+            "offer each new alarm call to one free operator on duty at a time, then to "
+            "everyone; false: calls wait on every board for whoever takes them"
+        ),
+    )
+    offer_timeout_s: float = Field(
+        15.0,
+        ge=3,
+        le=300,
+        description=(
+            "seconds an operator has to accept a call offered to them before it is offered "
+            "to the next free operator"
+        ),
+    )
+    offer_board_grace_s: float = Field(
+        10.0,
+        ge=0,
+        le=120,
+        description=(
+            "seconds an operator's board may be disconnected (a reconnect, a server "
+            "restart) before they stop being offered calls and an offer they hold moves on"
+        ),
+    )
+    offer_call_types: list[Annotated[str, AfterValidator(_known_call_type)]] = Field(
+        default_factory=lambda: [CallType.EMERGENCY.value, CallType.FALL.value],
+        description="the call types offered to operators (the others wait on every board)",
+    )
+
+
 class WelfareConfig(_Section):
     """The weekly welfare calls operators make to the oldest residents (docs/welfare.md)."""
 
@@ -636,6 +670,7 @@ class Config(BaseModel):
     web: WebConfig = WebConfig()
     sms: SmsConfig = SmsConfig()
     calls: CallsConfig = CallsConfig()
+    desk: DeskConfig = DeskConfig()
     welfare: WelfareConfig = WelfareConfig()
     health: HealthConfig = HealthConfig()
     logging: LoggingConfig = LoggingConfig()

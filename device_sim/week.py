@@ -264,6 +264,9 @@ def _config(database_url: str, twilio: FakeTwilio) -> Config:
         # One outbox lane: texts reach the fake Twilio in the same order on every run of
         # a seed (lanes only save wall-clock waits, which virtual time does not have).
         "calls": {"outbox_lanes": 1},
+        # The simulated operators take calls by hand and watch no board: with offers, every
+        # alarm would go to everyone (and the supervisors) at once (docs/calls.md, "Offers").
+        "desk": {"offers": False},
     }
     return Config.model_validate(settings)
 

@@ -69,11 +69,18 @@ async def add_test_operators(server: Running) -> None:
     server.desk.district.invalidate()
 
 
-def api_config(broker: EmbeddedBroker, prefix: str, database_url: str) -> Config:
+def api_config(
+    broker: EmbeddedBroker, prefix: str, database_url: str, *, offers: bool = False
+) -> Config:
     """The desk's test configuration. Presses are stamped with the real time while the
-    desk runs on MONDAY_MORNING: their clocks are not to be called wrong."""
+    desk runs on MONDAY_MORNING: their clocks are not to be called wrong. ``offers``:
+    alarm calls are offered to the operators on duty (desk_support.desk_config)."""
     config = desk_config(
-        host=broker.host, port=broker.port, prefix=prefix, database_url=database_url
+        host=broker.host,
+        port=broker.port,
+        prefix=prefix,
+        database_url=database_url,
+        offers=offers,
     )
     ingest = config.ingest.model_copy(
         update={"max_clock_skew_s": 100 * 365 * 86400.0, "max_clock_lag_s": 100 * 365 * 86400.0}
@@ -160,12 +167,22 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_api(broker: EmbeddedBroker, prefix: str, database_url: str) -> AsyncIterator[Api]:
-    """The server on MONDAY_MORNING with the test operators, and a client for its API."""
-    clock = ManualClock(MONDAY_MORNING)
-    config = api_config(broker, prefix, database_url)
+async def running_api(
+    broker: EmbeddedBroker,
+    prefix: str,
+    database_url: str,
+    *,
+    offers: bool = False,
+    clock: ManualClock | None = None,
+    operators_added: bool = False,
+) -> AsyncIterator[Api]:
+    """The server on MONDAY_MORNING (or ``clock``) with the test operators (unless
+    ``operators_added`` before, as on a restart), and a client for its API."""
+    clock = clock or ManualClock(MONDAY_MORNING)
+    config = api_config(broker, prefix, database_url, offers=offers)
     async with running_desk(config, clock) as server:
-        await add_test_operators(server)
+        if not operators_added:
+            await add_test_operators(server)
         async with aiohttp.ClientSession(base_url=server.web_url) as http:
             yield Api(server, clock, http, broker, prefix)
 

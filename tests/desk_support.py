@@ -22,10 +22,16 @@ from tests.ingest_support import eventually, publish_events
 MONDAY_MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
-def desk_config(*, host: str, port: int, prefix: str, database_url: str, **calls: Any) -> Config:
-    """A configuration for the test broker and database; devices never go silent."""
+def desk_config(
+    *, host: str, port: int, prefix: str, database_url: str, offers: bool = False, **calls: Any
+) -> Config:
+    """A configuration for the test broker and database; devices never go silent.
+    Without ``offers`` no call is offered to operators on duty (docs/calls.md, "Offers"):
+    nobody goes on duty in most tests, and every alarm would go to everyone at once,
+    its escalation step run then rather than at its time (tests/test_offers.py)."""
     return Config.model_validate(
         {
+            "desk": {"offers": offers},
             "database": {"url": database_url},
             "broker": {
                 "host": host,

@@ -123,8 +123,10 @@ def write_config(
     broker: EmbeddedBroker | None,
     prefix: str,
     extra: str = "",
+    offers: bool = False,
 ) -> Path:
-    """A configuration file for `callcenter serve` in a test (API on a free port)."""
+    """A configuration file for `callcenter serve` in a test (API on a free port); calls
+    offered to operators on duty only with ``offers`` (see desk_support.desk_config)."""
     lines = [
         "[data]",
         f'dir = "{data_dir}"',
@@ -137,7 +139,7 @@ def write_config(
     ]
     if broker is not None:
         lines += [f'host = "{broker.host}"', f"port = {broker.port}"]
-    lines += ["[web]", "port = 0"]
+    lines += ["[web]", "port = 0", "[desk]", f"offers = {'true' if offers else 'false'}"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path
 
@@ -148,6 +150,7 @@ def subprocess_config(
     broker: EmbeddedBroker,
     prefix: str,
     extra: str = "",
+    offers: bool = False,
 ) -> Path:
     """``write_config`` for a `callcenter serve` child in ``tmp_path``; the test is skipped
     on PostgreSQL, since the subprocess variants run on the SQLite default."""
@@ -160,6 +163,7 @@ def subprocess_config(
         broker=broker,
         prefix=prefix,
         extra=extra,
+        offers=offers,
     )
 
 

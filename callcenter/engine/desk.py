@@ -50,6 +50,7 @@ from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
 from callcenter.engine.feed import Feed, Update
+from callcenter.engine.offers import OFFER_STEP, Offers
 from callcenter.store import models as m
 from callcenter.store.db import write_locked, write_turn
 
@@ -66,10 +67,19 @@ TOGETHER_AT_MOST = 128
 
 
 def _carer_taken(error: IntegrityError) -> bool:
-    """The unique active-assignment index refused a second dispatch of one carer."""
+    """The unique active-assignment index refused a second dispatch of one carer, or
+    the offers' index a second offer to one operator (engine/offers.py)."""
     text = str(error.orig)
     # PostgreSQL names the index; SQLite names the column.
-    return "uq_call_assignments_active_carer" in text or "call_assignments.carer_id" in text
+    return any(
+        name in text
+        for name in (
+            "uq_call_assignments_active_carer",
+            "call_assignments.carer_id",
+            "uq_calls_offer_to",
+            "calls.offer_to",
+        )
+    )
 
 
 # A work waiting to share a transaction, and where its result goes.
@@ -186,6 +196,8 @@ class Desk:
         # Who sends a decision's dispatch pages as soon as it commits (the outbox relay
         # sets itself while it runs); without one, pages wait in the outbox for its turn.
         self.page_courier: PageCourier | None = None
+        # Alarm calls offered to the operators on duty (engine/offers.py); None: no offers.
+        self.offers: Offers | None = None
 
     # --- transactions ----------------------------------------------------------------
 
@@ -268,6 +280,8 @@ class Desk:
             free = await self.district.free_carers(session, now) if may_dispatch else []
             situation = self._situation(call, household, registry, free, now, call.policy.skills)
             decision = decide(call, make(call, situation, registry), situation)
+            if self.offers is not None:
+                decision = await self.offers.follow(session, call, decision, situation)
             await self._save(session, call, decision, household, now)
         return decision
 
@@ -330,6 +344,8 @@ class Desk:
 
     def _announce(self, session: AsyncSession) -> None:
         """After commit: log, publish, and wake the loops that act on what was written."""
+        if session.info.pop("operators_changed", False) and self.offers is not None:
+            self.offers.changed()
         for decision, household, saved, fields in session.info.pop("after_commit", []):
             # Logged with what was bound where it was decided (its event, its carer).
             with logs.bound_again(fields):
@@ -519,6 +535,8 @@ class Desk:
         call_id = await repository.insert_call(session, placeholder, now, event.id)
         with logs.bound(call_id=call_id):
             decision = open_call(call_id, household.id, call_type, policy, event.device, situation)
+            if self.offers is not None:
+                decision = await self.offers.follow(session, None, decision, situation)
             await self._save(session, None, decision, household, now)
         return call_id
 
@@ -572,12 +590,45 @@ class Desk:
             )
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 return None  # cancelled, or another instance fired it
+            if timer.step == OFFER_STEP:
+                await self._moving_offer(session, timer.call_id)
+                return timer.due_at  # type: ignore[no-any-return]
             step = StepDue(timer.step, timer.carer_id)
             await self._apply(session, timer.call_id, lambda *_: step)
             due_at: datetime = timer.due_at
             return due_at
 
         return work
+
+    # --- offers ----------------------------------------------------------------------
+
+    async def move_offer(self, call_id: int) -> bool:
+        """Move the call's offer on if it must (its time is up, or its operator paused,
+        went off duty or lost their board); whether it moved."""
+        return await self.perform(lambda session: self._moving_offer(session, call_id))
+
+    async def _moving_offer(self, session: AsyncSession, call_id: int) -> bool:
+        offers = self.offers
+        if offers is None:
+            return False
+        now = self._clock.now()
+        registry = await self.district.registry()
+        call = await repository.load(session, call_id, registry.carer_codes, lock=True)
+        if call is None or not call.is_open or call.owner is not None:
+            return False
+        offer = await offers.offer(session, call_id)
+        if offer is None or offer.to_all:
+            return False
+        why = await offers.why_moving(session, offer, now)
+        if why is None:
+            return False
+        household = registry.households[call.household_id]
+        with logs.bound(call_id=call_id, household=household.code):
+            free = await self.district.free_carers(session, now)
+            situation = self._situation(call, household, registry, free, now, call.policy.skills)
+            decision = await offers.hand_on(session, Decision(call), offer, situation, why=why)
+            await self._save(session, call, decision, household, now)
+        return True
 
     # --- people's commands -----------------------------------------------------------
 

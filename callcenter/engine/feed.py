@@ -18,7 +18,7 @@ from typing import Any
 class Update:
     """Something changed: a call (``call_id``) or the desk as a whole (alarms)."""
 
-    kind: str  # "call" | "alarm"
+    kind: str  # "call" | "alarm" | "health" | "operators" (duty, boards, offers)
     at: datetime
     call_id: int | None = None
     detail: dict[str, Any] = field(default_factory=dict)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     Time,
     UniqueConstraint,
+    false,
     select,
     text,
 )
@@ -382,7 +383,18 @@ class Call(Base):
     """
 
     __tablename__ = "calls"
-    __table_args__ = (Index("ix_calls_household_id_closed_at", "household_id", "closed_at"),)
+    __table_args__ = (
+        Index("ix_calls_household_id_closed_at", "household_id", "closed_at"),
+        Index("ix_calls_owner_closed_at", "owner", "closed_at"),
+        # An operator is offered one call at a time, however two writers race (0011).
+        Index(
+            "uq_calls_offer_to",
+            "offer_to",
+            unique=True,
+            sqlite_where=text("offer_to IS NOT NULL"),
+            postgresql_where=text("offer_to IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
@@ -411,6 +423,26 @@ class Call(Base):
     event_id: Mapped[int | None] = mapped_column(ForeignKey("device_events.id"))
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # The call's offer to the operators on duty (domain/offers.py; migration 0011):
+    # offered_at set while one is out, to ``offer_to`` until ``offer_expires_at`` or, with
+    # ``offer_to_all``, to everyone; ``offer_tried``: the operators offered it, in order.
+    offer_to: Mapped[str | None] = mapped_column(String(80))
+    offered_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    offer_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    offer_to_all: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    offer_tried: Mapped[list[str] | None] = mapped_column(JSON)
+
+
+class OperatorDuty(Base):
+    """Whether an operator is working the desk (domain/offers.py's Duty), since when, and
+    since when no work was handed to them (the longest idle is offered a call first)."""
+
+    __tablename__ = "operator_duty"
+
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id"), primary_key=True)
+    duty: Mapped[str] = mapped_column(String(16))
+    since: Mapped[datetime] = mapped_column(UtcDateTime)
+    idle_since: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class CallHistory(Base):

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from callcenter.domain.offers import Duty
 from callcenter.web import (
     audit,
     auth,
@@ -15,6 +16,7 @@ from callcenter.web import (
     calls,
     carer_page,
     carers,
+    duty,
     guards,
     headers,
     health,
@@ -94,6 +96,10 @@ def build_app(server: Running) -> web.Application:
         server.config, server.engine, server.clock, server.desk, server.health
     )
     app[OPEN_BOARDS] = board_watch.OpenBoards(server.config.web, server.engine, server.clock)
+    offers = server.desk.offers
+    if offers is not None:
+        # A sign-in that ended takes its operator off duty (docs/calls.md, "Offers").
+        app[OPEN_BOARDS].on_ended = lambda operator_id: offers.set_duty(operator_id, Duty.OFF_DUTY)
     for module in (
         audit,
         auth,
@@ -102,6 +108,7 @@ def build_app(server: Running) -> web.Application:
         calls,
         carer_page,
         carers,
+        duty,
         family,
         health,
         metrics,

@@ -40,6 +40,7 @@ from callcenter.web.contract import (
     path_of,
     query_of,
 )
+from callcenter.web.duty import OperatorOnDuty
 from callcenter.web.errors import not_found
 from callcenter.web.health import board_view
 from callcenter.web.responses import json_reply
@@ -90,6 +91,7 @@ class BoardData:
         # object); the Update is kept alongside so its id cannot be reused meanwhile.
         self._rendered: OrderedDict[int, tuple[Update, asyncio.Future[Message]]] = OrderedDict()
         self._carers: tuple[object, asyncio.Future[str]] | None = None
+        self._operators: tuple[object, asyncio.Future[str]] | None = None
         self._service: tuple[float, date, asyncio.Future[dict[str, Any]]] | None = None
         # The last snapshot read for the feed: (loop time it started, its JSON and the
         # households it shows).
@@ -133,7 +135,29 @@ class BoardData:
             "stations": stations_view(carers, registry),
             "service": await self.service(),
             "health": self.health(),
+            "operators": await self.operators(),
         }
+
+    async def operators(self) -> list[dict[str, Any]]:
+        """Every operator who has been on duty, their duty, calls and offer (web/duty.py)."""
+        offers = self._desk.offers
+        return [] if offers is None else await offers.view()
+
+    async def operators_message(self, after: object) -> str:
+        """The operators (JSON without type and seq) as of a read made after the change
+        ``after``; boards that saw the same last change share one read."""
+        if self._operators is None or self._operators[0] is not after:
+            self._operators = (after, asyncio.ensure_future(self._read_operators()))
+        memo = self._operators
+        try:
+            return await asyncio.shield(memo[1])
+        except Exception:
+            if self._operators is memo:
+                self._operators = None
+            raise
+
+    async def _read_operators(self) -> str:
+        return dumps({"operators": await self.operators()})
 
     def health(self) -> dict[str, Any]:
         """The server's parts stuck for too long, as of the last look (no database read:
@@ -365,6 +389,9 @@ class BoardSnapshot(views.Shape):
     stations: list[StationView]
     service: ServiceLevels
     health: BoardHealth
+    operators: list[OperatorOnDuty] = Field(
+        description="every operator who has been on duty (GET /api/operators/duty)"
+    )
 
 
 class Candidate(views.Shape):

@@ -73,6 +73,8 @@ class BoardConnection:
         self._seq = 0
         self._carers_due = asyncio.Event()
         self._last_change: object = None
+        self._operators_due = asyncio.Event()
+        self._last_duty_change: object = None
         # Households this board has been shown (audited or about to be), and those
         # whose audit row is still to be written.
         self._shown: set[str] = set()
@@ -125,6 +127,7 @@ class BoardConnection:
             self._follow,
             self._write,
             self._carers,
+            self._operators,
             self._service,
             self._audit,
         ]
@@ -153,6 +156,10 @@ class BoardConnection:
             if update.kind == "alarm":
                 alarm = {"call_id": update.call_id, "at": views.iso(update.at), **update.detail}
                 self._offer("alarm", dumps(alarm))
+                continue
+            if update.kind == "operators":
+                self._last_duty_change = update
+                self._operators_due.set()
                 continue
             if update.kind == "health":
                 self._offer("health", dumps({"health": board_view(update.detail["report"])}))
@@ -220,6 +227,17 @@ class BoardConnection:
                 log.exception("reading carers for the board failed")
             await asyncio.sleep(CARERS_EVERY_S)
 
+    async def _operators(self) -> None:
+        """Operators' duty and offers, at most one message every CARERS_EVERY_S."""
+        while True:
+            await self._operators_due.wait()
+            self._operators_due.clear()
+            try:
+                self._offer("operators", await self._data.operators_message(self._last_duty_change))
+            except Exception:
+                log.exception("reading the operators on duty for the board failed")
+            await asyncio.sleep(CARERS_EVERY_S)
+
     async def _service(self) -> None:
         while True:
             await asyncio.sleep(SERVICE_EVERY_S)
@@ -241,6 +259,10 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     data.sockets.add(ws)
     open_boards = request.app[OPEN_BOARDS]
     open_boards.add(ws, request[OPERATOR].id, request[CREDENTIAL])
+    # A board connected: its operator can be offered calls (docs/calls.md, "Offers").
+    offers = request.app[DESK].offers
+    if offers is not None:
+        offers.board_opened(request[OPERATOR].id)
     try:
         # Subscribed before the snapshot is read, so no change falls between the two.
         async with request.app[DESK].feed.subscribe() as updates:
@@ -256,6 +278,8 @@ async def board_feed(request: web.Request) -> web.WebSocketResponse:
     finally:
         data.sockets.discard(ws)
         open_boards.discard(ws)
+        if offers is not None:
+            offers.board_closed(request[OPERATOR].id)
     if not ws.closed:
         await ws.close()
     return ws

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -72,6 +72,9 @@ class OpenBoards:
         self._boards: dict[int, _Board] = {}
         self._check_now = asyncio.Event()
         self._closing: set[asyncio.Task[bool]] = set()
+        # Told of each operator whose board was closed for an ended sign-in (web/app.py:
+        # they go off duty).
+        self.on_ended: Callable[[int], Awaitable[object]] | None = None
 
     def add(self, ws: web.WebSocketResponse, operator_id: int, credential: Credential) -> None:
         self._boards[id(ws)] = _Board(ws, operator_id, credential)
@@ -129,6 +132,12 @@ class OpenBoards:
             )
             self._closing.add(task)
             task.add_done_callback(self._closed)
+        if self.on_ended is not None:
+            for operator_id in sorted({board.operator_id for board, _ in ended}):
+                try:
+                    await self.on_ended(operator_id)
+                except Exception:
+                    log.exception("taking operator %d off duty failed", operator_id)
         return len(ended)
 
     def _closed(self, task: asyncio.Task[bool]) -> None:

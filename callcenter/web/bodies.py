@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from callcenter.domain.calls import CancelReason, CarerReport, Outcome
+from callcenter.domain.offers import Duty
 from callcenter.domain.scripts import ScriptAnswer
 from callcenter.store.models import OperatorRole
 from callcenter.web.contract import problems_of
@@ -46,6 +47,12 @@ class Language(StrEnum):
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DutyBody(_Body):
+    """An operator's own duty (web/duty.py)."""
+
+    duty: Duty = Field(description="on_duty, paused or off_duty")
 
 
 class NoBody(_Body):

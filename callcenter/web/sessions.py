@@ -32,13 +32,14 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.config import WebConfig
+from callcenter.domain.offers import Duty
 from callcenter.engine.accounts import password_matches, token_digest
 from callcenter.store import models as m
 from callcenter.store.db import lock_names, locked_transaction
 from callcenter.web import bodies
 from callcenter.web.assets import LOGIN_PAGE
 from callcenter.web.client_address import source_of
-from callcenter.web.state import CLOCK, CONFIG, DATABASE, OPEN_BOARDS
+from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK, OPEN_BOARDS
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -435,6 +436,9 @@ async def login(request: web.Request) -> web.StreamResponse:
             )
         )
     log.info("operator %s signed in to the board from %s", operator.username, source)
+    offers = request.app[DESK].offers
+    if offers is not None:  # signing in puts them on duty (docs/calls.md, "Offers")
+        await offers.set_duty(operator.id, Duty.ON_DUTY)
     signed = web.HTTPSeeOther(HOME_PATH)
     set_cookie(
         signed, request, SESSION_COOKIE, token, max_age=int(web_config.session_max_hours * 3600)
@@ -458,6 +462,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
                 delete(m.WebSession).where(m.WebSession.token_sha256 == signed_in.digest)
             )
         log.info("operator %d signed out of the board", signed_in.operator_id)
+        offers = request.app[DESK].offers
+        if offers is not None:  # and off duty: a call offered to them moves on at once
+            await offers.set_duty(signed_in.operator_id, Duty.OFF_DUTY)
         request.app[OPEN_BOARDS].check_soon()
     signed_out = web.HTTPSeeOther(LOGIN_PATH)
     signed_out.del_cookie(SESSION_COOKIE, path="/")

@@ -29,6 +29,7 @@ from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
 from callcenter.domain.scripts import NextAction, ScriptAnswer, answered, script_view
 from callcenter.engine.district import Registry
+from callcenter.engine.offers import offer_view
 from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID
@@ -73,6 +74,17 @@ class Reported(Shape):
     at: datetime
 
 
+class OfferView(Shape):
+    """The call offered to the operators on duty (docs/calls.md, "Offers")."""
+
+    operator: str | None = Field(
+        description="the operator it is offered to, e.g. operator:li.na; null when to_all"
+    )
+    offered_at: datetime
+    expires_at: datetime | None = Field(description="when it goes to the next; null when to_all")
+    to_all: bool = Field(description="every operator and the supervisors are asked")
+
+
 class CallSummary(Shape):
     """A call as the list shows it."""
 
@@ -96,6 +108,9 @@ class CallSummary(Shape):
     carers: list[CarerOnCall]
     next_deadline: Deadline | None
     version: int = Field(description="goes up with every change to the call")
+    offer: OfferView | None = Field(
+        None, description="whom the call is offered to while nobody has taken it; else null"
+    )
 
 
 class CallList(Shape):
@@ -397,6 +412,7 @@ def _summary(
             {k: deadline[k] for k in ("step", "due_at", "carer")} if deadline else None
         ),
         "version": call.version,
+        "offer": offer_view(call),
     }
 
 

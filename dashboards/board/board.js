@@ -12,6 +12,7 @@ import { renderCalls } from "./calls.js";
 import { noteServerTime, tick } from "./clock.js";
 import { refreshDetail, renderDetail, scheduleDetailRefresh, selectCall } from "./detail.js";
 import { $, h } from "./dom.js";
+import { renderDuty, renderOffers, renderOperators, tickOffers } from "./duty.js";
 import { openFeed } from "./feed.js";
 import { language, setLanguage, t, tOr } from "./i18n.js";
 import { listenForKeys } from "./keys.js";
@@ -30,6 +31,7 @@ function applySnapshot(snapshot) {
   state.stations = snapshot.stations ?? [];
   state.service = snapshot.service ?? {};
   setHealth(snapshot.health);
+  state.operators = snapshot.operators ?? [];
   renderAll();
   if (state.selected !== null) refreshDetail();
 }
@@ -46,6 +48,7 @@ function applyMessage(message, expectSnapshot) {
       if (OPEN_STATES.has(call.state)) state.calls.set(call.id, call);
       else state.calls.delete(call.id);
       renderCalls();
+      renderOffers();
       scheduleMap();
       if (call.id === state.selected) scheduleDetailRefresh();
       scheduleServiceRefresh();
@@ -55,6 +58,7 @@ function applyMessage(message, expectSnapshot) {
       state.calls.delete(message.call_id);
       scheduleServiceRefresh();
       renderCalls();
+      renderOffers();
       scheduleMap();
       if (message.call_id === state.selected) scheduleDetailRefresh();
       break;
@@ -75,6 +79,10 @@ function applyMessage(message, expectSnapshot) {
     case "health":
       setHealth(message.health);
       break;
+    case "operators":
+      state.operators = message.operators ?? [];
+      renderDuty();
+      break;
     case "resync":
       expectSnapshot();
       break;
@@ -94,6 +102,7 @@ function signedOut(reason) {
   state.detail = null;
   state.candidates = null;
   state.lastCalls = null;
+  state.operators = [];
   // Its banner (and the tab title's fault) would stand frozen: nothing tells it any more.
   state.health = { failing: [] };
   for (const id of ["alarms", "welfare-due", "welfare-missed", "detail"]) $(id).replaceChildren();
@@ -132,6 +141,7 @@ function renderAll() {
   renderCalls();
   renderStations();
   renderDetail();
+  renderDuty();
   welfare?.render();
   scheduleMap();
   tick();
@@ -232,7 +242,10 @@ async function boot() {
   welfare.start();
   setConnection("connecting");
   openFeed({ onSnapshot: applySnapshot, onMessage: applyMessage, onConnection: setConnection, onSignedOut: signedOut });
-  setInterval(tick, 1000);
+  setInterval(() => {
+    tick();
+    tickOffers();
+  }, 1000);
   startAlarmLoop();
 }
 

@@ -30,6 +30,8 @@ export const state = {
   lastCalls: null,
   // Why the sign-in ended, once the server has said so (the board then stays signed out).
   ended: null,
+  // The operators on duty, paused or off duty, and what each holds (duty.js).
+  operators: [],
 };
 
 // An emergency or fall, taken or not (the map's legend and the wallboard's "alarms open").
