@@ -50,6 +50,8 @@ NOT_HOUSEHOLD_DATA = {
     ("POST", "/api/users/{username}/active"): "operators' accounts",
     ("GET", "/api/audit"): "the audit log itself (administrators only)",
     ("GET", "/api/openapi.json"): "the API's description, no data",
+    ("GET", "/api/operators/duty"): "operators' duty, a call's id at most",
+    ("POST", "/api/desk/duty"): "the operator's own duty",
 }
 
 

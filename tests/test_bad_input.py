@@ -38,6 +38,7 @@ _GOOD = {
     "username": "old.hand",
     "name": "family.js",
     "path": "board/board.js",
+    "package": "leaflet",
     "token": "AAAAAQAAAAEAAAAA",
 }
 # A body each command takes, so that a bad path value is what it meets.

@@ -147,7 +147,7 @@ async def test_a_call_is_worked_from_press_to_resolution_on_two_boards(
 
     # The other operator sees who owns it and no buttons to work it.
     await card(b, call_id).click()
-    await expect(b.locator("#owned-by")).to_contain_text("li.na")
+    await expect(b.locator("#owned-by")).to_contain_text("李娜")
     assert await b.locator('#detail [data-action="dispatch-best"]').count() == 0
 
     # The desk paged the nearest carer itself; send a second one from the ranking.

@@ -12,6 +12,7 @@ import pytest
 from playwright.async_api import expect
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.domain.events import EventKind
 from tests.api_support import Api, running_api
 from tests.fixtures.browser import OpenTab
 from tests.test_board_browser import card, passwords, sign_in
@@ -76,3 +77,73 @@ async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     await wang.click("#duty button")
     await expect(wang.locator("#duty .duty-state")).to_have_attribute("data-duty", "on_duty")
     assert first.errors == [] and second.errors == []
+
+
+async def test_a_call_offered_to_me_is_handled_from_offer_to_resolve_with_the_keyboard_alone(
+    offering: Api, open_tab: OpenTab
+) -> None:
+    """Test the whole path with keys only, on a real offer: an emergency offered to the
+    operator on duty; N opens it (the call offered to me comes first), A accepts it, D
+    sends the best carer, M and Ctrl+Enter write a note, and once the carer is at the
+    door R and Enter resolve it. No mouse, nothing set up behind the board's back but the
+    press and the carer's arrival."""
+    api = offering
+    await passwords(api, "li.na")
+    tab = await open_tab(viewport=(1400, 900))
+    await sign_in(tab, api.server.web_url, "li.na")
+    page = tab.page
+    await expect(page.locator("#duty .duty-state")).to_have_attribute("data-duty", "on_duty")
+    # A service request first: the offer, not the older call, is the next that needs me.
+    await api.press("H0012", EventKind.SERVICE_REQUEST)
+    call_id = await api.press("H0014")
+    await expect(page.locator(f'.offer.mine[data-call-id="{call_id}"]')).to_be_visible()
+    offered = (await api.call(call_id))["offer"]
+    assert offered is not None and offered["operator"] == "operator:li.na"
+    keyboard = page.keyboard
+
+    await keyboard.press("n")
+    detail = page.locator(f'#detail .detail[data-call-id="{call_id}"]')
+    await expect(detail).to_be_visible()
+    await keyboard.press("a")
+    await expect(page.locator(".offer.mine")).to_have_count(0)
+    taken = await api.call(call_id)
+    assert taken["owner"] == "operator:li.na" and taken["offer"] is None
+    # As an operator would: once the board shows the call as mine, its actions are there.
+    await expect(detail.locator('[data-action="dispatch-best"]')).to_be_enabled()
+
+    async with page.expect_response(
+        lambda reply: (
+            reply.url.endswith(f"/api/calls/{call_id}/dispatch") and reply.request.method == "POST"
+        )
+    ) as dispatched:
+        await keyboard.press("d")
+    assert (await dispatched.value).status == 200
+    assert len((await api.call(call_id))["assignments"]) == 1
+    # The banner says what the dispatch did, and the panel is ready again.
+    await expect(page.locator("#notice")).to_be_visible()
+    await expect(detail.locator('[data-action="dispatch-best"]')).to_be_enabled()
+
+    await keyboard.press("m")
+    await expect(page.locator("#note-text")).to_be_focused()
+    await keyboard.type("resident answered, door code 2580")
+    await keyboard.press("Control+Enter")
+    await expect(detail.locator(".history")).to_contain_text("door code 2580")
+
+    carer = (await api.call(call_id))["assignments"][0]["carer"]
+    reply = await api.post(
+        f"/api/calls/{call_id}/carers/{carer}/status", {"status": "on_scene"}, who="li.na"
+    )
+    assert reply.status == 200, reply
+    await expect(
+        page.locator(f'.call-card[data-call-id="{call_id}"] .state-badge')
+    ).to_have_attribute("data-state", "on_scene")
+    await keyboard.press("Escape")
+    await keyboard.press("r")
+    await expect(page.locator("#outcome")).to_be_focused()
+    await keyboard.press("Enter")
+    await expect(page.locator(f'.call-card[data-call-id="{call_id}"]')).to_have_count(0)
+    resolved = await api.call(call_id)
+    assert resolved["state"] == "resolved" and resolved["owner"] == "operator:li.na"
+    actions = [h["action"] for h in resolved["history"]]
+    assert actions.index("offered") < actions.index("offer_accepted") < actions.index("resolved")
+    assert tab.errors == []

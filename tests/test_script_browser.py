@@ -145,7 +145,7 @@ async def test_an_outcome_that_needs_no_confirmation_is_sent_at_once(
     await card(mine.page, call_id).click()
     await mine.page.click('#detail [data-action="acknowledge"]')
     await card(theirs.page, call_id).click()
-    await expect(theirs.page.locator("#owned-by")).to_contain_text("li.na")
+    await expect(theirs.page.locator("#owned-by")).to_contain_text("李娜")
     answers = theirs.page.locator('#detail [data-action="script-answer"]')
     await expect(answers.first).to_be_disabled()
 

@@ -158,7 +158,9 @@ async def test_an_invalid_number_is_not_retried_and_the_next_carer_is_paged(
 
         await eventually(supervisor_texted, what="the supervisor texted")
         (told,) = fake.sent_to("+8613997100001")
-        assert str(call_id) in told.body and "21211" in told.body  # why, from the page
+        # In the supervisor's language (zh): which carer, and that texts do not arrive; the
+        # provider's code (21211) stays in the call's history and the log.
+        assert str(call_id) in told.body and "护理员C" in told.body and "无法送达" in told.body
 
         # The number is marked: the carer is not paged again while it is wrong.
         first_phone = await _carer_phone(server, first_carer)
