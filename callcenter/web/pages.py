@@ -10,6 +10,7 @@ disk.
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from aiohttp import web
@@ -40,6 +41,21 @@ def _within(root: Path, relative: str) -> Path:
     if not found:
         raise web.HTTPNotFound(text="no such file")
     return wanted
+
+
+def refused_page(text: str) -> web.Response:
+    """A 403 page for a signed-in person whose role may not open a page: ``text`` says
+    why (in both languages), with a link back to the board."""
+    return web.Response(
+        status=403,
+        content_type="text/html",
+        charset="utf-8",
+        text=(
+            '<!doctype html><html><head><meta charset="utf-8"><title>403</title></head>'
+            f"<body><p>{html.escape(text)}</p>"
+            f'<p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p></body></html>'
+        ),
+    )
 
 
 def file_response(path: Path) -> web.FileResponse:

@@ -9,7 +9,6 @@ defined in docs/reports.md and computed in callcenter/engine/reports.py.
 from __future__ import annotations
 
 import csv
-import html
 import io
 from datetime import date, datetime
 from enum import StrEnum
@@ -27,7 +26,7 @@ from callcenter.web import sessions
 from callcenter.web.assets import REPORTS_PAGE
 from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, query_of
 from callcenter.web.errors import bad_request
-from callcenter.web.pages import file_response
+from callcenter.web.pages import file_response, refused_page
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CLOCK, CONFIG, DATABASE
 from callcenter.web.views import iso
@@ -242,18 +241,8 @@ async def reports_csv(request: web.Request) -> web.Response:
 
 
 def _refused_page(name: str) -> web.Response:
-    text = html.escape(
+    return refused_page(
         f"{name}: reports are for supervisors and administrators. 报表仅供主管和管理员查看。"
-    )
-    return web.Response(
-        status=403,
-        content_type="text/html",
-        charset="utf-8",
-        text=(
-            '<!doctype html><html><head><meta charset="utf-8"><title>403</title></head>'
-            f'<body><p>{text}</p><p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p>'
-            "</body></html>"
-        ),
     )
 
 

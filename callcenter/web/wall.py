@@ -11,14 +11,12 @@ domain/response_times.py).
 
 from __future__ import annotations
 
-import html
-
 from aiohttp import web
 
 from callcenter.store import models as m
 from callcenter.web import sessions
 from callcenter.web.assets import WALL_PAGE
-from callcenter.web.pages import file_response
+from callcenter.web.pages import file_response, refused_page
 
 WALL_PATH = "/wall"
 
@@ -26,19 +24,9 @@ routes = web.RouteTableDef()
 
 
 def _refused_page(name: str) -> web.Response:
-    text = html.escape(
+    return refused_page(
         f"{name}: the wallboard is for supervisors and administrators; "
         "your board shows every call. 大屏仅供主管和管理员使用，您的值班台上有全部呼叫。"
-    )
-    return web.Response(
-        status=403,
-        content_type="text/html",
-        charset="utf-8",
-        text=(
-            '<!doctype html><html><head><meta charset="utf-8"><title>403</title></head>'
-            f'<body><p>{text}</p><p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p>'
-            "</body></html>"
-        ),
     )
 
 

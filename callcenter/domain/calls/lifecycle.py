@@ -9,7 +9,7 @@ escalation, which several commands end in, are decided in ``escalation``.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from callcenter.domain.call_types import PRIORITY, REVIEWED_TYPES, CallType
@@ -231,13 +231,9 @@ def _carer_resolves(call: Call, command: Resolve, situation: Situation) -> Decis
     return _close(call, command.by, situation, outcome=command.outcome, note=command.note)
 
 
-def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decision:
-    """A carer's "done" on an emergency or fall no operator has owned: their part ends
-    (the others still on it are stood down) and the call waits for an operator's review,
-    with what the carer reported. Nobody more is paged for it; the steps waiting for an
-    operator to take it still run, and if they have all run already (the desk let the
-    alarm go unanswered), the supervisors are told now."""
-    now = situation.now
+def _carers_leave(call: Call, now: datetime) -> tuple[tuple[Assignment, ...], list[Assignment]]:
+    """The call's carers when their part ends: those at the door have finished, those
+    still on their way are stood down (returned apart, to be told)."""
     released: list[Assignment] = []
     assignments = []
     for a in call.assignments:
@@ -248,9 +244,20 @@ def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decisi
             assignments.append(replace(a, state=AssignmentState.STOOD_DOWN, changed_at=now))
         else:
             assignments.append(a)
+    return tuple(assignments), released
+
+
+def _reported_done(call: Call, command: Resolve, situation: Situation) -> Decision:
+    """A carer's "done" on an emergency or fall no operator has owned: their part ends
+    (the others still on it are stood down) and the call waits for an operator's review,
+    with what the carer reported. Nobody more is paged for it; the steps waiting for an
+    operator to take it still run, and if they have all run already (the desk let the
+    alarm go unanswered), the supervisors are told now."""
+    now = situation.now
+    assignments, released = _carers_leave(call, now)
     after = replace(
         call,
-        assignments=tuple(assignments),
+        assignments=assignments,
         reported_outcome=command.outcome,
         reported_by=str(command.by),
         reported_at=now,
@@ -514,19 +521,10 @@ def _close(
     why: str = "",
 ) -> Decision:
     now = situation.now
-    released: list[Assignment] = []
-    assignments = []
-    for a in call.assignments:
-        if a.state is AssignmentState.ON_SCENE:
-            assignments.append(replace(a, state=AssignmentState.FINISHED, changed_at=now))
-        elif a.active:
-            released.append(a)
-            assignments.append(replace(a, state=AssignmentState.STOOD_DOWN, changed_at=now))
-        else:
-            assignments.append(a)
+    assignments, released = _carers_leave(call, now)
     after = replace(
         call,
-        assignments=tuple(assignments),
+        assignments=assignments,
         closed_at=now,
         outcome=outcome,
         cancel_reason=reason,
