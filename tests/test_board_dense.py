@@ -130,6 +130,8 @@ async def test_a_storm_of_50_calls_fits_a_1400x900_screen_untaken_alarms_first(
     calls_tab_count = page.locator("#calls-count")
     await expect(calls_tab_count).to_have_text(f"{STORM_SIZE - DEVICE_FAULTS} 个", timeout=30_000)
     await expect(page.locator("#faults-count")).to_have_text(f"{DEVICE_FAULTS} 个")
+    # A supervisor is never offered a call: no duty switch in the top bar.
+    await expect(page.locator("#duty")).to_be_hidden()
     await expect(page.locator("#calls .call-card.alarm")).to_have_count(UNTAKEN_ALARMS)
     await expect(page.locator("#calls .call-card[data-owned=true]")).to_have_count(17)
 
