@@ -127,7 +127,9 @@ async def test_batches_take_what_is_waiting_in_order(
 def test_backoff_grows_to_the_cap_with_jitter() -> None:
     """Test that reconnect delays grow exponentially, stay under the cap and vary."""
     delays = backoff_delays(first_s=0.5, cap_s=8.0)
-    samples = [next(delays) for _ in range(12)]
+    # Enough draws that "grown past 2 s" cannot fail by chance: each draw after the sixth
+    # is uniform over 0.25-8 s, so 54 of them all under 2 s has odds below 1e-30.
+    samples = [next(delays) for _ in range(60)]
     assert all(0.25 <= d <= 8.0 for d in samples)
     assert max(samples[6:]) > 2.0
     assert len({round(d, 6) for d in samples}) > 6

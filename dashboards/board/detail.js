@@ -204,7 +204,7 @@ function actionsSection(call) {
   const outcome = draft(h("select", { id: "outcome", "aria-label": t("detail.outcome") }, OUTCOMES.map((o) => h("option", { value: o, selected: o === call.reported?.outcome }, t(`outcome.${o}`)))), "outcome");
   const reason = draft(h("select", { id: "cancel-reason", "aria-label": t("action.reason") }, CANCEL_REASONS.map((r) => h("option", { value: r }, t(`reason.${r}`)))), "reason");
   append(section, [
-    resolveRow(call, { outcome, act }),
+    resolveRow(call, { outcome, act, redraw: renderDetail }),
     h("div", { class: "row" }, reason, h("button", { type: "button", class: "danger", dataset: { action: "cancel" }, onclick: () => act("cancel", call, "cancel", { reason: reason.value }) }, t("action.cancel"))),
   ]);
   return section;

@@ -105,9 +105,9 @@ function questionRow(call, q, raises, working, act) {
 
 // The outcome select (made by detail.js, so its draft survives redraws) and the resolve
 // button; below them, while one is pending, the confirmation with the reason.
-export function resolveRow(call, { outcome, act }) {
+export function resolveRow(call, { outcome, act, redraw }) {
   const box = h("div", { class: "resolve", id: "resolve-box" });
-  fill(box, call, outcome, act);
+  fill(box, call, outcome, act, redraw);
   return box;
 }
 
@@ -116,7 +116,7 @@ function needs(closing, value) {
   return { confirm: rules.confirm.includes(value), reason: rules.reason_needed.includes(value) };
 }
 
-function fill(box, call, outcome, act) {
+function fill(box, call, outcome, act, redraw) {
   if (pending && pending.callId !== call.id) pending = null;
   // A carer reached the door since it was asked: nothing is left to confirm or explain.
   if (pending && !needs(call.closing, pending.outcome).confirm && !needs(call.closing, pending.outcome).reason) pending = null;
@@ -136,9 +136,13 @@ function fill(box, call, outcome, act) {
     }
     if (fresh.closing) call = { ...call, closing: fresh.closing };
     pending = { callId: call.id, outcome: value, reason: pending?.reason ?? "", missing: false };
-    fill(box, call, outcome, act);
-    box.querySelector(".confirm-resolve")?.scrollIntoView({ block: "nearest" });
-    (box.querySelector("#resolve-reason") ?? box.querySelector('[data-action="resolve-confirm"]'))?.focus();
+    // A live change may have redrawn the panel while the call was read: then this box is
+    // gone from the page, and the panel is drawn again with the confirmation in it.
+    if (box.isConnected) fill(box, call, outcome, act, redraw);
+    else redraw?.();
+    const live = $("resolve-box");
+    live?.querySelector(".confirm-resolve")?.scrollIntoView({ block: "nearest" });
+    (live?.querySelector("#resolve-reason") ?? live?.querySelector('[data-action="resolve-confirm"]'))?.focus();
   };
   const row = h(
     "div",
@@ -171,7 +175,7 @@ function fill(box, call, outcome, act) {
     const text = (pending.reason ?? "").trim();
     if (need.reason && !text) {
       pending.missing = true;
-      fill(box, call, outcome, act);
+      fill(box, call, outcome, act, redraw);
       $("resolve-reason")?.focus();
       return;
     }
@@ -179,7 +183,7 @@ function fill(box, call, outcome, act) {
   };
   const back = () => {
     pending = null;
-    fill(box, call, outcome, act);
+    fill(box, call, outcome, act, redraw);
   };
   box.replaceChildren(
     row,
