@@ -231,6 +231,9 @@ async def test_the_wallboard_counts_operators_free_from_the_feeds_operators(
                     operator("wang.wei", "on_duty", 2),
                     operator("ma.li", "paused", 0),
                     operator("old.hand", "off_duty", 0),
+                    # A supervisor on duty is on the list but is never offered a call.
+                    operator("zhao.min", "on_duty", 0)
+                    | {"actor": "supervisor:zhao.min", "role": "supervisor"},
                 ]
                 sockets.append(ws)
             body["seq"] += added[0]

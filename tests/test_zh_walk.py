@@ -179,9 +179,9 @@ async def _night(api: Api) -> dict[str, object]:
 
 async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser: Browser) -> None:
     """Test the zh walk: the board as operator and supervisor with the escalated call's
-    detail and history open, the reports, the carer page, the family page and the sign-in
-    page, each free of English words and the server's codes, every time in the district's
-    zone although the browser is in another."""
+    detail and history open, the reports, the wallboard, the carer page, the family page
+    and the sign-in page, each free of English words and the server's codes, every time in
+    the district's zone although the browser is in another."""
     night = await _night(api)
     escalating = int(night["escalating"])  # type: ignore[call-overload]
     base = api.server.web_url
@@ -251,6 +251,16 @@ async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser
     for words in ("超时无人接听", "无接线员接听", "护理员未接单", "护理员未及时接单"):
         assert words in text, f"{words!r} missing from the reports"
     await supervisor.screenshot("zh-walk-reports")
+    assert supervisor.errors == [], supervisor.errors
+
+    # The wallboard, for the supervisor's wall screen: its figures, the district's date.
+    await page.goto(base + "/wall")
+    await expect(page.locator("body")).to_have_attribute("data-connection", "live")
+    await expect(page.locator("#wall-operators")).to_be_visible()
+    text = await no_latin(page, "wall", usernames)
+    for words in ("服务大屏", "等待接手的呼叫", "空闲接线员", "15分钟内到达现场", "2026年11月23日"):
+        assert words in text, f"{words!r} missing from the wallboard"
+    await supervisor.screenshot("zh-walk-wall")
     assert supervisor.errors == [], supervisor.errors
 
     # The carer page, from the third carer's dispatch text, on a phone.

@@ -200,8 +200,10 @@ function nowTiles() {
   if (wall.operators === null) {
     operators = tile("wall-operators", w("wall.operators"), "—", w("wall.operators_unknown"), "none");
   } else {
-    const on = wall.operators.filter((o) => o.duty === "on_duty");
-    const paused = wall.operators.filter((o) => o.duty === "paused").length;
+    // Operators only: a supervisor on the list is never offered a call (docs/calls.md, Offers).
+    const desk = wall.operators.filter((o) => o.role === "operator");
+    const on = desk.filter((o) => o.duty === "on_duty");
+    const paused = desk.filter((o) => o.duty === "paused").length;
     const idle = on.filter((o) => !o.owned).length;
     operators = tile(
       "wall-operators",
