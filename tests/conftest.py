@@ -11,6 +11,21 @@ pytest_plugins = [
 ]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked ``page`` once, on SQLite: a page looks and behaves the same
+    whatever database is behind the server, and the suite must stay under 15 minutes on
+    two cores. What such a test drives on the server has its own tests on both databases."""
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("database_backend") if callspec else None
+        page = item.get_closest_marker("page") is not None
+        (dropped if page and backend == "postgresql" else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Print the schemathesis run's summary line (tests/test_api_fuzz.py) at the end of
     every run that includes it, xdist workers' too (they send user_properties back)."""

@@ -12,12 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from callcenter.domain.events import EventKind
 from tests.api_support import PASSWORD, Api, set_password
 from tests.fixtures.browser import OpenTab, Tab
 from tests.ingest_support import eventually, publish_events
+
+pytestmark = pytest.mark.page
 
 SCREEN = (1400, 900)
 # The acceptance criterion: at least this many calls readable at once at 1400x900.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 from sqlalchemy import select
 
@@ -17,6 +18,8 @@ from tests.fixtures.browser import OpenTab
 from tests.ingest_support import eventually
 from tests.sms_support import paged, sms
 from tests.test_family_portal import contact_phone, texted_code
+
+pytestmark = pytest.mark.page
 
 PHONES = ((390, 844), (360, 740))
 # A value narrower than this share of its list, or a value's text cut into words of one

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
 from callcenter.domain.events import EventKind
@@ -18,6 +19,8 @@ from tests.api_support import Api
 from tests.fixtures.browser import ARTIFACTS, OpenTab
 from tests.ingest_support import publish_events
 from tests.test_board_browser import card, passwords, sign_in
+
+pytestmark = pytest.mark.page
 
 LEGEND_KINDS = [
     "alarm",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
@@ -19,6 +20,8 @@ from tests.api_support import Api
 from tests.desk_support import MONDAY_MORNING
 from tests.fixtures.browser import OpenTab
 from tests.test_board_browser import card, passwords, sign_in
+
+pytestmark = pytest.mark.page
 
 
 async def test_send_the_best_carer_with_nobody_free_says_so_and_is_not_green(

@@ -9,6 +9,7 @@ script-en.png, script-confirm-en.png).
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Page, expect
 
 from callcenter.domain.events import EventKind
@@ -16,6 +17,8 @@ from tests.api_support import Api
 from tests.fixtures.browser import OpenTab
 from tests.ingest_support import publish_events
 from tests.test_board_browser import card, passwords, sign_in
+
+pytestmark = pytest.mark.page
 
 
 async def _answer(page: Page, question: str, answer: str) -> None:

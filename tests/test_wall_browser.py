@@ -14,6 +14,7 @@ import time
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from playwright.async_api import Page, WebSocketRoute, expect
 
 from callcenter.broker import EmbeddedBroker
@@ -21,6 +22,8 @@ from tests.api_support import Api
 from tests.fixtures.browser import OpenTab, Tab
 from tests.ingest_support import eventually
 from tests.test_board_browser import NEW_CALL_POLL_S, passwords, sign_in
+
+pytestmark = pytest.mark.page
 
 LEVELS = {
     "wall-ack60": "acknowledged_within_60s",
