@@ -371,7 +371,12 @@ async def test_the_broker_stopped_fails_ingest_and_commands_that_wait(
 
     reply = await failing_once_too_long(api)
     assert reply.status == 503, reply.body
-    assert reply.body["failing"] == ["ingest", "device_commands"]
+    # The outbox may say so too: the command is a row due and not taken up while the link
+    # is down (the relay puts it off between tries, so it shows there only some of the
+    # time); the SMS and the rest of the server are not failing.
+    failing = reply.body["failing"]
+    assert failing[0] == "ingest" and "device_commands" in failing, failing
+    assert set(failing) <= {"ingest", "device_commands", "outbox"}, failing
     stuck_for = {
         sample.labels["part"]: sample.value
         for family in text_string_to_metric_families((await api.get("/metrics", who=None)).body)
