@@ -33,8 +33,8 @@ from callcenter.domain.scripts import (
     ScriptAnswer,
     answered,
     recommend,
-    script_view,
 )
+from callcenter.web.views import script_view
 from tests.calls_support import (
     OPERATOR,
     OTHER_OPERATOR,

@@ -359,28 +359,3 @@ def answered(history: list[tuple[str, str]]) -> dict[str, ScriptAnswer]:
         if answer in _ANSWER_CODES:
             latest[question] = ScriptAnswer(answer)
     return latest
-
-
-def script_view(call_type: CallType, answers: Mapping[str, ScriptAnswer]) -> dict[str, object]:
-    """The script with its answers and the recommendation, as the API shows it."""
-    script = SCRIPTS[call_type]
-    recommendation = recommend(call_type, answers)
-    return {
-        "questions": [
-            {
-                "id": q.id,
-                "kind": q.kind.value,
-                "text": q.text.as_dict(),
-                "answer": answers[q.id].value if q.id in answers else None,
-            }
-            for q in script.questions
-        ],
-        "recommendation": [
-            {
-                "action": action.value,
-                "text": ACTION_TEXT[action].as_dict(),
-                "because": list(recommendation.why[action]),
-            }
-            for action in recommendation.actions
-        ],
-    }

@@ -29,7 +29,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -152,24 +152,13 @@ def offer_of(row: Any) -> Offer | None:
     )
 
 
-def _iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with milliseconds and a Z, as the API writes times."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class OperatorNow:
+    """One operator as the boards and the API see them now (web/views.py renders it)."""
 
-
-def offer_view(row: Any) -> dict[str, Any] | None:
-    """A call's ``offer`` as the API shows it (docs/api.md)."""
-    offer = offer_of(row)
-    if offer is None:
-        return None
-    return {
-        "operator": offer.operator,
-        "offered_at": _iso(offer.offered_at),
-        "expires_at": _iso(offer.expires_at),
-        "to_all": offer.to_all,
-    }
+    person: OnDuty
+    state: OperatorState
+    board: bool  # a board of theirs is connected to this server now
 
 
 class Offers:
@@ -458,24 +447,13 @@ class Offers:
             return "no_board"
         return "timeout"
 
-    async def view(self) -> list[dict[str, Any]]:
-        """Every operator who has been on duty, as the boards and the API show them
-        (docs/api.md, "Operators on duty"): ``idle_since`` only while they are free."""
+    async def view(self) -> list[OperatorNow]:
+        """Every operator who has been on duty (docs/api.md, "Operators on duty")."""
         now = self._clock.now()
         async with AsyncSession(self._engine) as session:
             states = await self.states(session, now)
         return [
-            {
-                "actor": person.actor,
-                "name": person.name,
-                "role": person.role,
-                "duty": person.duty.value,
-                "since": _iso(person.since),
-                "idle_since": _iso(state.idle_since) if state.free else None,
-                "owned": state.owned,
-                "offer": state.holding,
-                "board": self.presence.connected_now(person.id),
-            }
+            OperatorNow(person, state, self.presence.connected_now(person.id))
             for person, state in states
         ]
 

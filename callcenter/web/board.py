@@ -141,7 +141,7 @@ class BoardData:
     async def operators(self) -> list[dict[str, Any]]:
         """Every operator who has been on duty, their duty, calls and offer (web/duty.py)."""
         offers = self._desk.offers
-        return [] if offers is None else await offers.view()
+        return [] if offers is None else views.operators_view(await offers.view())
 
     async def operators_message(self, after: object) -> str:
         """The operators (JSON without type and seq) as of a read made after the change

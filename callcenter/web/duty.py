@@ -64,7 +64,7 @@ def offers_of(request: web.Request) -> Offers:
 async def operators_on_duty(request: web.Request) -> web.Response:
     """Who is on duty, paused or off duty, what each owns and is offered, and whether
     their board is connected."""
-    operators = await offers_of(request).view()
+    operators = views.operators_view(await offers_of(request).view())
     return json_reply({"at": views.iso(request.app[CLOCK].now()), "operators": operators})
 
 
@@ -77,6 +77,6 @@ async def set_my_duty(request: web.Request) -> web.Response:
     offers = offers_of(request)
     me = request[OPERATOR]
     changed = await offers.set_duty(me.id, body.duty)
-    operators = await offers.view()
+    operators = views.operators_view(await offers.view())
     mine = next(o for o in operators if o["actor"] == str(me.actor))
     return json_reply({"changed": changed, "operator": mine, "operators": operators})

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,9 +27,16 @@ from callcenter.domain.calls import (
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
-from callcenter.domain.scripts import NextAction, ScriptAnswer, answered, script_view
+from callcenter.domain.scripts import (
+    ACTION_TEXT,
+    SCRIPTS,
+    NextAction,
+    ScriptAnswer,
+    answered,
+    recommend,
+)
 from callcenter.engine.district import Registry
-from callcenter.engine.offers import offer_view
+from callcenter.engine.offers import OperatorNow, offer_of
 from callcenter.notify import links
 from callcenter.store import models as m
 from callcenter.web.contract import MAX_ID
@@ -281,6 +288,63 @@ def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def offer_view(row: Any) -> dict[str, Any] | None:
+    """A call's ``offer`` as the API shows it (docs/api.md), from its offer columns."""
+    offer = offer_of(row)
+    if offer is None:
+        return None
+    return {
+        "operator": offer.operator,
+        "offered_at": iso(offer.offered_at),
+        "expires_at": iso(offer.expires_at),
+        "to_all": offer.to_all,
+    }
+
+
+def operators_view(operators: Sequence[OperatorNow]) -> list[dict[str, Any]]:
+    """The operators on duty as the boards and GET /api/operators/duty show them:
+    ``idle_since`` only while they are free."""
+    return [
+        {
+            "actor": o.person.actor,
+            "name": o.person.name,
+            "role": o.person.role,
+            "duty": o.person.duty.value,
+            "since": iso(o.person.since),
+            "idle_since": iso(o.state.idle_since) if o.state.free else None,
+            "owned": o.state.owned,
+            "offer": o.state.holding,
+            "board": o.board,
+        }
+        for o in operators
+    ]
+
+
+def script_view(call_type: CallType, answers: Mapping[str, ScriptAnswer]) -> dict[str, object]:
+    """The script with its answers and the recommendation, as the API shows it."""
+    script = SCRIPTS[call_type]
+    recommendation = recommend(call_type, answers)
+    return {
+        "questions": [
+            {
+                "id": q.id,
+                "kind": q.kind.value,
+                "text": q.text.as_dict(),
+                "answer": answers[q.id].value if q.id in answers else None,
+            }
+            for q in script.questions
+        ],
+        "recommendation": [
+            {
+                "action": action.value,
+                "text": ACTION_TEXT[action].as_dict(),
+                "because": list(recommendation.why[action]),
+            }
+            for action in recommendation.actions
+        ],
+    }
 
 
 def _minutes(seconds: float | None) -> float | None:
