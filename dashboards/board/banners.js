@@ -31,7 +31,12 @@ export function setHealth(health) {
 }
 
 export function renderHealth() {
-  const failing = state.health.failing ?? [];
+  drawHealth(state.health.failing ?? []);
+}
+
+// The health banner (#health-banner) for the parts stuck, one line each; the wallboard
+// draws its banner with it too.
+export function drawHealth(failing) {
   const banner = $("health-banner");
   banner.hidden = failing.length === 0;
   banner.dataset.parts = failing.map((f) => f.part).join(" ");
@@ -48,7 +53,6 @@ export function renderHealth() {
       );
     }),
   );
-  updateAlarmState();
 }
 
 export function showConflict(failure) {

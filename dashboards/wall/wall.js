@@ -6,10 +6,11 @@
 // The figures are the server's (GET /api/service-levels, in the feed's snapshot and its
 // `service` messages); this page only counts what the feed holds (calls waiting, alarms,
 // carers and operators free) and shows them. Nothing from the server goes in as HTML.
-import { noteServerTime, sinceText, tick } from "../board/clock.js";
+import { drawHealth } from "../board/banners.js";
+import { noteServerTime, tick } from "../board/clock.js";
 import { $, h } from "../board/dom.js";
 import { openFeed } from "../board/feed.js";
-import { language, locale, setLanguage, t, tOr } from "../board/i18n.js";
+import { language, locale, setLanguage, t } from "../board/i18n.js";
 import { isAlarm, isAlarmType, state } from "../board/state.js";
 
 const STRINGS = {
@@ -267,22 +268,7 @@ function todayTiles() {
 }
 
 function renderHealth() {
-  const failing = wall.health.failing ?? [];
-  const banner = $("health-banner");
-  banner.hidden = failing.length === 0;
-  banner.dataset.parts = failing.map((f) => f.part).join(" ");
-  banner.replaceChildren(
-    ...failing.map((f) => {
-      const params = { since: sinceText(f.since), part: f.part };
-      const what = tOr(`health.${f.part}`, null) === null ? t("health.unknown", params) : t(`health.${f.part}`, params);
-      return h(
-        "div",
-        { class: "health-line", dataset: { part: f.part }, title: f.detail ?? "" },
-        h("span", { class: "health-icon", "aria-hidden": "true" }, "⚠"),
-        `${what}${t("health.sep")}${t("health.call")}`,
-      );
-    }),
-  );
+  drawHealth(wall.health.failing ?? []);
 }
 
 function dayText() {
