@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-import pytest
 from sqlalchemy import insert, select
 
 from callcenter.broker import EmbeddedBroker
@@ -72,8 +71,6 @@ async def test_an_offer_running_out_while_the_server_was_killed_moves_on_at_star
     """Test that an offer whose time ran out while the server was dead (SIGKILL) is
     moved to the next operator by the restarted server as it starts (its durable timer),
     once, and that the call kept its offer meanwhile."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the subprocess variant runs on the SQLite default")
     await _add_operators(seeded_database_url)
     config_file = write_config(
         tmp_path / "callcenter.toml",
