@@ -66,7 +66,7 @@ _RACE_RETRIES = 5
 TOGETHER_AT_MOST = 128
 
 
-def _carer_taken(error: IntegrityError) -> bool:
+def _given_twice(error: IntegrityError) -> bool:
     """The unique active-assignment index refused a second dispatch of one carer, or
     the offers' index a second offer to one operator (engine/offers.py)."""
     text = str(error.orig)
@@ -218,7 +218,7 @@ class Desk:
                     return await work(session)
             except IntegrityError as error:
                 # Another writer took the same carer first; decide again on fresh facts.
-                if not _carer_taken(error) or attempt == _RACE_RETRIES:
+                if not _given_twice(error) or attempt == _RACE_RETRIES:
                     raise
                 log.info("lost a race for a carer; deciding again (attempt %d)", attempt + 1)
         raise AssertionError("unreachable")
