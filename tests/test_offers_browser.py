@@ -74,6 +74,12 @@ async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     await expect(everyone).to_be_visible()
     await expect(li.locator(f'.offer.to-all[data-call-id="{second_call}"]')).to_be_visible()
     await second.screenshot("board-offer-to-all-paused-zh")
+    # More calls for everyone: one box above the list and a count, so the list stays in view.
+    for household in ("H0003", "H0004"):
+        await api.press(household)
+    await expect(li.locator("#offers .offers-more")).to_contain_text("另有 2 个呼叫")
+    await expect(li.locator("#offers .offer.to-all")).to_have_count(1)
+    await expect(li.locator("#calls .call-card.alarm")).to_have_count(3)
     await wang.click("#duty button")
     await expect(wang.locator("#duty .duty-state")).to_have_attribute("data-duty", "on_duty")
     assert first.errors == [] and second.errors == []

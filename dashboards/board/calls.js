@@ -51,8 +51,8 @@ function readFilters() {
   const chosen = { tab: "calls", type: { calls: "all", faults: "all" }, station: "all" };
   try {
     const kept = JSON.parse(localStorage.getItem(FILTERS_KEY) ?? "null");
+    // The board always opens on the calls: an alarm must never wait behind the faults' tab.
     if (kept && typeof kept === "object") {
-      if (kept.tab === "faults") chosen.tab = "faults";
       for (const tab of Object.keys(TAB_TYPES)) {
         if (TAB_TYPES[tab].includes(kept.type?.[tab])) chosen.type[tab] = kept.type[tab];
       }

@@ -66,8 +66,14 @@ export function renderOffers() {
   const box = $("offers");
   if (!box) return;
   const mine = offeredToMe();
-  const everyone = offeredToAll().slice(0, 5);
-  box.replaceChildren(...mine.map(myOffer), ...everyone.map(offerToAll));
+  // Calls offered to everyone head the list (with their badge) as well: above it, the most
+  // urgent one with its Accept, and how many more wait, so a storm never pushes the list
+  // out of sight.
+  const everyone = offeredToAll();
+  const more = everyone.length - 1;
+  const lines = [...mine.map(myOffer), ...everyone.slice(0, 1).map(offerToAll)];
+  if (more > 0) lines.push(h("p", { class: "offers-more hint", dataset: { more } }, t("offer.more", { n: more })));
+  box.replaceChildren(...lines);
   box.hidden = mine.length === 0 && everyone.length === 0;
 }
 
