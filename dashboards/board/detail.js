@@ -383,7 +383,22 @@ function forgetDraft(field) {
   drafts.delete(`${state.selected}:${field}`);
 }
 
-async function act(label, call, path, body = {}) {
+// The action the operator started last, until its answer is drawn: a key pressed
+// meanwhile (Ctrl+Enter on a note typed while "send the best carer" was answered) waits
+// for it rather than finding the panel's buttons disabled and refusing.
+let inFlight = Promise.resolve();
+
+export function actionsSettled() {
+  return inFlight;
+}
+
+function act(label, call, path, body = {}) {
+  const done = doAct(label, call, path, body);
+  inFlight = done.then(() => undefined);
+  return done;
+}
+
+async function doAct(label, call, path, body) {
   hideConflict();
   const buttons = [...document.querySelectorAll("#detail button")];
   buttons.forEach((button) => (button.disabled = true));

@@ -7,7 +7,7 @@
 // key does exactly what the button does, checks and banners included.
 import { showNotice } from "./banners.js";
 import { currentTab, listedCalls, showTab } from "./calls.js";
-import { selectCall } from "./detail.js";
+import { actionsSettled, selectCall } from "./detail.js";
 import { $, h } from "./dom.js";
 import { t } from "./i18n.js";
 import { isAlarm, isDeviceFault, isOfferedToMe, sortedCalls, state } from "./state.js";
@@ -54,7 +54,8 @@ function inDetail(selectors) {
   return null;
 }
 
-function click(selector, missing) {
+async function click(selector, missing) {
+  await actionsSettled();
   const button = inDetail(selector);
   if (!button || button.disabled) {
     showNotice(state.selected === null ? t("keys.pick_first") : t(missing));
