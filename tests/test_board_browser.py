@@ -12,6 +12,7 @@ import time
 from datetime import timedelta
 
 import aiohttp
+import pytest
 from playwright.async_api import Locator, Page, WebSocketRoute, expect
 
 from callcenter.broker import EmbeddedBroker
@@ -83,6 +84,7 @@ def record(name: str, text: str) -> None:
     (ARTIFACTS / name).write_text(text + "\n")
 
 
+@pytest.mark.page
 async def test_signed_out_visitor_sees_only_the_sign_in_page(api: Api, open_tab: OpenTab) -> None:
     """Test that without signing in the board, its files and its data all lead to the
     sign-in page (or a 401), never to the board."""
@@ -273,6 +275,7 @@ async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
     await tab.screenshot("board-conflict")
 
 
+@pytest.mark.page
 async def test_operator_and_supervisor_see_what_their_role_allows(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -424,6 +427,7 @@ async def test_board_reconnects_after_a_server_restart_and_shows_the_current_sta
     assert [e for e in tab.errors if not any(word in e for word in away)] == []
 
 
+@pytest.mark.page
 async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -451,6 +455,7 @@ async def test_configured_map_tiles_that_do_not_load_still_show_every_position(
     await page.wait_for_function("() => document.querySelectorAll('#map .carer-dot').length >= 20")
 
 
+@pytest.mark.page
 async def test_a_storm_of_calls_shows_the_most_urgent_and_counts_the_rest(
     api: Api, open_tab: OpenTab
 ) -> None:

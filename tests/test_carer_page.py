@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from playwright.async_api import expect
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -281,6 +282,7 @@ async def test_a_page_answer_must_be_one_of_the_buttons(api: Api) -> None:
     assert (await api.call(call_id))["state"] == "dispatched"
 
 
+@pytest.mark.page
 async def test_a_carer_opens_the_link_in_a_browser_and_accepts(api: Api, open_tab: OpenTab) -> None:
     """Test in headless Chromium that the link from the dispatch SMS shows the call with
     its address and residents, and that pressing accept accepts the call as the carer."""

@@ -224,7 +224,8 @@ async def test_runs_keep_the_database_a_storm_presses_as_it_says_and_fresh_start
         assert said is not None, started
         presses, seconds = int(said.group(1)), float(said.group(2))
         stored = 0
-        while stored < presses // 2:
+        # A quarter of the storm is enough to measure its rate (and keeps the suite short).
+        while stored < presses // 4:
             stored = _stored(await storm.line_with("stored by the server", seconds))
         took = time.monotonic() - began
     finally:

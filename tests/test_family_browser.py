@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from playwright.async_api import expect
 from sqlalchemy import select
 
@@ -21,6 +22,7 @@ from tests.test_family_portal import contact_phone, texted_code
 PHONE_VIEWPORT = (390, 844)
 
 
+@pytest.mark.page
 async def test_a_relative_signs_in_with_the_texted_code_and_follows_an_open_call(
     api: Api, open_tab: OpenTab
 ) -> None:

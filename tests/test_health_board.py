@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from playwright.async_api import expect
 
 from callcenter.broker import EmbeddedBroker
@@ -19,6 +20,7 @@ from tests.test_board_browser import card, passwords, sign_in
 VIEWPORT = (1400, 900)
 
 
+@pytest.mark.page
 async def test_a_stuck_part_puts_a_banner_on_every_board_until_it_works_again(
     api: Api, broker: EmbeddedBroker, open_tab: OpenTab
 ) -> None:

@@ -85,6 +85,7 @@ async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     assert first.errors == [] and second.errors == []
 
 
+@pytest.mark.page
 async def test_a_call_offered_to_me_is_handled_from_offer_to_resolve_with_the_keyboard_alone(
     offering: Api, open_tab: OpenTab
 ) -> None:

@@ -661,6 +661,7 @@ async def test_names_in_the_csv_cannot_run_in_a_spreadsheet(api: Api) -> None:
         assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in row.values())
 
 
+@pytest.mark.page
 async def test_the_chart_page_shows_a_week_to_a_supervisor_only(
     api: Api, open_tab: OpenTab
 ) -> None:

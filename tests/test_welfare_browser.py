@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from playwright.async_api import expect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +20,7 @@ from tests.ingest_support import eventually
 from tests.test_board_browser import passwords, sign_in
 
 
+@pytest.mark.page
 async def test_an_operator_records_a_welfare_call_and_a_supervisor_sees_the_missed_ones(
     api: Api, open_tab: OpenTab
 ) -> None:
