@@ -17,7 +17,7 @@ import math
 import random
 import time as _time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import time
 from typing import Any, NamedTuple, TypeVar
 
@@ -25,7 +25,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callcenter.domain.geo import Place, distance_m
-from callcenter.domain.phones import PhoneKind
+from callcenter.domain.phones import HouseholdNumber, PhoneKind
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import require_current_schema
 from callcenter.store.models import (
@@ -115,16 +115,6 @@ class DemoFamilyContact:
 
 
 @dataclass(frozen=True)
-class DemoPhone:
-    """A number that reaches a household; position 1 is tried first."""
-
-    position: int
-    kind: str
-    number: str
-    label: str = ""
-
-
-@dataclass(frozen=True)
 class DemoDevice:
     """A device of a household; the serial is also an MQTT topic level."""
 
@@ -147,7 +137,7 @@ class DemoHousehold:
     contacts: tuple[DemoFamilyContact, ...]
     devices: tuple[DemoDevice, ...]
     # The base unit's SIM first, then a landline and residents' mobiles, where they have them.
-    phones: tuple[DemoPhone, ...] = ()
+    phones: tuple[HouseholdNumber, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -436,7 +426,7 @@ class _HomeNumbers:
                 self._used.add(number)
                 return number
 
-    def of(self, household: DemoHousehold) -> tuple[DemoPhone, ...]:
+    def of(self, household: DemoHousehold) -> tuple[HouseholdNumber, ...]:
         """The base unit's SIM, then maybe a landline, then residents' own mobiles."""
         found = [(PhoneKind.UNIT, self._unique(_UNIT_PREFIX, 8), "")]
         if self._dice.chance(_LANDLINE_CHANCE):
@@ -446,7 +436,7 @@ class _HomeNumbers:
                 prefix = "+86" + self._dice.pick(_RESIDENT_PREFIXES)
                 found.append((PhoneKind.MOBILE, self._unique(prefix, 8), resident.name))
         return tuple(
-            DemoPhone(position, kind.value, number, label)
+            HouseholdNumber(position, kind, number, label)
             for position, (kind, number, label) in enumerate(found, start=1)
         )
 
@@ -806,16 +796,8 @@ def _rows(district: DemoDistrict) -> dict[str, list[dict[str, Any]]]:
                 }
             )
         for n in h.phones:
-            rows["household_phones"].append(
-                {
-                    "id": len(rows["household_phones"]) + 1,
-                    "household_id": household_id,
-                    "position": n.position,
-                    "kind": n.kind,
-                    "number": n.number,
-                    "label": n.label,
-                }
-            )
+            number = {**asdict(n), "kind": n.kind.value, "household_id": household_id}
+            rows["household_phones"].append({"id": len(rows["household_phones"]) + 1, **number})
     return rows
 
 

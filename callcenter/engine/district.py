@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -32,9 +31,10 @@ from callcenter.domain.dispatch import (
 )
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
-from callcenter.domain.phones import HouseholdNumber, PhoneKind, is_e164
+from callcenter.domain.phones import HouseholdNumber
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.engine import phones
+from callcenter.engine.numbers import every_household_number
 from callcenter.store import models as m
 from callcenter.store.db import in_slices
 
@@ -91,7 +91,7 @@ class HouseholdInfo:
     # The base unit hears commands such as "help is on the way".
     base_unit: str | None
     resident_notes: tuple[ResidentNote, ...] = ()
-    # The numbers that reach the home, in the order to try them (household_numbers).
+    # The numbers that reach the home, in the order to try them (engine/numbers.py).
     phones: tuple[HouseholdNumber, ...] = ()
 
     def destination(self) -> Destination:
@@ -204,11 +204,7 @@ async def load_registry(session: AsyncSession) -> Registry:
     )
     async for unit in in_slices(await session.execute(units)):
         base_units.setdefault(unit.household_id, unit.serial)
-    numbers: dict[int, list[HouseholdNumber]] = {}
-    async for n in in_slices(await session.execute(_NUMBERS)):
-        number = _number(n)
-        if number is not None:
-            numbers.setdefault(n.household_id, []).append(number)
+    numbers = await every_household_number(session)
     homes = select(
         m.Household.id,
         m.Household.code,
@@ -246,52 +242,6 @@ async def load_registry(session: AsyncSession) -> Registry:
         for o in (await session.scalars(supervisors.order_by(m.Operator.id))).all()
     )
     return registry
-
-
-# A household's numbers, in the order to try them (position 1 first).
-_NUMBERS = select(
-    m.HouseholdPhone.household_id,
-    m.HouseholdPhone.position,
-    m.HouseholdPhone.kind,
-    m.HouseholdPhone.number,
-    m.HouseholdPhone.label,
-).order_by(m.HouseholdPhone.household_id, m.HouseholdPhone.position)
-
-
-class _NumberRow(Protocol):
-    household_id: int
-    position: int
-    kind: str
-    number: str
-    label: str
-
-
-def _number(row: _NumberRow) -> HouseholdNumber | None:
-    """The register's row as a number to ring; None, and a warning, when it holds one that
-    cannot be dialled (written by hand or plain SQL): it is left out, never rung."""
-    if not is_e164(row.number):
-        log.warning(
-            "household %s: the number at position %s, %r, is not in E.164 form and is "
-            "left out of the numbers that reach it; correct it in household_phones",
-            row.household_id,
-            row.position,
-            row.number,
-        )
-        return None
-    return HouseholdNumber(row.position, PhoneKind(row.kind), row.number, row.label)
-
-
-async def household_numbers(session: AsyncSession, household_code: str) -> list[HouseholdNumber]:
-    """The numbers that reach household ``household_code``, in the order to try them
-    (the base unit's SIM, a landline, residents' mobiles, as the register orders them);
-    empty for a household with none or a code nobody has. Read fresh, in ``session``;
-    the registry's ``HouseholdInfo.phones`` holds the same list as last read."""
-    rows = await session.execute(
-        _NUMBERS.join(m.Household, m.Household.id == m.HouseholdPhone.household_id).where(
-            m.Household.code == household_code
-        )
-    )
-    return [number for row in rows.all() if (number := _number(row)) is not None]
 
 
 class District:

@@ -2,7 +2,8 @@
 a landline, residents' mobiles (domain/phones.py).
 
 They are part of the district registry the desk reads, so a change to them bumps
-``registry_version`` as a change to the other registry tables does (see 0008).
+``registry_version`` as a change to the other registry tables does: its triggers are
+written out here as 0008 writes theirs (a migration stands alone, importing no other).
 
 Revision ID: 0013
 Revises: 0012
