@@ -17,7 +17,6 @@ import difflib
 import enum
 import ipaddress
 import os
-import re
 import shutil
 import tomllib
 import urllib.parse
@@ -40,6 +39,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from callcenter.domain.call_types import CallType
+from callcenter.domain.phones import E164_HOW, is_e164
 from callcenter.domain.policy import (
     DEFAULT_POLICIES,
     Action,
@@ -64,8 +64,6 @@ SECRET_ENV = {
 # Keys holding tables, which an environment variable cannot express.
 FILE_ONLY_KEYS: frozenset[tuple[str, str]] = frozenset({("calls", "policies")})
 
-# "+", then country code and number: loose E.164, enough to catch a local number.
-_E164 = re.compile(r"\+[0-9]{6,15}")
 # Errors raised by our own validators; their ctx carries the sub-key and the fix.
 _RULE_ERRORS = frozenset({"unknown_call_type", "policy_rule"})
 
@@ -93,11 +91,8 @@ class _Section(BaseModel):
 
 def _international(value: str) -> str:
     """``value`` if empty or an E.164 phone number, else a ValueError saying how to write it."""
-    if value and not _E164.fullmatch(value):
-        raise ValueError(
-            'not an international (E.164) phone number: write "+", the country code '
-            "and the number, 6 to 15 digits without spaces or dashes"
-        )
+    if value and not is_e164(value):
+        raise ValueError(f"not an international (E.164) phone number: write {E164_HOW}")
     return value
 
 

@@ -6,7 +6,8 @@ device simulator knows household codes and serials without a database;
 :func:`load_device_directory` reads the devices of any database back.
 
 All names, addresses and phone numbers are invented. The phone numbers look like real
-Chinese mobile numbers, so never run the demo district against a live SMS account.
+Chinese mobile numbers, so never run the demo district against a live SMS account (or
+a live voice one: households' numbers are rung).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 import random
 import time as _time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import time
 from typing import Any, NamedTuple, TypeVar
 
@@ -24,6 +25,7 @@ from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callcenter.domain.geo import Place, distance_m
+from callcenter.domain.phones import HouseholdNumber, PhoneKind
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import require_current_schema
 from callcenter.store.models import (
@@ -33,6 +35,7 @@ from callcenter.store.models import (
     DeviceKind,
     FamilyContact,
     Household,
+    HouseholdPhone,
     Resident,
     ShiftPattern,
     Station,
@@ -133,6 +136,8 @@ class DemoHousehold:
     residents: tuple[DemoResident, ...]
     contacts: tuple[DemoFamilyContact, ...]
     devices: tuple[DemoDevice, ...]
+    # The base unit's SIM first, then a landline and residents' mobiles, where they have them.
+    phones: tuple[HouseholdNumber, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,7 @@ class SeedSummary:
     residents: int
     family_contacts: int
     devices: int
+    household_phones: int = 0
     seconds: float = field(default=0.0, compare=False)
 
     def __str__(self) -> str:
@@ -173,7 +179,8 @@ class SeedSummary:
             f"demo district seeded (seed {self.seed}): {self.stations} stations, "
             f"{self.shift_patterns} shift patterns, {self.carers} carers, "
             f"{self.households} households, {self.residents} residents, "
-            f"{self.family_contacts} family contacts, {self.devices} devices "
+            f"{self.family_contacts} family contacts, {self.devices} devices, "
+            f"{self.household_phones} household numbers "
             f"in {self.seconds:.2f} s"
         )
 
@@ -315,14 +322,14 @@ _TRANSPORT_WEIGHTS = (0.2, 0.15, 0.45, 0.2)
 
 
 class _Dice:
-    """Random choices built on ``Random.random()`` alone.
+    """Random choices built on ``Random.random()`` alone (for an int or str seed).
 
     Python only promises that ``random()`` keeps producing the same sequence for a seed;
     ``choice``, ``randint`` and friends may change between versions, and the demo district
     must stay the same wherever it is built.
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int | str) -> None:
         self._random = random.Random(seed)
 
     def unit(self) -> float:
@@ -391,6 +398,47 @@ class _Phones:
             if number not in self._used:
                 self._used.add(number)
                 return number
+
+
+# Households' numbers are drawn from ranges no station, carer or relative uses, so they are
+# unique in the district whatever its size or team: the base units' SIMs from 147 (data
+# SIMs), landlines from Xining's 0971-6, residents' mobiles from prefixes left out above.
+_UNIT_PREFIX = "+86147"
+_LANDLINE_PREFIX = "+869716"
+_RESIDENT_PREFIXES = ("134", "182", "183", "184", "185", "198")
+# How likely a home has a landline, and a resident their own mobile, by mobility.
+_LANDLINE_CHANCE = 0.55
+_MOBILE_CHANCE = {"independent": 0.7, "walking_aid": 0.6, "wheelchair": 0.5, "bedbound": 0.2}
+
+
+class _HomeNumbers:
+    """Unique invented household numbers in E.164, on their own dice: the rest of the
+    district is drawn as it was before households had numbers."""
+
+    def __init__(self, seed: int) -> None:
+        self._dice = _Dice(f"{seed}:household numbers")
+        self._used: set[str] = set()
+
+    def _unique(self, prefix: str, digits: int) -> str:
+        while True:
+            number = prefix + f"{self._dice.between(0, 10**digits - 1):0{digits}d}"
+            if number not in self._used:
+                self._used.add(number)
+                return number
+
+    def of(self, household: DemoHousehold) -> tuple[HouseholdNumber, ...]:
+        """The base unit's SIM, then maybe a landline, then residents' own mobiles."""
+        found = [(PhoneKind.UNIT, self._unique(_UNIT_PREFIX, 8), "")]
+        if self._dice.chance(_LANDLINE_CHANCE):
+            found.append((PhoneKind.LANDLINE, self._unique(_LANDLINE_PREFIX, 6), ""))
+        for resident in household.residents:
+            if self._dice.chance(_MOBILE_CHANCE[resident.mobility]):
+                prefix = "+86" + self._dice.pick(_RESIDENT_PREFIXES)
+                found.append((PhoneKind.MOBILE, self._unique(prefix, 8), resident.name))
+        return tuple(
+            HouseholdNumber(position, kind, number, label)
+            for position, (kind, number, label) in enumerate(found, start=1)
+        )
 
 
 def _build_stations(phones: _Phones) -> tuple[DemoStation, ...]:
@@ -625,6 +673,8 @@ def build_demo_district(
     phones = _Phones(dice)
     stations = _build_stations(phones)
     homes = _build_households(dice, phones, stations, households)
+    numbers = _HomeNumbers(seed)
+    homes = tuple(replace(home, phones=numbers.of(home)) for home in homes)
     load = {s.code: 0 for s in stations}
     for household in homes:
         load[household.home_station] += 1
@@ -695,6 +745,7 @@ def _rows(district: DemoDistrict) -> dict[str, list[dict[str, Any]]]:
         "residents": [],
         "family_contacts": [],
         "devices": [],
+        "household_phones": [],
     }
     for household_id, h in enumerate(district.households, start=1):
         rows["households"].append(
@@ -744,6 +795,9 @@ def _rows(district: DemoDistrict) -> dict[str, list[dict[str, Any]]]:
                     "online": False,
                 }
             )
+        for n in h.phones:
+            number = {**asdict(n), "kind": n.kind.value, "household_id": household_id}
+            rows["household_phones"].append({"id": len(rows["household_phones"]) + 1, **number})
     return rows
 
 
@@ -755,6 +809,7 @@ _MODELS = {
     "residents": Resident,
     "family_contacts": FamilyContact,
     "devices": Device,
+    "household_phones": HouseholdPhone,
 }
 
 
@@ -823,6 +878,7 @@ async def seed_demo_district(
         residents=sum(len(h.residents) for h in district.households),
         family_contacts=sum(len(h.contacts) for h in district.households),
         devices=sum(len(h.devices) for h in district.households),
+        household_phones=sum(len(h.phones) for h in district.households),
         seconds=_time.perf_counter() - started,
     )
 

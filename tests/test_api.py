@@ -9,9 +9,13 @@ from collections.abc import Collection
 
 import aiohttp
 import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.domain.calls import CancelReason, Outcome
 from callcenter.domain.events import EventKind
+from callcenter.store import models as m
+from device_sim.demo_district import build_demo_district
 from tests.api_support import Api
 
 
@@ -69,6 +73,7 @@ async def test_requests_without_a_valid_token_are_refused(api: Api) -> None:
         "name": "赵敏",
         "role": "supervisor",
         "actor": "supervisor:zhao.min",
+        "phone": "+8613900000001",
         "language": "zh",
         "csrf_token": None,  # a bearer token needs none; the board's cookie does
         "timezone": "Asia/Shanghai",
@@ -76,6 +81,7 @@ async def test_requests_without_a_valid_token_are_refused(api: Api) -> None:
         "today": "2026-11-23",
         "map": {"tiles_url": "", "attribution": ""},
     }
+    assert (await api.get("/api/me")).body["phone"] is None  # li.na keeps none
     # An unknown address under /api/ is not revealed to a caller without a token.
     assert (await api.get("/api/nothing-here", who=None)).status == 401
 
@@ -124,6 +130,31 @@ async def test_a_press_shows_in_the_list_and_in_detail(api: Api) -> None:
     sms = [o for o in detail["outbox"] if o["channel"] == "sms"]
     assert sms and sms[0]["recipient"] == f"carer:{carer['code']}"
     assert "H0001" in sms[0]["body"]
+
+
+async def test_the_call_detail_gives_the_numbers_that_reach_the_household(api: Api) -> None:
+    """Test that a call's detail lists the household's numbers in the order to try them,
+    the base unit's SIM first, as the register holds them (the demo district's), and
+    leaves out a number written into the register by hand that could not be dialled."""
+    [h1, h2] = build_demo_district().households[:2]
+    async with AsyncSession(api.server.engine) as session, session.begin():
+        household_id = await session.scalar(
+            select(m.Household.id).where(m.Household.code == "H0002")
+        )
+        await session.execute(
+            insert(m.HouseholdPhone).values(
+                household_id=household_id, position=9, kind="landline", number="0971-6123456"
+            )
+        )
+    first = await api.call(await api.press("H0001"))
+    second = await api.call(await api.press("H0002"))
+
+    assert first["household"]["phones"] == [
+        {"kind": n.kind, "number": n.number, "label": n.label} for n in h1.phones
+    ]
+    assert first["household"]["phones"][0]["kind"] == "unit"
+    assert any(p["kind"] == "mobile" and p["label"] for p in first["household"]["phones"])
+    assert [p["number"] for p in second["household"]["phones"]] == [n.number for n in h2.phones]
 
 
 async def test_open_calls_are_sorted_by_priority_then_presses_then_age(api: Api) -> None:

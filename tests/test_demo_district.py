@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from callcenter.domain.phones import is_e164
 from callcenter.store.db import create_engine, session_factory
 from callcenter.store.migrate import SchemaNotCurrentError
 from callcenter.store.models import (
@@ -28,6 +29,7 @@ from callcenter.store.models import (
     Device,
     FamilyContact,
     Household,
+    HouseholdPhone,
     Resident,
     ShiftPattern,
     Station,
@@ -173,6 +175,40 @@ def test_any_seed_gives_a_sound_district(seed: int) -> None:
     assert len({c.phone for c in district.carers}) == 60
 
 
+def test_household_numbers_are_international_unique_and_in_order() -> None:
+    """Test that every household is reached first through its base unit's SIM, then a
+    landline and residents' own mobiles (labelled with their names) where it has them,
+    most have more than the unit, every number in the district is E.164 and nobody
+    else's, and the households' numbers do not depend on the team."""
+    district = build_demo_district()
+    numbers = [n for h in district.households for n in h.phones]
+    everyone = [
+        *(n.number for n in numbers),
+        *(s.phone for s in district.stations),
+        *(c.phone for c in district.carers),
+        *(c.phone for h in district.households for c in h.contacts),
+    ]
+
+    for household in district.households:
+        kinds = [n.kind for n in household.phones]
+        assert [n.position for n in household.phones] == list(range(1, len(kinds) + 1))
+        assert kinds == sorted(kinds, key=["unit", "landline", "mobile"].index), household.code
+        assert kinds[0] == "unit" and kinds.count("unit") == kinds[:1].count("unit")
+        assert kinds.count("landline") <= 1
+        residents = {r.name for r in household.residents}
+        assert all(n.label in residents for n in household.phones if n.kind == "mobile")
+        assert all(n.label == "" for n in household.phones if n.kind != "mobile")
+    assert all(is_e164(n) and n.startswith("+86") for n in everyone)
+    assert len(set(everyone)) == len(everyone)
+    assert sum(len(h.phones) > 1 for h in district.households) > 0.75 * len(district.households)
+    assert {n.kind for n in numbers} == {"unit", "landline", "mobile"}
+    other_team = build_demo_district(households=900, carers=90, staffed=("S01", "S02", "S03"))
+    assert [h.phones for h in other_team.households] == [h.phones for h in district.households]
+    assert [h.phones for h in build_demo_district(7).households] != [
+        h.phones for h in district.households
+    ]
+
+
 def test_device_directory_names_are_topic_levels() -> None:
     """Test that every household code and serial is usable as an MQTT topic level."""
     directory = build_demo_district().device_directory()
@@ -190,10 +226,17 @@ def test_device_directory_names_are_topic_levels() -> None:
 
 def test_summary_prints_the_counts() -> None:
     """Test that a seed summary says how many of each thing were written."""
-    summary = SeedSummary(2026, 9, 4, 60, 900, 1250, 1800, 1800, seconds=0.5)
+    summary = SeedSummary(2026, 9, 4, 60, 900, 1250, 1800, 1800, 2200, seconds=0.5)
 
     text = str(summary)
-    for part in ("9 stations", "60 carers", "900 households", "1800 devices", "seed 2026"):
+    for part in (
+        "9 stations",
+        "60 carers",
+        "900 households",
+        "1800 devices",
+        "2200 household numbers",
+        "seed 2026",
+    ):
         assert part in text
 
 
@@ -224,6 +267,7 @@ async def test_seeded_counts(database_url: str) -> None:
     assert len(await read_all(database_url, Device)) == 1800
     assert len(await read_all(database_url, Resident)) == summary.residents
     assert len(await read_all(database_url, FamilyContact)) == summary.family_contacts
+    assert len(await read_all(database_url, HouseholdPhone)) == summary.household_phones > 900
     assert summary.seconds < 5
 
 

@@ -33,8 +33,8 @@ async def test_the_version_moves_on_district_changes_and_not_on_heartbeats(
     seeded_database_url: str,
 ) -> None:
     """Test that a new household, a carer's new phone, a device moved to another
-    household and an operator switched off each move the version, while a heartbeat's
-    liveness columns and an operator's new password do not."""
+    household, a household's new number and an operator switched off each move the
+    version, while a heartbeat's liveness columns and an operator's new password do not."""
     engine = create_engine(seeded_database_url)
     try:
         moves = {
@@ -51,6 +51,12 @@ async def test_the_version_moves_on_district_changes_and_not_on_heartbeats(
                 engine,
                 "UPDATE devices SET household_id = (SELECT id FROM households"
                 " WHERE code = 'H9999') WHERE serial = 'CB-H0002'",
+            ),
+            "household's number": await _changed_by(
+                engine,
+                "INSERT INTO household_phones (household_id, position, kind, number, label)"
+                " SELECT id, 9, 'mobile', '+8618200000000', '' FROM households"
+                " WHERE code = 'H9999'",
             ),
             "resident removed": await _changed_by(
                 engine, "DELETE FROM residents WHERE id = (SELECT min(id) FROM residents)"
@@ -122,6 +128,7 @@ async def test_every_watched_table_has_its_triggers_at_head(seeded_database_url:
         "residents",
         "family_contacts",
         "households",
+        "household_phones",
         "devices",
         "operators",
     )

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from callcenter.domain.calls import Actor, ActorKind, CarerReport, Outcome, Report, Resolve
 from callcenter.store import models as m
+from device_sim.demo_district import build_demo_district
 from tests.api_support import Api
 from tests.desk_support import MONDAY_MORNING
 from tests.fixtures.browser import OpenTab
@@ -30,13 +31,31 @@ async def test_send_the_best_carer_with_nobody_free_says_so_and_is_not_green(
     """Test that with nobody on shift, "send the best carer" shows an amber banner that
     says nobody was free and what escalated, never the green "done: carer sent"; that
     sending a named carer says who was sent, in green; and that standing down the last
-    carer with nobody free to send instead says so, in amber."""
+    carer with nobody free to send instead says so, in amber. The call's detail lists the
+    numbers that reach the household in order, each a tel: link, in zh and en."""
     await passwords(api, "li.na")
     tab = await open_tab(viewport=(1400, 900))
     await sign_in(tab, api.server.web_url, "li.na")
     page = tab.page
     sent_call = await api.press("H0012")
     await card(page, sent_call).click()
+    numbers = build_demo_district().households[11].phones
+    assert [n.kind for n in numbers] == ["unit", "landline", "mobile"]
+    listed = page.locator("#detail .phones li")
+    await expect(listed).to_have_count(3)
+    await expect(listed.nth(0)).to_contain_text(f"主机（免提） {numbers[0].number}")
+    await expect(listed.nth(1)).to_contain_text(f"座机 {numbers[1].number}")
+    await expect(listed.nth(2)).to_contain_text(f"手机 · {numbers[2].label} {numbers[2].number}")
+    links = [await a.get_attribute("href") for a in await page.locator("#detail .phones a").all()]
+    assert links == [f"tel:{n.number}" for n in numbers]
+    await listed.last.scroll_into_view_if_needed()
+    await tab.screenshot("numbers-zh")
+    await page.click("#lang-toggle")
+    await expect(page.locator("#detail")).to_contain_text("Numbers to ring, in order")
+    await expect(listed.nth(0)).to_contain_text(f"Base unit (hands-free) {numbers[0].number}")
+    await expect(listed.nth(2)).to_contain_text(f"Mobile · {numbers[2].label}")
+    await tab.screenshot("numbers-en")
+    await page.click("#lang-toggle")
     free = next(c for c in await api.carers() if c["state"] == "free")
     await page.fill("#pick-carer", free["code"])
     await page.click('#detail [data-action="dispatch-pick"]')

@@ -10,8 +10,10 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callcenter.store.db import SLICE, create_engine, in_slices
 from callcenter.store.migrate import (
@@ -167,3 +169,88 @@ async def test_rows_read_in_slices_let_the_event_loop_run_between_them() -> None
     await ticking
     assert rows == list(range(SLICE * 3 + 1))
     assert during >= 3
+
+
+async def _registry_version(connection: AsyncConnection) -> int:
+    return int(await connection.scalar(text("SELECT version FROM registry_version")) or -1)
+
+
+async def _triggers_on_phones(connection: AsyncConnection) -> set[str]:
+    if connection.dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type = 'trigger'"
+    else:
+        query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+    return {name for name in (await connection.scalars(text(query))).all() if "phones" in name}
+
+
+async def test_0013_adds_household_phones_beside_the_households_already_there(
+    empty_database_url: str,
+) -> None:
+    """Test that 0013 on a database at 0012 that holds a household keeps it and adds
+    household_phones as models.py has it; the table refuses a position below 1, a kind it
+    does not know and two numbers at one position; a change to it moves the registry
+    version; and going back to 0012 takes the table and its triggers away."""
+    config = alembic_config(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0012")
+    engine = create_engine(empty_database_url)
+    refused = []
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
+                    " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
+                )
+            )
+            await connection.execute(
+                text(
+                    "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
+                    " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
+                    " 101.8, 1, 1, '')"
+                )
+            )
+        await upgrade_async(empty_database_url)
+        assert await schema_differences(empty_database_url) == []
+        async with engine.begin() as connection:
+            before = await _registry_version(connection)
+            await connection.execute(
+                text(
+                    "INSERT INTO household_phones (household_id, position, kind, number)"
+                    " VALUES (1, 1, 'unit', '+8614712345678')"
+                )
+            )
+            moved = await _registry_version(connection) > before
+            label = await connection.scalar(text("SELECT label FROM household_phones"))
+            triggers_at_head = await _triggers_on_phones(connection)
+        for values in ("(1, 0, 'mobile', '+8618212345678')", "(1, 2, 'fax', '+869716000001')"):
+            refused.append(await _refused(engine, values))
+        refused.append(await _refused(engine, "(1, 1, 'landline', '+869716000001')"))
+        async with engine.connect() as connection:
+            households = await connection.scalar(text("SELECT count(*) FROM households"))
+        await asyncio.to_thread(command.downgrade, config, "0012")
+        async with engine.connect() as connection:
+            triggers_after = await _triggers_on_phones(connection)
+    finally:
+        await engine.dispose()
+    assert (households, moved, label) == (1, True, "")
+    assert refused == [True, True, True]
+    assert triggers_at_head == {
+        f"registry_changed_household_phones_{op}" for op in ("insert", "update", "delete")
+    }
+    assert "household_phones" not in await tables_of(empty_database_url)
+    assert triggers_after == set()
+
+
+async def _refused(engine: AsyncEngine, values: str) -> bool:
+    """Whether the database refuses the household_phones row ``values``."""
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO household_phones (household_id, position, kind, number)"
+                    f" VALUES {values}"
+                )
+            )
+    except IntegrityError:
+        return True
+    return False

@@ -23,12 +23,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter.domain.phones import E164_HOW, is_e164
 from callcenter.store import models as m
 from callcenter.store.db import locked_transaction
 
 _USERNAME = re.compile(r"[a-z0-9][a-z0-9._-]{1,63}")
-# "+", country code and number: the form SMS providers need.
-_E164 = re.compile(r"\+[0-9]{6,15}")
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 200
 
@@ -101,10 +100,9 @@ def _check(username: str, phone: str | None) -> None:
             f"username {username!r} is not allowed: use 2-64 lower-case letters, digits, "
             "'.', '_' or '-', starting with a letter or digit (e.g. li.na)"
         )
-    if phone is not None and not _E164.fullmatch(phone):
+    if phone is not None and not is_e164(phone):
         raise OperatorAccountError(
-            f"phone {phone!r} is not an international (E.164) number: write '+', the "
-            "country code and the number without spaces, e.g. +8613912345678"
+            f"phone {phone!r} is not an international (E.164) number: write {E164_HOW}"
         )
 
 

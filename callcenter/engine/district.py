@@ -31,8 +31,10 @@ from callcenter.domain.dispatch import (
 )
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
+from callcenter.domain.phones import HouseholdNumber
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.engine import phones
+from callcenter.engine.numbers import every_household_number
 from callcenter.store import models as m
 from callcenter.store.db import in_slices
 
@@ -89,6 +91,8 @@ class HouseholdInfo:
     # The base unit hears commands such as "help is on the way".
     base_unit: str | None
     resident_notes: tuple[ResidentNote, ...] = ()
+    # The numbers that reach the home, in the order to try them (engine/numbers.py).
+    phones: tuple[HouseholdNumber, ...] = ()
 
     def destination(self) -> Destination:
         return Destination(self.id, self.place, self.home_station_id, self.backup_station_id)
@@ -200,6 +204,7 @@ async def load_registry(session: AsyncSession) -> Registry:
     )
     async for unit in in_slices(await session.execute(units)):
         base_units.setdefault(unit.household_id, unit.serial)
+    numbers = await every_household_number(session)
     homes = select(
         m.Household.id,
         m.Household.code,
@@ -223,6 +228,7 @@ async def load_registry(session: AsyncSession) -> Registry:
             tuple(family.get(h.id, [])),
             base_units.get(h.id),
             tuple(notes.get(h.id, [])),
+            tuple(numbers.get(h.id, [])),
         )
         registry.households[h.id] = info_h
         registry.households_by_code[h.code] = info_h

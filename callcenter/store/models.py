@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     Dialect,
     Float,
@@ -38,8 +39,10 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from callcenter.domain.geo import Transport
+from callcenter.domain.phones import PhoneKind
 
-__all__ = ["Transport"]  # re-exported: the registry and the domain share one vocabulary
+# Re-exported: the registry and the domain share one vocabulary.
+__all__ = ["PhoneKind", "Transport"]
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -167,6 +170,9 @@ class Household(Base):
         back_populates="household", order_by="FamilyContact.position"
     )
     devices: Mapped[list[Device]] = relationship(back_populates="household")
+    phones: Mapped[list[HouseholdPhone]] = relationship(
+        back_populates="household", order_by="HouseholdPhone.position"
+    )
 
 
 class Resident(Base):
@@ -199,6 +205,30 @@ class FamilyContact(Base):
     language: Mapped[str] = mapped_column(String(8), default="zh")
 
     household: Mapped[Household] = relationship(back_populates="contacts")
+
+
+class HouseholdPhone(Base):
+    """A number that reaches a household (migration 0013), in the order to try them
+    (position 1 first): the base unit's own SIM, a landline, a resident's mobile. The
+    number is E.164; the registry leaves out one that is not (domain/phones.py)."""
+
+    __tablename__ = "household_phones"
+    __table_args__ = (
+        UniqueConstraint("household_id", "position"),
+        CheckConstraint("position >= 1", name="position"),
+        CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in PhoneKind) + ")", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"), index=True)
+    position: Mapped[int] = mapped_column(SmallInteger)
+    # domain/phones.py's PhoneKind.
+    kind: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str] = mapped_column(String(32))
+    # Whose it is, e.g. the resident whose mobile it is; "" for the home's own.
+    label: Mapped[str] = mapped_column(String(80), default="", server_default="")
+
+    household: Mapped[Household] = relationship(back_populates="phones")
 
 
 class Device(Base):

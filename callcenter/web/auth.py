@@ -54,6 +54,9 @@ class Me(BaseModel):
     name: str
     role: m.OperatorRole
     actor: str = Field(description="as the call history names them, e.g. operator:li.na")
+    phone: str | None = Field(
+        description="their own phone (desk phone or mobile), E.164; null when none is kept"
+    )
     language: str
     csrf_token: str | None = Field(description="the board session's; null for a bearer token")
     timezone: str
@@ -78,6 +81,7 @@ class DeskOperator:
     name: str
     role: m.OperatorRole
     language: str = "zh"
+    phone: str | None = None
 
     @property
     def actor(self) -> Actor:
@@ -132,7 +136,9 @@ def _active(row: m.Operator) -> DeskOperator:
         raise ApiError(
             403, "forbidden", f"operator {row.username} is no longer active; ask a supervisor"
         )
-    return DeskOperator(row.id, row.username, row.name, m.OperatorRole(row.role), row.language)
+    return DeskOperator(
+        row.id, row.username, row.name, m.OperatorRole(row.role), row.language, row.phone
+    )
 
 
 async def _signed_in(request: web.Request) -> sessions.SignedIn:
@@ -189,6 +195,7 @@ async def who_am_i(request: web.Request) -> web.Response:
             "name": operator.name,
             "role": operator.role.value,
             "actor": str(operator.actor),
+            "phone": operator.phone,
             "language": operator.language,
             "csrf_token": request.get(CSRF),
             "timezone": config.district.timezone,

@@ -27,6 +27,7 @@ from callcenter.domain.calls import (
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState
 from callcenter.domain.geo import Transport
+from callcenter.domain.phones import PhoneKind
 from callcenter.domain.scripts import (
     ACTION_TEXT,
     SCRIPTS,
@@ -36,6 +37,7 @@ from callcenter.domain.scripts import (
     recommend,
 )
 from callcenter.engine.district import Registry
+from callcenter.engine.numbers import household_numbers
 from callcenter.engine.offers import OperatorNow, offer_of
 from callcenter.notify import links
 from callcenter.store import models as m
@@ -141,6 +143,14 @@ class FamilyContactView(Shape):
     position: int
 
 
+class PhoneView(Shape):
+    """A number that reaches the household; the list is in the order to try them."""
+
+    kind: PhoneKind = Field(description="unit: the base unit's own SIM; landline; mobile")
+    number: str = Field(description="E.164, e.g. +8614712345678")
+    label: str = Field(description="whose it is, e.g. the resident whose mobile it is; or empty")
+
+
 class DeviceView(Shape):
     serial: str
     kind: str
@@ -157,6 +167,7 @@ class HouseholdDetail(Shape):
     home_station: str
     backup_station: str
     residents: list[Resident]
+    phones: list[PhoneView] = Field(description="the numbers that reach it, first to try first")
     family: list[FamilyContactView]
     devices: list[DeviceView]
 
@@ -628,6 +639,10 @@ async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]
                 "care_notes": r.care_notes,
             }
             for r in residents.all()
+        ],
+        "phones": [
+            {"kind": n.kind.value, "number": n.number, "label": n.label}
+            for n in await household_numbers(session, h.code)
         ],
         "family": [
             {"name": f.name, "relation": f.relation, "phone": f.phone, "position": f.position}

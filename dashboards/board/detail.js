@@ -239,6 +239,8 @@ function residentCard(household) {
         r.care_notes ? h("div", { class: "notes" }, r.care_notes) : null,
       ),
     ),
+    h("h3", {}, t("detail.phones")),
+    phoneList(household.phones ?? []),
     h("h3", {}, t("detail.family")),
     h(
       "ul",
@@ -258,6 +260,26 @@ function residentCard(household) {
           d.battery_pct !== null && d.battery_pct !== undefined ? ` · ${t("detail.device.battery", { n: d.battery_pct })}` : "",
           d.last_seen_at ? ` · ${t("detail.device.seen", { t: formatTime(d.last_seen_at, true) })}` : "",
         ),
+      ),
+    ),
+  );
+}
+
+// The numbers that reach the home, in the order to try them (the base unit's own SIM
+// first: it answers hands-free beside the button), each a tel: link.
+function phoneList(phones) {
+  if (!phones.length) return h("p", { class: "phones-none" }, t("detail.phones.none"));
+  return h(
+    "ol",
+    { class: "phones" },
+    phones.map((p) =>
+      h(
+        "li",
+        { dataset: { kind: p.kind } },
+        h("span", { class: "phone-kind" }, tOr(`detail.phone.${p.kind}`, p.kind)),
+        p.label ? ` · ${p.label}` : "",
+        " ",
+        h("a", { href: `tel:${p.number}` }, p.number),
       ),
     ),
   );

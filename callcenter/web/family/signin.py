@@ -25,6 +25,7 @@ from pydantic import Field
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.domain.phones import is_e164
 from callcenter.engine import repository
 from callcenter.engine.accounts import token_digest
 from callcenter.store import models as m
@@ -146,7 +147,7 @@ def phone_number(raw: str) -> str:
         phone = "+" + phone[2:]
     if re.fullmatch(r"1\d{10}", phone):
         phone = "+86" + phone
-    if not re.fullmatch(r"\+\d{6,15}", phone):
+    if not is_e164(phone):
         raise ApiError(
             400,
             "bad_phone",
