@@ -52,6 +52,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDictProxy
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callcenter.clock import Clock, SystemClock
@@ -69,6 +70,7 @@ from callcenter.fake_twilio.page import (
     PAGE_HEADERS,
     PAGE_SCRIPT,
     PAGE_STYLE,
+    call_json,
     page_file,
     render_page,
 )
@@ -188,6 +190,8 @@ class FakeTwilio(PhoneNetwork):
         app.router.add_get("/page.css", page_file(PAGE_STYLE, "text/css"))
         app.router.add_get("/messages.json", self._everything)
         app.router.add_post("/reply", self._reply_from_page)
+        app.router.add_post("/call", self._phone_from_page)
+        app.router.add_get("/calls.json", self._calls_for_scripts)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
@@ -544,16 +548,21 @@ class FakeTwilio(PhoneNetwork):
     async def _page(self, request: web.Request) -> web.Response:
         """``GET /``: what every phone got and sent, newest first, and a form per phone."""
         return web.Response(
-            text=render_page(self.everything(), self._form_token, self.inbound_url),
+            text=render_page(
+                self.everything(),
+                self._form_token,
+                self.inbound_url,
+                self.newest_first(),
+                self.voice_url,
+            ),
             content_type="text/html",
             charset="utf-8",
             headers=PAGE_HEADERS,
         )
 
-    async def _reply_from_page(self, request: web.Request) -> web.Response:
-        """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
-        the page, which shows the text and the confirmation (or what went wrong). Only
-        from the page itself: its token, and its own Origin when the browser sends one."""
+    async def _form_from_page(self, request: web.Request) -> MultiDictProxy[Any]:
+        """The form of a POST made by the page itself: its token, and its own Origin when
+        the browser sends one; 403 otherwise (another site's page cannot act here)."""
         try:
             form = await request.post()
         except (UnicodeDecodeError, LookupError, ValueError):
@@ -564,6 +573,42 @@ class FakeTwilio(PhoneNetwork):
         token = str(form.get("token", ""))
         if not secrets.compare_digest(token.encode(), self._form_token.encode()):
             raise web.HTTPForbidden(text="the form's token is missing or stale: reload the page")
+        return form
+
+    async def _phone_from_page(self, request: web.Request) -> web.Response:
+        """``POST /call`` (the page's buttons): the phone on call ``sid`` answers, is
+        busy, hangs up or presses ``digits``; back to the page. Protected as /reply is."""
+        form = await self._form_from_page(request)
+        sid, action = str(form.get("sid", "")), str(form.get("action", ""))
+        hooks = {"answer": self.answer, "busy": self.reject, "hang_up": self.hang_up}
+        try:
+            if action == "press":
+                await self.press(sid, str(form.get("digits", "")))
+            elif action in hooks:
+                await hooks[action](sid)
+            else:
+                raise web.HTTPBadRequest(
+                    text=f"action is answer, busy, hang_up or press: {action!r}"
+                )
+        except LookupError:
+            raise web.HTTPNotFound(text=f"no call {sid[:40]!r}") from None
+        except (ValueError, TimeoutError) as refused:
+            raise web.HTTPConflict(
+                text=str(refused) or "the call is not listening for keys"
+            ) from None
+        raise web.HTTPSeeOther("/")
+
+    async def _calls_for_scripts(self, request: web.Request) -> web.Response:
+        """``GET /calls.json``: every call newest first, with what happened on it."""
+        return web.json_response(
+            {"voice_url": self.voice_url, "calls": [call_json(c) for c in self.newest_first()]}
+        )
+
+    async def _reply_from_page(self, request: web.Request) -> web.Response:
+        """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
+        the page, which shows the text and the confirmation (or what went wrong). Only
+        from the page itself: its token, and its own Origin when the browser sends one."""
+        form = await self._form_from_page(request)
         phone, body = str(form.get("From", "")).strip(), str(form.get("Body", ""))
         if not _E164.fullmatch(phone):
             raise web.HTTPBadRequest(text=f"From must be an E.164 number (+8613...), not {phone!r}")
