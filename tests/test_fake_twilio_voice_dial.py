@@ -9,7 +9,7 @@ from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from callcenter.fake_twilio import FakeTwilio, Spoken
-from tests.test_fake_twilio_voice import DESK, Centre, centre
+from tests.test_fake_twilio_voice import DESK, Centre, centre, place_call
 
 __all__ = ["centre"]  # the fixture, shared with the voice tests
 
@@ -40,14 +40,7 @@ def _bridge(*numbers: str, whisper: str = "", record: bool = False) -> str:
 
 
 async def _ring_operator(client: Client, centre: Centre) -> str:
-    call = await client.calls.create_async(
-        to=OPERATOR,
-        from_=DESK,
-        url=centre.url("/voice/answer"),
-        status_callback=centre.url("/voice/status"),
-    )
-    assert call.sid is not None
-    return call.sid
+    return await place_call(client, centre, to=OPERATOR)
 
 
 async def test_dial_rings_every_number_at_once_and_bridges_the_first_to_answer(
