@@ -219,3 +219,25 @@ async def test_record_keeps_a_recording_and_tells_the_action(
     assert recorded.signed
     assert (recorded.form["RecordingSid"], recorded.form["Digits"]) == (recording.sid, "#")
     assert recorded.form["RecordingUrl"] == recording.url
+
+
+async def test_a_call_placed_with_record_keeps_a_recording_of_the_whole_call(
+    fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
+) -> None:
+    """Test that a call created with record=True keeps one recording once it is hung up
+    and posts it to its RecordingStatusCallback, signed."""
+    fake_twilio.plan_phone(OPERATOR, "answer")
+    centre.twiml["/voice/answer"] = "<Response><Say>Recorded line</Say></Response>"
+    created = await twilio_client.calls.create_async(
+        to=OPERATOR,
+        from_=DESK,
+        url=centre.url("/voice/answer"),
+        record=True,
+        recording_status_callback=centre.url("/voice/recording"),
+    )
+    assert created.sid is not None
+    call = await fake_twilio.wait_for_status(created.sid, "completed")
+    (recording,) = call.recordings
+    (told,) = centre.to("/voice/recording")
+    assert told.signed and told.form["RecordingSid"] == recording.sid
+    assert told.form["RecordingSource"] == "OutboundAPI"
