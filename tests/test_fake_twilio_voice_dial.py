@@ -4,7 +4,10 @@ standing in for the call centre's voice webhooks."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
@@ -241,3 +244,29 @@ async def test_a_call_placed_with_record_keeps_a_recording_of_the_whole_call(
     (told,) = centre.to("/voice/recording")
     assert told.signed and told.form["RecordingSid"] == recording.sid
     assert told.form["RecordingSource"] == "OutboundAPI"
+
+
+async def test_stopping_the_fake_ends_every_call_it_runs() -> None:
+    """Test that a fake stopped while one call's Dial rings two legs, another call is
+    bridged and a third rings leaves no task of its own running."""
+    async with FakeTwilio() as fake:
+        client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
+        client.api.base_url = fake.base_url
+        fake.plan_phone(OPERATOR, "answer")
+        fake.plan_phone(MOBILE, "answer")
+        try:
+            dialling = await client.calls.create_async(
+                to=OPERATOR, from_=DESK, twiml=_bridge(UNIT, LANDLINE)
+            )
+            bridged = await client.calls.create_async(
+                to=MOBILE, from_=DESK, twiml=_bridge(OPERATOR)
+            )
+            ringing = await client.calls.create_async(to=UNIT, from_=DESK, twiml="<Response/>")
+        finally:
+            await client.http_client.close()
+        assert dialling.sid and bridged.sid and ringing.sid
+        for leg in (*fake.calls_to(UNIT), *fake.calls_to(LANDLINE)):
+            await fake.wait_for_status(leg.sid, "ringing")
+        await fake.wait_for_status(ringing.sid, "ringing")
+        await fake.wait_for_status(fake.calls_to(OPERATOR)[-1].sid, "in-progress")
+    assert asyncio.all_tasks() == {asyncio.current_task()}

@@ -273,7 +273,7 @@ class Interpreter(Switchboard):
             for number in dial.numbers
         ]
         ringing = {
-            asyncio.create_task(self._ring_leg(leg, number)): leg
+            self._task(self._ring_leg(leg, number), leg): leg
             for leg, number in zip(legs, dial.numbers, strict=True)
         }
         pending = set(ringing)
