@@ -211,8 +211,9 @@ class Switchboard:
         return line.keys.popleft() if line.keys else None
 
     async def _listen(self, line: Line, listening: bool) -> None:
-        if listening:
+        if listening:  # keys from before do not count, nor does their signal
             line.keys.clear()
+            line.key_arrived.clear()
         line.listening = listening
         await self._touch()
 
