@@ -1,4 +1,4 @@
-"""A local fake of the part of Twilio's REST API that sending SMS uses.
+"""A local fake of the part of Twilio's REST API that sending SMS and placing calls use.
 
 The real ``twilio`` library talks to it unchanged; only its base URL is pointed here.
 Measured with twilio 9.13: the client must be created inside a running loop, and
@@ -29,11 +29,17 @@ and records the TwiML answer's ``<Message>`` as the confirmation the carer's pho
 ``GET /`` on the fake is a page of everything it saw, newest first, with a form per phone
 to answer as that phone; ``GET /messages.json`` is the same for scripts.
 
+Calls (``.../Calls.json``, ``.../Calls/{CallSid}.json``: create, list, fetch, update)
+are routed to the phone network this class inherits (network.py, with its interpreter
+and switchboard): see docs/voice.md. The page lists the calls too, with buttons that act
+as their phones (``POST /call``), and ``GET /calls.json`` gives them to scripts.
+
 That page shows every text, family sign-in codes and carer links included, and answers as
 any carer's phone: the fake listens on loopback only (it refuses any other address),
 answers only requests whose Host is a loopback name (a site that rebinds its own name to
 127.0.0.1 gets nothing), and its form carries a token of this process's own, checked with
-the Origin on every ``POST /reply``, so no other site's page can answer through it.
+the Origin on every ``POST /reply`` and ``POST /call``, so no other site's page can answer
+through it.
 """
 
 from __future__ import annotations
