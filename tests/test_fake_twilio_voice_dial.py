@@ -145,6 +145,42 @@ async def test_a_busy_first_number_tells_the_action_and_the_next_is_tried(
     assert (told.form["RecordingStatus"], told.form["CallSid"]) == ("completed", operator)
 
 
+async def test_a_whisper_that_hangs_up_drops_its_leg_and_the_others_ring_on(
+    fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
+) -> None:
+    """Test that a leg whose whisper TwiML hangs up (a carer pressing 2 on a screening
+    prompt) ends completed without being bridged while the other numbers keep ringing,
+    and that the next to answer and pass its whisper is bridged."""
+    fake_twilio.plan_phone(OPERATOR, "answer")
+    centre.twiml["/voice/answer"] = _bridge(UNIT, MOBILE, whisper="/voice/screen")
+    centre.twiml["/voice/screen"] = (
+        '<Response><Gather numDigits="1" action="/voice/screened"><Say>Press 1</Say>'
+        "</Gather><Hangup/></Response>"
+    )
+    centre.twiml["/voice/screened"] = "<Response><Hangup/></Response>"
+    operator = await _ring_operator(twilio_client, centre)
+    await fake_twilio.next_call()
+    unit, mobile = await fake_twilio.next_call(), await fake_twilio.next_call()
+    await fake_twilio.answer(unit.sid)
+    await fake_twilio.press(unit.sid, "2")
+    await fake_twilio.wait_for_status(unit.sid, "completed")
+    assert unit.bridged_with is None and mobile.status == "ringing"
+
+    centre.twiml["/voice/screened"] = "<Response/>"
+    await fake_twilio.answer(mobile.sid)
+    await fake_twilio.press(mobile.sid, "1")
+    await fake_twilio.wait_for_speech(mobile.sid, "Press 1")
+    assert (await fake_twilio.wait_for_bridge(operator)).bridged_with == mobile.sid
+    await fake_twilio.hang_up(operator)
+    await fake_twilio.wait_for_status(operator, "completed")
+    assert mobile.status == "completed"
+    (dialled,) = centre.to("/voice/dialled")
+    assert (dialled.form["DialCallStatus"], dialled.form["DialCallSid"]) == (
+        "completed",
+        mobile.sid,
+    )
+
+
 async def test_a_dial_nobody_answers_tells_no_answer(
     fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
 ) -> None:

@@ -291,6 +291,7 @@ class Interpreter(Switchboard):
             stopped = stop
         if bridged is not None and stopped is None:
             call.bridged_with, bridged.bridged_with = bridged.sid, call.sid
+            await self._touch()
         for task in pending:  # still ringing, or still whispering: dropped
             line = self._lines.get(ringing[task].sid)
             if line is not None:

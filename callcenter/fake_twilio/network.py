@@ -123,6 +123,17 @@ class PhoneNetwork(Interpreter):
 
         return await self._wait_on(sid, heard, f"saying {fragment!r}", timeout)
 
+    async def wait_for_bridge(
+        self,
+        sid: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> FakeCall:
+        """The call once a <Dial> has bridged it with another leg (``bridged_with``).
+        LookupError for an unknown call, or one that ended without it."""
+        return await self._wait_on(
+            sid, lambda call: call.bridged_with is not None, "a bridge", timeout
+        )
+
     async def _wait_on(
         self,
         sid: str,
