@@ -189,9 +189,10 @@ async def test_runs_keep_the_database_a_storm_presses_as_it_says_and_fresh_start
     `--no-carers --press-interval 1` (nobody but you answers the texts or the carers'
     phones, in the log and the box; the load set by the option); then `--storm`, which
     says the database is kept with the calls the first run left, and presses as many
-    times as it says within its minute, measured as the presses the server stored (acknowledged after the commit),
-    far above the calm rate it states; then `--fresh`, which removes the demo's database,
-    says so and seeds anew: none of the earlier calls are left."""
+    times as it says within its minute, measured as the presses the server stored
+    (acknowledged after the commit), far above the calm rate it states; then `--fresh`,
+    which removes the demo's database, says so and seeds anew: none of the earlier calls
+    are left."""
     first = await Demo.start(tmp_path, "--no-carers", "--press-interval", "1")
     try:
         await first.line_with("demo district seeded")
