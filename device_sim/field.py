@@ -108,7 +108,8 @@ class Page:
     household: str
 
 
-def _between(low_high: tuple[float, float], rng: random.Random) -> float:
+def between(low_high: tuple[float, float], rng: random.Random) -> float:
+    """A uniform draw in ``(low, high)`` from ``rng.random()`` alone (stable for a seed)."""
     low, high = low_high
     return low + (high - low) * rng.random()
 
@@ -188,8 +189,8 @@ class Field:
         carer.on_call = n
         home = self._homes.get(household)
         trip = 600.0 if home is None else travel_time_s(carer.place, home, carer.transport)
-        arrive = accept + timedelta(seconds=trip * _between(self.profile.traffic, rng))
-        done = arrive + timedelta(seconds=_between(self.profile.on_scene_s, rng))
+        arrive = accept + timedelta(seconds=trip * between(self.profile.traffic, rng))
+        done = arrive + timedelta(seconds=between(self.profile.on_scene_s, rng))
         plan = []
         if rng.random() < self.profile.tells_on_the_way_share:
             plan.append(Text(accept + timedelta(seconds=20), carer.phone, f"{n}o", n))
@@ -270,10 +271,6 @@ class Operators:
         self._rng = random.Random(seed)
         self._free_at: list[datetime] = []
 
-    def _between(self, low_high: tuple[float, float]) -> float:
-        low, high = low_high
-        return low + (high - low) * self._rng.random()
-
     def pick_up(self, appeared: datetime, hour: int) -> datetime:
         """When the first operator free acknowledges a call that appeared at ``appeared``."""
         p = self.profile
@@ -282,8 +279,8 @@ class Operators:
             self._free_at.append(appeared)
         index = min(range(on_duty), key=lambda i: self._free_at[i])
         start = max(appeared, self._free_at[index])
-        acknowledged = start + timedelta(seconds=self._between(p.pickup_s))
-        self._free_at[index] = acknowledged + timedelta(seconds=self._between(p.assess_s))
+        acknowledged = start + timedelta(seconds=between(p.pickup_s, self._rng))
+        self._free_at[index] = acknowledged + timedelta(seconds=between(p.assess_s, self._rng))
         return acknowledged
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from callcenter.clock import Clock
 from callcenter.fake_twilio import FakeCall, FakeTwilio
 from device_sim.demo_district import DemoDistrict
-from device_sim.field import Field, Text, text_back
+from device_sim.field import Field, Text, between, text_back
 
 log = logging.getLogger("device_sim.phones")
 
@@ -138,10 +138,10 @@ def react(profile: PhoneProfile, who: Who, seed: str) -> Reaction:
     rng = random.Random(seed)
     answering = profile.answering(who)
     roll = rng.random()
-    after_s = _between(answering.after_s, rng)
-    listen_s = _between(profile.listen_s, rng)
+    after_s = between(answering.after_s, rng)
+    listen_s = between(profile.listen_s, rng)
     confirms = rng.random() < profile.family_confirms_share
-    talk_s = _between(profile.talk_s, rng)
+    talk_s = between(profile.talk_s, rng)
     if roll < answering.never_share:
         does = Does.NEVER
     elif roll < answering.never_share + answering.refuse_share:
@@ -151,11 +151,6 @@ def react(profile: PhoneProfile, who: Who, seed: str) -> Reaction:
     return Reaction(
         who, does, after_s, listen_s, confirms, None if who == Who.UNIT else talk_s, seed
     )
-
-
-def _between(low_high: tuple[float, float], rng: random.Random) -> float:
-    low, high = low_high
-    return low + (high - low) * rng.random()
 
 
 class Phones:
