@@ -302,6 +302,9 @@ def test_the_demo_districts_carers_and_family_contacts_have_their_phones() -> No
     phones = district_phones(district, PhoneProfile(), seed=1, field=field)
     contacts = [c.phone for h in district.households for c in h.contacts]
     assert contacts and all(phones.who(phone) == Who.FAMILY for phone in contacts)
+    # The register's numbers, where the district has them (issue 20's household_phones).
+    numbers = [n for h in district.households for n in getattr(h, "phones", ())]
+    assert all(phones.who(n.number) == Who(str(n.kind)) for n in numbers)
     assert phones.ringing(OPERATOR) is None
     with pytest.raises(ValueError, match="not unit, landline or mobile"):
         Phones(PhoneProfile(), seed=1, households={UNIT: "fax"})
