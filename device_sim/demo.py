@@ -55,6 +55,7 @@ from device_sim.demo_load import (
 from device_sim.demo_notice import REMIND_EVERY_S, SignInLines, box, remind_until_signed_in, show
 from device_sim.district import load_devices_from_database
 from device_sim.field import FieldProfile, answer_pages, district_field
+from device_sim.phones import PhoneProfile, answer_calls, district_phones
 from device_sim.settings import SimulationSettings
 from device_sim.simulation import Simulation
 
@@ -130,8 +131,8 @@ async def demo(
                 # Delivery reports as a phone network would send them, so the demo's texts
                 # go on to "delivered"; tests leave this off and report by hand.
                 server.fake_twilio.auto_deliver = True
-            texts = _texts_line(server, carers_answer)
-            log.info("%s", texts)
+            log.info("%s", _texts_line(server, carers_answer))
+            log.info("%s", _phones_line(server, carers_answer))
             log.info(
                 "operator API at %s; try: curl -H 'Authorization: Bearer %s' %s/api/calls "
                 "(demo.operator's token, new on every start)",
@@ -187,12 +188,22 @@ async def demo(
                 )
                 if typed:
                     _read_typed_commands(asyncio.get_running_loop(), storms, stop)
-                if carers_there and server.fake_twilio is not None:
-                    # The demo district's carers read their pages and answer like people.
-                    field = district_field(build_demo_district(2026), FieldProfile(), seed=2026)
+                if server.fake_twilio is not None:
+                    district = build_demo_district(2026)
+                    field = None
+                    if carers_there:
+                        # The demo district's carers read their pages and answer like people.
+                        field = district_field(district, FieldProfile(), seed=2026)
+                        tasks.create_task(
+                            answer_pages(server.fake_twilio, field, server.clock, stop),
+                            name="device_sim.field",
+                        )
+                    # Their phones too (left to the fake's page with --no-carers), and the
+                    # households' and family contacts' phones always.
+                    phones = district_phones(district, PhoneProfile(), seed=2026, field=field)
                     tasks.create_task(
-                        answer_pages(server.fake_twilio, field, server.clock, stop),
-                        name="device_sim.field",
+                        answer_calls(server.fake_twilio, phones, server.clock, stop),
+                        name="device_sim.phones",
                     )
                 await stop.wait()
                 storms.stop()
@@ -230,6 +241,26 @@ def _texts_line(server: Running, carers_answer: bool) -> str:
     return f"SMS a carer would get: {server.fake_twilio.page_url} ({who})"
 
 
+def _phones_line(server: Running, carers_answer: bool) -> str:
+    """Who answers the phone calls the desk places, as true for the options and the
+    account."""
+    if server.fake_twilio is None:
+        return (
+            "phone calls go to the Twilio account configured, to the demo district's "
+            "invented numbers: no simulated carer, household or relative answers them"
+        )
+    who = (
+        "simulated carers, households and family contacts answer them"
+        if carers_answer
+        else "carers' phones ring until you answer them there (--no-carers); households "
+        "and family contacts answer theirs"
+    )
+    return (
+        f"phone calls the desk places: {server.fake_twilio.page_url} ({who}; any other "
+        "phone, an operator's own, is yours to answer there)"
+    )
+
+
 def _box_notes(
     server: Running, token: str, load: DemoLoad, *, storm: bool, carers_there: bool, typed: bool
 ) -> list[str]:
@@ -241,8 +272,15 @@ def _box_notes(
             if carers_there
             else "  nobody answers them but you (--no-carers)"
         )
+        notes.append("Phone calls the desk places: on the same page")
+        if carers_there:
+            notes.append("  carers, households and family contacts answer them")
+        else:
+            notes.append("  carers' phones are yours to answer there (--no-carers);")
+            notes.append("  households and family contacts answer theirs")
     else:
         notes.append("Carers' texts go to the Twilio account configured; nobody answers them")
+        notes.append("Phone calls go to the Twilio account configured; nobody answers them")
     rate = f"{load.presses_per_hour:.1f} presses an hour"
     if load.given:
         notes.append(f"Load: {rate}, set by --press-interval")

@@ -24,6 +24,8 @@ from callcenter.domain.geo import Place, Transport, travel_time_s
 from callcenter.fake_twilio import FakeTwilio
 from device_sim.demo_district import DemoDistrict
 
+_log = logging.getLogger("device_sim.field")
+
 # A dispatch text offers the answer codes "{call}a" (accept) and "{call}d" (decline), in
 # every language the call centre writes; a carer reads the call number off them (a code
 # standing alone: not part of the link's token or an address).
@@ -31,6 +33,8 @@ _OFFER = re.compile(r"(?<![\w/-])(\d+)a(?![\w/-])")
 _HOUSEHOLD = re.compile(r"\b(H\d{4,})\b")
 # A stand-down says the carer is no longer needed, in English or Chinese.
 _STAND_DOWN = re.compile(r"(?:Call|呼叫)\s*(\d+)\s*[:：]\s*(?:stand down|无需前往)")
+# The desk ringing about a page says the call's number first: "Call 12, …" / "呼叫12，…".
+_RUNG_ABOUT = re.compile(r"(?:Call|呼叫)\s*(\d+)")
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,18 @@ class FieldCarer:
     on_call: int | None = None
     # Texts planned for the current call, dropped on a stand-down.
     planned: list[Text] = field(default_factory=list)
+    # Pages read and not yet answered by text (call -> household), newest last: what a
+    # ring from the desk is about.
+    waiting: dict[int, str] = field(default_factory=dict)
+    # Pages answered with a key on the phone: their planned "Na"/"Nd" texts are not sent.
+    keyed: set[int] = field(default_factory=set)
     pages: int = 0
     accepted: int = 0
     ignored: int = 0
     declined: int = 0
+    # Rung by the desk about a page, picked up and a key pressed: 1 accepted, 2 declined.
+    accepted_by_phone: int = 0
+    declined_by_phone: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,12 @@ class Page:
 
     call_id: int
     household: str
+
+
+def between(low_high: tuple[float, float], rng: random.Random) -> float:
+    """A uniform draw in ``(low, high)`` from ``rng.random()`` alone (stable for a seed)."""
+    low, high = low_high
+    return low + (high - low) * rng.random()
 
 
 def read_text(body: str) -> tuple[list[Page], list[int]]:
@@ -124,10 +142,6 @@ class Field:
         self._homes = homes
         self._rng = random.Random(seed)
 
-    def _between(self, low_high: tuple[float, float]) -> float:
-        low, high = low_high
-        return low + (high - low) * self._rng.random()
-
     def _answer_delay(self) -> timedelta:
         p = self.profile
         seconds = p.answer_median_s * math.exp(p.answer_spread * self._rng.gauss(0.0, 1.0))
@@ -142,6 +156,7 @@ class Field:
         pages, stand_downs = read_text(body)
         replies: list[Text] = []
         for call_id in stand_downs:
+            carer.waiting.pop(call_id, None)
             if carer.on_call == call_id:
                 carer.on_call = None
                 carer.planned = []
@@ -152,6 +167,7 @@ class Field:
     def _paged(self, carer: FieldCarer, page: Page, at: datetime) -> list[Text]:
         carer.pages += 1
         n = page.call_id
+        carer.waiting[n] = page.household
         if carer.station in self.profile.busy_stations or carer.on_call not in (None, n):
             carer.declined += 1
             return [Text(at + self._answer_delay(), carer.phone, f"{n}d", n)]
@@ -159,22 +175,62 @@ class Field:
             carer.ignored += 1
             return []
         carer.accepted += 1
-        carer.on_call = n
         accept = at + self._answer_delay()
-        home = self._homes.get(page.household)
-        trip = 600.0 if home is None else travel_time_s(carer.place, home, carer.transport)
-        arrive = accept + timedelta(seconds=trip * self._between(self.profile.traffic))
-        done = arrive + timedelta(seconds=self._between(self.profile.on_scene_s))
         plan = [Text(accept, carer.phone, f"{n}a", n)]
-        if self._rng.random() < self.profile.tells_on_the_way_share:
-            plan.append(Text(accept + timedelta(seconds=20), carer.phone, f"{n}o", n))
-        plan += [Text(arrive, carer.phone, f"{n}s", n), Text(done, carer.phone, f"{n}r", n)]
+        plan += self._set_off(carer, n, page.household, accept, self._rng)
         carer.planned = plan
         return plan
+
+    def _set_off(
+        self, carer: FieldCarer, n: int, household: str, accept: datetime, rng: random.Random
+    ) -> list[Text]:
+        """The carer, having accepted call ``n`` at ``accept``, goes: the texts on the way
+        (maybe), on scene and done."""
+        carer.on_call = n
+        home = self._homes.get(household)
+        trip = 600.0 if home is None else travel_time_s(carer.place, home, carer.transport)
+        arrive = accept + timedelta(seconds=trip * between(self.profile.traffic, rng))
+        done = arrive + timedelta(seconds=between(self.profile.on_scene_s, rng))
+        plan = []
+        if rng.random() < self.profile.tells_on_the_way_share:
+            plan.append(Text(accept + timedelta(seconds=20), carer.phone, f"{n}o", n))
+        plan += [Text(arrive, carer.phone, f"{n}s", n), Text(done, carer.phone, f"{n}r", n)]
+        return plan
+
+    def rung(
+        self, phone: str, heard: str, at: datetime, rng: random.Random
+    ) -> tuple[str | None, list[Text]]:
+        """The carer at ``phone`` picked up the desk's call and heard ``heard``: the key
+        they press ("1" accept, "2" decline, None when they cannot tell which page it is
+        about) and the texts they will send after it, drawn from ``rng``.
+
+        They answer as they would the text: a carer on another call, or of a busy
+        station, declines; one who meant to accept presses 1; one who had not read the
+        page (or not yet answered it) and is free accepts now and sets off."""
+        carer = self.by_phone[phone]
+        said = _RUNG_ABOUT.search(heard)
+        n = int(said.group(1)) if said else next(reversed(carer.waiting), None)
+        if n is None:
+            return None, []
+        households = _HOUSEHOLD.findall(heard)
+        household = carer.waiting.get(n) or (households[0] if households else "")
+        carer.keyed.add(n)
+        carer.waiting.pop(n, None)
+        if carer.station in self.profile.busy_stations or carer.on_call not in (None, n):
+            carer.declined_by_phone += 1
+            return "2", []
+        carer.accepted_by_phone += 1
+        if carer.on_call == n:
+            return "1", []  # the rest of the plan stands; the accepting text is not sent
+        plan = self._set_off(carer, n, household, at, rng)
+        carer.planned = plan
+        return "1", plan
 
     def still_meant(self, text: Text) -> bool:
         """Whether the carer still sends ``text`` (not stood down since it was planned)."""
         carer = self.by_phone[text.phone]
+        if text.call_id in carer.keyed and text.body[-1:] in ("a", "d"):
+            return False  # answered with a key on the phone already
         if text.body.endswith("d"):
             return True
         return carer.on_call == text.call_id and text in carer.planned
@@ -187,6 +243,8 @@ class Field:
     def sent(self, text: Text) -> None:
         """``text`` went out; a closing text frees its carer."""
         carer = self.by_phone[text.phone]
+        if text.body[-1:] in ("a", "d"):
+            carer.waiting.pop(text.call_id, None)
         if text.body.endswith("r") and carer.on_call == text.call_id:
             carer.on_call = None
             carer.planned = []
@@ -213,10 +271,6 @@ class Operators:
         self._rng = random.Random(seed)
         self._free_at: list[datetime] = []
 
-    def _between(self, low_high: tuple[float, float]) -> float:
-        low, high = low_high
-        return low + (high - low) * self._rng.random()
-
     def pick_up(self, appeared: datetime, hour: int) -> datetime:
         """When the first operator free acknowledges a call that appeared at ``appeared``."""
         p = self.profile
@@ -225,8 +279,8 @@ class Operators:
             self._free_at.append(appeared)
         index = min(range(on_duty), key=lambda i: self._free_at[i])
         start = max(appeared, self._free_at[index])
-        acknowledged = start + timedelta(seconds=self._between(p.pickup_s))
-        self._free_at[index] = acknowledged + timedelta(seconds=self._between(p.assess_s))
+        acknowledged = start + timedelta(seconds=between(p.pickup_s, self._rng))
+        self._free_at[index] = acknowledged + timedelta(seconds=between(p.assess_s, self._rng))
         return acknowledged
 
 
@@ -241,32 +295,36 @@ def district_field(district: DemoDistrict, profile: FieldProfile, *, seed: int) 
     return Field(carers, homes, profile, seed=seed)
 
 
+async def text_back(
+    twilio: FakeTwilio, field: Field, clock: Clock, text: Text, stop: asyncio.Event
+) -> None:
+    """A carer on the wall clock sends ``text`` through the fake Twilio when its time
+    comes (unless stood down meanwhile, or ``stop``), and again a little later when the
+    server did not confirm it."""
+    await clock.sleep_until(text.at, stop)
+    if stop.is_set() or not field.still_meant(text):
+        return
+    try:
+        status, _answer = await twilio.reply(text.phone, text.body)
+    except aiohttp.ClientError as error:
+        status = 0
+        _log.warning("carer %s could not text %r: %s", text.phone, text.body, error)
+    if status == 200:
+        field.sent(text)
+        return
+    later = Text(
+        clock.now() + timedelta(seconds=field.profile.retry_after_s),
+        text.phone,
+        text.body,
+        text.call_id,
+    )
+    field.replace(text, later)
+    await text_back(twilio, field, clock, later, stop)
+
+
 async def answer_pages(twilio: FakeTwilio, field: Field, clock: Clock, stop: asyncio.Event) -> None:
     """Carers on the wall clock (the demo): read each text the fake Twilio takes, and
     answer it through the fake when the time comes, until ``stop``."""
-    log = logging.getLogger("device_sim.field")
-
-    async def say(text: Text) -> None:
-        await clock.sleep_until(text.at, stop)
-        if stop.is_set() or not field.still_meant(text):
-            return
-        try:
-            status, _answer = await twilio.reply(text.phone, text.body)
-        except aiohttp.ClientError as error:
-            status = 0
-            log.warning("carer %s could not text %r: %s", text.phone, text.body, error)
-        if status == 200:
-            field.sent(text)
-        else:  # no confirmation: the carer texts again a little later
-            later = Text(
-                clock.now() + timedelta(seconds=field.profile.retry_after_s),
-                text.phone,
-                text.body,
-                text.call_id,
-            )
-            field.replace(text, later)
-            await say(later)
-
     async with asyncio.TaskGroup() as replies:
         while not stop.is_set():
             try:
@@ -274,4 +332,7 @@ async def answer_pages(twilio: FakeTwilio, field: Field, clock: Clock, stop: asy
             except TimeoutError:
                 continue
             for text in field.received(message.to, message.body, clock.now()):
-                replies.create_task(say(text), name=f"device_sim.field.{text.phone}")
+                replies.create_task(
+                    text_back(twilio, field, clock, text, stop),
+                    name=f"device_sim.field.{text.phone}",
+                )

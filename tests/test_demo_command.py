@@ -131,7 +131,8 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
     passwords), shown again every --remind-every seconds, and no more once somebody
     has signed in to the board with the password in it; and that the default demo says
     what is true for it: a calm load worked out from the carers on shift (between a few
-    presses an hour and a few a minute), simulated carers answering, how to get a storm,
+    presses an hour and a few a minute), simulated carers answering texts, and carers,
+    households and family contacts the phone, how to get a storm,
     and that typing storm starts one."""
     demo = await Demo.start(tmp_path, "--remind-every", "2", typed=True)
     try:
@@ -140,6 +141,8 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
         assert 2 <= _presses_an_hour(load) <= 180, load
         texts = await demo.line_with("SMS a carer would get")
         assert "simulated carers answer them" in texts, texts
+        phones = await demo.line_with("phone calls the desk places: http://")
+        assert "simulated carers, households and family contacts answer them" in phones, phones
         await demo.line_with(BOX_TITLE)
         url = (await demo.line_with("/board ")).strip("| \n")
         operator = await demo.line_with("|   user demo.operator ")
@@ -148,6 +151,7 @@ async def test_the_sign_in_box_repeats_until_somebody_signs_in(tmp_path: Path) -
         assert password is not None, operator
         await demo.line_with("|   user demo.supervisor ")
         await demo.line_with("simulated carers answer them")
+        await demo.line_with("|   carers, households and family contacts answer them")
         await demo.line_with("| Load: calm, ")
         await demo.line_with("| For a storm: callcenter demo --storm")
         await demo.line_with("| Type storm and Enter here for a storm now")
@@ -182,12 +186,13 @@ async def test_runs_keep_the_database_a_storm_presses_as_it_says_and_fresh_start
     tmp_path: Path,
 ) -> None:
     """Test three runs in one directory, each saying what is true for its options:
-    `--no-carers --press-interval 1` (nobody but you answers the texts, in the log and
-    the box; the load set by the option); then `--storm`, which says the database is kept
-    with the calls the first run left, and presses as many times as it says within its
-    minute, measured as the presses the server stored (acknowledged after the commit),
-    far above the calm rate it states; then `--fresh`, which removes the demo's database,
-    says so and seeds anew: none of the earlier calls are left."""
+    `--no-carers --press-interval 1` (nobody but you answers the texts or the carers'
+    phones, in the log and the box; the load set by the option); then `--storm`, which
+    says the database is kept with the calls the first run left, and presses as many
+    times as it says within its minute, measured as the presses the server stored
+    (acknowledged after the commit), far above the calm rate it states; then `--fresh`,
+    which removes the demo's database, says so and seeds anew: none of the earlier calls
+    are left."""
     first = await Demo.start(tmp_path, "--no-carers", "--press-interval", "1")
     try:
         await first.line_with("demo district seeded")
@@ -196,9 +201,13 @@ async def test_runs_keep_the_database_a_storm_presses_as_it_says_and_fresh_start
         line = await first.line_with("SMS a carer would get")
         assert "nobody answers them but you (--no-carers)" in line, line
         assert "simulated carers" not in line, line
+        phones = await first.line_with("phone calls the desk places")
+        assert "carers' phones ring until you answer them there (--no-carers)" in phones, phones
+        assert "simulated carers" not in phones, phones
         await first.line_with("until somebody signs in to the board.", 30)
         box = first.text[first.text.rindex(BOX_TITLE) :]
         assert "nobody answers them but you (--no-carers)" in box, box
+        assert "carers' phones are yours to answer there (--no-carers)" in box, box
         assert "simulated carers" not in box, box
         assert "Load: 3600.0 presses an hour, set by --press-interval" in box, box
         await first.line_with(": raised by device:", 60)  # a call opened
