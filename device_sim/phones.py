@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from callcenter.clock import Clock
 from callcenter.fake_twilio import FakeCall, FakeTwilio
@@ -311,8 +310,6 @@ def district_phones(
     its family contacts' and its households' numbers."""
     households: dict[str, str] = {}
     for household in district.households:
-        # The register's numbers (DemoHousehold.phones, HouseholdNumber: number and kind).
-        numbers: Iterable[Any] = getattr(household, "phones", ())
-        households.update((str(n.number), str(n.kind)) for n in numbers)
+        households.update((n.number, str(n.kind)) for n in household.phones)
     family = [c.phone for h in district.households for c in h.contacts]
     return Phones(profile, seed=seed, field=field, households=households, family=family)
