@@ -8,10 +8,19 @@ from datetime import UTC, datetime
 import pytest
 
 from callcenter.domain.call_types import CallType
-from callcenter.domain.calls import Assignment, AssignmentState, Call, Outcome
-from callcenter.domain.messages import MessageKind, render
+from callcenter.domain.calls import Assignment, AssignmentState, Call, Outcome, VoicePurpose
+from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.policy import DEFAULT_POLICIES
-from callcenter.domain.replies import Answer, Reply, ReplyError, parse_reply, refusal
+from callcenter.domain.replies import (
+    KEYS,
+    SPOKEN_CONFIRMATIONS,
+    Answer,
+    Reply,
+    ReplyError,
+    key_answer,
+    parse_reply,
+    refusal,
+)
 
 A, D, W, S, R = (
     Answer.ACCEPT,
@@ -176,3 +185,34 @@ def test_a_refusal_says_why(call: Call, kind: MessageKind, carer: str) -> None:
         # In Chinese, the carer's part on the call, not the desk's English reason.
         zh = render(message, "zh")
         assert "“已接单”" in zh and "cannot" not in zh, zh
+
+
+@pytest.mark.parametrize(
+    ("purpose", "digits", "answer"),
+    [
+        (VoicePurpose.PAGE, "1", Answer.ACCEPT),
+        (VoicePurpose.PAGE, "2", Answer.DECLINE),
+        (VoicePurpose.PAGE, " 1", Answer.ACCEPT),
+        (VoicePurpose.PAGE, "3", None),
+        (VoicePurpose.PAGE, "", None),
+        (VoicePurpose.PAGE, "12", None),
+        (VoicePurpose.BRIDGE, "1", None),
+    ],
+)
+def test_keys_pressed_are_the_answers_of_the_text_codes(
+    purpose: VoicePurpose, digits: str, answer: Answer | None
+) -> None:
+    """Test that 1 and 2 on a carer's ring are the same answers as "a" and "d" by text."""
+    assert key_answer(purpose, digits) == answer
+    if answer is not None:
+        assert parse_reply({Answer.ACCEPT: "a", Answer.DECLINE: "d"}[answer]) == Reply(answer)
+
+
+def test_every_key_answer_has_a_spoken_confirmation_in_both_languages() -> None:
+    """Test that each answer a key gives is confirmed by voice in zh and en."""
+    for keys in KEYS.values():
+        for answer in keys.values():
+            kind = SPOKEN_CONFIRMATIONS[answer]
+            for language in ("zh", "en"):
+                spoken = render(Message(kind, {"call_ref": "12", "household": "H0001"}), language)
+                assert "12" in spoken
