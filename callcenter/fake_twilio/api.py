@@ -39,8 +39,6 @@ the Origin on every ``POST /reply``, so no other site's page can answer through 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import collections
 import contextlib
 import ipaddress
@@ -48,17 +46,17 @@ import itertools
 import re
 import secrets
 import xml.etree.ElementTree as ET
-from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDictProxy
 from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
 
 from callcenter.clock import Clock, SystemClock
+from callcenter.fake_twilio import network, rest
 from callcenter.fake_twilio.message import (
     API_VERSION,
     INBOUND,
@@ -67,10 +65,12 @@ from callcenter.fake_twilio.message import (
     PlannedFailure,
     segments,
 )
+from callcenter.fake_twilio.network import PhoneNetwork
 from callcenter.fake_twilio.page import (
     PAGE_HEADERS,
     PAGE_SCRIPT,
     PAGE_STYLE,
+    call_json,
     page_file,
     render_page,
 )
@@ -78,26 +78,13 @@ from callcenter.fake_twilio.page import (
 # Twilio's magic test number; the fake's own number when a reply does not name one.
 DEFAULT_NUMBER = "+15005550006"
 _E164 = re.compile(r"\+[1-9]\d{7,14}")
-_DEFAULT_PAGE_SIZE = 50
 _AUTO_DELIVER_AFTER_S = 0.2
-_MAX_PAGE_SIZE = 1000
 # Longest wait for the call centre's inbound webhook to answer a reply.
 _WEBHOOK_TIMEOUT_S = 30.0
 LOOPBACK_ONLY = (
     "the fake Twilio listens on loopback only: its page shows every text, family sign-in "
     "codes and carer links included, and answers as any carer's phone"
 )
-_ERROR_MESSAGES = {
-    20003: "Authenticate",
-    20404: "The requested resource was not found",
-    20429: "Too Many Requests",
-    21211: "The 'To' number is not a valid phone number.",
-    21602: "Message body is required.",
-    21603: "A 'From' or 'MessagingServiceSid' parameter is required to send a message.",
-    21604: "A 'To' phone number is required.",
-    21610: "Attempt to send to unsubscribed recipient",
-    21614: "'To' number is not a valid mobile number",
-}
 
 
 def is_loopback(host: str) -> bool:
@@ -110,9 +97,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class FakeTwilio:
-    """A local HTTP server speaking Twilio's Messages API; an async context manager.
-    Loopback only: any other ``host`` is a ValueError."""
+class FakeTwilio(PhoneNetwork):
+    """A local HTTP server speaking Twilio's Messages and Calls APIs, with a phone network
+    behind the calls (``PhoneNetwork``); an async context manager. Loopback only: any
+    other ``host`` is a ValueError."""
 
     def __init__(
         self,
@@ -125,6 +113,7 @@ class FakeTwilio:
         auto_deliver: bool = False,
         inbound_url: str = "",
         number: str = DEFAULT_NUMBER,
+        pause_scale: float = 1.0,
     ) -> None:
         if not is_loopback(host):
             raise ValueError(
@@ -137,9 +126,13 @@ class FakeTwilio:
         # for "A message comes in" on a Twilio number. Settable once the server listens.
         self.inbound_url = inbound_url
         # The number a reply is sent to when the carer's phone never got a text from us.
-        self.number = number
-        self.account_sid = account_sid or "AC" + secrets.token_hex(16)
-        self.auth_token = auth_token or secrets.token_hex(16)
+        super().__init__(
+            account_sid=account_sid or "AC" + secrets.token_hex(16),
+            auth_token=auth_token or secrets.token_hex(16),
+            clock=clock or SystemClock(),
+            number=number,
+            pause_scale=pause_scale,
+        )
         # Messages created through the API (outbound-api): what the call centre sent.
         self.messages: list[FakeMessage] = []
         # Carers' texts to us (inbound) and the TwiML confirmations they got back
@@ -152,7 +145,6 @@ class FakeTwilio:
         self._last_sender: dict[str, str] = {}
         self._requested_port = port
         self._port: int | None = None
-        self._clock: Clock = clock or SystemClock()
         self._failures: collections.deque[PlannedFailure] = collections.deque()
         self._delays: collections.deque[float] = collections.deque()
         self._order = itertools.count(1)
@@ -189,11 +181,17 @@ class FakeTwilio:
         app.router.add_post(f"{base}/Messages.json", self._create)
         app.router.add_get(f"{base}/Messages.json", self._list)
         app.router.add_get(f"{base}/Messages/{{sid}}.json", self._fetch)
+        app.router.add_post(f"{base}/Calls.json", self._create_call)
+        app.router.add_get(f"{base}/Calls.json", self._list_calls)
+        app.router.add_get(f"{base}/Calls/{{sid}}.json", self._fetch_call)
+        app.router.add_post(f"{base}/Calls/{{sid}}.json", self._update_call)
         app.router.add_get("/", self._page)
         app.router.add_get("/page.js", page_file(PAGE_SCRIPT, "text/javascript"))
         app.router.add_get("/page.css", page_file(PAGE_STYLE, "text/css"))
         app.router.add_get("/messages.json", self._everything)
         app.router.add_post("/reply", self._reply_from_page)
+        app.router.add_post("/call", self._phone_from_page)
+        app.router.add_get("/calls.json", self._calls_for_scripts)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port)
@@ -208,6 +206,7 @@ class FakeTwilio:
         for task in reports:
             task.cancel()
         await asyncio.gather(*reports, return_exceptions=True)
+        await self.hang_up_everything()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -228,7 +227,7 @@ class FakeTwilio:
         self, status: int = 429, code: int = 20429, times: int = 1, message: str | None = None
     ) -> None:
         """Make the next ``times`` create calls fail with this HTTP status and Twilio code."""
-        text = message or _ERROR_MESSAGES.get(code, "Planned failure")
+        text = message or rest.ERROR_MESSAGES.get(code, "Planned failure")
         self._failures.extend(PlannedFailure(status, code, text) for _ in range(times))
 
     def stop_failing(self) -> None:
@@ -420,54 +419,22 @@ class FakeTwilio:
             except aiohttp.ClientError:
                 return  # nobody listens: as with Twilio, the report is lost
 
-    def _error(self, status: int, code: int, message: str | None = None) -> web.Response:
-        return web.json_response(
-            {
-                "code": code,
-                "message": message or _ERROR_MESSAGES.get(code, "Error"),
-                "more_info": f"https://www.twilio.com/docs/errors/{code}",
-                "status": status,
-            },
-            status=status,
-        )
-
-    def _refusal(self, request: web.Request) -> web.Response | None:
-        """A 401 unless the request carries this account's credentials; 404 for another account."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, encoded = header.partition(" ")
-        try:
-            decoded = base64.b64decode(encoded, validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            decoded = ""
-        user, _, password = decoded.partition(":")
-        authentic = (
-            scheme.lower() == "basic"
-            and secrets.compare_digest(user, self.account_sid)
-            and secrets.compare_digest(password, self.auth_token)
-        )
-        if not authentic:
-            return self._error(401, 20003)
-        if request.match_info["account_sid"] != self.account_sid:
-            return self._error(404, 20404)
-        return None
-
     async def _create(self, request: web.Request) -> web.Response:
-        refusal = self._refusal(request)
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
         if refusal is not None:
             return refusal
         form = {key: str(value) for key, value in (await request.post()).items()}
         if self._failures:
-            failure = self._failures.popleft()
-            return self._error(failure.status, failure.code, failure.message)
+            return self._planned_failure()
         to = form.get("To", "")
         if not to:
-            return self._error(400, 21604)
+            return rest.error(400, 21604)
         if not _E164.fullmatch(to):
-            return self._error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+            return rest.error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not form.get("From") and not form.get("MessagingServiceSid"):
-            return self._error(400, 21603)
+            return rest.error(400, 21603)
         if not form.get("Body"):
-            return self._error(400, 21602)
+            return rest.error(400, 21602)
         message = FakeMessage(
             sid="SM" + secrets.token_hex(16),
             account_sid=self.account_sid,
@@ -491,69 +458,83 @@ class FakeTwilio:
             if message.from_:
                 self._last_sender[message.to] = message.from_
             self._arrived.notify_all()
-        if self._delays:
-            # Recorded above, answered only now: to the sender the outcome is unknown.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._delays.popleft())
+        await self._hold_back()
         if self.auto_deliver and message.status_callback:
             task = asyncio.create_task(self._deliver(message.sid), name="fake_twilio.report")
             self._reports.add(task)
             task.add_done_callback(self._reports.discard)
         return web.json_response(answer, status=201)
 
+    def _planned_failure(self) -> web.Response:
+        failure = self._failures.popleft()
+        return rest.error(failure.status, failure.code, failure.message)
+
+    async def _hold_back(self) -> None:
+        """Answer a create late if ``delay_next`` asked: it is recorded already, so to
+        the caller the outcome is unknown."""
+        if self._delays:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._delays.popleft())
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        """``POST .../Calls.json``: the call rings at once; planned failures and delays
+        apply as to messages (one queue for both)."""
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
+        if refusal is not None:
+            return refusal
+        form = await request.post()
+        if self._failures:
+            return self._planned_failure()
+        try:
+            call = self.place(form)
+        except rest.RefusedError as refused:
+            return refused.response()
+        answer = call.to_json()  # "queued", as Twilio answers
+        await self._hold_back()
+        return web.json_response(answer, status=201)
+
+    async def _fetch_call(self, request: web.Request) -> web.Response:
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
+        if refusal is not None:
+            return refusal
+        try:
+            return web.json_response(self.known(request.match_info["sid"]).to_json())
+        except rest.RefusedError as refused:
+            return refused.response()
+
+    async def _update_call(self, request: web.Request) -> web.Response:
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
+        if refusal is not None:
+            return refusal
+        try:
+            call = await self.update(request.match_info["sid"], await request.post())
+        except rest.RefusedError as refused:
+            return refused.response()
+        return web.json_response(call.to_json())
+
+    async def _list_calls(self, request: web.Request) -> web.Response:
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
+        if refusal is not None:
+            return refusal
+        path = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls.json"
+        return rest.listing(self.newest_first(), network.matches, request.query, path, "calls")
+
     async def _fetch(self, request: web.Request) -> web.Response:
-        refusal = self._refusal(request)
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
         if refusal is not None:
             return refusal
         message = self.message(request.match_info["sid"])
         if message is None:
-            return self._error(404, 20404)
+            return rest.error(404, 20404)
         return web.json_response(message.to_json())
 
     async def _list(self, request: web.Request) -> web.Response:
-        refusal = self._refusal(request)
+        refusal = rest.refusal(request, self.account_sid, self.auth_token)
         if refusal is not None:
             return refusal
-        query = request.query
-        try:
-            matching = [m for m in reversed(self.messages) if _matches(m, query)]
-            page_size = min(int(query.get("PageSize", _DEFAULT_PAGE_SIZE)), _MAX_PAGE_SIZE)
-            page = int(query.get("Page", 0))
-        except ValueError as error:
-            return self._error(400, 20001, f"Invalid parameter: {error}")
-        if page_size < 1:
-            return self._error(400, 20001, "PageSize must be at least 1")
-        # Twilio's PageToken names the last message of the previous page ("PA" + its sid),
-        # so messages arriving meanwhile do not shift later pages.
-        start = 0
-        token = query.get("PageToken", "")
-        if token.startswith("PA"):
-            sids = [m.sid for m in matching]
-            start = sids.index(token[2:]) + 1 if token[2:] in sids else len(matching)
-        chunk = matching[start : start + page_size]
-        filters = {k: v for k, v in query.items() if k not in ("Page", "PageSize", "PageToken")}
         path = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
-
-        def page_uri(number: int, page_token: str | None) -> str:
-            params = {**filters, "PageSize": str(page_size), "Page": str(number)}
-            if page_token is not None:
-                params["PageToken"] = page_token
-            return f"{path}?{urlencode(params)}"
-
-        has_more = start + page_size < len(matching)
-        return web.json_response(
-            {
-                "messages": [m.to_json() for m in chunk],
-                "end": start + len(chunk) - 1 if chunk else 0,
-                "first_page_uri": page_uri(0, None),
-                "next_page_uri": page_uri(page + 1, "PA" + chunk[-1].sid) if has_more else None,
-                "previous_page_uri": None,
-                "page": page,
-                "page_size": page_size,
-                "start": start,
-                "uri": page_uri(page, token or None),
-            }
-        )
+        newest_first = list(reversed(self.messages))
+        return rest.listing(newest_first, _matches, request.query, path, "messages")
 
     async def _everything(self, request: web.Request) -> web.Response:
         """``GET /messages.json``: the page's content for scripts, newest first."""
@@ -567,16 +548,21 @@ class FakeTwilio:
     async def _page(self, request: web.Request) -> web.Response:
         """``GET /``: what every phone got and sent, newest first, and a form per phone."""
         return web.Response(
-            text=render_page(self.everything(), self._form_token, self.inbound_url),
+            text=render_page(
+                self.everything(),
+                self._form_token,
+                self.inbound_url,
+                self.newest_first(),
+                self.voice_url,
+            ),
             content_type="text/html",
             charset="utf-8",
             headers=PAGE_HEADERS,
         )
 
-    async def _reply_from_page(self, request: web.Request) -> web.Response:
-        """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
-        the page, which shows the text and the confirmation (or what went wrong). Only
-        from the page itself: its token, and its own Origin when the browser sends one."""
+    async def _form_from_page(self, request: web.Request) -> MultiDictProxy[Any]:
+        """The form of a POST made by the page itself: its token, and its own Origin when
+        the browser sends one; 403 otherwise (another site's page cannot act here)."""
         try:
             form = await request.post()
         except (UnicodeDecodeError, LookupError, ValueError):
@@ -587,6 +573,42 @@ class FakeTwilio:
         token = str(form.get("token", ""))
         if not secrets.compare_digest(token.encode(), self._form_token.encode()):
             raise web.HTTPForbidden(text="the form's token is missing or stale: reload the page")
+        return form
+
+    async def _phone_from_page(self, request: web.Request) -> web.Response:
+        """``POST /call`` (the page's buttons): the phone on call ``sid`` answers, is
+        busy, hangs up or presses ``digits``; back to the page. Protected as /reply is."""
+        form = await self._form_from_page(request)
+        sid, action = str(form.get("sid", "")), str(form.get("action", ""))
+        hooks = {"answer": self.answer, "busy": self.reject, "hang_up": self.hang_up}
+        try:
+            if action == "press":
+                await self.press(sid, str(form.get("digits", "")))
+            elif action in hooks:
+                await hooks[action](sid)
+            else:
+                raise web.HTTPBadRequest(
+                    text=f"action is answer, busy, hang_up or press: {action!r}"
+                )
+        except LookupError:
+            raise web.HTTPNotFound(text=f"no call {sid[:40]!r}") from None
+        except (ValueError, TimeoutError) as refused:
+            raise web.HTTPConflict(
+                text=str(refused) or "the call is not listening for keys"
+            ) from None
+        raise web.HTTPSeeOther("/")
+
+    async def _calls_for_scripts(self, request: web.Request) -> web.Response:
+        """``GET /calls.json``: every call newest first, with what happened on it."""
+        return web.json_response(
+            {"voice_url": self.voice_url, "calls": [call_json(c) for c in self.newest_first()]}
+        )
+
+    async def _reply_from_page(self, request: web.Request) -> web.Response:
+        """``POST /reply`` (the page's form): the phone ``From`` texts ``Body``; back to
+        the page, which shows the text and the confirmation (or what went wrong). Only
+        from the page itself: its token, and its own Origin when the browser sends one."""
+        form = await self._form_from_page(request)
         phone, body = str(form.get("From", "")).strip(), str(form.get("Body", ""))
         if not _E164.fullmatch(phone):
             raise web.HTTPBadRequest(text=f"From must be an E.164 number (+8613...), not {phone!r}")
@@ -602,36 +624,12 @@ class FakeTwilio:
         raise web.HTTPSeeOther("/")
 
 
-def _parse_moment(text: str) -> datetime | date:
-    """A DateSent filter value: ``YYYY-MM-DD`` or ``YYYY-MM-DDTHH:MM:SSZ`` (UTC)."""
-    if "T" in text:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    return date.fromisoformat(text)
-
-
 def _matches(message: FakeMessage, query: Any) -> bool:
     if "To" in query and message.to != query["To"]:
         return False
     if "From" in query and message.from_ != query["From"]:
         return False
-    sent = (message.date_sent or message.date_created).astimezone(UTC)
-    for key, raw in query.items():
-        if not key.startswith("DateSent"):
-            continue
-        op, value = key.removeprefix("DateSent"), raw
-        # The library sends date_sent_after as "DateSent>"; Twilio reads it as "on or after".
-        # The documented spelling "DateSent=>=YYYY-MM-DD" is accepted too.
-        if value[:1] in ("<", ">"):
-            op, value = value[:1], value[1:].removeprefix("=")
-        bound = _parse_moment(value)
-        moment: datetime | date = sent if isinstance(bound, datetime) else sent.date()
-        if op == ">" and moment < bound:
-            return False
-        if op == "<" and moment > bound:
-            return False
-        if op == "" and moment != bound:
-            return False
-    return True
+    return rest.within_bounds(message.date_sent or message.date_created, "DateSent", query)
 
 
 @web.middleware

@@ -16,7 +16,7 @@ INBOUND = "inbound"
 OUTBOUND_REPLY = "outbound-reply"
 
 
-def _rfc2822(moment: datetime | None) -> str | None:
+def rfc2822(moment: datetime | None) -> str | None:
     return None if moment is None else format_datetime(moment.astimezone(UTC), usegmt=True)
 
 
@@ -61,9 +61,9 @@ class FakeMessage:
             "account_sid": self.account_sid,
             "api_version": API_VERSION,
             "body": self.body,
-            "date_created": _rfc2822(self.date_created),
-            "date_sent": _rfc2822(self.date_sent),
-            "date_updated": _rfc2822(self.date_sent or self.date_created),
+            "date_created": rfc2822(self.date_created),
+            "date_sent": rfc2822(self.date_sent),
+            "date_updated": rfc2822(self.date_sent or self.date_created),
             "direction": self.direction,
             "error_code": None,
             "error_message": None,

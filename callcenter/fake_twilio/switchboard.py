@@ -1,0 +1,306 @@
+"""The fake Twilio's switchboard: every call it holds, the line each live call's task
+waits on (the phone's decision while it rings, a hang-up or redirect once it is up, the
+keys pressed), and how a call's status changes and is told to its status callback,
+signed as Twilio signs. Each call runs as one task of its own, which alone changes its
+status; hooks and the API only tell that task what happened through its line."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+import aiohttp
+from twilio.request_validator import RequestValidator  # type: ignore[import-untyped]
+
+from callcenter.clock import Clock
+from callcenter.fake_twilio.calls import (
+    COMPLETED,
+    FAILED,
+    FINAL,
+    IN_PROGRESS,
+    INBOUND,
+    INITIATED,
+    QUEUED,
+    RINGING,
+    FakeCall,
+    PhonePlan,
+    event_of,
+)
+from callcenter.fake_twilio.message import rfc2822
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# How long Twilio waits for a voice webhook before it gives up on it.
+_WEBHOOK_TIMEOUT_S = 15.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a call's next TwiML comes from: a URL to ask, with fields beyond the call's
+    own (the digits a Gather heard), or TwiML given with the call."""
+
+    url: str = ""
+    method: str = "POST"
+    twiml: str = ""
+    params: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """A live call hung up (ending with ``status``) or redirected to ``redirect``."""
+
+    status: str = COMPLETED
+    redirect: Source | None = None
+
+
+class InterruptedCallError(Exception):
+    def __init__(self, interrupt: Interrupt) -> None:
+        super().__init__(interrupt.status)
+        self.interrupt = interrupt
+
+
+class EndedError(Exception):
+    """The TwiML itself ended the call (<Hangup>, <Reject>) with this status."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class WebhookError(Exception):
+    """A webhook that could not be reached or did not answer 200."""
+
+
+class Line:
+    """What a live call's task waits on: the phone's decision while it rings (answered,
+    busy, canceled), a hang-up or redirect once it is up, and the keys pressed."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.decision: asyncio.Future[str] = loop.create_future()
+        self.interrupt: asyncio.Future[Interrupt] = loop.create_future()
+        self.keys: collections.deque[str] = collections.deque()
+        self.key_arrived = asyncio.Event()
+        self.listening = False
+
+    def decide(self, status: str) -> None:
+        if not self.decision.done():
+            self.decision.set_result(status)
+
+    def interrupt_with(self, interrupt: Interrupt) -> None:
+        if not self.interrupt.done():
+            self.interrupt.set_result(interrupt)
+
+
+class Switchboard:
+    """The calls and their lines; the base of the interpreter and the phone network."""
+
+    def __init__(
+        self, *, account_sid: str, auth_token: str, clock: Clock, pause_scale: float
+    ) -> None:
+        if not pause_scale >= 0:
+            raise ValueError(f"pause_scale is a factor of 0 or more, not {pause_scale}")
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        # How long the waits TwiML asks for last: <Pause> length, <Gather> and <Record>
+        # timeouts are multiplied by it (rings are not: their Timeout is the caller's).
+        self.pause_scale = pause_scale
+        self._clock = clock
+        self._calls: dict[str, FakeCall] = {}
+        self._lines: dict[str, Line] = {}
+        self._plans: dict[str, PhonePlan] = {}
+        # The calls the centre placed (API and Dial legs), for next_call.
+        self._placed: list[FakeCall] = []
+        self._call_order = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self._flows: set[asyncio.Task[None]] = set()
+        self._http: aiohttp.ClientSession | None = None
+
+    def _new_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        direction: str,
+        url: str = "",
+        twiml: str = "",
+        status_callback: str = "",
+        events: Iterable[str] = (),
+        timeout: int = 60,
+        parent_sid: str | None = None,
+    ) -> FakeCall:
+        call = FakeCall(
+            sid="CA" + secrets.token_hex(16),
+            account_sid=self.account_sid,
+            to=to,
+            from_=from_,
+            direction=direction,
+            date_created=self._clock.now(),
+            parent_sid=parent_sid,
+            url=url,
+            twiml=twiml,
+            status_callback=status_callback,
+            status_callback_events=frozenset(events) | {"completed"},
+            timeout=timeout,
+            statuses=[QUEUED],
+            order=next(self._call_order),
+        )
+        self._calls[call.sid] = call
+        self._lines[call.sid] = Line()
+        if direction != INBOUND:
+            self._placed.append(call)
+        return call
+
+    def _start(self, call: FakeCall, flow: Awaitable[None]) -> None:
+        task = asyncio.create_task(self._guarded(call, flow), name=f"fake_twilio.{call.sid}")
+        self._flows.add(task)
+        task.add_done_callback(self._flows.discard)
+
+    async def _guarded(self, call: FakeCall, flow: Awaitable[None]) -> None:
+        try:
+            await flow
+        except Exception as wrong:  # a fault of the fake's own: say so, end the call
+            log.exception("the fake Twilio's call %s failed", call.sid)
+            call.note = f"the fake Twilio failed: {wrong!r}"
+            if not call.ended:
+                await self._set(call, FAILED)
+        finally:
+            self._lines.pop(call.sid, None)
+            await self._touch()
+
+    async def _within(
+        self, call: FakeCall, awaitable: Awaitable[T], seconds: float | None = None
+    ) -> T | None:
+        """What ``awaitable`` gives, or None after ``seconds``; InterruptedCallError if the
+        call is hung up or redirected first."""
+        line = self._lines[call.sid]
+        task = asyncio.ensure_future(awaitable)
+        either: set[asyncio.Future[Any]] = {task, line.interrupt}
+        try:
+            await asyncio.wait(either, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.done() and not task.cancelled():
+            return task.result()
+        if line.interrupt.done():
+            raise InterruptedCallError(line.interrupt.result())
+        return None
+
+    async def _next_key(self, call: FakeCall, seconds: float) -> str | None:
+        line = self._lines[call.sid]
+        if not line.keys:
+            line.key_arrived.clear()
+            await self._within(call, line.key_arrived.wait(), seconds)
+        return line.keys.popleft() if line.keys else None
+
+    async def _listen(self, line: Line, listening: bool) -> None:
+        if listening:
+            line.keys.clear()
+        line.listening = listening
+        await self._touch()
+
+    async def _set(self, call: FakeCall, status: str) -> None:
+        """Move the call to ``status``, tell its status callback if it asked (the final
+        status always), then list the status as gone through."""
+        if call.ended:
+            return
+        now = self._clock.now()
+        call.status = status
+        if status == INITIATED or (status == RINGING and call.start_time is None):
+            call.start_time = now
+        if status == IN_PROGRESS:
+            call.answered_at = now
+        if status in FINAL:
+            call.end_time = now
+            line = self._lines.get(call.sid)
+            if line is not None:
+                line.decide(status)
+                line.interrupt_with(Interrupt(status))
+        await self._touch()
+        if call.status_callback and event_of(status) in call.status_callback_events:
+            await self._report(call)
+        call.statuses.append(status)
+        await self._touch()
+
+    async def _report(self, call: FakeCall) -> None:
+        params = {
+            **call.fields(),
+            "CallbackSource": "call-progress-events",
+            "SequenceNumber": str(call.sequence),
+            "Timestamp": rfc2822(self._clock.now()) or "",
+        }
+        call.sequence += 1
+        if call.ended:
+            duration = str(call.duration or 0)
+            params.update({"CallDuration": duration, "Duration": str(-(-int(duration) // 60))})
+        await self._post_quietly(call, call.status_callback, params, call.status_callback_method)
+
+    async def _post_quietly(
+        self, call: FakeCall, url: str, params: dict[str, str], method: str = "POST"
+    ) -> None:
+        """A webhook whose answer nobody needs: a failure is noted on the call."""
+        try:
+            status, text = await self._webhook(url, params, method)
+        except (aiohttp.ClientError, TimeoutError) as wrong:
+            call.note = f"not delivered to {url}: {wrong!r}"
+            return
+        if status >= 300:
+            call.note = f"{url} answered HTTP {status}: {text[:200]}"
+
+    async def _webhook(self, url: str, params: dict[str, str], method: str) -> tuple[int, str]:
+        """Post (or GET) ``params`` to ``url`` signed as Twilio signs; status and text."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=_WEBHOOK_TIMEOUT_S)
+            )
+        validator = RequestValidator(self.auth_token)
+        if method == "GET":
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+            signature = validator.compute_signature(url, {})
+            request = self._http.get(url, headers={"X-Twilio-Signature": signature})
+        else:
+            signature = validator.compute_signature(url, params)
+            request = self._http.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        async with request as answer:
+            return answer.status, await answer.text()
+
+    async def _touch(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _until(self, ready: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(ready)
+
+    def _known(self, sid: str) -> FakeCall:
+        call = self._calls.get(sid)
+        if call is None:
+            raise LookupError(f"the fake Twilio has no call {sid}")
+        return call
+
+    async def hang_up_everything(self) -> None:
+        """On stopping: every call's task ends here, and what it would still post is lost."""
+        flows, self._flows = self._flows, set()
+        for task in flows:
+            task.cancel()
+        await asyncio.gather(*flows, return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+
+def settled(call: FakeCall) -> bool:
+    """Whether the call has ended and its final status has been told."""
+    return any(status in FINAL for status in call.statuses)
