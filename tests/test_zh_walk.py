@@ -328,6 +328,7 @@ MADE_FROM_VALUES = [
     "action",
     "NOBODY_TO_SEND",
     "NOBODY_TO_SEND",
+    "NOBODY_TO_SEND",  # a ring_carer step for a carer with no number
     "command.what",
     "target.value",
 ]

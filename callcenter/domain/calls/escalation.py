@@ -267,7 +267,7 @@ def _ring_carer(call: Call, assignment: Assignment, step: Step, situation: Situa
         call,
         situation,
         SYSTEM,
-        Action.RING_CARER.value,
+        "ring_carer",
         carer=assignment.carer_code,
         to=person.label,
         step=step.name,
