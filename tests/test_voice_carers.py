@@ -10,15 +10,25 @@ the next; no answer pages the next. And the call's history shows each ring.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import select
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.clock import ManualClock
 from callcenter.store import models as m
 from tests.api_support import running_api
-from tests.desk_support import rows
+from tests.desk_support import (
+    MONDAY_MORNING,
+    desk_config,
+    history,
+    press_for_call,
+    rows,
+    running_desk,
+)
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
-from tests.voice_support import history_of, paged_phone, ring_of, rings_in_history
+from tests.voice_support import RING_AFTER, history_of, paged_phone, ring_of, rings_in_history
 
 
 async def test_an_unanswered_page_rings_the_carer_and_1_accepts(
@@ -168,3 +178,32 @@ async def test_no_key_pressed_is_asked_once_more_then_goodbye_and_the_carer_stay
         assert sum("按1接单，按2拒绝" in s for s in said) == 2
         assert said[-1].endswith("再见。") and "没有收到按键" in said[-1]
         assert [a["state"] for a in (await api.call(call_id))["assignments"]] == ["dispatched"]
+
+
+async def test_with_voice_disabled_the_ring_step_is_written_and_rings_nobody(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that with voice.enabled = false the ring_carer step is kept on the call but
+    no call is queued or placed, and the carer stays paged for the unaccepted step."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
+    )
+    config = config.model_copy(update={"voice": config.voice.model_copy(update={"enabled": False})})
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        assert "voice" not in server.relay.channels
+        fake = fake_of(server)
+        call_id = await press_for_call(server, broker.host, broker.port, topic_prefix, "H0008")
+        clock.advance(RING_AFTER + timedelta(seconds=1))
+
+        async def rung() -> bool:
+            return "ring_carer" in [h.action for h in await history(server, call_id)]
+
+        await eventually(rung, what="the ring_carer step written")
+        voice = await rows(server, select(m.OutboxItem.id).where(m.OutboxItem.channel == "voice"))
+        assert voice == []
+        assert fake.voice_calls() == []
+        states = await rows(
+            server, select(m.CallAssignment.state).where(m.CallAssignment.call_id == call_id)
+        )
+        assert states == [("dispatched",)]
