@@ -176,7 +176,8 @@ async def test_no_acceptance_in_two_minutes_redispatches_to_the_next_carer(
         (_, first_state), (second, second_state) = await _assignments(server, call_id)
         assert (first_state, second_state) == ("no_answer", "dispatched")
         assert second != first
-        actions = [h.action for h in await history(server, call_id)]
+        # (The carer's phone, rung at 60 s, reports how it goes as it goes: "ring" lines.)
+        actions = [h.action for h in await history(server, call_id) if h.action != "ring"]
         assert actions[-3:] == ["no_answer", "dispatched", "notify_station_lead"]
         pages = await rows(
             server,

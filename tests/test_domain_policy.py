@@ -317,6 +317,12 @@ EXPECTED = {
     ("en", MessageKind.VOICE_GOODBYE): (
         "No answer was pressed. Please answer the text message or ring the desk. Goodbye."
     ),
+    ("en", MessageKind.VOICE_ALREADY_YOURS): (
+        "You have accepted call 812 already. Thank you, goodbye."
+    ),
+    ("en", MessageKind.VOICE_NOT_NEEDED): (
+        "Call 812 no longer needs you; nothing to do. Thank you, goodbye."
+    ),
 }
 
 

@@ -20,6 +20,7 @@ from callcenter.domain.replies import (
     key_answer,
     parse_reply,
     refusal,
+    ring_no_longer_wanted,
 )
 
 A, D, W, S, R = (
@@ -216,3 +217,27 @@ def test_every_key_answer_has_a_spoken_confirmation_in_both_languages() -> None:
             for language in ("zh", "en"):
                 spoken = render(Message(kind, {"call_ref": "12", "household": "H0001"}), language)
                 assert "12" in spoken
+
+
+@pytest.mark.parametrize(
+    ("call", "kind"),
+    [
+        (_call(_assignment(1, AssignmentState.DISPATCHED)), None),
+        (_call(_assignment(1, AssignmentState.ACCEPTED)), MessageKind.VOICE_ALREADY_YOURS),
+        (_call(_assignment(1, AssignmentState.ON_THE_WAY)), MessageKind.VOICE_ALREADY_YOURS),
+        (_call(_assignment(1, AssignmentState.NO_ANSWER)), MessageKind.VOICE_NOT_NEEDED),
+        (_call(_assignment(1, AssignmentState.DECLINED)), MessageKind.VOICE_NOT_NEEDED),
+        (_call(_assignment(2, AssignmentState.DISPATCHED)), MessageKind.VOICE_NOT_NEEDED),
+        (
+            replace(_call(_assignment(1, AssignmentState.DISPATCHED)), closed_at=NOW),
+            MessageKind.VOICE_NOT_NEEDED,
+        ),
+    ],
+)
+def test_a_ring_picked_up_once_the_page_no_longer_waits_says_so(
+    call: Call, kind: MessageKind | None
+) -> None:
+    """Test that carer 1, rung about their page, is asked for a key only while the page
+    still waits for them; else they hear that it is theirs already, or not needed."""
+    said = ring_no_longer_wanted(call, 1)
+    assert (said.kind if said else None) == kind

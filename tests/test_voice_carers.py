@@ -28,6 +28,7 @@ from tests.desk_support import (
 )
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
+from tests.sms_support import sms
 from tests.voice_support import RING_AFTER, history_of, paged_phone, ring_of, rings_in_history
 
 
@@ -207,3 +208,20 @@ async def test_with_voice_disabled_the_ring_step_is_written_and_rings_nobody(
             server, select(m.CallAssignment.state).where(m.CallAssignment.call_id == call_id)
         )
         assert states == [("dispatched",)]
+
+
+async def test_a_carer_who_accepted_by_text_while_the_phone_rang_is_not_asked_again(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a carer who accepts by SMS while their phone rings hears, on picking
+    up, that the call is theirs already, and is asked for no key."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        fake = fake_of(api.server)
+        call_id = await api.press("H0009")
+        _, phone = await paged_phone(api, call_id)
+        ring = await ring_of(api, fake, phone)
+        assert (await sms(api, phone, f"{call_id}a")).status == 200
+        await fake.answer(ring.sid)
+        await fake.wait_for_status(ring.sid, "completed")
+        assert [s.text for s in ring.spoken] == [f"您已接单呼叫{call_id}。谢谢，再见。"]
+        assert [a["state"] for a in (await api.call(call_id))["assignments"]] == ["accepted"]

@@ -41,6 +41,8 @@ class MessageKind(enum.StrEnum):
     VOICE_DECLINED = "voice_declined"  # 2 pressed and taken
     VOICE_NO_KEY = "voice_no_key"  # nothing (or another key) pressed: said before the repeat
     VOICE_GOODBYE = "voice_goodbye"  # still nothing after the repeat
+    VOICE_ALREADY_YOURS = "voice_already_yours"  # picked up after accepting by text
+    VOICE_NOT_NEEDED = "voice_not_needed"  # picked up after being released or the call closed
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,12 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_GOODBYE: (
             "No answer was pressed. Please answer the text message or ring the desk. Goodbye."
         ),
+        MessageKind.VOICE_ALREADY_YOURS: (
+            "You have accepted call {call_ref} already. Thank you, goodbye."
+        ),
+        MessageKind.VOICE_NOT_NEEDED: (
+            "Call {call_ref} no longer needs you; nothing to do. Thank you, goodbye."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -255,6 +263,8 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_DECLINED: "已拒绝呼叫{call_ref}，将另派他人。再见。",
         MessageKind.VOICE_NO_KEY: "没有收到按键。",
         MessageKind.VOICE_GOODBYE: "没有收到按键。请回复短信或致电值班台。再见。",
+        MessageKind.VOICE_ALREADY_YOURS: "您已接单呼叫{call_ref}。谢谢，再见。",
+        MessageKind.VOICE_NOT_NEEDED: "呼叫{call_ref}已无需您前往。谢谢，再见。",
     },
 }
 

@@ -188,6 +188,18 @@ def spoken_confirmation(answer: Answer, call: Call, household: str) -> Message:
     return Message(SPOKEN_CONFIRMATIONS[answer], {"call_ref": str(call.id), "household": household})
 
 
+def ring_no_longer_wanted(call: Call, carer_id: int) -> Message | None:
+    """What a carer rung about their page hears on picking up once it no longer waits for
+    them (accepted by text meanwhile, released, the call closed); None while it does."""
+    mine = call.assignment(carer_id)
+    if call.is_open and mine is not None and mine.state is AssignmentState.DISPATCHED:
+        return None
+    facts = {"call_ref": str(call.id)}
+    if call.is_open and mine is not None and mine.active:
+        return Message(MessageKind.VOICE_ALREADY_YOURS, facts)
+    return Message(MessageKind.VOICE_NOT_NEEDED, facts)
+
+
 def confirmation(answer: Answer, call: Call, household: str, outcome: Outcome) -> Message:
     """The confirmation of an answer the desk took, as ``call`` now is: a carer's done
     on an emergency or fall no operator owned says the desk will review it, since the

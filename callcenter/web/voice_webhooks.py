@@ -34,7 +34,7 @@ from callcenter.domain.calls import (
     VoicePurpose,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import key_answer, spoken_confirmation
+from callcenter.domain.replies import Answer, key_answer, ring_no_longer_wanted, spoken_confirmation
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError, Desk
 from callcenter.engine.outbox.delivery import paged_carer
@@ -99,6 +99,14 @@ def _twiml(response: VoiceResponse) -> web.Response:
 
 def _hang_up() -> web.Response:
     response = VoiceResponse()
+    response.hangup()
+    return _twiml(response)
+
+
+def _said_then_hang_up(request: web.Request, text: str, language: str) -> web.Response:
+    """``text`` said in ``language`` (ours: "zh", "en"), then the call ends."""
+    response = VoiceResponse()
+    response.say(text, language=request.app[CONFIG].voice.speech_language(language))
     response.hangup()
     return _twiml(response)
 
@@ -170,7 +178,24 @@ async def voice_answer(request: web.Request) -> web.Response:
         log.info(
             "voice call %s (outbox %d) to %s picked up", form["CallSid"], row.id, row.recipient
         )
+        stale = await _no_longer_wanted(request, row)
+    if stale is not None:
+        # Accepted by text while the phone rang, released, or the call closed: said so,
+        # and no key is asked for.
+        return _said_then_hang_up(request, render(stale, script.language), script.language)
     return _twiml(_prompt(request, row, script, 1))
+
+
+async def _no_longer_wanted(request: web.Request, row: Any) -> Message | None:
+    """What a carer rung about their page hears instead once it no longer waits for
+    them (replies.ring_no_longer_wanted); None while it does, or for another ring."""
+    carer_id = paged_carer(row.guard or {})
+    if carer_id is None or row.call_id is None:
+        return None
+    registry = await request.app[DESK].district.registry()
+    async with AsyncSession(request.app[DATABASE]) as session:
+        call = await repository.load(session, row.call_id, registry.carer_codes, lock=False)
+    return None if call is None else ring_no_longer_wanted(call, carer_id)
 
 
 @routes.post(GATHER_PATH)
@@ -194,18 +219,10 @@ async def voice_gather(request: web.Request) -> web.Response:
             saying = _saying(request)
             if saying < SAYINGS:
                 return _twiml(_prompt(request, row, script, saying + 1))
-            response = VoiceResponse()
             goodbye = render(Message(MessageKind.VOICE_GOODBYE), script.language)
-            response.say(
-                goodbye, language=request.app[CONFIG].voice.speech_language(script.language)
-            )
-            response.hangup()
-            return _twiml(response)
+            return _said_then_hang_up(request, goodbye, script.language)
         said = await _apply_key(request, row.call_id, carer_id, answer, script)
-    response = VoiceResponse()
-    response.say(said, language=request.app[CONFIG].voice.speech_language(script.language))
-    response.hangup()
-    return _twiml(response)
+    return _said_then_hang_up(request, said, script.language)
 
 
 def _saying(request: web.Request) -> int:
@@ -216,14 +233,15 @@ def _saying(request: web.Request) -> int:
 
 
 async def _apply_key(
-    request: web.Request, call_id: int, carer_id: int, answer: Any, script: VoiceScript
+    request: web.Request, call_id: int, carer_id: int, answer: Answer, script: VoiceScript
 ) -> str:
     """Apply the carer's answer as an SMS reply is applied; what to say back."""
     desk, engine = request.app[DESK], request.app[DATABASE]
     registry = await desk.district.registry()
     carer = registry.carers.get(carer_id)
     if carer is None:
-        return render(Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)}), "zh")
+        not_yours = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
+        return render(not_yours, script.language)
     handled = await sms_webhooks.apply_answer(
         desk, engine, registry, carer, call_id, answer, via="voice"
     )
