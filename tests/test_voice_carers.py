@@ -29,7 +29,7 @@ from tests.desk_support import (
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
 from tests.sms_support import sms
-from tests.voice_support import RING_AFTER, history_of, paged_phone, ring_of, rings_in_history
+from tests.voice_support import RING_AFTER, history_of, ring_of, rings_in_history, rung
 
 
 async def test_an_unanswered_page_rings_the_carer_and_1_accepts(
@@ -41,9 +41,7 @@ async def test_an_unanswered_page_rings_the_carer_and_1_accepts(
     key and the end with its duration."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0001")
-        carer, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, carer, _, ring = await rung(api, "H0001")
         assert ring.timeout == 25  # voice.ring_timeout_s
         await fake.answer(ring.sid)
         await fake.wait_for_speech(ring.sid, "按1接单，按2拒绝")
@@ -82,9 +80,7 @@ async def test_2_declines_by_voice_and_the_next_carer_is_paged(
     released, told so by voice, and the next carer is paged by SMS."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0002")
-        carer, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, carer, _, ring = await rung(api, "H0002")
         await fake.answer(ring.sid)
         await fake.press(ring.sid, "2")
         await fake.wait_for_speech(ring.sid, "已拒绝")
@@ -112,10 +108,7 @@ async def test_a_carer_who_does_not_pick_up_is_released_and_the_next_paged(
     does after two minutes (stood down, station lead told), and pages the next carer."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0003")
-        carer, phone = await paged_phone(api, call_id)
-        fake.plan_phone(phone, "no_answer")
-        ring = await ring_of(api, fake, phone)
+        call_id, carer, phone, ring = await rung(api, "H0003", "no_answer")
         await fake.wait_for_status(ring.sid, "no-answer")
 
         async def released() -> bool:
@@ -148,9 +141,7 @@ async def test_a_busy_phone_is_not_picked_up_either(
     pick up."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0004")
-        carer, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, carer, _, ring = await rung(api, "H0004")
         await fake.reject(ring.sid)
         await fake.wait_for_status(ring.sid, "busy")
 
@@ -170,9 +161,7 @@ async def test_no_key_pressed_is_asked_once_more_then_goodbye_and_the_carer_stay
     decides), and nothing is recorded as their answer."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0005")
-        _, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, _, _, ring = await rung(api, "H0005")
         await fake.answer(ring.sid)
         await fake.wait_for_status(ring.sid, "completed", timeout=30)
         said = [s.text for s in ring.spoken]
@@ -217,9 +206,7 @@ async def test_a_carer_who_accepted_by_text_while_the_phone_rang_is_not_asked_ag
     up, that the call is theirs already, and is asked for no key."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0009")
-        _, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, _, phone, ring = await rung(api, "H0009")
         assert (await sms(api, phone, f"{call_id}a")).status == 200
         await fake.answer(ring.sid)
         await fake.wait_for_status(ring.sid, "completed")

@@ -4,17 +4,17 @@ for in Twilio's call list before it is placed again. The real twilio library pla
 calls at the fake Twilio the running server uses, on a real broker and database, on
 virtual time; the test drives its own OutboxRelay, as a restarted process would.
 
-"Killing" the sender: as in tests/test_sms_reconcile.py, a sender that places the call
-through the real TwilioVoice and then raises a BaseException, which nothing in the relay
-catches, so the claim is committed and the settle never runs.
+"Killing" the sender: as in tests/test_sms_reconcile.py, a sender (tests/outbox_support.py)
+that places the call through the real TwilioVoice and then raises a BaseException, which
+nothing in the relay catches, so the claim is committed and the settle never runs.
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -22,48 +22,15 @@ from sqlalchemy import select
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.engine.outbox import OutboxMessage, OutboxRelay, Receipt
+from callcenter.engine.outbox import OutboxRelay
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.voice import TwilioVoice, VoiceLine
 from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually, publish_events
+from tests.outbox_support import KilledMidSend, ListUnreachable, ProcessKilled, closed_port
 from tests.voice_support import RING_AFTER
-
-
-class ProcessKilled(BaseException):
-    """Stands for the process dying: the relay catches Exception, never this."""
-
-
-@dataclass
-class KilledMidCall:
-    """Places the call through the real TwilioVoice (unless ``before_request``), then the
-    process "dies" before the relay can record it."""
-
-    calls: TwilioVoice
-    before_request: bool = False
-    channel: str = "voice"
-
-    async def send(self, message: OutboxMessage) -> Receipt:
-        if not self.before_request:
-            await self.calls.send(message)
-        raise ProcessKilled
-
-
-@dataclass
-class CallListUnreachable:
-    """Places calls through one TwilioVoice and reads the call list through another that
-    points at a closed port: whether a call in doubt went out cannot be told."""
-
-    calls: TwilioVoice
-    nowhere: TwilioVoice
-    channel: str = "voice"
-
-    async def send(self, message: OutboxMessage) -> Receipt:
-        return await self.calls.send(message)
-
-    async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
-        return await self.nowhere.find_sent(message, since)
 
 
 def _voice(server: Running, base_url: str | None = None) -> TwilioVoice:
@@ -77,10 +44,40 @@ def _voice(server: Running, base_url: str | None = None) -> TwilioVoice:
     return TwilioVoice(account, VoiceLine.from_config(server.config.voice, account))
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+async def _die_placing(server: Running, clock: ManualClock, *, before_request: bool) -> None:
+    """A relay that places the ring (or, ``before_request``, not even that), then dies."""
+    async with _voice(server) as calls:
+        dying = OutboxRelay(
+            server.engine,
+            server.desk,
+            clock,
+            {"voice": KilledMidSend(calls, before_request=before_request)},
+        )
+        with pytest.raises(ProcessKilled):
+            await dying.drain()
+
+
+async def _restarted(server: Running, clock: ManualClock) -> int:
+    """A restarted process's relay goes through what is due; the rows it settled."""
+    async with _voice(server) as calls:
+        return await OutboxRelay(server.engine, server.desk, clock, {"voice": calls}).drain()
+
+
+@contextlib.asynccontextmanager
+async def _ringing(
+    broker: EmbeddedBroker, prefix: str, database_url: str, household: str
+) -> AsyncIterator[tuple[Running, ManualClock, FakeTwilio, m.OutboxItem]]:
+    """The server, its relay stopped (the test drives its own, as a restarted process
+    would), with a ring due for ``household``'s paged carer: the server, its clock, its
+    fake Twilio and the ring's row."""
+    config = desk_config(
+        host=broker.host, port=broker.port, prefix=prefix, database_url=database_url
+    )
+    clock = ManualClock(MONDAY_MORNING)
+    async with running_desk(config, clock) as server:
+        server.relay.stop()
+        row = await _ring_row(server, broker, prefix, clock, household)
+        yield server, clock, fake_of(server), row
 
 
 async def _ring_row(
@@ -116,27 +113,16 @@ async def test_a_ring_placed_before_the_process_died_is_found_not_placed_again(
     """Test the Must-show: the call Twilio took just before the process died is found in
     Twilio's call list after the restart; the row is settled with that CallSid, and the
     carer's phone was rung exactly once."""
-    config = desk_config(
-        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
-    )
-    clock = ManualClock(MONDAY_MORNING)
-    async with running_desk(config, clock) as server:
-        server.relay.stop()  # this test drives its own relays
-        fake = fake_of(server)
-        row = await _ring_row(server, broker, topic_prefix, clock, "H0011")
-        async with _voice(server) as calls:
-            dying = OutboxRelay(server.engine, server.desk, clock, {"voice": KilledMidCall(calls)})
-            with pytest.raises(ProcessKilled):
-                await dying.drain()
+    async with _ringing(broker, topic_prefix, seeded_database_url, "H0011") as rung_at:
+        server, clock, fake, row = rung_at
+        await _die_placing(server, clock, before_request=False)
         (rung,) = fake.calls_to(row.address)
         row = await _row(server)
         assert (row.state, row.attempts, row.provider_ref) == ("pending", 1, None)
         assert row.sending_since is not None  # in doubt
 
         clock.advance(timedelta(seconds=10))  # its retry is due, the carer still paged
-        async with _voice(server) as calls:
-            restarted = OutboxRelay(server.engine, server.desk, clock, {"voice": calls})
-            assert await restarted.drain() == 1
+        assert await _restarted(server, clock) == 1
         row = await _row(server)
         assert (row.state, row.provider_ref, row.sending_since) == ("sent", rung.sid, None)
         assert fake.calls_to(row.address) == [rung]
@@ -147,28 +133,12 @@ async def test_a_ring_the_process_died_before_placing_is_placed_once(
 ) -> None:
     """Test that a ring in doubt that never reached Twilio (not in its call list) is
     placed at the next attempt, once."""
-    config = desk_config(
-        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
-    )
-    clock = ManualClock(MONDAY_MORNING)
-    async with running_desk(config, clock) as server:
-        server.relay.stop()
-        fake = fake_of(server)
-        row = await _ring_row(server, broker, topic_prefix, clock, "H0012")
-        async with _voice(server) as calls:
-            dying = OutboxRelay(
-                server.engine,
-                server.desk,
-                clock,
-                {"voice": KilledMidCall(calls, before_request=True)},
-            )
-            with pytest.raises(ProcessKilled):
-                await dying.drain()
+    async with _ringing(broker, topic_prefix, seeded_database_url, "H0012") as rung_at:
+        server, clock, fake, row = rung_at
+        await _die_placing(server, clock, before_request=True)
         assert fake.calls_to(row.address) == []
         clock.advance(timedelta(seconds=10))
-        async with _voice(server) as calls:
-            restarted = OutboxRelay(server.engine, server.desk, clock, {"voice": calls})
-            assert await restarted.drain() == 1
+        assert await _restarted(server, clock) == 1
         (rung,) = fake.calls_to(row.address)
         row = await _row(server)
         assert (row.state, row.provider_ref) == ("sent", rung.sid)
@@ -180,23 +150,14 @@ async def test_a_ring_in_doubt_is_not_placed_again_while_the_call_list_cannot_be
     """Test that, unlike a dispatch text, a ring in doubt is never repeated blind: while
     Twilio's call list cannot be read, the row waits, still in doubt, and the phone has
     been rung once."""
-    config = desk_config(
-        host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
-    )
-    clock = ManualClock(MONDAY_MORNING)
-    async with running_desk(config, clock) as server:
-        server.relay.stop()
-        fake = fake_of(server)
-        row = await _ring_row(server, broker, topic_prefix, clock, "H0013")
-        async with _voice(server) as calls:
-            dying = OutboxRelay(server.engine, server.desk, clock, {"voice": KilledMidCall(calls)})
-            with pytest.raises(ProcessKilled):
-                await dying.drain()
+    async with _ringing(broker, topic_prefix, seeded_database_url, "H0013") as rung_at:
+        server, clock, fake, row = rung_at
+        await _die_placing(server, clock, before_request=False)
         clock.advance(timedelta(seconds=10))
-        nowhere_url = f"http://127.0.0.1:{_closed_port()}"
+        nowhere_url = f"http://127.0.0.1:{closed_port()}"
         async with _voice(server) as calls, _voice(server, nowhere_url) as nowhere:
             blind = OutboxRelay(
-                server.engine, server.desk, clock, {"voice": CallListUnreachable(calls, nowhere)}
+                server.engine, server.desk, clock, {"voice": ListUnreachable(calls, nowhere)}
             )
             assert await blind.drain() == 0
         row = await _row(server)

@@ -21,9 +21,8 @@ from tests.fixtures.fake_twilio import fake_of
 from tests.voice_support import (
     call_fields,
     history_of,
-    paged_phone,
-    ring_of,
     rings_in_history,
+    rung,
     voice_post,
 )
 
@@ -49,9 +48,7 @@ async def test_forged_voice_webhooks_get_403_and_change_nothing(
     paged, the ring rings on, and neither the history nor the kept statuses change."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0006")
-        _, phone = await paged_phone(api, call_id)
-        ring = await ring_of(api, fake, phone)
+        call_id, _, _, ring = await rung(api, "H0006")
         await rings_in_history(api, call_id, "ringing")
         row_id = await _voice_row(api.server, call_id)
         history = await history_of(api, call_id)
@@ -87,10 +84,7 @@ async def test_a_status_posted_again_changes_nothing(
     second release of the carer."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        call_id = await api.press("H0007")
-        _, phone = await paged_phone(api, call_id)
-        fake.plan_phone(phone, "busy")
-        ring = await ring_of(api, fake, phone)
+        call_id, _, _, ring = await rung(api, "H0007", "busy")
         await fake.wait_for_status(ring.sid, "busy")
         await rings_in_history(api, call_id, "busy")
         row_id = await _voice_row(api.server, call_id)

@@ -36,6 +36,20 @@ async def ring_of(api: Api, fake: FakeTwilio, phone: str) -> FakeCall:
     return ring
 
 
+async def rung(
+    api: Api, household: str, phone_does: str = "ring"
+) -> tuple[int, str, str, FakeCall]:
+    """A press in ``household``, its page not accepted for a minute: the call's id, the
+    paged carer's code and phone, and the ring at that phone (which does
+    ``phone_does``, a behaviour of the fake's plan_phone)."""
+    call_id = await api.press(household)
+    carer, phone = await paged_phone(api, call_id)
+    fake = api.server.fake_twilio
+    assert fake is not None
+    fake.plan_phone(phone, phone_does)
+    return call_id, carer, phone, await ring_of(api, fake, phone)
+
+
 async def history_of(api: Api, call_id: int) -> list[dict[str, Any]]:
     history: list[dict[str, Any]] = (await api.call(call_id))["history"]
     return history

@@ -27,6 +27,7 @@ from callcenter.domain.calls.commands import (
 )
 from callcenter.domain.calls.decisions import (
     Decision,
+    HistoryEntry,
     _carer_contact,
     _dispatch_steps,
     _entry,
@@ -247,16 +248,7 @@ def _ring_carer(call: Call, assignment: Assignment, step: Step, situation: Situa
     person = _carer_contact(assignment, situation)
     if person is None:
         missing = Because(Reason.NO_CONTACT, {"action": Action.RING_CARER.value})
-        entry = _entry(
-            call,
-            call,
-            situation,
-            SYSTEM,
-            NOBODY_TO_SEND,
-            why=missing.text("en"),
-            because=missing.as_detail(),
-        )
-        return Decision(call, (entry,))
+        return Decision(call, (_nobody(call, situation, missing),))
     message = replace(
         _message(MessageKind.VOICE_PAGE, call, situation),
         residents=tuple(r.aged(situation.now.year) for r in situation.resident_notes),
@@ -382,15 +374,7 @@ def _run_actions(
         }[action]
         if not people:
             missing = Because(Reason.NO_CONTACT, {"action": action.value})
-            entry = _entry(
-                current,
-                current,
-                situation,
-                SYSTEM,
-                NOBODY_TO_SEND,
-                why=missing.text("en"),
-                because=missing.as_detail(),
-            )
+            entry = _nobody(current, situation, missing)
             decision = Decision(current, (*decision.history, entry), decision.effects)
             continue
         message = replace(_message(kind, current, situation), because=because)
@@ -412,9 +396,9 @@ def _run_actions(
     return decision
 
 
-def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: Any) -> Decision:
-    """Record that nobody could be sent, then run the next escalation step at once."""
-    entry = _entry(
+def _nobody(call: Call, situation: Situation, why: Because, **detail: Any) -> HistoryEntry:
+    """The history line saying that nobody could be sent or told, and ``why``."""
+    return _entry(
         call,
         call,
         situation,
@@ -424,6 +408,11 @@ def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: An
         because=why.as_detail(),
         **detail,
     )
+
+
+def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: Any) -> Decision:
+    """Record that nobody could be sent, then run the next escalation step at once."""
+    entry = _nobody(call, situation, why, **detail)
     return _then(Decision(call, (entry,)), _next_step(call, situation, why))
 
 
