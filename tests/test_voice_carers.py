@@ -29,7 +29,14 @@ from tests.desk_support import (
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
 from tests.sms_support import sms
-from tests.voice_support import RING_AFTER, history_of, ring_of, rings_in_history, rung
+from tests.voice_support import (
+    RING_AFTER,
+    history_of,
+    paged_phone,
+    ring_of,
+    rings_in_history,
+    rung,
+)
 
 
 async def test_an_unanswered_page_rings_the_carer_and_1_accepts(
@@ -212,3 +219,36 @@ async def test_a_carer_who_accepted_by_text_while_the_phone_rang_is_not_asked_ag
         await fake.wait_for_status(ring.sid, "completed")
         assert [s.text for s in ring.spoken] == [f"您已接单呼叫{call_id}。谢谢，再见。"]
         assert [a["state"] for a in (await api.call(call_id))["assignments"]] == ["accepted"]
+
+
+async def test_a_ring_twilio_refuses_for_good_moves_on_without_marking_the_phone(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a ring Twilio refuses for good (an invalid number, 21211) counts as not
+    picked up: the carer is released and the next paged at once; and the number is not
+    marked as unable to get texts, since it took the page."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        fake = fake_of(api.server)
+        call_id = await api.press("H0010")
+        carer, phone = await paged_phone(api, call_id)
+        assert (await fake.next_message()).to == phone  # the page went out first
+        # Taken, so no supervisor is texted at 30 s: the next thing Twilio is asked is the ring.
+        assert (await api.post(f"/api/calls/{call_id}/acknowledge")).status == 200
+        fake.fail_next(status=400, code=21211)
+        api.clock.advance(RING_AFTER + timedelta(seconds=1))
+
+        async def released() -> bool:
+            return len((await api.call(call_id))["assignments"]) == 2
+
+        await eventually(released, within_s=10, what="the next carer paged")
+        first = (await api.call(call_id))["assignments"][0]
+        assert (first["carer"], first["state"]) == (carer, "no_answer")
+        assert fake.calls_to(phone) == []
+        assert await rows(api.server, select(m.BrokenPhone.phone)) == []
+        ((state, error),) = await rows(
+            api.server,
+            select(m.OutboxItem.state, m.OutboxItem.last_error).where(
+                m.OutboxItem.channel == "voice"
+            ),
+        )
+        assert (state, "(Twilio 21211)" in error) == ("failed", True)
