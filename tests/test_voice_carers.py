@@ -145,7 +145,7 @@ async def test_a_busy_phone_is_not_picked_up_either(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
     """Test that a carer who rejects the ring (busy) is released as one who does not
-    pick up."""
+    pick up, and the ring's outbox row keeps the CallSid and the status "busy"."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
         call_id, carer, _, ring = await rung(api, "H0004")
@@ -158,6 +158,14 @@ async def test_a_busy_phone_is_not_picked_up_either(
 
         await eventually(released, within_s=10, what=f"carer {carer} released")
         await rings_in_history(api, call_id, "busy")
+        # The ring's row: placed as the call Twilio took, its status the last reported.
+        ((sid, delivery),) = await rows(
+            api.server,
+            select(m.OutboxItem.provider_ref, m.OutboxItem.delivery).where(
+                m.OutboxItem.channel == "voice"
+            ),
+        )
+        assert (sid, delivery) == (ring.sid, "busy")
 
 
 async def test_no_key_pressed_is_asked_once_more_then_goodbye_and_the_carer_stays(

@@ -62,7 +62,7 @@ class TwilioVoice(TwilioApi):
         return self.account.public_url.rstrip("/") + path.format(outbox_id=outbox_id)
 
     async def send(self, message: OutboxMessage) -> Receipt:
-        """Place one call; its CallSid and first status, or SendError."""
+        """Place one call; its CallSid, or SendError."""
         client = self.client()
         if not self.account.public_url:
             raise SendError("no public URL for Twilio to fetch what to say from yet")
@@ -85,7 +85,9 @@ class TwilioVoice(TwilioApi):
             message,
             "voice call",
         )
-        return Receipt(str(placed.sid), str(placed.status) if placed.status else None)
+        # The call's status is written by its status callbacks alone (web/voice_webhooks.py),
+        # which may come before this answer does: "queued" here would overwrite them.
+        return Receipt(str(placed.sid))
 
     async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
         """Calls Twilio took for ``message`` (same number, from our number) created since
