@@ -35,6 +35,7 @@ from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest
 from callcenter.notify.sms import TwilioAccount, TwilioSms
+from callcenter.notify.voice import TwilioVoice, VoiceLine
 from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebServer, WebStartError, serving_web
@@ -189,11 +190,18 @@ async def assembled_server(
             commands = devices
         fake_twilio, account = await _sms_account(config, stack, clock)
         texts = await stack.enter_async_context(TwilioSms(account))
+        senders: dict[str, Sender] = {commands.channel: commands, texts.channel: texts}
+        calls: TwilioVoice | None = None
+        if config.voice.enabled:
+            line = VoiceLine.from_config(config.voice, account)
+            calls = await stack.enter_async_context(TwilioVoice(account, line))
+            senders[calls.channel] = calls
+        desk.rings = calls is not None
         relay = OutboxRelay(
             engine,
             desk,
             clock,
-            {commands.channel: commands, texts.channel: texts},
+            senders,
             retry_max_s=config.calls.outbox_retry_max_s,
             lanes=config.calls.outbox_lanes,
             text_limit=TextLimit(config.sms.recipient_limit, config.sms.recipient_window_s)
@@ -268,6 +276,8 @@ async def assembled_server(
         running.web_url, running.web_port = web_server.url, web_server.port
         if not texts.account.public_url:  # Twilio's status callbacks come to the API
             texts.account = replace(texts.account, public_url=running.web_url)
+        if calls is not None:  # and what to say on a call, and how it went
+            calls.account = texts.account
         # Carers open their dispatch links from their phones: the public address if any.
         desk.link_base = config.sms.public_url or running.web_url
         if fake_twilio is not None:  # answers typed on the fake's page come to our webhook

@@ -408,6 +408,53 @@ class SmsConfig(_Section):
         return not self.account_sid
 
 
+class VoiceConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description=(
+            "place phone calls (ring_carer escalation steps) through the [sms] Twilio "
+            "account; false: a ring_carer step is written on the call and rings nobody"
+        ),
+    )
+    from_number: str = Field(
+        "",
+        description=(
+            "the number calls come from, E.164, a voice-capable number of the account; "
+            "empty: sms.from_number"
+        ),
+    )
+    ring_timeout_s: int = Field(
+        25,
+        ge=5,
+        le=60,
+        description="seconds a phone rings before the call counts as not picked up",
+    )
+    speech_zh: str = Field(
+        "cmn-CN",
+        min_length=2,
+        max_length=16,
+        description="Twilio's <Say language> for what is said to people whose language is zh",
+    )
+    speech_en: str = Field(
+        "en-US",
+        min_length=2,
+        max_length=16,
+        description=(
+            "Twilio's <Say language> for what is said in English (to anyone whose language "
+            "is not zh)"
+        ),
+    )
+
+    def speech_language(self, language: str) -> str:
+        """The <Say language> for someone whose language is ``language``."""
+        return self.speech_zh if language == "zh" else self.speech_en
+
+    @field_validator("from_number")
+    @classmethod
+    def _caller_number(cls, value: str) -> str:
+        return _international(value)
+
+
 def _rule_error(reason: str, key: str, fix: str) -> PydanticCustomError:
     """A validation error that names the sub-key at fault and how to fix it."""
     return PydanticCustomError(
@@ -664,6 +711,7 @@ class Config(BaseModel):
     ingest: IngestConfig = IngestConfig()
     web: WebConfig = WebConfig()
     sms: SmsConfig = SmsConfig()
+    voice: VoiceConfig = VoiceConfig()
     calls: CallsConfig = CallsConfig()
     desk: DeskConfig = DeskConfig()
     welfare: WelfareConfig = WelfareConfig()

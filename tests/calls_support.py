@@ -52,7 +52,9 @@ EMERGENCY = DEFAULT_POLICIES[CallType.EMERGENCY]
 # The emergency ladder without the automatic first page, so a call can wait unowned.
 MANUAL = replace(EMERGENCY, auto_dispatch=False)
 OPENED_STEPS = frozenset({"unacknowledged", "not_on_scene", "emergency_services"})
-ALL_STEPS = OPENED_STEPS | {"unaccepted"}
+# Steps counted from each dispatch: the carer's phone rung, then the carer replaced.
+DISPATCH_STEPS = frozenset({"ring_carer", "unaccepted"})
+ALL_STEPS = OPENED_STEPS | DISPATCH_STEPS
 
 CARER_IDS = (1, 2, 3, 4, 5)
 SUPERVISORS = (

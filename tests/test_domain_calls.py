@@ -68,6 +68,7 @@ from tests.calls_support import (
     CLOSED,
     DEVICE,
     DEVICE_ACTOR,
+    DISPATCH_STEPS,
     EMERGENCY,
     HOUSEHOLD_ID,
     OPEN,
@@ -127,6 +128,7 @@ def test_open_emergency_pages_the_best_carer_and_arms_the_ladder() -> None:
         ("unacknowledged", at(30), None),
         ("not_on_scene", at(15 * 60), None),
         ("emergency_services", at(30 * 60), None),
+        ("ring_carer", at(60), 1),
         ("unaccepted", at(120), 1),
     }
     (sms,) = of_type(decision, SendSms)
@@ -150,7 +152,8 @@ def test_open_arms_a_timer_for_every_step_counted_from_opening(call_type: CallTy
         (s.name, at(s.after_s)) for s in policy.steps if s.counted_from is CountedFrom.OPENED
     }
     paged = [t for t in of_type(decision, ArmTimer) if t.carer_id is not None]
-    assert len(paged) == (policy.carers_required if policy.auto_dispatch else 0)
+    per_carer = sum(1 for s in policy.steps if s.counted_from is CountedFrom.DISPATCHED)
+    assert len(paged) == (policy.carers_required * per_carer if policy.auto_dispatch else 0)
 
 
 @pytest.mark.parametrize("call_type", [CallType.DEVICE_OFFLINE, CallType.LOW_BATTERY])
@@ -541,8 +544,8 @@ def test_carer_progress_skipping_ahead_and_device_told_once() -> None:
     accepted = step(call, accept(1), 20)
     assert accepted.call.state is CallState.ACCEPTED
     assert of_type(accepted, DeviceCommand) == [DeviceCommand("help_on_the_way")]
-    assert CancelTimers(frozenset({"unaccepted"}), 1) in accepted.effects
-    assert CancelTimers(frozenset({"unaccepted"})) in accepted.effects
+    assert CancelTimers(DISPATCH_STEPS, 1) in accepted.effects
+    assert CancelTimers(DISPATCH_STEPS) in accepted.effects
     way = step(accepted.call, report(1, CarerReport.ON_THE_WAY), 30)
     assert way.call.state is CallState.ON_THE_WAY
     assert not of_type(way, DeviceCommand)
@@ -560,8 +563,8 @@ def test_skipping_straight_to_on_scene_reaches_every_milestone() -> None:
     assert of_type(decision, DeviceCommand) == [DeviceCommand("help_on_the_way")]
     cancelled = {(c.steps, c.carer_id) for c in of_type(decision, CancelTimers)}
     assert cancelled == {
-        (frozenset({"unaccepted"}), 1),
-        (frozenset({"unaccepted"}), None),
+        (DISPATCH_STEPS, 1),
+        (DISPATCH_STEPS, None),
         (frozenset({"not_on_scene", "emergency_services"}), None),
     }
 
@@ -571,8 +574,8 @@ def test_decline_refills_with_next_untried_candidate() -> None:
     call = call_in(CallState.DISPATCHED)
     first = step(call, report(1, CarerReport.DECLINED), 10)
     assert states(first.call) == {1: AssignmentState.DECLINED, 2: AssignmentState.DISPATCHED}
-    assert CancelTimers(frozenset({"unaccepted"}), 1) in first.effects
-    assert [t.carer_id for t in of_type(first, ArmTimer)] == [2]
+    assert CancelTimers(DISPATCH_STEPS, 1) in first.effects
+    assert {t.carer_id for t in of_type(first, ArmTimer)} == {2}
     assert texts(first) == [("carer:C002", MessageKind.DISPATCH)]
     assert first.history[0].detail == {"carer": "C001"}
     assert first.history[1].actor == "system:engine"
@@ -897,11 +900,13 @@ def test_policy_steps_are_what_the_ladder_tests_assume() -> None:
     """Test that the default emergency ladder is the one the timeline tests are written for."""
     assert [(s.name, s.after_s, s.unless, s.counted_from) for s in EMERGENCY.steps] == [
         ("unacknowledged", 30, Milestone.ACKNOWLEDGED, CountedFrom.OPENED),
+        ("ring_carer", 60, Milestone.ACCEPTED, CountedFrom.DISPATCHED),
         ("unaccepted", 120, Milestone.ACCEPTED, CountedFrom.DISPATCHED),
         ("not_on_scene", 900, Milestone.ON_SCENE, CountedFrom.OPENED),
         ("emergency_services", 1800, Milestone.ON_SCENE, CountedFrom.OPENED),
     ]
     assert EMERGENCY.step("unaccepted").actions == (Action.REDISPATCH, Action.NOTIFY_STATION_LEAD)
+    assert EMERGENCY.step("ring_carer").actions == (Action.RING_CARER,)
     assert isinstance(EMERGENCY.step("unacknowledged"), Step)
 
 
@@ -957,7 +962,7 @@ def test_an_undeliverable_page_moves_on_at_once_and_tells_the_supervisors() -> N
     assert actions(decision)[:2] == ["unreachable", "dispatched"]
     assert decision.call.assignments[0].state is AssignmentState.UNREACHABLE
     assert decision.call.assignments[-1].carer_id != paged.carer_id
-    assert CancelTimers(frozenset({"unaccepted"}), paged.carer_id) in decision.effects
+    assert CancelTimers(DISPATCH_STEPS, paged.carer_id) in decision.effects
     supervisor_texts = [t for t in texts(decision) if t[1] is MessageKind.SUPERVISOR]
     assert supervisor_texts and all(r.startswith("operator:") for r, _ in supervisor_texts)
     accepted = step(

@@ -26,9 +26,13 @@ from callcenter.domain.calls import (
     Decision,
     Dispatch,
     Outcome,
+    PlaceCall,
     Resolve,
+    RingNoted,
+    RingUnanswered,
     SendSms,
     StepDue,
+    VoicePurpose,
 )
 from callcenter.domain.messages import Because, MessageKind, Reason, duration, render
 from callcenter.domain.policy import (
@@ -40,6 +44,7 @@ from callcenter.domain.policy import (
 )
 from tests.calls_support import (
     ALL_STEPS,
+    DISPATCH_STEPS,
     OPENED_STEPS,
     OPERATOR,
     SUPERVISORS,
@@ -93,6 +98,109 @@ def test_unacknowledged_emergency_escalates_at_30_seconds() -> None:
     assert acknowledged.call.alerts == frozenset()
 
 
+def test_a_page_not_accepted_in_a_minute_rings_the_carer_and_keeps_them() -> None:
+    """Test that the ring_carer step rings the paged carer with the call's summary,
+    guarded by their assignment, and neither releases them nor alarms anyone."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, StepDue("ring_carer", carer_id=1), 60)
+    assert decision.call == call  # still paged, nothing fired, no alert
+    assert actions(decision) == ["ring_carer"]
+    assert decision.history[0].detail == {
+        "carer": "C001",
+        "to": "carer:C001",
+        "step": "ring_carer",
+        "waited_s": 60,
+    }
+    (ring,) = decision.effects
+    assert isinstance(ring, PlaceCall)
+    assert ring.to.label == "carer:C001"
+    assert (ring.purpose, ring.carer_id, ring.unless) == (VoicePurpose.PAGE, 1, None)
+    assert ring.message.kind is MessageKind.VOICE_PAGE
+    spoken = render(ring.message, "zh")
+    assert spoken.startswith("这里是呼叫中心。呼叫41，紧急呼叫，H0007")
+    assert spoken.endswith("按1接单，按2拒绝。")
+    # A carer who accepted before the minute was up is not rung.
+    accepted = step(call, accept(1), 50).call
+    assert step(accepted, StepDue("ring_carer", carer_id=1), 60) == Decision(accepted)
+
+
+def test_a_carer_without_a_phone_is_not_rung_and_it_is_written() -> None:
+    """Test that a ring step for a carer with no number writes why and rings nobody."""
+    decision = step(call_in(CallState.DISPATCHED), StepDue("ring_carer", 1), 60, assigned=())
+    assert actions(decision) == ["nobody_to_send"]
+    assert decision.history[0].detail["because"] == {"reason": "no_contact", "action": "ring_carer"}
+    assert decision.effects == ()
+
+
+@pytest.mark.parametrize("status", ["busy", "no-answer", "failed", "canceled"])
+def test_a_ring_not_picked_up_releases_the_carer_as_silence_does(status: str) -> None:
+    """Test that a carer who does not pick up is released as by the unaccepted step (next
+    carer paged, the carer stood down, the station lead told why) before its time."""
+    call = call_in(CallState.DISPATCHED)
+    decision = step(call, RingUnanswered(1, status), 75)
+    after = decision.call
+    assert states(after) == {1: AssignmentState.NO_ANSWER, 2: AssignmentState.DISPATCHED}
+    assert actions(decision) == ["no_answer", "dispatched", "notify_station_lead"]
+    assert decision.history[0].detail == {
+        "carer": "C001",
+        "step": "unaccepted",
+        "waited_s": 75,
+        "ring": status,
+        "because": {"reason": "ring_unanswered", "carer": "C001 Carer 1", "status": status},
+    }
+    assert texts(decision) == [
+        ("carer:C002", MessageKind.DISPATCH),
+        ("carer:C001", MessageKind.STAND_DOWN),
+        ("carer:L01", MessageKind.STATION_LEAD),
+    ]
+    lead = of_type(decision, SendSms)[-1]
+    assert "did not pick up the phone" in render(lead.message, "en")
+    assert "未接电话" in render(lead.message, "zh")
+    assert CancelTimers(DISPATCH_STEPS, 1) in decision.effects
+    assert ArmTimer("ring_carer", at(135), 2) in decision.effects
+    # The unaccepted step for the released carer, had it not been cancelled, does nothing.
+    assert step(after, StepDue("unaccepted", 1), 120).call == after
+
+
+def test_a_ring_not_picked_up_after_the_carer_answered_changes_nothing() -> None:
+    """Test that a late no-answer for a carer who accepted by text leaves them on it."""
+    accepted = step(call_in(CallState.DISPATCHED), accept(1), 62).call
+    assert step(accepted, RingUnanswered(1, "no-answer"), 90) == Decision(accepted)
+
+
+def test_a_ring_not_picked_up_without_a_releasing_step_releases_and_refills() -> None:
+    """Test that a policy whose only dispatch step rings still releases a carer who
+    does not pick up, and pages the next."""
+    ring_only = Policy(
+        auto_dispatch=True,
+        steps=(Step("ring", 30, Milestone.ACCEPTED, (Action.RING_CARER,), CountedFrom.DISPATCHED),),
+    )
+    call = open_(policy=ring_only).call
+    decision = step(call, RingUnanswered(1, "busy"), 40)
+    assert actions(decision) == ["no_answer", "dispatched"]
+    assert states(decision.call)[1] is AssignmentState.NO_ANSWER
+
+
+def test_how_a_ring_went_is_kept_on_the_call_even_once_closed() -> None:
+    """Test that each ring's progress is a history line, on an open or a closed call."""
+    call = call_in(CallState.DISPATCHED)
+    rang = step(call, RingNoted("carer:C001", VoicePurpose.PAGE, "completed", 14, "1"), 80)
+    assert rang.call == call
+    assert actions(rang) == ["ring"]
+    assert rang.history[0].detail == {
+        "to": "carer:C001",
+        "purpose": "page",
+        "status": "completed",
+        "duration_s": 14,
+        "key": "1",
+    }
+    closed = step(
+        call, Resolve(OPERATOR, Outcome.FALSE_ALARM, reason="pressed by mistake"), 90
+    ).call
+    late = step(closed, RingNoted("carer:C001", VoicePurpose.PAGE, "ringing"), 95)
+    assert late.history[0].detail == {"to": "carer:C001", "purpose": "page", "status": "ringing"}
+
+
 def test_unaccepted_carer_is_replaced_at_120_seconds() -> None:
     """Test that a carer who has not accepted after 120 s is replaced and the lead told."""
     call = call_in(CallState.DISPATCHED)
@@ -111,7 +219,7 @@ def test_unaccepted_carer_is_replaced_at_120_seconds() -> None:
     lead = of_type(decision, SendSms)[-1]
     assert lead.unless is Milestone.ACCEPTED
     assert "did not accept in time" in render(lead.message, "en")
-    assert CancelTimers(frozenset({"unaccepted"}), 1) in decision.effects
+    assert CancelTimers(DISPATCH_STEPS, 1) in decision.effects
     assert ArmTimer("unaccepted", at(240), 2) in decision.effects
     # Carer 2 accepts: the alert is satisfied and clears.
     accepted = step(after, accept(2), 150)
@@ -391,7 +499,7 @@ def test_extra_carer_not_answering_raises_no_alert() -> None:
     ("before", "command", "cancelled"),
     [
         (CallState.RAISED, Acknowledge(OPERATOR), {"unacknowledged"}),
-        (CallState.DISPATCHED, accept(1), {"unaccepted"}),
+        (CallState.DISPATCHED, accept(1), DISPATCH_STEPS),
         (
             CallState.ON_THE_WAY,
             report(1, CarerReport.ON_SCENE),

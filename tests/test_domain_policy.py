@@ -65,7 +65,7 @@ def test_policy_json_shape() -> None:
     assert stored["skills"] == ["lift"]
     assert stored["auto_dispatch"] is True
     assert stored["cancel_grace_s"] == 60.0
-    assert stored["steps"][1] == {
+    assert stored["steps"][2] == {
         "name": "unaccepted",
         "after_s": 120,
         "unless": "accepted",
@@ -82,8 +82,14 @@ def test_custom_policy_round_trip() -> None:
         skills=("lift", "nurse"),
         cancel_grace_s=12.5,
         steps=(
-            Step("a", 0, Milestone.ACKNOWLEDGED, tuple(Action)),
+            Step(
+                "a",
+                0,
+                Milestone.ACKNOWLEDGED,
+                tuple(a for a in Action if a is not Action.RING_CARER),
+            ),
             Step("b", 1.5, Milestone.ACCEPTED, (Action.REDISPATCH,), CountedFrom.DISPATCHED),
+            Step("r", 0.5, Milestone.ACCEPTED, (Action.RING_CARER,), CountedFrom.DISPATCHED),
             Step("c", 60, Milestone.ON_SCENE, ()),
             Step("d", 3600, Milestone.CLOSED, (Action.NOTIFY_FAMILY,)),
         ),
@@ -199,6 +205,22 @@ def test_step_lookup() -> None:
         policy.step("tea_time")
 
 
+@pytest.mark.parametrize(
+    ("counted_from", "actions"),
+    [
+        (CountedFrom.OPENED, (Action.RING_CARER,)),
+        (CountedFrom.DISPATCHED, (Action.RING_CARER, Action.NOTIFY_STATION_LEAD)),
+    ],
+)
+def test_ring_carer_is_alone_in_a_step_counted_from_a_dispatch(
+    counted_from: CountedFrom, actions: tuple[Action, ...]
+) -> None:
+    """Test that ring_carer is refused outside a step counted from a dispatch, or beside
+    other actions (it neither releases the carer nor tells anyone else)."""
+    with pytest.raises(ValueError, match="ring_carer rings the carer of one dispatch"):
+        Step("ring", 60, Milestone.ACCEPTED, actions, counted_from)
+
+
 def test_policy_book_overrides_and_falls_back() -> None:
     """Test that the book uses a district's own policy where set and the default elsewhere."""
     gentle = Policy(auto_dispatch=False, steps=())
@@ -281,6 +303,26 @@ EXPECTED = {
         "Reply START to get them again."
     ),
     ("en", MessageKind.REPLY_OPTED_IN): "Texts from the call centre are back on.",
+    ("en", MessageKind.VOICE_PAGE): (
+        "This is the call centre. Call 812, FALL, at H0042: Mrs Wang (91), 3 Lotus Road. "
+        "Key with neighbour. Press 1 to accept, press 2 to decline."
+    ),
+    ("en", MessageKind.VOICE_ACCEPTED): (
+        "Call 812 accepted. Please go to H0042 now. Thank you, goodbye."
+    ),
+    ("en", MessageKind.VOICE_DECLINED): (
+        "Call 812 declined; someone else is being asked. Goodbye."
+    ),
+    ("en", MessageKind.VOICE_NO_KEY): "No answer was pressed.",
+    ("en", MessageKind.VOICE_GOODBYE): (
+        "No answer was pressed. Please answer the text message or ring the desk. Goodbye."
+    ),
+    ("en", MessageKind.VOICE_ALREADY_YOURS): (
+        "You have accepted call 812 already. Thank you, goodbye."
+    ),
+    ("en", MessageKind.VOICE_NOT_NEEDED): (
+        "Call 812 no longer needs you; nothing to do. Thank you, goodbye."
+    ),
 }
 
 

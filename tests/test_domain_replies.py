@@ -8,10 +8,20 @@ from datetime import UTC, datetime
 import pytest
 
 from callcenter.domain.call_types import CallType
-from callcenter.domain.calls import Assignment, AssignmentState, Call, Outcome
-from callcenter.domain.messages import MessageKind, render
+from callcenter.domain.calls import Assignment, AssignmentState, Call, Outcome, VoicePurpose
+from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.policy import DEFAULT_POLICIES
-from callcenter.domain.replies import Answer, Reply, ReplyError, parse_reply, refusal
+from callcenter.domain.replies import (
+    KEYS,
+    SPOKEN_CONFIRMATIONS,
+    Answer,
+    Reply,
+    ReplyError,
+    key_answer,
+    parse_reply,
+    refusal,
+    ring_no_longer_wanted,
+)
 
 A, D, W, S, R = (
     Answer.ACCEPT,
@@ -176,3 +186,58 @@ def test_a_refusal_says_why(call: Call, kind: MessageKind, carer: str) -> None:
         # In Chinese, the carer's part on the call, not the desk's English reason.
         zh = render(message, "zh")
         assert "“已接单”" in zh and "cannot" not in zh, zh
+
+
+@pytest.mark.parametrize(
+    ("purpose", "digits", "answer"),
+    [
+        (VoicePurpose.PAGE, "1", Answer.ACCEPT),
+        (VoicePurpose.PAGE, "2", Answer.DECLINE),
+        (VoicePurpose.PAGE, " 1", Answer.ACCEPT),
+        (VoicePurpose.PAGE, "3", None),
+        (VoicePurpose.PAGE, "", None),
+        (VoicePurpose.PAGE, "12", None),
+        (VoicePurpose.BRIDGE, "1", None),
+    ],
+)
+def test_keys_pressed_are_the_answers_of_the_text_codes(
+    purpose: VoicePurpose, digits: str, answer: Answer | None
+) -> None:
+    """Test that 1 and 2 on a carer's ring are the same answers as "a" and "d" by text."""
+    assert key_answer(purpose, digits) == answer
+    if answer is not None:
+        assert parse_reply({Answer.ACCEPT: "a", Answer.DECLINE: "d"}[answer]) == Reply(answer)
+
+
+def test_every_key_answer_has_a_spoken_confirmation_in_both_languages() -> None:
+    """Test that each answer a key gives is confirmed by voice in zh and en."""
+    for keys in KEYS.values():
+        for answer in keys.values():
+            kind = SPOKEN_CONFIRMATIONS[answer]
+            for language in ("zh", "en"):
+                spoken = render(Message(kind, {"call_ref": "12", "household": "H0001"}), language)
+                assert "12" in spoken
+
+
+@pytest.mark.parametrize(
+    ("call", "kind"),
+    [
+        (_call(_assignment(1, AssignmentState.DISPATCHED)), None),
+        (_call(_assignment(1, AssignmentState.ACCEPTED)), MessageKind.VOICE_ALREADY_YOURS),
+        (_call(_assignment(1, AssignmentState.ON_THE_WAY)), MessageKind.VOICE_ALREADY_YOURS),
+        (_call(_assignment(1, AssignmentState.NO_ANSWER)), MessageKind.VOICE_NOT_NEEDED),
+        (_call(_assignment(1, AssignmentState.DECLINED)), MessageKind.VOICE_NOT_NEEDED),
+        (_call(_assignment(2, AssignmentState.DISPATCHED)), MessageKind.VOICE_NOT_NEEDED),
+        (
+            replace(_call(_assignment(1, AssignmentState.DISPATCHED)), closed_at=NOW),
+            MessageKind.VOICE_NOT_NEEDED,
+        ),
+    ],
+)
+def test_a_ring_picked_up_once_the_page_no_longer_waits_says_so(
+    call: Call, kind: MessageKind | None
+) -> None:
+    """Test that carer 1, rung about their page, is asked for a key only while the page
+    still waits for them; else they hear that it is theirs already, or not needed."""
+    said = ring_no_longer_wanted(call, 1)
+    assert (said.kind if said else None) == kind

@@ -63,7 +63,7 @@ def test_a_carers_done_on_an_unowned_emergency_waits_for_an_operators_review() -
     }
     assert not of_type(decision, DeviceCommand)
     (cancelled,) = of_type(decision, CancelTimers)
-    assert cancelled.steps == {"unaccepted", "not_on_scene", "emergency_services"}
+    assert cancelled.steps == {"ring_carer", "unaccepted", "not_on_scene", "emergency_services"}
     # The "unacknowledged" step is still to come: nobody is texted yet.
     assert texts(decision) == []
     assert call.carers_wanted == 0

@@ -3,18 +3,16 @@ Twilio's message list before anything is sent again. The real twilio library tal
 the fake Twilio the server runs itself, on a real broker and a real database, on virtual
 time; the test drives its own OutboxRelay, as a restarted process would.
 
-"Killing" the sender: the relay is handed a sender (below) that does the real send
-through TwilioSms and then raises a BaseException, which nothing in the relay catches,
-so the claim (attempt counted, ``sending_since`` set) is committed and the settle never
-runs, just as when the process dies between Twilio's answer and our commit of "sent".
+"Killing" the sender: the relay is handed a sender (tests/outbox_support.py) that does
+the real send through TwilioSms and then raises a BaseException, which nothing in the
+relay catches, so the claim (attempt counted, ``sending_since`` set) is committed and the
+settle never runs, just as when the process dies between Twilio's answer and our commit
+of "sent".
 """
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import insert, select
@@ -22,7 +20,7 @@ from sqlalchemy import insert, select
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
-from callcenter.engine.outbox import OutboxMessage, OutboxRelay, Receipt
+from callcenter.engine.outbox import OutboxRelay
 from callcenter.engine.outbox.reconcile import REPEAT_MARK
 from callcenter.fake_twilio import FakeTwilio
 from callcenter.notify.sms import TwilioAccount, TwilioSms
@@ -30,44 +28,10 @@ from callcenter.store import models as m
 from tests.desk_support import MONDAY_MORNING, desk_config, rows, running_desk, scalar
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually, publish_events
+from tests.outbox_support import KilledMidSend, ListUnreachable, ProcessKilled, closed_port
 
 FROM_NUMBER = "+8610000000000"
 FAMILY_PHONE = "+8613900000099"
-
-
-class ProcessKilled(BaseException):
-    """Stands for the process dying: the relay catches Exception, never this."""
-
-
-@dataclass
-class KilledMidSend:
-    """Sends through the real TwilioSms (unless ``before_request``), then the process
-    "dies" before the relay can record the outcome."""
-
-    texts: TwilioSms
-    before_request: bool = False
-    channel: str = "sms"
-
-    async def send(self, message: OutboxMessage) -> Receipt:
-        if not self.before_request:
-            await self.texts.send(message)
-        raise ProcessKilled
-
-
-@dataclass
-class MessageListUnreachable:
-    """Sends through one TwilioSms and reads Twilio's message list through another that
-    points at a closed port, so the reconciliation question cannot be answered."""
-
-    texts: TwilioSms
-    nowhere: TwilioSms
-    channel: str = "sms"
-
-    async def send(self, message: OutboxMessage) -> Receipt:
-        return await self.texts.send(message)
-
-    async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
-        return await self.nowhere.find_sent(message, since)
 
 
 def _account(fake: FakeTwilio, base_url: str | None = None) -> TwilioAccount:
@@ -78,12 +42,6 @@ def _account(fake: FakeTwilio, base_url: str | None = None) -> TwilioAccount:
         api_base_url=base_url or fake.base_url,
         timeout_s=5.0,
     )
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _page(server: Running, broker: EmbeddedBroker, prefix: str, household: str) -> int:
@@ -231,7 +189,7 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
         (notice,) = fake.sent_to(FAMILY_PHONE)
 
         clock.advance(timedelta(seconds=5))
-        nowhere = f"http://127.0.0.1:{_closed_port()}"
+        nowhere = f"http://127.0.0.1:{closed_port()}"
         async with (
             TwilioSms(_account(fake)) as texts,
             TwilioSms(_account(fake, nowhere)) as unreachable,
@@ -240,7 +198,7 @@ async def test_when_twilio_cannot_be_asked_a_page_is_repeated_and_a_notice_waits
                 server.engine,
                 server.desk,
                 clock,
-                {"sms": MessageListUnreachable(texts, unreachable)},
+                {"sms": ListUnreachable(texts, unreachable)},
             )
             await relay.drain()
         page = await _row(server, page_id)

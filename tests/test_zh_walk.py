@@ -326,8 +326,7 @@ MADE_FROM_VALUES = [
     "action",
     "action",
     "action",
-    "NOBODY_TO_SEND",
-    "NOBODY_TO_SEND",
+    "NOBODY_TO_SEND",  # escalation._nobody: no carer free, no contact to tell or ring
     "command.what",
     "target.value",
 ]

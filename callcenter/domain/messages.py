@@ -35,6 +35,14 @@ class MessageKind(enum.StrEnum):
     REPLY_UNKNOWN_SENDER = "reply_unknown_sender"
     REPLY_OPTED_OUT = "reply_opted_out"
     REPLY_OPTED_IN = "reply_opted_in"
+    # Spoken on a phone call the desk places (docs/voice.md): a carer rung about a page.
+    VOICE_PAGE = "voice_page"  # the call's summary and the keys
+    VOICE_ACCEPTED = "voice_accepted"  # 1 pressed and taken
+    VOICE_DECLINED = "voice_declined"  # 2 pressed and taken
+    VOICE_NO_KEY = "voice_no_key"  # nothing (or another key) pressed: said before the repeat
+    VOICE_GOODBYE = "voice_goodbye"  # still nothing after the repeat
+    VOICE_ALREADY_YOURS = "voice_already_yours"  # picked up after accepting by text
+    VOICE_NOT_NEEDED = "voice_not_needed"  # picked up after being released or the call closed
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,8 @@ class Reason(enum.StrEnum):
     AWAITING_REVIEW = "awaiting_review"
     # state, detail (the desk's own reason, in English): a carer's answer the desk refused
     ANSWER_DOES_NOT_APPLY = "answer_does_not_apply"
+    # carer, status (Twilio's busy, no-answer, failed, canceled): rung about a page, no pick-up
+    RING_UNANSWERED = "ring_unanswered"
 
 
 @dataclass(frozen=True)
@@ -181,6 +191,26 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "Reply START to get them again."
         ),
         MessageKind.REPLY_OPTED_IN: "Texts from the call centre are back on.",
+        MessageKind.VOICE_PAGE: (
+            "This is the call centre. Call {call_ref}, {call_type}, at {household}: "
+            "{residents}, {address}. {access} Press 1 to accept, press 2 to decline."
+        ),
+        MessageKind.VOICE_ACCEPTED: (
+            "Call {call_ref} accepted. Please go to {household} now. Thank you, goodbye."
+        ),
+        MessageKind.VOICE_DECLINED: (
+            "Call {call_ref} declined; someone else is being asked. Goodbye."
+        ),
+        MessageKind.VOICE_NO_KEY: "No answer was pressed.",
+        MessageKind.VOICE_GOODBYE: (
+            "No answer was pressed. Please answer the text message or ring the desk. Goodbye."
+        ),
+        MessageKind.VOICE_ALREADY_YOURS: (
+            "You have accepted call {call_ref} already. Thank you, goodbye."
+        ),
+        MessageKind.VOICE_NOT_NEEDED: (
+            "Call {call_ref} no longer needs you; nothing to do. Thank you, goodbye."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -225,6 +255,16 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.REPLY_UNKNOWN_SENDER: "此号码未在呼叫中心登记，请致电您的服务站。",
         MessageKind.REPLY_OPTED_OUT: "您将不再收到呼叫中心的短信（包括派单）。回复START恢复。",
         MessageKind.REPLY_OPTED_IN: "已恢复接收呼叫中心的短信。",
+        MessageKind.VOICE_PAGE: (
+            "这里是呼叫中心。呼叫{call_ref}，{call_type}，{household}，{residents}，{address}。"
+            "{access} 按1接单，按2拒绝。"
+        ),
+        MessageKind.VOICE_ACCEPTED: "已接单，呼叫{call_ref}。请尽快前往{household}。谢谢，再见。",
+        MessageKind.VOICE_DECLINED: "已拒绝呼叫{call_ref}，将另派他人。再见。",
+        MessageKind.VOICE_NO_KEY: "没有收到按键。",
+        MessageKind.VOICE_GOODBYE: "没有收到按键。请回复短信或致电值班台。再见。",
+        MessageKind.VOICE_ALREADY_YOURS: "您已接单呼叫{call_ref}。谢谢，再见。",
+        MessageKind.VOICE_NOT_NEEDED: "呼叫{call_ref}已无需您前往。谢谢，再见。",
     },
 }
 
@@ -380,6 +420,7 @@ _REASONS: dict[str, dict[Reason, str]] = {
             "an operator must review it"
         ),
         Reason.ANSWER_DOES_NOT_APPLY: "{detail}",
+        Reason.RING_UNANSWERED: "carer {carer} did not pick up the phone ({status})",
     },
     "zh": {
         Reason.NOT_TAKEN: "已过{waited}仍无接线员接听",
@@ -405,6 +446,7 @@ _REASONS: dict[str, dict[Reason, str]] = {
             "您在此呼叫的状态是“{state}”，这个回复不适用（接单后不能拒绝，到达后才能结案，"
             "状态不能倒退）；如需更改请致电值班台"
         ),
+        Reason.RING_UNANSWERED: "护理员{carer}未接电话（{status}）",
     },
 }
 
@@ -423,6 +465,7 @@ STEP_NAMES: dict[str, dict[str, str]] = {
         "notify_station_lead": "通知站长",
         "notify_family": "通知家属",
         "redispatch": "改派护理员",
+        "ring_carer": "致电护理员",
     },
 }
 
@@ -436,6 +479,13 @@ CARER_STATE_NAMES: dict[str, dict[str, str]] = {
         "on_the_way": "在路上",
         "on_scene": "已到达",
     },
+}
+
+
+# How a phone call the desk placed ended without a pick-up (Twilio's CallStatus).
+RING_STATUS_NAMES: dict[str, dict[str, str]] = {
+    "en": {"no-answer": "no answer"},
+    "zh": {"busy": "占线", "no-answer": "无人接听", "failed": "呼叫失败", "canceled": "已取消"},
 }
 
 
@@ -459,6 +509,8 @@ def reason_text(because: Because, language: str) -> str:
         facts["waited"] = duration(float(facts["waited_s"]), language)
     if "outcome" in facts:
         facts["outcome"] = OUTCOME_NAMES[language].get(facts["outcome"], facts["outcome"])
+    if "status" in facts:
+        facts["status"] = RING_STATUS_NAMES[language].get(facts["status"], facts["status"])
     names = STEP_NAMES[language]
     for key in ("step", "action"):
         if key in facts:

@@ -41,6 +41,9 @@ class Action(enum.StrEnum):
     NOTIFY_STATION_LEAD = "notify_station_lead"  # SMS to the household's station lead
     NOTIFY_FAMILY = "notify_family"  # SMS to the first family contact
     EMERGENCY_SERVICES = "emergency_services"  # board alarm: ring 120 now; supervisors told
+    # Ring the paged carer (a step counted from "dispatched"): 1 accepts, 2 declines, no
+    # pick-up releases them as silence does. The carer stays on the call meanwhile.
+    RING_CARER = "ring_carer"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,13 @@ class Step:
             raise ValueError(
                 f"step {self.name!r}: a step counted from a dispatch waits for that carer's "
                 "acceptance; use unless = 'accepted'"
+            )
+        if Action.RING_CARER in self.actions and (
+            self.counted_from is not CountedFrom.DISPATCHED or len(self.actions) != 1
+        ):
+            raise ValueError(
+                f"step {self.name!r}: ring_carer rings the carer of one dispatch, so it is "
+                "the only action of a step counted from 'dispatched'"
             )
 
 
@@ -132,6 +142,8 @@ M = Milestone
 
 _ALARM_STEPS = (
     Step("unacknowledged", 30, M.ACKNOWLEDGED, (A.ALERT_OPERATORS, A.ALERT_SUPERVISOR)),
+    # A page not accepted within a minute: the carer's phone rings (docs/voice.md).
+    Step("ring_carer", 60, M.ACCEPTED, (A.RING_CARER,), CountedFrom.DISPATCHED),
     Step(
         "unaccepted",
         120,

@@ -24,6 +24,7 @@ from callcenter.domain.calls import (
     Outcome,
     Report,
     Resolve,
+    VoicePurpose,
 )
 from callcenter.domain.messages import Because, Message, MessageKind, Reason
 
@@ -55,6 +56,18 @@ CONFIRMATIONS: dict[Answer, MessageKind] = {
     Answer.ON_THE_WAY: MessageKind.REPLY_ON_THE_WAY,
     Answer.ON_SCENE: MessageKind.REPLY_ON_SCENE,
     Answer.RESOLVED: MessageKind.REPLY_RESOLVED,
+}
+
+# A key pressed on a phone call the desk placed, by why it rang: the same answers as a
+# text's codes, so a call moves the same way whichever the carer used.
+KEYS: dict[VoicePurpose, dict[str, Answer]] = {
+    VoicePurpose.PAGE: {"1": Answer.ACCEPT, "2": Answer.DECLINE},
+}
+
+# The spoken confirmation of each answer a key gives, once the desk has taken it.
+SPOKEN_CONFIRMATIONS: dict[Answer, MessageKind] = {
+    Answer.ACCEPT: MessageKind.VOICE_ACCEPTED,
+    Answer.DECLINE: MessageKind.VOICE_DECLINED,
 }
 
 # What a carer may answer in each state of their part in a call (the carer page's buttons).
@@ -162,6 +175,29 @@ def command_for(
     if answer is Answer.RESOLVED:
         return Resolve(actor, outcome, note=f"closed by {via}")
     return Report(actor, carer_id, REPORTS[answer])
+
+
+def key_answer(purpose: VoicePurpose, digits: str) -> Answer | None:
+    """The answer ``digits`` pressed on a call rung for ``purpose`` stand for; None for
+    no key or one that means nothing there."""
+    return KEYS.get(purpose, {}).get(digits.strip())
+
+
+def spoken_confirmation(answer: Answer, call: Call, household: str) -> Message:
+    """What a carer hears once the desk took the answer their key gave."""
+    return Message(SPOKEN_CONFIRMATIONS[answer], {"call_ref": str(call.id), "household": household})
+
+
+def ring_no_longer_wanted(call: Call, carer_id: int) -> Message | None:
+    """What a carer rung about their page hears on picking up once it no longer waits for
+    them (accepted by text meanwhile, released, the call closed); None while it does."""
+    mine = call.assignment(carer_id)
+    if call.is_open and mine is not None and mine.state is AssignmentState.DISPATCHED:
+        return None
+    facts = {"call_ref": str(call.id)}
+    if call.is_open and mine is not None and mine.active:
+        return Message(MessageKind.VOICE_ALREADY_YOURS, facts)
+    return Message(MessageKind.VOICE_NOT_NEEDED, facts)
 
 
 def confirmation(answer: Answer, call: Call, household: str, outcome: Outcome) -> Message:

@@ -36,6 +36,7 @@ from callcenter.domain.calls import (
     Dispatch,
     DispatchResult,
     Report,
+    RingUnanswered,
     Situation,
     StandDown,
     StepDue,
@@ -193,6 +194,9 @@ class Desk:
         # The server's public address, once it listens: dispatch pages carry a signed
         # link to the carer page under it (none while it is empty).
         self.link_base = ""
+        # Whether phone calls the desk asks for are placed ([voice] enabled); without,
+        # a ring_carer step is written on its call and rings nobody.
+        self.rings = True
         # Who sends a decision's dispatch pages as soon as it commits (the outbox relay
         # sets itself while it runs); without one, pages wait in the outbox for its turn.
         self.page_courier: PageCourier | None = None
@@ -303,6 +307,7 @@ class Desk:
             base_unit=household.base_unit,
             topic_prefix=self._settings.topic_prefix,
             link_base=self.link_base,
+            rings=self.rings,
             pages_claimed_until=None if courier is None else courier.claimed_until(now),
         )
         arrived = await self._move_carers(session, before, decision.call, household, now)
@@ -638,9 +643,9 @@ class Desk:
         # Only these can page someone: a decline or a stand-down refills the call. A
         # carer's other reports (accepted, on the way, on scene) never do, so who is free
         # is not read for them (most of a carer's texts).
-        may_dispatch = isinstance(command, StandDown | AutoDispatch | StepDue | Unreachable) or (
-            isinstance(command, Report) and command.report is CarerReport.DECLINED
-        )
+        may_dispatch = isinstance(
+            command, StandDown | AutoDispatch | StepDue | Unreachable | RingUnanswered
+        ) or (isinstance(command, Report) and command.report is CarerReport.DECLINED)
 
         async def work(session: AsyncSession) -> Call:
             decision = await self._apply(

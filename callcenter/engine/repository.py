@@ -29,15 +29,19 @@ from callcenter.domain.calls import (
     Decision,
     DeviceCommand,
     Outcome,
+    PlaceCall,
     SendSms,
+    VoicePurpose,
 )
 from callcenter.domain.messages import MessageKind, render
 from callcenter.domain.policy import Policy
+from callcenter.engine.voice import VoiceScript
 from callcenter.ingest.protocol import Channel, topic_for
 from callcenter.notify import links
 from callcenter.store import models as m
 
 SMS = "sms"
+VOICE = "voice"
 DEVICE_COMMAND = "device_command"
 
 # Writes go through the Core tables: the ORM's bulk machinery costs more per statement
@@ -221,11 +225,13 @@ async def save(
     base_unit: str | None,
     topic_prefix: str,
     link_base: str = "",
+    rings: bool = True,
     pages_claimed_until: datetime | None = None,
 ) -> Saved:
     """Write the decision's call, history, carers, timers and outbox rows. With a
     ``link_base`` (the server's public address) a dispatch page carries the carer's
-    signed link to the call's carer page.
+    signed link to the call's carer page. Without ``rings`` (voice disabled), phone
+    calls asked for are not written.
 
     With ``pages_claimed_until``, a dispatch page's row is written claimed for its first
     attempt, as the outbox relay would claim it (one attempt counted, begun now, tried
@@ -322,6 +328,9 @@ async def save(
                 pages.append(ClaimedPage(page_id, call.id, effect.carer_id, *to))
                 continue
             outbox.append(row)
+        elif isinstance(effect, PlaceCall):
+            if rings:
+                outbox.append(_voice_row(call.id, effect, now))
         elif isinstance(effect, DeviceCommand):
             if base_unit is None:
                 continue  # a household without a base unit has nothing to prompt
@@ -343,6 +352,21 @@ async def save(
         tuple(t["due_at"] for t in timers),
         tuple(pages),
     )
+
+
+def _voice_row(call_id: int, effect: PlaceCall, now: datetime) -> dict[str, Any]:
+    """The outbox row of a phone call to place. A carer rung about their page is rung
+    only while still paged: one who accepted or declined meanwhile is not."""
+    guard: dict[str, Any] = {}
+    if effect.carer_id is not None:
+        guard["carer_id"] = effect.carer_id
+        if effect.purpose is VoicePurpose.PAGE:
+            guard["assignment"] = AssignmentState.DISPATCHED.value
+    if effect.unless is not None:
+        guard["unless"] = effect.unless.value
+    language = effect.to.language
+    script = VoiceScript(effect.purpose, language, render(effect.message, language))
+    return _outbox_row(call_id, VOICE, effect.to.label, effect.to.phone, script.body(), guard, now)
 
 
 def _outbox_row(

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, TypeVar
 
 import aiohttp
 from twilio.base.exceptions import (  # type: ignore[import-untyped]
@@ -40,6 +40,8 @@ STATUS_PATH = "/sms/status"
 # Twilio's may differ a little. And how many of that number's messages are looked at.
 RECONCILE_MARGIN = timedelta(minutes=2)
 RECONCILE_LIMIT = 100
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,18 @@ def classify(error: TwilioRestException | TwilioServiceException) -> SendError:
     )
 
 
-class TwilioSms:
-    """Sends outbox SMS through Twilio; an async context manager holding one client."""
+class TwilioApi:
+    """One client of the twilio library for an account; an async context manager. The
+    senders of texts (below) and of phone calls (notify/voice.py) are made of it."""
 
-    channel = repository.SMS
+    # A number Twilio refuses for good is marked as unable to get texts (engine.phones).
+    marks_phones = True
 
     def __init__(self, account: TwilioAccount) -> None:
         self.account = account
         self._client: Any = None
 
-    async def __aenter__(self) -> TwilioSms:
+    async def __aenter__(self) -> Self:
         # The async HTTP client binds to the running loop: made here, not in __init__.
         client = Client(
             self.account.account_sid,
@@ -124,6 +128,67 @@ class TwilioSms:
         if client is not None:
             await client.http_client.close()
 
+    def client(self) -> Any:
+        """The running client; SendError when the sender is not running."""
+        if self._client is None:
+            raise SendError(f"the {self.__class__.__name__} sender is not running")
+        return self._client
+
+    async def handing_over(
+        self, request: Callable[[], Awaitable[_T]], message: OutboxMessage, what: str
+    ) -> _T:
+        """Run ``request``, which hands ``message`` (``what``: "SMS", "voice call") to
+        Twilio, within the account's timeout; its refusals and failures as SendError."""
+        try:
+            async with asyncio.timeout(self.account.timeout_s):
+                return await request()
+        except (TwilioRestException, TwilioServiceException) as error:
+            refused = classify(error)
+            if refused.phone_problem is not None and not self.marks_phones:
+                refused = SendError(refused.detail, permanent=True)
+            raise refused from None
+        except aiohttp.ClientConnectorError as error:
+            # No connection, so no request went out: safe to send again later.
+            raise SendError(f"cannot connect to Twilio, nothing sent: {error}") from None
+        except (TimeoutError, aiohttp.ClientError) as error:
+            # The request may have reached Twilio and been accepted: the outcome is unknown.
+            # Retried later, after find_sent has looked for it (docs/sms.md, "Sending").
+            said = (
+                f"no answer within {self.account.timeout_s:g} s"
+                if isinstance(error, TimeoutError)
+                else f"connection broke: {error!r}"
+            )
+            log.warning(
+                "outbox %d: %s to %s (%s): %s; outcome unknown, it may have been sent",
+                message.id,
+                what,
+                message.recipient,
+                message.about,
+                said,
+            )
+            raise SendError(f"{said}; outcome unknown", outcome_unknown=True) from None
+
+    async def listing(self, request: Callable[[], Awaitable[_T]], what: str) -> _T:
+        """Run ``request``, which reads one of Twilio's lists (``what``: "message list"),
+        within the account's timeout; SendError if it cannot be read."""
+        try:
+            async with asyncio.timeout(self.account.timeout_s):
+                return await request()
+        except (TwilioRestException, TwilioServiceException) as error:
+            raise SendError(f"Twilio's {what} refused: {classify(error).detail}") from None
+        except TimeoutError:
+            raise SendError(
+                f"Twilio's {what} did not answer within {self.account.timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientError as error:
+            raise SendError(f"Twilio's {what} could not be read: {error!r}") from None
+
+
+class TwilioSms(TwilioApi):
+    """Sends outbox SMS through Twilio; an async context manager holding one client."""
+
+    channel = repository.SMS
+
     def _sender(self) -> dict[str, str]:
         if self.account.from_number:
             return {"from_": self.account.from_number}
@@ -131,66 +196,34 @@ class TwilioSms:
 
     async def send(self, message: OutboxMessage) -> Receipt:
         """Hand one text to Twilio; its MessageSid and first status, or SendError."""
-        client = self._client
-        if client is None:
-            raise SendError("the SMS sender is not running")
+        client = self.client()
         options: dict[str, str] = self._sender()
         if self.account.public_url:
             options["status_callback"] = self.account.public_url.rstrip("/") + STATUS_PATH
-        try:
-            async with asyncio.timeout(self.account.timeout_s):
-                sent = await client.messages.create_async(
-                    to=message.address, body=message.body, **options
-                )
-        except (TwilioRestException, TwilioServiceException) as error:
-            raise classify(error) from None
-        except aiohttp.ClientConnectorError as error:
-            # No connection, so no request went out: safe to send again later.
-            raise SendError(f"cannot connect to Twilio, nothing sent: {error}") from None
-        except (TimeoutError, aiohttp.ClientError) as error:
-            # The request may have reached Twilio and been accepted: the outcome is unknown.
-            # Retried later, after find_sent has looked for it (docs/sms.md, "Sending").
-            what = (
-                f"no answer within {self.account.timeout_s:g} s"
-                if isinstance(error, TimeoutError)
-                else f"connection broke: {error!r}"
-            )
-            log.warning(
-                "outbox %d: SMS to %s (%s): %s; outcome unknown, it may have been sent",
-                message.id,
-                message.recipient,
-                message.about,
-                what,
-            )
-            raise SendError(f"{what}; outcome unknown", outcome_unknown=True) from None
+        sent = await self.handing_over(
+            lambda: client.messages.create_async(to=message.address, body=message.body, **options),
+            message,
+            "SMS",
+        )
         return Receipt(str(sent.sid), str(sent.status) if sent.status else None)
 
     async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
         """Messages Twilio took for ``message`` (same number; its text alone, marked as a
         repeat, or bundled with others) sent since ``since``, newest first; SendError if it
         cannot tell."""
-        client = self._client
-        if client is None:
-            raise SendError("the SMS sender is not running")
+        client = self.client()
         options: dict[str, str] = {}
         if self.account.from_number:
             options["from_"] = self.account.from_number
-        try:
-            async with asyncio.timeout(self.account.timeout_s):
-                listed = await client.messages.list_async(
-                    to=message.address,
-                    date_sent_after=since - RECONCILE_MARGIN,
-                    limit=RECONCILE_LIMIT,
-                    **options,
-                )
-        except (TwilioRestException, TwilioServiceException) as error:
-            raise SendError(f"Twilio's message list refused: {classify(error).detail}") from None
-        except TimeoutError:
-            raise SendError(
-                f"Twilio's message list did not answer within {self.account.timeout_s:g} s"
-            ) from None
-        except aiohttp.ClientError as error:
-            raise SendError(f"Twilio's message list could not be read: {error!r}") from None
+        listed = await self.listing(
+            lambda: client.messages.list_async(
+                to=message.address,
+                date_sent_after=since - RECONCILE_MARGIN,
+                limit=RECONCILE_LIMIT,
+                **options,
+            ),
+            "message list",
+        )
         # A text that carries it counts: alone, marked as a repeat, or in a bundle.
         return [
             Receipt(str(found.sid), str(found.status) if found.status else None)

@@ -596,6 +596,22 @@ class InboundSms(Base):
     answer: Mapped[str] = mapped_column(Text, default="")
 
 
+class VoiceStatus(Base):
+    """A status Twilio reported for a phone call the desk placed, kept once per CallSid
+    and SequenceNumber: a status callback posted again is recognised and changes nothing."""
+
+    __tablename__ = "voice_statuses"
+    __table_args__ = (UniqueConstraint("call_sid", "sequence"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(34))
+    sequence: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    # The outbox row that placed the call.
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id"))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class PhoneProblem(enum.StrEnum):
     """Why a phone number cannot get our texts."""
 

@@ -27,6 +27,7 @@ from callcenter.web import (
     sessions,
     sms_webhooks,
     users,
+    voice_webhooks,
     wall,
     welfare,
 )
@@ -117,6 +118,7 @@ def build_app(server: Running) -> web.Application:
         reports,
         sessions,
         sms_webhooks,
+        voice_webhooks,
         users,
         wall,
         welfare,

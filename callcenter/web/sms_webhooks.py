@@ -69,7 +69,7 @@ _EXAMPLE_CALL = "12"
 _UNKNOWN_SENDER_LANGUAGES = ("zh", "en")
 
 
-def _shaped(name: str, meaning: str, **default: Any) -> Any:
+def shaped(name: str, meaning: str, **default: Any) -> Any:
     """A form field described with the shape twilio_form holds it to."""
     shape = twilio_form.SHAPES[name]
     return Field(
@@ -83,10 +83,10 @@ class InboundForm(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    AccountSid: str = _shaped("AccountSid", "this server's Twilio account")
-    MessageSid: str = _shaped("MessageSid", "Twilio's message id")
-    From: str = _shaped("From", "the sender's phone")
-    To: str = _shaped("To", "our number")
+    AccountSid: str = shaped("AccountSid", "this server's Twilio account")
+    MessageSid: str = shaped("MessageSid", "Twilio's message id")
+    From: str = shaped("From", "the sender's phone")
+    To: str = shaped("To", "our number")
     Body: str = Field(max_length=twilio_form.MAX_BODY_CHARS, description="the text")
 
 
@@ -95,13 +95,13 @@ class StatusForm(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    AccountSid: str = _shaped("AccountSid", "this server's Twilio account")
-    MessageSid: str = _shaped("MessageSid", "Twilio's message id")
-    MessageStatus: str = _shaped("MessageStatus", "e.g. delivered")
-    ErrorCode: str | None = _shaped("ErrorCode", "Twilio's delivery error, if any", default=None)
+    AccountSid: str = shaped("AccountSid", "this server's Twilio account")
+    MessageSid: str = shaped("MessageSid", "Twilio's message id")
+    MessageStatus: str = shaped("MessageStatus", "e.g. delivered")
+    ErrorCode: str | None = shaped("ErrorCode", "Twilio's delivery error, if any", default=None)
 
 
-def _required(form: type[BaseModel]) -> tuple[str, ...]:
+def required_fields(form: type[BaseModel]) -> tuple[str, ...]:
     """The fields a webhook cannot do without: those its form model requires
     (twilio_form checks every field's shape)."""
     return tuple(
@@ -109,10 +109,10 @@ def _required(form: type[BaseModel]) -> tuple[str, ...]:
     )
 
 
-_INBOUND_FIELDS = _required(InboundForm)
-_STATUS_FIELDS = _required(StatusForm)
+_INBOUND_FIELDS = required_fields(InboundForm)
+_STATUS_FIELDS = required_fields(StatusForm)
 
-_SIGNED = {
+SIGNED_ANSWERS = {
     400: (
         "signed, but not a form Twilio posts: a field missing, posted twice, or not in "
         "Twilio's shape (a NUL character, an id or number with something glued on, "
@@ -150,10 +150,13 @@ def webhook_account_sid(account: TwilioAccount) -> str:
     return account.account_sid
 
 
-async def signed_form(request: web.Request, *, required: tuple[str, ...]) -> dict[str, str]:
+async def signed_form(
+    request: web.Request, *, required: tuple[str, ...], what: str = "SMS"
+) -> dict[str, str]:
     """The posted form fields, if Twilio signed them (else 403 and a log line) and they
     have the shapes Twilio gives them (else 400 and a log line: see twilio_form). A post
-    without a signature is refused before its body is read."""
+    without a signature is refused before its body is read. ``what``: the webhook's
+    kind, for the log ("SMS", "voice")."""
     account = request.app[SMS_ACCOUNT]
     token = webhook_auth_token(account)
     signature = request.headers.get(SIGNATURE_HEADER, "")
@@ -167,7 +170,14 @@ async def signed_form(request: web.Request, *, required: tuple[str, ...]) -> dic
             if not signature
             else "its signature does not match"
         )
-        log.warning("refused an SMS webhook from %s for %s: %s", request.remote or "?", url, why)
+        log.warning(
+            "refused %s %s webhook from %s for %s: %s",
+            "an" if what == "SMS" else "a",
+            what,
+            request.remote or "?",
+            url,
+            why,
+        )
         raise ApiError(403, "forbidden", f"only Twilio may post here: {why} (X-Twilio-Signature)")
     try:
         return twilio_form.checked(
@@ -176,8 +186,9 @@ async def signed_form(request: web.Request, *, required: tuple[str, ...]) -> dic
     except twilio_form.FormRefusedError as refused:
         # Signed, yet not as Twilio posts it: a captured request cut into other fields.
         log.warning(
-            "refused a signed SMS webhook from %s for %s: %s; Twilio never posts that "
+            "refused a signed %s webhook from %s for %s: %s; Twilio never posts that "
             "(a captured request re-cut into other fields?)",
+            what,
             request.remote or "?",
             url,
             refused,
@@ -202,7 +213,7 @@ class Handled:
     form=InboundForm,
     answers={
         200: Reply("TwiML: the confirmation Twilio texts back", media="text/xml"),
-        **_SIGNED,
+        **SIGNED_ANSWERS,
     },
     tag="twilio",
 )
@@ -441,7 +452,7 @@ def not_over(status: str) -> frozenset[str]:
     form=StatusForm,
     answers={
         200: Reply("recorded (also for a message or status we do not know)", media=""),
-        **_SIGNED,
+        **SIGNED_ANSWERS,
     },
     tag="twilio",
 )

@@ -47,6 +47,8 @@ _MESSAGE_SID = _shape(r"(SM|MM)[0-9a-f]{32}", "SM or MM and 32 lower-case hex di
 _NUMBER = Shape(E164, 'an E.164 number: "+" and 6 to 15 digits, the first not 0')
 _COUNT = _shape(r"[0-9]{1,3}", "a count of at most 3 digits")
 _STATUS = _shape(r"[a-z_]{1,20}", "a status word in lower case")
+# A call's statuses and directions have dashes: "in-progress", "no-answer", "outbound-api".
+_CALL_WORD = _shape(r"[a-z-]{1,20}", "a status word in lower case, with dashes")
 # Every field of Twilio's message webhooks that has a fixed form. A field named here is
 # checked whenever it is posted, read or not: nothing glued onto it goes unnoticed.
 SHAPES: dict[str, Shape] = {
@@ -55,8 +57,14 @@ SHAPES: dict[str, Shape] = {
     "SmsSid": _MESSAGE_SID,
     "SmsMessageSid": _MESSAGE_SID,
     "MessagingServiceSid": _shape(r"MG[0-9a-f]{32}", "MG and 32 lower-case hex digits"),
-    # Voice webhooks, when they come, are read through here too.
+    # Voice webhooks (web/voice_webhooks.py).
     "CallSid": _shape(r"CA[0-9a-f]{32}", "CA and 32 lower-case hex digits"),
+    "CallStatus": _CALL_WORD,
+    "DialCallStatus": _CALL_WORD,
+    "Direction": _CALL_WORD,
+    "SequenceNumber": _shape(r"[0-9]{1,4}", "a number of at most 4 digits"),
+    "CallDuration": _shape(r"[0-9]{1,6}", "seconds, at most 6 digits"),
+    "Digits": _shape(r"[0-9*#]{0,20}", "keys pressed: 0-9, * and #, at most 20"),
     "From": _NUMBER,
     "To": _NUMBER,
     "NumMedia": _COUNT,

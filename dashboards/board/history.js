@@ -51,11 +51,19 @@ export function actionText(entry) {
     outcome: tOr(`outcome.${detail.outcome}`, detail.outcome ?? ""),
     reason: tOr(`reason.${detail.reason}`, detail.reason ?? ""),
     to: Array.isArray(detail.to) ? detail.to.map(recipientText).join("、") : recipientText(detail.to),
+    key: detail.key ?? "",
+    duration: waited(detail.duration_s ?? 0),
+    ring: tOr(`ring.${detail.ring}`, detail.ring ?? ""),
   };
   // A carer's own report: "护理员 C034 郭秀梅 拒绝了派单", not the carer named twice.
   if (entry.actor === `carer:${detail.carer}`) params.carer = "";
   if (action === "escalated" && detail.because) return t("history.escalated.early", params);
-  let text = tOr(`history.${action}`, action);
+  // A phone call's progress reads by its status; a carer released because a ring went
+  // unanswered, by the ring (docs/voice.md).
+  let key = `history.${action}`;
+  if (action === "ring") key = `history.ring.${detail.status}`;
+  if (action === "no_answer" && detail.ring) key = "history.no_answer.ring";
+  let text = tOr(key, tOr(`history.${action}`, action));
   text = text.replace(/\{(\w+)\}/g, (_, name) => (params[name] === undefined ? "" : String(params[name])));
   // Words a person typed (a stand-down's why, a closing note) follow as typed; the
   // system's own notes (in English, for the log) are not shown.

@@ -334,6 +334,24 @@ const STRINGS = {
     "history.emergency_services": "已通知值班主管立即拨打120：{because}",
     "history.nobody_to_send": "无人可派：{because}",
     "history.text_failed": "短信未送达：{to}",
+    // Phone calls the desk places (docs/voice.md): the ring, then one line per status.
+    "history.ring_carer": "致电护理员 {carer}（{waited} 内未接单）",
+    "history.ring": "电话 {to}：{status}",
+    "history.ring.ringing": "{to} 的电话在响铃",
+    "history.ring.in-progress": "{to} 接听了电话",
+    "history.ring.key": "{to} 在电话上按了 {key}",
+    "history.ring.completed": "与 {to} 的通话结束（{duration}）",
+    "history.ring.busy": "{to} 的电话占线",
+    "history.ring.no-answer": "{to} 未接电话",
+    "history.ring.failed": "呼叫 {to} 失败",
+    "history.ring.canceled": "呼叫 {to} 已取消",
+    "history.no_answer.ring": "{carer} 未接电话（{ring}），已撤回",
+    "ring.busy": "占线",
+    "ring.no-answer": "无人接听",
+    "ring.failed": "呼叫失败",
+    "ring.canceled": "已取消",
+    "because.ring_unanswered": "护理员 {carer} 未接电话（{status}）",
+    "step.ring_carer": "致电护理员",
     "history.resolved": "结案：{outcome}",
     "history.cancelled": "取消呼叫：{reason}",
     "history.why": "（{why}）",
@@ -748,6 +766,24 @@ const STRINGS = {
     "history.emergency_services": "Supervisors told to ring 120 now: {because}",
     "history.nobody_to_send": "Nobody to send: {because}",
     "history.text_failed": "Text not delivered: {to}",
+    // Phone calls the desk places (docs/voice.md): the ring, then one line per status.
+    "history.ring_carer": "Rang carer {carer} (not accepted within {waited})",
+    "history.ring": "Phone {to}: {status}",
+    "history.ring.ringing": "{to}'s phone is ringing",
+    "history.ring.in-progress": "{to} picked up",
+    "history.ring.key": "{to} pressed {key} on the phone",
+    "history.ring.completed": "Phone call with {to} ended ({duration})",
+    "history.ring.busy": "{to}'s phone was busy",
+    "history.ring.no-answer": "{to} did not pick up",
+    "history.ring.failed": "Call to {to} failed",
+    "history.ring.canceled": "Call to {to} canceled",
+    "history.no_answer.ring": "{carer} did not pick up ({ring}); stood down",
+    "ring.busy": "busy",
+    "ring.no-answer": "no answer",
+    "ring.failed": "failed",
+    "ring.canceled": "canceled",
+    "because.ring_unanswered": "carer {carer} did not pick up the phone ({status})",
+    "step.ring_carer": "Ring the carer",
     "history.resolved": "Resolved: {outcome}",
     "history.cancelled": "Cancelled: {reason}",
     "history.why": " ({why})",
@@ -887,6 +923,7 @@ export function because(detail) {
   for (const key of ["step", "action"]) {
     if (facts[key] !== undefined) facts[key] = tOr(`step.${facts[key]}`, facts[key]);
   }
+  if (facts.status !== undefined) facts.status = tOr(`ring.${facts.status}`, facts.status);
   const key = detail.reason === "no_free_carer" && facts.skills ? "because.no_free_carer.skills" : `because.${detail.reason}`;
   return tOr(key, detail.reason).replace(/\{(\w+)\}/g, (_, name) => (facts[name] === undefined ? "" : String(facts[name])));
 }

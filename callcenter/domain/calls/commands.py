@@ -181,6 +181,27 @@ class TextFailed:
 
 
 @dataclass(frozen=True)
+class RingUnanswered:
+    """The carer rung about their page did not pick up (``status``: Twilio's busy,
+    no-answer, failed or canceled): released as a page's silence is, the next carer paged."""
+
+    carer_id: int
+    status: str
+
+
+@dataclass(frozen=True)
+class RingNoted:
+    """How a phone call the desk placed went (ringing, answered, busy, no answer, failed,
+    completed with its duration, a key pressed), kept in the call's history."""
+
+    to: str  # the recipient's label, e.g. "carer:C012"
+    purpose: VoicePurpose
+    status: str
+    duration_s: int | None = None
+    key: str = ""
+
+
+@dataclass(frozen=True)
 class StepDue:
     """An escalation timer fell due; ``carer_id`` for steps counted from a dispatch."""
 
@@ -204,6 +225,8 @@ Command = (
     | StepDue
     | Unreachable
     | TextFailed
+    | RingUnanswered
+    | RingNoted
 )
 
 
@@ -216,6 +239,27 @@ class SendSms:
     ``unless`` set: only while the call has not reached that milestone."""
 
     to: Person
+    message: Message
+    carer_id: int | None = None
+    unless: Milestone | None = None
+
+
+class VoicePurpose(enum.StrEnum):
+    """Why the desk rings someone; it decides what they hear and which keys mean what."""
+
+    PAGE = "page"  # a carer rung about a page not accepted: 1 accepts, 2 declines
+    BRIDGE = "bridge"  # an operator's phone, then the household's (click-to-call)
+    FAMILY = "family"  # a family contact told help is late: 1 confirms
+    INBOUND = "inbound"  # someone ringing the centre's number
+
+
+@dataclass(frozen=True)
+class PlaceCall:
+    """Ring someone. Guarded as ``SendSms`` is: ``carer_id`` set, only while that carer's
+    assignment is active; ``unless`` set, only while the call has not reached it."""
+
+    to: Person
+    purpose: VoicePurpose
     message: Message
     carer_id: int | None = None
     unless: Milestone | None = None
@@ -251,7 +295,7 @@ class CancelTimers:
     carer_id: int | None = None
 
 
-Effect = SendSms | DeviceCommand | AlertDesk | ArmTimer | CancelTimers
+Effect = SendSms | PlaceCall | DeviceCommand | AlertDesk | ArmTimer | CancelTimers
 
 
 # --- errors ------------------------------------------------------------------------

@@ -18,12 +18,16 @@ from callcenter.domain.calls.commands import (
     Effect,
     IllegalTransitionError,
     Person,
+    PlaceCall,
+    RingUnanswered,
     SendSms,
     Situation,
     StepDue,
+    VoicePurpose,
 )
 from callcenter.domain.calls.decisions import (
     Decision,
+    HistoryEntry,
     _carer_contact,
     _dispatch_steps,
     _entry,
@@ -182,37 +186,117 @@ def _step_due(call: Call, command: StepDue, situation: Situation) -> Decision:
         # Re-checked here, under the call's lock: a carer who accepted is left alone.
         if assignment is None or assignment.state is not AssignmentState.DISPATCHED:
             return Decision(call)
-        decision = _release(
-            call,
-            assignment,
-            AssignmentState.NO_ANSWER,
-            SYSTEM,
-            situation,
-            "no_answer",
-            refill=Action.REDISPATCH in step.actions,
-            step=step.name,
-            waited_s=step.after_s,
-        )
-        rest = tuple(a for a in step.actions if a is not Action.REDISPATCH)
-        sms = _stand_down_sms(call, assignment, situation, Because(Reason.NO_ANSWER_IN_TIME))
-        alerts = decision.call.alerts
-        if not decision.call.reached(step.unless):  # an extra carer's silence is no alarm
-            alerts |= {step.name}
-        flagged = replace(decision.call, alerts=alerts)
-        decision = Decision(flagged, decision.history, decision.effects + sms)
-        # The refill above paged someone, or found nobody and escalated by itself: a
-        # missing station lead must not hand over to the next step as well.
-        paged = Action.REDISPATCH in step.actions
+        if Action.RING_CARER in step.actions:
+            return _ring_carer(call, assignment, step, situation)
         silent = _carer_contact(assignment, situation)
         named = f"{assignment.carer_code} {silent.name}" if silent else assignment.carer_code
-        because = Because(Reason.NOT_ACCEPTED, {"carers": named})
-        return _then(
-            decision,
-            _run_actions(decision.call, step, rest, situation, reached=paged, because=because),
+        return _carer_silent(
+            call,
+            assignment,
+            step,
+            situation,
+            Because(Reason.NOT_ACCEPTED, {"carers": named}),
+            waited_s=step.after_s,
         )
     if step.name in call.fired_steps or call.reached(step.unless):
         return Decision(call)
     return _escalate(call, step, situation)
+
+
+def _carer_silent(
+    call: Call,
+    assignment: Assignment,
+    step: Step,
+    situation: Situation,
+    why: Because,
+    **detail: Any,
+) -> Decision:
+    """Release a paged carer who did not answer (``step``, counted from their dispatch,
+    ran out, or its ring went unanswered), stand them down, and run the step's other
+    actions; ``why`` is the reason, in the actions' texts."""
+    decision = _release(
+        call,
+        assignment,
+        AssignmentState.NO_ANSWER,
+        SYSTEM,
+        situation,
+        "no_answer",
+        refill=Action.REDISPATCH in step.actions,
+        step=step.name,
+        **detail,
+    )
+    rest = tuple(a for a in step.actions if a is not Action.REDISPATCH)
+    sms = _stand_down_sms(call, assignment, situation, Because(Reason.NO_ANSWER_IN_TIME))
+    alerts = decision.call.alerts
+    if not decision.call.reached(step.unless):  # an extra carer's silence is no alarm
+        alerts |= {step.name}
+    flagged = replace(decision.call, alerts=alerts)
+    decision = Decision(flagged, decision.history, decision.effects + sms)
+    # The refill above paged someone, or found nobody and escalated by itself: a
+    # missing station lead must not hand over to the next step as well.
+    paged = Action.REDISPATCH in step.actions
+    return _then(
+        decision,
+        _run_actions(decision.call, step, rest, situation, reached=paged, because=why),
+    )
+
+
+def _ring_carer(call: Call, assignment: Assignment, step: Step, situation: Situation) -> Decision:
+    """Ring a paged carer who has not accepted yet: the page's summary is spoken, and a
+    key pressed answers as the text's code would (domain/replies.py). The carer stays on
+    the call; the step counted from the dispatch that releases them still runs."""
+    person = _carer_contact(assignment, situation)
+    if person is None:
+        missing = Because(Reason.NO_CONTACT, {"action": Action.RING_CARER.value})
+        return Decision(call, (_nobody(call, situation, missing),))
+    message = replace(
+        _message(MessageKind.VOICE_PAGE, call, situation),
+        residents=tuple(r.aged(situation.now.year) for r in situation.resident_notes),
+    )
+    ring = PlaceCall(person, VoicePurpose.PAGE, message, carer_id=assignment.carer_id)
+    entry = _entry(
+        call,
+        call,
+        situation,
+        SYSTEM,
+        "ring_carer",
+        carer=assignment.carer_code,
+        to=person.label,
+        step=step.name,
+        waited_s=step.after_s,
+    )
+    return Decision(call, (entry,), (ring,))
+
+
+def _ring_unanswered(call: Call, command: RingUnanswered, situation: Situation) -> Decision:
+    """The carer rung about their page did not pick up: released as if the step counted
+    from their dispatch that releases them (``unaccepted`` by default) ran out now."""
+    assignment = call.assignment(command.carer_id)
+    # Re-checked under the call's lock: a carer who answered meanwhile is left alone.
+    if assignment is None or assignment.state is not AssignmentState.DISPATCHED:
+        return Decision(call)
+    releasing = sorted(
+        (
+            s
+            for s in call.policy.steps
+            if s.counted_from is CountedFrom.DISPATCHED and Action.RING_CARER not in s.actions
+        ),
+        key=lambda s: s.after_s,
+    )
+    silent = _carer_contact(assignment, situation)
+    named = f"{assignment.carer_code} {silent.name}" if silent else assignment.carer_code
+    because = Because(Reason.RING_UNANSWERED, {"carer": named, "status": command.status})
+    waited = round((situation.now - assignment.dispatched_at).total_seconds())
+    detail: dict[str, Any] = {
+        "waited_s": waited,
+        "ring": command.status,
+        "because": because.as_detail(),
+    }
+    if releasing:
+        return _carer_silent(call, assignment, releasing[0], situation, because, **detail)
+    return _release(
+        call, assignment, AssignmentState.NO_ANSWER, SYSTEM, situation, "no_answer", **detail
+    )
 
 
 def _escalate(
@@ -290,15 +374,7 @@ def _run_actions(
         }[action]
         if not people:
             missing = Because(Reason.NO_CONTACT, {"action": action.value})
-            entry = _entry(
-                current,
-                current,
-                situation,
-                SYSTEM,
-                NOBODY_TO_SEND,
-                why=missing.text("en"),
-                because=missing.as_detail(),
-            )
+            entry = _nobody(current, situation, missing)
             decision = Decision(current, (*decision.history, entry), decision.effects)
             continue
         message = replace(_message(kind, current, situation), because=because)
@@ -320,9 +396,9 @@ def _run_actions(
     return decision
 
 
-def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: Any) -> Decision:
-    """Record that nobody could be sent, then run the next escalation step at once."""
-    entry = _entry(
+def _nobody(call: Call, situation: Situation, why: Because, **detail: Any) -> HistoryEntry:
+    """The history line saying that nobody could be sent or told, and ``why``."""
+    return _entry(
         call,
         call,
         situation,
@@ -332,6 +408,11 @@ def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: An
         because=why.as_detail(),
         **detail,
     )
+
+
+def _nobody_to_send(call: Call, situation: Situation, why: Because, **detail: Any) -> Decision:
+    """Record that nobody could be sent, then run the next escalation step at once."""
+    entry = _nobody(call, situation, why, **detail)
     return _then(Decision(call, (entry,)), _next_step(call, situation, why))
 
 

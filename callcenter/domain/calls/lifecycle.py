@@ -35,6 +35,8 @@ from callcenter.domain.calls.commands import (
     Press,
     Report,
     Resolve,
+    RingNoted,
+    RingUnanswered,
     SendSms,
     Situation,
     StandDown,
@@ -53,7 +55,13 @@ from callcenter.domain.calls.decisions import (
     _then,
     _with_assignment,
 )
-from callcenter.domain.calls.escalation import _auto_dispatch, _page, _release, _step_due
+from callcenter.domain.calls.escalation import (
+    _auto_dispatch,
+    _page,
+    _release,
+    _ring_unanswered,
+    _step_due,
+)
 from callcenter.domain.calls.model import (
     _ACCEPTED_OR_LATER,
     _CARER_PROGRESS,
@@ -125,6 +133,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return Decision(call, (replace(entry, detail=command.detail),))
     if isinstance(command, TextFailed):
         return _text_failed(call, command, situation)
+    if isinstance(command, RingNoted):
+        return _ring_noted(call, command, situation)
     if not call.is_open:
         if isinstance(command, StepDue):
             return Decision(call)  # a closed call has nothing left to escalate
@@ -139,6 +149,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _step_due(call, command, situation)
     if isinstance(command, Unreachable):
         return _unreachable(call, command, situation)
+    if isinstance(command, RingUnanswered):
+        return _ring_unanswered(call, command, situation)
     if isinstance(command, Report) and command.by.kind is ActorKind.CARER:
         return _report(call, command, situation)
     if isinstance(command, AutoDispatch) and command.by.kind is ActorKind.SYSTEM:
@@ -185,6 +197,17 @@ def _unreachable(call: Call, command: Unreachable, situation: Situation) -> Deci
         Because(Reason.UNREACHABLE, {"carer": assignment.carer_code, "detail": command.why}),
     )
     return Decision(decision.call, decision.history, decision.effects + told)
+
+
+def _ring_noted(call: Call, command: RingNoted, situation: Situation) -> Decision:
+    """A phone call's progress, kept on the call (also once the call has closed)."""
+    detail: dict[str, Any] = {"to": command.to, "purpose": command.purpose.value}
+    detail["status"] = command.status
+    if command.duration_s is not None:
+        detail["duration_s"] = command.duration_s
+    if command.key:
+        detail["key"] = command.key
+    return Decision(call, (_entry(call, call, situation, SYSTEM, "ring", **detail),))
 
 
 def _tell_supervisors(call: Call, situation: Situation, why: Because) -> tuple[SendSms, ...]:

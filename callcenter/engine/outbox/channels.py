@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from callcenter.engine.repository import DEVICE_COMMAND, SMS
+from callcenter.engine.repository import DEVICE_COMMAND, SMS, VOICE
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,18 @@ class ChannelRules:
     phone_marks: bool = False
     # Weighed against the phone's limit (sms.recipient_limit), bundled over it (limits).
     limited: bool = False
+    # A page in doubt whose provider cannot be asked goes out again, marked as a repeat
+    # (a text a carer gets twice costs less than one never got). Not a phone call: the
+    # carer has the text already, and must never be rung twice for one step.
+    repeat_in_doubt: bool = False
+    # A page that can never arrive is the carer not picking up (RingUnanswered), not
+    # the carer being unreachable: their text may well have arrived.
+    rings: bool = False
 
 
 CHANNELS = {
-    SMS: ChannelRules(to_people=True, phone_marks=True, limited=True),
+    SMS: ChannelRules(to_people=True, phone_marks=True, limited=True, repeat_in_doubt=True),
+    VOICE: ChannelRules(to_people=True, rings=True),
     DEVICE_COMMAND: ChannelRules(),
 }
 

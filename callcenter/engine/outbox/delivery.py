@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from callcenter.domain.calls import CallError, TextFailed, Unreachable
+from callcenter.domain.calls import CallError, RingUnanswered, TextFailed, Unreachable
 from callcenter.engine.desk import CallNotFoundError, Desk
 
 log = logging.getLogger("callcenter.outbox")
@@ -26,10 +26,13 @@ def paged_carer(guard: Mapping[str, Any]) -> int | None:
 
 
 def consequence(
-    carer_id: int | None, recipient: str, address: str, why: str
-) -> Unreachable | TextFailed:
+    carer_id: int | None, recipient: str, address: str, why: str, *, rings: bool = False
+) -> Unreachable | RingUnanswered | TextFailed:
     """The command a message that will not arrive comes to: a page's carer is
-    unreachable; any other message failed, as written on its call."""
+    unreachable, or (``rings``: a phone call about it) did not pick up; any other
+    message failed, as written on its call."""
+    if carer_id is not None and rings:
+        return RingUnanswered(carer_id, "failed")
     if carer_id is not None:
         return Unreachable(carer_id, why)
     return TextFailed(recipient, address, why)
@@ -44,11 +47,12 @@ async def did_not_arrive(
     address: str,
     why: str,
     about: str,
+    rings: bool = False,
 ) -> None:
     """Record on call ``call_id`` that a message to ``recipient`` will not arrive
     (``why``); ``about`` starts the log lines (e.g. "outbox 7 (call 3 household H0001)").
     Never raises: a page's time to accept still runs out and moves the call on."""
-    command = consequence(carer_id, recipient, address, why)
+    command = consequence(carer_id, recipient, address, why, rings=rings)
     try:
         await desk.command(call_id, command)
     except (CallError, CallNotFoundError) as refused:  # e.g. the call closed meanwhile

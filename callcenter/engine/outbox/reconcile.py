@@ -44,17 +44,21 @@ async def reconcile(
     message: OutboxMessage,
     since: datetime,
     sending: asyncio.Semaphore,
+    *,
+    repeat: bool = True,
 ) -> Reconciled:
     """Ask ``sender`` whether an attempt of ``message`` since ``since`` (when its earliest
     attempt in doubt began) reached the provider, in one of the ``sending`` places as a
-    send would."""
+    send would. ``repeat``: a page may go out again, marked, when that cannot be told
+    (a text; a phone call waits instead, see channels.py)."""
     try:
         async with sending:
             found = await sender.find_sent(message, since)
     except Exception as error:  # SendError, or a sender bug: the question is open
         why = error.detail if isinstance(error, SendError) else repr(error)
-        if message.carer_id is None:
-            # Informational: a duplicate would mislead, a delay does not; ask again.
+        if message.carer_id is None or not repeat:
+            # Informational, or a phone call: a duplicate would mislead (or ring a carer
+            # twice), a delay does not; ask again.
             return Reconciled(
                 message,
                 wait=SendError(

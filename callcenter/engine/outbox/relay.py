@@ -71,6 +71,10 @@ def still_wanted(call: Call, guard: Mapping[str, Any]) -> bool:
         assignment = call.assignment(int(carer_id))
         if assignment is None or not assignment.active or not call.is_open:
             return False
+        # A ring about a page: only while the carer has not answered it yet.
+        state = guard.get("assignment")
+        if state is not None and assignment.state.value != state:
+            return False
     unless = guard.get("unless")
     return not (unless is not None and call.reached(Milestone(unless)))
 
@@ -535,7 +539,14 @@ class OutboxRelay:
         still_in_doubt = False
         since = message.in_doubt_since
         if since is not None and isinstance(sender, Reconciler):
-            looked = await reconcile(self._engine, sender, message, since, self._sending)
+            looked = await reconcile(
+                self._engine,
+                sender,
+                message,
+                since,
+                self._sending,
+                repeat=rules_of(message.channel).repeat_in_doubt,
+            )
             if looked.sent_as is not None:
                 await self._settle(message, None, looked.sent_as)
                 return 1
@@ -574,6 +585,7 @@ class OutboxRelay:
             address=message.address,
             why=error.detail,
             about=f"outbox {message.id} ({message.about})",
+            rings=rules_of(message.channel).rings,
         )
 
     @_about_its_message

@@ -135,7 +135,9 @@ def settled(
             "sending_since": None,
         }
         if receipt is not None:
-            values |= {"provider_ref": receipt.ref, "delivery": receipt.delivery}
+            values["provider_ref"] = receipt.ref
+        if receipt is not None and receipt.delivery is not None:
+            values["delivery"] = receipt.delivery
         return values
     if error.permanent:
         return {
