@@ -95,7 +95,9 @@ def _said(*texts: str, hang_up: bool = True) -> str:
     return str(response)
 
 
-async def _place(client: Client, centre: Centre, to: str = CARER, **extra: object) -> str:
+async def place_call(client: Client, centre: Centre, to: str = CARER, **extra: object) -> str:
+    """A call placed as the server places one: TwiML from /voice/answer, statuses to
+    /voice/status."""
     call = await client.calls.create_async(
         to=to,
         from_=DESK,
@@ -188,7 +190,7 @@ async def test_a_planned_phone_ends_the_call_its_way_and_only_that_is_reported(
     that its TwiML is never asked for, and that without StatusCallbackEvent only the
     final status is posted (SequenceNumber 0)."""
     fake_twilio.plan_phone(CARER, behaviour)
-    sid = await _place(twilio_client, centre)
+    sid = await place_call(twilio_client, centre)
     call = await fake_twilio.wait_for_status(sid, final)
     assert call.statuses == ["queued", "initiated", "ringing", final]
     assert centre.to("/voice/answer") == []
@@ -196,7 +198,7 @@ async def test_a_planned_phone_ends_the_call_its_way_and_only_that_is_reported(
     assert report.signed
     assert (report.form["CallStatus"], report.form["SequenceNumber"]) == (final, "0")
     assert report.form["CallDuration"] == "0"
-    with pytest.raises(LookupError, match="without being in-progress"):
+    with pytest.raises(LookupError, match="without in-progress"):
         await fake_twilio.wait_for_status(sid, "in-progress")
 
 
@@ -206,13 +208,13 @@ async def test_hooks_reject_hang_up_and_a_ring_that_runs_out(
     """Test that reject ends a ringing call busy, that hang_up ends a live call
     completed (mid-Pause), that an unanswered phone gives no-answer after the call's
     Timeout, and that a phone planned answer_after picks up by itself."""
-    rejected = await _place(twilio_client, centre)
+    rejected = await place_call(twilio_client, centre)
     await fake_twilio.reject(rejected)
     assert (await fake_twilio.wait_for_status(rejected, "busy")).status == "busy"
 
     centre.twiml["/voice/answer"] = '<Response><Say>hello</Say><Pause length="30"/></Response>'
     fake_twilio.plan_phone(OTHER_CARER, "answer_after:0.1")
-    live = await _place(twilio_client, centre, to=OTHER_CARER)
+    live = await place_call(twilio_client, centre, to=OTHER_CARER)
     await fake_twilio.wait_for_speech(live, "hello")
     await fake_twilio.hang_up(live)
     call = await fake_twilio.wait_for_status(live, "completed")
@@ -220,7 +222,7 @@ async def test_hooks_reject_hang_up_and_a_ring_that_runs_out(
     with pytest.raises(ValueError, match="already ended"):
         await fake_twilio.hang_up(live)
 
-    unanswered = await _place(twilio_client, centre, timeout=1)
+    unanswered = await place_call(twilio_client, centre, timeout=1)
     call = await fake_twilio.wait_for_status(unanswered, "no-answer", timeout=5)
     assert call.answered_at is None and call.duration == 0
     with pytest.raises(ValueError, match="not ringing"):
@@ -244,7 +246,7 @@ async def test_no_key_repeats_the_prompt_and_an_empty_gather_reaches_its_action(
     )
     centre.twiml["/voice/goodbye"] = _said("goodbye", hang_up=False)
     fake_twilio.plan_phone(CARER, "answer")
-    sid = await _place(twilio_client, centre)
+    sid = await place_call(twilio_client, centre)
     call = await fake_twilio.wait_for_status(sid, "completed", timeout=10)
     assert [said.text for said in call.spoken] == [PROMPT, "again", "goodbye"]
     (empty,) = centre.to("/voice/gather")
@@ -260,7 +262,7 @@ async def test_the_api_ends_cancels_and_redirects_calls(
     """Test that update_async(status="canceled") ends a ringing call canceled, that
     Twiml redirects a live call, that status="completed" hangs it up, and that a call
     that is not up cannot be redirected (21220)."""
-    ringing = await _place(twilio_client, centre)
+    ringing = await place_call(twilio_client, centre)
     await fake_twilio.wait_for_status(ringing, "ringing")
     canceled = await twilio_client.calls(ringing).update_async(status="canceled")
     assert canceled.status == "canceled"
@@ -268,7 +270,7 @@ async def test_the_api_ends_cancels_and_redirects_calls(
 
     centre.twiml["/voice/answer"] = '<Response><Pause length="30"/></Response>'
     fake_twilio.plan_phone(CARER, "answer")
-    live = await _place(twilio_client, centre)
+    live = await place_call(twilio_client, centre)
     await fake_twilio.wait_for_status(live, "in-progress")
     await twilio_client.calls(live).update_async(
         twiml='<Response><Say language="cmn-CN">已经有人接单</Say><Pause length="30"/></Response>'
@@ -307,7 +309,7 @@ async def test_create_refuses_what_twilio_refuses_and_plans_failures(
         assert (caught.value.status, caught.value.code) == (400, code), fields
     fake_twilio.fail_next(status=429, code=20429)
     with pytest.raises(TwilioRestException) as caught:
-        await _place(twilio_client, centre)
+        await place_call(twilio_client, centre)
     assert caught.value.code == 20429
     assert fake_twilio.voice_calls() == []
     with pytest.raises(TimeoutError):
@@ -320,8 +322,8 @@ async def test_list_filters_and_pages_newest_first(
     """Test that list_async filters by To and Status and pages newest first, as the
     sender's reconciliation reads it."""
     fake_twilio.plan_phone(OTHER_CARER, "busy")
-    to_carer = [await _place(twilio_client, centre) for _ in range(3)]
-    other = await _place(twilio_client, centre, to=OTHER_CARER)
+    to_carer = [await place_call(twilio_client, centre) for _ in range(3)]
+    other = await place_call(twilio_client, centre, to=OTHER_CARER)
     await fake_twilio.wait_for_status(other, "busy")
     listed = await twilio_client.calls.list_async(to=CARER, page_size=2)
     assert [call.sid for call in listed] == list(reversed(to_carer))

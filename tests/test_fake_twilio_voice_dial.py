@@ -4,12 +4,15 @@ standing in for the call centre's voice webhooks."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from callcenter.fake_twilio import FakeTwilio, Spoken
-from tests.test_fake_twilio_voice import DESK, Centre, centre
+from tests.test_fake_twilio_voice import DESK, Centre, centre, place_call
 
 __all__ = ["centre"]  # the fixture, shared with the voice tests
 
@@ -40,14 +43,7 @@ def _bridge(*numbers: str, whisper: str = "", record: bool = False) -> str:
 
 
 async def _ring_operator(client: Client, centre: Centre) -> str:
-    call = await client.calls.create_async(
-        to=OPERATOR,
-        from_=DESK,
-        url=centre.url("/voice/answer"),
-        status_callback=centre.url("/voice/status"),
-    )
-    assert call.sid is not None
-    return call.sid
+    return await place_call(client, centre, to=OPERATOR)
 
 
 async def test_dial_rings_every_number_at_once_and_bridges_the_first_to_answer(
@@ -149,6 +145,42 @@ async def test_a_busy_first_number_tells_the_action_and_the_next_is_tried(
     assert (told.form["RecordingStatus"], told.form["CallSid"]) == ("completed", operator)
 
 
+async def test_a_whisper_that_hangs_up_drops_its_leg_and_the_others_ring_on(
+    fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
+) -> None:
+    """Test that a leg whose whisper TwiML hangs up (a carer pressing 2 on a screening
+    prompt) ends completed without being bridged while the other numbers keep ringing,
+    and that the next to answer and pass its whisper is bridged."""
+    fake_twilio.plan_phone(OPERATOR, "answer")
+    centre.twiml["/voice/answer"] = _bridge(UNIT, MOBILE, whisper="/voice/screen")
+    centre.twiml["/voice/screen"] = (
+        '<Response><Gather numDigits="1" action="/voice/screened"><Say>Press 1</Say>'
+        "</Gather><Hangup/></Response>"
+    )
+    centre.twiml["/voice/screened"] = "<Response><Hangup/></Response>"
+    operator = await _ring_operator(twilio_client, centre)
+    await fake_twilio.next_call()
+    unit, mobile = await fake_twilio.next_call(), await fake_twilio.next_call()
+    await fake_twilio.answer(unit.sid)
+    await fake_twilio.press(unit.sid, "2")
+    await fake_twilio.wait_for_status(unit.sid, "completed")
+    assert unit.bridged_with is None and mobile.status == "ringing"
+
+    centre.twiml["/voice/screened"] = "<Response/>"
+    await fake_twilio.answer(mobile.sid)
+    await fake_twilio.press(mobile.sid, "1")
+    await fake_twilio.wait_for_speech(mobile.sid, "Press 1")
+    assert (await fake_twilio.wait_for_bridge(operator)).bridged_with == mobile.sid
+    await fake_twilio.hang_up(operator)
+    await fake_twilio.wait_for_status(operator, "completed")
+    assert mobile.status == "completed"
+    (dialled,) = centre.to("/voice/dialled")
+    assert (dialled.form["DialCallStatus"], dialled.form["DialCallSid"]) == (
+        "completed",
+        mobile.sid,
+    )
+
+
 async def test_a_dial_nobody_answers_tells_no_answer(
     fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
 ) -> None:
@@ -226,3 +258,51 @@ async def test_record_keeps_a_recording_and_tells_the_action(
     assert recorded.signed
     assert (recorded.form["RecordingSid"], recorded.form["Digits"]) == (recording.sid, "#")
     assert recorded.form["RecordingUrl"] == recording.url
+
+
+async def test_a_call_placed_with_record_keeps_a_recording_of_the_whole_call(
+    fake_twilio: FakeTwilio, twilio_client: Client, centre: Centre
+) -> None:
+    """Test that a call created with record=True keeps one recording once it is hung up
+    and posts it to its RecordingStatusCallback, signed."""
+    fake_twilio.plan_phone(OPERATOR, "answer")
+    centre.twiml["/voice/answer"] = "<Response><Say>Recorded line</Say></Response>"
+    created = await twilio_client.calls.create_async(
+        to=OPERATOR,
+        from_=DESK,
+        url=centre.url("/voice/answer"),
+        record=True,
+        recording_status_callback=centre.url("/voice/recording"),
+    )
+    assert created.sid is not None
+    call = await fake_twilio.wait_for_status(created.sid, "completed")
+    (recording,) = call.recordings
+    (told,) = centre.to("/voice/recording")
+    assert told.signed and told.form["RecordingSid"] == recording.sid
+    assert told.form["RecordingSource"] == "OutboundAPI"
+
+
+async def test_stopping_the_fake_ends_every_call_it_runs() -> None:
+    """Test that a fake stopped while one call's Dial rings two legs, another call is
+    bridged and a third rings leaves no task of its own running."""
+    async with FakeTwilio() as fake:
+        client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
+        client.api.base_url = fake.base_url
+        fake.plan_phone(OPERATOR, "answer")
+        fake.plan_phone(MOBILE, "answer")
+        try:
+            dialling = await client.calls.create_async(
+                to=OPERATOR, from_=DESK, twiml=_bridge(UNIT, LANDLINE)
+            )
+            bridged = await client.calls.create_async(
+                to=MOBILE, from_=DESK, twiml=_bridge(OPERATOR)
+            )
+            ringing = await client.calls.create_async(to=UNIT, from_=DESK, twiml="<Response/>")
+        finally:
+            await client.http_client.close()
+        assert dialling.sid and bridged.sid and ringing.sid
+        for leg in (*fake.calls_to(UNIT), *fake.calls_to(LANDLINE)):
+            await fake.wait_for_status(leg.sid, "ringing")
+        await fake.wait_for_status(ringing.sid, "ringing")
+        await fake.wait_for_status(fake.calls_to(OPERATOR)[-1].sid, "in-progress")
+    assert asyncio.all_tasks() == {asyncio.current_task()}

@@ -1,4 +1,4 @@
-"""A local fake of the part of Twilio's REST API that sending SMS uses.
+"""A local fake of the part of Twilio's REST API that sending SMS and placing calls use.
 
 The real ``twilio`` library talks to it unchanged; only its base URL is pointed here.
 Measured with twilio 9.13: the client must be created inside a running loop, and
@@ -29,11 +29,17 @@ and records the TwiML answer's ``<Message>`` as the confirmation the carer's pho
 ``GET /`` on the fake is a page of everything it saw, newest first, with a form per phone
 to answer as that phone; ``GET /messages.json`` is the same for scripts.
 
+Calls (``.../Calls.json``, ``.../Calls/{CallSid}.json``: create, list, fetch, update)
+are routed to the phone network this class inherits (network.py, with its interpreter
+and switchboard): see docs/voice.md. The page lists the calls too, with buttons that act
+as their phones (``POST /call``), and ``GET /calls.json`` gives them to scripts.
+
 That page shows every text, family sign-in codes and carer links included, and answers as
 any carer's phone: the fake listens on loopback only (it refuses any other address),
 answers only requests whose Host is a loopback name (a site that rebinds its own name to
 127.0.0.1 gets nothing), and its form carries a token of this process's own, checked with
-the Origin on every ``POST /reply``, so no other site's page can answer through it.
+the Origin on every ``POST /reply`` and ``POST /call``, so no other site's page can answer
+through it.
 """
 
 from __future__ import annotations
@@ -43,7 +49,6 @@ import collections
 import contextlib
 import ipaddress
 import itertools
-import re
 import secrets
 import xml.etree.ElementTree as ET
 from types import TracebackType
@@ -57,6 +62,7 @@ from twilio.request_validator import RequestValidator  # type: ignore[import-unt
 
 from callcenter.clock import Clock, SystemClock
 from callcenter.fake_twilio import network, rest
+from callcenter.fake_twilio.calls import E164
 from callcenter.fake_twilio.message import (
     API_VERSION,
     INBOUND,
@@ -77,7 +83,6 @@ from callcenter.fake_twilio.page import (
 
 # Twilio's magic test number; the fake's own number when a reply does not name one.
 DEFAULT_NUMBER = "+15005550006"
-_E164 = re.compile(r"\+[1-9]\d{7,14}")
 _AUTO_DELIVER_AFTER_S = 0.2
 # Longest wait for the call centre's inbound webhook to answer a reply.
 _WEBHOOK_TIMEOUT_S = 30.0
@@ -176,7 +181,7 @@ class FakeTwilio(PhoneNetwork):
     async def start(self) -> None:
         """Start listening; with port 0 the system picks a free port."""
         self._stopping.clear()
-        app = web.Application(middlewares=[_loopback_names_only])
+        app = web.Application(middlewares=[_loopback_names_only, self._account_only])
         base = f"/{API_VERSION}/Accounts/{{account_sid}}"
         app.router.add_post(f"{base}/Messages.json", self._create)
         app.router.add_get(f"{base}/Messages.json", self._list)
@@ -287,7 +292,7 @@ class FakeTwilio(PhoneNetwork):
                 "the fake Twilio has no inbound URL to post replies to: set "
                 "fake.inbound_url to the call centre's /sms/inbound"
             )
-        if not _E164.fullmatch(from_number):
+        if not E164.fullmatch(from_number):
             raise ValueError(f"a reply comes from an E.164 number (+8613...), not {from_number!r}")
         ours = to or self._number_that_texted(from_number)
         sid = "SM" + secrets.token_hex(16)
@@ -420,16 +425,13 @@ class FakeTwilio(PhoneNetwork):
                 return  # nobody listens: as with Twilio, the report is lost
 
     async def _create(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
         form = {key: str(value) for key, value in (await request.post()).items()}
         if self._failures:
             return self._planned_failure()
         to = form.get("To", "")
         if not to:
             return rest.error(400, 21604)
-        if not _E164.fullmatch(to):
+        if not E164.fullmatch(to):
             return rest.error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
         if not form.get("From") and not form.get("MessagingServiceSid"):
             return rest.error(400, 21603)
@@ -465,6 +467,19 @@ class FakeTwilio(PhoneNetwork):
             task.add_done_callback(self._reports.discard)
         return web.json_response(answer, status=201)
 
+    @web.middleware
+    async def _account_only(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Twilio's REST routes answer this account's credentials only (401, or 404 for
+        another account), and a request they refuse gets Twilio's error JSON."""
+        if "account_sid" in request.match_info:
+            refusal = rest.refusal(request, self.account_sid, self.auth_token)
+            if refusal is not None:
+                return refusal
+        try:
+            return await handler(request)
+        except rest.RefusedError as refused:
+            return refused.response()
+
     def _planned_failure(self) -> web.Response:
         failure = self._failures.popleft()
         return rest.error(failure.status, failure.code, failure.message)
@@ -479,59 +494,31 @@ class FakeTwilio(PhoneNetwork):
     async def _create_call(self, request: web.Request) -> web.Response:
         """``POST .../Calls.json``: the call rings at once; planned failures and delays
         apply as to messages (one queue for both)."""
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
         form = await request.post()
         if self._failures:
             return self._planned_failure()
-        try:
-            call = self.place(form)
-        except rest.RefusedError as refused:
-            return refused.response()
-        answer = call.to_json()  # "queued", as Twilio answers
+        answer = self.place(form).to_json()  # "queued", as Twilio answers
         await self._hold_back()
         return web.json_response(answer, status=201)
 
     async def _fetch_call(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
-        try:
-            return web.json_response(self.known(request.match_info["sid"]).to_json())
-        except rest.RefusedError as refused:
-            return refused.response()
+        return web.json_response(self.known(request.match_info["sid"]).to_json())
 
     async def _update_call(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
-        try:
-            call = await self.update(request.match_info["sid"], await request.post())
-        except rest.RefusedError as refused:
-            return refused.response()
+        call = await self.update(request.match_info["sid"], await request.post())
         return web.json_response(call.to_json())
 
     async def _list_calls(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
         path = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls.json"
         return rest.listing(self.newest_first(), network.matches, request.query, path, "calls")
 
     async def _fetch(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
         message = self.message(request.match_info["sid"])
         if message is None:
             return rest.error(404, 20404)
         return web.json_response(message.to_json())
 
     async def _list(self, request: web.Request) -> web.Response:
-        refusal = rest.refusal(request, self.account_sid, self.auth_token)
-        if refusal is not None:
-            return refusal
         path = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages.json"
         newest_first = list(reversed(self.messages))
         return rest.listing(newest_first, _matches, request.query, path, "messages")
@@ -610,7 +597,7 @@ class FakeTwilio(PhoneNetwork):
         from the page itself: its token, and its own Origin when the browser sends one."""
         form = await self._form_from_page(request)
         phone, body = str(form.get("From", "")).strip(), str(form.get("Body", ""))
-        if not _E164.fullmatch(phone):
+        if not E164.fullmatch(phone):
             raise web.HTTPBadRequest(text=f"From must be an E.164 number (+8613...), not {phone!r}")
         if not body.strip():
             raise web.HTTPBadRequest(text="Body is empty: type the answer, e.g. 12a")

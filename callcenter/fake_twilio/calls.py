@@ -4,12 +4,15 @@ how a planned phone behaves when it is rung."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from callcenter.fake_twilio.message import API_VERSION, rfc2822
 
+# A phone number as Twilio takes it: E.164.
+E164 = re.compile(r"\+[1-9]\d{7,14}")
 # Twilio's call statuses, in the order a call goes through them, and those that end it.
 QUEUED = "queued"
 INITIATED = "initiated"

@@ -64,7 +64,12 @@ class Interpreter(Switchboard):
             return
         await self._set(call, IN_PROGRESS)
         source = Source(twiml=call.twiml) if call.twiml else Source(call.url, call.method)
-        await self._set(call, await self._run(call, source) or COMPLETED)
+        ended = await self._run(call, source) or COMPLETED
+        if call.record and call.answered_at is not None:  # Record=true: the whole call
+            seconds = round((self._clock.now() - call.answered_at).total_seconds())
+            callback = call.form.get("RecordingStatusCallback", "")
+            await self._keep_recording(call, seconds, callback, "OutboundAPI")
+        await self._set(call, ended)
 
     async def _take_inbound(self, call: FakeCall) -> None:
         """A call to our number: ask for its TwiML while it rings, and run it."""
@@ -268,7 +273,7 @@ class Interpreter(Switchboard):
             for number in dial.numbers
         ]
         ringing = {
-            asyncio.create_task(self._ring_leg(leg, number)): leg
+            self._task(self._ring_leg(leg, number), leg): leg
             for leg, number in zip(legs, dial.numbers, strict=True)
         }
         pending = set(ringing)
@@ -286,6 +291,7 @@ class Interpreter(Switchboard):
             stopped = stop
         if bridged is not None and stopped is None:
             call.bridged_with, bridged.bridged_with = bridged.sid, call.sid
+            await self._touch()
         for task in pending:  # still ringing, or still whispering: dropped
             line = self._lines.get(ringing[task].sid)
             if line is not None:

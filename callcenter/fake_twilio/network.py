@@ -20,7 +20,7 @@ test that waited for a status sees the call centre's handling of it done.
 from __future__ import annotations
 
 import contextlib
-import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ from callcenter.fake_twilio.calls import (
     BUSY,
     CANCELED,
     COMPLETED,
+    E164,
     EVENTS,
     IN_PROGRESS,
     INBOUND,
@@ -43,7 +44,6 @@ from callcenter.fake_twilio.calls import (
 from callcenter.fake_twilio.interpreter import Interpreter
 from callcenter.fake_twilio.switchboard import Interrupt, Line, Source, settled
 
-E164 = re.compile(r"\+[1-9]\d{7,14}")
 _KEYS = frozenset("0123456789*#")
 # How long a hook waits for the call to reach the state it acts on (ringing, listening).
 HOOK_WAIT_S = 5.0
@@ -107,11 +107,7 @@ class PhoneNetwork(Interpreter):
         """The call once it has gone through ``status`` (and its status callback was
         answered). LookupError for an unknown call, or one that ended without it;
         TimeoutError after ``timeout`` s."""
-        call = self._known(sid)
-        await self._until(lambda: status in call.statuses or settled(call), timeout)
-        if status not in call.statuses:
-            raise LookupError(f"call {sid} ended {call.status} without being {status}")
-        return call
+        return await self._wait_on(sid, lambda call: status in call.statuses, status, timeout)
 
     async def wait_for_speech(
         self,
@@ -121,14 +117,34 @@ class PhoneNetwork(Interpreter):
     ) -> FakeCall:
         """The call once a <Say> containing ``fragment`` has been heard on it.
         LookupError for an unknown call, or one that ended without it."""
-        call = self._known(sid)
 
-        def heard() -> bool:
+        def heard(call: FakeCall) -> bool:
             return any(fragment in said.text for said in call.spoken)
 
-        await self._until(lambda: heard() or settled(call), timeout)
-        if not heard():
-            raise LookupError(f"call {sid} ended {call.status} without saying {fragment!r}")
+        return await self._wait_on(sid, heard, f"saying {fragment!r}", timeout)
+
+    async def wait_for_bridge(
+        self,
+        sid: str,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> FakeCall:
+        """The call once a <Dial> has bridged it with another leg (``bridged_with``).
+        LookupError for an unknown call, or one that ended without it."""
+        return await self._wait_on(
+            sid, lambda call: call.bridged_with is not None, "a bridge", timeout
+        )
+
+    async def _wait_on(
+        self,
+        sid: str,
+        reached: Callable[[FakeCall], bool],
+        what: str,
+        timeout: float,  # noqa: ASYNC109
+    ) -> FakeCall:
+        call = self._known(sid)
+        await self._until(lambda: reached(call) or settled(call), timeout)
+        if not reached(call):
+            raise LookupError(f"call {sid} ended {call.status} without {what}")
         return call
 
     # -- the phones' hooks ----------------------------------------------------------------

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -122,7 +122,7 @@ class Switchboard:
         self._placed: list[FakeCall] = []
         self._call_order = itertools.count(1)
         self._changed = asyncio.Condition()
-        self._flows: set[asyncio.Task[None]] = set()
+        self._flows: set[asyncio.Task[Any]] = set()
         self._http: aiohttp.ClientSession | None = None
 
     def _new_call(
@@ -161,9 +161,14 @@ class Switchboard:
         return call
 
     def _start(self, call: FakeCall, flow: Awaitable[None]) -> None:
-        task = asyncio.create_task(self._guarded(call, flow), name=f"fake_twilio.{call.sid}")
+        self._task(self._guarded(call, flow), call)
+
+    def _task(self, work: Coroutine[Any, Any, T], call: FakeCall) -> asyncio.Task[T]:
+        """Run ``work`` for ``call`` as a task that stopping the fake cancels."""
+        task = asyncio.create_task(work, name=f"fake_twilio.{call.sid}")
         self._flows.add(task)
         task.add_done_callback(self._flows.discard)
+        return task
 
     async def _guarded(self, call: FakeCall, flow: Awaitable[None]) -> None:
         try:
@@ -206,8 +211,9 @@ class Switchboard:
         return line.keys.popleft() if line.keys else None
 
     async def _listen(self, line: Line, listening: bool) -> None:
-        if listening:
+        if listening:  # keys from before do not count, nor does their signal
             line.keys.clear()
+            line.key_arrived.clear()
         line.listening = listening
         await self._touch()
 
