@@ -261,6 +261,10 @@ def _config(database_url: str, twilio: FakeTwilio) -> Config:
             "recipient_limit": 0,
         },
         "web": {"port": 0},
+        # The simulated carers answer texts, not phones (yet): a ring would ring at the
+        # fake in real seconds while the week runs on virtual time, and its webhooks would
+        # land at whatever virtual moment the week had reached. Off until they answer.
+        "voice": {"enabled": False},
         # One outbox lane: texts reach the fake Twilio in the same order on every run of
         # a seed (lanes only save wall-clock waits, which virtual time does not have).
         "calls": {"outbox_lanes": 1},
