@@ -319,7 +319,8 @@ SCRIPTS: dict[CallType, Script] = {
     # Someone rang the centre's number: the operator is on the line with them already.
     CallType.VOICE: Script(
         CallType.VOICE,
-        usual=(),
+        # Whoever rang (a neighbour, a daughter, the resident), the resident is checked on.
+        usual=(_A.RING_HOUSEHOLD,),
         questions=(
             Question(
                 "caller_noted",
