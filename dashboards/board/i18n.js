@@ -439,6 +439,7 @@ const STRINGS = {
     "history.offer_withdrawn": "已由其他接线员接手",
     // Calls to the centre's number (docs/voice.md, "Inbound calls").
     "type.voice": "来电",
+    "history.inbound": "来电：{from}",
     "history.inbound.called": "{from} 来电",
     "history.inbound.operators_rung": "来电转接值班接线员：{rung}",
     "history.inbound.answered": "{by} 接听了来电",
@@ -879,6 +880,7 @@ const STRINGS = {
     "history.offer_withdrawn": "Taken by another operator",
     // Calls to the centre's number (docs/voice.md, "Inbound calls").
     "type.voice": "Phone call in",
+    "history.inbound": "Call in: {from}",
     "history.inbound.called": "{from} rang the centre",
     "history.inbound.operators_rung": "The operators on duty rung: {rung}",
     "history.inbound.answered": "{by} picked up the call",
