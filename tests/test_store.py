@@ -196,19 +196,7 @@ async def test_0013_adds_household_phones_beside_the_households_already_there(
     refused = []
     try:
         async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
-                    " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
-                )
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
-                    " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
-                    " 101.8, 1, 1, '')"
-                )
-            )
+            await _a_household(connection)
         await upgrade_async(empty_database_url)
         assert await schema_differences(empty_database_url) == []
         async with engine.begin() as connection:
@@ -239,6 +227,23 @@ async def test_0013_adds_household_phones_beside_the_households_already_there(
     }
     assert "household_phones" not in await tables_of(empty_database_url)
     assert triggers_after == set()
+
+
+async def _a_household(connection: AsyncConnection) -> None:
+    """Station S01 and its household H0001 (id 1), written by hand at an older revision."""
+    await connection.execute(
+        text(
+            "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
+            " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
+        )
+    )
+    await connection.execute(
+        text(
+            "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
+            " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
+            " 101.8, 1, 1, '')"
+        )
+    )
 
 
 async def _refused(engine: AsyncEngine, values: str) -> bool:
@@ -273,19 +278,7 @@ async def test_0016_lets_a_call_belong_to_no_household_and_keeps_the_calls_there
     )
     try:
         async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
-                    " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
-                )
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
-                    " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
-                    " 101.8, 1, 1, '')"
-                )
-            )
+            await _a_household(connection)
             await connection.execute(text(call.format(id=1, household=1, offer_to="'li.na'")))
             await connection.execute(
                 text(

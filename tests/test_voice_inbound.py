@@ -23,7 +23,7 @@ from tests.api_support import Api, running_api
 from tests.desk_support import count, scalar
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
-from tests.voice_support import history_of, voice_post
+from tests.voice_support import history_of, lines_in_history, voice_post
 
 # The desk's phones in these tests (zhao.min, the supervisor, has +8613900000001).
 PHONES = {"li.na": "+8613900000011", "wang.wei": "+8613900000012"}
@@ -72,14 +72,7 @@ async def legs_to(fake: FakeTwilio, *phones: str) -> dict[str, FakeCall]:
 
 async def inbound_steps(api: Api, call_id: int, *steps: str) -> list[dict[str, Any]]:
     """The call's "inbound" history lines, once each of ``steps`` is among them."""
-    found: list[dict[str, Any]] = []
-
-    async def written() -> bool:
-        found[:] = [h for h in await history_of(api, call_id) if h["action"] == "inbound"]
-        return set(steps) <= {h["detail"]["step"] for h in found}
-
-    await eventually(written, within_s=10, what=f"inbound steps {steps} in the history")
-    return found
+    return await lines_in_history(api, call_id, "inbound", "step", *steps)
 
 
 async def voice_calls_of(api: Api, household: str) -> list[dict[str, Any]]:

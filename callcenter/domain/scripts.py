@@ -134,6 +134,14 @@ _SOMEONE_WITH = Question(
     Text("身边是否有人陪同？", "Is anyone with them?"),
     raises={_NO: _A.STAY_ON_LINE},
 )
+_URGENT_HEALTH = Question(
+    "urgent_health",
+    Text(
+        "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
+        "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
+    ),
+    raises={_YES: _A.CALL_120},
+)
 _DOOR_ACCESS = Question(
     "door_access",
     Text(
@@ -213,14 +221,7 @@ SCRIPTS: dict[CallType, Script] = {
         usual=(_A.SEND_CARER,),
         questions=(
             _ANSWERS_PHONE,
-            Question(
-                "urgent_health",
-                Text(
-                    "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
-                    "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
-                ),
-                raises={_YES: _A.CALL_120},
-            ),
+            _URGENT_HEALTH,
             Question(
                 "has_fallen",
                 Text("是否摔倒或站不起来？", "Have they fallen, or can they not stand up?"),
@@ -330,14 +331,7 @@ SCRIPTS: dict[CallType, Script] = {
                 ),
                 kind=Kind.CHECK,
             ),
-            Question(
-                "urgent_health",
-                Text(
-                    "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
-                    "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
-                ),
-                raises={_YES: _A.CALL_120},
-            ),
+            _URGENT_HEALTH,
             Question(
                 "has_fallen",
                 Text("是否有人摔倒或站不起来？", "Has someone fallen, or can they not stand up?"),
