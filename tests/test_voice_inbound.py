@@ -263,3 +263,43 @@ async def test_a_call_of_no_household_sends_no_carer_and_shows_on_the_board(
             f"/api/calls/{call['id']}/resolve", {"outcome": "other", "reason": "wrong number"}
         )
         assert closed.status == 200 and closed.body["state"] == "resolved", closed
+
+
+async def test_a_phone_picked_up_after_another_took_the_ring_is_told_and_hung_up(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that when a second operator's phone picks up the same ring a moment after the
+    first took the call (Twilio asks both whispers), the second hears who took it and is
+    hung up, and the call stays the first's; a signed whisper for a call owned before
+    the ring puts its owner through."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        fake = fake_of(api.server)
+        await on_duty(api, "li.na", "wang.wei")
+        sid = await fake.ring_centre(await number_of(api, "H0007"))
+        legs = await legs_to(fake, *PHONES.values())
+        [call] = await voice_calls_of(api, "H0007")
+        await fake.answer(legs[PHONES["li.na"]].sid)
+        await fake.wait_for_bridge(sid)
+        wang = await scalar(
+            api.server, select(m.Operator.id).where(m.Operator.username == "wang.wei")
+        )
+        rung = int(api.clock.now().timestamp())
+        leg = legs[PHONES["wang.wei"]]
+        fields = {
+            "CallSid": leg.sid,
+            "ParentCallSid": sid,
+            "From": leg.from_,
+            "To": leg.to,
+            "CallStatus": "in-progress",
+            "Direction": "outbound-dial",
+        }
+        whisper = f"/voice/inbound/whisper/{call['id']}/{wang}?rung={rung}"
+        late = await voice_post(api, whisper, fields)
+        assert late.status == 200 and "<Hangup" in late.body, late
+        assert "已由" in late.body and "接听" in late.body
+        assert (await api.call(call["id"]))["owner"] == "operator:li.na"
+        # Rung again later about the call li.na owns: whoever picks up is put through.
+        again = f"/voice/inbound/whisper/{call['id']}/{wang}?rung={rung + 60}"
+        through = await voice_post(api, again, fields)
+        assert through.status == 200 and "<Hangup" not in through.body, through
+        assert (await api.call(call["id"]))["owner"] == "operator:li.na"
