@@ -486,6 +486,7 @@ async def test_a_simulated_week_reports_the_figures_recomputed_from_the_raw_rows
         "device_offline": 0,
         "low_battery": 1,
         "device_clock": 0,
+        "voice": 0,
     }
     assert (district["handled"], district["cancelled"], district["open"]) == (11, 2, 1)
     assert district["resolution_rate"] == round(9 / 11, 4)

@@ -196,19 +196,7 @@ async def test_0013_adds_household_phones_beside_the_households_already_there(
     refused = []
     try:
         async with engine.begin() as connection:
-            await connection.execute(
-                text(
-                    "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
-                    " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
-                )
-            )
-            await connection.execute(
-                text(
-                    "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
-                    " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
-                    " 101.8, 1, 1, '')"
-                )
-            )
+            await _a_household(connection)
         await upgrade_async(empty_database_url)
         assert await schema_differences(empty_database_url) == []
         async with engine.begin() as connection:
@@ -241,6 +229,23 @@ async def test_0013_adds_household_phones_beside_the_households_already_there(
     assert triggers_after == set()
 
 
+async def _a_household(connection: AsyncConnection) -> None:
+    """Station S01 and its household H0001 (id 1), written by hand at an older revision."""
+    await connection.execute(
+        text(
+            "INSERT INTO stations (id, code, name, address, lat, lon, phone)"
+            " VALUES (1, 'S01', '站', '西宁市', 36.6, 101.8, '+869718000001')"
+        )
+    )
+    await connection.execute(
+        text(
+            "INSERT INTO households (id, code, address, lat, lon, home_station_id,"
+            " backup_station_id, access_notes) VALUES (1, 'H0001', '西宁市', 36.6,"
+            " 101.8, 1, 1, '')"
+        )
+    )
+
+
 async def _refused(engine: AsyncEngine, values: str) -> bool:
     """Whether the database refuses the household_phones row ``values``."""
     try:
@@ -254,3 +259,52 @@ async def _refused(engine: AsyncEngine, values: str) -> bool:
     except IntegrityError:
         return True
     return False
+
+
+async def test_0016_lets_a_call_belong_to_no_household_and_keeps_the_calls_there(
+    empty_database_url: str,
+) -> None:
+    """Test that 0016 on a database at 0014 holding a call with its history keeps both,
+    then takes a call of no household (a number nobody registered rang), still refuses
+    two calls offered to one operator, and that the schema is models.py's."""
+    config = alembic_config(empty_database_url)
+    await asyncio.to_thread(command.upgrade, config, "0014")
+    engine = create_engine(empty_database_url)
+    call = (
+        "INSERT INTO calls (id, household_id, call_type, priority, state, presses, opened_at,"
+        " policy, fired_steps, alerts, version, updated_at, offer_to) VALUES ({id},"
+        " {household}, 'voice', 1, 'raised', 1, '2026-12-07 03:00:00+00:00', '{{}}', '[]',"
+        " '[]', 0, '2026-12-07 03:00:00+00:00', {offer_to})"
+    )
+    try:
+        async with engine.begin() as connection:
+            await _a_household(connection)
+            await connection.execute(text(call.format(id=1, household=1, offer_to="'li.na'")))
+            await connection.execute(
+                text(
+                    "INSERT INTO call_history (call_id, at, actor, action, to_state, detail)"
+                    " VALUES (1, '2026-12-07 03:00:00+00:00', 'system', 'raised', 'raised',"
+                    " '{}')"
+                )
+            )
+        await upgrade_async(empty_database_url)
+        assert await schema_differences(empty_database_url) == []
+        async with engine.begin() as connection:
+            await connection.execute(text(call.format(id=2, household="NULL", offer_to="NULL")))
+            await connection.execute(text(call.format(id=3, household="NULL", offer_to="NULL")))
+        twice_offered = False
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(text(call.format(id=4, household=1, offer_to="'li.na'")))
+        except IntegrityError:
+            twice_offered = True
+        async with engine.connect() as connection:
+            kept = (
+                await connection.execute(text("SELECT id, household_id FROM calls ORDER BY id"))
+            ).all()
+            history = await connection.scalar(text("SELECT count(*) FROM call_history"))
+    finally:
+        await engine.dispose()
+    assert [tuple(row) for row in kept] == [(1, 1), (2, None), (3, None)]
+    assert history == 1
+    assert twice_offered, "uq_calls_offer_to still holds one offer per operator"

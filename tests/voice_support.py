@@ -57,13 +57,21 @@ async def history_of(api: Api, call_id: int) -> list[dict[str, Any]]:
 
 async def rings_in_history(api: Api, call_id: int, *statuses: str) -> list[dict[str, Any]]:
     """The call's "ring" history lines, once each of ``statuses`` is among them."""
+    return await lines_in_history(api, call_id, "ring", "status", *statuses)
+
+
+async def lines_in_history(
+    api: Api, call_id: int, action: str, key: str, *values: str
+) -> list[dict[str, Any]]:
+    """The call's ``action`` history lines, once each of ``values`` is among their
+    ``detail[key]``."""
     found: list[dict[str, Any]] = []
 
     async def written() -> bool:
-        found[:] = [h for h in await history_of(api, call_id) if h["action"] == "ring"]
-        return set(statuses) <= {h["detail"]["status"] for h in found}
+        found[:] = [h for h in await history_of(api, call_id) if h["action"] == action]
+        return set(values) <= {h["detail"][key] for h in found}
 
-    await eventually(written, within_s=10, what=f"rings {statuses} in the history")
+    await eventually(written, within_s=10, what=f"{action} {values} in the history")
     return found
 
 

@@ -134,6 +134,14 @@ _SOMEONE_WITH = Question(
     Text("身边是否有人陪同？", "Is anyone with them?"),
     raises={_NO: _A.STAY_ON_LINE},
 )
+_URGENT_HEALTH = Question(
+    "urgent_health",
+    Text(
+        "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
+        "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
+    ),
+    raises={_YES: _A.CALL_120},
+)
 _DOOR_ACCESS = Question(
     "door_access",
     Text(
@@ -213,14 +221,7 @@ SCRIPTS: dict[CallType, Script] = {
         usual=(_A.SEND_CARER,),
         questions=(
             _ANSWERS_PHONE,
-            Question(
-                "urgent_health",
-                Text(
-                    "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
-                    "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
-                ),
-                raises={_YES: _A.CALL_120},
-            ),
+            _URGENT_HEALTH,
             Question(
                 "has_fallen",
                 Text("是否摔倒或站不起来？", "Have they fallen, or can they not stand up?"),
@@ -313,6 +314,33 @@ SCRIPTS: dict[CallType, Script] = {
                 Text("重启后设备时间是否正确？", "Is the device's clock right after the restart?"),
                 kind=Kind.CHECK,
                 raises={_NO: _A.BOOK_DEVICE_VISIT},
+            ),
+        ),
+    ),
+    # Someone rang the centre's number: the operator is on the line with them already.
+    CallType.VOICE: Script(
+        CallType.VOICE,
+        # Whoever rang (a neighbour, a daughter, the resident), the resident is checked on.
+        usual=(_A.RING_HOUSEHOLD,),
+        questions=(
+            Question(
+                "caller_noted",
+                Text(
+                    "是否已记下来电人是谁、为何来电（住户、家属、邻居）？",
+                    "Have you noted who is calling and why (resident, family, neighbour)?",
+                ),
+                kind=Kind.CHECK,
+            ),
+            _URGENT_HEALTH,
+            Question(
+                "has_fallen",
+                Text("是否有人摔倒或站不起来？", "Has someone fallen, or can they not stand up?"),
+                raises={_YES: _A.SEND_TWO_CARERS},
+            ),
+            Question(
+                "needs_visit",
+                Text("是否需要护理员上门？", "Does someone need a carer at the door?"),
+                raises={_YES: _A.SEND_CARER},
             ),
         ),
     ),

@@ -36,7 +36,7 @@ const ROOMY_UP_TO = 8;
 const REDRAW_AFTER_MS = 50;
 // The types each tab holds, in the order its type filter offers them.
 const TAB_TYPES = {
-  calls: ["emergency", "fall", "service_request"],
+  calls: ["emergency", "fall", "service_request", "voice"],
   faults: [...DEVICE_FAULT_TYPES],
 };
 // Carers no longer on the call.

@@ -51,11 +51,14 @@ export async function refreshDetail() {
     state.detail = detail;
     const open = OPEN_STATES.has(detail.state);
     const [candidates, lastCalls] = await Promise.all([
-      open ? api("GET", `/api/calls/${id}/candidates`).catch(() => null) : null,
-      api(
-        "GET",
-        `/api/calls?state=closed&limit=6&household=${encodeURIComponent(detail.household?.code ?? "")}`,
-      ).catch(() => null),
+      // A call of no household (a number nobody registered rang) has no door to send to.
+      open && detail.household ? api("GET", `/api/calls/${id}/candidates`).catch(() => null) : null,
+      detail.household
+        ? api(
+            "GET",
+            `/api/calls?state=closed&limit=6&household=${encodeURIComponent(detail.household.code)}`,
+          ).catch(() => null)
+        : null,
     ]);
     if (state.selected !== id) return;
     state.candidates = candidates?.candidates ?? null;
@@ -94,7 +97,9 @@ export function renderDetail() {
         `${t("call.id", { id: call.id })} · ${tOr(`type.${call.call_type}`, call.call_type)} `,
         h("span", { class: "state-badge", id: "detail-state", dataset: { state: call.state } }, tOr(`state.${call.state}`, call.state)),
       ),
-      h("div", {}, h("strong", {}, household.code ?? ""), " ", household.address ?? ""),
+      call.household
+        ? h("div", {}, h("strong", {}, household.code ?? ""), " ", household.address ?? "")
+        : h("div", { class: "notes" }, t("detail.no_household"), " ", callerOf(call)),
       household.access_notes ? h("div", { class: "notes" }, `${t("detail.access")}: ${household.access_notes}`) : null,
       scriptSection(call, { act, working: canWork(call) }),
       actionsSection(call),
@@ -221,6 +226,12 @@ function reviewBox(call) {
     h("strong", {}, t("review.heading")),
     h("div", {}, t("review.reported", { carer: carerLabel(carer, call), t: formatTime(reported.at), outcome: tOr(`outcome.${reported.outcome}`, reported.outcome) })),
   );
+}
+
+// The number that rang the centre about a call (its first "inbound" history line).
+function callerOf(call) {
+  const rang = (call.history ?? []).find((entry) => entry.action === "inbound");
+  return rang?.detail?.from ?? "";
 }
 
 function residentCard(household) {

@@ -54,6 +54,10 @@ export function actionText(entry) {
     key: detail.key ?? "",
     duration: waited(detail.duration_s ?? 0),
     ring: tOr(`ring.${detail.ring}`, detail.ring ?? ""),
+    // A call to the centre's number: who rang, whose phones rang, who picked up.
+    from: detail.from ?? "",
+    rung: (detail.rung ?? []).map(ownerName).join("、"),
+    by: detail.by ? ownerName(detail.by) : "",
   };
   // A carer's own report: "护理员 C034 郭秀梅 拒绝了派单", not the carer named twice.
   if (entry.actor === `carer:${detail.carer}`) params.carer = "";
@@ -63,6 +67,7 @@ export function actionText(entry) {
   let key = `history.${action}`;
   if (action === "ring") key = `history.ring.${detail.status}`;
   if (action === "no_answer" && detail.ring) key = "history.no_answer.ring";
+  if (action === "inbound") key = `history.inbound.${detail.step}`;
   let text = tOr(key, tOr(`history.${action}`, action));
   text = text.replace(/\{(\w+)\}/g, (_, name) => (params[name] === undefined ? "" : String(params[name])));
   // Words a person typed (a stand-down's why, a closing note) follow as typed; the

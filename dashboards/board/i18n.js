@@ -437,6 +437,16 @@ const STRINGS = {
     "history.offered_to_all": "已通知所有接线员和主管",
     "history.offer_accepted": "接线员已接听",
     "history.offer_withdrawn": "已由其他接线员接手",
+    // Calls to the centre's number (docs/voice.md, "Inbound calls").
+    "type.voice": "来电",
+    "history.inbound": "来电：{from}",
+    "history.inbound.called": "{from} 来电",
+    "history.inbound.operators_rung": "来电转接值班接线员：{rung}",
+    "history.inbound.answered": "{by} 接听了来电",
+    "history.inbound.supervisors_rung": "接线员无人接听，转接值班主管：{rung}",
+    "history.inbound.nobody": "无人接听来电，来电人已听到留言",
+    "history.inbound.ended": "来电通话结束（{duration}）",
+    "detail.no_household": "未登记的号码来电，不属于任何住户",
   },
   en: {
     "app.title": "Call board",
@@ -868,6 +878,16 @@ const STRINGS = {
     "history.offered_to_all": "Offered to every operator and the supervisors",
     "history.offer_accepted": "Operator accepted",
     "history.offer_withdrawn": "Taken by another operator",
+    // Calls to the centre's number (docs/voice.md, "Inbound calls").
+    "type.voice": "Phone call in",
+    "history.inbound": "Call in: {from}",
+    "history.inbound.called": "{from} rang the centre",
+    "history.inbound.operators_rung": "The operators on duty rung: {rung}",
+    "history.inbound.answered": "{by} picked up the call",
+    "history.inbound.supervisors_rung": "No operator picked up; the supervisors rung: {rung}",
+    "history.inbound.nobody": "Nobody picked up; the caller heard the recorded message",
+    "history.inbound.ended": "The call in ended ({duration})",
+    "detail.no_household": "A number nobody registered rang: this call belongs to no household",
   },
 };
 

@@ -19,7 +19,7 @@ const TEXT = {
     unreachable: "联系不上", on_scene: "到场", resolution_share: "解决占比",
     median_to_accept_s: "接受中位数", median_to_arrive_s: "到达中位数", step: "步骤",
     reason: "原因", count: "次数", nothing: "这段时间没有记录", loading: "正在读取…",
-    types: { emergency: "紧急", fall: "跌倒", service_request: "服务", device_offline: "离线", low_battery: "低电量", device_clock: "时钟错误" },
+    types: { emergency: "紧急", fall: "跌倒", service_request: "服务", device_offline: "离线", low_battery: "低电量", device_clock: "时钟错误", voice: "来电" },
     refused: "读取失败：{message}",
   },
   en: {
@@ -36,7 +36,7 @@ const TEXT = {
     unreachable: "Unreachable", on_scene: "On scene", resolution_share: "Resolved share",
     median_to_accept_s: "Median to accept", median_to_arrive_s: "Median to arrive", step: "Step",
     reason: "Reason", count: "Times", nothing: "Nothing recorded in this period", loading: "Loading…",
-    types: { emergency: "Emergency", fall: "Fall", service_request: "Service", device_offline: "Offline", low_battery: "Low battery", device_clock: "Clock wrong" },
+    types: { emergency: "Emergency", fall: "Fall", service_request: "Service", device_offline: "Offline", low_battery: "Low battery", device_clock: "Clock wrong", voice: "Phone call in" },
     refused: "Could not read the report: {message}",
   },
 };

@@ -47,7 +47,11 @@ def _run_on(connection: Connection) -> None:
     if sqlite:
         # Batch migrations rebuild a SQLite table by copy-and-drop; with enforcement on,
         # dropping the old table would fail or cascade. Checked once at the end instead.
-        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        # Said on the driver's connection, before anything begins a transaction: inside
+        # one (db.py begins one before the first statement) SQLite ignores the pragma.
+        cursor = connection.connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=OFF")
+        cursor.close()
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
