@@ -261,10 +261,10 @@ async def _refused(engine: AsyncEngine, values: str) -> bool:
     return False
 
 
-async def test_0016_lets_a_call_belong_to_no_household_and_keeps_the_calls_there(
+async def test_0015_lets_a_call_belong_to_no_household_and_keeps_the_calls_there(
     empty_database_url: str,
 ) -> None:
-    """Test that 0016 on a database at 0014 holding a call with its history keeps both,
+    """Test that 0015 on a database at 0014 holding a call with its history keeps both,
     then takes a call of no household (a number nobody registered rang), still refuses
     two calls offered to one operator, and that the schema is models.py's."""
     config = alembic_config(empty_database_url)

@@ -427,7 +427,7 @@ class Call(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    # None: a call to the centre's number from a number the register does not know (0016).
+    # None: a call to the centre's number from a number the register does not know (0015).
     household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
     call_type: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(SmallInteger)
