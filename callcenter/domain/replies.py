@@ -39,6 +39,7 @@ class Answer(enum.StrEnum):
     RESOLVED = "resolved"
     STOP = "stop"  # opt out of texts (Twilio blocks further sends by itself)
     START = "start"  # opt back in
+    HEARD = "heard"  # a family contact's key on a ring about a late call: they heard it
 
 
 # The carer's report for each answer that is one.
@@ -62,12 +63,19 @@ CONFIRMATIONS: dict[Answer, MessageKind] = {
 # text's codes, so a call moves the same way whichever the carer used.
 KEYS: dict[VoicePurpose, dict[str, Answer]] = {
     VoicePurpose.PAGE: {"1": Answer.ACCEPT, "2": Answer.DECLINE},
+    VoicePurpose.FAMILY: {"1": Answer.HEARD},
+}
+
+# What a ring says before hanging up when no key that means something was pressed twice.
+GOODBYES: dict[VoicePurpose, MessageKind] = {
+    VoicePurpose.FAMILY: MessageKind.VOICE_FAMILY_GOODBYE,
 }
 
 # The spoken confirmation of each answer a key gives, once the desk has taken it.
 SPOKEN_CONFIRMATIONS: dict[Answer, MessageKind] = {
     Answer.ACCEPT: MessageKind.VOICE_ACCEPTED,
     Answer.DECLINE: MessageKind.VOICE_DECLINED,
+    Answer.HEARD: MessageKind.VOICE_FAMILY_HEARD,
 }
 
 # What a carer may answer in each state of their part in a call (the carer page's buttons).
@@ -181,6 +189,11 @@ def key_answer(purpose: VoicePurpose, digits: str) -> Answer | None:
     """The answer ``digits`` pressed on a call rung for ``purpose`` stand for; None for
     no key or one that means nothing there."""
     return KEYS.get(purpose, {}).get(digits.strip())
+
+
+def goodbye(purpose: VoicePurpose) -> Message:
+    """What a ring rung for ``purpose`` says when no key that means something came."""
+    return Message(GOODBYES.get(purpose, MessageKind.VOICE_GOODBYE))
 
 
 def spoken_confirmation(answer: Answer, call: Call, household: str) -> Message:

@@ -29,12 +29,21 @@ from callcenter import logs
 from callcenter.domain.calls import (
     CallError,
     Command,
+    FamilyHeard,
+    FamilyRingOver,
     RingNoted,
     RingUnanswered,
     VoicePurpose,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import Answer, key_answer, ring_no_longer_wanted, spoken_confirmation
+from callcenter.domain.replies import (
+    SPOKEN_CONFIRMATIONS,
+    Answer,
+    goodbye,
+    key_answer,
+    ring_no_longer_wanted,
+    spoken_confirmation,
+)
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError, Desk
 from callcenter.engine.outbox.delivery import paged_carer
@@ -214,13 +223,19 @@ async def voice_gather(request: web.Request) -> web.Response:
             noted = RingNoted(row.recipient, script.purpose, "key", key=digits)
             await _tell_desk(request.app[DESK], row.call_id, noted, f"outbox {row.id}")
         answer = key_answer(script.purpose, digits)
+        if answer is Answer.HEARD and row.call_id is not None:
+            # A family contact heard it: nobody else of the family is rung.
+            heard = FamilyHeard(row.recipient)
+            await _tell_desk(request.app[DESK], row.call_id, heard, f"outbox {row.id}")
+            thanks = render(Message(SPOKEN_CONFIRMATIONS[answer]), script.language)
+            return _said_then_hang_up(request, thanks, script.language)
         carer_id = paged_carer(row.guard or {})
         if answer is None or carer_id is None or row.call_id is None:
             saying = _saying(request)
             if saying < SAYINGS:
                 return _twiml(_prompt(request, row, script, saying + 1))
-            goodbye = render(Message(MessageKind.VOICE_GOODBYE), script.language)
-            return _said_then_hang_up(request, goodbye, script.language)
+            bye = render(goodbye(script.purpose), script.language)
+            return _said_then_hang_up(request, bye, script.language)
         said = await _apply_key(request, row.call_id, carer_id, answer, script)
     return _said_then_hang_up(request, said, script.language)
 
@@ -325,6 +340,9 @@ async def voice_status(request: web.Request) -> web.Response:
         carer_id = paged_carer(row.guard or {})
         if status in NOT_PICKED_UP and carer_id is not None and script.purpose is VoicePurpose.PAGE:
             await _tell_desk(desk, row.call_id, RingUnanswered(carer_id, status), about)
+        if status in FINAL and script.purpose is VoicePurpose.FAMILY:
+            # Over without their 1 (it would have been recorded first): the next contact.
+            await _tell_desk(desk, row.call_id, FamilyRingOver(row.recipient, status), about)
     return web.Response()
 
 

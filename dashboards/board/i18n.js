@@ -437,6 +437,15 @@ const STRINGS = {
     "history.offered_to_all": "已通知所有接线员和主管",
     "history.offer_accepted": "接线员已接听",
     "history.offer_withdrawn": "已由其他接线员接手",
+    // The family rung when help is late (docs/voice.md, ring_family).
+    "history.ring_family": "致电家属 {name}：{because}",
+    "history.ring_family.ringing": "家属电话仍在进行中，未重复致电",
+    "history.ring_family.heard": "家属已确认收到，不再致电",
+    "history.family_heard": "家属 {name} 按1确认收到",
+    "history.family_unconfirmed": "已依次致电家属，无人确认：{because}",
+    "because.family_unconfirmed": "已致电家属（{contacts}位），无人按1确认收到",
+    "because.voice_off": "{action}：电话呼叫已关闭",
+    "step.ring_family": "致电家属",
   },
   en: {
     "app.title": "Call board",
@@ -868,6 +877,15 @@ const STRINGS = {
     "history.offered_to_all": "Offered to every operator and the supervisors",
     "history.offer_accepted": "Operator accepted",
     "history.offer_withdrawn": "Taken by another operator",
+    // The family rung when help is late (docs/voice.md, ring_family).
+    "history.ring_family": "Rang family contact {name}: {because}",
+    "history.ring_family.ringing": "The family is being rung already; not rung again",
+    "history.ring_family.heard": "The family confirmed already; not rung again",
+    "history.family_heard": "Family contact {name} pressed 1: heard it",
+    "history.family_unconfirmed": "Every family contact rung, none confirmed: {because}",
+    "because.family_unconfirmed": "the family was rung ({contacts} contacts) and nobody confirmed hearing it",
+    "because.voice_off": "{action}: phone calls are off",
+    "step.ring_family": "Ring the family",
   },
 };
 

@@ -29,6 +29,8 @@ from callcenter.domain.calls.commands import (
     DeviceNote,
     Dispatch,
     Effect,
+    FamilyHeard,
+    FamilyRingOver,
     IllegalTransitionError,
     NotOwnerError,
     NotPossibleError,
@@ -57,6 +59,8 @@ from callcenter.domain.calls.decisions import (
 )
 from callcenter.domain.calls.escalation import (
     _auto_dispatch,
+    _family_heard,
+    _family_ring_over,
     _page,
     _release,
     _ring_unanswered,
@@ -135,6 +139,11 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _text_failed(call, command, situation)
     if isinstance(command, RingNoted):
         return _ring_noted(call, command, situation)
+    # A family's ringing is followed to its end, also once the call has closed.
+    if isinstance(command, FamilyHeard):
+        return _family_heard(call, command, situation)
+    if isinstance(command, FamilyRingOver):
+        return _family_ring_over(call, command, situation)
     if not call.is_open:
         if isinstance(command, StepDue):
             return Decision(call)  # a closed call has nothing left to escalate
