@@ -24,7 +24,7 @@ from callcenter.domain.calls import (
 )
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.policy import Action, Milestone, Policy, Step
-from callcenter.domain.replies import Answer, goodbye, key_answer
+from callcenter.domain.replies import Answer, family_no_longer_needed, goodbye, key_answer
 from tests.calls_support import FAMILY, SUPERVISORS, actions, call_in, of_type, report, step
 
 LATE = 15 * 60
@@ -225,3 +225,14 @@ def test_the_family_key_and_goodbye() -> None:
     )
     assert goodbye(VoicePurpose.PAGE).kind is MessageKind.VOICE_GOODBYE
     assert render(Message(MessageKind.VOICE_FAMILY_HEARD), "zh") == "谢谢，已确认收到。再见。"
+
+
+def test_a_family_ring_picked_up_once_help_arrived_says_so() -> None:
+    """Test that a contact picking up once a carer is at the door (or the call closed)
+    is told nothing is needed, and one picking up while help is still late is not."""
+    call = _late().call
+    assert family_no_longer_needed(call, Milestone.ON_SCENE) is None
+    arrived = step(call, report(1, CarerReport.ON_SCENE), LATE + 20).call
+    said = family_no_longer_needed(arrived, Milestone.ON_SCENE)
+    assert said is not None and said.kind is MessageKind.VOICE_FAMILY_NOT_NEEDED
+    assert "无需您处理" in render(said, "zh")

@@ -332,6 +332,10 @@ EXPECTED = {
     ("en", MessageKind.VOICE_FAMILY_GOODBYE): (
         "No key was pressed. The call centre will try another family contact. Goodbye."
     ),
+    ("en", MessageKind.VOICE_FAMILY_NOT_NEEDED): (
+        "This is the call centre. Help has reached your relative, or the alarm is over; "
+        "nothing to do. Thank you, goodbye."
+    ),
 }
 
 
@@ -381,6 +385,7 @@ def test_render_english(kind: MessageKind) -> None:
         (MessageKind.VOICE_FAMILY, ["H0042", "跌倒报警", "请致电+862155550000", "按1确认收到"]),
         (MessageKind.VOICE_FAMILY_HEARD, ["已确认收到"]),
         (MessageKind.VOICE_FAMILY_GOODBYE, ["没有收到按键", "其他家属"]),
+        (MessageKind.VOICE_FAMILY_NOT_NEEDED, ["护理员已到达", "无需您处理"]),
     ],
 )
 def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:

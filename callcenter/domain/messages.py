@@ -47,6 +47,8 @@ class MessageKind(enum.StrEnum):
     VOICE_FAMILY = "voice_family"
     VOICE_FAMILY_HEARD = "voice_family_heard"  # 1 pressed
     VOICE_FAMILY_GOODBYE = "voice_family_goodbye"  # still no key after the repeat
+    # picked up once a carer reached the door or the call closed: nothing to confirm
+    VOICE_FAMILY_NOT_NEEDED = "voice_family_not_needed"
 
 
 @dataclass(frozen=True)
@@ -228,6 +230,10 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_FAMILY_GOODBYE: (
             "No key was pressed. The call centre will try another family contact. Goodbye."
         ),
+        MessageKind.VOICE_FAMILY_NOT_NEEDED: (
+            "This is the call centre. Help has reached your relative, or the alarm is over; "
+            "nothing to do. Thank you, goodbye."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -288,6 +294,9 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         ),
         MessageKind.VOICE_FAMILY_HEARD: "谢谢，已确认收到。再见。",
         MessageKind.VOICE_FAMILY_GOODBYE: "没有收到按键。呼叫中心将联系其他家属。再见。",
+        MessageKind.VOICE_FAMILY_NOT_NEEDED: (
+            "这里是呼叫中心。护理员已到达您的家人身边，或报警已处理完毕，无需您处理。谢谢，再见。"
+        ),
     },
 }
 

@@ -27,6 +27,7 @@ from callcenter.domain.calls import (
     VoicePurpose,
 )
 from callcenter.domain.messages import Because, Message, MessageKind, Reason
+from callcenter.domain.policy import Milestone
 
 
 class Answer(enum.StrEnum):
@@ -211,6 +212,14 @@ def ring_no_longer_wanted(call: Call, carer_id: int) -> Message | None:
     if call.is_open and mine is not None and mine.active:
         return Message(MessageKind.VOICE_ALREADY_YOURS, facts)
     return Message(MessageKind.VOICE_NOT_NEEDED, facts)
+
+
+def family_no_longer_needed(call: Call, unless: Milestone) -> Message | None:
+    """What a family contact rung because help was late hears on picking up once the
+    call reached ``unless`` (a carer at the door) or closed meanwhile; None while late."""
+    if call.is_open and not call.reached(unless):
+        return None
+    return Message(MessageKind.VOICE_FAMILY_NOT_NEEDED, {"call_ref": str(call.id)})
 
 
 def confirmation(answer: Answer, call: Call, household: str, outcome: Outcome) -> Message:

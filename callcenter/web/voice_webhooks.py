@@ -36,9 +36,11 @@ from callcenter.domain.calls import (
     VoicePurpose,
 )
 from callcenter.domain.messages import Message, MessageKind, render
+from callcenter.domain.policy import Milestone
 from callcenter.domain.replies import (
     SPOKEN_CONFIRMATIONS,
     Answer,
+    family_no_longer_needed,
     goodbye,
     key_answer,
     ring_no_longer_wanted,
@@ -187,7 +189,7 @@ async def voice_answer(request: web.Request) -> web.Response:
         log.info(
             "voice call %s (outbox %d) to %s picked up", form["CallSid"], row.id, row.recipient
         )
-        stale = await _no_longer_wanted(request, row)
+        stale = await _no_longer_wanted(request, row, script)
     if stale is not None:
         # Accepted by text while the phone rang, released, or the call closed: said so,
         # and no key is asked for.
@@ -195,16 +197,23 @@ async def voice_answer(request: web.Request) -> web.Response:
     return _twiml(_prompt(request, row, script, 1))
 
 
-async def _no_longer_wanted(request: web.Request, row: Any) -> Message | None:
+async def _no_longer_wanted(request: web.Request, row: Any, script: VoiceScript) -> Message | None:
     """What a carer rung about their page hears instead once it no longer waits for
-    them (replies.ring_no_longer_wanted); None while it does, or for another ring."""
-    carer_id = paged_carer(row.guard or {})
-    if carer_id is None or row.call_id is None:
+    them (replies.ring_no_longer_wanted), or a family contact once help has arrived
+    (replies.family_no_longer_needed); None while it does, or for another ring."""
+    guard = row.guard or {}
+    carer_id = paged_carer(guard)
+    family = script.purpose is VoicePurpose.FAMILY and "unless" in guard
+    if (carer_id is None and not family) or row.call_id is None:
         return None
     registry = await request.app[DESK].district.registry()
     async with AsyncSession(request.app[DATABASE]) as session:
         call = await repository.load(session, row.call_id, registry.carer_codes, lock=False)
-    return None if call is None else ring_no_longer_wanted(call, carer_id)
+    if call is None:
+        return None
+    if carer_id is None:
+        return family_no_longer_needed(call, Milestone(guard["unless"]))
+    return ring_no_longer_wanted(call, carer_id)
 
 
 @routes.post(GATHER_PATH)
