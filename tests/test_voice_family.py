@@ -16,6 +16,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.domain.calls import FamilyRingOver, RingUnanswered, TextFailed
+from callcenter.engine.outbox.delivery import consequence
 from callcenter.fake_twilio import FakeCall, FakeTwilio
 from callcenter.store import models as m
 from tests.api_support import Api, running_api
@@ -214,3 +216,17 @@ async def test_a_carer_arriving_while_the_family_phone_rings_ends_the_round(
         ]
         assert await _rings_queued(api, call_id) == [contacts[0][0]]
         assert [c.to for c in fake.voice_calls()] == [contacts[0][2]]
+
+
+def test_a_family_ring_twilio_refuses_for_good_passes_to_the_next_contact() -> None:
+    """Test that a ring to a family contact that can never be placed (the relay's
+    did_not_arrive) is that contact not picking up, so the next is rung, and not a text
+    that failed; a carer's ring and a family text keep their own consequences."""
+    refused = consequence(None, "family:7:1", "+8613900000020", "21211", rings=True)
+    assert refused == FamilyRingOver("family:7:1", "failed")
+    assert consequence(None, "family:7:1", "+8613900000020", "30006") == TextFailed(
+        "family:7:1", "+8613900000020", "30006"
+    )
+    assert consequence(3, "carer:C003", "+8613800000003", "21211", rings=True) == (
+        RingUnanswered(3, "failed")
+    )
