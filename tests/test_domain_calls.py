@@ -261,7 +261,7 @@ TRANSITIONS = [
     row("on-the-way-on-scene", S.ON_THE_WAY, report(1, CR.ON_SCENE), 30, S.ON_SCENE,
         "on_scene"),
     row("on-the-way-not-on-scene-due", S.ON_THE_WAY, StepDue("not_on_scene"), 900,
-        S.ON_THE_WAY, "escalated", "alert_supervisor", "notify_family"),
+        S.ON_THE_WAY, "escalated", "alert_supervisor", "notify_family", "ring_family"),
     row("on-scene-not-on-scene-due-is-moot", S.ON_SCENE, StepDue("not_on_scene"), 900,
         S.ON_SCENE),
     row("on-scene-device-cancel-ignored", S.ON_SCENE, DeviceCancel(DEVICE), 320, S.ON_SCENE,
@@ -907,6 +907,11 @@ def test_policy_steps_are_what_the_ladder_tests_assume() -> None:
     ]
     assert EMERGENCY.step("unaccepted").actions == (Action.REDISPATCH, Action.NOTIFY_STATION_LEAD)
     assert EMERGENCY.step("ring_carer").actions == (Action.RING_CARER,)
+    assert EMERGENCY.step("not_on_scene").actions == (
+        Action.ALERT_SUPERVISOR,
+        Action.NOTIFY_FAMILY,
+        Action.RING_FAMILY,
+    )
     assert isinstance(EMERGENCY.step("unacknowledged"), Step)
 
 

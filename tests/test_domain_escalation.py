@@ -258,10 +258,11 @@ def test_unaccepted_timer_for_a_carer_no_longer_paged_is_a_no_op(
 
 
 def test_not_on_scene_and_emergency_services_timeline() -> None:
-    """Test that 15 min without a carer at the door tells supervisors and family, 30 min 120."""
+    """Test that 15 min without a carer at the door tells supervisors and family (texted
+    and rung), 30 min 120."""
     call = call_in(CallState.ON_THE_WAY)
     late = step(call, StepDue("not_on_scene"), 15 * 60)
-    assert actions(late) == ["escalated", "alert_supervisor", "notify_family"]
+    assert actions(late) == ["escalated", "alert_supervisor", "notify_family", "ring_family"]
     assert texts(late) == [
         ("operator:zhao.min", MessageKind.SUPERVISOR),
         ("operator:chen.li", MessageKind.SUPERVISOR),
@@ -326,6 +327,7 @@ def test_nobody_to_send_walks_to_the_next_unfired_step() -> None:
         "escalated",
         "alert_supervisor",
         "notify_family",
+        "ring_family",
     ]
     assert decision.history[2].detail["step"] == "not_on_scene"
     assert CancelTimers(frozenset({"not_on_scene"})) in decision.effects
@@ -375,10 +377,11 @@ def test_ladder_used_up_when_nobody_can_be_reached() -> None:
         "escalated",
         "nobody_to_send",
         "nobody_to_send",
+        "nobody_to_send",
         "escalated",
         "nobody_to_send",
     ]
-    assert late.history[3].detail["step"] == "emergency_services"
+    assert late.history[4].detail["step"] == "emergency_services"
     assert late.call.fired_steps == OPENED_STEPS
     # The emergency-services step sounds every board, so it reached the desk at least.
     assert late.call.alerts == {"not_on_scene", "emergency_services"}
@@ -394,7 +397,16 @@ def test_notify_with_no_contact_number_records_nobody_to_send() -> None:
     because it reached someone else."""
     call = step(call_in(CallState.ON_THE_WAY), Acknowledge(OPERATOR), 26).call
     decision = step(call, StepDue("not_on_scene"), 900, family=())
-    assert actions(decision) == ["escalated", "alert_supervisor", "nobody_to_send"]
+    assert actions(decision) == [
+        "escalated",
+        "alert_supervisor",
+        "nobody_to_send",
+        "nobody_to_send",
+    ]
+    assert decision.history[3].detail["because"] == {
+        "reason": "no_contact",
+        "action": "ring_family",
+    }
     assert decision.history[2].detail == {
         "why": "notify_family: no contact number",
         "because": {"reason": "no_contact", "action": "notify_family"},
@@ -412,13 +424,14 @@ def test_step_that_reaches_nobody_hands_over_at_once() -> None:
     """Test that a step none of whose people has a number runs the next step immediately."""
     call = step(call_in(CallState.ON_THE_WAY), Acknowledge(OPERATOR), 26).call
     decision = step(call, StepDue("not_on_scene"), 900, supervisors=(), family=())
-    assert actions(decision)[:4] == [
+    assert actions(decision)[:5] == [
         "escalated",
+        "nobody_to_send",
         "nobody_to_send",
         "nobody_to_send",
         "escalated",
     ]
-    assert decision.history[3].detail["step"] == "emergency_services"
+    assert decision.history[4].detail["step"] == "emergency_services"
     assert decision.call.fired_steps == {"not_on_scene", "emergency_services"}
     # No supervisor to text, but every board is told to ring emergency services.
     assert NOBODY_TO_SEND not in decision.call.alerts
@@ -452,6 +465,7 @@ def test_unaccepted_with_nobody_to_page_and_no_lead_escalates_once() -> None:
         "escalated",
         "alert_supervisor",
         "notify_family",
+        "ring_family",
         "nobody_to_send",
     ]
     assert decision.call.fired_steps == {"not_on_scene"}

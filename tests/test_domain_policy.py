@@ -330,6 +330,19 @@ EXPECTED = {
         "This is the call centre. Nobody can take your call right now; the desk has "
         "your call and will ring you back. In an emergency, call 120."
     ),
+    ("en", MessageKind.VOICE_FAMILY): (
+        "Hello, this is the call centre. FALL alarm from H0042, Mrs Wang (91), 3 Lotus Road. "
+        "If you can go or call them, please ring +862155550000. "
+        "Press 1 to confirm you heard this."
+    ),
+    ("en", MessageKind.VOICE_FAMILY_HEARD): "Thank you, your confirmation is noted. Goodbye.",
+    ("en", MessageKind.VOICE_FAMILY_GOODBYE): (
+        "No key was pressed. The call centre will try another family contact. Goodbye."
+    ),
+    ("en", MessageKind.VOICE_FAMILY_NOT_NEEDED): (
+        "This is the call centre. Help has reached your relative, or the alarm is over; "
+        "nothing to do. Thank you, goodbye."
+    ),
 }
 
 
@@ -376,6 +389,10 @@ def test_render_english(kind: MessageKind) -> None:
         (MessageKind.REPLY_UNKNOWN_SENDER, ["未在呼叫中心登记"]),
         (MessageKind.REPLY_OPTED_OUT, ["不再收到", "START"]),
         (MessageKind.REPLY_OPTED_IN, ["恢复"]),
+        (MessageKind.VOICE_FAMILY, ["H0042", "跌倒报警", "请致电+862155550000", "按1确认收到"]),
+        (MessageKind.VOICE_FAMILY_HEARD, ["已确认收到"]),
+        (MessageKind.VOICE_FAMILY_GOODBYE, ["没有收到按键", "其他家属"]),
+        (MessageKind.VOICE_FAMILY_NOT_NEEDED, ["护理员已到达", "无需您处理"]),
     ],
 )
 def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:

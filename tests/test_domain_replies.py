@@ -210,13 +210,17 @@ def test_keys_pressed_are_the_answers_of_the_text_codes(
 
 
 def test_every_key_answer_has_a_spoken_confirmation_in_both_languages() -> None:
-    """Test that each answer a key gives is confirmed by voice in zh and en."""
-    for keys in KEYS.values():
+    """Test that each answer a key gives is confirmed by voice in zh and en; a carer's
+    names the call (a family contact's does not: they know no call numbers)."""
+    for purpose, keys in KEYS.items():
         for answer in keys.values():
             kind = SPOKEN_CONFIRMATIONS[answer]
-            for language in ("zh", "en"):
-                spoken = render(Message(kind, {"call_ref": "12", "household": "H0001"}), language)
-                assert "12" in spoken
+            said = {
+                language: render(Message(kind, {"call_ref": "12", "household": "H0001"}), language)
+                for language in ("zh", "en")
+            }
+            assert said["zh"] != said["en"]
+            assert all("12" in s for s in said.values()) == (purpose is VoicePurpose.PAGE)
 
 
 @pytest.mark.parametrize(

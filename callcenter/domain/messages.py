@@ -47,6 +47,12 @@ class MessageKind(enum.StrEnum):
     INBOUND_WHISPER = "inbound_whisper"  # to the operator who picks up, before the bridge
     INBOUND_TAKEN = "inbound_taken"  # to an operator who picked up after another took it
     INBOUND_NOBODY = "inbound_nobody"  # to the caller: nobody at the desk picked up
+    # A family contact rung because help is late: what happened, and 1 to confirm.
+    VOICE_FAMILY = "voice_family"
+    VOICE_FAMILY_HEARD = "voice_family_heard"  # 1 pressed
+    VOICE_FAMILY_GOODBYE = "voice_family_goodbye"  # still no key after the repeat
+    # picked up once a carer reached the door or the call closed: nothing to confirm
+    VOICE_FAMILY_NOT_NEEDED = "voice_family_not_needed"
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,10 @@ class Reason(enum.StrEnum):
     ANSWER_DOES_NOT_APPLY = "answer_does_not_apply"
     # carer, status (Twilio's busy, no-answer, failed, canceled): rung about a page, no pick-up
     RING_UNANSWERED = "ring_unanswered"
+    # contacts (how many were rung): ring_family tried every contact, none pressed 1
+    FAMILY_UNCONFIRMED = "family_unconfirmed"
+    # action: a step's phone call when phone calls are off ([voice] enabled = false)
+    VOICE_OFF = "voice_off"
 
 
 @dataclass(frozen=True)
@@ -221,6 +231,19 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "This is the call centre. Nobody can take your call right now; the desk has "
             "your call and will ring you back. In an emergency, call 120."
         ),
+        MessageKind.VOICE_FAMILY: (
+            "Hello, this is the call centre. {call_type} alarm from {household}, "
+            "{residents}, {address}. {help} If you can go or call them, please ring "
+            "{desk_phone}. Press 1 to confirm you heard this."
+        ),
+        MessageKind.VOICE_FAMILY_HEARD: "Thank you, your confirmation is noted. Goodbye.",
+        MessageKind.VOICE_FAMILY_GOODBYE: (
+            "No key was pressed. The call centre will try another family contact. Goodbye."
+        ),
+        MessageKind.VOICE_FAMILY_NOT_NEEDED: (
+            "This is the call centre. Help has reached your relative, or the alarm is over; "
+            "nothing to do. Thank you, goodbye."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -281,6 +304,15 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "这里是呼叫中心。值班员暂时无法接听，我们已收到您的来电，会尽快回电。"
             "如有紧急情况，请拨打120。"
         ),
+        MessageKind.VOICE_FAMILY: (
+            "您好，这里是呼叫中心。{household}，{residents}，{address}，发出了{call_type}报警。"
+            "{help}如您能前往或联系老人，请致电{desk_phone}。按1确认收到。"
+        ),
+        MessageKind.VOICE_FAMILY_HEARD: "谢谢，已确认收到。再见。",
+        MessageKind.VOICE_FAMILY_GOODBYE: "没有收到按键。呼叫中心将联系其他家属。再见。",
+        MessageKind.VOICE_FAMILY_NOT_NEEDED: (
+            "这里是呼叫中心。护理员已到达您的家人身边，或报警已处理完毕，无需您处理。谢谢，再见。"
+        ),
     },
 }
 
@@ -332,6 +364,19 @@ OUTCOME_NAMES: dict[str, dict[str, str]] = {
 MOBILITY_NAMES: dict[str, dict[str, str]] = {
     "en": {"walking_aid": "walking aid", "wheelchair": "wheelchair", "bedbound": "bedbound"},
     "zh": {"walking_aid": "需助行器", "wheelchair": "坐轮椅", "bedbound": "卧床"},
+}
+
+# How far help has got, as a family contact rung about a late call is told (the fact
+# "help": "on_the_way" a carer accepted, "late" none has yet).
+HELP_PHRASES: dict[str, dict[str, str]] = {
+    "en": {
+        "on_the_way": "A carer is on the way but has not arrived after {waited}.",
+        "late": "Help is late: no carer has taken it after {waited}.",
+    },
+    "zh": {
+        "on_the_way": "护理员已在路上，但已过{waited}仍未到达。",
+        "late": "救助比预期慢，已过{waited}仍无护理员接单。",
+    },
 }
 
 # Care notes longer than this are cut in the SMS; the whole note is on the call's card.
@@ -391,6 +436,8 @@ def render(message: Message, language: str) -> str:
         facts["residents"] = joiner.join(_resident(r, language) for r in message.residents)
     if message.trip is not None:
         facts["trip"] = _trip(message.trip, language)
+    if "help" in facts:
+        facts["help"] = HELP_PHRASES[language].get(facts["help"], "").format_map(facts)
     return " ".join(templates[message.kind].format_map(facts).split())
 
 
@@ -439,6 +486,10 @@ _REASONS: dict[str, dict[Reason, str]] = {
         ),
         Reason.ANSWER_DOES_NOT_APPLY: "{detail}",
         Reason.RING_UNANSWERED: "carer {carer} did not pick up the phone ({status})",
+        Reason.FAMILY_UNCONFIRMED: (
+            "the family was rung ({contacts} contacts) and nobody confirmed hearing it"
+        ),
+        Reason.VOICE_OFF: "{action}: phone calls are off",
     },
     "zh": {
         Reason.NOT_TAKEN: "已过{waited}仍无接线员接听",
@@ -465,6 +516,8 @@ _REASONS: dict[str, dict[Reason, str]] = {
             "状态不能倒退）；如需更改请致电值班台"
         ),
         Reason.RING_UNANSWERED: "护理员{carer}未接电话（{status}）",
+        Reason.FAMILY_UNCONFIRMED: "已致电家属（{contacts}位），无人按1确认收到",
+        Reason.VOICE_OFF: "{action}：电话呼叫已关闭",
     },
 }
 
@@ -484,6 +537,7 @@ STEP_NAMES: dict[str, dict[str, str]] = {
         "notify_family": "通知家属",
         "redispatch": "改派护理员",
         "ring_carer": "致电护理员",
+        "ring_family": "致电家属",
     },
 }
 

@@ -44,6 +44,9 @@ class Action(enum.StrEnum):
     # Ring the paged carer (a step counted from "dispatched"): 1 accepts, 2 declines, no
     # pick-up releases them as silence does. The carer stays on the call meanwhile.
     RING_CARER = "ring_carer"
+    # Ring the household's family contacts in their order, a spoken message each, until
+    # one presses 1 (docs/voice.md); who does not pick up or press 1 passes it on.
+    RING_FAMILY = "ring_family"
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,13 @@ _ALARM_STEPS = (
         (A.REDISPATCH, A.NOTIFY_STATION_LEAD),
         CountedFrom.DISPATCHED,
     ),
-    Step("not_on_scene", 15 * 60, M.ON_SCENE, (A.ALERT_SUPERVISOR, A.NOTIFY_FAMILY)),
+    # Help is late: the family is texted, and rung until one of them confirms.
+    Step(
+        "not_on_scene",
+        15 * 60,
+        M.ON_SCENE,
+        (A.ALERT_SUPERVISOR, A.NOTIFY_FAMILY, A.RING_FAMILY),
+    ),
     Step("emergency_services", 30 * 60, M.ON_SCENE, (A.EMERGENCY_SERVICES,)),
 )
 

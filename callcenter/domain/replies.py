@@ -27,6 +27,7 @@ from callcenter.domain.calls import (
     VoicePurpose,
 )
 from callcenter.domain.messages import Because, Message, MessageKind, Reason
+from callcenter.domain.policy import Milestone
 
 
 class Answer(enum.StrEnum):
@@ -39,6 +40,7 @@ class Answer(enum.StrEnum):
     RESOLVED = "resolved"
     STOP = "stop"  # opt out of texts (Twilio blocks further sends by itself)
     START = "start"  # opt back in
+    HEARD = "heard"  # a family contact's key on a ring about a late call: they heard it
 
 
 # The carer's report for each answer that is one.
@@ -62,12 +64,19 @@ CONFIRMATIONS: dict[Answer, MessageKind] = {
 # text's codes, so a call moves the same way whichever the carer used.
 KEYS: dict[VoicePurpose, dict[str, Answer]] = {
     VoicePurpose.PAGE: {"1": Answer.ACCEPT, "2": Answer.DECLINE},
+    VoicePurpose.FAMILY: {"1": Answer.HEARD},
+}
+
+# What a ring says before hanging up when no key that means something was pressed twice.
+GOODBYES: dict[VoicePurpose, MessageKind] = {
+    VoicePurpose.FAMILY: MessageKind.VOICE_FAMILY_GOODBYE,
 }
 
 # The spoken confirmation of each answer a key gives, once the desk has taken it.
 SPOKEN_CONFIRMATIONS: dict[Answer, MessageKind] = {
     Answer.ACCEPT: MessageKind.VOICE_ACCEPTED,
     Answer.DECLINE: MessageKind.VOICE_DECLINED,
+    Answer.HEARD: MessageKind.VOICE_FAMILY_HEARD,
 }
 
 # What a carer may answer in each state of their part in a call (the carer page's buttons).
@@ -183,6 +192,11 @@ def key_answer(purpose: VoicePurpose, digits: str) -> Answer | None:
     return KEYS.get(purpose, {}).get(digits.strip())
 
 
+def goodbye(purpose: VoicePurpose) -> Message:
+    """What a ring rung for ``purpose`` says when no key that means something came."""
+    return Message(GOODBYES.get(purpose, MessageKind.VOICE_GOODBYE))
+
+
 def spoken_confirmation(answer: Answer, call: Call, household: str) -> Message:
     """What a carer hears once the desk took the answer their key gave."""
     return Message(SPOKEN_CONFIRMATIONS[answer], {"call_ref": str(call.id), "household": household})
@@ -198,6 +212,14 @@ def ring_no_longer_wanted(call: Call, carer_id: int) -> Message | None:
     if call.is_open and mine is not None and mine.active:
         return Message(MessageKind.VOICE_ALREADY_YOURS, facts)
     return Message(MessageKind.VOICE_NOT_NEEDED, facts)
+
+
+def family_no_longer_needed(call: Call, unless: Milestone) -> Message | None:
+    """What a family contact rung because help was late hears on picking up once the
+    call reached ``unless`` (a carer at the door) or closed meanwhile; None while late."""
+    if call.is_open and not call.reached(unless):
+        return None
+    return Message(MessageKind.VOICE_FAMILY_NOT_NEEDED, {"call_ref": str(call.id)})
 
 
 def confirmation(answer: Answer, call: Call, household: str, outcome: Outcome) -> Message:

@@ -268,6 +268,7 @@ class Desk:
             station_leads=registry.station_leads.get(household.home_station_id, ()),
             family=household.family,
             supervisors=registry.supervisors,
+            rings=self.rings,
         )
 
     async def _apply(

@@ -28,6 +28,7 @@ from callcenter.domain.calls import (
     CancelTimers,
     Decision,
     DeviceCommand,
+    FamilyRound,
     Outcome,
     PlaceCall,
     SendSms,
@@ -140,6 +141,7 @@ def to_domain(row: Any, assignments: Sequence[Any], codes: dict[int, str]) -> Ca
         reported_outcome=Outcome(row.reported_outcome) if row.reported_outcome else None,
         reported_by=row.reported_by,
         reported_at=row.reported_at,
+        family_round=FamilyRound.from_json(row.family_round) if row.family_round else None,
     )
 
 
@@ -200,6 +202,7 @@ def _call_values(call: Call, now: datetime) -> dict[str, Any]:
         "fired_steps": sorted(call.fired_steps),
         "alerts": sorted(call.alerts),
         "updated_at": now,
+        "family_round": call.family_round.to_json() if call.family_round else None,
     }
 
 

@@ -462,6 +462,9 @@ class Call(Base):
     offer_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     offer_to_all: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     offer_tried: Mapped[list[str] | None] = mapped_column(JSON)
+    # The family rung in their order until one pressed 1 (domain FamilyRound; 0016):
+    # {"step", "ringing" (the contact rung now or last), "heard_by"}; null: never rung.
+    family_round: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class OperatorDuty(Base):

@@ -29,12 +29,23 @@ from callcenter import logs
 from callcenter.domain.calls import (
     CallError,
     Command,
+    FamilyHeard,
+    FamilyRingOver,
     RingNoted,
     RingUnanswered,
     VoicePurpose,
 )
 from callcenter.domain.messages import Message, MessageKind, render
-from callcenter.domain.replies import Answer, key_answer, ring_no_longer_wanted, spoken_confirmation
+from callcenter.domain.policy import Milestone
+from callcenter.domain.replies import (
+    SPOKEN_CONFIRMATIONS,
+    Answer,
+    family_no_longer_needed,
+    goodbye,
+    key_answer,
+    ring_no_longer_wanted,
+    spoken_confirmation,
+)
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError, Desk
 from callcenter.engine.district import household_of
@@ -179,7 +190,7 @@ async def voice_answer(request: web.Request) -> web.Response:
         log.info(
             "voice call %s (outbox %d) to %s picked up", form["CallSid"], row.id, row.recipient
         )
-        stale = await _no_longer_wanted(request, row)
+        stale = await _no_longer_wanted(request, row, script)
     if stale is not None:
         # Accepted by text while the phone rang, released, or the call closed: said so,
         # and no key is asked for.
@@ -187,16 +198,23 @@ async def voice_answer(request: web.Request) -> web.Response:
     return _twiml(_prompt(request, row, script, 1))
 
 
-async def _no_longer_wanted(request: web.Request, row: Any) -> Message | None:
+async def _no_longer_wanted(request: web.Request, row: Any, script: VoiceScript) -> Message | None:
     """What a carer rung about their page hears instead once it no longer waits for
-    them (replies.ring_no_longer_wanted); None while it does, or for another ring."""
-    carer_id = paged_carer(row.guard or {})
-    if carer_id is None or row.call_id is None:
+    them (replies.ring_no_longer_wanted), or a family contact once help has arrived
+    (replies.family_no_longer_needed); None while it does, or for another ring."""
+    guard = row.guard or {}
+    carer_id = paged_carer(guard)
+    family = script.purpose is VoicePurpose.FAMILY and "unless" in guard
+    if (carer_id is None and not family) or row.call_id is None:
         return None
     registry = await request.app[DESK].district.registry()
     async with AsyncSession(request.app[DATABASE]) as session:
         call = await repository.load(session, row.call_id, registry.carer_codes, lock=False)
-    return None if call is None else ring_no_longer_wanted(call, carer_id)
+    if call is None:
+        return None
+    if carer_id is None:
+        return family_no_longer_needed(call, Milestone(guard["unless"]))
+    return ring_no_longer_wanted(call, carer_id)
 
 
 @routes.post(GATHER_PATH)
@@ -215,13 +233,19 @@ async def voice_gather(request: web.Request) -> web.Response:
             noted = RingNoted(row.recipient, script.purpose, "key", key=digits)
             await _tell_desk(request.app[DESK], row.call_id, noted, f"outbox {row.id}")
         answer = key_answer(script.purpose, digits)
+        if answer is Answer.HEARD and row.call_id is not None:
+            # A family contact heard it: nobody else of the family is rung.
+            heard = FamilyHeard(row.recipient)
+            await _tell_desk(request.app[DESK], row.call_id, heard, f"outbox {row.id}")
+            thanks = render(Message(SPOKEN_CONFIRMATIONS[answer]), script.language)
+            return _said_then_hang_up(request, thanks, script.language)
         carer_id = paged_carer(row.guard or {})
         if answer is None or carer_id is None or row.call_id is None:
             saying = _saying(request)
             if saying < SAYINGS:
                 return _twiml(_prompt(request, row, script, saying + 1))
-            goodbye = render(Message(MessageKind.VOICE_GOODBYE), script.language)
-            return _said_then_hang_up(request, goodbye, script.language)
+            bye = render(goodbye(script.purpose), script.language)
+            return _said_then_hang_up(request, bye, script.language)
         said = await _apply_key(request, row.call_id, carer_id, answer, script)
     return _said_then_hang_up(request, said, script.language)
 
@@ -326,6 +350,9 @@ async def voice_status(request: web.Request) -> web.Response:
         carer_id = paged_carer(row.guard or {})
         if status in NOT_PICKED_UP and carer_id is not None and script.purpose is VoicePurpose.PAGE:
             await _tell_desk(desk, row.call_id, RingUnanswered(carer_id, status), about)
+        if status in FINAL and script.purpose is VoicePurpose.FAMILY:
+            # Over without their 1 (it would have been recorded first): the next contact.
+            await _tell_desk(desk, row.call_id, FamilyRingOver(row.recipient, status), about)
     return web.Response()
 
 

@@ -68,6 +68,10 @@ export function actionText(entry) {
   if (action === "ring") key = `history.ring.${detail.status}`;
   if (action === "no_answer" && detail.ring) key = "history.no_answer.ring";
   if (action === "inbound") key = `history.inbound.${detail.step}`;
+  // A ring_family step that found the family rung already names no contact.
+  if (action === "ring_family" && !detail.to) {
+    key = detail.heard_by ? "history.ring_family.heard" : "history.ring_family.ringing";
+  }
   let text = tOr(key, tOr(`history.${action}`, action));
   text = text.replace(/\{(\w+)\}/g, (_, name) => (params[name] === undefined ? "" : String(params[name])));
   // Words a person typed (a stand-down's why, a closing note) follow as typed; the

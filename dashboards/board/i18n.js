@@ -447,6 +447,15 @@ const STRINGS = {
     "history.inbound.nobody": "无人接听来电，来电人已听到留言",
     "history.inbound.ended": "来电通话结束（{duration}）",
     "detail.no_household": "未登记的号码来电，不属于任何住户",
+    // The family rung when help is late (docs/voice.md, ring_family).
+    "history.ring_family": "致电家属 {name}：{because}",
+    "history.ring_family.ringing": "家属电话仍在进行中，未重复致电",
+    "history.ring_family.heard": "家属已确认收到，不再致电",
+    "history.family_heard": "家属 {name} 按1确认收到",
+    "history.family_unconfirmed": "家属电话已依次打完：{because}",
+    "because.family_unconfirmed": "已致电家属（{contacts}位），无人按1确认收到",
+    "because.voice_off": "{action}：电话呼叫已关闭",
+    "step.ring_family": "致电家属",
   },
   en: {
     "app.title": "Call board",
@@ -888,6 +897,15 @@ const STRINGS = {
     "history.inbound.nobody": "Nobody picked up; the caller heard the recorded message",
     "history.inbound.ended": "The call in ended ({duration})",
     "detail.no_household": "A number nobody registered rang: this call belongs to no household",
+    // The family rung when help is late (docs/voice.md, ring_family).
+    "history.ring_family": "Rang family contact {name}: {because}",
+    "history.ring_family.ringing": "The family is being rung already; not rung again",
+    "history.ring_family.heard": "The family confirmed already; not rung again",
+    "history.family_heard": "Family contact {name} pressed 1: heard it",
+    "history.family_unconfirmed": "Every family contact rung: {because}",
+    "because.family_unconfirmed": "the family was rung ({contacts} contacts) and nobody confirmed hearing it",
+    "because.voice_off": "{action}: phone calls are off",
+    "step.ring_family": "Ring the family",
   },
 };
 

@@ -56,6 +56,8 @@ class Situation:
     station_leads: tuple[Person, ...] = ()
     family: tuple[Person, ...] = ()
     supervisors: tuple[Person, ...] = ()
+    # Whether the phone calls a decision asks for are placed ([voice] enabled).
+    rings: bool = True
 
 
 class CarerReport(enum.StrEnum):
@@ -227,6 +229,23 @@ class InboundNoted:
 
 
 @dataclass(frozen=True)
+class FamilyHeard:
+    """A family contact rung about the call (``to``: their label, "family:7:1") pressed 1:
+    they heard it, and no one else of the family is rung."""
+
+    to: str
+
+
+@dataclass(frozen=True)
+class FamilyRingOver:
+    """A ring to a family contact ended (``status``: Twilio's final status, "completed"
+    after a pick-up); without their confirmation the next contact is rung."""
+
+    to: str
+    status: str
+
+
+@dataclass(frozen=True)
 class StepDue:
     """An escalation timer fell due; ``carer_id`` for steps counted from a dispatch."""
 
@@ -253,6 +272,8 @@ Command = (
     | RingUnanswered
     | RingNoted
     | InboundNoted
+    | FamilyHeard
+    | FamilyRingOver
 )
 
 

@@ -16,6 +16,8 @@ from callcenter.domain.calls.commands import (
     ArmTimer,
     CancelTimers,
     Effect,
+    FamilyHeard,
+    FamilyRingOver,
     IllegalTransitionError,
     Person,
     PlaceCall,
@@ -36,7 +38,15 @@ from callcenter.domain.calls.decisions import (
     _then,
     _with_assignment,
 )
-from callcenter.domain.calls.model import SYSTEM, Actor, Assignment, AssignmentState, Call
+from callcenter.domain.calls.model import (
+    _ACCEPTED_OR_LATER,
+    SYSTEM,
+    Actor,
+    Assignment,
+    AssignmentState,
+    Call,
+    FamilyRound,
+)
 from callcenter.domain.dispatch import Candidate
 from callcenter.domain.messages import Because, MessageKind, Reason, Trip
 from callcenter.domain.policy import Action, CountedFrom, Milestone, Step
@@ -361,6 +371,11 @@ def _run_actions(
                 decision = _then(decision, _auto_dispatch(current, situation, SYSTEM))
             reached = True
             continue
+        if action is Action.RING_FAMILY:
+            ringing, rang = _ring_family(current, step, situation, because)
+            decision = _then(decision, ringing)
+            reached = reached or rang
+            continue
         if action is Action.EMERGENCY_SERVICES:
             # Whoever else is told, every board sounds: someone must ring 120 now.
             alarm = AlertDesk(step.name, f"{why}: ring emergency services (120) now")
@@ -394,6 +409,120 @@ def _run_actions(
         nobody = Because(Reason.REACHED_NOBODY, {"step": step.name})
         decision = _then(decision, _next_step(decision.call, situation, nobody))
     return decision
+
+
+def _family_to_ring(situation: Situation, after: str | None = None) -> list[Person]:
+    """The family contacts with a number, in their order; ``after`` a contact's label,
+    only those after them."""
+    start = -1 if after is None else _position(after)
+    return [p for p in situation.family if p.phone and _position(p.label) > start]
+
+
+def _position(label: str) -> int:
+    """A family contact's place in the household's order ("family:7:2": 2)."""
+    try:
+        return int(label.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+def _ring_family(
+    call: Call, step: Step, situation: Situation, because: Because
+) -> tuple[Decision, bool]:
+    """Begin ringing the family in their order (``ring_family``), and whether it reached
+    someone: a contact rung, or a round already ringing or confirmed on this call (not
+    begun again: the family is told once, by whoever pressed 1)."""
+    now = call.family_round
+    if now is not None and (not now.over or now.heard_by is not None):
+        entry = _entry(
+            call,
+            call,
+            situation,
+            SYSTEM,
+            "ring_family",
+            step=step.name,
+            **({"heard_by": now.heard_by} if now.heard_by else {"ringing": now.ringing}),
+        )
+        return Decision(call, (entry,)), True
+    contacts = _family_to_ring(situation)
+    if not contacts or not situation.rings:
+        reason = Reason.NO_CONTACT if not contacts else Reason.VOICE_OFF
+        missing = Because(reason, {"action": Action.RING_FAMILY.value})
+        return Decision(call, (_nobody(call, situation, missing),)), False
+    return _ring_contact(call, step, contacts[0], situation, because), True
+
+
+def _ring_contact(
+    call: Call, step: Step, person: Person, situation: Situation, because: Because
+) -> Decision:
+    """Ring one family contact: what happened, how far help has got, and 1 to confirm."""
+    helping = any(a.active and a.state in _ACCEPTED_OR_LATER for a in call.assignments)
+    message = _message(
+        MessageKind.VOICE_FAMILY, call, situation, help="on_the_way" if helping else "late"
+    )
+    after = replace(call, family_round=FamilyRound(step.name, person.label))
+    entry = _entry(
+        call,
+        after,
+        situation,
+        SYSTEM,
+        "ring_family",
+        to=person.label,
+        name=person.name,
+        step=step.name,
+        because=because.as_detail(),
+    )
+    ring = PlaceCall(person, VoicePurpose.FAMILY, message, unless=step.unless)
+    return Decision(after, (entry,), (ring,))
+
+
+def _family_heard(call: Call, command: FamilyHeard, situation: Situation) -> Decision:
+    """A family contact pressed 1: written once, and nobody else of the family is rung."""
+    now = call.family_round
+    if now is None or now.heard_by is not None:
+        return Decision(call)
+    after = replace(call, family_round=replace(now, heard_by=command.to))
+    person = next((p for p in situation.family if p.label == command.to), None)
+    detail = {"to": command.to, **({"name": person.name} if person else {})}
+    entry = _entry(call, after, situation, SYSTEM, "family_heard", step=now.step, **detail)
+    return Decision(after, (entry,))
+
+
+def _family_ring_over(call: Call, command: FamilyRingOver, situation: Situation) -> Decision:
+    """The ring to the contact rung now ended without their 1: the next contact is rung;
+    after the last, the history says nobody confirmed and the supervisors are told (as
+    for a text that did not arrive: whom it was for does not know). The step is not run
+    again nor handed over: it reached the people it rang."""
+    now = call.family_round
+    if now is None or now.over or now.ringing != command.to:
+        return Decision(call)
+    try:
+        step = call.policy.step(now.step)
+    except KeyError:
+        return Decision(call)
+    if not call.is_open or call.reached(step.unless):
+        return Decision(replace(call, family_round=replace(now, ringing=None)))
+    because = _why(step, call, situation)
+    following = _family_to_ring(situation, after=command.to)
+    if following and situation.rings:
+        return _ring_contact(call, step, following[0], situation, because)
+    after = replace(call, family_round=replace(now, ringing=None))
+    rung = len(_family_to_ring(situation))
+    why = Because(Reason.FAMILY_UNCONFIRMED, {"contacts": str(rung)})
+    entry = _entry(
+        call,
+        after,
+        situation,
+        SYSTEM,
+        "family_unconfirmed",
+        step=step.name,
+        last=command.to,
+        why=why.text("en"),
+        because=why.as_detail(),
+    )
+    message = replace(_message(MessageKind.SUPERVISOR, call, situation), because=why)
+    texts = tuple(SendSms(p, message, unless=step.unless) for p in situation.supervisors)
+    return Decision(after, (entry,), texts)
 
 
 def _nobody(call: Call, situation: Situation, why: Because, **detail: Any) -> HistoryEntry:

@@ -29,6 +29,8 @@ from callcenter.domain.calls.commands import (
     DeviceNote,
     Dispatch,
     Effect,
+    FamilyHeard,
+    FamilyRingOver,
     IllegalTransitionError,
     InboundNoted,
     InboundStep,
@@ -59,6 +61,8 @@ from callcenter.domain.calls.decisions import (
 )
 from callcenter.domain.calls.escalation import (
     _auto_dispatch,
+    _family_heard,
+    _family_ring_over,
     _nobody_picked_up,
     _page,
     _release,
@@ -140,6 +144,11 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _ring_noted(call, command, situation)
     if isinstance(command, InboundNoted):
         return _inbound_noted(call, command, situation)
+    # A family's ringing is followed to its end, also once the call has closed.
+    if isinstance(command, FamilyHeard):
+        return _family_heard(call, command, situation)
+    if isinstance(command, FamilyRingOver):
+        return _family_ring_over(call, command, situation)
     if not call.is_open:
         if isinstance(command, StepDue):
             return Decision(call)  # a closed call has nothing left to escalate

@@ -163,6 +163,29 @@ class Assignment:
 
 
 @dataclass(frozen=True)
+class FamilyRound:
+    """The family contacts rung in their order about a call (the ``ring_family`` action)
+    until one presses 1: the step that began it, the contact rung now or last (their
+    label, "family:7:2"), and who confirmed. Over once someone confirmed, or (``ringing``
+    None) every contact was tried without a confirmation."""
+
+    step: str
+    ringing: str | None
+    heard_by: str | None = None
+
+    @property
+    def over(self) -> bool:
+        return self.heard_by is not None or self.ringing is None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"step": self.step, "ringing": self.ringing, "heard_by": self.heard_by}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str | None]) -> FamilyRound:
+        return cls(str(data["step"]), data.get("ringing"), data.get("heard_by"))
+
+
+@dataclass(frozen=True)
 class Call:
     """One call, from the first press to its closure."""
 
@@ -189,6 +212,8 @@ class Call:
     reported_outcome: Outcome | None = None
     reported_by: str | None = None
     reported_at: datetime | None = None
+    # The household's family contacts rung one after another (ring_family), if they were.
+    family_round: FamilyRound | None = None
 
     @property
     def state(self) -> CallState:

@@ -13,10 +13,19 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from callcenter.domain.calls import CallError, RingUnanswered, TextFailed, Unreachable
+from callcenter.domain.calls import (
+    CallError,
+    FamilyRingOver,
+    RingUnanswered,
+    TextFailed,
+    Unreachable,
+)
 from callcenter.engine.desk import CallNotFoundError, Desk
 
 log = logging.getLogger("callcenter.outbox")
+
+# Labels of family contacts start with this ("family:7:1", engine/district.py).
+FAMILY_RECIPIENT = "family:"
 
 
 def paged_carer(guard: Mapping[str, Any]) -> int | None:
@@ -27,12 +36,15 @@ def paged_carer(guard: Mapping[str, Any]) -> int | None:
 
 def consequence(
     carer_id: int | None, recipient: str, address: str, why: str, *, rings: bool = False
-) -> Unreachable | RingUnanswered | TextFailed:
+) -> Unreachable | RingUnanswered | FamilyRingOver | TextFailed:
     """The command a message that will not arrive comes to: a page's carer is
-    unreachable, or (``rings``: a phone call about it) did not pick up; any other
-    message failed, as written on its call."""
+    unreachable, or (``rings``: a phone call about it) did not pick up; a family contact
+    rung in their turn did not pick up, so the next one is rung; any other message
+    failed, as written on its call."""
     if carer_id is not None and rings:
         return RingUnanswered(carer_id, "failed")
+    if rings and recipient.startswith(FAMILY_RECIPIENT):
+        return FamilyRingOver(recipient, "failed")
     if carer_id is not None:
         return Unreachable(carer_id, why)
     return TextFailed(recipient, address, why)
