@@ -242,6 +242,10 @@ class Alarms:
 # --- what the rings measured --------------------------------------------------------
 
 
+# Whom a ring was for: the alarm call and the carer (ids).
+Owner = tuple[int | None, int | None]
+
+
 @dataclass(frozen=True)
 class RingRun:
     """The rings of one phase, read back once it is over."""
@@ -264,7 +268,7 @@ async def fired_ring_steps(server: Running, call_ids: set[int]) -> list[m.Timer]
         return [m.Timer(**row._mapping) for row in rows]
 
 
-async def placed_rings(server: Running, fake: FakeTwilio) -> dict[tuple[int, int], list[FakeCall]]:
+async def placed_rings(server: Running, fake: FakeTwilio) -> dict[Owner, list[FakeCall]]:
     """The calls the fake placed for voice outbox rows, by (alarm call, carer)."""
     async with server.engine.connect() as connection:
         rows = (
@@ -275,7 +279,7 @@ async def placed_rings(server: Running, fake: FakeTwilio) -> dict[tuple[int, int
             )
         ).all()
     owners = {row.id: (row.call_id, row.guard.get("carer_id")) for row in rows}
-    placed: dict[tuple[int, int], list[FakeCall]] = defaultdict(list)
+    placed: dict[Owner, list[FakeCall]] = defaultdict(list)
     for call in fake.voice_calls():
         if call.direction == "outbound-api" and "/voice/answer/" in call.url:
             placed[owners[outbox_id(call)]].append(call)
@@ -287,7 +291,7 @@ async def read_rings(server: Running, fake: FakeTwilio, call_ids: set[int]) -> R
     carer (the policy has one such step, so (call, carer) names the step)."""
     steps = await fired_ring_steps(server, call_ids)
     placed = await placed_rings(server, fake)
-    per_step = Counter((timer.call_id, timer.carer_id) for timer in steps)
+    per_step: Counter[Owner] = Counter((timer.call_id, timer.carer_id) for timer in steps)
     latencies: list[float] = []
     unrung = 0
     for timer in steps:
