@@ -35,6 +35,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import SystemClock
 from callcenter.config import Config
 from callcenter.domain.calls import Outcome, Resolve
+from callcenter.engine.accounts import add_operator, issue_token
 from callcenter.engine.repository import VOICE
 from callcenter.fake_twilio import FakeCall, FakeTwilio
 from callcenter.notify.sms import TwilioApi
@@ -96,12 +98,29 @@ class Plan:
     lanes: int  # alarms under way at once in the paced phase
     burst: int  # at most; fewer when fewer carers are free
     raw_samples: int
+    inbound_calls: int
+    inbound_interval_s: float
+    desk_phones: int = 5
 
     @classmethod
     def for_run(cls, *, quick: bool) -> Plan:
         if quick:
-            return cls(paced_alarms=40, lanes=4, burst=25, raw_samples=50)
-        return cls(paced_alarms=200, lanes=6, burst=40, raw_samples=200)
+            return cls(
+                paced_alarms=40,
+                lanes=4,
+                burst=25,
+                raw_samples=50,
+                inbound_calls=30,
+                inbound_interval_s=0.05,
+            )
+        return cls(
+            paced_alarms=200,
+            lanes=6,
+            burst=40,
+            raw_samples=200,
+            inbound_calls=150,
+            inbound_interval_s=0.1,
+        )
 
 
 def server_config(broker: EmbeddedBroker, database_url: str, workdir: Path) -> Config:
@@ -308,6 +327,64 @@ async def read_rings(server: Running, fake: FakeTwilio, call_ids: set[int]) -> R
     return RingRun(latencies, len(steps), unrung, rung_twice)
 
 
+# --- inbound calls -----------------------------------------------------------------
+
+
+async def desk_on_duty(server: Running, count: int) -> list[str]:
+    """``count`` operators with phones, each put on duty through the API as signing in
+    to the board does; their phones."""
+    phones = [f"+8613900{n:06d}" for n in range(1, count + 1)]
+    now = server.clock.now()
+    async with aiohttp.ClientSession(base_url=server.web_url) as http:
+        for n, phone in enumerate(phones, 1):
+            username = f"bench.desk{n}"
+            await add_operator(server.engine, username, name=f"Desk {n}", now=now, phone=phone)
+            token = await issue_token(server.engine, username)
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"duty": "on_duty"}
+            async with http.post("/api/desk/duty", json=body, headers=headers) as reply:
+                assert reply.status == 200, await reply.text()
+    return phones
+
+
+async def household_callers(server: Running, count: int) -> list[str]:
+    """Numbers the register knows (a household's unit, landline or mobile)."""
+    async with server.engine.connect() as connection:
+        numbers = await connection.scalars(
+            select(m.HouseholdPhone.number).distinct().order_by(m.HouseholdPhone.number)
+        )
+        return list(numbers.all())[:count]
+
+
+async def all_ringing(fake: FakeTwilio, sid: str, phones: int) -> datetime:
+    """When the last of the desk's phones began to ring for the call ``sid``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RING_WAIT_S
+    while loop.time() < deadline:
+        legs = [c for c in fake.voice_calls() if c.parent_sid == sid and "ringing" in c.reached]
+        if len(legs) >= phones:
+            return max(leg.reached["ringing"] for leg in legs)
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"not every desk phone rang for {sid} within {RING_WAIT_S:.0f} s")
+
+
+async def inbound_rings(server: Running, fake: FakeTwilio, plan: Plan) -> list[float]:
+    """Households call the centre one after another; each call is timed from
+    ``ring_centre`` to the last desk phone ringing, then the caller hangs up."""
+    phones = await desk_on_duty(server, plan.desk_phones)
+    callers = await household_callers(server, plan.inbound_calls)
+    progress(f"inbound: {len(callers)} calls, each ringing {len(phones)} desk phones")
+    latencies = []
+    for caller in callers:
+        started = server.clock.now()
+        sid = await fake.ring_centre(caller)
+        latencies.append(milliseconds(await all_ringing(fake, sid, len(phones)), started))
+        with contextlib.suppress(ValueError):  # it ended meanwhile
+            await fake.hang_up(sid)
+        await asyncio.sleep(plan.inbound_interval_s)
+    return latencies
+
+
 # --- the raw limit ------------------------------------------------------------------
 
 
@@ -384,6 +461,11 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
     paced = await read_rings(server, fake, paced_calls)
     burst = await read_rings(server, fake, burst_calls)
     some_ring = next(c for c in fake.voice_calls() if c.direction == "outbound-api")
+    inbound: list[float] | None = None
+    if fake.voice_url:
+        inbound = await inbound_rings(server, fake, plan)
+    else:
+        progress("inbound: skipped, the server takes no calls to its number")
     progress(f"bare HTTP round trips to the fake: {plan.raw_samples} of each")
     raw = await bare_http(server, fake, some_ring.sid, plan.raw_samples)
     every = paced.deadline_to_ring_ms + burst.deadline_to_ring_ms
@@ -391,6 +473,11 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
         **figures("page_deadline_to_ring", every),
         **figures("paced_page_deadline_to_ring", paced.deadline_to_ring_ms),
         **figures("burst_page_deadline_to_ring", burst.deadline_to_ring_ms),
+        **(
+            figures("inbound_to_all_operators_ringing", inbound)
+            if inbound
+            else {f"inbound_to_all_operators_ringing_{q}_ms": None for q in ("p50", "p99", "max")}
+        ),
         **figures("bare_http", raw["bare_http"]),
         **figures("bare_aiohttp", raw["bare_aiohttp"]),
         "carers_rung_twice": paced.rung_twice + burst.rung_twice,
@@ -402,6 +489,8 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
         "burst_alarms": burst_size,
         "carers_free_at_start": len(free),
         "ring_after_s": RING_AFTER_S,
+        "inbound_calls": len(inbound or []),
+        "desk_phones": plan.desk_phones if inbound else 0,
     }
 
 
@@ -429,8 +518,13 @@ async def main() -> None:
     for line in errors[:5]:
         progress(f"server logged: {line}")
     p99s = {
-        "page_deadline_to_ring_p99": result["page_deadline_to_ring_p99_ms"],
-        "bare_http_p99": result["bare_http_p99_ms"],
+        name: result[f"{name}_ms"]
+        for name in (
+            "page_deadline_to_ring_p99",
+            "inbound_to_all_operators_ringing_p99",
+            "bare_http_p99",
+        )
+        if result[f"{name}_ms"] is not None
     }
     result |= {
         "server_errors_logged": len(errors),
