@@ -270,6 +270,12 @@ class RingRun:
     """The rings of one phase, read back once it is over."""
 
     deadline_to_ring_ms: list[float]
+    # Where that time went: the scheduler's claim of the step's timer, then the decision,
+    # its commit and the outbox's create request reaching the fake, then the fake's
+    # "initiated" status callback to the server, answered, until the phone rings.
+    due_to_fired_ms: list[float]
+    fired_to_placed_ms: list[float]
+    placed_to_ringing_ms: list[float]
     steps: int  # ring_carer timers that fired
     unrung_steps: int  # of which no phone rang
     rung_twice: int  # phone calls beyond one for a (call, carer, step)
@@ -312,6 +318,9 @@ async def read_rings(server: Running, fake: FakeTwilio, call_ids: set[int]) -> R
     placed = await placed_rings(server, fake)
     per_step: Counter[Owner] = Counter((timer.call_id, timer.carer_id) for timer in steps)
     latencies: list[float] = []
+    fired: list[float] = []
+    placing: list[float] = []
+    ringing: list[float] = []
     unrung = 0
     for timer in steps:
         rings = [
@@ -320,11 +329,16 @@ async def read_rings(server: Running, fake: FakeTwilio, call_ids: set[int]) -> R
         if not rings:
             unrung += 1
             continue
-        latencies.append(milliseconds(rings[0].reached["ringing"], timer.due_at))
+        ring = rings[0]
+        latencies.append(milliseconds(ring.reached["ringing"], timer.due_at))
+        assert timer.fired_at is not None
+        fired.append(milliseconds(timer.fired_at, timer.due_at))
+        placing.append(milliseconds(ring.date_created, timer.fired_at))
+        ringing.append(milliseconds(ring.reached["ringing"], ring.date_created))
     rung_twice = sum(
         max(0, len(calls) - per_step[key]) for key, calls in placed.items() if key[0] in call_ids
     )
-    return RingRun(latencies, len(steps), unrung, rung_twice)
+    return RingRun(latencies, fired, placing, ringing, len(steps), unrung, rung_twice)
 
 
 # --- inbound calls -----------------------------------------------------------------
@@ -473,6 +487,11 @@ async def measure(server: Running, broker: EmbeddedBroker, plan: Plan) -> dict[s
         **figures("page_deadline_to_ring", every),
         **figures("paced_page_deadline_to_ring", paced.deadline_to_ring_ms),
         **figures("burst_page_deadline_to_ring", burst.deadline_to_ring_ms),
+        **figures("ring_due_to_fired", paced.due_to_fired_ms + burst.due_to_fired_ms),
+        **figures("ring_fired_to_placed", paced.fired_to_placed_ms + burst.fired_to_placed_ms),
+        **figures(
+            "ring_placed_to_ringing", paced.placed_to_ringing_ms + burst.placed_to_ringing_ms
+        ),
         **(
             figures("inbound_to_all_operators_ringing", inbound)
             if inbound
