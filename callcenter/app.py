@@ -40,6 +40,7 @@ from callcenter.store.db import create_engine
 from callcenter.store.migrate import SchemaNotCurrentError, require_current_schema
 from callcenter.web import WebServer, WebStartError, serving_web
 from callcenter.web.sms_webhooks import INBOUND_PATH
+from callcenter.web.voice_inbound import INCOMING_PATH
 
 log = logging.getLogger("callcenter.app")
 
@@ -282,6 +283,8 @@ async def assembled_server(
         desk.link_base = config.sms.public_url or running.web_url
         if fake_twilio is not None:  # answers typed on the fake's page come to our webhook
             fake_twilio.inbound_url = texts.account.public_url.rstrip("/") + INBOUND_PATH
+            # Calls to the fake's number (fake.ring_centre) come to our voice URL.
+            fake_twilio.voice_url = texts.account.public_url.rstrip("/") + INCOMING_PATH
         yield running, loops
 
 

@@ -445,6 +445,17 @@ class VoiceConfig(_Section):
         ),
     )
 
+    inbound_ring_s: int = Field(
+        20,
+        ge=5,
+        le=60,
+        description=(
+            "seconds a call to the centre's number rings the operators on duty (then as "
+            "long the supervisors on duty) before the caller hears the recorded message "
+            "and the call escalates"
+        ),
+    )
+
     def speech_language(self, language: str) -> str:
         """The <Say language> for someone whose language is ``language``."""
         return self.speech_zh if language == "zh" else self.speech_en

@@ -16,6 +16,10 @@ class CallType(enum.StrEnum):
     LOW_BATTERY = "low_battery"
     # The device's clock is wrong: its alarms still count, but its times cannot be trusted.
     DEVICE_CLOCK = "device_clock"
+    # Someone rang the centre's number (docs/voice.md, "Inbound calls"): a person waits on
+    # the line, so it is as urgent as an alarm; from a number not in the register it
+    # belongs to no household.
+    VOICE = "voice"
 
 
 # 1 is the most urgent; the board sorts by this, then by presses, then by age.
@@ -26,6 +30,7 @@ PRIORITY: dict[CallType, int] = {
     CallType.DEVICE_OFFLINE: 3,
     CallType.LOW_BATTERY: 3,
     CallType.DEVICE_CLOCK: 3,
+    CallType.VOICE: 1,
 }
 
 # Calls a person raised; repeated presses of any of these attach to one open call.

@@ -43,6 +43,10 @@ class MessageKind(enum.StrEnum):
     VOICE_GOODBYE = "voice_goodbye"  # still nothing after the repeat
     VOICE_ALREADY_YOURS = "voice_already_yours"  # picked up after accepting by text
     VOICE_NOT_NEEDED = "voice_not_needed"  # picked up after being released or the call closed
+    # Someone rang the centre's number (docs/voice.md, "Inbound calls").
+    INBOUND_WHISPER = "inbound_whisper"  # to the operator who picks up, before the bridge
+    INBOUND_TAKEN = "inbound_taken"  # to an operator who picked up after another took it
+    INBOUND_NOBODY = "inbound_nobody"  # to the caller: nobody at the desk picked up
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,12 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_NOT_NEEDED: (
             "Call {call_ref} no longer needs you; nothing to do. Thank you, goodbye."
         ),
+        MessageKind.INBOUND_WHISPER: "Call {call_ref}: {household} is calling the centre.",
+        MessageKind.INBOUND_TAKEN: "Call {call_ref} was picked up by {owner}. Goodbye.",
+        MessageKind.INBOUND_NOBODY: (
+            "This is the call centre. Nobody can take your call right now; the desk has "
+            "your call and will ring you back. In an emergency, call 120."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -265,6 +275,12 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_GOODBYE: "没有收到按键。请回复短信或致电值班台。再见。",
         MessageKind.VOICE_ALREADY_YOURS: "您已接单呼叫{call_ref}。谢谢，再见。",
         MessageKind.VOICE_NOT_NEEDED: "呼叫{call_ref}已无需您前往。谢谢，再见。",
+        MessageKind.INBOUND_WHISPER: "呼叫{call_ref}：{household}来电。",
+        MessageKind.INBOUND_TAKEN: "呼叫{call_ref}已由{owner}接听。再见。",
+        MessageKind.INBOUND_NOBODY: (
+            "这里是呼叫中心。值班员暂时无法接听，我们已收到您的来电，会尽快回电。"
+            "如有紧急情况，请拨打120。"
+        ),
     },
 }
 
@@ -276,6 +292,7 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
         "device_offline": "device offline",
         "low_battery": "low battery",
         "device_clock": "device clock wrong",
+        "voice": "phone call in",
     },
     "zh": {
         "emergency": "紧急呼叫",
@@ -284,6 +301,7 @@ CALL_TYPE_NAMES: dict[str, dict[str, str]] = {
         "device_offline": "设备离线",
         "low_battery": "电量低",
         "device_clock": "设备时钟错误",
+        "voice": "来电",
     },
 }
 

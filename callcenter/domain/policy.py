@@ -199,6 +199,16 @@ DEFAULT_POLICIES: dict[CallType, Policy] = {
             Step("still_open", 24 * 3600, M.CLOSED, (A.NOTIFY_STATION_LEAD,)),
         ),
     ),
+    # Someone rang the centre's number (docs/voice.md, "Inbound calls"): the operators
+    # on duty were rung at once; nobody owning the call escalates as an unanswered alarm
+    # does. A ring nobody picked up (operators, then supervisors) runs these steps at once.
+    CallType.VOICE: Policy(
+        auto_dispatch=False,
+        steps=(
+            Step("unacknowledged", 60, M.ACKNOWLEDGED, (A.ALERT_OPERATORS, A.ALERT_SUPERVISOR)),
+            Step("still_open", 60 * 60, M.CLOSED, (A.ALERT_SUPERVISOR,)),
+        ),
+    ),
 }
 
 

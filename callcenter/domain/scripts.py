@@ -316,6 +316,39 @@ SCRIPTS: dict[CallType, Script] = {
             ),
         ),
     ),
+    # Someone rang the centre's number: the operator is on the line with them already.
+    CallType.VOICE: Script(
+        CallType.VOICE,
+        usual=(),
+        questions=(
+            Question(
+                "caller_noted",
+                Text(
+                    "是否已记下来电人是谁、为何来电（住户、家属、邻居）？",
+                    "Have you noted who is calling and why (resident, family, neighbour)?",
+                ),
+                kind=Kind.CHECK,
+            ),
+            Question(
+                "urgent_health",
+                Text(
+                    "是否有紧急的身体问题（胸痛、呼吸困难、大量出血）？",
+                    "Is there an urgent health problem (chest pain, breathing, heavy bleeding)?",
+                ),
+                raises={_YES: _A.CALL_120},
+            ),
+            Question(
+                "has_fallen",
+                Text("是否有人摔倒或站不起来？", "Has someone fallen, or can they not stand up?"),
+                raises={_YES: _A.SEND_TWO_CARERS},
+            ),
+            Question(
+                "needs_visit",
+                Text("是否需要护理员上门？", "Does someone need a carer at the door?"),
+                raises={_YES: _A.SEND_CARER},
+            ),
+        ),
+    ),
 }
 
 

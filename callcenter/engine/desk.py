@@ -35,6 +35,8 @@ from callcenter.domain.calls import (
     Decision,
     Dispatch,
     DispatchResult,
+    InboundNoted,
+    InboundStep,
     Report,
     RingUnanswered,
     Situation,
@@ -47,6 +49,7 @@ from callcenter.domain.calls import (
 )
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
 from callcenter.domain.events import Ignore, OpenNew, route
+from callcenter.domain.inbound import call_to_attach
 from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import District, HouseholdInfo, Registry
@@ -510,7 +513,9 @@ class Desk:
             open_calls = await repository.open_calls(session, event.household_id)
             where = route(event.kind, event.device, event.data, open_calls)
             if isinstance(where, OpenNew):
-                return await self._open(session, event, where.call_type, household, registry, now)
+                return await self._open(
+                    session, where.call_type, household, registry, now, event.device, event.id
+                )
             if isinstance(where, Ignore):
                 log.log(
                     logging.WARNING if where.warn else logging.INFO,
@@ -526,24 +531,56 @@ class Desk:
     async def _open(
         self,
         session: AsyncSession,
-        event: LoggedEvent,
         call_type: CallType,
         household: HouseholdInfo,
         registry: Registry,
         now: datetime,
+        device: str,
+        event_id: int | None,
     ) -> int:
+        """Open a call of ``call_type`` at ``household``, raised by ``device`` (a device's
+        serial, or ``phone:<number>`` for a call to the centre's number, which no logged
+        event raised)."""
         policy = self._policies.for_type(call_type)
         free = await self.district.free_carers(session, now) if policy.auto_dispatch else []
         situation = self._situation(None, household, registry, free, now, policy.skills)
         # The row comes first so the call has its id; the decision then fills it in.
-        placeholder = open_call(0, household.id, call_type, policy, event.device, situation).call
-        call_id = await repository.insert_call(session, placeholder, now, event.id)
+        placeholder = open_call(0, household.id, call_type, policy, device, situation).call
+        call_id = await repository.insert_call(session, placeholder, now, event_id)
         with logs.bound(call_id=call_id):
-            decision = open_call(call_id, household.id, call_type, policy, event.device, situation)
+            decision = open_call(call_id, household.id, call_type, policy, device, situation)
             if self.offers is not None:
                 decision = await self.offers.follow(session, None, decision, situation)
             await self._save(session, None, decision, household, now)
         return call_id
+
+    # --- calls to the centre's number ------------------------------------------------
+
+    async def inbound(self, household_id: int, caller: str, call_sid: str) -> int:
+        """``caller`` (of household ``household_id``) rings the centre's number: the ring
+        is noted on the household's most urgent open call, or a ``voice`` call opens
+        (domain/inbound.py); the call's id."""
+
+        async def work(session: AsyncSession) -> int:
+            now = self._clock.now()
+            registry = await self.district.registry()
+            household = registry.households.get(household_id)
+            if household is None:
+                self.district.invalidate()
+                registry = await self.district.registry()
+                household = registry.households[household_id]
+            with logs.bound(household=household.code):
+                target = call_to_attach(await repository.open_calls(session, household_id))
+                if target is None:
+                    device = f"phone:{caller}"
+                    target = await self._open(
+                        session, CallType.VOICE, household, registry, now, device, None
+                    )
+                called = InboundNoted(InboundStep.CALLED, caller, call_sid)
+                await self._apply(session, target, lambda *_: called, may_dispatch=False)
+            return target
+
+        return await self.perform(work)
 
     # --- timers ----------------------------------------------------------------------
 

@@ -201,6 +201,31 @@ class RingNoted:
     key: str = ""
 
 
+class InboundStep(enum.StrEnum):
+    """How a call to the centre's number went (docs/voice.md, "Inbound calls")."""
+
+    CALLED = "called"  # someone rang in about this call (it opened, or was open)
+    OPERATORS_RUNG = "operators_rung"  # the operators on duty with a phone, at once
+    ANSWERED = "answered"  # picked up by ``by`` (the first to answer owns the call)
+    SUPERVISORS_RUNG = "supervisors_rung"  # no operator picked up in time
+    NOBODY = "nobody"  # nobody picked up: the recorded message, and the call escalates
+    ENDED = "ended"  # the caller's line ended (``status``, ``duration_s``)
+
+
+@dataclass(frozen=True)
+class InboundNoted:
+    """A step of a call to the centre's number, kept in the call's history; ``NOBODY``
+    also escalates the call at once, as its unanswered steps would."""
+
+    step: InboundStep
+    caller: str  # the caller's number
+    call_sid: str
+    rung: tuple[str, ...] = ()  # labels of those rung, e.g. "operator:li.na"
+    by: str = ""  # who picked up
+    status: str = ""
+    duration_s: int | None = None
+
+
 @dataclass(frozen=True)
 class StepDue:
     """An escalation timer fell due; ``carer_id`` for steps counted from a dispatch."""
@@ -227,6 +252,7 @@ Command = (
     | TextFailed
     | RingUnanswered
     | RingNoted
+    | InboundNoted
 )
 
 

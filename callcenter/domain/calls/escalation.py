@@ -434,6 +434,23 @@ def _next_step(call: Call, situation: Situation, because: Because) -> Decision:
     return Decision(replace(call, alerts=call.alerts | {NOBODY_TO_SEND}))
 
 
+def _nobody_picked_up(call: Call, situation: Situation) -> Decision:
+    """Nobody at the desk picked up a call to the centre's number: the steps that wait
+    for an operator to own the call run now, as on an alarm nobody took."""
+    due = [
+        s
+        for s in call.policy.steps
+        if s.counted_from is CountedFrom.OPENED
+        and s.unless is Milestone.ACKNOWLEDGED
+        and s.name not in call.fired_steps
+        and not call.reached(s.unless)
+    ]
+    decision = Decision(call)
+    for step in sorted(due, key=lambda s: s.after_s):
+        decision = _then(decision, _escalate(decision.call, step, situation))
+    return decision
+
+
 def _why(step: Step, call: Call, situation: Situation) -> Because:
     """Why a step counted from the call's opening runs on time: the milestone it waited
     for, how long the call has waited, and for acceptance the carers paged in vain."""

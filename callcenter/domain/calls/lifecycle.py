@@ -30,6 +30,8 @@ from callcenter.domain.calls.commands import (
     Dispatch,
     Effect,
     IllegalTransitionError,
+    InboundNoted,
+    InboundStep,
     NotOwnerError,
     NotPossibleError,
     Press,
@@ -57,6 +59,7 @@ from callcenter.domain.calls.decisions import (
 )
 from callcenter.domain.calls.escalation import (
     _auto_dispatch,
+    _nobody_picked_up,
     _page,
     _release,
     _ring_unanswered,
@@ -135,6 +138,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _text_failed(call, command, situation)
     if isinstance(command, RingNoted):
         return _ring_noted(call, command, situation)
+    if isinstance(command, InboundNoted):
+        return _inbound_noted(call, command, situation)
     if not call.is_open:
         if isinstance(command, StepDue):
             return Decision(call)  # a closed call has nothing left to escalate
@@ -208,6 +213,28 @@ def _ring_noted(call: Call, command: RingNoted, situation: Situation) -> Decisio
     if command.key:
         detail["key"] = command.key
     return Decision(call, (_entry(call, call, situation, SYSTEM, "ring", **detail),))
+
+
+def _inbound_noted(call: Call, command: InboundNoted, situation: Situation) -> Decision:
+    """A step of a call to the centre's number, kept on the call (also once it has
+    closed); nobody picking up escalates an open call at once."""
+    detail: dict[str, Any] = {
+        "step": command.step.value,
+        "from": command.caller,
+        "call_sid": command.call_sid,
+    }
+    if command.rung:
+        detail["rung"] = list(command.rung)
+    if command.by:
+        detail["by"] = command.by
+    if command.status:
+        detail["status"] = command.status
+    if command.duration_s is not None:
+        detail["duration_s"] = command.duration_s
+    decision = Decision(call, (_entry(call, call, situation, SYSTEM, "inbound", **detail),))
+    if command.step is InboundStep.NOBODY and call.is_open:
+        return _then(decision, _nobody_picked_up(call, situation))
+    return decision
 
 
 def _tell_supervisors(call: Call, situation: Situation, why: Because) -> tuple[SendSms, ...]:
