@@ -106,8 +106,8 @@ class Plan:
     def for_run(cls, *, quick: bool) -> Plan:
         if quick:
             return cls(
-                paced_alarms=40,
-                lanes=4,
+                paced_alarms=36,
+                lanes=6,
                 burst=25,
                 raw_samples=50,
                 inbound_calls=30,
