@@ -823,7 +823,8 @@ class VirtualWeek:
                 {
                     codes[c.household_id]
                     for c in rows
-                    if c.closed_at is None or c.closed_at >= began  # open during the storm
+                    if c.household_id is not None
+                    and (c.closed_at is None or c.closed_at >= began)  # open during the storm
                 }
                 & storm_homes
             )

@@ -245,3 +245,28 @@ async def test_a_forged_incoming_call_gets_403_and_changes_nothing(
         assert fake.voice_calls() == []
         signed = await voice_post(api, "/voice/incoming", fields)
         assert signed.status == 200 and "<Dial" in signed.body, signed
+
+
+async def test_a_call_of_no_household_sends_no_carer_and_shows_on_the_board(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that a call of no household is listed (household null) and its detail read,
+    that sending a carer to it is refused (there is no door), and that it can be closed."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        fake = fake_of(api.server)
+        await on_duty(api, "li.na")
+        await fake.ring_centre(STRANGER)
+        await legs_to(fake, PHONES["li.na"])
+        [call] = [c for c in (await api.get("/api/calls")).body["calls"] if c["household"] is None]
+        board = (await api.get("/api/board")).body
+        assert [c["id"] for c in board["calls"] if c["household"] is None] == [call["id"]]
+        detail = await api.call(call["id"])
+        assert detail["household"] is None and detail["call_type"] == "voice"
+        sent = await api.post(f"/api/calls/{call['id']}/dispatch", {})
+        assert sent.status == 422 and sent.body["error"] == "no_household", sent
+        candidates = await api.get(f"/api/calls/{call['id']}/candidates")
+        assert candidates.status == 409, candidates
+        closed = await api.post(
+            f"/api/calls/{call['id']}/resolve", {"outcome": "other", "reason": "wrong number"}
+        )
+        assert closed.status == 200 and closed.body["state"] == "resolved", closed

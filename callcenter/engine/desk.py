@@ -52,7 +52,7 @@ from callcenter.domain.events import Ignore, OpenNew, route
 from callcenter.domain.inbound import call_to_attach
 from callcenter.domain.policy import PolicyBook
 from callcenter.engine import repository
-from callcenter.engine.district import District, HouseholdInfo, Registry
+from callcenter.engine.district import UNLINKED, District, HouseholdInfo, Registry, household_of
 from callcenter.engine.feed import Feed, Update
 from callcenter.engine.offers import OFFER_STEP, Offers
 from callcenter.store import models as m
@@ -245,6 +245,7 @@ class Desk:
         ``free``: the carers free now, the ones dispatch may rank, by post
         (``District.free_carers``)."""
         on_call = {a.carer_id for a in call.assignments} if call else set()
+        station = registry.stations.get(household.home_station_id)
         return Situation(
             now=now,
             household_code=household.code,
@@ -253,14 +254,16 @@ class Desk:
             residents=household.residents,
             resident_notes=household.resident_notes,
             # Families ring the desk, or their station when the district has no desk line.
-            desk_phone=self._settings.desk_phone
-            or registry.stations[household.home_station_id].phone,
+            desk_phone=self._settings.desk_phone or (station.phone if station else ""),
+            # A call of no household has no door to send anyone to.
             candidates=Ranking.at_posts(
                 free,
                 household.destination(),
                 skills=skills,
                 circle_s=self._settings.service_circle_s,
-            ),
+            )
+            if household.id
+            else (),
             assigned=tuple(registry.carers[c].person() for c in on_call if c in registry.carers),
             station_leads=registry.station_leads.get(household.home_station_id, ()),
             family=household.family,
@@ -282,7 +285,7 @@ class Desk:
         call = await repository.load(session, call_id, registry.carer_codes, lock=True)
         if call is None:
             raise CallNotFoundError(call_id)
-        household = registry.households[call.household_id]
+        household = household_of(registry, call)
         with logs.bound(call_id=call_id, household=household.code):
             free = await self.district.free_carers(session, now) if may_dispatch else []
             situation = self._situation(call, household, registry, free, now, call.policy.skills)
@@ -545,10 +548,11 @@ class Desk:
         free = await self.district.free_carers(session, now) if policy.auto_dispatch else []
         situation = self._situation(None, household, registry, free, now, policy.skills)
         # The row comes first so the call has its id; the decision then fills it in.
-        placeholder = open_call(0, household.id, call_type, policy, device, situation).call
+        household_id = household.id or None  # UNLINKED: a call of no household
+        placeholder = open_call(0, household_id, call_type, policy, device, situation).call
         call_id = await repository.insert_call(session, placeholder, now, event_id)
         with logs.bound(call_id=call_id):
-            decision = open_call(call_id, household.id, call_type, policy, device, situation)
+            decision = open_call(call_id, household_id, call_type, policy, device, situation)
             if self.offers is not None:
                 decision = await self.offers.follow(session, None, decision, situation)
             await self._save(session, None, decision, household, now)
@@ -556,21 +560,25 @@ class Desk:
 
     # --- calls to the centre's number ------------------------------------------------
 
-    async def inbound(self, household_id: int, caller: str, call_sid: str) -> int:
+    async def inbound(self, household_id: int | None, caller: str, call_sid: str) -> int:
         """``caller`` (of household ``household_id``) rings the centre's number: the ring
         is noted on the household's most urgent open call, or a ``voice`` call opens
-        (domain/inbound.py); the call's id."""
+        (domain/inbound.py); the call's id. A caller of no household known
+        (``household_id`` None) opens a ``voice`` call of no household."""
 
         async def work(session: AsyncSession) -> int:
             now = self._clock.now()
             registry = await self.district.registry()
-            household = registry.households.get(household_id)
-            if household is None:
+            household = registry.households.get(household_id or 0, UNLINKED)
+            if household_id is not None and household is UNLINKED:
                 self.district.invalidate()
                 registry = await self.district.registry()
                 household = registry.households[household_id]
-            with logs.bound(household=household.code):
-                target = call_to_attach(await repository.open_calls(session, household_id))
+            with logs.bound(household=household.code or "-"):
+                open_calls = (
+                    await repository.open_calls(session, household_id) if household_id else []
+                )
+                target = call_to_attach(open_calls)
                 if target is None:
                     device = f"phone:{caller}"
                     target = await self._open(
@@ -664,7 +672,7 @@ class Desk:
         why = await offers.why_moving(session, offer, now)
         if why is None:
             return False
-        household = registry.households[call.household_id]
+        household = household_of(registry, call)
         with logs.bound(call_id=call_id, household=household.code):
             free = await self.district.free_carers(session, now)
             situation = self._situation(call, household, registry, free, now, call.policy.skills)
@@ -718,7 +726,7 @@ class Desk:
                     carer_state=snapshot.state.value,
                     on_call=snapshot.call_id,
                 )
-            household = registry.households[call.household_id]
+            household = household_of(registry, call)
             return Dispatch(
                 by,
                 assess(

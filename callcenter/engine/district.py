@@ -98,6 +98,29 @@ class HouseholdInfo:
         return Destination(self.id, self.place, self.home_station_id, self.backup_station_id)
 
 
+# Where a call of no household (a call to the centre's number from a number the register
+# does not know) is: nowhere a carer could be sent, nobody to tell (id 0, code "").
+UNLINKED = HouseholdInfo(
+    id=0,
+    code="",
+    address="",
+    place=Place(0.0, 0.0),
+    home_station_id=0,
+    backup_station_id=0,
+    access_notes="",
+    residents="",
+    family=(),
+    base_unit=None,
+)
+
+
+def household_of(registry: Registry, call: Call) -> HouseholdInfo:
+    """The household ``call`` is about; UNLINKED for a call of no household."""
+    if call.household_id is None:
+        return UNLINKED
+    return registry.households[call.household_id]
+
+
 @dataclass(frozen=True)
 class Busy:
     """A carer's active assignment."""

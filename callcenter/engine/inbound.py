@@ -16,7 +16,7 @@ from callcenter.engine.offers import actor_of
 from callcenter.store import models as m
 
 
-async def household_of(session: AsyncSession, number: str) -> int | None:
+async def caller_of(session: AsyncSession, number: str) -> int | None:
     """The household ringing from ``number`` (an E.164 number), or None when the register
     names none (or several)."""
     register = await session.scalars(

@@ -239,7 +239,9 @@ async def report(
     rows = (
         await session.execute(
             select(m.Call, m.Household.home_station_id)
-            .join(m.Household, m.Household.id == m.Call.household_id)
+            # Outer: a call of no household (an unknown number rang) counts for the
+            # district, and for no station.
+            .outerjoin(m.Household, m.Household.id == m.Call.household_id)
             .where(*in_period)
             .order_by(m.Call.id)
         )
@@ -248,7 +250,7 @@ async def report(
         call.id: CallFacts(
             id=call.id,
             call_type=call.call_type,
-            station=station_code[home],
+            station=station_code.get(home, ""),
             opened_at=call.opened_at,
             acknowledged_at=call.acknowledged_at,
             closed_at=call.closed_at,

@@ -85,7 +85,8 @@ class Watchdog:
                 await session.execute(
                     select(m.Timer.call_id, m.Timer.step, m.Timer.due_at, m.Household.code)
                     .join(m.Call, m.Call.id == m.Timer.call_id)
-                    .join(m.Household, m.Household.id == m.Call.household_id)
+                    # Outer: a call of no household has timers too.
+                    .outerjoin(m.Household, m.Household.id == m.Call.household_id)
                     .where(
                         m.Timer.state == m.TimerState.PENDING,
                         m.Timer.due_at < now - self._overdue,
@@ -97,7 +98,7 @@ class Watchdog:
             carers = await self._desk.district.carers(session, now)
             registry = await self._desk.district.registry()
         overdue = [
-            Overdue(r.call_id, r.code, r.step, (now - r.due_at).total_seconds()) for r in rows
+            Overdue(r.call_id, r.code or "", r.step, (now - r.due_at).total_seconds()) for r in rows
         ]
         current = {(o.call_id, o.step) for o in overdue}
         for item in overdue:

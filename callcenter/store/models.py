@@ -427,7 +427,8 @@ class Call(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    # None: a call to the centre's number from a number the register does not know (0016).
+    household_id: Mapped[int | None] = mapped_column(ForeignKey("households.id"))
     call_type: Mapped[str] = mapped_column(String(32))
     priority: Mapped[int] = mapped_column(SmallInteger)
     state: Mapped[str] = mapped_column(String(16), index=True)

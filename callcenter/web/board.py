@@ -41,7 +41,7 @@ from callcenter.web.contract import (
     query_of,
 )
 from callcenter.web.duty import OperatorOnDuty
-from callcenter.web.errors import not_found
+from callcenter.web.errors import ApiError, not_found
 from callcenter.web.health import board_view
 from callcenter.web.responses import json_reply
 from callcenter.web.service_levels import ServiceLevels, service_levels
@@ -70,7 +70,7 @@ Message = tuple[str, str, tuple[str, ...]]
 
 def households_of(cards: Sequence[dict[str, Any]]) -> tuple[str, ...]:
     """The codes of the households these call cards show."""
-    return tuple(card["household"]["code"] for card in cards)
+    return tuple(card["household"]["code"] for card in cards if card["household"])
 
 
 class BoardData:
@@ -114,7 +114,10 @@ class BoardData:
     async def board_calls(self, entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """List entries with the household's position and residents added."""
         registry = await self._registry()
-        if any(e["household"]["code"] not in registry.households_by_code for e in entries):
+        if any(
+            e["household"] and e["household"]["code"] not in registry.households_by_code
+            for e in entries
+        ):
             # A household enrolled since the registry was read.
             self._desk.district.invalidate()
             registry = await self._registry()
@@ -298,6 +301,8 @@ async def close_boards(app: web.Application) -> None:
 
 
 def _board_call(entry: dict[str, Any], registry: Registry) -> dict[str, Any]:
+    if entry["household"] is None:  # a call of no household: nothing to add
+        return entry
     household = registry.households_by_code.get(entry["household"]["code"])
     return {
         **entry,
@@ -350,7 +355,7 @@ class BoardHousehold(views.Shape):
 
 
 class BoardCall(views.CallSummary):
-    household: BoardHousehold  # type: ignore[assignment]
+    household: BoardHousehold | None  # type: ignore[assignment]
 
 
 class StationView(views.Shape):
@@ -449,7 +454,15 @@ async def board_snapshot(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/calls/{call_id}/candidates")
-@contract(path=CallPath, answers={200: Candidates, 404: "no such call"}, tag="board")
+@contract(
+    path=CallPath,
+    answers={
+        200: Candidates,
+        404: "no such call",
+        409: "no_household: the call belongs to no household, so no carer is a candidate",
+    },
+    tag="board",
+)
 async def candidates(request: web.Request) -> web.Response:
     """The free carers the desk would send to this call, best first, with tier and
     estimated travel time, so an operator can send the best or choose by hand."""
@@ -462,6 +475,10 @@ async def candidates(request: web.Request) -> web.Response:
             call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     if call is None:
         raise not_found(f"there is no call {call_id}")
+    if call.household_id is None:
+        raise ApiError(
+            409, "no_household", f"call {call_id} belongs to no household: no door to send to"
+        )
     household = registry.households.get(call.household_id)
     if household is None:
         desk.district.invalidate()

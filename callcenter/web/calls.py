@@ -182,7 +182,7 @@ async def list_calls(request: web.Request) -> web.Response:
         request,
         actor=str(request[OPERATOR].actor),
         action="list_calls",
-        households=(call["household"]["code"] for call in calls),
+        households=(call["household"]["code"] for call in calls if call["household"]),
         named=None if query.household is None else await _household_id(request, query.household),
         detail={"state": query.state.value, "calls": len(calls)},
     )
@@ -212,7 +212,12 @@ async def acknowledge(request: web.Request) -> web.Response:
 @contract(
     path=CallPath,
     body=DispatchBody,
-    answers={200: views.Dispatched, **_COMMAND_ERRORS},
+    answers={
+        200: views.Dispatched,
+        **_COMMAND_ERRORS,
+        422: "no_household: a call of no household (a number nobody registered rang) has "
+        "no door to send a carer to",
+    },
     tag="calls",
 )
 async def dispatch(request: web.Request) -> web.Response:

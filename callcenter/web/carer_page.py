@@ -37,7 +37,7 @@ from callcenter.domain.calls import (
 from callcenter.domain.messages import CALL_TYPE_NAMES
 from callcenter.domain.replies import NEXT_ANSWERS, Answer
 from callcenter.engine import repository
-from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry
+from callcenter.engine.district import CarerInfo, HouseholdInfo, Registry, household_of
 from callcenter.notify import links
 from callcenter.web import audit, sms_webhooks
 from callcenter.web.assets import CARER_PAGES
@@ -183,7 +183,7 @@ async def live_link(engine: AsyncEngine, clock: Clock, token: str, registry: Reg
         if call.state is CallState.AWAITING_REVIEW and mine.state is AssignmentState.FINISHED:
             ended = "reported_done"  # the call is open still, for the desk's review
         raise LinkRefusedError(409, "not_yours", carer.language, call=str(call.id), state=ended)
-    return LiveLink(link, carer, call, registry.households[call.household_id], mine)
+    return LiveLink(link, carer, call, household_of(registry, call), mine)
 
 
 def _map_url(household: HouseholdInfo) -> str:

@@ -40,7 +40,7 @@ from callcenter.domain.replies import (
 )
 from callcenter.engine import phones, repository
 from callcenter.engine.desk import CallNotFoundError
-from callcenter.engine.district import CarerInfo, Registry
+from callcenter.engine.district import CarerInfo, Registry, household_of
 from callcenter.engine.outbox.delivery import did_not_arrive, paged_carer
 from callcenter.notify.sms import STATUS_PATH
 from callcenter.notify.twilio_errors import BROKEN_BY_DELIVERY, delivery_error
@@ -385,7 +385,7 @@ async def apply_answer(
         except CallError as error:
             refused = await _refusal(engine, registry, call_id, carer, error, via)
             return Handled("refused", refused, call_id)
-        household = registry.households[call.household_id].code
+        household = household_of(registry, call).code
         confirmed = confirmation(answer, call, household, outcome)
         # A done that leaves the call for the desk's review is kept as what it was.
         kept = "reported_done" if confirmed.kind is MessageKind.REPLY_REVIEW else str(answer)
@@ -406,7 +406,7 @@ async def _refusal(
     if call is None:
         message = Message(MessageKind.REPLY_NOT_YOURS, {"call_ref": str(call_id)})
     else:
-        household = registry.households[call.household_id].code
+        household = household_of(registry, call).code
         message = refusal(call, carer.id, household, str(error))
     with logs.bound(household=None if call is None else household):
         log.info(

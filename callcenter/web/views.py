@@ -98,7 +98,9 @@ class CallSummary(Shape):
     """A call as the list shows it."""
 
     id: int
-    household: HouseholdRef
+    household: HouseholdRef | None = Field(
+        description="none for a call to the centre's number from a number nobody registered"
+    )
     call_type: CallType
     priority: int = Field(ge=1, le=3, description="1 is the most urgent")
     state: CallState
@@ -242,7 +244,7 @@ class CallDetail(CallSummary):
     """The call as it now is: household, history, carers sent, deadlines, messages, its
     handling script and what closing it asks for."""
 
-    household: HouseholdDetail  # type: ignore[assignment]
+    household: HouseholdDetail | None  # type: ignore[assignment]
     history: list[HistoryEntry]
     assignments: list[AssignmentView]
     timers: list[Deadline]
@@ -364,7 +366,8 @@ def _minutes(seconds: float | None) -> float | None:
 
 # Calls with their household's code and address; a statement, not a connection, so it
 # is safe to share.
-_CALLS = select(m.Call, m.Household.code, m.Household.address).join(
+# Outer: a call to the centre's number from a number nobody registered has no household.
+_CALLS = select(m.Call, m.Household.code, m.Household.address).outerjoin(
     m.Household, m.Household.id == m.Call.household_id
 )
 
@@ -434,7 +437,7 @@ async def _summaries(
     return [
         _summary(
             call,
-            {"code": code, "address": address},
+            None if code is None else {"code": code, "address": address},
             carers.get(call.id, []),
             deadlines.get(call.id),
         )
@@ -459,7 +462,7 @@ async def _pending_timers(session: AsyncSession, ids: list[int]) -> list[dict[st
 
 def _summary(
     call: m.Call,
-    household: dict[str, Any],
+    household: dict[str, Any] | None,
     carers: list[dict[str, Any]],
     deadline: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -492,15 +495,18 @@ def _summary(
 
 
 async def household_of(session: AsyncSession, call_id: int) -> str | None:
-    """The code of the household the call belongs to; None when there is no such call."""
+    """The code of the household the call belongs to ("" for a call of no household);
+    None when there is no such call."""
     if not 0 < call_id <= MAX_ID:
         return None
-    code = await session.scalar(
-        select(m.Household.code)
-        .join(m.Call, m.Call.household_id == m.Household.id)
-        .where(m.Call.id == call_id)
-    )
-    return None if code is None else str(code)
+    found = (
+        await session.execute(
+            select(m.Call.id, m.Household.code)
+            .outerjoin(m.Household, m.Household.id == m.Call.household_id)
+            .where(m.Call.id == call_id)
+        )
+    ).one_or_none()
+    return None if found is None else str(found.code or "")
 
 
 async def carer_id(session: AsyncSession, code: str) -> int | None:
@@ -509,7 +515,9 @@ async def carer_id(session: AsyncSession, code: str) -> int | None:
     return None if found is None else int(found)
 
 
-async def call_detail(session: AsyncSession, call_id: int) -> tuple[dict[str, Any], int] | None:
+async def call_detail(
+    session: AsyncSession, call_id: int
+) -> tuple[dict[str, Any], int | None] | None:
     """Everything about one call (the summary, the household, the full history, every
     carer sent, pending deadlines and every message queued for it) and the id of its
     household, for the audit log."""
@@ -520,7 +528,9 @@ async def call_detail(session: AsyncSession, call_id: int) -> tuple[dict[str, An
         return None
     call = row[0]
     detail = (await _summaries(session, [(call, row[1], row[2])]))[0]
-    detail["household"] = await _household(session, call.household_id)
+    detail["household"] = (
+        None if call.household_id is None else await _household(session, call.household_id)
+    )
     history = await session.scalars(
         select(m.CallHistory).where(m.CallHistory.call_id == call_id).order_by(m.CallHistory.id)
     )

@@ -37,7 +37,8 @@ from callcenter.domain.calls import (
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError, Desk
-from callcenter.engine.inbound import DeskPhone, desk_phones, household_of
+from callcenter.engine.district import household_of
+from callcenter.engine.inbound import DeskPhone, caller_of, desk_phones
 from callcenter.store import models as m
 from callcenter.web import sms_webhooks
 from callcenter.web.contract import Access, Reply, contract
@@ -132,9 +133,9 @@ async def voice_incoming(request: web.Request) -> web.Response:
     caller, sid = form["From"], form["CallSid"]
     desk, engine = request.app[DESK], request.app[DATABASE]
     async with AsyncSession(engine) as session:
-        household_id = await household_of(session, caller)
+        household_id = await caller_of(session, caller)
         operators = await desk_phones(session, supervisors=False)
-    call_id = 0 if household_id is None else await desk.inbound(household_id, caller, sid)
+    call_id = await desk.inbound(household_id, caller, sid)
     with logs.bound(call_id=call_id or None):
         log.info("call %s from %s to the centre's number: call %s", sid, caller, call_id or "-")
         return await _ring_or_nobody(request, call_id, caller, sid, operators, OPERATORS)
@@ -204,8 +205,8 @@ async def voice_inbound_whisper(request: web.Request) -> web.Response:
         log.info("call %d: %s picked up the call from %s", call_id, actor, caller)
         await _tell(desk, call_id, InboundNoted(InboundStep.ANSWERED, caller, sid, by=str(actor)))
         registry = await desk.district.registry()
-        household = registry.households.get(call.household_id)
-    about = {"call_ref": str(call_id), "household": household.code if household else caller}
+        household = household_of(registry, call).code or caller
+    about = {"call_ref": str(call_id), "household": household}
     return _whisper(request, Message(MessageKind.INBOUND_WHISPER, about), language)
 
 

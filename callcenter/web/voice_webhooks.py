@@ -37,6 +37,7 @@ from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.replies import Answer, key_answer, ring_no_longer_wanted, spoken_confirmation
 from callcenter.engine import repository
 from callcenter.engine.desk import CallNotFoundError, Desk
+from callcenter.engine.district import household_of
 from callcenter.engine.outbox.delivery import paged_carer
 from callcenter.engine.voice import CALL_STATUS_RANK, FINAL, NOT_PICKED_UP, VoiceScript, not_over
 from callcenter.notify.voice import ANSWER_PATH, GATHER_PATH, STATUS_PATH
@@ -252,7 +253,7 @@ async def _apply_key(
         call = await repository.load(session, call_id, registry.carer_codes, lock=False)
     if call is None:
         return handled.answer
-    household = registry.households[call.household_id].code
+    household = household_of(registry, call).code
     return render(spoken_confirmation(answer, call, household), script.language)
 
 

@@ -89,7 +89,7 @@ PRESS_NOTE_INTERVAL = timedelta(seconds=30)
 
 def open_call(
     call_id: int,
-    household_id: int,
+    household_id: int | None,
     call_type: CallType,
     policy: Policy,
     device: str,
@@ -162,6 +162,13 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _auto_dispatch(call, situation, command.by)
     if isinstance(command, Resolve) and command.by.kind is ActorKind.CARER:
         return _carer_resolves(call, command, situation)
+    if isinstance(command, Dispatch | AutoDispatch) and call.household_id is None:
+        raise NotPossibleError(
+            call.id,
+            "no_household",
+            f"call {call.id} belongs to no household (a number nobody registered rang): "
+            "there is no door to send a carer to",
+        )
     # Everything else is desk work: the first operator to touch the call owns it.
     decision = _take_ownership(call, command.by, situation)
     call = decision.call

@@ -167,7 +167,8 @@ class Call:
     """One call, from the first press to its closure."""
 
     id: int
-    household_id: int
+    # None: a call to the centre's number from a number the register does not know.
+    household_id: int | None
     type: CallType
     priority: int
     opened_at: datetime
