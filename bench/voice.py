@@ -68,9 +68,12 @@ from callcenter.engine.accounts import add_operator, issue_token
 from callcenter.engine.repository import VOICE
 from callcenter.fake_twilio import FakeCall, FakeTwilio
 from callcenter.notify.sms import TwilioApi
+from callcenter.notify.voice import ANSWER_PATH
 from callcenter.store import models as m
 
 RING_STEP = "ring_carer"
+# A ring about a page asks its TwiML from here, followed by its outbox row's id.
+ANSWER_PREFIX = ANSWER_PATH.split("{", 1)[0]
 # Seconds from a dispatch to its ring: short, so that a run is short.
 RING_AFTER_S = 1.0
 # Longer than any run: no carer is released by the unaccepted step or by a ring that
@@ -196,6 +199,8 @@ class Rings:
         while True:
             with contextlib.suppress(TimeoutError):
                 call = await self._fake.next_call(timeout=3600)
+                if ANSWER_PREFIX not in call.url:  # not a ring about a page
+                    continue
                 task = asyncio.create_task(self._rung(call), name=f"bench.ring.{call.sid}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -306,7 +311,7 @@ async def placed_rings(server: Running, fake: FakeTwilio) -> dict[Owner, list[Fa
     owners = {row.id: (row.call_id, row.guard.get("carer_id")) for row in rows}
     placed: dict[Owner, list[FakeCall]] = defaultdict(list)
     for call in fake.voice_calls():
-        if call.direction == "outbound-api" and "/voice/answer/" in call.url:
+        if call.direction == "outbound-api" and ANSWER_PREFIX in call.url:
             placed[owners[outbox_id(call)]].append(call)
     return placed
 
