@@ -115,8 +115,9 @@ async def test_a_carer_rung_hears_the_prompt_presses_1_and_every_status_is_repor
     """Test that a call created through the API rings the phone, that answering it asks
     the call's Url for TwiML with a signed POST of the call's fields, that the Say is
     heard in its language, that pressing 1 posts Digits=1 to the Gather's action and its
-    TwiML runs, and that every status asked for is posted, signed, in order, with
-    SequenceNumber 0.. and the duration on completion."""
+    TwiML runs, that the call keeps when it reached each status, and that every status
+    asked for is posted, signed, in order, with SequenceNumber 0.. and the duration on
+    completion."""
     centre.twiml["/voice/answer"] = _prompt()
     centre.twiml["/voice/gather"] = _said("Accepted: call 12 is yours.")
     created = await twilio_client.calls.create_async(
@@ -145,6 +146,17 @@ async def test_a_carer_rung_hears_the_prompt_presses_1_and_every_status_is_repor
     call = await fake_twilio.wait_for_status(rung.sid, "completed")
 
     assert call.statuses == ["queued", "initiated", "ringing", "in-progress", "completed"]
+    # When each status was reached, in order (bench/voice.py times rings by "ringing").
+    assert list(call.reached) == call.statuses
+    assert list(call.reached.values()) == sorted(call.reached.values())
+    assert (call.reached["queued"], call.reached["initiated"]) == (
+        call.date_created,
+        call.start_time,
+    )
+    assert (call.reached["in-progress"], call.reached["completed"]) == (
+        call.answered_at,
+        call.end_time,
+    )
     assert call.spoken == [
         Spoken(PROMPT, "cmn-CN"),
         Spoken("Accepted: call 12 is yours.", "en-US"),

@@ -105,7 +105,9 @@ class FakeRecording:
 class FakeCall:
     """One call the fake placed or took, as Twilio would store it, with what happened on
     it. ``statuses`` lists every status it went through, each once its status callback
-    (when one was asked for) has been answered; ``status`` is the one it is in now."""
+    (when one was asked for) has been answered; ``status`` is the one it is in now, and
+    ``reached`` when each status was reached (before its callback: when a phone began to
+    ring, not when the centre heard of it; bench/voice.py times rings by it)."""
 
     sid: str
     account_sid: str
@@ -116,6 +118,7 @@ class FakeCall:
     parent_sid: str | None = None
     status: str = QUEUED
     statuses: list[str] = field(default_factory=list)
+    reached: dict[str, datetime] = field(default_factory=dict)
     spoken: list[Spoken] = field(default_factory=list)
     digits: list[str] = field(default_factory=list)
     bridged_with: str | None = None

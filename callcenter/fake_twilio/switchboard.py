@@ -138,13 +138,14 @@ class Switchboard:
         timeout: int = 60,
         parent_sid: str | None = None,
     ) -> FakeCall:
+        now = self._clock.now()
         call = FakeCall(
             sid="CA" + secrets.token_hex(16),
             account_sid=self.account_sid,
             to=to,
             from_=from_,
             direction=direction,
-            date_created=self._clock.now(),
+            date_created=now,
             parent_sid=parent_sid,
             url=url,
             twiml=twiml,
@@ -152,6 +153,7 @@ class Switchboard:
             status_callback_events=frozenset(events) | {"completed"},
             timeout=timeout,
             statuses=[QUEUED],
+            reached={QUEUED: now},
             order=next(self._call_order),
         )
         self._calls[call.sid] = call
@@ -224,6 +226,7 @@ class Switchboard:
             return
         now = self._clock.now()
         call.status = status
+        call.reached.setdefault(status, now)
         if status == INITIATED or (status == RINGING and call.start_time is None):
             call.start_time = now
         if status == IN_PROGRESS:
