@@ -43,6 +43,9 @@ class MessageKind(enum.StrEnum):
     VOICE_GOODBYE = "voice_goodbye"  # still nothing after the repeat
     VOICE_ALREADY_YOURS = "voice_already_yours"  # picked up after accepting by text
     VOICE_NOT_NEEDED = "voice_not_needed"  # picked up after being released or the call closed
+    # An operator's phone, rung to call the household (click-to-call, docs/voice.md).
+    VOICE_BRIDGE = "voice_bridge"  # said to the operator while the household is dialled
+    VOICE_BRIDGE_NONE = "voice_bridge_none"  # none of the household's numbers answered
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,10 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_NOT_NEEDED: (
             "Call {call_ref} no longer needs you; nothing to do. Thank you, goodbye."
         ),
+        MessageKind.VOICE_BRIDGE: "Call {call_ref}: ringing household {household}, please hold.",
+        MessageKind.VOICE_BRIDGE_NONE: (
+            "None of the numbers of household {household} answered. Goodbye."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -265,6 +272,8 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_GOODBYE: "没有收到按键。请回复短信或致电值班台。再见。",
         MessageKind.VOICE_ALREADY_YOURS: "您已接单呼叫{call_ref}。谢谢，再见。",
         MessageKind.VOICE_NOT_NEEDED: "呼叫{call_ref}已无需您前往。谢谢，再见。",
+        MessageKind.VOICE_BRIDGE: "呼叫{call_ref}：正在拨打住户{household}，请稍候。",
+        MessageKind.VOICE_BRIDGE_NONE: "住户{household}的电话都无人接听。再见。",
     },
 }
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from callcenter.config import VoiceConfig
+from callcenter.domain.calls import VoicePurpose
 from callcenter.engine import repository
 from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
+from callcenter.engine.voice import VoiceScript
 from callcenter.notify.sms import RECONCILE_MARGIN, TwilioAccount, TwilioApi
 
 log = logging.getLogger("callcenter.voice")
@@ -25,6 +27,8 @@ log = logging.getLogger("callcenter.voice")
 ANSWER_PATH = "/voice/answer/{outbox_id}"
 GATHER_PATH = "/voice/gather/{outbox_id}"
 STATUS_PATH = "/voice/status/{outbox_id}"
+# Click-to-call (web/voice_bridge.py): the operator picked up, the household is dialled.
+BRIDGE_PATH = "/voice/bridge/answer/{outbox_id}"
 # Every status of a call we place is reported, the final one included.
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 # How many of a number's latest calls are looked at when one is in doubt.
@@ -75,7 +79,7 @@ class TwilioVoice(TwilioApi):
             lambda: client.calls.create_async(
                 to=message.address,
                 from_=self.line.from_number,
-                url=self.url(ANSWER_PATH, message.id),
+                url=self.url(_answer_path(message), message.id),
                 method="POST",
                 status_callback=self.url(STATUS_PATH, message.id),
                 status_callback_event=list(STATUS_EVENTS),
@@ -106,3 +110,13 @@ class TwilioVoice(TwilioApi):
             for found in listed
             if found.date_created is None or found.date_created >= after
         ]
+
+
+def _answer_path(message: OutboxMessage) -> str:
+    """Where Twilio asks what to do once the phone is picked up: a bridge's own route
+    (the household dialled), else the spoken message's."""
+    try:
+        purpose = VoiceScript.read(message.body).purpose
+    except ValueError:
+        return ANSWER_PATH
+    return BRIDGE_PATH if purpose is VoicePurpose.BRIDGE else ANSWER_PATH
