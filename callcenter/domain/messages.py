@@ -46,6 +46,7 @@ class MessageKind(enum.StrEnum):
     # An operator's phone, rung to call the household (click-to-call, docs/voice.md).
     VOICE_BRIDGE = "voice_bridge"  # said to the operator while the household is dialled
     VOICE_BRIDGE_NONE = "voice_bridge_none"  # none of the household's numbers answered
+    VOICE_BRIDGE_WELFARE = "voice_bridge_welfare"  # a welfare call: the resident is rung
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,9 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_BRIDGE_NONE: (
             "None of the numbers of household {household} answered. Goodbye."
         ),
+        MessageKind.VOICE_BRIDGE_WELFARE: (
+            "Welfare call: ringing {resident} at household {household}, please hold."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -274,6 +278,7 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_NOT_NEEDED: "呼叫{call_ref}已无需您前往。谢谢，再见。",
         MessageKind.VOICE_BRIDGE: "呼叫{call_ref}：正在拨打住户{household}，请稍候。",
         MessageKind.VOICE_BRIDGE_NONE: "住户{household}的电话都无人接听。再见。",
+        MessageKind.VOICE_BRIDGE_WELFARE: "关怀电话：正在拨打住户{household}的{resident}，请稍候。",
     },
 }
 

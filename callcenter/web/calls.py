@@ -21,7 +21,6 @@ from callcenter.domain.calls import (
     AnswerScript,
     Cancel,
     Command,
-    Person,
     Report,
     Resolve,
     RingHousehold,
@@ -52,6 +51,7 @@ from callcenter.web.contract import (
 from callcenter.web.errors import ApiError, bad_request, not_found
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, DATABASE, DESK, HOUSEHOLD_OF_CALL, OPERATOR, CallRef
+from callcenter.web.voice_bridge import operator_to_ring
 
 routes = web.RouteTableDef()
 
@@ -340,22 +340,11 @@ async def call_household(request: web.Request) -> web.Response:
     into the call's history (docs/voice.md). Desk work: it takes a call nobody owns."""
     ref = await _the_call(request)
     await read_body(request, NoBody)
-    operator = request[OPERATOR]
-    if not operator.phone:
-        raise ApiError(
-            422,
-            "no_phone",
-            f"{operator.username} has no phone for the desk to ring first; ask an "
-            "administrator to set yours (E.164, e.g. +8613912345678) on your account",
-        )
-    desk = request.app[DESK]
-    if not desk.rings:
-        raise ApiError(422, "voice_off", "this centre places no phone calls ([voice] enabled)")
-    registry = await desk.district.registry()
+    me = operator_to_ring(request)
+    registry = await request.app[DESK].district.registry()
     household = registry.households_by_code.get(ref.household)
     if household is None or not household.phones:
         raise ApiError(
             422, "no_numbers", f"household {ref.household} has no numbers registered to ring"
         )
-    me = Person(str(operator.actor), operator.name, operator.phone, operator.language)
     return await _command(request, ref, "call-household", lambda by: RingHousehold(by, me))

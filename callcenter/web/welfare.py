@@ -85,6 +85,14 @@ class WelfareContact(Shape):
     language: str
 
 
+class WelfareRingView(Shape):
+    """A welfare call's last ring: which try, how it ended, and when the next is due."""
+
+    tries: int
+    result: str | None = Field(description="answered, no_answer, or null while it goes on")
+    next_at: datetime | None = Field(description="when a retry rings again; null if none")
+
+
 class WelfareCallView(Shape):
     """The welfare call as it now is."""
 
@@ -100,6 +108,9 @@ class WelfareCallView(Shape):
     done_by: str | None
     done_at: datetime | None
     late: bool = Field(description="recorded after its week ended")
+    ring: WelfareRingView | None = Field(
+        None, description="its last ring through the bridge (docs/voice.md); null: never rung"
+    )
 
 
 class WelfareCalls(Shape):
@@ -154,10 +165,32 @@ async def _rows(
                     "language": contact.language,
                 }
             )
+    rings = await _rings(session, [call.id for call, _, _ in found])
     return [
-        _row(call, resident, household, contacts[household.id], zone)
+        _row(call, resident, household, contacts[household.id], zone) | {"ring": rings.get(call.id)}
         for call, resident, household in found
     ]
+
+
+async def _rings(session: AsyncSession, welfare_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The last ring of each of these welfare calls that was rung (docs/voice.md)."""
+    if not welfare_ids:
+        return {}
+    rings: dict[int, dict[str, Any]] = {}
+    found = await session.execute(
+        select(m.VoiceBridge, m.OutboxItem.state, m.OutboxItem.next_attempt_at)
+        .join(m.OutboxItem, m.OutboxItem.id == m.VoiceBridge.outbox_id)
+        .where(m.VoiceBridge.welfare_id.in_(welfare_ids))
+        .order_by(m.VoiceBridge.id)
+    )
+    for bridge, state, next_at in found:
+        waiting = state == m.OutboxState.PENDING and bridge.result is None
+        rings[int(bridge.welfare_id or 0)] = {
+            "tries": bridge.try_number,
+            "result": bridge.result,
+            "next_at": iso(next_at) if waiting and bridge.try_number > 1 else None,
+        }
+    return rings
 
 
 def _row(
