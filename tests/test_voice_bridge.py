@@ -10,6 +10,7 @@ attempts; a busy first number falls to the next.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -18,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.broker import EmbeddedBroker
 from callcenter.fake_twilio import FakeCall, FakeTwilio
 from callcenter.store import models as m
-from tests.api_support import Api, running_api
+from tests.api_support import Api, reconfigure, running_api
 from tests.desk_support import count, rows
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
@@ -211,3 +212,45 @@ async def test_a_forged_bridge_webhook_is_refused_and_changes_nothing(
         assert await history_of(api, call_id) == before
         assert [c.sid for c in fake.voice_calls()] == [ring.sid]
         assert isinstance(fake, FakeTwilio)
+
+
+async def test_a_recorded_bridge_keeps_its_reference_until_it_expires(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that with voice.record on, the bridge is recorded, its reference is kept on
+    the call with its expiry, and once recording_retention_days have passed the
+    housekeeping deletes it at Twilio and removes the reference; with it off (the
+    default, the tests above) nothing is recorded."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        config = api.server.config
+        voice = config.voice.model_copy(update={"record": True, "recording_retention_days": 2})
+        reconfigure(api, config.model_copy(update={"voice": voice}))
+        fake = fake_of(api.server)
+        await give_phone(api)
+        household, numbers = await household_with_numbers(api, 1)
+        fake.plan_phone(OPERATOR_PHONE, "answer")
+        fake.plan_phone(numbers[0], "answer")
+        call_id, ring = await bridge_rings(api, household)
+        leg = await fake.next_call(timeout=10)
+        await fake.wait_for_bridge(ring.sid)
+        await fake.hang_up(leg.sid)
+        await fake.wait_for_status(ring.sid, "completed")
+        found: list[dict[str, Any]] = []
+
+        async def kept() -> bool:
+            found[:] = (await api.call(call_id))["recordings"]
+            return bool(found)
+
+        await eventually(kept, within_s=10, what="the recording's reference on the call")
+        (recording,) = ring.recordings
+        assert found[0]["sid"] == recording.sid and found[0]["url"] == recording.url
+        assert found[0]["expires_at"].startswith("2026-11-25")  # two days after Monday
+
+        api.clock.advance(timedelta(days=2, hours=2))
+
+        async def removed() -> bool:
+            return (await api.call(call_id))["recordings"] == []
+
+        await eventually(removed, within_s=10, what="the expired reference removed")
+        assert fake.deleted_recordings == [recording.sid]
+        assert ring.recordings == []

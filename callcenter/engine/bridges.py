@@ -12,13 +12,17 @@ places when its time comes (nothing else has to remember it).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter.clock import Clock
 from callcenter.domain.calls import Person, VoicePurpose
 from callcenter.domain.messages import Message, MessageKind, render
 from callcenter.domain.phones import HouseholdNumber
@@ -26,6 +30,9 @@ from callcenter.engine import repository
 from callcenter.engine.voice import VoiceScript
 from callcenter.engine.welfare import WelfareCallDoneError, WelfareCallNotFoundError
 from callcenter.store import models as m
+from callcenter.store.db import write_locked
+
+log = logging.getLogger("callcenter.voice")
 
 ANSWERED = "answered"
 NO_ANSWER = "no_answer"
@@ -174,3 +181,66 @@ async def settle(session: AsyncSession, bridge_id: int, result: str) -> None:
         .where(m.VoiceBridge.id == bridge_id, m.VoiceBridge.result.is_(None))
         .values(result=result)
     )
+
+
+class RecordingStore(Protocol):
+    """Where bridges' recordings are kept (Twilio: notify/voice.py)."""
+
+    async def delete_recording(self, sid: str) -> None:
+        """Delete recording ``sid`` (one already gone is no error); raises if it cannot."""
+        ...
+
+
+class RecordingKeeper:
+    """The desk's housekeeping of recordings: once a bridge's recording has been kept
+    ``voice.recording_retention_days``, it is deleted at Twilio and its reference removed
+    from the call. Looks every ``every_s`` seconds; a deletion that fails is tried again."""
+
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, store: RecordingStore, *, every_s: float = 3600.0
+    ) -> None:
+        self._engine = write_locked(engine)
+        self._clock = clock
+        self._store = store
+        self._every = timedelta(seconds=every_s)
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.remove_expired()
+            except Exception:
+                log.exception("removing expired recordings failed; trying again later")
+            await self._clock.sleep_until(self._clock.now() + self._every, self._stopping)
+
+    async def remove_expired(self) -> int:
+        """Delete every recording past its time and remove its reference; how many."""
+        now = self._clock.now()
+        async with AsyncSession(self._engine) as session:
+            expired = (
+                await session.execute(
+                    select(m.VoiceBridge.id, m.VoiceBridge.recording_sid).where(
+                        m.VoiceBridge.recording_sid.is_not(None),
+                        m.VoiceBridge.recording_expires_at <= now,
+                    )
+                )
+            ).all()
+        removed = 0
+        for bridge_id, sid in expired:
+            try:
+                await self._store.delete_recording(str(sid))
+            except Exception as error:
+                log.warning("recording %s could not be deleted (tried again later): %s", sid, error)
+                continue
+            async with AsyncSession(self._engine) as session, session.begin():
+                await session.execute(
+                    update(m.VoiceBridge)
+                    .where(m.VoiceBridge.id == bridge_id)
+                    .values(recording_sid=None, recording_url=None, recording_expires_at=None)
+                )
+            log.info("recording %s deleted: kept as long as voice.recording_retention_days", sid)
+            removed += 1
+        return removed

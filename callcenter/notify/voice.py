@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped]
+
 from callcenter.config import VoiceConfig
 from callcenter.domain.calls import VoicePurpose
 from callcenter.engine import repository
@@ -92,6 +94,15 @@ class TwilioVoice(TwilioApi):
         # The call's status is written by its status callbacks alone (web/voice_webhooks.py),
         # which may come before this answer does: "queued" here would overwrite them.
         return Receipt(str(placed.sid))
+
+    async def delete_recording(self, sid: str) -> None:
+        """Delete a bridge's recording at Twilio (engine/bridges.RecordingKeeper); one
+        Twilio no longer has is no error."""
+        try:
+            await self.client().recordings(sid).delete_async()
+        except TwilioRestException as error:
+            if error.status != 404:
+                raise
 
     async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
         """Calls Twilio took for ``message`` (same number, from our number) created since

@@ -451,6 +451,12 @@ const STRINGS = {
     "history.to.number": "{who} 第{attempt}个号码 {number}",
     "history.to.operator": "接线员 {name}",
     "history.ring.all-unanswered": "{to} 的电话都无人接听",
+    "welfare.ring": "拨打",
+    "welfare.ringing": "正在拨打您的电话 {phone}：接听后将拨打 {name}（先拨本人手机）",
+    "welfare.rung.ringing": "第{n}次拨打中",
+    "welfare.rung.answered": "第{n}次拨打已接通",
+    "welfare.rung.no_answer": "第{n}次拨打无人接听",
+    "welfare.rung.retry": "无人接听，{t} 第{n}次重拨",
   },
   en: {
     "app.title": "Call board",
@@ -896,6 +902,12 @@ const STRINGS = {
     "history.to.number": "{who} number {attempt} {number}",
     "history.to.operator": "operator {name}",
     "history.ring.all-unanswered": "none of the numbers of {to} answered",
+    "welfare.ring": "Ring",
+    "welfare.ringing": "Ringing your phone {phone}: pick up, and {name} is rung (their own mobile first)",
+    "welfare.rung.ringing": "ring {n} under way",
+    "welfare.rung.answered": "ring {n} answered",
+    "welfare.rung.no_answer": "ring {n}: nobody answered",
+    "welfare.rung.retry": "nobody answered; ring {n} at {t}",
   },
 };
 
