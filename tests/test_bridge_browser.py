@@ -16,7 +16,7 @@ from tests.api_support import Api
 from tests.fixtures.browser import OpenTab
 from tests.fixtures.fake_twilio import fake_of
 from tests.test_board_browser import card, passwords, sign_in
-from tests.test_voice_bridge import OPERATOR_PHONE, give_phone, household_with_numbers
+from tests.test_voice_bridge import OPERATOR_PHONE, planned_bridge
 
 pytestmark = pytest.mark.page
 
@@ -29,12 +29,7 @@ async def test_the_call_household_button_bridges_the_operator_and_the_household(
     history shows each attempt in zh and en; the C key does the same."""
     fake = fake_of(api.server)
     await passwords(api, "li.na")
-    await give_phone(api)
-    household, numbers = await household_with_numbers(api, 2)
-    first, second = numbers[:2]
-    fake.plan_phone(OPERATOR_PHONE, "answer")
-    fake.plan_phone(first, "busy")
-    fake.plan_phone(second, "answer")
+    household, first, second = await planned_bridge(api)
     tab = await open_tab(viewport=(1400, 900))
     page = tab.page
     await sign_in(tab, api.server.web_url, "li.na")

@@ -48,14 +48,32 @@ async def household_with_numbers(api: Api, at_least: int) -> tuple[str, list[str
         .limit(1),
     )
     code = found[0][0]
+    return code, await numbers_of(api, m.Household.code == code)
+
+
+async def numbers_of(api: Api, which: Any) -> list[str]:
+    """The numbers of the household ``which`` picks, in the order to try them."""
     numbers = await rows(
         api.server,
         select(m.HouseholdPhone.number)
         .join(m.Household, m.Household.id == m.HouseholdPhone.household_id)
-        .where(m.Household.code == code)
+        .where(which)
         .order_by(m.HouseholdPhone.position),
     )
-    return code, [n for (n,) in numbers]
+    return [n for (n,) in numbers]
+
+
+async def planned_bridge(api: Api) -> tuple[str, str, str]:
+    """li.na with a phone that answers, and a household whose first number is busy and
+    whose second answers: the household's code and those two numbers."""
+    fake = fake_of(api.server)
+    await give_phone(api)
+    household, numbers = await household_with_numbers(api, 2)
+    first, second = numbers[:2]
+    fake.plan_phone(OPERATOR_PHONE, "answer")
+    fake.plan_phone(first, "busy")
+    fake.plan_phone(second, "answer")
+    return household, first, second
 
 
 async def bridge_rings(api: Api, household: str) -> tuple[int, FakeCall]:
@@ -89,12 +107,7 @@ async def test_click_to_call_bridges_and_a_busy_first_number_falls_to_the_next(
     the second bridged with the operator; the call's history shows each attempt."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        await give_phone(api)
-        household, numbers = await household_with_numbers(api, 2)
-        first, second = numbers[:2]
-        fake.plan_phone(OPERATOR_PHONE, "answer")
-        fake.plan_phone(first, "busy")
-        fake.plan_phone(second, "answer")
+        household, first, second = await planned_bridge(api)
         call_id, ring = await bridge_rings(api, household)
         await fake.wait_for_speech(ring.sid, f"正在拨打住户{household}")
         busy = await fake.next_call(timeout=10)

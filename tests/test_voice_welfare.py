@@ -19,7 +19,7 @@ from tests.api_support import Api, running_api
 from tests.desk_support import rows
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually
-from tests.test_voice_bridge import OPERATOR_PHONE, give_phone
+from tests.test_voice_bridge import OPERATOR_PHONE, give_phone, numbers_of
 
 RETRY_AFTER = timedelta(minutes=120)  # welfare.ring_retry_after_min's default
 
@@ -38,13 +38,19 @@ async def welfare_with_own_mobile(api: Api) -> tuple[int, str, list[str]]:
         .limit(1),
     )
     welfare_id, mobile, household_id = found[0]
-    numbers = await rows(
-        api.server,
-        select(m.HouseholdPhone.number)
-        .where(m.HouseholdPhone.household_id == household_id)
-        .order_by(m.HouseholdPhone.position),
-    )
-    return welfare_id, mobile, [n for (n,) in numbers]
+    return welfare_id, mobile, await numbers_of(api, m.Household.id == household_id)
+
+
+async def rung_unanswered(api: Api) -> tuple[int, list[str]]:
+    """li.na rings a welfare call none of whose numbers answers: its id and numbers."""
+    fake = fake_of(api.server)
+    await give_phone(api)
+    welfare_id, _, numbers = await welfare_with_own_mobile(api)
+    fake.plan_phone(OPERATOR_PHONE, "answer")
+    for number in numbers:
+        fake.plan_phone(number, "no_answer")
+    assert (await api.post(f"/api/welfare/{welfare_id}/ring")).status == 200
+    return welfare_id, numbers
 
 
 async def welfare_call(api: Api, welfare_id: int) -> dict[str, Any]:
@@ -94,12 +100,7 @@ async def test_nobody_answering_is_rung_again_then_recorded_as_no_answer(
     with the outcome "no_answer", as by the operator who rang."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        await give_phone(api)
-        welfare_id, _, numbers = await welfare_with_own_mobile(api)
-        fake.plan_phone(OPERATOR_PHONE, "answer")
-        for number in numbers:
-            fake.plan_phone(number, "no_answer")
-        assert (await api.post(f"/api/welfare/{welfare_id}/ring")).status == 200
+        welfare_id, numbers = await rung_unanswered(api)
         for attempt in (1, 2, 3):
             ring = await fake.next_call(timeout=10)
             assert ring.to == OPERATOR_PHONE, f"try {attempt} rings the operator"
@@ -136,12 +137,7 @@ async def test_an_outcome_recorded_stops_the_retry(
     retry never rings."""
     async with running_api(broker, topic_prefix, seeded_database_url) as api:
         fake = fake_of(api.server)
-        await give_phone(api)
-        welfare_id, _, numbers = await welfare_with_own_mobile(api)
-        fake.plan_phone(OPERATOR_PHONE, "answer")
-        for number in numbers:
-            fake.plan_phone(number, "no_answer")
-        assert (await api.post(f"/api/welfare/{welfare_id}/ring")).status == 200
+        welfare_id, _ = await rung_unanswered(api)
         ring = await fake.next_call(timeout=10)
         await fake.wait_for_status(ring.sid, "completed")
 

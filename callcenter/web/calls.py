@@ -48,10 +48,10 @@ from callcenter.web.contract import (
     path_of,
     query_of,
 )
-from callcenter.web.errors import ApiError, bad_request, not_found
+from callcenter.web.errors import bad_request, not_found
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, DATABASE, DESK, HOUSEHOLD_OF_CALL, OPERATOR, CallRef
-from callcenter.web.voice_bridge import operator_to_ring
+from callcenter.web.voice_bridge import no_numbers, operator_to_ring
 
 routes = web.RouteTableDef()
 
@@ -344,7 +344,5 @@ async def call_household(request: web.Request) -> web.Response:
     registry = await request.app[DESK].district.registry()
     household = registry.households_by_code.get(ref.household)
     if household is None or not household.phones:
-        raise ApiError(
-            422, "no_numbers", f"household {ref.household} has no numbers registered to ring"
-        )
+        raise no_numbers(ref.household)
     return await _command(request, ref, "call-household", lambda by: RingHousehold(by, me))

@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
@@ -48,8 +48,8 @@ from callcenter.web.errors import ApiError, not_found
 from callcenter.web.responses import json_reply
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK, OPERATOR
-from callcenter.web.voice_webhooks import CallForm, StatusForm
-from callcenter.web.welfare import welfare_list
+from callcenter.web.voice_webhooks import STATUS_ANSWERS, CallForm, StatusForm, keep_status
+from callcenter.web.welfare import already_done, welfare_list
 
 log = logging.getLogger("callcenter.voice")
 
@@ -121,6 +121,11 @@ def operator_to_ring(request: web.Request) -> Person:
     if not request.app[DESK].rings:
         raise ApiError(422, "voice_off", "this centre places no phone calls ([voice] enabled)")
     return Person(str(operator.actor), operator.name, operator.phone, operator.language)
+
+
+def no_numbers(household: str) -> ApiError:
+    """The refusal of a bridge to a household with no numbers to ring."""
+    return ApiError(422, "no_numbers", f"household {household} has no numbers registered to ring")
 
 
 def _twiml(response: VoiceResponse) -> web.Response:
@@ -292,15 +297,7 @@ async def bridge_dialed(request: web.Request) -> web.Response:
 
 
 @routes.post(LEG_PATH)
-@contract(
-    access=Access.TWILIO,
-    form=StatusForm,
-    answers={
-        200: Reply("recorded (also for a call or status we do not know)", media=""),
-        **sms_webhooks.SIGNED_ANSWERS,
-    },
-    tag="twilio",
-)
+@contract(access=Access.TWILIO, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio")
 async def bridge_leg(request: web.Request) -> web.Response:
     """A household number's leg reported a status: kept once, written in the history."""
     form = await signed_form(request, required=_STATUS_FIELDS, what="voice")
@@ -310,15 +307,7 @@ async def bridge_leg(request: web.Request) -> web.Response:
     bridge = await _bridge(request)
     try:
         async with request.app[DESK].transaction() as session:
-            await session.execute(
-                insert(m.VoiceStatus).values(
-                    call_sid=sid,
-                    sequence=int(form["SequenceNumber"]),
-                    status=status,
-                    outbox_id=None if bridge is None else bridge.outbox_id,
-                    received_at=request.app[CLOCK].now(),
-                )
-            )
+            await keep_status(session, form, None if bridge is None else bridge.outbox_id, request)
     except IntegrityError:
         log.info("bridge leg %s: status %s was received before; nothing done", sid, status)
         return web.Response()
@@ -473,21 +462,11 @@ async def ring_welfare(request: web.Request) -> web.Response:
         async with desk.transaction() as session:
             ring = await bridges.ring_welfare(session, welfare_id, me, request.app[CLOCK].now())
             if not await household_numbers(session, ring.household):
-                raise ApiError(
-                    422,
-                    "no_numbers",
-                    f"household {ring.household} has no numbers registered to ring",
-                )
+                raise no_numbers(ring.household)
     except WelfareCallNotFoundError as error:
         raise not_found(str(error)) from None
     except WelfareCallDoneError as error:
-        raise ApiError(
-            409,
-            "already_done",
-            f"{error}; it needs no second call",
-            done_by=error.done_by,
-            done_at=error.done_at.isoformat(),
-        ) from None
+        raise already_done(error) from None
     desk.outbox_changed.set()
     await audit.record(
         request,

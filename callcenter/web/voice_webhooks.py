@@ -91,6 +91,11 @@ _ANSWERS = {
     200: Reply("TwiML: what the phone says, built by the twilio library", media="text/xml"),
     **sms_webhooks.SIGNED_ANSWERS,
 }
+# What a status callback answers.
+STATUS_ANSWERS = {
+    200: Reply("recorded (also for a call or status we do not know)", media=""),
+    **sms_webhooks.SIGNED_ANSWERS,
+}
 
 
 def _twiml(response: VoiceResponse) -> web.Response:
@@ -257,15 +262,7 @@ async def _apply_key(
 
 
 @routes.post(STATUS_PATH)
-@contract(
-    access=Access.TWILIO,
-    form=StatusForm,
-    answers={
-        200: Reply("recorded (also for a call or status we do not know)", media=""),
-        **sms_webhooks.SIGNED_ANSWERS,
-    },
-    tag="twilio",
-)
+@contract(access=Access.TWILIO, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio")
 async def voice_status(request: web.Request) -> web.Response:
     """Twilio's report on a call we placed: kept once, written in the call's history; a
     carer rung about their page who did not pick up is released and the next one paged."""
@@ -278,15 +275,7 @@ async def voice_status(request: web.Request) -> web.Response:
     row = await _row(request, _outbox_id(request))
     try:
         async with desk.transaction() as session:
-            await session.execute(
-                insert(m.VoiceStatus).values(
-                    call_sid=sid,
-                    sequence=int(form["SequenceNumber"]),
-                    status=status,
-                    outbox_id=None if row is None else row.id,
-                    received_at=request.app[CLOCK].now(),
-                )
-            )
+            await keep_status(session, form, None if row is None else row.id, request)
             if row is not None:
                 # Only ever forward, as texts' delivery reports.
                 await session.execute(
@@ -326,6 +315,22 @@ async def voice_status(request: web.Request) -> web.Response:
         if status in NOT_PICKED_UP and carer_id is not None and script.purpose is VoicePurpose.PAGE:
             await _tell_desk(desk, row.call_id, RingUnanswered(carer_id, status), about)
     return web.Response()
+
+
+async def keep_status(
+    session: AsyncSession, form: dict[str, str], outbox_id: int | None, request: web.Request
+) -> None:
+    """Keep a status callback once per CallSid and SequenceNumber: IntegrityError when
+    it was kept before (Twilio posting it again)."""
+    await session.execute(
+        insert(m.VoiceStatus).values(
+            call_sid=form["CallSid"],
+            sequence=int(form["SequenceNumber"]),
+            status=form["CallStatus"],
+            outbox_id=outbox_id,
+            received_at=request.app[CLOCK].now(),
+        )
+    )
 
 
 async def _tell_desk(desk: Desk, call_id: int, command: Command, about: str) -> None:

@@ -217,6 +217,17 @@ def _row(
     }
 
 
+def already_done(error: WelfareCallDoneError) -> ApiError:
+    """409: the welfare call's outcome is recorded already, naming by whom and when."""
+    return ApiError(
+        409,
+        "already_done",
+        f"{error}; it needs no second call",
+        done_by=error.done_by,
+        done_at=iso(error.done_at),
+    )
+
+
 @routes.get("/api/welfare")
 @contract(query=WelfareQuery, answers={200: WelfareCalls}, tag="welfare")
 async def list_welfare_calls(request: web.Request) -> web.Response:
@@ -302,13 +313,7 @@ async def record_welfare_call(request: web.Request) -> web.Response:
     except WelfareCallNotFoundError as error:
         raise not_found(str(error)) from None
     except WelfareCallDoneError as error:
-        raise ApiError(
-            409,
-            "already_done",
-            f"{error}; it needs no second call",
-            done_by=error.done_by,
-            done_at=iso(error.done_at),
-        ) from None
+        raise already_done(error) from None
     async with AsyncSession(write_locked(engine)) as session, session.begin():
         rows = await _rows(session, _rows_query().where(m.WelfareCall.id == welfare_id), calls.zone)
         await audit.record_read(
