@@ -4,7 +4,8 @@ another), their own phone rings at the fake, and once they pick up the household
 number (busy) and then its second (answered) are dialled; the history says each attempt
 in Chinese and in English.
 
-Screenshots at 1400x900 go to test-artifacts/ (bridge-zh.png, bridge-en.png).
+Screenshots at 1400x900 go to test-artifacts/ (bridge-zh.png, bridge-en.png,
+bridge-welfare-zh.png).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from tests.api_support import Api
 from tests.fixtures.browser import OpenTab
 from tests.fixtures.fake_twilio import fake_of
 from tests.test_board_browser import card, passwords, sign_in
-from tests.test_voice_bridge import OPERATOR_PHONE, planned_bridge
+from tests.test_voice_bridge import OPERATOR_PHONE, give_phone, planned_bridge
+from tests.test_voice_welfare import welfare_with_own_mobile
 
 pytestmark = pytest.mark.page
 
@@ -69,3 +71,32 @@ async def test_the_call_household_button_bridges_the_operator_and_the_household(
     await expect(page.locator("#notice")).to_contain_text("Ringing your phone")
     again = await fake.next_call(timeout=10)
     assert again.to == OPERATOR_PHONE
+
+
+async def test_the_welfare_panel_rings_the_resident(api: Api, open_tab: OpenTab) -> None:
+    """Test that a welfare call's "ring" button rings the operator's phone, then the
+    resident's own mobile, and that the panel says how the ring went (in zh and en)."""
+    fake = fake_of(api.server)
+    await passwords(api, "li.na")
+    await give_phone(api)
+    welfare_id, mobile, _ = await welfare_with_own_mobile(api)
+    fake.plan_phone(OPERATOR_PHONE, "answer")
+    fake.plan_phone(mobile, "answer")
+    tab = await open_tab(viewport=(1400, 900))
+    page = tab.page
+    await sign_in(tab, api.server.web_url, "li.na")
+    await page.click("#welfare-panel summary")
+    item = page.locator(f'.welfare-call[data-welfare-id="{welfare_id}"]')
+    await item.locator('[data-action="ring-welfare"]').click()
+    await expect(page.locator("#notice")).to_contain_text(f"正在拨打您的电话 {OPERATOR_PHONE}")
+    ring = await fake.next_call(timeout=10)
+    leg = await fake.next_call(timeout=10)
+    assert (ring.to, leg.to) == (OPERATOR_PHONE, mobile)
+    await fake.wait_for_bridge(ring.sid)
+    await expect(item.locator(".welfare-rung")).to_have_text("第1次拨打中")
+    await item.scroll_into_view_if_needed()
+    await tab.screenshot("bridge-welfare-zh")
+    await fake.hang_up(leg.sid)
+    await fake.wait_for_status(ring.sid, "completed")
+    await page.click("#lang-toggle")
+    await expect(item.locator(".welfare-ring")).to_contain_text("Ring")
