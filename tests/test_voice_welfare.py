@@ -160,3 +160,26 @@ async def test_an_outcome_recorded_stops_the_retry(
         assert len(fake.voice_calls()) == placed
         again = await api.post(f"/api/welfare/{welfare_id}/ring")
         assert again.status == 409 and again.body["error"] == "already_done"
+
+
+async def test_an_operator_who_does_not_pick_up_rings_nobody_else(
+    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+) -> None:
+    """Test that when the operator's own phone is not picked up, no number of the
+    household is dialled, no retry is due, and the panel's ring says so."""
+    async with running_api(broker, topic_prefix, seeded_database_url) as api:
+        fake = fake_of(api.server)
+        await give_phone(api)
+        welfare_id, _, _ = await welfare_with_own_mobile(api)
+        fake.plan_phone(OPERATOR_PHONE, "no_answer")
+        assert (await api.post(f"/api/welfare/{welfare_id}/ring")).status == 200
+        ring = await fake.next_call(timeout=10)
+        await fake.wait_for_status(ring.sid, "no-answer")
+
+        async def missed() -> bool:
+            return (await welfare_call(api, welfare_id))["ring"]["result"] == "operator_missed"
+
+        await eventually(missed, within_s=10, what="the operator's ring missed")
+        call = await welfare_call(api, welfare_id)
+        assert call["state"] == "due" and call["ring"]["next_at"] is None
+        assert [c.to for c in fake.voice_calls()] == [OPERATOR_PHONE]

@@ -17,6 +17,7 @@ from pydantic import Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.engine.voice import NOT_PICKED_UP
 from callcenter.engine.welfare import (
     WEEK,
     WelfareCallDoneError,
@@ -89,7 +90,10 @@ class WelfareRingView(Shape):
     """A welfare call's last ring: which try, how it ended, and when the next is due."""
 
     tries: int
-    result: str | None = Field(description="answered, no_answer, or null while it goes on")
+    result: str | None = Field(
+        description="answered, no_answer, operator_missed (your phone was not picked up), "
+        "or null while it goes on"
+    )
     next_at: datetime | None = Field(description="when a retry rings again; null if none")
 
 
@@ -178,16 +182,20 @@ async def _rings(session: AsyncSession, welfare_ids: list[int]) -> dict[int, dic
         return {}
     rings: dict[int, dict[str, Any]] = {}
     found = await session.execute(
-        select(m.VoiceBridge, m.OutboxItem.state, m.OutboxItem.next_attempt_at)
+        select(
+            m.VoiceBridge, m.OutboxItem.state, m.OutboxItem.next_attempt_at, m.OutboxItem.delivery
+        )
         .join(m.OutboxItem, m.OutboxItem.id == m.VoiceBridge.outbox_id)
         .where(m.VoiceBridge.welfare_id.in_(welfare_ids))
         .order_by(m.VoiceBridge.id)
     )
-    for bridge, state, next_at in found:
+    for bridge, state, next_at, delivery in found:
         waiting = state == m.OutboxState.PENDING and bridge.result is None
+        # The operator's own phone not picked up: nobody was dialled.
+        missed = bridge.result is None and delivery in NOT_PICKED_UP
         rings[int(bridge.welfare_id or 0)] = {
             "tries": bridge.try_number,
-            "result": bridge.result,
+            "result": "operator_missed" if missed else bridge.result,
             "next_at": iso(next_at) if waiting and bridge.try_number > 1 else None,
         }
     return rings

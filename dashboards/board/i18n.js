@@ -457,6 +457,7 @@ const STRINGS = {
     "welfare.rung.answered": "第{n}次拨打已接通",
     "welfare.rung.no_answer": "第{n}次拨打无人接听",
     "welfare.rung.retry": "无人接听，{t} 第{n}次重拨",
+    "welfare.rung.operator_missed": "第{n}次：您的电话未接听，未拨打住户",
   },
   en: {
     "app.title": "Call board",
@@ -908,6 +909,7 @@ const STRINGS = {
     "welfare.rung.answered": "ring {n} answered",
     "welfare.rung.no_answer": "ring {n}: nobody answered",
     "welfare.rung.retry": "nobody answered; ring {n} at {t}",
+    "welfare.rung.operator_missed": "ring {n}: your phone was not picked up; nobody was rung",
   },
 };
 
