@@ -44,11 +44,17 @@ from callcenter.store import models as m
 from callcenter.web import audit, sms_webhooks
 from callcenter.web.bodies import NoBody, read_body
 from callcenter.web.contract import MAX_ID, Access, Id, Parameters, Reply, contract, path_of
-from callcenter.web.errors import ApiError, not_found
+from callcenter.web.errors import ApiError, bad_request, not_found
 from callcenter.web.responses import json_reply
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK, OPERATOR
-from callcenter.web.voice_webhooks import STATUS_ANSWERS, CallForm, StatusForm, keep_status
+from callcenter.web.voice_webhooks import (
+    STATUS_ANSWERS,
+    CallForm,
+    OutboxPath,
+    StatusForm,
+    keep_status,
+)
 from callcenter.web.welfare import already_done, welfare_list
 
 log = logging.getLogger("callcenter.voice")
@@ -58,6 +64,8 @@ routes = web.RouteTableDef()
 DIALED_PATH = "/voice/bridge/dialed/{outbox_id}"
 LEG_PATH = "/voice/bridge/leg/{outbox_id}"
 RECORDING_PATH = "/voice/bridge/recording/{outbox_id}"
+# The longest recording URL kept (voice_bridges.recording_url).
+MAX_RECORDING_URL = 255
 # Each number's leg reports every status, the final one included.
 LEG_EVENTS = "initiated ringing answered completed"
 # The history's status when none of the household's numbers answered.
@@ -71,9 +79,7 @@ class DialForm(CallForm):
     operator's own leg)."""
 
     DialCallStatus: str = shaped("DialCallStatus", "completed, busy, no-answer, failed, canceled")
-    DialCallDuration: str | None = Field(
-        None, pattern=r"^[0-9]{1,6}$", description="seconds the household spoke"
-    )
+    DialCallDuration: str | None = Field(None, description="seconds the household spoke")
 
 
 _CALL_FIELDS = required_fields(CallForm)
@@ -251,7 +257,7 @@ def _hang_up() -> web.Response:
 
 
 @routes.post(BRIDGE_PATH)
-@contract(access=Access.TWILIO, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=CallForm, answers=_ANSWERS, tag="twilio")
 async def bridge_answer(request: web.Request) -> web.Response:
     """The operator picked up their phone: told which household is rung, and its first
     number dialled."""
@@ -274,7 +280,7 @@ async def bridge_answer(request: web.Request) -> web.Response:
 
 
 @routes.post(DIALED_PATH)
-@contract(access=Access.TWILIO, form=DialForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=DialForm, answers=_ANSWERS, tag="twilio")
 async def bridge_dialed(request: web.Request) -> web.Response:
     """A number of the household was rung: answered (and the bridge is over), or busy,
     not answered or failed, and the next number is dialled."""
@@ -297,7 +303,9 @@ async def bridge_dialed(request: web.Request) -> web.Response:
 
 
 @routes.post(LEG_PATH)
-@contract(access=Access.TWILIO, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio")
+@contract(
+    access=Access.TWILIO, path=OutboxPath, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio"
+)
 async def bridge_leg(request: web.Request) -> web.Response:
     """A household number's leg reported a status: kept once, written in the history."""
     form = await signed_form(request, required=_STATUS_FIELDS, what="voice")
@@ -394,11 +402,9 @@ class RecordingForm(BaseModel):
 
     AccountSid: str = shaped("AccountSid", "this server's Twilio account")
     CallSid: str = shaped("CallSid", "the operator's call")
-    RecordingSid: str = Field(pattern=r"^RE[0-9a-f]{32}$", description="RE and 32 hex digits")
-    RecordingUrl: str = Field(
-        max_length=255, pattern=r"^https://", description="where Twilio keeps it"
-    )
-    RecordingStatus: str = Field(max_length=16, description="completed when it can be played")
+    RecordingSid: str = Field(description="RE and 32 lower-case hex digits")
+    RecordingUrl: str = Field(description="where Twilio keeps it: https, at most 255 characters")
+    RecordingStatus: str = Field(description="completed when it can be played")
 
 
 _RECORDING_FIELDS = required_fields(RecordingForm)
@@ -407,6 +413,7 @@ _RECORDING_FIELDS = required_fields(RecordingForm)
 @routes.post(RECORDING_PATH)
 @contract(
     access=Access.TWILIO,
+    path=OutboxPath,
     form=RecordingForm,
     answers={200: Reply("kept (or not ours)", media=""), **sms_webhooks.SIGNED_ANSWERS},
     tag="twilio",
@@ -415,6 +422,9 @@ async def bridge_recording(request: web.Request) -> web.Response:
     """A bridge's recording is ready: its reference kept on the bridge (and so on its
     call) until ``voice.recording_retention_days`` have passed."""
     form = await signed_form(request, required=_RECORDING_FIELDS, what="voice")
+    url = form["RecordingUrl"]
+    if not url.startswith("https://") or len(url) > MAX_RECORDING_URL:
+        raise bad_request(f"RecordingUrl is not https, or longer than {MAX_RECORDING_URL}")
     bridge = await _bridge(request)
     if bridge is None or form["RecordingStatus"] != "completed":
         return web.Response()

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -42,7 +42,7 @@ from callcenter.engine.voice import CALL_STATUS_RANK, FINAL, NOT_PICKED_UP, Voic
 from callcenter.notify.voice import ANSWER_PATH, GATHER_PATH, STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web import sms_webhooks
-from callcenter.web.contract import Access, Reply, contract
+from callcenter.web.contract import Access, Parameters, Reply, contract
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
 
@@ -56,6 +56,14 @@ KEY_WAIT_S = 8
 SAYINGS = 2
 # The statuses kept in the call's history: "queued" and "initiated" say nothing new.
 _NOTED = frozenset(CALL_STATUS_RANK) - {"queued", "initiated"}
+
+
+class OutboxPath(Parameters):
+    """The outbox row that placed the call, named in a voice webhook's path. Read as
+    text: the signature is checked first (403 for a forgery whatever its path), and a
+    path naming no row of ours is answered as a call we did not place."""
+
+    outbox_id: str = Field(description="the outbox row's id, e.g. 12")
 
 
 class CallForm(BaseModel):
@@ -170,7 +178,7 @@ def _script(row: Any) -> VoiceScript | None:
 
 
 @routes.post(ANSWER_PATH)
-@contract(access=Access.TWILIO, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=CallForm, answers=_ANSWERS, tag="twilio")
 async def voice_answer(request: web.Request) -> web.Response:
     """A phone the desk rang was picked up: what it says, and the key it waits for."""
     form = await signed_form(request, required=_CALL_FIELDS, what="voice")
@@ -204,7 +212,7 @@ async def _no_longer_wanted(request: web.Request, row: Any) -> Message | None:
 
 
 @routes.post(GATHER_PATH)
-@contract(access=Access.TWILIO, form=GatherForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=GatherForm, answers=_ANSWERS, tag="twilio")
 async def voice_gather(request: web.Request) -> web.Response:
     """The key pressed (or none): applied as the text's code would be, and confirmed by
     voice; nothing or a key that means nothing is asked once more, then goodbye."""
@@ -262,7 +270,9 @@ async def _apply_key(
 
 
 @routes.post(STATUS_PATH)
-@contract(access=Access.TWILIO, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio")
+@contract(
+    access=Access.TWILIO, path=OutboxPath, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio"
+)
 async def voice_status(request: web.Request) -> web.Response:
     """Twilio's report on a call we placed: kept once, written in the call's history; a
     carer rung about their page who did not pick up is released and the next one paged."""
