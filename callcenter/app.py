@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from callcenter.broker import BrokerStartError, EmbeddedBroker
 from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
+from callcenter.engine.bridges import RecordingKeeper
 from callcenter.engine.desk import Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import EventFollower
@@ -233,6 +234,8 @@ async def assembled_server(
         }
         if desk.offers is not None:
             loops["offers"] = desk.offers
+        if calls is not None:  # recordings past voice.recording_retention_days, deleted
+            loops["recordings"] = RecordingKeeper(engine, clock, calls)
         link = commands if isinstance(commands, DeviceCommandSender) else None
         if link is not None:
             loops["commands"] = link

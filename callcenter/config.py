@@ -455,6 +455,22 @@ class VoiceConfig(_Section):
             "and the call escalates"
         ),
     )
+    record: bool = Field(
+        False,
+        description=(
+            "record what operator and household say on a click-to-call bridge; the "
+            "recording stays at Twilio and its reference is kept on the call"
+        ),
+    )
+    recording_retention_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description=(
+            "days a bridge's recording is kept; then its reference is removed from the "
+            "call and the recording deleted at Twilio"
+        ),
+    )
 
     def speech_language(self, language: str) -> str:
         """The <Say language> for someone whose language is ``language``."""
@@ -679,6 +695,21 @@ class WelfareConfig(_Section):
             "residents this old or older in a week (the year the week ends in, less their "
             "birth year) get a welfare call that week"
         ),
+    )
+    ring_retries: int = Field(
+        2,
+        ge=0,
+        le=5,
+        description=(
+            "times a welfare call rung from the panel is rung again when none of the "
+            "household's numbers answered; after the last, its outcome is no_answer"
+        ),
+    )
+    ring_retry_after_min: int = Field(
+        120,
+        ge=1,
+        le=1440,
+        description="minutes between a welfare ring nobody answered and the next try",
     )
 
 

@@ -53,6 +53,10 @@ class MessageKind(enum.StrEnum):
     VOICE_FAMILY_GOODBYE = "voice_family_goodbye"  # still no key after the repeat
     # picked up once a carer reached the door or the call closed: nothing to confirm
     VOICE_FAMILY_NOT_NEEDED = "voice_family_not_needed"
+    # An operator's phone, rung to call the household (click-to-call, docs/voice.md).
+    VOICE_BRIDGE = "voice_bridge"  # said to the operator while the household is dialled
+    VOICE_BRIDGE_NONE = "voice_bridge_none"  # none of the household's numbers answered
+    VOICE_BRIDGE_WELFARE = "voice_bridge_welfare"  # a welfare call: the resident is rung
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,13 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
             "This is the call centre. Help has reached your relative, or the alarm is over; "
             "nothing to do. Thank you, goodbye."
         ),
+        MessageKind.VOICE_BRIDGE: "Call {call_ref}: ringing household {household}, please hold.",
+        MessageKind.VOICE_BRIDGE_NONE: (
+            "None of the numbers of household {household} answered. Goodbye."
+        ),
+        MessageKind.VOICE_BRIDGE_WELFARE: (
+            "Welfare call: ringing {resident} at household {household}, please hold."
+        ),
     },
     "zh": {
         MessageKind.DISPATCH: (
@@ -313,6 +324,9 @@ _TEMPLATES: dict[str, dict[MessageKind, str]] = {
         MessageKind.VOICE_FAMILY_NOT_NEEDED: (
             "这里是呼叫中心。护理员已到达您的家人身边，或报警已处理完毕，无需您处理。谢谢，再见。"
         ),
+        MessageKind.VOICE_BRIDGE: "呼叫{call_ref}：正在拨打住户{household}，请稍候。",
+        MessageKind.VOICE_BRIDGE_NONE: "住户{household}的电话都无人接听。再见。",
+        MessageKind.VOICE_BRIDGE_WELFARE: "关怀电话：正在拨打住户{household}的{resident}，请稍候。",
     },
 }
 

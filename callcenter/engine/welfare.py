@@ -214,6 +214,20 @@ class WelfareList:
                 .execution_options(synchronize_session=False)
             )
             won = changed.rowcount == 1  # type: ignore[attr-defined]
+            if won:
+                # Rings of this welfare call still waiting to be placed (a retry after
+                # nobody answered, docs/voice.md) are not wanted any more.
+                rung = select(m.VoiceBridge.outbox_id).where(m.VoiceBridge.welfare_id == welfare_id)
+                await session.execute(
+                    update(m.OutboxItem)
+                    .where(
+                        m.OutboxItem.id.in_(rung),
+                        m.OutboxItem.state == m.OutboxState.PENDING,
+                        m.OutboxItem.attempts == 0,
+                    )
+                    .values(state=m.OutboxState.SKIPPED)
+                    .execution_options(synchronize_session=False)
+                )
             late = now >= week_began(row.week_start + WEEK, self.zone)
             recorded = Recorded(welfare_id, row.household_id, outcome, done_by, now, late)
         if not won:

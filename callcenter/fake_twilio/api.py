@@ -190,6 +190,7 @@ class FakeTwilio(PhoneNetwork):
         app.router.add_get(f"{base}/Calls.json", self._list_calls)
         app.router.add_get(f"{base}/Calls/{{sid}}.json", self._fetch_call)
         app.router.add_post(f"{base}/Calls/{{sid}}.json", self._update_call)
+        app.router.add_delete(f"{base}/Recordings/{{sid}}.json", self._delete_recording)
         app.router.add_get("/", self._page)
         app.router.add_get("/page.js", page_file(PAGE_SCRIPT, "text/javascript"))
         app.router.add_get("/page.css", page_file(PAGE_STYLE, "text/css"))
@@ -507,6 +508,12 @@ class FakeTwilio(PhoneNetwork):
     async def _update_call(self, request: web.Request) -> web.Response:
         call = await self.update(request.match_info["sid"], await request.post())
         return web.json_response(call.to_json())
+
+    async def _delete_recording(self, request: web.Request) -> web.Response:
+        """``DELETE .../Recordings/{RE}.json``: 204, or 20404 for one it does not hold."""
+        if not self.delete_recording(request.match_info["sid"]):
+            return rest.error(404, 20404)
+        return web.Response(status=204)
 
     async def _list_calls(self, request: web.Request) -> web.Response:
         path = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls.json"

@@ -66,6 +66,8 @@ class PhoneNetwork(Interpreter):
         self.voice_url = ""
         self.voice_status_url = ""
         self._calls_handed_out = 0
+        # Recordings deleted through the REST API (DELETE .../Recordings/{RE}.json).
+        self.deleted_recordings: list[str] = []
 
     # -- what tests plan and inspect ----------------------------------------------------
 
@@ -80,6 +82,16 @@ class PhoneNetwork(Interpreter):
     def call(self, sid: str) -> FakeCall | None:
         """The call with this sid (placed, a Dial's leg or inbound), if any."""
         return self._calls.get(sid)
+
+    def delete_recording(self, sid: str) -> bool:
+        """Delete recording ``sid`` from the call that holds it; whether there was one."""
+        for call in self._calls.values():
+            for recording in call.recordings:
+                if recording.sid == sid:
+                    call.recordings.remove(recording)
+                    self.deleted_recordings.append(sid)
+                    return True
+        return False
 
     def calls_to(self, number: str) -> list[FakeCall]:
         """The calls that rang ``number``, in the order they were placed."""

@@ -15,9 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from twilio.base.exceptions import TwilioRestException  # type: ignore[import-untyped]
+
 from callcenter.config import VoiceConfig
+from callcenter.domain.calls import VoicePurpose
 from callcenter.engine import repository
 from callcenter.engine.outbox import OutboxMessage, Receipt, SendError
+from callcenter.engine.voice import VoiceScript
 from callcenter.notify.sms import RECONCILE_MARGIN, TwilioAccount, TwilioApi
 
 log = logging.getLogger("callcenter.voice")
@@ -25,6 +29,8 @@ log = logging.getLogger("callcenter.voice")
 ANSWER_PATH = "/voice/answer/{outbox_id}"
 GATHER_PATH = "/voice/gather/{outbox_id}"
 STATUS_PATH = "/voice/status/{outbox_id}"
+# Click-to-call (web/voice_bridge.py): the operator picked up, the household is dialled.
+BRIDGE_PATH = "/voice/bridge/answer/{outbox_id}"
 # Every status of a call we place is reported, the final one included.
 STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
 # How many of a number's latest calls are looked at when one is in doubt.
@@ -75,7 +81,7 @@ class TwilioVoice(TwilioApi):
             lambda: client.calls.create_async(
                 to=message.address,
                 from_=self.line.from_number,
-                url=self.url(ANSWER_PATH, message.id),
+                url=self.url(_answer_path(message), message.id),
                 method="POST",
                 status_callback=self.url(STATUS_PATH, message.id),
                 status_callback_event=list(STATUS_EVENTS),
@@ -88,6 +94,15 @@ class TwilioVoice(TwilioApi):
         # The call's status is written by its status callbacks alone (web/voice_webhooks.py),
         # which may come before this answer does: "queued" here would overwrite them.
         return Receipt(str(placed.sid))
+
+    async def delete_recording(self, sid: str) -> None:
+        """Delete a bridge's recording at Twilio (engine/bridges.RecordingKeeper); one
+        Twilio no longer has is no error."""
+        try:
+            await self.client().recordings(sid).delete_async()
+        except TwilioRestException as error:
+            if error.status != 404:
+                raise
 
     async def find_sent(self, message: OutboxMessage, since: datetime) -> Sequence[Receipt]:
         """Calls Twilio took for ``message`` (same number, from our number) created since
@@ -106,3 +121,13 @@ class TwilioVoice(TwilioApi):
             for found in listed
             if found.date_created is None or found.date_created >= after
         ]
+
+
+def _answer_path(message: OutboxMessage) -> str:
+    """Where Twilio asks what to do once the phone is picked up: a bridge's own route
+    (the household dialled), else the spoken message's."""
+    try:
+        purpose = VoiceScript.read(message.body).purpose
+    except ValueError:
+        return ANSWER_PATH
+    return BRIDGE_PATH if purpose is VoicePurpose.BRIDGE else ANSWER_PATH

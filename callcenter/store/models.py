@@ -616,6 +616,27 @@ class VoiceStatus(Base):
     received_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
+class VoiceBridge(Base):
+    """Click-to-call: the ring to the operator's phone (its outbox row) and what it is
+    about, a call or a welfare call ringing the resident; which try (welfare calls ring
+    again when nobody answered), how it ended, and its recording's reference while kept."""
+
+    __tablename__ = "voice_bridges"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id"), unique=True)
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id"), index=True)
+    welfare_id: Mapped[int | None] = mapped_column(ForeignKey("welfare_calls.id"), index=True)
+    household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    try_number: Mapped[int] = mapped_column(SmallInteger, default=1)
+    # "answered" (a number picked up) or "no_answer" (none did); None while it goes on.
+    result: Mapped[str | None] = mapped_column(String(16))
+    recording_sid: Mapped[str | None] = mapped_column(String(34))
+    recording_url: Mapped[str | None] = mapped_column(String(255))
+    recording_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
 class PhoneProblem(enum.StrEnum):
     """Why a phone number cannot get our texts."""
 

@@ -23,8 +23,10 @@ from callcenter.domain.calls import (
     Command,
     Report,
     Resolve,
+    RingHousehold,
     StandDown,
 )
+from callcenter.store import models as m
 from callcenter.web import audit, views
 from callcenter.web.bodies import (
     CancelBody,
@@ -49,6 +51,7 @@ from callcenter.web.contract import (
 from callcenter.web.errors import bad_request, not_found
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CALL, DATABASE, DESK, HOUSEHOLD_OF_CALL, OPERATOR, CallRef
+from callcenter.web.voice_bridge import no_numbers, operator_to_ring
 
 routes = web.RouteTableDef()
 
@@ -321,3 +324,30 @@ async def cancel(request: web.Request) -> web.Response:
     ref = await _the_call(request)
     body = await read_body(request, CancelBody)
     return await _command(request, ref, "cancel", lambda by: Cancel(by, body.reason, body.note))
+
+
+@routes.post("/api/calls/{call_id}/call-household")
+@contract(
+    path=CallPath,
+    body=NoBody,
+    role=m.OperatorRole.OPERATOR,
+    answers={
+        200: views.CallDetail,
+        **_COMMAND_ERRORS,
+        422: "no_phone: your account has no phone to ring; no_numbers: the household has "
+        "none registered; voice_off: the centre places no phone calls ([voice] enabled)",
+    },
+    tag="calls",
+)
+async def call_household(request: web.Request) -> web.Response:
+    """Call the household (click-to-call): your own phone rings, and once you pick up
+    the household's numbers are dialled in order until one answers; each attempt goes
+    into the call's history (docs/voice.md). Desk work: it takes a call nobody owns."""
+    ref = await _the_call(request)
+    await read_body(request, NoBody)
+    me = operator_to_ring(request)
+    registry = await request.app[DESK].district.registry()
+    household = registry.households_by_code.get(ref.household)
+    if household is None or not household.phones:
+        raise no_numbers(ref.household)
+    return await _command(request, ref, "call-household", lambda by: RingHousehold(by, me))

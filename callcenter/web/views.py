@@ -240,6 +240,14 @@ class ClosingView(Shape):
     reason_needed: list[Outcome] = Field(description="outcomes that need a reason now")
 
 
+class RecordingView(Shape):
+    """A click-to-call bridge's recording, kept at Twilio until ``expires_at``."""
+
+    sid: str
+    url: str
+    expires_at: datetime
+
+
 class CallDetail(CallSummary):
     """The call as it now is: household, history, carers sent, deadlines, messages, its
     handling script and what closing it asks for."""
@@ -251,6 +259,10 @@ class CallDetail(CallSummary):
     outbox: list[OutboxView]
     script: ScriptView
     closing: ClosingView
+    recordings: list[RecordingView] = Field(
+        default_factory=list,
+        description="click-to-call recordings kept (voice.record), until they expire",
+    )
 
 
 class DispatchOutcome(Shape):
@@ -588,6 +600,15 @@ async def call_detail(
         for o in outbox.all()
     ]
     detail["script"], detail["closing"] = _handling(detail)
+    recordings = await session.execute(
+        select(m.VoiceBridge)
+        .where(m.VoiceBridge.call_id == call_id, m.VoiceBridge.recording_sid.is_not(None))
+        .order_by(m.VoiceBridge.id)
+    )
+    detail["recordings"] = [
+        {"sid": b.recording_sid, "url": b.recording_url, "expires_at": iso(b.recording_expires_at)}
+        for b in recordings.scalars()
+    ]
     return detail, call.household_id
 
 

@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,7 +54,7 @@ from callcenter.engine.voice import CALL_STATUS_RANK, FINAL, NOT_PICKED_UP, Voic
 from callcenter.notify.voice import ANSWER_PATH, GATHER_PATH, STATUS_PATH
 from callcenter.store import models as m
 from callcenter.web import sms_webhooks
-from callcenter.web.contract import Access, Reply, contract
+from callcenter.web.contract import Access, Parameters, Reply, contract
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
 
@@ -68,6 +68,14 @@ KEY_WAIT_S = 8
 SAYINGS = 2
 # The statuses kept in the call's history: "queued" and "initiated" say nothing new.
 _NOTED = frozenset(CALL_STATUS_RANK) - {"queued", "initiated"}
+
+
+class OutboxPath(Parameters):
+    """The outbox row that placed the call, named in a voice webhook's path. Read as
+    text: the signature is checked first (403 for a forgery whatever its path), and a
+    path naming no row of ours is answered as a call we did not place."""
+
+    outbox_id: str = Field(description="the outbox row's id, e.g. 12")
 
 
 class CallForm(BaseModel):
@@ -101,6 +109,11 @@ _STATUS_FIELDS = required_fields(StatusForm)
 
 _ANSWERS = {
     200: Reply("TwiML: what the phone says, built by the twilio library", media="text/xml"),
+    **sms_webhooks.SIGNED_ANSWERS,
+}
+# What a status callback answers.
+STATUS_ANSWERS = {
+    200: Reply("recorded (also for a call or status we do not know)", media=""),
     **sms_webhooks.SIGNED_ANSWERS,
 }
 
@@ -177,7 +190,7 @@ def _script(row: Any) -> VoiceScript | None:
 
 
 @routes.post(ANSWER_PATH)
-@contract(access=Access.TWILIO, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=CallForm, answers=_ANSWERS, tag="twilio")
 async def voice_answer(request: web.Request) -> web.Response:
     """A phone the desk rang was picked up: what it says, and the key it waits for."""
     form = await signed_form(request, required=_CALL_FIELDS, what="voice")
@@ -218,7 +231,7 @@ async def _no_longer_wanted(request: web.Request, row: Any, script: VoiceScript)
 
 
 @routes.post(GATHER_PATH)
-@contract(access=Access.TWILIO, form=GatherForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=GatherForm, answers=_ANSWERS, tag="twilio")
 async def voice_gather(request: web.Request) -> web.Response:
     """The key pressed (or none): applied as the text's code would be, and confirmed by
     voice; nothing or a key that means nothing is asked once more, then goodbye."""
@@ -283,13 +296,7 @@ async def _apply_key(
 
 @routes.post(STATUS_PATH)
 @contract(
-    access=Access.TWILIO,
-    form=StatusForm,
-    answers={
-        200: Reply("recorded (also for a call or status we do not know)", media=""),
-        **sms_webhooks.SIGNED_ANSWERS,
-    },
-    tag="twilio",
+    access=Access.TWILIO, path=OutboxPath, form=StatusForm, answers=STATUS_ANSWERS, tag="twilio"
 )
 async def voice_status(request: web.Request) -> web.Response:
     """Twilio's report on a call we placed: kept once, written in the call's history; a
@@ -303,15 +310,7 @@ async def voice_status(request: web.Request) -> web.Response:
     row = await _row(request, _outbox_id(request))
     try:
         async with desk.transaction() as session:
-            await session.execute(
-                insert(m.VoiceStatus).values(
-                    call_sid=sid,
-                    sequence=int(form["SequenceNumber"]),
-                    status=status,
-                    outbox_id=None if row is None else row.id,
-                    received_at=request.app[CLOCK].now(),
-                )
-            )
+            await keep_status(session, form, None if row is None else row.id, request)
             if row is not None:
                 # Only ever forward, as texts' delivery reports.
                 await session.execute(
@@ -354,6 +353,22 @@ async def voice_status(request: web.Request) -> web.Response:
             # Over without their 1 (it would have been recorded first): the next contact.
             await _tell_desk(desk, row.call_id, FamilyRingOver(row.recipient, status), about)
     return web.Response()
+
+
+async def keep_status(
+    session: AsyncSession, form: dict[str, str], outbox_id: int | None, request: web.Request
+) -> None:
+    """Keep a status callback once per CallSid and SequenceNumber: IntegrityError when
+    it was kept before (Twilio posting it again)."""
+    await session.execute(
+        insert(m.VoiceStatus).values(
+            call_sid=form["CallSid"],
+            sequence=int(form["SequenceNumber"]),
+            status=form["CallStatus"],
+            outbox_id=outbox_id,
+            received_at=request.app[CLOCK].now(),
+        )
+    )
 
 
 async def _tell_desk(desk: Desk, call_id: int, command: Command, about: str) -> None:

@@ -17,6 +17,7 @@ from pydantic import Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from callcenter.engine.voice import NOT_PICKED_UP
 from callcenter.engine.welfare import (
     WEEK,
     WelfareCallDoneError,
@@ -85,6 +86,17 @@ class WelfareContact(Shape):
     language: str
 
 
+class WelfareRingView(Shape):
+    """A welfare call's last ring: which try, how it ended, and when the next is due."""
+
+    tries: int
+    result: str | None = Field(
+        description="answered, no_answer, operator_missed (your phone was not picked up), "
+        "or null while it goes on"
+    )
+    next_at: datetime | None = Field(description="when a retry rings again; null if none")
+
+
 class WelfareCallView(Shape):
     """The welfare call as it now is."""
 
@@ -100,6 +112,9 @@ class WelfareCallView(Shape):
     done_by: str | None
     done_at: datetime | None
     late: bool = Field(description="recorded after its week ended")
+    ring: WelfareRingView | None = Field(
+        None, description="its last ring through the bridge (docs/voice.md); null: never rung"
+    )
 
 
 class WelfareCalls(Shape):
@@ -154,10 +169,36 @@ async def _rows(
                     "language": contact.language,
                 }
             )
+    rings = await _rings(session, [call.id for call, _, _ in found])
     return [
-        _row(call, resident, household, contacts[household.id], zone)
+        _row(call, resident, household, contacts[household.id], zone) | {"ring": rings.get(call.id)}
         for call, resident, household in found
     ]
+
+
+async def _rings(session: AsyncSession, welfare_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The last ring of each of these welfare calls that was rung (docs/voice.md)."""
+    if not welfare_ids:
+        return {}
+    rings: dict[int, dict[str, Any]] = {}
+    found = await session.execute(
+        select(
+            m.VoiceBridge, m.OutboxItem.state, m.OutboxItem.next_attempt_at, m.OutboxItem.delivery
+        )
+        .join(m.OutboxItem, m.OutboxItem.id == m.VoiceBridge.outbox_id)
+        .where(m.VoiceBridge.welfare_id.in_(welfare_ids))
+        .order_by(m.VoiceBridge.id)
+    )
+    for bridge, state, next_at, delivery in found:
+        waiting = state == m.OutboxState.PENDING and bridge.result is None
+        # The operator's own phone not picked up: nobody was dialled.
+        missed = bridge.result is None and delivery in NOT_PICKED_UP
+        rings[int(bridge.welfare_id or 0)] = {
+            "tries": bridge.try_number,
+            "result": "operator_missed" if missed else bridge.result,
+            "next_at": iso(next_at) if waiting and bridge.try_number > 1 else None,
+        }
+    return rings
 
 
 def _row(
@@ -182,6 +223,17 @@ def _row(
         "done_at": iso(call.done_at),
         "late": call.done_at is not None and call.done_at >= week_ended,
     }
+
+
+def already_done(error: WelfareCallDoneError) -> ApiError:
+    """409: the welfare call's outcome is recorded already, naming by whom and when."""
+    return ApiError(
+        409,
+        "already_done",
+        f"{error}; it needs no second call",
+        done_by=error.done_by,
+        done_at=iso(error.done_at),
+    )
 
 
 @routes.get("/api/welfare")
@@ -269,13 +321,7 @@ async def record_welfare_call(request: web.Request) -> web.Response:
     except WelfareCallNotFoundError as error:
         raise not_found(str(error)) from None
     except WelfareCallDoneError as error:
-        raise ApiError(
-            409,
-            "already_done",
-            f"{error}; it needs no second call",
-            done_by=error.done_by,
-            done_at=iso(error.done_at),
-        ) from None
+        raise already_done(error) from None
     async with AsyncSession(write_locked(engine)) as session, session.begin():
         rows = await _rows(session, _rows_query().where(m.WelfareCall.id == welfare_id), calls.zone)
         await audit.record_read(

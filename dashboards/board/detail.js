@@ -103,7 +103,7 @@ export function renderDetail() {
       household.access_notes ? h("div", { class: "notes" }, `${t("detail.access")}: ${household.access_notes}`) : null,
       scriptSection(call, { act, working: canWork(call) }),
       actionsSection(call),
-      residentCard(household),
+      residentCard(household, call),
       assignmentsSection(call),
       timersSection(call),
       lastCallsSection(),
@@ -234,7 +234,7 @@ function callerOf(call) {
   return rang?.detail?.from ?? "";
 }
 
-function residentCard(household) {
+function residentCard(household, call) {
   const year = new Date(serverNow()).getUTCFullYear();
   return h(
     "section",
@@ -252,6 +252,7 @@ function residentCard(household) {
     ),
     h("h3", {}, t("detail.phones")),
     phoneList(household.phones ?? []),
+    callHouseholdButton(call, household.phones ?? []),
     h("h3", {}, t("detail.family")),
     h(
       "ul",
@@ -292,6 +293,23 @@ function phoneList(phones) {
         " ",
         h("a", { href: `tel:${p.number}` }, p.number),
       ),
+    ),
+  );
+}
+
+// Click-to-call (docs/voice.md): the desk rings the operator's own phone, then the
+// household's numbers in the order above. Shown to whoever may work the call; the server
+// says why it cannot (no phone on the account, no numbers).
+function callHouseholdButton(call, phones) {
+  if (!canWork(call) || !phones.length) return null;
+  const phone = state.me?.phone ?? "";
+  return h(
+    "div",
+    { class: "row" },
+    h(
+      "button",
+      { type: "button", class: "call-household", dataset: { action: "call-household" }, title: t("action.call_household.hint", { phone }), onclick: () => act("call_household", call, "call-household") },
+      `☎ ${t("action.call_household")}`,
     ),
   );
 }
@@ -488,6 +506,7 @@ export function whatHappened(label, before, after, path = "") {
     ];
     return [parts.join(language() === "zh" ? "" : " "), "warn"];
   }
+  if (kind === "call_household") return [t("done.call_household", { phone: state.me?.phone ?? "" }), "ok"];
   if (after.version !== undefined && after.version === before.version && kind !== "note") {
     return [t("done.unchanged", { what: actionName(label) }), "warn"];
   }

@@ -23,8 +23,16 @@ function carerText(code, name) {
 }
 
 // Who a text went to: "family:1" → 家属, "operator:li.na" → 值班主管, "carer:C012" → 护理员 C012.
-function recipientText(label) {
+function recipientText(label, detail = {}) {
   const [kind, name] = String(label ?? "").split(":");
+  // Click-to-call (docs/voice.md): the operator's own phone, then the household's numbers.
+  if (kind === "household") {
+    const who = t("history.to.household", { code: name });
+    return detail.number ? t("history.to.number", { who, attempt: detail.attempt ?? "", number: detail.number }) : who;
+  }
+  if ((kind === "operator" || kind === "supervisor") && (detail.purpose === "bridge" || detail.bridge)) {
+    return t("history.to.operator", { name: ownerName(label) });
+  }
   if (kind === "family") return t("history.to.family");
   if (kind === "operator") return t("history.to.supervisor");
   if (kind === "carer") return t("history.to.carer", { code: name });
@@ -50,7 +58,7 @@ export function actionText(entry) {
     because: because(detail.because),
     outcome: tOr(`outcome.${detail.outcome}`, detail.outcome ?? ""),
     reason: tOr(`reason.${detail.reason}`, detail.reason ?? ""),
-    to: Array.isArray(detail.to) ? detail.to.map(recipientText).join("、") : recipientText(detail.to),
+    to: Array.isArray(detail.to) ? detail.to.map((to) => recipientText(to)).join("、") : recipientText(detail.to, action === "call_household" ? { bridge: true } : detail),
     key: detail.key ?? "",
     duration: waited(detail.duration_s ?? 0),
     ring: tOr(`ring.${detail.ring}`, detail.ring ?? ""),

@@ -1,10 +1,11 @@
 // The keyboard: the common path of a call without the mouse (docs/board.md, "Keyboard").
 // J/K or ↓/↑ move through the list, N opens the next call that needs me, A accepts the call
 // offered to me, T takes the selected call, D sends the best carer, M goes to the note,
-// R to the outcome, Esc leaves a field, ? shows them all. Keys do nothing while the
-// operator types in a field (but Ctrl+Enter saves the note, Enter on the outcome
-// resolves). The actions click the detail panel's own buttons (their data-action), so a
-// key does exactly what the button does, checks and banners included.
+// R to the outcome, C calls the household (the operator's phone rings first), Esc leaves
+// a field, ? shows them all. Keys do nothing while the operator types in a field (but
+// Ctrl+Enter saves the note, Enter on the outcome resolves). The actions click the
+// detail panel's own buttons (their data-action), so a key does exactly what the button
+// does, checks and banners included.
 import { showNotice } from "./banners.js";
 import { currentTab, listedCalls, showTab } from "./calls.js";
 import { actionsSettled, selectCall } from "./detail.js";
@@ -26,6 +27,7 @@ const HELP = [
   ["Enter", "keys.resolve_enter"],
   ["Esc", "keys.escape"],
   ["?", "keys.help"],
+  ["C", "keys.call"],
 ];
 
 // The key pressed, layout-proof: with a Chinese input method on, `key` reads "Process",
@@ -178,6 +180,7 @@ function onKey(event) {
     m: () => focus("#note-text", "keys.cannot_note"),
     r: () => focus("#outcome", "keys.cannot_resolve"),
     "?": () => showHelp(true),
+    c: () => click('[data-action="call-household"]', "keys.cannot_call"),
   };
   const action = actions[key];
   if (!action) return;

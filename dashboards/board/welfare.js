@@ -2,6 +2,8 @@
 // form for its outcome, and for supervisors the missed ones of past weeks. Read from
 // GET /api/welfare every few minutes and after each outcome; not on the live feed, since
 // nothing about them is urgent (docs/welfare.md).
+import { formatTime } from "./clock.js";
+
 const OUTCOMES = ["well", "needs_visit", "no_answer", "in_hospital", "other"];
 const REFRESH_MS = 120_000;
 // Items drawn at most per list: a week has hundreds of calls, and the first ones are
@@ -114,6 +116,14 @@ export class WelfarePanel {
       { type: "button", class: "welfare-save", onclick: () => this.record(call, save) },
       missed ? `${t("welfare.save")} ${t("welfare.late")}` : t("welfare.save"),
     );
+    // Ring the resident through the click-to-call bridge (docs/voice.md): the operator's
+    // phone first, then the household's numbers, the resident's own mobile first.
+    const ring = h(
+      "button",
+      { type: "button", class: "welfare-ring", dataset: { action: "ring-welfare" }, onclick: () => this.ring(call, ring) },
+      `☎ ${t("welfare.ring")}`,
+    );
+    const rung = call.ring ? h("span", { class: "welfare-rung hint" }, this.rungText(call.ring)) : null;
     const contacts = (call.contacts ?? []).map((contact) =>
       h("a", { href: `tel:${contact.phone}` }, `${contact.name}（${contact.relation}）${contact.phone}`),
     );
@@ -128,8 +138,29 @@ export class WelfarePanel {
         missed ? ` · ${t("welfare.missed.week", { week: call.week_start })}` : "",
       ),
       contacts.length ? h("div", { class: "contacts" }, `${t("welfare.contacts")}: `, contacts.flatMap((a, i) => (i ? [" · ", a] : [a]))) : null,
-      h("div", { class: "welfare-form" }, outcome, note, save),
+      h("div", { class: "welfare-form" }, ring, rung, outcome, note, save),
     );
+  }
+
+  rungText(ring) {
+    const { t } = this.tools;
+    if (ring.next_at) return t("welfare.rung.retry", { n: ring.tries, t: formatTime(ring.next_at) });
+    if (ring.result) return t(`welfare.rung.${ring.result}`, { n: ring.tries });
+    return t("welfare.rung.ringing", { n: ring.tries });
+  }
+
+  async ring(call, button) {
+    const { api, t, showNotice, showConflict, hideConflict } = this.tools;
+    hideConflict();
+    button.disabled = true;
+    try {
+      const rung = await api("POST", `/api/welfare/${call.id}/ring`, {});
+      showNotice(t("welfare.ringing", { phone: rung.ringing, name: call.resident.name }));
+    } catch (failure) {
+      showConflict(failure);
+    } finally {
+      await this.load();
+    }
   }
 
   keep(id, change) {

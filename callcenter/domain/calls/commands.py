@@ -201,6 +201,19 @@ class RingNoted:
     status: str
     duration_s: int | None = None
     key: str = ""
+    # A household's number rung by a bridge (click-to-call), and which of its numbers
+    # in the order tried (1 first); "all-unanswered" has no number: none answered.
+    number: str = ""
+    attempt: int = 0
+
+
+@dataclass(frozen=True)
+class RingHousehold:
+    """An operator calls the household from the board (click-to-call): their own phone
+    rings, and once they pick up the household's numbers are dialled in order."""
+
+    by: Actor
+    operator: Person  # the operator as a phone to ring
 
 
 class InboundStep(enum.StrEnum):
@@ -274,6 +287,7 @@ Command = (
     | InboundNoted
     | FamilyHeard
     | FamilyRingOver
+    | RingHousehold
 )
 
 

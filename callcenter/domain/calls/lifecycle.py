@@ -36,9 +36,11 @@ from callcenter.domain.calls.commands import (
     InboundStep,
     NotOwnerError,
     NotPossibleError,
+    PlaceCall,
     Press,
     Report,
     Resolve,
+    RingHousehold,
     RingNoted,
     RingUnanswered,
     SendSms,
@@ -47,6 +49,7 @@ from callcenter.domain.calls.commands import (
     StepDue,
     TextFailed,
     Unreachable,
+    VoicePurpose,
 )
 from callcenter.domain.calls.decisions import (
     Decision,
@@ -54,6 +57,7 @@ from callcenter.domain.calls.decisions import (
     _carer_contact,
     _dispatch_steps,
     _entry,
+    _message,
     _said,
     _stand_down_sms,
     _then,
@@ -193,6 +197,8 @@ def decide(call: Call, command: Command, situation: Situation) -> Decision:
         return _then(decision, _answer_script(call, command, situation))
     if isinstance(command, Resolve):
         return _then(decision, _desk_resolves(call, command, situation))
+    if isinstance(command, RingHousehold):
+        return _then(decision, _ring_household(call, command, situation))
     return _then(
         decision, _close(call, command.by, situation, reason=command.reason, note=command.note)
     )
@@ -228,6 +234,10 @@ def _ring_noted(call: Call, command: RingNoted, situation: Situation) -> Decisio
         detail["duration_s"] = command.duration_s
     if command.key:
         detail["key"] = command.key
+    if command.number:
+        detail["number"] = command.number
+    if command.attempt:
+        detail["attempt"] = command.attempt
     return Decision(call, (_entry(call, call, situation, SYSTEM, "ring", **detail),))
 
 
@@ -251,6 +261,15 @@ def _inbound_noted(call: Call, command: InboundNoted, situation: Situation) -> D
     if command.step is InboundStep.NOBODY and call.is_open:
         return _then(decision, _nobody_picked_up(call, situation))
     return decision
+
+
+def _ring_household(call: Call, command: RingHousehold, situation: Situation) -> Decision:
+    """Click-to-call: the operator's own phone rings; once they pick up, they hear which
+    household is being rung while its numbers are dialled in order (docs/voice.md)."""
+    message = _message(MessageKind.VOICE_BRIDGE, call, situation)
+    ring = PlaceCall(command.operator, VoicePurpose.BRIDGE, message)
+    entry = _entry(call, call, situation, command.by, "call_household", to=command.operator.label)
+    return Decision(call, (entry,), (ring,))
 
 
 def _tell_supervisors(call: Call, situation: Situation, why: Because) -> tuple[SendSms, ...]:
