@@ -40,6 +40,8 @@ _GOOD = {
     "path": "board/board.js",
     "package": "leaflet",
     "token": "AAAAAQAAAAEAAAAA",
+    "outbox_id": "1",
+    "operator_id": "1",
 }
 # A body each command takes, so that a bad path value is what it meets.
 _GOOD_BODY: dict[str, Any] = {

@@ -240,6 +240,7 @@ FACTS = {
     "call_type": "fall",
     "household": "H0042",
     "residents": "Mrs Wang (91)",
+    "resident": "Mrs Wang",
     "address": "3 Lotus Road",
     "access": "Key with neighbour.",
     "why": "no carer on scene after 15 min",
@@ -343,6 +344,13 @@ EXPECTED = {
         "This is the call centre. Help has reached your relative, or the alarm is over; "
         "nothing to do. Thank you, goodbye."
     ),
+    ("en", MessageKind.VOICE_BRIDGE): "Call 812: ringing household H0042, please hold.",
+    ("en", MessageKind.VOICE_BRIDGE_NONE): (
+        "None of the numbers of household H0042 answered. Goodbye."
+    ),
+    ("en", MessageKind.VOICE_BRIDGE_WELFARE): (
+        "Welfare call: ringing Mrs Wang at household H0042, please hold."
+    ),
 }
 
 
@@ -393,6 +401,9 @@ def test_render_english(kind: MessageKind) -> None:
         (MessageKind.VOICE_FAMILY_HEARD, ["已确认收到"]),
         (MessageKind.VOICE_FAMILY_GOODBYE, ["没有收到按键", "其他家属"]),
         (MessageKind.VOICE_FAMILY_NOT_NEEDED, ["护理员已到达", "无需您处理"]),
+        (MessageKind.VOICE_BRIDGE, ["呼叫812", "正在拨打住户H0042", "请稍候"]),
+        (MessageKind.VOICE_BRIDGE_NONE, ["住户H0042的电话都无人接听"]),
+        (MessageKind.VOICE_BRIDGE_WELFARE, ["关怀电话", "住户H0042的Mrs Wang"]),
     ],
 )
 def test_render_chinese(kind: MessageKind, pieces: list[str]) -> None:

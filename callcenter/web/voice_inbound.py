@@ -19,6 +19,7 @@ import logging
 from datetime import UTC, datetime
 
 from aiohttp import web
+from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.twiml.voice_response import VoiceResponse  # type: ignore[import-untyped]
 
@@ -41,7 +42,7 @@ from callcenter.engine.district import household_of
 from callcenter.engine.inbound import DeskPhone, caller_of, desk_phones
 from callcenter.store import models as m
 from callcenter.web import sms_webhooks
-from callcenter.web.contract import Access, Reply, contract
+from callcenter.web.contract import Access, Parameters, Reply, contract
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
 from callcenter.web.voice_webhooks import CallForm
@@ -79,6 +80,21 @@ def _twiml(response: VoiceResponse) -> web.Response:
 def _base(request: web.Request) -> str:
     public = request.app[CONFIG].sms.public_url
     return public.rstrip("/") if public else str(request.url.origin())
+
+
+class WhisperPath(Parameters):
+    """The call a desk phone was rung about (0: a number nobody registered) and whose
+    phone it is. Read as text, as voice_webhooks.OutboxPath is: the signature is checked
+    first (403 for a forgery whatever its path), and a path that names nothing is hung up."""
+
+    call_id: str = Field(description="the call's id, e.g. 12; 0 for a number nobody registered")
+    operator_id: str = Field(description="the operator's account id, e.g. 3")
+
+
+class DialedPath(Parameters):
+    """The call whose desk phones were rung (0: a number nobody registered), as text."""
+
+    call_id: str = Field(description="the call's id, e.g. 12; 0 for a number nobody registered")
 
 
 def _path_int(request: web.Request, name: str) -> int | None:
@@ -169,7 +185,7 @@ async def _ring_or_nobody(
 
 
 @routes.post(WHISPER_PATH)
-@contract(access=Access.TWILIO, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=WhisperPath, form=CallForm, answers=_ANSWERS, tag="twilio")
 async def voice_inbound_whisper(request: web.Request) -> web.Response:
     """A desk phone rung about a call to the centre's number was picked up: the first to
     do so owns the call (the board's Acknowledge) and hears who is calling, then is put
@@ -260,7 +276,7 @@ def _hang_up() -> web.Response:
 
 
 @routes.post(DIALED_PATH)
-@contract(access=Access.TWILIO, form=DialedForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=DialedPath, form=DialedForm, answers=_ANSWERS, tag="twilio")
 async def voice_inbound_dialed(request: web.Request) -> web.Response:
     """How the ring of the desk's phones ended: put through and over (the call ends);
     nobody picked up: the supervisors ring, then the recorded message."""
