@@ -35,6 +35,8 @@ AUDITED = {
     ("GET", "/api/board/feed"): "read_board",
     ("GET", "/api/welfare"): "read_welfare_list",
     ("POST", "/api/welfare/{welfare_id}"): "record_welfare_call",
+    ("POST", "/api/calls/{call_id}/call-household"): "read_call",
+    ("POST", "/api/welfare/{welfare_id}/ring"): "ring_welfare",
 }
 # Operator routes whose answers carry no household's data, and why.
 NOT_HOUSEHOLD_DATA = {
