@@ -69,7 +69,7 @@ from tests.test_family_portal import contact_phone, sign_in
 
 SEED = 20261123
 # Generated requests per operation, on top of the examples and the coverage phase's.
-EXAMPLES_PER_OPERATION = 12
+EXAMPLES_PER_OPERATION = 8
 # Every this many requests, one goes without credentials.
 WITHOUT_CREDENTIALS_EVERY = 7
 # The accounts the run signs in with; the fuzzer's user commands are turned to SPARE.

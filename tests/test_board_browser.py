@@ -188,6 +188,7 @@ async def test_a_call_is_worked_from_press_to_resolution_on_two_boards(
     assert first.errors == [] and second.errors == []
 
 
+@pytest.mark.page
 async def test_notes_carer_reports_stand_down_and_cancel_from_the_board(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -318,6 +319,7 @@ async def test_operator_and_supervisor_see_what_their_role_allows(
     assert operator.errors == [] and supervisor.errors == []
 
 
+@pytest.mark.page
 async def test_a_message_lost_on_the_way_makes_the_board_start_again_from_a_snapshot(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -350,6 +352,7 @@ async def test_a_message_lost_on_the_way_makes_the_board_start_again_from_a_snap
     await expect(tab.page.locator("body")).to_have_attribute("data-connection", "live")
 
 
+@pytest.mark.page
 async def test_an_escalation_sounds_on_the_board_and_waits_in_the_supervisors_queue(
     api: Api, open_tab: OpenTab
 ) -> None:

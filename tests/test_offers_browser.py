@@ -26,6 +26,7 @@ async def offering(
         yield api
 
 
+@pytest.mark.page
 async def test_an_offer_shows_on_the_offered_board_and_accept_takes_it(
     offering: Api, open_tab: OpenTab
 ) -> None:

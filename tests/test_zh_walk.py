@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from playwright.async_api import Browser, Page, expect
 
 from callcenter.domain import calls as calls_package
@@ -177,6 +178,7 @@ async def _night(api: Api) -> dict[str, object]:
     return {"escalating": escalating, "first": first, "second": second, "resolved": resolved}
 
 
+@pytest.mark.page
 async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser: Browser) -> None:
     """Test the zh walk: the board as operator and supervisor with the escalated call's
     detail and history open, the reports, the wallboard, the carer page, the family page
