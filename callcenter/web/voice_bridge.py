@@ -49,11 +49,16 @@ from callcenter.web.responses import json_reply
 from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK, OPERATOR
 from callcenter.web.voice_webhooks import (
+    CALL_FIELDS,
+    NOTED_STATUSES,
     STATUS_ANSWERS,
     CallForm,
     OutboxPath,
     StatusForm,
+    hang_up,
     keep_status,
+    public_base,
+    twiml,
 )
 from callcenter.web.welfare import already_done, welfare_list
 
@@ -71,7 +76,6 @@ LEG_EVENTS = "initiated ringing answered completed"
 # The history's status when none of the household's numbers answered.
 NONE_ANSWERED = "all-unanswered"
 # The statuses kept in the call's history: "queued" and "initiated" say nothing new.
-_NOTED = frozenset(CALL_STATUS_RANK) - {"queued", "initiated"}
 
 
 class DialForm(CallForm):
@@ -82,7 +86,6 @@ class DialForm(CallForm):
     DialCallDuration: str | None = Field(None, description="seconds the household spoke")
 
 
-_CALL_FIELDS = required_fields(CallForm)
 _DIAL_FIELDS = required_fields(DialForm)
 _STATUS_FIELDS = required_fields(StatusForm)
 
@@ -132,10 +135,6 @@ def operator_to_ring(request: web.Request) -> Person:
 def no_numbers(household: str) -> ApiError:
     """The refusal of a bridge to a household with no numbers to ring."""
     return ApiError(422, "no_numbers", f"household {household} has no numbers registered to ring")
-
-
-def _twiml(response: VoiceResponse) -> web.Response:
-    return web.Response(text=str(response), content_type="text/xml")
 
 
 def _attempt(request: web.Request) -> int:
@@ -198,12 +197,6 @@ async def _bridge(request: web.Request) -> Bridge | None:
     )
 
 
-def _base(request: web.Request) -> str:
-    """Where Twilio reaches us: the public address, else the one it used."""
-    public = request.app[CONFIG].sms.public_url
-    return public.rstrip("/") if public else str(request.url.origin())
-
-
 def _say(request: web.Request, response: VoiceResponse, bridge: Bridge, text: str) -> None:
     language = request.app[CONFIG].voice.speech_language(bridge.script.language)
     response.say(text, language=language)
@@ -221,9 +214,9 @@ async def _dial(
         noted = RingNoted(bridge.label, VoicePurpose.BRIDGE, NONE_ANSWERED)
         await _tell_desk(request, bridge, noted)
         await _ended(request, bridge, bridges.NO_ANSWER)
-        return _twiml(response)
+        return twiml(response)
     number = bridge.numbers[attempt - 1]
-    base, query = _base(request), f"?attempt={attempt}"
+    base, query = public_base(request), f"?attempt={attempt}"
     voice = request.app[CONFIG].voice
     recorded = (
         {
@@ -247,13 +240,7 @@ async def _dial(
         status_callback_event=LEG_EVENTS,
         status_callback_method="POST",
     )
-    return _twiml(response)
-
-
-def _hang_up() -> web.Response:
-    response = VoiceResponse()
-    response.hangup()
-    return _twiml(response)
+    return twiml(response)
 
 
 @routes.post(BRIDGE_PATH)
@@ -261,11 +248,11 @@ def _hang_up() -> web.Response:
 async def bridge_answer(request: web.Request) -> web.Response:
     """The operator picked up their phone: told which household is rung, and its first
     number dialled."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     bridge = await _bridge(request)
     if bridge is None:
         log.warning("voice call %s picked up for no bridge we placed; hung up", form["CallSid"])
-        return _hang_up()
+        return hang_up()
     with logs.bound(call_id=bridge.call_id, household=bridge.household):
         log.info(
             "bridge %s (outbox %d): operator picked up; %d numbers to try",
@@ -288,7 +275,7 @@ async def bridge_dialed(request: web.Request) -> web.Response:
     bridge = await _bridge(request)
     attempt = _attempt(request)
     if bridge is None or attempt == 0:
-        return _hang_up()
+        return hang_up()
     outcome = form["DialCallStatus"]
     with logs.bound(call_id=bridge.call_id, household=bridge.household):
         log.info(
@@ -296,9 +283,9 @@ async def bridge_dialed(request: web.Request) -> web.Response:
         )
         if outcome == "completed":
             await _ended(request, bridge, bridges.ANSWERED)
-            return _hang_up()
+            return hang_up()
         if form["CallStatus"] != "in-progress":
-            return _hang_up()  # the operator hung up meanwhile: nothing more to dial
+            return hang_up()  # the operator hung up meanwhile: nothing more to dial
         return await _dial(request, bridge, attempt + 1, form["From"], VoiceResponse())
 
 
@@ -319,7 +306,7 @@ async def bridge_leg(request: web.Request) -> web.Response:
     except IntegrityError:
         log.info("bridge leg %s: status %s was received before; nothing done", sid, status)
         return web.Response()
-    if bridge is None or status not in _NOTED:
+    if bridge is None or status not in NOTED_STATUSES:
         return web.Response()
     duration = form.get("CallDuration")
     noted = RingNoted(

@@ -41,11 +41,18 @@ from callcenter.engine.desk import CallNotFoundError, Desk
 from callcenter.engine.district import household_of
 from callcenter.engine.inbound import DeskPhone, caller_of, desk_phones
 from callcenter.store import models as m
-from callcenter.web import sms_webhooks
-from callcenter.web.contract import Access, Parameters, Reply, contract
-from callcenter.web.sms_webhooks import required_fields, shaped, signed_form
+from callcenter.web.contract import Access, Parameters, contract
+from callcenter.web.sms_webhooks import shaped, signed_form
 from callcenter.web.state import CLOCK, CONFIG, DATABASE, DESK
-from callcenter.web.voice_webhooks import CallForm
+from callcenter.web.voice_webhooks import (
+    CALL_FIELDS,
+    TWIML_ANSWERS,
+    CallForm,
+    hang_up,
+    public_base,
+    said_then_hang_up,
+    twiml,
+)
 
 log = logging.getLogger("callcenter.voice")
 
@@ -63,23 +70,6 @@ class DialedForm(CallForm):
     """A ``<Dial>``'s action: how the ring of the desk's phones ended."""
 
     DialCallStatus: str | None = shaped("DialCallStatus", "e.g. no-answer", default=None)
-
-
-_CALL_FIELDS = required_fields(CallForm)
-
-_ANSWERS = {
-    200: Reply("TwiML: what the phone says, built by the twilio library", media="text/xml"),
-    **sms_webhooks.SIGNED_ANSWERS,
-}
-
-
-def _twiml(response: VoiceResponse) -> web.Response:
-    return web.Response(text=str(response), content_type="text/xml")
-
-
-def _base(request: web.Request) -> str:
-    public = request.app[CONFIG].sms.public_url
-    return public.rstrip("/") if public else str(request.url.origin())
 
 
 class WhisperPath(Parameters):
@@ -116,7 +106,7 @@ def _ring(
     request: web.Request, call_id: int, phones: list[DeskPhone], stage: str, rung: int
 ) -> VoiceResponse:
     """Every phone of ``phones`` rung at once; the first to pick up is put through."""
-    base = _base(request)
+    base = public_base(request)
     response = VoiceResponse()
     dial = response.dial(
         timeout=request.app[CONFIG].voice.inbound_ring_s,
@@ -141,11 +131,11 @@ def _nobody(request: web.Request) -> VoiceResponse:
 
 
 @routes.post(INCOMING_PATH)
-@contract(access=Access.TWILIO, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, form=CallForm, answers=TWIML_ANSWERS, tag="twilio")
 async def voice_incoming(request: web.Request) -> web.Response:
     """Someone rings the centre's number: the call opened or attached, and every operator
     on duty with a phone rung at once."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     caller, sid = form["From"], form["CallSid"]
     desk, engine = request.app[DESK], request.app[DATABASE]
     async with AsyncSession(engine) as session:
@@ -175,31 +165,33 @@ async def _ring_or_nobody(
         if call_id:
             await _tell(desk, call_id, InboundNoted(InboundStep.NOBODY, caller, sid))
         log.warning("call %s from %s: nobody at the desk to ring", sid, caller)
-        return _twiml(_nobody(request))
+        return twiml(_nobody(request))
     step = InboundStep.OPERATORS_RUNG if stage == OPERATORS else InboundStep.SUPERVISORS_RUNG
     if call_id:
         rung = tuple(phone.actor for phone in phones)
         await _tell(desk, call_id, InboundNoted(step, caller, sid, rung=rung))
     now = int(request.app[CLOCK].now().timestamp())
-    return _twiml(_ring(request, call_id, phones, stage, now))
+    return twiml(_ring(request, call_id, phones, stage, now))
 
 
 @routes.post(WHISPER_PATH)
-@contract(access=Access.TWILIO, path=WhisperPath, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(
+    access=Access.TWILIO, path=WhisperPath, form=CallForm, answers=TWIML_ANSWERS, tag="twilio"
+)
 async def voice_inbound_whisper(request: web.Request) -> web.Response:
     """A desk phone rung about a call to the centre's number was picked up: the first to
     do so owns the call (the board's Acknowledge) and hears who is calling, then is put
     through; one who picked up after another took this ring hears who did, and hangs up."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     call_id = _path_int(request, "call_id")
     operator_id = _path_int(request, "operator_id")
     if call_id is None or operator_id is None:
-        return _hang_up()
+        return hang_up()
     caller, sid = form["From"], form.get("ParentCallSid") or form["CallSid"]
     async with AsyncSession(request.app[DATABASE]) as session:
         person = await session.get(m.Operator, operator_id)
     if person is None:
-        return _hang_up()
+        return hang_up()
     kind = ActorKind.OPERATOR if person.role == m.OperatorRole.OPERATOR else ActorKind.SUPERVISOR
     actor = Actor(kind, person.username)
     language = person.language
@@ -211,13 +203,13 @@ async def voice_inbound_whisper(request: web.Request) -> web.Response:
     with logs.bound(call_id=call_id):
         call = await _take(request, call_id, actor)
         if call is None:
-            return _hang_up()
+            return hang_up()
         if call.owner not in (None, str(actor)) and _taken_since(call, request):
             log.info("call %d: %s picked up after %s took the ring", call_id, actor, call.owner)
             taken = Message(
                 MessageKind.INBOUND_TAKEN, {"call_ref": str(call_id), "owner": call.owner or ""}
             )
-            return _said_then_hang_up(request, taken, language)
+            return said_then_hang_up(request, render(taken, language), language)
         log.info("call %d: %s picked up the call from %s", call_id, actor, caller)
         await _tell(desk, call_id, InboundNoted(InboundStep.ANSWERED, caller, sid, by=str(actor)))
         registry = await desk.district.registry()
@@ -257,33 +249,20 @@ def _whisper(request: web.Request, message: Message, language: str) -> web.Respo
     response.say(
         render(message, language), language=request.app[CONFIG].voice.speech_language(language)
     )
-    return _twiml(response)
-
-
-def _said_then_hang_up(request: web.Request, message: Message, language: str) -> web.Response:
-    response = VoiceResponse()
-    response.say(
-        render(message, language), language=request.app[CONFIG].voice.speech_language(language)
-    )
-    response.hangup()
-    return _twiml(response)
-
-
-def _hang_up() -> web.Response:
-    response = VoiceResponse()
-    response.hangup()
-    return _twiml(response)
+    return twiml(response)
 
 
 @routes.post(DIALED_PATH)
-@contract(access=Access.TWILIO, path=DialedPath, form=DialedForm, answers=_ANSWERS, tag="twilio")
+@contract(
+    access=Access.TWILIO, path=DialedPath, form=DialedForm, answers=TWIML_ANSWERS, tag="twilio"
+)
 async def voice_inbound_dialed(request: web.Request) -> web.Response:
     """How the ring of the desk's phones ended: put through and over (the call ends);
     nobody picked up: the supervisors ring, then the recorded message."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     call_id = _path_int(request, "call_id")
     if call_id is None:
-        return _hang_up()
+        return hang_up()
     caller, sid = form["From"], form["CallSid"]
     dialed = form.get("DialCallStatus", "")
     desk = request.app[DESK]
@@ -300,7 +279,7 @@ async def voice_inbound_dialed(request: web.Request) -> web.Response:
                     duration_s=int(duration) if duration.isdigit() else None,
                 )
                 await _tell(desk, call_id, ended)
-            return _hang_up()
+            return hang_up()
         if request.query.get("stage") == OPERATORS and form["CallStatus"] not in _OVER:
             async with AsyncSession(request.app[DATABASE]) as session:
                 supervisors = await desk_phones(session, supervisors=True)
@@ -311,7 +290,7 @@ async def voice_inbound_dialed(request: web.Request) -> web.Response:
         if call_id:
             nobody = InboundNoted(InboundStep.NOBODY, caller, sid, status=form["CallStatus"])
             await _tell(desk, call_id, nobody)
-        return _twiml(_nobody(request))
+        return twiml(_nobody(request))
 
 
 # The caller hung up while the desk's phones rang.

@@ -67,7 +67,7 @@ KEY_WAIT_S = 8
 # The summary is said this many times at most before the call says goodbye.
 SAYINGS = 2
 # The statuses kept in the call's history: "queued" and "initiated" say nothing new.
-_NOTED = frozenset(CALL_STATUS_RANK) - {"queued", "initiated"}
+NOTED_STATUSES = frozenset(CALL_STATUS_RANK) - {"queued", "initiated"}
 
 
 class OutboxPath(Parameters):
@@ -104,10 +104,10 @@ class StatusForm(CallForm):
     CallDuration: str | None = shaped("CallDuration", "seconds, on completed", default=None)
 
 
-_CALL_FIELDS = required_fields(CallForm)
+CALL_FIELDS = required_fields(CallForm)
 _STATUS_FIELDS = required_fields(StatusForm)
 
-_ANSWERS = {
+TWIML_ANSWERS = {
     200: Reply("TwiML: what the phone says, built by the twilio library", media="text/xml"),
     **sms_webhooks.SIGNED_ANSWERS,
 }
@@ -118,22 +118,24 @@ STATUS_ANSWERS = {
 }
 
 
-def _twiml(response: VoiceResponse) -> web.Response:
+def twiml(response: VoiceResponse) -> web.Response:
+    """TwiML as the answer to a Twilio webhook (the voice webhooks' one way to answer)."""
     return web.Response(text=str(response), content_type="text/xml")
 
 
-def _hang_up() -> web.Response:
+def hang_up() -> web.Response:
+    """TwiML that ends the call: for a row, call or path that is no ring of ours."""
     response = VoiceResponse()
     response.hangup()
-    return _twiml(response)
+    return twiml(response)
 
 
-def _said_then_hang_up(request: web.Request, text: str, language: str) -> web.Response:
+def said_then_hang_up(request: web.Request, text: str, language: str) -> web.Response:
     """``text`` said in ``language`` (ours: "zh", "en"), then the call ends."""
     response = VoiceResponse()
     response.say(text, language=request.app[CONFIG].voice.speech_language(language))
     response.hangup()
-    return _twiml(response)
+    return twiml(response)
 
 
 def _outbox_id(request: web.Request) -> int | None:
@@ -157,7 +159,7 @@ async def _row(request: web.Request, outbox_id: int | None) -> Any:
         ).scalar_one_or_none()
 
 
-def _base(request: web.Request) -> str:
+def public_base(request: web.Request) -> str:
     """Where Twilio reaches us: the public address, else the one it used."""
     public = request.app[CONFIG].sms.public_url
     return public.rstrip("/") if public else str(request.url.origin())
@@ -169,7 +171,7 @@ def _prompt(request: web.Request, row: Any, script: VoiceScript, saying: int) ->
     response = VoiceResponse()
     if saying > 1:
         response.say(render(Message(MessageKind.VOICE_NO_KEY), script.language), language=language)
-    action = _base(request) + GATHER_PATH.format(outbox_id=row.id) + f"?saying={saying}"
+    action = public_base(request) + GATHER_PATH.format(outbox_id=row.id) + f"?saying={saying}"
     gather = response.gather(
         num_digits=1,
         timeout=KEY_WAIT_S,
@@ -190,15 +192,15 @@ def _script(row: Any) -> VoiceScript | None:
 
 
 @routes.post(ANSWER_PATH)
-@contract(access=Access.TWILIO, path=OutboxPath, form=CallForm, answers=_ANSWERS, tag="twilio")
+@contract(access=Access.TWILIO, path=OutboxPath, form=CallForm, answers=TWIML_ANSWERS, tag="twilio")
 async def voice_answer(request: web.Request) -> web.Response:
     """A phone the desk rang was picked up: what it says, and the key it waits for."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     row = await _row(request, _outbox_id(request))
     script = None if row is None else _script(row)
     if row is None or script is None:
         log.warning("voice call %s picked up for no call we placed; hung up", form["CallSid"])
-        return _hang_up()
+        return hang_up()
     with logs.bound(call_id=row.call_id, carer=repository.carer_code(row.recipient)):
         log.info(
             "voice call %s (outbox %d) to %s picked up", form["CallSid"], row.id, row.recipient
@@ -207,8 +209,8 @@ async def voice_answer(request: web.Request) -> web.Response:
     if stale is not None:
         # Accepted by text while the phone rang, released, or the call closed: said so,
         # and no key is asked for.
-        return _said_then_hang_up(request, render(stale, script.language), script.language)
-    return _twiml(_prompt(request, row, script, 1))
+        return said_then_hang_up(request, render(stale, script.language), script.language)
+    return twiml(_prompt(request, row, script, 1))
 
 
 async def _no_longer_wanted(request: web.Request, row: Any, script: VoiceScript) -> Message | None:
@@ -231,15 +233,17 @@ async def _no_longer_wanted(request: web.Request, row: Any, script: VoiceScript)
 
 
 @routes.post(GATHER_PATH)
-@contract(access=Access.TWILIO, path=OutboxPath, form=GatherForm, answers=_ANSWERS, tag="twilio")
+@contract(
+    access=Access.TWILIO, path=OutboxPath, form=GatherForm, answers=TWIML_ANSWERS, tag="twilio"
+)
 async def voice_gather(request: web.Request) -> web.Response:
     """The key pressed (or none): applied as the text's code would be, and confirmed by
     voice; nothing or a key that means nothing is asked once more, then goodbye."""
-    form = await signed_form(request, required=_CALL_FIELDS, what="voice")
+    form = await signed_form(request, required=CALL_FIELDS, what="voice")
     row = await _row(request, _outbox_id(request))
     script = None if row is None else _script(row)
     if row is None or script is None:
-        return _hang_up()
+        return hang_up()
     digits = form.get("Digits", "")
     with logs.bound(call_id=row.call_id, carer=repository.carer_code(row.recipient)):
         if digits and row.call_id is not None:
@@ -251,16 +255,16 @@ async def voice_gather(request: web.Request) -> web.Response:
             heard = FamilyHeard(row.recipient)
             await _tell_desk(request.app[DESK], row.call_id, heard, f"outbox {row.id}")
             thanks = render(Message(SPOKEN_CONFIRMATIONS[answer]), script.language)
-            return _said_then_hang_up(request, thanks, script.language)
+            return said_then_hang_up(request, thanks, script.language)
         carer_id = paged_carer(row.guard or {})
         if answer is None or carer_id is None or row.call_id is None:
             saying = _saying(request)
             if saying < SAYINGS:
-                return _twiml(_prompt(request, row, script, saying + 1))
+                return twiml(_prompt(request, row, script, saying + 1))
             bye = render(goodbye(script.purpose), script.language)
-            return _said_then_hang_up(request, bye, script.language)
+            return said_then_hang_up(request, bye, script.language)
         said = await _apply_key(request, row.call_id, carer_id, answer, script)
-    return _said_then_hang_up(request, said, script.language)
+    return said_then_hang_up(request, said, script.language)
 
 
 def _saying(request: web.Request) -> int:
@@ -337,7 +341,7 @@ async def voice_status(request: web.Request) -> web.Response:
     about = f"voice status {status} for {sid} (outbox {row.id})"
     with logs.bound(call_id=row.call_id, carer=repository.carer_code(row.recipient)):
         log.info("%s to %s", about, row.recipient)
-        if status in _NOTED:
+        if status in NOTED_STATUSES:
             duration = form.get("CallDuration")
             noted = RingNoted(
                 row.recipient,
