@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(week)
     week.add_argument("--carers", type=int, default=60, metavar="N", help="team size (default 60)")
     week.add_argument(
+        "--no-voice",
+        action="store_true",
+        help="a centre that places no phone calls: carers and families are only texted, "
+        "operators do not ring households",
+    )
+    week.add_argument(
         "--stations",
         type=_placement,
         default=Placement(None),
@@ -165,7 +171,8 @@ def _quiet(level: str) -> None:
     logging.getLogger().setLevel(level)
 
 
-def _report(result: WeekResult) -> list[str]:
+def week_report(result: WeekResult) -> list[str]:
+    """The run's report as `device-sim week` writes it on stderr, line by line."""
     s = result.summary()
     staffed = "all stations" if s["staffed"] == "all" else ",".join(s["staffed"])
     utilisation = ", ".join(
@@ -184,6 +191,25 @@ def _report(result: WeekResult) -> list[str]:
         f"emergencies on scene within 15 min: {percent(s['on_scene_15min_share'])}"
         f" (p90 {'n/a' if p90 is None else f'{p90 / 60:.1f} min'})",
         f"carers' hours on calls: {utilisation}",
+        *_voice_lines(s["voice"], result.options.voice),
+    ]
+
+
+def _voice_lines(voice: dict[str, Any], enabled: bool) -> list[str]:
+    if not enabled:
+        return ["phone calls: none (--no-voice: the centre places no calls)"]
+    spoken = voice["spoken_within_60s"]
+    p50 = voice["spoken_after_p50_s"]
+    return [
+        f"operators rang {voice['operator_rings']} households, "
+        f"{voice['operator_phone_minutes']:g} min on the phone; someone there spoke with "
+        f"the desk within 60 s for {percent(spoken['share'])} of emergencies and falls "
+        f"(median {'n/a' if p50 is None else f'{p50:.0f} s'})",
+        f"carers rung about a page not accepted by text: {voice['carers_rung']}, "
+        f"{voice['carers_picked_up']} picked up, {voice['carers_accepted_by_voice']} "
+        f"accepted and {voice['carers_declined_by_voice']} declined with a key",
+        f"family contacts rung when help was late: {voice['family_rung']}, "
+        f"{voice['family_confirmed']} confirmed with 1",
     ]
 
 
@@ -198,6 +224,7 @@ def _week(args: argparse.Namespace) -> int:
         profile=PROFILES[args.profile],
         work_dir=args.work_dir,
         progress=_say,
+        voice=not args.no_voice,
     )
     problems = options.problems()
     try:
@@ -217,7 +244,7 @@ def _week(args: argparse.Namespace) -> int:
     except (SimulationError, DistrictShapeError) as exc:
         _say(f"device-sim week: {exc}")
         return 2
-    for line in _report(result):
+    for line in week_report(result):
         _say(line)
     summary = result.summary()
     print(json.dumps(summary, ensure_ascii=False), flush=True)

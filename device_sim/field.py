@@ -258,7 +258,11 @@ class DeskProfile:
     day_operators: int = 3  # 07:00-19:00 local
     night_operators: int = 2
     pickup_s: tuple[float, float] = (4.0, 25.0)
+    # From picking a call up to being free again; on an emergency or a fall the operator
+    # rings the household (when the centre places calls) and is on the phone until then.
     assess_s: tuple[float, float] = (40.0, 150.0)
+    # An operator who asked the desk to ring the household picks their own phone up.
+    own_phone_s: tuple[float, float] = (1.0, 4.0)
     # A device's trouble (low battery, offline) is closed once a visit fixed it.
     device_job_s: tuple[float, float] = (1800.0, 5400.0)
 
@@ -273,6 +277,11 @@ class Operators:
 
     def pick_up(self, appeared: datetime, hour: int) -> datetime:
         """When the first operator free acknowledges a call that appeared at ``appeared``."""
+        return self.take(appeared, hour).at
+
+    def take(self, appeared: datetime, hour: int) -> Pickup:
+        """Which operator (the first free) acknowledges a call that appeared at
+        ``appeared``, when, and until when they are busy with it."""
         p = self.profile
         on_duty = p.day_operators if 7 <= hour < 19 else p.night_operators
         while len(self._free_at) < on_duty:
@@ -281,7 +290,21 @@ class Operators:
         start = max(appeared, self._free_at[index])
         acknowledged = start + timedelta(seconds=between(p.pickup_s, self._rng))
         self._free_at[index] = acknowledged + timedelta(seconds=between(p.assess_s, self._rng))
-        return acknowledged
+        return Pickup(index, acknowledged, self._free_at[index])
+
+    def own_phone_after(self) -> float:
+        """Seconds an operator takes to pick up their own phone when the desk rings it."""
+        return between(self.profile.own_phone_s, self._rng)
+
+
+@dataclass(frozen=True)
+class Pickup:
+    """An operator (by index, 0 first) taking a call at ``at``, busy with it until
+    ``free_at``."""
+
+    operator: int
+    at: datetime
+    free_at: datetime
 
 
 def district_field(district: DemoDistrict, profile: FieldProfile, *, seed: int) -> Field:

@@ -4,17 +4,22 @@ the same run.
 
 What is real: the whole server-side stack (ingest's parsing, de-duplication and device
 registry, the event follower, the desk and its policies, the durable timers, the outbox
-relay, the SMS webhook) on a real database file, and the real ``twilio`` client texting
-a local fake Twilio, from which simulated carers read their pages and through which
-they answer. What is modelled: the MQTT broker (delivery is instant while it is up;
-devices hold their events while they cannot reach it and publish them again, with the
-same ids, when they can), the devices themselves, and the people.
+relay, the SMS and voice webhooks) on a real database file, and the real ``twilio``
+client texting and ringing a local fake Twilio, from which simulated carers read their
+pages and through which they answer, by text or on the phone. The fake's phone calls run
+on the same clock: a ring times out, a prompt waits for a key, in virtual seconds. What
+is modelled: the MQTT broker (delivery is instant while it is up; devices hold their
+events while they cannot reach it and publish them again, with the same ids, when they
+can), the devices themselves, and the people: carers, operators (who ring the household
+of every emergency and fall they pick up), residents and family answering their phones
+(:mod:`device_sim.phones`).
 
 Nothing runs in the background: the driver takes the next thing that happens (a device
-event, a carer's text, an operator picking a call up, a timer or retry falling due),
-moves the clock to it, lets it happen, and runs the server's loops in burst mode until
-they have nothing left to do. Ground truth (what the devices sent) is then compared with
-what the database holds.
+event, a carer's text, a phone picked up or a key pressed, an operator picking a call
+up, a timer, retry or ring timing out), moves the clock to it, lets it happen, and runs
+the server's loops in burst mode, and the fake's calls until each waits on a person or
+the clock, until nothing has anything left to do. Ground truth (what the devices sent)
+is then compared with what the database holds.
 """
 
 from __future__ import annotations
@@ -38,15 +43,26 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from callcenter.app import Running, assembled_server
+from callcenter.broker import free_port
 from callcenter.clock import ManualClock
 from callcenter.config import Config
 from callcenter.domain import response_times
 from callcenter.domain.call_types import ALARM_TYPES, CallType
-from callcenter.domain.calls import Acknowledge, Actor, ActorKind, CallError, Outcome, Resolve
+from callcenter.domain.calls import (
+    Acknowledge,
+    Actor,
+    ActorKind,
+    CallError,
+    Outcome,
+    Person,
+    Resolve,
+    RingHousehold,
+    VoicePurpose,
+)
 from callcenter.domain.events import EventKind
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
-from callcenter.fake_twilio import FakeTwilio
+from callcenter.fake_twilio import FakeCall, FakeTwilio
 from callcenter.ingest.batch import Received
 from callcenter.ingest.protocol import Channel, event_payload, status_payload, topic_for
 from callcenter.ingest.service import Ingest
@@ -55,7 +71,14 @@ from callcenter.store.migrate import upgrade_async
 from callcenter.web.sms_webhooks import INBOUND_PATH
 from device_sim.demo_district import DemoDistrict, build_demo_district, seed_demo_district
 from device_sim.device import event_id
-from device_sim.field import DeskProfile, FieldProfile, Operators, Text, district_field
+from device_sim.field import (
+    DeskProfile,
+    FieldProfile,
+    Operators,
+    Pickup,
+    Text,
+    district_field,
+)
 from device_sim.households import (
     PROFILES,
     Happening,
@@ -66,6 +89,7 @@ from device_sim.households import (
     plan_household_events,
     storm,
 )
+from device_sim.phones import Does, PhoneProfile, Reaction, Who, district_phones
 
 log = logging.getLogger("device_sim.week")
 
@@ -80,6 +104,12 @@ _RECONNECT_SPREAD_S = 30.0
 # after the outage, with the same id.
 _UNACKED_WINDOW_S = 10.0
 _OPERATOR = Actor(ActorKind.OPERATOR, "sim.operator")
+# Operators on duty at most (day shift), each with a desk phone the bridge rings first.
+_MOST_OPERATORS = 32
+# The calls an operator rings the household about when they pick them up.
+_SPOKEN_WITH = frozenset({CallType.EMERGENCY, CallType.FALL})
+# "Someone spoke with the household within 60 s" of the alarm (docs/simulator.md).
+_SPOKE_WITHIN_S = 60.0
 # Calls the desk settles without sending a carer: a device's trouble, not a person's alarm.
 _DESK_JOBS = frozenset(CallType) - ALARM_TYPES
 _PRESSES = frozenset(
@@ -120,6 +150,10 @@ class WeekOptions:
     profile: HouseholdProfile = PROFILES["district"]
     field_profile: FieldProfile = field(default_factory=FieldProfile)
     desk_profile: DeskProfile = field(default_factory=DeskProfile)
+    phone_profile: PhoneProfile = field(default_factory=PhoneProfile)
+    # Whether the centre places phone calls ([voice] enabled): carers rung about pages
+    # not accepted, families rung when help is late, operators ringing households.
+    voice: bool = True
     storm: StormSpec | None = None
     outages: tuple[Outage, ...] = ()
     # After the last press: how long calls may take to end before the run stops.
@@ -174,6 +208,8 @@ class WeekResult:
     field: dict[str, int]
     happenings: dict[str, int]
     database_url: str
+    # The phone calls, from the database (docs/simulator.md, "Voice").
+    voice: dict[str, Any]
 
     @property
     def answered_60s_share(self) -> float | None:
@@ -210,6 +246,7 @@ class WeekResult:
             "on_scene_p90_s": self.calls["emergency_on_scene_p90_s"],
             "escalated_calls": district["escalations"]["calls"],
             "utilisation": self.utilisation,
+            "voice": self.voice,
         }
 
 
@@ -236,6 +273,11 @@ class _Device:
     held: list[tuple[tuple[str, str], Received]] = field(default_factory=list)
 
 
+def _operator_phone(index: int) -> str:
+    """Operator ``index``'s desk phone (index 0 first), in a range no household uses."""
+    return f"+8610{5550000 + index:07d}"
+
+
 class VirtualDevices:
     """The device-command channel on virtual time: a command reaches its device at once,
     and the simulated devices do nothing with it (real ones light a LED)."""
@@ -246,7 +288,7 @@ class VirtualDevices:
         return None
 
 
-def _config(database_url: str, twilio: FakeTwilio) -> Config:
+def _config(database_url: str, twilio: FakeTwilio, *, voice: bool, web_port: int) -> Config:
     settings: dict[str, Any] = {
         "database": {"url": database_url},
         # An external broker is named, so none is started; nothing connects to it.
@@ -260,11 +302,10 @@ def _config(database_url: str, twilio: FakeTwilio) -> Config:
             "api_base_url": twilio.base_url,
             "recipient_limit": 0,
         },
-        "web": {"port": 0},
-        # The simulated carers answer texts, not phones (yet): a ring would ring at the
-        # fake in real seconds while the week runs on virtual time, and its webhooks would
-        # land at whatever virtual moment the week had reached. Off until they answer.
-        "voice": {"enabled": False},
+        # One port for the whole run: Twilio's callbacks about a call placed before a
+        # server outage reach the server that comes back.
+        "web": {"port": web_port},
+        "voice": {"enabled": voice},
         # One outbox lane: texts reach the fake Twilio in the same order on every run of
         # a seed (lanes only save wall-clock waits, which virtual time does not have).
         "calls": {"outbox_lanes": 1},
@@ -315,6 +356,12 @@ class VirtualWeek:
         self._timers_unknown = True
         self._next_timer: datetime | None = None
         self._next_send: datetime | None = None
+        # The phones: calls the fake placed that the people have seen, each operator's
+        # own phone (by number: their index), and until when each is on a call.
+        self._calls_seen = 0
+        self._operator_phones = [_operator_phone(i) for i in range(_MOST_OPERATORS)]
+        self._operator_busy_until: dict[str, datetime] = {}
+        self._pickups: dict[int, Pickup] = {}
 
     # -- the queue of things that will happen -----------------------------------------
 
@@ -351,12 +398,15 @@ class VirtualWeek:
             self._zone = zone
             async with FakeTwilio(port=0, clock=self.clock) as twilio:
                 self._twilio = twilio
-                self._config = _config(url, twilio)
+                self._config = _config(url, twilio, voice=options.voice, web_port=free_port())
                 self._plan(start, end)
                 self._field = district_field(
                     self.district, options.field_profile, seed=options.seed + 2
                 )
                 self._operators = Operators(options.desk_profile, seed=options.seed + 3)
+                self._phones = district_phones(
+                    self.district, options.phone_profile, seed=options.seed + 4, field=self._field
+                )
                 try:
                     await self._start_server()
                     await self._loop(start, end)
@@ -447,7 +497,12 @@ class VirtualWeek:
         while self._server is not None:
             self._note_timers(self._server)
             due = min(
-                (d for d in (self._next_timer, self._next_send) if d is not None), default=None
+                (
+                    d
+                    for d in (self._next_timer, self._next_send, self._twilio.next_deadline())
+                    if d is not None
+                ),
+                default=None,
             )
             if due is None or due > at:
                 break
@@ -463,6 +518,7 @@ class VirtualWeek:
             self.clock.advance(at - self.clock.now())
 
     def _stuck(self, now: datetime) -> bool:
+        # The fake's own deadlines cannot stick: settling lets every due one run.
         return any(d is not None and d <= now for d in (self._next_timer, self._next_send))
 
     def _note_timers(self, server: Running) -> None:
@@ -499,10 +555,17 @@ class VirtualWeek:
                 done += await server.relay.drain()
                 self._next_send = await server.relay.next_attempt()
             total += done
-            if not done and not changed.is_set() and not self._events_new:
+            # The calls the relay placed ring, and tell the server how they went: their
+            # webhooks are answered before anything else moves.
+            await self._twilio.quiet()
+            self._note_timers(server)
+            if not (done or changed.is_set() or self._events_new or self._timers_unknown):
                 break
+        if server is None:  # the calls go on; what they post to the server is lost
+            await self._twilio.quiet()
         self._read_feed()
         self._read_texts()
+        self._read_calls()
         return total
 
     # -- what happens ---------------------------------------------------------------
@@ -643,12 +706,115 @@ class VirtualWeek:
             call = await server.desk.command(call_id, Acknowledge(_OPERATOR))
         except CallError:
             return  # closed meanwhile (cancelled by the resident)
+        if call.type in _SPOKEN_WITH and call.is_open and self.options.voice:
+            await self._ring_household(server, call_id)
         if call.type in _DESK_JOBS:
             # No carer rushes out for a device's trouble: the desk books a visit (a new
             # battery, a plug put back) and closes the call once it is done.
             low, high = self.options.desk_profile.device_job_s
             done = self.clock.now() + timedelta(seconds=low + (high - low) * self._rng.random())
             self._at(done, "device_job_done", call_id)
+
+    async def _ring_household(self, server: Running, call_id: int) -> None:
+        """The operator who picked an emergency or a fall up rings its household from the
+        board (click-to-call; every household of the district has numbers), and talks
+        until their assessment is over."""
+        pickup = self._pickups.get(call_id)
+        if pickup is None:
+            return
+        phone = self._operator_phones[pickup.operator % _MOST_OPERATORS]
+        operator = Person(f"operator:sim.{pickup.operator + 1}", "Operator", phone, "zh")
+        try:
+            await server.desk.command(call_id, RingHousehold(_OPERATOR, operator))
+        except CallError:
+            return
+        self._operator_busy_until[phone] = max(pickup.free_at, self.clock.now())
+
+    # -- the phones -----------------------------------------------------------------------
+
+    def _read_calls(self) -> None:
+        """Calls the fake placed since last looked: each phone's person decides what to do
+        about it (an operator picks their own phone up at once; see phones.py for the
+        rest), and it happens when its moment comes."""
+        placed = self._twilio.placed()
+        now = self.clock.now()
+        for call in placed[self._calls_seen :]:
+            if call.to in self._operator_busy_until:
+                after = self._operators.own_phone_after()
+                self._at(now + timedelta(seconds=after), "operator_answers", call)
+                continue
+            reaction = self._phones.ringing(call.to)
+            if reaction is None:
+                continue  # a supervisor's phone: nobody simulated
+            if reaction.does is Does.NEVER:
+                self._phones.done[reaction.who, "never"] += 1
+                continue
+            what = "pick_up" if reaction.does is Does.ANSWERS else "decline"
+            self._at(now + timedelta(seconds=reaction.after_s), what, (call, reaction))
+        self._calls_seen = len(placed)
+
+    async def _on_operator_answers(self, call: FakeCall) -> None:
+        if not await self._answer(call):
+            return
+        now = self.clock.now()
+        until = max(self._operator_busy_until.get(call.to, now), now + timedelta(seconds=1))
+        self._at(until, "hang_up", call)
+
+    async def _on_pick_up(self, item: tuple[FakeCall, Reaction]) -> None:
+        call, reaction = item
+        if not await self._answer(call):
+            return
+        self._phones.done[reaction.who, "answered"] += 1
+        now = self.clock.now()
+        if reaction.who in (Who.CARER, Who.FAMILY):
+            # The desk speaks once the phone is up (this moment's settling runs it).
+            self._at(now + timedelta(seconds=reaction.listen_s), "heard", item)
+        elif reaction.talk_s is not None:  # a resident; a base unit never hangs up
+            self._at(now + timedelta(seconds=reaction.talk_s), "hang_up", call)
+
+    async def _on_decline(self, item: tuple[FakeCall, Reaction]) -> None:
+        call, reaction = item
+        if call.status == "ringing":
+            with contextlib.suppress(ValueError, TimeoutError):
+                await self._twilio.reject(call.sid)
+                self._phones.done[reaction.who, "refused"] += 1
+
+    async def _on_heard(self, item: tuple[FakeCall, Reaction]) -> None:
+        """A carer or a family contact has listened to the desk: the key they press."""
+        call, reaction = item
+        if call.ended:
+            return
+        texts: list[Text] = []
+        if not call.spoken:
+            key = None  # nothing said: they hang up
+        elif reaction.who is Who.FAMILY:
+            key = "1" if reaction.confirms else None
+        else:
+            heard = " ".join(said.text for said in call.spoken)
+            key, texts = self._field.rung(call.to, heard, self.clock.now(), reaction.rng())
+        if key is None or not self._twilio.listening(call.sid):
+            await self._on_hang_up(call)
+            return
+        self._phones.done[reaction.who, f"pressed {key}"] += 1
+        with contextlib.suppress(ValueError, TimeoutError):
+            await self._twilio.press(call.sid, key)
+        for text in texts:  # a carer who accepted on the phone sets off
+            self._at(text.at, "reply", text)
+
+    async def _on_hang_up(self, call: FakeCall) -> None:
+        if call.status in ("ringing", "in-progress"):
+            with contextlib.suppress(ValueError, TimeoutError):
+                await self._twilio.hang_up(call.sid)
+
+    async def _answer(self, call: FakeCall) -> bool:
+        """Pick up the phone ``call`` rings; False when it stopped ringing first."""
+        if call.status != "ringing":
+            return False
+        try:
+            await self._twilio.answer(call.sid)
+        except (ValueError, TimeoutError):
+            return False
+        return True
 
     async def _on_device_job_done(self, call_id: int) -> None:
         server = self._server
@@ -695,8 +861,9 @@ class VirtualWeek:
                 continue
             self._seen_calls.add(update.call_id)
             now = self.clock.now()
-            when = self._operators.pick_up(now, now.astimezone(self._zone).hour)
-            self._at(when, "ack", update.call_id)
+            pickup = self._operators.take(now, now.astimezone(self._zone).hour)
+            self._pickups[update.call_id] = pickup
+            self._at(pickup.at, "ack", update.call_id)
 
     def _read_texts(self) -> None:
         messages = self._twilio.messages
@@ -736,6 +903,7 @@ class VirtualWeek:
                 circle_s=self._config.calls.service_circle_min * 60,
             )
             utilisation = await self._utilisation(session, start, end)
+            voice = await _voice_figures(session)
         account = EventAccount(
             generated=len(self._truth),
             delivered=len(self._delivered),
@@ -774,6 +942,7 @@ class VirtualWeek:
             field=field_figures,
             happenings=dict(self._happenings),
             database_url=url,
+            voice=voice,
         )
 
     async def _call_figures(self, session: AsyncSession, now: datetime) -> dict[str, Any]:
@@ -885,3 +1054,64 @@ class VirtualWeek:
 async def run_week(options: WeekOptions | None = None) -> WeekResult:
     """Run one week (or whatever ``options`` say) on virtual time."""
     return await VirtualWeek(options or WeekOptions()).run()
+
+
+async def _voice_figures(session: AsyncSession) -> dict[str, Any]:
+    """The week's phone calls as the call histories hold them: operators ringing the
+    households of emergencies and falls (their time on the phone, and how many spoke
+    with someone there within 60 s of the alarm), carers rung about a page they had not
+    accepted by text (how many picked up, and what they pressed), and family contacts
+    rung when help was late."""
+    alarms = {
+        call_id: opened_at
+        for call_id, opened_at in (
+            await session.execute(
+                select(m.Call.id, m.Call.opened_at).where(
+                    m.Call.call_type.in_([t.value for t in _SPOKEN_WITH]),
+                    m.Call.cancel_reason.is_(None),
+                )
+            )
+        ).all()
+    }
+    entries = (
+        await session.execute(
+            select(m.CallHistory.call_id, m.CallHistory.at, m.CallHistory.detail).where(
+                m.CallHistory.action == "ring"
+            )
+        )
+    ).all()
+    operator_s = 0
+    spoke_after: dict[int, float] = {}
+    rung: Counter[str] = Counter()
+    for call_id, at, detail in entries:
+        purpose, status = detail.get("purpose"), detail.get("status")
+        if purpose == VoicePurpose.BRIDGE and not detail.get("attempt"):
+            # The operator's own leg: how long they were on the phone.
+            operator_s += int(detail.get("duration_s") or 0)
+        elif purpose == VoicePurpose.BRIDGE and status == "in-progress" and call_id in alarms:
+            after = (at - alarms[call_id]).total_seconds()
+            spoke_after[call_id] = min(after, spoke_after.get(call_id, after))
+        elif purpose in (VoicePurpose.PAGE, VoicePurpose.FAMILY):
+            if status in ("ringing", "in-progress"):
+                rung[f"{purpose}_{status}"] += 1
+            elif status == "key":
+                rung[f"{purpose}_key_{detail.get('key')}"] += 1
+    bridges = await session.scalar(
+        select(func.count())
+        .select_from(m.CallHistory)
+        .where(m.CallHistory.action == "call_household")
+    )
+    within = sum(1 for s in spoke_after.values() if s <= _SPOKE_WITHIN_S)
+    return {
+        "operator_rings": int(bridges or 0),
+        "operator_phone_minutes": round(operator_s / 60, 1),
+        "households_spoken_with": len(spoke_after),
+        "spoken_within_60s": response_times.share(within, len(alarms)),
+        "spoken_after_p50_s": response_times.nearest_rank(list(spoke_after.values()), 50),
+        "carers_rung": rung["page_ringing"],
+        "carers_picked_up": rung["page_in-progress"],
+        "carers_accepted_by_voice": rung["page_key_1"],
+        "carers_declined_by_voice": rung["page_key_2"],
+        "family_rung": rung["family_ringing"],
+        "family_confirmed": rung["family_key_1"],
+    }

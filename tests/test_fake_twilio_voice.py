@@ -4,17 +4,21 @@ signature with twilio's own RequestValidator)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp import web
 from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
+from callcenter.clock import ManualClock
 from callcenter.fake_twilio import FakeTwilio, Spoken
 
 CARER = "+8613800138000"
@@ -346,3 +350,54 @@ async def test_list_filters_and_pages_newest_first(
     everything = await twilio_client.calls.list_async()
     assert [call.sid for call in everything] == [other, *reversed(to_carer)]
     assert [call.sid for call in fake_twilio.calls_to(CARER)] == to_carer
+
+
+async def test_on_a_manual_clock_calls_wait_in_virtual_seconds_and_say_when_quiet(
+    centre: Centre,
+) -> None:
+    """Test that a fake on a ManualClock rings, pauses and waits for keys on that clock:
+    nothing times out while the clock stands, ``next_deadline`` names the moment the
+    next wait ends, and ``quiet`` returns once every call waits on the clock or on a
+    phone with each status it had to post answered (what a simulation on virtual time
+    needs before it moves the clock)."""
+    start = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    clock = ManualClock(start)
+    async with FakeTwilio(host="127.0.0.1", port=0, clock=clock) as fake:
+        centre.validator = RequestValidator(fake.auth_token)
+        client = Client(fake.account_sid, fake.auth_token, http_client=AsyncTwilioHttpClient())
+        client.api.base_url = fake.base_url
+        try:
+            centre.twiml["/voice/answer"] = _prompt(timeout=8)
+            events = {"timeout": 20, "status_callback_event": EVERY_EVENT}
+            rung_out = await place_call(client, centre, **events)
+            answered = await place_call(client, centre, to=OTHER_CARER, **events)
+            await fake.quiet()
+            assert [c.status for c in fake.placed()] == ["ringing", "ringing"]
+            statuses = [p.form["CallStatus"] for p in centre.to("/voice/status")]
+            assert sorted(statuses) == ["initiated", "initiated", "ringing", "ringing"]
+            # Both ring out 20 virtual seconds after they were placed, and not before.
+            assert fake.next_deadline() == start + timedelta(seconds=20)
+            await asyncio.sleep(0.2)
+            assert fake.call(rung_out).status == "ringing"  # type: ignore[union-attr]
+
+            await fake.answer(answered)
+            await fake.quiet()
+            call = fake.call(answered)
+            assert call is not None and call.spoken == [Spoken(PROMPT, "cmn-CN")]
+            assert fake.listening(answered)
+            # Its Gather waits 8 s from now; the other call still rings until 20 s.
+            assert fake.next_deadline() == start + timedelta(seconds=8)
+
+            clock.advance(timedelta(seconds=8))
+            await fake.quiet()
+            (empty,) = centre.to("/voice/gather")
+            assert empty.form["Digits"] == "" and not fake.listening(answered)
+            assert fake.call(answered).status == "completed"  # type: ignore[union-attr]
+            assert fake.call(rung_out).status == "ringing"  # type: ignore[union-attr]
+
+            clock.advance(timedelta(seconds=12))
+            await fake.quiet()
+            assert fake.call(rung_out).statuses[-1] == "no-answer"  # type: ignore[union-attr]
+            assert fake.next_deadline() is None
+        finally:
+            await client.http_client.close()

@@ -204,10 +204,10 @@ def test_the_real_time_simulator_keeps_its_options(capsys: pytest.CaptureFixture
 
 def test_device_sim_week_runs_through_the_entry_point(tmp_path: Path) -> None:
     """Test that `device-sim week --days 0.1` runs the district on virtual time, reports
-    on stderr and ends stdout with the summary as JSON."""
+    on stderr and ends stdout with the summary as JSON; `--no-voice` rings nobody."""
     script = Path(sys.executable).with_name("device-sim")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "device_sim"]
-    week = ["week", "--days", "0.1", "--households", "50", "--carers", "9"]
+    week = ["week", "--days", "0.1", "--households", "50", "--carers", "9", "--no-voice"]
     done = subprocess.run(
         [*command, *week, "--work-dir", str(tmp_path)],
         capture_output=True,
@@ -223,6 +223,8 @@ def test_device_sim_week_runs_through_the_entry_point(tmp_path: Path) -> None:
     assert summary["events_lost"] == 0
     assert "answered within 60 s" in done.stderr
     assert "emergencies on scene within 15 min" in done.stderr
+    assert "phone calls: none (--no-voice" in done.stderr
+    assert summary["voice"]["operator_rings"] == summary["voice"]["carers_rung"] == 0
     assert (tmp_path / "week.db").exists()
 
 

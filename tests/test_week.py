@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,10 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.rest import Client
 
 from callcenter.clock import SystemClock
+from callcenter.engine.voice import VoiceScript
 from callcenter.fake_twilio import FakeTwilio
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
 from device_sim import cli
+from device_sim.commands import week_report
 from device_sim.demo_district import build_demo_district
 from device_sim.field import FieldProfile, answer_pages, district_field, read_text
 from device_sim.households import PROFILES, Happening, Home, plan_household_events
@@ -92,6 +95,16 @@ async def test_a_simulated_week_accounts_for_every_event_and_every_call(tmp_path
             open_calls = (
                 await session.scalars(select(m.Call).where(m.Call.closed_at.is_(None)))
             ).all()
+            # The rings the outbox placed: carers about pages, family contacts, the
+            # operators' own phones for click-to-call.
+            rings = Counter(
+                VoiceScript.read(body).purpose.value
+                for body in (
+                    await session.scalars(
+                        select(m.OutboxItem.body).where(m.OutboxItem.channel == "voice")
+                    )
+                ).all()
+            )
     finally:
         await engine.dispose()
     assert logged is not None and logged >= events.generated  # plus the server's own
@@ -108,6 +121,21 @@ async def test_a_simulated_week_accounts_for_every_event_and_every_call(tmp_path
     assert set(summary["utilisation"]) == {f"S0{i}" for i in range(1, 10)}
     assert all(0 < share < 1 for share in summary["utilisation"].values())
     assert result.field["accepted"] > 300 and result.field["texts_sent"] > 900
+    # The phones: every emergency and fall picked up rang its household, and someone
+    # there spoke with the desk; carers who had not accepted a page by text were rung.
+    voice = summary["voice"]
+    spoken = voice["spoken_within_60s"]
+    assert voice["operator_rings"] == rings["bridge"] > 250
+    assert spoken["of"] > 250 and spoken["share"] > 0.9
+    assert voice["households_spoken_with"] >= spoken["count"]
+    assert 0 < voice["operator_phone_minutes"] < voice["operator_rings"] * 3
+    assert voice["carers_rung"] == rings["page"] > 20
+    assert 0 < voice["carers_accepted_by_voice"] <= voice["carers_picked_up"]
+    assert voice["carers_picked_up"] < voice["carers_rung"]  # some never pick up
+    assert voice["family_rung"] == rings["family"] > 0
+    said = "\n".join(week_report(result))
+    assert f"operators rang {voice['operator_rings']} households" in said
+    assert f"carers rung about a page not accepted by text: {voice['carers_rung']}," in said
     # Seven days and the time the last calls took to close.
     assert result.ended_at - result.started_at >= timedelta(days=7)
 

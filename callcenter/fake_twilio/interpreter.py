@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -89,14 +91,10 @@ class Interpreter(Switchboard):
             return at_once[plan.kind]
         answers_by_itself = plan.kind == "answer" and plan.after <= call.timeout
         wait = plan.after if answers_by_itself else call.timeout
-        try:
-            return await asyncio.wait_for(asyncio.shield(line.decision), wait)
-        except TimeoutError:
-            if answers_by_itself:
-                line.decide(IN_PROGRESS)
-            else:
-                line.decide(NO_ANSWER)
-            return line.decision.result()
+        await self._wait({line.decision}, wait, line.decision.done)
+        if not line.decision.done():  # rung out, or picked up by itself as planned
+            line.decide(IN_PROGRESS if answers_by_itself else NO_ANSWER)
+        return line.decision.result()
 
     async def _run(self, call: FakeCall, source: Source) -> str | None:
         """Run TwiML from ``source`` on the call until it runs out (None), ends the call
@@ -149,7 +147,8 @@ class Interpreter(Switchboard):
         if isinstance(verb, Say):
             await self._say(call, verb)
         elif isinstance(verb, Pause):
-            await self._within(call, asyncio.sleep(verb.length * self.pause_scale))
+            silence = asyncio.get_running_loop().create_future()  # nothing ends it early
+            await self._within(call, silence, verb.length * self.pause_scale)
         elif isinstance(verb, Gather):
             return await self._gather(call, verb)
         elif isinstance(verb, Redirect):
@@ -183,7 +182,10 @@ class Interpreter(Switchboard):
                     await self._say(call, prompt)
                 else:
                     await self._within(
-                        call, line.key_arrived.wait(), prompt.length * self.pause_scale
+                        call,
+                        line.key_arrived.wait(),
+                        prompt.length * self.pause_scale,
+                        woken=line.key_arrived.is_set,
                     )
             while gather.num_digits is None or len(digits) < gather.num_digits:
                 key = await self._next_key(call, gather.timeout * self.pause_scale)
@@ -206,15 +208,17 @@ class Interpreter(Switchboard):
         line = self._lines[call.sid]
         await self._listen(line, True)
         started = self._clock.now()
-        ended_by = "hangup"
+        longest = started + timedelta(seconds=record.max_length * self.pause_scale)
+        silence = record.timeout * self.pause_scale
+        ended_by = "hangup"  # also when maxLength is reached
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(record.max_length * self.pause_scale):
-                    while True:
-                        key = await self._next_key(call, record.timeout * self.pause_scale)
-                        if key is None or key in record.finish_on_key:
-                            ended_by = key or ""
-                            break
+            while (left := (longest - self._clock.now()).total_seconds()) > 0:
+                key = await self._next_key(call, min(silence, left))
+                if key is None and self._clock.now() >= longest:
+                    break
+                if key is None or key in record.finish_on_key:
+                    ended_by = key or ""
+                    break
         except InterruptedCallError:
             await self._recorded(call, record, started, "hangup")
             raise
@@ -282,7 +286,9 @@ class Interpreter(Switchboard):
         try:
             while pending and bridged is None:
                 waited = await self._within(
-                    call, asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    call,
+                    asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED),
+                    woken=functools.partial(_any_done, pending),
                 )
                 assert waited is not None
                 done, pending = waited
@@ -302,7 +308,9 @@ class Interpreter(Switchboard):
             bridge = self._lines.get(bridged.sid)
             try:
                 if bridge is not None:
-                    await self._within(call, asyncio.shield(bridge.interrupt))
+                    await self._within(
+                        call, asyncio.shield(bridge.interrupt), woken=bridge.interrupt.done
+                    )
             except InterruptedCallError as stop:
                 stopped = stop
         if bridged is not None and not bridged.ended:
@@ -362,6 +370,10 @@ class Interpreter(Switchboard):
             "DialCallSid": leg.sid,
             "DialCallDuration": str(leg.duration or 0) if bridged is not None else "0",
         }
+
+
+def _any_done(tasks: set[asyncio.Task[bool]]) -> bool:
+    return any(task.done() for task in tasks)
 
 
 def recording_fields(recording: FakeRecording) -> dict[str, str]:

@@ -97,6 +97,16 @@ class PhoneNetwork(Interpreter):
         """The calls that rang ``number``, in the order they were placed."""
         return [call for call in self._calls.values() if call.to == number]
 
+    def listening(self, sid: str) -> bool:
+        """Whether call ``sid`` listens for keys now (a <Gather> or <Record> is under way)."""
+        line = self._lines.get(sid)
+        return line is not None and line.listening
+
+    def placed(self) -> list[FakeCall]:
+        """The calls the call centre placed (through the API or a Dial's leg), in order;
+        a simulation reads the new ones as ``next_call`` hands them to a test."""
+        return list(self._placed)
+
     def voice_calls(self) -> list[FakeCall]:
         """Every call, in the order it was placed (or came in)."""
         return list(self._calls.values())

@@ -2,7 +2,13 @@
 waits on (the phone's decision while it rings, a hang-up or redirect once it is up, the
 keys pressed), and how a call's status changes and is told to its status callback,
 signed as Twilio signs. Each call runs as one task of its own, which alone changes its
-status; hooks and the API only tell that task what happened through its line."""
+status; hooks and the API only tell that task what happened through its line.
+
+Every wait a call's task makes is kept while it waits (what wakes it, and its deadline
+on the fake's clock), so the fake can tell when it is quiet: each task waiting on its
+clock or on a phone, no webhook under way. A simulation on virtual time (``ManualClock``)
+waits for that before it moves the clock, and moves it to the next deadline the fake
+has (``next_deadline``), as it does for the call centre's own timers."""
 
 from __future__ import annotations
 
@@ -14,6 +20,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -101,6 +108,15 @@ class Line:
             self.interrupt.set_result(interrupt)
 
 
+@dataclass(frozen=True)
+class _Wait:
+    """What a call's task waits for: ``woken`` says whether it has come (the task is
+    about to go on), ``deadline`` when it gives up waiting (None: never)."""
+
+    woken: Callable[[], bool]
+    deadline: datetime | None
+
+
 class Switchboard:
     """The calls and their lines; the base of the interpreter and the phone network."""
 
@@ -124,6 +140,11 @@ class Switchboard:
         self._changed = asyncio.Condition()
         self._flows: set[asyncio.Task[Any]] = set()
         self._http: aiohttp.ClientSession | None = None
+        # The waits of the calls' tasks (by task), the webhooks under way, and a signal
+        # that either changed (for ``quiet``).
+        self._waits: dict[asyncio.Task[Any], _Wait] = {}
+        self._posting = 0
+        self._stirred = asyncio.Event()
 
     def _new_call(
         self,
@@ -169,8 +190,13 @@ class Switchboard:
         """Run ``work`` for ``call`` as a task that stopping the fake cancels."""
         task = asyncio.create_task(work, name=f"fake_twilio.{call.sid}")
         self._flows.add(task)
-        task.add_done_callback(self._flows.discard)
+        task.add_done_callback(self._flow_ended)
+        self._stirred.set()
         return task
+
+    def _flow_ended(self, task: asyncio.Task[Any]) -> None:
+        self._flows.discard(task)
+        self._stirred.set()
 
     async def _guarded(self, call: FakeCall, flow: Awaitable[None]) -> None:
         try:
@@ -185,15 +211,25 @@ class Switchboard:
             await self._touch()
 
     async def _within(
-        self, call: FakeCall, awaitable: Awaitable[T], seconds: float | None = None
+        self,
+        call: FakeCall,
+        awaitable: Awaitable[T],
+        seconds: float | None = None,
+        *,
+        woken: Callable[[], bool] | None = None,
     ) -> T | None:
-        """What ``awaitable`` gives, or None after ``seconds``; InterruptedCallError if the
-        call is hung up or redirected first."""
+        """What ``awaitable`` gives, or None after ``seconds`` on the fake's clock;
+        InterruptedCallError if the call is hung up or redirected first. ``woken`` says
+        whether what the awaitable waits for has come, before it has been told (for
+        ``quiet``: keys pressed, a leg that ended)."""
         line = self._lines[call.sid]
         task = asyncio.ensure_future(awaitable)
-        either: set[asyncio.Future[Any]] = {task, line.interrupt}
+
+        def come() -> bool:
+            return task.done() or line.interrupt.done() or (woken is not None and woken())
+
         try:
-            await asyncio.wait(either, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+            await self._wait({task, line.interrupt}, seconds, come)
         finally:
             if not task.done():
                 task.cancel()
@@ -205,11 +241,38 @@ class Switchboard:
             raise InterruptedCallError(line.interrupt.result())
         return None
 
+    async def _wait(
+        self,
+        futures: set[asyncio.Future[Any]],
+        seconds: float | None,
+        woken: Callable[[], bool],
+    ) -> None:
+        """Until one of ``futures`` is done or ``seconds`` have passed on the fake's
+        clock, kept as this task's wait meanwhile."""
+        deadline = None if seconds is None else self._clock.now() + timedelta(seconds=seconds)
+        waiting = set(futures)
+        timer: asyncio.Task[None] | None = None
+        if deadline is not None:
+            timer = asyncio.create_task(self._clock.sleep_until(deadline))
+            waiting.add(timer)
+        me = asyncio.current_task()
+        assert me is not None
+        self._waits[me] = _Wait(woken, deadline)
+        self._stirred.set()
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waits.pop(me, None)
+            self._stirred.set()
+            if timer is not None:
+                timer.cancel()
+
     async def _next_key(self, call: FakeCall, seconds: float) -> str | None:
         line = self._lines[call.sid]
         if not line.keys:
             line.key_arrived.clear()
-            await self._within(call, line.key_arrived.wait(), seconds)
+            arrived = line.key_arrived
+            await self._within(call, arrived.wait(), seconds, woken=arrived.is_set)
         return line.keys.popleft() if line.keys else None
 
     async def _listen(self, line: Line, listening: bool) -> None:
@@ -274,6 +337,16 @@ class Switchboard:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=_WEBHOOK_TIMEOUT_S)
             )
+        self._posting += 1
+        self._stirred.set()
+        try:
+            return await self._send(url, params, method)
+        finally:
+            self._posting -= 1
+            self._stirred.set()
+
+    async def _send(self, url: str, params: dict[str, str], method: str) -> tuple[int, str]:
+        assert self._http is not None
         validator = RequestValidator(self.auth_token)
         if method == "GET":
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
@@ -292,6 +365,50 @@ class Switchboard:
     async def _until(self, ready: Callable[[], bool], timeout: float) -> None:  # noqa: ASYNC109
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(ready)
+
+    # -- quiet, for simulations on virtual time -----------------------------------------
+
+    def _calm(self) -> bool:
+        """Every call's task waits on the clock (not yet due) or a phone (that has not
+        acted), and no webhook is under way."""
+        if self._posting:
+            return False
+        now = self._clock.now()
+        for task in self._flows:
+            if task.done():
+                continue
+            wait = self._waits.get(task)
+            if wait is None or wait.woken():
+                return False
+            if wait.deadline is not None and wait.deadline <= now:
+                return False
+        return True
+
+    async def quiet(self, timeout: float = 30.0) -> None:  # noqa: ASYNC109
+        """Wait until the calls have done everything the present moment asks of them:
+        each waits on a phone or on the fake's clock, and every status and webhook they
+        had to post has been answered. TimeoutError after ``timeout`` real seconds."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._calm():
+                    # What was just woken may not have run yet: look again shortly.
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                    if self._calm():
+                        return
+                    continue
+                self._stirred.clear()
+                await self._stirred.wait()
+
+    def next_deadline(self) -> datetime | None:
+        """The soonest moment a call's wait ends by itself (a ring timing out, a pause
+        over), on the fake's clock; None when no call waits on the clock."""
+        deadlines = [
+            wait.deadline
+            for task, wait in self._waits.items()
+            if wait.deadline is not None and not task.done()
+        ]
+        return min(deadlines, default=None)
 
     def _known(self, sid: str) -> FakeCall:
         call = self._calls.get(sid)
