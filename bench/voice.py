@@ -15,7 +15,7 @@ A ring is timed from its step's due time (the ``ring_carer`` timer's ``due_at``,
 from the database) to the moment the fake's phone began to ring (``FakeCall.reached``).
 A ring's journey: the scheduler claims the timer, the desk decides and commits the ring
 with its outbox row, the outbox places the call through twilio-python's async client,
-the fake answers 201, reports "initiated" to the server's status webhook, then rings.
+the fake answers 201 and rings (the server asks for no "initiated" callback).
 Once a phone has rung, an operator closes the call (the carer is free for the next
 alarm) and the carer declines the ring. Progress goes to standard error; the last line
 printed is one JSON object.
@@ -276,8 +276,8 @@ class RingRun:
 
     deadline_to_ring_ms: list[float]
     # Where that time went: the scheduler's claim of the step's timer, then the decision,
-    # its commit and the outbox's create request reaching the fake, then the fake's
-    # "initiated" status callback to the server, answered, until the phone rings.
+    # its commit and the outbox's create request reaching the fake, then the fake
+    # answering it until the phone rings.
     due_to_fired_ms: list[float]
     fired_to_placed_ms: list[float]
     placed_to_ringing_ms: list[float]

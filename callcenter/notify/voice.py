@@ -31,8 +31,11 @@ GATHER_PATH = "/voice/gather/{outbox_id}"
 STATUS_PATH = "/voice/status/{outbox_id}"
 # Click-to-call (web/voice_bridge.py): the operator picked up, the household is dialled.
 BRIDGE_PATH = "/voice/bridge/answer/{outbox_id}"
-# Every status of a call we place is reported, the final one included.
-STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+# The statuses of a call we place that are reported, the final one included; not
+# "initiated": the create request's answer already said Twilio took the call, and each
+# callback costs a request and a transaction (with it Twilio also waits for our answer
+# before it rings the phone).
+STATUS_EVENTS = ("ringing", "answered", "completed")
 # How many of a number's latest calls are looked at when one is in doubt.
 RECONCILE_LIMIT = 50
 

@@ -71,8 +71,9 @@ LEG_PATH = "/voice/bridge/leg/{outbox_id}"
 RECORDING_PATH = "/voice/bridge/recording/{outbox_id}"
 # The longest recording URL kept (voice_bridges.recording_url).
 MAX_RECORDING_URL = 255
-# Each number's leg reports every status, the final one included.
-LEG_EVENTS = "initiated ringing answered completed"
+# Each number's leg reports its statuses, the final one included (not "initiated", as
+# for the calls we place: notify/voice.py STATUS_EVENTS).
+LEG_EVENTS = "ringing answered completed"
 # The history's status when none of the household's numbers answered.
 NONE_ANSWERED = "all-unanswered"
 # The statuses kept in the call's history: "queued" and "initiated" say nothing new.
