@@ -1,14 +1,18 @@
 """A simulated week on virtual time: how long a week of the 900-household district takes
 to run, and what the call centre made of it.
 
-    python bench/week.py [--quick] [--days 7] [--seeds 3]
+    python bench/week.py [--quick] [--days 7] [--seeds 3] [--no-voice]
 
 Starts everything itself: per run a SQLite database in a temporary directory (on
 /dev/shm when there is one) with the demo district, a local fake Twilio, and the server's
 parts driven on a ManualClock (see device_sim/week.py). ``--quick`` runs the week once;
 the full benchmark runs it for ``--seeds`` different seeds (different weeks of the same
-district) and reports the median time. Beside the week, the same database's bare commit
-rate is measured in the same run, as the floor every simulated transaction stands on.
+district) and reports the median time. The centre places phone calls as configured by
+default (carers rung about pages, families when help is late, operators ringing the
+household of every emergency and fall, all through the fake Twilio on the virtual
+clock); ``--no-voice`` runs the same weeks with texts only, to show what the calls cost.
+Beside the week, the same database's bare commit rate is measured in the same run, as the
+floor every simulated transaction stands on.
 Progress goes to standard error; the last line printed is one JSON object.
 """
 
@@ -52,12 +56,18 @@ async def _bare_commits(directory: Path, count: int = 2000) -> float:
         await engine.dispose()
 
 
-async def _one(seed: int, days: float, directory: Path) -> WeekResult:
+async def _one(seed: int, days: float, directory: Path, *, voice: bool) -> WeekResult:
     def progress(line: str) -> None:
         print(f"  seed {seed}: {line}", file=sys.stderr, flush=True)
 
     return await run_week(
-        WeekOptions(seed=seed, days=days, work_dir=directory / f"seed-{seed}", progress=progress)
+        WeekOptions(
+            seed=seed,
+            days=days,
+            work_dir=directory / f"seed-{seed}",
+            progress=progress,
+            voice=voice,
+        )
     )
 
 
@@ -70,7 +80,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         results = []
         for seed in seeds:
             print(f"week with seed {seed} ({args.days:g} days, 900 households)", file=sys.stderr)
-            result = await _one(seed, args.days, directory)
+            result = await _one(seed, args.days, directory, voice=not args.no_voice)
             print(f"  {json.dumps(result.summary())}", file=sys.stderr)
             results.append(result)
     first = results[0].summary()
@@ -92,6 +102,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "on_scene_15min_share": first["on_scene_15min_share"],
         "on_scene_15min_share_each": [r.on_scene_15min_share for r in results],
         "utilisation": first["utilisation"],
+        "voice": not args.no_voice,
+        "operator_rings": sum(r.voice["operator_rings"] for r in results),
+        "spoken_within_60s_share_each": [r.voice["spoken_within_60s"]["share"] for r in results],
+        "carers_rung": sum(r.voice["carers_rung"] for r in results),
+        "carers_accepted_by_voice": sum(r.voice["carers_accepted_by_voice"] for r in results),
         "virtual_speedup": round(
             statistics.median(
                 (r.ended_at - r.started_at).total_seconds() / r.wall_s for r in results
@@ -106,5 +121,8 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="one week, not --seeds of them")
     parser.add_argument("--days", type=float, default=7.0, help="simulated days (default 7)")
     parser.add_argument("--seeds", type=int, default=3, help="weeks to run in full mode")
+    parser.add_argument(
+        "--no-voice", action="store_true", help="a centre that places no phone calls"
+    )
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     print(json.dumps(asyncio.run(main(parser.parse_args()))))

@@ -331,19 +331,25 @@ class Switchboard:
         if status >= 300:
             call.note = f"{url} answered HTTP {status}: {text[:200]}"
 
-    async def _webhook(self, url: str, params: dict[str, str], method: str) -> tuple[int, str]:
-        """Post (or GET) ``params`` to ``url`` signed as Twilio signs; status and text."""
+    def _webhook(
+        self, url: str, params: dict[str, str], method: str
+    ) -> asyncio.Task[tuple[int, str]]:
+        """Post (or GET) ``params`` to ``url`` signed as Twilio signs; status and text.
+        Counted as under way from this call until the task is done (also when it is
+        cancelled before it starts), for ``quiet``."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=_WEBHOOK_TIMEOUT_S)
             )
         self._posting += 1
         self._stirred.set()
-        try:
-            return await self._send(url, params, method)
-        finally:
-            self._posting -= 1
-            self._stirred.set()
+        posting = asyncio.create_task(self._send(url, params, method))
+        posting.add_done_callback(self._posted)
+        return posting
+
+    def _posted(self, _task: asyncio.Task[tuple[int, str]]) -> None:
+        self._posting -= 1
+        self._stirred.set()
 
     async def _send(self, url: str, params: dict[str, str], method: str) -> tuple[int, str]:
         assert self._http is not None
@@ -388,15 +394,11 @@ class Switchboard:
         """Wait until the calls have done everything the present moment asks of them:
         each waits on a phone or on the fake's clock, and every status and webhook they
         had to post has been answered. TimeoutError after ``timeout`` real seconds."""
+        # Exact, without polling: a wait that has been woken says so (``_Wait.woken``, or
+        # its deadline passed) before its task runs again, and every change a task makes
+        # to its waits or webhooks sets ``_stirred``.
         async with asyncio.timeout(timeout):
-            while True:
-                if self._calm():
-                    # What was just woken may not have run yet: look again shortly.
-                    for _ in range(3):
-                        await asyncio.sleep(0)
-                    if self._calm():
-                        return
-                    continue
+            while not self._calm():
                 self._stirred.clear()
                 await self._stirred.wait()
 
