@@ -54,15 +54,13 @@ from callcenter.domain.calls import (
     ActorKind,
     CallError,
     Outcome,
-    Person,
     Resolve,
     RingHousehold,
-    VoicePurpose,
 )
 from callcenter.domain.events import EventKind
 from callcenter.engine import reports
 from callcenter.engine.outbox import OutboxMessage
-from callcenter.fake_twilio import FakeCall, FakeTwilio
+from callcenter.fake_twilio import FakeTwilio
 from callcenter.ingest.batch import Received
 from callcenter.ingest.protocol import Channel, event_payload, status_payload, topic_for
 from callcenter.ingest.service import Ingest
@@ -89,7 +87,8 @@ from device_sim.households import (
     plan_household_events,
     storm,
 )
-from device_sim.phones import Does, PhoneProfile, Reaction, Who, district_phones
+from device_sim.phones import PhoneProfile, district_phones
+from device_sim.week_phones import SPOKEN_WITH, PhoneStep, WeekPhones, voice_figures
 
 log = logging.getLogger("device_sim.week")
 
@@ -104,12 +103,6 @@ _RECONNECT_SPREAD_S = 30.0
 # after the outage, with the same id.
 _UNACKED_WINDOW_S = 10.0
 _OPERATOR = Actor(ActorKind.OPERATOR, "sim.operator")
-# Operators on duty at most (day shift), each with a desk phone the bridge rings first.
-_MOST_OPERATORS = 32
-# The calls an operator rings the household about when they pick them up.
-_SPOKEN_WITH = frozenset({CallType.EMERGENCY, CallType.FALL})
-# "Someone spoke with the household within 60 s" of the alarm (docs/simulator.md).
-_SPOKE_WITHIN_S = 60.0
 # Calls the desk settles without sending a carer: a device's trouble, not a person's alarm.
 _DESK_JOBS = frozenset(CallType) - ALARM_TYPES
 _PRESSES = frozenset(
@@ -273,11 +266,6 @@ class _Device:
     held: list[tuple[tuple[str, str], Received]] = field(default_factory=list)
 
 
-def _operator_phone(index: int) -> str:
-    """Operator ``index``'s desk phone (index 0 first), in a range no household uses."""
-    return f"+8610{5550000 + index:07d}"
-
-
 class VirtualDevices:
     """The device-command channel on virtual time: a command reaches its device at once,
     and the simulated devices do nothing with it (real ones light a LED)."""
@@ -356,11 +344,7 @@ class VirtualWeek:
         self._timers_unknown = True
         self._next_timer: datetime | None = None
         self._next_send: datetime | None = None
-        # The phones: calls the fake placed that the people have seen, each operator's
-        # own phone (by number: their index), and until when each is on a call.
-        self._calls_seen = 0
-        self._operator_phones = [_operator_phone(i) for i in range(_MOST_OPERATORS)]
-        self._operator_busy_until: dict[str, datetime] = {}
+        # Which operator picks each call up (the one who rings its household).
         self._pickups: dict[int, Pickup] = {}
 
     # -- the queue of things that will happen -----------------------------------------
@@ -404,8 +388,18 @@ class VirtualWeek:
                     self.district, options.field_profile, seed=options.seed + 2
                 )
                 self._operators = Operators(options.desk_profile, seed=options.seed + 3)
-                self._phones = district_phones(
-                    self.district, options.phone_profile, seed=options.seed + 4, field=self._field
+                self._phones = WeekPhones(
+                    twilio,
+                    district_phones(
+                        self.district,
+                        options.phone_profile,
+                        seed=options.seed + 4,
+                        field=self._field,
+                    ),
+                    self._field,
+                    self._operators,
+                    self.clock.now,
+                    lambda at, step: self._at(at, "phone", step),
                 )
                 try:
                     await self._start_server()
@@ -565,7 +559,7 @@ class VirtualWeek:
             await self._twilio.quiet()
         self._read_feed()
         self._read_texts()
-        self._read_calls()
+        self._phones.read_calls()
         return total
 
     # -- what happens ---------------------------------------------------------------
@@ -706,8 +700,13 @@ class VirtualWeek:
             call = await server.desk.command(call_id, Acknowledge(_OPERATOR))
         except CallError:
             return  # closed meanwhile (cancelled by the resident)
-        if call.type in _SPOKEN_WITH and call.is_open and self.options.voice:
-            await self._ring_household(server, call_id)
+        pickup = self._pickups.get(call_id)
+        if call.type in SPOKEN_WITH and call.is_open and self.options.voice and pickup:
+            # The operator rings the household from the board (click-to-call; every
+            # household of the district has numbers) and talks until they are done.
+            with contextlib.suppress(CallError):
+                operator = self._phones.operator_for(pickup)
+                await server.desk.command(call_id, RingHousehold(_OPERATOR, operator))
         if call.type in _DESK_JOBS:
             # No carer rushes out for a device's trouble: the desk books a visit (a new
             # battery, a plug put back) and closes the call once it is done.
@@ -715,106 +714,9 @@ class VirtualWeek:
             done = self.clock.now() + timedelta(seconds=low + (high - low) * self._rng.random())
             self._at(done, "device_job_done", call_id)
 
-    async def _ring_household(self, server: Running, call_id: int) -> None:
-        """The operator who picked an emergency or a fall up rings its household from the
-        board (click-to-call; every household of the district has numbers), and talks
-        until their assessment is over."""
-        pickup = self._pickups.get(call_id)
-        if pickup is None:
-            return
-        phone = self._operator_phones[pickup.operator % _MOST_OPERATORS]
-        operator = Person(f"operator:sim.{pickup.operator + 1}", "Operator", phone, "zh")
-        try:
-            await server.desk.command(call_id, RingHousehold(_OPERATOR, operator))
-        except CallError:
-            return
-        self._operator_busy_until[phone] = max(pickup.free_at, self.clock.now())
-
-    # -- the phones -----------------------------------------------------------------------
-
-    def _read_calls(self) -> None:
-        """Calls the fake placed since last looked: each phone's person decides what to do
-        about it (an operator picks their own phone up at once; see phones.py for the
-        rest), and it happens when its moment comes."""
-        placed = self._twilio.placed()
-        now = self.clock.now()
-        for call in placed[self._calls_seen :]:
-            if call.to in self._operator_busy_until:
-                after = self._operators.own_phone_after()
-                self._at(now + timedelta(seconds=after), "operator_answers", call)
-                continue
-            reaction = self._phones.ringing(call.to)
-            if reaction is None:
-                continue  # a supervisor's phone: nobody simulated
-            if reaction.does is Does.NEVER:
-                self._phones.done[reaction.who, "never"] += 1
-                continue
-            what = "pick_up" if reaction.does is Does.ANSWERS else "decline"
-            self._at(now + timedelta(seconds=reaction.after_s), what, (call, reaction))
-        self._calls_seen = len(placed)
-
-    async def _on_operator_answers(self, call: FakeCall) -> None:
-        if not await self._answer(call):
-            return
-        now = self.clock.now()
-        until = max(self._operator_busy_until.get(call.to, now), now + timedelta(seconds=1))
-        self._at(until, "hang_up", call)
-
-    async def _on_pick_up(self, item: tuple[FakeCall, Reaction]) -> None:
-        call, reaction = item
-        if not await self._answer(call):
-            return
-        self._phones.done[reaction.who, "answered"] += 1
-        now = self.clock.now()
-        if reaction.who in (Who.CARER, Who.FAMILY):
-            # The desk speaks once the phone is up (this moment's settling runs it).
-            self._at(now + timedelta(seconds=reaction.listen_s), "heard", item)
-        elif reaction.talk_s is not None:  # a resident; a base unit never hangs up
-            self._at(now + timedelta(seconds=reaction.talk_s), "hang_up", call)
-
-    async def _on_decline(self, item: tuple[FakeCall, Reaction]) -> None:
-        call, reaction = item
-        if call.status == "ringing":
-            with contextlib.suppress(ValueError, TimeoutError):
-                await self._twilio.reject(call.sid)
-                self._phones.done[reaction.who, "refused"] += 1
-
-    async def _on_heard(self, item: tuple[FakeCall, Reaction]) -> None:
-        """A carer or a family contact has listened to the desk: the key they press."""
-        call, reaction = item
-        if call.ended:
-            return
-        texts: list[Text] = []
-        if not call.spoken:
-            key = None  # nothing said: they hang up
-        elif reaction.who is Who.FAMILY:
-            key = "1" if reaction.confirms else None
-        else:
-            heard = " ".join(said.text for said in call.spoken)
-            key, texts = self._field.rung(call.to, heard, self.clock.now(), reaction.rng())
-        if key is None or not self._twilio.listening(call.sid):
-            await self._on_hang_up(call)
-            return
-        self._phones.done[reaction.who, f"pressed {key}"] += 1
-        with contextlib.suppress(ValueError, TimeoutError):
-            await self._twilio.press(call.sid, key)
-        for text in texts:  # a carer who accepted on the phone sets off
+    async def _on_phone(self, step: PhoneStep) -> None:
+        for text in await self._phones.act(step):  # a carer who accepted by phone sets off
             self._at(text.at, "reply", text)
-
-    async def _on_hang_up(self, call: FakeCall) -> None:
-        if call.status in ("ringing", "in-progress"):
-            with contextlib.suppress(ValueError, TimeoutError):
-                await self._twilio.hang_up(call.sid)
-
-    async def _answer(self, call: FakeCall) -> bool:
-        """Pick up the phone ``call`` rings; False when it stopped ringing first."""
-        if call.status != "ringing":
-            return False
-        try:
-            await self._twilio.answer(call.sid)
-        except (ValueError, TimeoutError):
-            return False
-        return True
 
     async def _on_device_job_done(self, call_id: int) -> None:
         server = self._server
@@ -903,7 +805,7 @@ class VirtualWeek:
                 circle_s=self._config.calls.service_circle_min * 60,
             )
             utilisation = await self._utilisation(session, start, end)
-            voice = await _voice_figures(session)
+            voice = await voice_figures(session)
         account = EventAccount(
             generated=len(self._truth),
             delivered=len(self._delivered),
@@ -1054,64 +956,3 @@ class VirtualWeek:
 async def run_week(options: WeekOptions | None = None) -> WeekResult:
     """Run one week (or whatever ``options`` say) on virtual time."""
     return await VirtualWeek(options or WeekOptions()).run()
-
-
-async def _voice_figures(session: AsyncSession) -> dict[str, Any]:
-    """The week's phone calls as the call histories hold them: operators ringing the
-    households of emergencies and falls (their time on the phone, and how many spoke
-    with someone there within 60 s of the alarm), carers rung about a page they had not
-    accepted by text (how many picked up, and what they pressed), and family contacts
-    rung when help was late."""
-    alarms = {
-        call_id: opened_at
-        for call_id, opened_at in (
-            await session.execute(
-                select(m.Call.id, m.Call.opened_at).where(
-                    m.Call.call_type.in_([t.value for t in _SPOKEN_WITH]),
-                    m.Call.cancel_reason.is_(None),
-                )
-            )
-        ).all()
-    }
-    entries = (
-        await session.execute(
-            select(m.CallHistory.call_id, m.CallHistory.at, m.CallHistory.detail).where(
-                m.CallHistory.action == "ring"
-            )
-        )
-    ).all()
-    operator_s = 0
-    spoke_after: dict[int, float] = {}
-    rung: Counter[str] = Counter()
-    for call_id, at, detail in entries:
-        purpose, status = detail.get("purpose"), detail.get("status")
-        if purpose == VoicePurpose.BRIDGE and not detail.get("attempt"):
-            # The operator's own leg: how long they were on the phone.
-            operator_s += int(detail.get("duration_s") or 0)
-        elif purpose == VoicePurpose.BRIDGE and status == "in-progress" and call_id in alarms:
-            after = (at - alarms[call_id]).total_seconds()
-            spoke_after[call_id] = min(after, spoke_after.get(call_id, after))
-        elif purpose in (VoicePurpose.PAGE, VoicePurpose.FAMILY):
-            if status in ("ringing", "in-progress"):
-                rung[f"{purpose}_{status}"] += 1
-            elif status == "key":
-                rung[f"{purpose}_key_{detail.get('key')}"] += 1
-    bridges = await session.scalar(
-        select(func.count())
-        .select_from(m.CallHistory)
-        .where(m.CallHistory.action == "call_household")
-    )
-    within = sum(1 for s in spoke_after.values() if s <= _SPOKE_WITHIN_S)
-    return {
-        "operator_rings": int(bridges or 0),
-        "operator_phone_minutes": round(operator_s / 60, 1),
-        "households_spoken_with": len(spoke_after),
-        "spoken_within_60s": response_times.share(within, len(alarms)),
-        "spoken_after_p50_s": response_times.nearest_rank(list(spoke_after.values()), 50),
-        "carers_rung": rung["page_ringing"],
-        "carers_picked_up": rung["page_in-progress"],
-        "carers_accepted_by_voice": rung["page_key_1"],
-        "carers_declined_by_voice": rung["page_key_2"],
-        "family_rung": rung["family_ringing"],
-        "family_confirmed": rung["family_key_1"],
-    }
