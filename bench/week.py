@@ -1,16 +1,18 @@
 """A simulated week on virtual time: how long a week of the 900-household district takes
 to run, and what the call centre made of it.
 
-    python bench/week.py [--quick] [--days 7] [--seeds 3] [--no-voice]
+    python bench/week.py [--quick] [--days D] [--seeds 3] [--no-voice]
 
 Starts everything itself: per run a SQLite database in a temporary directory (on
 /dev/shm when there is one) with the demo district, a local fake Twilio, and the server's
-parts driven on a ManualClock (see device_sim/week.py). ``--quick`` runs the week once;
-the full benchmark runs it for ``--seeds`` different seeds (different weeks of the same
-district) and reports the median time. The centre places phone calls as configured by
-default (carers rung about pages, families when help is late, operators ringing the
-household of every emergency and fall, all through the fake Twilio on the virtual
-clock); ``--no-voice`` runs the same weeks with texts only, to show what the calls cost.
+parts driven on a ManualClock (see device_sim/week.py). ``--quick`` runs the first three
+days once (seed 2026), to finish within half a minute; the full benchmark runs the whole
+week for ``--seeds`` different seeds (different weeks of the same district) and reports
+the median time. ``--days`` sets the length for either. The centre places phone calls as
+configured by default (carers rung about pages, families when help is late, operators
+ringing the household of every emergency and fall, all through the fake Twilio on the
+virtual clock); ``--no-voice`` runs the same weeks with texts only, to show what the
+calls cost.
 Beside the week, the same database's bare commit rate is measured in the same run, as the
 floor every simulated transaction stands on.
 Progress goes to standard error; the last line printed is one JSON object.
@@ -33,6 +35,9 @@ from sqlalchemy import text
 
 from callcenter.store.db import create_engine
 from device_sim.week import WeekOptions, WeekResult, run_week
+
+# The quick run: Monday to Wednesday, about 270 calls with their texts and phone calls.
+_QUICK_DAYS = 3.0
 
 
 def _scratch() -> Path | None:
@@ -73,6 +78,8 @@ async def _one(seed: int, days: float, directory: Path, *, voice: bool) -> WeekR
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     seeds = [2026 + i for i in range(1 if args.quick else args.seeds)]
+    if args.days is None:
+        args.days = _QUICK_DAYS if args.quick else 7.0
     with tempfile.TemporaryDirectory(prefix="bench-week-", dir=_scratch()) as scratch:
         directory = Path(scratch)
         bare = await _bare_commits(directory)
@@ -118,8 +125,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="one week, not --seeds of them")
-    parser.add_argument("--days", type=float, default=7.0, help="simulated days (default 7)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the first three days, once (not --seeds weeks)"
+    )
+    parser.add_argument(
+        "--days", type=float, default=None, help="simulated days (default 7; 3 with --quick)"
+    )
     parser.add_argument("--seeds", type=int, default=3, help="weeks to run in full mode")
     parser.add_argument(
         "--no-voice", action="store_true", help="a centre that places no phone calls"
