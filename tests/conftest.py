@@ -14,13 +14,15 @@ pytest_plugins = [
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Run the tests marked ``page`` once, on SQLite: a page looks and behaves the same
     whatever database is behind the server, and the suite must stay under 15 minutes on
-    two cores. What such a test drives on the server has its own tests on both databases."""
+    two cores. What such a test drives on the server has its own tests on both databases.
+    Tests marked ``sqlite_only`` (for the reason the marker gives) are left out on
+    PostgreSQL here too, rather than skipped once their server and database are up."""
     kept, dropped = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         backend = callspec.params.get("database_backend") if callspec else None
-        page = item.get_closest_marker("page") is not None
-        (dropped if page and backend == "postgresql" else kept).append(item)
+        once = any(item.get_closest_marker(name) for name in ("page", "sqlite_only"))
+        (dropped if once and backend == "postgresql" else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
