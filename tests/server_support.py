@@ -152,8 +152,9 @@ def subprocess_config(
     extra: str = "",
     offers: bool = False,
 ) -> Path:
-    """``write_config`` for a `callcenter serve` child in ``tmp_path``; the test is skipped
-    on PostgreSQL, since the subprocess variants run on the SQLite default."""
+    """``write_config`` for a `callcenter serve` child in ``tmp_path``. The subprocess
+    variants run on the SQLite default: a test using this is marked ``sqlite_only`` (left
+    out on PostgreSQL before its fixtures are set up), and skipped here should it not be."""
     if not database_url.startswith("sqlite"):
         pytest.skip("the subprocess variant runs on the SQLite default")
     return write_config(

@@ -100,6 +100,7 @@ async def test_signed_out_visitor_sees_only_the_sign_in_page(api: Api, open_tab:
     assert tab.errors == []
 
 
+@pytest.mark.page
 async def test_a_call_is_worked_from_press_to_resolution_on_two_boards(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -241,6 +242,7 @@ async def test_notes_carer_reports_stand_down_and_cancel_from_the_board(
     assert tab.errors == []
 
 
+@pytest.mark.page
 async def test_taking_a_call_someone_else_took_first_shows_who_owns_it(
     api: Api, open_tab: OpenTab
 ) -> None:
@@ -382,6 +384,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.page
 async def test_board_reconnects_after_a_server_restart_and_shows_the_current_state(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, open_tab: OpenTab
 ) -> None:

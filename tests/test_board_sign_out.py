@@ -166,14 +166,11 @@ async def test_a_sign_in_ended_on_another_server_closes_the_board_here(api: Api)
                 await assert_closed(board, Ended.SWITCHED_OFF)
 
 
-async def test_the_board_page_says_its_operator_is_signed_out(
-    api: Api, open_tab: OpenTab, database_backend: str
-) -> None:
+@pytest.mark.page
+async def test_the_board_page_says_its_operator_is_signed_out(api: Api, open_tab: OpenTab) -> None:
     """Test in Chromium that a board whose sign-in ends clears the calls from the
     screen, stops, and says why with a link to sign in again, in the operator's
     language, instead of quietly reconnecting."""
-    if database_backend != "sqlite":
-        pytest.skip("the page does the same on any database; the closing is tested on both")
     await set_password(api.server, "li.na")
     await set_password(api.server, "wang.wei")
     assert (await api.post("/api/me/language", {"language": "en"}, who="wang.wei")).status == 200

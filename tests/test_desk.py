@@ -596,14 +596,13 @@ async def test_timers_written_elsewhere_are_seen_when_the_scheduler_is_woken(
         await eventually(fired, within_s=5, what="the inserted timer to fire")
 
 
+@pytest.mark.sqlite_only("the broken timer is written past SQLite's foreign keys")
 async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
     """Test that a due timer that cannot fire (its call is gone) does not hold up the
     one due with it: that fires, exactly once, and the broken one stays pending for the
     watchdog."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the broken timer is written past SQLite's foreign keys")
     config = desk_config(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )

@@ -58,13 +58,12 @@ async def _escalations(database_url: str) -> list[str]:
         await engine.dispose()
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_timers_pending_when_the_server_is_killed_each_fire_once_after_restart(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
     """Test that after SIGKILL with timers pending, a restarted server fires each timer
     that fell due exactly once, in due order, as it starts (not at its 30 s re-read)."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the subprocess variant runs on the SQLite default")
     config_file = write_config(
         tmp_path / "callcenter.toml",
         data_dir=tmp_path / "var",

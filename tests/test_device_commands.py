@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from datetime import timedelta
 
 from sqlalchemy import insert, select
@@ -16,6 +18,8 @@ from callcenter.broker import EmbeddedBroker
 from callcenter.clock import ManualClock
 from callcenter.domain.calls import Actor, ActorKind, Cancel, CancelReason
 from callcenter.engine import repository
+from callcenter.engine.outbox import OutboxMessage
+from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.store import models as m
 from tests.desk_support import (
     MONDAY_MORNING,
@@ -25,7 +29,7 @@ from tests.desk_support import (
     rows,
     running_desk,
 )
-from tests.ingest_support import eventually
+from tests.ingest_support import eventually, ingest_config
 
 OPERATOR = Actor(ActorKind.OPERATOR, "li.na")
 
@@ -130,3 +134,44 @@ async def test_the_link_coming_back_hurries_only_commands_that_wait_for_it(
         due = {row.id: row.next_attempt_at for row in await command_rows(server, channel=None)}
     assert due[ids["waiting"]] == now
     assert [due[ids[name]] for name in ("in_flight", "text", "sent")] == [later] * 3
+
+
+async def test_a_command_published_as_the_link_stops_is_acknowledged_before_it_closes(
+    broker: EmbeddedBroker, topic_prefix: str
+) -> None:
+    """Test that stopping the command link (the server shutting down) lets a command it
+    has just published get the broker's acknowledgement before the link closes: the send
+    succeeds, instead of waiting out its publish timeout (and the shutdown with it) and
+    then counting as failed, to be sent again at the next start. The broker is paused
+    around the stop, so its acknowledgement can only come after it."""
+    config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
+    link = DeviceCommandSender(
+        config.broker, host=broker.host, port=broker.port, clock=ManualClock(MONDAY_MORNING)
+    )
+    running = asyncio.create_task(link.run())
+
+    async def connected() -> bool:
+        return link.connected
+
+    await eventually(connected, what="the command link connected")
+    command = OutboxMessage(
+        id=1,
+        call_id=1,
+        channel=repository.DEVICE_COMMAND,
+        recipient="device:BU-H0001",
+        address=f"{topic_prefix}/v1/H0001/BU-H0001/command",
+        body='{"command": "call_closed", "call": 1}',
+        attempt=1,
+    )
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        sending = asyncio.create_task(link.send(command))
+        await asyncio.sleep(0)  # published; the acknowledgement is what it waits for
+        link.stop()
+        # Time enough for a link that did not wait to have said goodbye and closed.
+        await asyncio.sleep(0.5)
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+    await sending
+    await running

@@ -30,13 +30,12 @@ def _impatient(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+@pytest.mark.sqlite_only("the outage is made with SQLite's exclusive lock")
 async def test_an_alarm_waits_out_a_database_outage_and_is_never_set_aside(
     seeded_database_url: str,
 ) -> None:
     """Test that while the database refuses the follower, the press is retried for as
     long as it takes (not dead-lettered after a few attempts), and opens its call after."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the outage is made with SQLite's exclusive lock")
     engine = create_engine(seeded_database_url)
     # Fail fast on the lock (after the engine's own 5 s setting), so the test is quick.
     event.listen(engine.sync_engine, "connect", _impatient)
@@ -174,14 +173,13 @@ async def test_a_burst_of_presses_is_decided_in_one_transaction_with_a_carer_eac
         await engine.dispose()
 
 
+@pytest.mark.sqlite_only("the broken event is written past SQLite's foreign keys")
 async def test_an_event_the_engine_fails_on_is_set_aside_alone_from_its_batch(
     seeded_database_url: str,
 ) -> None:
     """Test that an event the engine cannot apply (its household is gone from the
     district) makes its batch go one event at a time: the events around it open their
     calls, and it alone is set aside as a dead letter."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the broken event is written past SQLite's foreign keys")
     engine = create_engine(seeded_database_url)
     try:
         first, last = await _neighbours(engine, 2)

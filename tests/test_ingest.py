@@ -118,13 +118,12 @@ async def test_each_dead_letter_reason_is_kept_and_ingest_keeps_running(
     assert await stored_event_keys(seeded_database_url) == [("CB-H0003", "ok")]
 
 
+@pytest.mark.sqlite_only("the outage is made with SQLite's exclusive lock")
 async def test_a_database_outage_holds_messages_unacknowledged_until_it_ends(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
     """Test that while the database refuses writes nothing is acknowledged or lost, and
     everything is stored once the database is back."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the outage is made with SQLite's exclusive lock")
     config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
     # A plain sqlite3 connection holding an exclusive lock makes every write fail.
     blocker = sqlite3.connect(make_url(seeded_database_url).database or "", isolation_level=None)
@@ -299,10 +298,9 @@ async def test_ingest_reads_its_devices_again_when_the_registry_changed(
         await engine.dispose()
 
 
+@pytest.mark.sqlite_only("SQLite's journal mode")
 async def test_sqlite_is_in_wal_mode(seeded_database_url: str) -> None:
     """Test that the SQLite store runs in WAL mode so the board can read while ingest writes."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("SQLite only")
     engine = create_engine(seeded_database_url)
     async with engine.connect() as connection:
         mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar_one()
@@ -311,14 +309,13 @@ async def test_sqlite_is_in_wal_mode(seeded_database_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only("volume test on the SQLite default")
 async def test_a_large_backlog_after_an_outage_drains_without_reconnecting(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
     """Test that a resumed session holding a backlog bigger than ingest can read within
     the client's 10 s timeout is consumed while the SUBACK is still behind it, instead of
     timing out and reconnecting forever."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("volume test on the SQLite default")
     config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
     async with running_ingest(config, seeded_database_url):
         pass  # the session exists; now the server is "down"

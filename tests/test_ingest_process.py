@@ -188,13 +188,12 @@ async def test_both_links_come_back_after_a_broker_restart(
         assert (payload["command"], payload["call"]) == ("call_closed", call_id)
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_the_child_stops_when_the_server_is_killed(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
     """Test that a server killed outright (SIGKILL, no clean-up of its own) leaves no
     ingest process behind: the child sees its input close and stops."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the subprocess variant runs on the SQLite default")
     config_file = write_config(
         tmp_path / "callcenter.toml",
         data_dir=tmp_path / "var",
@@ -255,6 +254,7 @@ def test_counters_cross_the_pipe_unchanged() -> None:
     assert stats_from({**document, "something_new": 1}) == stats
 
 
+@pytest.mark.sqlite_only("one database is enough for the pipe")
 async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
     broker: EmbeddedBroker,
     topic_prefix: str,
@@ -264,8 +264,6 @@ async def test_a_backlog_committed_in_one_big_batch_crosses_the_pipe(
     """Test that thousands of events committed together (a backlog the broker held
     while no ingest ran) reach the engine's prompt as one report, longer than asyncio's
     default line limit of 64 kB, and the server's side keeps running."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("one database is enough for the pipe")
     config = _config(broker, topic_prefix, seeded_database_url)
     config = config.model_copy(
         update={"ingest": config.ingest.model_copy(update={"max_batch": 10_000})}

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import aiohttp
+import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
@@ -83,6 +84,7 @@ async def _carer_link(http: aiohttp.ClientSession, fake_url: str) -> str:
     return found[0]
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_a_request_cannot_start_a_log_line_nor_put_a_carer_token_in_the_log(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:

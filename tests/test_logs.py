@@ -263,6 +263,7 @@ def test_the_command_line_format_overrides_the_key(tmp_path: Path) -> None:
         parser.parse_args(["serve", "--log-format", "xml"])
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_serve_with_log_format_json_writes_json_lines_from_both_processes(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:

@@ -122,13 +122,12 @@ async def test_broker_restart_mid_stream_loses_nothing(
     assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 1200
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
     """Test that SIGKILL of `callcenter serve` in the middle of a stream, then a restart,
     leaves every event in the log exactly once."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the subprocess variant runs on the SQLite default")
     config_file = write_config(
         tmp_path / "callcenter.toml",
         data_dir=tmp_path / "var",
@@ -171,13 +170,12 @@ async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
     assert await _assert_log_matches_ground_truth(seeded_database_url, truth_file) == 3000
 
 
+@pytest.mark.sqlite_only("the subprocess variant runs on the SQLite default")
 async def test_serve_runs_its_own_broker_and_stops_cleanly_on_sigterm(
     topic_prefix: str, seeded_database_url: str, tmp_path: Path
 ) -> None:
     """Test that with no broker configured, `callcenter serve` starts a private mosquitto,
     ingests through it, and on SIGTERM exits 0 and leaves no mosquitto running."""
-    if not seeded_database_url.startswith("sqlite"):
-        pytest.skip("the subprocess variant runs on the SQLite default")
     data_dir = tmp_path / "var"
     config_file = write_config(
         tmp_path / "callcenter.toml",

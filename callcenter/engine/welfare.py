@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Select, exists, select, update
+from sqlalchemy import Date, Select, String, Text, exists, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -172,19 +172,21 @@ class WelfareList:
         raise AssertionError("unreachable")
 
     async def _add_missing(self, monday: date) -> int:
+        # One INSERT ... SELECT, all in the database: as ORM objects the demo district's
+        # 937 rows took 80 ms of the event loop, and a real district's week would take
+        # seconds. In residents' order, so the list's ids are the same on every database.
+        missing = self._missing(monday).subquery()
+        rows = select(
+            missing.c.id,
+            missing.c.household_id,
+            literal(monday, Date),
+            literal(m.WelfareState.DUE.value, String),
+            literal("", Text),
+        ).order_by(missing.c.id)
+        columns = ["resident_id", "household_id", "week_start", "state", "note"]
         async with AsyncSession(self._engine) as session, session.begin():
-            residents = (await session.execute(self._missing(monday))).all()
-            session.add_all(
-                m.WelfareCall(
-                    resident_id=resident_id,
-                    household_id=household_id,
-                    week_start=monday,
-                    state=m.WelfareState.DUE,
-                    note="",
-                )
-                for resident_id, household_id in residents
-            )
-        return len(residents)
+            added = await session.execute(insert(m.WelfareCall).from_select(columns, rows))
+        return int(added.rowcount)  # type: ignore[attr-defined]
 
     async def record(
         self, welfare_id: int, outcome: WelfareOutcome, note: str, done_by: str

@@ -47,6 +47,11 @@ class DeviceCommandSender:
         self._client: aiomqtt.Client | None = None
         self._stopping = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
+        # Commands published and not yet acknowledged by the broker; the link closes
+        # only once there are none (see _hold).
+        self._publishing = 0
+        self._acknowledged = asyncio.Event()
+        self._acknowledged.set()
         # When the link went down (at first: when this sender was made); None while up.
         self.down_since: datetime | None = clock.now()
 
@@ -125,6 +130,11 @@ class DeviceCommandSender:
             await asyncio.gather(lost, stop, return_exceptions=True)
         if not self._stopping.is_set() and lost.done() and not lost.cancelled():
             lost.result()  # the MqttError that ended the link
+        # Stopping: the commands published a moment ago get their acknowledgement before
+        # the link says goodbye. Closed under them, each would wait out its publish
+        # timeout (holding the server's shutdown that long) and then count as failed, to
+        # be sent again at the next start. No new one starts meanwhile (send refuses).
+        await self._acknowledged.wait()
 
     def _tell_connected(self) -> None:
         for listener in self._listeners:
@@ -157,7 +167,13 @@ class DeviceCommandSender:
             "command": body["command"],
             "call": body["call"],
         }
+        self._publishing += 1
+        self._acknowledged.clear()
         try:
             await client.publish(message.address, json.dumps(payload), qos=1, timeout=10)
         except aiomqtt.MqttError as error:
             raise SendError(f"publish failed: {error}") from None
+        finally:
+            self._publishing -= 1
+            if not self._publishing:
+                self._acknowledged.set()
