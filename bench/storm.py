@@ -11,6 +11,12 @@ server, dropped afterwards), and one ``device-sim`` process playing every device
 district is seeded with ``--households`` (two devices each) and ``--carers`` and put in
 service (every device known online, as after any ordinary day). Progress goes to
 standard error; the last line printed is one JSON object.
+
+SIGTERM or Ctrl-C stops a run at any point, seeding included: it stops what it started
+(the simulator without its goodbyes, the bare subscriber, the server, the broker), drops
+its PostgreSQL database, removes its temporary directory (a ``--workdir`` stays), and
+exits 143 (130 for Ctrl-C) without a JSON line. The children also get SIGTERM from the
+kernel should this process die outright (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -18,21 +24,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
 import resource
 import secrets
+import shutil
 import signal
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 from sqlalchemy import func, or_, select, text, update
@@ -43,7 +51,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from callcenter.broker import EmbeddedBroker
 from callcenter.domain.response_times import nearest_rank
-from callcenter.engine.follower import CURSOR
 from callcenter.engine.repository import SMS
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
@@ -62,6 +69,17 @@ TARGET_RSS_MB = 500.0
 FILE_HEADROOM = 64
 
 _STARTED = time.perf_counter()
+_T = TypeVar("_T")
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_bench() -> None:
+    """Runs in each child before exec: SIGTERM from the kernel when this process dies,
+    however it dies. The library is loaded beforehand: loading it after the fork could
+    wait for a lock another thread of this process held at the fork."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def progress(message: str) -> None:
@@ -87,6 +105,7 @@ async def prepare_database(url: str, households: int, carers: int) -> None:
     """Migrate, seed the district, and put it in service: every device online, seen now
     (a fresh seed has never heard from a device; a district in service has)."""
     await upgrade_async(url)
+    progress("schema migrated; seeding the district")
     summary = await seed_demo_district(url, seed=SEED, households=households, carers=carers)
     progress(f"seeded: {summary}")
     engine = create_engine(url)
@@ -115,13 +134,17 @@ async def bench_database(
     try:
         async with admin.connect() as connection:
             await connection.execute(text(f'CREATE DATABASE "{name}"'))
+        progress(f"created the database {name}")
         try:
             url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
             await prepare_database(url, households, carers)
             yield url
         finally:
+            # FORCE: a connection the run left open (say, a seed stopped by a signal)
+            # does not keep the database.
             async with admin.connect() as connection:
                 await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            progress(f"dropped the database {name}")
     finally:
         await admin.dispose()
 
@@ -193,11 +216,10 @@ async def stored_events(engine: AsyncEngine, boot_id: str) -> list[Any]:
         return list(await connection.execute(query))
 
 
-async def engine_cursor(engine: AsyncEngine) -> int:
-    """The last device event the call engine has applied."""
+async def unapplied_events(engine: AsyncEngine) -> set[int]:
+    """The stored device events the call engine has not applied yet."""
     async with engine.connect() as connection:
-        position = await connection.scalar(select(m.Cursor.position).where(m.Cursor.name == CURSOR))
-    return int(position or 0)
+        return set(await connection.scalars(select(m.UnappliedEvent.id)))
 
 
 async def calls_by_household(engine: AsyncEngine) -> dict[int, list[tuple[int, datetime]]]:
@@ -227,6 +249,9 @@ host = "{broker.host}"
 port = {broker.port}
 topic_prefix = "{PREFIX}"
 client_id = "{SERVER_CLIENT_ID}"
+# The simulator shares connections among many devices: a storm's throughput, not
+# who may publish (tests/test_device_logins.py).
+device_logins = "none"
 
 [ingest]
 own_process = {"true" if own_ingest_process else "false"}
@@ -326,6 +351,7 @@ class Server:
             stdout=asyncio.subprocess.DEVNULL,
             stderr=log,
             env=env,
+            preexec_fn=die_with_bench,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
@@ -385,6 +411,7 @@ class Simulator:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=die_with_bench,
         )
         self._readers = [
             asyncio.create_task(self._read_progress(), name="bench.sim.stderr"),
@@ -414,16 +441,42 @@ class Simulator:
     def running(self) -> bool:
         return self.process is not None and self.process.returncode is None
 
-    async def stop(self, timeout_s: float) -> int:
-        """SIGTERM: the simulator drains, says goodbye for every device, prints its summary."""
+    async def stop(self, timeout_s: float, *, hurry: bool = False) -> int:
+        """SIGTERM: the simulator drains, says goodbye for every device, prints its summary.
+        In a ``hurry`` (the run abandoned), or if this wait is cancelled (the bench
+        stopped by a signal meanwhile), see :meth:`_hurry`."""
+        if hurry:
+            return await self._hurry()
+        try:
+            return await self._stop(timeout_s)
+        except asyncio.CancelledError:
+            await self._hurry()
+            raise
+
+    def _terminate(self) -> None:
+        assert self.process is not None
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)
+
+    async def _hurry(self) -> int:
+        """A second signal a moment after the first (sent together, the kernel would
+        deliver one), which skips the drain; killed if it has not ended 3 s after the first."""
+        assert self.process is not None
+        for wait_s in (0.5, 2.5):
+            self._terminate()
+            with contextlib.suppress(TimeoutError):
+                return await self._exited(wait_s)
+        self.process.kill()
+        return await self._exited(None)
+
+    async def _stop(self, timeout_s: float) -> int:
         assert self.process is not None
         # Seen twice in long runs: a signal sent through the asyncio transport never got
         # there. os.kill directly, and once more if it has not ended 90 s later (a
         # second signal only skips the drain).
         for _ in range(2):
-            if self.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGTERM)
+            self._terminate()
             with contextlib.suppress(TimeoutError):
                 return await self._exited(min(90.0, timeout_s))
         self.process.kill()
@@ -453,6 +506,7 @@ class BareSubscriber:
             "--bare-subscriber",
             f"{self.broker.host}:{self.broker.port}",
             str(self.out),
+            preexec_fn=die_with_bench,
         )
         deadline = time.monotonic() + 20
         while not self.out.exists():
@@ -464,7 +518,11 @@ class BareSubscriber:
         """Stop it; when each event id arrived (ms since the epoch)."""
         if self.process is not None and self.process.returncode is None:
             self.process.send_signal(signal.SIGTERM)
-            await self.process.wait()
+            try:
+                await asyncio.wait_for(self.process.wait(), 10)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
         arrived: dict[str, float] = {}
         if self.out.exists():
             for line in self.out.read_text().splitlines():
@@ -571,7 +629,7 @@ def storm_figures(
     calls: dict[int, list[tuple[int, datetime]]],
     arrived_ms: dict[str, float],
     gave_up_ms: float,
-    applied_up_to: int,
+    unapplied: set[int],
     decided: dict[int, tuple[str, datetime]] | None = None,
 ) -> dict[str, Any]:
     """Press to dispatch, press to stored and the bare trip, over every storm press; and
@@ -582,7 +640,7 @@ def storm_figures(
     not gone out when the run stopped waiting (``gave_up_ms``) counts with the time
     waited: its true figure is larger, so percentiles that include one are lower bounds.
     So does a press stored in the log that the call engine had not reached yet
-    (``applied_up_to``, its cursor); one it had applied without a call is a loss."""
+    (``unapplied``); one it had applied without a call is a loss."""
     by_key = {(row.serial, row.event_id): row for row in rows}
     to_dispatch: list[float] = []
     to_decision: list[float] = []
@@ -607,7 +665,7 @@ def storm_figures(
                 c for c, opened in calls.get(row.household_id, []) if opened <= row.received_at
             ]
             call_id = open_before[-1] if open_before else None
-        if call_id is None and row.id > applied_up_to:
+        if call_id is None and row.id in unapplied:
             not_applied += 1
             to_dispatch.append(gave_up_ms - event.ts_ms)
             continue
@@ -747,9 +805,12 @@ async def drive(
             gave_up_ms = time.time() * 1000
             rss_after = memory_kb(server.pid)
             ingest_rss_after = memory_kb(processes.get("ingest_process", 0))
-        finally:
-            progress("stopping device-sim (it says goodbye for every device)")
-            sim_exit = await simulator.stop(timeout_s=300)
+        except BaseException:
+            progress("stopping device-sim, the run abandoned")
+            await simulator.stop(timeout_s=0, hurry=True)
+            raise
+        progress("stopping device-sim (it says goodbye for every device)")
+        sim_exit = await simulator.stop(timeout_s=300)
     finally:
         arrived_ms = await bare.stop()
         memory.cancel()
@@ -769,23 +830,18 @@ async def drive(
     )
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     storm, storm_s = args.storm
-    with contextlib.ExitStack() as stack:
-        if args.workdir is not None:
-            workdir = args.workdir
-            workdir.mkdir(parents=True)
-        else:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-storm-")))
-        progress(
-            f"seeding {args.households} households ({args.households * 2} devices), "
-            f"{args.carers} carers"
-        )
-        async with (
-            bench_database(workdir, args.database_url, args.households, args.carers) as url,
-            EmbeddedBroker(workdir / "mosquitto") as broker,
-        ):
-            engine = create_engine(url)
+    progress(
+        f"seeding {args.households} households ({args.households * 2} devices), "
+        f"{args.carers} carers"
+    )
+    async with (
+        bench_database(workdir, args.database_url, args.households, args.carers) as url,
+        EmbeddedBroker(workdir / "mosquitto") as broker,
+    ):
+        engine = create_engine(url)
+        try:
             server = Server(
                 server_config(workdir, url, broker, args.ingest == "own"),
                 workdir / "server.log",
@@ -811,11 +867,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await calls_by_household(engine),
                 run.arrived_ms,
                 run.gave_up_ms,
-                await engine_cursor(engine),
+                await unapplied_events(engine),
                 decided,
             )
+        finally:
             await engine.dispose()
-            errors = server.errors()
+        errors = server.errors()
     peak_during = max((rss for _, rss in server.rss_samples), default=0)
     loss = losses.as_dict()
     events_lost = loss["events_lost"] + figures_["storm_presses_without_call"]
@@ -866,6 +923,40 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for line in errors[:5]:
         progress(f"server logged: {line}")
     return result
+
+
+async def stopped_by_sigterm(run: Coroutine[Any, Any, _T]) -> _T:
+    """``run``, cancelled by SIGTERM as ``asyncio.run`` cancels it on Ctrl-C: at an
+    await, so every part's clean-up runs (stop the children, drop the database). A
+    KeyboardInterrupt raised wherever the signal found the process, as before, could land
+    in the event loop or in a database driver's callback, where nothing expects it, and
+    a stop could then hang. A second SIGTERM while stopping is only noted."""
+    task = asyncio.current_task()
+    assert task is not None
+    signalled = False
+
+    def on_sigterm() -> None:
+        nonlocal signalled
+        if signalled:
+            progress("SIGTERM again: still stopping (Ctrl-C twice to break off)")
+            return
+        signalled = True
+        progress("SIGTERM: stopping what the run started")
+        task.cancel()
+
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+    return await run
+
+
+def remove_tree(path: Path) -> None:
+    """Remove ``path`` and everything in it, trying again shortly while something still
+    adds files to it."""
+    for _ in range(5):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.2)
+    shutil.rmtree(path)
 
 
 def truth_boot(path: Path) -> str:
@@ -921,8 +1012,6 @@ def main() -> None:
     if args.bare_subscriber:
         asyncio.run(bare_subscriber(args.bare_subscriber[0], Path(args.bare_subscriber[1])))
         return
-    # Ended by SIGTERM, stop the children on the way out, as for Ctrl-C.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     households = args.households or (2_500 if args.quick else 50_000)
     args.households = households
     args.carers = args.carers or max(9, round(households * 60 / 900))
@@ -935,7 +1024,25 @@ def main() -> None:
     args.wait = args.wait if args.wait is not None else (60.0 if args.quick else 1800.0)
     args.ingest = args.ingest or ("in-server" if args.quick else "own")
     args.load_at_start = round(os.getloadavg()[0], 2)
-    result = asyncio.run(run(args))
+    temporary = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-storm-")) if temporary else args.workdir
+    if not temporary:
+        workdir.mkdir(parents=True)
+    stopped_by: signal.Signals | None = None
+    try:
+        result = asyncio.run(stopped_by_sigterm(run(args, workdir)))
+    except asyncio.CancelledError:
+        stopped_by = signal.SIGTERM
+    except KeyboardInterrupt:
+        stopped_by = signal.SIGINT
+    finally:
+        # Once the event loop is done: a SQLite connection cut off by a signal while it
+        # opened may still be making the database's files on its thread for a moment.
+        if temporary:
+            remove_tree(workdir)
+    if stopped_by is not None:
+        progress(f"stopped by {stopped_by.name}; what the run started is stopped and removed")
+        sys.exit(128 + stopped_by)
     result["wall_time_s"] = round(time.perf_counter() - _STARTED, 1)
     print(json.dumps(result))
 

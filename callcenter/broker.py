@@ -21,6 +21,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from callcenter.broker_logins import (
+    DYNSEC_FILE,
+    OwnLogins,
+    find_plugin,
+    own_logins,
+    prepare_dynsec_file,
+)
+from callcenter.broker_refusals import RefusalWatch
+
 log = logging.getLogger("callcenter.broker")
 
 
@@ -58,12 +67,28 @@ def free_port() -> int:
 
 
 def mosquitto_conf(
-    *, port: int, directory: Path, max_queued_messages: int, autosave_interval_s: int = 1
+    *,
+    port: int,
+    directory: Path,
+    max_queued_messages: int,
+    autosave_interval_s: int = 1,
+    plugin: str | None = None,
+    watch_refusals: bool = False,
 ) -> str:
-    """The mosquitto.conf the embedded broker runs with."""
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
+    """The mosquitto.conf the embedded broker runs with: with ``plugin`` (the path of
+    mosquitto's dynamic-security plugin) every client needs a login it holds, and only
+    what its roles allow; without, anyone may connect and publish anywhere. With
+    ``watch_refusals`` mosquitto's log goes to its standard error (see RefusalWatch)."""
+    lines = [f"listener {port} 127.0.0.1"]
+    if plugin is None:
+        lines.append("allow_anonymous true")
+    else:
+        lines += [
+            "allow_anonymous false",
+            f"plugin {plugin}",
+            f"plugin_opt_config_file {directory}/{DYNSEC_FILE}",
+        ]
+    lines += [
         "persistence true",
         f"persistence_location {directory}/",
         # Written to disk every second and on shutdown; a broker crash can lose at
@@ -75,12 +100,19 @@ def mosquitto_conf(
         "max_inflight_messages 0",
         # Without it, Nagle's algorithm holds small alarm packets back ~40 ms under load.
         "set_tcp_nodelay true",
-        f"log_dest file {directory}/mosquitto.log",
-        "log_type error",
-        "log_type warning",
-        "log_type notice",
-        "connection_messages false",
     ]
+    if watch_refusals:
+        # mosquitto 2.0 says a refused publish only in a debug line; the debug lines
+        # come to us through a pipe, and all but the chatter reach mosquitto.log.
+        lines += ["log_dest stderr", "log_type all"]
+    else:
+        lines += [
+            f"log_dest file {directory}/mosquitto.log",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+        ]
+    lines.append("connection_messages false")
     if os.geteuid() == 0:
         # As root mosquitto drops to the 'mosquitto' user, who cannot write here.
         lines.append("user root")
@@ -88,7 +120,14 @@ def mosquitto_conf(
 
 
 class EmbeddedBroker:
-    """Runs mosquitto on 127.0.0.1 as a child process; use as an async context manager."""
+    """Runs mosquitto on 127.0.0.1 as a child process; use as an async context manager.
+
+    With ``device_logins`` every client needs a login: the broker loads mosquitto's
+    dynamic-security plugin, this server's own logins are made at the first start and
+    kept in the broker's directory (``logins``), and refused publishes are watched
+    (``refusals``). Without it the broker takes anyone, as a test or benchmark of
+    something else wants. ``watch_refusals`` watches without logins (for measuring it).
+    """
 
     def __init__(
         self,
@@ -97,11 +136,21 @@ class EmbeddedBroker:
         executable: str = "mosquitto",
         port: int = 0,
         max_queued_messages: int = 1_000_000,
+        device_logins: bool = False,
+        topic_prefix: str = "eldercare",
+        plugin: str = "",
+        watch_refusals: bool | None = None,
     ) -> None:
         self.directory = directory
         self.executable = executable
         self.port = port or free_port()
         self.max_queued_messages = max_queued_messages
+        self.device_logins = device_logins
+        self.topic_prefix = topic_prefix
+        self.plugin = plugin
+        self.logins: OwnLogins | None = None
+        watch = device_logins if watch_refusals is None else watch_refusals
+        self.refusals: RefusalWatch | None = RefusalWatch(self.log_file) if watch else None
         self._process: asyncio.subprocess.Process | None = None
 
     @property
@@ -128,22 +177,30 @@ class EmbeddedBroker:
                 "(Debian: apt-get install -y mosquitto) or set [broker] host to a running broker."
             )
         self.directory.mkdir(parents=True, exist_ok=True)
+        plugin = self._prepare_logins()
         conf = self.directory / "mosquitto.conf"
         conf.write_text(
             mosquitto_conf(
                 port=self.port,
                 directory=self.directory.resolve(),
                 max_queued_messages=self.max_queued_messages,
+                plugin=plugin,
+                watch_refusals=self.refusals is not None,
             )
         )
-        self._process = await asyncio.create_subprocess_exec(
-            binary,
-            "-c",
-            str(conf),
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-            preexec_fn=_detach_from_terminal_and_follow_parent,
-        )
+        log_pipe = self.refusals.open_pipe() if self.refusals is not None else None
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                binary,
+                "-c",
+                str(conf),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL if log_pipe is None else log_pipe,
+                preexec_fn=_detach_from_terminal_and_follow_parent,
+            )
+        finally:
+            if log_pipe is not None:
+                os.close(log_pipe)  # the broker holds its own copy
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.returncode is not None:
@@ -157,7 +214,34 @@ class EmbeddedBroker:
             f"mosquitto did not start on port {self.port}: {self._failure_reason()}"
         )
 
+    def _prepare_logins(self) -> str | None:
+        """With device logins: the plugin's path, after the broker's file holds this
+        server's own logins (made now at the first start). Without: None."""
+        if not self.device_logins:
+            return None
+        plugin = find_plugin(self.plugin)
+        if plugin is None:
+            where = repr(self.plugin) if self.plugin else "in the usual places"
+            raise BrokerStartError(
+                f"mosquitto's dynamic-security plugin was not found {where}. Install "
+                "mosquitto 2.0 or later (Debian: apt-get install -y mosquitto), set "
+                "[embedded_broker] dynamic_security_plugin to its "
+                'mosquitto_dynamic_security.so, or set [broker] device_logins = "none" '
+                "to let any client publish anywhere."
+            )
+        self.logins = own_logins(self.directory)
+        try:
+            prepare_dynsec_file(self.directory / DYNSEC_FILE, self.logins, self.topic_prefix)
+        except ValueError as error:
+            raise BrokerStartError(
+                f"{error}. Move it away to start with no device logins, then run the "
+                "server again; the devices' logins are issued again from the register."
+            ) from None
+        return plugin
+
     def _failure_reason(self) -> str:
+        if self.refusals is not None:
+            self.refusals.finish()  # the broker has ended: its last lines are in the file
         with contextlib.suppress(OSError):
             tail = self.log_file.read_text(errors="replace").strip().splitlines()[-3:]
             if tail:
@@ -186,6 +270,8 @@ class EmbeddedBroker:
             log.warning("mosquitto ignored SIGTERM for %.0f s; killing it", timeout_s)
             process.kill()
             await process.wait()
+        if self.refusals is not None:
+            await asyncio.to_thread(self.refusals.finish)
 
     def kill(self) -> None:
         """Kill mosquitto without letting it save (a crash, for tests)."""

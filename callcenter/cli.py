@@ -60,16 +60,16 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     broker = (
         "embedded mosquitto"
         if config.embedded_broker_wanted
-        else f"{config.broker.host}:{config.broker.port}"
+        else " or ".join(str(address) for address in config.broker.addresses)
     )
     print(f"configuration OK: database {_redact(config.database_url)}, broker {broker}")
     return 0
 
 
 def _redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
+    from callcenter.store.db import shown_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    return shown_url(url)
 
 
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:

@@ -31,13 +31,19 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from callcenter.broker_logins import find_plugin
+from callcenter.brokers import ENTRY_FORM, BrokerAddress, parse_addresses
 from callcenter.domain.call_types import CallType
 from callcenter.domain.phones import E164_HOW, is_e164
 from callcenter.domain.policy import (
@@ -55,12 +61,9 @@ ENV_PREFIX = "CALLCENTER_"
 DEFAULT_CONFIG_FILE = "callcenter.toml"
 
 # Keys whose values are secrets: allowed from the environment, refused in the file.
-SECRET_KEYS: frozenset[tuple[str, str]] = frozenset({("broker", "password"), ("sms", "auth_token")})
-# Environment variables holding secrets that have no key in the file at all.
-SECRET_ENV = {
-    ("broker", "password"): "CALLCENTER_BROKER__PASSWORD",
-    ("sms", "auth_token"): "CALLCENTER_SMS__AUTH_TOKEN",
-}
+SECRET_KEYS: frozenset[tuple[str, str]] = frozenset(
+    {("broker", "password"), ("broker", "admin_password"), ("sms", "auth_token")}
+)
 # Keys holding tables, which an environment variable cannot express.
 FILE_ONLY_KEYS: frozenset[tuple[str, str]] = frozenset({("calls", "policies")})
 
@@ -69,11 +72,13 @@ _RULE_ERRORS = frozenset({"unknown_call_type", "policy_rule"})
 
 
 def _url_has_password(value: object) -> bool:
-    """True for a URL string that carries a password, e.g. postgresql+asyncpg://u:pw@h/db."""
+    """True for a URL string that carries a password, e.g. postgresql+asyncpg://u:pw@h/db,
+    or in its query (?password=pw, which the driver takes too)."""
     if not isinstance(value, str) or "://" not in value:
         return False
     try:
-        return urllib.parse.urlsplit(value).password is not None
+        parts = urllib.parse.urlsplit(value)
+        return parts.password is not None or "password" in urllib.parse.parse_qs(parts.query)
     except ValueError:
         return False
 
@@ -157,14 +162,68 @@ class DatabaseConfig(_Section):
                 "unsupported database URL; use sqlite+aiosqlite:///path/file.db "
                 "or postgresql+asyncpg://user@host:5432/dbname"
             )
+        if value.startswith("postgresql"):
+            _check_hosts(value)
         return value
+
+
+# What a server that writes may ask of the host it connects to (asyncpg's
+# target_session_attrs): a writable primary.
+_WRITABLE_TARGETS = ("read-write", "primary")
+
+
+def _check_hosts(url: str) -> None:
+    """Refuse, before any connection, a PostgreSQL URL whose hosts the driver would
+    refuse or that could land the server on a standby (docs/database.md, "Failover")."""
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        # The dialect's own reading, as the engine will read it (it is untyped).
+        dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+        _, options = dialect.create_connect_args(make_url(url))  # type: ignore[no-untyped-call]
+    except (ArgumentError, ValueError) as error:
+        raise ValueError(
+            f"the database URL cannot be read ({error}); several hosts are written "
+            "?host=HOST1:PORT1&host=HOST2:PORT2, each with its port"
+        ) from None
+    target = options.get("target_session_attrs")
+    if target is not None and target not in _WRITABLE_TARGETS:
+        raise ValueError(
+            f"target_session_attrs={target} could connect the server to a standby, where "
+            "it cannot write; use target_session_attrs=read-write"
+        )
+    if isinstance(options.get("host"), list) and target is None:
+        raise ValueError(
+            "a database URL naming several hosts needs target_session_attrs=read-write, "
+            "or the server takes the first host that answers, which may be a standby"
+        )
+
+
+class DeviceLoginsMode(enum.StrEnum):
+    """Whether the server issues each device its own broker login (docs/operations.md)."""
+
+    DYNAMIC_SECURITY = "dynamic_security"
+    NONE = "none"
 
 
 class BrokerConfig(_Section):
     host: str = Field(
-        "", description="MQTT broker host; empty runs a private mosquitto for this server"
+        "",
+        description=(
+            "MQTT broker host; empty (and no broker.hosts) runs a private mosquitto for this server"
+        ),
     )
+    # Also the port of an entry of ``hosts`` written without one.
     port: int = Field(1883, ge=1, le=65535, description="MQTT broker port")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            f"several MQTT brokers, tried in turn: each {ENTRY_FORM}, the port "
+            "broker.port when left out; instead of broker.host"
+        ),
+    )
     username: str = Field("", description="MQTT user name (password from the environment)")
     password: str = Field("", description="secret: set CALLCENTER_BROKER__PASSWORD instead")
     client_id: str = Field(
@@ -184,6 +243,57 @@ class BrokerConfig(_Section):
     reconnect_max_s: float = Field(
         30.0, gt=0, description="longest wait between reconnect attempts"
     )
+    device_logins: DeviceLoginsMode = Field(
+        DeviceLoginsMode.DYNAMIC_SECURITY,
+        description=(
+            "how devices log in to the broker: dynamic_security, each its own login and "
+            "rules issued by this server through mosquitto's dynamic-security plugin; none, "
+            "this server issues none (the broker takes any device, or logins are managed "
+            "elsewhere)"
+        ),
+    )
+    admin_username: str = Field(
+        "",
+        description=(
+            "the dynamic-security administrator this server manages device logins as, on "
+            "an external broker (password from the environment); the embedded broker "
+            "makes its own"
+        ),
+    )
+    admin_password: str = Field(
+        "", description="secret: set CALLCENTER_BROKER__ADMIN_PASSWORD instead"
+    )
+    admin_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="how long to wait for the broker's answer when changing device logins",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _one_host(cls, value: str) -> str:
+        if "," in value or value.strip() != value or " " in value:
+            raise ValueError(
+                "one host name or address; to name several brokers, list them in "
+                'broker.hosts, e.g. hosts = ["mqtt1:1883", "mqtt2:1883"]'
+            )
+        return value
+
+    @field_validator("hosts", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # The environment can only say "mqtt1:1883,mqtt2:1883".
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",")]
+        return value
+
+    @field_validator("hosts")
+    @classmethod
+    def _brokers(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if value:
+            parse_addresses(value, info.data.get("port", 1883))
+        return value
 
     @field_validator("topic_prefix")
     @classmethod
@@ -191,6 +301,52 @@ class BrokerConfig(_Section):
         if any(ch in value for ch in "/+#$") or value.strip() != value:
             raise ValueError("must be one topic level without '/', '+', '#', '$' or spaces")
         return value
+
+    @property
+    def addresses(self) -> tuple[BrokerAddress, ...]:
+        """The configured brokers in the order to try them; none: the embedded one."""
+        if self.hosts:
+            return parse_addresses(self.hosts, self.port)
+        return (BrokerAddress(self.host, self.port),) if self.host else ()
+
+    @model_validator(mode="after")
+    def _one_way_to_name_brokers(self) -> BrokerConfig:
+        if self.host and self.hosts:
+            raise _rule_error(
+                "broker.host is set too: the brokers are named in one place",
+                "hosts",
+                "name one broker in broker.host, or several in broker.hosts, not both",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _logins_on_one_broker(self) -> BrokerConfig:
+        if len(self.hosts) > 1 and self.device_logins == DeviceLoginsMode.DYNAMIC_SECURITY:
+            raise _rule_error(
+                'device_logins = "dynamic_security" keeps the devices\' logins in one '
+                "mosquitto's dynamic-security plugin, and a device may land on any of "
+                "several brokers",
+                "device_logins",
+                'with an EMQX cluster, set device_logins = "none" and keep the devices\' '
+                'logins and rules in EMQX (docs/operations.md, "The broker tier")',
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _administrator_for_logins(self) -> BrokerConfig:
+        external = bool(self.host or self.hosts)
+        if (
+            external
+            and self.device_logins == DeviceLoginsMode.DYNAMIC_SECURITY
+            and not (self.admin_username and self.admin_password)
+        ):
+            raise ValueError(
+                'device_logins = "dynamic_security" on an external broker needs its '
+                "administrator: set admin_username, and CALLCENTER_BROKER__ADMIN_PASSWORD in "
+                'the environment (docs/operations.md, "Broker logins"); or set '
+                'device_logins = "none" when the broker\'s logins are managed elsewhere'
+            )
+        return self
 
 
 class EmbeddedBrokerConfig(_Section):
@@ -204,6 +360,14 @@ class EmbeddedBrokerConfig(_Section):
         1_000_000,
         ge=1000,
         description="QoS 1 messages kept per offline client (mosquitto's own default is 1000)",
+    )
+    dynamic_security_plugin: str = Field(
+        "",
+        description=(
+            "path of mosquitto's mosquitto_dynamic_security.so, loaded when "
+            "broker.device_logins is dynamic_security; empty: looked for where Debian, "
+            "Ubuntu and Fedora install it"
+        ),
     )
 
 
@@ -240,8 +404,10 @@ class IngestConfig(_Section):
         30.0,
         gt=0,
         description=(
-            "how often ingest looks whether the district's registry changed, and then reads "
-            "its devices again (every time with broker.shared_group)"
+            "how often ingest, between batches, looks whether the district's registry "
+            "changed, and then reads its devices again (every time with "
+            "broker.shared_group); while messages come it also asks before each batch, at "
+            "most once a second (docs/register.md)"
         ),
     )
     own_process: bool = Field(
@@ -493,7 +659,9 @@ class StepConfig(_Section):
     """One escalation step of a policy; mirrors ``callcenter.domain.policy.Step``."""
 
     name: str = Field(min_length=1, description="the step's name, unique within its policy")
-    after_s: float = Field(
+    # Strict numbers: the same model reads a supervisor's edit over the API, where true or
+    # "30" must be refused, not read as 1 or 30 seconds.
+    after_s: StrictFloat = Field(
         ge=0,
         description=(
             "seconds from the step's starting point (counted_from) to its actions, "
@@ -540,14 +708,14 @@ class StepConfig(_Section):
 class PolicyConfig(_Section):
     """How one call type is handled; mirrors ``callcenter.domain.policy.Policy``."""
 
-    auto_dispatch: bool = Field(
+    auto_dispatch: StrictBool = Field(
         description="page the nearest free carer as soon as the call opens (false: by hand)"
     )
-    carers_required: int = Field(1, ge=1, description="carers sent to each call")
+    carers_required: StrictInt = Field(1, ge=1, description="carers sent to each call")
     skills: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description='skills every carer sent must have, e.g. ["lift"]'
     )
-    cancel_grace_s: float = Field(
+    cancel_grace_s: StrictFloat = Field(
         60.0,
         ge=0,
         description="seconds after opening during which the resident may still cancel the call",
@@ -713,6 +881,37 @@ class WelfareConfig(_Section):
     )
 
 
+class ClusterConfig(_Section):
+    """Several servers on one PostgreSQL: which one does the desk's once-only work
+    (docs/operations.md, "Several servers")."""
+
+    instance: str = Field(
+        "",
+        max_length=40,
+        pattern=r"^[A-Za-z0-9._-]*$",
+        description=(
+            "this server's name in the logs, /healthz and the database's connections "
+            "(letters, digits, . _ -); empty: the machine's host name"
+        ),
+    )
+    lease_ttl_s: float = Field(
+        3.0,
+        ge=1.0,
+        le=60.0,
+        description=(
+            "how long the desk's lease lasts unrenewed (seconds): a server that stops "
+            "renewing it (power lost, network cut) is taken over after at most this long "
+            "plus lease_poll_s; a killed one at once"
+        ),
+    )
+    lease_poll_s: float = Field(
+        0.5,
+        gt=0,
+        le=10.0,
+        description="how often a server not doing the once-only work looks at the lease (seconds)",
+    )
+
+
 class HealthConfig(_Section):
     """When ``/healthz`` and the board call a part of the server stuck (docs/api.md)."""
 
@@ -758,6 +957,7 @@ class Config(BaseModel):
     desk: DeskConfig = DeskConfig()
     welfare: WelfareConfig = WelfareConfig()
     health: HealthConfig = HealthConfig()
+    cluster: ClusterConfig = ClusterConfig()
     logging: LoggingConfig = LoggingConfig()
 
     def policy_book(self) -> PolicyBook:
@@ -777,7 +977,7 @@ class Config(BaseModel):
     @property
     def embedded_broker_wanted(self) -> bool:
         """True when no external broker is configured and we run our own mosquitto."""
-        return not self.broker.host
+        return not self.broker.addresses
 
 
 @dataclass(frozen=True)
@@ -799,6 +999,11 @@ class ConfigError(Exception):
     def __init__(self, problems: list[ConfigProblem]) -> None:
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+
+def _env_variable(section: str, key: str) -> str:
+    """The environment variable that sets ``section.key``: CALLCENTER_<SECTION>__<KEY>."""
+    return f"{ENV_PREFIX}{section.upper()}__{key.upper()}"
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, tuple[str, str]]]:
@@ -943,7 +1148,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                                 source,
                                 f"{section}.{key}",
                                 "secrets are not read from the configuration file",
-                                f"remove it from the file and set {SECRET_ENV[(section, key)]} "
+                                f"remove it from the file and set {_env_variable(section, key)} "
                                 "in the environment",
                             )
                         )
@@ -1003,7 +1208,21 @@ def check_environment(config: Config) -> list[ConfigProblem]:
                 "embedded_broker.mosquitto",
                 f"no mosquitto executable found as {config.embedded_broker.mosquitto!r}",
                 "install it (Debian: apt-get install -y mosquitto) or set broker.host "
-                "to use an existing broker",
+                "(or broker.hosts) to use an existing broker",
+            )
+        )
+    if (
+        config.embedded_broker_wanted
+        and config.broker.device_logins == DeviceLoginsMode.DYNAMIC_SECURITY
+        and find_plugin(config.embedded_broker.dynamic_security_plugin) is None
+    ):
+        problems.append(
+            ConfigProblem(
+                "(machine)",
+                "embedded_broker.dynamic_security_plugin",
+                "mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found",
+                "install mosquitto 2.0 or later, set its path here, or set "
+                'broker.device_logins = "none" to let any client publish anywhere',
             )
         )
     data_dir = config.data.dir

@@ -8,11 +8,16 @@ An alarm goes through seven parts, and a desk must know when any of them stops:
 - ``timers``: escalation deadlines firing when due;
 - ``outbox``: the relay going through what is due to be sent;
 - ``sms``: Twilio taking the texts, dispatch pages above all;
-- ``device_commands``: the command link, so a resident hears that help is on the way.
+- ``device_commands``: the command link, so a resident hears that help is on the way;
+
+and, because several servers may share the database, two more:
+
+- ``lease``: some server (this one or another) does the desk's once-only work;
+- ``peers``: this server hears the others (PostgreSQL), so its boards see what they do.
 
 A part is *stuck* when it has work waiting and is not getting through it: messages in
 hand and not committed, no subscription (alarms cannot arrive, so ingest always counts
-that), events past the follower's cursor it has not applied, a deadline overdue, outbox
+that), events stored that the follower has not applied, a deadline overdue, outbox
 rows due and not taken up, texts failing with texts waiting, commands waiting while the
 link is down. Idle is not stuck: a quiet night with no presses is healthy however long
 it lasts. Each part says when it last made progress and, when stuck, since when; one
@@ -21,7 +26,7 @@ answers 503) and every board shows a banner until it works again.
 
 Most of what this reads the parts note themselves as they work (ingest's ``IngestStats``,
 the relay's ``ChannelProgress``, the command link's ``down_since``); the rest is read
-from the database in one short look: the log against the cursor, the earliest pending
+from the database in one short look: the events still to apply, the earliest pending
 timer, the outbox's pending rows. The ``Health`` loop looks every two seconds and tells
 the boards (the desk's feed) when what fails changes.
 """
@@ -32,7 +37,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,10 +46,13 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from callcenter.brokers import BrokerAddress, describe
 from callcenter.clock import Clock
 from callcenter.engine.feed import Feed, Update
 from callcenter.engine.follower import CURSOR
+from callcenter.engine.leadership import Leadership
 from callcenter.engine.outbox import ChannelProgress, OutboxRelay
+from callcenter.engine.peers import NoPeers, Peers
 from callcenter.engine.repository import DEVICE_COMMAND, SMS
 from callcenter.engine.scheduler import Scheduler
 from callcenter.ingest.commands import DeviceCommandSender
@@ -56,7 +64,17 @@ from callcenter.store.db import what_it_said
 log = logging.getLogger("callcenter.health")
 
 # In the order an alarm goes through them.
-PARTS = ("ingest", "database", "follower", "timers", "outbox", "sms", "device_commands")
+PARTS = (
+    "ingest",
+    "database",
+    "lease",
+    "follower",
+    "timers",
+    "outbox",
+    "sms",
+    "device_commands",
+    "peers",
+)
 DATABASE_TIMEOUT_S = 2.0
 # How often the loop looks (real time: a stuck part must reach the boards while it lasts).
 CHECK_EVERY_S = 2.0
@@ -124,9 +142,11 @@ class Stored:
 
     latency_ms: float
     latest_event: int
+    # The newest event the desk has applied, and when it last applied one.
     cursor: int
     cursor_moved_at: datetime | None
-    # When the first event past the cursor (the next to follow) was received.
+    # How many stored events it has still to apply, and when the oldest was received.
+    waiting: int
     first_waiting_at: datetime | None
     next_timer: datetime | None
     outbox: Mapping[str, Queue]
@@ -134,6 +154,7 @@ class Stored:
 
 _events = m.Base.metadata.tables["device_events"]
 _outbox = m.Base.metadata.tables["outbox"]
+_unapplied = m.Base.metadata.tables["unapplied_events"]
 
 
 async def read_stored(engine: AsyncEngine) -> Stored:
@@ -157,8 +178,16 @@ async def stored_on(connection: AsyncConnection) -> Stored:
         )
     ).one_or_none()
     position = int(cursor.position) if cursor is not None else 0
-    waiting = await connection.scalar(
-        select(_events.c.received_at).where(_events.c.id > position).order_by(_events.c.id).limit(1)
+    waiting = int(await connection.scalar(select(func.count()).select_from(_unapplied)) or 0)
+    first_waiting_at = (
+        await connection.scalar(
+            select(_events.c.received_at)
+            .join(_unapplied, _unapplied.c.id == _events.c.id)
+            .order_by(_unapplied.c.id)
+            .limit(1)
+        )
+        if waiting
+        else None
     )
     next_timer = await connection.scalar(
         select(func.min(m.Timer.due_at)).where(m.Timer.state == m.TimerState.PENDING)
@@ -179,7 +208,8 @@ async def stored_on(connection: AsyncConnection) -> Stored:
         latest_event=int(latest or 0),
         cursor=position,
         cursor_moved_at=cursor.updated_at if cursor is not None else None,
-        first_waiting_at=waiting,
+        waiting=waiting,
+        first_waiting_at=first_waiting_at,
         next_timer=next_timer,
         outbox=outbox,
     )
@@ -193,15 +223,14 @@ def _earliest(causes: list[tuple[datetime, str]]) -> datetime | None:
 
 
 def ingest_health(
-    stats: IngestStats, *, broker: str, silent_since: datetime | None = None
+    stats: IngestStats, *, brokers: str, silent_since: datetime | None = None
 ) -> PartHealth:
     """Ingest: stuck while not subscribed, while holding messages it has not committed,
-    while the database refuses it, or (in its own process) while it says nothing."""
+    while the database refuses it, or (in its own process) while it says nothing.
+    ``brokers``: the brokers it tries, in words (``brokers.describe``)."""
     causes: list[tuple[datetime, str]] = []
     if stats.link_down_since is not None:
-        causes.append(
-            (stats.link_down_since, f"not subscribed to the broker {broker}: no alarm comes in")
-        )
+        causes.append((stats.link_down_since, f"not subscribed to {brokers}: no alarm comes in"))
     if stats.holding_since is not None:
         causes.append(
             (stats.holding_since, f"{stats.holding} message(s) taken in and not yet stored")
@@ -226,9 +255,9 @@ def ingest_health(
     if causes:
         detail = "; ".join(why for _, why in sorted(causes, key=lambda cause: cause[0]))
     elif stats.received_at is None:
-        detail = f"subscribed to the broker {broker}; no message yet"
+        detail = f"subscribed to the broker {stats.broker or '?'}; no message yet"
     else:
-        detail = f"subscribed to the broker {broker}; storing what comes in"
+        detail = f"subscribed to the broker {stats.broker or '?'}; storing what comes in"
     return PartHealth(
         "ingest",
         _earliest(causes),
@@ -236,6 +265,7 @@ def ingest_health(
         detail,
         {
             "connected": stats.link_down_since is None,
+            "broker": stats.broker or None,
             "received_at": stats.received_at,
             "committed_at": stats.committed_at,
             "holding": stats.holding,
@@ -258,9 +288,9 @@ def database_health(
 
 
 def follower_health(stored: Stored) -> PartHealth:
-    """The desk following the log: stuck while an event waits past its cursor and the
-    cursor has not moved since that event came (or since it last moved, in a backlog)."""
-    lag = max(0, stored.latest_event - stored.cursor)
+    """The desk following the log: stuck while an event waits to be applied and none
+    has been applied since that event came (or since the last one was, in a backlog)."""
+    lag = stored.waiting
     facts = {"cursor": stored.cursor, "latest_event": stored.latest_event, "lag": lag}
     if lag == 0:
         return PartHealth("follower", None, stored.cursor_moved_at, "every event is applied", facts)
@@ -340,6 +370,7 @@ def commands_health(
     connected = link is None or link.connected
     facts = {
         "connected": connected,
+        "broker": None if link is None or link.broker is None else str(link.broker),
         "pending": pending if known else None,
         "answered_at": progress.answered_at,
     }
@@ -379,6 +410,54 @@ def _unknown(name: str) -> PartHealth:
 # --- the watcher -------------------------------------------------------------------
 
 
+def lease_health(leadership: Leadership | None) -> PartHealth:
+    """The desk's lease: stuck while no server has been seen holding it (nobody follows
+    the log, fires timers or sends: alarms would wait for whichever comes back)."""
+    if leadership is None:
+        return PartHealth("lease", None, None, "this server does the desk's work itself")
+    term = leadership.term
+    facts = {
+        "holder": leadership.seen_holder or None,
+        "this_server": leadership.holder,
+        "leading": term is not None,
+        "epoch": term.epoch if term else None,
+        "terms": leadership.terms,
+    }
+    if term is not None:
+        detail = f"this server does the desk's once-only work (epoch {term.epoch})"
+        return PartHealth("lease", None, term.since, detail, facts)
+    if leadership.seen_holder:
+        detail = f"{leadership.seen_holder} does the desk's once-only work"
+        return PartHealth("lease", None, None, detail, facts)
+    said = f" ({leadership.last_error})" if leadership.last_error else ""
+    return PartHealth(
+        "lease",
+        leadership.unheld_since,
+        None,
+        "no server does the desk's once-only work: alarms are not followed, timers do not "
+        f"fire, nothing is sent{said}",
+        facts,
+    )
+
+
+def peers_health(peers: Peers | NoPeers) -> PartHealth:
+    """The link to the other servers: stuck while it is down, since this server's boards
+    then miss what the others decide."""
+    facts = {"connected": peers.connected, "sent": peers.sent, "heard": peers.heard}
+    if isinstance(peers, NoPeers):
+        return PartHealth("peers", None, None, "alone on its database (SQLite)", facts)
+    if peers.connected:
+        return PartHealth("peers", None, None, "hears the other servers", facts)
+    return PartHealth(
+        "peers",
+        peers.down_since,
+        None,
+        "cannot hear the other servers: this server's boards miss what they decide "
+        f"({peers.last_error or 'connecting'})",
+        facts,
+    )
+
+
 class Health:
     """Looks at every part on request (``check``) and, while it runs, every
     CHECK_EVERY_S: logs what starts and stops failing and tells the boards."""
@@ -389,21 +468,25 @@ class Health:
         engine: AsyncEngine,
         clock: Clock,
         ingest: Ingest | IngestProcess,
-        broker: str,
+        brokers: Sequence[BrokerAddress],
         scheduler: Scheduler,
         relay: OutboxRelay,
         commands: DeviceCommandSender | None,
         feed: Feed,
         stuck_after_s: float,
+        leadership: Leadership | None = None,
+        peers: Peers | NoPeers | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
         self._ingest = ingest
-        self._broker = broker
+        self._brokers = describe(brokers)
         self._scheduler = scheduler
         self._relay = relay
         self._commands = commands
         self._feed = feed
+        self._leadership = leadership
+        self._peers = peers if peers is not None else NoPeers()
         self.stuck_after = timedelta(seconds=stuck_after_s)
         self._stopping = asyncio.Event()
         # Noticed by looking, not noted by the part itself: since when.
@@ -470,8 +553,10 @@ class Health:
         # Ingest in this process has nothing to report across a pipe, so never falls silent.
         silent = ingest.silent_since(now)
         found = {
-            "ingest": ingest_health(ingest.stats, broker=self._broker, silent_since=silent),
+            "ingest": ingest_health(ingest.stats, brokers=self._brokers, silent_since=silent),
             "database": database_health(stored, self._database_failing_since, error),
+            "lease": lease_health(self._leadership),
+            "peers": peers_health(self._peers),
             "sms": sms_health(
                 self._relay.progress.get(SMS),
                 stored.outbox.get(SMS) if stored else None,

@@ -117,6 +117,23 @@ class BoundFields(logging.Filter):
         return True
 
 
+class ExpectedRefusals(logging.Filter):
+    """A record logged with an exception that says it is expected (``one_line = True``
+    on its class, e.g. the fence refusing a server that lost the desk's lease) is
+    written as one warning with the exception's words, not an error with a traceback:
+    it is what the design does, not a fault."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and getattr(type(error), "one_line", False):
+            record.msg = f"{record.getMessage()}: {error}"
+            record.args = ()
+            record.exc_info = record.exc_text = None
+            if record.levelno > logging.WARNING:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 class LogLine(logging.Formatter):
     """Formats each record's message as one line, carer link tokens masked."""
 
@@ -162,6 +179,7 @@ def handler(stream: TextIO, log_format: LogFormat = LogFormat.TEXT) -> logging.H
     written = _Written(stream)
     written.setFormatter(JsonLine() if log_format is LogFormat.JSON else LogLine(FORMAT))
     written.addFilter(BoundFields())
+    written.addFilter(ExpectedRefusals())
     return written
 
 

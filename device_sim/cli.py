@@ -23,6 +23,7 @@ from device_sim.settings import (
     DEFAULT_KIND_WEIGHTS,
     SimulationSettings,
     SimulatorConfigError,
+    parse_brokers,
     parse_kind_weights,
     parse_storm,
 )
@@ -65,18 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate every device registered in this database (SQLAlchemy URL)",
     )
     broker = parser.add_argument_group("broker")
+    first = defaults.brokers[0]
     broker.add_argument(
         "--broker-host",
-        default=defaults.broker_host,
-        metavar="HOST",
-        help=f"MQTT broker (default {defaults.broker_host})",
+        default=first.host,
+        metavar="HOST[:PORT],...",
+        help=f"MQTT broker, or several separated by commas, each device trying them in "
+        f"turn (default {first.host})",
     )
     broker.add_argument(
         "--broker-port",
         type=int,
-        default=defaults.broker_port,
+        default=first.port,
         metavar="PORT",
-        help=f"MQTT port (default {defaults.broker_port})",
+        help=f"MQTT port of a broker named without one (default {first.port})",
     )
     broker.add_argument(
         "--prefix", default=defaults.prefix, help=f"topic prefix (default {defaults.prefix})"
@@ -207,8 +210,7 @@ def settings_from_args(args: argparse.Namespace) -> SimulationSettings:
     )
     storm_presses, storm_seconds = (0, 60.0) if args.storm is None else parse_storm(args.storm)
     settings = SimulationSettings(
-        broker_host=args.broker_host,
-        broker_port=args.broker_port,
+        brokers=parse_brokers(args.broker_host, args.broker_port),
         prefix=args.prefix,
         press_rate=args.press_rate,
         kind_weights=weights,

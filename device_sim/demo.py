@@ -15,10 +15,10 @@ import secrets
 import stat
 import sys
 import threading
+import time
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.app import Running, running_server, stop_on_signals
@@ -26,9 +26,10 @@ from callcenter.broker import BrokerStartError
 from callcenter.clock import SystemClock
 from callcenter.config import Config
 from callcenter.engine.accounts import add_operator, issue_token, set_active, set_password
+from callcenter.engine.device_logins import DeviceLoginError
 from callcenter.ingest.service import Ingest
 from callcenter.store import models as m
-from callcenter.store.db import create_engine
+from callcenter.store.db import create_engine, shown_url
 from callcenter.store.migrate import upgrade_async
 from callcenter.web import WebStartError
 from device_sim.demo_district import (
@@ -53,7 +54,7 @@ from device_sim.demo_load import (
     run_storm,
 )
 from device_sim.demo_notice import REMIND_EVERY_S, SignInLines, box, remind_until_signed_in, show
-from device_sim.district import load_devices_from_database
+from device_sim.district import DeviceSpec, load_devices_from_database
 from device_sim.field import FieldProfile, answer_pages, district_field
 from device_sim.phones import PhoneProfile, answer_calls, district_phones
 from device_sim.settings import SimulationSettings
@@ -117,6 +118,9 @@ async def demo(
             await asyncio.wait_for(server.ingest.connected.wait(), 30)
             started = server.clock.now()
             devices = await load_devices_from_database(config.database_url)
+            # Each device's broker password, issued once the box is up (it takes a while
+            # for a whole district) and read by each device as it connects.
+            logins: dict[str, str] = {}
             buttons = call_buttons(devices)
             on_shift = await _on_shift(server)
             hour = started.astimezone(server.desk.district.zone).hour
@@ -156,18 +160,20 @@ async def demo(
             show(box(lines, repeated=False, every_s=remind_every_s))
             simulation = Simulation(
                 SimulationSettings(
-                    broker_host=server.broker_host,
-                    broker_port=server.broker_port,
+                    brokers=server.brokers,
                     prefix=config.broker.topic_prefix,
                     press_rate=load.press_rate,
                     heartbeat_interval_s=config.ingest.heartbeat_interval_s,
+                    logins=logins,
                 ),
                 devices,
             )
             storms = _Storms(simulation, buttons, load.storm_presses)
             online = asyncio.Event()
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(simulation.run(stop), name="device_sim")
+                tasks.create_task(
+                    _run_devices(server, simulation, devices, logins, stop), name="device_sim"
+                )
                 tasks.create_task(
                     _when_online(
                         simulation,
@@ -216,9 +222,53 @@ async def demo(
     return 0
 
 
+async def _run_devices(
+    server: Running,
+    simulation: Simulation,
+    devices: list[DeviceSpec],
+    logins: dict[str, str],
+    stop: asyncio.Event,
+) -> None:
+    """Issue the simulated devices their broker logins through the register's own
+    interface, hand them the passwords in memory (new on every start, as the operators'
+    are), then run them until ``stop``. A broker that will not issue them is said in the
+    log; the server and its board run on without devices."""
+    if server.device_logins.takes_logins:
+        started = time.monotonic()
+        issuing = asyncio.create_task(
+            server.device_logins.issue_many(
+                {device.serial: device.household for device in devices}
+            ),
+            name="callcenter.demo.device_logins",
+        )
+        stopping = asyncio.create_task(stop.wait(), name="callcenter.demo.stopping")
+        await asyncio.wait({issuing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not issuing.done():  # stopped meanwhile: no need to finish
+            issuing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, DeviceLoginError):
+                await issuing
+            return
+        try:
+            issued = issuing.result()
+        except DeviceLoginError as error:
+            log.error("the simulated devices get no broker logins, so none connects: %s", error)
+            return
+        logins.update({serial: login.password for serial, login in issued.items()})
+        log.info(
+            "issued %d devices their broker logins in %.1f s (each may publish only its own "
+            "household's topics)",
+            len(issued),
+            time.monotonic() - started,
+        )
+    else:
+        log.info("the broker takes no per-device logins: the devices connect without one")
+    await simulation.run(stop)
+
+
 def _where(url: str) -> str:
     path = sqlite_file(url)
-    return str(path) if path is not None else make_url(url).render_as_string(hide_password=True)
+    return str(path) if path is not None else shown_url(url)
 
 
 async def _on_shift(server: Running) -> OnShift:

@@ -21,12 +21,12 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import time
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from callcenter.domain.geo import Place, distance_m
 from callcenter.domain.phones import HouseholdNumber, PhoneKind
-from callcenter.store.db import create_engine
+from callcenter.store.db import create_engine, insert_rows
 from callcenter.store.migrate import require_current_schema
 from callcenter.store.models import (
     Carer,
@@ -816,7 +816,9 @@ _MODELS = {
 async def _insert(connection: AsyncConnection, district: DemoDistrict) -> None:
     rows = _rows(district)
     for table, table_rows in rows.items():
-        await connection.execute(insert(_MODELS[table]), table_rows)
+        # Many rows a statement: a row a statement, PostgreSQL's registry version
+        # trigger made seeding slow down as it went (store/db.py, insert_rows).
+        await insert_rows(connection, _MODELS[table], table_rows)
     # Backups point both ways between neighbours, so they are set once all stations exist.
     station_id = {s.code: i for i, s in enumerate(district.stations, start=1)}
     await connection.execute(

@@ -17,15 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import itertools
 import logging
 import math
 import random
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import aiomqtt
 import paho.mqtt.client as mqtt
 
+from callcenter.brokers import Rotation
 from callcenter.ingest.protocol import status_payload
 from device_sim.counters import Tally
 from device_sim.device import OutboxEvent, SimulatedDevice
@@ -92,6 +94,10 @@ class DeviceLink:
         self._client: aiomqtt.Client | None = None
         self._offline_until = 0.0
         self._went_online_last_session = False
+        # The brokers in turn, as a device's firmware should: on to the next when one
+        # refuses or drops it, the backoff once each has failed.
+        self._brokers = Rotation(settings.brokers, self._delays)
+        self._power_cut = False
 
     @property
     def connected(self) -> bool:
@@ -107,6 +113,7 @@ class DeviceLink:
         """Drop the connection without DISCONNECT (the broker publishes the last will)
         and stay away for ``offline_for_s`` seconds, like a power cut."""
         self._offline_until = asyncio.get_running_loop().time() + offline_for_s
+        self._power_cut = True
         client = self._client
         if client is None:
             return
@@ -117,33 +124,40 @@ class DeviceLink:
                 sock.shutdown(socket.SHUT_RDWR)
 
     async def run(self) -> None:
-        """Stay connected until the simulation closes, reconnecting with backoff."""
+        """Stay connected until the simulation closes: on to the next broker when the
+        connection fails, with backoff once every broker has failed in turn."""
         loop = asyncio.get_running_loop()
-        failures = 0
         while not self._closing.is_set():
             offline_for = self._offline_until - loop.time()
             if offline_for > 0:
                 await self._sleep_unless_closing(offline_for)
                 continue
+            if self._power_cut:  # power back: it starts from the first broker it knows
+                self._power_cut = False
+                self._brokers.start_over()
             try:
                 await self._session()
                 return
             except* _CONNECTION_ERRORS as group:
-                log.debug("%s: connection ended: %s", self.client_id, group.exceptions[0])
+                log.debug(
+                    "%s: connection to %s ended: %s",
+                    self.client_id,
+                    self._brokers.current,
+                    group.exceptions[0],
+                )
             if self._went_online_last_session:
                 self._tally.connection_losses += 1
-                failures = 0
             else:
                 self._tally.connect_failures += 1
-            failures += 1
-            await self._sleep_unless_closing(self._backoff(failures))
+            await self._sleep_unless_closing(self._brokers.failed())
 
-    def _backoff(self, failures: int) -> float:
+    def _delays(self) -> Iterator[float]:
         # Jittered so that a district which lost its broker does not return in lockstep.
-        ceiling = min(
-            self._settings.backoff_max_s, self._settings.backoff_initial_s * 2.0 ** (failures - 1)
-        )
-        return ceiling * self._rng.uniform(0.5, 1.0)
+        for failures in itertools.count():
+            ceiling = min(
+                self._settings.backoff_max_s, self._settings.backoff_initial_s * 2.0**failures
+            )
+            yield ceiling * self._rng.uniform(0.5, 1.0)
 
     async def _sleep_unless_closing(self, delay: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -151,10 +165,14 @@ class DeviceLink:
                 await self._closing.wait()
 
     def _new_client(self) -> aiomqtt.Client:
+        broker = self._brokers.current
         client = aiomqtt.Client(
-            self._settings.broker_host,
-            self._settings.broker_port,
+            broker.host,
+            broker.port,
             identifier=self.client_id,
+            # A device's own login (client id = serial = user name), when it has one.
+            username=self.client_id if self.client_id in self._settings.logins else None,
+            password=self._settings.logins.get(self.client_id),
             protocol=aiomqtt.ProtocolVersion.V311,
             clean_session=True,
             will=self._will,
@@ -226,6 +244,7 @@ class DeviceLink:
         for event in sorted(backlog, key=lambda event: event.sequence):
             queue.put_nowait(event)
         self._queue = queue
+        self._brokers.connected()
         if self.connected_once:
             self._tally.reconnects += 1
         self.connected_once = True

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from callcenter.brokers import BrokerAddress, parse_addresses
 from callcenter.domain.events import EventKind
 
 
@@ -65,6 +66,17 @@ def parse_kind_weights(text: str) -> dict[EventKind, float]:
     return weights
 
 
+def parse_brokers(text: str, default_port: int) -> tuple[BrokerAddress, ...]:
+    """Parse ``"mqtt1:1883,mqtt2"`` for ``--broker-host`` (the port ``default_port``
+    where left out)."""
+    if not 0 < default_port < 65536:
+        raise SimulatorConfigError(f"broker port {default_port} is not a TCP port (1-65535)")
+    try:
+        return parse_addresses(text.split(","), default_port)
+    except ValueError as error:
+        raise SimulatorConfigError(f"--broker-host {text!r}: {error}") from None
+
+
 def parse_storm(text: str) -> tuple[int, float]:
     """Parse ``"10000:60"`` (presses, seconds) for ``--storm``."""
     count, sep, seconds = text.partition(":")
@@ -84,8 +96,8 @@ def parse_storm(text: str) -> tuple[int, float]:
 class SimulationSettings:
     """How to run the simulated district; defaults suit a local demo."""
 
-    broker_host: str = "127.0.0.1"
-    broker_port: int = 1883
+    # The brokers each device tries in turn, as the server's clients do (brokers.py).
+    brokers: tuple[BrokerAddress, ...] = (BrokerAddress("127.0.0.1", 1883),)
     prefix: str = "eldercare"
     # Presses across the whole district, events per second (Poisson); 0 = none.
     press_rate: float = 0.2
@@ -104,6 +116,10 @@ class SimulationSettings:
     drain_timeout_s: float = 30.0
     # None: one MQTT connection per device, client id = serial, last will per device.
     connections: int | None = None
+    # Each device's broker password by serial (user name = serial), as the server issued
+    # them (broker.device_logins); empty: devices connect without a login. Per-device
+    # connections only: a shared connection cannot speak as many devices.
+    logins: Mapping[str, str] = field(default_factory=dict, repr=False)
     connect_concurrency: int = 64
     ground_truth: Path | None = None
     seed: int | None = None
@@ -121,8 +137,18 @@ class SimulationSettings:
     def problems(self) -> list[str]:
         """Every setting that cannot work, as sentences a person can act on."""
         found: list[str] = []
-        if not 0 < self.broker_port < 65536:
-            found.append(f"broker port {self.broker_port} is not a TCP port (1-65535)")
+        if not self.brokers:
+            found.append("no broker to connect to")
+        for broker in self.brokers:
+            if not 0 < broker.port < 65536:
+                found.append(f"broker port {broker.port} is not a TCP port (1-65535)")
+        if len(set(self.brokers)) < len(self.brokers):
+            found.append("a broker is named twice")
+        if self.logins and self.connections is not None:
+            found.append(
+                "devices with broker logins connect one each: leave out the shared "
+                "connections (--connections), or run against a broker without device logins"
+            )
         if not self.prefix or any(c in self.prefix for c in "/+#"):
             found.append(f"topic prefix {self.prefix!r} must be non-empty without / + #")
         if not math.isfinite(self.press_rate) or self.press_rate < 0:

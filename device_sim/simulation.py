@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import aiomqtt
 
+from callcenter.brokers import describe
 from callcenter.clock import Clock, SystemClock
 from callcenter.domain.events import EventKind
 from callcenter.ingest.protocol import status_payload
@@ -270,12 +271,11 @@ class Simulation:
                     connections=len(self._links),
                 )
             log.info(
-                "connecting %d devices over %d connections to %s:%d, at most %d at a time "
+                "connecting %d devices over %d connections to %s, at most %d at a time "
                 "(boot id %s)",
                 len(self._devices),
                 len(self._links),
-                self.settings.broker_host,
-                self.settings.broker_port,
+                describe(self.settings.brokers),
                 self.settings.connect_concurrency,
                 self.boot_id,
             )
@@ -479,10 +479,9 @@ class Simulation:
             connected = sum(len(link.devices) for link in self._links if link.connected_once)
             if connected == 0 and self._tally.connect_failures:
                 log.warning(
-                    "no device connected yet: %d attempts failed; is the broker at %s:%d up?",
+                    "no device connected yet: %d attempts failed; is %s up?",
                     self._tally.connect_failures,
-                    self.settings.broker_host,
-                    self.settings.broker_port,
+                    describe(self.settings.brokers),
                 )
             elif connected < total:
                 log.info(

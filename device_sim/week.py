@@ -280,7 +280,13 @@ def _config(database_url: str, twilio: FakeTwilio, *, voice: bool, web_port: int
     settings: dict[str, Any] = {
         "database": {"url": database_url},
         # An external broker is named, so none is started; nothing connects to it.
-        "broker": {"host": "127.0.0.1", "port": 1, "client_id": "virtual-week"},
+        # (No device logins either: no device connects on virtual time.)
+        "broker": {
+            "host": "127.0.0.1",
+            "port": 1,
+            "client_id": "virtual-week",
+            "device_logins": "none",
+        },
         # No heartbeats on virtual time: devices go offline by their last will.
         "ingest": {"heartbeat_interval_s": 365 * 86400.0},
         "sms": {

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.app import Running
 from callcenter.broker import EmbeddedBroker
@@ -47,8 +47,16 @@ def token_of(username: str) -> str:
 
 
 async def add_test_operators(server: Running) -> None:
-    """The operators above, written straight into the database."""
-    async with AsyncSession(server.engine) as session, session.begin():
+    """The operators above, written straight into the server's database."""
+    await write_test_operators(server.engine)
+    # Written behind the server's back: its registry (supervisors to text) reads them anew.
+    server.desk.district.invalidate()
+
+
+async def write_test_operators(engine: AsyncEngine) -> None:
+    """The operators above, written straight into the database (of a server in another
+    process, or not started yet)."""
+    async with AsyncSession(engine) as session, session.begin():
         await session.execute(
             insert(m.Operator),
             [
@@ -65,8 +73,6 @@ async def add_test_operators(server: Running) -> None:
                 for username, (name, role, active) in OPERATORS.items()
             ],
         )
-    # Written behind the server's back: its registry (supervisors to text) reads them anew.
-    server.desk.district.invalidate()
 
 
 def api_config(
@@ -193,9 +199,11 @@ async def another_instance(api: Api) -> AsyncIterator[Api]:
     that runs several would be; it listens on devices under a topic prefix of its own,
     so the events the first one ingests are not ingested twice."""
     config = api_config(api.broker, f"{api.prefix}-b", api.server.config.database_url)
-    config = config.model_copy(update={"web": api.server.config.web})
+    config = config.model_copy(
+        update={"web": api.server.config.web, "desk": api.server.config.desk}
+    )
     async with (
-        running_desk(config, api.clock) as server,
+        running_desk(config, api.clock, leading=False) as server,
         aiohttp.ClientSession(base_url=server.web_url) as http,
     ):
         yield Api(server, api.clock, http, api.broker, api.prefix)

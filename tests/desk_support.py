@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -23,22 +24,33 @@ MONDAY_MORNING = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 def desk_config(
-    *, host: str, port: int, prefix: str, database_url: str, offers: bool = False, **calls: Any
+    *,
+    host: str,
+    port: int,
+    prefix: str,
+    database_url: str,
+    offers: bool = False,
+    hosts: list[str] | None = None,
+    **calls: Any,
 ) -> Config:
     """A configuration for the test broker and database; devices never go silent.
     Without ``offers`` no call is offered to operators on duty (docs/calls.md, "Offers"):
     nobody goes on duty in most tests, and every alarm would go to everyone at once,
-    its escalation step run then rather than at its time (tests/test_offers.py)."""
+    its escalation step run then rather than at its time (tests/test_offers.py).
+    ``hosts``: several brokers (``broker.hosts``) instead of ``host`` and ``port``."""
     return Config.model_validate(
         {
             "desk": {"offers": offers},
             "database": {"url": database_url},
             "broker": {
-                "host": host,
-                "port": port,
+                **({"hosts": hosts} if hosts else {"host": host, "port": port}),
                 "topic_prefix": prefix,
                 "client_id": f"desk-{prefix}",
                 "reconnect_max_s": 1.0,
+                # The plain test broker (tests/fixtures/broker.py) takes any client: these
+                # tests are about what the server does with messages; who may publish is
+                # tests/test_device_logins.py's.
+                "device_logins": "none",
             },
             # Virtual time and real device clocks drift apart: keep devices "online",
             # and accept their timestamps whichever way the two differ.
@@ -55,10 +67,18 @@ def desk_config(
 
 
 @contextlib.asynccontextmanager
-async def running_desk(config: Config, clock: Clock) -> AsyncIterator[Running]:
-    """The whole server, connected and ready for device events."""
+async def running_desk(
+    config: Config, clock: Clock, *, leading: bool = True
+) -> AsyncIterator[Running]:
+    """The whole server, connected and ready for device events; unless told it is not
+    ``leading`` (another server on its database is), doing the desk's once-only work."""
     async with running_server(config, clock) as server:
         await server.ingest.connected.wait()
+        if leading:
+            # Alone on its database, it takes the desk's lease at once; a test that
+            # stops a part of the desk's work to run its own stops the one that runs.
+            assert server.leadership is not None
+            await asyncio.wait_for(server.leadership.leading_now.wait(), 10)
         yield server
 
 

@@ -21,17 +21,27 @@ from callcenter.store.models import DeadLetter, Device, DeviceEvent
 
 
 def ingest_config(
-    *, host: str, port: int, prefix: str, client_id: str = "ingest-test", **ingest: Any
+    *,
+    host: str,
+    port: int,
+    prefix: str,
+    client_id: str = "ingest-test",
+    hosts: list[str] | None = None,
+    **ingest: Any,
 ) -> Config:
-    """A configuration pointing at the test broker with a per-test topic prefix."""
+    """A configuration pointing at the test broker with a per-test topic prefix (or at
+    several brokers, ``hosts``, instead of ``host`` and ``port``)."""
     return Config.model_validate(
         {
             "broker": {
-                "host": host,
-                "port": port,
+                **({"hosts": hosts} if hosts else {"host": host, "port": port}),
                 "topic_prefix": prefix,
                 "client_id": client_id,
                 "reconnect_max_s": 1.0,
+                # The plain test broker (tests/fixtures/broker.py) takes any client: these
+                # tests are about what the server does with messages; who may publish is
+                # tests/test_device_logins.py's.
+                "device_logins": "none",
             },
             "ingest": ingest,
         }
@@ -48,8 +58,7 @@ async def running_ingest(
         config,
         engine,
         SystemClock(),
-        broker_host=config.broker.host,
-        broker_port=config.broker.port,
+        brokers=config.broker.addresses,
     )
     task = asyncio.create_task(ingest.run(), name="callcenter.ingest")
     try:
@@ -124,11 +133,17 @@ async def publish_events(
     prefix: str,
     events: list[tuple[str, str, str]],
     kind: EventKind = EventKind.EMERGENCY_PRESS,
+    *,
+    login: tuple[str, str] | None = None,
 ) -> None:
-    """Publish (household, serial, event id) events at QoS 1 from one test client. An
-    event published again is a device re-sending it: the same id, kind and time."""
+    """Publish (household, serial, event id) events at QoS 1 from one test client (as
+    the device whose ``login``, user name and password, it is given). An event published
+    again is a device re-sending it: the same id, kind and time."""
     now_ms = int(time.time() * 1000)
-    async with aiomqtt.Client(host, port) as client:
+    username, password = login if login is not None else (None, None)
+    async with aiomqtt.Client(
+        host, port, identifier=username, username=username, password=password
+    ) as client:
         for household, serial, event_id in events:
             stamp = _first_stamps.setdefault((prefix, serial, event_id), now_ms)
             await client.publish(

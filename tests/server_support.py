@@ -138,7 +138,9 @@ def write_config(
         "reconnect_max_s = 1.0",
     ]
     if broker is not None:
-        lines += [f'host = "{broker.host}"', f"port = {broker.port}"]
+        # The plain test broker takes any client (tests/fixtures/broker.py); who may
+        # publish is tests/test_device_logins.py's.
+        lines += [f'host = "{broker.host}"', f"port = {broker.port}", 'device_logins = "none"']
     lines += ["[web]", "port = 0", "[desk]", f"offers = {'true' if offers else 'false'}"]
     path.write_text("\n".join(lines) + "\n" + extra)
     return path

@@ -37,6 +37,18 @@ AUDITED = {
     ("POST", "/api/welfare/{welfare_id}"): "record_welfare_call",
     ("POST", "/api/calls/{call_id}/call-household"): "read_call",
     ("POST", "/api/welfare/{welfare_id}/ring"): "ring_welfare",
+    # The register (tests/test_register_api.py walks them): reads, and changes whose row
+    # keeps the record before and after.
+    ("GET", "/api/register/households"): "read_register",
+    ("GET", "/api/register/households/{code}"): "read_household",
+    ("POST", "/api/register/households"): "add_household",
+    ("PUT", "/api/register/households/{code}"): "change_household",
+    ("GET", "/api/register/devices"): "read_devices",
+    ("POST", "/api/register/devices"): "add_device",
+    ("POST", "/api/register/devices/{serial}/move"): "move_device",
+    ("POST", "/api/register/devices/{serial}/retire"): "retire_device",
+    ("POST", "/api/register/devices/{serial}/login"): "renew_login",
+    ("GET", "/api/register/export"): "export_register",
 }
 # Operator routes whose answers carry no household's data, and why.
 NOT_HOUSEHOLD_DATA = {
@@ -54,6 +66,25 @@ NOT_HOUSEHOLD_DATA = {
     ("GET", "/api/openapi.json"): "the API's description, no data",
     ("GET", "/api/operators/duty"): "operators' duty, a call's id at most",
     ("POST", "/api/desk/duty"): "the operator's own duty",
+    ("GET", "/api/register/stations"): "stations",
+    ("POST", "/api/register/stations"): "stations (the change is audited)",
+    ("PUT", "/api/register/stations/{code}"): "stations (the change is audited)",
+    ("GET", "/api/register/carers"): "carers",
+    ("POST", "/api/register/carers"): "carers (the change is audited)",
+    ("PUT", "/api/register/carers/{code}"): "carers (the change is audited)",
+    ("GET", "/api/register/shift-patterns"): "shift patterns",
+    ("POST", "/api/register/shift-patterns"): "shift patterns (the change is audited)",
+    ("PUT", "/api/register/shift-patterns/{code}"): "shift patterns (the change is audited)",
+    ("GET", "/api/register/roster"): "carers' duty",
+    ("PUT", "/api/register/roster/{carer}/{day}"): "carers' duty (the change is audited)",
+    ("DELETE", "/api/register/roster/{carer}/{day}"): "carers' duty (the change is audited)",
+    ("GET", "/api/register/rota"): "carers' shifts and stations' gaps",
+    ("GET", "/api/register/policies"): "escalation policies",
+    ("PUT", "/api/register/policies/{call_type}"): "escalation policies (audited)",
+    ("DELETE", "/api/register/policies/{call_type}"): "escalation policies (audited)",
+    ("GET", "/api/register/template"): "the template's example rows, no one's data",
+    ("POST", "/api/register/import"): "counts and the file's own problems; each record it "
+    "changes gets an audit row with its before and after",
 }
 
 

@@ -42,6 +42,10 @@ _GOOD = {
     "token": "AAAAAQAAAAEAAAAA",
     "outbox_id": "1",
     "operator_id": "1",
+    "serial": "BU-H0001",
+    "carer": "C001",
+    "day": "2026-12-07",
+    "call_type": "emergency",
 }
 # A body each command takes, so that a bad path value is what it meets.
 _GOOD_BODY: dict[str, Any] = {
@@ -68,6 +72,40 @@ _GOOD_BODY: dict[str, Any] = {
     "/api/users/{username}/password": {"password": "short"},
     "/api/welfare/{welfare_id}": {"outcome": "well"},
     "/c/{token}/answer": {"answer": "accept"},
+    # The register's: refused by its rules (a 422) when the path is good, so a bad path
+    # value is what the route meets and nothing is changed.
+    "/api/register/households": {
+        "code": "H0001",
+        "address": "x",
+        "lat": 0,
+        "lon": 0,
+        "home_station": "S01",
+        "backup_station": "S01",
+    },
+    "/api/register/devices": {"serial": "BU-H0001", "kind": "base_unit", "household": "H0001"},
+    "/api/register/devices/{serial}/move": {"household": "H0001"},
+    "/api/register/stations": {
+        "code": "S01",
+        "name": "x",
+        "address": "x",
+        "lat": 0,
+        "lon": 0,
+        "phone": "+8613800000000",
+    },
+    "/api/register/carers": {
+        "code": "C001",
+        "name": "x",
+        "phone": "+8613800000000",
+        "station": "S01",
+        "shift_pattern": "X",
+    },
+    "/api/register/shift-patterns": {
+        "code": "X",
+        "name": "x",
+        "starts_at": "07:00",
+        "duration_minutes": 0,
+        "weekdays": [],
+    },
 }
 # Bad values for a path parameter (written as they go on the wire).
 _BAD_IN_PATH = [

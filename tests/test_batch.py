@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from callcenter.domain.events import EventKind
 from callcenter.ingest.batch import (
     LIVENESS_WRITE_INTERVAL,
@@ -15,7 +17,7 @@ from callcenter.ingest.batch import (
     plan_silent_offline,
 )
 from callcenter.ingest.protocol import event_payload, heartbeat_payload, status_payload
-from callcenter.ingest.registry import DeviceRegistry, DeviceState
+from callcenter.ingest.registry import DeviceRegistry, DeviceState, evolve
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -193,3 +195,15 @@ def test_device_rows_are_rewritten_only_on_change_or_every_few_seconds() -> None
     )
     (row,) = plan_batch([weaker], registry(fresh), NOW, LIMITS).device_rows
     assert row.battery_pct == 79
+
+
+def test_a_device_state_evolves_as_dataclasses_replace_would() -> None:
+    """Test that ingest's quick copy of a device's state is replace()'s, leaves the
+    original as it was, and refuses a field the state does not have."""
+    before = device(online=False)
+    changes = {"online": True, "last_seen_at": NOW, "battery_pct": 12, "rssi_dbm": -70}
+    after = evolve(before, **changes)
+    assert after == replace(before, **changes)
+    assert after is not before and before == device(online=False)
+    with pytest.raises(TypeError):
+        evolve(before, last_seen=NOW)

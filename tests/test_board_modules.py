@@ -55,3 +55,32 @@ def test_imports_go_one_way_from_the_wiring_down() -> None:
 
     circles = [module for module in imports if reaches(module, module, {module})]
     assert circles == [], f"modules that import themselves round a circle: {circles}"
+
+
+ADMIN = PAGES / "admin"
+
+
+def test_the_administration_pages_modules_load_from_beside_it_or_the_boards() -> None:
+    """Test that each module of dashboards/admin/ imports only "./<file>.js" beside it or
+    "../board/<file>.js" (the board's api, dom, i18n and others, served as
+    /static/board/<file>), that every such file exists, that every admin module is
+    reached from admin.js, and that no board module imports the admin page's."""
+    imports = {
+        path.name: _IMPORT.findall(path.read_text(encoding="utf-8"))
+        for path in sorted(ADMIN.glob("*.js"))
+    }
+    for module, specifiers in imports.items():
+        for specifier in specifiers:
+            folder, _, name = specifier.rpartition("/")
+            assert folder in (".", "../board"), f"{module} imports {specifier!r}"
+            where = ADMIN if folder == "." else BOARD
+            assert (where / name).is_file(), f"{module} imports {specifier}, not in {where}"
+    reached, waiting = set(), ["admin.js"]
+    while waiting:
+        module = waiting.pop()
+        if module not in reached:
+            reached.add(module)
+            waiting.extend(s[2:] for s in imports[module] if s.startswith("./"))
+    assert reached == set(imports), f"not loaded by admin.js: {set(imports) - reached}"
+    for module, specifiers in _imports().items():
+        assert not any("admin" in s for s in specifiers), f"board/{module} imports {specifiers}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from callcenter.brokers import BrokerAddress
 from callcenter.config import (
     SECRET_KEYS,
     Config,
@@ -223,6 +224,102 @@ def test_secret_from_environment_is_accepted(tmp_path: Path) -> None:
     assert config.broker.password == "hunter2"
 
 
+def test_device_logins_on_an_external_broker_need_its_administrator(tmp_path: Path) -> None:
+    """Test that dynamic-security device logins on an external broker need the
+    administrator's name and password (from the environment only), and that "none"
+    needs neither."""
+    path = write(tmp_path, '[broker]\nhost = "broker.example"\n')
+    [problem] = problems_of(path)
+    assert problem.key == "broker"
+    assert "admin_username" in problem.message
+    assert "CALLCENTER_BROKER__ADMIN_PASSWORD" in problem.message
+    assert 'device_logins = "none"' in problem.message
+    named = write(tmp_path, '[broker]\nhost = "broker.example"\nadmin_username = "cc-admin"\n')
+    config = load_config(named, environ={"CALLCENTER_BROKER__ADMIN_PASSWORD": "s3cret"})
+    assert config.broker.admin_password == "s3cret"
+    in_file = write(
+        tmp_path, '[broker]\nhost = "b"\nadmin_username = "a"\nadmin_password = "s3cret"\n'
+    )
+    [refused] = problems_of(in_file)
+    assert refused.key == "broker.admin_password"
+    assert "CALLCENTER_BROKER__ADMIN_PASSWORD" in refused.fix and "s3cret" not in str(refused)
+    none = write(tmp_path, '[broker]\nhost = "broker.example"\ndevice_logins = "none"\n')
+    assert load_config(none, environ={}).broker.device_logins == "none"
+
+
+def test_several_brokers_are_read_in_order_from_the_file_or_the_environment(
+    tmp_path: Path,
+) -> None:
+    """Test that broker.hosts names several brokers in the order to try them, each with
+    its port or broker.port; from the environment as a comma-separated list; and that
+    broker.host still names one, and neither the embedded broker."""
+    path = write(
+        tmp_path,
+        '[broker]\nhosts = ["mqtt1:1884", "mqtt2", "[fd00::7]:1885"]\nport = 1999\n'
+        'device_logins = "none"\n',
+    )
+    config = load_config(path, environ={})
+    assert config.broker.addresses == (
+        BrokerAddress("mqtt1", 1884),
+        BrokerAddress("mqtt2", 1999),
+        BrokerAddress("fd00::7", 1885),
+    )
+    assert [str(a) for a in config.broker.addresses] == [
+        "mqtt1:1884",
+        "mqtt2:1999",
+        "[fd00::7]:1885",
+    ]
+    assert not config.embedded_broker_wanted
+    from_env = load_config(
+        write(tmp_path, '[broker]\ndevice_logins = "none"\n'),
+        environ={"CALLCENTER_BROKER__HOSTS": "a:1883, b:1884"},
+    )
+    assert from_env.broker.addresses == (BrokerAddress("a", 1883), BrokerAddress("b", 1884))
+    one = load_config(
+        write(tmp_path, '[broker]\nhost = "mqtt1"\ndevice_logins = "none"\n'), environ={}
+    )
+    assert one.broker.addresses == (BrokerAddress("mqtt1", 1883),)
+    assert load_config(None, environ={}).broker.addresses == ()
+
+
+@pytest.mark.parametrize(
+    ("broker", "key", "said"),
+    [
+        ('hosts = ["mqtt1:1883", ""]', "broker.hosts", "an empty broker entry"),
+        ('hosts = ["mqtt1:1883", "mqtt2:70000"]', "broker.hosts", "is not a TCP port"),
+        ('hosts = ["mqtt1:port"]', "broker.hosts", "is not a TCP port"),
+        ('hosts = ["mqtt1:1883", "MQTT1"]', "broker.hosts", "names the same broker as"),
+        ('hosts = ["fd00::7"]', "broker.hosts", "IPv6 address in brackets"),
+        ('hosts = ["a b:1883"]', "broker.hosts", "is not a host name"),
+        ('host = "mqtt1"\nhosts = ["mqtt2"]', "broker.hosts", "broker.host is set too"),
+        ('host = "mqtt1,mqtt2"', "broker.host", "list them in broker.hosts"),
+    ],
+)
+def test_a_bad_broker_list_is_reported_with_what_is_wrong(
+    tmp_path: Path, broker: str, key: str, said: str
+) -> None:
+    """Test that an empty entry, a bad port, a broker named twice (whatever the case of
+    its name), an IPv6 address without brackets, a name with a space, and both host and
+    hosts set are each refused at their key, saying what is wrong."""
+    path = write(tmp_path, f'[broker]\n{broker}\ndevice_logins = "none"\n')
+    [problem] = problems_of(path)
+    assert problem.key == key
+    assert said in problem.message
+
+
+def test_device_logins_by_dynamic_security_take_one_broker(tmp_path: Path) -> None:
+    """Test that mosquitto's dynamic-security logins are refused with several brokers
+    (each would need every device's login), pointing at what to do instead; and that one
+    broker in broker.hosts is one broker."""
+    path = write(tmp_path, '[broker]\nhosts = ["mqtt1", "mqtt2"]\nadmin_username = "a"\n')
+    [problem] = problems_of(path, {"CALLCENTER_BROKER__ADMIN_PASSWORD": "s3cret"})
+    assert problem.key == "broker.device_logins"
+    assert 'device_logins = "none"' in problem.fix and "EMQX" in problem.fix
+    single = write(tmp_path, '[broker]\nhosts = ["mqtt1"]\nadmin_username = "a"\n')
+    config = load_config(single, environ={"CALLCENTER_BROKER__ADMIN_PASSWORD": "s3cret"})
+    assert config.broker.addresses == (BrokerAddress("mqtt1", 1883),)
+
+
 def test_unknown_timezone_is_reported(tmp_path: Path) -> None:
     """Test that a time zone that is not an IANA name is refused."""
     path = write(tmp_path, '[district]\ntimezone = "Mars/Olympus"\n')
@@ -255,6 +352,58 @@ def test_supported_database_urls_are_used_as_given(tmp_path: Path) -> None:
     for url in ("postgresql+asyncpg://postgres@127.0.0.1:5432/test", "sqlite+aiosqlite:///x.db"):
         path = write(tmp_path, f'[database]\nurl = "{url}"\n')
         assert load_config(path, environ={}).database_url == url
+
+
+_BOTH_HOSTS = "postgresql+asyncpg://cc@/callcenter?host=db1:5432&host=db2:5432"
+
+
+def test_a_url_naming_several_hosts_is_taken_with_a_writable_target(tmp_path: Path) -> None:
+    """Test that a URL naming the primary and its replicas, asking for the one that
+    takes writes, is used as given (docs/database.md, "Failover")."""
+    for target in ("read-write", "primary"):
+        url = f"{_BOTH_HOSTS}&target_session_attrs={target}"
+        path = write(tmp_path, f'[database]\nurl = "{url}"\n')
+        assert load_config(path, environ={}).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        (_BOTH_HOSTS, "needs target_session_attrs=read-write"),
+        (f"{_BOTH_HOSTS}&target_session_attrs=any", "could connect the server to a standby"),
+        (
+            f"{_BOTH_HOSTS}&target_session_attrs=prefer-standby",
+            "could connect the server to a standby",
+        ),
+        (
+            "postgresql+asyncpg://cc@/callcenter?host=db1&host=db2:5432"
+            "&target_session_attrs=read-write",
+            "each with its port",
+        ),
+    ],
+)
+def test_a_url_that_could_land_on_a_standby_is_refused(tmp_path: Path, url: str, said: str) -> None:
+    """Test that a URL naming several hosts without asking for a writable one, asking
+    for one that may be a standby, or leaving a host's port out is refused before any
+    connection, saying what to write."""
+    path = write(tmp_path, f'[database]\nurl = "{url}"\n')
+    [problem] = problems_of(path)
+    assert problem.key == "database.url"
+    assert said in problem.message
+
+
+def test_a_password_in_the_urls_query_is_a_secret_too(tmp_path: Path) -> None:
+    """Test that ?password= (which the driver takes) is refused in the file and hidden
+    by `config check` when it comes from the environment."""
+    url = f"{_BOTH_HOSTS}&target_session_attrs=read-write&password=hunter2"
+    [problem] = problems_of(write(tmp_path, f'[database]\nurl = "{url}"\n'))
+    assert problem.key == "database.url"
+    assert "CALLCENTER_DATABASE__URL" in problem.fix
+    path = write(tmp_path, '[broker]\nhost = "broker.example"\ndevice_logins = "none"\n')
+    result = run_config_check(path, tmp_path, CALLCENTER_DATABASE__URL=url)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hunter2" not in result.stdout
+    assert "host=db1%3A5432&host=db2%3A5432" in result.stdout
 
 
 def test_invalid_toml_is_reported_with_its_position(tmp_path: Path) -> None:
@@ -294,10 +443,29 @@ def test_check_environment_ignores_mosquitto_with_an_external_broker(tmp_path: P
     path = write(
         tmp_path,
         f'[data]\ndir = "{tmp_path / "var"}"\n'
-        '[broker]\nhost = "broker.example"\n'
+        '[broker]\nhost = "broker.example"\ndevice_logins = "none"\n'
         '[embedded_broker]\nmosquitto = "no-such-mosquitto"\n',
     )
     assert check_environment(load_config(path, environ={})) == []
+
+
+def test_check_environment_names_a_missing_dynamic_security_plugin(tmp_path: Path) -> None:
+    """Test that the embedded broker's device logins need the plugin where it is said to
+    be, and that device_logins = "none" needs none."""
+    path = write(
+        tmp_path,
+        f'[data]\ndir = "{tmp_path / "var"}"\n'
+        '[embedded_broker]\ndynamic_security_plugin = "/nowhere/dynsec.so"\n',
+    )
+    [problem] = check_environment(load_config(path, environ={}))
+    assert problem.key == "embedded_broker.dynamic_security_plugin"
+    assert 'device_logins = "none"' in problem.fix
+    open_broker = write(
+        tmp_path,
+        f'[data]\ndir = "{tmp_path / "var"}"\n[broker]\ndevice_logins = "none"\n'
+        '[embedded_broker]\ndynamic_security_plugin = "/nowhere/dynsec.so"\n',
+    )
+    assert check_environment(load_config(open_broker, environ={})) == []
 
 
 def test_check_environment_accepts_this_machine(tmp_path: Path) -> None:
@@ -363,7 +531,7 @@ def test_cli_config_check_accepts_a_good_file(tmp_path: Path) -> None:
 
 def test_cli_config_check_hides_the_database_password(tmp_path: Path) -> None:
     """Test that the OK line never prints a database password taken from the environment."""
-    path = write(tmp_path, '[broker]\nhost = "broker.example"\n')
+    path = write(tmp_path, '[broker]\nhost = "broker.example"\ndevice_logins = "none"\n')
     result = run_config_check(
         path,
         tmp_path,
@@ -372,6 +540,14 @@ def test_cli_config_check_hides_the_database_password(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hunter2" not in result.stdout
     assert "broker broker.example:1883" in result.stdout
+
+
+def test_cli_config_check_names_every_broker(tmp_path: Path) -> None:
+    """Test that the OK line names the brokers in the order they are tried."""
+    path = write(tmp_path, '[broker]\nhosts = ["mqtt1:1883", "mqtt2"]\ndevice_logins = "none"\n')
+    result = run_config_check(path, tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broker mqtt1:1883 or mqtt2:1883" in result.stdout
 
 
 def test_database_password_in_file_is_refused(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from callcenter.engine.desk import TOGETHER_AT_MOST, Desk, DeskSettings
 from callcenter.engine.district import District
 from callcenter.engine.follower import CURSOR
 from callcenter.store import models as m
-from callcenter.store.db import create_engine, write_turn
+from callcenter.store.db import create_engine
 
 NOW = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -57,26 +57,23 @@ async def _names(engine: AsyncEngine) -> list[str]:
 
 
 async def test_writes_waiting_for_the_turn_share_one_transaction(database_url: str) -> None:
-    """Test that five writes asked for while the write turn is taken are committed
-    together (on SQLite, in one transaction) and that each caller gets its own result."""
+    """Test that five writes asked for while the desk's write turn is taken are
+    committed together, in one transaction, and that each caller gets its own result."""
     engine = create_engine(database_url)
     desk = _desk(engine)
     sessions: list[AsyncSession] = []
     try:
-        async with write_turn(desk._engine):  # another writer holds the turn meanwhile
+        async with desk.transaction():  # another writer holds the turn meanwhile
             asked = [
                 asyncio.create_task(desk.perform_together(_writes(f"w{n}", sessions)))
                 for n in range(5)
             ]
             await asyncio.sleep(0.05)
-            assert not any(task.done() for task in asked) or engine.dialect.name != "sqlite"
+            assert not any(task.done() for task in asked)
         results = await asyncio.gather(*asked)
         assert results == [f"w{n}" for n in range(5)]
         assert await _names(engine) == [f"w{n}" for n in range(5)]
-        if engine.dialect.name == "sqlite":
-            assert len({id(s) for s in sessions}) == 1
-        else:
-            assert len({id(s) for s in sessions}) == 5
+        assert len({id(s) for s in sessions}) == 1
     finally:
         await engine.dispose()
 
@@ -88,7 +85,7 @@ async def test_a_write_that_fails_takes_none_of_the_others_along(database_url: s
     desk = _desk(engine)
     sessions: list[AsyncSession] = []
     try:
-        async with write_turn(desk._engine):
+        async with desk.transaction():
             asked = [
                 asyncio.create_task(
                     desk.perform_together(_writes(name, sessions, fails=name == "bad"))
@@ -100,9 +97,8 @@ async def test_a_write_that_fails_takes_none_of_the_others_along(database_url: s
         assert results[0] == "a" and results[2] == "c"
         assert isinstance(results[1], ValueError)
         assert await _names(engine) == ["a", "c"]
-        if engine.dialect.name == "sqlite":
-            # Together first (rolled back), then each on its own.
-            assert len({id(s) for s in sessions}) == 4
+        # Together first (rolled back), then each on its own.
+        assert len({id(s) for s in sessions}) == 4
     finally:
         await engine.dispose()
 
@@ -125,14 +121,13 @@ async def test_writes_asked_for_after_a_group_began_go_in_the_next(database_url:
         await engine.dispose()
 
 
-@pytest.mark.parametrize("database_backend", ["sqlite"], indirect=True)
 async def test_a_stopping_server_leaves_nobody_waiting(database_url: str) -> None:
     """Test that when the server stops while writes wait for their turn, their callers
     are told (cancelled) rather than left waiting for ever."""
     engine = create_engine(database_url)
     desk = _desk(engine)
     try:
-        async with write_turn(desk._engine):
+        async with desk.transaction():
             waiting = asyncio.create_task(desk.perform_together(_writes("late", [])))
             await asyncio.sleep(0.05)
             assert desk._together_task is not None

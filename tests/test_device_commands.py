@@ -146,7 +146,7 @@ async def test_a_command_published_as_the_link_stops_is_acknowledged_before_it_c
     around the stop, so its acknowledgement can only come after it."""
     config = ingest_config(host=broker.host, port=broker.port, prefix=topic_prefix)
     link = DeviceCommandSender(
-        config.broker, host=broker.host, port=broker.port, clock=ManualClock(MONDAY_MORNING)
+        config.broker, brokers=config.broker.addresses, clock=ManualClock(MONDAY_MORNING)
     )
     running = asyncio.create_task(link.run())
 

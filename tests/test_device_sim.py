@@ -18,6 +18,7 @@ import aiomqtt
 import pytest
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.brokers import BrokerAddress
 from callcenter.domain.events import EventKind
 from callcenter.ingest.protocol import (
     Channel,
@@ -120,8 +121,7 @@ def _settings(
     broker: EmbeddedBroker, prefix: str, tmp_path: Path, **overrides: Any
 ) -> SimulationSettings:
     values: dict[str, Any] = {
-        "broker_host": broker.host,
-        "broker_port": broker.port,
+        "brokers": (BrokerAddress(broker.host, broker.port),),
         "prefix": prefix,
         "press_rate": 20.0,
         "heartbeat_interval_s": 0.5,
@@ -310,7 +310,7 @@ async def test_an_event_without_puback_is_published_again_with_the_same_id(
             broker,
             topic_prefix,
             tmp_path,
-            broker_port=partition.port,
+            brokers=(BrokerAddress(broker.host, partition.port),),
             press_rate=0.0,
             heartbeat_interval_s=0,
         )

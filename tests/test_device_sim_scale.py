@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.brokers import BrokerAddress
 from callcenter.clock import SystemClock
 from callcenter.store import models as m
 from device_sim import (
@@ -32,8 +33,7 @@ from tests.ingest_support import eventually
 
 def _settings(broker: EmbeddedBroker, prefix: str, tmp_path: Path, **overrides: Any) -> Any:
     values: dict[str, Any] = {
-        "broker_host": broker.host,
-        "broker_port": broker.port,
+        "brokers": (BrokerAddress(broker.host, broker.port),),
         "prefix": prefix,
         "press_rate": 0.0,
         "heartbeat_interval_s": 0.5,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
+from callcenter.domain.shifts import RosterEntry, ShiftPattern, duties, gaps, on_shift
 
 ZONE = ZoneInfo("Asia/Shanghai")
 WEEKDAYS = frozenset({1, 2, 3, 4, 5})
@@ -205,3 +205,50 @@ def test_every_day_pattern_covers_its_hours(start_hour: int, hours: int, at: dat
         timedelta(days=1)
     )
     assert works(pattern, at) is (since_start < timedelta(hours=hours))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pattern=st.sampled_from([DAY, NIGHT, OFFICE, SUNDAYS]),
+    start=st.integers(min_value=0, max_value=20),
+    offs=st.sets(st.integers(min_value=0, max_value=20), max_size=6),
+    holiday=st.booleans(),
+    minutes=st.integers(min_value=0, max_value=14 * 24 * 60 - 1),
+)
+def test_the_rota_calendar_and_on_shift_agree_at_every_moment(
+    pattern: ShiftPattern, start: int, offs: set[int], holiday: bool, minutes: int
+) -> None:
+    """Test that a moment is inside one of the carer's duties (the rota's calendar)
+    exactly when on_shift says they work then, whatever their pattern, days off, a
+    holiday; and that the calendar's gaps are the moments nobody works."""
+    first = MON + timedelta(days=start % 7)
+    last = first + timedelta(days=13)
+    roster = {
+        (1, MON + timedelta(days=d)): RosterEntry(1, MON + timedelta(days=d), False) for d in offs
+    }
+    holidays = {THU} if holiday else set()
+    found = duties(
+        1, pattern, first, last, zone=ZONE, holidays=holidays, roster=roster, patterns=PATTERNS
+    )
+    moment = datetime.combine(first, time(0), tzinfo=ZONE) + timedelta(minutes=minutes)
+    inside = any(d.start <= moment < d.end for d in found)
+    assert inside == on_shift(
+        1, pattern, moment, zone=ZONE, holidays=holidays, roster=roster, patterns=PATTERNS
+    )
+    begin = datetime.combine(first, time(0), tzinfo=ZONE)
+    end = datetime.combine(last + timedelta(days=1), time(0), tzinfo=ZONE)
+    in_gap = any(a <= moment < b for a, b in gaps(found, begin, end))
+    assert in_gap == (not inside)
+
+
+def test_a_night_shift_begun_the_day_before_fills_the_first_hours() -> None:
+    """Test that the calendar of a Tuesday holds Monday's night shift until 07:00, and
+    that the gaps are the rest of the day."""
+    found = duties(1, NIGHT, TUE, TUE, zone=ZONE)
+    assert [(d.start.date(), d.start.hour, d.end.hour) for d in found] == [
+        (MON, 23, 7),
+        (TUE, 23, 7),
+    ]
+    begin = datetime.combine(TUE, time(0), tzinfo=ZONE)
+    holes = gaps(found, begin, begin + timedelta(days=1))
+    assert holes == [(begin + timedelta(hours=7), begin + timedelta(hours=23))]

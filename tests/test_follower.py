@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from callcenter.clock import ManualClock
 from callcenter.domain.policy import PolicyBook
@@ -39,23 +39,7 @@ async def test_an_alarm_waits_out_a_database_outage_and_is_never_set_aside(
     engine = create_engine(seeded_database_url)
     # Fail fast on the lock (after the engine's own 5 s setting), so the test is quick.
     event.listen(engine.sync_engine, "connect", _impatient)
-    async with engine.begin() as connection:
-        device_id, household_id = (
-            await connection.execute(
-                select(m.Device.id, m.Device.household_id).where(m.Device.serial == "CB-H0001")
-            )
-        ).one()
-        await connection.execute(
-            insert(m.DeviceEvent).values(
-                device_id=device_id,
-                household_id=household_id,
-                event_id="press-1",
-                kind="emergency_press",
-                device_time=MONDAY_MORNING,
-                received_at=MONDAY_MORNING,
-                data={},
-            )
-        )
+    await _press(engine, "CB-H0001", "press-1")
     clock = ManualClock(MONDAY_MORNING)
     desk = Desk(
         engine,
@@ -97,22 +81,43 @@ def _desk_on(engine: AsyncEngine, clock: ManualClock) -> Desk:
     )
 
 
-async def _press(engine: AsyncEngine, serial: str, event_id: str) -> None:
+async def _press(engine: AsyncEngine, serial: str, event_id: str) -> int:
+    """A press stored as ingest stores it (the event and its row to apply); its id."""
     async with engine.begin() as connection:
-        device_id, household_id = (
-            await connection.execute(
-                select(m.Device.id, m.Device.household_id).where(m.Device.serial == serial)
-            )
-        ).one()
+        return await _store_press(connection, serial, event_id)
+
+
+async def _store_press(connection: AsyncConnection, serial: str, event_id: str) -> int:
+    device_id, household_id = (
         await connection.execute(
-            insert(m.DeviceEvent).values(
-                device_id=device_id,
-                household_id=household_id,
-                event_id=event_id,
-                kind="emergency_press",
-                device_time=MONDAY_MORNING,
-                received_at=MONDAY_MORNING,
-                data={},
+            select(m.Device.id, m.Device.household_id).where(m.Device.serial == serial)
+        )
+    ).one()
+    stored = await connection.scalar(
+        insert(m.DeviceEvent)
+        .values(
+            device_id=device_id,
+            household_id=household_id,
+            event_id=event_id,
+            kind="emergency_press",
+            device_time=MONDAY_MORNING,
+            received_at=MONDAY_MORNING,
+            data={},
+        )
+        .returning(m.DeviceEvent.id)
+    )
+    await connection.execute(insert(m.UnappliedEvent).values(id=stored))
+    return int(stored)
+
+
+async def _opened(engine: AsyncEngine) -> list[str]:
+    """The households with a call, in the order their calls were opened."""
+    async with AsyncSession(engine) as session:
+        return list(
+            await session.scalars(
+                select(m.Household.code)
+                .join(m.Call, m.Call.household_id == m.Household.id)
+                .order_by(m.Call.id)
             )
         )
 
@@ -145,7 +150,7 @@ async def test_a_burst_of_presses_is_decided_in_one_transaction_with_a_carer_eac
     log_reads: list[str] = []
 
     def on_statement(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "FROM device_events" in statement:
+        if statement.lstrip().upper().startswith("SELECT") and "unapplied_events" in statement:
             log_reads.append(statement)
 
     try:
@@ -193,19 +198,17 @@ async def test_an_event_the_engine_fails_on_is_set_aside_alone_from_its_batch(
                 " device_time, received_at, data) SELECT device_id, 999999, 'orphan', kind,"
                 " device_time, received_at, data FROM device_events WHERE event_id = 'before'"
             )
+            raw.execute(
+                "INSERT INTO unapplied_events (id)"
+                " SELECT id FROM device_events WHERE event_id = 'orphan'"
+            )
         raw.close()
         await _press(engine, f"CB-{last}", "after")
         clock = ManualClock(MONDAY_MORNING)
         follower = EventFollower(engine, _desk_on(engine, clock), clock)
         assert await follower.catch_up() == 3
+        opened = await _opened(engine)
         async with AsyncSession(engine) as session:
-            opened = (
-                await session.scalars(
-                    select(m.Household.code)
-                    .join(m.Call, m.Call.household_id == m.Household.id)
-                    .order_by(m.Call.id)
-                )
-            ).all()
             dead = (await session.scalars(select(m.DeadLetter.detail))).all()
             position = await follower.position()
             last_id = await session.scalar(select(func.max(m.DeviceEvent.id)))
@@ -217,5 +220,34 @@ async def test_an_event_the_engine_fails_on_is_set_aside_alone_from_its_batch(
             0,
         )
         assert position == last_id
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("database_backend", ["postgresql"], indirect=True)
+async def test_an_event_committed_after_a_newer_one_was_applied_is_applied_too(
+    seeded_database_url: str,
+) -> None:
+    """Test that an event whose transaction took its id first and committed last (one
+    server paused between the two, another storing and applying in the meantime) still
+    becomes a call, once: the engine does not go by a position in the log."""
+    engine = create_engine(seeded_database_url)
+    try:
+        early, late = await _neighbours(engine, 2)
+        clock = ManualClock(MONDAY_MORNING)
+        follower = EventFollower(engine, _desk_on(engine, clock), clock)
+        async with engine.connect() as paused:
+            transaction = await paused.begin()
+            held = await _store_press(paused, f"CB-{early}", "taken-first")
+            newer = await _press(engine, f"CB-{late}", "committed-first")
+            assert newer > held
+            assert await follower.catch_up() == 1
+            assert await follower.position() == newer
+            await transaction.commit()
+        assert await follower.waiting() == 1
+        assert await follower.catch_up() == 1
+        assert await follower.catch_up() == 0
+        assert await _opened(engine) == [late, early]
+        assert (await follower.waiting(), await follower.position()) == (0, newer)
     finally:
         await engine.dispose()

@@ -39,6 +39,7 @@ from callcenter.health import (
 from callcenter.ingest.service import IngestStats
 from tests.api_support import Api, Reply
 from tests.desk_support import desk_config
+from tests.fixtures.database import asyncpg_dsn
 from tests.fixtures.fake_twilio import fake_of
 from tests.ingest_support import eventually, publish_events, reported_count
 
@@ -46,10 +47,6 @@ STUCK_AFTER = timedelta(seconds=30)  # the default of health.stuck_after_s
 
 
 # --- making parts stuck for real ---------------------------------------------------
-
-
-def _postgres_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +66,7 @@ async def holding_a_write(url: str, rows: str) -> AsyncIterator[None]:
             await asyncio.to_thread(blocker.execute, "ROLLBACK")
             blocker.close()
         return
-    connection = await asyncpg.connect(_postgres_dsn(url))
+    connection = await asyncpg.connect(asyncpg_dsn(url))
     transaction = connection.transaction()
     await transaction.start()
     try:
@@ -93,7 +90,7 @@ async def _run_sql(url: str, *statements: str) -> None:
 
         await asyncio.to_thread(run)
         return
-    connection = await asyncpg.connect(_postgres_dsn(url))
+    connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
         for statement in statements:
             await connection.execute(statement)
@@ -475,6 +472,7 @@ def _stored(**values: Any) -> Stored:
         "latest_event": 10,
         "cursor": 10,
         "cursor_moved_at": _at(0),
+        "waiting": 0,
         "first_waiting_at": None,
         "next_timer": None,
         "outbox": {},
@@ -504,7 +502,7 @@ def test_ingest_is_stuck_only_with_messages_in_hand_or_no_subscription(
 ) -> None:
     """Test that ingest is stuck from the earliest of: no subscription, messages held,
     the database refusing; and never merely for being idle."""
-    part = ingest_health(stats, broker="b:1883")
+    part = ingest_health(stats, brokers="the broker b:1883")
     assert part.stuck_since == stuck_since
 
 
@@ -513,9 +511,15 @@ def test_ingest_is_stuck_only_with_messages_in_hand_or_no_subscription(
     [
         (_stored(), None),  # nothing waiting, however long ago the cursor moved
         # Waiting since 02:00:50, the cursor stood still since 02:00:00: stuck since 50.
-        (_stored(latest_event=12, first_waiting_at=_at(50)), _at(50)),
+        (_stored(latest_event=12, waiting=2, first_waiting_at=_at(50)), _at(50)),
         # A backlog being worked through: the cursor moved at 70, after the event came.
-        (_stored(latest_event=99, first_waiting_at=_at(50), cursor_moved_at=_at(70)), _at(70)),
+        (
+            _stored(latest_event=99, waiting=89, first_waiting_at=_at(50), cursor_moved_at=_at(70)),
+            _at(70),
+        ),
+        # An event stored late, below the cursor (another server paused before its
+        # commit), still waits: what counts is what is unapplied, not where the cursor is.
+        (_stored(latest_event=10, waiting=1, first_waiting_at=_at(50)), _at(50)),
     ],
 )
 def test_the_follower_is_stuck_only_while_events_wait_and_its_cursor_stands_still(

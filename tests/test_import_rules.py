@@ -11,6 +11,8 @@ is a module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,3 +177,16 @@ def test_no_cycle_between_top_level_packages() -> None:
 def test_layers_import_only_what_they_may(rule: Rule) -> None:
     """Test that each rule of the table holds for every module it covers."""
     assert _broken(rule) == [], rule.why
+
+
+def test_a_server_starts_without_importing_what_only_rare_work_needs() -> None:
+    """Test that importing the server does not import openpyxl (the register's
+    workbooks), which costs about a second of every start, restart and takeover."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import sys, callcenter.app; print('openpyxl' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert found.stdout.strip() == "False"

@@ -17,7 +17,7 @@ import aiomqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.engine import make_url
 
 from callcenter.broker import EmbeddedBroker
@@ -29,7 +29,13 @@ from callcenter.ingest.protocol import topic_for as v1_topic
 from callcenter.ingest.service import Ingest
 from callcenter.ingest.writer import EventWriter
 from callcenter.store.db import create_engine, refused_by_database
-from callcenter.store.models import DeadLetter, Device, DeviceEvent
+from callcenter.store.models import (
+    DeadLetter,
+    Device,
+    DeviceEvent,
+    RegistryVersion,
+    registry_version,
+)
 from tests.ingest_support import eventually, ingest_config, running_ingest
 
 PREFIX = "eldercare"
@@ -74,7 +80,7 @@ async def _ingest(database_url: str) -> AsyncIterator[Ingest]:
     config = ingest_config(host="127.0.0.1", port=1, prefix=PREFIX)
     engine = create_engine(database_url)
     try:
-        yield Ingest(config, engine, SystemClock(), broker_host="127.0.0.1", broker_port=1)
+        yield Ingest(config, engine, SystemClock(), brokers=config.broker.addresses)
     finally:
         await engine.dispose()
 
@@ -229,14 +235,20 @@ async def test_a_row_the_database_refuses_is_a_store_rejected_dead_letter(
     seeded_database_url: str,
 ) -> None:
     """Test that a message the database refuses while it is otherwise healthy (here: its
-    device was deleted after ingest read the registry) becomes a ``store_rejected`` dead
-    letter with the database's words, is not retried as an outage, and the press behind
-    it from another household is stored, on both databases."""
+    device was deleted after ingest read the registry, in the second before ingest asks
+    whether the register changed: the registry's version is put back to stand for it)
+    becomes a ``store_rejected`` dead letter with the database's words, is not retried as
+    an outage, and the press behind it from another household is stored, on both
+    databases."""
     async with _ingest(seeded_database_url) as ingest:
         await ingest.load_registry()
         engine = create_engine(seeded_database_url)
         async with engine.begin() as connection:
+            version = await registry_version(connection)
             await connection.execute(delete(Device).where(Device.serial == "CB-H0001"))
+            await connection.execute(
+                update(RegistryVersion).where(RegistryVersion.id == 1).values(version=version)
+            )
         await engine.dispose()
         gone = Received(
             _event_topic("H0001", "CB-H0001"),

@@ -211,6 +211,7 @@ async def test_a_wheel_installed_elsewhere_serves_every_page(
         await same_as("/board", PAGES / "board" / "index.html")
         await same_as("/reports", PAGES / "reports" / "index.html")
         await same_as("/wall", PAGES / "wall" / "index.html")
+        await same_as("/admin", PAGES / "admin" / "index.html")
         for name in PAGE_FILES:
             await same_as(f"/static/{name}", PAGES / name)
         if LEAFLET.is_dir():

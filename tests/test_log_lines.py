@@ -3,7 +3,9 @@ request carries, and no carer link token in any line."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import signal
 from pathlib import Path
@@ -12,6 +14,7 @@ from urllib.parse import unquote
 
 import aiohttp
 import pytest
+from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
@@ -19,6 +22,7 @@ from yarl import URL
 from callcenter.broker import EmbeddedBroker
 from callcenter.store import models as m
 from callcenter.store.db import create_engine
+from callcenter.web.errors import json_errors
 from callcenter.web.sessions import CSRF_HEADER
 from tests.ingest_support import eventually, publish_events
 from tests.server_support import server_process, subprocess_config
@@ -159,3 +163,37 @@ async def test_a_request_cannot_start_a_log_line_nor_put_a_carer_token_in_the_lo
         assert _RECORD.match(carrying[0]), carrying[0]
     for line in read_as_lines:
         assert all(ch.isprintable() or ch == "\t" for ch in line), json.dumps(line)
+
+
+async def test_a_client_that_hangs_up_mid_request_is_logged_as_gone_not_as_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Test that a request whose caller hangs up while its body is read is one INFO line
+    ("the client went away"), not an ERROR blaming the database (a lost connection is
+    an OSError, which the database's outages are too)."""
+
+    async def reads_the_body(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    caplog.set_level(logging.INFO, logger="callcenter.web")
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_post("/api/reads", reads_the_body)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api/reads HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.close()
+
+        async def told() -> bool:
+            return any("the client went away" in r.getMessage() for r in caplog.records)
+
+        await eventually(told, within_s=10, what="the hang-up logged")
+    finally:
+        await runner.cleanup()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []

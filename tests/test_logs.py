@@ -22,6 +22,7 @@ from callcenter.cli import build_parser, config_from
 from callcenter.config import ConfigError, load_config
 from callcenter.ingest.protocol import Channel, topic_for
 from callcenter.logs import LogFormat
+from callcenter.store.leases import LeaseLostError
 from tests.api_support import Api
 from tests.ingest_support import eventually, publish_events
 from tests.server_support import run_cli, server_process, subprocess_config
@@ -129,6 +130,33 @@ def test_the_text_line_is_as_it_was_with_fields_bound() -> None:
     assert formatter.format(bound).endswith(
         " INFO callcenter.desk: call 12 household H0001: opened"
     )
+
+
+def test_the_fence_refusing_a_server_that_lost_its_lease_is_one_warning_line() -> None:
+    """A part of the desk's work whose transaction the fence refused logs it as it logs
+    any failure (log.exception); the line says why in one warning, with no traceback,
+    since it is what a server that lost the lease is meant to meet."""
+    written = io.StringIO()
+    handler = logs.handler(written, LogFormat.TEXT)
+    log = logging.getLogger("callcenter.follower")
+    log.addHandler(handler)
+    try:
+        try:
+            raise LeaseLostError("the desk lease was taken over (epoch 3, ours 2)")
+        except LeaseLostError:
+            log.exception("reading the event log failed; trying again shortly")
+        try:
+            raise ValueError("the database said no")
+        except ValueError:
+            log.exception("reading the event log failed; trying again shortly")
+    finally:
+        log.removeHandler(handler)
+    refused, failed = written.getvalue().split("\n", 1)
+    assert refused.endswith(
+        "WARNING callcenter.follower: reading the event log failed; trying again shortly: "
+        "the desk lease was taken over (epoch 3, ours 2)"
+    )
+    assert " ERROR callcenter.follower: " in failed and "Traceback" in failed
 
 
 @pytest.fixture

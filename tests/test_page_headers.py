@@ -65,6 +65,7 @@ async def test_every_answer_has_the_headers_its_kind_needs(api: Api) -> None:
                 "/board",
                 "/reports",
                 "/wall",
+                "/admin",
                 "/family/login",
                 link,
                 "/c/AAAA",
@@ -194,6 +195,16 @@ async def test_every_page_works_under_its_policy_in_chromium(api: Api, open_tab:
         await expect(page.locator("#wall-alarms .value")).to_have_text(re.compile(r"^\d+$"))
         await _clean(tab, f"wallboard {language}")
         await tab.screenshot(f"csp-wall-{language}")
+
+        # The administration page, as a supervisor: the rota (their first tab), then the
+        # policies and their timeline.
+        await page.goto(base + "/admin")
+        await expect(page.locator("#rota-grid")).to_be_visible()
+        await page.goto(base + "/admin#policies")
+        await expect(page.locator("body")).to_have_attribute("data-state", "ready")
+        await expect(page.locator(".timeline .lane").first).to_be_visible()
+        await _clean(tab, f"administration {language}")
+        await tab.screenshot(f"csp-admin-{language}")
 
     family_phone = await contact_phone(api, "H0001")
     for codes, (language, locale) in enumerate((("zh", "zh-CN"), ("en", "en-US")), 1):

@@ -238,6 +238,28 @@ def test_what_cannot_be_stored_is_named_in_the_detail() -> None:
     assert caught.value.detail == "data.a\\n.b: text holds U+0000 (NUL), which cannot be stored"
 
 
+def _nested_event(levels: int, *, filler: bytes = b"") -> bytes:
+    """An event whose data is ``levels`` objects deep (the payload itself one more), with
+    ``filler`` among the fields of its data."""
+    data = b'{%s"a":' % filler + b'{"a":' * (levels - 2) + b"{}" + b"}" * (levels - 1)
+    return b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":%s}' % (NOW_MS, data)
+
+
+def test_an_events_data_may_nest_eight_levels_and_no_more() -> None:
+    """Test the depth limit at its edge, with brackets in strings counting for nothing,
+    and with an escape in the payload (which has the payload looked at more closely)."""
+    event = "eldercare/v1/H0001/CB-H0001/event"
+    for filler in (b"", b'"x":"\\u00e9",'):
+        deepest = parse(event, _nested_event(8, filler=filler))
+        assert isinstance(deepest, DeviceEventMessage)
+        with pytest.raises(PayloadError) as caught:
+            parse(event, _nested_event(9, filler=filler))
+        assert caught.value.reason is DeadLetterReason.SCHEMA
+        assert caught.value.detail.endswith("nested more than 8 levels deep")
+    brackets = b'{"v":1,"id":"a","ts":%d,"kind":"cancel","data":{"s":"%s"}}' % (NOW_MS, b"[{" * 20)
+    assert isinstance(parse(event, brackets), DeviceEventMessage)
+
+
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
     lambda inner: (

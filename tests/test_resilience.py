@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from callcenter.broker import EmbeddedBroker
+from callcenter.broker_logins import own_logins
+from callcenter.brokers import BrokerAddress
+from callcenter.engine.device_logins import DynamicSecurityLogins
 from device_sim.district import district_devices
 from device_sim.groundtruth import read_ground_truth
 from device_sim.settings import SimulationSettings
@@ -28,8 +31,7 @@ def _settings(
     broker: EmbeddedBroker, prefix: str, ground_truth: Path, **overrides: object
 ) -> SimulationSettings:
     values: dict[str, object] = {
-        "broker_host": broker.host,
-        "broker_port": broker.port,
+        "brokers": (BrokerAddress(broker.host, broker.port),),
         "prefix": prefix,
         "ground_truth": ground_truth,
         "backoff_initial_s": 0.2,
@@ -157,7 +159,9 @@ async def test_server_killed_mid_stream_loses_nothing_and_doubles_nothing(
         stored_at_kill = len(await stored_event_keys(seeded_database_url))
         await asyncio.sleep(1.0)  # devices keep publishing into the broker meanwhile
         await server.start()
-        await server.wait_for_line("ingest subscribed")
+        # The broker sends the session's backlog before the SUBACK: on a loaded machine
+        # that took more than the default 20 s.
+        await server.wait_for_line("ingest subscribed", within_s=90)
         await asyncio.wait_for(run, 120)
         await _wait_stored(seeded_database_url, 3000)
         server.send(signal.SIGTERM)
@@ -188,12 +192,30 @@ async def test_serve_runs_its_own_broker_and_stops_cleanly_on_sigterm(
         match = await server.wait_for_line(r"embedded mosquitto listening on 127\.0\.0\.1:(\d+)")
         await server.wait_for_line("ingest subscribed")
         port = int(match.group(1))
-        await publish_events("127.0.0.1", port, topic_prefix, [("H0001", "CB-H0001", "e1")])
+        # Its broker takes only devices with their own login: the server's administrator
+        # (kept by the server in the broker's directory) issues one, as the register does.
+        admin = own_logins(data_dir / "mosquitto").admin
+        login = await DynamicSecurityLogins(
+            host="127.0.0.1",
+            port=port,
+            admin_username=admin.username,
+            admin_password=admin.password,
+            topic_prefix=topic_prefix,
+        ).issue("CB-H0001", "H0001")
+        assert login is not None
+        await publish_events(
+            "127.0.0.1",
+            port,
+            topic_prefix,
+            [("H0001", "CB-H0001", "e1")],
+            login=(login.username, login.password),
+        )
         await _wait_stored(seeded_database_url, 1)
         server.send(signal.SIGTERM)
         assert await server.wait() == 0
     conf = (data_dir / "mosquitto" / "mosquitto.conf").read_text()
     assert "persistence true" in conf
+    assert "allow_anonymous false" in conf and "mosquitto_dynamic_security.so" in conf
     assert "max_queued_messages 1000000" in conf
     assert (data_dir / "mosquitto" / "mosquitto.db").exists(), "persistence written on stop"
     with pytest.raises(OSError):

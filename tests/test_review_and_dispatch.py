@@ -80,6 +80,12 @@ async def test_an_emergency_done_by_its_carer_stays_on_the_board_until_an_operat
 
     api.clock.advance(timedelta(minutes=40))
     await api.server.scheduler.fire_due()
+
+    async def alerted() -> bool:
+        # The running scheduler may have claimed the timer first and not yet committed.
+        return "alert_operators" in _actions(await api.call(call_id))
+
+    await eventually(alerted, what="the unacknowledged step's alert")
     later = await api.call(call_id)
     assert later["state"] == "awaiting_review"
     assert len(later["assignments"]) == 1  # nobody paged

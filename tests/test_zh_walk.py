@@ -265,6 +265,53 @@ async def test_every_page_in_chinese_shows_no_latin_identifier(api: Api, browser
     await supervisor.screenshot("zh-walk-wall")
     assert supervisor.errors == [], supervisor.errors
 
+    # The administration page: as the supervisor, the rota with a day opened and the
+    # policies (step names are codes the supervisor types; each shows its words beside
+    # it); as an administrator, a household open with its residents and devices, and the
+    # audit with a change opened.
+    await page.goto(base + "/admin")
+    await expect(page.locator("#rota-grid")).to_be_visible()
+    await page.locator('#rota-grid tr[data-station="S01"] td.rota-cell').first.click()
+    await expect(page.locator("#rota-detail")).to_be_visible()
+    await no_latin(page, "admin-rota", usernames)
+    await supervisor.screenshot("zh-walk-admin-rota")
+    await page.click("#tab-policies")
+    await expect(page.locator("form.policy-form")).to_be_visible()
+    steps = {
+        s["name"]
+        for p in (await api.get("/api/register/policies", who="zhao.min")).body["policies"]
+        for s in p["policy"]["steps"]
+    }
+    step_words = {w for name in steps for w in LATIN.findall(name)}
+    await no_latin(page, "admin-policies", usernames | step_words)
+    await supervisor.screenshot("zh-walk-admin-policies")
+    assert supervisor.errors == [], supervisor.errors
+    await set_password(api.server, "sun.admin")
+    admin = await tab_in(browser)
+    await sign_in(admin, base, "sun.admin")
+    changed = await api.request(
+        "PUT",
+        "/api/register/households/H0001",
+        who="sun.admin",
+        json={
+            **(await api.get("/api/register/households/H0001", who="sun.admin")).body["household"],
+            "access_notes": "钥匙在邻居处",
+        },
+    )
+    assert changed.status == 200, changed
+    await admin.page.goto(base + "/admin#households")
+    await admin.page.click('#households-list tr[data-code="H0001"]')
+    await expect(admin.page.locator(".household-devices tbody tr").first).to_be_visible()
+    admin_names = {"sun", "admin"}
+    await no_latin(admin.page, "admin-household", admin_names)
+    await admin.screenshot("zh-walk-admin-household")
+    await admin.page.click("#tab-audit")
+    await admin.page.locator("table.audit tbody tr.change").first.locator("button.expand").click()
+    await expect(admin.page.locator("table.diff")).to_be_visible()
+    await no_latin(admin.page, "admin-audit", admin_names)
+    await admin.screenshot("zh-walk-admin-audit")
+    assert admin.errors == [], admin.errors
+
     # The carer page, from the third carer's dispatch text, on a phone.
     third = (await api.call(escalating))["assignments"][-1]
     carer_phone = await phone_of(api, third["carer"])

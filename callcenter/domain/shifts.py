@@ -7,7 +7,7 @@ one date: a day off (leave, swapped shift) or an extra duty on a named pattern.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -63,21 +63,91 @@ def on_shift(
     Shifts that started the day before are considered too, so a night shift from 23:00
     still counts at 03:00.
     """
-    roster = roster or {}
     local = at.astimezone(zone)
     for day in (local.date() - timedelta(days=1), local.date()):
-        entry = roster.get((carer_id, day))
-        if entry is not None:
-            if not entry.on_duty:
-                continue
-            duty = (patterns or {}).get(entry.pattern or "", pattern) if entry.pattern else pattern
-            if duty is not None and _covers(duty, day, local, zone):
-                return True
-            continue
-        if (
-            pattern is not None
-            and _runs_on(pattern, day, holidays)
-            and _covers(pattern, day, local, zone)
-        ):
+        duty = duty_starting(
+            carer_id, pattern, day, holidays=holidays, roster=roster, patterns=patterns
+        )
+        if duty is not None and _covers(duty, day, local, zone):
             return True
     return False
+
+
+def duty_starting(
+    carer_id: int,
+    pattern: ShiftPattern | None,
+    day: date,
+    *,
+    holidays: Collection[date] = (),
+    roster: Mapping[tuple[int, date], RosterEntry] | None = None,
+    patterns: Mapping[str, ShiftPattern] | None = None,
+) -> ShiftPattern | None:
+    """The shift the carer starts on local ``day``, if any: the roster's entry for that
+    day first (a day off, or a duty on a named pattern), else their own pattern when it
+    runs that day (a public holiday runs the Sunday timetable). The one rule of who
+    works when: ``on_shift`` and the rota's calendar both ask it."""
+    entry = (roster or {}).get((carer_id, day))
+    if entry is not None:
+        if not entry.on_duty:
+            return None
+        if entry.pattern:
+            return (patterns or {}).get(entry.pattern, pattern)
+        return pattern
+    if pattern is not None and _runs_on(pattern, day, holidays):
+        return pattern
+    return None
+
+
+@dataclass(frozen=True)
+class Duty:
+    """One shift a carer works, from ``start`` to ``end`` (aware, local time)."""
+
+    carer_id: int
+    start: datetime
+    end: datetime
+    pattern: str
+    rostered: bool  # set by the roster rather than the carer's own pattern
+
+
+def duties(
+    carer_id: int,
+    pattern: ShiftPattern | None,
+    first: date,
+    last: date,
+    *,
+    zone: ZoneInfo,
+    holidays: Collection[date] = (),
+    roster: Mapping[tuple[int, date], RosterEntry] | None = None,
+    patterns: Mapping[str, ShiftPattern] | None = None,
+) -> list[Duty]:
+    """The carer's shifts that overlap local days ``first`` to ``last`` (a night shift
+    begun the day before included)."""
+    found = []
+    day = first - timedelta(days=1)
+    while day <= last:
+        duty = duty_starting(
+            carer_id, pattern, day, holidays=holidays, roster=roster, patterns=patterns
+        )
+        if duty is not None:
+            start = datetime.combine(day, duty.starts_at, tzinfo=zone)
+            end = start + duty.duration
+            if end > datetime.combine(first, time(0), tzinfo=zone):
+                rostered = (carer_id, day) in (roster or {})
+                found.append(Duty(carer_id, start, end, duty.code, rostered))
+        day += timedelta(days=1)
+    return found
+
+
+def gaps(shifts: Iterable[Duty], start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """The stretches between ``start`` and ``end`` that none of ``shifts`` covers."""
+    found = []
+    reached = start
+    for duty in sorted(shifts, key=lambda d: d.start):
+        if duty.start > reached:
+            found.append((reached, min(duty.start, end)))
+        reached = max(reached, duty.end)
+        if reached >= end:
+            break
+    if reached < end:
+        found.append((reached, end))
+    return [(a, b) for a, b in found if a < b]

@@ -11,6 +11,7 @@ account routes and the board's sign-in all use this module.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import secrets
@@ -32,8 +33,14 @@ MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 200
 
 _hasher = PasswordHasher()
-# Checked when the username is unknown, so a wrong name costs as long as a wrong password.
-_NOBODY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _nobody_hash() -> str:
+    """Checked when the username is unknown, so a wrong name costs as long as a wrong
+    password. Made at the first such check, not at import: a hash is made slow on
+    purpose, and every server start (and takeover) would pay for it."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 def new_token() -> str:
@@ -66,7 +73,7 @@ def password_matches(stored: str | None, password: str) -> bool:
     person, or no password set) it is checked against a hash of nobody's, so that costs
     the same time, and never matches. Slow on purpose: call it off the event loop."""
     try:
-        return _hasher.verify(stored or _NOBODY_HASH, password) and stored is not None
+        return _hasher.verify(stored or _nobody_hash(), password) and stored is not None
     except (VerificationError, InvalidHashError):
         return False
 

@@ -208,6 +208,10 @@ class RecordingKeeper:
     def stop(self) -> None:
         self._stopping.set()
 
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
+
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -50,11 +49,12 @@ from callcenter.domain.calls import (
 from callcenter.domain.dispatch import CarerSnapshot, CarerState, Ranking, assess
 from callcenter.domain.events import Ignore, OpenNew, route
 from callcenter.domain.inbound import call_to_attach
-from callcenter.domain.policy import PolicyBook
+from callcenter.domain.policy import Policy, PolicyBook
 from callcenter.engine import repository
 from callcenter.engine.district import UNLINKED, District, HouseholdInfo, Registry, household_of
 from callcenter.engine.feed import Feed, Update
 from callcenter.engine.offers import OFFER_STEP, Offers
+from callcenter.store import leases
 from callcenter.store import models as m
 from callcenter.store.db import write_locked, write_turn
 
@@ -62,8 +62,10 @@ log = logging.getLogger("callcenter.desk")
 
 T = TypeVar("T")
 
-# Attempts at a decision that lost a race for a carer (PostgreSQL, several writers).
-_RACE_RETRIES = 5
+# Attempts at a decision that lost a race for a carer, to another server's decision (a
+# server's own desk transactions take turns, see Desk.transaction). Each loss is another
+# decision committed, so this many in a row would mean a fault, not bad luck.
+_RACE_RETRIES = 50
 # Small writes sharing one transaction at most (perform_together): enough for the claims
 # of a whole batch of the outbox's due texts (100) at once, few enough to keep the turn
 # brief.
@@ -191,6 +193,9 @@ class Desk:
         self.timers_changed = asyncio.Event()
         self.earliest_armed: datetime | None = None
         self.outbox_changed = asyncio.Event()
+        # Told of timers armed (with the earliest due) and outbox rows written here, for
+        # the server doing the once-only work when that is another one (engine/peers.py).
+        self.elsewhere: Callable[[str, datetime | None], None] | None = None
         # Small writes waiting to share a transaction (perform_together).
         self._together: list[_Together] = []
         self._together_task: asyncio.Task[None] | None = None
@@ -205,6 +210,12 @@ class Desk:
         self.page_courier: PageCourier | None = None
         # Alarm calls offered to the operators on duty (engine/offers.py); None: no offers.
         self.offers: Offers | None = None
+        # This server's desk transactions take turns on PostgreSQL too (on SQLite,
+        # write_turn orders every writer already): side by side, a storm's decisions
+        # read the same carers free and all but one lost the race for them, over and
+        # over (1,828 lost races and a press set aside after 15 in one run of
+        # bench/storm.py). What is left to race is another server's decision.
+        self._turn = asyncio.Lock() if self._engine.dialect.name != "sqlite" else None
 
     # --- transactions ----------------------------------------------------------------
 
@@ -212,6 +223,7 @@ class Desk:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write transaction: the call rows it reads stay locked until commit."""
         async with (
+            self._turn or contextlib.nullcontext(),
             write_turn(self._engine),
             AsyncSession(self._engine, expire_on_commit=False) as session,
             session.begin(),
@@ -228,6 +240,7 @@ class Desk:
                 if not _given_twice(error) or attempt == _RACE_RETRIES:
                     raise
                 log.info("lost a race for a carer; deciding again (attempt %d)", attempt + 1)
+                await asyncio.sleep(min(0.005 * attempt, 0.1))
         raise AssertionError("unreachable")
 
     # --- reading what a decision needs ---------------------------------------------
@@ -405,10 +418,7 @@ class Desk:
         if saved.timers_armed:
             # A cancelled timer needs no wake-up: when its time comes it is not
             # pending any more and nothing fires.
-            earliest = min(saved.timers_armed)
-            if self.earliest_armed is None or earliest < self.earliest_armed:
-                self.earliest_armed = earliest
-            self.timers_changed.set()
+            self.timers_armed(min(saved.timers_armed))
         if saved.pages:
             if self.page_courier is not None:
                 self.page_courier.hand_over(saved.pages, household.code)
@@ -423,7 +433,24 @@ class Desk:
                     ", ".join(str(page.id) for page in saved.pages),
                 )
         if saved.outbox:
-            self.outbox_changed.set()
+            self.outbox_written()
+
+    def timers_armed(self, earliest: datetime, *, here: bool = True) -> None:
+        """A committed transaction armed timers, the earliest due at ``earliest``: the
+        scheduler sleeps no later than that (``here``: armed by this server, so the
+        other servers are told too)."""
+        if self.earliest_armed is None or earliest < self.earliest_armed:
+            self.earliest_armed = earliest
+        self.timers_changed.set()
+        if here and self.elsewhere is not None:
+            self.elsewhere("timers", earliest)
+
+    def outbox_written(self, *, here: bool = True) -> None:
+        """A committed transaction wrote outbox rows: the relay looks now (``here``:
+        written by this server, so the other servers are told too)."""
+        self.outbox_changed.set()
+        if here and self.elsewhere is not None:
+            self.elsewhere("outbox", None)
 
     async def perform(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """Run ``work`` in a write transaction (retried when it loses a race for a carer),
@@ -441,22 +468,20 @@ class Desk:
 
     async def perform_together(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         """``perform``, in one transaction with the other small writes waiting for their
-        turn meanwhile (a group commit; on SQLite only, where writers take turns). The
-        outbox claims and settles every text this way: with a turn of its own each, a
-        storm's pages went out a few dozen a second behind the engine's batches.
+        turn meanwhile (a group commit: the desk's writers take turns). The outbox claims
+        and settles every text this way: with a turn of its own each, a storm's pages
+        went out a few dozen a second behind the engine's batches.
 
         ``work`` must not wait for another write turn. If the shared transaction fails,
         each work in it is performed again on its own, so one that fails takes no other
         along; a work may therefore run twice, the first time rolled back."""
-        if self._engine.dialect.name != "sqlite":
-            return await self.perform(work)
         done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._together.append((work, done))
         if self._together_task is None or self._together_task.done():
             # In a context of its own: its works are anybody's, not this caller's, and
             # each binds what it is about for the log itself.
             self._together_task = asyncio.create_task(
-                self._run_together(), context=contextvars.Context()
+                self._run_together(), context=leases.fresh_context()
             )
         return await asyncio.shield(done)
 
@@ -532,6 +557,15 @@ class Desk:
             await self._apply(session, where.call_id, lambda *_: command, may_dispatch=False)
             return where.call_id
 
+    def policy_for(self, call_type: CallType, registry: Registry) -> Policy:
+        """The policy a call of ``call_type`` opens with now: a supervisor's edit
+        (escalation_policies, read with the registry) over the configuration's."""
+        return registry.policies.get(call_type) or self._policies.for_type(call_type)
+
+    def configured_policy(self, call_type: CallType) -> Policy:
+        """The configuration's (or built-in) policy, in force when nobody edited one."""
+        return self._policies.for_type(call_type)
+
     async def _open(
         self,
         session: AsyncSession,
@@ -545,7 +579,7 @@ class Desk:
         """Open a call of ``call_type`` at ``household``, raised by ``device`` (a device's
         serial, or ``phone:<number>`` for a call to the centre's number, which no logged
         event raised)."""
-        policy = self._policies.for_type(call_type)
+        policy = self.policy_for(call_type, registry)
         free = await self.district.free_carers(session, now) if policy.auto_dispatch else []
         situation = self._situation(None, household, registry, free, now, policy.skills)
         # The row comes first so the call has its id; the decision then fills it in.

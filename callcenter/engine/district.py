@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from callcenter.domain.call_types import CallType
 from callcenter.domain.calls import SUPERVISOR_RECIPIENT, Call, Person
 from callcenter.domain.dispatch import (
     CarerSnapshot,
@@ -32,6 +33,7 @@ from callcenter.domain.dispatch import (
 from callcenter.domain.geo import Place, Transport
 from callcenter.domain.messages import ResidentNote
 from callcenter.domain.phones import HouseholdNumber
+from callcenter.domain.policy import Policy
 from callcenter.domain.shifts import RosterEntry, ShiftPattern, on_shift
 from callcenter.engine import phones
 from callcenter.engine.numbers import every_household_number
@@ -141,8 +143,28 @@ class Registry:
     households_by_code: dict[str, HouseholdInfo] = field(default_factory=dict)
     patterns: dict[str, ShiftPattern] = field(default_factory=dict)
     supervisors: tuple[Person, ...] = ()
+    # Escalation policies supervisors edited (escalation_policies), over the configured.
+    policies: dict[CallType, Policy] = field(default_factory=dict)
     # The registry_version row as it was when this was read (see store/models.py).
     version: int | None = None
+
+
+async def edited_policies(session: AsyncSession) -> dict[CallType, Policy]:
+    """The policies supervisors set, by call type (the registry reads them)."""
+    rows = (await session.scalars(select(m.EscalationPolicy))).all()
+    found: dict[CallType, Policy] = {}
+    for row in rows:
+        try:
+            found[CallType(row.call_type)] = Policy.from_json(row.policy)
+        except (KeyError, TypeError, ValueError) as error:
+            # Written through set_policy only, so this is a hand edit gone wrong: the
+            # configuration's policy stays in force and the log says why.
+            log.error(
+                "escalation policy for %s is unreadable (%s); using the configured one",
+                row.call_type,
+                error,
+            )
+    return found
 
 
 async def load_registry(session: AsyncSession) -> Registry:
@@ -150,6 +172,7 @@ async def load_registry(session: AsyncSession) -> Registry:
     # The version first: a change committed while the rest is read then shows as a newer
     # version at the next look, and is read again; never the other way round.
     registry = Registry(version=await m.registry_version(session))
+    registry.policies = await edited_policies(session)
     for s in (await session.scalars(select(m.Station))).all():
         registry.stations[s.id] = StationInfo(
             s.id, s.code, s.name, Place(s.lat, s.lon), s.backup_station_id, s.phone
@@ -222,7 +245,7 @@ async def load_registry(session: AsyncSession) -> Registry:
     base_units: dict[int, str] = {}
     units = (
         select(m.Device.household_id, m.Device.serial)
-        .where(m.Device.kind == m.DeviceKind.BASE_UNIT)
+        .where(m.Device.kind == m.DeviceKind.BASE_UNIT, m.Device.retired_at.is_(None))
         .order_by(m.Device.id)
     )
     async for unit in in_slices(await session.execute(units)):
@@ -287,6 +310,7 @@ class District:
         # if its read finished after it (a load racing an administrator's change).
         self._generation = 0
         self._loaded_generation = -1
+        self._told: list[Callable[[], None]] = []
         self._stopping = asyncio.Event()
         self.reloads = 0  # registries re-read by ``refresh`` because the database moved
 
@@ -312,8 +336,16 @@ class District:
         self._loaded_generation = generation
 
     def invalidate(self) -> None:
-        """Re-read the registry on next use (a household or carer it does not know)."""
+        """Re-read the registry on next use (a household or carer it does not know, or a
+        change to the register just committed); those ``also_tell`` named hear of it."""
         self._generation += 1
+        for told in self._told:
+            told()
+
+    def also_tell(self, told: Callable[[], None]) -> None:
+        """Call ``told`` whenever the registry is invalidated (in-process ingest, which
+        then reads its devices again before its next batch)."""
+        self._told.append(told)
 
     def stop(self) -> None:
         self._stopping.set()

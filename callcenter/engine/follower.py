@@ -1,8 +1,15 @@
-"""Follows the device event log from the engine's own durable cursor.
+"""Follows the device event log: applies each event ingest stored, once.
 
-Ingest's notice of new events is only a prompt to look now; the log and the cursor are
-the truth. Each event is applied in the same transaction that moves the cursor past it,
-so an event is acted on exactly once however the server stops and starts.
+Ingest stores each event together with a row in ``unapplied_events``; applying the event
+deletes that row in the same transaction, so an event is acted on exactly once however
+servers stop, start and take over from each other. Ingest's notice of new events is only
+a prompt to look now; the table is the truth.
+
+Why a row per event and not a position in the log: with several servers storing events,
+their transactions take ids in one order and may commit in another (a server paused
+between the two), so an event can become visible below a position the engine has passed.
+The events are applied in id order as they become visible, the late one when it comes.
+The ``call_engine`` cursor still says the newest event applied and when (health).
 """
 
 from __future__ import annotations
@@ -13,8 +20,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy import bindparam, case, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter import logs
@@ -23,6 +29,7 @@ from callcenter.engine.desk import Desk, LoggedEvent
 from callcenter.ingest.mqtt import backoff_delays
 from callcenter.ingest.protocol import DeadLetterReason
 from callcenter.store import models as m
+from callcenter.store.db import database_unavailable, what_it_said
 
 log = logging.getLogger("callcenter.follower")
 
@@ -34,8 +41,6 @@ BATCH = 25
 # An event the engine fails on this many times is set aside as a dead letter (with the
 # error) rather than holding up every call behind it. Database outages do not count.
 ATTEMPTS = 3
-# Errors that mean the database is busy, unreachable or restarting, not a bad event.
-DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, TimeoutError, OSError)
 
 
 class EventFollower:
@@ -74,20 +79,29 @@ class EventFollower:
         self._stopping.set()
         self._prompt.set()
 
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
+
     async def run(self) -> None:
         """Apply events until stop(); the log is polled too, in case a prompt was missed."""
         while not self._stopping.is_set():
             self._prompt.clear()
             try:
                 await self.catch_up()
-            except Exception:
-                log.exception("reading the event log failed; trying again shortly")
+            except Exception as error:
+                if not database_unavailable(error):
+                    log.exception("reading the event log failed; trying again shortly")
+                else:  # a whole traceback each second of an outage would say nothing more
+                    log.warning(
+                        "cannot read the event log: database unavailable (%s)", what_it_said(error)
+                    )
             # catch_up read the log to its end; what was stored since has prompted.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._prompt.wait(), self._poll_s)
 
     async def catch_up(self) -> int:
-        """Apply everything in the log past the cursor; how many events were applied.
+        """Apply every event not yet applied; how many were applied.
 
         Events are applied several to a transaction (``batch`` at most), so a burst of
         presses costs one commit and one reading of who is free per batch rather than
@@ -136,22 +150,28 @@ class EventFollower:
         return True
 
     async def _apply_in(self, session: AsyncSession, events: list[LoggedEvent]) -> int:
-        """Apply those of ``events`` past the cursor in the caller's transaction and move
-        the cursor past them; how many were applied. The cursor is read under the write
-        lock: a second instance may have got here first."""
-        after = await _cursor(session, lock=True)
+        """Apply those of ``events`` still unapplied in the caller's transaction; how many
+        were applied. Each is claimed by deleting its row first: another instance that
+        got to one already has deleted it (or holds it, and this waits for its end)."""
+        claimed = await _claim(session, events)
         applied = 0
         for event in events:
-            if event.id > after:
+            if event.id in claimed:
                 await self._desk.apply_event(session, event)
                 applied += 1
-        if applied:
-            await _advance(session, events[-1].id, self._clock)
+        if claimed:
+            await _advance(session, max(claimed), self._clock)
         return applied
 
     async def position(self) -> int:
+        """The newest event applied (older ones may still wait, when stored late)."""
         async with AsyncSession(self._engine) as session:
             return await _cursor(session)
+
+    async def waiting(self) -> int:
+        """How many stored events are still to apply."""
+        async with AsyncSession(self._engine) as session:
+            return int(await session.scalar(_WAITING) or 0)
 
     async def _read_ahead(self) -> list[LoggedEvent]:
         async with AsyncSession(self._engine) as session:
@@ -170,9 +190,14 @@ class EventFollower:
             try:
                 self.events_applied += await self._desk.perform(work)
                 return
-            except DATABASE_UNAVAILABLE as error:
+            except Exception as error:
+                if not database_unavailable(error):
+                    if await self._failed(event, error, attempt):
+                        return
+                    continue
                 # Not the event's fault: wait for the database as long as it takes. An
-                # alarm is never set aside because the database was busy or away.
+                # alarm is never set aside because the database was busy, away or
+                # failing over to its replica.
                 attempt = 0
                 self.database_waits += 1
                 wait = next(outage)
@@ -186,22 +211,27 @@ class EventFollower:
                 )
                 await self._sleep_unless_stopping(wait)
                 if self._stopping.is_set():
-                    return  # still past the cursor: the next start applies it
-            except Exception as error:
-                log.exception(
-                    "event %d (%s from %s, household %s) failed, attempt %d of %d",
-                    event.id,
-                    event.kind,
-                    event.device,
-                    await self._household_code(event),
-                    attempt,
-                    ATTEMPTS,
-                )
-                if attempt >= ATTEMPTS:
-                    self.events_failed += 1
-                    await self._set_aside(event, error)
-                    return
-                await asyncio.sleep(0.2 * attempt)
+                    return  # still unapplied: the next start applies it
+
+    async def _failed(self, event: LoggedEvent, error: Exception, attempt: int) -> bool:
+        """The engine failed on ``event`` for the ``attempt``-th time: set it aside as a
+        dead letter after ATTEMPTS (True), else wait a little before the next (False)."""
+        log.error(
+            "event %d (%s from %s, household %s) failed, attempt %d of %d",
+            event.id,
+            event.kind,
+            event.device,
+            await self._household_code(event),
+            attempt,
+            ATTEMPTS,
+            exc_info=error,
+        )
+        if attempt >= ATTEMPTS:
+            self.events_failed += 1
+            await self._set_aside(event, error)
+            return True
+        await asyncio.sleep(0.2 * attempt)
+        return False
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -209,8 +239,8 @@ class EventFollower:
 
     async def _set_aside(self, event: LoggedEvent, error: Exception) -> None:
         async def work(session: AsyncSession) -> None:
-            if await _cursor(session, lock=True) >= event.id:
-                return
+            if not await _claim(session, [event]):
+                return  # applied meanwhile, by another instance
             now = self._clock.now()
             detail = f"call engine failed on event {event.id} ({event.kind}): {error!r}"
             await session.execute(
@@ -250,9 +280,9 @@ class EventFollower:
 _cursors = m.Base.metadata.tables["cursors"]
 _events = m.Base.metadata.tables["device_events"]
 _devices = m.Base.metadata.tables["devices"]
+_unapplied = m.Base.metadata.tables["unapplied_events"]
 _POSITION = select(_cursors.c.position).where(_cursors.c.name == CURSOR)
-_POSITION_LOCKED = _POSITION.with_for_update()
-# The log past the cursor, the cursor read in the same statement.
+# The events still to apply, oldest first.
 _AHEAD = (
     select(
         _events.c.id,
@@ -262,20 +292,40 @@ _AHEAD = (
         _events.c.received_at,
         _events.c.data,
     )
+    .select_from(_unapplied)
+    .join(_events, _events.c.id == _unapplied.c.id)
     .join(_devices, _devices.c.id == _events.c.device_id)
-    .where(_events.c.id > func.coalesce(_POSITION.scalar_subquery(), 0))
-    .order_by(_events.c.id)
+    .order_by(_unapplied.c.id)
     .limit(_READ_AHEAD)
 )
+_WAITING = select(func.count()).select_from(_unapplied)
+_CLAIM = (
+    delete(_unapplied)
+    .where(_unapplied.c.id.in_(bindparam("ids", expanding=True)))
+    .returning(_unapplied.c.id)
+)
+# The cursor only ever moves forward: a late event applied after newer ones leaves it.
 _ADVANCE = (
     update(_cursors)
     .where(_cursors.c.name == CURSOR)
-    .values(position=bindparam("position"), updated_at=bindparam("now"))
+    .values(
+        position=case(
+            (_cursors.c.position < bindparam("position"), bindparam("position")),
+            else_=_cursors.c.position,
+        ),
+        updated_at=bindparam("now"),
+    )
 )
 
 
-async def _cursor(session: AsyncSession, *, lock: bool = False) -> int:
-    position = (await session.execute(_POSITION_LOCKED if lock else _POSITION)).scalar()
+async def _claim(session: AsyncSession, events: Sequence[LoggedEvent]) -> set[int]:
+    """Delete the rows of those of ``events`` still unapplied; their ids."""
+    claimed = await session.execute(_CLAIM, {"ids": [event.id for event in events]})
+    return set(claimed.scalars())
+
+
+async def _cursor(session: AsyncSession) -> int:
+    position = (await session.execute(_POSITION)).scalar()
     return int(position) if position is not None else 0
 
 

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -81,10 +82,17 @@ def actor_of(username: str, role: str) -> str:
     return f"{kind}:{username}"
 
 
+# Another server's boards count while it keeps saying which are open (it says so at
+# every change and every few seconds: engine/peers.py); one silent for longer than this
+# is taken to have gone, and its boards with it.
+ELSEWHERE_STALE_S = 15.0
+
+
 class Presence:
-    """Which operators have a board connected to this server. A board gone for less than
-    the grace (a reconnect, a restart: every operator on duty counts from start-up) still
-    counts, so an offer does not flicker away while the page reconnects."""
+    """Which operators have a board connected: to this server, or to another on the same
+    database (as that server last said). A board gone for less than the grace (a
+    reconnect, a restart: every operator on duty counts from start-up) still counts, so
+    an offer does not flicker away while the page reconnects."""
 
     def __init__(self, clock: Clock, grace: timedelta) -> None:
         self._clock = clock
@@ -92,6 +100,32 @@ class Presence:
         self._boards: dict[int, int] = {}
         self._lost: dict[int, datetime] = {}
         self._started = clock.now()
+        # Per other server: the operators with a board on it, and when (monotonic) it
+        # last said so.
+        self._elsewhere: dict[str, tuple[frozenset[int], float]] = {}
+
+    def here(self) -> list[int]:
+        """The operators with a board connected to this server, for the others."""
+        return sorted(self._boards)
+
+    def elsewhere(self, server: str, operators: Iterable[int]) -> bool:
+        """Another server's whole list of operators with a board on it; whether that
+        changes who has a board anywhere."""
+        before = self._on(server)
+        now = frozenset(operators)
+        self._elsewhere[server] = (now, time.monotonic())
+        for operator_id in now:
+            self._lost.pop(operator_id, None)
+        for operator_id in before - now:
+            if not self.connected_now(operator_id):
+                self._lost[operator_id] = self._clock.now()
+        return before != now
+
+    def _on(self, server: str) -> frozenset[int]:
+        said = self._elsewhere.get(server)
+        if said is None or time.monotonic() - said[1] > ELSEWHERE_STALE_S:
+            return frozenset()
+        return said[0]
 
     def connected(self, operator_id: int) -> None:
         self._boards[operator_id] = self._boards.get(operator_id, 0) + 1
@@ -106,8 +140,10 @@ class Presence:
         self._lost[operator_id] = self._clock.now()
 
     def connected_now(self, operator_id: int) -> bool:
-        """A board of theirs is open this moment."""
-        return self._boards.get(operator_id, 0) > 0
+        """A board of theirs is open this moment, here or on another server."""
+        if self._boards.get(operator_id, 0) > 0:
+            return True
+        return any(operator_id in self._on(server) for server in self._elsewhere)
 
     def watching(self, operator_id: int, now: datetime) -> bool:
         """A board of theirs is open, or was within the grace."""
@@ -186,6 +222,9 @@ class Offers:
         self._stopping = asyncio.Event()
         self.desk: Desk | None = None
         self.moved = 0  # offers moved on because their operator could not be reached
+        # Told the operators with a board on this server whenever that changes, for the
+        # other servers on the same database (engine/peers.py).
+        self.boards_told: Callable[[list[int]], None] | None = None
 
     # --- what the rule reads ---------------------------------------------------------
 
@@ -489,10 +528,20 @@ class Offers:
 
     def board_opened(self, operator_id: int) -> None:
         self.presence.connected(operator_id)
-        self.changed()
+        self._boards_changed()
 
     def board_closed(self, operator_id: int) -> None:
         self.presence.disconnected(operator_id)
+        self._boards_changed()
+
+    def boards_elsewhere(self, server: str, operators: Iterable[int]) -> None:
+        """Another server said which operators have a board on it."""
+        if self.presence.elsewhere(server, operators):
+            self.changed()
+
+    def _boards_changed(self) -> None:
+        if self.boards_told is not None:
+            self.boards_told(self.presence.here())
         self.changed()
 
     # --- moving offers whose operator cannot be reached --------------------------------
@@ -532,6 +581,10 @@ class Offers:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
 
     async def run(self) -> None:
         """Sweep whenever something changed, and when a board's grace runs out."""

@@ -50,6 +50,10 @@ class Scheduler:
         self._stopping.set()
         self._desk.timers_changed.set()
 
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
+
     async def next_due(self) -> datetime | None:
         """The earliest pending deadline, if any."""
         async with AsyncSession(self._engine) as session:

@@ -116,6 +116,10 @@ class WelfareList:
     def stop(self) -> None:
         self._stopping.set()
 
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
+
     async def run(self) -> None:
         """Bring the list up to date now and at the start of every week, until stopped."""
         while not self._stopping.is_set():

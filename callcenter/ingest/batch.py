@@ -8,7 +8,7 @@ writes the plan in one transaction, then acknowledges the messages.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +24,7 @@ from callcenter.ingest.protocol import (
     printable,
     server_event_id,
 )
-from callcenter.ingest.registry import DeviceRegistry, DeviceState
+from callcenter.ingest.registry import DeviceRegistry, DeviceState, evolve
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,23 @@ LIVENESS_WRITE_INTERVAL = timedelta(seconds=10)
 CLOCK_FAULT_EVERY = timedelta(hours=24)
 
 
+@dataclass(frozen=True)
+class LivenessChange:
+    """A device going online or offline in a batch. Several servers sharing the broker's
+    subscription each hear only some of a device's messages, so what one server's memory
+    says may be behind: the writer makes the change only where the database still has
+    the device the other way, and drops its event where it does not (another server made
+    the change first)."""
+
+    device_id: int
+    online: bool
+    # Its device_online / device_offline row in the plan's events (None: the batch logged
+    # that moment already, e.g. online, offline and online again at once).
+    event: dict[str, Any] | None
+    # Declared offline for silence: only if nobody has heard it since this moment.
+    unheard_since: datetime | None = None
+
+
 @dataclass
 class BatchPlan:
     """Everything one batch writes, in the order the messages arrived."""
@@ -66,8 +83,11 @@ class BatchPlan:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     # New state of every device the batch touched (for the in-memory registry)...
     devices: dict[str, DeviceState] = field(default_factory=dict)
-    # ...and the subset whose row must be written.
+    # ...and the subset whose row must be written (its liveness; the online flag only
+    # through ``liveness``).
     device_rows: list[DeviceState] = field(default_factory=list)
+    # Every change of a device's online flag, in the order they came.
+    liveness: list[LivenessChange] = field(default_factory=list)
     heartbeats: int = 0
     statuses: int = 0
     duplicates_in_batch: int = 0
@@ -138,11 +158,13 @@ def plan_batch(
         kind = ServerEventKind.DEVICE_ONLINE if online else ServerEventKind.DEVICE_OFFLINE
         # The id is derived from the moment, so a redelivered status cannot log twice.
         event_id = server_event_id(kind, str(_ms(now)))
+        row: dict[str, Any] | None = None
         if (device.device_id, event_id) not in seen:
             row = _event_row(device, event_id, kind.value, now, now, {"reason": reason})
             seen[device.device_id, event_id] = row
             plan.events.append(row)
-        return replace(device, online=online)
+        plan.liveness.append(LivenessChange(device.device_id, online, row))
+        return evolve(device, online=online)
 
     def clock_wrong(device: DeviceState, device_time: datetime, skew: timedelta) -> DeviceState:
         reported = device.clock_reported_at
@@ -159,7 +181,7 @@ def plan_batch(
         plan.events.append(
             _event_row(device, server_event_id(kind, str(_ms(now))), kind.value, now, now, data)
         )
-        return replace(device, clock_reported_at=now)
+        return evolve(device, clock_reported_at=now)
 
     for message in messages:
         if is_command_topic(limits.topic_prefix, message.topic):
@@ -229,7 +251,7 @@ def plan_batch(
                 device = clock_wrong(device, parsed.device_time, parsed.clock_skew)
             if not device.online:
                 device = transition(device, True, "event")
-            device = replace(
+            device = evolve(
                 device,
                 last_seen_at=now,
                 battery_pct=parsed.battery if parsed.battery is not None else device.battery_pct,
@@ -240,10 +262,11 @@ def plan_batch(
                 device = clock_wrong(device, parsed.device_time, parsed.clock_skew)
             if not device.online:
                 device = transition(device, True, "heartbeat")
-            device = replace(
+            device = evolve(
                 device,
                 last_seen_at=now,
                 battery_pct=parsed.battery if parsed.battery is not None else device.battery_pct,
+                rssi_dbm=parsed.rssi if parsed.rssi is not None else device.rssi_dbm,
             )
         else:
             assert isinstance(parsed, StatusMessage)
@@ -267,7 +290,7 @@ def _choose_device_rows(plan: BatchPlan, registry: DeviceRegistry) -> None:
             or state.last_seen_at - state.stored_seen_at >= LIVENESS_WRITE_INTERVAL
         )
         if changed or stale:
-            written = replace(state, stored_seen_at=state.last_seen_at)
+            written = evolve(state, stored_seen_at=state.last_seen_at)
             plan.devices[serial] = written
             plan.device_rows.append(written)
 
@@ -290,7 +313,7 @@ def _apply_status(
             return device
         if not device.online:
             device = transition(device, True, "status")
-        return replace(device, last_seen_at=now)
+        return evolve(device, last_seen_at=now)
     if device.online:
         return transition(
             device, False, "last_will" if retained or status.device_time is None else "status"
@@ -317,21 +340,23 @@ def plan_silent_offline(silent: list[DeviceState], now: datetime, silence: timed
     plan = BatchPlan()
     for device in silent:
         last = device.last_seen_at.isoformat() if device.last_seen_at else None
-        plan.events.append(
-            _event_row(
-                device,
-                server_event_id(ServerEventKind.DEVICE_OFFLINE, str(_ms(now))),
-                ServerEventKind.DEVICE_OFFLINE.value,
-                now,
-                now,
-                {
-                    "reason": "heartbeats_missed",
-                    "last_seen_at": last,
-                    "silence_s": silence.total_seconds(),
-                },
-            )
+        row = _event_row(
+            device,
+            server_event_id(ServerEventKind.DEVICE_OFFLINE, str(_ms(now))),
+            ServerEventKind.DEVICE_OFFLINE.value,
+            now,
+            now,
+            {
+                "reason": "heartbeats_missed",
+                "last_seen_at": last,
+                "silence_s": silence.total_seconds(),
+            },
         )
-        offline = replace(device, online=False, stored_seen_at=device.last_seen_at)
+        plan.events.append(row)
+        plan.liveness.append(
+            LivenessChange(device.device_id, False, row, unheard_since=now - silence)
+        )
+        offline = evolve(device, online=False, stored_seen_at=device.last_seen_at)
         plan.devices[device.serial] = offline
         plan.device_rows.append(offline)
     return plan

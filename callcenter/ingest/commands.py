@@ -2,9 +2,9 @@
 devices over MQTT, as the outbox relay's sender for the "device_command" channel.
 
 It lives beside ingest because it is the other half of the same protocol on the same
-broker: ingest reads what devices publish (and refuses the command topic from them),
-this link publishes what the server tells them, with the same broker settings and
-reconnect backoff.
+brokers: ingest reads what devices publish (and refuses the command topic from them),
+this link publishes what the server tells them, with the same broker settings, the
+same brokers tried in turn and the same reconnect backoff.
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import contextlib
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 import aiomqtt
 
+from callcenter.brokers import BrokerAddress, Rotation, describe
 from callcenter.clock import Clock
 from callcenter.config import BrokerConfig
 from callcenter.engine.outbox import OutboxMessage, SendError
@@ -39,12 +40,15 @@ class DeviceCommandSender:
 
     channel = DEVICE_COMMAND
 
-    def __init__(self, config: BrokerConfig, *, host: str, port: int, clock: Clock) -> None:
+    def __init__(
+        self, config: BrokerConfig, *, brokers: Sequence[BrokerAddress], clock: Clock
+    ) -> None:
         self._config = config
-        self._host = host
-        self._port = port
+        self._brokers = tuple(brokers)
         self._clock = clock
         self._client: aiomqtt.Client | None = None
+        # The broker the link is on; None while it is down.
+        self.broker: BrokerAddress | None = None
         self._stopping = asyncio.Event()
         self._listeners: list[Callable[[], None]] = []
         # Commands published and not yet acknowledged by the broker; the link closes
@@ -69,12 +73,15 @@ class DeviceCommandSender:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Hold a connection to the broker until stop(), reconnecting with backoff."""
-        delays = backoff_delays(cap_s=self._config.reconnect_max_s)
+        """Hold a connection to a broker until stop(): on to the next broker when it is
+        lost, with backoff once each has failed in turn (brokers.py)."""
+        cap_s = self._config.reconnect_max_s
+        brokers = Rotation(self._brokers, lambda: backoff_delays(cap_s=cap_s))
         while not self._stopping.is_set():
+            broker = brokers.current
             client = aiomqtt.Client(
-                self._host,
-                self._port,
+                broker.host,
+                broker.port,
                 identifier=f"{self._config.client_id}-commands",
                 username=self._config.username or None,
                 password=self._config.password or None,
@@ -86,10 +93,10 @@ class DeviceCommandSender:
             lost: aiomqtt.MqttError | None = None
             try:
                 async with client:
-                    self._client = client
+                    self._client, self.broker = client, broker
                     self.down_since = None
-                    delays = backoff_delays(cap_s=self._config.reconnect_max_s)
-                    log.info("command link connected to %s:%d", self._host, self._port)
+                    brokers.connected()
+                    log.info("command link connected to %s", broker)
                     self._tell_connected()
                     await self._hold(client)
             except aiomqtt.MqttError as error:
@@ -98,16 +105,15 @@ class DeviceCommandSender:
                 # At once, not after the wait below: a send meanwhile must know.
                 if self._client is not None:
                     self.down_since = self._clock.now()
-                self._client = None
+                self._client, self.broker = None, None
             if lost is None or self._stopping.is_set():
                 continue
-            wait = next(delays)
+            wait = brokers.failed()
             log.warning(
-                "command link to %s:%d lost (%s); device commands wait; reconnecting in %.1f s",
-                self._host,
-                self._port,
+                "command link to %s lost (%s); device commands wait; %s",
+                broker,
                 lost,
-                wait,
+                brokers.next_try(wait),
             )
             await self._sleep_unless_stopping(wait)
 
@@ -156,8 +162,8 @@ class DeviceCommandSender:
             # Refused at once: waiting here would hold one of the relay's lanes, which
             # carers' pages need.
             raise SendError(
-                f"no connection to the broker {self._host}:{self._port}; the command goes "
-                "when the link is back"
+                f"no connection to {describe(self._brokers)}; the command goes when the "
+                "link is back"
             )
         body = json.loads(message.body)
         payload = {

@@ -10,8 +10,8 @@ acknowledges each message only after its commit. The engine follows the log as i
 always does; the log and its cursor stay the truth. What crosses between the two
 processes is small:
 
-- to the child, once, on its standard input: the configuration and the broker's
-  address, one JSON line (secrets never go on a command line);
+- to the child, once, on its standard input: the configuration and the brokers'
+  addresses, one JSON line (secrets never go on a command line);
 - from the child, on its standard output, one JSON line each:
   ``{"stored": [[id, device_id, household_id, event_id, kind], ...]}`` after every
   commit that added events (the engine's prompt), and
@@ -30,16 +30,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import signal
 import sys
 import typing
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from callcenter import logs
+from callcenter.brokers import BrokerAddress
 from callcenter.clock import Clock, SystemClock
 from callcenter.config import Config
 from callcenter.ingest.mqtt import backoff_delays
@@ -112,10 +115,9 @@ class IngestProcess:
     anything about its state; a child that stops reporting is held up, whatever its last
     report said."""
 
-    def __init__(self, config: Config, clock: Clock, *, broker_host: str, broker_port: int) -> None:
+    def __init__(self, config: Config, clock: Clock, *, brokers: Sequence[BrokerAddress]) -> None:
         self._config = config
-        self._host = broker_host
-        self._port = broker_port
+        self._brokers = tuple(brokers)
         self._clock = clock
         self._listeners: list[EventListener] = []
         self._stopping = asyncio.Event()
@@ -193,8 +195,7 @@ class IngestProcess:
             assert process.stdin is not None and process.stdout is not None
             handshake = {
                 "config": self._config.model_dump(mode="json"),
-                "broker_host": self._host,
-                "broker_port": self._port,
+                "brokers": [[broker.host, broker.port] for broker in self._brokers],
                 "log_level": logging.getLogger().getEffectiveLevel(),
             }
             process.stdin.write(json.dumps(handshake).encode() + b"\n")
@@ -255,6 +256,7 @@ class IngestProcess:
         else:
             self.connected.clear()
             self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
+            self.stats.broker = ""
 
 
 class _Reports:
@@ -295,12 +297,12 @@ class _Reports:
             await self._writer.drain()
 
 
-async def _child(config: Config, broker_host: str, broker_port: int) -> None:
+async def _child(config: Config, brokers: list[BrokerAddress]) -> None:
     from callcenter.store.db import create_engine
 
     loop = asyncio.get_running_loop()
     engine = create_engine(config.database_url)
-    ingest = Ingest(config, engine, SystemClock(), broker_host=broker_host, broker_port=broker_port)
+    ingest = Ingest(config, engine, SystemClock(), brokers=brokers)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, ingest.stop)
 
@@ -319,6 +321,10 @@ async def _child(config: Config, broker_host: str, broker_port: int) -> None:
         log.info("the server closed the pipe: stopping")
         ingest.stop()
 
+    # What start-up loaded lives as long as the process: out of the collector's way, as
+    # the server's own process has it (app.serve). Left in, every full collection walked
+    # it, which under a backlog was a fifth of ingest's time (docs/benchmarks.md).
+    gc.freeze()
     try:
         async with asyncio.TaskGroup() as tasks:
             watch = tasks.create_task(until_input_closes(), name="ingest.process.input")
@@ -342,7 +348,8 @@ def main() -> int:
     # The server's configuration in force, --log-format included: its child's lines
     # read as its own.
     logs.configure(handshake["log_level"], log_format=config.logging.format)
-    asyncio.run(_child(config, handshake["broker_host"], int(handshake["broker_port"])))
+    brokers = [BrokerAddress(str(host), int(port)) for host, port in handshake["brokers"]]
+    asyncio.run(_child(config, brokers))
     return 0
 
 

@@ -28,12 +28,12 @@ from pydantic import (
 )
 
 from callcenter.domain.events import EventKind, ServerEventKind
+from callcenter.domain.register import is_topic_name
 from callcenter.text import one_line
 
 VERSION = 1
 VERSION_LEVEL = f"v{VERSION}"
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 # Event ids the server gives the events it writes into a device's log.
 SERVER_ID_PREFIX = "srv:"
@@ -54,6 +54,10 @@ class Channel(enum.StrEnum):
     HEARTBEAT = "heartbeat"  # device -> server, QoS 0: liveness and battery
     STATUS = "status"  # device -> server, QoS 1 retained, also the last will
     COMMAND = "command"  # server -> device, QoS 1: prompts such as "help is on the way"
+
+
+# By name, looked up without the enum's call (this runs for every message).
+_CHANNELS = {channel.value: channel for channel in Channel}
 
 
 def server_event_id(kind: ServerEventKind, suffix: str) -> str:
@@ -102,8 +106,9 @@ class Topic:
 
 
 def is_device_name(text: str) -> bool:
-    """Whether ``text`` may be a household code or serial (a topic level of a device's)."""
-    return _NAME.match(text) is not None
+    """Whether ``text`` may be a household code or serial (a topic level of a device's);
+    the register's rule (domain/register.py), so what it accepts, ingest reads."""
+    return is_topic_name(text)
 
 
 def topic_for(prefix: str, household: str, serial: str, channel: Channel) -> str:
@@ -144,15 +149,14 @@ def parse_topic(prefix: str, topic: str) -> Topic:
             reason=DeadLetterReason.BAD_TOPIC,
             detail="household and serial must be 1-64 of A-Z a-z 0-9 _ -",
         )
-    try:
-        kind = Channel(channel)
-    except ValueError:
+    kind = _CHANNELS.get(channel)
+    if kind is None:
         raise PayloadError(
             topic=topic,
             reason=DeadLetterReason.BAD_TOPIC,
             detail=f"unknown channel {channel!r}; expected one of "
             + ", ".join(c.value for c in Channel),
-        ) from None
+        )
     if kind is Channel.COMMAND:
         raise PayloadError(
             topic=topic,
@@ -273,6 +277,10 @@ def _finite(text: str) -> float:
     return value
 
 
+# What json.loads(text, parse_constant=..., parse_float=...) would make for each call.
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite)
+
+
 def _decode(topic: str, payload: bytes) -> Any:
     """The JSON document in ``payload``: UTF-8 without a byte order mark, numbers finite."""
     try:
@@ -290,7 +298,7 @@ def _decode(topic: str, payload: bytes) -> Any:
             detail="starts with a byte order mark (BOM); payloads are UTF-8 without one",
         )
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+        return _JSON.decode(text)
     except (ValueError, RecursionError) as exc:
         # JSONDecodeError and _NotJsonError are both ValueErrors.
         raise PayloadError(
@@ -362,9 +370,13 @@ def parse_message(
             reason=DeadLetterReason.SCHEMA,
             detail=f"payload must be a JSON object, got {type(document).__name__}",
         )
-    # Only an escape can put NUL or a surrogate in a string, and only an event's data
-    # may nest: most messages skip the walk.
-    if where.channel is Channel.EVENT or b"\\u" in payload:
+    # Only an escape can put NUL or a surrogate in a string (JSON refuses a raw NUL,
+    # UTF-8 a raw surrogate), and only an event's data may nest, as deep as it has
+    # brackets: most messages skip the walk.
+    if b"\\u" in payload or (
+        where.channel is Channel.EVENT
+        and payload.count(b"{") + payload.count(b"[") > MAX_DATA_DEPTH + 1
+    ):
         why = _unstorable(document, "", 0)
         if why is not None:
             raise PayloadError(topic=topic, reason=DeadLetterReason.SCHEMA, detail=why)

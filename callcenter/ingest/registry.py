@@ -5,8 +5,9 @@ whether it is online. Loaded from the database, kept current by ingest itself.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,11 +27,26 @@ class DeviceState:
     online: bool
     last_seen_at: datetime | None
     battery_pct: int | None
+    # The last heartbeat's signal strength, dBm; written with liveness, never alone.
+    rssi_dbm: int | None = None
     # The last_seen_at the database holds; it may trail last_seen_at by up to
     # LIVENESS_WRITE_INTERVAL (see ingest.batch).
     stored_seen_at: datetime | None = None
     # When ingest last raised a fault for this device's wrong clock (kept in memory only).
     clock_reported_at: datetime | None = None
+
+
+_FIELDS = frozenset(f.name for f in fields(DeviceState))
+
+
+def evolve(state: DeviceState, **changes: Any) -> DeviceState:
+    """``dataclasses.replace(state, **changes)``, without its look at every field on each
+    call: ingest makes one or two for every message it takes (see ingest.batch)."""
+    if not changes.keys() <= _FIELDS:
+        raise TypeError(f"DeviceState has no field {sorted(changes.keys() - _FIELDS)}")
+    copy = object.__new__(DeviceState)
+    copy.__dict__.update(state.__dict__, **changes)
+    return copy
 
 
 class DeviceRegistry:
@@ -62,7 +78,10 @@ _QUERY = select(
     Device.online,
     Device.last_seen_at,
     Device.battery_pct,
+    Device.rssi_dbm,
 ).join(Household, Device.household_id == Household.id)
+# A retired device is no longer registered: its messages are an unknown device's.
+_QUERY = _QUERY.where(Device.retired_at.is_(None))
 
 
 async def load_devices(

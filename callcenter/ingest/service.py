@@ -2,8 +2,9 @@
 
 One loop owns the connection. It takes a batch of whatever messages are waiting,
 plans it (pure), writes it in one transaction, acknowledges the batch in order, then
-tells listeners (the call engine) about the new events. A lost broker means reconnect
-with jittered backoff; a lost database means retry the same batch, unacknowledged.
+tells listeners (the call engine) about the new events. A lost broker means the next
+broker configured, and a jittered backoff once each has failed in turn (brokers.py); a
+lost database means retry the same batch, unacknowledged.
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import aiomqtt
+from paho.mqtt.client import MQTTMessage
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from callcenter import logs
+from callcenter.brokers import BrokerAddress, Rotation
 from callcenter.clock import Clock
 from callcenter.config import Config
 from callcenter.ingest.batch import (
@@ -54,6 +57,9 @@ EventListener = Callable[[list[StoredEvent]], Awaitable[None]]
 # Unknown serials are looked up in the database at most this often each, so a rogue
 # device cannot turn every message into a query.
 _UNKNOWN_RECHECK_S = 30.0
+# How often ingest, while messages come, asks whether the register changed (one small
+# query), so a device added, moved or retired is known within about a second.
+_REGISTRY_CHECK_S = 1.0
 # A resumed session delivers its whole backlog before the SUBACK; after a long outage
 # that can be minutes of messages.
 _SUBSCRIBE_TIMEOUT_S = 600.0
@@ -79,6 +85,8 @@ class IngestStats:
     devices_declared_offline: int = 0
     # Not subscribed to the broker since (from the start until the first subscription).
     link_down_since: datetime | None = None
+    # The broker subscribed on now ("host:port"); empty while not subscribed.
+    broker: str = ""
     received_at: datetime | None = None  # the last batch of messages taken in
     committed_at: datetime | None = None  # the last write that went through
     # Messages taken in and not yet committed (nor acknowledged), and since when.
@@ -94,15 +102,19 @@ class IngestStats:
     rejecting_devices: int = 0
 
 
-def _received(message: aiomqtt.Message) -> Received:
-    payload = message.payload
-    if isinstance(payload, (bytes, bytearray)):
-        body = bytes(payload)
-    elif payload is None:
-        body = b""
-    else:
-        body = str(payload).encode()
-    return Received(topic=message.topic.value, payload=body, retained=bool(message.retain))
+def ingest_topic(config: Config) -> str:
+    """The topic filter ingest subscribes to: every v1 device topic, shared among the
+    servers of ``broker.shared_group`` when there is one."""
+    topic = subscription(config.broker.topic_prefix)
+    if config.broker.shared_group:
+        topic = f"$share/{config.broker.shared_group}/{topic}"
+    return topic
+
+
+def as_received(message: MQTTMessage) -> Received:
+    """A message from the broker (paho's, as the ingest client queues them) as ingest
+    plans it."""
+    return Received(message.topic, bytes(message.payload), bool(message.retain))
 
 
 class Ingest:
@@ -114,14 +126,12 @@ class Ingest:
         engine: AsyncEngine,
         clock: Clock,
         *,
-        broker_host: str,
-        broker_port: int,
+        brokers: Sequence[BrokerAddress],
     ) -> None:
         self._config = config
         self._engine = engine
         self._clock = clock
-        self._host = broker_host
-        self._port = broker_port
+        self._brokers = tuple(brokers)
         self._writer = EventWriter(engine)
         self._registry = DeviceRegistry()
         self._registry_loaded = False
@@ -140,6 +150,7 @@ class Ingest:
         self._listening_since: datetime | None = None
         self._next_housekeeping = 0.0
         self._next_registry_reload = 0.0
+        self._next_registry_check = 0.0
         # The district registry's version when the devices were last read (None: unknown).
         self._registry_version: int | None = None
         self.stats = IngestStats(link_down_since=clock.now())
@@ -166,37 +177,34 @@ class Ingest:
     async def run(self) -> None:
         """Run until stop(): connect, consume, reconnect on loss."""
         await self.load_registry()
-        delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
-        topic = subscription(self._config.broker.topic_prefix)
-        if self._config.broker.shared_group:
-            topic = f"$share/{self._config.broker.shared_group}/{topic}"
+        cap_s = self._config.broker.reconnect_max_s
+        brokers = Rotation(self._brokers, lambda: backoff_delays(cap_s=cap_s))
+        topic = ingest_topic(self._config)
         while not self._stopping.is_set():
-            client = ingest_client(self._config.broker, host=self._host, port=self._port)
+            broker = brokers.current
+            client = ingest_client(self._config.broker, host=broker.host, port=broker.port)
             try:
                 async with client:
-                    delays = backoff_delays(cap_s=self._config.broker.reconnect_max_s)
-                    await self._consume(AckAfterCommit(client), self._subscribe(client, topic))
+                    brokers.connected()
+                    subscribing = self._subscribe(client, topic, broker)
+                    await self._consume(AckAfterCommit(client), subscribing)
             except aiomqtt.MqttError as error:
                 self.connected.clear()
                 self._listening_since = None
                 self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
+                self.stats.broker = ""
                 if self._stopping.is_set():
                     break
                 self.stats.reconnects += 1
-                wait = next(delays)
-                log.warning(
-                    "broker %s:%d unavailable (%s); reconnecting in %.1f s",
-                    self._host,
-                    self._port,
-                    error,
-                    wait,
-                )
+                wait = brokers.failed()
+                log.warning("broker %s unavailable (%s); %s", broker, error, brokers.next_try(wait))
                 await self._sleep_unless_stopping(wait)
         self.connected.clear()
+        self.stats.broker = ""
         self.stats.link_down_since = self.stats.link_down_since or self._clock.now()
         log.info("ingest stopped: %s", self.stats)
 
-    async def _subscribe(self, client: aiomqtt.Client, topic: str) -> None:
+    async def _subscribe(self, client: aiomqtt.Client, topic: str, broker: BrokerAddress) -> None:
         # On a resumed session the broker sends the whole backlog before the SUBACK, so
         # this may take as long as the backlog takes to arrive: consuming runs meanwhile
         # (see _consume), and the wait is bounded only by a generous timeout.
@@ -204,7 +212,8 @@ class Ingest:
         self._listening_since = self._clock.now()
         self.connected.set()
         self.stats.link_down_since = None
-        log.info("ingest subscribed to %s on %s:%d", topic, self._host, self._port)
+        self.stats.broker = str(broker)
+        log.info("ingest subscribed to %s on %s", topic, broker)
 
     async def _sleep_unless_stopping(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -213,7 +222,7 @@ class Ingest:
     async def _consume(self, session: AckAfterCommit, subscribing: Awaitable[None]) -> None:
         stop = asyncio.create_task(self._stopping.wait(), name="callcenter.ingest.stop")
         subscribe = asyncio.ensure_future(subscribing)
-        pending: asyncio.Task[list[aiomqtt.Message]] | None = None
+        pending: asyncio.Task[list[MQTTMessage]] | None = None
         try:
             while True:
                 if pending is None:
@@ -262,12 +271,13 @@ class Ingest:
         await self._notify(stored)
         return stored
 
-    async def _ingest(self, batch: list[aiomqtt.Message]) -> list[StoredEvent]:
+    async def _ingest(self, batch: list[MQTTMessage]) -> list[StoredEvent]:
         """Plan and commit one batch; return the events that were new."""
-        return await self._store([_received(m) for m in batch])
+        return await self._store([as_received(m) for m in batch])
 
     async def _store(self, received: list[Received]) -> list[StoredEvent]:
         self._holding(received)
+        await self._follow_register()
         await self._resolve_unknown(received)
         plan = plan_batch(received, self._registry, self._clock.now(), self._limits)
         stored = await self._commit(plan, received)
@@ -424,6 +434,33 @@ class Ingest:
         self.stats.database_failing_since = None
         self.stats.database_error = ""
 
+    def register_changed(self) -> None:
+        """A change to the register was just committed in this process: ask before the
+        next batch, so no message after it is read by the old devices."""
+        self._next_registry_check = 0.0
+
+    async def _follow_register(self) -> None:
+        """Read the devices again when the register changed since they were read (a
+        device added, moved or retired through the API, an import, plain SQL), asking at
+        most every _REGISTRY_CHECK_S while messages come: a moved device's messages are
+        taken under its new household, and a retired one's refused, at once rather than
+        at the next housekeeping. A failed look waits for the next batch; the batch's own
+        commit reports a database that does not answer."""
+        now = time.monotonic()
+        if now < self._next_registry_check or self._registry_version is None:
+            return
+        self._next_registry_check = now + _REGISTRY_CHECK_S
+        try:
+            async with self._engine.connect() as connection:
+                version = await registry_version(connection)
+        except (OperationalError, DBAPIError, OSError) as error:
+            log.warning("cannot read the registry version (%s); the next batch asks again", error)
+            return
+        if version != self._registry_version:
+            log.info("the register changed (version %s); reading the devices again", version)
+            await self.load_registry()
+            self._unknown_checked.clear()
+
     async def _resolve_unknown(self, received: list[Received]) -> None:
         """Look up serials we do not know yet: a device may have been registered just now."""
         prefix = self._limits.topic_prefix
@@ -517,13 +554,24 @@ class Ingest:
             if silent:
                 plan = plan_silent_offline(silent, now, self._silence)
                 stored = await self._commit(plan, [])
-                self.stats.devices_declared_offline += len(silent)
-                log.warning(
-                    "%d device(s) silent for %.0f s declared offline: %s",
-                    len(silent),
-                    self._silence.total_seconds(),
-                    ", ".join(d.serial for d in silent[:10]),
-                )
+                # Only those still online and unheard in the database: another server
+                # sharing the subscription may have heard one since, or declared it.
+                declared = {event.device_id for event in stored}
+                serials = [d.serial for d in silent if d.device_id in declared]
+                self.stats.devices_declared_offline += len(serials)
+                if serials:
+                    log.warning(
+                        "%d device(s) silent for %.0f s declared offline: %s",
+                        len(serials),
+                        self._silence.total_seconds(),
+                        ", ".join(serials[:10]),
+                    )
+                if len(serials) < len(silent):
+                    log.info(
+                        "%d device(s) silent here were heard by another server or declared "
+                        "offline by it already",
+                        len(silent) - len(serials),
+                    )
                 await self._notify(stored)
         if time.monotonic() >= self._next_registry_reload:
             if await self._registry_stale():

@@ -9,21 +9,23 @@ alarm among them is raised all the same under an id of the server's, and an
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import bindparam, case, insert, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from callcenter import logs
 from callcenter.domain.events import ServerEventKind, raises_alarm
-from callcenter.ingest.batch import BatchPlan, same_content
+from callcenter.ingest.batch import BatchPlan, LivenessChange, same_content
 from callcenter.ingest.protocol import SERVER_ID_PREFIX, server_event_id
-from callcenter.store.db import write_locked, write_turn
+from callcenter.store.db import strict_json, write_locked, write_turn
 from callcenter.store.models import Base
 
 log = logging.getLogger("callcenter.ingest")
@@ -32,6 +34,7 @@ _events = Base.metadata.tables["device_events"]
 _devices = Base.metadata.tables["devices"]
 _dead_letters = Base.metadata.tables["dead_letters"]
 _conflicts = Base.metadata.tables["event_conflicts"]
+_unapplied = Base.metadata.tables["unapplied_events"]
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,88 @@ def _insert_new_events(dialect: str) -> Any:
     )
 
 
+# On SQLite a batch's new events go in as statements of many rows each, written here
+# rather than by SQLAlchemy: its work on each row's values (a column type's conversion for
+# each value, the statement's parameters put together row by row) cost more than the
+# rest of the commit, and as much again as SQLite's own work. The values are stored
+# exactly as SQLAlchemy stores them (tests/test_ingest_writer.py).
+_EVENT_COLUMNS = (
+    "device_id",
+    "household_id",
+    "event_id",
+    "kind",
+    "device_time",
+    "received_at",
+    "data",
+    "clock_skew_s",
+)
+# 800 parameters a statement: within the 999 of any SQLite's default limit.
+_SQLITE_ROWS_PER_INSERT = 100
+
+
+@functools.cache
+def _sqlite_insert_events(rows: int) -> str:
+    """The statement for ``rows`` new events on SQLite: stored once, as _insert_new_events."""
+    values = "(" + ", ".join("?" * len(_EVENT_COLUMNS)) + ")"
+    return (
+        f"INSERT INTO device_events ({', '.join(_EVENT_COLUMNS)}) "
+        f"VALUES {', '.join([values] * rows)} "
+        "ON CONFLICT (device_id, event_id) DO NOTHING "
+        "RETURNING id, device_id, household_id, event_id, kind"
+    )
+
+
+def _sqlite_time(moment: datetime) -> str:
+    """A time as store.models.UtcDateTime keeps it on SQLite: UTC, without its zone, to
+    the microsecond (SQLAlchemy's SQLite storage format)."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone")
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_event_values(events: list[dict[str, Any]]) -> list[Any]:
+    """The rows' values in column order, one after another, as the statement takes them."""
+    values: list[Any] = []
+    times: dict[datetime, str] = {}  # a batch's rows share their received_at
+    for row in events:
+        received_at = row["received_at"]
+        received = times.get(received_at)
+        if received is None:
+            received = times[received_at] = _sqlite_time(received_at)
+        values += (
+            row["device_id"],
+            row["household_id"],
+            row["event_id"],
+            row["kind"],
+            _sqlite_time(row["device_time"]),
+            received,
+            strict_json(row["data"]),
+            row["clock_skew_s"],
+        )
+    return values
+
+
+# A device's liveness as this batch saw it. Not its online flag (see _flip_online), and
+# last seen only ever later: another server sharing the subscription may have heard the
+# device after this batch did, and written it first.
 _update_device = (
     update(_devices)
     .where(_devices.c.id == bindparam("p_id"))
     .values(
-        online=bindparam("p_online"),
-        last_seen_at=bindparam("p_last_seen_at"),
+        last_seen_at=case(
+            (
+                or_(
+                    _devices.c.last_seen_at.is_(None),
+                    _devices.c.last_seen_at < bindparam("p_last_seen_at"),
+                ),
+                bindparam("p_last_seen_at"),
+            ),
+            else_=_devices.c.last_seen_at,
+        ),
         battery_pct=bindparam("p_battery_pct"),
+        rssi_dbm=bindparam("p_rssi_dbm"),
     )
 )
 
@@ -83,6 +161,9 @@ class Written:
     duplicates: int = 0
     # Events whose id was in the log with other content, recorded now (event_conflicts).
     conflicts: int = 0
+    # Devices' going online or offline that the database had already (another server
+    # sharing the subscription made them first, or heard the "silent" device since).
+    liveness_made_already: int = 0
 
 
 def _digest(row: dict[str, Any]) -> str:
@@ -106,6 +187,7 @@ class EventWriter:
         # begins: on SQLite its statements then run without trips to a worker thread.
         self._engine = write_locked(engine)
         dialect = engine.dialect.name
+        self._sqlite = dialect == "sqlite"
         self._insert_events = _insert_new_events(dialect)
         make = postgresql.insert if dialect == "postgresql" else sqlite.insert
         self._insert_conflict = (
@@ -118,11 +200,28 @@ class EventWriter:
         """Write the plan in one transaction; what was new, doubled or in conflict."""
         written = Written(duplicates=plan.duplicates_in_batch)
         async with write_turn(self._engine), self._engine.begin() as connection:
-            if plan.events:
-                result = await connection.execute(self._insert_events, plan.events)
-                written.events = [StoredEvent(*row) for row in result]
-            if plan.reused or len(written.events) < len(plan.events):
-                await self._sort_out_doubles(connection, plan, written)
+            events = plan.events
+            if plan.liveness:
+                made_already = await _flip_online(connection, plan.liveness)
+                if made_already:
+                    written.liveness_made_already = len(made_already)
+                    events = [row for row in events if id(row) not in made_already]
+            if events:
+                written.events = await self._insert_new(connection, events)
+            if plan.reused or len(written.events) < len(events):
+                await self._sort_out_doubles(connection, plan, events, written)
+            if written.events:
+                # Each new event waits for the call engine, in the transaction that
+                # stores it (engine/follower.py).
+                if self._sqlite:
+                    await connection.exec_driver_sql(
+                        "INSERT INTO unapplied_events (id) VALUES (?)",
+                        [(event.id,) for event in written.events],
+                    )
+                else:
+                    await connection.execute(
+                        insert(_unapplied), [{"id": event.id} for event in written.events]
+                    )
             if plan.dead_letters:
                 await connection.execute(insert(_dead_letters), plan.dead_letters)
             if plan.device_rows:
@@ -131,23 +230,47 @@ class EventWriter:
                     [
                         {
                             "p_id": d.device_id,
-                            "p_online": d.online,
                             "p_last_seen_at": d.last_seen_at,
                             "p_battery_pct": d.battery_pct,
+                            "p_rssi_dbm": d.rssi_dbm,
                         }
                         for d in plan.device_rows
                     ],
                 )
         return written
 
+    async def _insert_new(
+        self, connection: AsyncConnection, events: list[dict[str, Any]]
+    ) -> list[StoredEvent]:
+        """Insert the events whose (device, event id) the log has not; those it took, in
+        the order they entered it."""
+        if not self._sqlite:
+            result = await connection.execute(self._insert_events, events)
+            return [StoredEvent(*row) for row in result]
+        stored: list[StoredEvent] = []
+        step = _SQLITE_ROWS_PER_INSERT
+        for start in range(0, len(events), step):
+            chunk = events[start : start + step]
+            result = await connection.exec_driver_sql(
+                _sqlite_insert_events(len(chunk)), tuple(_sqlite_event_values(chunk))
+            )
+            stored.extend(StoredEvent(*row) for row in result)
+        # SQLite does not promise RETURNING's order; the ids are the log's.
+        stored.sort(key=lambda event: event.id)
+        return stored
+
     async def _sort_out_doubles(
-        self, connection: AsyncConnection, plan: BatchPlan, written: Written
+        self,
+        connection: AsyncConnection,
+        plan: BatchPlan,
+        events: list[dict[str, Any]],
+        written: Written,
     ) -> None:
         """Events not stored because their id was taken: a redelivery (same content) is a
         duplicate; other content is a conflict, recorded, and raised if it is an alarm."""
         new = {(event.device_id, event.event_id) for event in written.events}
         doubles: list[dict[str, Any]] = []
-        for row in plan.events:
+        for row in events:
             if (row["device_id"], row["event_id"]) in new:
                 continue
             if row["event_id"].startswith(SERVER_ID_PREFIX):
@@ -239,6 +362,48 @@ class EventWriter:
                 first["kind"],
                 f"; raised as {raised.event_id}" if raised is not None else "",
             )
+
+
+async def _flip_online(connection: AsyncConnection, changes: list[LivenessChange]) -> set[int]:
+    """Make each change of a device's online flag where the database still has it the
+    other way, in the order the batch saw them; the ``id()`` of the event rows of those
+    it did not make, which are not logged.
+
+    A device's first changes in the batch go in one statement per direction, then its
+    second ones, and so on: a reconnection storm's thousands of changes cost a couple
+    of statements, not one each."""
+    rounds: dict[tuple[int, bool, datetime | None], list[LivenessChange]] = {}
+    nth: dict[int, int] = {}
+    for change in changes:
+        turn = nth[change.device_id] = nth.get(change.device_id, -1) + 1
+        rounds.setdefault((turn, change.online, change.unheard_since), []).append(change)
+    made_already: set[int] = set()
+    for (_, online, unheard_since), group in sorted(rounds.items(), key=_round_order):
+        flip = (
+            update(_devices)
+            .where(
+                _devices.c.id.in_({change.device_id for change in group}),
+                _devices.c.online.is_(not online),
+            )
+            .values(online=online)
+            .returning(_devices.c.id)
+        )
+        if unheard_since is not None:
+            flip = flip.where(
+                or_(_devices.c.last_seen_at.is_(None), _devices.c.last_seen_at < unheard_since)
+            )
+        flipped = set((await connection.execute(flip)).scalars())
+        made_already.update(
+            id(change.event)
+            for change in group
+            if change.device_id not in flipped and change.event is not None
+        )
+    return made_already
+
+
+def _round_order(item: tuple[tuple[int, bool, datetime | None], Any]) -> tuple[int, bool]:
+    (turn, online, _), _group = item
+    return turn, online
 
 
 def _content(row: dict[str, Any]) -> dict[str, Any]:

@@ -9,15 +9,24 @@ import functools
 import json
 import logging
 import os
+import sys
 import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy import event, insert, text
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -25,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from callcenter.config import database_kind
-from callcenter.store import sqlite_calls
+from callcenter.store import leases, sqlite_calls
 
 log = logging.getLogger("callcenter.store")
 
@@ -63,7 +72,7 @@ WRITE_LOCKED = "callcenter_write_locked"
 # JSON columns hold JSON: NaN and Infinity (which Python writes by default) are refused
 # before they reach the database, where PostgreSQL would refuse them and SQLite keep a
 # document nothing else can read.
-_strict_json = functools.partial(json.dumps, allow_nan=False)
+strict_json = functools.partial(json.dumps, allow_nan=False)
 
 # SQLSTATE classes of a statement refused for what it holds: data exceptions (22:
 # invalid JSON, NUL in text, a number out of range) and integrity violations (23).
@@ -85,6 +94,41 @@ def refused_by_database(error: BaseException) -> bool:
     return isinstance(error, ValueError | TypeError | OverflowError)
 
 
+# SQLSTATEs of a database that cannot take the work now, whatever the work: the
+# connection failing (class 08), the server shutting down, crashed or starting
+# (57P01-57P03), and a read-only transaction (25006): the server reached is a standby,
+# as during a failover before the new primary is promoted or once the old one is demoted.
+_UNAVAILABLE_STATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` is the database unreachable, busy, restarting or failing over,
+    rather than anything about the work: worth waiting for and trying the same work
+    again, never a reason to give up on an event.
+
+    Seen on PostgreSQL during a failover (tests/test_database_failover.py): a statement
+    in flight on the killed primary ends in a DBAPIError whose connection is invalidated;
+    a new connection while no host is writable is an OSError (the old primary refusing)
+    or asyncpg's TargetServerAttributeNotMatched (every host that answered a standby)."""
+    if isinstance(error, OSError | TimeoutError):
+        return True
+    if isinstance(error, OperationalError | InterfaceError):  # SQLite's locks among them
+        return True
+    if not isinstance(error, DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if isinstance(state, str) and (state[:2] == "08" or state in _UNAVAILABLE_STATES):
+        return True
+    # Looked up only if asyncpg was loaded: otherwise it cannot have raised it.
+    asyncpg = sys.modules.get("asyncpg")
+    cause = error.orig.__cause__ if error.orig is not None else None
+    return asyncpg is not None and isinstance(
+        cause, asyncpg.exceptions.TargetServerAttributeNotMatched
+    )
+
+
 def what_it_said(error: BaseException) -> str:
     """What a database error says, in one line: without the statement and parameters
     SQLAlchemy adds (a dead letter's detail, a log line, a health report)."""
@@ -93,7 +137,23 @@ def what_it_said(error: BaseException) -> str:
     return lines[0][:500] if lines else type(said).__name__
 
 
-def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> AsyncEngine:
+def shown_url(url: str | URL) -> str:
+    """``url`` as a log line or the command line may show it: its password hidden,
+    whether in the address or in the query (``?password=``, which the driver takes too)."""
+    parsed = make_url(url)
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)
+
+
+def create_engine(
+    url: str | URL,
+    *,
+    echo: bool = False,
+    inline: bool = False,
+    application_name: str = "",
+    pool_size: int | None = None,
+) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets WAL mode and its directory created.
 
     SQLite statements go to the connection's worker thread in one trip each, and run on
@@ -101,8 +161,17 @@ def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> Asyn
     store/sqlite_calls.py). ``inline`` makes every SQLite call on the event loop's own
     thread instead: no trips at all, but a wait for a lock another process holds would
     stall the whole loop. Only for a database file no other process uses, such as the
-    simulator's week on virtual time."""
-    if database_kind(url) == "sqlite":
+    simulator's week on virtual time.
+
+    Every transaction begun under a lease's fence checks it first (``leases.FENCE``).
+    ``application_name`` names the connections on PostgreSQL: a server's lease holder
+    name, by which the others see whether it still has a connection (store/leases.py).
+    ``pool_size``: how many connections it keeps open (as many again while all are busy);
+    by default 10 on PostgreSQL and SQLAlchemy's 5 on SQLite."""
+    sizes: dict[str, Any] = {}
+    if pool_size is not None:
+        sizes = {"pool_size": pool_size, "max_overflow": pool_size}
+    if database_kind(str(url)) == "sqlite":
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -110,17 +179,49 @@ def create_engine(url: str, *, echo: bool = False, inline: bool = False) -> Asyn
             url,
             echo=echo,
             connect_args={"async_creator_fn": sqlite_calls.connector(inline=inline)},
-            json_serializer=_strict_json,
+            json_serializer=strict_json,
+            **sizes,
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "connect", _sqlite_manual_transactions)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(engine.sync_engine, "begin", leases.check_fence)
         if inline and database:
             _PRIVATE_DATABASES.add(database)
         return engine
-    return create_async_engine(
-        url, echo=echo, pool_size=10, pool_pre_ping=True, json_serializer=_strict_json
+    connect_args: dict[str, Any] = {}
+    if application_name:
+        connect_args["server_settings"] = {"application_name": application_name}
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        json_serializer=strict_json,
+        connect_args=connect_args,
+        **(sizes or {"pool_size": 10}),
     )
+    event.listen(engine.sync_engine, "begin", leases.check_fence)
+    return engine
+
+
+def lease_engine(engine: AsyncEngine, application_name: str) -> AsyncEngine:
+    """An engine of its own for a lease's upkeep (engine/leadership.py): the same
+    database and connection name as ``engine``, one connection kept open (two while a
+    renewal given up on is still being ended). Renewals then never wait for a connection
+    behind the work's own traffic in ``engine``'s pool (issue 22: in a storm on
+    PostgreSQL a renewal queued there until the lease lapsed). A connection that broke
+    (the database restarted, failed over) is found by the check on checkout or by the
+    statement that failed, and the next use opens another.
+
+    ``engine`` itself where another engine would not reach the same data or must not
+    open it: an SQLite database in memory, or one opened ``inline`` (nothing else opens
+    it, so no second server leases anything there)."""
+    url = engine.url
+    if engine.dialect.name == "sqlite" and (
+        not url.database or url.database == ":memory:" or url.database in _PRIVATE_DATABASES
+    ):
+        return engine
+    return create_engine(url, application_name=application_name, pool_size=1)
 
 
 def write_locked(engine: AsyncEngine) -> AsyncEngine:
@@ -261,3 +362,34 @@ async def in_slices(rows: Iterable[_Row]) -> AsyncIterator[_Row]:
         if n and n % SLICE == 0:
             await asyncio.sleep(0)
         yield row
+
+
+# Rows a write statement takes at once. On SQLite a transaction holding the write lock
+# runs its statements on the event loop's own thread (store/sqlite_calls.py): slices keep
+# each stall short, and the loop serves the board and reads between them.
+WRITE_SLICE = 1000
+
+
+async def execute_in_slices(
+    writer: AsyncSession | AsyncConnection, statement: Any, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Execute ``statement`` for ``rows``, a slice at a time."""
+    for start in range(0, len(rows), WRITE_SLICE):
+        await writer.execute(statement, rows[start : start + WRITE_SLICE])
+        await asyncio.sleep(0)
+
+
+async def insert_rows(
+    writer: AsyncSession | AsyncConnection, model: Any, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Insert ``rows`` into ``model``'s table as one statement a slice.
+
+    Asking for the keys back is what makes SQLAlchemy write many rows a statement on
+    asyncpg (its "insertmanyvalues"); without it each row is a statement of its own, and
+    on the registry's tables each statement runs the registry's version trigger
+    (migration 0008): as many updates of its one row in one transaction, each slower
+    than the last, as PostgreSQL walks the row's versions. 18,000 devices in a register
+    import took a minute; the storm's district of 50,000 households did not finish
+    seeding in 13 minutes, where it now takes seconds."""
+    keys = model.__table__.primary_key.columns
+    await execute_in_slices(writer, insert(model).returning(*keys), rows)

@@ -32,6 +32,7 @@ from sqlalchemy import (
     false,
     select,
     text,
+    true,
 )
 from sqlalchemy import DateTime as _DateTime
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -40,9 +41,10 @@ from sqlalchemy.types import TypeDecorator
 
 from callcenter.domain.geo import Transport
 from callcenter.domain.phones import PhoneKind
+from callcenter.domain.register import CarerRole, DeviceKind
 
 # Re-exported: the registry and the domain share one vocabulary.
-__all__ = ["PhoneKind", "Transport"]
+__all__ = ["CarerRole", "DeviceKind", "PhoneKind", "Transport"]
 
 # Stable constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -84,17 +86,6 @@ class Base(DeclarativeBase):
         dict[str, Any]: JSON,
         list[str]: JSON,
     }
-
-
-class DeviceKind(enum.StrEnum):
-    BASE_UNIT = "base_unit"
-    CALL_BUTTON = "call_button"
-    PAGER = "pager"
-
-
-class CarerRole(enum.StrEnum):
-    CARER = "carer"
-    STATION_LEAD = "station_lead"
 
 
 class Station(Base):
@@ -186,12 +177,31 @@ class Resident(Base):
     birth_year: Mapped[int] = mapped_column(SmallInteger)
     care_notes: Mapped[str] = mapped_column(Text, default="")
     mobility: Mapped[str] = mapped_column(String(32), default="independent")
+    # The resident's record (migration 0018; domain/register.py says what each may hold).
+    # When the birth date is known, birth_year is its year.
+    birth_date: Mapped[date | None] = mapped_column(Date)
+    sex: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    conditions: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    medicines: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    allergies: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    doctor: Mapped[str] = mapped_column(String(80), default="", server_default="")
+    clinic: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    clinic_phone: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # Advance wishes: no resuscitation, the hospital they want, anything else in words.
+    do_not_resuscitate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    hospital: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    wishes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The language or dialect to speak to them in, e.g. "粤语".
+    speaks: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    hearing: Mapped[str] = mapped_column(String(16), default="", server_default="")
+    sight: Mapped[str] = mapped_column(String(16), default="", server_default="")
 
     household: Mapped[Household] = relationship(back_populates="residents")
 
 
 class FamilyContact(Base):
-    """A relative to call, in order (position 1 first)."""
+    """Someone to call for a household, in order (position 1 first): a relative, a
+    neighbour with a key. ``portal``: they may sign in to the family portal."""
 
     __tablename__ = "family_contacts"
     __table_args__ = (UniqueConstraint("household_id", "position"),)
@@ -203,6 +213,13 @@ class FamilyContact(Base):
     relation: Mapped[str] = mapped_column(String(32))
     phone: Mapped[str] = mapped_column(String(32))
     language: Mapped[str] = mapped_column(String(8), default="zh")
+    # Migration 0018: a second number, a key to the home, the hours they may be called
+    # (local time; both None: any time; from > until runs over midnight), the portal.
+    phone_alt: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    holds_key: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    call_from: Mapped[time | None] = mapped_column(Time)
+    call_until: Mapped[time | None] = mapped_column(Time)
+    portal: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     household: Mapped[Household] = relationship(back_populates="contacts")
 
@@ -243,8 +260,43 @@ class Device(Base):
     battery_pct: Mapped[int | None] = mapped_column(SmallInteger)
     last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     online: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Set when the device left service (migration 0018): ingest no longer takes its
+    # messages, its broker login is revoked, its events stay.
+    retired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The signal strength (dBm) the last written heartbeat reported (migration 0018);
+    # kept as liveness is, not at every heartbeat.
+    rssi_dbm: Mapped[int | None] = mapped_column(SmallInteger)
 
     household: Mapped[Household] = relationship(back_populates="devices")
+
+
+class DeviceMove(Base):
+    """A device moved from one household to another (migration 0018). Its events stay
+    with the device; this says which household it served when."""
+
+    __tablename__ = "device_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id"), index=True)
+    from_household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    to_household_id: Mapped[int] = mapped_column(ForeignKey("households.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    # As call histories name people, e.g. "operator:admin".
+    by: Mapped[str] = mapped_column(String(96))
+
+
+class EscalationPolicy(Base):
+    """A call type's escalation policy as a supervisor set it (migration 0018); it takes
+    the place of the configuration's and the built-in one for calls opened after. Each
+    call keeps the policy it opened with (``calls.policy``)."""
+
+    __tablename__ = "escalation_policies"
+
+    call_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # domain/policy.py's Policy.to_json().
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    edited_by: Mapped[str] = mapped_column(String(96))
+    edited_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class DeviceEvent(Base):
@@ -662,13 +714,28 @@ class BrokenPhone(Base):
 
 
 class Cursor(Base):
-    """How far a reader of the event log has got (the engine's durable position)."""
+    """How far a reader of the event log has got: for the call engine, the newest event
+    it has applied and when it last applied one (what it has still to apply is
+    ``unapplied_events``)."""
 
     __tablename__ = "cursors"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     position: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class UnappliedEvent(Base):
+    """An event in the log the call engine has not applied yet (migration 0020).
+
+    Ingest adds the row in the transaction that stores the event; the engine deletes it
+    in the transaction that applies the event. A position in the log would not do when
+    several servers store events: their transactions take ids in one order and may
+    commit in another, so an event can become visible below a position already passed."""
+
+    __tablename__ = "unapplied_events"
+
+    id: Mapped[int] = mapped_column(BigId, ForeignKey("device_events.id"), primary_key=True)
 
 
 # --- families, carers' links, audit, welfare calls (migration 0007) ------------------
@@ -708,7 +775,9 @@ class FamilySession(Base):
 
 class AuditEntry(Base):
     """One read (or change) of a household's data, by whom: families, operators,
-    carers through their links. Administrators query it; nothing deletes from it."""
+    carers through their links. Administrators query it; nothing deletes from it.
+    A change to the register keeps the record as it was (``before``, None for a new
+    one) and as it became (``after``, None for one removed)."""
 
     __tablename__ = "audit_log"
 
@@ -722,6 +791,8 @@ class AuditEntry(Base):
     path: Mapped[str] = mapped_column(String(255), default="")
     address: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ServerSecret(Base):
@@ -734,6 +805,24 @@ class ServerSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class Lease(Base):
+    """Which server does a piece of once-only work ("desk": following the event log,
+    firing timers, the outbox relay, the watchdog, the welfare list), until when, and
+    the fencing number (``epoch``) that goes up by one at every takeover. Every
+    transaction of that work checks the epoch it was given is still the row's
+    (store/leases.py), so a server that lost the lease changes nothing."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    # Who holds it: "callcenter:<instance>:<pid>:<nonce>", also the application_name of
+    # its database connections (empty: nobody).
+    holder: Mapped[str] = mapped_column(String(63))
+    epoch: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class RegistryVersion(Base):

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from callcenter.domain.offers import Duty
 from callcenter.web import (
+    admin,
     audit,
     auth,
     board,
@@ -23,7 +24,10 @@ from callcenter.web import (
     metrics,
     openapi,
     pages,
+    register,
+    register_files,
     reports,
+    rota,
     sessions,
     sms_webhooks,
     users,
@@ -43,6 +47,7 @@ from callcenter.web.state import (
     CONFIG,
     DATABASE,
     DESK,
+    DEVICE_LOGINS,
     HEALTH,
     HOUSEHOLD_OF_CALL,
     METRICS,
@@ -79,6 +84,7 @@ def build_app(server: Running) -> web.Application:
     app[CLOCK] = server.clock
     app[DATABASE] = server.engine
     app[DESK] = server.desk
+    app[DEVICE_LOGINS] = server.device_logins
     app[HEALTH] = server.health
     app[SMS_ACCOUNT] = server.sms_account
     app[STRICT_ANSWERS] = server.config.web.strict_answers
@@ -92,6 +98,7 @@ def build_app(server: Running) -> web.Application:
             relay=server.relay,
             watchdog=server.watchdog,
             health=server.health,
+            refusals=server.broker_refusals,
         ),
     )
     app[HOUSEHOLD_OF_CALL] = {}
@@ -104,6 +111,7 @@ def build_app(server: Running) -> web.Application:
         # A sign-in that ended takes its operator off duty (docs/calls.md, "Offers").
         app[OPEN_BOARDS].on_ended = lambda operator_id: offers.set_duty(operator_id, Duty.OFF_DUTY)
     for module in (
+        admin,
         audit,
         auth,
         board,
@@ -117,6 +125,9 @@ def build_app(server: Running) -> web.Application:
         metrics,
         openapi,
         pages,
+        register,
+        register_files,
+        rota,
         reports,
         sessions,
         sms_webhooks,

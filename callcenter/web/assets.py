@@ -35,6 +35,7 @@ LOGIN_STYLE = PAGES / "login.css"
 BOARD_PAGE = PAGES / "board" / "index.html"
 REPORTS_PAGE = PAGES / "reports" / "index.html"
 WALL_PAGE = PAGES / "wall" / "index.html"
+ADMIN_PAGE = PAGES / "admin" / "index.html"
 CARER_PAGES = PAGES / "carer"
 FAMILY_PAGES = PAGES / "family"
 # Leaflet as npm installed it (scripts/dev setup); a wheel carries its dist/.

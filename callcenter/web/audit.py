@@ -37,6 +37,12 @@ class AuditQuery(Parameters):
         None
     )
     since: str | None = Field(None, description="an ISO 8601 time with a zone", max_length=64)
+    until: str | None = Field(
+        None, description="an ISO 8601 time with a zone: rows before it", max_length=64
+    )
+    changes: bool = Field(
+        False, description="true: only changes to the register (rows with a before or after)"
+    )
     limit: Limit = 200
 
 
@@ -48,6 +54,12 @@ class AuditEntryView(Shape):
     path: str
     address: str
     detail: dict[str, Any]
+    before: dict[str, Any] | None = Field(
+        None, description="a change to the register: the record as it was (null: new)"
+    )
+    after: dict[str, Any] | None = Field(
+        None, description="a change to the register: the record as it became"
+    )
 
 
 class AuditLog(Shape):
@@ -123,22 +135,23 @@ async def record_shown(
     )
 
 
-def _since(raw: str | None) -> datetime | None:
+def _moment(name: str, raw: str | None) -> datetime | None:
+    """The query's ``since`` or ``until``: an ISO 8601 time with a zone, or None."""
     if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise bad_request(
-            f"since must be an ISO 8601 time such as 2026-11-23T00:00:00Z, not {raw[:40]!r}",
-            field="since",
+            f"{name} must be an ISO 8601 time such as 2026-11-23T00:00:00Z, not {raw[:40]!r}",
+            field=name,
         ) from None
     if moment.tzinfo is None:
-        raise bad_request("since needs a time zone, e.g. 2026-11-23T00:00:00Z", field="since")
+        raise bad_request(f"{name} needs a time zone, e.g. 2026-11-23T00:00:00Z", field=name)
     if not FIRST_DAY <= moment.date() <= LAST_DAY:
         raise bad_request(
-            f"since must fall from {FIRST_DAY} to {LAST_DAY}, not {raw[:40]!r}",
-            field="since",
+            f"{name} must fall from {FIRST_DAY} to {LAST_DAY}, not {raw[:40]!r}",
+            field=name,
         )
     return moment
 
@@ -147,7 +160,8 @@ def _since(raw: str | None) -> datetime | None:
 @contract(role=m.OperatorRole.ADMIN, query=AuditQuery, answers={200: AuditLog}, tag="accounts")
 async def audit_log(request: web.Request) -> web.Response:
     """Audit rows, newest first: ``?household=H0001``, ``?actor=family:+86...``,
-    ``?since=<ISO time>``, ``?limit=`` (1-1000, default 200). Administrators only."""
+    ``?since=<ISO time>`` (from), ``?until=<ISO time>`` (before), ``?changes=true`` (only
+    changes to the register), ``?limit=`` (1-1000, default 200). Administrators only."""
     asked = query_of(request, AuditQuery)
     query = (
         select(m.AuditEntry, m.Household.code)
@@ -160,9 +174,15 @@ async def audit_log(request: web.Request) -> web.Response:
         query = query.where(or_(m.Household.code == asked.household, listed))
     if asked.actor is not None:
         query = query.where(m.AuditEntry.actor == asked.actor)
-    since = _since(asked.since)
+    since, until = _moment("since", asked.since), _moment("until", asked.until)
     if since is not None:
         query = query.where(m.AuditEntry.at >= since)
+    if until is not None:
+        if since is not None and until <= since:
+            raise bad_request("until must be later than since", field="until")
+        query = query.where(m.AuditEntry.at < until)
+    if asked.changes:
+        query = query.where(or_(m.AuditEntry.before.is_not(None), m.AuditEntry.after.is_not(None)))
     async with AsyncSession(request.app[DATABASE]) as session:
         rows = (await session.execute(query.limit(asked.limit))).all()
     return json_reply(
@@ -177,6 +197,8 @@ async def audit_log(request: web.Request) -> web.Response:
                     "path": links.masked(entry.path),
                     "address": entry.address,
                     "detail": entry.detail,
+                    "before": entry.before,
+                    "after": entry.after,
                 }
                 for entry, code in rows
             ]

@@ -49,6 +49,10 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# For bodies declared beside their routes (web/register.py: the register's records).
+Body = _Body
+
+
 class DutyBody(_Body):
     """An operator's own duty (web/duty.py)."""
 
@@ -121,7 +125,8 @@ class PasswordBody(_Body):
     password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-_B = TypeVar("_B", bound=_Body)
+# Any pydantic model: the register reads a policy in the configuration file's own form.
+_B = TypeVar("_B", bound=BaseModel)
 
 # PostgreSQL's text cannot hold a NUL, and nobody types one.
 NUL_REFUSED = "the request has a NUL character (\\u0000 or %00), which nothing here takes"

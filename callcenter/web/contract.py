@@ -158,6 +158,8 @@ class Reply:
     description: str
     model: Any = None  # a pydantic model or type; None: no JSON body to check
     media: str = "application/json"
+    # Other media types the same answer may come in (a file in one format or another).
+    more_media: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,8 @@ class Contract:
     query: type[Parameters] | None = None
     body: type[BaseModel] | None = None
     form: type[BaseModel] | None = None
+    # A file sent as the body, in any of these media types (read by the handler itself).
+    upload: tuple[str, ...] = ()
     role: OperatorRole | None = None
     tag: str = ""
     _adapters: dict[int, TypeAdapter[Any]] = field(default_factory=dict, compare=False)
@@ -241,6 +245,7 @@ def contract(
     query: type[Parameters] | None = None,
     body: type[BaseModel] | None = None,
     form: type[BaseModel] | None = None,
+    upload: tuple[str, ...] = (),
     tag: str = "",
 ) -> Callable[[Handler], Handler]:
     """Declare a route's parameters, body and answers (see the module's docstring).
@@ -262,6 +267,7 @@ def contract(
             query=query,
             body=body,
             form=form,
+            upload=upload,
             role=role,
             tag=tag,
         )

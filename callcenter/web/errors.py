@@ -11,12 +11,20 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from callcenter.domain.calls import AlreadyOwnedError, CallError, NotOwnerError, NotPossibleError
+from callcenter.domain.register import say
 from callcenter.engine.desk import CallNotFoundError, CarerUnavailableError
+from callcenter.engine.register import (
+    BrokerRefusedError,
+    RecordInUseError,
+    RecordNotFoundError,
+    RegisterRefusedError,
+)
+from callcenter.store.db import database_unavailable
 from callcenter.web.responses import json_reply
-from callcenter.web.state import CALL, REFUSAL
+from callcenter.web.state import CALL, OPERATOR, REFUSAL
 
 log = logging.getLogger("callcenter.web")
 
@@ -49,8 +57,21 @@ def error_response(error: ApiError, request: web.Request | None = None) -> web.R
     return json_reply(body, status=error.status, headers=headers)
 
 
-def from_domain(error: Exception) -> ApiError | None:
-    """The API's answer to an error the desk raised, or None if it is not the user's."""
+def from_domain(error: Exception, language: str = "en") -> ApiError | None:
+    """The API's answer to an error the desk or the register raised, or None if it is not
+    the user's. ``language``: the asker's, for the register's problems."""
+    if isinstance(error, RegisterRefusedError):
+        problems = [
+            {"field": p.field, "code": p.code, "message": say(p, language)} for p in error.problems
+        ]
+        summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+        return ApiError(422, "invalid", f"the record is not right: {summary}", problems=problems)
+    if isinstance(error, RecordNotFoundError):
+        return ApiError(404, "not_found", str(error))
+    if isinstance(error, RecordInUseError):
+        return ApiError(409, "in_use", str(error))
+    if isinstance(error, BrokerRefusedError):
+        return ApiError(503, "broker_unavailable", f"{error}; nothing was changed, try again")
     if isinstance(error, CallNotFoundError):
         return ApiError(404, "not_found", str(error))
     if isinstance(error, AlreadyOwnedError):
@@ -104,7 +125,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             # HTTP requires a 405 to name the methods the address does take.
             response.headers["Allow"] = ", ".join(detail["allowed"])
         return response
-    except (OperationalError, DBAPIError, TimeoutError) as error:
+    except Exception as error:
+        if isinstance(error, ConnectionError) and _client_gone(request):
+            # The caller hung up mid-request (a board closed, a phone lost its signal):
+            # nothing failed here, and there is nobody left to answer.
+            log.info(
+                "%s%s %s: the client went away (%s)", _about(request), request.method,
+                request.path, error,
+            )  # fmt: skip
+            return web.Response(status=499)
+        if not (isinstance(error, DBAPIError) or database_unavailable(error)):
+            return _unexpected(error, request)
         log.error(
             "%s%s %s: database unavailable: %s",
             _about(request),
@@ -116,12 +147,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
             ApiError(503, "unavailable", "the database is not answering; try again shortly"),
             request,
         )
-    except Exception as error:
-        mapped = from_domain(error)
-        if mapped is not None:
-            return error_response(mapped, request)
-        log.exception("%s%s %s failed", _about(request), request.method, request.path)
-        return error_response(
-            ApiError(500, "internal_error", "the server failed on this request; it is logged"),
-            request,
-        )
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the caller's connection is closed or closing."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _unexpected(error: Exception, request: web.Request) -> web.StreamResponse:
+    """A domain refusal in the caller's words, else an internal error, logged."""
+    operator = request.get(OPERATOR)
+    mapped = from_domain(error, operator.language if operator is not None else "en")
+    if mapped is not None:
+        return error_response(mapped, request)
+    log.exception("%s%s %s failed", _about(request), request.method, request.path)
+    return error_response(
+        ApiError(500, "internal_error", "the server failed on this request; it is logged"),
+        request,
+    )

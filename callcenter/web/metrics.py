@@ -33,6 +33,7 @@ from callcenter.web.state import METRICS
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+    from callcenter.broker_refusals import RefusalWatch
     from callcenter.clock import Clock
     from callcenter.engine.follower import EventFollower
     from callcenter.engine.outbox import OutboxRelay
@@ -70,6 +71,8 @@ class Counted:
     relay: OutboxRelay
     watchdog: Watchdog
     health: Health
+    # The embedded broker's refused publishes; None when they are not watched.
+    refusals: RefusalWatch | None = None
 
 
 async def _read_database(engine: AsyncEngine, clock: Clock) -> _FromDatabase:
@@ -88,7 +91,7 @@ async def _read_database(engine: AsyncEngine, clock: Clock) -> _FromDatabase:
         open_calls={str(state): int(n) for state, n in open_calls},
         outbox_backlog={channel: queue.pending for channel, queue in stored.outbox.items()},
         outbox_oldest_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
-        follower_lag=max(0, stored.latest_event - stored.cursor),
+        follower_lag=stored.waiting,
     )
 
 
@@ -130,6 +133,12 @@ class _DeskCollector(Collector):
         outbox.add_metric(["skipped"], parts.relay.skipped)
         outbox.add_metric(["failed"], parts.relay.failed)
         yield outbox
+        if parts.refusals is not None:
+            yield _counter(
+                "broker_refused_publishes",
+                "publishes the embedded broker refused: a device on a topic not its own",
+                parts.refusals.count,
+            )
         yield _gauge(
             "broker_connected", "1 while ingest is subscribed to the broker",
             1 if parts.ingest.connected.is_set() else 0,

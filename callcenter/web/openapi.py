@@ -40,6 +40,7 @@ NOT_DESCRIBED = {
     ("POST", "/logout"): "the board's sign-out button; answers with a redirect",
     ("GET", "/reports"): "the reports' chart page (HTML)",
     ("GET", "/wall"): "the supervisors' wallboard (HTML)",
+    ("GET", "/admin"): "the administration page: the register and the audit (HTML)",
     ("GET", "/family"): "the family portal's page (HTML)",
     ("GET", "/family/login"): "the family portal's sign-in page (HTML)",
     ("GET", "/family/static/{name}"): "the family portal's script and style",
@@ -204,13 +205,26 @@ def _operation(method: str, path: str, declared: Contract, schemas: _Schemas) ->
                 or bool(schemas.of(model, "validation").get("required")),
                 "content": {media: {"schema": schemas.ref(model, "validation")}},
             }
+    if declared.upload:
+        binary = {"type": "string", "format": "binary"}
+        operation["requestBody"] = {
+            "required": True,
+            "content": {
+                media: {
+                    "schema": {"type": "object", "properties": {"file": binary}}
+                    if media == "multipart/form-data"
+                    else binary
+                }
+                for media in declared.upload
+            },
+        }
     for status, reply in sorted(declared.answers.items()):
         answer: dict[str, Any] = {"description": reply.description}
         if reply.media:
             content: dict[str, Any] = {}
             if reply.model is not None:
                 content["schema"] = schemas.answer(reply.model)
-            answer["content"] = {reply.media: content}
+            answer["content"] = {media: content for media in (reply.media, *reply.more_media)}
         operation["responses"][str(status)] = answer
     return operation
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from callcenter.store import models as m
 from callcenter.web import sessions
 from callcenter.web.assets import BOARD_PAGE, LOGIN_STYLE, PAGES, VENDOR
 
@@ -56,6 +57,28 @@ def refused_page(text: str) -> web.Response:
             f'<p><a href="{sessions.HOME_PATH}">Board / 值班台</a></p></body></html>'
         ),
     )
+
+
+async def page_for_role(
+    request: web.Request, page: Path, least: m.OperatorRole, refusal: str
+) -> web.StreamResponse:
+    """A page for signed-in people of ``least`` role or above: someone not signed in goes
+    to the sign-in page, anyone else gets a 403 page saying ``refusal`` after their
+    username (in both languages)."""
+    signed_in = await sessions.session_of(request)
+    if signed_in is None:
+        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
+    operator = signed_in.operator
+    if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[least]:
+        return refused_page(f"{operator.username}: {refusal}")
+    return file_response(_present(page))
+
+
+def _present(page: Path) -> Path:
+    """``page``, or 404 saying it is missing (an install without the pages' files)."""
+    if not page.is_file():
+        raise web.HTTPNotFound(text=f"the page is missing: {page}")
+    return page
 
 
 def file_response(path: Path) -> web.FileResponse:

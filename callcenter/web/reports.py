@@ -22,11 +22,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from callcenter.domain.call_types import CallType
 from callcenter.engine.reports import MAX_PERIOD_DAYS, report
 from callcenter.store import models as m
-from callcenter.web import sessions
 from callcenter.web.assets import REPORTS_PAGE
 from callcenter.web.contract import DAY_WORDS, Day, Parameters, Reply, contract, query_of
 from callcenter.web.errors import bad_request
-from callcenter.web.pages import file_response, refused_page
+from callcenter.web.pages import page_for_role
 from callcenter.web.responses import json_reply
 from callcenter.web.state import CLOCK, CONFIG, DATABASE
 from callcenter.web.views import iso
@@ -240,21 +239,12 @@ async def reports_csv(request: web.Request) -> web.Response:
     )
 
 
-def _refused_page(name: str) -> web.Response:
-    return refused_page(
-        f"{name}: reports are for supervisors and administrators. 报表仅供主管和管理员查看。"
-    )
-
-
 @routes.get(REPORTS_PATH)
 async def reports_page(request: web.Request) -> web.StreamResponse:
     """The chart page, for signed-in supervisors and administrators; others see why not."""
-    signed_in = await sessions.session_of(request)
-    if signed_in is None:
-        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
-    operator = signed_in.operator
-    if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[m.OperatorRole.SUPERVISOR]:
-        return _refused_page(operator.username)
-    if not REPORTS_PAGE.is_file():
-        raise web.HTTPNotFound(text=f"the reports page is missing: {REPORTS_PAGE}")
-    return file_response(REPORTS_PAGE)
+    return await page_for_role(
+        request,
+        REPORTS_PAGE,
+        m.OperatorRole.SUPERVISOR,
+        "reports are for supervisors and administrators. 报表仅供主管和管理员查看。",
+    )

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from callcenter.clock import Clock
     from callcenter.config import Config
     from callcenter.engine.desk import Desk
+    from callcenter.engine.device_logins import DeviceLogins
     from callcenter.health import Health
     from callcenter.notify.sms import TwilioAccount
     from callcenter.web.auth import DeskOperator
@@ -51,6 +52,8 @@ DATABASE: web.AppKey[AsyncEngine] = web.AppKey("callcenter.database")
 DESK: web.AppKey[Desk] = web.AppKey("callcenter.desk")
 # Whether every part gets its work done, as of the last look (/healthz, the boards).
 HEALTH: web.AppKey[Health] = web.AppKey("callcenter.health")
+# Devices' broker logins: issued, moved and revoked with the register's devices.
+DEVICE_LOGINS: web.AppKey[DeviceLogins] = web.AppKey("callcenter.device_logins")
 # The Twilio account whose auth token signs the webhooks Twilio posts back.
 SMS_ACCOUNT: web.AppKey[TwilioAccount] = web.AppKey("callcenter.sms_account")
 METRICS: web.AppKey[Metrics] = web.AppKey("callcenter.metrics")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -132,17 +132,39 @@ class CallList(Shape):
 
 
 class Resident(Shape):
+    """A resident's record as the operator needs it on a call (docs/register.md)."""
+
     name: str
     birth_year: int | None
+    birth_date: date | None
+    sex: str = Field(description='"female", "male" or "" (not recorded)')
     mobility: str
     care_notes: str
+    conditions: list[str]
+    medicines: list[str]
+    allergies: list[str]
+    doctor: str
+    clinic: str
+    clinic_phone: str
+    do_not_resuscitate: bool
+    hospital: str = Field(description="the hospital they want to be taken to, if any")
+    wishes: str = Field(description="advance wishes in words")
+    speaks: str = Field(description="the language or dialect to speak to them in")
+    hearing: str = Field(description='"good", "impaired", "none" or "" (not recorded)')
+    sight: str = Field(description='"good", "impaired", "none" or "" (not recorded)')
 
 
 class FamilyContactView(Shape):
+    """A contact in the order to call them."""
+
     name: str
     relation: str
     phone: str
+    phone_alt: str
     position: int
+    holds_key: bool
+    call_from: str | None = Field(description="HH:MM local; null with call_until: any time")
+    call_until: str | None = Field(description="HH:MM local; earlier than call_from: overnight")
 
 
 class PhoneView(Shape):
@@ -262,6 +284,11 @@ class CallDetail(CallSummary):
     recordings: list[RecordingView] = Field(
         default_factory=list,
         description="click-to-call recordings kept (voice.record), until they expire",
+    )
+    policy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the escalation policy the call opened with, kept whatever is edited "
+        "since (docs/register.md, 'Escalation policies')",
     )
 
 
@@ -600,6 +627,7 @@ async def call_detail(
         for o in outbox.all()
     ]
     detail["script"], detail["closing"] = _handling(detail)
+    detail["policy"] = call.policy
     recordings = await session.execute(
         select(m.VoiceBridge)
         .where(m.VoiceBridge.call_id == call_id, m.VoiceBridge.recording_sid.is_not(None))
@@ -653,7 +681,9 @@ async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]
         .order_by(m.FamilyContact.position)
     )
     devices = await session.scalars(
-        select(m.Device).where(m.Device.household_id == household_id).order_by(m.Device.id)
+        select(m.Device)
+        .where(m.Device.household_id == household_id, m.Device.retired_at.is_(None))
+        .order_by(m.Device.id)
     )
     return {
         "code": h.code,
@@ -666,8 +696,22 @@ async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]
             {
                 "name": r.name,
                 "birth_year": r.birth_year,
+                "birth_date": r.birth_date.isoformat() if r.birth_date else None,
+                "sex": r.sex,
                 "mobility": r.mobility,
                 "care_notes": r.care_notes,
+                "conditions": list(r.conditions),
+                "medicines": list(r.medicines),
+                "allergies": list(r.allergies),
+                "doctor": r.doctor,
+                "clinic": r.clinic,
+                "clinic_phone": r.clinic_phone,
+                "do_not_resuscitate": r.do_not_resuscitate,
+                "hospital": r.hospital,
+                "wishes": r.wishes,
+                "speaks": r.speaks,
+                "hearing": r.hearing,
+                "sight": r.sight,
             }
             for r in residents.all()
         ],
@@ -676,7 +720,16 @@ async def _household(session: AsyncSession, household_id: int) -> dict[str, Any]
             for n in await household_numbers(session, h.code)
         ],
         "family": [
-            {"name": f.name, "relation": f.relation, "phone": f.phone, "position": f.position}
+            {
+                "name": f.name,
+                "relation": f.relation,
+                "phone": f.phone,
+                "phone_alt": f.phone_alt,
+                "position": f.position,
+                "holds_key": f.holds_key,
+                "call_from": f.call_from.isoformat(timespec="minutes") if f.call_from else None,
+                "call_until": f.call_until.isoformat(timespec="minutes") if f.call_until else None,
+            }
             for f in family.all()
         ],
         "devices": [

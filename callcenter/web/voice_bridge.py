@@ -372,7 +372,7 @@ async def _ended(request: web.Request, bridge: Bridge, result: str) -> None:
             try_number,
             retry_at.isoformat(timespec="seconds"),
         )
-        desk.outbox_changed.set()
+        desk.outbox_written()
         return
     calls = welfare_list(config, request.app[DATABASE], clock)
     try:
@@ -465,7 +465,7 @@ async def ring_welfare(request: web.Request) -> web.Response:
         raise not_found(str(error)) from None
     except WelfareCallDoneError as error:
         raise already_done(error) from None
-    desk.outbox_changed.set()
+    desk.outbox_written()
     await audit.record(
         request,
         actor=str(request[OPERATOR].actor),

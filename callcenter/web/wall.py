@@ -14,32 +14,22 @@ from __future__ import annotations
 from aiohttp import web
 
 from callcenter.store import models as m
-from callcenter.web import sessions
 from callcenter.web.assets import WALL_PAGE
-from callcenter.web.pages import file_response, refused_page
+from callcenter.web.pages import page_for_role
 
 WALL_PATH = "/wall"
 
 routes = web.RouteTableDef()
 
 
-def _refused_page(name: str) -> web.Response:
-    return refused_page(
-        f"{name}: the wallboard is for supervisors and administrators; "
-        "your board shows every call. 大屏仅供主管和管理员使用，您的值班台上有全部呼叫。"
-    )
-
-
 @routes.get(WALL_PATH)
 async def wall_page(request: web.Request) -> web.StreamResponse:
     """The wallboard, for signed-in supervisors and administrators; others see why not,
     someone not signed in goes to the sign-in page."""
-    signed_in = await sessions.session_of(request)
-    if signed_in is None:
-        raise web.HTTPSeeOther(sessions.LOGIN_PATH)
-    operator = signed_in.operator
-    if m.ROLE_RANK[m.OperatorRole(operator.role)] < m.ROLE_RANK[m.OperatorRole.SUPERVISOR]:
-        return _refused_page(operator.username)
-    if not WALL_PAGE.is_file():
-        raise web.HTTPNotFound(text=f"the wallboard's page is missing: {WALL_PAGE}")
-    return file_response(WALL_PAGE)
+    return await page_for_role(
+        request,
+        WALL_PAGE,
+        m.OperatorRole.SUPERVISOR,
+        "the wallboard is for supervisors and administrators; "
+        "your board shows every call. 大屏仅供主管和管理员使用，您的值班台上有全部呼叫。",
+    )

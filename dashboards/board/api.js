@@ -22,12 +22,27 @@ export async function api(method, path, body) {
     options.headers["X-CSRF-Token"] = state.me?.csrf_token ?? "";
     options.body = JSON.stringify(body ?? {});
   }
-  let reply;
+  return answered(await sent(path, options));
+}
+
+// A file as the request's body (the register's import), with the CSRF token; the answer
+// is read as api()'s is, and with `alsoOk` (e.g. 422, a file whose problems are the
+// answer) a refusal's body is the answer too.
+export async function upload(path, file, { alsoOk = [] } = {}) {
+  if (state.connection === "signed_out") throw new ApiFailure(401, "unauthorised", "signed out");
+  const headers = { Accept: "application/json", "Content-Type": "application/octet-stream", "X-CSRF-Token": state.me?.csrf_token ?? "" };
+  return answered(await sent(path, { method: "POST", credentials: "same-origin", headers, body: file }), alsoOk);
+}
+
+async function sent(path, options) {
   try {
-    reply = await fetch(path, options);
+    return await fetch(path, options);
   } catch {
     throw new ApiFailure(0, "network", t("error.network"));
   }
+}
+
+async function answered(reply, alsoOk = []) {
   if (reply.status === 401) {
     // A request answered after the feed said why the sign-in ended leaves that on screen.
     if (state.connection !== "signed_out") location.assign("/login");
@@ -35,8 +50,27 @@ export async function api(method, path, body) {
   }
   const isJson = (reply.headers.get("Content-Type") ?? "").includes("json");
   const data = isJson ? await reply.json() : { message: await reply.text() };
-  if (!reply.ok) {
+  if (!reply.ok && !alsoOk.includes(reply.status)) {
     throw new ApiFailure(reply.status, data.error ?? String(reply.status), data.message ?? reply.statusText, data);
   }
   return data;
+}
+
+// The signed-in person's language, kept for their next sign-in and their texts; the
+// page has already switched, so a failure only says so in the console.
+export async function saveLanguage(language) {
+  try {
+    await api("POST", "/api/me/language", { language });
+  } catch (failure) {
+    console.warn("language not saved:", failure.message);
+  }
+}
+
+// Sign out, then the sign-in page whatever the server answered.
+export async function signOut() {
+  try {
+    await api("POST", "/logout", {});
+  } finally {
+    location.assign("/login");
+  }
 }

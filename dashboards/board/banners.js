@@ -26,6 +26,8 @@ export function setHealth(health) {
   const before = new Set(state.health.failing.map((f) => f.part));
   state.health = { failing: [], ...(health ?? {}) };
   renderHealth();
+  // The tab title says a fault as the banner does, at once (not at the next 5 s tick).
+  updateAlarmState();
   // A part newly stuck sounds once, as an alarm does (the banner stays meanwhile).
   if (state.health.failing.some((f) => !before.has(f.part))) beep();
 }

@@ -6,7 +6,7 @@
 // start: the top bar's buttons, who is signed in, the feed and the timers. The modules
 // below never import it.
 import { listenForSound, showAlarm, startAlarmLoop, wakeSound } from "./alarm.js";
-import { api } from "./api.js";
+import { api, saveLanguage, signOut } from "./api.js";
 import { hideConflict, renderHealth, setConnection, setHealth, showConflict, showNotice } from "./banners.js";
 import { renderCalls } from "./calls.js";
 import { noteServerTime, tick } from "./clock.js";
@@ -118,6 +118,7 @@ function renderAll() {
   $("lang-toggle").textContent = t("lang.switch");
   $("signout").textContent = t("signout");
   $("reports-link").textContent = t("reports.link");
+  $("admin-link").textContent = t("admin.link");
   $("conflict-dismiss").textContent = t("dismiss");
   $("calls-heading").textContent = t("calls.heading");
   $("detail-heading").textContent = t("detail.heading");
@@ -192,19 +193,9 @@ async function start() {
     const next = language() === "zh" ? "en" : "zh";
     setLanguage(next);
     renderAll();
-    try {
-      await api("POST", "/api/me/language", { language: next });
-    } catch (failure) {
-      console.warn("language not saved:", failure.message);
-    }
+    await saveLanguage(next);
   });
-  $("signout").addEventListener("click", async () => {
-    try {
-      await api("POST", "/logout", {});
-    } finally {
-      location.assign("/login");
-    }
-  });
+  $("signout").addEventListener("click", signOut);
   $("conflict-dismiss").addEventListener("click", hideConflict);
   listenForKeys();
   // The map draws the selected call's route (detail.js says when the selection changes).

@@ -101,6 +101,7 @@ export function renderDetail() {
         ? h("div", {}, h("strong", {}, household.code ?? ""), " ", household.address ?? "")
         : h("div", { class: "notes" }, t("detail.no_household"), " ", callerOf(call)),
       household.access_notes ? h("div", { class: "notes" }, `${t("detail.access")}: ${household.access_notes}`) : null,
+      (household.residents ?? []).map((r) => recordAlerts(r, true)),
       scriptSection(call, { act, working: canWork(call) }),
       actionsSection(call),
       residentCard(household, call),
@@ -235,30 +236,16 @@ function callerOf(call) {
 }
 
 function residentCard(household, call) {
-  const year = new Date(serverNow()).getUTCFullYear();
   return h(
     "section",
     { class: "resident-card" },
     h("h3", {}, t("detail.residents")),
-    (household.residents ?? []).map((r) =>
-      h(
-        "div",
-        { class: "resident" },
-        h("span", { class: "name" }, r.name),
-        r.birth_year ? ` ${t("detail.age", { n: year - r.birth_year })}` : "",
-        r.mobility ? ` · ${tOr(`mobility.${r.mobility}`, r.mobility)}` : "",
-        r.care_notes ? h("div", { class: "notes" }, r.care_notes) : null,
-      ),
-    ),
+    (household.residents ?? []).map(residentRecord),
     h("h3", {}, t("detail.phones")),
     phoneList(household.phones ?? []),
     callHouseholdButton(call, household.phones ?? []),
     h("h3", {}, t("detail.family")),
-    h(
-      "ul",
-      { class: "plain family" },
-      (household.family ?? []).map((f) => h("li", {}, `${f.name}（${f.relation}）`, " ", h("a", { href: `tel:${f.phone}` }, f.phone))),
-    ),
+    h("ol", { class: "family" }, (household.family ?? []).map(contactLine)),
     h("h3", {}, t("detail.devices")),
     h(
       "ul",
@@ -274,6 +261,67 @@ function residentCard(household, call) {
         ),
       ),
     ),
+  );
+}
+
+// One resident as the operator needs them on the phone: what must not be missed first
+// (allergies, do not resuscitate), then medicines and conditions, who treats them and
+// where they want to go, how to speak to them, and the care notes.
+function residentRecord(r) {
+  const year = new Date(serverNow()).getUTCFullYear();
+  const listed = (key, items, cls) =>
+    items?.length ? h("div", { class: `record-line ${cls ?? ""}` }, h("span", { class: "record-key" }, t(key)), " ", items.join("、")) : null;
+  const line = (key, ...parts) => (parts.some(Boolean) ? h("div", { class: "record-line" }, h("span", { class: "record-key" }, t(key)), " ", ...parts) : null);
+  const senses = [
+    r.hearing && r.hearing !== "good" ? tOr(`sense.hearing.${r.hearing}`, r.hearing) : "",
+    r.sight && r.sight !== "good" ? tOr(`sense.sight.${r.sight}`, r.sight) : "",
+  ].filter(Boolean);
+  const doctor = [r.doctor, r.clinic].filter(Boolean).join(" · ");
+  return h(
+    "div",
+    { class: "resident" },
+    h("span", { class: "name" }, r.name),
+    r.birth_year ? ` ${t("detail.age", { n: year - r.birth_year })}` : "",
+    r.sex ? ` · ${tOr(`sex.${r.sex}`, r.sex)}` : "",
+    r.mobility ? ` · ${tOr(`mobility.${r.mobility}`, r.mobility)}` : "",
+    recordAlerts(r, false),
+    listed("detail.medicines", r.medicines),
+    listed("detail.conditions", r.conditions),
+    doctor || r.clinic_phone ? line("detail.doctor", doctor, r.clinic_phone ? " " : "", r.clinic_phone ? h("a", { href: `tel:${r.clinic_phone}` }, r.clinic_phone) : "") : null,
+    line("detail.hospital", r.hospital),
+    line("detail.wishes", r.wishes),
+    line("detail.speaks", r.speaks),
+    senses.length ? h("div", { class: "record-line senses" }, senses.join(" · ")) : null,
+    r.care_notes ? h("div", { class: "notes" }, r.care_notes) : null,
+  );
+}
+
+// What must not be missed on the phone: do not resuscitate, allergies. Under the address
+// (`named`: with the resident's name, before the buttons) and on the resident's record.
+function recordAlerts(r, named) {
+  if (!r.do_not_resuscitate && !r.allergies?.length) return null;
+  return h(
+    "div",
+    { class: named ? "record-alerts top" : "record-alerts" },
+    named ? h("span", { class: "who" }, r.name) : null,
+    r.do_not_resuscitate ? h("span", { class: "dnr", dataset: { record: "dnr" } }, t("detail.dnr")) : null,
+    r.allergies?.length ? h("span", { class: "allergies", dataset: { record: "allergies" } }, t("detail.allergies", { list: r.allergies.join("、") })) : null,
+  );
+}
+
+// A contact in the order to call them: who they are, their numbers, whether they hold a
+// key, and the hours they may be called (none: any time).
+function contactLine(f) {
+  const hours = f.call_from && f.call_until ? t("detail.contact.hours", { from: f.call_from, until: f.call_until }) : "";
+  return h(
+    "li",
+    { dataset: { keyHolder: f.holds_key ? "yes" : "no" } },
+    `${f.name}（${f.relation}）`,
+    " ",
+    h("a", { href: `tel:${f.phone}` }, f.phone),
+    f.phone_alt ? [" / ", h("a", { href: `tel:${f.phone_alt}` }, f.phone_alt)] : "",
+    f.holds_key ? h("span", { class: "key-holder" }, t("detail.contact.key")) : "",
+    hours ? h("span", { class: "contact-hours" }, hours) : "",
   );
 }
 

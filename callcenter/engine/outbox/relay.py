@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import functools
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -59,6 +58,7 @@ from callcenter.engine.outbox.sender import (
     Sender,
     SendError,
 )
+from callcenter.store import leases
 from callcenter.store import models as m
 
 log = logging.getLogger("callcenter.outbox")
@@ -163,6 +163,10 @@ class OutboxRelay:
             self._desk.page_courier = None
         self._desk.outbox_changed.set()
 
+    def reset(self) -> None:
+        """Ready to run again after stop() (this server took the desk's lease again)."""
+        self._stopping.clear()
+
     async def run(self) -> None:
         """Deliver until stop(), waking on new rows and when a retry falls due; and be
         the desk's page courier meanwhile (when it has a sender for pages)."""
@@ -214,7 +218,9 @@ class OutboxRelay:
                 page.carer_id,
             )
             # Logged as about its own call and carer, not as the decision's caller.
-            sending = asyncio.create_task(self._send_handed(message), context=contextvars.Context())
+            sending = asyncio.create_task(
+                self._send_handed(message), context=leases.fresh_context()
+            )
             self._handed.add(sending)
             sending.add_done_callback(self._handed.discard)
 

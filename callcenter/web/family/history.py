@@ -95,13 +95,14 @@ class FamilyCallSteps(FamilyCall):
 
 
 async def households_of(session: AsyncSession, phone: str) -> list[m.Household]:
-    """The households this phone is a contact of, by code."""
+    """The households this phone is a contact of, allowed on the portal, by code (a
+    signed-in contact taken off the portal sees nothing more from the next request)."""
     return list(
         (
             await session.scalars(
                 select(m.Household)
                 .join(m.FamilyContact, m.FamilyContact.household_id == m.Household.id)
-                .where(m.FamilyContact.phone == phone)
+                .where(m.FamilyContact.phone == phone, m.FamilyContact.portal.is_(True))
                 .order_by(m.Household.code)
                 .distinct()
             )
@@ -117,7 +118,11 @@ async def own_household(session: AsyncSession, member: FamilyMember, code: str) 
         found = await session.scalar(
             select(m.Household)
             .join(m.FamilyContact, m.FamilyContact.household_id == m.Household.id)
-            .where(m.Household.code == code, m.FamilyContact.phone == member.phone)
+            .where(
+                m.Household.code == code,
+                m.FamilyContact.phone == member.phone,
+                m.FamilyContact.portal.is_(True),
+            )
             .limit(1)
         )
     if found is None:

@@ -103,7 +103,7 @@ async def ask_for_code(request: web.Request) -> web.StreamResponse:
     check_sign_in_request(request)
     phone = phone_number((await read_body(request, PhoneBody)).phone)
     if await text_code(request, phone):
-        request.app[DESK].outbox_changed.set()
+        request.app[DESK].outbox_written()
     return json_reply(
         {
             "message": (

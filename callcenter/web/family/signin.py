@@ -275,12 +275,13 @@ async def _within_limits(
 
 
 async def contacts_of(session: AsyncSession, phone: str) -> list[m.FamilyContact]:
-    """The family contacts written with this phone, by household."""
+    """The family contacts written with this phone who may sign in to the portal, by
+    household (a contact the register keeps off the portal gets no code)."""
     return list(
         (
             await session.scalars(
                 select(m.FamilyContact)
-                .where(m.FamilyContact.phone == phone)
+                .where(m.FamilyContact.phone == phone, m.FamilyContact.portal.is_(True))
                 .order_by(m.FamilyContact.household_id)
             )
         ).all()
