@@ -17,7 +17,7 @@ from datetime import timedelta
 import aiohttp
 import pytest
 import sqlalchemy
-from playwright.async_api import expect
+from playwright.async_api import Route, expect
 from sqlalchemy.ext.asyncio import AsyncSession
 from yarl import URL
 
@@ -203,6 +203,39 @@ async def test_the_board_page_says_its_operator_is_signed_out(api: Api, open_tab
     assert li.page.url == api.server.web_url + "/board"
     await expect(li.page.locator("body")).to_have_attribute("data-connection", "signed_out")
     assert not li.errors and not wang.errors, li.errors + wang.errors
+
+
+@pytest.mark.page
+async def test_a_request_refused_before_the_feed_closes_signs_the_board_out_in_place(
+    api: Api, open_tab: OpenTab
+) -> None:
+    """Test in Chromium that when one of the board's own requests is answered 401 before
+    the feed's close says the sign-in ended (a refresh that falls between the two), the
+    board shows the same signed-out screen, with the general reason, and stops its feed;
+    it does not leave for the login page."""
+    await set_password(api.server, "li.na")
+    tab = await open_tab(viewport=(1400, 900))
+    await sign_in(tab, api.server.web_url, "li.na")
+    call_id = await api.press("H0001")
+    page = tab.page
+    await expect(card(page, call_id)).to_be_visible()
+
+    async def refused(route: Route) -> None:
+        await route.fulfill(
+            status=401, content_type="application/json", body='{"error": "unauthorised"}'
+        )
+
+    await page.route(f"**/api/calls/{call_id}", refused)
+    await card(page, call_id).click()
+    await expect(page.locator("body")).to_have_attribute("data-connection", "signed_out")
+    await expect(page.locator("#signed-out-text")).to_contain_text("您已退出登录")
+    await expect(page.locator(".call-card")).to_have_count(0)
+    # The feed is closed: a new alarm does not reach a board that is signed out.
+    await api.press("H0006")
+    await asyncio.sleep(1.0)
+    await expect(page.locator(".call-card")).to_have_count(0)
+    assert page.url == api.server.web_url + "/board"
+    assert tab.errors_but_signed_out() == [], tab.errors
 
 
 async def test_checks_failing_while_the_database_is_down_are_logged_once(

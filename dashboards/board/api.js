@@ -1,6 +1,7 @@
 // The server's JSON API as the board calls it: the session's cookie and CSRF token on
 // every change, a refusal as an ApiFailure carrying the server's status, code and message,
-// and a sign-in that has ended sending the operator to the login page.
+// and a sign-in that has ended handed to the page that said it can show that (the board,
+// once it shows calls), or else sending the operator to the login page.
 import { t } from "./i18n.js";
 import { state } from "./state.js";
 
@@ -11,6 +12,13 @@ export class ApiFailure extends Error {
     this.code = code;
     this.body = body;
   }
+}
+
+// Who is told that a request found the sign-in ended (null: the login page instead).
+let signInEnded = null;
+
+export function whenSignInEnds(handler) {
+  signInEnded = handler;
 }
 
 export async function api(method, path, body) {
@@ -44,8 +52,11 @@ async function sent(path, options) {
 
 async function answered(reply, alsoOk = []) {
   if (reply.status === 401) {
-    // A request answered after the feed said why the sign-in ended leaves that on screen.
-    if (state.connection !== "signed_out") location.assign("/login");
+    // A request answered after the board showed the sign-in ended leaves that on screen.
+    if (state.connection === "signed_out") {
+      /* already said */
+    } else if (signInEnded) signInEnded();
+    else location.assign("/login");
     throw new ApiFailure(401, "unauthorised", "signed out");
   }
   const isJson = (reply.headers.get("Content-Type") ?? "").includes("json");

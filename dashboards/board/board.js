@@ -6,14 +6,14 @@
 // start: the top bar's buttons, who is signed in, the feed and the timers. The modules
 // below never import it.
 import { listenForSound, showAlarm, startAlarmLoop, wakeSound } from "./alarm.js";
-import { api, saveLanguage, signOut } from "./api.js";
+import { api, saveLanguage, signOut, whenSignInEnds } from "./api.js";
 import { hideConflict, renderHealth, setConnection, setHealth, showConflict, showNotice } from "./banners.js";
 import { renderCalls } from "./calls.js";
 import { noteServerTime, tick } from "./clock.js";
 import { refreshDetail, renderDetail, scheduleDetailRefresh, selectCall } from "./detail.js";
 import { $, h } from "./dom.js";
 import { renderDuty, renderOffers, renderOperators, tickOffers } from "./duty.js";
-import { openFeed } from "./feed.js";
+import { closeFeed, openFeed } from "./feed.js";
 import { language, setLanguage, t, tOr } from "./i18n.js";
 import { listenForKeys } from "./keys.js";
 import { BoardMap } from "./map.js";
@@ -92,8 +92,11 @@ function applyMessage(message, expectSnapshot) {
 }
 
 // The sign-in has ended: residents' details leave the screen, nothing reconnects, and the
-// operator is told why and where to sign in again.
+// operator is told why and where to sign in again. The feed's close says why; a request
+// refused first (a refresh between the sign-in's end and the feed's close) says only that
+// it ended: the general text, which names both common causes.
 function signedOut(reason) {
+  closeFeed();
   // The reasons the server gives are those with an ended.<reason> text.
   state.ended = reason && tOr(`ended.${reason}`, null) !== null ? reason : "signed_out";
   state.calls = new Map();
@@ -232,6 +235,9 @@ async function boot() {
   renderAll();
   welfare.start();
   setConnection("connecting");
+  // From here the board shows calls: a request refused for an ended sign-in clears them and
+  // says so, as the feed's close does, rather than leaving for the login page.
+  whenSignInEnds(() => signedOut(""));
   openFeed({ onSnapshot: applySnapshot, onMessage: applyMessage, onConnection: setConnection, onSignedOut: signedOut });
   setInterval(() => {
     tick();

@@ -25,6 +25,18 @@ export function openFeed(given) {
   connect();
 }
 
+// Stop for good (the sign-in has ended): no message is handed on, nothing reconnects.
+export function closeFeed() {
+  const ws = socket;
+  socket = null;
+  clearTimeout(reconnectTimer);
+  try {
+    ws?.close();
+  } catch {
+    /* already closed */
+  }
+}
+
 function connect() {
   clearTimeout(reconnectTimer);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -84,11 +96,12 @@ function dropSocket(ws) {
 }
 
 async function reconnect() {
-  // A refused WebSocket does not say why; a signed-out operator belongs on the login page.
+  // A refused WebSocket does not say why: ask whether the sign-in has ended.
   try {
     const reply = await fetch("/api/me", { credentials: "same-origin" });
     if (reply.status === 401) {
-      location.assign("/login");
+      socket = null;
+      handlers.onSignedOut("");
       return;
     }
   } catch {
