@@ -1,5 +1,5 @@
-"""EventWriter's new events on both databases: on SQLite they are written by statements
-of ingest's own (writer.py), which must store exactly what SQLAlchemy would."""
+"""EventWriter's new events and device rows on both databases: they are written by
+statements of ingest's own (writer.py), which must store exactly what SQLAlchemy would."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import insert, select
 
 from callcenter.ingest.batch import BatchPlan
-from callcenter.ingest.registry import DeviceState, load_devices
+from callcenter.ingest.registry import DeviceState, evolve, load_devices
 from callcenter.ingest.writer import EventWriter
 from callcenter.store import models as m
 from callcenter.store.db import create_engine, refused_by_database
@@ -129,3 +129,37 @@ async def test_a_time_without_its_zone_is_refused(seeded_database_url: str) -> N
     finally:
         await engine.dispose()
     assert kept is None
+
+
+async def test_device_rows_keep_the_latest_time_heard_and_the_last_battery_given(
+    seeded_database_url: str,
+) -> None:
+    """Test that a batch's device rows set the battery and signal it gives, and the time
+    last heard only forward (another server may have written a later one), with the
+    last row of a device in a batch the one that counts."""
+    device = await _device(seeded_database_url)
+    engine = create_engine(seeded_database_url)
+    writer = EventWriter(engine)
+    later = RECEIVED + timedelta(seconds=30)
+
+    def heard(at: datetime, battery: int, rssi: int) -> DeviceState:
+        return evolve(device, last_seen_at=at, battery_pct=battery, rssi_dbm=rssi)
+
+    async def stored() -> tuple[datetime, int, int]:
+        async with engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(m.Device.last_seen_at, m.Device.battery_pct, m.Device.rssi_dbm).where(
+                        m.Device.id == device.device_id
+                    )
+                )
+            ).one()
+        return row.last_seen_at, row.battery_pct, row.rssi_dbm
+
+    try:
+        await writer.write(BatchPlan(device_rows=[heard(RECEIVED, 80, -70), heard(later, 75, -71)]))
+        assert await stored() == (later, 75, -71)
+        await writer.write(BatchPlan(device_rows=[heard(RECEIVED, 60, -90)]))
+        assert await stored() == (later, 60, -90)
+    finally:
+        await engine.dispose()

@@ -48,6 +48,11 @@ class StoredEvent:
     kind: str
 
 
+def _stored(row: Any) -> StoredEvent:
+    """A row of RETURNING id, device_id, household_id, event_id, kind."""
+    return StoredEvent(*row)
+
+
 def _insert_new_events(dialect: str) -> Any:
     # ON CONFLICT DO NOTHING on (device_id, event_id): a redelivered event is stored once,
     # and RETURNING reports only the rows that were really new.
@@ -96,6 +101,69 @@ def _sqlite_insert_events(rows: int) -> str:
     )
 
 
+# On PostgreSQL a batch's new events go in as one statement whatever their number: each
+# column's values as one array, unnested in the database, and each new event's
+# unapplied_events row inserted by the same statement. SQLAlchemy's many-row INSERT
+# prepares each value in Python and sends a statement per thousand rows; the arrays
+# go in asyncpg's binary encoding, made in C. The values are those SQLAlchemy would
+# send (tests/test_ingest_writer.py).
+_POSTGRESQL_INSERT_EVENTS = """
+WITH new AS (
+    INSERT INTO device_events
+        (device_id, household_id, event_id, kind, device_time, received_at, data, clock_skew_s)
+    SELECT device_id, household_id, event_id, kind, device_time, received_at,
+           data::json, clock_skew_s
+    FROM unnest(
+        $1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::timestamptz[],
+        $6::timestamptz[], $7::text[], $8::float8[]
+    ) WITH ORDINALITY
+        AS given(device_id, household_id, event_id, kind, device_time, received_at, data,
+                 clock_skew_s, n)
+    ORDER BY n
+    ON CONFLICT (device_id, event_id) DO NOTHING
+    RETURNING id, device_id, household_id, event_id, kind
+), waiting AS (
+    INSERT INTO unapplied_events (id) SELECT id FROM new
+)
+SELECT id, device_id, household_id, event_id, kind FROM new ORDER BY id
+"""
+
+
+# A batch's device rows on PostgreSQL, in one statement (see _update_device).
+_POSTGRESQL_UPDATE_DEVICES = """
+UPDATE devices SET
+    last_seen_at = CASE
+        WHEN devices.last_seen_at IS NULL OR devices.last_seen_at < given.last_seen_at
+        THEN given.last_seen_at ELSE devices.last_seen_at END,
+    battery_pct = given.battery_pct,
+    rssi_dbm = given.rssi_dbm
+FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::int[])
+    AS given(id, last_seen_at, battery_pct, rssi_dbm)
+WHERE devices.id = given.id
+"""
+
+
+def _utc(moment: datetime) -> datetime:
+    """A time as store.models.UtcDateTime sends it to PostgreSQL."""
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone")
+    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+
+
+def _postgresql_event_columns(events: list[dict[str, Any]]) -> tuple[list[Any], ...]:
+    """The events' values column by column, as _POSTGRESQL_INSERT_EVENTS takes them."""
+    return (
+        [row["device_id"] for row in events],
+        [row["household_id"] for row in events],
+        [row["event_id"] for row in events],
+        [row["kind"] for row in events],
+        [_utc(row["device_time"]) for row in events],
+        [_utc(row["received_at"]) for row in events],
+        [strict_json(row["data"]) for row in events],
+        [row["clock_skew_s"] for row in events],
+    )
+
+
 def _sqlite_time(moment: datetime) -> str:
     """A time as store.models.UtcDateTime keeps it on SQLite: UTC, without its zone, to
     the microsecond (SQLAlchemy's SQLite storage format)."""
@@ -128,7 +196,8 @@ def _sqlite_event_values(events: list[dict[str, Any]]) -> list[Any]:
     return values
 
 
-# A device's liveness as this batch saw it. Not its online flag (see _flip_online), and
+# A device's liveness as this batch saw it (on SQLite; _POSTGRESQL_UPDATE_DEVICES does the
+# same on PostgreSQL). Not its online flag (see _flip_online), and
 # last seen only ever later: another server sharing the subscription may have heard the
 # device after this batch did, and written it first.
 _update_device = (
@@ -206,25 +275,39 @@ class EventWriter:
                 if made_already:
                     written.liveness_made_already = len(made_already)
                     events = [row for row in events if id(row) not in made_already]
+            # Each new event waits for the call engine, in the transaction that stores it
+            # (engine/follower.py). On PostgreSQL the insert of the events adds theirs.
+            waiting = 0
             if events:
                 written.events = await self._insert_new(connection, events)
+                waiting = 0 if self._sqlite else len(written.events)
             if plan.reused or len(written.events) < len(events):
                 await self._sort_out_doubles(connection, plan, events, written)
-            if written.events:
-                # Each new event waits for the call engine, in the transaction that
-                # stores it (engine/follower.py).
+            if len(written.events) > waiting:
+                unapplied = [(event.id,) for event in written.events[waiting:]]
                 if self._sqlite:
                     await connection.exec_driver_sql(
-                        "INSERT INTO unapplied_events (id) VALUES (?)",
-                        [(event.id,) for event in written.events],
+                        "INSERT INTO unapplied_events (id) VALUES (?)", unapplied
                     )
                 else:
                     await connection.execute(
-                        insert(_unapplied), [{"id": event.id} for event in written.events]
+                        insert(_unapplied), [{"id": event_id} for (event_id,) in unapplied]
                     )
             if plan.dead_letters:
                 await connection.execute(insert(_dead_letters), plan.dead_letters)
-            if plan.device_rows:
+            if plan.device_rows and not self._sqlite:
+                # The last row of a device is the one that counts, as one statement each.
+                rows = {d.device_id: d for d in plan.device_rows}.values()
+                await connection.exec_driver_sql(
+                    _POSTGRESQL_UPDATE_DEVICES,
+                    (
+                        [d.device_id for d in rows],
+                        [None if d.last_seen_at is None else _utc(d.last_seen_at) for d in rows],
+                        [d.battery_pct for d in rows],
+                        [d.rssi_dbm for d in rows],
+                    ),
+                )
+            elif plan.device_rows:
                 await connection.execute(
                     _update_device,
                     [
@@ -245,8 +328,10 @@ class EventWriter:
         """Insert the events whose (device, event id) the log has not; those it took, in
         the order they entered it."""
         if not self._sqlite:
-            result = await connection.execute(self._insert_events, events)
-            return [StoredEvent(*row) for row in result]
+            inserted = await connection.exec_driver_sql(
+                _POSTGRESQL_INSERT_EVENTS, _postgresql_event_columns(events)
+            )
+            return [_stored(row) for row in inserted]
         stored: list[StoredEvent] = []
         step = _SQLITE_ROWS_PER_INSERT
         for start in range(0, len(events), step):
@@ -254,7 +339,7 @@ class EventWriter:
             result = await connection.exec_driver_sql(
                 _sqlite_insert_events(len(chunk)), tuple(_sqlite_event_values(chunk))
             )
-            stored.extend(StoredEvent(*row) for row in result)
+            stored.extend(_stored(row) for row in result)
         # SQLite does not promise RETURNING's order; the ids are the log's.
         stored.sort(key=lambda event: event.id)
         return stored
