@@ -651,8 +651,7 @@ async def test_timers_due_together_fire_together_each_once_in_due_order(
     broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
 ) -> None:
     """Test that the timers of six calls falling due at once each fire once, in due
-    order, and on SQLite in shared transactions of up to five rather than a write turn
-    each (on PostgreSQL one after another)."""
+    order, in shared transactions of up to five rather than a transaction each."""
     config = desk_config(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
@@ -678,7 +677,7 @@ async def test_timers_due_together_fire_together_each_once_in_due_order(
         server.desk.perform = counted  # type: ignore[method-assign]
         clock.advance(timedelta(seconds=31))  # each call's "unacknowledged" step is due
         assert await scheduler.fire_due() == len(calls)
-        assert performed == (2 if seeded_database_url.startswith("sqlite") else len(calls))
+        assert performed == 2
         escalated = await rows(
             server,
             select(m.CallHistory.call_id)

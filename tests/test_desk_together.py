@@ -1,7 +1,8 @@
-"""Small writes sharing a transaction (``Desk.perform_together``): the outbox claims and
-settles its texts this way. On SQLite, whatever waits for the write turn meanwhile goes
-in one transaction; a work that fails takes none of the others along; each caller gets
-its own result. On PostgreSQL each work is its own transaction, with the same results."""
+"""Writes sharing a transaction. Small ones (``Desk.perform_together``: the outbox's
+claims and settlements, due timers): whatever waits for the desk's turn meanwhile goes
+in one transaction, on both databases; a work that fails takes none of the others
+along; each caller gets its own result. And a transaction's history and timer rows,
+which go in together at its end."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from callcenter.clock import ManualClock
 from callcenter.domain.policy import PolicyBook
-from callcenter.engine.desk import TOGETHER_AT_MOST, Desk, DeskSettings
+from callcenter.engine.desk import TOGETHER_AT_MOST, Desk, DeskSettings, LoggedEvent
 from callcenter.engine.district import District
 from callcenter.engine.follower import CURSOR
 from callcenter.store import models as m
@@ -136,3 +137,71 @@ async def test_a_stopping_server_leaves_nobody_waiting(database_url: str) -> Non
                 await waiting
     finally:
         await engine.dispose()
+
+
+async def test_a_press_and_its_cancel_in_one_transaction_leave_no_timer_waiting(
+    seeded_database_url: str,
+) -> None:
+    """Test that a call opened and cancelled in one transaction (a batch of the log
+    holding both) ends with every timer its opening armed cancelled, and its history in
+    the order it happened, although the transaction's history and timer rows go in
+    together at its end (repository.defer_rows)."""
+    engine = create_engine(seeded_database_url)
+    desk = _desk(engine)
+    try:
+        async with AsyncSession(engine) as session, session.begin():
+            device = (
+                await session.execute(
+                    select(m.Device.id, m.Device.household_id).where(m.Device.serial == "CB-H0001")
+                )
+            ).one()
+            logged = [
+                LoggedEvent(
+                    await session.scalar(
+                        insert(m.DeviceEvent)
+                        .values(
+                            device_id=device.id,
+                            household_id=device.household_id,
+                            event_id=kind,
+                            kind=kind,
+                            device_time=NOW,
+                            received_at=NOW,
+                            data={},
+                        )
+                        .returning(m.DeviceEvent.id)
+                    ),
+                    device.household_id,
+                    "CB-H0001",
+                    kind,
+                    NOW,
+                    {},
+                )
+                for kind in ("emergency_press", "cancel")
+            ]
+
+        async def both(session: AsyncSession) -> int | None:
+            opened = await desk.apply_event(session, logged[0])
+            assert await desk.apply_event(session, logged[1]) == opened
+            return opened
+
+        call_id = await desk.perform(both)
+        assert call_id is not None
+        async with AsyncSession(engine) as session:
+            timers = (
+                await session.execute(select(m.Timer.state).where(m.Timer.call_id == call_id))
+            ).scalars()
+            history = (
+                await session.execute(
+                    select(m.CallHistory.action)
+                    .where(m.CallHistory.call_id == call_id)
+                    .order_by(m.CallHistory.id)
+                )
+            ).scalars()
+            state = await session.scalar(select(m.Call.state).where(m.Call.id == call_id))
+            timer_states = list(timers)
+            actions = list(history)
+    finally:
+        await engine.dispose()
+    assert timer_states and m.TimerState.PENDING not in timer_states, timer_states
+    assert actions == ["raised", "dispatched", "cancelled"], actions
+    assert state is not None and state != "open", state

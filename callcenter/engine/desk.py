@@ -221,14 +221,18 @@ class Desk:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction: the call rows it reads stay locked until commit."""
+        """A write transaction: the call rows it reads stay locked until commit. The
+        history and timer rows its decisions save go in together at its end
+        (``repository.defer_rows``)."""
         async with (
             self._turn or contextlib.nullcontext(),
             write_turn(self._engine),
             AsyncSession(self._engine, expire_on_commit=False) as session,
             session.begin(),
         ):
+            repository.defer_rows(session)
             yield session
+            await repository.write_deferred(session)
 
     async def _retrying(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
         for attempt in range(1, _RACE_RETRIES + 1):
@@ -635,23 +639,17 @@ class Desk:
         """``fire_timer`` for each of ``timer_ids``, in the order given: what each gave,
         or the error it failed with (one that fails takes no other along).
 
-        On SQLite they share transactions (``perform_together``): with a write turn
-        each, the timers of a storm's calls, falling due as fast as its presses came,
-        fell behind until the watchdog called them overdue. On PostgreSQL they are fired
-        one after another, so two timers of one call still fire in due order."""
-        if self._engine.dialect.name == "sqlite":
-            results = await asyncio.gather(
-                *(self.perform_together(self._firing(timer_id)) for timer_id in timer_ids),
-                return_exceptions=True,
-            )
-            return [_unless_cancelled(result) for result in results]
-        fired: list[datetime | Exception | None] = []
-        for timer_id in timer_ids:
-            try:
-                fired.append(await self.fire_timer(timer_id))
-            except Exception as error:
-                fired.append(error)
-        return fired
+        They share transactions (``perform_together``): with a transaction each, the
+        timers of a storm's calls, falling due as fast as its presses came, fell behind
+        until the watchdog called them overdue on SQLite, and on PostgreSQL took as many
+        transactions as the presses did, held the presses' decisions back by seconds.
+        A shared transaction performs its works in the order they asked, and so does
+        the one-by-one retry after a failure: two timers of one call fire in due order."""
+        results = await asyncio.gather(
+            *(self.perform_together(self._firing(timer_id)) for timer_id in timer_ids),
+            return_exceptions=True,
+        )
+        return [_unless_cancelled(result) for result in results]
 
     def _firing(self, timer_id: int) -> Callable[[AsyncSession], Awaitable[datetime | None]]:
         """The work of firing timer ``timer_id`` inside a write transaction."""

@@ -23,7 +23,7 @@ from callcenter.store import models as m
 log = logging.getLogger("callcenter.scheduler")
 
 _BATCH = 500
-# Due timers fired together (Desk.fire_timers): on SQLite, in shared transactions. With
+# Due timers fired together (Desk.fire_timers), in shared transactions. With
 # one to a write turn a storm's timers fell behind the engine's batches of presses (25 to
 # a turn) by up to 25 s; with 25 to a turn the presses waited up to 2 s behind them.
 _TOGETHER = 5
