@@ -647,11 +647,22 @@ async def test_a_timer_that_cannot_fire_does_not_hold_up_those_due_with_it(
     assert [h.detail["step"] for h in escalations] == ["unacknowledged"]  # once, not twice
 
 
+@pytest.mark.parametrize(
+    ("looked_after_s", "transactions"),
+    [(30.5, 2), (40.0, 1)],
+    ids=["on-time", "late"],
+)
 async def test_timers_due_together_fire_together_each_once_in_due_order(
-    broker: EmbeddedBroker, topic_prefix: str, seeded_database_url: str
+    broker: EmbeddedBroker,
+    topic_prefix: str,
+    seeded_database_url: str,
+    looked_after_s: float,
+    transactions: int,
 ) -> None:
     """Test that the timers of six calls falling due at once each fire once, in due
-    order, in shared transactions of up to five rather than a transaction each."""
+    order, in shared transactions rather than a transaction each: of up to five while
+    they keep time, of up to 25 once they are more than a second late (the presses'
+    batch: late escalations and new presses then take equal turns)."""
     config = desk_config(
         host=broker.host, port=broker.port, prefix=topic_prefix, database_url=seeded_database_url
     )
@@ -675,9 +686,10 @@ async def test_timers_due_together_fire_together_each_once_in_due_order(
             return await perform(work)
 
         server.desk.perform = counted  # type: ignore[method-assign]
-        clock.advance(timedelta(seconds=31))  # each call's "unacknowledged" step is due
+        # Each call's "unacknowledged" step falls due 30 s after its press.
+        clock.advance(timedelta(seconds=looked_after_s))
         assert await scheduler.fire_due() == len(calls)
-        assert performed == 2
+        assert performed == transactions
         escalated = await rows(
             server,
             select(m.CallHistory.call_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -295,12 +295,19 @@ class Desk:
         make: Callable[[Call, Situation, Registry], Command],
         *,
         may_dispatch: bool = True,
+        locked_row: Any = None,
     ) -> Decision:
         """Lock the call, decide ``make``'s command on it, save. Without ``may_dispatch``
-        the command cannot page anyone, and who is free is not read."""
+        the command cannot page anyone, and who is free is not read. ``locked_row``: the
+        call's row, read under its lock already in this transaction."""
         now = self._clock.now()
         registry = await self.district.registry()
-        call = await repository.load(session, call_id, registry.carer_codes, lock=True)
+        if locked_row is not None:
+            call: Call | None = await repository.with_carers(
+                session, locked_row, registry.carer_codes
+            )
+        else:
+            call = await repository.load(session, call_id, registry.carer_codes, lock=True)
         if call is None:
             raise CallNotFoundError(call_id)
         household = household_of(registry, call)
@@ -655,17 +662,10 @@ class Desk:
         """The work of firing timer ``timer_id`` inside a write transaction."""
 
         async def work(session: AsyncSession) -> datetime | None:
-            timer = (
-                await session.execute(
-                    select(m.Timer.call_id, m.Timer.step, m.Timer.carer_id, m.Timer.due_at).where(
-                        m.Timer.id == timer_id
-                    )
-                )
-            ).one_or_none()
+            # Lock the call first (its lock guards its timers), then claim the timer.
+            timer = await repository.timer_with_call(session, timer_id)
             if timer is None:
                 return None
-            # Lock the call first (its lock guards its timers), then claim the timer.
-            await repository.lock(session, timer.call_id)
             claimed = await session.execute(
                 update(m.Timer)
                 .where(m.Timer.id == timer_id, m.Timer.state == m.TimerState.PENDING)
@@ -675,11 +675,10 @@ class Desk:
                 return None  # cancelled, or another instance fired it
             if timer.step == OFFER_STEP:
                 await self._moving_offer(session, timer.call_id)
-                return timer.due_at  # type: ignore[no-any-return]
+                return timer.due_at
             step = StepDue(timer.step, timer.carer_id)
-            await self._apply(session, timer.call_id, lambda *_: step)
-            due_at: datetime = timer.due_at
-            return due_at
+            await self._apply(session, timer.call_id, lambda *_: step, locked_row=timer.call_row)
+            return timer.due_at
 
         return work
 

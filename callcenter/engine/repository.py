@@ -136,10 +136,40 @@ async def open_calls(session: AsyncSession, household_id: int) -> list[tuple[int
     return [(int(row.id), CallType(row.call_type)) for row in found]
 
 
-async def lock(session: AsyncSession, call_id: int) -> None:
-    """Lock the call's row for the rest of the transaction, on PostgreSQL. (SQLite has
-    no row locks; there the write transaction itself is taken up front, see store/db.py.)"""
-    await session.execute(_CALL_LOCKED, {"call_id": call_id})
+# A due timer and its call, the call locked (the call's lock guards its timers): what
+# firing the timer reads first, in one statement.
+_TIMER_AND_CALL_LOCKED = (
+    select(
+        _timers.c.step.label("timer_step"),
+        _timers.c.carer_id.label("timer_carer_id"),
+        _timers.c.due_at.label("timer_due_at"),
+        _calls,
+    )
+    .join(_calls, _calls.c.id == _timers.c.call_id)
+    .where(_timers.c.id == bindparam("timer_id"))
+    .with_for_update(of=_calls)
+)
+
+
+@dataclass(frozen=True)
+class DueTimer:
+    """A timer to fire, with its call's row read under the call's lock."""
+
+    call_id: int
+    step: str
+    carer_id: int | None
+    due_at: datetime
+    call_row: Any
+
+
+async def timer_with_call(session: AsyncSession, timer_id: int) -> DueTimer | None:
+    """Timer ``timer_id`` and its call's row, the call locked for the rest of the
+    transaction on PostgreSQL (SQLite has no row locks; there the write transaction
+    itself is taken up front, see store/db.py); None when there is no such timer."""
+    row = (await session.execute(_TIMER_AND_CALL_LOCKED, {"timer_id": timer_id})).one_or_none()
+    if row is None:
+        return None
+    return DueTimer(row.id, row.timer_step, row.timer_carer_id, row.timer_due_at, row)
 
 
 def to_domain(row: Any, assignments: Sequence[Any], codes: dict[int, str]) -> Call:
@@ -189,7 +219,12 @@ async def load(
     row = (await session.execute(_CALL_LOCKED if lock else _CALL, where)).one_or_none()
     if row is None:
         return None
-    assignments = (await session.execute(_CARERS_ON, where)).all()
+    return await with_carers(session, row, codes)
+
+
+async def with_carers(session: AsyncSession, row: Any, codes: dict[int, str]) -> Call:
+    """The call of a call row read (and locked) already, with its carers."""
+    assignments = (await session.execute(_CARERS_ON, {"call_id": row.id})).all()
     return to_domain(row, assignments, codes)
 
 

@@ -25,8 +25,13 @@ log = logging.getLogger("callcenter.scheduler")
 _BATCH = 500
 # Due timers fired together (Desk.fire_timers), in shared transactions. With
 # one to a write turn a storm's timers fell behind the engine's batches of presses (25 to
-# a turn) by up to 25 s; with 25 to a turn the presses waited up to 2 s behind them.
+# a turn) by up to 25 s; with 25 to a turn the presses waited up to 2 s behind them. So
+# five while they keep time; once they run late (a storm's escalations all falling due
+# together), as many as the engine's batch, so that late escalations and new presses take
+# equal turns: on PostgreSQL, five at a time let 950 carers' ring steps fall 9 s late.
 _TOGETHER = 5
+_TOGETHER_LATE = 25
+_LATE = timedelta(seconds=1)
 # However far off the next deadline, look again this often: another instance (or an
 # administrator) may have armed an earlier one that no wake-up here announced.
 _RECHECK = timedelta(seconds=30)
@@ -105,20 +110,22 @@ class Scheduler:
         while not self._stopping.is_set():
             now = self._clock.now()
             async with AsyncSession(self._engine) as session:
-                due = (
-                    await session.scalars(
-                        select(m.Timer.id)
+                rows = (
+                    await session.execute(
+                        select(m.Timer.id, m.Timer.due_at)
                         .where(m.Timer.state == m.TimerState.PENDING, m.Timer.due_at <= now)
                         .order_by(m.Timer.due_at, m.Timer.id)
                         .limit(_BATCH)
                     )
                 ).all()
-            if not due:
+            if not rows:
                 break
-            for start in range(0, len(due), _TOGETHER):
-                if self._stopping.is_set():
-                    break
-                together = due[start : start + _TOGETHER]
+            due = [row.id for row in rows]
+            start = 0
+            while start < len(due) and not self._stopping.is_set():
+                late = self._clock.now() - rows[start].due_at > _LATE
+                together = due[start : start + (_TOGETHER_LATE if late else _TOGETHER)]
+                start += len(together)
                 for timer_id, result in zip(
                     together, await self._desk.fire_timers(together), strict=True
                 ):
