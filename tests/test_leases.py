@@ -28,6 +28,7 @@ class Counted:
     def __init__(self) -> None:
         self._stopping = asyncio.Event()
         self.runs = 0
+        self.stops = 0
         self.running = False
         self.fences: list[leases.Fence | None] = []
 
@@ -39,6 +40,7 @@ class Counted:
             await self._stopping.wait()
         finally:
             self.running = False
+            self.stops += 1
 
     def stop(self) -> None:
         self._stopping.set()
@@ -157,6 +159,8 @@ async def test_a_holder_that_finds_its_lease_taken_stops_its_work(database_url: 
         a = Leadership(engine, SystemClock(), holder=name, work={"w": work}, ttl_s=1.0)
         async with leading(a):
             await until(lambda: a.leading)
+            assert a.term is not None
+            first_epoch = a.term.epoch
             # Someone took the lease over while this one was away (as a paused server
             # finds on waking): at its next renewal it stops the work.
             # (On SQLite the holder's file lock keeps anyone in another process from
@@ -172,8 +176,10 @@ async def test_a_holder_that_finds_its_lease_taken_stops_its_work(database_url: 
             assert taken.rowcount == 1
             # At its next renewal (a third of a second), or once its 1 s lease is past
             # while the database keeps it waiting: not in seconds on a loaded machine.
-            await until(lambda: not work.running, within=15.0)
-            assert not a.leading
+            await until(lambda: work.stops >= 1, within=15.0)
+            # The thief is no server that lives (no connection, no file lock), so this one
+            # may take the lease over from it again: under a new epoch, past the thief's.
+            assert a.term is None or a.term.epoch > first_epoch + 1, a.term
 
 
 async def test_a_killed_holder_is_taken_over_before_its_lease_runs_out(database_url: str) -> None:
@@ -274,14 +280,18 @@ async def test_the_lease_is_renewed_while_the_work_holds_every_pooled_connection
         await engine.dispose()
 
 
+@pytest.mark.parametrize(
+    ("writers", "each_s"), [(4, 0.05), (8, 0.25)], ids=["short-writes", "a-long-queue"]
+)
 async def test_the_lease_is_renewed_while_writers_follow_each_other_without_a_pause(
-    database_url: str,
+    database_url: str, writers: int, each_s: float
 ) -> None:
-    """Test that the holder keeps its lease through a storm of write transactions (four
-    writers, 50 ms each) that follow each other back to back for over two lease times.
-    On SQLite every change to the lease is a write too: it waits its turn with the
-    work's writers (db.write_turn); left to SQLite's locking, it polled and lost to them
-    until the holder stepped down."""
+    """Test that the holder keeps its lease through a storm of write transactions that
+    follow each other back to back for over two lease times: four writers of 50 ms, and
+    eight of 250 ms (a queue of them longer than the lease's margin). On SQLite every
+    change to the lease is a write too: it waits its turn with the work's writers
+    (db.write_turn); left to SQLite's locking, it polled and lost to them until the
+    holder stepped down; queued behind eight of them, it lapsed; it goes first."""
     name = holder_name("storm")
     engine = create_engine(database_url, application_name=name)
     locked = write_locked(engine)
@@ -307,14 +317,14 @@ async def test_the_lease_is_renewed_while_writers_follow_each_other_without_a_pa
                                 ),
                                 {"now": datetime.now(UTC)},
                             )
-                            await asyncio.sleep(0.05)  # a batch of decisions
+                            await asyncio.sleep(each_s)  # a batch of decisions
                         written += 1
                     return written
 
-                written = await asyncio.gather(*(writer(n) for n in range(4)))
+                written = await asyncio.gather(*(writer(n) for n in range(writers)))
             finally:
                 leases.FENCE.reset(token)
-            assert sum(written) > 50, "the writers wrote"
+            assert sum(written) > 7.0 / each_s / 2, "the writers wrote"
             assert a.leading and work.running, "the holder stepped down"
             assert a.terms == 1 and work.runs == 1
     finally:

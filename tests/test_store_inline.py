@@ -1,6 +1,7 @@
 """SQLite engines: the one whose calls run on the event loop's own thread (``inline``),
 as the simulator's week uses for its private database, must behave as the ordinary one;
-and a process's writers take turns in the order they asked (``write_turn``)."""
+and a process's writers take turns in the order they asked, the lease's upkeep first
+(``write_turn``)."""
 
 from __future__ import annotations
 
@@ -140,3 +141,48 @@ async def test_a_statement_is_one_trip_to_the_sqlite_thread(tmp_path: Path) -> N
     assert (inserted.rowcount, inserted.lastrowid) == (2, 2)
     assert [row.v for row in found] == ["a", "b"]
     assert (after_insert, after_select - after_insert) == (1, 1)
+
+
+async def test_a_writer_asking_first_goes_before_those_waiting_and_a_cancelled_one_passes_on(
+    tmp_path: Path,
+) -> None:
+    """Test that a writer asking for the turn with ``first`` (the lease's upkeep) begins
+    before the writers already waiting, who then go in the order they asked; and that a
+    waiter cancelled just as the turn came to it passes the turn on rather than keeping
+    it for ever."""
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'first.db'}")
+    order: list[str] = []
+
+    async def writer(name: str, *, first: bool = False) -> None:
+        async with write_turn(engine, first=first):
+            order.append(name)
+            await asyncio.sleep(0.01)
+
+    try:
+        async with write_turn(engine):
+            waiting = []
+            for name in ("a", "b", "c"):
+                waiting.append(asyncio.create_task(writer(name)))
+                await asyncio.sleep(0)
+            waiting.append(asyncio.create_task(writer("lease", first=True)))
+            await asyncio.sleep(0.02)
+            assert order == []
+        await asyncio.gather(*waiting)
+        assert order == ["lease", "a", "b", "c"]
+
+        order.clear()
+        async with write_turn(engine):
+            doomed = asyncio.create_task(writer("doomed"))
+            await asyncio.sleep(0)
+            after = asyncio.create_task(writer("after"))
+            await asyncio.sleep(0)
+        # The turn has just been handed to "doomed"; it is cancelled before it runs.
+        doomed.cancel()
+        await asyncio.wait_for(after, 5)
+        assert order == ["after"]
+        assert doomed.cancelled()
+        async with asyncio.timeout(5):
+            async with write_turn(engine):
+                pass  # the turn is free again
+    finally:
+        await engine.dispose()

@@ -98,7 +98,9 @@ class Leadership:
         self._owns_engine = self._engine is not engine
         # On SQLite a change to the lease is a write like any other and waits for the
         # work's writers' turn (db.write_turn): left to SQLite's own locking it polls,
-        # and lost to a storm's writers until the lease lapsed. Nothing on PostgreSQL.
+        # and lost to a storm's writers until the lease lapsed. It goes before the
+        # writers waiting, though: behind a storm's queue of them it lapsed too, and the
+        # work it keeps stopped. Nothing on PostgreSQL.
         self._work_engine = engine
         self._clock = clock
         self.holder = holder
@@ -142,7 +144,8 @@ class Leadership:
             while not self._stopping.is_set():
                 if self._holding is None:
                     await self._try_to_take()
-                    await self._pause(self._poll_s)
+                    if self._holding is None:  # taken: its upkeep starts now, not later
+                        await self._pause(self._poll_s)
                 else:
                     await self._hold()
         finally:
@@ -170,7 +173,7 @@ class Leadership:
             return
         found = loop.time()
         try:
-            async with write_turn(self._work_engine):
+            async with write_turn(self._work_engine, first=True):
                 holding = await leases.take(
                     self._engine, self._name, self.holder, self._ttl, seen=seen
                 )
@@ -275,7 +278,7 @@ class Leadership:
         leases.let_go(self._engine, holding.name)
         if release:
             with contextlib.suppress(Exception):
-                async with write_turn(self._work_engine):
+                async with write_turn(self._work_engine, first=True):
                     released = await leases.release(self._engine, holding)
                 if released:
                     log.info("gave the desk's lease up (epoch %d)", holding.epoch)
@@ -285,7 +288,7 @@ class Leadership:
 
     async def _renew(self) -> bool:
         assert self._holding is not None
-        async with write_turn(self._work_engine):
+        async with write_turn(self._work_engine, first=True):
             return await leases.renew(self._engine, self._holding, self._ttl)
 
     async def _pause(self, seconds: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import functools
@@ -245,8 +246,46 @@ async def lock_names(session: AsyncSession, *names: str) -> None:
         await session.execute(_ADVISORY_LOCK, {"name": name})
 
 
+class _Turn:
+    """A process's turn to write: first come, first served, except that a writer asking
+    with ``first`` goes before every writer waiting without it. The lease's upkeep asks
+    so (engine/leadership.py): it keeps the work alive, and queued behind the work's own
+    transactions in a storm it ran out (the work then stopped for seconds)."""
+
+    def __init__(self) -> None:
+        self._held = False
+        self._first: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._others: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def acquire(self, *, first: bool) -> None:
+        if not self._held and not self._first and not self._others:
+            self._held = True
+            return
+        waiting: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._first if first else self._others
+        queue.append(waiting)
+        try:
+            await waiting
+        except BaseException:
+            if waiting.done() and not waiting.cancelled():
+                self.release()  # handed the turn as it was cancelled: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # release() may have passed it by
+                    queue.remove(waiting)
+            raise
+
+    def release(self) -> None:
+        for queue in (self._first, self._others):
+            while queue:
+                waiting = queue.popleft()
+                if not waiting.done():
+                    waiting.set_result(None)  # the turn passes on, still held
+                    return
+        self._held = False
+
+
 # One per SQLite database pool (shared by the engine and its write_locked copy).
-_WRITE_TURNS: weakref.WeakKeyDictionary[Any, asyncio.Lock] = weakref.WeakKeyDictionary()
+_WRITE_TURNS: weakref.WeakKeyDictionary[Any, _Turn] = weakref.WeakKeyDictionary()
 # Per pool, the open file whose lock orders writers across processes (-1: none, for
 # an in-memory database or one no other process opens, or one that could not be opened).
 _TURN_FDS: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
@@ -255,7 +294,7 @@ _PRIVATE_DATABASES: set[str] = set()
 
 
 @contextlib.asynccontextmanager
-async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
+async def write_turn(engine: AsyncEngine, *, first: bool = False) -> AsyncIterator[None]:
     """Wrap a write transaction on ``engine``: on SQLite, writers begin one after
     another in the order they asked. Left to SQLite, a writer waiting for the lock polls
     with growing sleeps and can lose every time to one that commits and begins again
@@ -268,15 +307,19 @@ async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
     sleeps in the kernel and is woken the moment it is free, instead of polling. The
     turn only orders writers; SQLite's own locking still keeps them apart, so a file
     that cannot be opened costs fairness, never data. On PostgreSQL, rows are locked as
-    needed: nothing to wait for here."""
+    needed: nothing to wait for here.
+
+    ``first``: go before the process's writers already waiting (``_Turn``); only for
+    short writes that must not wait behind the others, such as the lease's upkeep."""
     if engine.dialect.name != "sqlite":
         yield
         return
     pool = engine.sync_engine.pool
     turn = _WRITE_TURNS.get(pool)
     if turn is None:
-        turn = _WRITE_TURNS[pool] = asyncio.Lock()
-    async with turn:
+        turn = _WRITE_TURNS[pool] = _Turn()
+    await turn.acquire(first=first)
+    try:
         fd = _turn_fd(engine, pool)
         if fd < 0:
             yield
@@ -286,6 +329,8 @@ async def write_turn(engine: AsyncEngine) -> AsyncIterator[None]:
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        turn.release()
 
 
 @contextlib.asynccontextmanager
