@@ -280,6 +280,7 @@ async def assembled_server(
         peers = (
             Peers(engine, clock, me=holder) if engine.dialect.name == "postgresql" else NoPeers()
         )
+        adoption: SessionAdoption | None = None
         if isinstance(peers, Peers) and config.broker.shared_group:
             # A gone server's share of the presses waits in its broker session: the
             # holder takes it in (ingest/adopt.py).
@@ -319,6 +320,7 @@ async def assembled_server(
             stuck_after_s=config.health.stuck_after_s,
             leadership=leadership,
             peers=peers,
+            adoption=adoption,
         )
         loops["health"] = health
         if refusals is not None:

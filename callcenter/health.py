@@ -55,6 +55,7 @@ from callcenter.engine.outbox import ChannelProgress, OutboxRelay
 from callcenter.engine.peers import NoPeers, Peers
 from callcenter.engine.repository import DEVICE_COMMAND, SMS
 from callcenter.engine.scheduler import Scheduler
+from callcenter.ingest.adopt import Failing, SessionAdoption
 from callcenter.ingest.commands import DeviceCommandSender
 from callcenter.ingest.process import IngestProcess
 from callcenter.ingest.service import Ingest, IngestStats
@@ -276,6 +277,38 @@ def ingest_health(
     )
 
 
+def with_adoption(part: PartHealth, failing: Sequence[Failing], released: int) -> PartHealth:
+    """Ingest's health with the sessions of gone servers (ingest/adopt.py) this server
+    takes in: stuck too while one of them could not be taken in, since its server's
+    share of the alarms waits in the broker meanwhile."""
+    facts = {
+        **part.facts,
+        "gone_sessions_taken_in": released,
+        "gone_sessions_failing": [
+            {
+                "server": f.server,
+                "client_id": f.client_id,
+                "since": f.since,
+                "error": f.error,
+                "next_try_in_s": f.next_try_in_s,
+            }
+            for f in failing
+        ],
+    }
+    if not failing:
+        return replace(part, facts=facts)
+    first = min(failing, key=lambda f: f.since)
+    why = (
+        f"the broker session of gone server {first.server} ({first.client_id or '?'}) "
+        f"holds its share of the alarms and could not be taken in ({first.error}); "
+        f"trying again in {first.next_try_in_s:g} s"
+    )
+    if part.stuck_since is not None and part.stuck_since <= first.since:
+        return replace(part, detail=f"{part.detail}; {why}", facts=facts)
+    detail = why if part.stuck_since is None else f"{why}; {part.detail}"
+    return replace(part, stuck_since=first.since, detail=detail, facts=facts)
+
+
 def database_health(
     stored: Stored | None, failing_since: datetime | None, error: str
 ) -> PartHealth:
@@ -476,6 +509,7 @@ class Health:
         stuck_after_s: float,
         leadership: Leadership | None = None,
         peers: Peers | NoPeers | None = None,
+        adoption: SessionAdoption | None = None,
     ) -> None:
         self._engine = engine
         self._clock = clock
@@ -487,6 +521,7 @@ class Health:
         self._feed = feed
         self._leadership = leadership
         self._peers = peers if peers is not None else NoPeers()
+        self._adoption = adoption
         self.stuck_after = timedelta(seconds=stuck_after_s)
         self._stopping = asyncio.Event()
         # Noticed by looking, not noted by the part itself: since when.
@@ -552,8 +587,12 @@ class Health:
         ingest = self._ingest
         # Ingest in this process has nothing to report across a pipe, so never falls silent.
         silent = ingest.silent_since(now)
+        ingest_part = ingest_health(ingest.stats, brokers=self._brokers, silent_since=silent)
+        if self._adoption is not None:
+            adoption = self._adoption
+            ingest_part = with_adoption(ingest_part, adoption.failing(), adoption.released)
         found = {
-            "ingest": ingest_health(ingest.stats, brokers=self._brokers, silent_since=silent),
+            "ingest": ingest_part,
             "database": database_health(stored, self._database_failing_since, error),
             "lease": lease_health(self._leadership),
             "peers": peers_health(self._peers),

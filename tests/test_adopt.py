@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -74,8 +75,12 @@ async def test_a_server_with_a_database_connection_or_a_successor_is_not_gone(
         assert sorted(s.client_id for s in await adoption.gone()) == ["desk-alive", "desk-dead"]
         # desk-dead's server was started again: a new name, which says the same client id.
         adoption.heard(_notice(alive_name, dead, broker))
+        # Say its session could not be taken in before (its /healthz fact): a server
+        # with a connection again is alive, and nothing of it waits any more.
+        adoption._failing[alive_name] = (datetime.now(UTC), "taken back")
         async with alive.connect():
             assert [s.client_id for s in await adoption.gone()] == []
+        assert adoption.failing() == []
     finally:
         await alive.dispose()
         await engine.dispose()
@@ -125,6 +130,14 @@ async def test_a_server_alive_on_the_broker_takes_its_session_back_and_nothing_i
 
                 await eventually(gave_up, within_s=30, what="the holder giving the session up")
                 assert await adoption.gone() == [], "not tried again at once"
+                # /healthz says so: the peer's share waits in a session not taken in.
+                (failing,) = adoption.failing()
+                assert (failing.server, failing.client_id) == (
+                    "callcenter:peer:4:dddddd",
+                    "desk-peer",
+                )
+                assert failing.error and 0 < failing.next_try_in_s <= adopt.RETRY_FIRST_S
+                assert adoption.released == 0
                 later = [(f"H{n:04d}", f"CB-H{n:04d}", f"alive-{n}") for n in range(620, 630)]
                 await publish_events(broker.host, broker.port, topic_prefix, later)
 

@@ -35,7 +35,9 @@ from callcenter.health import (
     outbox_health,
     sms_health,
     timers_health,
+    with_adoption,
 )
+from callcenter.ingest.adopt import Failing
 from callcenter.ingest.service import IngestStats
 from tests.api_support import Api, Reply
 from tests.desk_support import desk_config
@@ -504,6 +506,36 @@ def test_ingest_is_stuck_only_with_messages_in_hand_or_no_subscription(
     the database refusing; and never merely for being idle."""
     part = ingest_health(stats, brokers="the broker b:1883")
     assert part.stuck_since == stuck_since
+
+
+@pytest.mark.parametrize(
+    ("stats", "failing_since", "stuck_since"),
+    [
+        (IngestStats(), None, None),
+        (IngestStats(), _at(30), _at(30)),
+        # Already stuck earlier for its own reason: the earlier time stands.
+        (IngestStats(link_down_since=_at(10)), _at(30), _at(10)),
+        (IngestStats(link_down_since=_at(40)), _at(30), _at(30)),
+    ],
+)
+def test_ingest_is_stuck_too_while_a_gone_servers_session_cannot_be_taken_in(
+    stats: IngestStats, failing_since: datetime | None, stuck_since: datetime | None
+) -> None:
+    """Test that the sessions of gone servers this server takes in (ingest/adopt.py)
+    are in ingest's facts, and that one that could not be taken in makes ingest stuck
+    from when it first failed (its server's share of the alarms waits in the broker),
+    saying whose it is and when it is tried again."""
+    failing = (
+        []
+        if failing_since is None
+        else [Failing("callcenter:b:7:ab12cd", "desk-b", failing_since, "refused", 30.0)]
+    )
+    part = with_adoption(ingest_health(stats, brokers="the broker b:1883"), failing, 2)
+    assert part.stuck_since == stuck_since
+    assert part.facts["gone_sessions_taken_in"] == 2
+    assert len(part.facts["gone_sessions_failing"]) == len(failing)
+    assert ("callcenter:b:7:ab12cd" in part.detail) == bool(failing)
+    assert part.facts["events_stored"] == 0  # ingest's own facts kept
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
@@ -96,6 +97,18 @@ class _Retry:
     wait_s: float
 
 
+@dataclass(frozen=True)
+class Failing:
+    """A gone server whose session could not be taken in: its share of the alarms waits
+    in the broker meanwhile."""
+
+    server: str
+    client_id: str
+    since: datetime  # the first adoption that failed
+    error: str
+    next_try_in_s: float
+
+
 class SessionAdoption:
     """Hears the servers' sessions; while this server does the desk's once-only work,
     takes in what the session of a gone server holds, then releases it."""
@@ -116,6 +129,8 @@ class SessionAdoption:
         self._released: set[str] = set()  # servers whose session was drained
         self._retries: dict[str, _Retry] = {}  # by server
         self._clashes: set[str] = set()  # servers seen using this server's own client id
+        # Gone servers whose session could not be taken in: since when, and why.
+        self._failing: dict[str, tuple[datetime, str]] = {}
         self._listeners: list[EventListener] = []
         self._stopping = asyncio.Event()
 
@@ -154,6 +169,24 @@ class SessionAdoption:
         """Ready to run again after stop() (this server took the desk's lease again)."""
         self._stopping.clear()
 
+    @property
+    def released(self) -> int:
+        """How many gone servers' sessions were taken in and released."""
+        return len(self._released)
+
+    def failing(self) -> list[Failing]:
+        """The gone servers whose session could not be taken in yet (for /healthz)."""
+        now = time.monotonic()
+        found = []
+        for server, (since, error) in sorted(self._failing.items()):
+            client_id = next(
+                (s.client_id for s in self._sessions.values() if s.holder == server), ""
+            )
+            retry = self._retries.get(server)
+            left = 0.0 if retry is None else max(0.0, retry.at - now)
+            found.append(Failing(server, client_id, since, error, round(left, 1)))
+        return found
+
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
@@ -169,6 +202,7 @@ class SessionAdoption:
     async def gone(self) -> list[Session]:
         """The sessions whose server is gone and that are still to be taken in."""
         now = time.monotonic()
+        heard = {s.holder for s in self._sessions.values() if now - s.heard < GONE_AFTER_S}
         silent = [
             session
             for session in self._sessions.values()
@@ -176,7 +210,7 @@ class SessionAdoption:
             and session.holder not in self._released
             and now >= self._retries.get(session.holder, _Retry(0.0, 0.0)).at
         ]
-        if not silent:
+        if not silent and not self._failing:
             return []
         async with self._engine.connect() as connection:
             connected = set(
@@ -186,10 +220,16 @@ class SessionAdoption:
                             "SELECT DISTINCT application_name FROM pg_stat_activity "
                             "WHERE application_name = ANY(:names)"
                         ),
-                        {"names": [session.holder for session in silent]},
+                        {"names": sorted({s.holder for s in silent} | set(self._failing))},
                     )
                 ).scalars()
             )
+        # A server whose session could not be taken in and that is heard again, or has a
+        # connection again, was alive after all: nothing of it waits for this one.
+        for server in (heard | connected) & set(self._failing):
+            self._failing.pop(server, None)
+            self._retries.pop(server, None)
+            log.info("server %s is back; its broker session is its own again", server)
         return [session for session in silent if session.holder not in connected]
 
     def _broker_for(self, session: Session) -> BrokerAddress:
@@ -229,6 +269,8 @@ class SessionAdoption:
             retry = self._retries.get(session.holder)
             wait_s = RETRY_FIRST_S if retry is None else min(retry.wait_s * 2, RETRY_MAX_S)
             self._retries[session.holder] = _Retry(time.monotonic() + wait_s, wait_s)
+            since = self._failing.get(session.holder, (self._clock.now(), ""))[0]
+            self._failing[session.holder] = (since, str(error)[:300])
             log.warning(
                 "lost the adopted session %s after %d messages (%s): its server may be alive "
                 "and have taken it back, or the broker went; trying again in %.0f s if it "
@@ -250,6 +292,7 @@ class SessionAdoption:
             return
         self._released.add(session.holder)
         self._retries.pop(session.holder, None)
+        self._failing.pop(session.holder, None)
         log.warning(
             "released the broker session %s of server %s: it held %d messages (%d new "
             "events stored); it is subscribed to nothing, so the broker queues nothing more "
