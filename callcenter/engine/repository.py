@@ -96,8 +96,8 @@ _INSERT_OUTBOX_ROW = insert(_outbox).returning(_outbox.c.id)
 
 # A desk transaction's history and timer rows wait in the session and go in together
 # when its work is done (``defer_rows``, ``write_deferred``): a storm's transaction
-# applies 25 presses, and a statement each for their history and their timers was a
-# third of its round trips to PostgreSQL. Nothing in a desk transaction reads those
+# applies 25 presses, and two statements each for their history and their timers were
+# 50 round trips to PostgreSQL where two do. Nothing in a desk transaction reads those
 # rows back. The only statement that touches them, a cancel of a call's timers, writes
 # what waits first; a new call's timers are never in the table yet, so cancelling them
 # there needs no statement at all.
