@@ -164,6 +164,8 @@ class SessionAdoption:
 
     def stop(self) -> None:
         self._stopping.set()
+        # No longer this server's to take in: the next holder tries, and says so.
+        self._failing.clear()
 
     def reset(self) -> None:
         """Ready to run again after stop() (this server took the desk's lease again)."""
