@@ -23,25 +23,25 @@ import json
 import logging
 import os
 import random
-import secrets
 import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-from sqlalchemy import func, insert, select, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import throwaway_database
 from callcenter.app import Running, running_server
 from callcenter.broker import EmbeddedBroker
 from callcenter.clock import Clock, SystemClock
@@ -144,30 +144,11 @@ async def prepare_database(url: str) -> None:
     await seed_demo_district(url, seed=SEED)
 
 
-@contextlib.asynccontextmanager
-async def bench_database(workdir: Path, server_url: str | None) -> AsyncIterator[str]:
+def bench_database(workdir: Path, server_url: str | None) -> AbstractAsyncContextManager[str]:
     """A migrated database holding the demo district: a SQLite file in ``workdir``, or a
     new database on ``server_url``'s PostgreSQL server, dropped afterwards (the database
     named in ``server_url`` is only connected to, never changed)."""
-    if server_url is None:
-        url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        await prepare_database(url)
-        yield url
-        return
-    name = f"callcenter_bench_{secrets.token_hex(4)}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-            await prepare_database(url)
-            yield url
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    return throwaway_database(workdir, server_url, prepare_database, name="bench")
 
 
 def server_config(broker: EmbeddedBroker, database_url: str, workdir: Path) -> Config:

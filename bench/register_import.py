@@ -18,21 +18,17 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import throwaway_database
 from callcenter.engine import register_files as rf
 from callcenter.engine.register_files.files import cell_values
 from callcenter.store.db import create_engine
@@ -46,28 +42,9 @@ def progress(message: str) -> None:
     print(f"[register-import] {message}", file=sys.stderr, flush=True)
 
 
-@contextlib.asynccontextmanager
-async def migrated(workdir: Path, server_url: str | None, name: str) -> AsyncIterator[str]:
+def migrated(workdir: Path, server_url: str | None, name: str) -> AbstractAsyncContextManager[str]:
     """A new, migrated, empty database: a SQLite file, or one on the PostgreSQL server."""
-    if server_url is None:
-        url = f"sqlite+aiosqlite:///{workdir / f'{name}.db'}"
-        await upgrade_async(url)
-        yield url
-        return
-    database = f"callcenter_bench_{secrets.token_hex(4)}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{database}"'))
-        try:
-            url = make_url(server_url).set(database=database).render_as_string(hide_password=False)
-            await upgrade_async(url)
-            yield url
-        finally:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
+    return throwaway_database(workdir, server_url, upgrade_async, name=name)
 
 
 async def timed(work: Any) -> tuple[Any, float]:

@@ -28,7 +28,6 @@ import ctypes
 import json
 import os
 import resource
-import secrets
 import shutil
 import signal
 import statistics
@@ -36,19 +35,20 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiomqtt
-from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.databases import throwaway_database
 from callcenter.broker import EmbeddedBroker
 from callcenter.domain.response_times import nearest_rank
 from callcenter.engine.repository import SMS
@@ -118,35 +118,16 @@ async def prepare_database(url: str, households: int, carers: int) -> None:
         await engine.dispose()
 
 
-@contextlib.asynccontextmanager
-async def bench_database(
+def bench_database(
     workdir: Path, server_url: str | None, households: int, carers: int
-) -> AsyncIterator[str]:
+) -> AbstractAsyncContextManager[str]:
     """A SQLite file in ``workdir``, or a new database on ``server_url``'s PostgreSQL
     server, dropped afterwards (the database named in the URL is only connected to)."""
-    if server_url is None:
-        url = f"sqlite+aiosqlite:///{workdir / 'storm.db'}"
+
+    async def prepare(url: str) -> None:
         await prepare_database(url, households, carers)
-        yield url
-        return
-    name = f"callcenter_storm_{secrets.token_hex(4)}"
-    admin = create_async_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as connection:
-            await connection.execute(text(f'CREATE DATABASE "{name}"'))
-        progress(f"created the database {name}")
-        try:
-            url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-            await prepare_database(url, households, carers)
-            yield url
-        finally:
-            # FORCE: a connection the run left open (say, a seed stopped by a signal)
-            # does not keep the database.
-            async with admin.connect() as connection:
-                await connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            progress(f"dropped the database {name}")
-    finally:
-        await admin.dispose()
+
+    return throwaway_database(workdir, server_url, prepare, name="storm", say=progress)
 
 
 async def decisions(engine: AsyncEngine) -> dict[int, tuple[str, datetime]]:
