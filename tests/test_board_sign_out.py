@@ -195,6 +195,8 @@ async def test_the_board_page_says_its_operator_is_signed_out(api: Api, open_tab
         await expect(page.locator("#signed-out-text")).to_contain_text(text)
         await expect(page.locator("#signed-out-link")).to_have_attribute("href", "/login")
         await expect(page.locator(".call-card")).to_have_count(0)
+        # Nor a duty switch: a signed-out operator cannot go on duty from here.
+        await expect(page.locator("#duty")).to_be_hidden()
         assert page.url == api.server.web_url + "/board"
     await li.screenshot("board-signed-out-zh")
     await wang.screenshot("board-signed-out-en")
