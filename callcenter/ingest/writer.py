@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, case, insert, or_, select, tuple_, update
@@ -26,7 +26,7 @@ from callcenter.domain.events import ServerEventKind, raises_alarm
 from callcenter.ingest.batch import BatchPlan, LivenessChange, same_content
 from callcenter.ingest.protocol import SERVER_ID_PREFIX, server_event_id
 from callcenter.store.db import strict_json, write_locked, write_turn
-from callcenter.store.models import Base
+from callcenter.store.models import Base, as_utc
 
 log = logging.getLogger("callcenter.ingest")
 
@@ -143,13 +143,6 @@ WHERE devices.id = given.id
 """
 
 
-def _utc(moment: datetime) -> datetime:
-    """A time as store.models.UtcDateTime sends it to PostgreSQL."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column; attach a time zone")
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
-
-
 def _postgresql_event_columns(events: list[dict[str, Any]]) -> tuple[list[Any], ...]:
     """The events' values column by column, as _POSTGRESQL_INSERT_EVENTS takes them."""
     return (
@@ -157,8 +150,8 @@ def _postgresql_event_columns(events: list[dict[str, Any]]) -> tuple[list[Any], 
         [row["household_id"] for row in events],
         [row["event_id"] for row in events],
         [row["kind"] for row in events],
-        [_utc(row["device_time"]) for row in events],
-        [_utc(row["received_at"]) for row in events],
+        [as_utc(row["device_time"]) for row in events],
+        [as_utc(row["received_at"]) for row in events],
         [strict_json(row["data"]) for row in events],
         [row["clock_skew_s"] for row in events],
     )
@@ -167,11 +160,7 @@ def _postgresql_event_columns(events: list[dict[str, Any]]) -> tuple[list[Any], 
 def _sqlite_time(moment: datetime) -> str:
     """A time as store.models.UtcDateTime keeps it on SQLite: UTC, without its zone, to
     the microsecond (SQLAlchemy's SQLite storage format)."""
-    if moment.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column; attach a time zone")
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
-    return moment.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return as_utc(moment).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _sqlite_event_values(events: list[dict[str, Any]]) -> list[Any]:
@@ -302,7 +291,7 @@ class EventWriter:
                     _POSTGRESQL_UPDATE_DEVICES,
                     (
                         [d.device_id for d in rows],
-                        [None if d.last_seen_at is None else _utc(d.last_seen_at) for d in rows],
+                        [None if d.last_seen_at is None else as_utc(d.last_seen_at) for d in rows],
                         [d.battery_pct for d in rows],
                         [d.rssi_dbm for d in rows],
                     ),

@@ -59,6 +59,13 @@ NAMING = {
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC, as a UTC column takes it; a naive value is refused."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column; attach a time zone")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
 class UtcDateTime(TypeDecorator[datetime]):
     """A timestamp kept in UTC; naive values are refused so local time never sneaks in."""
 
@@ -68,9 +75,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column; attach a time zone")
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
